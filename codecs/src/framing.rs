@@ -1,0 +1,1 @@
+//! Stream framing (filled in by the framing work).

@@ -1,0 +1,1 @@
+//! EMV BER-TLV.
