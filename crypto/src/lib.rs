@@ -5,8 +5,16 @@
 //! No I/O, no clocks, no randomness of its own: callers pass random bytes in.
 #![forbid(unsafe_code)]
 
+pub mod cvv;
+pub mod dukpt;
+pub mod emv;
 pub mod error;
+pub mod hsm;
+pub mod keyblock;
 pub mod keys;
+pub mod keystore;
+pub mod mac;
+pub mod pin;
 
 pub use error::{Error, ErrorKind, Result};
 pub use keys::{AesKey, Algorithm, SymmetricKey, TdesKey};

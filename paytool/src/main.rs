@@ -1,1 +1,66 @@
-fn main() {}
+//! `paytool` — the payments engineer's calculator (INTERFACES.md §2).
+//!
+//! Thin by design: every subcommand parses its arguments, calls `codecs` or `crypto`, and prints
+//! the answer. Clear keys and PINs given on the command line are test material; paytool never logs
+//! them and never echoes them in an error.
+
+mod cmd;
+mod output;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "paytool", version, about = "The payments engineer's calculator")]
+struct Cli {
+    /// Print one JSON object instead of the bare answer.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {}
+
+fn run(command: Command) -> output::CmdResult {
+    match command {}
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+            // One line: clap's first line names the argument and the reason.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+            eprintln!("paytool: {first}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli.command) {
+        Ok(answer) => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            if answer.write(cli.json, &mut lock).and_then(|_| lock.flush()).is_err() {
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(bad) => {
+            eprintln!("paytool: {bad}");
+            ExitCode::from(2)
+        }
+    }
+}
