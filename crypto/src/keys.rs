@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// Decodes hex (either case) into bytes, naming the argument on error.
 pub fn from_hex(what: &'static str, s: &str) -> Result<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(Error::new(ErrorKind::Input, what, format!("odd number of hex digits ({})", s.len())));
     }
     hex::decode(s).map_err(|e| match e {
@@ -508,7 +508,7 @@ pub fn verify_kcv(key: &SymmetricKey, expected_hex: &str) -> Result<()> {
 }
 
 fn check_blocks(what: &'static str, data: &[u8], n: usize) -> Result<()> {
-    if data.len() % n != 0 {
+    if !data.len().is_multiple_of(n) {
         return Err(Error::new(
             ErrorKind::Input,
             what,
