@@ -392,10 +392,10 @@ fn check_spec(p: &mut Vec<String>, at: &str, spec: &str) {
 }
 
 fn check_tls(p: &mut Vec<String>, at: &str, tls: Option<&TlsConfig>) {
-    if let Some(t) = tls {
-        if t.cert.as_os_str().is_empty() || t.key.as_os_str().is_empty() {
-            p.push(format!("{at}.tls: cert and key are both required"));
-        }
+    if let Some(t) = tls
+        && (t.cert.as_os_str().is_empty() || t.key.as_os_str().is_empty())
+    {
+        p.push(format!("{at}.tls: cert and key are both required"));
     }
 }
 
