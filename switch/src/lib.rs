@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod error;
+pub mod journal;
 pub mod metrics;
 pub mod saf;
 pub mod seal;
