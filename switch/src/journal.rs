@@ -73,13 +73,10 @@ fn run(
     flush_interval: Duration,
 ) {
     let mut batch = Vec::with_capacity(batch_size);
-    loop {
-        // Block for the first row of a batch; then take what else is there, up to the batch size,
-        // waiting at most one flush interval for stragglers.
-        match rx.blocking_recv() {
-            Some(row) => batch.push(row),
-            None => break,
-        }
+    // Block for the first row of a batch; then take what else is there, up to the batch size,
+    // waiting at most one flush interval for stragglers.
+    while let Some(row) = rx.blocking_recv() {
+        batch.push(row);
         let deadline = std::time::Instant::now() + flush_interval;
         while batch.len() < batch_size {
             match rx.try_recv() {
