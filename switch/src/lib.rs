@@ -7,6 +7,7 @@
 //! I/O lives at the edges (listeners, issuer links, the store).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod journal;
