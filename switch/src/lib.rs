@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod journal;
 pub mod metrics;
+pub mod route;
 pub mod saf;
 pub mod seal;
 pub mod store;
