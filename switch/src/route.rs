@@ -53,7 +53,7 @@ impl RouteTable {
             }
         }
         let mut by_len: Vec<_> = maps.into_iter().collect();
-        by_len.sort_by(|a, b| b.0.cmp(&a.0));
+        by_len.sort_by_key(|e| std::cmp::Reverse(e.0));
         Ok(RouteTable { by_len })
     }
 
