@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dedupe;
 pub mod error;
 pub mod journal;
 pub mod metrics;
