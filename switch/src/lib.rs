@@ -13,6 +13,7 @@ pub mod dedupe;
 pub mod error;
 pub mod journal;
 pub mod metrics;
+pub mod pending;
 pub mod route;
 pub mod saf;
 pub mod seal;
