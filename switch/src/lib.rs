@@ -17,6 +17,7 @@ pub mod pending;
 pub mod route;
 pub mod saf;
 pub mod seal;
+pub mod standin;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};
