@@ -301,7 +301,10 @@ impl OptionalBlock {
         let id: [u8; 2] = match id.as_bytes() {
             [a, b] if a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric() => [*a, *b],
             _ => {
-                return Err(format_err("optional block", format!("ID must be 2 alphanumerics, found {id:?}")));
+                return Err(format_err(
+                    "optional block",
+                    format!("ID must be 2 alphanumerics, found {id:?}"),
+                ));
             }
         };
         if let Some(p) = data.bytes().position(|b| !(0x20..=0x7E).contains(&b)) {

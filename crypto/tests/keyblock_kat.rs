@@ -4,6 +4,7 @@
 //! B, A.7.3.1 version C with a KS block, A.7.3.2 version B with a KS block, A.7.4 version D), as
 //! reproduced in openemv/tr31 `test/tr31_decrypt_test.c`, plus that file's blocks made on a Thales
 //! payShield 10k (versions A/B/C with KBPK EFE0…, version D with KBPK 41…41).
+#![allow(clippy::unwrap_used)]
 
 use crypto::keyblock::{
     self, Exportability, Header, KeyAlgorithm, KeyBlockVersion, KeyUsage, ModeOfUse, padding_len,

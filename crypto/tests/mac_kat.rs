@@ -1,4 +1,5 @@
 //! Known-answer tests for the MACs, from published vectors (source beside each).
+#![allow(clippy::unwrap_used)]
 
 use crypto::keys::{AesKey, TdesKey, from_hex, to_hex};
 use crypto::mac::{self, MacAlgorithm, Padding};
