@@ -1,1 +1,5 @@
 //! One module per paytool command family.
+
+pub mod kcv;
+pub mod keyblock;
+pub mod mac;
