@@ -411,8 +411,10 @@ impl Header {
         let mut count = self.optional_blocks.len();
         let rem = (16 + blocks.len()) % bs;
         if rem != 0 {
+            // A PB block is at least its ID and length; like psec and other implementations we
+            // never emit an empty one.
             let mut pad = bs - rem;
-            if pad < 4 {
+            if pad <= 4 {
                 pad += bs;
             }
             blocks.push_str("PB");
