@@ -6,4 +6,5 @@
 //! account state and the request; the network shell around them speaks ISO 8583 over TCP.
 #![forbid(unsafe_code)]
 
+pub mod idv;
 pub mod ledger;
