@@ -1,0 +1,406 @@
+//! ISO 8583 specs as data: per data element its length kind, length encoding, content type,
+//! data encoding and maximum length; per message the MTI and bitmap encodings.
+//!
+//! A spec is plain data (built-in tables in [`super::builtin`], or a TOML/JSON file parsed by
+//! [`Spec::from_toml`] / [`Spec::from_json`]); the codec in [`super::message`] only interprets it.
+//! Units follow ISO 8583:1987 §4.2: a length counts characters for text, digits for packed BCD
+//! and bytes for binary elements.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Location, Result};
+
+/// Highest data element number (DE 129–192 live in the tertiary bitmap).
+pub const MAX_FIELD: u16 = 192;
+
+/// Default cap on a whole message, in bytes. The largest iso87 message with every element at
+/// its maximum is about 40 KiB; 64 KiB also bounds any 2-byte-binary framed message.
+pub const DEFAULT_MAX_MESSAGE_LEN: usize = 64 * 1024;
+
+/// Length kind of a data element: fixed, or variable with a prefix of 1–4 digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LengthKind {
+    #[serde(alias = "fixed", rename = "FIXED")]
+    Fixed,
+    L,
+    LL,
+    LLL,
+    LLLL,
+}
+
+impl LengthKind {
+    /// Number of decimal digits of the prefix (0 for fixed).
+    pub fn digits(self) -> usize {
+        match self {
+            LengthKind::Fixed => 0,
+            LengthKind::L => 1,
+            LengthKind::LL => 2,
+            LengthKind::LLL => 3,
+            LengthKind::LLLL => 4,
+        }
+    }
+}
+
+/// How a variable-length prefix is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LengthEncoding {
+    /// ASCII digits, one per prefix digit.
+    Ascii,
+    /// EBCDIC digits (F0–F9).
+    Ebcdic,
+    /// Packed BCD, right-aligned, left zero-padded (LL: 1 byte, LLL/LLLL: 2 bytes).
+    Bcd,
+    /// Unsigned big-endian binary: 1 byte for L/LL, 2 bytes for LLL/LLLL.
+    Binary,
+}
+
+/// Content type of an element (ISO 8583:1987 §4.1 attribute notation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentType {
+    /// Digits 0–9.
+    N,
+    /// Letters.
+    A,
+    /// Letters, digits and space (space padding is universal in practice).
+    An,
+    /// Printable ASCII 0x20–0x7E.
+    Ans,
+    /// Digits and special characters.
+    Ns,
+    /// Letters, digits and pad (space).
+    Anp,
+    /// Track 2/3 code set (ISO 7813 / ISO 4909): digits, separator `=` or `D`.
+    Z,
+    /// Binary data; appears in JSON as uppercase hex.
+    B,
+    /// `C` (credit) or `D` (debit) followed by digits (amounts such as DE 28).
+    #[serde(rename = "x+n")]
+    XN,
+    /// Hex digits: the text form of a binary-by-nature element (iso87ascii DE 52/55/64/96/128).
+    #[serde(rename = "hex")]
+    Hex,
+}
+
+impl ContentType {
+    /// Whether `c` (an ASCII byte) may appear at `pos` of an element of this type.
+    pub fn allows(self, c: u8, pos: usize) -> bool {
+        match self {
+            ContentType::N => c.is_ascii_digit(),
+            ContentType::A => c.is_ascii_alphabetic(),
+            ContentType::An | ContentType::Anp => c.is_ascii_alphanumeric() || c == b' ',
+            ContentType::Ans => (0x20..=0x7E).contains(&c),
+            ContentType::Ns => (0x20..=0x7E).contains(&c) && !c.is_ascii_alphabetic(),
+            ContentType::Z => c.is_ascii_digit() || c == b'=' || c == b'D',
+            ContentType::B => true,
+            ContentType::XN => {
+                if pos == 0 {
+                    c == b'C' || c == b'D'
+                } else {
+                    c.is_ascii_digit()
+                }
+            }
+            ContentType::Hex => c.is_ascii_hexdigit(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ContentType::N => "n",
+            ContentType::A => "a",
+            ContentType::An => "an",
+            ContentType::Ans => "ans",
+            ContentType::Ns => "ns",
+            ContentType::Anp => "anp",
+            ContentType::Z => "z",
+            ContentType::B => "b",
+            ContentType::XN => "x+n",
+            ContentType::Hex => "hex",
+        }
+    }
+}
+
+/// How an element's data is written on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataEncoding {
+    Ascii,
+    /// EBCDIC code page 500 (the printable range).
+    Ebcdic,
+    /// Packed BCD, an odd digit count padded with a `0` nibble on the left.
+    BcdLeft,
+    /// Packed BCD, an odd digit count padded with an `F` nibble on the right.
+    BcdRight,
+    /// Raw bytes.
+    Binary,
+}
+
+impl DataEncoding {
+    pub fn is_bcd(self) -> bool {
+        matches!(self, DataEncoding::BcdLeft | DataEncoding::BcdRight)
+    }
+
+    /// Bytes on the wire for `units` characters/digits/bytes.
+    pub fn wire_len(self, units: usize) -> usize {
+        if self.is_bcd() { units.div_ceil(2) } else { units }
+    }
+}
+
+/// What a logging form must hide of an element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sensitivity {
+    /// Shown as is.
+    #[default]
+    None,
+    /// A PAN: first 6 and last 4 digits shown.
+    Pan,
+    /// Track data: the PAN part as a PAN, everything else masked.
+    Track,
+    /// Masked entirely (PIN block, expiry, CVV-bearing data).
+    Full,
+    /// EMV TLV (DE 55): sensitive tags masked by `tlv::mask_sensitive`.
+    Icc,
+}
+
+/// One data element's definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    #[serde(default)]
+    pub name: String,
+    pub length: LengthKind,
+    #[serde(default = "default_length_encoding")]
+    pub length_encoding: LengthEncoding,
+    pub content: ContentType,
+    pub encoding: DataEncoding,
+    /// Fixed length, or maximum for variable elements (characters, digits or bytes).
+    pub max_len: u16,
+    /// Masking in logging forms; when absent, derived from the DE number (2, 34 PAN; 35, 36,
+    /// 45 track; 14, 52 full; 55 ICC).
+    #[serde(default)]
+    pub mask: Option<Sensitivity>,
+}
+
+fn default_length_encoding() -> LengthEncoding {
+    LengthEncoding::Ascii
+}
+
+impl FieldSpec {
+    /// The masking that applies to DE `de`.
+    pub fn sensitivity(&self, de: u16) -> Sensitivity {
+        self.mask.unwrap_or(match de {
+            2 | 34 => Sensitivity::Pan,
+            35 | 36 | 45 => Sensitivity::Track,
+            14 | 52 => Sensitivity::Full,
+            55 => Sensitivity::Icc,
+            _ => Sensitivity::None,
+        })
+    }
+
+    /// Whether JSON carries this element as hex (binary data) rather than text.
+    pub fn is_binary(&self) -> bool {
+        self.content == ContentType::B
+    }
+}
+
+/// How the MTI is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MtiEncoding {
+    /// Four ASCII digits.
+    Ascii,
+    /// Four EBCDIC digits.
+    Ebcdic,
+    /// Two bytes packed BCD.
+    Bcd,
+}
+
+/// How bitmaps are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BitmapEncoding {
+    /// 8 raw bytes per bitmap.
+    Binary,
+    /// 16 uppercase hex characters in ASCII per bitmap.
+    HexAscii,
+    /// 16 uppercase hex characters in EBCDIC per bitmap.
+    HexEbcdic,
+}
+
+impl BitmapEncoding {
+    pub fn wire_len(self) -> usize {
+        match self {
+            BitmapEncoding::Binary => 8,
+            BitmapEncoding::HexAscii | BitmapEncoding::HexEbcdic => 16,
+        }
+    }
+}
+
+/// A message spec: MTI and bitmap encodings plus the data elements 2–192.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub name: String,
+    pub mti: MtiEncoding,
+    pub bitmap: BitmapEncoding,
+    /// DE 65 is the tertiary-bitmap indicator (as in pyiso8583 4): when its bit is set a third
+    /// bitmap, encoded like the secondary, follows the secondary and announces DE 129–192.
+    pub tertiary_bitmap: bool,
+    /// Largest message accepted by the decoder, in bytes.
+    pub max_message_len: usize,
+    /// Indexed by DE number; entries 0, 1 (and 65 with a tertiary bitmap) are always `None`.
+    pub(crate) fields: Vec<Option<FieldSpec>>,
+}
+
+/// The file form of a spec (TOML or JSON), see `docs/iso8583-spec-format.md`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    name: String,
+    mti: MtiEncoding,
+    bitmap: BitmapEncoding,
+    #[serde(default = "yes")]
+    tertiary_bitmap: bool,
+    #[serde(default)]
+    max_message_len: Option<usize>,
+    fields: std::collections::BTreeMap<String, FieldSpec>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn spec_err(name: &str, detail: String) -> Error {
+    Error::new(ErrorKind::Spec, Location::Spec(name.to_string()), None, detail)
+}
+
+impl Spec {
+    /// An empty spec to which elements are added with [`Spec::with_field`].
+    pub fn new(name: &str, mti: MtiEncoding, bitmap: BitmapEncoding) -> Self {
+        Spec {
+            name: name.to_string(),
+            mti,
+            bitmap,
+            tertiary_bitmap: true,
+            max_message_len: DEFAULT_MAX_MESSAGE_LEN,
+            fields: vec![None; MAX_FIELD as usize + 1],
+        }
+    }
+
+    /// Adds or replaces DE `de` (not validated: call [`Spec::validate`]).
+    pub fn with_field(mut self, de: u16, field: FieldSpec) -> Self {
+        if let Some(slot) = self.fields.get_mut(de as usize) {
+            *slot = Some(field);
+        }
+        self
+    }
+
+    /// The definition of DE `de`, if the spec has one.
+    #[inline]
+    pub fn field(&self, de: u16) -> Option<&FieldSpec> {
+        self.fields.get(de as usize).and_then(Option::as_ref)
+    }
+
+    /// Numbers of the defined data elements, ascending.
+    pub fn defined(&self) -> impl Iterator<Item = u16> + '_ {
+        self.fields.iter().enumerate().filter(|(_, f)| f.is_some()).map(|(i, _)| i as u16)
+    }
+
+    /// A built-in spec by name (see [`super::builtin::NAMES`]).
+    pub fn builtin(name: &str) -> Option<&'static std::sync::Arc<Spec>> {
+        super::builtin::get(name)
+    }
+
+    /// Parses and validates a spec file in TOML.
+    pub fn from_toml(text: &str) -> Result<Spec> {
+        let file: SpecFile =
+            toml::from_str(text).map_err(|e| spec_err("file", format!("invalid TOML: {}", e.message())))?;
+        Spec::from_file(file)
+    }
+
+    /// Parses and validates a spec file in JSON.
+    pub fn from_json(text: &str) -> Result<Spec> {
+        let file: SpecFile =
+            serde_json::from_str(text).map_err(|e| spec_err("file", format!("invalid JSON: {e}")))?;
+        Spec::from_file(file)
+    }
+
+    fn from_file(file: SpecFile) -> Result<Spec> {
+        let mut spec = Spec::new(&file.name, file.mti, file.bitmap);
+        spec.tertiary_bitmap = file.tertiary_bitmap;
+        if let Some(m) = file.max_message_len {
+            spec.max_message_len = m;
+        }
+        let mut problems = Vec::new();
+        for (key, field) in file.fields {
+            match key.parse::<u16>() {
+                Ok(de) if (2..=MAX_FIELD).contains(&de) => spec.fields[de as usize] = Some(field),
+                _ => problems.push(format!("field key {key:?} is not a data element 2-192")),
+            }
+        }
+        if let Err(e) = spec.validate() {
+            problems.push(e.detail);
+        }
+        if problems.is_empty() { Ok(spec) } else { Err(spec_err(&spec.name, problems.join("; "))) }
+    }
+
+    /// Checks every element definition; reports all problems at once.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if self.name.is_empty() {
+            problems.push("name is empty".to_string());
+        }
+        if self.fields.len() != MAX_FIELD as usize + 1 {
+            problems.push("field table has the wrong size".to_string());
+        }
+        if self.max_message_len < 12 || self.max_message_len > 16 * 1024 * 1024 {
+            problems.push(format!("max_message_len {} is outside 12..=16777216", self.max_message_len));
+        }
+        for (de, f) in self.fields.iter().enumerate() {
+            let Some(f) = f else { continue };
+            let p = |m: String| format!("DE {de}: {m}");
+            if de < 2 {
+                problems.push(p("DE 0 and 1 cannot be defined (bitmaps are derived)".into()));
+            }
+            if de == 65 && self.tertiary_bitmap {
+                problems.push(p(
+                    "is the tertiary-bitmap indicator; set tertiary_bitmap = false to define it".into(),
+                ));
+            }
+            if f.max_len == 0 {
+                problems.push(p("max_len is 0".into()));
+            }
+            let digits = f.length.digits();
+            if digits > 0 {
+                let cap: u32 = match f.length_encoding {
+                    LengthEncoding::Binary if digits <= 2 => 255,
+                    LengthEncoding::Binary => 65535,
+                    _ => 10u32.pow(digits as u32) - 1,
+                };
+                if u32::from(f.max_len) > cap {
+                    problems.push(p(format!(
+                        "max_len {} does not fit a {:?} prefix in {:?}",
+                        f.max_len, f.length, f.length_encoding
+                    )));
+                }
+            }
+            match (f.content, f.encoding) {
+                (ContentType::B, DataEncoding::Binary) => {}
+                (ContentType::B, e) => {
+                    problems.push(p(format!("content b needs encoding binary, not {e:?}")))
+                }
+                (c, DataEncoding::Binary) => {
+                    problems.push(p(format!("content {} cannot use encoding binary", c.name())))
+                }
+                (ContentType::N | ContentType::Z, _) => {}
+                (c, e) if e.is_bcd() => {
+                    problems.push(p(format!("content {} cannot be packed BCD", c.name())))
+                }
+                _ => {}
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(spec_err(&self.name, problems.join("; "))) }
+    }
+}
