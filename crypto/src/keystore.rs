@@ -9,7 +9,7 @@
 //!   transaction) and checks its KCV; a mismatch names the key.
 //! - A key is fetched for a purpose: the header's key usage must be the one asked for (a MAC key
 //!   is never returned as a PIN key) and, with [`Keystore::get_for`], its mode of use must permit
-//!   the operation (X9.143 §6.2 Table 2/3).
+//!   the operation (the X9.143 key usage and mode of use tables).
 //! - Clear keys exist only for the duration of a fetch; `Debug` prints names and KCVs only.
 
 use std::collections::BTreeMap;
