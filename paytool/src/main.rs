@@ -23,10 +23,15 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// EMV BER-TLV: decode to JSON.
+    Tlv(cmd::tlv::TlvCmd),
+}
 
 fn run(command: Command) -> output::CmdResult {
-    match command {}
+    match command {
+        Command::Tlv(c) => cmd::tlv::run(c),
+    }
 }
 
 fn main() -> ExitCode {

@@ -1,1 +1,3 @@
 //! One module per paytool command family.
+
+pub mod tlv;
