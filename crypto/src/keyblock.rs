@@ -1,23 +1,23 @@
 //! TR-31 / ANSI X9.143 key blocks: the only form in which a key leaves or enters the keystore.
 //!
-//! A key block is printable ASCII: a 16-character header (X9.143 §6.2: version ID, key block
+//! A key block is printable ASCII: a 16-character header (X9.143 / TR-31:2018 key block header: version ID, key block
 //! length, key usage, algorithm, mode of use, key version number, exportability, number of
-//! optional blocks, reserved), the optional blocks (§6.3, each ID + hex length + data, extended
+//! optional blocks, reserved), the optional blocks (each ID + hex length + data, extended
 //! lengths allowed, a `PB` padding block last), then the encrypted key data and the MAC in hex.
 //!
 //! Versions:
-//! - **B** (TDES key derivation binding, X9.143 §7.2 / TR-31:2018 §5.3.2.3): KBEK and KBAK are
+//! - **B** (TDES key derivation binding method, X9.143 / TR-31:2018): KBEK and KBAK are
 //!   derived from the KBPK by TDES-CMAC over an 8-byte derivation input (counter, key usage
 //!   indicator, separator, algorithm indicator, length in bits); the MAC is the 8-byte TDES-CMAC
 //!   under the KBAK of header ‖ clear key data; the key data is TDES-CBC encrypted under the KBEK
 //!   with the MAC as IV.
-//! - **D** (AES key derivation binding, X9.143 §7.3): the same with AES-CMAC and AES-CBC, a
+//! - **D** (AES key derivation binding method): the same with AES-CMAC and AES-CBC, a
 //!   16-byte MAC.
-//! - **A / C** (key variant binding, TR-31:2018 §5.3.2.1, deprecated): KBEK = KBPK ⊕ 45…,
+//! - **A / C** (key variant binding method, TR-31:2018, deprecated): KBEK = KBPK ⊕ 45…,
 //!   KBAK = KBPK ⊕ 4D…, CBC encryption with the first 8 header bytes as IV, a 4-byte CBC-MAC of
 //!   header ‖ ciphertext. Supported for unwrapping legacy blocks (and wrapping, for tests).
 //!
-//! The clear key data is `key length (2 bytes, bits) ‖ key ‖ padding` (§6.4); the padding is
+//! The clear key data is `key length (2 bytes, bits) ‖ key ‖ padding`; the padding is
 //! random and comes from the caller (this crate is sans-IO). On unwrap the MAC is verified in
 //! constant time **before** the key is looked at; a bad MAC releases nothing and says only that the
 //! block is tampered with or the KBPK is wrong.
@@ -289,7 +289,7 @@ impl KeyUsage {
     }
 }
 
-/// One optional block (X9.143 §6.3): a two-character ID and printable ASCII data.
+/// One optional block (X9.143 optional header blocks): a two-character ID and printable ASCII data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionalBlock {
     pub id: [u8; 2],
@@ -327,7 +327,7 @@ impl OptionalBlock {
         if short <= 0xFF {
             out.push_str(&format!("{short:02X}"));
         } else {
-            // Extended length (X9.143 §6.3.1): "00", the length-of-length in bytes, the length.
+            // Extended length (X9.143, for blocks over 255 characters): "00", the length-of-length in bytes, the length.
             let long = self.data.len() + 10;
             if long > 0xFFFF {
                 return Err(format_err("optional block", format!("{} data too long", self.id_str())));
@@ -609,7 +609,7 @@ pub fn wrap(kbpk: &SymmetricKey, header: &Header, key: &[u8], random: &[u8]) -> 
 }
 
 /// Wraps `key` padded as if it were `masked_len` bytes long, so the block does not reveal the
-/// key's true length (X9.143 §6.4, "key length obfuscation").
+/// key's true length (X9.143 "key length obfuscation").
 pub fn wrap_masked(
     kbpk: &SymmetricKey,
     header: &Header,
@@ -701,7 +701,7 @@ impl fmt::Debug for UnwrappedKey {
 /// the key. Nothing about the key is released unless the MAC verifies.
 pub fn unwrap(kbpk: &SymmetricKey, block: &str) -> Result<UnwrappedKey> {
     let s = block.as_bytes();
-    if let Some(p) = s.iter().position(|b| !b.is_ascii_graphic()) {
+    if let Some(p) = s.iter().position(|b| !(0x20..=0x7E).contains(b)) {
         return Err(format_err(WHAT, format!("non-printable or non-ASCII character at position {p}")));
     }
     let (header, head_len) = parse_header(s)?;
@@ -734,6 +734,15 @@ pub fn unwrap(kbpk: &SymmetricKey, block: &str) -> Result<UnwrappedKey> {
         ));
     }
     let enc_end = s.len() - mac_chars;
+    // Hex digits only (no whitespace, which a lenient hex decoder might trim).
+    if let Some(p) = s[head_len..].iter().position(|b| !b.is_ascii_hexdigit()) {
+        let p = head_len + p;
+        let part = if p < enc_end { "encrypted key data" } else { "MAC" };
+        return Err(format_err(
+            WHAT,
+            format!("{part} at position {p}: expected a hex digit, found {}", show_byte(s[p])),
+        ));
+    }
     let enc = from_hex(WHAT, &block[head_len..enc_end]).map_err(|e| {
         format_err(WHAT, format!("encrypted key data from position {head_len}: {}", e.detail))
     })?;
@@ -824,7 +833,7 @@ fn check_key_for_algorithm(alg: KeyAlgorithm, len: usize) -> Result<()> {
     }
 }
 
-/// Version B derivation (X9.143 §7.2.1): KBEK and KBAK from TDES-CMAC over
+/// Version B derivation (X9.143 TDES key derivation, a CMAC-based KDF per NIST SP 800-108): KBEK and KBAK from TDES-CMAC over
 /// counter ‖ usage (0000 enc, 0001 MAC) ‖ 00 ‖ algorithm (0000 2TDES, 0001 3TDES) ‖ length.
 fn derive_b(kbpk: &TdesKey) -> (TdesKey, TdesKey) {
     let (alg, bits, calls): (u8, u16, u8) = if kbpk.len() == 16 { (0, 128, 2) } else { (1, 192, 3) };
@@ -843,7 +852,7 @@ fn derive_b(kbpk: &TdesKey) -> (TdesKey, TdesKey) {
     }
 }
 
-/// Version D derivation (X9.143 §7.3.1): AES-CMAC over counter ‖ usage ‖ 00 ‖ algorithm
+/// Version D derivation (X9.143 AES key derivation, CMAC-based KDF per NIST SP 800-108): AES-CMAC over counter ‖ usage ‖ 00 ‖ algorithm
 /// (0002 AES-128, 0003 AES-192, 0004 AES-256) ‖ length, truncated to the KBPK's length.
 fn derive_d(kbpk: &AesKey) -> Result<(AesKey, AesKey)> {
     let (alg, bits, calls): (u8, u16, u8) = match kbpk.len() {
@@ -865,7 +874,7 @@ fn derive_d(kbpk: &AesKey) -> Result<(AesKey, AesKey)> {
     Ok((AesKey::from_slice(&kbek)?, AesKey::from_slice(&kbak)?))
 }
 
-/// Versions A and C (TR-31:2018 §5.3.2.1): the KBPK with each byte XORed with 45 (encryption) or
+/// Versions A and C (TR-31:2018 key variant binding): the KBPK with each byte XORed with 45 (encryption) or
 /// 4D (authentication).
 fn derive_variant(kbpk: &TdesKey) -> Result<(TdesKey, TdesKey)> {
     let mut e: Vec<u8> = kbpk.expose().iter().map(|b| b ^ 0x45).collect();

@@ -9,8 +9,15 @@
 //!   transaction) and checks its KCV; a mismatch names the key.
 //! - A key is fetched for a purpose: the header's key usage must be the one asked for (a MAC key
 //!   is never returned as a PIN key) and, with [`Keystore::get_for`], its mode of use must permit
-//!   the operation (X9.143 §6.2 Table 2/3).
+//!   the operation (the X9.143 key usage and mode of use tables).
 //! - Clear keys exist only for the duration of a fetch; `Debug` prints names and KCVs only.
+//!
+//! ```toml
+//! [[key]]
+//! name = "zpk.acquirer1"          # KeyName: 1-64 of A-Z a-z 0-9 . _ -
+//! block = "D0112P0TE00E0000..."   # the key block under the LMK
+//! kcv = "08D7B4"                  # 4 or 6 hex digits, checked at load
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,8 +1,8 @@
 //! Message authentication codes used on payment interfaces.
 //!
-//! - ISO/IEC 9797-1:2011 MAC algorithm 1 (CBC-MAC) with TDES, padding methods 1, 2 and 3 (§6.3);
+//! - ISO/IEC 9797-1:2011 MAC algorithm 1 (CBC-MAC) with TDES, padding methods 1, 2 and 3;
 //! - ISO/IEC 9797-1 MAC algorithm 3, the ANSI X9.19 "retail MAC": single-DES CBC under K, the
-//!   last block then decrypted under K' and encrypted under K (§7.3);
+//!   last block then decrypted under K' and encrypted under K (output transformation 3);
 //! - CMAC (NIST SP 800-38B; ISO/IEC 9797-1:2011 MAC algorithm 5) with TDES (64-bit block) and AES;
 //! - HMAC-SHA256 (RFC 2104, FIPS 198-1).
 //!
@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{AesKey, TdesKey, block8, xor_in_place};
 
-/// ISO/IEC 9797-1:2011 §6.3 padding methods.
+/// ISO/IEC 9797-1:2011 padding methods (the "Padding" step of the MAC algorithms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Padding {
     /// Method 1: zero bytes up to a whole block (none when already whole; an empty string becomes
@@ -79,7 +79,7 @@ pub fn cbc_mac_aes(key: &AesKey, data: &[u8], padding: Padding) -> [u8; 16] {
 
 /// ISO/IEC 9797-1 MAC algorithm 3 (ANSI X9.19 retail MAC) under a double-length key K‖K':
 /// single-DES CBC under K over every block, then the final output transformation
-/// `e_K(d_K'(H_q))` (ISO/IEC 9797-1:2011 §7.3, output transformation 3).
+/// `e_K(d_K'(H_q))` (ISO/IEC 9797-1:2011 MAC algorithm 3, output transformation 3).
 pub fn retail_mac(key: &TdesKey, data: &[u8], padding: Padding) -> Result<[u8; 8]> {
     if key.len() != 16 {
         return Err(Error::new(
@@ -136,7 +136,7 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     out
 }
 
-/// The leftmost `len` bytes of a MAC (ISO/IEC 9797-1 §7: the MAC is the leftmost m bits).
+/// The leftmost `len` bytes of a MAC (ISO/IEC 9797-1 truncation: the MAC is the leftmost m bits).
 /// `len` must be 1 ..= the MAC's full length.
 pub fn truncate(mac: &[u8], len: usize) -> Result<Vec<u8>> {
     if len == 0 || len > mac.len() {

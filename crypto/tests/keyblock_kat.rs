@@ -226,7 +226,10 @@ fn bad_header_fields_name_field_and_position() {
         (2, 'x', "key block length at position 2"),
         (6, '*', "key usage at position 6"),
         (7, '-', "algorithm at position 7"),
-        (8, ' ', "non-printable"),
+        (8, ' ', "mode of use at position 8"),
+        (9, '\u{7f}', "non-printable or non-ASCII character at position 9"),
+        (30, ' ', "encrypted key data at position 30: expected a hex digit"),
+        (75, 'g', "MAC at position 75"),
         (11, '#', "exportability at position 11"),
         (13, 'A', "number of optional blocks at position 13"),
         (15, '.', "reserved field at position 15"),
@@ -280,4 +283,38 @@ fn debug_prints_kcv_not_key() {
     let k = keyblock::unwrap(&v.kbpk, v.block).unwrap();
     let d = format!("{k:?}");
     assert!(d.contains(v.kcv) && !d.contains(v.key), "{d}");
+}
+
+/// Byte-exact wrapping without the network: blocks made by psec 1.3.0 (`tr31.wrap` with
+/// `masked_key_len` = key length and its `_urandom` replaced to return A0 A1 A2 …), for the annex
+/// A.7.2.2, A.7.4 and A.7.3.2 keys and headers. The oracle test checks hundreds more.
+#[test]
+fn wrap_is_byte_exact_with_fixed_padding() -> Result<()> {
+    let pad: Vec<u8> = (0xA0..0xC0).collect();
+    let cases = [
+        (
+            tdes("DD7515F2BFC17F85CE48F3CA25CB21F6"),
+            "B0000P0TE00E0000",
+            "3F419E1CB7079442AA37474C2EFBF8B8",
+            "B0080P0TE00E0000EB9EB9006CBDF45AB9B2C1206AC2665311491ED4245F13F59B41235F01371DFB",
+        ),
+        (
+            aes("88E1AB2A2E3DD38C1FA039A536500CC8A87AB9D62DC92C01058FA79F44657DE6"),
+            "D0000P0AE00E0000",
+            "3F419E1CB7079442AA37474C2EFBF8B8",
+            "D0112P0AE00E000028A68B1FC5E3595A18BE0CA14FD25B7CE1F013B20861AECB7EBC43E70F8C0C6D3C677E1D96ED24EC1A77BF019279218E",
+        ),
+        (
+            tdes("1D22BF32387C600AD97F9B97A51311AC"),
+            "B0000B0TX12S0100KS1800604B120F9292800000",
+            "E8BC63E5479455E26577F715D587FE68",
+            "B0104B0TX12S0100KS1800604B120F929280000046ADB4EAC76108B832A8094519198C8DE7C387D577C48B8422845F1163D879DC",
+        ),
+    ];
+    for (kbpk, header, key, want) in cases {
+        let h = Header::parse_template(header)?;
+        let key = crypto::keys::from_hex("key", key)?;
+        assert_eq!(keyblock::wrap(&kbpk, &h, &key, &pad)?, want);
+    }
+    Ok(())
 }

@@ -31,6 +31,8 @@ enum Command {
     /// TR-31 / X9.143 key blocks.
     #[command(subcommand)]
     Keyblock(cmd::keyblock::KeyblockCmd),
+    /// EMV BER-TLV: decode to JSON.
+    Tlv(cmd::tlv::TlvCmd),
 }
 
 fn run(command: Command) -> output::CmdResult {
@@ -38,6 +40,7 @@ fn run(command: Command) -> output::CmdResult {
         Command::Mac(a) => cmd::mac::run(a),
         Command::Kcv(a) => cmd::kcv::run(a),
         Command::Keyblock(c) => cmd::keyblock::run(c),
+        Command::Tlv(c) => cmd::tlv::run(c),
     }
 }
 

@@ -3,3 +3,4 @@
 pub mod kcv;
 pub mod keyblock;
 pub mod mac;
+pub mod tlv;
