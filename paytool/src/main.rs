@@ -33,6 +33,8 @@ enum Command {
     Keyblock(cmd::keyblock::KeyblockCmd),
     /// EMV BER-TLV: decode to JSON.
     Tlv(cmd::tlv::TlvCmd),
+    /// ISO 8583 messages: decode to JSON, encode from JSON, describe (masked).
+    Iso8583(cmd::iso8583::Iso8583Cmd),
 }
 
 fn run(command: Command) -> output::CmdResult {
@@ -41,6 +43,7 @@ fn run(command: Command) -> output::CmdResult {
         Command::Kcv(a) => cmd::kcv::run(a),
         Command::Keyblock(c) => cmd::keyblock::run(c),
         Command::Tlv(c) => cmd::tlv::run(c),
+        Command::Iso8583(c) => cmd::iso8583::run(c),
     }
 }
 

@@ -121,7 +121,7 @@ fn write_len(f: &FieldSpec, units: usize, out: &mut BytesMut) {
             let mut buf = [0u8; 2];
             let mut v = units;
             for b in buf[..n].iter_mut().rev() {
-                *b = ((v / 10 % 10) << 4 | v % 10) as u8;
+                *b = (((v / 10 % 10) << 4) | (v % 10)) as u8;
                 v /= 100;
             }
             out.extend_from_slice(&buf[..n]);

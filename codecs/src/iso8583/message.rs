@@ -187,7 +187,7 @@ impl Message {
     }
 
     fn field_spec(&self, de: u16) -> Result<&super::spec::FieldSpec> {
-        if de < 2 || de > MAX_FIELD || (de == 65 && self.spec.tertiary_bitmap) {
+        if !(2..=MAX_FIELD).contains(&de) || (de == 65 && self.spec.tertiary_bitmap) {
             return Err(Error::expected(
                 ErrorKind::Field,
                 Location::Field(de),
