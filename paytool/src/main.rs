@@ -60,6 +60,11 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::from(2);
             }
+            use clap::error::{ContextKind, ContextValue};
+            if let Some(ContextValue::Strings(missing)) = e.get(ContextKind::InvalidArg) {
+                eprintln!("paytool: {}: required but not given", missing.join(", "));
+                return ExitCode::from(2);
+            }
             // One line: clap's first line names the argument and the reason.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");

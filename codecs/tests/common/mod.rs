@@ -63,11 +63,8 @@ pub fn message(spec: &Spec, seed: u64, max_fields: usize) -> Value {
         let de = defined[rng.below(defined.len())];
         let f = spec.field(de).expect("defined");
         let max = usize::from(f.max_len);
-        let units = if f.length.digits() == 0 || rng.below(8) == 0 {
-            max
-        } else {
-            rng.below(max.min(40) + 1)
-        };
+        let units =
+            if f.length.digits() == 0 || rng.below(8) == 0 { max } else { rng.below(max.min(40) + 1) };
         let text = if f.content == ContentType::B {
             let bytes: Vec<u8> = (0..units).map(|_| rng.next() as u8).collect();
             hex::encode_upper(bytes)
