@@ -385,3 +385,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn content_lookup_tables_agree_with_the_content_rules() {
+    use codecs::iso8583::ContentType::*;
+    for c in [N, A, An, Ans, Ns, Anp, Z, B, XN, Hex] {
+        for b in 0..=255u8 {
+            assert_eq!(c.table()[usize::from(b)], c.allows(b, 1), "{} byte {b:02X}", c.name());
+        }
+    }
+}

@@ -154,6 +154,10 @@ fn check_content(de: u16, f: &FieldSpec, units: usize, data: &[u8], offset: usiz
     match f.encoding {
         DataEncoding::Binary => Ok(()),
         DataEncoding::Ascii => {
+            let table = f.content.table();
+            if f.content != ContentType::XN && data.iter().all(|&c| table[usize::from(c)]) {
+                return Ok(());
+            }
             for (i, &c) in data.iter().enumerate() {
                 if !f.content.allows(c, i) {
                     return Err(err(

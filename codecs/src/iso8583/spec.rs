@@ -106,6 +106,23 @@ impl ContentType {
         }
     }
 
+    /// The set of bytes this type allows anywhere (for `x+n`: after the sign), as a lookup table:
+    /// the decoder's per-byte check is one load.
+    #[inline]
+    pub fn table(self) -> &'static [bool; 256] {
+        match self {
+            ContentType::N => &TABLE_N,
+            ContentType::A => &TABLE_A,
+            ContentType::An | ContentType::Anp => &TABLE_AN,
+            ContentType::Ans => &TABLE_ANS,
+            ContentType::Ns => &TABLE_NS,
+            ContentType::Z => &TABLE_Z,
+            ContentType::B => &TABLE_ALL,
+            ContentType::XN => &TABLE_N,
+            ContentType::Hex => &TABLE_HEX,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ContentType::N => "n",
@@ -121,6 +138,35 @@ impl ContentType {
         }
     }
 }
+
+const fn table(kind: u8) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = match kind {
+            0 => c.is_ascii_digit(),
+            1 => c.is_ascii_alphabetic(),
+            2 => c.is_ascii_alphanumeric() || c == b' ',
+            3 => c >= 0x20 && c <= 0x7E,
+            4 => c >= 0x20 && c <= 0x7E && !c.is_ascii_alphabetic(),
+            5 => c.is_ascii_digit() || c == b'=' || c == b'D',
+            6 => c.is_ascii_hexdigit(),
+            _ => true,
+        };
+        i += 1;
+    }
+    t
+}
+
+static TABLE_N: [bool; 256] = table(0);
+static TABLE_A: [bool; 256] = table(1);
+static TABLE_AN: [bool; 256] = table(2);
+static TABLE_ANS: [bool; 256] = table(3);
+static TABLE_NS: [bool; 256] = table(4);
+static TABLE_Z: [bool; 256] = table(5);
+static TABLE_HEX: [bool; 256] = table(6);
+static TABLE_ALL: [bool; 256] = table(7);
 
 /// How an element's data is written on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
