@@ -350,8 +350,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
     #[test]
-    fn random_messages_round_trip_byte_exact(seed in any::<u64>(), which in 0usize..2) {
-        let spec = [ascii(), binary()][which];
+    fn random_messages_round_trip_byte_exact(seed in any::<u64>(), which in 0usize..3) {
+        let spec = [ascii(), binary(), Spec::builtin("network").expect("built-in")][which];
         let j = common::message(spec, seed, 40);
         let m = Message::from_json(spec, &j).expect("generated message is valid");
         let bytes = m.encode().expect("encode");
