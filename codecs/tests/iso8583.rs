@@ -395,3 +395,20 @@ fn content_lookup_tables_agree_with_the_content_rules() {
         }
     }
 }
+
+#[test]
+fn salvage_keeps_what_was_read_before_the_error() {
+    let (_, bytes) = sample(ascii());
+    let text = std::str::from_utf8(&bytes).expect("ascii");
+    // Break DE 49 (after DE 11 and DE 41): a letter in an an3 currency is fine, a control byte is not.
+    let at = text.find("978").expect("DE 49");
+    let mut bad = bytes.to_vec();
+    bad[at] = 0x01;
+    assert!(Message::decode_slice(ascii(), &bad).is_err());
+    let m = Message::salvage(ascii(), Bytes::from(bad)).expect("MTI readable");
+    assert_eq!(m.mti(), Mti::AUTHORIZATION_REQUEST);
+    assert_eq!(m.stan().expect("ok"), Some(Stan(123)));
+    assert_eq!(m.terminal_id().expect("ok").expect("DE 41").0, "TERM0001");
+    assert!(!m.contains(49));
+    assert!(Message::salvage(ascii(), Bytes::from_static(b"01")).is_none());
+}

@@ -61,6 +61,27 @@ impl Message {
 
     /// Decodes one whole message; its elements are slices of `input`.
     pub fn decode(spec: &Arc<Spec>, input: Bytes) -> Result<Message> {
+        let mut fields = Vec::with_capacity(32);
+        let mti = Self::decode_into(spec, &input, &mut fields)?;
+        Ok(Message { spec: spec.clone(), mti, fields })
+    }
+
+    /// For answering a message that does not decode: the MTI and the elements read before the
+    /// first error (a switch answers a format error to whoever DE 11 and DE 41 name, when they
+    /// could be read). `None` when not even the MTI and primary bitmap could be read.
+    pub fn salvage(spec: &Arc<Spec>, input: Bytes) -> Option<Message> {
+        let mut fields = Vec::with_capacity(32);
+        match Self::decode_into(spec, &input, &mut fields) {
+            Ok(mti) => Some(Message { spec: spec.clone(), mti, fields }),
+            Err(_) => {
+                let mut pos = 0;
+                let mti = read_mti(spec.mti, &input, &mut pos).ok()?;
+                Some(Message { spec: spec.clone(), mti, fields })
+            }
+        }
+    }
+
+    fn decode_into(spec: &Arc<Spec>, input: &Bytes, fields: &mut Vec<Field>) -> Result<Mti> {
         if input.len() > spec.max_message_len {
             return Err(Error::expected(
                 ErrorKind::TooLarge,
@@ -71,12 +92,12 @@ impl Message {
             ));
         }
         let mut pos = 0usize;
-        let mti = read_mti(spec.mti, &input, &mut pos)?;
+        let mti = read_mti(spec.mti, input, &mut pos)?;
         let mut bm = Bitmap::default();
-        bm.0[0] = bitmap::read(spec.bitmap, &input, &mut pos, 1)?;
+        bm.0[0] = bitmap::read(spec.bitmap, input, &mut pos, 1)?;
         if bm.contains(1) {
             let at = pos;
-            bm.0[1] = bitmap::read(spec.bitmap, &input, &mut pos, 2)?;
+            bm.0[1] = bitmap::read(spec.bitmap, input, &mut pos, 2)?;
             let real = if spec.tertiary_bitmap { bm.0[1] & !(1 << 63) } else { bm.0[1] };
             if real == 0 && !(spec.tertiary_bitmap && bm.contains(65)) {
                 return Err(Error::expected(
@@ -89,7 +110,7 @@ impl Message {
             }
             if spec.tertiary_bitmap && bm.contains(65) {
                 let at = pos;
-                bm.0[2] = bitmap::read(spec.bitmap, &input, &mut pos, 3)?;
+                bm.0[2] = bitmap::read(spec.bitmap, input, &mut pos, 3)?;
                 if bm.0[2] == 0 {
                     return Err(Error::expected(
                         ErrorKind::Bitmap,
@@ -101,14 +122,13 @@ impl Message {
                 }
             }
         }
-        let mut fields = Vec::with_capacity(32);
         for w in 0..3 {
             for de in bm.iter_word(w) {
                 if de == 1 || (de == 65 && spec.tertiary_bitmap) {
                     continue;
                 }
                 let f = spec.field(de).ok_or_else(|| undefined(spec, de, Some(pos)))?;
-                fields.push(field::decode(de, f, &input, &mut pos)?);
+                fields.push(field::decode(de, f, input, &mut pos)?);
             }
         }
         if pos != input.len() {
@@ -120,7 +140,7 @@ impl Message {
                 format!("{} more bytes", input.len() - pos),
             ));
         }
-        Ok(Message { spec: spec.clone(), mti, fields })
+        Ok(mti)
     }
 
     /// Decodes from a slice (one copy of the whole input, none per element).
