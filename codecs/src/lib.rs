@@ -9,7 +9,8 @@
 //! * [`framing`] — stream framing as `tokio_util::codec` decoders/encoders (no runtime needed):
 //!   2-byte binary or 4-digit ASCII length headers, optional 5-byte TPDU.
 //!
-//! Nothing here does I/O, reads a clock or spawns a task.
+//! Nothing here does I/O (apart from [`iso8583::Spec::load`] reading a spec file while a program
+//! configures itself), reads a clock or spawns a task.
 #![forbid(unsafe_code)]
 
 pub mod error;

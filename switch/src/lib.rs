@@ -7,17 +7,26 @@
 //! I/O lives at the edges (listeners, issuer links, the store).
 #![forbid(unsafe_code)]
 
+pub mod acquirer;
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod dedupe;
+pub mod detokenize;
+pub mod engine;
 pub mod error;
+pub mod issuer;
 pub mod journal;
+pub mod keys;
 pub mod metrics;
+pub mod node;
 pub mod pending;
 pub mod route;
 pub mod saf;
 pub mod seal;
 pub mod standin;
 pub mod store;
+pub mod validate;
+pub mod wire;
 
 pub use error::{Error, ErrorKind, Result};

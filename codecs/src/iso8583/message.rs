@@ -233,6 +233,20 @@ impl Message {
         Ok(())
     }
 
+    /// Copies DE `de` from `other` when present (an answer echoing its request): the element as
+    /// carried, without a copy of its data, when both specs define it alike; otherwise by its text
+    /// form, checked against this message's spec.
+    pub fn copy_from(&mut self, other: &Message, de: u16) -> Result<()> {
+        let Some(f) = other.field(de) else { return Ok(()) };
+        let mine = self.field_spec(de)?;
+        if Arc::ptr_eq(&self.spec, &other.spec) || Some(mine) == other.spec.field(de) {
+            self.insert(f.clone());
+            return Ok(());
+        }
+        let text = other.text(de).map(|t| t.into_owned()).unwrap_or_default();
+        self.set_text(de, &text)
+    }
+
     fn insert(&mut self, f: Field) {
         match self.fields.binary_search_by_key(&f.de, |x| x.de) {
             Ok(i) => self.fields[i] = f,

@@ -11,6 +11,10 @@ pub struct Mti([u8; 4]);
 impl Mti {
     pub const AUTHORIZATION_REQUEST: Mti = Mti(*b"0100");
     pub const AUTHORIZATION_RESPONSE: Mti = Mti(*b"0110");
+    pub const AUTHORIZATION_ADVICE: Mti = Mti(*b"0120");
+    pub const AUTHORIZATION_ADVICE_RESPONSE: Mti = Mti(*b"0130");
+    pub const REVERSAL_REQUEST: Mti = Mti(*b"0400");
+    pub const REVERSAL_RESPONSE: Mti = Mti(*b"0410");
     pub const FINANCIAL_REQUEST: Mti = Mti(*b"0200");
     pub const FINANCIAL_RESPONSE: Mti = Mti(*b"0210");
     pub const REVERSAL_ADVICE: Mti = Mti(*b"0420");

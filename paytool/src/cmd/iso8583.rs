@@ -52,28 +52,9 @@ pub fn run(cmd: Iso8583Cmd) -> CmdResult {
     }
 }
 
-/// Loads `--spec`: a built-in name, else a file whose extension says TOML or JSON.
+/// Loads `--spec`: a built-in name, else a TOML/JSON spec file.
 pub fn load_spec(name: &str) -> Result<Arc<Spec>, BadInput> {
-    if let Some(spec) = Spec::builtin(name) {
-        return Ok(spec.clone());
-    }
-    let path = std::path::Path::new(name);
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-    let text = match ext.as_deref() {
-        Some("toml" | "json") => std::fs::read_to_string(path)
-            .map_err(|e| BadInput::new("--spec", format!("cannot read {name}: {e}")))?,
-        _ => {
-            return Err(BadInput::new(
-                "--spec",
-                format!(
-                    "{name:?} is neither a built-in spec ({}) nor a .toml/.json spec file",
-                    codecs::iso8583::builtin::NAMES.join(", ")
-                ),
-            ));
-        }
-    };
-    let spec = if ext.as_deref() == Some("toml") { Spec::from_toml(&text) } else { Spec::from_json(&text) };
-    spec.map(Arc::new).map_err(|e| BadInput::new("--spec", e.to_string()))
+    Spec::load(name, std::path::Path::new(".")).map_err(|e| BadInput::new("--spec", e.to_string()))
 }
 
 fn read_stdin(limit: usize) -> Result<Vec<u8>, BadInput> {

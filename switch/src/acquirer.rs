@@ -1,0 +1,205 @@
+//! Acquirer listeners: terminals and acquirer hosts connect here. Each connection carries many
+//! requests at once, answered as they complete (not in order); a per-connection cap on requests
+//! in flight applies back-pressure by not reading further. A connection with a partial frame older
+//! than the read timeout is dropped; one idle longer than the idle timeout is closed. A frame that
+//! does not decode is answered with the response MTI and DE 39 = 30 when its MTI, DE 11 and DE 41
+//! can be read, otherwise its connection is closed (docs/network-spec.md, INTERFACES.md §5). Other
+//! connections never wait on any of this.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use codecs::framing::{Frame, FrameCodec, FramingKind};
+use codecs::iso8583::Message;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::engine::{Engine, ListenerCtx, Outcome};
+use crate::wire;
+
+/// A listener's runtime settings.
+pub struct ListenerSettings {
+    pub ctx: Arc<ListenerCtx>,
+    pub framing: FramingKind,
+    pub max_frame_len: usize,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Accepts connections until `stop`; in-flight requests are tracked by `tasks` so that shutdown
+/// can drain them.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Arc<ListenerSettings>,
+    engine: Arc<Engine>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let name = settings.ctx.name.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(listener = %name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(listener = %name, "connection limit reached: refusing a connection");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let settings = settings.clone();
+        let engine = engine.clone();
+        let stop = stop.clone();
+        let t = tasks.clone();
+        tasks.spawn(async move {
+            let gauge = engine.metrics.acquirer_connections.with_label_values(&[&settings.ctx.name]);
+            gauge.inc();
+            connection(stream, peer, &settings, engine.clone(), stop, t).await;
+            gauge.dec();
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    s: &ListenerSettings,
+    engine: Arc<Engine>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let (rd, wr) = stream.into_split();
+    let codec = FrameCodec::with_max_frame_len(s.framing, s.max_frame_len);
+    let mut reader = FramedRead::new(rd, codec);
+    let mut writer = FramedWrite::new(wr, codec);
+    let (tx, mut rx) = mpsc::channel::<Frame>(1024);
+    let conn_stop = CancellationToken::new();
+    // Writer: everything answered so far goes out in one flush.
+    let w_stop = conn_stop.clone();
+    let writer_task = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            if writer.feed(first).await.is_err() {
+                break;
+            }
+            while let Ok(f) = rx.try_recv() {
+                if writer.feed(f).await.is_err() {
+                    w_stop.cancel();
+                    return;
+                }
+            }
+            if SinkExt::<Frame>::flush(&mut writer).await.is_err() {
+                break;
+            }
+        }
+        w_stop.cancel();
+    });
+    let in_flight = Arc::new(Semaphore::new(s.max_in_flight.max(1)));
+    let name = s.ctx.name.clone();
+    // Reading is cancel-safe (bytes stay in the read buffer), so the loop wakes every `tick` to
+    // judge the two timeouts: a partial frame older than the read timeout, or no frame at all for
+    // the idle timeout.
+    let tick = (s.read_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut last_frame = tokio::time::Instant::now();
+    let mut partial_since: Option<tokio::time::Instant> = None;
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = conn_stop.cancelled() => break,
+            r = tokio::time::timeout(tick, reader.next()) => r,
+        };
+        let frame = match next {
+            Err(_) => {
+                let now = tokio::time::Instant::now();
+                if reader.read_buffer().is_empty() {
+                    partial_since = None;
+                    if now.duration_since(last_frame) >= s.idle_timeout {
+                        debug!(listener = %name, %peer, "idle connection closed");
+                        break;
+                    }
+                } else {
+                    let since = *partial_since.get_or_insert(now);
+                    if now.duration_since(since) >= s.read_timeout {
+                        debug!(listener = %name, %peer, "partial frame timed out: connection dropped");
+                        break;
+                    }
+                }
+                continue;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                engine.metrics.format_errors.with_label_values(&[&name]).inc();
+                warn!(listener = %name, %peer, error = %e, "framing error: closing the connection");
+                break;
+            }
+            Ok(Some(Ok(frame))) => {
+                last_frame = tokio::time::Instant::now();
+                partial_since = None;
+                frame
+            }
+        };
+        let req = match Message::decode(&s.ctx.spec, frame.payload.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                engine.metrics.format_errors.with_label_values(&[&name]).inc();
+                match format_error_answer(&s.ctx, frame.payload.clone()) {
+                    Some(answer) => {
+                        warn!(listener = %name, %peer, error = %e, "undecodable request answered with 30");
+                        if tx.send(frame.reply(answer)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    None => {
+                        warn!(listener = %name, %peer, error = %e, "unreadable request: closing the connection");
+                        break;
+                    }
+                }
+            }
+        };
+        // Back-pressure: stop reading while the connection has its maximum in flight.
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let engine = engine.clone();
+        let ctx = s.ctx.clone();
+        let tx = tx.clone();
+        tasks.spawn(async move {
+            if let Outcome::Answer(bytes) = engine.handle(&ctx, req).await {
+                let _ = tx.send(frame.reply(bytes)).await;
+            }
+            drop(permit);
+        });
+    }
+    drop(tx);
+    // Answers still being computed keep their clone of the sender; the writer ends after the last.
+    let _ = writer_task.await;
+}
+
+/// The format-error answer for an undecodable frame, when its MTI, DE 11 and DE 41 can be read.
+fn format_error_answer(ctx: &ListenerCtx, payload: Bytes) -> Option<Bytes> {
+    let partial = Message::salvage(&ctx.spec, payload)?;
+    if partial.mti().is_response() || !partial.contains(11) || !partial.contains(41) {
+        return None;
+    }
+    wire::answer(&partial, "30").encode().ok()
+}

@@ -1,0 +1,41 @@
+//! The detokenize stage's contract. A request whose PAN is a payment token is rewritten towards the
+//! issuer with the real PAN (DE 2, 14, 35) and the token data (DE 123); the answer to the acquirer
+//! carries the token again. The token service (vault, domain controls, token cryptograms) provides
+//! the implementation; a switch without one passes every request through unchanged.
+
+use codecs::iso8583::Message;
+
+/// What detokenization did, to be undone on the answer.
+#[derive(Debug, Clone, Default)]
+pub struct TokenContext {
+    /// The elements of the acquirer's request that were replaced (DE, its text form), put back on
+    /// the answer.
+    pub restore: Vec<(u16, String)>,
+}
+
+/// A refusal by the detokenize stage: the response code to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal(pub &'static str);
+
+pub trait Detokenizer: Send + Sync + 'static {
+    /// Rewrites `req` in place when its PAN is a token; `Ok(None)` when it is not.
+    fn detokenize(&self, req: &mut Message, now_ms: u64) -> Result<Option<TokenContext>, Refusal>;
+}
+
+/// No token service: every PAN is a card PAN.
+pub struct NoTokens;
+
+impl Detokenizer for NoTokens {
+    fn detokenize(&self, _req: &mut Message, _now_ms: u64) -> Result<Option<TokenContext>, Refusal> {
+        Ok(None)
+    }
+}
+
+/// Puts the acquirer's elements back on an answer.
+pub fn retokenize(rsp: &mut Message, ctx: &TokenContext) {
+    for (de, text) in &ctx.restore {
+        if rsp.contains(*de) {
+            let _ = rsp.set_text(*de, text);
+        }
+    }
+}

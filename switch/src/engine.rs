@@ -1,0 +1,417 @@
+//! The pipeline of one request (ARCHITECTURE.md, the hot path): duplicate check → validate →
+//! detokenize → route → issuer link (or stand-in) → answer, each a small step, with the journal
+//! and metrics beside it. Money safety lives here: an issuer that does not answer in time gets a
+//! reversal through store-and-forward; a stand-in approval gets an advice the same way; reversals
+//! and advices from acquirers are made durable before they are acknowledged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use codecs::iso8583::{Message, Mti, Spec};
+use tracing::{Instrument, debug, info_span, warn};
+use zeroize::Zeroizing;
+
+use crate::clock::{Clock, Entropy};
+use crate::dedupe::{DuplicateCache, Seen};
+use crate::detokenize::{Detokenizer, retokenize};
+use crate::issuer::{IssuerPool, LinkError};
+use crate::journal::JournalHandle;
+use crate::metrics::Metrics;
+use crate::route::RouteTable;
+use crate::saf::SafQueue;
+use crate::standin::{StandIn, StandInDecision, StandInRequest};
+use crate::store::{Direction, SafKind};
+use crate::{validate, wire};
+
+/// One issuer as the pipeline sees it.
+pub struct IssuerHandle {
+    pub pool: Arc<IssuerPool>,
+    pub stand_in: StandIn,
+    pub saf: Arc<SafQueue>,
+    /// Wakes the issuer's SAF worker when something was queued.
+    pub saf_wake: Arc<tokio::sync::Notify>,
+}
+
+/// Where a request came from.
+pub struct ListenerCtx {
+    pub name: Arc<str>,
+    pub spec: Arc<Spec>,
+    /// DE 32 filled in when the terminal sends none.
+    pub acquirer_id: String,
+}
+
+pub struct Engine {
+    pub routes: RwLock<Arc<RouteTable>>,
+    pub issuers: HashMap<Arc<str>, IssuerHandle>,
+    pub dedupe: DuplicateCache,
+    pub journal: JournalHandle,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
+    pub detokenizer: Arc<dyn Detokenizer>,
+    /// HMAC-SHA256 key of the journal's PAN fingerprints.
+    pub fingerprint_key: Zeroizing<Vec<u8>>,
+}
+
+/// What the listener should do with a request.
+pub enum Outcome {
+    /// Write these bytes back (an answer, encoded in the listener's spec).
+    Answer(Bytes),
+    /// Nothing to answer (a response sent by an acquirer, counted and dropped).
+    Nothing,
+}
+
+impl Engine {
+    fn fingerprint(&self, pan: &str) -> String {
+        hex::encode_upper(&crypto::mac::hmac_sha256(&self.fingerprint_key, pan.as_bytes())[..16])
+    }
+
+    async fn journal(&self, msg: &Message, dir: Direction, route: Option<&str>, latency_us: Option<u64>) {
+        let row =
+            wire::journal_row(msg, dir, self.clock.now_ms(), |p| self.fingerprint(p), route, latency_us);
+        self.journal.record(row).await;
+    }
+
+    fn nonce(&self) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        self.entropy.fill(&mut n);
+        n
+    }
+
+    /// Handles one decoded request from an acquirer.
+    pub async fn handle(&self, ctx: &ListenerCtx, req: Message) -> Outcome {
+        let mti = req.mti();
+        if mti.is_response() {
+            debug!(listener = %ctx.name, mti = %mti, "response from an acquirer ignored");
+            return Outcome::Nothing;
+        }
+        let span = info_span!("txn", listener = %ctx.name, mti = %mti, stan = %req.text(11).unwrap_or_default(),
+            tid = %req.text(41).unwrap_or_default());
+        async move {
+            let started = Instant::now();
+            self.metrics.in_flight.inc();
+            self.journal(&req, Direction::AcquirerIn, None, None).await;
+            let (rsp, route) = match (mti.class(), mti.function()) {
+                (8, 0) => (wire::answer(&req, "00"), "local".to_string()),
+                (1 | 2, 0) => self.authorize(ctx, req.clone()).await,
+                (4, 0) => self.reversal_request(ctx, &req).await,
+                (1 | 4, 2) => self.advice(ctx, &req).await,
+                _ => (wire::answer(&req, "12"), "local".to_string()),
+            };
+            let latency = started.elapsed();
+            self.metrics.in_flight.dec();
+            let rc = rsp.text(39).map(|c| c.into_owned()).unwrap_or_default();
+            self.metrics.responses.with_label_values(&[mti.as_str(), &rc, &route]).inc();
+            self.metrics.latency.with_label_values(&[mti.as_str()]).observe(latency.as_secs_f64());
+            self.journal(&rsp, Direction::AcquirerOut, Some(&route), Some(latency.as_micros() as u64)).await;
+            match rsp.encode() {
+                Ok(b) => Outcome::Answer(b),
+                Err(e) => {
+                    warn!(error = %e, "answer does not encode in the listener's spec");
+                    wire::answer(&req, "96").encode().map(Outcome::Answer).unwrap_or(Outcome::Nothing)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// 0100 / 0200, with duplicate-transmission protection.
+    async fn authorize(&self, ctx: &ListenerCtx, req: Message) -> (Message, String) {
+        let Some(key) = wire::transmission_key(&req) else {
+            return (wire::answer(&req, "30"), "validate".into());
+        };
+        match self.dedupe.check(&key, self.clock.now_ms()) {
+            Seen::New => {}
+            Seen::Answered(bytes) => {
+                self.metrics.duplicates.inc();
+                return (self.decode_cached(&req, bytes), "duplicate".into());
+            }
+            Seen::InFlight(mut rx) => {
+                self.metrics.duplicates.inc();
+                let bytes = loop {
+                    if let Some(b) = rx.borrow().clone() {
+                        break Some(b);
+                    }
+                    if rx.changed().await.is_err() {
+                        break None;
+                    }
+                };
+                return match bytes {
+                    Some(b) => (self.decode_cached(&req, b), "duplicate".into()),
+                    None => (wire::answer(&req, "96"), "duplicate".into()),
+                };
+            }
+        }
+        let (rsp, route) = self.authorize_new(ctx, req).await;
+        match rsp.encode() {
+            Ok(b) => self.dedupe.complete(&key, b),
+            Err(_) => self.dedupe.abandon(&key),
+        }
+        (rsp, route)
+    }
+
+    fn decode_cached(&self, req: &Message, bytes: Bytes) -> Message {
+        Message::decode(req.spec(), bytes).unwrap_or_else(|_| wire::answer(req, "96"))
+    }
+
+    async fn authorize_new(&self, ctx: &ListenerCtx, mut req: Message) -> (Message, String) {
+        let t = Instant::now();
+        if let Err(e) = validate::authorization(&req) {
+            warn!(reason = %e.reason, "request refused by validation");
+            return (wire::answer(&req, e.rc), "validate".into());
+        }
+        if !req.contains(32) {
+            let _ = req.set_text(32, &ctx.acquirer_id);
+        }
+        self.stage("validate", t);
+        let t = Instant::now();
+        let token = match self.detokenizer.detokenize(&mut req, self.clock.now_ms()) {
+            Ok(t) => t,
+            Err(r) => return (wire::answer(&req, r.0), "detokenize".into()),
+        };
+        self.stage("detokenize", t);
+        let t = Instant::now();
+        let Some(issuer) = self.route(&req) else {
+            return (wire::answer(&req, "15"), "route".into());
+        };
+        self.stage("route", t);
+        let route = issuer.pool.name().to_string();
+        let iss_req = match wire::translate(&req, issuer.pool.spec()) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "request cannot be carried in the issuer's spec");
+                return (wire::answer(&req, "30"), route);
+            }
+        };
+        let t = Instant::now();
+        let result = issuer.pool.request(&iss_req).await;
+        self.stage("issuer", t);
+        let mut rsp = wire::answer(&req, "96");
+        match result {
+            Ok(answer) => {
+                wire::take_decision(&mut rsp, &answer);
+            }
+            Err(LinkError::Down) => {
+                let decision = self.stand_in(&req, &iss_req, issuer).await;
+                let _ = rsp.set_text(39, decision.response_code());
+                if decision == StandInDecision::Approve {
+                    let code = format!("S{:05}", self.entropy.u32() % 100_000);
+                    let _ = rsp.set_text(38, &code);
+                    return (self.finish(rsp, token), format!("{route}:stand-in"));
+                }
+            }
+            Err(LinkError::Timeout) => {
+                let _ = rsp.set_text(39, "91");
+                self.owe_reversal(issuer, &iss_req).await;
+            }
+            Err(LinkError::Duplicate) => {
+                let _ = rsp.set_text(39, "94");
+            }
+            Err(LinkError::Encode) => {
+                let _ = rsp.set_text(39, "30");
+            }
+        }
+        (self.finish(rsp, token), route)
+    }
+
+    fn finish(&self, mut rsp: Message, token: Option<crate::detokenize::TokenContext>) -> Message {
+        if let Some(ctx) = token {
+            retokenize(&mut rsp, &ctx);
+        }
+        rsp
+    }
+
+    fn stage(&self, name: &str, since: Instant) {
+        self.metrics.stage_latency.with_label_values(&[name]).observe(since.elapsed().as_secs_f64());
+    }
+
+    fn route(&self, req: &Message) -> Option<&IssuerHandle> {
+        let pan = wire::pan_of(req)?;
+        let table = self.routes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let name = table.lookup(pan.as_bytes())?;
+        self.issuers.get(name)
+    }
+
+    async fn stand_in(&self, req: &Message, iss_req: &Message, issuer: &IssuerHandle) -> StandInDecision {
+        let pan = wire::pan_of(req).unwrap_or_default();
+        let fingerprint = self.fingerprint(&pan);
+        let pc = req.text(3).map(|c| c.into_owned()).unwrap_or_default();
+        let currency = req.text(49).map(|c| c.into_owned()).unwrap_or_default();
+        let amount = req.amount().ok().flatten().map(|a| a.0).unwrap_or(0);
+        let decision = issuer.stand_in.decide(&StandInRequest {
+            processing_code: &pc,
+            amount_minor: amount,
+            currency: &currency,
+            has_pin: req.contains(52),
+            card_fingerprint: &fingerprint,
+        });
+        if decision == StandInDecision::Approve {
+            issuer_metric(&self.metrics.stand_in_approvals, issuer);
+            let mut advice = wire::derived(iss_req, Mti::AUTHORIZATION_ADVICE, "00");
+            let _ = advice.copy_from(iss_req, 55);
+            self.enqueue(issuer, SafKind::Advice, &advice).await;
+        }
+        decision
+    }
+
+    async fn owe_reversal(&self, issuer: &IssuerHandle, orig: &Message) {
+        let reversal = wire::reversal_for(orig, "68");
+        self.enqueue(issuer, SafKind::Reversal, &reversal).await;
+    }
+
+    /// Persists a message owed to the issuer (returns once durable) and wakes its SAF worker.
+    async fn enqueue(&self, issuer: &IssuerHandle, kind: SafKind, msg: &Message) -> bool {
+        let Ok(bytes) = msg.encode() else { return false };
+        let key = wire::original_key(msg);
+        let saf = issuer.saf.clone();
+        let now = self.clock.now_ms();
+        let nonce = self.nonce();
+        let bytes = Zeroizing::new(bytes.to_vec());
+        let done = tokio::task::spawn_blocking(move || saf.enqueue(kind, &key, &bytes, now, nonce)).await;
+        match done {
+            Ok(Ok(_)) => {
+                issuer.saf_wake.notify_one();
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, kind = kind.as_str(), "could not persist a message owed to the issuer");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// 0400 from an acquirer: forwarded; when the issuer cannot take it now, made durable and
+    /// delivered later as an 0420.
+    async fn reversal_request(&self, ctx: &ListenerCtx, req: &Message) -> (Message, String) {
+        if let Err(e) = validate::reversal_or_advice(req) {
+            warn!(reason = %e.reason, "reversal refused by validation");
+            return (wire::answer(req, e.rc), "validate".into());
+        }
+        let _ = ctx;
+        let Some(issuer) = self.route(req) else { return (wire::answer(req, "15"), "route".into()) };
+        let route = issuer.pool.name().to_string();
+        let Ok(iss_req) = wire::translate(req, issuer.pool.spec()) else {
+            return (wire::answer(req, "30"), route);
+        };
+        let mut rsp = wire::answer(req, "96");
+        match issuer.pool.request(&iss_req).await {
+            Ok(answer) => wire::take_decision(&mut rsp, &answer),
+            Err(_) => {
+                let mut advice = iss_req.clone();
+                advice.set_mti(Mti::REVERSAL_ADVICE);
+                if self.enqueue(issuer, SafKind::Reversal, &advice).await {
+                    let _ = rsp.set_text(39, "00");
+                }
+            }
+        }
+        (rsp, route)
+    }
+
+    /// 0420 / 0120 from an acquirer: durable first, acknowledged, delivered by SAF.
+    async fn advice(&self, _ctx: &ListenerCtx, req: &Message) -> (Message, String) {
+        if let Err(e) = validate::reversal_or_advice(req) {
+            warn!(reason = %e.reason, "advice refused by validation");
+            return (wire::answer(req, e.rc), "validate".into());
+        }
+        let Some(issuer) = self.route(req) else { return (wire::answer(req, "15"), "route".into()) };
+        let route = issuer.pool.name().to_string();
+        let Ok(iss_req) = wire::translate(req, issuer.pool.spec()) else {
+            return (wire::answer(req, "30"), route);
+        };
+        let kind = if req.mti().class() == 4 { SafKind::Reversal } else { SafKind::Advice };
+        let rc = if self.enqueue(issuer, kind, &iss_req).await { "00" } else { "96" };
+        (wire::answer(req, rc), format!("{route}:saf"))
+    }
+}
+
+fn issuer_metric(c: &prometheus::IntCounterVec, issuer: &IssuerHandle) {
+    c.with_label_values(&[issuer.pool.name()]).inc();
+}
+
+/// Delivers one issuer's store-and-forward queue: whenever its link comes up, something is queued,
+/// or a second passes, due entries are sent; an 0430/0130 removes an entry, anything else
+/// reschedules it with back-off. Runs until `stop`.
+pub struct SafWorker {
+    pub issuer: Arc<IssuerPool>,
+    pub saf: Arc<SafQueue>,
+    pub wake: Arc<tokio::sync::Notify>,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub async fn saf_worker(
+    w: SafWorker,
+    stand_in_reset: impl Fn() + Send + 'static,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let SafWorker { issuer, saf, wake, clock, entropy, metrics } = w;
+    let name = issuer.name().to_string();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = issuer.came_up.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(1000)) => {}
+        }
+        let q = saf.clone();
+        let pending = tokio::task::spawn_blocking(move || q.pending()).await.ok().and_then(Result::ok);
+        if let Some(p) = pending {
+            metrics.saf_pending.with_label_values(&[&name]).set(p as i64);
+            if p == 0 {
+                continue;
+            }
+        }
+        if !issuer.is_up() {
+            continue;
+        }
+        let q = saf.clone();
+        let now = clock.now_ms();
+        let due = match tokio::task::spawn_blocking(move || q.due(now, 64)).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::error!(issuer = %name, error = %e, "SAF queue unreadable");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let mut delivered_advices = false;
+        for item in due {
+            if stop.is_cancelled() {
+                return;
+            }
+            let msg = match Message::decode(issuer.spec(), Bytes::copy_from_slice(&item.message)) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(issuer = %name, id = item.entry.id, error = %e, "SAF entry does not decode; kept");
+                    continue;
+                }
+            };
+            let acked = match issuer.request(&msg).await {
+                Ok(answer) => answer.mti().class() == msg.mti().class() && answer.mti().is_response(),
+                Err(_) => false,
+            };
+            let q = saf.clone();
+            let entry = item.entry.clone();
+            let now = clock.now_ms();
+            let random = entropy.u32();
+            let _ = tokio::task::spawn_blocking(move || {
+                if acked { q.acknowledged(entry.id).map(|_| 0) } else { q.failed(&entry, now, random) }
+            })
+            .await;
+            if acked && item.entry.kind == SafKind::Advice {
+                delivered_advices = true;
+            }
+            if !acked {
+                break;
+            }
+        }
+        if delivered_advices {
+            stand_in_reset();
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `switch` — one authorization switch node.
+//!
+//! ```text
+//! switch --config switch.toml                 run until SIGINT/SIGTERM; SIGHUP reloads the routes
+//! switch --config switch.toml --check-config  print every problem in the file, exit 2 if any
+//! ```
+//! The LMK comes from the environment variable the config names (`PAYNET_LMK` by default) or the
+//! file it names; the keystore holds the node's keys (`switch.saf`, `switch.fingerprint`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use switch::clock::{OsEntropy, SystemClock};
+use switch::config::SwitchConfig;
+use switch::detokenize::NoTokens;
+use switch::node::{self, NodeParts};
+use switch::route::RouteTable;
+
+#[derive(Parser)]
+#[command(name = "switch", version, about = "The paynet authorization switch")]
+struct Cli {
+    /// The node's TOML configuration (see config/switch.toml).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Check the configuration and exit: 0 when valid, 2 with every problem listed otherwise.
+    #[arg(long)]
+    check_config: bool,
+    /// Write the bound listener and admin addresses as JSON to this file once ready.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+}
+
+fn load(path: &Path) -> Result<SwitchConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    SwitchConfig::from_toml(&text).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let base = cli.config.parent().map(Path::to_path_buf).unwrap_or_default();
+    if cli.check_config {
+        let mut problems = cfg.validate();
+        for l in &cfg.listeners {
+            if let Err(e) = codecs::iso8583::Spec::load(&l.spec, &base) {
+                problems.push(format!("listener {}: {e}", l.name));
+            }
+        }
+        for i in &cfg.issuers {
+            if let Err(e) = codecs::iso8583::Spec::load(&i.spec, &base) {
+                problems.push(format!("issuer {}: {e}", i.name));
+            }
+        }
+        if problems.is_empty() {
+            println!("{}: configuration valid", cli.config.display());
+            return ExitCode::SUCCESS;
+        }
+        for p in &problems {
+            eprintln!("{}: {p}", cli.config.display());
+        }
+        return ExitCode::from(2);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switch: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli, cfg, base)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switch: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
+    let ks = switch::keys::load_keystore(&cfg.keys, &base).map_err(|e| e.to_string())?;
+    let keys = switch::keys::node_keys(&ks).map_err(|e| e.to_string())?;
+    let parts = NodeParts {
+        keys,
+        clock: Arc::new(SystemClock),
+        entropy: Arc::new(OsEntropy),
+        detokenizer: Arc::new(NoTokens),
+        base_dir: base,
+    };
+    let running = node::start(cfg, parts).await.map_err(|e| e.to_string())?;
+    if let Some(path) = &cli.ready_file {
+        let listeners: serde_json::Map<String, serde_json::Value> = running
+            .listeners
+            .iter()
+            .map(|(n, a)| (n.clone(), serde_json::Value::String(a.to_string())))
+            .collect();
+        let doc = serde_json::json!({"listeners": listeners, "admin": running.admin.to_string()});
+        write_atomically(path, doc.to_string().as_bytes()).map_err(|e| format!("ready file: {e}"))?;
+    }
+    wait_for_signals(&running, &cli.config).await;
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Writes `path` via a temporary file and a rename, so readers never see half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(running: &node::RunningNode, config: &Path) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => reload(running, config),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_running: &node::RunningNode, _config: &Path) {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// SIGHUP: the routes are read again and swapped in; connections and requests in flight carry on.
+fn reload(running: &node::RunningNode, config: &Path) {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: configuration unreadable; the running one stays");
+            return;
+        }
+    };
+    match RouteTable::new(cfg.routes.iter().map(|r| (r.prefix.as_str(), r.issuer.as_str()))) {
+        Ok(table) => {
+            let unknown: Vec<&str> = cfg
+                .routes
+                .iter()
+                .filter(|r| !running.engine.issuers.contains_key(r.issuer.as_str()))
+                .map(|r| r.issuer.as_str())
+                .collect();
+            if !unknown.is_empty() {
+                tracing::error!(issuers = ?unknown, "reload refused: routes name issuers this node has no link to");
+                return;
+            }
+            *running.engine.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+            tracing::info!(routes = cfg.routes.len(), "routes reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "reload refused: bad routes; the running ones stay"),
+    }
+}

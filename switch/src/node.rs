@@ -1,0 +1,271 @@
+//! A running switch node assembled from its configuration: the store, the journal writer, the
+//! issuer links with their SAF workers and stand-in rules, the acquirer listeners and the admin
+//! endpoint — and a graceful shutdown that stops accepting, drains requests in flight, and flushes
+//! the journal.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use codecs::framing::FramingKind;
+use codecs::iso8583::Spec;
+use crypto::keys::AesKey;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+use zeroize::Zeroizing;
+
+use crate::acquirer::{self, ListenerSettings};
+use crate::admin::{self, AdminState, Readiness};
+use crate::clock::{Clock, Entropy};
+use crate::config::SwitchConfig;
+use crate::dedupe::DuplicateCache;
+use crate::detokenize::Detokenizer;
+use crate::engine::{self, Engine, IssuerHandle, ListenerCtx};
+use crate::error::{Error, ErrorKind, Result};
+use crate::issuer::{IssuerPool, LinkSettings};
+use crate::journal::JournalWriter;
+use crate::metrics::Metrics;
+use crate::route::RouteTable;
+use crate::saf::{RetryPolicy, SafQueue};
+use crate::seal::Sealer;
+use crate::standin::StandIn;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// Keys the node itself uses (from the keystore: `switch.saf` and `switch.fingerprint`).
+pub struct NodeKeys {
+    /// Seals store-and-forward messages at rest (AES-256-GCM).
+    pub saf_seal: AesKey,
+    /// Keys the journal's PAN fingerprints (HMAC-SHA256).
+    pub fingerprint: Zeroizing<Vec<u8>>,
+}
+
+/// What the node is built from besides its config.
+pub struct NodeParts {
+    pub keys: NodeKeys,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
+    pub detokenizer: Arc<dyn Detokenizer>,
+    /// Folder that relative paths in the config are resolved against.
+    pub base_dir: PathBuf,
+}
+
+/// A started node.
+pub struct RunningNode {
+    /// (listener name, bound address), in config order.
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub admin: SocketAddr,
+    pub engine: Arc<Engine>,
+    pub store: Arc<dyn Store>,
+    pub readiness: Arc<Readiness>,
+    stop_accepting: CancellationToken,
+    stop_all: CancellationToken,
+    tasks: TaskTracker,
+    journal: Option<JournalWriter>,
+    grace: Duration,
+}
+
+fn config_err(detail: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Config, "config", detail)
+}
+
+fn framing(name: &str) -> Result<FramingKind> {
+    name.parse().map_err(|_| config_err(format!("unknown framing {name:?}")))
+}
+
+fn spec(name: &str, base: &Path) -> Result<Arc<Spec>> {
+    Spec::load(name, base).map_err(|e| config_err(e.to_string()))
+}
+
+/// Starts a node. Listeners bind before this returns (port 0 takes one from the OS).
+pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        return Err(config_err(problems.join("; ")));
+    }
+    for l in &cfg.listeners {
+        if l.tls.is_some() || l.mac.is_some() {
+            return Err(config_err(format!(
+                "listener {}: tls and mac are not supported by this build yet; remove them",
+                l.name
+            )));
+        }
+    }
+    for i in &cfg.issuers {
+        if i.tls.is_some() || i.mac.is_some() {
+            return Err(config_err(format!(
+                "issuer {}: tls and mac are not supported by this build yet; remove them",
+                i.name
+            )));
+        }
+    }
+    let base = parts.base_dir.clone();
+    let data_dir = base.join(&cfg.node.data_dir);
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        Error::new(ErrorKind::Store, "store", format!("cannot create {}: {e}", data_dir.display()))
+    })?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("switch.db"))?);
+    let metrics = Arc::new(Metrics::new(&cfg.node.name));
+    let (journal_writer, journal) = JournalWriter::start(
+        store.clone(),
+        metrics.clone(),
+        cfg.journal.batch_size as usize,
+        Duration::from_millis(cfg.journal.flush_interval_ms),
+        cfg.journal.queue_capacity as usize,
+    );
+    let sealer = Arc::new(Sealer::new(1, &parts.keys.saf_seal)?);
+    let stop_all = CancellationToken::new();
+    let stop_accepting = stop_all.child_token();
+    let tasks = TaskTracker::new();
+    let policy = RetryPolicy {
+        base_ms: cfg.saf.retry_base_ms,
+        max_ms: cfg.saf.retry_max_ms,
+        ..RetryPolicy::default()
+    };
+
+    let mut issuers = HashMap::new();
+    let mut saf_starts = Vec::new();
+    for ic in &cfg.issuers {
+        let name: Arc<str> = Arc::from(ic.name.as_str());
+        let pool = IssuerPool::start(
+            LinkSettings {
+                name: name.clone(),
+                addrs: ic.connect.clone(),
+                connections: ic.connections,
+                spec: spec(&ic.spec, &base)?,
+                framing: framing(&ic.framing)?,
+                timeout: Duration::from_millis(ic.timeout_ms),
+                echo_interval: Duration::from_millis(ic.echo_interval_ms),
+                sign_on: ic.sign_on,
+            },
+            metrics.clone(),
+            stop_all.clone(),
+        );
+        let saf = Arc::new(SafQueue::new(store.clone(), sealer.clone(), policy, ic.name.clone()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        saf_starts.push((pool.clone(), saf.clone(), wake.clone(), name.clone()));
+        issuers.insert(
+            name,
+            IssuerHandle { pool, stand_in: StandIn::new(ic.stand_in.clone()), saf, saf_wake: wake },
+        );
+    }
+    let routes = RouteTable::new(cfg.routes.iter().map(|r| (r.prefix.as_str(), r.issuer.as_str())))
+        .map_err(|e| config_err(e.to_string()))?;
+    let engine = Arc::new(Engine {
+        routes: RwLock::new(Arc::new(routes)),
+        issuers,
+        dedupe: DuplicateCache::new(10 * 60 * 1000, 1 << 20),
+        journal,
+        metrics: metrics.clone(),
+        clock: parts.clock.clone(),
+        entropy: parts.entropy.clone(),
+        detokenizer: parts.detokenizer.clone(),
+        fingerprint_key: parts.keys.fingerprint,
+    });
+    for (pool, saf, wake, name) in saf_starts {
+        let e = engine.clone();
+        let reset_name = name.clone();
+        let worker = engine::SafWorker {
+            issuer: pool,
+            saf,
+            wake,
+            clock: parts.clock.clone(),
+            entropy: parts.entropy.clone(),
+            metrics: metrics.clone(),
+        };
+        let reset = move || {
+            if let Some(h) = e.issuers.get(&reset_name) {
+                h.stand_in.reset();
+            }
+        };
+        tasks.spawn(engine::saf_worker(worker, reset, stop_all.clone()));
+    }
+
+    let mut bound = Vec::new();
+    for lc in &cfg.listeners {
+        let listener = TcpListener::bind(&lc.listen)
+            .await
+            .map_err(|e| config_err(format!("listener {}: cannot bind {}: {e}", lc.name, lc.listen)))?;
+        let addr = listener.local_addr().map_err(|e| config_err(e.to_string()))?;
+        let settings = Arc::new(ListenerSettings {
+            ctx: Arc::new(ListenerCtx {
+                name: Arc::from(lc.name.as_str()),
+                spec: spec(&lc.spec, &base)?,
+                acquirer_id: lc.acquirer_id.clone(),
+            }),
+            framing: framing(&lc.framing)?,
+            max_frame_len: codecs::framing::DEFAULT_MAX_FRAME_LEN,
+            max_connections: lc.max_connections as usize,
+            max_in_flight: lc.max_in_flight_per_connection as usize,
+            read_timeout: Duration::from_millis(lc.read_timeout_ms),
+            idle_timeout: Duration::from_millis(lc.idle_timeout_ms),
+        });
+        tasks.spawn(acquirer::serve(
+            listener,
+            settings,
+            engine.clone(),
+            stop_accepting.clone(),
+            tasks.clone(),
+        ));
+        info!(listener = %lc.name, %addr, "acquirer listener accepting");
+        bound.push((lc.name.clone(), addr));
+    }
+    let readiness = Arc::new(Readiness::default());
+    let admin_listener = TcpListener::bind(&cfg.admin.listen)
+        .await
+        .map_err(|e| config_err(format!("admin: cannot bind {}: {e}", cfg.admin.listen)))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| config_err(e.to_string()))?;
+    let st = AdminState { metrics: metrics.clone(), readiness: readiness.clone() };
+    let admin_stop = stop_all.clone();
+    tokio::spawn(async move {
+        let _ = admin::serve(admin_listener, st, admin_stop).await;
+    });
+    readiness.set_listeners_up(true);
+    Ok(RunningNode {
+        listeners: bound,
+        admin: admin_addr,
+        engine,
+        store,
+        readiness,
+        stop_accepting,
+        stop_all,
+        tasks,
+        journal: Some(journal_writer),
+        grace: Duration::from_millis(cfg.node.shutdown_grace_ms),
+    })
+}
+
+impl RunningNode {
+    /// The bound address of listener `name`.
+    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to the grace period), stops the issuer
+    /// links and SAF workers, and flushes the journal.
+    pub async fn shutdown(mut self) {
+        self.readiness.set_draining();
+        self.stop_accepting.cancel();
+        self.tasks.close();
+        let drained = tokio::time::timeout(self.grace, self.tasks.wait()).await.is_ok();
+        if !drained {
+            tracing::warn!("shutdown grace period over with requests still in flight");
+        }
+        self.stop_all.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        let engine = self.engine;
+        drop(engine);
+        if let Some(j) = self.journal.take() {
+            // The writer stops once every handle is gone; the engine held the last ones.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::task::spawn_blocking(move || j.finish()),
+            )
+            .await;
+        }
+    }
+}

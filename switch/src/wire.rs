@@ -1,0 +1,147 @@
+//! What the switch reads from and writes into messages, beyond the codec: the identities used for
+//! matching and de-duplication, answers built from requests, reversals and advices built from
+//! originals (docs/network-spec.md §2), and the journal row of a message (masked PAN and keyed
+//! fingerprint, never the PAN).
+
+use bytes::Bytes;
+use codecs::iso8583::{Message, Mti};
+
+use crate::dedupe::TransmissionKey;
+use crate::pending::MatchKey;
+use crate::store::{Direction, JournalRow};
+
+/// Elements an answer carries back from its request (ISO 8583:1987 §4.4 "mandatory echo").
+const ECHO: [u16; 17] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 32, 37, 41, 42, 49, 90, 95];
+
+/// Elements a reversal or advice repeats from its original.
+const ORIGINAL: [u16; 19] = [2, 3, 4, 7, 11, 12, 13, 14, 18, 22, 23, 25, 32, 35, 37, 41, 42, 43, 49];
+
+fn raw(msg: &Message, de: u16) -> Option<&Bytes> {
+    msg.field(de).map(|f| &f.data)
+}
+
+/// The issuer-link matching identity: MTI class, DE 11, DE 41 (empty when absent).
+pub fn match_key(msg: &Message) -> Option<MatchKey> {
+    let d = msg.mti();
+    let d = d.digits();
+    Some(MatchKey {
+        class: [d[0], d[1]],
+        stan: raw(msg, 11)?.clone(),
+        terminal_id: raw(msg, 41).cloned().unwrap_or_default(),
+    })
+}
+
+/// The duplicate-transmission identity: MTI, DE 41, DE 11, DE 7 — all required.
+pub fn transmission_key(msg: &Message) -> Option<TransmissionKey> {
+    Some(TransmissionKey {
+        mti: *msg.mti().digits(),
+        terminal_id: raw(msg, 41)?.clone(),
+        stan: raw(msg, 11)?.clone(),
+        transmitted_at: raw(msg, 7)?.clone(),
+    })
+}
+
+/// The key that ties reversals and advices to their original: DE 41 | DE 11 | DE 7 | DE 37.
+pub fn original_key(msg: &Message) -> String {
+    let t = |de| msg.text(de).map(|c| c.into_owned()).unwrap_or_default();
+    format!("{}|{}|{}|{}", t(41), t(11), t(7), t(37))
+}
+
+/// An answer to `req` with DE 39 = `rc`: the response MTI and the echoed elements.
+pub fn answer(req: &Message, rc: &str) -> Message {
+    let mti = req.mti().response().unwrap_or(req.mti());
+    let mut rsp = Message::new(req.spec().clone(), mti);
+    for de in ECHO {
+        let _ = rsp.copy_from(req, de);
+    }
+    // DE 39 is an2 in every spec we ship; a custom spec without it gets no DE 39.
+    let _ = rsp.set_text(39, rc);
+    rsp
+}
+
+/// DE 90 for a reversal of `orig`: original MTI (4), STAN (6), transmission date-time (10),
+/// acquiring institution (11, zero-padded), forwarding institution (11 zeros).
+pub fn original_data_elements(orig: &Message) -> String {
+    let t = |de, w: usize| {
+        let v = orig.text(de).map(|c| c.into_owned()).unwrap_or_default();
+        format!("{v:0>w$}")
+    };
+    format!("{}{}{}{}{}", orig.mti(), t(11, 6), t(7, 10), t(32, 11), "0".repeat(11))
+}
+
+/// A message of type `mti` repeating `orig`'s identifying elements (reversal 0420, advice 0120).
+pub fn derived(orig: &Message, mti: Mti, rc: &str) -> Message {
+    let mut m = Message::new(orig.spec().clone(), mti);
+    for de in ORIGINAL {
+        let _ = m.copy_from(orig, de);
+    }
+    let _ = m.set_text(39, rc);
+    m
+}
+
+/// A reversal advice (0420) for `orig`, which was not answered (DE 39 `68`: response received
+/// too late) or not completed.
+pub fn reversal_for(orig: &Message, rc: &str) -> Message {
+    let mut m = derived(orig, Mti::REVERSAL_ADVICE, rc);
+    let _ = m.set_text(90, &original_data_elements(orig));
+    m
+}
+
+/// Copies the issuer's decision elements into the answer for the acquirer.
+pub fn take_decision(rsp: &mut Message, issuer: &Message) {
+    for de in [38u16, 39, 44, 54, 55, 95] {
+        let _ = rsp.copy_from(issuer, de);
+    }
+}
+
+/// The journal row of `msg` (masked; the fingerprint is computed by the caller's keyed function).
+pub fn journal_row(
+    msg: &Message,
+    direction: Direction,
+    at_ms: u64,
+    fingerprint: impl Fn(&str) -> String,
+    route: Option<&str>,
+    latency_us: Option<u64>,
+) -> JournalRow {
+    let t = |de| msg.text(de).map(|c| c.into_owned());
+    let pan = pan_of(msg);
+    JournalRow {
+        at_ms,
+        direction,
+        mti: msg.mti().to_string(),
+        stan: t(11),
+        rrn: t(37),
+        terminal_id: t(41),
+        pan_masked: pan.as_deref().map(codecs::iso8583::describe::mask_pan),
+        pan_fingerprint: pan.as_deref().map(fingerprint),
+        amount_minor: msg.amount().ok().flatten().map(|a| a.0),
+        currency: t(49),
+        response_code: t(39),
+        route: route.map(str::to_string),
+        latency_us,
+        message_masked: msg.to_masked_json().to_string(),
+    }
+}
+
+/// The PAN of a request: DE 2, else the digits of DE 35 before the separator.
+pub fn pan_of(msg: &Message) -> Option<String> {
+    if let Ok(Some(p)) = msg.pan_clear() {
+        return Some(p.expose().to_string());
+    }
+    let t2 = msg.text(35)?;
+    let digits: String = t2.chars().take_while(char::is_ascii_digit).collect();
+    (12..=19).contains(&digits.len()).then_some(digits)
+}
+
+/// `msg` in another spec (acquirer listener ↔ issuer link): every element carried over, checked
+/// against the target spec. An element the target cannot carry is an error naming it.
+pub fn translate(msg: &Message, to: &std::sync::Arc<codecs::iso8583::Spec>) -> codecs::Result<Message> {
+    if std::sync::Arc::ptr_eq(msg.spec(), to) {
+        return Ok(msg.clone());
+    }
+    let mut out = Message::new(to.clone(), msg.mti());
+    for f in msg.fields() {
+        out.copy_from(msg, f.de)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,204 @@
+//! Starting the real `switch` binary for system tests: a fresh keystore under a generated LMK, a
+//! config written to a temporary folder, ports from the OS (read back from `--ready-file`), and a
+//! framed client. The process is killed when the handle drops.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use codecs::framing::{Frame, FrameCodec, FramingKind};
+use codecs::iso8583::{Message, Spec};
+use crypto::keystore::{Keystore, Lmk};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, Encoder};
+
+pub const LMK_HEX: &str = "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F";
+
+pub struct SwitchProcess {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub listeners: serde_json::Value,
+    pub admin: String,
+}
+
+impl Drop for SwitchProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SwitchProcess {
+    pub fn addr(&self, listener: &str) -> String {
+        self.listeners[listener].as_str().expect("listener address").to_string()
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "switch did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Writes a keystore with the node's keys into `dir` (idempotent).
+pub fn keystore(dir: &Path) {
+    let path = dir.join("keys.toml");
+    if path.exists() {
+        return;
+    }
+    let mut ks = Keystore::new(Lmk::from_hex(LMK_HEX).expect("LMK"));
+    let mut counter = 7u8;
+    switch::keys::ensure_node_keys(&mut ks, &mut |b: &mut [u8]| {
+        for x in b.iter_mut() {
+            counter = counter.wrapping_mul(31).wrapping_add(17);
+            *x = counter;
+        }
+    })
+    .expect("node keys");
+    std::fs::write(path, ks.to_toml()).expect("write keystore");
+}
+
+/// Starts the switch with `config` (TOML without [keys]/[node] data_dir, added here) in `dir`.
+pub fn start_in(dir: tempfile::TempDir, config: &str) -> SwitchProcess {
+    keystore(dir.path());
+    let cfg_path = dir.path().join("switch.toml");
+    std::fs::write(&cfg_path, config).expect("write config");
+    let ready = dir.path().join("ready.json");
+    let _ = std::fs::remove_file(&ready);
+    let child = Command::new(env!("CARGO_BIN_EXE_switch"))
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("PAYNET_LMK", LMK_HEX)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start switch");
+    let mut p = SwitchProcess { child, dir, listeners: serde_json::Value::Null, admin: String::new() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("ready JSON");
+            p.listeners = v["listeners"].clone();
+            p.admin = v["admin"].as_str().expect("admin").to_string();
+            return p;
+        }
+        if let Ok(Some(st)) = p.child.try_wait() {
+            panic!("switch exited early: {st}");
+        }
+        assert!(Instant::now() < deadline, "switch not ready in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn start(config: &str) -> SwitchProcess {
+    start_in(tempfile::tempdir().expect("tempdir"), config)
+}
+
+pub fn data_dir(p: &SwitchProcess) -> PathBuf {
+    p.dir.path().join("data")
+}
+
+/// A framed client connection.
+pub struct Client {
+    pub stream: TcpStream,
+    pub codec: FrameCodec,
+    pub buf: BytesMut,
+    pub spec: std::sync::Arc<Spec>,
+}
+
+impl Client {
+    pub async fn connect(addr: &str, framing: FramingKind, spec: &str) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            stream,
+            codec: FrameCodec::new(framing),
+            buf: BytesMut::new(),
+            spec: Spec::builtin(spec).expect("spec").clone(),
+        }
+    }
+
+    pub async fn send_raw(&mut self, payload: &[u8]) {
+        let mut out = BytesMut::new();
+        self.codec.encode(Frame::new(Bytes::copy_from_slice(payload)), &mut out).expect("frame");
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    pub async fn send(&mut self, m: &Message) {
+        let b = m.encode().expect("encode");
+        self.send_raw(&b).await;
+    }
+
+    /// The next frame, or None when the connection closed.
+    pub async fn recv_raw(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(f) = self.codec.decode(&mut self.buf).expect("frame") {
+                return Some(f.payload);
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read(&mut chunk))
+                .await
+                .expect("answer in time")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub async fn recv(&mut self) -> Message {
+        let b = self.recv_raw().await.expect("an answer");
+        Message::decode(&self.spec, b).expect("answer decodes")
+    }
+
+    pub async fn call(&mut self, m: &Message) -> Message {
+        self.send(m).await;
+        self.recv().await
+    }
+}
+
+/// A contactless 0100 in the given spec (sample of examples/), with STAN and amount set.
+pub fn purchase(spec: &str, stan: u32, amount: u64) -> Message {
+    let json: serde_json::Value =
+        serde_json::from_str(include_str!("../../../examples/0100-contactless.json")).expect("sample");
+    let spec = Spec::builtin(spec).expect("spec");
+    let mut m = Message::from_json(spec, &json).expect("sample valid");
+    m.set_text(11, &format!("{stan:06}")).expect("DE 11");
+    m.set_text(4, &format!("{amount:012}")).expect("DE 4");
+    m
+}
+
+pub fn echo(spec: &str, stan: u32) -> Message {
+    let spec = Spec::builtin(spec).expect("spec");
+    let mut m = Message::new(spec.clone(), codecs::iso8583::Mti::NETWORK_MANAGEMENT_REQUEST);
+    m.set_text(7, "1125101010").expect("DE 7");
+    m.set_text(11, &format!("{stan:06}")).expect("DE 11");
+    m.set_text(70, "301").expect("DE 70");
+    m
+}
+
+/// GET on the admin endpoint.
+pub async fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("admin");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
