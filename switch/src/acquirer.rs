@@ -14,7 +14,7 @@ use bytes::Bytes;
 use codecs::framing::{Frame, FrameCodec, FramingKind};
 use codecs::iso8583::Message;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::engine::{Engine, ListenerCtx, Outcome};
+use crate::tls::Stream;
 use crate::wire;
 
 /// A listener's runtime settings.
@@ -33,6 +34,8 @@ pub struct ListenerSettings {
     pub max_in_flight: usize,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// TLS (and with a client CA, mutual TLS) on this listener.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Accepts connections until `stop`; in-flight requests are tracked by `tasks` so that shutdown
@@ -70,6 +73,22 @@ pub async fn serve(
         let stop = stop.clone();
         let t = tasks.clone();
         tasks.spawn(async move {
+            let stream = match &settings.tls {
+                None => Stream::Plain(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(settings.read_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => Stream::Server(Box::new(s)),
+                        Ok(Err(e)) => {
+                            warn!(listener = %settings.ctx.name, %peer, error = %e, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            warn!(listener = %settings.ctx.name, %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
             let gauge = engine.metrics.acquirer_connections.with_label_values(&[&settings.ctx.name]);
             gauge.inc();
             connection(stream, peer, &settings, engine.clone(), stop, t).await;
@@ -80,14 +99,14 @@ pub async fn serve(
 }
 
 async fn connection(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     s: &ListenerSettings,
     engine: Arc<Engine>,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let codec = FrameCodec::with_max_frame_len(s.framing, s.max_frame_len);
     let mut reader = FramedRead::new(rd, codec);
     let mut writer = FramedWrite::new(wr, codec);

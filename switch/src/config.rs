@@ -74,6 +74,19 @@ impl Default for TlsConfig {
     }
 }
 
+/// TLS towards an issuer (the switch is the client).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkTlsConfig {
+    /// PEM file of the CA certificate(s) the issuer's certificate must chain to.
+    pub ca: PathBuf,
+    /// The name the issuer's certificate must carry (DNS name or IP address).
+    pub server_name: String,
+    /// The switch's client certificate chain and key (PEM), for issuers that require mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
 /// Message authentication on a link (DE 64/128).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,7 +181,7 @@ pub struct IssuerConfig {
     pub timeout_ms: u64,
     pub echo_interval_ms: u64,
     pub sign_on: bool,
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<LinkTlsConfig>,
     pub mac: Option<MacConfig>,
     /// Keystore name of the issuer's IMK-AC when the switch verifies ARQCs on its behalf.
     pub imk_ac: Option<String>,
@@ -335,7 +348,14 @@ impl SwitchConfig {
             }
             check_framing(&mut p, &at, &s.framing);
             check_spec(&mut p, &at, &s.spec);
-            check_tls(&mut p, &at, s.tls.as_ref());
+            if let Some(t) = &s.tls {
+                if t.ca.as_os_str().is_empty() || t.server_name.trim().is_empty() {
+                    p.push(format!("{at}.tls: ca and server_name are both required"));
+                }
+                if t.cert.is_some() != t.key.is_some() {
+                    p.push(format!("{at}.tls: a client cert needs its key and the other way round"));
+                }
+            }
             check_mac(&mut p, &at, s.mac.as_ref());
             let si = &s.stand_in;
             if si.enabled {

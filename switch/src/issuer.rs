@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::pending::{PendingError, PendingRequests};
+use crate::tls::Stream;
 use crate::wire;
 
 /// Why a request got no answer from the issuer.
@@ -40,7 +41,7 @@ pub enum LinkError {
 }
 
 /// How one issuer is reached.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkSettings {
     pub name: Arc<str>,
     pub addrs: Vec<String>,
@@ -50,6 +51,8 @@ pub struct LinkSettings {
     pub timeout: Duration,
     pub echo_interval: Duration,
     pub sign_on: bool,
+    /// TLS to the issuer: the connector and the name its certificate must carry.
+    pub tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
 }
 
 struct Connection {
@@ -181,6 +184,25 @@ impl IssuerPool {
             match stream {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
+                    let stream = match &self.settings.tls {
+                        None => Stream::Plain(stream),
+                        Some((connector, server_name)) => {
+                            let hs = connector.connect(server_name.clone(), stream);
+                            match tokio::time::timeout(self.settings.timeout, hs).await {
+                                Ok(Ok(s)) => Stream::Client(Box::new(s)),
+                                Ok(Err(e)) => {
+                                    warn!(issuer = %name, conn = i, error = %e, "TLS handshake with the issuer failed");
+                                    tokio::time::sleep(backoff).await;
+                                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                                    continue;
+                                }
+                                Err(_) => {
+                                    warn!(issuer = %name, conn = i, "TLS handshake with the issuer timed out");
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     debug!(issuer = %name, conn = i, "connected");
                     backoff = Duration::from_millis(100);
                     self.run_connection(&conn, stream, &stop).await;
@@ -201,8 +223,8 @@ impl IssuerPool {
         }
     }
 
-    async fn run_connection(&self, conn: &Arc<Connection>, stream: TcpStream, stop: &CancellationToken) {
-        let (rd, wr) = stream.into_split();
+    async fn run_connection(&self, conn: &Arc<Connection>, stream: Stream, stop: &CancellationToken) {
+        let (rd, wr) = tokio::io::split(stream);
         let codec = FrameCodec::new(self.settings.framing);
         let mut reader = FramedRead::new(rd, codec);
         let mut writer = FramedWrite::new(wr, codec);

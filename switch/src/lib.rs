@@ -26,6 +26,7 @@ pub mod saf;
 pub mod seal;
 pub mod standin;
 pub mod store;
+pub mod tls;
 pub mod validate;
 pub mod wire;
 

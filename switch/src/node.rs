@@ -88,17 +88,17 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         return Err(config_err(problems.join("; ")));
     }
     for l in &cfg.listeners {
-        if l.tls.is_some() || l.mac.is_some() {
+        if l.mac.is_some() {
             return Err(config_err(format!(
-                "listener {}: tls and mac are not supported by this build yet; remove them",
+                "listener {}: message MACs (mac) are not supported by this build yet; remove it",
                 l.name
             )));
         }
     }
     for i in &cfg.issuers {
-        if i.tls.is_some() || i.mac.is_some() {
+        if i.mac.is_some() {
             return Err(config_err(format!(
-                "issuer {}: tls and mac are not supported by this build yet; remove them",
+                "issuer {}: message MACs (mac) are not supported by this build yet; remove it",
                 i.name
             )));
         }
@@ -141,6 +141,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
                 timeout: Duration::from_millis(ic.timeout_ms),
                 echo_interval: Duration::from_millis(ic.echo_interval_ms),
                 sign_on: ic.sign_on,
+                tls: ic.tls.as_ref().map(|t| crate::tls::connector(t, &base)).transpose()?,
             },
             metrics.clone(),
             stop_all.clone(),
@@ -203,6 +204,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
             max_in_flight: lc.max_in_flight_per_connection as usize,
             read_timeout: Duration::from_millis(lc.read_timeout_ms),
             idle_timeout: Duration::from_millis(lc.idle_timeout_ms),
+            tls: lc.tls.as_ref().map(|t| crate::tls::acceptor(t, &base)).transpose()?,
         });
         tasks.spawn(acquirer::serve(
             listener,
