@@ -45,10 +45,13 @@ pub fn mac_usage(alg: MacAlgorithm) -> KeyUsage {
     }
 }
 
+/// Unwrapped keys by (name, key usage, mode of use).
+type KeyCache = HashMap<(String, [u8; 2], u8), Arc<SymmetricKey>>;
+
 /// The software HSM.
 pub struct SoftHsm {
     store: RwLock<Keystore>,
-    cache: RwLock<HashMap<(String, [u8; 2], u8), Arc<SymmetricKey>>>,
+    cache: RwLock<KeyCache>,
     random: RandomSource,
 }
 
