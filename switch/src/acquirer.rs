@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::engine::{Engine, ListenerCtx, Outcome};
+use crate::macing::LinkMac;
 use crate::tls::Stream;
 use crate::wire;
 
@@ -36,6 +37,8 @@ pub struct ListenerSettings {
     pub idle_timeout: Duration,
     /// TLS (and with a client CA, mutual TLS) on this listener.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Message MACs (DE 64/128) on this listener: verified inbound, generated outbound.
+    pub mac: Option<LinkMac>,
 }
 
 /// Accepts connections until `stop`; in-flight requests are tracked by `tasks` so that shutdown
@@ -202,9 +205,31 @@ async fn connection(
         let engine = engine.clone();
         let ctx = s.ctx.clone();
         let tx = tx.clone();
+        let mac = s.mac.clone();
         tasks.spawn(async move {
-            if let Outcome::Answer(bytes) = engine.handle(&ctx, req).await {
-                let _ = tx.send(frame.reply(bytes)).await;
+            let verified = mac.as_ref().is_none_or(|m| m.verify(&frame.payload, &req));
+            let answer = if verified {
+                match engine.handle(&ctx, req).await {
+                    Outcome::Answer(m) => Some(m),
+                    Outcome::Nothing => None,
+                }
+            } else {
+                engine.metrics.format_errors.with_label_values(&[&ctx.name]).inc();
+                warn!(listener = %ctx.name, "request MAC missing or wrong: answered 63");
+                (!req.mti().is_response()).then(|| wire::answer(&req, "63"))
+            };
+            if let Some(mut m) = answer {
+                if let Some(mac) = &mac
+                    && let Err(e) = mac.sign(&mut m)
+                {
+                    warn!(listener = %ctx.name, error = %e, "cannot sign the answer");
+                }
+                match m.encode() {
+                    Ok(bytes) => {
+                        let _ = tx.send(frame.reply(bytes)).await;
+                    }
+                    Err(e) => warn!(listener = %ctx.name, error = %e, "answer does not encode"),
+                }
             }
             drop(permit);
         });

@@ -57,8 +57,8 @@ pub struct Engine {
 
 /// What the listener should do with a request.
 pub enum Outcome {
-    /// Write these bytes back (an answer, encoded in the listener's spec).
-    Answer(Bytes),
+    /// Send this answer back (in the listener's spec; the listener signs it when its link MACs).
+    Answer(Message),
     /// Nothing to answer (a response sent by an acquirer, counted and dropped).
     Nothing,
 }
@@ -107,10 +107,10 @@ impl Engine {
             self.metrics.latency.with_label_values(&[mti.as_str()]).observe(latency.as_secs_f64());
             self.journal(&rsp, Direction::AcquirerOut, Some(&route), Some(latency.as_micros() as u64)).await;
             match rsp.encode() {
-                Ok(b) => Outcome::Answer(b),
+                Ok(_) => Outcome::Answer(rsp),
                 Err(e) => {
                     warn!(error = %e, "answer does not encode in the listener's spec");
-                    wire::answer(&req, "96").encode().map(Outcome::Answer).unwrap_or(Outcome::Nothing)
+                    Outcome::Answer(wire::answer(&req, "96"))
                 }
             }
         }

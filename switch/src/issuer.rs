@@ -22,6 +22,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::macing::LinkMac;
 use crate::metrics::Metrics;
 use crate::pending::{PendingError, PendingRequests};
 use crate::tls::Stream;
@@ -53,6 +54,8 @@ pub struct LinkSettings {
     pub sign_on: bool,
     /// TLS to the issuer: the connector and the name its certificate must carry.
     pub tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    /// Message MACs on the link: requests signed, answers verified.
+    pub mac: Option<LinkMac>,
 }
 
 struct Connection {
@@ -129,7 +132,14 @@ impl IssuerPool {
         timeout: Duration,
     ) -> Result<Message, LinkError> {
         let key = wire::match_key(msg).ok_or(LinkError::Encode)?;
-        let bytes = msg.encode().map_err(|_| LinkError::Encode)?;
+        let bytes = match &self.settings.mac {
+            None => msg.encode().map_err(|_| LinkError::Encode)?,
+            Some(mac) => {
+                let mut signed = msg.clone();
+                mac.sign(&mut signed).map_err(|_| LinkError::Encode)?;
+                signed.encode().map_err(|_| LinkError::Encode)?
+            }
+        };
         let rrn = msg.field(37).map(|f| f.data.clone());
         let rx = self.pending.register(key.clone(), rrn).map_err(|e| match e {
             PendingError::AlreadyPending => LinkError::Duplicate,
@@ -261,6 +271,7 @@ impl IssuerPool {
         let spec = self.settings.spec.clone();
         let name = self.settings.name.clone();
         let reply_tx = tx.clone();
+        let mac = self.settings.mac.clone();
         let reader_task = tokio::spawn(async move {
             loop {
                 let frame = tokio::select! {
@@ -268,6 +279,7 @@ impl IssuerPool {
                     f = reader.next() => f,
                 };
                 let Some(Ok(frame)) = frame else { break };
+                let raw = frame.payload.clone();
                 let msg = match Message::decode(&spec, frame.payload) {
                     Ok(m) => m,
                     Err(e) => {
@@ -276,10 +288,20 @@ impl IssuerPool {
                         continue;
                     }
                 };
+                if let Some(m) = &mac
+                    && !m.verify(&raw, &msg)
+                {
+                    warn!(issuer = %name, "message from the issuer with a missing or wrong MAC dropped");
+                    metrics.unmatched.with_label_values(&[&name]).inc();
+                    continue;
+                }
                 if !msg.mti().is_response() {
                     // The issuer's own network management (echo, sign-on): answered here.
                     if msg.mti().class() == 8 {
-                        let rsp = wire::answer(&msg, "00");
+                        let mut rsp = wire::answer(&msg, "00");
+                        if let Some(m) = &mac {
+                            let _ = m.sign(&mut rsp);
+                        }
                         if let Ok(b) = rsp.encode() {
                             let _ = reply_tx.send(b).await;
                         }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod issuer;
 pub mod journal;
 pub mod keys;
+pub mod macing;
 pub mod metrics;
 pub mod node;
 pub mod pending;

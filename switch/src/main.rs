@@ -94,8 +94,17 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     let ks = switch::keys::load_keystore(&cfg.keys, &base).map_err(|e| e.to_string())?;
     let keys = switch::keys::node_keys(&ks).map_err(|e| e.to_string())?;
+    let hsm = crypto::hsm::SoftHsm::new(
+        ks,
+        Box::new(|b: &mut [u8]| {
+            if let Err(e) = getrandom::fill(b) {
+                panic!("operating system random source unavailable: {e}");
+            }
+        }),
+    );
     let parts = NodeParts {
         keys,
+        hsm: Arc::new(hsm),
         clock: Arc::new(SystemClock),
         entropy: Arc::new(OsEntropy),
         detokenizer: Arc::new(NoTokens),

@@ -28,6 +28,7 @@ use crate::engine::{self, Engine, IssuerHandle, ListenerCtx};
 use crate::error::{Error, ErrorKind, Result};
 use crate::issuer::{IssuerPool, LinkSettings};
 use crate::journal::JournalWriter;
+use crate::macing::LinkMac;
 use crate::metrics::Metrics;
 use crate::route::RouteTable;
 use crate::saf::{RetryPolicy, SafQueue};
@@ -50,6 +51,8 @@ pub struct NodeParts {
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     pub detokenizer: Arc<dyn Detokenizer>,
+    /// The HSM holding every other key (link MAC keys, issuer keys for on-behalf verification).
+    pub hsm: Arc<dyn crypto::hsm::Hsm>,
     /// Folder that relative paths in the config are resolved against.
     pub base_dir: PathBuf,
 }
@@ -81,27 +84,22 @@ fn spec(name: &str, base: &Path) -> Result<Arc<Spec>> {
     Spec::load(name, base).map_err(|e| config_err(e.to_string()))
 }
 
+fn link_mac(
+    cfg: Option<&crate::config::MacConfig>,
+    hsm: &Arc<dyn crypto::hsm::Hsm>,
+) -> Result<Option<LinkMac>> {
+    let Some(c) = cfg else { return Ok(None) };
+    let alg = crypto::mac::MacAlgorithm::from_name(&c.alg).map_err(|e| config_err(e.to_string()))?;
+    // The key must exist now, not at the first message.
+    hsm.key_check_value(&c.key).map_err(|e| config_err(format!("mac.key {}: {e}", c.key)))?;
+    Ok(Some(LinkMac { hsm: hsm.clone(), key: c.key.clone(), alg }))
+}
+
 /// Starts a node. Listeners bind before this returns (port 0 takes one from the OS).
 pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
     let problems = cfg.validate();
     if !problems.is_empty() {
         return Err(config_err(problems.join("; ")));
-    }
-    for l in &cfg.listeners {
-        if l.mac.is_some() {
-            return Err(config_err(format!(
-                "listener {}: message MACs (mac) are not supported by this build yet; remove it",
-                l.name
-            )));
-        }
-    }
-    for i in &cfg.issuers {
-        if i.mac.is_some() {
-            return Err(config_err(format!(
-                "issuer {}: message MACs (mac) are not supported by this build yet; remove it",
-                i.name
-            )));
-        }
     }
     let base = parts.base_dir.clone();
     let data_dir = base.join(&cfg.node.data_dir);
@@ -142,6 +140,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
                 echo_interval: Duration::from_millis(ic.echo_interval_ms),
                 sign_on: ic.sign_on,
                 tls: ic.tls.as_ref().map(|t| crate::tls::connector(t, &base)).transpose()?,
+                mac: link_mac(ic.mac.as_ref(), &parts.hsm)?,
             },
             metrics.clone(),
             stop_all.clone(),
@@ -205,6 +204,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
             read_timeout: Duration::from_millis(lc.read_timeout_ms),
             idle_timeout: Duration::from_millis(lc.idle_timeout_ms),
             tls: lc.tls.as_ref().map(|t| crate::tls::acceptor(t, &base)).transpose()?,
+            mac: link_mac(lc.mac.as_ref(), &parts.hsm)?,
         });
         tasks.spawn(acquirer::serve(
             listener,

@@ -11,7 +11,7 @@ use crate::pending::MatchKey;
 use crate::store::{Direction, JournalRow};
 
 /// Elements an answer carries back from its request (ISO 8583:1987 §4.4 "mandatory echo").
-const ECHO: [u16; 17] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 32, 37, 41, 42, 49, 90, 95];
+const ECHO: [u16; 18] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 32, 37, 41, 42, 49, 70, 90, 95];
 
 /// Elements a reversal or advice repeats from its original.
 const ORIGINAL: [u16; 19] = [2, 3, 4, 7, 11, 12, 13, 14, 18, 22, 23, 25, 32, 35, 37, 41, 42, 43, 49];

@@ -69,6 +69,26 @@ pub fn keystore(dir: &Path) {
     std::fs::write(path, ks.to_toml()).expect("write keystore");
 }
 
+/// Adds a clear test key to the keystore in `dir` (after [`keystore`]).
+pub fn add_key(dir: &Path, name: &str, header: &str, hex_key: &str) {
+    use crypto::keyblock::Header;
+    use crypto::keys::SymmetricKey;
+    keystore(dir);
+    let path = dir.join("keys.toml");
+    let lmk = Lmk::from_hex(LMK_HEX).expect("LMK");
+    let mut ks = Keystore::from_toml(lmk, &std::fs::read_to_string(&path).expect("read")).expect("keystore");
+    let header = Header::parse_template(header).expect("header");
+    let raw = hex::decode(hex_key).expect("hex");
+    let key = if header.algorithm == crypto::keyblock::KeyAlgorithm::TDES {
+        SymmetricKey::Tdes(crypto::TdesKey::from_slice(&raw).expect("tdes"))
+    } else {
+        SymmetricKey::Aes(crypto::AesKey::from_slice(&raw).expect("aes"))
+    };
+    let pad = vec![0x5Au8; 64];
+    ks.import(crypto::keystore::KeyName::new(name).expect("name"), &header, &key, &pad).expect("import");
+    std::fs::write(path, ks.to_toml()).expect("write");
+}
+
 /// Starts the switch with `config` (TOML without [keys]/[node] data_dir, added here) in `dir`.
 pub fn start_in(dir: tempfile::TempDir, config: &str) -> SwitchProcess {
     keystore(dir.path());
