@@ -64,6 +64,12 @@ impl SoftHsm {
         SoftHsm { store: RwLock::new(store), cache: RwLock::new(HashMap::new()), random }
     }
 
+    /// Replaces the keystore (a reload after the operator changed keys); cached keys are dropped.
+    pub fn replace_keystore(&self, store: Keystore) {
+        *self.store.write().unwrap_or_else(|p| p.into_inner()) = store;
+        self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// The keystore as it now stands (to save after generating or importing).
     pub fn keystore_toml(&self) -> String {
         self.store.read().unwrap_or_else(|p| p.into_inner()).to_toml()

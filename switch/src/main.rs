@@ -94,17 +94,17 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     let ks = switch::keys::load_keystore(&cfg.keys, &base).map_err(|e| e.to_string())?;
     let keys = switch::keys::node_keys(&ks).map_err(|e| e.to_string())?;
-    let hsm = crypto::hsm::SoftHsm::new(
+    let hsm = Arc::new(crypto::hsm::SoftHsm::new(
         ks,
         Box::new(|b: &mut [u8]| {
             if let Err(e) = getrandom::fill(b) {
                 panic!("operating system random source unavailable: {e}");
             }
         }),
-    );
+    ));
     let parts = NodeParts {
         keys,
-        hsm: Arc::new(hsm),
+        hsm: hsm.clone(),
         clock: Arc::new(SystemClock),
         entropy: Arc::new(OsEntropy),
         detokenizer: Arc::new(NoTokens),
@@ -120,7 +120,7 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
         let doc = serde_json::json!({"listeners": listeners, "admin": running.admin.to_string()});
         write_atomically(path, doc.to_string().as_bytes()).map_err(|e| format!("ready file: {e}"))?;
     }
-    wait_for_signals(&running, &cli.config).await;
+    wait_for_signals(&running, &hsm, &cli.config).await;
     running.shutdown().await;
     Ok(())
 }
@@ -133,7 +133,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(unix)]
-async fn wait_for_signals(running: &node::RunningNode, config: &Path) {
+async fn wait_for_signals(running: &node::RunningNode, hsm: &crypto::hsm::SoftHsm, config: &Path) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -145,18 +145,19 @@ async fn wait_for_signals(running: &node::RunningNode, config: &Path) {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => reload(running, config),
+            _ = hup.recv() => reload(running, hsm, config),
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_running: &node::RunningNode, _config: &Path) {
+async fn wait_for_signals(_running: &node::RunningNode, _hsm: &crypto::hsm::SoftHsm, _config: &Path) {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// SIGHUP: the routes are read again and swapped in; connections and requests in flight carry on.
-fn reload(running: &node::RunningNode, config: &Path) {
+/// SIGHUP: routes, stand-in limits and the keystore are read again and swapped in; connections
+/// and requests in flight carry on. A file that does not load leaves everything as it was.
+fn reload(running: &node::RunningNode, hsm: &crypto::hsm::SoftHsm, config: &Path) {
     let cfg = match load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -164,21 +165,37 @@ fn reload(running: &node::RunningNode, config: &Path) {
             return;
         }
     };
-    match RouteTable::new(cfg.routes.iter().map(|r| (r.prefix.as_str(), r.issuer.as_str()))) {
-        Ok(table) => {
-            let unknown: Vec<&str> = cfg
-                .routes
-                .iter()
-                .filter(|r| !running.engine.issuers.contains_key(r.issuer.as_str()))
-                .map(|r| r.issuer.as_str())
-                .collect();
-            if !unknown.is_empty() {
-                tracing::error!(issuers = ?unknown, "reload refused: routes name issuers this node has no link to");
-                return;
-            }
-            *running.engine.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
-            tracing::info!(routes = cfg.routes.len(), "routes reloaded");
+    let base = config.parent().map(Path::to_path_buf).unwrap_or_default();
+    let table = match RouteTable::new(cfg.routes.iter().map(|r| (r.prefix.as_str(), r.issuer.as_str()))) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: bad routes; the running ones stay");
+            return;
         }
-        Err(e) => tracing::error!(error = %e, "reload refused: bad routes; the running ones stay"),
+    };
+    let unknown: Vec<&str> = cfg
+        .routes
+        .iter()
+        .filter(|r| !running.engine.issuers.contains_key(r.issuer.as_str()))
+        .map(|r| r.issuer.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        tracing::error!(issuers = ?unknown, "reload refused: routes name issuers this node has no link to");
+        return;
     }
+    let keystore = match switch::keys::load_keystore(&cfg.keys, &base) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: keystore does not load; the running keys stay");
+            return;
+        }
+    };
+    hsm.replace_keystore(keystore);
+    for ic in &cfg.issuers {
+        if let Some(h) = running.engine.issuers.get(ic.name.as_str()) {
+            h.stand_in.set_rules(ic.stand_in.clone());
+        }
+    }
+    *running.engine.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    tracing::info!(routes = cfg.routes.len(), "configuration reloaded: routes, stand-in limits, keystore");
 }

@@ -68,6 +68,7 @@ pub struct RunningNode {
     stop_accepting: CancellationToken,
     stop_all: CancellationToken,
     tasks: TaskTracker,
+    background: TaskTracker,
     journal: Option<JournalWriter>,
     grace: Duration,
 }
@@ -118,7 +119,10 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
     let sealer = Arc::new(Sealer::new(1, &parts.keys.saf_seal)?);
     let stop_all = CancellationToken::new();
     let stop_accepting = stop_all.child_token();
+    // Listeners, connections and requests: drained on shutdown.
     let tasks = TaskTracker::new();
+    // SAF workers: stopped once requests are drained.
+    let background = TaskTracker::new();
     let policy = RetryPolicy {
         base_ms: cfg.saf.retry_base_ms,
         max_ms: cfg.saf.retry_max_ms,
@@ -182,7 +186,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
                 h.stand_in.reset();
             }
         };
-        tasks.spawn(engine::saf_worker(worker, reset, stop_all.clone()));
+        background.spawn(engine::saf_worker(worker, reset, stop_all.clone()));
     }
 
     let mut bound = Vec::new();
@@ -236,6 +240,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         stop_accepting,
         stop_all,
         tasks,
+        background,
         journal: Some(journal_writer),
         grace: Duration::from_millis(cfg.node.shutdown_grace_ms),
     })
@@ -258,7 +263,8 @@ impl RunningNode {
             tracing::warn!("shutdown grace period over with requests still in flight");
         }
         self.stop_all.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        self.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.background.wait()).await;
         let engine = self.engine;
         drop(engine);
         if let Some(j) = self.journal.take() {

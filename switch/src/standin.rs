@@ -42,18 +42,19 @@ impl StandInDecision {
 }
 
 pub struct StandIn {
-    rules: StandInConfig,
+    rules: std::sync::RwLock<StandInConfig>,
     totals: Mutex<HashMap<String, u64>>,
 }
 
 impl StandIn {
     pub fn new(rules: StandInConfig) -> Self {
-        StandIn { rules, totals: Mutex::new(HashMap::new()) }
+        StandIn { rules: std::sync::RwLock::new(rules), totals: Mutex::new(HashMap::new()) }
     }
 
     /// Decides, and on approval adds the amount to the card's running total.
     pub fn decide(&self, req: &StandInRequest<'_>) -> StandInDecision {
-        let r = &self.rules;
+        let r = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let r = &r;
         if !r.enabled {
             return StandInDecision::Decline("91");
         }
@@ -78,6 +79,11 @@ impl StandIn {
         }
         *total = new_total;
         StandInDecision::Approve
+    }
+
+    /// New rules (a configuration reload); running totals are kept.
+    pub fn set_rules(&self, rules: StandInConfig) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
     }
 
     /// The issuer is back and has the advices: running totals start again.

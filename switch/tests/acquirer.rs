@@ -175,3 +175,37 @@ async fn issuer_down_stand_in_duplicates_format_errors_and_matching() {
         .expect("saf table");
     assert_eq!(advices, 2, "two stand-in approvals owe the issuer two advices");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_limits_and_routes_without_dropping_the_connection() {
+    let cfg = config();
+    let sw = start(&cfg);
+    let mut c = Client::connect(&sw.addr("acquirer"), FramingKind::Binary2, "network").await;
+    assert_eq!(c.call(&purchase("network", 1, 15_000)).await.text(39).as_deref(), Some("91"));
+
+    // Raise the stand-in limit and route another BIN; reload with SIGHUP.
+    let raised = cfg.replace("max_amount_minor = 10000", "max_amount_minor = 20000")
+        + "\n[[route]]\nprefix = \"411111\"\nissuer = \"issuer-a\"\n";
+    std::fs::write(sw.dir.path().join("switch.toml"), raised).expect("rewrite config");
+    let pid = sw.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+
+    // The same connection, still open, now gets the new limit.
+    let mut approved = false;
+    for stan in 2..60u32 {
+        let a = c.call(&purchase("network", stan, 15_000)).await;
+        if a.text(39).as_deref() == Some("00") {
+            approved = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(approved, "the raised stand-in limit applies after SIGHUP");
+
+    // A broken file is refused and the running configuration stays.
+    std::fs::write(sw.dir.path().join("switch.toml"), "this is not toml").expect("rewrite");
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let a = c.call(&echo("network", 99)).await;
+    assert_eq!(a.text(39).as_deref(), Some("00"));
+}
