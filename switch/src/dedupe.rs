@@ -91,6 +91,15 @@ impl DuplicateCache {
         }
     }
 
+    /// The answer given to a transmission, if it is known and answered (a reversal looks up its
+    /// original this way).
+    pub fn answered(&self, key: &TransmissionKey) -> Option<Bytes> {
+        match self.shard(key).map.get(key) {
+            Some((_, State::Answered(b))) => Some(b.clone()),
+            _ => None,
+        }
+    }
+
     /// Records the answer of a transmission and wakes any duplicate waiting for it.
     pub fn complete(&self, key: &TransmissionKey, answer: Bytes) {
         let mut shard = self.shard(key);

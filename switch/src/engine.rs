@@ -292,6 +292,11 @@ impl Engine {
             return (wire::answer(req, e.rc), "validate".into());
         }
         let _ = ctx;
+        if let Some(rc) = self.original_declined(req) {
+            // The original was declined here: nothing was authorized, nothing to reverse.
+            debug!(original_rc = %rc, "reversal of a declined original answered locally");
+            return (wire::answer(req, "00"), "local".into());
+        }
         let Some(issuer) = self.route(req) else { return (wire::answer(req, "15"), "route".into()) };
         let route = issuer.pool.name().to_string();
         let Ok(iss_req) = wire::translate(req, issuer.pool.spec()) else {
@@ -311,6 +316,16 @@ impl Engine {
         (rsp, route)
     }
 
+    /// The response code of the original a reversal refers to, when the switch answered it with
+    /// a decline (matched through DE 90 and DE 41). `None` when approved or unknown here.
+    fn original_declined(&self, reversal: &Message) -> Option<String> {
+        let key = wire::original_transmission(reversal)?;
+        let answer = self.dedupe.answered(&key)?;
+        let msg = Message::decode(reversal.spec(), answer).ok()?;
+        let rc = msg.text(39)?.into_owned();
+        (rc != "00").then_some(rc)
+    }
+
     /// 0420 / 0120 from an acquirer: durable first, acknowledged, delivered by SAF.
     async fn advice(&self, _ctx: &ListenerCtx, req: &Message) -> (Message, String) {
         if let Err(e) = validate::reversal_or_advice(req) {
@@ -323,6 +338,9 @@ impl Engine {
             return (wire::answer(req, "30"), route);
         };
         let kind = if req.mti().class() == 4 { SafKind::Reversal } else { SafKind::Advice };
+        if kind == SafKind::Reversal && self.original_declined(req).is_some() {
+            return (wire::answer(req, "00"), "local".into());
+        }
         let rc = if self.enqueue(issuer, kind, &iss_req).await { "00" } else { "96" };
         (wire::answer(req, rc), format!("{route}:saf"))
     }

@@ -145,3 +145,20 @@ pub fn translate(msg: &Message, to: &std::sync::Arc<codecs::iso8583::Spec>) -> c
     }
     Ok(out)
 }
+
+/// The transmission identity of the original a reversal or advice refers to, from its DE 90
+/// (original MTI, STAN, transmission date-time) and DE 41.
+pub fn original_transmission(reversal: &Message) -> Option<TransmissionKey> {
+    let de90 = reversal.text(90)?;
+    let b = de90.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let mti: [u8; 4] = b[..4].try_into().ok()?;
+    Some(TransmissionKey {
+        mti,
+        terminal_id: raw(reversal, 41)?.clone(),
+        stan: Bytes::copy_from_slice(&b[4..10]),
+        transmitted_at: Bytes::copy_from_slice(&b[10..20]),
+    })
+}

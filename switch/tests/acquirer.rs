@@ -97,6 +97,15 @@ async fn issuer_down_stand_in_duplicates_format_errors_and_matching() {
     assert_eq!(c.call(&purchase("network", 102, 10_000)).await.text(39).as_deref(), Some("00"));
     assert_eq!(c.call(&purchase("network", 103, 10_000)).await.text(39).as_deref(), Some("91"));
 
+    // Reversals matched to their original: a declined original needs none (answered locally,
+    // nothing queued); an approved one is owed to the issuer through SAF (the issuer is down).
+    let declined = purchase("network", 101, 10_001);
+    let a = c.call(&common::reversal(&declined)).await;
+    assert_eq!((a.mti().as_str(), a.text(39).as_deref()), ("0410", Some("00")));
+    let approved = purchase("network", 100, 10_000);
+    let a = c.call(&common::reversal(&approved)).await;
+    assert_eq!((a.mti().as_str(), a.text(39).as_deref()), ("0410", Some("00")));
+
     // Missing required element (DE 41 absent is unreadable for an answer: use DE 49 instead).
     let mut bad = purchase("network", 104, 500);
     bad.remove(49);
@@ -174,6 +183,10 @@ async fn issuer_down_stand_in_duplicates_format_errors_and_matching() {
         .query_row("SELECT COUNT(*) FROM saf WHERE kind = 'advice'", [], |r| r.get(0))
         .expect("saf table");
     assert_eq!(advices, 2, "two stand-in approvals owe the issuer two advices");
+    let reversals: i64 = conn
+        .query_row("SELECT COUNT(*) FROM saf WHERE kind = 'reversal'", [], |r| r.get(0))
+        .expect("saf table");
+    assert_eq!(reversals, 1, "only the approved original's reversal is owed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

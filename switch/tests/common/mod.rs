@@ -203,6 +203,18 @@ pub fn purchase(spec: &str, stan: u32, amount: u64) -> Message {
     m
 }
 
+/// An acquirer reversal (0400) of `orig`, with DE 90 naming it.
+pub fn reversal(orig: &Message) -> Message {
+    let mut m = Message::new(orig.spec().clone(), codecs::iso8583::Mti::REVERSAL_REQUEST);
+    for de in [2u16, 3, 4, 7, 11, 12, 13, 22, 32, 37, 41, 42, 49] {
+        m.copy_from(orig, de).expect("copy");
+    }
+    let t = |de| orig.text(de).map(|c| c.into_owned()).unwrap_or_default();
+    let de90 = format!("{}{}{}{:0>11}{}", orig.mti(), t(11), t(7), t(32), "0".repeat(11));
+    m.set_text(90, &de90).expect("DE 90");
+    m
+}
+
 pub fn echo(spec: &str, stan: u32) -> Message {
     let spec = Spec::builtin(spec).expect("spec");
     let mut m = Message::new(spec.clone(), codecs::iso8583::Mti::NETWORK_MANAGEMENT_REQUEST);
