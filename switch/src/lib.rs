@@ -28,6 +28,7 @@ pub mod seal;
 pub mod standin;
 pub mod store;
 pub mod tls;
+pub mod token;
 pub mod validate;
 pub mod wire;
 

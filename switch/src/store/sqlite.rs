@@ -37,6 +37,17 @@ CREATE TABLE IF NOT EXISTS saf (
     UNIQUE(kind, original_key)
 );
 CREATE INDEX IF NOT EXISTS saf_due ON saf(link, next_attempt_ms);
+CREATE TABLE IF NOT EXISTS vault (
+    token TEXT PRIMARY KEY,
+    pan_sealed BLOB NOT NULL,
+    pan_fingerprint TEXT NOT NULL,
+    par TEXT NOT NULL,
+    expiry TEXT NOT NULL,
+    status TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vault_fp ON vault(pan_fingerprint);
 ";
 
 fn db_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
@@ -242,6 +253,81 @@ impl Store for SqliteStore {
         .map_err(db_err("count SAF"))?
         .unwrap_or(0);
         Ok(n as u64)
+    }
+}
+
+impl crate::token::vault::VaultStore for SqliteStore {
+    fn vault_put(&self, r: &crate::token::TokenRecord) -> Result<()> {
+        self.conn()?
+            .execute(
+                "INSERT INTO vault (token, pan_sealed, pan_fingerprint, par, expiry, status, domain, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    r.token,
+                    r.pan_sealed,
+                    r.pan_fingerprint,
+                    r.par,
+                    r.expiry,
+                    r.status.as_str(),
+                    crate::token::vault::domain_to_text(&r.domain),
+                    r.created_ms as i64
+                ],
+            )
+            .map_err(db_err("insert token"))?;
+        Ok(())
+    }
+
+    fn vault_set_status(&self, token: &str, status: crate::token::TokenStatus) -> Result<()> {
+        self.conn()?
+            .execute("UPDATE vault SET status = ?1 WHERE token = ?2", params![status.as_str(), token])
+            .map_err(db_err("update token status"))?;
+        Ok(())
+    }
+
+    fn vault_set_sealed(&self, token: &str, sealed: &[u8]) -> Result<()> {
+        self.conn()?
+            .execute("UPDATE vault SET pan_sealed = ?1 WHERE token = ?2", params![sealed, token])
+            .map_err(db_err("re-seal token"))?;
+        Ok(())
+    }
+
+    fn vault_all(&self) -> Result<Vec<crate::token::TokenRecord>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT token, pan_sealed, pan_fingerprint, par, expiry, status, domain, created_ms FROM vault")
+            .map_err(db_err("read vault"))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                    row.get::<_, String>(6)?,
+                    row.get::<_, i64>(7)?,
+                ))
+            })
+            .map_err(db_err("read vault"))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (token, pan_sealed, pan_fingerprint, par, expiry, status, domain, created) =
+                r.map_err(db_err("read vault row"))?;
+            let bad =
+                |what: &str| Error::new(ErrorKind::Store, "store.sqlite", format!("vault row: bad {what}"));
+            out.push(crate::token::TokenRecord {
+                status: crate::token::TokenStatus::parse(&status).ok_or_else(|| bad("status"))?,
+                domain: crate::token::vault::domain_from_text(&domain).ok_or_else(|| bad("domain"))?,
+                token,
+                pan_sealed,
+                pan_fingerprint,
+                par,
+                expiry,
+                created_ms: created as u64,
+            });
+        }
+        Ok(out)
     }
 }
 
