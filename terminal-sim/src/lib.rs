@@ -1,0 +1,8 @@
+//! The merchant side of the network: terminals that speak to the switch's acquirer listeners.
+//!
+//! * [`load`] — the open-loop load generator: many connections, a target rate, latency measured
+//!   from each request's intended send time (no coordinated omission), the report of
+//!   INTERFACES.md §4.
+#![forbid(unsafe_code)]
+
+pub mod load;
