@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cvv;
+pub mod device;
 pub mod dukpt;
 pub mod emv;
 pub mod error;
