@@ -1,0 +1,384 @@
+//! Cryptogram versions (CVNs): per scheme version, which ICC master key option, which session key,
+//! which padding, which ARPC method and key — the table of INTERFACES.md §2, matching pyemv 1.5.0's
+//! `pyemv.cvn` classes byte for byte for the TDES versions.
+//!
+//! | CVN | session key for the AC | padding | ARPC |
+//! |---|---|---|---|
+//! | `visa10` | none (ICC MK) | ISO 9797-1 method 1 | method 1, ICC MK |
+//! | `visa18`, `visa22` | common (ATC) | method 2 | method 2, session key |
+//! | `mc16`, `mc17` | Mastercard SKD (ATC, UN) | method 2 | method 1, ICC MK |
+//! | `mc20`, `mc21` | common (ATC) | method 2 | method 1, session key |
+//! | `emv-csk` | common (ATC), TDES or AES | method 2 / CMAC | method 1 or 2, session key |
+//!
+//! The ICC master key is option A, or option B for PANs over 16 digits (EMV Book 2 §A1.4.2).
+//! TDES cryptograms are ISO 9797-1 MAC algorithm 3 (EMV Book 2 §A1.2.1); AES ones are AES-CMAC
+//! truncated to 8 bytes (§A1.2.2). ARPC method 1 (§8.2.1): the ARQC XOR the 2-byte ARC (zero
+//! padded), enciphered; method 2 (§8.2.2): a 4-byte MAC over ARQC ‖ CSU ‖ proprietary data.
+//! Verification compares in constant time.
+
+use std::fmt;
+use std::str::FromStr;
+
+use subtle::ConstantTimeEq;
+
+use super::icc_mk::{MasterKeyOption, derive_icc_mk, derive_icc_mk_aes};
+use super::session::{common_session_key, common_session_key_aes, mastercard_session_key};
+use super::{Atc, PanDigits, Psn, UnpredictableNumber};
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::{AesKey, SymmetricKey, TdesKey};
+use crate::mac::{Padding, retail_mac};
+
+/// A cryptogram version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cvn {
+    Visa10,
+    Visa18,
+    Visa22,
+    Mc16,
+    Mc17,
+    Mc20,
+    Mc21,
+    EmvCsk,
+}
+
+impl Cvn {
+    pub const ALL: [Cvn; 8] =
+        [Cvn::Visa10, Cvn::Visa18, Cvn::Visa22, Cvn::Mc16, Cvn::Mc17, Cvn::Mc20, Cvn::Mc21, Cvn::EmvCsk];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cvn::Visa10 => "visa10",
+            Cvn::Visa18 => "visa18",
+            Cvn::Visa22 => "visa22",
+            Cvn::Mc16 => "mc16",
+            Cvn::Mc17 => "mc17",
+            Cvn::Mc20 => "mc20",
+            Cvn::Mc21 => "mc21",
+            Cvn::EmvCsk => "emv-csk",
+        }
+    }
+
+    /// The ISO 9797-1 padding of the TDES cryptogram.
+    pub fn padding(self) -> Padding {
+        if self == Cvn::Visa10 { Padding::Method1 } else { Padding::Method2 }
+    }
+
+    /// Whether the terminal's unpredictable number enters the session key.
+    pub fn needs_un(self) -> bool {
+        matches!(self, Cvn::Mc16 | Cvn::Mc17)
+    }
+
+    /// The ARPC method the issuer answers with (`emv-csk` takes either).
+    pub fn arpc_method(self) -> Option<u8> {
+        match self {
+            Cvn::Visa10 | Cvn::Mc16 | Cvn::Mc17 | Cvn::Mc20 | Cvn::Mc21 => Some(1),
+            Cvn::Visa18 | Cvn::Visa22 => Some(2),
+            Cvn::EmvCsk => None,
+        }
+    }
+}
+
+impl fmt::Display for Cvn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Cvn {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Cvn> {
+        Cvn::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported,
+                "cvn",
+                format!("unknown CVN {s:?}; expected one of {}", Cvn::ALL.map(Cvn::name).join(", ")),
+            )
+        })
+    }
+}
+
+/// What identifies the card and the transaction to the key derivations.
+#[derive(Debug, Clone)]
+pub struct CardInputs<'a> {
+    pub pan: &'a PanDigits,
+    pub psn: Psn,
+    pub atc: Atc,
+    /// Tag 9F37; required by `mc16` / `mc17`.
+    pub un: Option<UnpredictableNumber>,
+}
+
+/// The issuer's answer the ARPC covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArpcInput {
+    /// Method 1: the 2-byte authorisation response code (ARC).
+    Arc([u8; 2]),
+    /// Method 2: the 4-byte card status update and up to 8 bytes of proprietary data.
+    Csu { csu: [u8; 4], proprietary: Vec<u8> },
+}
+
+/// The card's keys for one transaction, derived from the issuer master key.
+enum Keys {
+    Tdes { icc_mk: TdesKey, session: Option<TdesKey> },
+    Aes { session: AesKey },
+}
+
+impl Cvn {
+    fn keys(self, imk: &SymmetricKey, card: &CardInputs<'_>) -> Result<Keys> {
+        let option = MasterKeyOption::for_pan(card.pan);
+        match imk {
+            SymmetricKey::Tdes(imk) => {
+                let icc_mk = derive_icc_mk(imk, card.pan, card.psn, option);
+                let session = match self {
+                    Cvn::Visa10 => None,
+                    Cvn::Mc16 | Cvn::Mc17 => {
+                        let un = card.un.ok_or_else(|| {
+                            Error::new(
+                                ErrorKind::Input,
+                                "un",
+                                format!("{self} needs the unpredictable number (9F37)"),
+                            )
+                        })?;
+                        Some(mastercard_session_key(&icc_mk, card.atc, un))
+                    }
+                    _ => Some(common_session_key(&icc_mk, card.atc)),
+                };
+                Ok(Keys::Tdes { icc_mk, session })
+            }
+            SymmetricKey::Aes(imk) => {
+                if self != Cvn::EmvCsk {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        "imk",
+                        format!("{self} is a TDES cryptogram version; AES master keys are for emv-csk only"),
+                    ));
+                }
+                let icc_mk = derive_icc_mk_aes(imk, card.pan, card.psn);
+                Ok(Keys::Aes { session: common_session_key_aes(&icc_mk, card.atc) })
+            }
+        }
+    }
+
+    /// The application cryptogram (ARQC, TC or AAC) over `data` — the transaction data already
+    /// concatenated, without padding — from the issuer master key.
+    pub fn generate_ac(self, imk: &SymmetricKey, card: &CardInputs<'_>, data: &[u8]) -> Result<[u8; 8]> {
+        match self.keys(imk, card)? {
+            Keys::Tdes { icc_mk, session } => {
+                retail_mac(session.as_ref().unwrap_or(&icc_mk), data, self.padding())
+            }
+            Keys::Aes { session } => {
+                let mac = session.cmac(data);
+                let mut ac = [0u8; 8];
+                ac.copy_from_slice(&mac[..8]);
+                Ok(ac)
+            }
+        }
+    }
+
+    /// Verifies a received cryptogram in constant time.
+    pub fn verify_ac(
+        self,
+        imk: &SymmetricKey,
+        card: &CardInputs<'_>,
+        data: &[u8],
+        received: &[u8],
+    ) -> Result<()> {
+        let ac = self.generate_ac(imk, card, data)?;
+        if received.len() == 8 && bool::from(ac.ct_eq(received)) {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorKind::Verification, "arqc", "the cryptogram does not verify"))
+        }
+    }
+
+    /// The ARPC for `arqc`: 8 bytes (method 1) or 4 (method 2).
+    pub fn generate_arpc(
+        self,
+        imk: &SymmetricKey,
+        card: &CardInputs<'_>,
+        arqc: &[u8],
+        input: &ArpcInput,
+    ) -> Result<Vec<u8>> {
+        let arqc: [u8; 8] = super::fixed("arqc", arqc)?;
+        match (self.arpc_method(), input) {
+            (Some(1), ArpcInput::Csu { .. }) => {
+                return Err(Error::new(
+                    ErrorKind::Input,
+                    "arpc",
+                    format!("{self} answers with ARPC method 1 (an ARC)"),
+                ));
+            }
+            (Some(2), ArpcInput::Arc(_)) => {
+                return Err(Error::new(
+                    ErrorKind::Input,
+                    "arpc",
+                    format!("{self} answers with ARPC method 2 (a CSU)"),
+                ));
+            }
+            _ => {}
+        }
+        if let ArpcInput::Csu { proprietary, .. } = input
+            && proprietary.len() > 8
+        {
+            return Err(Error::new(
+                ErrorKind::Input,
+                "proprietary authentication data",
+                format!("0 to 8 bytes, found {}", proprietary.len()),
+            ));
+        }
+        match self.keys(imk, card)? {
+            Keys::Tdes { icc_mk, session } => {
+                // visa10 and mc16/17 answer under the ICC master key, the others under the session key.
+                let key = match self {
+                    Cvn::Visa10 | Cvn::Mc16 | Cvn::Mc17 => &icc_mk,
+                    _ => session.as_ref().unwrap_or(&icc_mk),
+                };
+                match input {
+                    ArpcInput::Arc(arc) => {
+                        let mut y = arqc;
+                        y[0] ^= arc[0];
+                        y[1] ^= arc[1];
+                        Ok(key.encrypt(y).to_vec())
+                    }
+                    ArpcInput::Csu { csu, proprietary } => {
+                        let mut data = Vec::with_capacity(20);
+                        data.extend_from_slice(&arqc);
+                        data.extend_from_slice(csu);
+                        data.extend_from_slice(proprietary);
+                        Ok(retail_mac(key, &data, Padding::Method2)?[..4].to_vec())
+                    }
+                }
+            }
+            Keys::Aes { session } => match input {
+                ArpcInput::Arc(arc) => {
+                    let mut y = [0u8; 16];
+                    y[..8].copy_from_slice(&arqc);
+                    y[0] ^= arc[0];
+                    y[1] ^= arc[1];
+                    Ok(session.encrypt(y)[..8].to_vec())
+                }
+                ArpcInput::Csu { csu, proprietary } => {
+                    let mut data = Vec::with_capacity(20);
+                    data.extend_from_slice(&arqc);
+                    data.extend_from_slice(csu);
+                    data.extend_from_slice(proprietary);
+                    Ok(session.cmac(&data)[..4].to_vec())
+                }
+            },
+        }
+    }
+
+    /// The ICC master key for the AC (what a card personalised by this issuer holds), TDES only.
+    pub fn icc_master_key(self, imk: &TdesKey, pan: &PanDigits, psn: Psn) -> TdesKey {
+        derive_icc_mk(imk, pan, psn, MasterKeyOption::for_pan(pan))
+    }
+}
+
+/// The cryptogram data of EMV Book 2 §8.1.1 as the CVN's class in pyemv 1.5.0 defines it, from the
+/// DE 55 tags: 9F02 9F03 9F1A 95 5F2A 9A 9C 9F37 82 9F36, then the CVN's part of 9F10 — Visa
+/// CVN 10: the CVR (IAD bytes 4–7); Visa 18/22 and `emv-csk`: the whole IAD; Mastercard 16/20: the
+/// CVR (IAD bytes 3–8); Mastercard 17/21: the CVR and the counters (IAD bytes 3–16). A missing
+/// tag or a short IAD is an error naming it.
+pub fn ac_data_from_tags<'a>(cvn: Cvn, tag: impl Fn(u32) -> Option<&'a [u8]>) -> Result<Vec<u8>> {
+    let need = |t: u32, name: &'static str, len: usize| -> Result<&'a [u8]> {
+        let v = tag(t).ok_or_else(|| Error::new(ErrorKind::Input, name, "missing from the chip data"))?;
+        if v.len() != len {
+            return Err(Error::new(
+                ErrorKind::Input,
+                name,
+                format!("expected {len} bytes, found {}", v.len()),
+            ));
+        }
+        Ok(v)
+    };
+    let mut data = Vec::with_capacity(64);
+    for (t, name, len) in [
+        (0x9F02, "tag 9F02", 6),
+        (0x9F03, "tag 9F03", 6),
+        (0x9F1A, "tag 9F1A", 2),
+        (0x95, "tag 95", 5),
+        (0x5F2A, "tag 5F2A", 2),
+        (0x9A, "tag 9A", 3),
+        (0x9C, "tag 9C", 1),
+        (0x9F37, "tag 9F37", 4),
+        (0x82, "tag 82", 2),
+        (0x9F36, "tag 9F36", 2),
+    ] {
+        data.extend_from_slice(need(t, name, len)?);
+    }
+    let iad =
+        tag(0x9F10).ok_or_else(|| Error::new(ErrorKind::Input, "tag 9F10", "missing from the chip data"))?;
+    let part = |from: usize, to: usize| -> Result<&'a [u8]> {
+        iad.get(from..to).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Input,
+                "tag 9F10",
+                format!("{cvn} needs at least {to} bytes, found {}", iad.len()),
+            )
+        })
+    };
+    data.extend_from_slice(match cvn {
+        Cvn::Visa10 => part(3, 7)?,
+        Cvn::Visa18 | Cvn::Visa22 | Cvn::EmvCsk => iad,
+        Cvn::Mc16 | Cvn::Mc20 => part(2, 8)?,
+        Cvn::Mc17 | Cvn::Mc21 => part(2, 16)?,
+    });
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::to_hex;
+
+    #[test]
+    fn visa18_pyemv_doc_example() {
+        // pyemv 1.5.0 cvn module docstring (VisaCVN18).
+        let imk =
+            SymmetricKey::Tdes(TdesKey::from_hex("imk", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").expect("key"));
+        let pan = PanDigits::new("1234567890123456").expect("pan");
+        let card = CardInputs { pan: &pan, psn: Psn::new(0).expect("psn"), atc: Atc(0x0FFF), un: None };
+        let data = hex::decode(concat!(
+            "000000009999",
+            "000000000000",
+            "0840",
+            "8000048000",
+            "0840",
+            "991231",
+            "01",
+            "52BF4585",
+            "1800",
+            "0FFF",
+            "06011203A0B800"
+        ))
+        .expect("hex");
+        let arqc = Cvn::Visa18.generate_ac(&imk, &card, &data).expect("ac");
+        assert_eq!(to_hex(&arqc), "769577B5ABE9FE62");
+        Cvn::Visa18.verify_ac(&imk, &card, &data, &arqc).expect("verifies");
+        assert!(Cvn::Visa18.verify_ac(&imk, &card, &data[1..], &arqc).is_err());
+        let arpc = Cvn::Visa18
+            .generate_arpc(&imk, &card, &arqc, &ArpcInput::Csu { csu: [0; 4], proprietary: vec![] })
+            .expect("arpc");
+        assert_eq!(to_hex(&arpc), "76503F48");
+        assert!(Cvn::Visa18.generate_arpc(&imk, &card, &arqc, &ArpcInput::Arc(*b"00")).is_err());
+    }
+
+    #[test]
+    fn mastercard_skd_needs_un_and_aes_is_emv_csk_only() {
+        let imk =
+            SymmetricKey::Tdes(TdesKey::from_hex("imk", "0123456789ABCDEFFEDCBA9876543210").expect("key"));
+        let pan = PanDigits::new("5413330089010608").expect("pan");
+        let card = CardInputs { pan: &pan, psn: Psn::new(1).expect("psn"), atc: Atc(1), un: None };
+        let e = Cvn::Mc16.generate_ac(&imk, &card, b"data").expect_err("no UN");
+        assert_eq!(e.what, "un");
+        let aes = SymmetricKey::Aes(AesKey::from_slice(&[7u8; 16]).expect("aes"));
+        assert!(Cvn::Visa18.generate_ac(&aes, &card, b"data").is_err());
+        let ac = Cvn::EmvCsk.generate_ac(&aes, &card, b"data").expect("aes ac");
+        Cvn::EmvCsk.verify_ac(&aes, &card, b"data", &ac).expect("verifies");
+        assert_eq!(
+            Cvn::EmvCsk.generate_arpc(&aes, &card, &ac, &ArpcInput::Arc(*b"00")).expect("m1").len(),
+            8
+        );
+        assert!("visa11".parse::<Cvn>().is_err());
+        assert_eq!("emv-csk".parse::<Cvn>().expect("name"), Cvn::EmvCsk);
+    }
+}
