@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// Decodes hex (either case) into bytes, naming the argument on error.
 pub fn from_hex(what: &'static str, s: &str) -> Result<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(Error::new(ErrorKind::Input, what, format!("odd number of hex digits ({})", s.len())));
     }
     hex::decode(s).map_err(|e| match e {
@@ -130,30 +130,24 @@ impl TdesKey {
         k
     }
 
-    pub fn encrypt_block(&self, block: &mut [u8; 8]) {
+    /// The key schedule, prepared once: use it when a key encrypts more than one block.
+    pub fn cipher(&self) -> TdesCipher {
         match self.len {
-            16 => {
-                let c = TdesEde2::new_from_slice(self.expose()).expect("length checked at construction");
-                c.encrypt_block(block.into());
-            }
-            _ => {
-                let c = TdesEde3::new_from_slice(self.expose()).expect("length checked at construction");
-                c.encrypt_block(block.into());
-            }
+            16 => TdesCipher::Two(
+                TdesEde2::new_from_slice(self.expose()).expect("length checked at construction"),
+            ),
+            _ => TdesCipher::Three(
+                TdesEde3::new_from_slice(self.expose()).expect("length checked at construction"),
+            ),
         }
     }
 
+    pub fn encrypt_block(&self, block: &mut [u8; 8]) {
+        self.cipher().encrypt_block(block);
+    }
+
     pub fn decrypt_block(&self, block: &mut [u8; 8]) {
-        match self.len {
-            16 => {
-                let c = TdesEde2::new_from_slice(self.expose()).expect("length checked at construction");
-                c.decrypt_block(block.into());
-            }
-            _ => {
-                let c = TdesEde3::new_from_slice(self.expose()).expect("length checked at construction");
-                c.decrypt_block(block.into());
-            }
-        }
+        self.cipher().decrypt_block(block);
     }
 
     /// ECB encryption of one 8-byte block, returned by value.
@@ -173,23 +167,26 @@ impl TdesKey {
     /// ECB over whole blocks (`data.len()` a multiple of 8).
     pub fn ecb_encrypt(&self, data: &[u8]) -> Result<Vec<u8>> {
         check_blocks("data", data, 8)?;
-        Ok(data.chunks(8).flat_map(|c| self.encrypt(block8(c))).collect())
+        let c = self.cipher();
+        Ok(data.chunks(8).flat_map(|b| c.encrypt(block8(b))).collect())
     }
 
     pub fn ecb_decrypt(&self, data: &[u8]) -> Result<Vec<u8>> {
         check_blocks("data", data, 8)?;
-        Ok(data.chunks(8).flat_map(|c| self.decrypt(block8(c))).collect())
+        let c = self.cipher();
+        Ok(data.chunks(8).flat_map(|b| c.decrypt(block8(b))).collect())
     }
 
     /// CBC encryption over whole blocks with the given IV.
     pub fn cbc_encrypt(&self, iv: [u8; 8], data: &[u8]) -> Result<Vec<u8>> {
         check_blocks("data", data, 8)?;
+        let cipher = self.cipher();
         let mut prev = iv;
         let mut out = Vec::with_capacity(data.len());
         for c in data.chunks(8) {
             let mut b = block8(c);
             xor_in_place(&mut b, &prev);
-            self.encrypt_block(&mut b);
+            cipher.encrypt_block(&mut b);
             out.extend_from_slice(&b);
             prev = b;
         }
@@ -199,12 +196,13 @@ impl TdesKey {
     /// CBC decryption over whole blocks with the given IV.
     pub fn cbc_decrypt(&self, iv: [u8; 8], data: &[u8]) -> Result<Vec<u8>> {
         check_blocks("data", data, 8)?;
+        let cipher = self.cipher();
         let mut prev = iv;
         let mut out = Vec::with_capacity(data.len());
         for c in data.chunks(8) {
             let cb = block8(c);
             let mut b = cb;
-            self.decrypt_block(&mut b);
+            cipher.decrypt_block(&mut b);
             xor_in_place(&mut b, &prev);
             out.extend_from_slice(&b);
             prev = cb;
@@ -280,10 +278,87 @@ pub struct AesKey {
     len: u8,
 }
 
-enum AesCipher {
+/// A prepared AES key schedule (see [`AesKey::cipher`]).
+pub enum AesCipher {
     A128(Aes128),
     A192(Aes192),
     A256(Aes256),
+}
+
+impl AesCipher {
+    pub fn encrypt_block(&self, block: &mut [u8; 16]) {
+        match self {
+            AesCipher::A128(c) => c.encrypt_block(block.into()),
+            AesCipher::A192(c) => c.encrypt_block(block.into()),
+            AesCipher::A256(c) => c.encrypt_block(block.into()),
+        }
+    }
+
+    pub fn decrypt_block(&self, block: &mut [u8; 16]) {
+        match self {
+            AesCipher::A128(c) => c.decrypt_block(block.into()),
+            AesCipher::A192(c) => c.decrypt_block(block.into()),
+            AesCipher::A256(c) => c.decrypt_block(block.into()),
+        }
+    }
+
+    pub fn encrypt(&self, block: [u8; 16]) -> [u8; 16] {
+        let mut b = block;
+        self.encrypt_block(&mut b);
+        b
+    }
+
+    pub fn decrypt(&self, block: [u8; 16]) -> [u8; 16] {
+        let mut b = block;
+        self.decrypt_block(&mut b);
+        b
+    }
+}
+
+impl fmt::Debug for AesCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AesCipher(..)")
+    }
+}
+
+/// A prepared TDES key schedule (see [`TdesKey::cipher`]).
+pub enum TdesCipher {
+    Two(TdesEde2),
+    Three(TdesEde3),
+}
+
+impl TdesCipher {
+    pub fn encrypt_block(&self, block: &mut [u8; 8]) {
+        match self {
+            TdesCipher::Two(c) => c.encrypt_block(block.into()),
+            TdesCipher::Three(c) => c.encrypt_block(block.into()),
+        }
+    }
+
+    pub fn decrypt_block(&self, block: &mut [u8; 8]) {
+        match self {
+            TdesCipher::Two(c) => c.decrypt_block(block.into()),
+            TdesCipher::Three(c) => c.decrypt_block(block.into()),
+        }
+    }
+
+    pub fn encrypt(&self, block: [u8; 8]) -> [u8; 8] {
+        let mut b = block;
+        self.encrypt_block(&mut b);
+        b
+    }
+
+    pub fn decrypt(&self, block: [u8; 8]) -> [u8; 8] {
+        let mut b = block;
+        self.decrypt_block(&mut b);
+        b
+    }
+}
+
+impl fmt::Debug for TdesCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TdesCipher(..)")
+    }
 }
 
 impl AesKey {
@@ -320,7 +395,8 @@ impl AesKey {
         false
     }
 
-    fn cipher(&self) -> AesCipher {
+    /// The key schedule, prepared once: use it when a key encrypts more than one block.
+    pub fn cipher(&self) -> AesCipher {
         let k = self.expose();
         match self.len {
             16 => AesCipher::A128(Aes128::new_from_slice(k).expect("length checked")),
@@ -330,19 +406,11 @@ impl AesKey {
     }
 
     pub fn encrypt_block(&self, block: &mut [u8; 16]) {
-        match self.cipher() {
-            AesCipher::A128(c) => c.encrypt_block(block.into()),
-            AesCipher::A192(c) => c.encrypt_block(block.into()),
-            AesCipher::A256(c) => c.encrypt_block(block.into()),
-        }
+        self.cipher().encrypt_block(block);
     }
 
     pub fn decrypt_block(&self, block: &mut [u8; 16]) {
-        match self.cipher() {
-            AesCipher::A128(c) => c.decrypt_block(block.into()),
-            AesCipher::A192(c) => c.decrypt_block(block.into()),
-            AesCipher::A256(c) => c.decrypt_block(block.into()),
-        }
+        self.cipher().decrypt_block(block);
     }
 
     pub fn encrypt(&self, block: [u8; 16]) -> [u8; 16] {
@@ -359,22 +427,25 @@ impl AesKey {
 
     pub fn ecb_encrypt(&self, data: &[u8]) -> Result<Vec<u8>> {
         check_blocks("data", data, 16)?;
-        Ok(data.chunks(16).flat_map(|c| self.encrypt(block16(c))).collect())
+        let c = self.cipher();
+        Ok(data.chunks(16).flat_map(|b| c.encrypt(block16(b))).collect())
     }
 
     pub fn ecb_decrypt(&self, data: &[u8]) -> Result<Vec<u8>> {
         check_blocks("data", data, 16)?;
-        Ok(data.chunks(16).flat_map(|c| self.decrypt(block16(c))).collect())
+        let c = self.cipher();
+        Ok(data.chunks(16).flat_map(|b| c.decrypt(block16(b))).collect())
     }
 
     pub fn cbc_encrypt(&self, iv: [u8; 16], data: &[u8]) -> Result<Vec<u8>> {
         check_blocks("data", data, 16)?;
+        let cipher = self.cipher();
         let mut prev = iv;
         let mut out = Vec::with_capacity(data.len());
         for c in data.chunks(16) {
             let mut b = block16(c);
             xor_in_place(&mut b, &prev);
-            self.encrypt_block(&mut b);
+            cipher.encrypt_block(&mut b);
             out.extend_from_slice(&b);
             prev = b;
         }
@@ -383,12 +454,13 @@ impl AesKey {
 
     pub fn cbc_decrypt(&self, iv: [u8; 16], data: &[u8]) -> Result<Vec<u8>> {
         check_blocks("data", data, 16)?;
+        let cipher = self.cipher();
         let mut prev = iv;
         let mut out = Vec::with_capacity(data.len());
         for c in data.chunks(16) {
             let cb = block16(c);
             let mut b = cb;
-            self.decrypt_block(&mut b);
+            cipher.decrypt_block(&mut b);
             xor_in_place(&mut b, &prev);
             out.extend_from_slice(&b);
             prev = cb;
@@ -508,7 +580,7 @@ pub fn verify_kcv(key: &SymmetricKey, expected_hex: &str) -> Result<()> {
 }
 
 fn check_blocks(what: &'static str, data: &[u8], n: usize) -> Result<()> {
-    if data.len() % n != 0 {
+    if !data.len().is_multiple_of(n) {
         return Err(Error::new(
             ErrorKind::Input,
             what,

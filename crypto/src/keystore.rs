@@ -1,1 +1,418 @@
-//! (in progress)
+//! The keystore: named keys, each held only as a TR-31 / X9.143 key block under one local master
+//! key (LMK), with its key check value.
+//!
+//! - The LMK is an AES-256 key (blocks are version D) or a triple-length TDES key (version B). It
+//!   comes from the environment variable [`LMK_ENV_VAR`] (`PAYNET_LMK`, hex) or a file, read by the
+//!   caller: this crate is sans-IO and only offers [`Lmk::from_hex`].
+//! - Keys are configured in TOML as `[[key]]` tables with `name`, `block` and `kcv`. Loading
+//!   unwraps every block (so a tampered block or a wrong LMK is found at start-up, not at the first
+//!   transaction) and checks its KCV; a mismatch names the key.
+//! - A key is fetched for a purpose: the header's key usage must be the one asked for (a MAC key
+//!   is never returned as a PIN key) and, with [`Keystore::get_for`], its mode of use must permit
+//!   the operation (the X9.143 key usage and mode of use tables).
+//! - Clear keys exist only for the duration of a fetch; `Debug` prints names and KCVs only.
+//!
+//! ```toml
+//! [[key]]
+//! name = "zpk.acquirer1"          # KeyName: 1-64 of A-Z a-z 0-9 . _ -
+//! block = "D0112P0TE00E0000..."   # the key block under the LMK
+//! kcv = "08D7B4"                  # 4 or 6 hex digits, checked at load
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::keyblock::{
+    self, Exportability, Header, KeyAlgorithm, KeyBlockVersion, KeyUsage, ModeOfUse, padding_len,
+};
+use crate::keys::{AesKey, SymmetricKey, TdesKey, adjust_odd_parity, from_hex, to_hex};
+
+/// The environment variable that holds the LMK in hex (read by the binaries, never by this crate).
+pub const LMK_ENV_VAR: &str = "PAYNET_LMK";
+
+/// The local master key: the key block protection key of every key in the store.
+#[derive(Clone)]
+pub struct Lmk(SymmetricKey);
+
+impl Lmk {
+    /// Parses the LMK from hex: 64 hex digits for AES-256 (version D blocks) or 48 for
+    /// triple-length TDES (version B blocks).
+    pub fn from_hex(s: &str) -> Result<Self> {
+        let mut b = from_hex("LMK", s).map_err(|e| Error::new(ErrorKind::Keystore, "LMK", e.detail))?;
+        let key = match b.len() {
+            32 => AesKey::from_slice(&b).map(SymmetricKey::Aes),
+            24 => TdesKey::from_slice(&b).map(SymmetricKey::Tdes),
+            n => Err(Error::new(
+                ErrorKind::Keystore,
+                "LMK",
+                format!(
+                    "expected 64 hex digits (AES-256) or 48 (TDES triple length) in {LMK_ENV_VAR}, found {}",
+                    n * 2
+                ),
+            )),
+        };
+        zeroize::Zeroize::zeroize(&mut b);
+        Ok(Lmk(key?))
+    }
+
+    pub fn from_key(key: SymmetricKey) -> Result<Self> {
+        match &key {
+            SymmetricKey::Aes(k) if k.len() == 32 => Ok(Lmk(key)),
+            SymmetricKey::Tdes(k) if k.len() == 24 => Ok(Lmk(key)),
+            _ => Err(Error::new(ErrorKind::Keystore, "LMK", "must be AES-256 or triple-length TDES")),
+        }
+    }
+
+    /// The key block version this LMK protects keys with.
+    pub fn version(&self) -> KeyBlockVersion {
+        match self.0 {
+            SymmetricKey::Aes(_) => KeyBlockVersion::D,
+            SymmetricKey::Tdes(_) => KeyBlockVersion::B,
+        }
+    }
+
+    pub fn kcv(&self) -> [u8; 3] {
+        self.0.kcv()
+    }
+}
+
+impl fmt::Debug for Lmk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Lmk({:?}, KCV {})", self.version(), to_hex(&self.kcv()))
+    }
+}
+
+/// A key's name in the store and in configuration: 1–64 of `A–Z a–z 0–9 . _ -`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct KeyName(String);
+
+impl KeyName {
+    pub fn new(s: &str) -> Result<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(KeyName(s.to_string()))
+        } else {
+            Err(Error::new(
+                ErrorKind::Keystore,
+                "key name",
+                format!("{s:?}: expected 1 to 64 of A-Z a-z 0-9 . _ -"),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+struct Entry {
+    block: String,
+    kcv: [u8; 3],
+    header: Header,
+}
+
+/// Named keys under one LMK.
+pub struct Keystore {
+    lmk: Lmk,
+    keys: BTreeMap<KeyName, Entry>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    key: Vec<ConfigKey>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigKey {
+    name: String,
+    block: String,
+    kcv: String,
+}
+
+fn ks_err(detail: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Keystore, "keystore", detail)
+}
+
+/// Re-labels an error with the key it concerns, keeping its kind.
+fn about(name: &KeyName, e: Error) -> Error {
+    Error::new(e.kind, "keystore", format!("key {name}: {}: {}", e.what, e.detail))
+}
+
+impl Keystore {
+    pub fn new(lmk: Lmk) -> Self {
+        Keystore { lmk, keys: BTreeMap::new() }
+    }
+
+    /// Loads `[[key]]` entries (`name`, `block`, `kcv`) from TOML, unwrapping each block under
+    /// the LMK and checking its KCV.
+    pub fn from_toml(lmk: Lmk, text: &str) -> Result<Self> {
+        let cfg: ConfigFile =
+            toml::from_str(text).map_err(|e| ks_err(format!("TOML: {}", e.message().replace('\n', " "))))?;
+        let mut store = Keystore::new(lmk);
+        for (i, k) in cfg.key.iter().enumerate() {
+            let name = KeyName::new(&k.name)
+                .map_err(|e| ks_err(format!("[[key]] number {}: {}", i + 1, e.detail)))?;
+            store.insert_block(name, &k.block, &k.kcv)?;
+        }
+        Ok(store)
+    }
+
+    /// The configuration text for every key, in name order.
+    pub fn to_toml(&self) -> String {
+        let cfg = ConfigFile {
+            key: self
+                .keys
+                .iter()
+                .map(|(n, e)| ConfigKey { name: n.0.clone(), block: e.block.clone(), kcv: to_hex(&e.kcv) })
+                .collect(),
+        };
+        toml::to_string(&cfg).unwrap_or_default()
+    }
+
+    /// Adds a key block already under the LMK, after checking its MAC and its KCV (hex, 4 or 6
+    /// digits).
+    pub fn insert_block(&mut self, name: KeyName, block: &str, kcv: &str) -> Result<()> {
+        if self.keys.contains_key(&name) {
+            return Err(ks_err(format!("key {name} is defined twice")));
+        }
+        let expected = from_hex("KCV", kcv).map_err(|e| about(&name, e))?;
+        if !matches!(expected.len(), 2 | 3) {
+            return Err(ks_err(format!("key {name}: KCV must be 4 or 6 hex digits, found {}", kcv.len())));
+        }
+        let k = keyblock::unwrap(&self.lmk.0, block).map_err(|e| about(&name, e))?;
+        let key = k.to_symmetric().map_err(|e| about(&name, e))?;
+        let kcv = key.kcv();
+        if !bool::from(kcv[..expected.len()].ct_eq(&expected)) {
+            return Err(Error::new(
+                ErrorKind::KeyCheckValue,
+                "keystore",
+                format!(
+                    "key {name}: KCV {} does not match the configured {}",
+                    to_hex(&kcv[..expected.len()]),
+                    to_hex(&expected)
+                ),
+            ));
+        }
+        self.keys.insert(name, Entry { block: block.to_string(), kcv, header: k.header });
+        Ok(())
+    }
+
+    /// Generates a key of `key_len` bytes with the given header (its version is set to the LMK's).
+    /// `random` holds the key bytes first, then the block padding: at least
+    /// [`Keystore::random_len`] bytes. TDES keys get odd parity. Returns the KCV.
+    pub fn generate(
+        &mut self,
+        name: KeyName,
+        header: &Header,
+        key_len: usize,
+        random: &[u8],
+    ) -> Result<[u8; 3]> {
+        let bytes = random.get(..key_len).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Input,
+                "random",
+                format!("need {key_len} key bytes, found {}", random.len()),
+            )
+        })?;
+        let mut bytes = zeroize::Zeroizing::new(bytes.to_vec());
+        let key = match header.algorithm {
+            KeyAlgorithm::TDES => {
+                adjust_odd_parity(&mut bytes);
+                SymmetricKey::Tdes(TdesKey::from_slice(&bytes).map_err(|e| about(&name, e))?)
+            }
+            KeyAlgorithm::AES => SymmetricKey::Aes(AesKey::from_slice(&bytes).map_err(|e| about(&name, e))?),
+            other => return Err(ks_err(format!("key {name}: algorithm {other} is not TDES (T) or AES (A)"))),
+        };
+        self.import(name, header, &key, &random[key_len..])
+    }
+
+    /// How many random bytes [`Keystore::generate`] needs for a key of `key_len` bytes.
+    pub fn random_len(&self, key_len: usize) -> usize {
+        key_len + padding_len(self.lmk.version(), key_len, 0)
+    }
+
+    /// Stores a clear key under the LMK with the given header. `random` is the block padding.
+    pub fn import(
+        &mut self,
+        name: KeyName,
+        header: &Header,
+        key: &SymmetricKey,
+        random: &[u8],
+    ) -> Result<[u8; 3]> {
+        if self.keys.contains_key(&name) {
+            return Err(ks_err(format!("key {name} already exists")));
+        }
+        let expected_alg = match key {
+            SymmetricKey::Tdes(_) => KeyAlgorithm::TDES,
+            SymmetricKey::Aes(_) => KeyAlgorithm::AES,
+        };
+        if header.algorithm != expected_alg {
+            return Err(ks_err(format!(
+                "key {name}: header algorithm {} does not match the key ({expected_alg})",
+                header.algorithm
+            )));
+        }
+        let header = Header { version: self.lmk.version(), ..header.clone() };
+        let block =
+            keyblock::wrap(&self.lmk.0, &header, key.expose(), random).map_err(|e| about(&name, e))?;
+        let kcv = key.kcv();
+        self.keys.insert(name, Entry { block, kcv, header });
+        Ok(kcv)
+    }
+
+    /// Imports a key block received under the key-encryption key `kek` of this store (key usage
+    /// K0 or K1, allowed to decrypt/unwrap) and stores it under the LMK with the same header.
+    pub fn import_block(
+        &mut self,
+        name: KeyName,
+        kek: &KeyName,
+        block: &str,
+        random: &[u8],
+    ) -> Result<[u8; 3]> {
+        let kbpk = self.kek(kek, ModeOfUse::DECRYPT)?;
+        let k = keyblock::unwrap(&kbpk, block).map_err(|e| about(&name, e))?;
+        let key = k.to_symmetric().map_err(|e| about(&name, e))?;
+        self.import(name, &k.header, &key, random)
+    }
+
+    /// Exports a key as a key block under the key-encryption key `kek` (usage K0/K1 allowed to
+    /// encrypt/wrap). The key must be exportable (`E`, or `S`). `random` is the block padding.
+    pub fn export(&self, name: &KeyName, kek: &KeyName, random: &[u8]) -> Result<String> {
+        let e = self.entry(name)?;
+        if !matches!(e.header.exportability, Exportability::EXPORTABLE | Exportability::SENSITIVE) {
+            return Err(Error::new(
+                ErrorKind::KeyUsage,
+                "keystore",
+                format!("key {name} is not exportable (exportability {})", e.header.exportability),
+            ));
+        }
+        let kbpk = self.kek(kek, ModeOfUse::ENCRYPT)?;
+        let k = keyblock::unwrap(&self.lmk.0, &e.block).map_err(|err| about(name, err))?;
+        let version = match kbpk {
+            SymmetricKey::Aes(_) => KeyBlockVersion::D,
+            SymmetricKey::Tdes(_) => KeyBlockVersion::B,
+        };
+        let header = Header { version, ..k.header.clone() };
+        keyblock::wrap(&kbpk, &header, k.expose(), random).map_err(|err| about(name, err))
+    }
+
+    fn kek(&self, kek: &KeyName, mode: ModeOfUse) -> Result<SymmetricKey> {
+        let e = self.entry(kek)?;
+        if !matches!(e.header.usage, KeyUsage::KEK | KeyUsage::KBPK) {
+            return Err(Error::new(
+                ErrorKind::KeyUsage,
+                "keystore",
+                format!("key {kek} has usage {}, not a key-encryption key (K0/K1)", e.header.usage),
+            ));
+        }
+        self.get_for(kek, e.header.usage, mode)
+    }
+
+    fn entry(&self, name: &KeyName) -> Result<&Entry> {
+        self.keys.get(name).ok_or_else(|| ks_err(format!("no key named {name}")))
+    }
+
+    /// The key, if its header's key usage is `usage`.
+    pub fn get(&self, name: &KeyName, usage: KeyUsage) -> Result<SymmetricKey> {
+        let e = self.entry(name)?;
+        if e.header.usage != usage {
+            return Err(Error::new(
+                ErrorKind::KeyUsage,
+                "keystore",
+                format!("key {name} has usage {}, not {usage}", e.header.usage),
+            ));
+        }
+        let k = keyblock::unwrap(&self.lmk.0, &e.block).map_err(|err| about(name, err))?;
+        k.to_symmetric().map_err(|err| about(name, err))
+    }
+
+    /// The key, if its usage is `usage` and its mode of use permits `mode` (e.g. a PIN key with
+    /// mode `E` cannot be used to decrypt).
+    pub fn get_for(&self, name: &KeyName, usage: KeyUsage, mode: ModeOfUse) -> Result<SymmetricKey> {
+        let e = self.entry(name)?;
+        if e.header.usage == usage && !e.header.mode_of_use.permits(mode) {
+            return Err(Error::new(
+                ErrorKind::KeyUsage,
+                "keystore",
+                format!("key {name} has mode of use {}, which does not permit {mode}", e.header.mode_of_use),
+            ));
+        }
+        self.get(name, usage)
+    }
+
+    /// A TDES key of the given usage.
+    pub fn get_tdes(&self, name: &KeyName, usage: KeyUsage) -> Result<TdesKey> {
+        match self.get(name, usage)? {
+            SymmetricKey::Tdes(k) => Ok(k),
+            SymmetricKey::Aes(_) => {
+                Err(Error::new(ErrorKind::KeyUsage, "keystore", format!("key {name} is AES, not TDES")))
+            }
+        }
+    }
+
+    /// An AES key of the given usage.
+    pub fn get_aes(&self, name: &KeyName, usage: KeyUsage) -> Result<AesKey> {
+        match self.get(name, usage)? {
+            SymmetricKey::Aes(k) => Ok(k),
+            SymmetricKey::Tdes(_) => {
+                Err(Error::new(ErrorKind::KeyUsage, "keystore", format!("key {name} is TDES, not AES")))
+            }
+        }
+    }
+
+    /// The header of a stored key.
+    pub fn header(&self, name: &KeyName) -> Result<&Header> {
+        Ok(&self.entry(name)?.header)
+    }
+
+    /// The key check value of a stored key.
+    pub fn kcv(&self, name: &KeyName) -> Result<[u8; 3]> {
+        Ok(self.entry(name)?.kcv)
+    }
+
+    /// The key block of a stored key (under the LMK).
+    pub fn block(&self, name: &KeyName) -> Result<&str> {
+        Ok(&self.entry(name)?.block)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &KeyName> {
+        self.keys.keys()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn remove(&mut self, name: &KeyName) -> Result<()> {
+        self.keys.remove(name).map(|_| ()).ok_or_else(|| ks_err(format!("no key named {name}")))
+    }
+}
+
+impl fmt::Debug for Keystore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (n, e) in &self.keys {
+            m.entry(&n.0, &format_args!("{} {} KCV {}", e.header.usage, e.header.algorithm, to_hex(&e.kcv)));
+        }
+        m.finish()
+    }
+}

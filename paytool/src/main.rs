@@ -23,10 +23,25 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// A MAC over hex data (ISO 9797-1 alg 1/3, CMAC, HMAC-SHA256).
+    Mac(cmd::mac::MacArgs),
+    /// A key check value (6 hex digits).
+    Kcv(cmd::kcv::KcvArgs),
+    /// TR-31 / X9.143 key blocks.
+    #[command(subcommand)]
+    Keyblock(cmd::keyblock::KeyblockCmd),
+    /// EMV BER-TLV: decode to JSON.
+    Tlv(cmd::tlv::TlvCmd),
+}
 
 fn run(command: Command) -> output::CmdResult {
-    match command {}
+    match command {
+        Command::Mac(a) => cmd::mac::run(a),
+        Command::Kcv(a) => cmd::kcv::run(a),
+        Command::Keyblock(c) => cmd::keyblock::run(c),
+        Command::Tlv(c) => cmd::tlv::run(c),
+    }
 }
 
 fn main() -> ExitCode {

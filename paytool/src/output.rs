@@ -16,6 +16,7 @@ pub enum Answer {
     /// A JSON document (e.g. a decoded message): printed compact on one line in both modes.
     Json(Value),
     /// Exact bytes (e.g. an encoded message without `--hex`), written as they are, no newline.
+    #[allow(dead_code)]
     Bytes(Vec<u8>),
 }
 

@@ -1,1 +1,6 @@
 //! One module per paytool command family.
+
+pub mod kcv;
+pub mod keyblock;
+pub mod mac;
+pub mod tlv;

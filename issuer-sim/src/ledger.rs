@@ -1,0 +1,246 @@
+//! The ledger: credit lines and the bookings against them.
+//!
+//! Every approved authorization or cash advance books its amount against the account's open-to-buy
+//! under the identity of the original transmission. Reversals (full or partial, as an ATM that
+//! dispensed part of the cash sends) release what was not used; advices of stand-in approvals book
+//! what the network already approved. Every operation is idempotent on the original's identity, so
+//! a repeated reversal or advice — store-and-forward retries one until it is acknowledged — never
+//! moves money twice. Amounts are integer minor units; an account has one currency.
+
+use std::collections::HashMap;
+
+/// Identity of an original transaction: terminal ID, STAN and transmission date-time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OriginalKey(pub String);
+
+/// An account's index in the ledger (the simulator maps card → account elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId(pub u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    Blocked,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub status: AccountStatus,
+    /// ISO 4217 numeric.
+    pub currency: u16,
+    pub credit_limit_minor: u64,
+    /// Booked and not released.
+    pub outstanding_minor: u64,
+}
+
+impl Account {
+    pub fn open_to_buy(&self) -> u64 {
+        self.credit_limit_minor.saturating_sub(self.outstanding_minor)
+    }
+}
+
+/// Why the ledger refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("no such account")]
+    NoAccount,
+    #[error("account is not active")]
+    NotActive,
+    #[error("currency differs from the account's")]
+    Currency,
+    #[error("amount exceeds the open-to-buy")]
+    InsufficientFunds,
+    #[error("amount must be above zero")]
+    ZeroAmount,
+    #[error("the same original was booked with a different account or amount")]
+    Conflict,
+    #[error("no booking for this original")]
+    NoBooking,
+    #[error("a reversal cannot raise the booked amount")]
+    ReversalAboveOriginal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booking {
+    pub account: AccountId,
+    /// The amount approved.
+    pub approved_minor: u64,
+    /// What stands after reversals (equal to `approved_minor` until a reversal arrives).
+    pub standing_minor: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    accounts: HashMap<AccountId, Account>,
+    bookings: HashMap<OriginalKey, Booking>,
+}
+
+impl Ledger {
+    pub fn add_account(&mut self, id: AccountId, account: Account) {
+        self.accounts.insert(id, account);
+    }
+
+    pub fn account(&self, id: AccountId) -> Option<&Account> {
+        self.accounts.get(&id)
+    }
+
+    pub fn account_mut(&mut self, id: AccountId) -> Option<&mut Account> {
+        self.accounts.get_mut(&id)
+    }
+
+    pub fn booking(&self, key: &OriginalKey) -> Option<&Booking> {
+        self.bookings.get(key)
+    }
+
+    /// Books an authorization. Repeating the same original returns the same result without
+    /// booking twice.
+    pub fn authorize(
+        &mut self,
+        key: &OriginalKey,
+        id: AccountId,
+        amount: u64,
+        currency: u16,
+    ) -> Result<(), LedgerError> {
+        if let Some(b) = self.bookings.get(key) {
+            return if b.account == id && b.approved_minor == amount {
+                Ok(())
+            } else {
+                Err(LedgerError::Conflict)
+            };
+        }
+        let acct = self.accounts.get_mut(&id).ok_or(LedgerError::NoAccount)?;
+        if acct.status != AccountStatus::Active {
+            return Err(LedgerError::NotActive);
+        }
+        if acct.currency != currency {
+            return Err(LedgerError::Currency);
+        }
+        if amount == 0 {
+            return Err(LedgerError::ZeroAmount);
+        }
+        if amount > acct.open_to_buy() {
+            return Err(LedgerError::InsufficientFunds);
+        }
+        acct.outstanding_minor += amount;
+        self.bookings
+            .insert(key.clone(), Booking { account: id, approved_minor: amount, standing_minor: amount });
+        Ok(())
+    }
+
+    /// Books an advice of an approval the network already gave (stand-in): no limit check, since
+    /// the money has left; idempotent on the original.
+    pub fn advise(&mut self, key: &OriginalKey, id: AccountId, amount: u64) -> Result<(), LedgerError> {
+        if let Some(b) = self.bookings.get(key) {
+            return if b.account == id && b.approved_minor == amount {
+                Ok(())
+            } else {
+                Err(LedgerError::Conflict)
+            };
+        }
+        let acct = self.accounts.get_mut(&id).ok_or(LedgerError::NoAccount)?;
+        acct.outstanding_minor = acct.outstanding_minor.saturating_add(amount);
+        self.bookings
+            .insert(key.clone(), Booking { account: id, approved_minor: amount, standing_minor: amount });
+        Ok(())
+    }
+
+    /// Reverses an original down to `remaining` (0 for a full reversal; the dispensed amount for a
+    /// partial one). Idempotent: the standing amount is set, not decremented, so a repeated
+    /// reversal changes nothing. A reversal of an original never booked (declined, or never
+    /// received) is acknowledged with nothing to release.
+    pub fn reverse(&mut self, key: &OriginalKey, remaining: u64) -> Result<u64, LedgerError> {
+        let Some(b) = self.bookings.get_mut(key) else { return Ok(0) };
+        if remaining > b.approved_minor {
+            return Err(LedgerError::ReversalAboveOriginal);
+        }
+        if remaining >= b.standing_minor {
+            // Already reversed to this or lower: nothing more to release.
+            return Ok(0);
+        }
+        let release = b.standing_minor - remaining;
+        b.standing_minor = remaining;
+        let acct = self.accounts.get_mut(&b.account).ok_or(LedgerError::NoAccount)?;
+        acct.outstanding_minor = acct.outstanding_minor.saturating_sub(release);
+        Ok(release)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ledger(limit: u64) -> Ledger {
+        let mut l = Ledger::default();
+        l.add_account(
+            AccountId(1),
+            Account {
+                status: AccountStatus::Active,
+                currency: 901,
+                credit_limit_minor: limit,
+                outstanding_minor: 0,
+            },
+        );
+        l
+    }
+
+    fn k(s: &str) -> OriginalKey {
+        OriginalKey(s.into())
+    }
+
+    #[test]
+    fn authorize_books_and_declines_over_the_line() {
+        let mut l = ledger(100_000);
+        l.authorize(&k("a"), AccountId(1), 60_000, 901).unwrap();
+        assert_eq!(l.authorize(&k("b"), AccountId(1), 50_000, 901), Err(LedgerError::InsufficientFunds));
+        l.authorize(&k("a"), AccountId(1), 60_000, 901).unwrap();
+        assert_eq!(l.account(AccountId(1)).unwrap().open_to_buy(), 40_000, "a repeat books nothing");
+        assert_eq!(l.authorize(&k("a"), AccountId(1), 1, 901), Err(LedgerError::Conflict));
+        assert_eq!(l.authorize(&k("c"), AccountId(1), 1, 840), Err(LedgerError::Currency));
+        assert_eq!(l.authorize(&k("c"), AccountId(1), 0, 901), Err(LedgerError::ZeroAmount));
+        assert_eq!(l.authorize(&k("c"), AccountId(9), 1, 901), Err(LedgerError::NoAccount));
+    }
+
+    #[test]
+    fn partial_then_full_reversal_is_idempotent() {
+        let mut l = ledger(100_000);
+        l.authorize(&k("atm"), AccountId(1), 50_000, 901).unwrap();
+        assert_eq!(l.reverse(&k("atm"), 20_000).unwrap(), 30_000, "dispensed 200.00 of 500.00");
+        assert_eq!(l.reverse(&k("atm"), 20_000).unwrap(), 0, "SAF retry releases nothing more");
+        assert_eq!(l.account(AccountId(1)).unwrap().outstanding_minor, 20_000);
+        assert_eq!(l.reverse(&k("atm"), 0).unwrap(), 20_000);
+        assert_eq!(l.account(AccountId(1)).unwrap().outstanding_minor, 0);
+        assert_eq!(l.reverse(&k("atm"), 60_000), Err(LedgerError::ReversalAboveOriginal));
+        assert_eq!(l.reverse(&k("never"), 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn blocked_account_declines() {
+        let mut l = ledger(100);
+        l.account_mut(AccountId(1)).unwrap().status = AccountStatus::Blocked;
+        assert_eq!(l.authorize(&k("a"), AccountId(1), 1, 901), Err(LedgerError::NotActive));
+    }
+
+    proptest! {
+        /// Whatever the sequence of authorizations, repeats and reversals, the outstanding amount
+        /// equals the sum of what stands on the bookings, and never exceeds the line through
+        /// authorizations.
+        #[test]
+        fn outstanding_equals_standing_bookings(ops in proptest::collection::vec((0u8..3, 0u8..8, 0u64..40_000), 1..200)) {
+            let mut l = ledger(100_000);
+            for (op, key, amount) in ops {
+                let key = k(&key.to_string());
+                match op {
+                    0 => { let _ = l.authorize(&key, AccountId(1), amount, 901); }
+                    1 => { let standing = l.booking(&key).map(|b| b.standing_minor).unwrap_or(0); let _ = l.reverse(&key, amount.min(standing)); }
+                    _ => { let _ = l.reverse(&key, 0); }
+                }
+                let sum: u64 = l.bookings.values().map(|b| b.standing_minor).sum();
+                let acct = l.account(AccountId(1)).unwrap();
+                prop_assert_eq!(acct.outstanding_minor, sum);
+                prop_assert!(acct.outstanding_minor <= 100_000);
+            }
+        }
+    }
+}

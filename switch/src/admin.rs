@@ -1,0 +1,110 @@
+//! The admin HTTP endpoint (axum): `/metrics` for prometheus, `/health` (the process is alive and
+//! its store answers) and `/ready` (every listener accepts and the node is not shutting down).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// Readiness as the rest of the node reports it.
+#[derive(Default)]
+pub struct Readiness {
+    listeners_up: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_listeners_up(&self, up: bool) {
+        self.listeners_up.store(up, Ordering::Release);
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.listeners_up.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+}
+
+async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
+    if s.readiness.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn endpoints_answer_and_readiness_flips() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let readiness = Arc::new(Readiness::default());
+        let metrics = Arc::new(Metrics::new("t"));
+        metrics.duplicates.inc();
+        let stop = CancellationToken::new();
+        let task =
+            tokio::spawn(serve(listener, AdminState { metrics, readiness: readiness.clone() }, stop.clone()));
+        assert!(get(addr, "/health").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/ready").await.starts_with("HTTP/1.1 503"));
+        readiness.set_listeners_up(true);
+        assert!(get(addr, "/ready").await.starts_with("HTTP/1.1 200"));
+        let m = get(addr, "/metrics").await;
+        assert!(m.contains("paynet_duplicate_transmissions_total{node=\"t\"} 1"), "{m}");
+        readiness.set_draining();
+        assert!(get(addr, "/ready").await.starts_with("HTTP/1.1 503"));
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+}

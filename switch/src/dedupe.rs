@@ -1,0 +1,185 @@
+//! Duplicate transmissions: a terminal that did not hear its answer sends the same request again
+//! (same terminal ID, STAN and transmission date-time). It must get the original answer — never a
+//! second authorization. A duplicate that arrives while the original is still in flight waits for
+//! the original's answer.
+//!
+//! The cache is sharded (no global lock on the hot path), bounded in time (entries expire after
+//! `ttl`) and in size (per shard, the oldest entries go first).
+
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+const SHARDS: usize = 64;
+
+/// Identity of a transmission: terminal ID (DE 41), STAN (DE 11), transmission date-time (DE 7),
+/// and the request MTI (a 0100 and a 0400 with the same STAN are different transmissions).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TransmissionKey {
+    pub mti: [u8; 4],
+    pub terminal_id: Bytes,
+    pub stan: Bytes,
+    pub transmitted_at: Bytes,
+}
+
+/// What the cache knows about a transmission.
+pub enum Seen {
+    /// First time: the caller processes it and must call [`DuplicateCache::complete`] (or
+    /// [`DuplicateCache::abandon`]) with the key.
+    New,
+    /// Already answered: send this answer again.
+    Answered(Bytes),
+    /// The original is still being processed: await its answer.
+    InFlight(watch::Receiver<Option<Bytes>>),
+}
+
+enum State {
+    InFlight(watch::Sender<Option<Bytes>>),
+    Answered(Bytes),
+}
+
+struct Shard {
+    map: HashMap<TransmissionKey, (u64, State)>,
+    order: VecDeque<(u64, TransmissionKey)>,
+}
+
+pub struct DuplicateCache {
+    shards: Vec<Mutex<Shard>>,
+    ttl_ms: u64,
+    max_per_shard: usize,
+}
+
+impl DuplicateCache {
+    pub fn new(ttl_ms: u64, max_entries: usize) -> Self {
+        DuplicateCache {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard { map: HashMap::new(), order: VecDeque::new() }))
+                .collect(),
+            ttl_ms,
+            max_per_shard: (max_entries / SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, key: &TransmissionKey) -> std::sync::MutexGuard<'_, Shard> {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        let i = (h.finish() as usize) % SHARDS;
+        // A poisoned shard only means another thread panicked mid-update of a cache; the map is
+        // still structurally sound, so keep serving.
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Looks the transmission up, registering it as in flight when it is new.
+    pub fn check(&self, key: &TransmissionKey, now_ms: u64) -> Seen {
+        let mut shard = self.shard(key);
+        Self::expire(&mut shard, now_ms, self.ttl_ms, self.max_per_shard);
+        match shard.map.entry(key.clone()) {
+            Entry::Occupied(e) => match &e.get().1 {
+                State::Answered(b) => Seen::Answered(b.clone()),
+                State::InFlight(tx) => Seen::InFlight(tx.subscribe()),
+            },
+            Entry::Vacant(v) => {
+                let (tx, _rx) = watch::channel(None);
+                v.insert((now_ms, State::InFlight(tx)));
+                shard.order.push_back((now_ms, key.clone()));
+                Seen::New
+            }
+        }
+    }
+
+    /// Records the answer of a transmission and wakes any duplicate waiting for it.
+    pub fn complete(&self, key: &TransmissionKey, answer: Bytes) {
+        let mut shard = self.shard(key);
+        if let Some((_, state)) = shard.map.get_mut(key) {
+            if let State::InFlight(tx) = state {
+                tx.send_replace(Some(answer.clone()));
+            }
+            *state = State::Answered(answer);
+        }
+    }
+
+    /// Forgets a transmission that produced no answer (e.g. it was dropped as malformed), so a
+    /// retry is processed afresh. Waiting duplicates see the channel close.
+    pub fn abandon(&self, key: &TransmissionKey) {
+        let mut shard = self.shard(key);
+        shard.map.remove(key);
+    }
+
+    fn expire(shard: &mut Shard, now_ms: u64, ttl_ms: u64, max: usize) {
+        while let Some((at, _)) = shard.order.front() {
+            let too_old = now_ms.saturating_sub(*at) > ttl_ms;
+            if !too_old && shard.order.len() <= max {
+                break;
+            }
+            if let Some((at, key)) = shard.order.pop_front()
+                && shard.map.get(&key).is_some_and(|(entry_at, _)| *entry_at == at)
+            {
+                // The map entry is the one this order record describes (not a newer re-use).
+                shard.map.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(stan: &str) -> TransmissionKey {
+        TransmissionKey {
+            mti: *b"0100",
+            terminal_id: Bytes::from_static(b"TERM0001"),
+            stan: Bytes::copy_from_slice(stan.as_bytes()),
+            transmitted_at: Bytes::from_static(b"1125101010"),
+        }
+    }
+
+    #[test]
+    fn second_transmission_gets_the_first_answer() {
+        let c = DuplicateCache::new(60_000, 10_000);
+        assert!(matches!(c.check(&key("000001"), 0), Seen::New));
+        c.complete(&key("000001"), Bytes::from_static(b"answer"));
+        match c.check(&key("000001"), 10) {
+            Seen::Answered(b) => assert_eq!(&b[..], b"answer"),
+            _ => panic!("expected the original answer"),
+        }
+        assert!(matches!(c.check(&key("000002"), 10), Seen::New));
+    }
+
+    #[tokio::test]
+    async fn duplicate_in_flight_waits_for_the_original() {
+        let c = std::sync::Arc::new(DuplicateCache::new(60_000, 10_000));
+        assert!(matches!(c.check(&key("000001"), 0), Seen::New));
+        let Seen::InFlight(mut rx) = c.check(&key("000001"), 1) else { panic!("expected in flight") };
+        let c2 = c.clone();
+        tokio::spawn(async move { c2.complete(&key("000001"), Bytes::from_static(b"late answer")) });
+        let answer = rx.wait_for(|a| a.is_some()).await.unwrap().clone();
+        assert_eq!(answer.as_deref(), Some(&b"late answer"[..]));
+    }
+
+    #[test]
+    fn entries_expire_and_abandon_forgets() {
+        let c = DuplicateCache::new(1_000, 10_000);
+        assert!(matches!(c.check(&key("1"), 0), Seen::New));
+        c.complete(&key("1"), Bytes::from_static(b"a"));
+        assert!(matches!(c.check(&key("1"), 2_000), Seen::New), "expired entry is new again");
+        c.abandon(&key("1"));
+        assert!(matches!(c.check(&key("1"), 2_001), Seen::New));
+    }
+
+    #[test]
+    fn size_is_bounded() {
+        let c = DuplicateCache::new(u64::MAX, SHARDS * 2);
+        for i in 0..10_000 {
+            let k = key(&format!("{i:06}"));
+            assert!(matches!(c.check(&k, i), Seen::New));
+            c.complete(&k, Bytes::new());
+        }
+        let total: usize = c.shards.iter().map(|s| s.lock().unwrap().map.len()).sum();
+        assert!(total <= SHARDS * 3, "{total}");
+    }
+}

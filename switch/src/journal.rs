@@ -1,0 +1,174 @@
+//! The journal writer: every request and response is recorded off the hot path, in batches.
+//!
+//! The hot path hands a [`JournalRow`] (already masked) to a bounded queue; a dedicated thread
+//! drains it into the store in transactions of up to `batch_size` rows, or whatever arrived within
+//! `flush_interval`. When the queue is full the sender waits (back-pressure) rather than dropping a
+//! row: the journal is the record of what happened to money. Dropping the [`JournalHandle`]s and
+//! calling [`JournalWriter::finish`] flushes everything before shutdown completes.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+use crate::store::{JournalRow, Store};
+
+/// Cheap to clone; one per connection task.
+#[derive(Clone)]
+pub struct JournalHandle {
+    tx: mpsc::Sender<JournalRow>,
+}
+
+impl JournalHandle {
+    /// Queues a row, waiting for room when the writer is behind.
+    pub async fn record(&self, row: JournalRow) {
+        // The writer only stops after every handle is dropped, so a send cannot find it gone
+        // unless the writer thread panicked; then there is nothing better to do than carry on.
+        let _ = self.tx.send(row).await;
+    }
+
+    /// Queues a row from synchronous code (blocking when full). Not for async contexts.
+    pub fn record_blocking(&self, row: JournalRow) {
+        let _ = self.tx.blocking_send(row);
+    }
+}
+
+pub struct JournalWriter {
+    thread: Option<JoinHandle<()>>,
+}
+
+impl JournalWriter {
+    /// Starts the writer thread.
+    pub fn start(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        batch_size: usize,
+        flush_interval: Duration,
+        capacity: usize,
+    ) -> (JournalWriter, JournalHandle) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let thread = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || run(rx, store, metrics, batch_size.max(1), flush_interval))
+            .expect("spawn journal writer thread");
+        (JournalWriter { thread: Some(thread) }, JournalHandle { tx })
+    }
+
+    /// Waits until every queued row is written. All handles must have been dropped first, or this
+    /// waits for them.
+    pub fn finish(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    mut rx: mpsc::Receiver<JournalRow>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    batch_size: usize,
+    flush_interval: Duration,
+) {
+    let mut batch = Vec::with_capacity(batch_size);
+    // Block for the first row of a batch; then take what else is there, up to the batch size,
+    // waiting at most one flush interval for stragglers.
+    while let Some(row) = rx.blocking_recv() {
+        batch.push(row);
+        let deadline = std::time::Instant::now() + flush_interval;
+        while batch.len() < batch_size {
+            match rx.try_recv() {
+                Ok(row) => batch.push(row),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if std::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        write(&*store, &metrics, &mut batch);
+    }
+    write(&*store, &metrics, &mut batch);
+}
+
+fn write(store: &dyn Store, metrics: &Metrics, batch: &mut Vec<JournalRow>) {
+    if batch.is_empty() {
+        return;
+    }
+    // A failed batch is retried a few times (SQLite busy, disk hiccup) before it is reported.
+    for attempt in 0..5u32 {
+        match store.journal_append(batch) {
+            Ok(()) => {
+                metrics.journal_rows.inc_by(batch.len() as u64);
+                batch.clear();
+                return;
+            }
+            Err(e) => {
+                metrics.journal_errors.inc();
+                tracing::error!(error = %e, attempt, rows = batch.len(), "journal batch failed");
+                std::thread::sleep(Duration::from_millis(50 << attempt));
+            }
+        }
+    }
+    tracing::error!(rows = batch.len(), "journal batch abandoned after retries");
+    batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Direction;
+    use crate::store::sqlite::SqliteStore;
+
+    fn row(i: u64) -> JournalRow {
+        JournalRow {
+            at_ms: i,
+            direction: Direction::AcquirerOut,
+            mti: "0110".into(),
+            stan: Some(format!("{i:06}")),
+            rrn: None,
+            terminal_id: None,
+            pan_masked: None,
+            pan_fingerprint: None,
+            amount_minor: None,
+            currency: None,
+            response_code: Some("00".into()),
+            route: None,
+            latency_us: None,
+            message_masked: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn every_row_is_written_in_order_before_finish_returns() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let metrics = Arc::new(Metrics::new("t"));
+        let (writer, handle) =
+            JournalWriter::start(store.clone(), metrics.clone(), 64, Duration::from_millis(5), 16);
+        let senders: Vec<_> = (0..4)
+            .map(|t| {
+                let h = handle.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        h.record_blocking(row(t * 1000 + i));
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        drop(handle);
+        writer.finish();
+        assert_eq!(store.journal_count().unwrap(), 2000);
+        assert_eq!(metrics.journal_rows.get(), 2000);
+        // Per sender, rows keep their order.
+        let rows = store.journal_read(0, 2000).unwrap();
+        let mine: Vec<u64> = rows.iter().map(|r| r.at_ms).filter(|a| *a < 1000).collect();
+        assert_eq!(mine, (0..500).collect::<Vec<_>>());
+    }
+}

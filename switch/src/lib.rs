@@ -1,0 +1,23 @@
+//! The paynet authorization switch.
+//!
+//! The switch decodes ISO 8583 from acquirer connections, validates, detokenizes, verifies
+//! cryptograms and PINs through the `Hsm`, routes to issuer links, and answers — with
+//! store-and-forward for reversals and advices, stand-in processing when an issuer is down, and a
+//! journal of every message with no clear PAN in it. Stages are plain functions of (state, message);
+//! I/O lives at the edges (listeners, issuer links, the store).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod dedupe;
+pub mod error;
+pub mod journal;
+pub mod metrics;
+pub mod pending;
+pub mod route;
+pub mod saf;
+pub mod seal;
+pub mod standin;
+pub mod store;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,141 @@
+//! Persistent state behind one small trait: the journal and the store-and-forward queue (the token
+//! vault joins them with the token service).
+//!
+//! The embedded default is SQLite ([`sqlite::SqliteStore`]); a PostgreSQL backend implements the
+//! same trait for several switch nodes sharing one database. Calls are synchronous: the switch runs
+//! them on a blocking thread (the journal writer, SAF workers), never on the hot path.
+//! Nothing stored here holds a clear PAN: journal rows carry a masked PAN and a keyed fingerprint,
+//! SAF entries carry their message sealed (see `seal`).
+
+pub mod sqlite;
+
+use crate::error::Result;
+
+/// Which way a journaled message travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From an acquirer (terminal) to the switch.
+    AcquirerIn,
+    /// From the switch back to the acquirer.
+    AcquirerOut,
+    /// From the switch to an issuer.
+    IssuerOut,
+    /// From an issuer to the switch.
+    IssuerIn,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::AcquirerIn => "acq-in",
+            Direction::AcquirerOut => "acq-out",
+            Direction::IssuerOut => "iss-out",
+            Direction::IssuerIn => "iss-in",
+        }
+    }
+}
+
+/// One journaled message. Built by the pipeline from the decoded message; never holds clear card data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    pub direction: Direction,
+    pub mti: String,
+    pub stan: Option<String>,
+    pub rrn: Option<String>,
+    pub terminal_id: Option<String>,
+    /// First 6 and last 4 digits only.
+    pub pan_masked: Option<String>,
+    /// Keyed HMAC-SHA256 fingerprint of the PAN, hex, for look-ups without the PAN.
+    pub pan_fingerprint: Option<String>,
+    pub amount_minor: Option<u64>,
+    pub currency: Option<String>,
+    pub response_code: Option<String>,
+    /// The route (issuer link) or stage that handled it.
+    pub route: Option<String>,
+    pub latency_us: Option<u64>,
+    /// The masked JSON form of the message.
+    pub message_masked: String,
+}
+
+/// What a store-and-forward entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SafKind {
+    /// A reversal advice (0420) owed to an issuer.
+    Reversal,
+    /// An advice (0120) of a stand-in approval owed to an issuer.
+    Advice,
+}
+
+impl SafKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SafKind::Reversal => "reversal",
+            SafKind::Advice => "advice",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reversal" => Some(SafKind::Reversal),
+            "advice" => Some(SafKind::Advice),
+            _ => None,
+        }
+    }
+}
+
+/// A message owed to an issuer, persisted until the issuer acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafEntry {
+    pub id: i64,
+    pub kind: SafKind,
+    /// The issuer link it goes to.
+    pub link: String,
+    /// What it refers to (terminal ID + STAN + transmission time of the original), for matching
+    /// and for de-duplication: one entry per original and kind.
+    pub original_key: String,
+    /// The message, sealed.
+    pub sealed: Vec<u8>,
+    pub attempts: u32,
+    pub next_attempt_ms: u64,
+    pub created_ms: u64,
+}
+
+/// A new SAF entry, before it has an id.
+#[derive(Debug, Clone)]
+pub struct NewSafEntry<'a> {
+    pub kind: SafKind,
+    pub link: &'a str,
+    pub original_key: &'a str,
+    pub sealed: &'a [u8],
+    pub now_ms: u64,
+}
+
+/// The persistent store.
+pub trait Store: Send + Sync + 'static {
+    /// Appends journal rows in one transaction.
+    fn journal_append(&self, rows: &[JournalRow]) -> Result<()>;
+
+    /// Number of journal rows (for operations and tests).
+    fn journal_count(&self) -> Result<u64>;
+
+    /// Reads journal rows in insertion order (operations and tests; not on the hot path).
+    fn journal_read(&self, offset: u64, limit: u32) -> Result<Vec<JournalRow>>;
+
+    /// Enqueues an entry, due at once. Returns the id; an entry for the same original and kind
+    /// that is still pending is kept and its id returned (idempotent).
+    fn saf_put(&self, entry: NewSafEntry<'_>) -> Result<i64>;
+
+    /// Entries for `link` due at or before `now_ms`, oldest first.
+    fn saf_due(&self, link: &str, now_ms: u64, limit: u32) -> Result<Vec<SafEntry>>;
+
+    /// Records a failed attempt and when to try again.
+    fn saf_reschedule(&self, id: i64, attempts: u32, next_attempt_ms: u64) -> Result<()>;
+
+    /// Removes an acknowledged entry. Removing an absent entry is not an error.
+    fn saf_done(&self, id: i64) -> Result<()>;
+
+    /// Pending entries, for `link` or for all links.
+    fn saf_pending(&self, link: Option<&str>) -> Result<u64>;
+}

@@ -1,0 +1,309 @@
+//! The embedded store: SQLite (rusqlite, bundled), one file, WAL journal mode.
+//!
+//! One connection behind a mutex: callers are the journal writer thread and the SAF workers,
+//! both off the hot path, so contention is low and SQLite's single-writer model is respected.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Direction, JournalRow, NewSafEntry, SafEntry, SafKind, Store};
+use crate::error::{Error, ErrorKind, Result};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    direction TEXT NOT NULL,
+    mti TEXT NOT NULL,
+    stan TEXT, rrn TEXT, terminal_id TEXT,
+    pan_masked TEXT, pan_fingerprint TEXT,
+    amount_minor INTEGER, currency TEXT,
+    response_code TEXT, route TEXT, latency_us INTEGER,
+    message_masked TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_fp ON journal(pan_fingerprint);
+CREATE INDEX IF NOT EXISTS journal_tid_stan ON journal(terminal_id, stan);
+CREATE TABLE IF NOT EXISTS saf (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    link TEXT NOT NULL,
+    original_key TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    UNIQUE(kind, original_key)
+);
+CREATE INDEX IF NOT EXISTS saf_due ON saf(link, next_attempt_ms);
+";
+
+fn db_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |e| Error::new(ErrorKind::Store, "store.sqlite", what).with_source(e).retryable()
+}
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and its schema.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(db_err("open database"))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests, benchmarks).
+    pub fn in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory().map_err(db_err("open in-memory database"))?;
+        Self::init(conn)
+    }
+
+    fn init(conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err("set WAL mode"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err("set synchronous"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
+        conn.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Internal, "store.sqlite", "connection mutex poisoned"))
+    }
+}
+
+fn direction_from(s: &str) -> Direction {
+    match s {
+        "acq-in" => Direction::AcquirerIn,
+        "acq-out" => Direction::AcquirerOut,
+        "iss-out" => Direction::IssuerOut,
+        _ => Direction::IssuerIn,
+    }
+}
+
+impl Store for SqliteStore {
+    fn journal_append(&self, rows: &[JournalRow]) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err("begin journal batch"))?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO journal (at_ms, direction, mti, stan, rrn, terminal_id, pan_masked, \
+                     pan_fingerprint, amount_minor, currency, response_code, route, latency_us, message_masked) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )
+                .map_err(db_err("prepare journal insert"))?;
+            for r in rows {
+                st.execute(params![
+                    r.at_ms as i64,
+                    r.direction.as_str(),
+                    r.mti,
+                    r.stan,
+                    r.rrn,
+                    r.terminal_id,
+                    r.pan_masked,
+                    r.pan_fingerprint,
+                    r.amount_minor.map(|a| a as i64),
+                    r.currency,
+                    r.response_code,
+                    r.route,
+                    r.latency_us.map(|l| l as i64),
+                    r.message_masked,
+                ])
+                .map_err(db_err("insert journal row"))?;
+            }
+        }
+        tx.commit().map_err(db_err("commit journal batch"))
+    }
+
+    fn journal_count(&self) -> Result<u64> {
+        let conn = self.conn()?;
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0))
+            .map_err(db_err("count journal"))?;
+        Ok(n as u64)
+    }
+
+    fn journal_read(&self, offset: u64, limit: u32) -> Result<Vec<JournalRow>> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT at_ms, direction, mti, stan, rrn, terminal_id, pan_masked, pan_fingerprint, \
+                 amount_minor, currency, response_code, route, latency_us, message_masked \
+                 FROM journal ORDER BY seq LIMIT ?1 OFFSET ?2",
+            )
+            .map_err(db_err("prepare journal read"))?;
+        let rows = st
+            .query_map(params![limit as i64, offset as i64], |r| {
+                Ok(JournalRow {
+                    at_ms: r.get::<_, i64>(0)? as u64,
+                    direction: direction_from(&r.get::<_, String>(1)?),
+                    mti: r.get(2)?,
+                    stan: r.get(3)?,
+                    rrn: r.get(4)?,
+                    terminal_id: r.get(5)?,
+                    pan_masked: r.get(6)?,
+                    pan_fingerprint: r.get(7)?,
+                    amount_minor: r.get::<_, Option<i64>>(8)?.map(|a| a as u64),
+                    currency: r.get(9)?,
+                    response_code: r.get(10)?,
+                    route: r.get(11)?,
+                    latency_us: r.get::<_, Option<i64>>(12)?.map(|a| a as u64),
+                    message_masked: r.get(13)?,
+                })
+            })
+            .map_err(db_err("read journal"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err("read journal row"))
+    }
+
+    fn saf_put(&self, e: NewSafEntry<'_>) -> Result<i64> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO saf (kind, link, original_key, sealed, attempts, next_attempt_ms, created_ms) \
+             VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5) ON CONFLICT(kind, original_key) DO NOTHING",
+            params![e.kind.as_str(), e.link, e.original_key, e.sealed, e.now_ms as i64],
+        )
+        .map_err(db_err("insert SAF entry"))?;
+        conn.query_row(
+            "SELECT id FROM saf WHERE kind = ?1 AND original_key = ?2",
+            params![e.kind.as_str(), e.original_key],
+            |r| r.get(0),
+        )
+        .map_err(db_err("read SAF id"))
+    }
+
+    fn saf_due(&self, link: &str, now_ms: u64, limit: u32) -> Result<Vec<SafEntry>> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, kind, link, original_key, sealed, attempts, next_attempt_ms, created_ms FROM saf \
+                 WHERE link = ?1 AND next_attempt_ms <= ?2 ORDER BY id LIMIT ?3",
+            )
+            .map_err(db_err("prepare SAF due"))?;
+        let rows = st
+            .query_map(params![link, now_ms as i64, limit as i64], |r| {
+                let kind: String = r.get(1)?;
+                Ok((
+                    kind,
+                    SafEntry {
+                        id: r.get(0)?,
+                        kind: SafKind::Reversal,
+                        link: r.get(2)?,
+                        original_key: r.get(3)?,
+                        sealed: r.get(4)?,
+                        attempts: r.get::<_, i64>(5)? as u32,
+                        next_attempt_ms: r.get::<_, i64>(6)? as u64,
+                        created_ms: r.get::<_, i64>(7)? as u64,
+                    },
+                ))
+            })
+            .map_err(db_err("read SAF due"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, mut entry) = row.map_err(db_err("read SAF row"))?;
+            entry.kind = SafKind::parse(&kind).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Store,
+                    "store.sqlite",
+                    format!("SAF entry {} has unknown kind {kind:?}", entry.id),
+                )
+            })?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    fn saf_reschedule(&self, id: i64, attempts: u32, next_attempt_ms: u64) -> Result<()> {
+        let conn = self.conn()?;
+        conn.execute(
+            "UPDATE saf SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1",
+            params![id, attempts as i64, next_attempt_ms as i64],
+        )
+        .map_err(db_err("reschedule SAF entry"))?;
+        Ok(())
+    }
+
+    fn saf_done(&self, id: i64) -> Result<()> {
+        let conn = self.conn()?;
+        conn.execute("DELETE FROM saf WHERE id = ?1", params![id]).map_err(db_err("delete SAF entry"))?;
+        Ok(())
+    }
+
+    fn saf_pending(&self, link: Option<&str>) -> Result<u64> {
+        let conn = self.conn()?;
+        let n: i64 = match link {
+            Some(l) => conn.query_row("SELECT COUNT(*) FROM saf WHERE link = ?1", params![l], |r| r.get(0)),
+            None => conn.query_row("SELECT COUNT(*) FROM saf", [], |r| r.get(0)),
+        }
+        .optional()
+        .map_err(db_err("count SAF"))?
+        .unwrap_or(0);
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: u64) -> JournalRow {
+        JournalRow {
+            at_ms: 1000 + i,
+            direction: Direction::AcquirerIn,
+            mti: "0100".into(),
+            stan: Some(format!("{i:06}")),
+            rrn: None,
+            terminal_id: Some("TERM0001".into()),
+            pan_masked: Some("476173******0011".into()),
+            pan_fingerprint: Some("AB".into()),
+            amount_minor: Some(1000),
+            currency: Some("901".into()),
+            response_code: None,
+            route: None,
+            latency_us: Some(10),
+            message_masked: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn journal_batches_round_trip() {
+        let s = SqliteStore::in_memory().unwrap();
+        let rows: Vec<_> = (0..50).map(row).collect();
+        s.journal_append(&rows).unwrap();
+        assert_eq!(s.journal_count().unwrap(), 50);
+        assert_eq!(s.journal_read(10, 5).unwrap(), rows[10..15].to_vec());
+    }
+
+    #[test]
+    fn saf_lifecycle_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switch.db");
+        let id = {
+            let s = SqliteStore::open(&path).unwrap();
+            let e = NewSafEntry {
+                kind: SafKind::Reversal,
+                link: "issuer-a",
+                original_key: "TERM0001:000001:1125101010",
+                sealed: b"sealed",
+                now_ms: 100,
+            };
+            let id = s.saf_put(e.clone()).unwrap();
+            assert_eq!(s.saf_put(e).unwrap(), id, "same original enqueued twice is one entry");
+            s.saf_reschedule(id, 1, 5000).unwrap();
+            id
+        };
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.saf_pending(None).unwrap(), 1);
+        assert!(s.saf_due("issuer-a", 4999, 10).unwrap().is_empty());
+        let due = s.saf_due("issuer-a", 5000, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].id, due[0].attempts, due[0].kind), (id, 1, SafKind::Reversal));
+        assert!(s.saf_due("issuer-b", 9999, 10).unwrap().is_empty());
+        s.saf_done(id).unwrap();
+        s.saf_done(id).unwrap();
+        assert_eq!(s.saf_pending(Some("issuer-a")).unwrap(), 0);
+    }
+}
