@@ -159,7 +159,7 @@ fn pack(nibbles: &[u8], out: &mut [u8]) {
 
 fn nibble(block: &[u8], i: usize) -> u8 {
     let b = block[i / 2];
-    if i % 2 == 0 { b >> 4 } else { b & 0x0F }
+    if i.is_multiple_of(2) { b >> 4 } else { b & 0x0F }
 }
 
 /// The format 0/3 PAN field (ISO 9564-1 §9.3.1.3): four zero nibbles, then the 12 rightmost PAN
@@ -206,7 +206,11 @@ pub fn encode_pin_block(format: PinBlockFormat, pin: &Pin, pan: &str, fill: &Pin
             PinBlockFormat::Iso1 => r,
             PinBlockFormat::Iso3 => 0xA + r % 6,
             PinBlockFormat::Iso4 => {
-                return Err(Error::new(ErrorKind::Unsupported, "PIN block format", "format 4 is a 16-byte AES block"));
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "PIN block format",
+                    "format 4 is a 16-byte AES block",
+                ));
             }
         };
     }
@@ -223,7 +227,11 @@ pub fn encode_pin_block(format: PinBlockFormat, pin: &Pin, pan: &str, fill: &Pin
 /// and fill (ISO 9564-1 §9.3).
 pub fn decode_pin_block(format: PinBlockFormat, block: &[u8; 8], pan: &str) -> Result<Pin> {
     if format == PinBlockFormat::Iso4 {
-        return Err(Error::new(ErrorKind::Unsupported, "PIN block format", "format 4 is a 16-byte AES block"));
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "PIN block format",
+            "format 4 is a 16-byte AES block",
+        ));
     }
     let mut clear = Zeroizing::new(*block);
     if format.uses_pan() {
@@ -255,7 +263,11 @@ fn decode_pin_field(format: PinBlockFormat, field: &[u8], nibbles: usize) -> Res
     for i in 0..len {
         let d = nibble(field, 2 + i);
         if d > 9 {
-            return Err(Error::new(ErrorKind::Pin, "PIN block", format!("PIN digit {} is not decimal", i + 1)));
+            return Err(Error::new(
+                ErrorKind::Pin,
+                "PIN block",
+                format!("PIN digit {} is not decimal", i + 1),
+            ));
         }
         values[i] = d;
     }
@@ -325,7 +337,11 @@ pub fn decipher_iso4(key: &AesKey, block: &[u8; 16], pan: &str) -> Result<Pin> {
 
 fn tdes_for<'a>(key: &'a SymmetricKey, format: PinBlockFormat, what: &'static str) -> Result<&'a TdesKey> {
     key.as_tdes(what).map_err(|_| {
-        Error::new(ErrorKind::KeyUsage, what, format!("format {} needs a TDES key, found AES", format.number()))
+        Error::new(
+            ErrorKind::KeyUsage,
+            what,
+            format!("format {} needs a TDES key, found AES", format.number()),
+        )
     })
 }
 
@@ -359,7 +375,12 @@ fn check_block_len(format: PinBlockFormat, block: &[u8]) -> Result<()> {
         return Err(Error::new(
             ErrorKind::Input,
             "PIN block",
-            format!("format {} block is {} bytes, found {}", format.number(), format.block_len(), block.len()),
+            format!(
+                "format {} block is {} bytes, found {}",
+                format.number(),
+                format.block_len(),
+                block.len()
+            ),
         ));
     }
     Ok(())
@@ -434,7 +455,11 @@ pub fn visa_pvv(pvk: &TdesKey, pan: &str, pvki: u8, pin: &Pin) -> Result<String>
     check_pvki(pvki)?;
     let b = check_pan(pan)?;
     if b.len() < 12 {
-        return Err(Error::new(ErrorKind::Pan, "PAN", format!("length {} below the 12 digits PVV needs", b.len())));
+        return Err(Error::new(
+            ErrorKind::Pan,
+            "PAN",
+            format!("length {} below the 12 digits PVV needs", b.len()),
+        ));
     }
     let mut nib = Zeroizing::new([0u8; 16]);
     for (i, c) in b[b.len() - 12..b.len() - 1].iter().enumerate() {
@@ -535,7 +560,12 @@ pub fn ibm3624_offset(pvk: &TdesKey, params: &Ibm3624Params<'_>, pin: &Pin) -> R
 
 /// Verifies an IBM 3624 offset: natural PIN + offset (digit-wise mod 10) must equal the leftmost
 /// `check_length` digits of the PIN. Compared in constant time.
-pub fn verify_ibm3624_offset(pvk: &TdesKey, params: &Ibm3624Params<'_>, pin: &Pin, offset: &str) -> Result<()> {
+pub fn verify_ibm3624_offset(
+    pvk: &TdesKey,
+    params: &Ibm3624Params<'_>,
+    pin: &Pin,
+    offset: &str,
+) -> Result<()> {
     let computed = Zeroizing::new(ibm3624_offset(pvk, params, pin)?);
     if offset.len() == computed.len() && bool::from(computed.as_bytes().ct_eq(offset.as_bytes())) {
         Ok(())

@@ -222,7 +222,11 @@ impl std::fmt::Debug for AesDukptDevice {
 impl AesDukptDevice {
     /// "Load initial key" (§6.5.1): fills all 32 registers from the initial key; counter 1 next.
     pub fn load_initial_key(initial_key: &AesKey, initial_key_id: [u8; 8]) -> Self {
-        let mut d = AesDukptDevice { ksn: AesKsn::new(initial_key_id, 0), registers: vec![None; 32], exhausted: false };
+        let mut d = AesDukptDevice {
+            ksn: AesKsn::new(initial_key_id, 0),
+            registers: vec![None; 32],
+            exhausted: false,
+        };
         d.fill_below(initial_key, 0, 32);
         d.ksn = d.ksn.with_counter(1);
         d
@@ -248,16 +252,18 @@ impl AesDukptDevice {
     /// and the counter advanced. [`ErrorKind::Ksn`] once the counter is exhausted.
     pub fn next_transaction(&mut self) -> Result<(AesKsn, AesKey)> {
         if self.exhausted {
-            return Err(Error::new(ErrorKind::Ksn, "KSN", "transaction counter exhausted: the device must be reloaded"));
+            return Err(Error::new(
+                ErrorKind::Ksn,
+                "KSN",
+                "transaction counter exhausted: the device must be reloaded",
+            ));
         }
         let ksn = self.ksn;
         let c = ksn.counter();
         let low = c.trailing_zeros();
-        let key = self
-            .registers
-            .get_mut(low as usize)
-            .and_then(Option::take)
-            .ok_or_else(|| Error::new(ErrorKind::Ksn, "KSN", format!("no derivation key for counter {c:#X}")))?;
+        let key = self.registers.get_mut(low as usize).and_then(Option::take).ok_or_else(|| {
+            Error::new(ErrorKind::Ksn, "KSN", format!("no derivation key for counter {c:#X}"))
+        })?;
         if c.count_ones() < AesKsn::MAX_ONE_BITS {
             self.fill_below(&key, c, low);
         }

@@ -52,7 +52,11 @@ impl KeyUsage {
 
 fn ksn_bytes<const N: usize>(what: &'static str, bytes: &[u8]) -> Result<[u8; N]> {
     bytes.try_into().map_err(|_| {
-        Error::new(ErrorKind::Ksn, what, format!("expected {N} bytes ({} hex digits), found {}", 2 * N, bytes.len()))
+        Error::new(
+            ErrorKind::Ksn,
+            what,
+            format!("expected {N} bytes ({} hex digits), found {}", 2 * N, bytes.len()),
+        )
     })
 }
 
@@ -109,8 +113,10 @@ impl TdesKsn {
     /// The next counter a device uses: counters with more than 10 one-bits are skipped
     /// (X9.24-1:2009 §A.2). [`ErrorKind::Ksn`] when the 21-bit counter is exhausted.
     pub fn next(&self) -> Result<Self> {
-        let c = next_counter(self.counter(), Self::MAX_ONE_BITS, Self::COUNTER_MASK as u64)
-            .ok_or_else(|| Error::new(ErrorKind::Ksn, "KSN", "transaction counter exhausted (past 0x1FF800)"))?;
+        let c =
+            next_counter(self.counter(), Self::MAX_ONE_BITS, Self::COUNTER_MASK as u64).ok_or_else(|| {
+                Error::new(ErrorKind::Ksn, "KSN", "transaction counter exhausted (past 0x1FF800)")
+            })?;
         self.with_counter(c)
     }
 
@@ -167,8 +173,9 @@ impl AesKsn {
     /// The next counter a device uses: counters with more than 16 one-bits are skipped;
     /// [`ErrorKind::Ksn`] when the 32-bit counter is exhausted.
     pub fn next(&self) -> Result<Self> {
-        let c = next_counter(self.counter(), Self::MAX_ONE_BITS, u32::MAX as u64)
-            .ok_or_else(|| Error::new(ErrorKind::Ksn, "KSN", "transaction counter exhausted (past 0xFFFF0000)"))?;
+        let c = next_counter(self.counter(), Self::MAX_ONE_BITS, u32::MAX as u64).ok_or_else(|| {
+            Error::new(ErrorKind::Ksn, "KSN", "transaction counter exhausted (past 0xFFFF0000)")
+        })?;
         Ok(self.with_counter(c))
     }
 

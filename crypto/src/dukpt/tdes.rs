@@ -10,9 +10,7 @@ use crate::keys::{SingleDes, TdesKey};
 
 /// Mask XORed into the BDK for the right half of the IPEK and into the key for the left half of
 /// each non-reversible step (X9.24-1:2009 §A.6).
-const C0_MASK: [u8; 16] = [
-    0xC0, 0xC0, 0xC0, 0xC0, 0, 0, 0, 0, 0xC0, 0xC0, 0xC0, 0xC0, 0, 0, 0, 0,
-];
+const C0_MASK: [u8; 16] = [0xC0, 0xC0, 0xC0, 0xC0, 0, 0, 0, 0, 0xC0, 0xC0, 0xC0, 0xC0, 0, 0, 0, 0];
 
 /// Key variant constants (X9.24-1:2009 §A.6 and Figure A-2: PIN, MAC request/response, data
 /// request/response).
@@ -213,7 +211,11 @@ impl TdesDukptDevice {
     /// million transactions).
     pub fn next_transaction(&mut self) -> Result<(TdesKsn, TdesKey)> {
         if self.exhausted {
-            return Err(Error::new(ErrorKind::Ksn, "KSN", "transaction counter exhausted: the device must be reloaded"));
+            return Err(Error::new(
+                ErrorKind::Ksn,
+                "KSN",
+                "transaction counter exhausted: the device must be reloaded",
+            ));
         }
         let ksn = self.ksn;
         let c = ksn.counter();
