@@ -12,11 +12,23 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::dukpt;
+use crate::emv::{ArpcInput, CardInputs, Cvn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keyblock::{Header, KeyUsage, ModeOfUse};
 use crate::keys::SymmetricKey;
 use crate::keystore::{KeyName, Keystore};
 use crate::mac::MacAlgorithm;
+use crate::pin::{self, PinBlockFormat};
+
+/// Where a PIN block comes from: a zone key, or a terminal's DUKPT key.
+#[derive(Debug, Clone)]
+pub enum PinSource<'a> {
+    /// A PIN key in the keystore (ZPK, TPK).
+    Zone { key: &'a str, format: PinBlockFormat },
+    /// A DUKPT terminal: the BDK's name and the KSN the terminal sent (10 bytes TDES, 12 AES).
+    Dukpt { bdk: &'a str, ksn: &'a [u8], format: PinBlockFormat },
+}
 
 /// A source of random bytes (key material, padding).
 pub type RandomSource = Box<dyn Fn(&mut [u8]) + Send + Sync>;
@@ -33,6 +45,47 @@ pub trait Hsm: Send + Sync + 'static {
     fn generate_mac(&self, key: &str, alg: MacAlgorithm, data: &[u8], len: usize) -> Result<Vec<u8>>;
     /// Verifies a (possibly truncated) MAC in constant time.
     fn verify_mac(&self, key: &str, alg: MacAlgorithm, data: &[u8], mac: &[u8]) -> Result<()>;
+    /// Verifies an ARQC under the issuer master key `imk` and, when asked, makes the ARPC
+    /// (an ARQC that does not verify is an error of kind `Verification`, and no ARPC is made).
+    fn verify_arqc(
+        &self,
+        imk: &str,
+        cvn: Cvn,
+        card: &CardInputs<'_>,
+        data: &[u8],
+        arqc: &[u8],
+        arpc: Option<&ArpcInput>,
+    ) -> Result<Option<Vec<u8>>>;
+    /// Makes the ARPC for an ARQC without verifying it (an issuer declining before verification).
+    fn generate_arpc(
+        &self,
+        imk: &str,
+        cvn: Cvn,
+        card: &CardInputs<'_>,
+        arqc: &[u8],
+        arpc: &ArpcInput,
+    ) -> Result<Vec<u8>>;
+    /// Translates a PIN block to the PIN key `to_key` in `to_format`. The clear PIN never leaves.
+    fn translate_pin(
+        &self,
+        from: &PinSource<'_>,
+        block: &[u8],
+        pan: &str,
+        to_key: &str,
+        to_format: PinBlockFormat,
+    ) -> Result<Vec<u8>>;
+    /// Verifies the PIN in a block against a Visa PVV under the PVK `pvk`.
+    fn verify_pin_pvv(
+        &self,
+        from: &PinSource<'_>,
+        block: &[u8],
+        pan: &str,
+        pvk: &str,
+        pvki: u8,
+        pvv: &str,
+    ) -> Result<()>;
+    /// Verifies a CVV / iCVV / CVV2 under the CVK `cvk`.
+    fn verify_cvv(&self, cvk: &str, pan: &str, expiry: &str, service_code: &str, cvv: &str) -> Result<()>;
 }
 
 /// The key usage a MAC algorithm's key must carry (X9.143 Table 2).
@@ -94,6 +147,35 @@ impl SoftHsm {
     fn mac_key(&self, key: &str, alg: MacAlgorithm, mode: ModeOfUse) -> Result<Arc<SymmetricKey>> {
         self.key(key, mac_usage(alg), mode)
     }
+
+    /// The key that decrypts a PIN block from `from` (a DUKPT PIN working key is derived per KSN).
+    fn pin_source_key(&self, from: &PinSource<'_>) -> Result<(SymmetricKey, PinBlockFormat)> {
+        match from {
+            PinSource::Zone { key, format } => {
+                Ok(((*self.key(key, KeyUsage::PIN_ENCRYPTION, ModeOfUse::DECRYPT)?).clone(), *format))
+            }
+            PinSource::Dukpt { bdk, ksn, format } => {
+                let bdk = self.key(bdk, KeyUsage::BDK, ModeOfUse::DERIVE)?;
+                let key = match &*bdk {
+                    SymmetricKey::Tdes(b) => {
+                        let ksn = dukpt::TdesKsn::from_slice(ksn)?;
+                        SymmetricKey::Tdes(dukpt::tdes::derive_working_key(b, &ksn, dukpt::KeyUsage::Pin)?)
+                    }
+                    SymmetricKey::Aes(b) => {
+                        let ksn = dukpt::AesKsn::from_slice(ksn)?;
+                        dukpt::aes::derive_working_key(b, &ksn, dukpt::KeyUsage::Pin, None)?
+                    }
+                };
+                Ok((key, *format))
+            }
+        }
+    }
+
+    fn fill(&self) -> pin::PinFill {
+        let mut f = [0u8; 8];
+        (self.random)(&mut f);
+        f
+    }
 }
 
 impl Hsm for SoftHsm {
@@ -130,6 +212,66 @@ impl Hsm for SoftHsm {
     fn verify_mac(&self, key: &str, alg: MacAlgorithm, data: &[u8], mac: &[u8]) -> Result<()> {
         let k = self.mac_key(key, alg, ModeOfUse::VERIFY)?;
         alg.verify(k.expose(), data, mac)
+    }
+
+    fn verify_arqc(
+        &self,
+        imk: &str,
+        cvn: Cvn,
+        card: &CardInputs<'_>,
+        data: &[u8],
+        arqc: &[u8],
+        arpc: Option<&ArpcInput>,
+    ) -> Result<Option<Vec<u8>>> {
+        let k = self.key(imk, KeyUsage::EMV_IMK_AC, ModeOfUse::DERIVE)?;
+        cvn.verify_ac(&k, card, data, arqc)?;
+        arpc.map(|input| cvn.generate_arpc(&k, card, arqc, input)).transpose()
+    }
+
+    fn generate_arpc(
+        &self,
+        imk: &str,
+        cvn: Cvn,
+        card: &CardInputs<'_>,
+        arqc: &[u8],
+        arpc: &ArpcInput,
+    ) -> Result<Vec<u8>> {
+        let k = self.key(imk, KeyUsage::EMV_IMK_AC, ModeOfUse::DERIVE)?;
+        cvn.generate_arpc(&k, card, arqc, arpc)
+    }
+
+    fn translate_pin(
+        &self,
+        from: &PinSource<'_>,
+        block: &[u8],
+        pan: &str,
+        to_key: &str,
+        to_format: PinBlockFormat,
+    ) -> Result<Vec<u8>> {
+        let (from_key, from_format) = self.pin_source_key(from)?;
+        let to = self.key(to_key, KeyUsage::PIN_ENCRYPTION, ModeOfUse::ENCRYPT)?;
+        pin::translate_pin_block(&from_key, from_format, &to, to_format, block, pan, &self.fill())
+    }
+
+    fn verify_pin_pvv(
+        &self,
+        from: &PinSource<'_>,
+        block: &[u8],
+        pan: &str,
+        pvk: &str,
+        pvki: u8,
+        pvv: &str,
+    ) -> Result<()> {
+        let (key, format) = self.pin_source_key(from)?;
+        let clear = pin::decrypt_pin_block(&key, format, block, pan)?;
+        let pvk = self.key(pvk, KeyUsage::PVK_VISA_PVV, ModeOfUse::VERIFY)?;
+        let pvk = pvk.as_tdes("pvk")?;
+        pin::verify_visa_pvv(pvk, pan, pvki, &clear, pvv)
+    }
+
+    fn verify_cvv(&self, cvk: &str, pan: &str, expiry: &str, service_code: &str, cvv: &str) -> Result<()> {
+        let k = self.key(cvk, KeyUsage::CVK, ModeOfUse::VERIFY)?;
+        crate::cvv::verify_cvv(k.as_tdes("cvk")?, pan, expiry, service_code, cvv)
     }
 }
 

@@ -1,0 +1,120 @@
+//! The software HSM by key name: ARQC verification and ARPC, PIN translation from a DUKPT terminal
+//! (TDES and AES) and from a zone key to an issuer's ZPK, PVV and CVV verification — each checked
+//! against the module functions run on the clear keys, with key usage enforced.
+
+use crypto::ErrorKind;
+use crypto::dukpt;
+use crypto::emv::{ArpcInput, Atc, CardInputs, Cvn, PanDigits, Psn, UnpredictableNumber};
+use crypto::hsm::{Hsm, PinSource, SoftHsm};
+use crypto::keyblock::Header;
+use crypto::keys::{AesKey, SymmetricKey, TdesKey};
+use crypto::keystore::{KeyName, Keystore, Lmk};
+use crypto::pin::{self, Pin, PinBlockFormat};
+
+const LMK: &str = "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F";
+const PAN: &str = "4761739001010010";
+
+fn tdes(h: &str) -> TdesKey {
+    TdesKey::from_hex("key", h).expect("tdes")
+}
+
+fn hsm() -> SoftHsm {
+    let mut ks = Keystore::new(Lmk::from_hex(LMK).expect("lmk"));
+    let pad = [0x5Au8; 64];
+    let mut add = |name: &str, header: &str, key: SymmetricKey| {
+        ks.import(
+            KeyName::new(name).expect("name"),
+            &Header::parse_template(header).expect("header"),
+            &key,
+            &pad,
+        )
+        .expect("import");
+    };
+    add("iss.imk", "D0000E0TX00N0000", SymmetricKey::Tdes(tdes("0123456789ABCDEFFEDCBA9876543210")));
+    add("acq.bdk", "D0000B0TX00N0000", SymmetricKey::Tdes(tdes("0123456789ABCDEFFEDCBA9876543210")));
+    add("acq.bdk-aes", "D0000B0AX00N0000", SymmetricKey::Aes(AesKey::from_slice(&[0x11; 16]).expect("aes")));
+    add("iss.zpk", "D0000P0TB00N0000", SymmetricKey::Tdes(tdes("1C1C1C1C1C1C1C1C2A2A2A2A2A2A2A2A")));
+    add("acq.zpk", "D0000P0TB00N0000", SymmetricKey::Tdes(tdes("3E3E3E3E3E3E3E3E4F4F4F4F4F4F4F4F")));
+    add("iss.pvk", "D0000V2TC00N0000", SymmetricKey::Tdes(tdes("5B5B5B5B5B5B5B5B6D6D6D6D6D6D6D6D")));
+    add("iss.cvk", "D0000C0TC00N0000", SymmetricKey::Tdes(tdes("0123456789ABCDEFFEDCBA9876543210")));
+    SoftHsm::new(ks, Box::new(|b: &mut [u8]| b.iter_mut().enumerate().for_each(|(i, x)| *x = 0xA0 ^ i as u8)))
+}
+
+#[test]
+fn arqc_verification_and_arpc_by_key_name() {
+    let h = hsm();
+    let imk = SymmetricKey::Tdes(tdes("0123456789ABCDEFFEDCBA9876543210"));
+    let pan = PanDigits::new(PAN).expect("pan");
+    let card = CardInputs {
+        pan: &pan,
+        psn: Psn::new(1).expect("psn"),
+        atc: Atc(0x1E),
+        un: Some(UnpredictableNumber([1, 2, 3, 4])),
+    };
+    let data = b"transaction data for the cryptogram".to_vec();
+    for cvn in Cvn::ALL {
+        let arqc = cvn.generate_ac(&imk, &card, &data).expect("ac");
+        let input = if cvn.arpc_method() == Some(2) {
+            ArpcInput::Csu { csu: [0, 0, 0, 0x80], proprietary: vec![] }
+        } else {
+            ArpcInput::Arc(*b"00")
+        };
+        let arpc = h
+            .verify_arqc("iss.imk", cvn, &card, &data, &arqc, Some(&input))
+            .expect("verifies")
+            .expect("arpc");
+        assert_eq!(arpc, cvn.generate_arpc(&imk, &card, &arqc, &input).expect("arpc"), "{cvn}");
+        let mut bad = arqc;
+        bad[7] ^= 1;
+        let e = h.verify_arqc("iss.imk", cvn, &card, &data, &bad, Some(&input)).expect_err("bad ARQC");
+        assert_eq!(e.kind, ErrorKind::Verification);
+    }
+    // A PIN key is not an IMK.
+    let e = h.verify_arqc("iss.zpk", Cvn::Visa18, &card, &data, &[0; 8], None).expect_err("usage");
+    assert_eq!(e.kind, ErrorKind::KeyUsage);
+}
+
+#[test]
+fn pin_translation_from_dukpt_and_zone_keys_and_pvv() {
+    let h = hsm();
+    let pin = Pin::new("1234").expect("pin");
+    let zpk = SymmetricKey::Tdes(tdes("1C1C1C1C1C1C1C1C2A2A2A2A2A2A2A2A"));
+    // TDES DUKPT terminal: PIN working key for this KSN.
+    let ksn = dukpt::TdesKsn::from_hex("FFFF9876543210E00008").expect("ksn");
+    let bdk = tdes("0123456789ABCDEFFEDCBA9876543210");
+    let pek =
+        SymmetricKey::Tdes(dukpt::tdes::derive_working_key(&bdk, &ksn, dukpt::KeyUsage::Pin).expect("pek"));
+    let block = pin::encrypt_pin_block(&pek, PinBlockFormat::Iso0, &pin, PAN, &[0xFF; 8]).expect("block");
+    let src = PinSource::Dukpt { bdk: "acq.bdk", ksn: ksn.as_bytes(), format: PinBlockFormat::Iso0 };
+    let out = h.translate_pin(&src, &block, PAN, "iss.zpk", PinBlockFormat::Iso0).expect("translate");
+    assert_ne!(out, block);
+    assert_eq!(pin::decrypt_pin_block(&zpk, PinBlockFormat::Iso0, &out, PAN).expect("decrypt"), pin);
+    // AES DUKPT terminal, format 4 in, format 0 out.
+    let aes_bdk = AesKey::from_slice(&[0x11; 16]).expect("aes");
+    let aksn = dukpt::AesKsn::from_hex("123456789012345600000001").expect("ksn");
+    let apek = dukpt::aes::derive_working_key(&aes_bdk, &aksn, dukpt::KeyUsage::Pin, None).expect("pek");
+    let ablock = pin::encrypt_pin_block(&apek, PinBlockFormat::Iso4, &pin, PAN, &[0x42; 8]).expect("block");
+    let asrc = PinSource::Dukpt { bdk: "acq.bdk-aes", ksn: aksn.as_bytes(), format: PinBlockFormat::Iso4 };
+    let out = h.translate_pin(&asrc, &ablock, PAN, "iss.zpk", PinBlockFormat::Iso0).expect("translate");
+    assert_eq!(pin::decrypt_pin_block(&zpk, PinBlockFormat::Iso0, &out, PAN).expect("decrypt"), pin);
+    // Zone to zone, format 0 to format 3.
+    let acq = SymmetricKey::Tdes(tdes("3E3E3E3E3E3E3E3E4F4F4F4F4F4F4F4F"));
+    let zblock = pin::encrypt_pin_block(&acq, PinBlockFormat::Iso0, &pin, PAN, &[0xFF; 8]).expect("block");
+    let zsrc = PinSource::Zone { key: "acq.zpk", format: PinBlockFormat::Iso0 };
+    let out = h.translate_pin(&zsrc, &zblock, PAN, "iss.zpk", PinBlockFormat::Iso3).expect("translate");
+    assert_eq!(pin::decrypt_pin_block(&zpk, PinBlockFormat::Iso3, &out, PAN).expect("decrypt"), pin);
+    // PVV: the right PIN verifies, a wrong one does not.
+    let pvv = pin::visa_pvv(&tdes("5B5B5B5B5B5B5B5B6D6D6D6D6D6D6D6D"), PAN, 1, &pin).expect("pvv");
+    h.verify_pin_pvv(&zsrc, &zblock, PAN, "iss.pvk", 1, &pvv).expect("PIN verifies");
+    let wrong =
+        pin::encrypt_pin_block(&acq, PinBlockFormat::Iso0, &Pin::new("4321").expect("pin"), PAN, &[0xFF; 8])
+            .expect("block");
+    assert_eq!(
+        h.verify_pin_pvv(&zsrc, &wrong, PAN, "iss.pvk", 1, &pvv).expect_err("wrong PIN").kind,
+        ErrorKind::Verification
+    );
+    // CVV.
+    let cvv = crypto::cvv::cvv(&tdes("0123456789ABCDEFFEDCBA9876543210"), PAN, "2812", "101").expect("cvv");
+    h.verify_cvv("iss.cvk", PAN, "2812", "101", &cvv).expect("cvv verifies");
+    assert!(h.verify_cvv("iss.cvk", PAN, "2812", "101", "000").is_err() || cvv == "000");
+}
