@@ -33,6 +33,11 @@ enum Command {
     Keyblock(cmd::keyblock::KeyblockCmd),
     /// EMV BER-TLV: decode to JSON.
     Tlv(cmd::tlv::TlvCmd),
+    /// EMV application cryptograms, ARPCs and ICC master keys.
+    #[command(subcommand)]
+    Emv(cmd::emv::EmvCmd),
+    /// CVV / iCVV / CVV2.
+    Cvv(cmd::cvv::CvvArgs),
     /// ISO 8583 messages: decode to JSON, encode from JSON, describe (masked).
     Iso8583(cmd::iso8583::Iso8583Cmd),
 }
@@ -44,6 +49,8 @@ fn run(command: Command) -> output::CmdResult {
         Command::Keyblock(c) => cmd::keyblock::run(c),
         Command::Tlv(c) => cmd::tlv::run(c),
         Command::Iso8583(c) => cmd::iso8583::run(c),
+        Command::Emv(c) => cmd::emv::run(c),
+        Command::Cvv(a) => cmd::cvv::run(a),
     }
 }
 

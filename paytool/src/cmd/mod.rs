@@ -1,5 +1,7 @@
 //! One module per paytool command family.
 
+pub mod cvv;
+pub mod emv;
 pub mod iso8583;
 pub mod kcv;
 pub mod keyblock;
