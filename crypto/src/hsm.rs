@@ -224,8 +224,10 @@ impl Hsm for SoftHsm {
         arpc: Option<&ArpcInput>,
     ) -> Result<Option<Vec<u8>>> {
         let k = self.key(imk, KeyUsage::EMV_IMK_AC, ModeOfUse::DERIVE)?;
-        cvn.verify_ac(&k, card, data, arqc)?;
-        arpc.map(|input| cvn.generate_arpc(&k, card, arqc, input)).transpose()
+        match arpc {
+            Some(input) => cvn.verify_ac_and_arpc(&k, card, data, arqc, input).map(Some),
+            None => cvn.verify_ac(&k, card, data, arqc).map(|_| None),
+        }
     }
 
     fn generate_arpc(

@@ -10,8 +10,9 @@
 //! constant time ([`verify_mac`], [`MacAlgorithm::verify`]).
 
 use cipher::KeyInit;
+use cipher::{BlockCipherDecrypt, BlockCipherEncrypt};
 use cmac::{Cmac, Mac};
-use des::{TdesEde2, TdesEde3};
+use des::{Des, TdesEde2, TdesEde3};
 use hmac::Hmac;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -81,22 +82,45 @@ pub fn cbc_mac_aes(key: &AesKey, data: &[u8], padding: Padding) -> [u8; 16] {
 /// single-DES CBC under K over every block, then the final output transformation
 /// `e_K(d_K'(H_q))` (ISO/IEC 9797-1:2011 MAC algorithm 3, output transformation 3).
 pub fn retail_mac(key: &TdesKey, data: &[u8], padding: Padding) -> Result<[u8; 8]> {
-    if key.len() != 16 {
-        return Err(Error::new(
-            ErrorKind::KeyLength,
-            "MAC key",
-            format!("the retail MAC (ISO 9797-1 algorithm 3) takes a 16-byte key K||K', found {}", key.len()),
-        ));
+    Ok(RetailMacKey::new(key)?.mac(data, padding))
+}
+
+/// A retail-MAC key with its two single-DES key schedules prepared, for computing several MACs
+/// under one key (an issuer's cryptogram and its ARPC).
+pub struct RetailMacKey {
+    k1: Des,
+    k2: Des,
+}
+
+impl RetailMacKey {
+    pub fn new(key: &TdesKey) -> Result<Self> {
+        if key.len() != 16 {
+            return Err(Error::new(
+                ErrorKind::KeyLength,
+                "MAC key",
+                format!(
+                    "the retail MAC (ISO 9797-1 algorithm 3) takes a 16-byte key K||K', found {}",
+                    key.len()
+                ),
+            ));
+        }
+        match (Des::new_from_slice(&key.expose()[..8]), Des::new_from_slice(&key.expose()[8..16])) {
+            (Ok(k1), Ok(k2)) => Ok(RetailMacKey { k1, k2 }),
+            _ => unreachable!("8-byte halves of a 16-byte key"),
+        }
     }
-    let k1 = key.single_des_left();
-    let k2 = key.single_des_right();
-    let padded = pad(data, 8, padding);
-    let mut chain = [0u8; 8];
-    for c in padded.chunks(8) {
-        xor_in_place(&mut chain, c);
-        chain = k1.encrypt(chain);
+
+    pub fn mac(&self, data: &[u8], padding: Padding) -> [u8; 8] {
+        let padded = pad(data, 8, padding);
+        let mut chain = [0u8; 8];
+        for c in padded.chunks(8) {
+            xor_in_place(&mut chain, c);
+            self.k1.encrypt_block((&mut chain).into());
+        }
+        self.k2.decrypt_block((&mut chain).into());
+        self.k1.encrypt_block((&mut chain).into());
+        chain
     }
-    Ok(k1.encrypt(k2.decrypt(chain)))
 }
 
 /// TDES-CMAC (NIST SP 800-38B with the 64-bit block, R64 = 0x1B): 8 bytes.

@@ -161,7 +161,45 @@ impl Cvn {
     /// The application cryptogram (ARQC, TC or AAC) over `data` — the transaction data already
     /// concatenated, without padding — from the issuer master key.
     pub fn generate_ac(self, imk: &SymmetricKey, card: &CardInputs<'_>, data: &[u8]) -> Result<[u8; 8]> {
-        match self.keys(imk, card)? {
+        self.ac_with(&self.keys(imk, card)?, data)
+    }
+
+    /// Verifies the ARQC and makes the ARPC with one key derivation (what an issuer does).
+    pub fn verify_ac_and_arpc(
+        self,
+        imk: &SymmetricKey,
+        card: &CardInputs<'_>,
+        data: &[u8],
+        arqc: &[u8],
+        input: &ArpcInput,
+    ) -> Result<Vec<u8>> {
+        self.check_arpc_input(input)?;
+        let keys = self.keys(imk, card)?;
+        // Visa 18/22 (and emv-csk method 2) MAC the ARPC under the cryptogram's own key: prepare
+        // its schedules once.
+        if let (Keys::Tdes { session: Some(sk), .. }, ArpcInput::Csu { csu, proprietary }) = (&keys, input)
+            && matches!(self, Cvn::Visa18 | Cvn::Visa22 | Cvn::EmvCsk)
+        {
+            let mac = crate::mac::RetailMacKey::new(sk)?;
+            let ac = mac.mac(data, self.padding());
+            if arqc.len() != 8 || !bool::from(ac.ct_eq(arqc)) {
+                return Err(Error::new(ErrorKind::Verification, "arqc", "the cryptogram does not verify"));
+            }
+            let mut m = Vec::with_capacity(20);
+            m.extend_from_slice(&ac);
+            m.extend_from_slice(csu);
+            m.extend_from_slice(proprietary);
+            return Ok(mac.mac(&m, Padding::Method2)[..4].to_vec());
+        }
+        let ac = self.ac_with(&keys, data)?;
+        if arqc.len() != 8 || !bool::from(ac.ct_eq(arqc)) {
+            return Err(Error::new(ErrorKind::Verification, "arqc", "the cryptogram does not verify"));
+        }
+        self.arpc_with(&keys, &ac, input)
+    }
+
+    fn ac_with(self, keys: &Keys, data: &[u8]) -> Result<[u8; 8]> {
+        match keys {
             Keys::Tdes { icc_mk, session } => {
                 retail_mac(session.as_ref().unwrap_or(&icc_mk), data, self.padding())
             }
@@ -199,6 +237,11 @@ impl Cvn {
         input: &ArpcInput,
     ) -> Result<Vec<u8>> {
         let arqc: [u8; 8] = super::fixed("arqc", arqc)?;
+        self.check_arpc_input(input)?;
+        self.arpc_with(&self.keys(imk, card)?, &arqc, input)
+    }
+
+    fn check_arpc_input(self, input: &ArpcInput) -> Result<()> {
         match (self.arpc_method(), input) {
             (Some(1), ArpcInput::Csu { .. }) => {
                 return Err(Error::new(
@@ -225,12 +268,17 @@ impl Cvn {
                 format!("0 to 8 bytes, found {}", proprietary.len()),
             ));
         }
-        match self.keys(imk, card)? {
+        Ok(())
+    }
+
+    fn arpc_with(self, keys: &Keys, arqc: &[u8; 8], input: &ArpcInput) -> Result<Vec<u8>> {
+        let arqc = *arqc;
+        match keys {
             Keys::Tdes { icc_mk, session } => {
                 // visa10 and mc16/17 answer under the ICC master key, the others under the session key.
                 let key = match self {
-                    Cvn::Visa10 | Cvn::Mc16 | Cvn::Mc17 => &icc_mk,
-                    _ => session.as_ref().unwrap_or(&icc_mk),
+                    Cvn::Visa10 | Cvn::Mc16 | Cvn::Mc17 => icc_mk,
+                    _ => session.as_ref().unwrap_or(icc_mk),
                 };
                 match input {
                     ArpcInput::Arc(arc) => {

@@ -80,8 +80,9 @@ pub fn derive_icc_mk(imk: &TdesKey, pan: &PanDigits, psn: Psn, option: MasterKey
         MasterKeyOption::A => y_option_a(pan, psn),
         MasterKeyOption::B => y_option_b(pan, psn),
     };
-    let zl = imk.encrypt(y);
-    let zr = imk.encrypt(y.map(|b| !b));
+    let cipher = imk.cipher();
+    let zl = cipher.encrypt(y);
+    let zr = cipher.encrypt(y.map(|b| !b));
     let mut z = [0u8; 16];
     z[..8].copy_from_slice(&zl);
     z[8..].copy_from_slice(&zr);
