@@ -201,7 +201,7 @@ impl Cvn {
     fn ac_with(self, keys: &Keys, data: &[u8]) -> Result<[u8; 8]> {
         match keys {
             Keys::Tdes { icc_mk, session } => {
-                retail_mac(session.as_ref().unwrap_or(&icc_mk), data, self.padding())
+                retail_mac(session.as_ref().unwrap_or(icc_mk), data, self.padding())
             }
             Keys::Aes { session } => {
                 let mac = session.cmac(data);
