@@ -2,9 +2,22 @@
 //!
 //! It holds accounts (credit line, open-to-buy, status, expiry, PIN verification data, card keys),
 //! answers authorizations, financial requests, reversals and advices with real decisions, verifies
-//! ARQCs and PINs itself, and decides ID&V for token provisioning. Decisions are functions of the
-//! account state and the request; the network shell around them speaks ISO 8583 over TCP.
+//! ARQCs and PINs itself through the HSM, and decides ID&V for token provisioning. Decisions
+//! ([`host`]) are functions of the account state and the request; the network shell around them
+//! ([`server`]) speaks ISO 8583 over TCP.
 #![forbid(unsafe_code)]
 
+pub mod cards;
+pub mod host;
 pub mod idv;
 pub mod ledger;
+pub mod server;
+
+/// The simulator's error: a configuration or key problem, named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

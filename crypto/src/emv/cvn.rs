@@ -128,21 +128,7 @@ impl Cvn {
         match imk {
             SymmetricKey::Tdes(imk) => {
                 let icc_mk = derive_icc_mk(imk, card.pan, card.psn, option);
-                let session = match self {
-                    Cvn::Visa10 => None,
-                    Cvn::Mc16 | Cvn::Mc17 => {
-                        let un = card.un.ok_or_else(|| {
-                            Error::new(
-                                ErrorKind::Input,
-                                "un",
-                                format!("{self} needs the unpredictable number (9F37)"),
-                            )
-                        })?;
-                        Some(mastercard_session_key(&icc_mk, card.atc, un))
-                    }
-                    _ => Some(common_session_key(&icc_mk, card.atc)),
-                };
-                Ok(Keys::Tdes { icc_mk, session })
+                self.card_keys(icc_mk, card)
             }
             SymmetricKey::Aes(imk) => {
                 if self != Cvn::EmvCsk {
@@ -156,6 +142,44 @@ impl Cvn {
                 Ok(Keys::Aes { session: common_session_key_aes(&icc_mk, card.atc) })
             }
         }
+    }
+
+    /// The transaction keys from a TDES ICC master key (what the card holds).
+    fn card_keys(self, icc_mk: TdesKey, card: &CardInputs<'_>) -> Result<Keys> {
+        let session = match self {
+            Cvn::Visa10 => None,
+            Cvn::Mc16 | Cvn::Mc17 => {
+                let un = card.un.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Input,
+                        "un",
+                        format!("{self} needs the unpredictable number (9F37)"),
+                    )
+                })?;
+                Some(mastercard_session_key(&icc_mk, card.atc, un))
+            }
+            _ => Some(common_session_key(&icc_mk, card.atc)),
+        };
+        Ok(Keys::Tdes { icc_mk, session })
+    }
+
+    /// The cryptogram as the card computes it, from its ICC master key (TDES) — what card and
+    /// phone simulators call; the issuer side derives the same key from the IMK.
+    pub fn card_ac(self, icc_mk: &TdesKey, card: &CardInputs<'_>, data: &[u8]) -> Result<[u8; 8]> {
+        self.ac_with(&self.card_keys(icc_mk.clone(), card)?, data)
+    }
+
+    /// The ARPC as the card expects it, from its ICC master key (a card checking the issuer).
+    pub fn card_arpc(
+        self,
+        icc_mk: &TdesKey,
+        card: &CardInputs<'_>,
+        arqc: &[u8],
+        input: &ArpcInput,
+    ) -> Result<Vec<u8>> {
+        let arqc: [u8; 8] = super::fixed("arqc", arqc)?;
+        self.check_arpc_input(input)?;
+        self.arpc_with(&self.card_keys(icc_mk.clone(), card)?, &arqc, input)
     }
 
     /// The application cryptogram (ARQC, TC or AAC) over `data` — the transaction data already

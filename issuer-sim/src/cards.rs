@@ -1,0 +1,298 @@
+//! The issuer's cards and its configuration, as TOML files, and generated test cards.
+//!
+//! ```toml
+//! # issuer-sim.toml
+//! listen = "127.0.0.1:6000"
+//! spec = "network"                 # the network spec (docs/network-spec.md)
+//! framing = "2-byte-binary"
+//! cards = "issuer-cards.toml"      # relative to this file
+//! zpk = "issuer.zpk"               # PIN blocks arrive under this zone PIN key, ISO format 0
+//! [keys]
+//! keystore = "issuer-keys.toml"    # key blocks under the LMK
+//! lmk_env = "PAYNET_LMK"
+//! ```
+//!
+//! ```toml
+//! # issuer-cards.toml
+//! [[card]]
+//! pan = "4761730000000011"         # a test BIN
+//! expiry = "2812"                  # YYMM
+//! psn = "00"
+//! status = "active"                # active, blocked, lost, closed
+//! currency = "978"
+//! credit_limit = 500000            # minor units
+//! outstanding = 0
+//! cvn = "visa18"
+//! imk_ac = "issuer.imk-ac"         # keystore names
+//! pvk = "issuer.pvk"
+//! pvki = 1
+//! pvv = "4731"
+//! cvk = "issuer.cvk"
+//! idv = "approve"                  # approve, decline, otp (token provisioning)
+//! ```
+
+use std::path::PathBuf;
+
+use crypto::emv::{Cvn, PanDigits, Psn};
+use crypto::keyblock::Header;
+use crypto::keys::{SymmetricKey, TdesKey, to_hex};
+use crypto::keystore::{KeyName, Keystore, Lmk};
+use crypto::pin::{self, Pin};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub listen: String,
+    #[serde(default = "network")]
+    pub spec: String,
+    #[serde(default = "binary2")]
+    pub framing: String,
+    pub cards: PathBuf,
+    pub zpk: String,
+    pub keys: KeysConfig,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<crate::server::FaultRule>,
+}
+
+fn network() -> String {
+    "network".into()
+}
+
+fn binary2() -> String {
+    "2-byte-binary".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    pub keystore: PathBuf,
+    #[serde(default = "lmk_env")]
+    pub lmk_env: String,
+}
+
+fn lmk_env() -> String {
+    crypto::keystore::LMK_ENV_VAR.into()
+}
+
+/// One card and its account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardConfig {
+    pub pan: String,
+    pub expiry: String,
+    #[serde(default = "psn00")]
+    pub psn: String,
+    #[serde(default = "active")]
+    pub status: String,
+    pub currency: String,
+    pub credit_limit: u64,
+    #[serde(default)]
+    pub outstanding: u64,
+    pub cvn: String,
+    pub imk_ac: String,
+    pub pvk: Option<String>,
+    #[serde(default)]
+    pub pvki: u8,
+    pub pvv: Option<String>,
+    pub cvk: Option<String>,
+    #[serde(default = "approve")]
+    pub idv: String,
+}
+
+fn psn00() -> String {
+    "00".into()
+}
+
+fn active() -> String {
+    "active".into()
+}
+
+fn approve() -> String {
+    "approve".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardsFile {
+    #[serde(default, rename = "card")]
+    pub cards: Vec<CardConfig>,
+}
+
+fn bad(what: &str, detail: impl std::fmt::Display) -> Error {
+    Error::Config(format!("{what}: {detail}"))
+}
+
+impl CardsFile {
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let f: CardsFile = toml::from_str(text).map_err(|e| bad("cards file", e.message()))?;
+        let mut problems = Vec::new();
+        for (i, c) in f.cards.iter().enumerate() {
+            // Never the PAN in a message: the card's index and masked number.
+            let at = format!("card[{i}] ({})", mask(&c.pan));
+            if PanDigits::new(&c.pan).is_err() {
+                problems.push(format!("{at}.pan: expected 12 to 19 digits"));
+            }
+            if c.expiry.len() != 4 || !c.expiry.bytes().all(|b| b.is_ascii_digit()) {
+                problems.push(format!("{at}.expiry: expected YYMM"));
+            }
+            if c.psn.parse::<Psn>().is_err() {
+                problems.push(format!("{at}.psn: expected 2 digits"));
+            }
+            if !matches!(c.status.as_str(), "active" | "blocked" | "lost" | "closed") {
+                problems.push(format!("{at}.status: expected active, blocked, lost or closed"));
+            }
+            if c.currency.len() != 3 || !c.currency.bytes().all(|b| b.is_ascii_digit()) {
+                problems.push(format!("{at}.currency: expected an ISO 4217 numeric code"));
+            }
+            if c.cvn.parse::<Cvn>().is_err() {
+                problems.push(format!("{at}.cvn: unknown CVN {:?}", c.cvn));
+            }
+            if c.pvk.is_some() != c.pvv.is_some() {
+                problems.push(format!("{at}: pvk and pvv go together"));
+            }
+            if crate::idv::IdvPolicy::parse(&c.idv).is_none() {
+                problems.push(format!("{at}.idv: expected approve, decline or otp"));
+            }
+        }
+        if problems.is_empty() { Ok(f) } else { Err(Error::Config(problems.join("; "))) }
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// First 6 and last 4 digits.
+pub fn mask(pan: &str) -> String {
+    codecs::iso8583::describe::mask_pan(pan)
+}
+
+/// A generated test card with its clear test material (for the `serve` ports file only).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClearTestCard {
+    pub pan: String,
+    pub expiry: String,
+    pub psn: String,
+    pub cvn: String,
+    pub icc_mk: String,
+    pub pin: String,
+    pub balance: String,
+}
+
+/// Test cards and the issuer keystore that goes with them.
+pub struct TestIssuer {
+    pub cards: CardsFile,
+    pub keystore: Keystore,
+    pub clear: Vec<ClearTestCard>,
+    /// The zone PIN key (clear, test material) the switch must share to translate PINs to.
+    pub zpk_clear: TdesKey,
+}
+
+pub const IMK_NAME: &str = "issuer.imk-ac";
+pub const PVK_NAME: &str = "issuer.pvk";
+pub const CVK_NAME: &str = "issuer.cvk";
+pub const ZPK_NAME: &str = "issuer.zpk";
+
+/// Generates `n` test cards (test BIN 476173, Luhn-valid), their issuer keys under `lmk`, and the
+/// clear material a test tool needs. `random` fills buffers (the OS generator in production use).
+/// The first two cards have an open-to-buy of 5,000,000 minor units, the last one 800,000, the
+/// others 2,000,000; PINs are 1234, 2468, ... four digits each.
+pub fn generate_test_issuer(
+    n: usize,
+    lmk: Lmk,
+    expiry: &str,
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Result<TestIssuer> {
+    let mut ks = Keystore::new(lmk);
+    let mut make_key = |ks: &mut Keystore, name: &str, header: &str| -> Result<TdesKey> {
+        let mut raw = zeroize::Zeroizing::new([0u8; 16]);
+        random(raw.as_mut());
+        crypto::keys::adjust_odd_parity(raw.as_mut());
+        let key = TdesKey::from_slice(raw.as_ref()).map_err(|e| bad("key", e))?;
+        let mut pad = zeroize::Zeroizing::new(vec![0u8; ks.random_len(16)]);
+        random(&mut pad);
+        let header = Header::parse_template(header).map_err(|e| bad("header", e))?;
+        ks.import(
+            KeyName::new(name).map_err(|e| bad("name", e))?,
+            &header,
+            &SymmetricKey::Tdes(key.clone()),
+            &pad,
+        )
+        .map_err(|e| bad("keystore", e))?;
+        Ok(key)
+    };
+    let imk = make_key(&mut ks, IMK_NAME, "D0000E0TX00N0000")?;
+    let pvk = make_key(&mut ks, PVK_NAME, "D0000V2TC00N0000")?;
+    make_key(&mut ks, CVK_NAME, "D0000C0TC00N0000")?;
+    let zpk = make_key(&mut ks, ZPK_NAME, "D0000P0TB00N0000")?;
+    let mut cards = Vec::new();
+    let mut clear = Vec::new();
+    for i in 0..n {
+        let mut body = format!("476173{:09}", (i as u64 + 1) * 11);
+        body.truncate(15);
+        let check = luhn(&body);
+        let pan = format!("{body}{check}");
+        let pin_text = format!("{:04}", (1234 + 1234 * i) % 10_000);
+        let pin = Pin::new(&pin_text).map_err(|e| bad("pin", e))?;
+        let pvv = pin::visa_pvv(&pvk, &pan, 1, &pin).map_err(|e| bad("pvv", e))?;
+        let limit = if i < 2 {
+            5_000_000
+        } else if i + 1 == n {
+            800_000
+        } else {
+            2_000_000
+        };
+        let cvn = "visa18".to_string();
+        let pan_digits = PanDigits::new(&pan).map_err(|e| bad("pan", e))?;
+        let psn = Psn::new(0).map_err(|e| bad("psn", e))?;
+        let icc_mk = Cvn::Visa18.icc_master_key(&imk, &pan_digits, psn);
+        clear.push(ClearTestCard {
+            pan: pan.clone(),
+            expiry: expiry.to_string(),
+            psn: "00".into(),
+            cvn: cvn.clone(),
+            icc_mk: to_hex(icc_mk.expose()),
+            pin: pin_text,
+            balance: format!("{limit:012}"),
+        });
+        cards.push(CardConfig {
+            pan,
+            expiry: expiry.to_string(),
+            psn: "00".into(),
+            status: "active".into(),
+            currency: "978".into(),
+            credit_limit: limit,
+            outstanding: 0,
+            cvn,
+            imk_ac: IMK_NAME.into(),
+            pvk: Some(PVK_NAME.into()),
+            pvki: 1,
+            pvv: Some(pvv),
+            cvk: Some(CVK_NAME.into()),
+            idv: if i == 1 { "otp".into() } else { "approve".into() },
+        });
+    }
+    Ok(TestIssuer { cards: CardsFile { cards }, keystore: ks, clear, zpk_clear: zpk })
+}
+
+/// The Luhn check digit of `body` (digits).
+pub fn luhn(body: &str) -> char {
+    let sum: u32 = body
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    char::from(b'0' + ((10 - sum % 10) % 10) as u8)
+}

@@ -1,0 +1,409 @@
+//! The issuer's decisions: a function of its state, the request and the clock — no I/O. The server
+//! holds one [`Issuer`] behind a mutex and asks it for the answer to each request.
+//!
+//! Authorizations (0100) and financial requests (0200): unknown card 14, expired 54, blocked or
+//! closed 62, lost 41, unsupported processing code 12, wrong or replayed cryptogram 82, wrong PIN
+//! 55 (75 after three), over the open-to-buy 51, wrong currency or zero amount 13 — else 00 with
+//! an authorization code. Balance inquiries (31xxxx) answer with the open-to-buy in DE 54.
+//! Chip requests get tag 91 (issuer authentication data) in DE 55 of every answer, approval or
+//! decline: ARPC method 1 (ARPC ‖ ARC) or 2 (ARPC ‖ CSU) as the card's CVN says. Reversals
+//! (0400/0420, matched to the original through DE 90 and DE 41, partial through DE 95), stand-in
+//! advices (0120), token notifications (0620) and network management (0800) are answered too.
+//! Token ID&V (0100 with DE 3 90xxxx, OTP check 91xxxx) follows each card's ID&V policy.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use codecs::iso8583::{Message, Mti};
+use codecs::tlv;
+use crypto::emv::{ArpcInput, Atc, CardInputs, Cvn, PanDigits, Psn, UnpredictableNumber, ac_data_from_tags};
+use crypto::hsm::{Hsm, PinSource};
+use crypto::pin::PinBlockFormat;
+
+use crate::cards::{CardConfig, CardsFile, mask};
+use crate::idv::{IdvPolicy, OtpBook, OtpError};
+use crate::ledger::{Account, AccountId, AccountStatus, Ledger, LedgerError, OriginalKey};
+
+/// A PIN tried wrong this many times blocks PIN transactions (75).
+const PIN_TRIES: u8 = 3;
+
+struct Card {
+    cfg: CardConfig,
+    account: AccountId,
+    cvn: Cvn,
+    psn: Psn,
+    atcs_seen: HashSet<u16>,
+    pin_tries_left: u8,
+}
+
+/// A notification the issuer received (0620), kept for inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub processing_code: String,
+    pub pan_masked: String,
+    pub token_data_len: usize,
+}
+
+pub struct Issuer {
+    hsm: Arc<dyn Hsm>,
+    zpk: String,
+    cards: HashMap<String, Card>,
+    ledger: Ledger,
+    otps: OtpBook,
+    /// OTPs "sent to the cardholder" (by SMS in real life): provisioning session → code.
+    pub otp_outbox: HashMap<String, String>,
+    pub notices: Vec<Notice>,
+}
+
+fn field(m: &Message, de: u16) -> Option<String> {
+    m.text(de).map(|t| t.into_owned())
+}
+
+/// The tag → value map of a DE 55.
+fn icc_tags(icc: &[u8]) -> Option<HashMap<u32, Vec<u8>>> {
+    let nodes = tlv::decode_lenient(icc).ok()?;
+    Some(nodes.iter().map(|n| (n.tag().value(), n.value().to_vec())).collect())
+}
+
+/// The original-transaction key of a request: DE 41 | DE 11 | DE 7.
+fn own_key(m: &Message) -> OriginalKey {
+    OriginalKey(format!(
+        "{}|{}|{}",
+        field(m, 41).unwrap_or_default(),
+        field(m, 11).unwrap_or_default(),
+        field(m, 7).unwrap_or_default()
+    ))
+}
+
+/// The key of the original a reversal refers to, from its DE 90 and DE 41.
+fn original_key(m: &Message) -> OriginalKey {
+    match field(m, 90) {
+        Some(d) if d.len() >= 20 => {
+            OriginalKey(format!("{}|{}|{}", field(m, 41).unwrap_or_default(), &d[4..10], &d[10..20]))
+        }
+        _ => own_key(m),
+    }
+}
+
+/// What the chip part of a request gives the ARPC.
+struct Chip {
+    tags: HashMap<u32, Vec<u8>>,
+    arqc: Vec<u8>,
+    atc: Atc,
+    un: Option<UnpredictableNumber>,
+}
+
+impl Issuer {
+    pub fn new(hsm: Arc<dyn Hsm>, zpk: &str, cards: &CardsFile) -> Self {
+        let mut ledger = Ledger::default();
+        let mut map = HashMap::new();
+        for (i, c) in cards.cards.iter().enumerate() {
+            let id = AccountId(i as u32);
+            let status = match c.status.as_str() {
+                "active" | "lost" => AccountStatus::Active,
+                "blocked" => AccountStatus::Blocked,
+                _ => AccountStatus::Closed,
+            };
+            ledger.add_account(
+                id,
+                Account {
+                    status,
+                    currency: c.currency.parse().unwrap_or(0),
+                    credit_limit_minor: c.credit_limit,
+                    outstanding_minor: c.outstanding,
+                },
+            );
+            let (Ok(cvn), Ok(psn)) = (c.cvn.parse::<Cvn>(), c.psn.parse::<Psn>()) else { continue };
+            map.insert(
+                c.pan.clone(),
+                Card {
+                    cfg: c.clone(),
+                    account: id,
+                    cvn,
+                    psn,
+                    atcs_seen: HashSet::new(),
+                    pin_tries_left: PIN_TRIES,
+                },
+            );
+        }
+        Issuer {
+            hsm,
+            zpk: zpk.to_string(),
+            cards: map,
+            ledger,
+            otps: OtpBook::new(5 * 60 * 1000, 3),
+            otp_outbox: HashMap::new(),
+            notices: Vec::new(),
+        }
+    }
+
+    /// The open-to-buy of a card (tests, the ports file).
+    pub fn open_to_buy(&self, pan: &str) -> Option<u64> {
+        let c = self.cards.get(pan)?;
+        self.ledger.account(c.account).map(Account::open_to_buy)
+    }
+
+    /// The answer to `req`. `now_yymm` is today's year and month (expiry checks), `random` draws
+    /// authorization codes and OTPs.
+    pub fn handle(&mut self, req: &Message, now_ms: u64, now_yymm: &str, random: u32) -> Option<Message> {
+        let mti = req.mti();
+        if mti.is_response() {
+            return None;
+        }
+        Some(match (mti.class(), mti.function()) {
+            (8, _) => answer(req, "00"),
+            (1 | 2, 0) => self.authorize(req, now_ms, now_yymm, random),
+            (4, 0 | 2) => self.reverse(req),
+            (1, 2) => self.advice(req),
+            (6, 2) => self.notice(req),
+            _ => answer(req, "12"),
+        })
+    }
+
+    fn pan_of(req: &Message) -> Option<String> {
+        if let Ok(Some(p)) = req.pan_clear() {
+            return Some(p.expose().to_string());
+        }
+        let t2 = req.text(35)?;
+        Some(t2.chars().take_while(char::is_ascii_digit).collect())
+    }
+
+    fn expiry_of(req: &Message) -> Option<String> {
+        if let Some(e) = field(req, 14) {
+            return Some(e);
+        }
+        let t2 = field(req, 35)?;
+        let sep = t2.find(['=', 'D'])?;
+        t2.get(sep + 1..sep + 5).map(str::to_string)
+    }
+
+    fn authorize(&mut self, req: &Message, now_ms: u64, now_yymm: &str, random: u32) -> Message {
+        let pc = field(req, 3).unwrap_or_default();
+        let Some(pan) = Self::pan_of(req) else { return answer(req, "30") };
+        let Some(card) = self.cards.get(&pan) else { return answer(req, "14") };
+        let cvn = card.cvn;
+        // Chip data, if any: the tags, the ARQC, the ATC.
+        let chip = match req.icc_data() {
+            Ok(Some(icc)) => match icc_tags(&icc) {
+                Some(tags) => {
+                    let arqc = tags.get(&0x9F26).cloned().unwrap_or_default();
+                    let atc = tags.get(&0x9F36).and_then(|v| Atc::from_slice(v).ok());
+                    let un = tags.get(&0x9F37).and_then(|v| UnpredictableNumber::from_slice(v).ok());
+                    match atc {
+                        Some(atc) if arqc.len() == 8 => Some(Chip { tags, arqc, atc, un }),
+                        _ => return answer(req, "30"),
+                    }
+                }
+                None => return answer(req, "30"),
+            },
+            Ok(None) => None,
+            Err(_) => return answer(req, "30"),
+        };
+        let rc = self.decide(req, &pan, &pc, chip.as_ref(), now_ms, now_yymm, random);
+        let mut rsp = answer(req, rc.code);
+        if let Some(code) = rc.auth_code {
+            let _ = rsp.set_text(38, &code);
+        }
+        if let Some(de54) = rc.de54 {
+            let _ = rsp.set_text(54, &de54);
+        }
+        if let Some(chip) = &chip
+            && let Some(tag91) = self.issuer_auth_data(&pan, cvn, chip, rc.code)
+        {
+            let mut b = tlv::TlvBuilder::new();
+            if b.primitive(tlv::Tag::new(0x91), &tag91).is_ok() {
+                let _ = rsp.set_icc_data(&b.finish());
+            }
+        }
+        rsp
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &mut self,
+        req: &Message,
+        pan: &str,
+        pc: &str,
+        chip: Option<&Chip>,
+        now_ms: u64,
+        now_yymm: &str,
+        random: u32,
+    ) -> Decision {
+        let Some(card) = self.cards.get(pan) else { return Decision::rc("14") };
+        let tx = pc.get(..2).unwrap_or("");
+        // Token provisioning: ID&V and OTP checks come before any spending rule.
+        if tx == "90" || tx == "91" {
+            return self.idv(req, pan, tx, now_ms, random);
+        }
+        if card.cfg.expiry.as_str() < now_yymm || Self::expiry_of(req).is_some_and(|e| e != card.cfg.expiry) {
+            return Decision::rc("54");
+        }
+        match card.cfg.status.as_str() {
+            "active" => {}
+            "lost" => return Decision::rc("41"),
+            _ => return Decision::rc("62"),
+        }
+        if !matches!(tx, "00" | "01" | "31") {
+            return Decision::rc("12");
+        }
+        if let Some(chip) = chip {
+            let pan_d = match PanDigits::new(pan) {
+                Ok(p) => p,
+                Err(_) => return Decision::rc("14"),
+            };
+            let Ok(data) = ac_data_from_tags(card.cvn, |t| chip.tags.get(&t).map(Vec::as_slice)) else {
+                return Decision::rc("30");
+            };
+            let inputs = CardInputs { pan: &pan_d, psn: card.psn, atc: chip.atc, un: chip.un };
+            if self.hsm.verify_arqc(&card.cfg.imk_ac, card.cvn, &inputs, &data, &chip.arqc, None).is_err() {
+                return Decision::rc("82");
+            }
+            // Replay protection: a cryptogram's ATC is accepted once per card.
+            let Some(card) = self.cards.get_mut(pan) else { return Decision::rc("14") };
+            if !card.atcs_seen.insert(chip.atc.0) {
+                return Decision::rc("82");
+            }
+        }
+        if let Some(block) = req.field(52).map(|f| f.data.clone()) {
+            let block =
+                if block.len() == 16 { hex::decode(&block).unwrap_or_default() } else { block.to_vec() };
+            let Some(card) = self.cards.get_mut(pan) else { return Decision::rc("14") };
+            if card.pin_tries_left == 0 {
+                return Decision::rc("75");
+            }
+            let (Some(pvk), Some(pvv)) = (card.cfg.pvk.clone(), card.cfg.pvv.clone()) else {
+                return Decision::rc("55");
+            };
+            let src = PinSource::Zone { key: &self.zpk, format: PinBlockFormat::Iso0 };
+            match self.hsm.verify_pin_pvv(&src, &block, pan, &pvk, card.cfg.pvki, &pvv) {
+                Ok(()) => card.pin_tries_left = PIN_TRIES,
+                Err(_) => {
+                    card.pin_tries_left -= 1;
+                    return Decision::rc(if card.pin_tries_left == 0 { "75" } else { "55" });
+                }
+            }
+        }
+        let Some(card) = self.cards.get(pan) else { return Decision::rc("14") };
+        let account = card.account;
+        if tx == "31" {
+            let Some(acct) = self.ledger.account(account) else { return Decision::rc("14") };
+            let de54 = format!("3002{:0>3}C{:012}", card.cfg.currency, acct.open_to_buy());
+            return Decision { code: "00", auth_code: None, de54: Some(de54) };
+        }
+        let amount = req.amount().ok().flatten().map(|a| a.0).unwrap_or(0);
+        let currency: u16 = field(req, 49).and_then(|c| c.parse().ok()).unwrap_or(0);
+        match self.ledger.authorize(&own_key(req), account, amount, currency) {
+            Ok(()) => {
+                Decision { code: "00", auth_code: Some(format!("{:06}", random % 1_000_000)), de54: None }
+            }
+            Err(LedgerError::InsufficientFunds) => Decision::rc("51"),
+            Err(LedgerError::Currency | LedgerError::ZeroAmount) => Decision::rc("13"),
+            Err(LedgerError::NotActive) => Decision::rc("62"),
+            Err(LedgerError::Conflict) => Decision::rc("94"),
+            Err(_) => Decision::rc("96"),
+        }
+    }
+
+    fn idv(&mut self, req: &Message, pan: &str, tx: &str, now_ms: u64, random: u32) -> Decision {
+        let Some(card) = self.cards.get(pan) else { return Decision::rc("14") };
+        let session = field(req, 37).unwrap_or_else(|| field(req, 11).unwrap_or_default());
+        if tx == "91" {
+            let otp = req
+                .field(123)
+                .and_then(|f| icc_tags(&f.data))
+                .and_then(|t| t.get(&0xDF8110).cloned())
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default();
+            return match self.otps.verify(&session, &otp, now_ms) {
+                Ok(()) => Decision::rc("00"),
+                Err(OtpError::TriesExceeded) => Decision::rc("75"),
+                Err(_) => Decision::rc("05"),
+            };
+        }
+        let active = card.cfg.status == "active";
+        match crate::idv::decide(
+            IdvPolicy::parse(&card.cfg.idv).unwrap_or(IdvPolicy::Decline),
+            active,
+            &session,
+        ) {
+            crate::idv::IdvDecision::Approved => Decision::rc("00"),
+            crate::idv::IdvDecision::Declined => Decision::rc("05"),
+            crate::idv::IdvDecision::StepUp { session } => {
+                let code = self.otps.issue(&session, now_ms, random);
+                self.otp_outbox.insert(session, code);
+                Decision::rc("1A")
+            }
+        }
+    }
+
+    /// Tag 91: method 1 → ARPC ‖ ARC (the response code in ASCII); method 2 → ARPC ‖ CSU.
+    fn issuer_auth_data(&self, pan: &str, cvn: Cvn, chip: &Chip, rc: &str) -> Option<Vec<u8>> {
+        let card = self.cards.get(pan)?;
+        let pan_d = PanDigits::new(pan).ok()?;
+        let inputs = CardInputs { pan: &pan_d, psn: card.psn, atc: chip.atc, un: chip.un };
+        let arc: [u8; 2] = rc.as_bytes().try_into().ok()?;
+        let (input, tail) = match cvn.arpc_method() {
+            Some(2) => {
+                // CSU: byte 4 bit 8 set when approved (issuer-proprietary, here: approval).
+                let csu = [0, 0, 0, if rc == "00" { 0x80 } else { 0x00 }];
+                (ArpcInput::Csu { csu, proprietary: vec![] }, csu.to_vec())
+            }
+            _ => (ArpcInput::Arc(arc), arc.to_vec()),
+        };
+        let mut out = self.hsm.generate_arpc(&card.cfg.imk_ac, cvn, &inputs, &chip.arqc, &input).ok()?;
+        out.extend_from_slice(&tail);
+        Some(out)
+    }
+
+    fn reverse(&mut self, req: &Message) -> Message {
+        let key = original_key(req);
+        let remaining = field(req, 95).and_then(|d| d.get(..12).and_then(|a| a.parse().ok())).unwrap_or(0);
+        match self.ledger.reverse(&key, remaining) {
+            Ok(_) => answer(req, "00"),
+            Err(_) => answer(req, "13"),
+        }
+    }
+
+    fn advice(&mut self, req: &Message) -> Message {
+        let Some(pan) = Self::pan_of(req) else { return answer(req, "30") };
+        let Some(card) = self.cards.get(&pan) else { return answer(req, "14") };
+        let amount = req.amount().ok().flatten().map(|a| a.0).unwrap_or(0);
+        match self.ledger.advise(&own_key(req), card.account, amount) {
+            Ok(()) => answer(req, "00"),
+            Err(_) => answer(req, "94"),
+        }
+    }
+
+    fn notice(&mut self, req: &Message) -> Message {
+        let pan = Self::pan_of(req).unwrap_or_default();
+        self.notices.push(Notice {
+            processing_code: field(req, 3).unwrap_or_default(),
+            pan_masked: mask(&pan),
+            token_data_len: req.field(123).map(|f| f.data.len()).unwrap_or(0),
+        });
+        answer(req, "00")
+    }
+}
+
+struct Decision {
+    code: &'static str,
+    auth_code: Option<String>,
+    de54: Option<String>,
+}
+
+impl Decision {
+    fn rc(code: &'static str) -> Self {
+        Decision { code, auth_code: None, de54: None }
+    }
+}
+
+/// The answer to `req` with DE 39 = `rc`: the response MTI and the echoed elements.
+pub fn answer(req: &Message, rc: &str) -> Message {
+    let mti = req.mti().response().unwrap_or(Mti::NETWORK_MANAGEMENT_RESPONSE);
+    let mut rsp = Message::new(req.spec().clone(), mti);
+    for de in [2u16, 3, 4, 7, 11, 12, 13, 22, 23, 32, 37, 41, 42, 49, 70, 90, 95] {
+        let _ = rsp.copy_from(req, de);
+    }
+    let _ = rsp.set_text(39, rc);
+    rsp
+}

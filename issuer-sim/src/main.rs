@@ -1,0 +1,180 @@
+//! `issuer-sim` — the issuer host simulator as its own process.
+//!
+//! ```text
+//! issuer-sim --config issuer-sim.toml [--listen ADDR] [--ready-file FILE]
+//! issuer-sim --config issuer-sim.toml --check-config
+//! ```
+//! The LMK comes from the environment variable the config names (`PAYNET_LMK` by default).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use issuer_sim::cards::{CardsFile, IssuerConfig};
+use issuer_sim::host::Issuer;
+use issuer_sim::server::{self, ServerState};
+
+#[derive(Parser)]
+#[command(name = "issuer-sim", version, about = "The paynet issuer host simulator")]
+struct Cli {
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Check the configuration, the cards file and the keystore, then exit (0 valid, 2 not).
+    #[arg(long)]
+    check_config: bool,
+    /// Listen here instead of the config's address (port 0: one from the OS).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Write the bound address as JSON to this file once listening.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+}
+
+struct Loaded {
+    cfg: IssuerConfig,
+    cards: CardsFile,
+    keystore: crypto::keystore::Keystore,
+}
+
+fn load(path: &Path) -> Result<Loaded, String> {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let cfg: IssuerConfig =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    server::check_faults(&cfg.faults)?;
+    codecs::iso8583::Spec::load(&cfg.spec, &base).map_err(|e| e.to_string())?;
+    cfg.framing.parse::<codecs::framing::FramingKind>().map_err(|e| format!("framing: {e}"))?;
+    let cards_path = base.join(&cfg.cards);
+    let cards_text = std::fs::read_to_string(&cards_path)
+        .map_err(|e| format!("cannot read {}: {e}", cards_path.display()))?;
+    let cards = CardsFile::from_toml(&cards_text).map_err(|e| e.to_string())?;
+    let lmk_hex = std::env::var(&cfg.keys.lmk_env)
+        .map_err(|_| format!("the LMK variable {} is not set", cfg.keys.lmk_env))?;
+    let lmk = crypto::keystore::Lmk::from_hex(lmk_hex.trim()).map_err(|e| format!("LMK: {e}"))?;
+    let ks_path = base.join(&cfg.keys.keystore);
+    let ks_text =
+        std::fs::read_to_string(&ks_path).map_err(|e| format!("cannot read {}: {e}", ks_path.display()))?;
+    let keystore =
+        crypto::keystore::Keystore::from_toml(lmk, &ks_text).map_err(|e| format!("keystore: {e}"))?;
+    // Every key a card names must exist.
+    let mut missing = Vec::new();
+    for c in &cards.cards {
+        for k in [Some(&c.imk_ac), c.pvk.as_ref(), c.cvk.as_ref()].into_iter().flatten() {
+            let ok =
+                crypto::keystore::KeyName::new(k).ok().is_some_and(|n| keystore.names().any(|m| *m == n));
+            if !ok && !missing.contains(k) {
+                missing.push(k.clone());
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!("keys named by cards but not in the keystore: {}", missing.join(", ")));
+    }
+    Ok(Loaded { cfg, cards, keystore })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match load(&cli.config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("issuer-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("{}: configuration valid ({} cards)", cli.config.display(), loaded.cards.cards.len());
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
+        eprintln!("issuer-sim: cannot start the runtime");
+        return ExitCode::from(1);
+    };
+    match rt.block_on(run(cli, loaded)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("issuer-sim: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
+    let base = cli.config.parent().map(Path::to_path_buf).unwrap_or_default();
+    let spec = codecs::iso8583::Spec::load(&l.cfg.spec, &base).map_err(|e| e.to_string())?;
+    let framing = l.cfg.framing.parse().map_err(|e| format!("framing: {e}"))?;
+    let hsm = Arc::new(crypto::hsm::SoftHsm::new(
+        l.keystore,
+        Box::new(|b: &mut [u8]| {
+            if let Err(e) = getrandom::fill(b) {
+                panic!("operating system random source unavailable: {e}");
+            }
+        }),
+    ));
+    let issuer = Issuer::new(hsm, &l.cfg.zpk, &l.cards);
+    let state = Arc::new(ServerState {
+        issuer: Mutex::new(issuer),
+        spec,
+        framing,
+        faults: l.cfg.faults.clone(),
+        clock: Box::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        }),
+        random: Box::new(|| {
+            let mut b = [0u8; 4];
+            let _ = getrandom::fill(&mut b);
+            u32::from_le_bytes(b)
+        }),
+    });
+    let addr = cli.listen.clone().unwrap_or_else(|| l.cfg.listen.clone());
+    let listener =
+        tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%bound, cards = l.cards.cards.len(), "issuer simulator listening");
+    if let Some(path) = &cli.ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::json!({"listen": bound.to_string()}).to_string())
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        s.cancel();
+    });
+    server::run(listener, state, stop).await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,203 @@
+//! The issuer simulator on the network: a TCP listener speaking the network spec with its framing,
+//! many requests in flight per connection answered as they complete, and injectable faults so that
+//! tests can make one request slow, lost, garbled or fatal to its connection, deterministically.
+//!
+//! ```toml
+//! [[fault]]
+//! when_amount = 777        # requests whose DE 4 is this amount (minor units)...
+//! action = "drop"          # ...get no answer; or "delay:3000" (ms), "garble", "disconnect"
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use codecs::framing::{Frame, FrameCodec, FramingKind};
+use codecs::iso8583::{Message, Spec};
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::host::Issuer;
+
+/// A fault applied to the requests it matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRule {
+    /// Matches requests with this DE 4 amount.
+    pub when_amount: u64,
+    /// `drop`, `delay:MS`, `garble` or `disconnect`.
+    pub action: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Drop,
+    Delay(u64),
+    Garble,
+    Disconnect,
+}
+
+fn parse_action(a: &str) -> Option<Fault> {
+    match a {
+        "drop" => Some(Fault::Drop),
+        "garble" => Some(Fault::Garble),
+        "disconnect" => Some(Fault::Disconnect),
+        _ => a.strip_prefix("delay:").and_then(|ms| ms.parse().ok()).map(Fault::Delay),
+    }
+}
+
+/// Checks fault rules; every problem at once.
+pub fn check_faults(rules: &[FaultRule]) -> Result<(), String> {
+    let bad: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| parse_action(&r.action).is_none())
+        .map(|(i, r)| {
+            format!("fault[{i}].action: {:?} is not drop, delay:MS, garble or disconnect", r.action)
+        })
+        .collect();
+    if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
+}
+
+/// What the server needs.
+pub struct ServerState {
+    pub issuer: Mutex<Issuer>,
+    pub spec: Arc<Spec>,
+    pub framing: FramingKind,
+    pub faults: Vec<FaultRule>,
+    /// Milliseconds since the epoch.
+    pub clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    pub random: Box<dyn Fn() -> u32 + Send + Sync>,
+}
+
+impl ServerState {
+    fn fault_for(&self, req: &Message) -> Option<Fault> {
+        let amount = req.amount().ok().flatten()?.0;
+        self.faults.iter().find(|r| r.when_amount == amount).and_then(|r| parse_action(&r.action))
+    }
+}
+
+/// Today's YYMM from milliseconds since the epoch (civil calendar, UTC).
+pub fn yymm(now_ms: u64) -> String {
+    let days = (now_ms / 86_400_000) as i64;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{:02}{:02}", y.rem_euclid(100), m)
+}
+
+/// Serves until `stop`.
+pub async fn run(listener: TcpListener, state: Arc<ServerState>, stop: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            debug!(%peer, "switch connected");
+            let (rd, wr) = stream.into_split();
+            let codec = FrameCodec::new(state.framing);
+            let mut reader = FramedRead::new(rd, codec);
+            let mut writer = FramedWrite::new(wr, codec);
+            let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(1024);
+            let conn_stop = stop.child_token();
+            let w_stop = conn_stop.clone();
+            let writer_task = tokio::spawn(async move {
+                while let Some(item) = rx.recv().await {
+                    // None: the fault "disconnect".
+                    let Some(bytes) = item else { break };
+                    if writer.send(Frame::new(bytes)).await.is_err() {
+                        break;
+                    }
+                }
+                w_stop.cancel();
+            });
+            loop {
+                let frame = tokio::select! {
+                    _ = conn_stop.cancelled() => break,
+                    f = reader.next() => f,
+                };
+                let Some(Ok(frame)) = frame else { break };
+                let req = match Message::decode(&state.spec, frame.payload) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(%peer, error = %e, "undecodable request dropped");
+                        continue;
+                    }
+                };
+                let state = state.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let fault = state.fault_for(&req);
+                    let now = (state.clock)();
+                    let rnd = (state.random)();
+                    let answer = {
+                        let mut issuer = state.issuer.lock().unwrap_or_else(|p| p.into_inner());
+                        issuer.handle(&req, now, &yymm(now), rnd)
+                    };
+                    let Some(answer) = answer else { return };
+                    let Ok(mut bytes) = answer.encode() else { return };
+                    match fault {
+                        Some(Fault::Drop) => return,
+                        Some(Fault::Delay(ms)) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                        Some(Fault::Garble) => {
+                            let mut b = bytes.to_vec();
+                            for x in b.iter_mut().skip(4) {
+                                *x ^= 0x5A;
+                            }
+                            bytes = Bytes::from(b);
+                        }
+                        Some(Fault::Disconnect) => {
+                            let _ = tx.send(None).await;
+                            return;
+                        }
+                        None => {}
+                    }
+                    let _ = tx.send(Some(bytes)).await;
+                });
+            }
+            drop(tx);
+            conn_stop.cancel();
+            let _ = writer_task.await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yymm_of_known_dates() {
+        assert_eq!(yymm(0), "7001");
+        assert_eq!(yymm(1_764_028_800_000), "2511"); // 2025-11-25
+        assert_eq!(yymm(951_782_400_000), "0002"); // 2000-02-29
+    }
+
+    #[test]
+    fn fault_actions() {
+        assert_eq!(parse_action("delay:250"), Some(Fault::Delay(250)));
+        assert!(check_faults(&[FaultRule { when_amount: 1, action: "explode".into() }]).is_err());
+    }
+}
