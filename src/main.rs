@@ -1,6 +1,6 @@
-//! `paynet` — the network in one binary: key management for a node today; `serve` (switch +
-//! issuer simulator on the embedded defaults) and `demo` (the four operating models end to end)
-//! join it as those parts land.
+//! `paynet` — the network in one binary: key management for a node (`keys`), and `serve` (switch +
+//! issuer simulator on the embedded defaults, INTERFACES.md §5); `demo` (the four operating models
+//! end to end) joins it when the wallets and terminals land.
 
 mod cmd;
 
@@ -20,12 +20,15 @@ enum Command {
     /// Key management: the LMK and the keystore of key blocks under it.
     #[command(subcommand)]
     Keys(cmd::keys::Keys),
+    /// Run the network (switch + issuer simulator) on 127.0.0.1 and write the ports file.
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keys(k) => cmd::keys::run(k),
+        Command::Serve(a) => cmd::serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

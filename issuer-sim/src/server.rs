@@ -5,6 +5,7 @@
 //! ```toml
 //! [[fault]]
 //! when_amount = 777        # requests whose DE 4 is this amount (minor units)...
+//! when_mti = "0100"        # ...of this MTI (optional)...
 //! action = "drop"          # ...get no answer; or "delay:3000" (ms), "garble", "disconnect"
 //! ```
 
@@ -30,6 +31,10 @@ use crate::host::Issuer;
 pub struct FaultRule {
     /// Matches requests with this DE 4 amount.
     pub when_amount: u64,
+    /// ...and, when set, this MTI only (e.g. `0100`, so that the reversal of a dropped request
+    /// gets through).
+    #[serde(default)]
+    pub when_mti: Option<String>,
     /// `drop`, `delay:MS`, `garble` or `disconnect`.
     pub action: String,
 }
@@ -78,7 +83,11 @@ pub struct ServerState {
 impl ServerState {
     fn fault_for(&self, req: &Message) -> Option<Fault> {
         let amount = req.amount().ok().flatten()?.0;
-        self.faults.iter().find(|r| r.when_amount == amount).and_then(|r| parse_action(&r.action))
+        let mti = req.mti();
+        self.faults
+            .iter()
+            .find(|r| r.when_amount == amount && r.when_mti.as_deref().is_none_or(|m| m == mti.as_str()))
+            .and_then(|r| parse_action(&r.action))
     }
 }
 
@@ -198,6 +207,8 @@ mod tests {
     #[test]
     fn fault_actions() {
         assert_eq!(parse_action("delay:250"), Some(Fault::Delay(250)));
-        assert!(check_faults(&[FaultRule { when_amount: 1, action: "explode".into() }]).is_err());
+        assert!(
+            check_faults(&[FaultRule { when_amount: 1, when_mti: None, action: "explode".into() }]).is_err()
+        );
     }
 }

@@ -1,0 +1,65 @@
+//! `paynet serve --ports-file FILE` (INTERFACES.md §5): the switch and the issuer simulator on
+//! 127.0.0.1 with ports from the OS, on the embedded defaults; the ports file is written once every
+//! listener accepts and the issuer link is up; runs until SIGINT or SIGTERM, then drains.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Where to write the ports file (JSON, INTERFACES.md §5).
+    #[arg(long, value_name = "FILE")]
+    ports_file: PathBuf,
+    /// Number of generated test cards (at least 4).
+    #[arg(long, default_value_t = 6)]
+    cards: usize,
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        // Everything the run writes lives under the system temporary folder (honouring TMPDIR).
+        let dir = tempfile::Builder::new().prefix("paynet-serve-").tempdir().context("temporary folder")?;
+        let mut opts = paynet::network::Options::new(dir.path());
+        opts.cards = a.cards.max(4);
+        let net = paynet::network::start(opts).await?;
+        net.write_ports_file(&a.ports_file).with_context(|| format!("writing {}", a.ports_file.display()))?;
+        tracing::info!(ports_file = %a.ports_file.display(), "network up");
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        net.shutdown().await;
+        drop(dir);
+        Ok(())
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

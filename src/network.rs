@@ -1,0 +1,364 @@
+//! A whole network on one machine, on the embedded defaults: the switch node with its acquirer
+//! listeners (`network` spec over 2-byte binary framing, and `iso87ascii` over 4-digit ASCII
+//! framing for pyiso8583-based tools), the issuer simulator with generated test cards behind it,
+//! and the ports file of INTERFACES.md §5 that outside clients read.
+//!
+//! Keys: a fresh LMK per run, held in memory only; the switch's and the issuer's keystores (key
+//! blocks under it) live in the run's folder. The test cards' clear material (ICC master keys,
+//! PINs) and the test ATMs' initial DUKPT keys appear only in the ports file, as INTERFACES.md §5
+//! says; nothing else the network writes holds a clear PAN, PIN or key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use crypto::dukpt::TdesKsn;
+use crypto::keyblock::Header;
+use crypto::keys::{SymmetricKey, TdesKey, to_hex};
+use crypto::keystore::{KeyName, Keystore, Lmk};
+use issuer_sim::cards::{ClearTestCard, generate_test_issuer};
+use issuer_sim::host::Issuer;
+use issuer_sim::server::{FaultRule, ServerState};
+use serde::Serialize;
+use switch::clock::{OsEntropy, SystemClock};
+use switch::config::{IssuerConfig, ListenerConfig, RouteConfig, StandInConfig, SwitchConfig};
+use switch::node::{NodeParts, RunningNode};
+use tokio_util::sync::CancellationToken;
+
+/// How to start the network.
+#[derive(Clone)]
+pub struct Options {
+    /// Where the stores and keystores go (a fresh temporary folder for `serve`).
+    pub dir: PathBuf,
+    pub cards: usize,
+    pub atms: usize,
+    /// Faults the issuer simulator injects (tests).
+    pub issuer_faults: Vec<FaultRule>,
+    /// The switch's timeout towards the issuer.
+    pub issuer_timeout_ms: u64,
+    /// Stand-in rules for the test issuer.
+    pub stand_in: StandInConfig,
+}
+
+impl Options {
+    pub fn new(dir: &Path) -> Self {
+        Options {
+            dir: dir.to_path_buf(),
+            cards: 6,
+            atms: 4,
+            issuer_faults: Vec::new(),
+            issuer_timeout_ms: 5_000,
+            stand_in: StandInConfig {
+                enabled: true,
+                max_amount_minor: 10_000,
+                currency: "978".into(),
+                max_total_per_card_minor: 30_000,
+                transaction_types: vec!["00".into()],
+            },
+        }
+    }
+}
+
+/// An acquirer endpoint in the ports file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub spec: String,
+    pub framing: String,
+}
+
+/// A test ATM: its terminal ID and DUKPT initial key (test material).
+#[derive(Debug, Clone, Serialize)]
+pub struct TestAtm {
+    pub tid: String,
+    pub ipek: String,
+    pub ksn: String,
+}
+
+/// The ports file (INTERFACES.md §5).
+#[derive(Debug, Clone, Serialize)]
+pub struct PortsFile {
+    pub acquirer: Endpoint,
+    pub acquirer_ascii: Endpoint,
+    pub provisioning_api: String,
+    pub admin: String,
+    pub test_cards: Vec<ClearTestCard>,
+    pub atm_terminals: Vec<TestAtm>,
+    /// Added: the issuer simulator's address (the switch's link target).
+    pub issuer: String,
+}
+
+/// A running network.
+pub struct Network {
+    pub switch: RunningNode,
+    pub issuer_addr: SocketAddr,
+    pub ports: PortsFile,
+    pub issuer_state: Arc<ServerState>,
+    issuer_stop: CancellationToken,
+    issuer_task: Option<tokio::task::JoinHandle<()>>,
+    /// What the switch was started with, to start it again on the same store (restart tests).
+    switch_cfg: SwitchConfig,
+    switch_keys_toml: String,
+    lmk_hex: zeroize::Zeroizing<String>,
+    dir: PathBuf,
+}
+
+fn random(buf: &mut [u8]) {
+    if let Err(e) = getrandom::fill(buf) {
+        panic!("operating system random source unavailable: {e}");
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn import(ks: &mut Keystore, name: &str, header: &str, key: SymmetricKey) -> Result<()> {
+    let mut pad = zeroize::Zeroizing::new(vec![0u8; 64]);
+    random(&mut pad);
+    ks.import(KeyName::new(name)?, &Header::parse_template(header)?, &key, &pad)
+        .with_context(|| format!("importing {name}"))?;
+    Ok(())
+}
+
+/// The test cards' expiry: three years from now (YYMM).
+fn expiry_in_three_years() -> String {
+    let yymm = issuer_sim::server::yymm(now_ms());
+    let yy: u32 = yymm[..2].parse().unwrap_or(26);
+    format!("{:02}{}", (yy + 3) % 100, &yymm[2..])
+}
+
+/// Starts issuer simulator and switch, and waits until the switch's issuer link is up.
+pub async fn start(opts: Options) -> Result<Network> {
+    std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
+    let mut lmk_bytes = zeroize::Zeroizing::new([0u8; 32]);
+    random(lmk_bytes.as_mut());
+    let lmk_hex = zeroize::Zeroizing::new(to_hex(lmk_bytes.as_ref()));
+
+    // The issuer: test cards and its keys.
+    let test = generate_test_issuer(
+        opts.cards.max(4),
+        Lmk::from_hex(&lmk_hex)?,
+        &expiry_in_three_years(),
+        &mut random,
+    )?;
+    let issuer_keys = test.keystore.to_toml();
+    std::fs::write(opts.dir.join("issuer-keys.toml"), &issuer_keys)?;
+    std::fs::write(opts.dir.join("issuer-cards.toml"), test.cards.to_toml())?;
+    let issuer_hsm = Arc::new(crypto::hsm::SoftHsm::new(
+        Keystore::from_toml(Lmk::from_hex(&lmk_hex)?, &issuer_keys)?,
+        Box::new(random),
+    ));
+    let issuer = Issuer::new(issuer_hsm, issuer_sim::cards::ZPK_NAME, &test.cards);
+    let issuer_state = Arc::new(ServerState {
+        issuer: Mutex::new(issuer),
+        spec: codecs::iso8583::Spec::builtin("network").ok_or_else(|| anyhow!("network spec"))?.clone(),
+        framing: codecs::framing::FramingKind::Binary2,
+        faults: opts.issuer_faults.clone(),
+        clock: Box::new(now_ms),
+        random: Box::new(|| {
+            let mut b = [0u8; 4];
+            random(&mut b);
+            u32::from_le_bytes(b)
+        }),
+    });
+    let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let issuer_addr = issuer_listener.local_addr()?;
+    let issuer_stop = CancellationToken::new();
+    let issuer_task =
+        tokio::spawn(issuer_sim::server::run(issuer_listener, issuer_state.clone(), issuer_stop.clone()));
+
+    // The switch's keystore: its own keys, the zone PIN key it shares with the issuer, the
+    // acquirer BDK of the test ATMs.
+    let mut ks = Keystore::new(Lmk::from_hex(&lmk_hex)?);
+    switch::keys::ensure_node_keys(&mut ks, &mut random)?;
+    import(&mut ks, "issuer-a.zpk", "D0000P0TB00N0000", SymmetricKey::Tdes(test.zpk_clear.clone()))?;
+    let mut bdk_raw = zeroize::Zeroizing::new([0u8; 16]);
+    random(bdk_raw.as_mut());
+    crypto::keys::adjust_odd_parity(bdk_raw.as_mut());
+    let bdk = TdesKey::from_slice(bdk_raw.as_ref())?;
+    import(&mut ks, "acquirer.bdk", "D0000B0TX00N0000", SymmetricKey::Tdes(bdk.clone()))?;
+    let mut atms = Vec::new();
+    for i in 0..opts.atms.max(4) {
+        let ksn = TdesKsn::from_hex(&format!("FFFF4761{:06X}E00000", i + 1))?;
+        let ipek = crypto::dukpt::tdes::derive_ipek(&bdk, &ksn)?;
+        atms.push(TestAtm {
+            tid: format!("ATM{:05}", i + 1),
+            ipek: to_hex(ipek.expose()),
+            ksn: to_hex(ksn.as_bytes()),
+        });
+    }
+    std::fs::write(opts.dir.join("switch-keys.toml"), ks.to_toml())?;
+    let cfg = SwitchConfig {
+        node: switch::config::NodeConfig {
+            name: "serve".into(),
+            data_dir: PathBuf::from("data"),
+            shutdown_grace_ms: 5_000,
+        },
+        admin: switch::config::AdminConfig { listen: "127.0.0.1:0".into() },
+        listeners: vec![
+            ListenerConfig {
+                name: "acquirer".into(),
+                listen: "127.0.0.1:0".into(),
+                spec: "network".into(),
+                framing: "2-byte-binary".into(),
+                acquirer_id: "400001".into(),
+                bdk: Some("acquirer.bdk".into()),
+                ..ListenerConfig::default()
+            },
+            ListenerConfig {
+                name: "acquirer_ascii".into(),
+                listen: "127.0.0.1:0".into(),
+                spec: "iso87ascii".into(),
+                framing: "4-ascii".into(),
+                acquirer_id: "400001".into(),
+                ..ListenerConfig::default()
+            },
+        ],
+        issuers: vec![IssuerConfig {
+            name: "issuer-a".into(),
+            connect: vec![issuer_addr.to_string()],
+            connections: 2,
+            timeout_ms: opts.issuer_timeout_ms,
+            echo_interval_ms: 30_000,
+            zpk: Some("issuer-a.zpk".into()),
+            stand_in: opts.stand_in.clone(),
+            ..IssuerConfig::default()
+        }],
+        routes: vec![RouteConfig { prefix: "476173".into(), issuer: "issuer-a".into() }],
+        keys: switch::config::KeysConfig::default(),
+        journal: switch::config::JournalConfig::default(),
+        saf: switch::config::SafConfig { retry_base_ms: 200, retry_max_ms: 5_000 },
+    };
+    let switch_keys_toml = ks.to_toml();
+    let node = start_switch(&cfg, &switch_keys_toml, &lmk_hex, &opts.dir).await?;
+    // Ready when the issuer link is signed on.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !node.engine.issuers.values().all(|h| h.pool.is_up()) {
+        if tokio::time::Instant::now() > deadline {
+            return Err(anyhow!("the switch did not sign on to the issuer simulator in 10 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let endpoint = |name: &str, spec: &str, framing: &str| -> Result<Endpoint> {
+        let a = node.listener(name).ok_or_else(|| anyhow!("listener {name}"))?;
+        Ok(Endpoint { host: a.ip().to_string(), port: a.port(), spec: spec.into(), framing: framing.into() })
+    };
+    let ports = PortsFile {
+        acquirer: endpoint("acquirer", "network", "2-byte-binary")?,
+        acquirer_ascii: endpoint("acquirer_ascii", "iso87ascii", "4-ascii")?,
+        // The token service joins later; until then nothing listens here.
+        provisioning_api: "http://127.0.0.1:0".into(),
+        admin: format!("http://{}", node.admin),
+        test_cards: test.clear.clone(),
+        atm_terminals: atms,
+        issuer: issuer_addr.to_string(),
+    };
+    Ok(Network {
+        switch: node,
+        issuer_addr,
+        ports,
+        issuer_state,
+        issuer_stop,
+        issuer_task: Some(issuer_task),
+        switch_cfg: cfg,
+        switch_keys_toml,
+        lmk_hex,
+        dir: opts.dir.clone(),
+    })
+}
+
+async fn start_switch(cfg: &SwitchConfig, keys_toml: &str, lmk_hex: &str, dir: &Path) -> Result<RunningNode> {
+    let ks = Keystore::from_toml(Lmk::from_hex(lmk_hex)?, keys_toml)?;
+    let keys = switch::keys::node_keys(&ks)?;
+    let parts = NodeParts {
+        keys,
+        hsm: Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(random))),
+        clock: Arc::new(SystemClock),
+        entropy: Arc::new(OsEntropy),
+        detokenizer: Arc::new(switch::detokenize::NoTokens),
+        base_dir: dir.to_path_buf(),
+    };
+    switch::node::start(cfg.clone(), parts).await.map_err(|e| anyhow!("{e}"))
+}
+
+impl Network {
+    /// Writes the ports file atomically (a temporary file, then a rename).
+    pub fn write_ports_file(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&self.ports)?)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// Drains the switch, then stops the issuer simulator.
+    pub async fn shutdown(self) {
+        self.switch.shutdown().await;
+        self.issuer_stop.cancel();
+        if let Some(t) = self.issuer_task {
+            let _ = t.await;
+        }
+    }
+
+    /// Takes the issuer simulator off the network (its state is kept).
+    pub async fn stop_issuer(&mut self) {
+        self.issuer_stop.cancel();
+        if let Some(t) = self.issuer_task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// Brings the issuer simulator back on its address, with the state it had.
+    pub async fn start_issuer(&mut self) -> Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.issuer_addr).await?;
+        self.issuer_stop = CancellationToken::new();
+        self.issuer_task = Some(tokio::spawn(issuer_sim::server::run(
+            listener,
+            self.issuer_state.clone(),
+            self.issuer_stop.clone(),
+        )));
+        Ok(())
+    }
+
+    /// Stops the switch (draining it) and starts it again on the same store, keys and
+    /// configuration — new listener ports: read them from the returned network.
+    pub async fn restart_switch(self) -> Result<Network> {
+        let Network {
+            switch,
+            issuer_addr,
+            mut ports,
+            issuer_state,
+            issuer_stop,
+            issuer_task,
+            switch_cfg,
+            switch_keys_toml,
+            lmk_hex,
+            dir,
+        } = self;
+        switch.shutdown().await;
+        let node = start_switch(&switch_cfg, &switch_keys_toml, &lmk_hex, &dir).await?;
+        if let (Some(a), Some(b)) = (node.listener("acquirer"), node.listener("acquirer_ascii")) {
+            ports.acquirer.port = a.port();
+            ports.acquirer_ascii.port = b.port();
+        }
+        ports.admin = format!("http://{}", node.admin);
+        Ok(Network {
+            switch: node,
+            issuer_addr,
+            ports,
+            issuer_state,
+            issuer_stop,
+            issuer_task,
+            switch_cfg,
+            switch_keys_toml,
+            lmk_hex,
+            dir,
+        })
+    }
+}
