@@ -150,7 +150,7 @@ pub async fn start(opts: Options) -> Result<Network> {
     )?;
     let issuer_keys = test.keystore.to_toml();
     std::fs::write(opts.dir.join("issuer-keys.toml"), &issuer_keys)?;
-    std::fs::write(opts.dir.join("issuer-cards.toml"), test.cards.to_toml())?;
+    // The cards stay in memory: an issuer's card file holds PANs, and `serve` writes none.
     let issuer_hsm = Arc::new(crypto::hsm::SoftHsm::new(
         Keystore::from_toml(Lmk::from_hex(&lmk_hex)?, &issuer_keys)?,
         Box::new(random),
@@ -160,7 +160,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         issuer: Mutex::new(issuer),
         spec: codecs::iso8583::Spec::builtin("network").ok_or_else(|| anyhow!("network spec"))?.clone(),
         framing: codecs::framing::FramingKind::Binary2,
-        faults: opts.issuer_faults.clone(),
+        faults: std::sync::RwLock::new(opts.issuer_faults.clone()),
         clock: Box::new(now_ms),
         random: Box::new(|| {
             let mut b = [0u8; 4];

@@ -124,7 +124,7 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
         issuer: Mutex::new(issuer),
         spec,
         framing,
-        faults: l.cfg.faults.clone(),
+        faults: std::sync::RwLock::new(l.cfg.faults.clone()),
         clock: Box::new(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

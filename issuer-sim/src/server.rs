@@ -74,7 +74,8 @@ pub struct ServerState {
     pub issuer: Mutex<Issuer>,
     pub spec: Arc<Spec>,
     pub framing: FramingKind,
-    pub faults: Vec<FaultRule>,
+    /// Changeable while running (tests switch a fault on and off).
+    pub faults: std::sync::RwLock<Vec<FaultRule>>,
     /// Milliseconds since the epoch.
     pub clock: Box<dyn Fn() -> u64 + Send + Sync>,
     pub random: Box<dyn Fn() -> u32 + Send + Sync>,
@@ -84,7 +85,8 @@ impl ServerState {
     fn fault_for(&self, req: &Message) -> Option<Fault> {
         let amount = req.amount().ok().flatten()?.0;
         let mti = req.mti();
-        self.faults
+        let faults = self.faults.read().unwrap_or_else(|p| p.into_inner());
+        faults
             .iter()
             .find(|r| r.when_amount == amount && r.when_mti.as_deref().is_none_or(|m| m == mti.as_str()))
             .and_then(|r| parse_action(&r.action))

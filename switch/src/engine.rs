@@ -28,6 +28,8 @@ use crate::{validate, wire};
 /// One issuer as the pipeline sees it.
 pub struct IssuerHandle {
     pub pool: Arc<IssuerPool>,
+    /// The issuer's zone PIN key (keystore name): PIN blocks are translated to it.
+    pub zpk: Option<String>,
     pub stand_in: StandIn,
     pub saf: Arc<SafQueue>,
     /// Wakes the issuer's SAF worker when something was queued.
@@ -40,6 +42,8 @@ pub struct ListenerCtx {
     pub spec: Arc<Spec>,
     /// DE 32 filled in when the terminal sends none.
     pub acquirer_id: String,
+    /// The BDK (keystore name) of this listener's DUKPT terminals.
+    pub bdk: Option<String>,
 }
 
 pub struct Engine {
@@ -51,6 +55,7 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     pub detokenizer: Arc<dyn Detokenizer>,
+    pub hsm: Arc<dyn crypto::hsm::Hsm>,
     /// HMAC-SHA256 key of the journal's PAN fingerprints.
     pub fingerprint_key: Zeroizing<Vec<u8>>,
 }
@@ -179,13 +184,18 @@ impl Engine {
         };
         self.stage("route", t);
         let route = issuer.pool.name().to_string();
-        let iss_req = match wire::translate(&req, issuer.pool.spec()) {
+        let mut iss_req = match wire::translate(&req, issuer.pool.spec()) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "request cannot be carried in the issuer's spec");
                 return (wire::answer(&req, "30"), route);
             }
         };
+        let t = Instant::now();
+        if let Err(rc) = self.translate_pin(ctx, issuer, &req, &mut iss_req) {
+            return (self.finish(wire::answer(&req, rc), token), route);
+        }
+        self.stage("verify", t);
         let t = Instant::now();
         let result = issuer.pool.request(&iss_req).await;
         self.stage("issuer", t);
@@ -215,6 +225,44 @@ impl Engine {
             }
         }
         (self.finish(rsp, token), route)
+    }
+
+    /// The PIN block of a DUKPT terminal (DE 52, its KSN in DE 53) translated to the issuer's
+    /// zone PIN key, ISO format 0; the KSN stays on the acquirer side. The clear PIN exists only
+    /// inside the HSM call.
+    fn translate_pin(
+        &self,
+        ctx: &ListenerCtx,
+        issuer: &IssuerHandle,
+        req: &Message,
+        iss_req: &mut Message,
+    ) -> Result<(), &'static str> {
+        let Some(block) = iss_req.field(52).map(|f| f.data.clone()) else { return Ok(()) };
+        let (Some(bdk), Some(zpk)) = (&ctx.bdk, &issuer.zpk) else {
+            warn!("PIN block received but the listener has no BDK or the issuer no ZPK");
+            return Err("96");
+        };
+        let Some(ksn) = req.field(53).map(|f| f.data.clone()) else {
+            warn!("PIN block without its KSN (DE 53)");
+            return Err("30");
+        };
+        let pan = wire::pan_of(req).unwrap_or_default();
+        let src = crypto::hsm::PinSource::Dukpt { bdk, ksn: &ksn, format: crypto::pin::PinBlockFormat::Iso0 };
+        match self.hsm.translate_pin(&src, &block, &pan, zpk, crypto::pin::PinBlockFormat::Iso0) {
+            Ok(out) => {
+                iss_req.set_bytes(52, out).map_err(|_| "96")?;
+                iss_req.remove(53);
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "PIN translation failed");
+                Err(match e.kind {
+                    crypto::ErrorKind::Pin | crypto::ErrorKind::Verification => "55",
+                    crypto::ErrorKind::Ksn => "30",
+                    _ => "96",
+                })
+            }
+        }
     }
 
     fn finish(&self, mut rsp: Message, token: Option<crate::detokenize::TokenContext>) -> Message {

@@ -102,6 +102,17 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
     if !problems.is_empty() {
         return Err(config_err(problems.join("; ")));
     }
+    // Every key the config names must be in the keystore now, not at the first transaction.
+    let named = cfg
+        .listeners
+        .iter()
+        .filter_map(|l| l.bdk.as_ref().map(|k| (format!("listener {}.bdk", l.name), k)))
+        .chain(
+            cfg.issuers.iter().filter_map(|i| i.zpk.as_ref().map(|k| (format!("issuer {}.zpk", i.name), k))),
+        );
+    for (what, key) in named {
+        parts.hsm.key_check_value(key).map_err(|e| config_err(format!("{what} {key}: {e}")))?;
+    }
     let base = parts.base_dir.clone();
     let data_dir = base.join(&cfg.node.data_dir);
     std::fs::create_dir_all(&data_dir).map_err(|e| {
@@ -154,7 +165,13 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         saf_starts.push((pool.clone(), saf.clone(), wake.clone(), name.clone()));
         issuers.insert(
             name,
-            IssuerHandle { pool, stand_in: StandIn::new(ic.stand_in.clone()), saf, saf_wake: wake },
+            IssuerHandle {
+                pool,
+                zpk: ic.zpk.clone(),
+                stand_in: StandIn::new(ic.stand_in.clone()),
+                saf,
+                saf_wake: wake,
+            },
         );
     }
     let routes = RouteTable::new(cfg.routes.iter().map(|r| (r.prefix.as_str(), r.issuer.as_str())))
@@ -168,6 +185,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         clock: parts.clock.clone(),
         entropy: parts.entropy.clone(),
         detokenizer: parts.detokenizer.clone(),
+        hsm: parts.hsm.clone(),
         fingerprint_key: parts.keys.fingerprint,
     });
     for (pool, saf, wake, name) in saf_starts {
@@ -200,6 +218,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
                 name: Arc::from(lc.name.as_str()),
                 spec: spec(&lc.spec, &base)?,
                 acquirer_id: lc.acquirer_id.clone(),
+                bdk: lc.bdk.clone(),
             }),
             framing: framing(&lc.framing)?,
             max_frame_len: codecs::framing::DEFAULT_MAX_FRAME_LEN,
