@@ -70,13 +70,18 @@ pub enum Outcome {
 
 impl Engine {
     fn fingerprint(&self, pan: &str) -> String {
-        hex::encode_upper(&crypto::mac::hmac_sha256(&self.fingerprint_key, pan.as_bytes())[..16])
+        pan_fingerprint(&self.fingerprint_key, pan)
     }
 
     async fn journal(&self, msg: &Message, dir: Direction, route: Option<&str>, latency_us: Option<u64>) {
-        let row =
-            wire::journal_row(msg, dir, self.clock.now_ms(), |p| self.fingerprint(p), route, latency_us);
-        self.journal.record(row).await;
+        let entry = crate::journal::MessageEntry {
+            msg: msg.clone(),
+            direction: dir,
+            at_ms: self.clock.now_ms(),
+            route: route.map(str::to_string),
+            latency_us,
+        };
+        self.journal.record_message(entry).await;
     }
 
     fn nonce(&self) -> [u8; 12] {
@@ -392,6 +397,12 @@ impl Engine {
         let rc = if self.enqueue(issuer, kind, &iss_req).await { "00" } else { "96" };
         (wire::answer(req, rc), format!("{route}:saf"))
     }
+}
+
+/// The keyed fingerprint of a PAN: HMAC-SHA256 under the node's fingerprint key, first 16 bytes,
+/// hex — the journal's and stand-in's card identity, never reversible without the key.
+pub fn pan_fingerprint(key: &[u8], pan: &str) -> String {
+    hex::encode_upper(&crypto::mac::hmac_sha256(key, pan.as_bytes())[..16])
 }
 
 fn issuer_metric(c: &prometheus::IntCounterVec, issuer: &IssuerHandle) {
