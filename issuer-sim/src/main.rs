@@ -6,6 +6,10 @@
 //! ```
 //! The LMK comes from the environment variable the config names (`PAYNET_LMK` by default).
 
+/// mimalloc: measurably faster than the system allocator under many small allocations.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
