@@ -38,10 +38,10 @@ struct Cli {
 struct Loaded {
     cfg: IssuerConfig,
     cards: CardsFile,
-    keystore: crypto::keystore::Keystore,
+    keystore: Option<crypto::keystore::Keystore>,
 }
 
-fn load(path: &Path) -> Result<Loaded, String> {
+fn load(path: &Path, check_only: bool) -> Result<Loaded, String> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let cfg: IssuerConfig =
@@ -53,8 +53,14 @@ fn load(path: &Path) -> Result<Loaded, String> {
     let cards_text = std::fs::read_to_string(&cards_path)
         .map_err(|e| format!("cannot read {}: {e}", cards_path.display()))?;
     let cards = CardsFile::from_toml(&cards_text).map_err(|e| e.to_string())?;
-    let lmk_hex = std::env::var(&cfg.keys.lmk_env)
-        .map_err(|_| format!("the LMK variable {} is not set", cfg.keys.lmk_env))?;
+    let lmk_hex = match std::env::var(&cfg.keys.lmk_env) {
+        Ok(v) => v,
+        Err(_) if check_only => {
+            eprintln!("issuer-sim: {} is not set: the keystore is not checked", cfg.keys.lmk_env);
+            return Ok(Loaded { cfg, cards, keystore: None });
+        }
+        Err(_) => return Err(format!("the LMK variable {} is not set", cfg.keys.lmk_env)),
+    };
     let lmk = crypto::keystore::Lmk::from_hex(lmk_hex.trim()).map_err(|e| format!("LMK: {e}"))?;
     let ks_path = base.join(&cfg.keys.keystore);
     let ks_text =
@@ -75,12 +81,12 @@ fn load(path: &Path) -> Result<Loaded, String> {
     if !missing.is_empty() {
         return Err(format!("keys named by cards but not in the keystore: {}", missing.join(", ")));
     }
-    Ok(Loaded { cfg, cards, keystore })
+    Ok(Loaded { cfg, cards, keystore: Some(keystore) })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = match load(&cli.config) {
+    let loaded = match load(&cli.config, cli.check_config) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("issuer-sim: {e}");
@@ -115,8 +121,9 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
     let base = cli.config.parent().map(Path::to_path_buf).unwrap_or_default();
     let spec = codecs::iso8583::Spec::load(&l.cfg.spec, &base).map_err(|e| e.to_string())?;
     let framing = l.cfg.framing.parse().map_err(|e| format!("framing: {e}"))?;
+    let keystore = l.keystore.ok_or("no keystore")?;
     let hsm = Arc::new(crypto::hsm::SoftHsm::new(
-        l.keystore,
+        keystore,
         Box::new(|b: &mut [u8]| {
             if let Err(e) = getrandom::fill(b) {
                 panic!("operating system random source unavailable: {e}");
