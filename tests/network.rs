@@ -152,8 +152,7 @@ async fn issuer_timeout_reversal_stand_in_advice_and_restart() {
     let mut opts = Options::new(dir.path());
     opts.issuer_timeout_ms = 400;
     // 0100s for 777 are dropped by the issuer after it has booked them.
-    opts.issuer_faults =
-        vec![FaultRule { when_amount: 777, when_mti: Some("0100".into()), action: "drop".into() }];
+    opts.issuer_faults = vec![FaultRule::on_amount(777, Some("0100"), "drop")];
     let mut net = network::start(opts).await.expect("network");
     let cards = net.ports.test_cards.clone();
     let card = &cards[0];
@@ -183,11 +182,7 @@ async fn issuer_timeout_reversal_stand_in_advice_and_restart() {
     until("the link is up again", || net.switch.engine.issuers.values().all(|h| h.pool.is_up())).await;
     until("the stand-in advice is delivered", || otb(&net, &card.pan) == start - 5_000).await;
     // 778: the issuer books the 0100 and drops it, and drops the reversals too for now.
-    net.issuer_state.faults.write().expect("faults").push(FaultRule {
-        when_amount: 778,
-        when_mti: None,
-        action: "drop".into(),
-    });
+    net.issuer_state.faults.write().expect("faults").push(FaultRule::on_amount(778, None, "drop"));
     let r = c.call(&chip_request("network", card, &Tx::purchase(4, 778, 4))).await;
     assert_eq!(rc(&r), "91");
     assert_eq!(otb(&net, &card.pan), start - 5_000 - 778, "booked by the issuer, answer lost");

@@ -65,6 +65,15 @@ fn icc_tags(icc: &[u8]) -> Option<HashMap<u32, Vec<u8>>> {
     Some(nodes.iter().map(|n| (n.tag().value(), n.value().to_vec())).collect())
 }
 
+/// The PAN of a request: DE 2, else the digits before the separator of track 2 (DE 35).
+pub fn pan_of(req: &Message) -> Option<String> {
+    if let Ok(Some(p)) = req.pan_clear() {
+        return Some(p.expose().to_string());
+    }
+    let t2 = req.text(35)?;
+    Some(t2.chars().take_while(char::is_ascii_digit).collect())
+}
+
 /// The original-transaction key of a request: DE 41 | DE 11 | DE 7.
 fn own_key(m: &Message) -> OriginalKey {
     OriginalKey(format!(
@@ -150,22 +159,17 @@ impl Issuer {
         if mti.is_response() {
             return None;
         }
+        if let Some(rc) = format_error(req) {
+            return Some(answer(req, rc));
+        }
         Some(match (mti.class(), mti.function()) {
-            (8, _) => answer(req, "00"),
+            (8, 0) => answer(req, network_management(req)),
             (1 | 2, 0) => self.authorize(req, now_ms, now_yymm, random),
             (4, 0 | 2) => self.reverse(req),
             (1, 2) => self.advice(req),
             (6, 2) => self.notice(req),
             _ => answer(req, "12"),
         })
-    }
-
-    fn pan_of(req: &Message) -> Option<String> {
-        if let Ok(Some(p)) = req.pan_clear() {
-            return Some(p.expose().to_string());
-        }
-        let t2 = req.text(35)?;
-        Some(t2.chars().take_while(char::is_ascii_digit).collect())
     }
 
     fn expiry_of(req: &Message) -> Option<String> {
@@ -179,7 +183,7 @@ impl Issuer {
 
     fn authorize(&mut self, req: &Message, now_ms: u64, now_yymm: &str, random: u32) -> Message {
         let pc = field(req, 3).unwrap_or_default();
-        let Some(pan) = Self::pan_of(req) else { return answer(req, "30") };
+        let Some(pan) = pan_of(req) else { return answer(req, "30") };
         let Some(card) = self.cards.get(&pan) else { return answer(req, "14") };
         let cvn = card.cvn;
         // Chip data, if any: the tags, the ARQC, the ATC.
@@ -365,7 +369,7 @@ impl Issuer {
     }
 
     fn advice(&mut self, req: &Message) -> Message {
-        let Some(pan) = Self::pan_of(req) else { return answer(req, "30") };
+        let Some(pan) = pan_of(req) else { return answer(req, "30") };
         let Some(card) = self.cards.get(&pan) else { return answer(req, "14") };
         let amount = req.amount().ok().flatten().map(|a| a.0).unwrap_or(0);
         match self.ledger.advise(&own_key(req), card.account, amount) {
@@ -375,7 +379,7 @@ impl Issuer {
     }
 
     fn notice(&mut self, req: &Message) -> Message {
-        let pan = Self::pan_of(req).unwrap_or_default();
+        let pan = pan_of(req).unwrap_or_default();
         self.notices.push(Notice {
             processing_code: field(req, 3).unwrap_or_default(),
             pan_masked: mask(&pan),
@@ -383,6 +387,35 @@ impl Issuer {
         });
         answer(req, "00")
     }
+}
+
+/// The network management function (DE 70): sign-on 001, sign-off 002 and echo 301 are
+/// acknowledged; anything else (key exchange 161 included: the simulator's keys are static) is
+/// an invalid transaction.
+fn network_management(req: &Message) -> &'static str {
+    match field(req, 70).as_deref() {
+        Some("001" | "002" | "301") => "00",
+        _ => "12",
+    }
+}
+
+/// `Some("30")` when a request lacks an element its class needs (docs/network-spec.md §2–4):
+/// DE 11 always; DE 70 for network management; for authorizations and financial requests DE 3,
+/// the PAN (DE 2 or 35) and, unless it is token ID&V, DE 4 and DE 49.
+fn format_error(req: &Message) -> Option<&'static str> {
+    let mti = req.mti();
+    let has = |de: u16| req.contains(de);
+    let ok = has(11)
+        && match (mti.class(), mti.function()) {
+            (8, _) => has(70),
+            (1 | 2, 0) => {
+                let idv = field(req, 3).is_some_and(|p| p.starts_with("90") || p.starts_with("91"));
+                has(3) && (has(2) || has(35)) && (idv || (has(4) && has(49)))
+            }
+            (1, 2) => has(4) && (has(2) || has(35)),
+            _ => true,
+        };
+    (!ok).then_some("30")
 }
 
 struct Decision {

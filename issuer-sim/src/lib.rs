@@ -12,6 +12,7 @@ pub mod host;
 pub mod idv;
 pub mod ledger;
 pub mod server;
+pub mod testing;
 
 /// The simulator's error: a configuration or key problem, named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,11 +2,17 @@
 //! many requests in flight per connection answered as they complete, and injectable faults so that
 //! tests can make one request slow, lost, garbled or fatal to its connection, deterministically.
 //!
+//! A fault rule is data: conditions (all that are given must hold; none given matches every
+//! request) and an action. The rules live in [`ServerState::faults`] and can change while the
+//! server runs (in-process tests write them; the binary has a small admin port for it).
+//!
 //! ```toml
 //! [[fault]]
-//! when_amount = 777        # requests whose DE 4 is this amount (minor units)...
-//! when_mti = "0100"        # ...of this MTI (optional)...
-//! action = "drop"          # ...get no answer; or "delay:3000" (ms), "garble", "disconnect"
+//! when_amount = 777             # requests whose DE 4 is this amount (minor units)...
+//! when_mti = "0100"             # ...of this MTI...
+//! when_pan_suffix = "0011"      # ...whose PAN ends with these digits (at most 4)...
+//! when_stan_multiple_of = 10    # ...whose STAN (DE 11) is a multiple of this (every 10th)...
+//! action = "drop"               # ...get no answer; or "delay:3000" (ms), "garble", "disconnect"
 //! ```
 
 use std::sync::{Arc, Mutex};
@@ -26,17 +32,62 @@ use tracing::{debug, warn};
 use crate::host::Issuer;
 
 /// A fault applied to the requests it matches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
     /// Matches requests with this DE 4 amount.
-    pub when_amount: u64,
+    #[serde(default)]
+    pub when_amount: Option<u64>,
     /// ...and, when set, this MTI only (e.g. `0100`, so that the reversal of a dropped request
     /// gets through).
     #[serde(default)]
     pub when_mti: Option<String>,
+    /// ...and, when set, PANs (DE 2, else the track 2 PAN) ending with these digits (1 to 4).
+    #[serde(default)]
+    pub when_pan_suffix: Option<String>,
+    /// ...and, when set, STANs (DE 11) that are a multiple of this: every Nth request of a
+    /// sender that counts its STANs up.
+    #[serde(default)]
+    pub when_stan_multiple_of: Option<u32>,
     /// `drop`, `delay:MS`, `garble` or `disconnect`.
     pub action: String,
+}
+
+impl FaultRule {
+    /// A rule on DE 4 (and optionally the MTI): what most tests need.
+    pub fn on_amount(amount: u64, mti: Option<&str>, action: &str) -> Self {
+        FaultRule {
+            when_amount: Some(amount),
+            when_mti: mti.map(str::to_string),
+            action: action.to_string(),
+            ..FaultRule::default()
+        }
+    }
+
+    /// Whether `req` meets every condition given.
+    pub fn matches(&self, req: &Message) -> bool {
+        if let Some(a) = self.when_amount
+            && req.amount().ok().flatten().map(|x| x.0) != Some(a)
+        {
+            return false;
+        }
+        if let Some(m) = &self.when_mti
+            && m != req.mti().as_str()
+        {
+            return false;
+        }
+        if let Some(suffix) = &self.when_pan_suffix
+            && !crate::host::pan_of(req).is_some_and(|p| p.ends_with(suffix.as_str()))
+        {
+            return false;
+        }
+        if let Some(n) = self.when_stan_multiple_of
+            && !req.stan().ok().flatten().is_some_and(|s| n > 0 && s.0 % n == 0)
+        {
+            return false;
+        }
+        true
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +109,35 @@ fn parse_action(a: &str) -> Option<Fault> {
 
 /// Checks fault rules; every problem at once.
 pub fn check_faults(rules: &[FaultRule]) -> Result<(), String> {
-    let bad: Vec<String> = rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| parse_action(&r.action).is_none())
-        .map(|(i, r)| {
-            format!("fault[{i}].action: {:?} is not drop, delay:MS, garble or disconnect", r.action)
-        })
-        .collect();
+    let mut bad = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        if parse_action(&r.action).is_none() {
+            bad.push(format!(
+                "fault[{i}].action: {:?} is not drop, delay:MS, garble or disconnect",
+                r.action
+            ));
+        }
+        if let Some(m) = &r.when_mti
+            && m.parse::<codecs::iso8583::Mti>().is_err()
+        {
+            bad.push(format!("fault[{i}].when_mti: {m:?} is not 4 digits"));
+        }
+        if let Some(s) = &r.when_pan_suffix
+            && !(1..=4).contains(&s.len())
+        {
+            bad.push(format!(
+                "fault[{i}].when_pan_suffix: expected 1 to 4 digits, found {} characters",
+                s.len()
+            ));
+        } else if let Some(s) = &r.when_pan_suffix
+            && !s.bytes().all(|b| b.is_ascii_digit())
+        {
+            bad.push(format!("fault[{i}].when_pan_suffix: expected digits only"));
+        }
+        if r.when_stan_multiple_of == Some(0) {
+            bad.push(format!("fault[{i}].when_stan_multiple_of: must be at least 1"));
+        }
+    }
     if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
 }
 
@@ -83,13 +155,8 @@ pub struct ServerState {
 
 impl ServerState {
     fn fault_for(&self, req: &Message) -> Option<Fault> {
-        let amount = req.amount().ok().flatten()?.0;
-        let mti = req.mti();
         let faults = self.faults.read().unwrap_or_else(|p| p.into_inner());
-        faults
-            .iter()
-            .find(|r| r.when_amount == amount && r.when_mti.as_deref().is_none_or(|m| m == mti.as_str()))
-            .and_then(|r| parse_action(&r.action))
+        faults.iter().find(|r| r.matches(req)).and_then(|r| parse_action(&r.action))
     }
 }
 
@@ -168,6 +235,15 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, stop: Cancellat
                         issuer.handle(&req, now, &yymm(now), rnd)
                     };
                     let Some(answer) = answer else { return };
+                    // Masked PAN only (PCI DSS 3.4); never PIN block, DE 55 or keys.
+                    debug!(
+                        mti = %req.mti(),
+                        stan = %req.text(11).unwrap_or_default(),
+                        pan = %crate::host::pan_of(&req).map(|p| crate::cards::mask(&p)).unwrap_or_default(),
+                        rc = %answer.text(39).unwrap_or_default(),
+                        fault = ?fault,
+                        "answered"
+                    );
                     let Ok(mut bytes) = answer.encode() else { return };
                     match fault {
                         Some(Fault::Drop) => return,
@@ -209,8 +285,6 @@ mod tests {
     #[test]
     fn fault_actions() {
         assert_eq!(parse_action("delay:250"), Some(Fault::Delay(250)));
-        assert!(
-            check_faults(&[FaultRule { when_amount: 1, when_mti: None, action: "explode".into() }]).is_err()
-        );
+        assert!(check_faults(&[FaultRule::on_amount(1, None, "explode")]).is_err());
     }
 }

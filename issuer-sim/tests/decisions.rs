@@ -1,0 +1,373 @@
+//! Every decision of the issuer host, as the pure function it is: (state, request, clock) →
+//! answer, with no socket. The cards and keys are generated test material (BIN 476173); requests
+//! carry real ARQCs computed from the card's ICC master key and real format-0 PIN blocks under the
+//! zone PIN key, so approvals and declines come from actual verification.
+
+use std::sync::Arc;
+
+use codecs::iso8583::{Message, Spec};
+use codecs::tlv::{Tag, TlvBuilder};
+use crypto::hsm::SoftHsm;
+use crypto::keystore::Lmk;
+use issuer_sim::cards::{ClearTestCard, TestIssuer, ZPK_NAME, generate_test_issuer};
+use issuer_sim::host::Issuer;
+use issuer_sim::testing::{Tx, card_accepts_arpc, chip_request, pin_block, reversal, tag91};
+
+/// Today for the expiry checks: November 2026. Test cards expire in December 2029.
+const NOW_YYMM: &str = "2611";
+const NOW_MS: u64 = 1_795_000_000_000;
+
+/// A deterministic random source (xorshift64*), so every run generates the same keys.
+fn rng(seed: u64) -> impl FnMut(&mut [u8]) + Send + Sync + Clone + 'static {
+    let mut x = seed | 1;
+    move |buf: &mut [u8]| {
+        for b in buf.iter_mut() {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            *b = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+        }
+    }
+}
+
+fn test_issuer(edit: impl FnOnce(&mut TestIssuer)) -> (Issuer, TestIssuer) {
+    let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("test LMK");
+    let mut r = rng(7);
+    let mut test = generate_test_issuer(4, lmk.clone(), "2912", &mut r).expect("test issuer");
+    edit(&mut test);
+    let ks = crypto::keystore::Keystore::from_toml(lmk, &test.keystore.to_toml()).expect("keystore");
+    let state = std::sync::Mutex::new(rng(9));
+    let hsm = Arc::new(SoftHsm::new(ks, Box::new(move |b: &mut [u8]| (state.lock().expect("rng"))(b))));
+    (Issuer::new(hsm, ZPK_NAME, &test.cards), test)
+}
+
+fn spec() -> Arc<Spec> {
+    Spec::builtin("network").expect("network spec").clone()
+}
+
+fn call(issuer: &mut Issuer, req: &Message) -> Message {
+    issuer.handle(req, NOW_MS, NOW_YYMM, 424_242).expect("an answer")
+}
+
+fn rc(m: &Message) -> String {
+    m.text(39).map(|c| c.into_owned()).unwrap_or_default()
+}
+
+fn with_pin(mut m: Message, t: &TestIssuer, card: &ClearTestCard, pin: &str) -> Message {
+    let block = pin_block(&t.zpk_clear, &card.pan, pin).expect("PIN block");
+    m.set_bytes(52, block).expect("DE 52");
+    m
+}
+
+#[test]
+fn purchase_is_approved_booked_and_answered_with_an_arpc_the_card_accepts() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[0];
+    let before = iss.open_to_buy(&card.pan).expect("card");
+    let req = chip_request(&spec(), card, &Tx::purchase(1, 12_345, 1));
+    let rsp = call(&mut iss, &req);
+    assert_eq!(rsp.mti().as_str(), "0110");
+    assert_eq!(rc(&rsp), "00");
+    assert_eq!(rsp.text(38).as_deref(), Some("424242"), "authorization code");
+    assert_eq!(rsp.text(11), req.text(11), "STAN echoed");
+    assert!(card_accepts_arpc(card, &req, &rsp), "tag 91: ARPC method 2 (visa18) the card verifies");
+    assert_eq!(iss.open_to_buy(&card.pan), Some(before - 12_345));
+}
+
+#[test]
+fn method_1_arpc_carries_the_response_code_as_arc() {
+    let (mut iss, mut t) = test_issuer(|t| t.cards.cards[0].cvn = "visa10".into());
+    t.clear[0].cvn = "visa10".into();
+    let card = &t.clear[0];
+    let ok = chip_request(&spec(), card, &Tx::purchase(1, 100, 1));
+    let rsp = call(&mut iss, &ok);
+    assert_eq!(rc(&rsp), "00");
+    let t91 = tag91(&rsp).expect("tag 91");
+    assert_eq!((t91.len(), &t91[8..]), (10, &b"00"[..]), "ARPC 8 ‖ ARC '00'");
+    assert!(card_accepts_arpc(card, &ok, &rsp));
+    let over = chip_request(&spec(), card, &Tx::purchase(2, 6_000_000, 2));
+    let rsp = call(&mut iss, &over);
+    assert_eq!(rc(&rsp), "51");
+    assert_eq!(&tag91(&rsp).expect("tag 91 on a decline")[8..], b"51");
+    assert!(card_accepts_arpc(card, &over, &rsp));
+}
+
+#[test]
+fn unknown_card_is_14() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let mut card = t.clear[0].clone();
+    card.pan = "4761739999999990".into();
+    assert_eq!(rc(&call(&mut iss, &chip_request(&spec(), &card, &Tx::purchase(1, 100, 1)))), "14");
+}
+
+#[test]
+fn expired_card_is_54_and_a_wrong_expiry_too() {
+    let (mut iss, mut t) = test_issuer(|t| t.cards.cards[0].expiry = "2610".into());
+    t.clear[0].expiry = "2610".into();
+    let rsp = call(&mut iss, &chip_request(&spec(), &t.clear[0], &Tx::purchase(1, 100, 1)));
+    assert_eq!(rc(&rsp), "54");
+    let mut other = t.clear[1].clone();
+    other.expiry = "3001".into();
+    assert_eq!(rc(&call(&mut iss, &chip_request(&spec(), &other, &Tx::purchase(2, 100, 1)))), "54");
+}
+
+#[test]
+fn blocked_and_closed_cards_are_62_lost_is_41() {
+    let (mut iss, t) = test_issuer(|t| {
+        t.cards.cards[0].status = "blocked".into();
+        t.cards.cards[1].status = "closed".into();
+        t.cards.cards[2].status = "lost".into();
+    });
+    for (i, want) in [(0, "62"), (1, "62"), (2, "41")] {
+        let rsp = call(&mut iss, &chip_request(&spec(), &t.clear[i], &Tx::purchase(1, 100, 1)));
+        assert_eq!(rc(&rsp), want, "card {i}");
+        assert!(tag91(&rsp).is_some(), "tag 91 on every chip answer");
+    }
+}
+
+#[test]
+fn over_the_open_to_buy_is_51_and_books_nothing() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[3];
+    let otb = iss.open_to_buy(&card.pan).expect("card");
+    assert!(otb <= 1_000_000);
+    let req = chip_request(&spec(), card, &Tx::purchase(1, otb + 1, 1));
+    let rsp = call(&mut iss, &req);
+    assert_eq!(rc(&rsp), "51");
+    assert!(card_accepts_arpc(card, &req, &rsp));
+    assert_eq!(iss.open_to_buy(&card.pan), Some(otb));
+    // Exactly the open-to-buy is fine.
+    assert_eq!(rc(&call(&mut iss, &chip_request(&spec(), card, &Tx::purchase(2, otb, 2)))), "00");
+    assert_eq!(iss.open_to_buy(&card.pan), Some(0));
+}
+
+#[test]
+fn right_pin_approves_wrong_pin_is_55_and_the_third_is_75() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[0];
+    let ok = with_pin(chip_request(&spec(), card, &Tx::purchase(1, 100, 1)), &t, card, &card.pin);
+    assert_eq!(rc(&call(&mut iss, &ok)), "00");
+    for (atc, want) in (2u16..).zip(["55", "55", "75"]) {
+        let req =
+            with_pin(chip_request(&spec(), card, &Tx::purchase(atc.into(), 100, atc)), &t, card, "9999");
+        assert_eq!(rc(&call(&mut iss, &req)), want, "wrong PIN try {}", atc - 1);
+    }
+    // Tries exhausted: even the right PIN is refused now.
+    let right = with_pin(chip_request(&spec(), card, &Tx::purchase(9, 100, 9)), &t, card, &card.pin);
+    assert_eq!(rc(&call(&mut iss, &right)), "75");
+}
+
+#[test]
+fn a_right_pin_resets_the_tries() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[2];
+    let wrong =
+        |s: u16| with_pin(chip_request(&spec(), card, &Tx::purchase(s.into(), 100, s)), &t, card, "0000");
+    assert_eq!(rc(&call(&mut iss, &wrong(1))), "55");
+    assert_eq!(rc(&call(&mut iss, &wrong(2))), "55");
+    let right = with_pin(chip_request(&spec(), card, &Tx::purchase(3, 100, 3)), &t, card, &card.pin);
+    assert_eq!(rc(&call(&mut iss, &right)), "00");
+    assert_eq!(rc(&call(&mut iss, &wrong(4))), "55", "three tries again after a right PIN");
+}
+
+#[test]
+fn tampered_arqc_is_82_with_tag_91_and_books_nothing() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[0];
+    let otb = iss.open_to_buy(&card.pan).expect("card");
+    let mut req = chip_request(&spec(), card, &Tx::purchase(1, 100, 1));
+    let mut icc = req.icc_data().expect("ok").expect("DE 55").to_vec();
+    icc[3] ^= 0x01; // first byte of the 9F26 value
+    req.set_icc_data(&icc).expect("DE 55");
+    let rsp = call(&mut iss, &req);
+    assert_eq!(rc(&rsp), "82");
+    assert!(tag91(&rsp).is_some(), "tag 91 on a cryptogram failure too");
+    assert_eq!(iss.open_to_buy(&card.pan), Some(otb));
+}
+
+#[test]
+fn a_replayed_atc_is_82_even_when_lower_atcs_come_later() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[1];
+    assert_eq!(rc(&call(&mut iss, &chip_request(&spec(), card, &Tx::purchase(1, 100, 5)))), "00");
+    assert_eq!(rc(&call(&mut iss, &chip_request(&spec(), card, &Tx::purchase(2, 100, 5)))), "82", "replay");
+    // ATCs need not rise (INTERFACES.md §5): an unused lower one is fine.
+    assert_eq!(rc(&call(&mut iss, &chip_request(&spec(), card, &Tx::purchase(3, 100, 4)))), "00");
+    // Another card may use the same ATC.
+    assert_eq!(rc(&call(&mut iss, &chip_request(&spec(), &t.clear[0], &Tx::purchase(4, 100, 5)))), "00");
+}
+
+#[test]
+fn format_errors_are_30() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[0];
+    let good = chip_request(&spec(), card, &Tx::purchase(1, 100, 1));
+    for de in [11u16, 3, 4, 49] {
+        let mut m = good.clone();
+        m.remove(de);
+        assert_eq!(rc(&call(&mut iss, &m)), "30", "without DE {de}");
+    }
+    let mut m = good.clone();
+    m.remove(2);
+    assert_eq!(rc(&call(&mut iss, &m)), "30", "without a PAN");
+    let mut m = good.clone();
+    m.set_icc_data(&[0x9F, 0x26, 0x08, 0x01]).expect("DE 55");
+    assert_eq!(rc(&call(&mut iss, &m)), "30", "DE 55 that is not TLV");
+    let mut m = good;
+    let icc = m.icc_data().expect("ok").expect("DE 55");
+    m.set_icc_data(&icc[11..]).expect("DE 55"); // 9F26 and 9F27 cut off
+    assert_eq!(rc(&call(&mut iss, &m)), "30", "DE 55 without an ARQC");
+}
+
+#[test]
+fn unsupported_processing_code_is_12() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let mut tx = Tx::purchase(1, 100, 1);
+    tx.processing_code = "200000"; // a refund: not offered by this issuer
+    assert_eq!(rc(&call(&mut iss, &chip_request(&spec(), &t.clear[0], &tx))), "12");
+}
+
+#[test]
+fn balance_inquiry_answers_the_open_to_buy_in_de_54_and_books_nothing() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[0];
+    assert_eq!(rc(&call(&mut iss, &chip_request(&spec(), card, &Tx::purchase(1, 2_500, 1)))), "00");
+    let otb = iss.open_to_buy(&card.pan).expect("card");
+    let req = chip_request(&spec(), card, &Tx::balance_inquiry(2, 2));
+    let rsp = call(&mut iss, &req);
+    assert_eq!(rc(&rsp), "00");
+    // Account type 30 (credit), amount type 02 (available), currency, C (credit), 12 digits.
+    assert_eq!(rsp.text(54).as_deref(), Some(format!("3002978C{otb:012}").as_str()));
+    assert!(card_accepts_arpc(card, &req, &rsp));
+    assert_eq!(iss.open_to_buy(&card.pan), Some(otb));
+}
+
+#[test]
+fn cash_advance_then_partial_and_full_reversal_idempotent() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[0];
+    let start = iss.open_to_buy(&card.pan).expect("card");
+    let req = with_pin(chip_request(&spec(), card, &Tx::cash_advance(10, 50_000, 1)), &t, card, &card.pin);
+    let rsp = call(&mut iss, &req);
+    assert_eq!((rsp.mti().as_str(), rc(&rsp).as_str()), ("0210", "00"));
+    assert_eq!(iss.open_to_buy(&card.pan), Some(start - 50_000));
+    // The ATM dispensed 200.00 of 500.00: a partial reversal advice (DE 95).
+    let partial = reversal(&req, "0420", 11, Some(20_000));
+    for _ in 0..2 {
+        let r = call(&mut iss, &partial);
+        assert_eq!((r.mti().as_str(), rc(&r).as_str()), ("0430", "00"));
+        assert_eq!(iss.open_to_buy(&card.pan), Some(start - 20_000), "a repeated advice moves nothing");
+    }
+    // Then the rest is reversed too (0400, full).
+    let full = reversal(&req, "0400", 12, None);
+    for _ in 0..2 {
+        let r = call(&mut iss, &full);
+        assert_eq!((r.mti().as_str(), rc(&r).as_str()), ("0410", "00"));
+        assert_eq!(iss.open_to_buy(&card.pan), Some(start));
+    }
+    // A reversal of something never booked is acknowledged and changes nothing.
+    let never = reversal(&chip_request(&spec(), card, &Tx::purchase(99, 7, 99)), "0400", 13, None);
+    assert_eq!(rc(&call(&mut iss, &never)), "00");
+    assert_eq!(iss.open_to_buy(&card.pan), Some(start));
+}
+
+#[test]
+fn stand_in_advice_is_booked_once_without_a_limit_check() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[3];
+    let otb = iss.open_to_buy(&card.pan).expect("card");
+    let mut adv = chip_request(&spec(), card, &Tx::purchase(1, otb + 5_000, 1));
+    adv.set_mti("0120".parse().expect("mti"));
+    adv.remove(55);
+    for _ in 0..3 {
+        let r = call(&mut iss, &adv);
+        assert_eq!((r.mti().as_str(), rc(&r).as_str()), ("0130", "00"));
+    }
+    assert_eq!(iss.open_to_buy(&card.pan), Some(0), "booked once; the card is now over its line");
+}
+
+#[test]
+fn token_notifications_are_recorded_with_a_masked_pan() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[0];
+    let mut m = Message::new(spec(), "0620".parse().expect("mti"));
+    m.set_text(2, &card.pan).expect("DE 2");
+    m.set_text(3, "920000").expect("DE 3");
+    m.set_text(11, "000001").expect("DE 11");
+    let mut tok = TlvBuilder::new();
+    tok.primitive(Tag::new(0xDF8104), b"A").expect("tlv");
+    m.set_bytes(123, tok.finish().freeze()).expect("DE 123");
+    let r = call(&mut iss, &m);
+    assert_eq!((r.mti().as_str(), rc(&r).as_str()), ("0630", "00"));
+    assert_eq!(iss.notices.len(), 1);
+    assert_eq!(iss.notices[0].pan_masked, "476173******0011".replace("0011", &card.pan[12..]));
+    assert!(!iss.notices[0].pan_masked.contains(&card.pan[6..12]));
+}
+
+#[test]
+fn network_management_sign_on_sign_off_echo() {
+    let (mut iss, _) = test_issuer(|_| {});
+    let msg = |code: Option<&str>| {
+        let mut m = Message::new(spec(), "0800".parse().expect("mti"));
+        m.set_text(7, "1125101010").expect("DE 7");
+        m.set_text(11, "000321").expect("DE 11");
+        if let Some(c) = code {
+            m.set_text(70, c).expect("DE 70");
+        }
+        m
+    };
+    for (code, want) in
+        [(Some("001"), "00"), (Some("002"), "00"), (Some("301"), "00"), (Some("161"), "12"), (None, "30")]
+    {
+        let r = call(&mut iss, &msg(code));
+        assert_eq!(r.mti().as_str(), "0810");
+        assert_eq!(rc(&r), want, "DE 70 {code:?}");
+        assert_eq!(r.text(11).as_deref(), Some("000321"));
+        assert_eq!(r.text(70).as_deref(), code);
+    }
+}
+
+fn idv_request(card: &ClearTestCard, pc: &str, rrn: &str, otp: Option<&str>) -> Message {
+    let mut m = Message::new(spec(), "0100".parse().expect("mti"));
+    m.set_text(2, &card.pan).expect("DE 2");
+    m.set_text(3, pc).expect("DE 3");
+    m.set_text(11, "000777").expect("DE 11");
+    m.set_text(14, &card.expiry).expect("DE 14");
+    m.set_text(37, rrn).expect("DE 37");
+    let mut tok = TlvBuilder::new();
+    tok.primitive(Tag::new(0xDF8105), b"wallet").expect("tlv");
+    if let Some(o) = otp {
+        tok.primitive(Tag::new(0xDF8110), o.as_bytes()).expect("tlv");
+    }
+    m.set_bytes(123, tok.finish().freeze()).expect("DE 123");
+    m
+}
+
+#[test]
+fn token_idv_by_policy_with_otp_step_up() {
+    let (mut iss, t) = test_issuer(|t| t.cards.cards[2].idv = "decline".into());
+    // Card 0: approve at once; card 1: step up (generated so); card 2: decline.
+    assert_eq!(rc(&call(&mut iss, &idv_request(&t.clear[0], "900000", "PROV00000001", None))), "00");
+    assert_eq!(rc(&call(&mut iss, &idv_request(&t.clear[2], "900000", "PROV00000003", None))), "05");
+    assert_eq!(rc(&call(&mut iss, &idv_request(&t.clear[1], "900000", "PROV00000002", None))), "1A");
+    let otp = iss.otp_outbox.get("PROV00000002").cloned().expect("OTP sent to the cardholder");
+    assert_eq!(otp, "424242");
+    assert_eq!(
+        rc(&call(&mut iss, &idv_request(&t.clear[1], "910000", "PROV00000002", Some("000000")))),
+        "05"
+    );
+    assert_eq!(rc(&call(&mut iss, &idv_request(&t.clear[1], "910000", "PROV00000002", Some(&otp)))), "00");
+    assert_eq!(
+        rc(&call(&mut iss, &idv_request(&t.clear[1], "910000", "PROV00000002", Some(&otp)))),
+        "05",
+        "an OTP is used once"
+    );
+}
+
+#[test]
+fn responses_are_not_answered() {
+    let (mut iss, _) = test_issuer(|_| {});
+    let mut m = Message::new(spec(), "0110".parse().expect("mti"));
+    m.set_text(11, "000001").expect("DE 11");
+    assert!(iss.handle(&m, NOW_MS, NOW_YYMM, 1).is_none());
+}
