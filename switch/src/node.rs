@@ -170,6 +170,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
             IssuerHandle {
                 pool,
                 zpk: ic.zpk.clone(),
+                imk_ac: ic.imk_ac.clone(),
                 stand_in: StandIn::new(ic.stand_in.clone()),
                 saf,
                 saf_wake: wake,
