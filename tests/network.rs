@@ -80,7 +80,7 @@ async fn approvals_declines_arpc_duplicates_balance_and_pin() {
     assert_eq!(rc(&c.call(&chip_request("network", &stranger, &Tx::purchase(6, 100, 1))).await), "14");
 
     // Balance inquiry: DE 54 carries the open-to-buy (account type 30, amount type 02, currency, C).
-    let tx = Tx { processing_code: "313000", ..Tx::purchase(7, 0, 7) };
+    let tx = Tx { processing_code: "313000".into(), ..Tx::purchase(7, 0, 7) };
     let r = c.call(&chip_request("network", card, &tx)).await;
     assert_eq!(rc(&r), "00");
     assert_eq!(r.text(54).as_deref(), Some(format!("3002978C{:012}", otb(&net, &card.pan)).as_str()));
@@ -204,7 +204,7 @@ async fn issuer_timeout_reversal_stand_in_advice_and_restart() {
         .map(|i| {
             let card = &cards[(i % 3) as usize];
             let tx = Tx {
-                processing_code: "313000",
+                processing_code: "313000".into(),
                 tid: format!("T{:07}", i % 50),
                 ..Tx::purchase(1000 + i, 0, 1000 + i as u16)
             };
