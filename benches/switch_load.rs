@@ -14,29 +14,20 @@ use std::time::Duration;
 
 use codecs::framing::{Frame, FrameCodec, FramingKind};
 use codecs::iso8583::{Message, Spec};
-use codecs::tlv::{Tag, TlvBuilder};
-use crypto::emv::{Atc, CardInputs, Cvn, PanDigits, Psn, UnpredictableNumber, ac_data_from_tags};
-use crypto::keys::TdesKey;
 use futures_util::{SinkExt, StreamExt};
 use terminal_sim::load::{self, Plan, Report, Target};
+use terminal_sim::pos::{TestCard, Tx, chip_request};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-struct Card {
-    pan: String,
-    expiry: String,
-    psn: Psn,
-    icc_mk: TdesKey,
-}
-
 /// Contactless purchases for the test cards, each ATC used once per card (the issuer's replay
 /// protection would decline a repeat), cryptograms computed as the card would.
 struct Purchases {
     spec: Arc<Spec>,
-    cards: Vec<Card>,
+    cards: Vec<TestCard>,
     /// Offsets the ATCs of the second phase so that no (card, ATC) repeats across phases.
     atc_base: u64,
 }
@@ -45,59 +36,12 @@ impl load::RequestSource for Purchases {
     fn request(&self, seq: u64, conn: usize) -> Message {
         let n = self.cards.len() as u64;
         let card = &self.cards[(seq % n) as usize];
-        let atc = Atc((self.atc_base + seq / n + 1) as u16);
-        let un = UnpredictableNumber((seq as u32).to_be_bytes());
-        let amount = 100 + seq % 900;
-        let tags: [(u32, Vec<u8>); 11] = [
-            (0x9F02, hex::decode(format!("{amount:012}")).unwrap_or_default()),
-            (0x9F03, vec![0; 6]),
-            (0x9F1A, vec![0x02, 0x50]),
-            (0x95, vec![0; 5]),
-            (0x5F2A, vec![0x09, 0x78]),
-            (0x9A, vec![0x26, 0x11, 0x25]),
-            (0x9C, vec![0]),
-            (0x9F37, un.0.to_vec()),
-            (0x82, vec![0x20, 0x00]),
-            (0x9F36, atc.to_bytes().to_vec()),
-            (0x9F10, vec![0x06, 0x01, 0x12, 0x03, 0xA0, 0x00, 0x00]),
-        ];
-        let data =
-            ac_data_from_tags(Cvn::Visa18, |t| tags.iter().find(|(k, _)| *k == t).map(|(_, v)| v.as_slice()))
-                .unwrap_or_default();
-        let pan = PanDigits::new(&card.pan).unwrap_or_else(|_| unreachable!("test PAN"));
-        let arqc = Cvn::Visa18
-            .card_ac(&card.icc_mk, &CardInputs { pan: &pan, psn: card.psn, atc, un: Some(un) }, &data)
-            .unwrap_or_default();
-        let mut icc = TlvBuilder::with_capacity(128);
-        let _ = icc.primitive(Tag::new(0x9F26), &arqc);
-        let _ = icc.primitive(Tag::new(0x9F27), &[0x80]);
-        for (t, v) in &tags {
-            let _ = icc.primitive(Tag::new(*t), v);
-        }
-        let mut m = Message::new(self.spec.clone(), codecs::iso8583::Mti::AUTHORIZATION_REQUEST);
-        let stan = load::stan(seq);
-        for (de, v) in [
-            (2u16, card.pan.as_str()),
-            (3, "000000"),
-            (4, &format!("{amount:012}")),
-            (7, &format!("1125{stan}")),
-            (11, &stan),
-            (12, "101010"),
-            (13, "1125"),
-            (14, &card.expiry),
-            (18, "5411"),
-            (22, "071"),
-            (23, "000"),
-            (25, "00"),
-            (32, "400001"),
-            (37, &format!("533014{stan}")),
-            (41, &load::terminal_id(conn)),
-            (42, "MERCHANT0000001"),
-            (49, "978"),
-        ] {
-            let _ = m.set_text(de, v);
-        }
-        let _ = m.set_icc_data(&icc.finish());
+        let tx = Tx {
+            tid: load::terminal_id(conn),
+            ..Tx::purchase(seq as u32, 100 + seq % 900, (self.atc_base + seq / n + 1) as u16)
+        };
+        let mut m = chip_request(&self.spec, card, &tx).unwrap_or_else(|e| panic!("request: {e}"));
+        let _ = m.set_text(11, &load::stan(seq));
         m
     }
 }
@@ -154,16 +98,11 @@ fn main() {
         // Roomy test accounts: the bench measures throughput, not declines.
         let net = paynet::network::start(opts).await.expect("network");
         let spec = Spec::builtin("network").expect("spec").clone();
-        let cards: Vec<Card> = net
+        let cards: Vec<TestCard> = net
             .ports
             .test_cards
             .iter()
-            .map(|c| Card {
-                pan: c.pan.clone(),
-                expiry: c.expiry.clone(),
-                psn: c.psn.parse().expect("psn"),
-                icc_mk: TdesKey::from_hex("icc_mk", &c.icc_mk).expect("key"),
-            })
+            .map(|c| serde_json::from_value(serde_json::to_value(c).expect("json")).expect("card"))
             .collect();
         let total = rate * seconds;
         assert!(total / ncards as u64 * 2 < 65_000, "too few cards for that many requests: raise --cards");
@@ -178,19 +117,7 @@ fn main() {
         tokio::spawn(relay(relay_listener, net.issuer_addr.to_string()));
         let run = |addr: String, atc_base: u64| {
             let spec = spec.clone();
-            let source = Arc::new(Purchases {
-                spec: spec.clone(),
-                cards: cards
-                    .iter()
-                    .map(|c| Card {
-                        pan: c.pan.clone(),
-                        expiry: c.expiry.clone(),
-                        psn: c.psn,
-                        icc_mk: c.icc_mk.clone(),
-                    })
-                    .collect(),
-                atc_base,
-            });
+            let source = Arc::new(Purchases { spec: spec.clone(), cards: cards.clone(), atc_base });
             async move {
                 load::run(
                     Target { addr, spec, framing: FramingKind::Binary2 },
