@@ -53,6 +53,9 @@ pub struct IssuerConfig {
     pub cards: PathBuf,
     pub zpk: String,
     pub keys: KeysConfig,
+    /// The admin port (`faults` commands; see `server::run_admin`), 127.0.0.1 only; none if unset.
+    #[serde(default)]
+    pub admin: Option<String>,
     #[serde(default, rename = "fault")]
     pub faults: Vec<crate::server::FaultRule>,
 }

@@ -1,7 +1,7 @@
 //! `issuer-sim` — the issuer host simulator as its own process.
 //!
 //! ```text
-//! issuer-sim --config issuer-sim.toml [--listen ADDR] [--ready-file FILE]
+//! issuer-sim --config issuer-sim.toml [--listen ADDR] [--admin ADDR] [--ready-file FILE]
 //! issuer-sim --config issuer-sim.toml --check-config
 //! ```
 //! The LMK comes from the environment variable the config names (`PAYNET_LMK` by default).
@@ -26,7 +26,11 @@ struct Cli {
     /// Listen here instead of the config's address (port 0: one from the OS).
     #[arg(long)]
     listen: Option<String>,
-    /// Write the bound address as JSON to this file once listening.
+    /// Serve the admin port (fault toggles) here instead of the config's `admin` (port 0: any).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Once listening, write `{"listen": "IP:PORT", "admin": "IP:PORT" or null}` to this file
+    /// (atomically: a temporary file, then a rename).
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
 }
@@ -142,13 +146,22 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
         tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%bound, cards = l.cards.cards.len(), "issuer simulator listening");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut admin_bound = None;
+    if let Some(admin) = cli.admin.clone().or_else(|| l.cfg.admin.clone()) {
+        let al = tokio::net::TcpListener::bind(&admin)
+            .await
+            .map_err(|e| format!("cannot bind the admin port {admin}: {e}"))?;
+        admin_bound = Some(al.local_addr().map_err(|e| e.to_string())?.to_string());
+        tracing::info!(admin = ?admin_bound, "admin port listening");
+        tokio::spawn(server::run_admin(al, state.clone(), stop.clone()));
+    }
     if let Some(path) = &cli.ready_file {
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::json!({"listen": bound.to_string()}).to_string())
-            .map_err(|e| e.to_string())?;
+        let ready = serde_json::json!({"listen": bound.to_string(), "admin": admin_bound});
+        std::fs::write(&tmp, ready.to_string()).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
     }
-    let stop = tokio_util::sync::CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
