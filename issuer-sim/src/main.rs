@@ -41,41 +41,68 @@ struct Loaded {
     keystore: crypto::keystore::Keystore,
 }
 
+/// Reads and checks the configuration, the accounts file and the keystore, collecting every
+/// problem before giving up (STYLE.md habit 6: `--check-config` says everything that is wrong).
 fn load(path: &Path) -> Result<Loaded, String> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let cfg: IssuerConfig =
         toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-    server::check_faults(&cfg.faults)?;
-    codecs::iso8583::Spec::load(&cfg.spec, &base).map_err(|e| e.to_string())?;
-    cfg.framing.parse::<codecs::framing::FramingKind>().map_err(|e| format!("framing: {e}"))?;
+    let mut problems = Vec::new();
+    if let Err(e) = server::check_faults(&cfg.faults) {
+        problems.push(e);
+    }
+    if let Err(e) = codecs::iso8583::Spec::load(&cfg.spec, &base) {
+        problems.push(format!("spec: {e}"));
+    }
+    if let Err(e) = cfg.framing.parse::<codecs::framing::FramingKind>() {
+        problems.push(format!("framing: {e}"));
+    }
     let cards_path = base.join(&cfg.cards);
-    let cards_text = std::fs::read_to_string(&cards_path)
-        .map_err(|e| format!("cannot read {}: {e}", cards_path.display()))?;
-    let cards = CardsFile::from_toml(&cards_text).map_err(|e| e.to_string())?;
-    let lmk_hex = std::env::var(&cfg.keys.lmk_env)
-        .map_err(|_| format!("the LMK variable {} is not set", cfg.keys.lmk_env))?;
-    let lmk = crypto::keystore::Lmk::from_hex(lmk_hex.trim()).map_err(|e| format!("LMK: {e}"))?;
-    let ks_path = base.join(&cfg.keys.keystore);
-    let ks_text =
-        std::fs::read_to_string(&ks_path).map_err(|e| format!("cannot read {}: {e}", ks_path.display()))?;
-    let keystore =
-        crypto::keystore::Keystore::from_toml(lmk, &ks_text).map_err(|e| format!("keystore: {e}"))?;
-    // Every key a card names must exist.
-    let mut missing = Vec::new();
-    for c in &cards.cards {
-        for k in [Some(&c.imk_ac), c.pvk.as_ref(), c.cvk.as_ref()].into_iter().flatten() {
+    let cards = match std::fs::read_to_string(&cards_path) {
+        Ok(t) => match CardsFile::from_toml(&t) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(format!("{}: {e}", cards_path.display()));
+                None
+            }
+        },
+        Err(e) => {
+            problems.push(format!("cannot read {}: {e}", cards_path.display()));
+            None
+        }
+    };
+    let keystore = load_keystore(&cfg, &base).map_err(|e| problems.push(e)).ok();
+    if let (Some(cards), Some(keystore)) = (&cards, &keystore) {
+        // Every key a card names, and the ZPK, must exist.
+        let mut missing = Vec::new();
+        let named = cards.cards.iter().flat_map(|c| [Some(&c.imk_ac), c.pvk.as_ref(), c.cvk.as_ref()]);
+        for k in named.flatten().chain(std::iter::once(&cfg.zpk)) {
             let ok =
                 crypto::keystore::KeyName::new(k).ok().is_some_and(|n| keystore.names().any(|m| *m == n));
             if !ok && !missing.contains(k) {
                 missing.push(k.clone());
             }
         }
+        if !missing.is_empty() {
+            problems.push(format!("keys named but not in the keystore: {}", missing.join(", ")));
+        }
     }
-    if !missing.is_empty() {
-        return Err(format!("keys named by cards but not in the keystore: {}", missing.join(", ")));
+    match (cards, keystore) {
+        (Some(cards), Some(keystore)) if problems.is_empty() => Ok(Loaded { cfg, cards, keystore }),
+        _ => Err(problems.join("\n")),
     }
-    Ok(Loaded { cfg, cards, keystore })
+}
+
+/// The keystore the configuration names, unwrapped under the LMK from its environment variable.
+fn load_keystore(cfg: &IssuerConfig, base: &Path) -> Result<crypto::keystore::Keystore, String> {
+    let lmk_hex = std::env::var(&cfg.keys.lmk_env)
+        .map_err(|_| format!("the LMK variable {} is not set", cfg.keys.lmk_env))?;
+    let lmk = crypto::keystore::Lmk::from_hex(lmk_hex.trim()).map_err(|e| format!("LMK: {e}"))?;
+    let ks_path = base.join(&cfg.keys.keystore);
+    let ks_text =
+        std::fs::read_to_string(&ks_path).map_err(|e| format!("cannot read {}: {e}", ks_path.display()))?;
+    crypto::keystore::Keystore::from_toml(lmk, &ks_text).map_err(|e| format!("keystore: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -83,7 +110,9 @@ fn main() -> ExitCode {
     let loaded = match load(&cli.config) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("issuer-sim: {e}");
+            for line in e.lines() {
+                eprintln!("issuer-sim: {line}");
+            }
             return ExitCode::from(2);
         }
     };
