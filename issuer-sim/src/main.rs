@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Parser;
 use issuer_sim::cards::{CardsFile, IssuerConfig};
@@ -196,7 +197,12 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
         wait_for_signal().await;
         s.cancel();
     });
-    server::run(listener, state, stop).await;
+    let defaults = server::ConnectionLimits::default();
+    let limits = server::ConnectionLimits {
+        read_timeout: l.cfg.read_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.read_timeout),
+        idle_timeout: l.cfg.idle_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.idle_timeout),
+    };
+    server::run_with(listener, state, stop, limits).await;
     Ok(())
 }
 

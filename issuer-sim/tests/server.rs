@@ -73,6 +73,7 @@ framing = "2-byte-binary"
 cards = "accounts.toml"
 zpk = "{}"
 admin = "127.0.0.1:0"
+read_timeout_ms = 400
 [keys]
 keystore = "keys.toml"
 lmk_env = "ISSUER_SIM_TEST_LMK"
@@ -315,6 +316,21 @@ async fn issuer_sim_binary_answers_declines_reverses_and_injects_faults() {
     let end =
         tokio::time::timeout(Duration::from_secs(5), link2.framed.next()).await.expect("closed in time");
     assert!(end.is_none(), "closed without an answer");
+
+    // A partial frame: dropped with its connection after the read timeout; others carry on.
+    let mut partial = TcpStream::connect(&sim.listen).await.expect("connect");
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        partial.write_all(&[0x00, 0x64, b'0', b'1']).await.expect("write"); // 100 announced, 2 sent
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), partial.read(&mut buf))
+            .await
+            .expect("closed within the read timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "closed, not answered");
+    }
+    let r = link.call(&network_management(&spec, "000099", "301")).await;
+    assert_eq!(rc(&r), "00");
 
     assert_eq!(admin(&sim.admin, "faults clear").await, "ok 0");
     let r = link.call(&chip_request(&spec, card, &Tx::purchase(91, 790, 91))).await;
