@@ -53,6 +53,15 @@ pub struct IssuerConfig {
     pub cards: PathBuf,
     pub zpk: String,
     pub keys: KeysConfig,
+    /// The admin port (`faults` commands; see `server::run_admin`), 127.0.0.1 only; none if unset.
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// A frame begun and not completed within this drops its connection (default 10,000).
+    #[serde(default)]
+    pub read_timeout_ms: Option<u64>,
+    /// A connection silent this long is closed (default 300,000).
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
     #[serde(default, rename = "fault")]
     pub faults: Vec<crate::server::FaultRule>,
 }

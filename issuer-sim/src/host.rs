@@ -94,6 +94,20 @@ fn original_key(m: &Message) -> OriginalKey {
     }
 }
 
+/// The chip data of a request, if any: the tags, the ARQC, the ATC. `Err` when DE 55 is there
+/// but is not TLV or lacks an 8-byte ARQC (9F26) or an ATC (9F36): a format error.
+fn chip_of(req: &Message) -> Result<Option<Chip>, ()> {
+    let Some(icc) = req.icc_data().map_err(|_| ())? else { return Ok(None) };
+    let tags = icc_tags(&icc).ok_or(())?;
+    let arqc = tags.get(&0x9F26).cloned().unwrap_or_default();
+    let atc = tags.get(&0x9F36).and_then(|v| Atc::from_slice(v).ok());
+    let un = tags.get(&0x9F37).and_then(|v| UnpredictableNumber::from_slice(v).ok());
+    match atc {
+        Some(atc) if arqc.len() == 8 => Ok(Some(Chip { tags, arqc, atc, un })),
+        _ => Err(()),
+    }
+}
+
 /// What the chip part of a request gives the ARPC.
 struct Chip {
     tags: HashMap<u32, Vec<u8>>,
@@ -160,7 +174,11 @@ impl Issuer {
             return None;
         }
         if let Some(rc) = format_error(req) {
-            return Some(answer(req, rc));
+            let mut rsp = answer(req, rc);
+            if let (Some(pan), Ok(Some(chip))) = (pan_of(req), chip_of(req)) {
+                self.attach_issuer_auth_data(&pan, &chip, &mut rsp, rc);
+            }
+            return Some(rsp);
         }
         Some(match (mti.class(), mti.function()) {
             (8, 0) => answer(req, network_management(req)),
@@ -184,25 +202,10 @@ impl Issuer {
     fn authorize(&mut self, req: &Message, now_ms: u64, now_yymm: &str, random: u32) -> Message {
         let pc = field(req, 3).unwrap_or_default();
         let Some(pan) = pan_of(req) else { return answer(req, "30") };
-        let Some(card) = self.cards.get(&pan) else { return answer(req, "14") };
-        let cvn = card.cvn;
-        // Chip data, if any: the tags, the ARQC, the ATC.
-        let chip = match req.icc_data() {
-            Ok(Some(icc)) => match icc_tags(&icc) {
-                Some(tags) => {
-                    let arqc = tags.get(&0x9F26).cloned().unwrap_or_default();
-                    let atc = tags.get(&0x9F36).and_then(|v| Atc::from_slice(v).ok());
-                    let un = tags.get(&0x9F37).and_then(|v| UnpredictableNumber::from_slice(v).ok());
-                    match atc {
-                        Some(atc) if arqc.len() == 8 => Some(Chip { tags, arqc, atc, un }),
-                        _ => return answer(req, "30"),
-                    }
-                }
-                None => return answer(req, "30"),
-            },
-            Ok(None) => None,
-            Err(_) => return answer(req, "30"),
-        };
+        if !self.cards.contains_key(&pan) {
+            return answer(req, "14");
+        }
+        let Ok(chip) = chip_of(req) else { return answer(req, "30") };
         let rc = self.decide(req, &pan, &pc, chip.as_ref(), now_ms, now_yymm, random);
         let mut rsp = answer(req, rc.code);
         if let Some(code) = rc.auth_code {
@@ -211,15 +214,22 @@ impl Issuer {
         if let Some(de54) = rc.de54 {
             let _ = rsp.set_text(54, &de54);
         }
-        if let Some(chip) = &chip
-            && let Some(tag91) = self.issuer_auth_data(&pan, cvn, chip, rc.code)
-        {
+        if let Some(chip) = &chip {
+            self.attach_issuer_auth_data(&pan, chip, &mut rsp, rc.code);
+        }
+        rsp
+    }
+
+    /// Puts tag 91 in the answer's DE 55 (INTERFACES.md §5: on every chip answer, approval or
+    /// decline) when the card is known; nothing when the ARPC cannot be made.
+    fn attach_issuer_auth_data(&self, pan: &str, chip: &Chip, rsp: &mut Message, rc: &str) {
+        let Some(card) = self.cards.get(pan) else { return };
+        if let Some(tag91) = self.issuer_auth_data(pan, card.cvn, chip, rc) {
             let mut b = tlv::TlvBuilder::new();
             if b.primitive(tlv::Tag::new(0x91), &tag91).is_ok() {
                 let _ = rsp.set_icc_data(&b.finish());
             }
         }
-        rsp
     }
 
     #[allow(clippy::too_many_arguments)]

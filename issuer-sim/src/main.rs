@@ -1,18 +1,15 @@
 //! `issuer-sim` — the issuer host simulator as its own process.
 //!
 //! ```text
-//! issuer-sim --config issuer-sim.toml [--listen ADDR] [--ready-file FILE]
+//! issuer-sim --config issuer-sim.toml [--listen ADDR] [--admin ADDR] [--ready-file FILE]
 //! issuer-sim --config issuer-sim.toml --check-config
 //! ```
 //! The LMK comes from the environment variable the config names (`PAYNET_LMK` by default).
 
-/// mimalloc: measurably faster than the system allocator under many small allocations.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clap::Parser;
 use issuer_sim::cards::{CardsFile, IssuerConfig};
@@ -30,7 +27,11 @@ struct Cli {
     /// Listen here instead of the config's address (port 0: one from the OS).
     #[arg(long)]
     listen: Option<String>,
-    /// Write the bound address as JSON to this file once listening.
+    /// Serve the admin port (fault toggles) here instead of the config's `admin` (port 0: any).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Once listening, write `{"listen": "IP:PORT", "admin": "IP:PORT" or null}` to this file
+    /// (atomically: a temporary file, then a rename).
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
 }
@@ -38,58 +39,81 @@ struct Cli {
 struct Loaded {
     cfg: IssuerConfig,
     cards: CardsFile,
-    keystore: Option<crypto::keystore::Keystore>,
+    keystore: crypto::keystore::Keystore,
 }
 
-fn load(path: &Path, check_only: bool) -> Result<Loaded, String> {
+/// Reads and checks the configuration, the accounts file and the keystore, collecting every
+/// problem before giving up (STYLE.md habit 6: `--check-config` says everything that is wrong).
+fn load(path: &Path) -> Result<Loaded, String> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let cfg: IssuerConfig =
         toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-    server::check_faults(&cfg.faults)?;
-    codecs::iso8583::Spec::load(&cfg.spec, &base).map_err(|e| e.to_string())?;
-    cfg.framing.parse::<codecs::framing::FramingKind>().map_err(|e| format!("framing: {e}"))?;
+    let mut problems = Vec::new();
+    if let Err(e) = server::check_faults(&cfg.faults) {
+        problems.push(e);
+    }
+    if let Err(e) = codecs::iso8583::Spec::load(&cfg.spec, &base) {
+        problems.push(format!("spec: {e}"));
+    }
+    if let Err(e) = cfg.framing.parse::<codecs::framing::FramingKind>() {
+        problems.push(format!("framing: {e}"));
+    }
     let cards_path = base.join(&cfg.cards);
-    let cards_text = std::fs::read_to_string(&cards_path)
-        .map_err(|e| format!("cannot read {}: {e}", cards_path.display()))?;
-    let cards = CardsFile::from_toml(&cards_text).map_err(|e| e.to_string())?;
-    let lmk_hex = match std::env::var(&cfg.keys.lmk_env) {
-        Ok(v) => v,
-        Err(_) if check_only => {
-            eprintln!("issuer-sim: {} is not set: the keystore is not checked", cfg.keys.lmk_env);
-            return Ok(Loaded { cfg, cards, keystore: None });
+    let cards = match std::fs::read_to_string(&cards_path) {
+        Ok(t) => match CardsFile::from_toml(&t) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(format!("{}: {e}", cards_path.display()));
+                None
+            }
+        },
+        Err(e) => {
+            problems.push(format!("cannot read {}: {e}", cards_path.display()));
+            None
         }
-        Err(_) => return Err(format!("the LMK variable {} is not set", cfg.keys.lmk_env)),
     };
-    let lmk = crypto::keystore::Lmk::from_hex(lmk_hex.trim()).map_err(|e| format!("LMK: {e}"))?;
-    let ks_path = base.join(&cfg.keys.keystore);
-    let ks_text =
-        std::fs::read_to_string(&ks_path).map_err(|e| format!("cannot read {}: {e}", ks_path.display()))?;
-    let keystore =
-        crypto::keystore::Keystore::from_toml(lmk, &ks_text).map_err(|e| format!("keystore: {e}"))?;
-    // Every key a card names must exist.
-    let mut missing = Vec::new();
-    for c in &cards.cards {
-        for k in [Some(&c.imk_ac), c.pvk.as_ref(), c.cvk.as_ref()].into_iter().flatten() {
+    let keystore = load_keystore(&cfg, &base).map_err(|e| problems.push(e)).ok();
+    if let (Some(cards), Some(keystore)) = (&cards, &keystore) {
+        // Every key a card names, and the ZPK, must exist.
+        let mut missing = Vec::new();
+        let named = cards.cards.iter().flat_map(|c| [Some(&c.imk_ac), c.pvk.as_ref(), c.cvk.as_ref()]);
+        for k in named.flatten().chain(std::iter::once(&cfg.zpk)) {
             let ok =
                 crypto::keystore::KeyName::new(k).ok().is_some_and(|n| keystore.names().any(|m| *m == n));
             if !ok && !missing.contains(k) {
                 missing.push(k.clone());
             }
         }
+        if !missing.is_empty() {
+            problems.push(format!("keys named but not in the keystore: {}", missing.join(", ")));
+        }
     }
-    if !missing.is_empty() {
-        return Err(format!("keys named by cards but not in the keystore: {}", missing.join(", ")));
+    match (cards, keystore) {
+        (Some(cards), Some(keystore)) if problems.is_empty() => Ok(Loaded { cfg, cards, keystore }),
+        _ => Err(problems.join("\n")),
     }
-    Ok(Loaded { cfg, cards, keystore: Some(keystore) })
+}
+
+/// The keystore the configuration names, unwrapped under the LMK from its environment variable.
+fn load_keystore(cfg: &IssuerConfig, base: &Path) -> Result<crypto::keystore::Keystore, String> {
+    let lmk_hex = std::env::var(&cfg.keys.lmk_env)
+        .map_err(|_| format!("the LMK variable {} is not set", cfg.keys.lmk_env))?;
+    let lmk = crypto::keystore::Lmk::from_hex(lmk_hex.trim()).map_err(|e| format!("LMK: {e}"))?;
+    let ks_path = base.join(&cfg.keys.keystore);
+    let ks_text =
+        std::fs::read_to_string(&ks_path).map_err(|e| format!("cannot read {}: {e}", ks_path.display()))?;
+    crypto::keystore::Keystore::from_toml(lmk, &ks_text).map_err(|e| format!("keystore: {e}"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = match load(&cli.config, cli.check_config) {
+    let loaded = match load(&cli.config) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("issuer-sim: {e}");
+            for line in e.lines() {
+                eprintln!("issuer-sim: {line}");
+            }
             return ExitCode::from(2);
         }
     };
@@ -121,9 +145,8 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
     let base = cli.config.parent().map(Path::to_path_buf).unwrap_or_default();
     let spec = codecs::iso8583::Spec::load(&l.cfg.spec, &base).map_err(|e| e.to_string())?;
     let framing = l.cfg.framing.parse().map_err(|e| format!("framing: {e}"))?;
-    let keystore = l.keystore.ok_or("no keystore")?;
     let hsm = Arc::new(crypto::hsm::SoftHsm::new(
-        keystore,
+        l.keystore,
         Box::new(|b: &mut [u8]| {
             if let Err(e) = getrandom::fill(b) {
                 panic!("operating system random source unavailable: {e}");
@@ -153,19 +176,33 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
         tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%bound, cards = l.cards.cards.len(), "issuer simulator listening");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut admin_bound = None;
+    if let Some(admin) = cli.admin.clone().or_else(|| l.cfg.admin.clone()) {
+        let al = tokio::net::TcpListener::bind(&admin)
+            .await
+            .map_err(|e| format!("cannot bind the admin port {admin}: {e}"))?;
+        admin_bound = Some(al.local_addr().map_err(|e| e.to_string())?.to_string());
+        tracing::info!(admin = ?admin_bound, "admin port listening");
+        tokio::spawn(server::run_admin(al, state.clone(), stop.clone()));
+    }
     if let Some(path) = &cli.ready_file {
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::json!({"listen": bound.to_string()}).to_string())
-            .map_err(|e| e.to_string())?;
+        let ready = serde_json::json!({"listen": bound.to_string(), "admin": admin_bound});
+        std::fs::write(&tmp, ready.to_string()).map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
     }
-    let stop = tokio_util::sync::CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         s.cancel();
     });
-    server::run(listener, state, stop).await;
+    let defaults = server::ConnectionLimits::default();
+    let limits = server::ConnectionLimits {
+        read_timeout: l.cfg.read_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.read_timeout),
+        idle_timeout: l.cfg.idle_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.idle_timeout),
+    };
+    server::run_with(listener, state, stop, limits).await;
     Ok(())
 }
 

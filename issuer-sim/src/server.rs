@@ -16,10 +16,10 @@
 //! ```
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use codecs::framing::{Frame, FrameCodec, FramingKind};
+use codecs::framing::{Frame, FrameCodec, FramingKind, Tpdu};
 use codecs::iso8583::{Message, Spec};
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -175,8 +175,42 @@ pub fn yymm(now_ms: u64) -> String {
     format!("{:02}{:02}", y.rem_euclid(100), m)
 }
 
-/// Serves until `stop`.
+/// How long a connection may hold a partial frame, and how long it may stay silent, before it is
+/// closed (the same rules as the switch's listeners, INTERFACES.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A frame begun and not completed within this is dropped with its connection.
+    pub read_timeout: Duration,
+    /// A connection with nothing received for this long (and no partial frame) is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits { read_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(300) }
+    }
+}
+
+/// Serves until `stop`, with the default [`ConnectionLimits`].
 pub async fn run(listener: TcpListener, state: Arc<ServerState>, stop: CancellationToken) {
+    run_with(listener, state, stop, ConnectionLimits::default()).await
+}
+
+/// Serves until `stop`: one task per connection reading frames, one task per request deciding
+/// it (under the state's mutex, briefly) and one writer per connection sending the answers as
+/// they complete, in whatever order that is.
+pub async fn run_with(
+    listener: TcpListener,
+    state: Arc<ServerState>,
+    stop: CancellationToken,
+    limits: ConnectionLimits,
+) {
+    // How often a quiet connection is looked at (partial frame age, idleness).
+    let tick = limits
+        .read_timeout
+        .min(limits.idle_timeout)
+        .min(Duration::from_secs(1))
+        .max(Duration::from_millis(10));
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -198,25 +232,45 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, stop: Cancellat
             let codec = FrameCodec::new(state.framing);
             let mut reader = FramedRead::new(rd, codec);
             let mut writer = FramedWrite::new(wr, codec);
-            let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(1024);
+            let (tx, mut rx) = mpsc::channel::<Option<Frame>>(1024);
             let conn_stop = stop.child_token();
             let w_stop = conn_stop.clone();
             let writer_task = tokio::spawn(async move {
                 while let Some(item) = rx.recv().await {
                     // None: the fault "disconnect".
-                    let Some(bytes) = item else { break };
-                    if writer.send(Frame::new(bytes)).await.is_err() {
+                    let Some(frame) = item else { break };
+                    if writer.send(frame).await.is_err() {
                         break;
                     }
                 }
                 w_stop.cancel();
             });
+            let mut partial_since: Option<Instant> = None;
+            let mut last_frame = Instant::now();
             loop {
-                let frame = tokio::select! {
+                let next = tokio::select! {
                     _ = conn_stop.cancelled() => break,
-                    f = reader.next() => f,
+                    f = tokio::time::timeout(tick, reader.next()) => f,
                 };
+                // FramedRead keeps what it has buffered when `next` is cancelled by the timeout.
+                let Ok(frame) = next else {
+                    let now = Instant::now();
+                    if reader.read_buffer().is_empty() {
+                        partial_since = None;
+                        if now.duration_since(last_frame) >= limits.idle_timeout {
+                            debug!(%peer, "idle connection closed");
+                            break;
+                        }
+                    } else if now.duration_since(*partial_since.get_or_insert(now)) >= limits.read_timeout {
+                        warn!(%peer, buffered = reader.read_buffer().len(), "partial frame not completed in time; connection closed");
+                        break;
+                    }
+                    continue;
+                };
+                partial_since = None;
+                last_frame = Instant::now();
                 let Some(Ok(frame)) = frame else { break };
+                let tpdu = frame.tpdu.map(Tpdu::swapped);
                 let req = match Message::decode(&state.spec, frame.payload) {
                     Ok(m) => m,
                     Err(e) => {
@@ -261,13 +315,81 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, stop: Cancellat
                         }
                         None => {}
                     }
-                    let _ = tx.send(Some(bytes)).await;
+                    let _ = tx.send(Some(Frame { tpdu, payload: bytes })).await;
                 });
             }
             drop(tx);
             conn_stop.cancel();
             let _ = writer_task.await;
         });
+    }
+}
+
+/// The admin port: one command a line, one answer a line, for switching faults on and off in a
+/// running simulator (tests in other processes, an operator rehearsing an outage). Bind it to
+/// 127.0.0.1 only: it has no authentication.
+///
+/// ```text
+/// faults                       → the rules now in force, as a JSON array
+/// faults set [{"when_amount": 777, "action": "drop"}]  → "ok 1" (the rules replaced)
+/// faults clear                 → "ok 0"
+/// ```
+/// Anything else, or rules that do not check, gets `error: ...` and changes nothing.
+pub async fn run_admin(listener: TcpListener, state: Arc<ServerState>, stop: CancellationToken) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (rd, mut wr) = stream.into_split();
+            let mut lines = BufReader::new(rd).lines();
+            loop {
+                let line = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    l = lines.next_line() => l,
+                };
+                let Ok(Some(line)) = line else { return };
+                let reply = admin_command(&state, line.trim());
+                if wr.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// One admin command's answer (see [`run_admin`]).
+pub fn admin_command(state: &ServerState, line: &str) -> String {
+    let mut faults = state.faults.write().unwrap_or_else(|p| p.into_inner());
+    match line {
+        "faults" => serde_json::to_string(&*faults).unwrap_or_else(|e| format!("error: {e}")),
+        "faults clear" => {
+            faults.clear();
+            "ok 0".into()
+        }
+        _ => match line.strip_prefix("faults set ") {
+            Some(json) => match serde_json::from_str::<Vec<FaultRule>>(json) {
+                Ok(rules) => match check_faults(&rules) {
+                    Ok(()) => {
+                        *faults = rules;
+                        format!("ok {}", faults.len())
+                    }
+                    Err(e) => format!("error: {e}"),
+                },
+                Err(e) => format!("error: fault rules (JSON): {e}"),
+            },
+            None => "error: expected faults, faults set [JSON rules] or faults clear".into(),
+        },
     }
 }
 

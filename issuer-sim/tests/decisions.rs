@@ -205,7 +205,9 @@ fn format_errors_are_30() {
     for de in [11u16, 3, 4, 49] {
         let mut m = good.clone();
         m.remove(de);
-        assert_eq!(rc(&call(&mut iss, &m)), "30", "without DE {de}");
+        let rsp = call(&mut iss, &m);
+        assert_eq!(rc(&rsp), "30", "without DE {de}");
+        assert!(card_accepts_arpc(card, &m, &rsp), "tag 91 on a format error of a known chip card");
     }
     let mut m = good.clone();
     m.remove(2);

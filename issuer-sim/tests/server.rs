@@ -1,235 +1,429 @@
-//! The `issuer-sim` binary on 127.0.0.1 (port from the OS): configuration from files (a generated
-//! test issuer's cards and keystore), `--check-config`, echo, an approval whose ARQC it verifies
-//! and whose ARPC the card accepts, declines, a reversal restoring the open-to-buy, and the drop
-//! fault — then SIGTERM.
+//! The `issuer-sim` binary as a switch sees it: started on 127.0.0.1 port 0 from a configuration
+//! of generated test cards and keys, found through its ready file, then driven over TCP with
+//! framed `network` messages — echo, approvals, a decline for each reason, a reversal, answers out
+//! of order, and each injectable fault (from the config and toggled through the admin port).
+//! Finally its log is checked for clear PANs and PINs.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use codecs::framing::{Frame, FrameCodec, FramingKind};
-use codecs::iso8583::{Message, Mti, Spec};
-use codecs::tlv::{Tag, TlvBuilder};
-use crypto::emv::{ArpcInput, Atc, CardInputs, Cvn, PanDigits, UnpredictableNumber, ac_data_from_tags};
-use crypto::keys::TdesKey;
+use codecs::iso8583::{Message, Spec};
+use crypto::keys::to_hex;
 use crypto::keystore::Lmk;
-use issuer_sim::cards::{ClearTestCard, generate_test_issuer};
-use tokio_util::codec::{Decoder, Encoder};
+use futures_util::{SinkExt, StreamExt};
+use issuer_sim::cards::{ClearTestCard, TestIssuer, generate_test_issuer};
+use issuer_sim::testing::{Tx, card_accepts_arpc, chip_request, pin_block, reversal};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
 
-const LMK: &str = "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F";
+/// Kills the simulator when the test ends, however it ends.
+struct Sim {
+    child: Child,
+    listen: String,
+    admin: String,
+    log: PathBuf,
+}
 
-struct Sim(Child);
 impl Drop for Sim {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-fn setup(dir: &std::path::Path) -> Vec<ClearTestCard> {
-    let mut n = 1u8;
-    let t = generate_test_issuer(4, Lmk::from_hex(LMK).expect("lmk"), "3012", &mut |b: &mut [u8]| {
-        for x in b.iter_mut() {
-            n = n.wrapping_mul(73).wrapping_add(41);
-            *x = n;
-        }
-    })
-    .expect("test issuer");
-    std::fs::write(dir.join("keys.toml"), t.keystore.to_toml()).expect("write");
-    std::fs::write(dir.join("cards.toml"), t.cards.to_toml()).expect("write");
-    std::fs::write(
-        dir.join("issuer-sim.toml"),
-        "listen = \"127.0.0.1:0\"\ncards = \"cards.toml\"\nzpk = \"issuer.zpk\"\n[keys]\nkeystore = \"keys.toml\"\n[[fault]]\nwhen_amount = 777\naction = \"drop\"\n",
-    )
-    .expect("write");
-    t.clear
-}
-
-fn exchange(s: &mut TcpStream, m: &Message) -> Option<Message> {
-    let mut codec = FrameCodec::new(FramingKind::Binary2);
-    let mut out = BytesMut::new();
-    codec.encode(Frame::new(m.encode().expect("encode")), &mut out).expect("frame");
-    s.write_all(&out).expect("write");
-    let mut buf = BytesMut::new();
-    loop {
-        if let Some(f) = codec.decode(&mut buf).expect("frame") {
-            return Some(
-                Message::decode(Spec::builtin("network").expect("spec"), f.payload).expect("decode"),
-            );
-        }
-        let mut chunk = [0u8; 4096];
-        match s.read(&mut chunk) {
-            Ok(0) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => return None,
+fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
+    let mut x = seed | 1;
+    move |buf: &mut [u8]| {
+        for b in buf.iter_mut() {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            *b = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
         }
     }
 }
 
-fn purchase(card: &ClearTestCard, stan: u32, amount: u64, atc: u16) -> (Message, [u8; 8]) {
-    let un = UnpredictableNumber([1, 2, 3, stan as u8]);
-    let tags: Vec<(u32, Vec<u8>)> = vec![
-        (0x9F02, hex::decode(format!("{amount:012}")).expect("hex")),
-        (0x9F03, vec![0; 6]),
-        (0x9F1A, vec![0x02, 0x50]),
-        (0x95, vec![0; 5]),
-        (0x5F2A, vec![0x09, 0x78]),
-        (0x9A, vec![0x26, 0x11, 0x25]),
-        (0x9C, vec![0]),
-        (0x9F37, un.0.to_vec()),
-        (0x82, vec![0x20, 0]),
-        (0x9F36, atc.to_be_bytes().to_vec()),
-        (0x9F10, vec![6, 1, 0x12, 3, 0xA0, 0, 0]),
-    ];
-    let data =
-        ac_data_from_tags(Cvn::Visa18, |t| tags.iter().find(|(k, _)| *k == t).map(|(_, v)| v.as_slice()))
-            .expect("data");
-    let pan = PanDigits::new(&card.pan).expect("pan");
-    let icc = TdesKey::from_hex("icc", &card.icc_mk).expect("icc");
-    let inputs = CardInputs { pan: &pan, psn: card.psn.parse().expect("psn"), atc: Atc(atc), un: Some(un) };
-    let arqc = Cvn::Visa18.card_ac(&icc, &inputs, &data).expect("arqc");
-    let mut b = TlvBuilder::new();
-    b.primitive(Tag::new(0x9F26), &arqc).expect("tlv");
-    for (t, v) in &tags {
-        b.primitive(Tag::new(*t), v).expect("tlv");
-    }
-    let mut m = Message::new(Spec::builtin("network").expect("spec").clone(), Mti::AUTHORIZATION_REQUEST);
-    for (de, v) in [
-        (2u16, card.pan.clone()),
-        (3, "000000".into()),
-        (4, format!("{amount:012}")),
-        (7, format!("1125{stan:06}")),
-        (11, format!("{stan:06}")),
-        (14, card.expiry.clone()),
-        (22, "071".into()),
-        (41, "TERM0001".into()),
-        (49, "978".into()),
-    ] {
-        m.set_text(de, &v).expect("set");
-    }
-    m.set_icc_data(&b.finish()).expect("DE 55");
-    (m, arqc)
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
-#[test]
-fn issuer_sim_binary_serves_decisions_and_faults() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cards = setup(dir.path());
-    let cfg = dir.path().join("issuer-sim.toml");
-    let bin = env!("CARGO_BIN_EXE_issuer-sim");
-    let check = Command::new(bin)
-        .args(["--config", cfg.to_str().expect("utf-8"), "--check-config"])
-        .env("PAYNET_LMK", LMK)
-        .output()
-        .expect("run");
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-    let ready = dir.path().join("ready.json");
-    let sim = Sim(Command::new(bin)
-        .args(["--config", cfg.to_str().expect("utf-8"), "--ready-file", ready.to_str().expect("utf-8")])
-        .env("PAYNET_LMK", LMK)
-        .env("RUST_LOG", "warn")
+/// Five test cards: 0 and 1 approve (5,000,000), 2 blocked, 3 expired in the file, 4 has 800,000.
+fn write_config(dir: &Path, lmk_hex: &str) -> TestIssuer {
+    let yymm = issuer_sim::server::yymm(now_ms());
+    let yy: u32 = yymm[..2].parse().expect("year");
+    let expiry = format!("{:02}{}", (yy + 3) % 100, &yymm[2..]);
+    let lmk = Lmk::from_hex(lmk_hex).expect("LMK");
+    let mut test = generate_test_issuer(5, lmk, &expiry, &mut rng(11)).expect("test issuer");
+    test.cards.cards[2].status = "blocked".into();
+    test.cards.cards[3].expiry = format!("{:02}01", (yy + 99) % 100); // last year's January
+    test.clear[3].expiry = test.cards.cards[3].expiry.clone();
+    std::fs::write(dir.join("keys.toml"), test.keystore.to_toml()).expect("keys");
+    std::fs::write(dir.join("accounts.toml"), test.cards.to_toml()).expect("accounts");
+    let cfg = format!(
+        r#"listen = "127.0.0.1:6999"
+spec = "network"
+framing = "2-byte-binary"
+cards = "accounts.toml"
+zpk = "{}"
+admin = "127.0.0.1:0"
+read_timeout_ms = 400
+[keys]
+keystore = "keys.toml"
+lmk_env = "ISSUER_SIM_TEST_LMK"
+[[fault]]
+when_amount = 777
+when_mti = "0100"
+action = "drop"
+"#,
+        issuer_sim::cards::ZPK_NAME
+    );
+    std::fs::write(dir.join("issuer-sim.toml"), cfg).expect("config");
+    test
+}
+
+fn start(dir: &Path, lmk_hex: &str) -> Sim {
+    let ready = dir.join("ready.json");
+    let log = dir.join("issuer-sim.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
+        .arg("--config")
+        .arg(dir.join("issuer-sim.toml"))
+        .args(["--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .env("ISSUER_SIM_TEST_LMK", lmk_hex)
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
-        .expect("start"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
-        if let Ok(t) = std::fs::read_to_string(&ready) {
-            let v: serde_json::Value = serde_json::from_str(&t).expect("json");
-            break v["listen"].as_str().expect("addr").to_string();
+        .expect("issuer-sim starts");
+    let mut sim = Sim { child, listen: String::new(), admin: String::new(), log };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("the ready file is whole JSON");
+            sim.listen = v["listen"].as_str().expect("listen").to_string();
+            sim.admin = v["admin"].as_str().expect("admin").to_string();
+            return sim;
         }
-        assert!(Instant::now() < deadline, "issuer-sim not ready");
+        if let Ok(Some(status)) = sim.child.try_wait() {
+            panic!("issuer-sim exited {status}: {}", std::fs::read_to_string(&sim.log).unwrap_or_default());
+        }
         std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut s = TcpStream::connect(&addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
-
-    let mut echo =
-        Message::new(Spec::builtin("network").expect("spec").clone(), Mti::NETWORK_MANAGEMENT_REQUEST);
-    echo.set_text(11, "000001").expect("DE 11");
-    echo.set_text(70, "301").expect("DE 70");
-    let a = exchange(&mut s, &echo).expect("echo answer");
-    assert_eq!((a.mti().as_str(), a.text(39).as_deref()), ("0810", Some("00")));
-
-    let card = &cards[0];
-    let (req, arqc) = purchase(card, 2, 5_000, 1);
-    let a = exchange(&mut s, &req).expect("answer");
-    assert_eq!(a.text(39).as_deref(), Some("00"));
-    let icc = a.icc_data().expect("ok").expect("DE 55");
-    let nodes = codecs::tlv::decode_lenient(&icc).expect("tlv");
-    let t91 = nodes.iter().find(|n| n.tag().value() == 0x91).expect("tag 91").value().to_vec();
-    let pan = PanDigits::new(&card.pan).expect("pan");
-    let inputs = CardInputs {
-        pan: &pan,
-        psn: card.psn.parse().expect("psn"),
-        atc: Atc(1),
-        un: Some(UnpredictableNumber([1, 2, 3, 2])),
-    };
-    let expected = Cvn::Visa18
-        .card_arpc(
-            &TdesKey::from_hex("icc", &card.icc_mk).expect("icc"),
-            &inputs,
-            &arqc,
-            &ArpcInput::Csu { csu: [0, 0, 0, 0x80], proprietary: vec![] },
-        )
-        .expect("arpc");
-    assert_eq!(&t91[..4], expected.as_slice(), "the card accepts the ARPC");
-
-    // Unknown card, replayed ATC.
-    let mut stranger = card.clone();
-    stranger.pan = "4761739999999995".into();
-    assert_eq!(
-        exchange(&mut s, &purchase(&stranger, 3, 100, 1).0).expect("answer").text(39).as_deref(),
-        Some("14")
-    );
-    assert_eq!(
-        exchange(&mut s, &purchase(card, 4, 100, 1).0).expect("answer").text(39).as_deref(),
-        Some("82")
-    );
-
-    // Reversal of the approval (0420 with DE 90).
-    let mut rev = Message::new(Spec::builtin("network").expect("spec").clone(), Mti::REVERSAL_ADVICE);
-    for de in [2u16, 3, 4, 7, 11, 41, 49] {
-        rev.copy_from(&req, de).expect("copy");
     }
-    rev.set_text(90, &format!("0100000002{}{}", req.text(7).expect("DE 7"), "0".repeat(22))).expect("DE 90");
-    let a = exchange(&mut s, &rev).expect("answer");
-    assert_eq!((a.mti().as_str(), a.text(39).as_deref()), ("0430", Some("00")));
+    panic!("no ready file after 30 s");
+}
 
-    // The drop fault: no answer for 777.
-    let (drop_req, _) = purchase(card, 5, 777, 5);
-    assert!(exchange(&mut s, &drop_req).is_none(), "a dropped request gets no answer");
+struct Link {
+    framed: Framed<TcpStream, FrameCodec>,
+    spec: Arc<Spec>,
+}
 
-    let _ = Command::new("kill").args(["-TERM", &sim.0.id().to_string()]).status();
+impl Link {
+    async fn connect(addr: &str) -> Link {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Link {
+            framed: Framed::new(stream, FrameCodec::new(FramingKind::Binary2)),
+            spec: Spec::builtin("network").expect("spec").clone(),
+        }
+    }
+
+    async fn send(&mut self, m: &Message) {
+        self.framed.send(Frame::new(m.encode().expect("encode"))).await.expect("send");
+    }
+
+    /// The next answer's raw frame, or `None` on timeout; panics if the connection closed.
+    async fn recv_frame(&mut self, wait: Duration) -> Option<Frame> {
+        match tokio::time::timeout(wait, self.framed.next()).await {
+            Err(_) => None,
+            Ok(Some(Ok(f))) => Some(f),
+            Ok(other) => panic!("connection ended: {other:?}"),
+        }
+    }
+
+    async fn recv(&mut self) -> Message {
+        let f = self.recv_frame(Duration::from_secs(10)).await.expect("an answer in time");
+        Message::decode(&self.spec, f.payload).expect("the answer decodes")
+    }
+
+    async fn call(&mut self, m: &Message) -> Message {
+        self.send(m).await;
+        self.recv().await
+    }
+}
+
+fn rc(m: &Message) -> String {
+    m.text(39).map(|c| c.into_owned()).unwrap_or_default()
+}
+
+fn network_management(spec: &Arc<Spec>, stan: &str, code: &str) -> Message {
+    let mut m = Message::new(spec.clone(), "0800".parse().expect("mti"));
+    m.set_text(7, "1125101010").expect("DE 7");
+    m.set_text(11, stan).expect("DE 11");
+    m.set_text(70, code).expect("DE 70");
+    m
+}
+
+fn balance(rsp: &Message) -> u64 {
+    let de54 = rsp.text(54).expect("DE 54").into_owned();
+    de54[8..].parse().expect("12 digits")
+}
+
+async fn admin(addr: &str, line: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("admin connect");
+    s.write_all(format!("{line}\n").as_bytes()).await.expect("admin write");
+    let mut lines = tokio::io::BufReader::new(s).lines();
+    lines.next_line().await.expect("admin read").expect("an answer line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_sim_binary_answers_declines_reverses_and_injects_faults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lmk = [0u8; 32];
+    rng(5)(&mut lmk);
+    let lmk_hex = to_hex(&lmk);
+    let t = write_config(dir.path(), &lmk_hex);
+    let sim = start(dir.path(), &lmk_hex);
+    let mut link = Link::connect(&sim.listen).await;
+    let spec = link.spec.clone();
+    let card: &ClearTestCard = &t.clear[0];
+
+    // Network management.
+    for code in ["001", "301", "002"] {
+        let r = link.call(&network_management(&spec, "000001", code)).await;
+        assert_eq!((r.mti().as_str(), rc(&r).as_str()), ("0810", "00"), "DE 70 {code}");
+    }
+
+    // The open-to-buy before, by balance inquiry.
+    let r = link.call(&chip_request(&spec, card, &Tx::balance_inquiry(1, 1))).await;
+    assert_eq!(rc(&r), "00");
+    let start_otb = balance(&r);
+    assert_eq!(start_otb, 5_000_000);
+
+    // An approval with a PIN, answered with an ARPC the card accepts.
+    let mut buy = chip_request(&spec, card, &Tx::purchase(2, 25_000, 2));
+    buy.set_bytes(52, pin_block(&t.zpk_clear, &card.pan, &card.pin).expect("PIN block")).expect("DE 52");
+    let r = link.call(&buy).await;
+    assert_eq!((r.mti().as_str(), rc(&r).as_str()), ("0110", "00"));
+    assert!(card_accepts_arpc(card, &buy, &r));
+    let r = link.call(&chip_request(&spec, card, &Tx::balance_inquiry(3, 3))).await;
+    assert_eq!(balance(&r), start_otb - 25_000);
+
+    // A decline for each reason.
+    let mut unknown = card.clone();
+    unknown.pan = "4761739999999990".into();
+    let mut tampered = chip_request(&spec, card, &Tx::purchase(10, 100, 10));
+    let mut icc = tampered.icc_data().expect("ok").expect("DE 55").to_vec();
+    icc[3] ^= 0x80;
+    tampered.set_icc_data(&icc).expect("DE 55");
+    let mut no_amount = chip_request(&spec, card, &Tx::purchase(11, 100, 11));
+    no_amount.remove(4);
+    let mut refund = Tx::purchase(12, 100, 12);
+    refund.processing_code = "200000";
+    let wrong_pin = |stan: u32| {
+        let c = &t.clear[1];
+        let mut m = chip_request(&spec, c, &Tx::purchase(stan, 100, stan as u16));
+        m.set_bytes(52, pin_block(&t.zpk_clear, &c.pan, "0000").expect("PIN block")).expect("DE 52");
+        m
+    };
+    let cases: Vec<(&str, Message)> = vec![
+        ("14", chip_request(&spec, &unknown, &Tx::purchase(20, 100, 1))),
+        ("62", chip_request(&spec, &t.clear[2], &Tx::purchase(21, 100, 1))),
+        ("54", chip_request(&spec, &t.clear[3], &Tx::purchase(22, 100, 1))),
+        ("51", chip_request(&spec, &t.clear[4], &Tx::purchase(23, 800_001, 1))),
+        ("82", tampered),
+        ("82", chip_request(&spec, card, &Tx::purchase(24, 100, 2))), // ATC 2 again: a replay
+        ("30", no_amount),
+        ("12", chip_request(&spec, card, &refund)),
+        ("55", wrong_pin(30)),
+        ("55", wrong_pin(31)),
+        ("75", wrong_pin(32)),
+    ];
+    for (want, req) in &cases {
+        let r = link.call(req).await;
+        assert_eq!(rc(&r), *want, "STAN {}", req.text(11).unwrap_or_default());
+        assert_eq!(r.text(11), req.text(11));
+        if *want != "14" {
+            assert!(issuer_sim::testing::tag91(&r).is_some(), "tag 91 on the {want} decline");
+        }
+    }
+    let r = link.call(&chip_request(&spec, card, &Tx::balance_inquiry(40, 40))).await;
+    assert_eq!(balance(&r), start_otb - 25_000, "no decline booked anything");
+
+    // The reversal of the purchase releases it; a repeat changes nothing.
+    let rev = reversal(&buy, "0400", 41, None);
+    for _ in 0..2 {
+        let r = link.call(&rev).await;
+        assert_eq!((r.mti().as_str(), rc(&r).as_str()), ("0410", "00"));
+    }
+    let r = link.call(&chip_request(&spec, card, &Tx::balance_inquiry(42, 42))).await;
+    assert_eq!(balance(&r), start_otb);
+
+    // Fault from the config: 0100 of 7.77 gets no answer, the connection carries on.
+    link.send(&chip_request(&spec, card, &Tx::purchase(50, 777, 50))).await;
+    assert!(link.recv_frame(Duration::from_millis(700)).await.is_none(), "dropped");
+    let r = link.call(&network_management(&spec, "000051", "301")).await;
+    assert_eq!((rc(&r), r.text(11).map(|s| s.into_owned())), ("00".into(), Some("000051".into())));
+
+    // Admin: delay one card's requests; a later request of another card is answered first.
+    let suffix = &card.pan[card.pan.len() - 4..];
+    let set = format!(r#"faults set [{{"when_pan_suffix":"{suffix}","action":"delay:800"}}]"#);
+    assert_eq!(admin(&sim.admin, &set).await, "ok 1");
+    assert!(admin(&sim.admin, "faults").await.contains("delay:800"));
+    link.send(&chip_request(&spec, card, &Tx::purchase(60, 100, 60))).await;
+    link.send(&chip_request(&spec, &t.clear[1], &Tx::purchase(61, 100, 61))).await;
+    let first = link.recv().await;
+    let second = link.recv().await;
+    assert_eq!(first.text(11).as_deref(), Some("000061"), "answered as they complete");
+    assert_eq!(second.text(11).as_deref(), Some("000060"));
+    assert_eq!((rc(&first), rc(&second)), ("00".into(), "00".into()));
+
+    // Every 2nd STAN is dropped.
+    assert_eq!(
+        admin(&sim.admin, r#"faults set [{"when_stan_multiple_of":2,"action":"drop"}]"#).await,
+        "ok 1"
+    );
+    link.send(&network_management(&spec, "000070", "301")).await;
+    link.send(&network_management(&spec, "000071", "301")).await;
+    let r = link.recv().await;
+    assert_eq!(r.text(11).as_deref(), Some("000071"));
+    assert!(link.recv_frame(Duration::from_millis(500)).await.is_none(), "STAN 70 dropped");
+
+    // Garbled: a frame arrives that is not a well-formed answer.
+    assert_eq!(admin(&sim.admin, r#"faults set [{"when_amount":780,"action":"garble"}]"#).await, "ok 1");
+    let req = chip_request(&spec, card, &Tx::purchase(80, 780, 80));
+    link.send(&req).await;
+    let f = link.recv_frame(Duration::from_secs(5)).await.expect("a garbled frame");
+    let garbled_ok = Message::decode(&spec, f.payload)
+        .map(|m| m.mti().as_str() == "0110" && m.text(11) == req.text(11) && rc(&m) == "00")
+        .unwrap_or(false);
+    assert!(!garbled_ok, "the garbled answer must not pass as the answer");
+
+    // Bad rules are refused and change nothing.
+    assert!(admin(&sim.admin, r#"faults set [{"action":"explode"}]"#).await.starts_with("error:"));
+    assert!(admin(&sim.admin, "faults").await.contains("garble"));
+
+    // Disconnect: the connection is closed instead of answered.
+    assert_eq!(admin(&sim.admin, r#"faults set [{"when_amount":790,"action":"disconnect"}]"#).await, "ok 1");
+    let mut link2 = Link::connect(&sim.listen).await;
+    link2.send(&chip_request(&spec, card, &Tx::purchase(90, 790, 90))).await;
+    let end =
+        tokio::time::timeout(Duration::from_secs(5), link2.framed.next()).await.expect("closed in time");
+    assert!(end.is_none(), "closed without an answer");
+
+    // A partial frame: dropped with its connection after the read timeout; others carry on.
+    let mut partial = TcpStream::connect(&sim.listen).await.expect("connect");
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        partial.write_all(&[0x00, 0x64, b'0', b'1']).await.expect("write"); // 100 announced, 2 sent
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), partial.read(&mut buf))
+            .await
+            .expect("closed within the read timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "closed, not answered");
+    }
+    let r = link.call(&network_management(&spec, "000099", "301")).await;
+    assert_eq!(rc(&r), "00");
+
+    assert_eq!(admin(&sim.admin, "faults clear").await, "ok 0");
+    let r = link.call(&chip_request(&spec, card, &Tx::purchase(91, 790, 91))).await;
+    assert_eq!(rc(&r), "00");
+    drop(sim);
+
+    // The log: masked PANs only, never a clear one, a PIN block or a key.
+    let log = std::fs::read_to_string(dir.path().join("issuer-sim.log")).expect("log");
+    assert!(log.contains("476173******"), "transactions are logged with masked PANs");
+    for c in &t.clear {
+        assert!(!log.contains(&c.pan), "clear PAN in the log");
+        assert!(!log.contains(&c.icc_mk), "key in the log");
+    }
+    assert!(!log.contains(&lmk_hex), "LMK in the log");
 }
 
 #[test]
-fn sample_config_passes_check_config() {
-    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/issuer-sim.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
-        .args(["--config", cfg, "--check-config"])
-        .env_remove("PAYNET_LMK")
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // A broken cards file is refused with every problem named, never a PAN in clear.
+fn check_config_reports_every_problem_and_accepts_a_good_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("c.toml"), "[[card]]\npan = \"47617300000001X0\"\nexpiry = \"29\"\ncurrency = \"EUR\"\ncredit_limit = 1\ncvn = \"visa99\"\nimk_ac = \"k\"\n").expect("write");
-    std::fs::write(
-        dir.path().join("i.toml"),
-        "listen = \"127.0.0.1:0\"\ncards = \"c.toml\"\nzpk = \"z\"\n[keys]\nkeystore = \"k.toml\"\n",
-    )
-    .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
-        .args(["--config", dir.path().join("i.toml").to_str().expect("utf-8"), "--check-config"])
-        .env_remove("PAYNET_LMK")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    for needle in [".pan", ".expiry", ".currency", ".cvn"] {
-        assert!(err.contains(needle), "{needle} missing: {err}");
+    let mut lmk = [0u8; 32];
+    rng(6)(&mut lmk);
+    let lmk_hex = to_hex(&lmk);
+    write_config(dir.path(), &lmk_hex);
+    let run = |lmk: &str| {
+        Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
+            .arg("--config")
+            .arg(dir.path().join("issuer-sim.toml"))
+            .arg("--check-config")
+            .env("ISSUER_SIM_TEST_LMK", lmk)
+            .output()
+            .expect("runs")
+    };
+    let ok = run(&lmk_hex);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("5 cards"));
+    // Another LMK: the key blocks do not unwrap; named, exit 2.
+    let bad = run(&"11".repeat(32));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("keystore"));
+    // A cards file with several problems: all reported at once, no PAN in clear.
+    let accounts = dir.path().join("accounts.toml");
+    let text = std::fs::read_to_string(&accounts).expect("accounts");
+    let broken =
+        text.replacen("cvn = \"visa18\"", "cvn = \"visa99\"", 1).replacen("psn = \"00\"", "psn = \"0x\"", 2);
+    std::fs::write(&accounts, broken).expect("write");
+    let cfg_path = dir.path().join("issuer-sim.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).expect("config");
+    std::fs::write(&cfg_path, cfg.replace("action = \"drop\"", "action = \"explode\"")).expect("write");
+    let bad = run(&lmk_hex);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr).into_owned();
+    assert!(
+        err.contains("cvn") && err.contains("psn") && err.contains("fault[0].action"),
+        "all at once: {err}"
+    );
+    let first_pan = text.lines().find_map(|l| l.strip_prefix("pan = \"")).map(|p| p.trim_end_matches('"'));
+    assert!(!err.contains(first_pan.expect("a pan")), "no clear PAN in errors");
+}
+
+/// The samples in config/ parse and validate as the binary would read them (with a generated
+/// keystore holding the key names they use).
+#[test]
+fn sample_configuration_checks() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["issuer-sim.toml", "issuer-accounts.toml"] {
+        std::fs::copy(root.join(f), dir.path().join(f)).expect("copy sample");
     }
-    assert!(!err.contains("47617300000001X0"));
+    let mut lmk = [0u8; 32];
+    rng(8)(&mut lmk);
+    let lmk_hex = to_hex(&lmk);
+    let test =
+        generate_test_issuer(1, Lmk::from_hex(&lmk_hex).expect("LMK"), "2912", &mut rng(3)).expect("keys");
+    std::fs::write(dir.path().join("issuer-keys.toml"), test.keystore.to_toml()).expect("keys");
+    let out = Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
+        .arg("--config")
+        .arg(dir.path().join("issuer-sim.toml"))
+        .arg("--check-config")
+        .env("PAYNET_LMK", &lmk_hex)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 cards"));
+    // Every line of the samples that sets something says what it is for.
+    let sample = std::fs::read_to_string(root.join("issuer-sim.toml")).expect("sample");
+    let reader = BufReader::new(sample.as_bytes());
+    let mut uncommented = Vec::new();
+    for line in reader.lines() {
+        let line = line.expect("line");
+        if line.contains(" = ") && !line.contains('#') {
+            uncommented.push(line);
+        }
+    }
+    assert!(uncommented.is_empty(), "settings without a comment: {uncommented:?}");
+    let _ = std::io::stdout().flush();
 }

@@ -1,0 +1,86 @@
+//! The issuer's decision per request, without the network: what the server does while holding
+//! the state's mutex. A contactless purchase (ARQC verified, ATC recorded, booked, ARPC made), the
+//! same with a PIN (format-0 block decrypted under the ZPK, PVV checked), a balance inquiry, and
+//! an echo. Each chip request carries a fresh ATC; a new issuer is built (untimed) before the
+//! 65,536 ATCs of a card run out.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use codecs::iso8583::{Message, Spec};
+use criterion::{Criterion, criterion_group, criterion_main};
+use crypto::hsm::SoftHsm;
+use crypto::keystore::Lmk;
+use issuer_sim::cards::{TestIssuer, ZPK_NAME, generate_test_issuer};
+use issuer_sim::host::Issuer;
+use issuer_sim::testing::{Tx, chip_request, pin_block};
+
+fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
+    let mut x = seed | 1;
+    move |buf: &mut [u8]| {
+        for b in buf.iter_mut() {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            *b = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+        }
+    }
+}
+
+fn issuer(test: &TestIssuer, lmk: &Lmk) -> Issuer {
+    let ks = crypto::keystore::Keystore::from_toml(lmk.clone(), &test.keystore.to_toml()).expect("keystore");
+    let mut cards = test.cards.clone();
+    for c in &mut cards.cards {
+        c.credit_limit = u64::MAX / 4;
+    }
+    Issuer::new(Arc::new(SoftHsm::new(ks, Box::new(|b: &mut [u8]| b.fill(0x5A)))), ZPK_NAME, &cards)
+}
+
+/// Times `iters` requests of `make(atc)`, with a fresh issuer every 60,000.
+fn run(iters: u64, test: &TestIssuer, lmk: &Lmk, make: &dyn Fn(u16) -> Message) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(60_000);
+        let mut iss = issuer(test, lmk);
+        let reqs: Vec<Message> = (0..n).map(|i| make(i as u16)).collect();
+        let start = Instant::now();
+        for r in &reqs {
+            black_box(iss.handle(black_box(r), 1_795_000_000_000, "2611", 1));
+        }
+        total += start.elapsed();
+        left -= n;
+    }
+    total
+}
+
+fn benches(c: &mut Criterion) {
+    let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("LMK");
+    let test = generate_test_issuer(4, lmk.clone(), "2912", &mut rng(1)).expect("test issuer");
+    let spec: Arc<Spec> = Spec::builtin("network").expect("spec").clone();
+    let card = test.clear[0].clone();
+    let block = pin_block(&test.zpk_clear, &card.pan, &card.pin).expect("PIN block");
+    let purchase = |atc: u16| chip_request(&spec, &card, &Tx::purchase(u32::from(atc), 100, atc));
+    c.bench_function("issuer_purchase_arqc", |b| b.iter_custom(|n| run(n, &test, &lmk, &purchase)));
+    let with_pin = |atc: u16| {
+        let mut m = purchase(atc);
+        m.set_bytes(52, block.clone()).expect("DE 52");
+        m
+    };
+    c.bench_function("issuer_purchase_arqc_pin", |b| b.iter_custom(|n| run(n, &test, &lmk, &with_pin)));
+    let inquiry = |atc: u16| chip_request(&spec, &card, &Tx::balance_inquiry(u32::from(atc), atc));
+    c.bench_function("issuer_balance_inquiry", |b| b.iter_custom(|n| run(n, &test, &lmk, &inquiry)));
+    let mut echo = Message::new(spec.clone(), "0800".parse().expect("mti"));
+    echo.set_text(11, "000001").expect("DE 11");
+    echo.set_text(70, "301").expect("DE 70");
+    let mut iss = issuer(&test, &lmk);
+    c.bench_function("issuer_echo", |b| b.iter(|| iss.handle(black_box(&echo), 0, "2611", 1)));
+}
+
+criterion_group! {
+    name = decide;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = benches
+}
+criterion_main!(decide);
