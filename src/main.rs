@@ -4,6 +4,10 @@
 
 mod cmd;
 
+/// mimalloc: measurably faster than the system allocator under many small allocations.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -40,6 +40,8 @@ pub struct Options {
     pub issuer_timeout_ms: u64,
     /// Stand-in rules for the test issuer.
     pub stand_in: StandInConfig,
+    /// The switch holds the issuer's IMK-AC and verifies cryptograms on its behalf.
+    pub on_behalf: bool,
 }
 
 impl Options {
@@ -57,6 +59,7 @@ impl Options {
                 max_total_per_card_minor: 30_000,
                 transaction_types: vec!["00".into()],
             },
+            on_behalf: false,
         }
     }
 }
@@ -179,6 +182,9 @@ pub async fn start(opts: Options) -> Result<Network> {
     let mut ks = Keystore::new(Lmk::from_hex(&lmk_hex)?);
     switch::keys::ensure_node_keys(&mut ks, &mut random)?;
     import(&mut ks, "issuer-a.zpk", "D0000P0TB00N0000", SymmetricKey::Tdes(test.zpk_clear.clone()))?;
+    if opts.on_behalf {
+        import(&mut ks, "issuer-a.imk-ac", "D0000E0TX00N0000", SymmetricKey::Tdes(test.imk_clear.clone()))?;
+    }
     let mut bdk_raw = zeroize::Zeroizing::new([0u8; 16]);
     random(bdk_raw.as_mut());
     crypto::keys::adjust_odd_parity(bdk_raw.as_mut());
@@ -228,6 +234,7 @@ pub async fn start(opts: Options) -> Result<Network> {
             timeout_ms: opts.issuer_timeout_ms,
             echo_interval_ms: 30_000,
             zpk: Some("issuer-a.zpk".into()),
+            imk_ac: opts.on_behalf.then(|| "issuer-a.imk-ac".to_string()),
             stand_in: opts.stand_in.clone(),
             ..IssuerConfig::default()
         }],

@@ -80,7 +80,7 @@ async fn approvals_declines_arpc_duplicates_balance_and_pin() {
     assert_eq!(rc(&c.call(&chip_request("network", &stranger, &Tx::purchase(6, 100, 1))).await), "14");
 
     // Balance inquiry: DE 54 carries the open-to-buy (account type 30, amount type 02, currency, C).
-    let tx = Tx { processing_code: "313000", ..Tx::purchase(7, 0, 7) };
+    let tx = Tx { processing_code: "313000".into(), ..Tx::purchase(7, 0, 7) };
     let r = c.call(&chip_request("network", card, &tx)).await;
     assert_eq!(rc(&r), "00");
     assert_eq!(r.text(54).as_deref(), Some(format!("3002978C{:012}", otb(&net, &card.pan)).as_str()));
@@ -204,7 +204,7 @@ async fn issuer_timeout_reversal_stand_in_advice_and_restart() {
         .map(|i| {
             let card = &cards[(i % 3) as usize];
             let tx = Tx {
-                processing_code: "313000",
+                processing_code: "313000".into(),
                 tid: format!("T{:07}", i % 50),
                 ..Tx::purchase(1000 + i, 0, 1000 + i as u16)
             };
@@ -227,4 +227,54 @@ async fn issuer_timeout_reversal_stand_in_advice_and_restart() {
         assert!(seen.insert(stan));
     }
     net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_behalf_verification_and_stand_in_arpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = Options::new(dir.path());
+    opts.on_behalf = true;
+    let mut net = network::start(opts).await.expect("network");
+    let cards = net.ports.test_cards.clone();
+    let card = &cards[0];
+    let mut c = client(&net).await;
+    let start = otb(&net, &card.pan);
+
+    // A tampered cryptogram is declined by the switch itself: the issuer never books or sees it.
+    let mut bad = chip_request("network", card, &Tx::purchase(1, 100, 1));
+    let mut icc = bad.icc_data().expect("ok").expect("DE 55").to_vec();
+    let pos = icc.windows(2).position(|w| w == [0x9F, 0x26]).expect("9F26") + 3;
+    icc[pos] ^= 0x01;
+    bad.set_icc_data(&icc).expect("DE 55");
+    assert_eq!(rc(&c.call(&bad).await), "82");
+    let metrics = reqwest_like_get(&net.ports.admin, "/metrics").await;
+    assert!(metrics.contains("route=\"issuer-a:verify\""), "{metrics}");
+    // A good one goes through to the issuer.
+    let good = chip_request("network", card, &Tx::purchase(2, 100, 2));
+    let r = c.call(&good).await;
+    assert_eq!(rc(&r), "00");
+    assert_eq!(otb(&net, &card.pan), start - 100);
+
+    // Issuer down: the stand-in approval carries an ARPC made with the issuer's key, which the
+    // card accepts.
+    net.stop_issuer().await;
+    until("the link notices", || !net.switch.engine.issuers.values().any(|h| h.pool.is_up())).await;
+    let req = chip_request("network", card, &Tx::purchase(3, 2_000, 3));
+    let r = c.call(&req).await;
+    assert_eq!(rc(&r), "00");
+    assert!(card_accepts_arpc(card, &req, &r), "stand-in ARPC verifies on the card");
+    net.shutdown().await;
+}
+
+/// A plain HTTP GET (the admin endpoint), without an HTTP client dependency.
+async fn reqwest_like_get(base: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
 }

@@ -358,6 +358,9 @@ proptest! {
         let back = Message::decode(spec, bytes.clone()).expect("decode");
         prop_assert_eq!(back.to_json(), j);
         prop_assert_eq!(back.encode().expect("re-encode"), bytes);
+        // The journal's direct masked JSON text is the same object as the masked JSON value.
+        let text: Value = serde_json::from_str(&back.to_masked_json_string()).expect("valid JSON");
+        prop_assert_eq!(text, back.to_masked_json());
     }
 
     #[test]

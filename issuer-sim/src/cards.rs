@@ -219,6 +219,8 @@ pub struct TestIssuer {
     pub clear: Vec<ClearTestCard>,
     /// The zone PIN key (clear, test material) the switch must share to translate PINs to.
     pub zpk_clear: TdesKey,
+    /// The IMK-AC (clear, test material), for a switch that verifies on the issuer's behalf.
+    pub imk_clear: TdesKey,
 }
 
 pub const IMK_NAME: &str = "issuer.imk-ac";
@@ -305,7 +307,7 @@ pub fn generate_test_issuer(
             idv: if i == 1 { "otp".into() } else { "approve".into() },
         });
     }
-    Ok(TestIssuer { cards: CardsFile { cards }, keystore: ks, clear, zpk_clear: zpk })
+    Ok(TestIssuer { cards: CardsFile { cards }, keystore: ks, clear, zpk_clear: zpk, imk_clear: imk })
 }
 
 /// The Luhn check digit of `body` (digits).

@@ -335,6 +335,19 @@ async fn issuer_sim_binary_answers_declines_reverses_and_injects_faults() {
     assert_eq!(admin(&sim.admin, "faults clear").await, "ok 0");
     let r = link.call(&chip_request(&spec, card, &Tx::purchase(91, 790, 91))).await;
     assert_eq!(rc(&r), "00");
+
+    // SIGTERM: a graceful exit.
+    let mut sim = sim;
+    let _ = Command::new("kill").args(["-TERM", &sim.child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = sim.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "issuer-sim did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
     drop(sim);
 
     // The log: masked PANs only, never a clear one, a PIN block or a key.
@@ -396,12 +409,23 @@ fn check_config_reports_every_problem_and_accepts_a_good_one() {
 fn sample_configuration_checks() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
     let dir = tempfile::tempdir().expect("tempdir");
-    for f in ["issuer-sim.toml", "issuer-accounts.toml"] {
+    for f in ["issuer-sim.toml", "issuer-cards.toml"] {
         std::fs::copy(root.join(f), dir.path().join(f)).expect("copy sample");
     }
     let mut lmk = [0u8; 32];
     rng(8)(&mut lmk);
     let lmk_hex = to_hex(&lmk);
+    // Without the LMK (a machine that does not hold it): everything but the keystore is checked.
+    let out = Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
+        .arg("--config")
+        .arg(dir.path().join("issuer-sim.toml"))
+        .arg("--check-config")
+        .env_remove("PAYNET_LMK")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keystore is not checked"));
+    // With the LMK and a keystore holding the names the samples use.
     let test =
         generate_test_issuer(1, Lmk::from_hex(&lmk_hex).expect("LMK"), "2912", &mut rng(3)).expect("keys");
     std::fs::write(dir.path().join("issuer-keys.toml"), test.keystore.to_toml()).expect("keys");

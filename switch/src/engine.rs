@@ -30,6 +30,8 @@ pub struct IssuerHandle {
     pub pool: Arc<IssuerPool>,
     /// The issuer's zone PIN key (keystore name): PIN blocks are translated to it.
     pub zpk: Option<String>,
+    /// The issuer's IMK-AC (keystore name) when the switch verifies cryptograms on its behalf.
+    pub imk_ac: Option<String>,
     pub stand_in: StandIn,
     pub saf: Arc<SafQueue>,
     /// Wakes the issuer's SAF worker when something was queued.
@@ -70,13 +72,18 @@ pub enum Outcome {
 
 impl Engine {
     fn fingerprint(&self, pan: &str) -> String {
-        hex::encode_upper(&crypto::mac::hmac_sha256(&self.fingerprint_key, pan.as_bytes())[..16])
+        pan_fingerprint(&self.fingerprint_key, pan)
     }
 
     async fn journal(&self, msg: &Message, dir: Direction, route: Option<&str>, latency_us: Option<u64>) {
-        let row =
-            wire::journal_row(msg, dir, self.clock.now_ms(), |p| self.fingerprint(p), route, latency_us);
-        self.journal.record(row).await;
+        let entry = crate::journal::MessageEntry {
+            msg: msg.clone(),
+            direction: dir,
+            at_ms: self.clock.now_ms(),
+            route: route.map(str::to_string),
+            latency_us,
+        };
+        self.journal.record_message(entry).await;
     }
 
     fn nonce(&self) -> [u8; 12] {
@@ -192,6 +199,9 @@ impl Engine {
             }
         };
         let t = Instant::now();
+        if let Err(rc) = self.verify_on_behalf(issuer, &req) {
+            return (self.finish(wire::answer(&req, rc), token), format!("{route}:verify"));
+        }
         if let Err(rc) = self.translate_pin(ctx, issuer, &req, &mut iss_req) {
             return (self.finish(wire::answer(&req, rc), token), route);
         }
@@ -207,6 +217,12 @@ impl Engine {
             Err(LinkError::Down) => {
                 let decision = self.stand_in(&req, &iss_req, issuer).await;
                 let _ = rsp.set_text(39, decision.response_code());
+                if let Some(t91) = self.arpc_on_behalf(issuer, &req, decision.response_code()) {
+                    let mut b = codecs::tlv::TlvBuilder::new();
+                    if b.primitive(codecs::tlv::Tag::new(0x91), &t91).is_ok() {
+                        let _ = rsp.set_icc_data(&b.finish());
+                    }
+                }
                 if decision == StandInDecision::Approve {
                     let code = format!("S{:05}", self.entropy.u32() % 100_000);
                     let _ = rsp.set_text(38, &code);
@@ -225,6 +241,69 @@ impl Engine {
             }
         }
         (self.finish(rsp, token), route)
+    }
+
+    /// On-behalf cryptogram verification for issuers whose IMK-AC the switch holds: a chip
+    /// request whose ARQC does not verify is declined here (82) and never reaches the issuer. The
+    /// CVN is read from the issuer application data (tag 9F10) by the scheme's layout.
+    fn verify_on_behalf(&self, issuer: &IssuerHandle, req: &Message) -> Result<(), &'static str> {
+        let Some(imk) = &issuer.imk_ac else { return Ok(()) };
+        let Ok(Some(icc)) = req.icc_data() else { return Ok(()) };
+        let Ok(nodes) = codecs::tlv::decode_lenient(&icc) else { return Err("30") };
+        let tag = |t: u32| nodes.iter().find(|n| n.tag().value() == t).map(|n| n.value());
+        let pan = wire::pan_of(req).unwrap_or_default();
+        let Some(cvn) = tag(0x9F10).and_then(|iad| cvn_from_iad(&pan, iad)) else {
+            debug!("CVN not recognised from the IAD: left to the issuer");
+            return Ok(());
+        };
+        let data = crypto::emv::ac_data_from_tags(cvn, tag).map_err(|_| "30")?;
+        let (Some(arqc), Some(atc)) = (tag(0x9F26), tag(0x9F36)) else { return Err("30") };
+        let pan_d = crypto::emv::PanDigits::new(&pan).map_err(|_| "14")?;
+        let psn = req.text(23).and_then(|p| p.get(1..).and_then(|x| x.parse().ok())).unwrap_or_default();
+        let inputs = crypto::emv::CardInputs {
+            pan: &pan_d,
+            psn,
+            atc: crypto::emv::Atc::from_slice(atc).map_err(|_| "30")?,
+            un: tag(0x9F37).and_then(|u| crypto::emv::UnpredictableNumber::from_slice(u).ok()),
+        };
+        match self.hsm.verify_arqc(imk, cvn, &inputs, &data, arqc, None) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind == crypto::ErrorKind::Verification => Err("82"),
+            Err(e) => {
+                warn!(error = %e, "on-behalf verification could not run");
+                Err("96")
+            }
+        }
+    }
+
+    /// Tag 91 for a chip request answered by the switch itself (stand-in) when it holds the
+    /// issuer's IMK-AC: ARPC ‖ ARC (method 1) or ARPC ‖ CSU (method 2), as the issuer would.
+    fn arpc_on_behalf(&self, issuer: &IssuerHandle, req: &Message, rc: &str) -> Option<Vec<u8>> {
+        let imk = issuer.imk_ac.as_ref()?;
+        let icc = req.icc_data().ok()??;
+        let nodes = codecs::tlv::decode_lenient(&icc).ok()?;
+        let tag = |t: u32| nodes.iter().find(|n| n.tag().value() == t).map(|n| n.value());
+        let pan = wire::pan_of(req)?;
+        let cvn = cvn_from_iad(&pan, tag(0x9F10)?)?;
+        let pan_d = crypto::emv::PanDigits::new(&pan).ok()?;
+        let psn = req.text(23).and_then(|p| p.get(1..).and_then(|x| x.parse().ok())).unwrap_or_default();
+        let inputs = crypto::emv::CardInputs {
+            pan: &pan_d,
+            psn,
+            atc: crypto::emv::Atc::from_slice(tag(0x9F36)?).ok()?,
+            un: tag(0x9F37).and_then(|u| crypto::emv::UnpredictableNumber::from_slice(u).ok()),
+        };
+        let arc: [u8; 2] = rc.as_bytes().try_into().ok()?;
+        let (input, tail) = match cvn.arpc_method() {
+            Some(2) => {
+                let csu = [0, 0, 0, if rc == "00" { 0x80 } else { 0 }];
+                (crypto::emv::ArpcInput::Csu { csu, proprietary: vec![] }, csu.to_vec())
+            }
+            _ => (crypto::emv::ArpcInput::Arc(arc), arc.to_vec()),
+        };
+        let mut out = self.hsm.generate_arpc(imk, cvn, &inputs, tag(0x9F26)?, &input).ok()?;
+        out.extend_from_slice(&tail);
+        Some(out)
     }
 
     /// The PIN block of a DUKPT terminal (DE 52, its KSN in DE 53) translated to the issuer's
@@ -392,6 +471,34 @@ impl Engine {
         let rc = if self.enqueue(issuer, kind, &iss_req).await { "00" } else { "96" };
         (wire::answer(req, rc), format!("{route}:saf"))
     }
+}
+
+/// The CVN of a cryptogram from its issuer application data (tag 9F10): Visa's layout (length,
+/// DKI, CVN) for PANs starting with 4, Mastercard's (DKI, CVN) for 2 and 5.
+pub fn cvn_from_iad(pan: &str, iad: &[u8]) -> Option<crypto::emv::Cvn> {
+    use crypto::emv::Cvn;
+    match pan.as_bytes().first()? {
+        b'4' => match iad.get(2)? {
+            0x0A => Some(Cvn::Visa10),
+            0x12 => Some(Cvn::Visa18),
+            0x16 => Some(Cvn::Visa22),
+            _ => None,
+        },
+        b'2' | b'5' => match iad.get(1)? {
+            0x10 => Some(Cvn::Mc16),
+            0x11 => Some(Cvn::Mc17),
+            0x14 => Some(Cvn::Mc20),
+            0x15 => Some(Cvn::Mc21),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The keyed fingerprint of a PAN: HMAC-SHA256 under the node's fingerprint key, first 16 bytes,
+/// hex — the journal's and stand-in's card identity, never reversible without the key.
+pub fn pan_fingerprint(key: &[u8], pan: &str) -> String {
+    hex::encode_upper(&crypto::mac::hmac_sha256(key, pan.as_bytes())[..16])
 }
 
 fn issuer_metric(c: &prometheus::IntCounterVec, issuer: &IssuerHandle) {

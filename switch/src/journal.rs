@@ -15,10 +15,29 @@ use tokio::sync::mpsc;
 use crate::metrics::Metrics;
 use crate::store::{JournalRow, Store};
 
+/// A decoded message to journal: the writer thread masks it, fingerprints its PAN and builds the
+/// row, so the hot path only clones the message (a vector of `Bytes` slices).
+pub struct MessageEntry {
+    pub msg: codecs::iso8583::Message,
+    pub direction: crate::store::Direction,
+    pub at_ms: u64,
+    pub route: Option<String>,
+    pub latency_us: Option<u64>,
+}
+
+/// What goes to the writer.
+pub enum JournalItem {
+    Row(Box<JournalRow>),
+    Message(Box<MessageEntry>),
+}
+
+/// The keyed PAN fingerprint the writer applies (HMAC-SHA256 under the node's key).
+pub type Fingerprint = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// Cheap to clone; one per connection task.
 #[derive(Clone)]
 pub struct JournalHandle {
-    tx: mpsc::Sender<JournalRow>,
+    tx: mpsc::Sender<JournalItem>,
 }
 
 impl JournalHandle {
@@ -26,12 +45,17 @@ impl JournalHandle {
     pub async fn record(&self, row: JournalRow) {
         // The writer only stops after every handle is dropped, so a send cannot find it gone
         // unless the writer thread panicked; then there is nothing better to do than carry on.
-        let _ = self.tx.send(row).await;
+        let _ = self.tx.send(JournalItem::Row(Box::new(row))).await;
+    }
+
+    /// Queues a message; the writer builds its masked row.
+    pub async fn record_message(&self, entry: MessageEntry) {
+        let _ = self.tx.send(JournalItem::Message(Box::new(entry))).await;
     }
 
     /// Queues a row from synchronous code (blocking when full). Not for async contexts.
     pub fn record_blocking(&self, row: JournalRow) {
-        let _ = self.tx.blocking_send(row);
+        let _ = self.tx.blocking_send(JournalItem::Row(Box::new(row)));
     }
 }
 
@@ -47,11 +71,12 @@ impl JournalWriter {
         batch_size: usize,
         flush_interval: Duration,
         capacity: usize,
+        fingerprint: Fingerprint,
     ) -> (JournalWriter, JournalHandle) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let thread = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || run(rx, store, metrics, batch_size.max(1), flush_interval))
+            .spawn(move || run(rx, store, metrics, batch_size.max(1), flush_interval, fingerprint))
             .expect("spawn journal writer thread");
         (JournalWriter { thread: Some(thread) }, JournalHandle { tx })
     }
@@ -65,22 +90,37 @@ impl JournalWriter {
     }
 }
 
+fn to_row(item: JournalItem, fingerprint: &Fingerprint) -> JournalRow {
+    match item {
+        JournalItem::Row(r) => *r,
+        JournalItem::Message(e) => crate::wire::journal_row(
+            &e.msg,
+            e.direction,
+            e.at_ms,
+            |p| fingerprint(p),
+            e.route.as_deref(),
+            e.latency_us,
+        ),
+    }
+}
+
 fn run(
-    mut rx: mpsc::Receiver<JournalRow>,
+    mut rx: mpsc::Receiver<JournalItem>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     batch_size: usize,
     flush_interval: Duration,
+    fingerprint: Fingerprint,
 ) {
     let mut batch = Vec::with_capacity(batch_size);
     // Block for the first row of a batch; then take what else is there, up to the batch size,
     // waiting at most one flush interval for stragglers.
-    while let Some(row) = rx.blocking_recv() {
-        batch.push(row);
+    while let Some(item) = rx.blocking_recv() {
+        batch.push(to_row(item, &fingerprint));
         let deadline = std::time::Instant::now() + flush_interval;
         while batch.len() < batch_size {
             match rx.try_recv() {
-                Ok(row) => batch.push(row),
+                Ok(item) => batch.push(to_row(item, &fingerprint)),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     if std::time::Instant::now() >= deadline {
@@ -147,8 +187,14 @@ mod tests {
     fn every_row_is_written_in_order_before_finish_returns() {
         let store = Arc::new(SqliteStore::in_memory().unwrap());
         let metrics = Arc::new(Metrics::new("t"));
-        let (writer, handle) =
-            JournalWriter::start(store.clone(), metrics.clone(), 64, Duration::from_millis(5), 16);
+        let (writer, handle) = JournalWriter::start(
+            store.clone(),
+            metrics.clone(),
+            64,
+            Duration::from_millis(5),
+            16,
+            Arc::new(|p| p.len().to_string()),
+        );
         let senders: Vec<_> = (0..4)
             .map(|t| {
                 let h = handle.clone();

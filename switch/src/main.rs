@@ -7,6 +7,10 @@
 //! The LMK comes from the environment variable the config names (`PAYNET_LMK` by default) or the
 //! file it names; the keystore holds the node's keys (`switch.saf`, `switch.fingerprint`).
 
+/// mimalloc: measurably faster than the system allocator under many small allocations.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -120,12 +120,14 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
     })?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("switch.db"))?);
     let metrics = Arc::new(Metrics::new(&cfg.node.name));
+    let fp_key = parts.keys.fingerprint.clone();
     let (journal_writer, journal) = JournalWriter::start(
         store.clone(),
         metrics.clone(),
         cfg.journal.batch_size as usize,
         Duration::from_millis(cfg.journal.flush_interval_ms),
         cfg.journal.queue_capacity as usize,
+        Arc::new(move |pan: &str| crate::engine::pan_fingerprint(&fp_key, pan)),
     );
     let sealer = Arc::new(Sealer::new(1, &parts.keys.saf_seal)?);
     let stop_all = CancellationToken::new();
@@ -168,6 +170,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
             IssuerHandle {
                 pool,
                 zpk: ic.zpk.clone(),
+                imk_ac: ic.imk_ac.clone(),
                 stand_in: StandIn::new(ic.stand_in.clone()),
                 saf,
                 saf_wake: wake,

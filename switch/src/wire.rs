@@ -119,7 +119,7 @@ pub fn journal_row(
         response_code: t(39),
         route: route.map(str::to_string),
         latency_us,
-        message_masked: msg.to_masked_json().to_string(),
+        message_masked: msg.to_masked_json_string(),
     }
 }
 

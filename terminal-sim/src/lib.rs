@@ -3,6 +3,9 @@
 //! * [`load`] — the open-loop load generator: many connections, a target rate, latency measured
 //!   from each request's intended send time (no coordinated omission), the report of
 //!   INTERFACES.md §4.
+//! * [`pos`] — a contactless POS terminal's authorization request with the card's cryptogram,
+//!   and the card's check of the issuer's ARPC.
 #![forbid(unsafe_code)]
 
 pub mod load;
+pub mod pos;

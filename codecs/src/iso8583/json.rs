@@ -29,6 +29,40 @@ impl Message {
         self.json_with(|de, msg, text| super::describe::mask_text(msg, de, text))
     }
 
+    /// The masked JSON form as text, built directly (the journal writes one per message): the
+    /// same object as [`Message::to_masked_json`], keys in element order.
+    pub fn to_masked_json_string(&self) -> String {
+        let spec = self.spec();
+        let mut out =
+            String::with_capacity(64 + self.fields().iter().map(|f| f.data.len() * 2 + 8).sum::<usize>());
+        out.push_str("{\"mti\":\"");
+        out.push_str(self.mti().as_str());
+        out.push_str("\",\"fields\":{");
+        let mut first = true;
+        for fl in self.fields() {
+            let Some(fs) = spec.field(fl.de) else { continue };
+            let text = super::describe::mask_text(self, fl.de, field::to_text(fs, fl).into_owned());
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push('"');
+            out.push_str(&fl.de.to_string());
+            out.push_str("\":\"");
+            for ch in text.chars() {
+                match ch {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+        out.push_str("}}");
+        out
+    }
+
     fn json_with(&self, f: impl Fn(u16, &Message, String) -> String) -> Value {
         let spec = self.spec();
         let mut fields = Map::new();

@@ -72,6 +72,11 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection) -> Result<Self> {
+        // 16 KiB pages and a 64 MiB page cache: the journal's two indexes (PAN fingerprint, terminal
+        // and STAN) take random-key inserts, which these settings make about twice as fast
+        // (page_size only applies to a new database, before WAL is on).
+        conn.pragma_update(None, "page_size", 16384).map_err(db_err("set page size"))?;
+        conn.pragma_update(None, "cache_size", -65536).map_err(db_err("set cache size"))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err("set WAL mode"))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err("set synchronous"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;

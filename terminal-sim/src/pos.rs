@@ -1,0 +1,184 @@
+//! A contactless POS terminal's side of an authorization: the 0100 a chip card (or a phone acting
+//! as one) produces — DE 22 = 071, DE 55 with the terminal's data and the card's cryptogram
+//! computed from its ICC master key over its CVN's data — and the card's check of the issuer's
+//! answer (tag 91: the ARPC).
+
+use codecs::iso8583::{Message, Mti, Spec};
+use codecs::tlv::{Tag, TlvBuilder};
+use crypto::emv::{ArpcInput, Atc, CardInputs, Cvn, PanDigits, Psn, UnpredictableNumber, ac_data_from_tags};
+use crypto::keys::TdesKey;
+use serde::Deserialize;
+
+/// A test card as the ports file (INTERFACES.md §5) gives it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TestCard {
+    pub pan: String,
+    pub expiry: String,
+    pub psn: String,
+    pub cvn: String,
+    pub icc_mk: String,
+    pub pin: String,
+    pub balance: String,
+}
+
+/// What varies between transactions.
+#[derive(Debug, Clone)]
+pub struct Tx {
+    pub stan: u32,
+    pub amount: u64,
+    pub atc: u16,
+    pub processing_code: String,
+    pub tid: String,
+    /// Transaction date YYMMDD (tag 9A).
+    pub date: [u8; 3],
+}
+
+impl Tx {
+    pub fn purchase(stan: u32, amount: u64, atc: u16) -> Tx {
+        Tx {
+            stan,
+            amount,
+            atc,
+            processing_code: "000000".into(),
+            tid: "TERM0001".into(),
+            date: [0x26, 0x11, 0x25],
+        }
+    }
+}
+
+/// Why a request could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PosError {
+    #[error("card: {0}")]
+    Card(#[from] crypto::Error),
+    #[error("message: {0}")]
+    Message(#[from] codecs::Error),
+}
+
+/// The card's issuer application data for its CVN (Visa: length, DKI, CVN, CVR; Mastercard: DKI,
+/// CVN, CVR, counters).
+fn iad(cvn: Cvn) -> Vec<u8> {
+    match cvn {
+        Cvn::Visa10 => vec![0x06, 0x01, 0x0A, 0x03, 0xA0, 0x00, 0x00],
+        Cvn::Visa18 => vec![0x06, 0x01, 0x12, 0x03, 0xA0, 0x00, 0x00],
+        Cvn::Visa22 => vec![0x06, 0x01, 0x16, 0x03, 0xA0, 0x00, 0x00],
+        Cvn::Mc16 => vec![0x01, 0x10, 0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0],
+        Cvn::Mc17 => vec![0x01, 0x11, 0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0],
+        Cvn::Mc20 => vec![0x01, 0x14, 0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0],
+        Cvn::Mc21 => vec![0x01, 0x15, 0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0],
+        Cvn::EmvCsk => vec![0x0F, 0xA5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    }
+}
+
+/// The terminal and card data of tag 9F02 … 9F10 for `tx`, in the order of EMV Book 2 §8.1.1.
+fn tags(card: &TestCard, cvn: Cvn, tx: &Tx) -> Vec<(u32, Vec<u8>)> {
+    let un = UnpredictableNumber([(tx.stan >> 8) as u8, tx.stan as u8, 0x5A, 0xC3]);
+    let amount: Vec<u8> = format!("{:012}", tx.amount)
+        .as_bytes()
+        .chunks(2)
+        .map(|p| ((p[0] - b'0') << 4) | (p[1] - b'0'))
+        .collect();
+    let _ = card;
+    vec![
+        (0x9F02, amount),
+        (0x9F03, vec![0; 6]),
+        (0x9F1A, vec![0x02, 0x50]),
+        (0x95, vec![0; 5]),
+        (0x5F2A, vec![0x09, 0x78]),
+        (0x9A, tx.date.to_vec()),
+        (
+            0x9C,
+            vec![if tx.processing_code.starts_with("31") {
+                0x31
+            } else if tx.processing_code.starts_with("01") {
+                0x01
+            } else {
+                0x00
+            }],
+        ),
+        (0x9F37, un.0.to_vec()),
+        (0x82, vec![0x20, 0x00]),
+        (0x9F36, tx.atc.to_be_bytes().to_vec()),
+        (0x9F10, iad(cvn)),
+    ]
+}
+
+/// A contactless chip 0100 for `card`, its ARQC computed as the card computes it.
+pub fn chip_request(spec: &std::sync::Arc<Spec>, card: &TestCard, tx: &Tx) -> Result<Message, PosError> {
+    let cvn: Cvn = card.cvn.parse()?;
+    let tags = tags(card, cvn, tx);
+    let get = |t: u32| tags.iter().find(|(k, _)| *k == t).map(|(_, v)| v.as_slice());
+    let data = ac_data_from_tags(cvn, get)?;
+    let icc_mk = TdesKey::from_hex("icc_mk", &card.icc_mk)?;
+    let pan = PanDigits::new(&card.pan)?;
+    let un = get(0x9F37).map(UnpredictableNumber::from_slice).transpose()?;
+    let inputs = CardInputs { pan: &pan, psn: card.psn.parse::<Psn>()?, atc: Atc(tx.atc), un };
+    let arqc = cvn.card_ac(&icc_mk, &inputs, &data)?;
+    let mut icc = TlvBuilder::new();
+    icc.primitive(Tag::new(0x9F26), &arqc)?;
+    icc.primitive(Tag::new(0x9F27), &[0x80])?;
+    for (t, v) in &tags {
+        icc.primitive(Tag::new(*t), v)?;
+    }
+    let mut m = Message::new(spec.clone(), Mti::AUTHORIZATION_REQUEST);
+    let stan = format!("{:06}", tx.stan % 1_000_000);
+    for (de, v) in [
+        (2u16, card.pan.as_str()),
+        (3, &tx.processing_code),
+        (4, &format!("{:012}", tx.amount)),
+        (7, &format!("1125{stan}")),
+        (11, &stan),
+        (12, "101010"),
+        (13, "1125"),
+        (14, &card.expiry),
+        (18, "5411"),
+        (22, "071"),
+        (23, &format!("0{}", card.psn)),
+        (25, "00"),
+        (37, &format!("533014{stan}")),
+        (41, &tx.tid),
+        (42, "MERCHANT0000001"),
+        (49, "978"),
+    ] {
+        m.set_text(de, v)?;
+    }
+    m.set_icc_data(&icc.finish())?;
+    Ok(m)
+}
+
+/// The card's check of tag 91 in the answer: the ARPC it expects for the ARQC it sent.
+pub fn card_accepts_arpc(card: &TestCard, req: &Message, rsp: &Message) -> bool {
+    let Ok(Some(icc)) = rsp.icc_data() else { return false };
+    let Ok(nodes) = codecs::tlv::decode_lenient(&icc) else { return false };
+    let Some(t91) = nodes.iter().find(|n| n.tag().value() == 0x91).map(|n| n.value().to_vec()) else {
+        return false;
+    };
+    let Ok(Some(req_icc)) = req.icc_data() else { return false };
+    let Ok(req_nodes) = codecs::tlv::decode_lenient(&req_icc) else { return false };
+    let get = |t: u32| req_nodes.iter().find(|n| n.tag().value() == t).map(|n| n.value().to_vec());
+    let (Ok(cvn), Ok(icc_mk), Ok(pan)) =
+        (card.cvn.parse::<Cvn>(), TdesKey::from_hex("icc_mk", &card.icc_mk), PanDigits::new(&card.pan))
+    else {
+        return false;
+    };
+    let (Some(atc), Some(arqc)) = (get(0x9F36).and_then(|a| Atc::from_slice(&a).ok()), get(0x9F26)) else {
+        return false;
+    };
+    let un = get(0x9F37).and_then(|u| UnpredictableNumber::from_slice(&u).ok());
+    let Ok(psn) = card.psn.parse::<Psn>() else { return false };
+    let inputs = CardInputs { pan: &pan, psn, atc, un };
+    let (input, n) = match cvn.arpc_method() {
+        Some(2) => match t91.get(4..8).and_then(|c| <[u8; 4]>::try_from(c).ok()) {
+            Some(csu) => (ArpcInput::Csu { csu, proprietary: vec![] }, 4),
+            None => return false,
+        },
+        _ => match t91.get(8..10).and_then(|c| <[u8; 2]>::try_from(c).ok()) {
+            Some(arc) => (ArpcInput::Arc(arc), 8),
+            None => return false,
+        },
+    };
+    match cvn.card_arpc(&icc_mk, &inputs, &arqc, &input) {
+        Ok(expected) => t91.get(..n) == Some(expected.as_slice()),
+        Err(_) => false,
+    }
+}
