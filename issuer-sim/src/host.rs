@@ -371,7 +371,15 @@ impl Issuer {
 
     fn reverse(&mut self, req: &Message) -> Message {
         let key = original_key(req);
-        let remaining = field(req, 95).and_then(|d| d.get(..12).and_then(|a| a.parse().ok())).unwrap_or(0);
+        // DE 95 (ISO 8583:1987): the actual transaction amount first, 12 digits. Absent: a full
+        // reversal. Present but unreadable: a format error, never a guess at releasing it all.
+        let remaining = match field(req, 95) {
+            None => 0,
+            Some(d) => match d.get(..12).filter(|a| a.bytes().all(|b| b.is_ascii_digit())) {
+                Some(a) => a.parse().unwrap_or(0),
+                None => return answer(req, "30"),
+            },
+        };
         match self.ledger.reverse(&key, remaining) {
             Ok(_) => answer(req, "00"),
             Err(_) => answer(req, "13"),

@@ -317,6 +317,20 @@ async fn issuer_sim_binary_answers_declines_reverses_and_injects_faults() {
         tokio::time::timeout(Duration::from_secs(5), link2.framed.next()).await.expect("closed in time");
     assert!(end.is_none(), "closed without an answer");
 
+    // A request that breaks the spec (a letter in DE 4): answered 30 with its STAN and terminal.
+    let mut raw = chip_request(&spec, card, &Tx::purchase(95, 100, 95)).encode().expect("encode").to_vec();
+    let de4 = raw.windows(12).position(|w| w == b"000000000100").expect("DE 4");
+    raw[de4 + 5] = b'X';
+    link.framed.send(Frame::new(raw)).await.expect("send");
+    let r = link.recv().await;
+    assert_eq!((r.mti().as_str(), rc(&r).as_str(), r.text(11).as_deref()), ("0110", "30", Some("000095")));
+    assert_eq!(r.text(41).as_deref(), Some("TERM0001"));
+    // Garbage that cannot be read at all closes that connection only.
+    let mut junk = Link::connect(&sim.listen).await;
+    junk.framed.send(Frame::new(&b"0100\xFF"[..])).await.expect("send");
+    let end = tokio::time::timeout(Duration::from_secs(5), junk.framed.next()).await.expect("closed in time");
+    assert!(end.is_none(), "closed without an answer");
+
     // A partial frame: dropped with its connection after the read timeout; others carry on.
     let mut partial = TcpStream::connect(&sim.listen).await.expect("connect");
     {
