@@ -245,11 +245,14 @@ impl Issuer {
     ) -> Decision {
         let Some(card) = self.cards.get(pan) else { return Decision::rc("14") };
         let tx = pc.get(..2).unwrap_or("");
-        // Token provisioning: ID&V and OTP checks come before any spending rule.
-        if tx == "90" || tx == "91" {
+        let expired =
+            card.cfg.expiry.as_str() < now_yymm || Self::expiry_of(req).is_some_and(|e| e != card.cfg.expiry);
+        // Token provisioning: ID&V and OTP checks come before any spending rule; no token is
+        // issued on an expired card or against a wrong expiry (54, docs/network-spec.md §6).
+        if tx == "91" || (tx == "90" && !expired) {
             return self.idv(req, pan, tx, now_ms, random);
         }
-        if card.cfg.expiry.as_str() < now_yymm || Self::expiry_of(req).is_some_and(|e| e != card.cfg.expiry) {
+        if expired {
             return Decision::rc("54");
         }
         match card.cfg.status.as_str() {

@@ -369,6 +369,10 @@ fn token_idv_by_policy_with_otp_step_up() {
         "05",
         "an OTP is used once"
     );
+    // No token on a wrong expiry.
+    let mut wrong = t.clear[0].clone();
+    wrong.expiry = "3001".into();
+    assert_eq!(rc(&call(&mut iss, &idv_request(&wrong, "900000", "PROV00000004", None))), "54");
 }
 
 #[test]
