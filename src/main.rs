@@ -26,6 +26,8 @@ enum Command {
     Keys(cmd::keys::Keys),
     /// Run the network (switch + issuer simulator) on 127.0.0.1 and write the ports file.
     Serve(cmd::serve::ServeArgs),
+    /// Start the network, run a contactless terminal session against it, print the receipts.
+    Tour(cmd::tour::TourArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keys(k) => cmd::keys::run(k),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Tour(a) => cmd::tour::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

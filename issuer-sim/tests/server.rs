@@ -423,7 +423,7 @@ fn check_config_reports_every_problem_and_accepts_a_good_one() {
 fn sample_configuration_checks() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
     let dir = tempfile::tempdir().expect("tempdir");
-    for f in ["issuer-sim.toml", "issuer-cards.toml"] {
+    for f in ["issuer-sim.toml", "issuer-accounts.toml"] {
         std::fs::copy(root.join(f), dir.path().join(f)).expect("copy sample");
     }
     let mut lmk = [0u8; 32];

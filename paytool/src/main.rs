@@ -38,6 +38,14 @@ enum Command {
     Emv(cmd::emv::EmvCmd),
     /// CVV / iCVV / CVV2.
     Cvv(cmd::cvv::CvvArgs),
+    /// ISO 9564 PIN blocks: encrypt, decrypt, translate.
+    #[command(subcommand)]
+    Pin(cmd::pin::PinCmd),
+    /// Visa PIN verification value.
+    Pvv(cmd::pin::PvvArgs),
+    /// DUKPT initial and working keys (TDES X9.24-1, AES X9.24-3 with --aes).
+    #[command(subcommand)]
+    Dukpt(cmd::pin::DukptCmd),
     /// ISO 8583 messages: decode to JSON, encode from JSON, describe (masked).
     Iso8583(cmd::iso8583::Iso8583Cmd),
 }
@@ -51,6 +59,9 @@ fn run(command: Command) -> output::CmdResult {
         Command::Iso8583(c) => cmd::iso8583::run(c),
         Command::Emv(c) => cmd::emv::run(c),
         Command::Cvv(a) => cmd::cvv::run(a),
+        Command::Pin(c) => cmd::pin::run(c),
+        Command::Pvv(a) => cmd::pin::pvv(a),
+        Command::Dukpt(c) => cmd::pin::dukpt(c),
     }
 }
 

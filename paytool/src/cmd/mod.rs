@@ -6,4 +6,5 @@ pub mod iso8583;
 pub mod kcv;
 pub mod keyblock;
 pub mod mac;
+pub mod pin;
 pub mod tlv;
