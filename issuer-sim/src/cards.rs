@@ -144,8 +144,29 @@ impl CardsFile {
             if PanDigits::new(&c.pan).is_err() {
                 problems.push(format!("{at}.pan: expected 12 to 19 digits"));
             }
-            if c.expiry.len() != 4 || !c.expiry.bytes().all(|b| b.is_ascii_digit()) {
+            if !c.pan.is_empty()
+                && c.pan.bytes().all(|b| b.is_ascii_digit())
+                && c.pan.get(..c.pan.len() - 1).map(luhn) != c.pan.chars().last()
+            {
+                problems.push(format!("{at}.pan: the Luhn check digit is wrong"));
+            }
+            if f.cards[..i].iter().any(|o| o.pan == c.pan) {
+                problems.push(format!("{at}.pan: the same PAN is configured twice"));
+            }
+            let month = c.expiry.get(2..).and_then(|m| m.parse::<u8>().ok());
+            if c.expiry.len() != 4
+                || !c.expiry.bytes().all(|b| b.is_ascii_digit())
+                || !matches!(month, Some(1..=12))
+            {
                 problems.push(format!("{at}.expiry: expected YYMM"));
+            }
+            if let Some(pvv) = &c.pvv
+                && (pvv.len() != 4 || !pvv.bytes().all(|b| b.is_ascii_digit()))
+            {
+                problems.push(format!("{at}.pvv: expected 4 digits"));
+            }
+            if c.pvki > 9 {
+                problems.push(format!("{at}.pvki: expected one digit 0-9"));
             }
             if c.psn.parse::<Psn>().is_err() {
                 problems.push(format!("{at}.psn: expected 2 digits"));
@@ -306,4 +327,87 @@ pub fn luhn(body: &str) -> char {
         })
         .sum();
     char::from(b'0' + ((10 - sum % 10) % 10) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CARD: &str = r#"
+[[card]]
+pan = "4761730000000011"
+expiry = "2912"
+currency = "978"
+credit_limit = 100000
+cvn = "visa18"
+imk_ac = "issuer.imk-ac"
+pvk = "issuer.pvk"
+pvv = "4731"
+"#;
+
+    #[test]
+    fn a_good_card_loads_with_defaults() {
+        let f = CardsFile::from_toml(CARD).expect("valid");
+        let c = &f.cards[0];
+        assert_eq!(
+            (c.psn.as_str(), c.status.as_str(), c.idv.as_str(), c.outstanding),
+            ("00", "active", "approve", 0)
+        );
+        assert_eq!(CardsFile::from_toml(&f.to_toml()).expect("round trip"), f);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_without_the_clear_pan() {
+        let bad = CARD
+            .replace("4761730000000011", "4761730000000012")
+            .replace("2912", "2913")
+            .replace("visa18", "visa99")
+            .replace("4731", "47X1")
+            + "status = \"stolen\"\nidv = \"maybe\"\npvki = 12\n";
+        let e = CardsFile::from_toml(&bad).expect_err("invalid").to_string();
+        for what in ["Luhn", "expiry", "cvn", "pvv", "status", "idv", "pvki"] {
+            assert!(e.contains(what), "{what} missing from: {e}");
+        }
+        assert!(!e.contains("4761730000000012"), "clear PAN in: {e}");
+        assert!(e.contains("476173******0012"));
+        let twice = format!("{CARD}{CARD}");
+        assert!(CardsFile::from_toml(&twice).expect_err("duplicate").to_string().contains("twice"));
+        let lone_pvk = CARD.replace("pvv = \"4731\"\n", "");
+        assert!(CardsFile::from_toml(&lone_pvk).expect_err("pvk alone").to_string().contains("together"));
+    }
+
+    #[test]
+    fn luhn_check_digits() {
+        // ISO/IEC 7812-1 Annex B example style: 7992739871 → 3.
+        assert_eq!(luhn("7992739871"), '3');
+        assert_eq!(luhn("411111111111111"), '1');
+        assert_eq!(luhn("476173000000001"), '1');
+    }
+
+    #[test]
+    fn generated_test_issuer_meets_the_serve_contract() {
+        let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("LMK");
+        let mut n = 0u8;
+        let mut random = |b: &mut [u8]| {
+            for x in b.iter_mut() {
+                n = n.wrapping_mul(31).wrapping_add(7);
+                *x = n;
+            }
+        };
+        let t = generate_test_issuer(4, lmk, "2912", &mut random).expect("generated");
+        CardsFile::from_toml(&t.cards.to_toml()).expect("the generated cards validate");
+        // INTERFACES.md §5: at least 4 cards, two with 5,000,000 or more, one with 1,000,000 or less.
+        let otb: Vec<u64> = t.clear.iter().map(|c| c.balance.parse().expect("12 digits")).collect();
+        assert_eq!(t.clear.len(), 4);
+        assert!(otb.iter().filter(|&&b| b >= 5_000_000).count() >= 2);
+        assert!(otb.iter().any(|&b| b <= 1_000_000));
+        for c in &t.clear {
+            assert!(c.pan.starts_with("476173") && c.balance.len() == 12 && c.icc_mk.len() == 32);
+            assert_eq!(c.pin.len(), 4);
+        }
+        // The keystore holds blocks, and its Debug shows KCVs, never keys.
+        let dbg = format!("{:?}", t.keystore);
+        assert!(!t.clear.iter().any(|c| dbg.contains(&c.icc_mk)));
+        assert_eq!(t.keystore.len(), 4);
+    }
 }

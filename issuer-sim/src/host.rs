@@ -245,11 +245,14 @@ impl Issuer {
     ) -> Decision {
         let Some(card) = self.cards.get(pan) else { return Decision::rc("14") };
         let tx = pc.get(..2).unwrap_or("");
-        // Token provisioning: ID&V and OTP checks come before any spending rule.
-        if tx == "90" || tx == "91" {
+        let expired =
+            card.cfg.expiry.as_str() < now_yymm || Self::expiry_of(req).is_some_and(|e| e != card.cfg.expiry);
+        // Token provisioning: ID&V and OTP checks come before any spending rule; no token is
+        // issued on an expired card or against a wrong expiry (54, docs/network-spec.md §6).
+        if tx == "91" || (tx == "90" && !expired) {
             return self.idv(req, pan, tx, now_ms, random);
         }
-        if card.cfg.expiry.as_str() < now_yymm || Self::expiry_of(req).is_some_and(|e| e != card.cfg.expiry) {
+        if expired {
             return Decision::rc("54");
         }
         match card.cfg.status.as_str() {
@@ -371,7 +374,15 @@ impl Issuer {
 
     fn reverse(&mut self, req: &Message) -> Message {
         let key = original_key(req);
-        let remaining = field(req, 95).and_then(|d| d.get(..12).and_then(|a| a.parse().ok())).unwrap_or(0);
+        // DE 95 (ISO 8583:1987): the actual transaction amount first, 12 digits. Absent: a full
+        // reversal. Present but unreadable: a format error, never a guess at releasing it all.
+        let remaining = match field(req, 95) {
+            None => 0,
+            Some(d) => match d.get(..12).filter(|a| a.bytes().all(|b| b.is_ascii_digit())) {
+                Some(a) => a.parse().unwrap_or(0),
+                None => return answer(req, "30"),
+            },
+        };
         match self.ledger.reverse(&key, remaining) {
             Ok(_) => answer(req, "00"),
             Err(_) => answer(req, "13"),

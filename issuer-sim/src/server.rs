@@ -271,11 +271,22 @@ pub async fn run_with(
                 last_frame = Instant::now();
                 let Some(Ok(frame)) = frame else { break };
                 let tpdu = frame.tpdu.map(Tpdu::swapped);
-                let req = match Message::decode(&state.spec, frame.payload) {
+                let req = match Message::decode(&state.spec, frame.payload.clone()) {
                     Ok(m) => m,
                     Err(e) => {
-                        warn!(%peer, error = %e, "undecodable request dropped");
-                        continue;
+                        // INTERFACES.md §5: answer 30 when MTI, DE 11 and DE 41 can be read,
+                        // otherwise close the connection (the stream cannot be trusted).
+                        match format_error_answer(&state.spec, &frame.payload).and_then(|m| m.encode().ok()) {
+                            Some(bytes) => {
+                                warn!(%peer, error = %e, "request breaks the spec: answered 30");
+                                let _ = tx.send(Some(Frame { tpdu, payload: bytes })).await;
+                                continue;
+                            }
+                            None => {
+                                warn!(%peer, error = %e, "undecodable request: connection closed");
+                                break;
+                            }
+                        }
                     }
                 };
                 let state = state.clone();
@@ -323,6 +334,37 @@ pub async fn run_with(
             let _ = writer_task.await;
         });
     }
+}
+
+/// The answer to a request that does not decode under `spec`: its response MTI with DE 11, DE 41
+/// and DE 39 = 30, when the MTI, DE 11 and DE 41 can be read by a lenient reading of the same
+/// layout (every element taken as raw bytes, no content checks) and are valid themselves; `None`
+/// otherwise, or when the message is itself a response.
+pub fn format_error_answer(spec: &Arc<Spec>, payload: &[u8]) -> Option<Message> {
+    use codecs::iso8583::{ContentType, DataEncoding};
+    let mut lenient = (**spec).clone();
+    let defined: Vec<u16> = spec.defined().collect();
+    for de in defined {
+        let Some(f) = spec.field(de) else { continue };
+        if f.encoding == DataEncoding::Ascii {
+            let raw = codecs::iso8583::FieldSpec {
+                content: ContentType::B,
+                encoding: DataEncoding::Binary,
+                ..f.clone()
+            };
+            lenient = lenient.with_field(de, raw);
+        }
+    }
+    let lenient = Arc::new(lenient);
+    let m = Message::decode_slice(&lenient, payload).ok()?;
+    let mti = m.mti().response()?;
+    let text = |de: u16| m.field(de).and_then(|f| std::str::from_utf8(&f.data).ok().map(str::to_string));
+    let (stan, tid) = (text(11)?, text(41)?);
+    let mut rsp = Message::new(spec.clone(), mti);
+    rsp.set_text(11, &stan).ok()?;
+    rsp.set_text(41, &tid).ok()?;
+    rsp.set_text(39, "30").ok()?;
+    Some(rsp)
 }
 
 /// The admin port: one command a line, one answer a line, for switching faults on and off in a
@@ -402,6 +444,46 @@ mod tests {
         assert_eq!(yymm(0), "7001");
         assert_eq!(yymm(1_764_028_800_000), "2511"); // 2025-11-25
         assert_eq!(yymm(951_782_400_000), "0002"); // 2000-02-29
+    }
+
+    fn request() -> Message {
+        let spec = Spec::builtin("network").expect("spec").clone();
+        let mut m = Message::new(spec, "0100".parse().expect("mti"));
+        for (de, v) in [(3u16, "000000"), (4, "000000001000"), (11, "000123"), (41, "TERM0001")] {
+            m.set_text(de, v).expect("set");
+        }
+        m
+    }
+
+    #[test]
+    fn a_request_breaking_the_spec_is_answered_30_when_stan_and_terminal_can_be_read() {
+        let spec = Spec::builtin("network").expect("spec").clone();
+        let mut raw = request().encode().expect("encode").to_vec();
+        // DE 4 starts after MTI (4), bitmap (8) and DE 3 (6): a letter in a numeric element.
+        raw[4 + 8 + 6 + 3] = b'X';
+        assert!(Message::decode_slice(&spec, &raw).is_err());
+        let rsp = format_error_answer(&spec, &raw).expect("an answer");
+        assert_eq!(rsp.mti().as_str(), "0110");
+        assert_eq!(rsp.text(39).as_deref(), Some("30"));
+        assert_eq!(rsp.text(11).as_deref(), Some("000123"));
+        assert_eq!(rsp.text(41).as_deref(), Some("TERM0001"));
+        // Without DE 41, or cut short, or a response: nothing to answer.
+        let mut m = request();
+        m.remove(41);
+        let mut raw = m.encode().expect("encode").to_vec();
+        raw[4 + 8 + 6 + 3] = b'X';
+        assert!(format_error_answer(&spec, &raw).is_none());
+        let raw = request().encode().expect("encode");
+        assert!(format_error_answer(&spec, &raw[..raw.len() - 3]).is_none());
+        let mut m = request();
+        m.set_mti("0110".parse().expect("mti"));
+        let mut raw = m.encode().expect("encode").to_vec();
+        raw[4 + 8 + 6 + 3] = b'X';
+        assert!(format_error_answer(&spec, &raw).is_none());
+        // A STAN that is itself bad is not echoed.
+        let mut raw = request().encode().expect("encode").to_vec();
+        raw[4 + 8 + 6 + 12 + 2] = b'?';
+        assert!(format_error_answer(&spec, &raw).is_none());
     }
 
     #[test]

@@ -1,16 +1,17 @@
 //! The card and terminal side of a test, for the simulator's own tests and for anyone who drives
-//! it (switch system tests, the `serve` tooling): contactless chip requests whose ARQC is computed
-//! from a test card's ICC master key as the card would compute it, ISO format-0 PIN blocks under a
-//! zone PIN key, reversals that point at their original, and the ARPC check the card makes on the
-//! answer. Test material only: every key here is a generated test key.
+//! it with its generated [`ClearTestCard`]s: chip requests (built by `terminal_sim::pos`, with the
+//! MTI of a purchase, cash advance or balance inquiry), ISO format-0 PIN blocks under a zone PIN
+//! key, reversals that point at their original, and the ARPC check the card makes on the answer.
+//! Test material only: every key here is a generated test key.
 
 use std::sync::Arc;
 
 use codecs::iso8583::{Message, Mti, Spec};
-use codecs::tlv::{self, Tag, TlvBuilder};
-use crypto::emv::{ArpcInput, Atc, CardInputs, Cvn, PanDigits, Psn, UnpredictableNumber, ac_data_from_tags};
+use codecs::tlv::{self, Tag};
+use crypto::emv::Cvn;
 use crypto::keys::{SymmetricKey, TdesKey};
 use crypto::pin::{Pin, PinBlockFormat, encrypt_pin_block};
+use terminal_sim::pos;
 
 use crate::cards::ClearTestCard;
 
@@ -54,107 +55,40 @@ impl Tx {
     }
 }
 
-/// Visa-style issuer application data for CVN 18: length 06, DKI 01, CVN 12, CVR 03A00000.
-const IAD: [u8; 7] = [0x06, 0x01, 0x12, 0x03, 0xA0, 0x00, 0x00];
-
-/// The chip data a contactless card answers GENERATE AC with, for `tx`, without 9F26.
-fn card_tags(tx: &Tx) -> Vec<(u32, Vec<u8>)> {
-    let amount = format!("{:012}", tx.amount % 1_000_000_000_000);
-    let bcd: Vec<u8> = amount.as_bytes().chunks(2).map(|p| ((p[0] - b'0') << 4) | (p[1] - b'0')).collect();
-    vec![
-        (0x9F02, bcd),
-        (0x9F03, vec![0; 6]),
-        (0x9F1A, vec![0x02, 0x50]),
-        (0x95, vec![0; 5]),
-        (0x5F2A, vec![0x09, 0x78]),
-        (0x9A, vec![0x26, 0x11, 0x25]),
-        (
-            0x9C,
-            vec![if tx.processing_code.starts_with("31") {
-                0x31
-            } else if tx.processing_code.starts_with("01") {
-                0x01
-            } else {
-                0x00
-            }],
-        ),
-        (0x9F37, vec![(tx.stan >> 8) as u8, tx.stan as u8, 0x5A, 0xC3]),
-        (0x82, vec![0x20, 0x00]),
-        (0x9F36, tx.atc.to_be_bytes().to_vec()),
-        (0x9F10, IAD.to_vec()),
-    ]
-}
-
-fn card_inputs<'a>(
-    card: &ClearTestCard,
-    pan: &'a PanDigits,
-    atc: u16,
-    un: [u8; 4],
-) -> Option<CardInputs<'a>> {
-    Some(CardInputs {
-        pan,
-        psn: card.psn.parse::<Psn>().ok()?,
-        atc: Atc(atc),
-        un: Some(UnpredictableNumber(un)),
-    })
-}
-
-/// The DE 55 a card would send for `tx`: the ARQC (9F26) over the data of the card's CVN, then
-/// the tags it covers. `None` if the card's material does not parse.
-pub fn chip_data(card: &ClearTestCard, tx: &Tx) -> Option<Vec<u8>> {
-    let cvn: Cvn = card.cvn.parse().ok()?;
-    let tags = card_tags(tx);
-    let get = |t: u32| tags.iter().find(|(k, _)| *k == t).map(|(_, v)| v.as_slice());
-    let data = ac_data_from_tags(cvn, get).ok()?;
-    let icc_mk = TdesKey::from_hex("icc_mk", &card.icc_mk).ok()?;
-    let pan = PanDigits::new(&card.pan).ok()?;
-    let un: [u8; 4] = get(0x9F37)?.try_into().ok()?;
-    let arqc = cvn.card_ac(&icc_mk, &card_inputs(card, &pan, tx.atc, un)?, &data).ok()?;
-    let mut icc = TlvBuilder::new();
-    icc.primitive(Tag::new(0x9F26), &arqc).ok()?;
-    icc.primitive(Tag::new(0x9F27), &[0x80]).ok()?;
-    for (t, v) in &tags {
-        icc.primitive(Tag::new(*t), v).ok()?;
+impl Tx {
+    fn pos(&self) -> pos::Tx {
+        pos::Tx {
+            processing_code: self.processing_code.to_string(),
+            tid: self.tid.clone(),
+            ..pos::Tx::purchase(self.stan, self.amount, self.atc)
+        }
     }
-    Some(icc.finish().to_vec())
 }
 
-/// A contactless chip request (DE 22 = 071) for `card` with the elements the network spec asks
-/// for. Panics only on test material that does not fit the spec (a bug in the test).
+/// The card as the terminal simulator knows it (the ports-file form).
+pub fn pos_card(card: &ClearTestCard) -> pos::TestCard {
+    pos::TestCard {
+        pan: card.pan.clone(),
+        expiry: card.expiry.clone(),
+        psn: card.psn.clone(),
+        cvn: card.cvn.clone(),
+        icc_mk: card.icc_mk.clone(),
+        pin: card.pin.clone(),
+        balance: card.balance.clone(),
+    }
+}
+
+/// A contactless chip request (DE 22 = 071) for `card`, built by the terminal simulator's POS
+/// (`terminal_sim::pos`: the ARQC computed from the card's ICC master key over its CVN's data),
+/// with `tx`'s MTI. Panics only on test material that does not fit (a bug in the test).
 pub fn chip_request(spec: &Arc<Spec>, card: &ClearTestCard, tx: &Tx) -> Message {
-    let mut m = Message::new(spec.clone(), tx.mti);
-    let stan = tx.stan % 1_000_000;
-    for (de, v) in [
-        (2u16, card.pan.clone()),
-        (3, tx.processing_code.to_string()),
-        (4, format!("{:012}", tx.amount)),
-        (7, format!("1125{stan:06}")),
-        (11, format!("{stan:06}")),
-        (12, "101010".into()),
-        (13, "1125".into()),
-        (14, card.expiry.clone()),
-        (18, "5411".into()),
-        (22, "071".into()),
-        (23, format!("0{}", card.psn)),
-        (25, "00".into()),
-        (37, format!("533014{stan:06}")),
-        (41, tx.tid.clone()),
-        (42, "MERCHANT0000001".into()),
-        (49, "978".into()),
-    ] {
-        if let Err(e) = m.set_text(de, &v) {
-            panic!("test request DE {de}: {e}");
+    match pos::chip_request(spec, &pos_card(card), &tx.pos()) {
+        Ok(mut m) => {
+            m.set_mti(tx.mti);
+            m
         }
+        Err(e) => panic!("test request: {e}"),
     }
-    match chip_data(card, tx) {
-        Some(icc) => {
-            if let Err(e) = m.set_icc_data(&icc) {
-                panic!("test request DE 55: {e}");
-            }
-        }
-        None => panic!("test card material does not parse"),
-    }
-    m
 }
 
 /// An ISO 9564-1 format-0 PIN block of `pin` for `pan` under the zone PIN key (DE 52).
@@ -198,33 +132,15 @@ pub fn tag91(rsp: &Message) -> Option<Vec<u8>> {
     tlv::find(&nodes, Tag::new(0x91)).map(|n| n.value().to_vec())
 }
 
-/// Checks tag 91 of an answer as the card would: method 1 → ARPC (8) ‖ ARC (2), where the ARC
-/// must equal DE 39; method 2 → ARPC (4) ‖ CSU (4).
+/// Checks tag 91 of an answer as the card would (`terminal_sim::pos::card_accepts_arpc`), and
+/// that it has the length its method gives (method 1: ARPC 8 ‖ ARC 2, where the ARC must equal
+/// DE 39; method 2: ARPC 4 ‖ CSU 4).
 pub fn card_accepts_arpc(card: &ClearTestCard, req: &Message, rsp: &Message) -> bool {
-    let check = || -> Option<bool> {
-        let t91 = tag91(rsp)?;
-        let icc = req.icc_data().ok()??;
-        let nodes = tlv::decode_lenient(&icc).ok()?;
-        let get = |t: u32| tlv::find(&nodes, Tag::new(t)).map(|n| n.value().to_vec());
-        let cvn: Cvn = card.cvn.parse().ok()?;
-        let icc_mk = TdesKey::from_hex("icc_mk", &card.icc_mk).ok()?;
-        let pan = PanDigits::new(&card.pan).ok()?;
-        let atc = Atc::from_slice(&get(0x9F36)?).ok()?;
-        let un: [u8; 4] = get(0x9F37)?.try_into().ok()?;
-        let inputs = card_inputs(card, &pan, atc.0, un)?;
-        // (input, ARPC length, tag 91 length)
-        let (input, n, total) = match cvn.arpc_method() {
-            Some(2) => (ArpcInput::Csu { csu: t91.get(4..8)?.try_into().ok()?, proprietary: vec![] }, 4, 8),
-            _ => {
-                let arc: [u8; 2] = t91.get(8..10)?.try_into().ok()?;
-                if rsp.text(39).as_deref() != std::str::from_utf8(&arc).ok() {
-                    return Some(false);
-                }
-                (ArpcInput::Arc(arc), 8, 10)
-            }
-        };
-        let expected = cvn.card_arpc(&icc_mk, &inputs, &get(0x9F26)?, &input).ok()?;
-        Some(t91.len() == total && expected == t91[..n])
+    let Some(t91) = tag91(rsp) else { return false };
+    let Ok(cvn) = card.cvn.parse::<Cvn>() else { return false };
+    let shape_ok = match cvn.arpc_method() {
+        Some(2) => t91.len() == 8,
+        _ => t91.len() == 10 && rsp.text(39).as_deref().map(str::as_bytes) == t91.get(8..10),
     };
-    check().unwrap_or(false)
+    shape_ok && pos::card_accepts_arpc(&pos_card(card), req, rsp)
 }

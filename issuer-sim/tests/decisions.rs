@@ -260,6 +260,11 @@ fn cash_advance_then_partial_and_full_reversal_idempotent() {
         assert_eq!((r.mti().as_str(), rc(&r).as_str()), ("0430", "00"));
         assert_eq!(iss.open_to_buy(&card.pan), Some(start - 20_000), "a repeated advice moves nothing");
     }
+    // A DE 95 that does not read as an amount releases nothing.
+    let mut bad = partial.clone();
+    bad.set_text(95, &format!("{:42}", "ABC")).expect("DE 95");
+    assert_eq!(rc(&call(&mut iss, &bad)), "30");
+    assert_eq!(iss.open_to_buy(&card.pan), Some(start - 20_000));
     // Then the rest is reversed too (0400, full).
     let full = reversal(&req, "0400", 12, None);
     for _ in 0..2 {
@@ -364,6 +369,10 @@ fn token_idv_by_policy_with_otp_step_up() {
         "05",
         "an OTP is used once"
     );
+    // No token on a wrong expiry.
+    let mut wrong = t.clear[0].clone();
+    wrong.expiry = "3001".into();
+    assert_eq!(rc(&call(&mut iss, &idv_request(&wrong, "900000", "PROV00000004", None))), "54");
 }
 
 #[test]

@@ -317,6 +317,20 @@ async fn issuer_sim_binary_answers_declines_reverses_and_injects_faults() {
         tokio::time::timeout(Duration::from_secs(5), link2.framed.next()).await.expect("closed in time");
     assert!(end.is_none(), "closed without an answer");
 
+    // A request that breaks the spec (a letter in DE 4): answered 30 with its STAN and terminal.
+    let mut raw = chip_request(&spec, card, &Tx::purchase(95, 100, 95)).encode().expect("encode").to_vec();
+    let de4 = raw.windows(12).position(|w| w == b"000000000100").expect("DE 4");
+    raw[de4 + 5] = b'X';
+    link.framed.send(Frame::new(raw)).await.expect("send");
+    let r = link.recv().await;
+    assert_eq!((r.mti().as_str(), rc(&r).as_str(), r.text(11).as_deref()), ("0110", "30", Some("000095")));
+    assert_eq!(r.text(41).as_deref(), Some("TERM0001"));
+    // Garbage that cannot be read at all closes that connection only.
+    let mut junk = Link::connect(&sim.listen).await;
+    junk.framed.send(Frame::new(&b"0100\xFF"[..])).await.expect("send");
+    let end = tokio::time::timeout(Duration::from_secs(5), junk.framed.next()).await.expect("closed in time");
+    assert!(end.is_none(), "closed without an answer");
+
     // A partial frame: dropped with its connection after the read timeout; others carry on.
     let mut partial = TcpStream::connect(&sim.listen).await.expect("connect");
     {
@@ -335,6 +349,19 @@ async fn issuer_sim_binary_answers_declines_reverses_and_injects_faults() {
     assert_eq!(admin(&sim.admin, "faults clear").await, "ok 0");
     let r = link.call(&chip_request(&spec, card, &Tx::purchase(91, 790, 91))).await;
     assert_eq!(rc(&r), "00");
+
+    // SIGTERM: a graceful exit.
+    let mut sim = sim;
+    let _ = Command::new("kill").args(["-TERM", &sim.child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = sim.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "issuer-sim did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}");
     drop(sim);
 
     // The log: masked PANs only, never a clear one, a PIN block or a key.
@@ -402,6 +429,17 @@ fn sample_configuration_checks() {
     let mut lmk = [0u8; 32];
     rng(8)(&mut lmk);
     let lmk_hex = to_hex(&lmk);
+    // Without the LMK (a machine that does not hold it): everything but the keystore is checked.
+    let out = Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
+        .arg("--config")
+        .arg(dir.path().join("issuer-sim.toml"))
+        .arg("--check-config")
+        .env_remove("PAYNET_LMK")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keystore is not checked"));
+    // With the LMK and a keystore holding the names the samples use.
     let test =
         generate_test_issuer(1, Lmk::from_hex(&lmk_hex).expect("LMK"), "2912", &mut rng(3)).expect("keys");
     std::fs::write(dir.path().join("issuer-keys.toml"), test.keystore.to_toml()).expect("keys");
