@@ -32,8 +32,8 @@ struct Purchases {
     atc_base: u64,
 }
 
-impl load::RequestSource for Purchases {
-    fn request(&self, seq: u64, conn: usize) -> Message {
+impl Purchases {
+    fn build(&self, seq: u64, conn: usize) -> Message {
         let n = self.cards.len() as u64;
         let card = &self.cards[(seq % n) as usize];
         let tx = Tx {
@@ -43,6 +43,29 @@ impl load::RequestSource for Purchases {
         let mut m = chip_request(&self.spec, card, &tx).unwrap_or_else(|e| panic!("request: {e}"));
         let _ = m.set_text(11, &load::stan(seq));
         m
+    }
+}
+
+/// The requests of a run built before it starts (the card cryptograms are the expensive part), so
+/// that during the run the generator spends its CPU on sending, not on being the cards.
+struct Prebuilt {
+    spec: Arc<Spec>,
+    wire: Vec<bytes::Bytes>,
+}
+
+impl Prebuilt {
+    fn new(p: &Purchases, total: u64, conns: usize) -> Self {
+        let wire = (0..total)
+            .map(|seq| p.build(seq, (seq % conns as u64) as usize).encode().unwrap_or_default())
+            .collect();
+        Prebuilt { spec: p.spec.clone(), wire }
+    }
+}
+
+impl load::RequestSource for Prebuilt {
+    fn request(&self, seq: u64, _conn: usize) -> Message {
+        let bytes = self.wire.get(seq as usize).cloned().unwrap_or_default();
+        Message::decode(&self.spec, bytes).unwrap_or_else(|e| panic!("prebuilt request {seq}: {e}"))
     }
 }
 
@@ -117,7 +140,8 @@ fn main() {
         tokio::spawn(relay(relay_listener, net.issuer_addr.to_string()));
         let run = |addr: String, atc_base: u64| {
             let spec = spec.clone();
-            let source = Arc::new(Purchases { spec: spec.clone(), cards: cards.clone(), atc_base });
+            let purchases = Purchases { spec: spec.clone(), cards: cards.clone(), atc_base };
+            let source = Arc::new(Prebuilt::new(&purchases, total, connections));
             async move {
                 load::run(
                     Target { addr, spec, framing: FramingKind::Binary2 },

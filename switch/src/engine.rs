@@ -75,17 +75,6 @@ impl Engine {
         pan_fingerprint(&self.fingerprint_key, pan)
     }
 
-    async fn journal(&self, msg: &Message, dir: Direction, route: Option<&str>, latency_us: Option<u64>) {
-        let entry = crate::journal::MessageEntry {
-            msg: msg.clone(),
-            direction: dir,
-            at_ms: self.clock.now_ms(),
-            route: route.map(str::to_string),
-            latency_us,
-        };
-        self.journal.record_message(entry).await;
-    }
-
     fn nonce(&self) -> [u8; 12] {
         let mut n = [0u8; 12];
         self.entropy.fill(&mut n);
@@ -104,7 +93,6 @@ impl Engine {
         async move {
             let started = Instant::now();
             self.metrics.in_flight.inc();
-            self.journal(&req, Direction::AcquirerIn, None, None).await;
             let (rsp, route) = match (mti.class(), mti.function()) {
                 (8, 0) => (wire::answer(&req, "00"), "local".to_string()),
                 (1 | 2, 0) => self.authorize(ctx, req.clone()).await,
@@ -117,14 +105,24 @@ impl Engine {
             let rc = rsp.text(39).map(|c| c.into_owned()).unwrap_or_default();
             self.metrics.responses.with_label_values(&[mti.as_str(), &rc, &route]).inc();
             self.metrics.latency.with_label_values(&[mti.as_str()]).observe(latency.as_secs_f64());
-            self.journal(&rsp, Direction::AcquirerOut, Some(&route), Some(latency.as_micros() as u64)).await;
-            match rsp.encode() {
-                Ok(_) => Outcome::Answer(rsp),
+            // One row per exchange: the request and its answer (masked, fingerprinted off the hot path).
+            let rsp = match rsp.encode() {
+                Ok(_) => rsp,
                 Err(e) => {
                     warn!(error = %e, "answer does not encode in the listener's spec");
-                    Outcome::Answer(wire::answer(&req, "96"))
+                    wire::answer(&req, "96")
                 }
-            }
+            };
+            let entry = crate::journal::MessageEntry {
+                msg: req,
+                response: Some(rsp.clone()),
+                direction: Direction::AcquirerExchange,
+                at_ms: self.clock.now_ms(),
+                route: Some(route),
+                latency_us: Some(latency.as_micros() as u64),
+            };
+            self.journal.record_message(entry).await;
+            Outcome::Answer(rsp)
         }
         .instrument(span)
         .await

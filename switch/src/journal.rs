@@ -19,6 +19,8 @@ use crate::store::{JournalRow, Store};
 /// row, so the hot path only clones the message (a vector of `Bytes` slices).
 pub struct MessageEntry {
     pub msg: codecs::iso8583::Message,
+    /// The answer to `msg`, journaled in the same row (an acquirer exchange).
+    pub response: Option<codecs::iso8583::Message>,
     pub direction: crate::store::Direction,
     pub at_ms: u64,
     pub route: Option<String>,
@@ -93,14 +95,25 @@ impl JournalWriter {
 fn to_row(item: JournalItem, fingerprint: &Fingerprint) -> JournalRow {
     match item {
         JournalItem::Row(r) => *r,
-        JournalItem::Message(e) => crate::wire::journal_row(
-            &e.msg,
-            e.direction,
-            e.at_ms,
-            |p| fingerprint(p),
-            e.route.as_deref(),
-            e.latency_us,
-        ),
+        JournalItem::Message(e) => {
+            let mut row = crate::wire::journal_row(
+                &e.msg,
+                e.direction,
+                e.at_ms,
+                |p| fingerprint(p),
+                e.route.as_deref(),
+                e.latency_us,
+            );
+            if let Some(rsp) = &e.response {
+                row.response_code = rsp.text(39).map(|c| c.into_owned());
+                row.message_masked = format!(
+                    "{{\"request\":{},\"response\":{}}}",
+                    row.message_masked,
+                    rsp.to_masked_json_string()
+                );
+            }
+            row
+        }
     }
 }
 

@@ -22,6 +22,8 @@ pub enum Direction {
     IssuerOut,
     /// From an issuer to the switch.
     IssuerIn,
+    /// One acquirer exchange: the request and the answer given to it, in one row.
+    AcquirerExchange,
 }
 
 impl Direction {
@@ -29,6 +31,7 @@ impl Direction {
         match self {
             Direction::AcquirerIn => "acq-in",
             Direction::AcquirerOut => "acq-out",
+            Direction::AcquirerExchange => "acq",
             Direction::IssuerOut => "iss-out",
             Direction::IssuerIn => "iss-in",
         }

@@ -95,6 +95,7 @@ fn direction_from(s: &str) -> Direction {
     match s {
         "acq-in" => Direction::AcquirerIn,
         "acq-out" => Direction::AcquirerOut,
+        "acq" => Direction::AcquirerExchange,
         "iss-out" => Direction::IssuerOut,
         _ => Direction::IssuerIn,
     }
