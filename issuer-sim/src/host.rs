@@ -284,6 +284,12 @@ impl Issuer {
                 return Decision::rc("82");
             }
         }
+        // Cash is never given without the cardholder's PIN (no CVM but online PIN at an ATM):
+        // a cash advance without DE 52 is declined as a PIN failure (55, the nearest code of
+        // docs/network-spec.md §6), without using up a PIN try.
+        if tx == "01" && !req.contains(52) {
+            return Decision::rc("55");
+        }
         if let Some(block) = req.field(52).map(|f| f.data.clone()) {
             let block =
                 if block.len() == 16 { hex::decode(&block).unwrap_or_default() } else { block.to_vec() };
