@@ -89,3 +89,20 @@ fn pin_refusals_are_clear() {
     let last = TdesKsn::from_hex("FFFF9876543210FFF800").expect("ksn");
     assert!(last.next().is_err());
 }
+
+#[test]
+fn aes_dukpt_initial_key_and_device_host_agreement() {
+    use crypto::dukpt::{AesKsn, aes};
+    use crypto::keys::AesKey;
+    // ANSI X9.24-3-2017 Annex B: AES-128 BDK FEDCBA9876543210F1F1F1F1F1F1F1F1, initial key ID
+    // 1234567890123456 → initial key 1273671EA26AC29AFA4D1084127652A1.
+    let bdk = AesKey::from_hex("bdk", "FEDCBA9876543210F1F1F1F1F1F1F1F1").expect("bdk");
+    let ksn = AesKsn::from_hex("123456789012345600000000").expect("ksn");
+    let ik = aes::derive_initial_key(&bdk, &ksn.initial_key_id());
+    assert_eq!(to_hex(ik.expose()), "1273671EA26AC29AFA4D1084127652A1");
+    let mut device = aes::AesDukptDevice::load_initial_key(&ik, ksn.initial_key_id());
+    for _ in 0..40 {
+        let (ksn, key) = device.next_transaction().expect("next");
+        assert_eq!(key, aes::transaction_key(&bdk, &ksn).expect("host"), "counter {}", ksn.counter());
+    }
+}
