@@ -8,8 +8,11 @@
 //! Chip requests get tag 91 (issuer authentication data) in DE 55 of every answer, approval or
 //! decline: ARPC method 1 (ARPC ‖ ARC) or 2 (ARPC ‖ CSU) as the card's CVN says. Reversals
 //! (0400/0420, matched to the original through DE 90 and DE 41, partial through DE 95), stand-in
-//! advices (0120), token notifications (0620) and network management (0800) are answered too.
-//! Token ID&V (0100 with DE 3 90xxxx, OTP check 91xxxx) follows each card's ID&V policy.
+//! advices (0120), token notifications (0620) and network management (0800: sign-on 001,
+//! sign-off 002, echo 301 → 00; other DE 70 codes 12) are answered too. Token ID&V (0100 with DE 3
+//! 90xxxx, OTP check 91xxxx) follows each card's ID&V policy (00, 05, or 1A with an OTP).
+//! A request missing an element its class needs (DE 11; DE 70; DE 3, PAN, DE 4 and DE 49 for a
+//! spending request) or with unreadable chip data or DE 95 is answered 30.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -280,6 +283,12 @@ impl Issuer {
             if !card.atcs_seen.insert(chip.atc.0) {
                 return Decision::rc("82");
             }
+        }
+        // Cash is never given without the cardholder's PIN (no CVM but online PIN at an ATM):
+        // a cash advance without DE 52 is declined as a PIN failure (55, the nearest code of
+        // docs/network-spec.md §6), without using up a PIN try.
+        if tx == "01" && !req.contains(52) {
+            return Decision::rc("55");
         }
         if let Some(block) = req.field(52).map(|f| f.data.clone()) {
             let block =

@@ -295,10 +295,12 @@ pub async fn run_with(
                     let fault = state.fault_for(&req);
                     let now = (state.clock)();
                     let rnd = (state.random)();
+                    let started = Instant::now();
                     let answer = {
                         let mut issuer = state.issuer.lock().unwrap_or_else(|p| p.into_inner());
                         issuer.handle(&req, now, &yymm(now), rnd)
                     };
+                    let decide_us = started.elapsed().as_micros();
                     let Some(answer) = answer else { return };
                     // Masked PAN only (PCI DSS 3.4); never PIN block, DE 55 or keys.
                     debug!(
@@ -307,6 +309,7 @@ pub async fn run_with(
                         pan = %crate::host::pan_of(&req).map(|p| crate::cards::mask(&p)).unwrap_or_default(),
                         rc = %answer.text(39).unwrap_or_default(),
                         fault = ?fault,
+                        decide_us,
                         "answered"
                     );
                     let Ok(mut bytes) = answer.encode() else { return };

@@ -249,6 +249,10 @@ fn cash_advance_then_partial_and_full_reversal_idempotent() {
     let (mut iss, t) = test_issuer(|_| {});
     let card = &t.clear[0];
     let start = iss.open_to_buy(&card.pan).expect("card");
+    // No cash without a PIN.
+    let no_pin = chip_request(&spec(), card, &Tx::cash_advance(9, 50_000, 9));
+    assert_eq!(rc(&call(&mut iss, &no_pin)), "55");
+    assert_eq!(iss.open_to_buy(&card.pan), Some(start));
     let req = with_pin(chip_request(&spec(), card, &Tx::cash_advance(10, 50_000, 1)), &t, card, &card.pin);
     let rsp = call(&mut iss, &req);
     assert_eq!((rsp.mti().as_str(), rc(&rsp).as_str()), ("0210", "00"));
