@@ -47,22 +47,42 @@ fn vault_seals_binds_rotates_and_survives_reopen() {
 
     let par = v.par_for(PAN, "V001", &(0u8..=255).collect::<Vec<_>>());
     assert_eq!(par.len(), 29);
-    v.insert(NewToken { token: &t1, pan: PAN, par: &par, expiry: "2912", domain: domain() }, 1, nonce(1))
-        .expect("insert");
+    v.insert(
+        NewToken { token: &t1, pan: PAN, pan_expiry: "2812", par: &par, expiry: "2912", domain: domain() },
+        1,
+        nonce(1),
+    )
+    .expect("insert");
     // A second token of the same PAN shares the PAR.
     assert_eq!(v.par_for(PAN, "V001", &[7u8; 64]), par);
-    v.insert(NewToken { token: &t2, pan: PAN, par: &par, expiry: "2912", domain: domain() }, 2, nonce(2))
-        .expect("insert");
+    v.insert(
+        NewToken { token: &t2, pan: PAN, pan_expiry: "2812", par: &par, expiry: "2912", domain: domain() },
+        2,
+        nonce(2),
+    )
+    .expect("insert");
     assert_eq!(v.tokens_of(PAN).len(), 2);
     assert!(
-        v.insert(NewToken { token: &t1, pan: PAN, par: &par, expiry: "2912", domain: domain() }, 3, nonce(3))
-            .is_err(),
+        v.insert(
+            NewToken {
+                token: &t1,
+                pan: PAN,
+                pan_expiry: "2812",
+                par: &par,
+                expiry: "2912",
+                domain: domain()
+            },
+            3,
+            nonce(3)
+        )
+        .is_err(),
         "duplicate token"
     );
 
     let r1 = v.get(&t1).expect("cached");
     assert_eq!(r1.status, TokenStatus::Inactive);
     assert_eq!(v.pan(&r1).expect("opens").as_str(), PAN);
+    assert_eq!(v.card(&r1).expect("opens").1, "2812", "the card's expiry is sealed with the PAN");
     assert!(
         r1.domain.allows("071", "000000")
             && !r1.domain.allows("051", "000000")

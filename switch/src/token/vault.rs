@@ -115,6 +115,9 @@ pub struct TokenRecord {
 pub struct NewToken<'a> {
     pub token: &'a str,
     pub pan: &'a str,
+    /// The card's own expiry (YYMM), sealed with the PAN: the issuer sees it in place of the
+    /// token's.
+    pub pan_expiry: &'a str,
     pub par: &'a str,
     /// YYMM.
     pub expiry: &'a str,
@@ -217,10 +220,14 @@ impl TokenVault {
         if self.get(new.token).is_some() {
             return Err(vault_err("token already exists"));
         }
+        if new.pan_expiry.len() != 4 || !new.pan_expiry.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(vault_err("card expiry must be YYMM"));
+        }
+        let plain = Zeroizing::new(format!("{}={}", new.pan, new.pan_expiry));
         let sealed = self.sealer.read().unwrap_or_else(|p| p.into_inner()).seal(
             nonce,
             new.token.as_bytes(),
-            new.pan.as_bytes(),
+            plain.as_bytes(),
         )?;
         let rec = TokenRecord {
             token: new.token.to_string(),
@@ -238,20 +245,31 @@ impl TokenVault {
         Ok(rec)
     }
 
-    /// The PAN of a token record. A row whose seal does not open (tampered, moved to another
-    /// token, or sealed under an unknown key version) is an error — never a wrong PAN.
-    pub fn pan(&self, rec: &TokenRecord) -> Result<Zeroizing<String>> {
-        let clear = Zeroizing::new(
+    fn open_raw(&self, rec: &TokenRecord) -> Result<Zeroizing<Vec<u8>>> {
+        Ok(Zeroizing::new(
             self.sealer
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .open(rec.token.as_bytes(), &rec.pan_sealed)?,
-        );
-        let s = std::str::from_utf8(&clear).map_err(|_| vault_err("sealed PAN is not text"))?;
-        if !s.bytes().all(|b| b.is_ascii_digit()) || self.fingerprint(s) != rec.pan_fingerprint {
+        ))
+    }
+
+    /// The card behind a token: its PAN and expiry (YYMM). A row whose seal does not open
+    /// (tampered, moved to another token, or sealed under an unknown key version) is an error —
+    /// never a wrong PAN.
+    pub fn card(&self, rec: &TokenRecord) -> Result<(Zeroizing<String>, String)> {
+        let clear = self.open_raw(rec)?;
+        let s = std::str::from_utf8(&clear).map_err(|_| vault_err("sealed card data is not text"))?;
+        let (pan, exp) = s.split_once('=').ok_or_else(|| vault_err("sealed card data is malformed"))?;
+        if !pan.bytes().all(|b| b.is_ascii_digit()) || self.fingerprint(pan) != rec.pan_fingerprint {
             return Err(vault_err("sealed PAN does not match its fingerprint"));
         }
-        Ok(Zeroizing::new(s.to_string()))
+        Ok((Zeroizing::new(pan.to_string()), exp.to_string()))
+    }
+
+    /// The PAN behind a token (see [`TokenVault::card`]).
+    pub fn pan(&self, rec: &TokenRecord) -> Result<Zeroizing<String>> {
+        Ok(self.card(rec)?.0)
     }
 
     /// Moves a token through its lifecycle.
@@ -284,11 +302,12 @@ impl TokenVault {
             if Sealer::version_of(&rec.pan_sealed) == Some(version) {
                 continue;
             }
-            let pan = self.pan(&rec)?;
+            self.card(&rec)?;
+            let plain = self.open_raw(&rec)?;
             let sealed = self.sealer.read().unwrap_or_else(|p| p.into_inner()).seal(
                 nonce(),
                 rec.token.as_bytes(),
-                pan.as_bytes(),
+                &plain,
             )?;
             self.store.vault_set_sealed(&rec.token, &sealed)?;
             self.cache(Arc::new(TokenRecord { pan_sealed: sealed, ..(*rec).clone() }));

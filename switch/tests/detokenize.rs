@@ -1,0 +1,162 @@
+//! The detokenize stage over the vault: a contactless token request (cryptogram from the token's
+//! ICC key) becomes the card's PAN, expiry and track towards the issuer with the token data in
+//! DE 123, and the answer gets the token back; replayed or tampered cryptograms, suspended and
+//! deleted tokens, expired tokens, use outside the domain and unknown tokens are declined with
+//! their codes before any issuer sees them.
+
+use std::sync::Arc;
+
+use codecs::iso8583::{Message, Spec};
+use crypto::emv::{Cvn, PanDigits, Psn};
+use crypto::hsm::{Hsm, SoftHsm};
+use crypto::keyblock::Header;
+use crypto::keys::{AesKey, SymmetricKey, TdesKey, to_hex};
+use crypto::keystore::{KeyName, Keystore, Lmk};
+use switch::detokenize::{Detokenizer, retokenize};
+use switch::seal::Sealer;
+use switch::store::sqlite::SqliteStore;
+use switch::token::{
+    DomainControls, NewToken, TokenKeys, TokenRange, TokenStatus, TokenVault, VaultDetokenizer,
+};
+use terminal_sim::pos::{TestCard, Tx, chip_request};
+use zeroize::Zeroizing;
+
+const TOKEN_IMK: &str = "0123456789ABCDEFFEDCBA9876543210";
+const CARD_PAN: &str = "4761739001010010";
+const NOW_MS: u64 = 1_764_028_800_000; // 2025-11-25
+
+struct Setup {
+    det: VaultDetokenizer,
+    vault: Arc<TokenVault>,
+    spec: Arc<Spec>,
+}
+
+fn setup() -> Setup {
+    let mut ks = Keystore::new(
+        Lmk::from_hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F").expect("lmk"),
+    );
+    ks.import(
+        KeyName::new("token.imk-ac").expect("name"),
+        &Header::parse_template("D0000E0TX00N0000").expect("header"),
+        &SymmetricKey::Tdes(TdesKey::from_hex("k", TOKEN_IMK).expect("key")),
+        &[0x5A; 32],
+    )
+    .expect("import");
+    let hsm: Arc<dyn Hsm> = Arc::new(SoftHsm::new(ks, Box::new(|b: &mut [u8]| b.fill(7))));
+    let store = Arc::new(SqliteStore::in_memory().expect("store"));
+    let vault = Arc::new(
+        TokenVault::open(
+            store,
+            Sealer::new(1, &AesKey::from_slice(&[3; 32]).expect("aes")).expect("sealer"),
+            Zeroizing::new(vec![9; 32]),
+        )
+        .expect("vault"),
+    );
+    let range = TokenRange::new("489537", 16, ["476173"]).expect("range");
+    let det =
+        VaultDetokenizer::new(vault.clone(), hsm, vec![TokenKeys { range, imk_ac: "token.imk-ac".into() }]);
+    Setup { det, vault, spec: Spec::builtin("network").expect("spec").clone() }
+}
+
+fn issue(s: &Setup, token: &str, entry_modes: &[&str]) {
+    let domain = DomainControls {
+        entry_modes: entry_modes.iter().map(|m| m.to_string()).collect(),
+        transaction_types: vec!["00".into()],
+        requestor_id: "40010030273".into(),
+    };
+    s.vault
+        .insert(
+            NewToken {
+                token,
+                pan: CARD_PAN,
+                pan_expiry: "2812",
+                par: "V0010013817209843751234567890",
+                expiry: "2911",
+                domain,
+            },
+            1,
+            [1; 12],
+        )
+        .expect("insert");
+    s.vault.set_status(token, TokenStatus::Active).expect("activate");
+}
+
+/// The phone's view of the token: its ICC key derived from the token IMK over the token PAN.
+fn phone(token: &str) -> TestCard {
+    let imk = TdesKey::from_hex("imk", TOKEN_IMK).expect("imk");
+    let icc =
+        Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(token).expect("pan"), Psn::new(0).expect("psn"));
+    TestCard {
+        pan: token.into(),
+        expiry: "2911".into(),
+        psn: "00".into(),
+        cvn: "visa18".into(),
+        icc_mk: to_hex(icc.expose()),
+        pin: String::new(),
+        balance: String::new(),
+    }
+}
+
+fn token(n: u8) -> String {
+    let body = format!("489537000000{n:03}");
+    let check = switch::token::luhn_check_digit(body.as_bytes()).expect("digits");
+    format!("{body}{}", char::from(check))
+}
+
+fn request(s: &Setup, card: &TestCard, atc: u16) -> Message {
+    chip_request(&s.spec, card, &Tx::purchase(u32::from(atc), 1_000, atc)).expect("request")
+}
+
+#[test]
+fn token_becomes_the_card_towards_the_issuer_and_the_token_comes_back() {
+    let s = setup();
+    let t = token(1);
+    issue(&s, &t, &["07"]);
+    let card = phone(&t);
+    let mut req = request(&s, &card, 1);
+    let ctx = s.det.detokenize(&mut req, NOW_MS).expect("accepted").expect("a token");
+    assert_eq!(req.text(2).as_deref(), Some(CARD_PAN), "the issuer sees the card's PAN");
+    assert_eq!(req.text(14).as_deref(), Some("2812"), "and the card's expiry");
+    let data = req.field(123).expect("DE 123").data.clone();
+    let nodes = codecs::tlv::decode_lenient(&data).expect("tlv");
+    let get = |t: u32| nodes.iter().find(|n| n.tag().value() == t).map(|n| n.value().to_vec());
+    assert_eq!(get(0xDF8101), Some(t.clone().into_bytes()));
+    assert_eq!(get(0x9F19), Some(b"40010030273".to_vec()));
+    assert_eq!(get(0x9F24).map(|p| p.len()), Some(29));
+    // The answer to the acquirer carries the token again.
+    let mut rsp = switch::wire::answer(&req, "00");
+    retokenize(&mut rsp, &ctx);
+    assert_eq!(rsp.text(2).as_deref(), Some(t.as_str()));
+    assert_eq!(rsp.text(14).as_deref(), Some("2911"));
+    // Not a token: untouched.
+    let mut plain = request(&s, &TestCard { pan: CARD_PAN.into(), ..card.clone() }, 9);
+    assert!(s.det.detokenize(&mut plain, NOW_MS).expect("ok").is_none());
+}
+
+#[test]
+fn refusals_with_their_codes() {
+    let s = setup();
+    let t = token(2);
+    issue(&s, &t, &["07"]);
+    let card = phone(&t);
+    let rc = |m: &mut Message| s.det.detokenize(m, NOW_MS).map(|_| "00").unwrap_or_else(|r| r.0);
+    assert_eq!(rc(&mut request(&s, &card, 5)), "00");
+    assert_eq!(rc(&mut request(&s, &card, 5)), "82", "replayed ATC");
+    let mut tampered = request(&s, &card, 6);
+    let mut icc = tampered.icc_data().expect("ok").expect("DE 55").to_vec();
+    let p = icc.windows(2).position(|w| w == [0x9F, 0x26]).expect("9F26") + 3;
+    icc[p] ^= 1;
+    tampered.set_icc_data(&icc).expect("DE 55");
+    assert_eq!(rc(&mut tampered), "82", "tampered cryptogram");
+    let mut contact = request(&s, &card, 7);
+    contact.set_text(22, "051").expect("DE 22");
+    assert_eq!(rc(&mut contact), "12", "outside the token's domain");
+    let mut wrong_exp = request(&s, &card, 8);
+    wrong_exp.set_text(14, "2912").expect("DE 14");
+    assert_eq!(rc(&mut wrong_exp), "54");
+    assert_eq!(rc(&mut request(&s, &phone(&token(99)), 1)), "14", "unknown token");
+    s.vault.set_status(&t, TokenStatus::Suspended).expect("suspend");
+    assert_eq!(rc(&mut request(&s, &card, 9)), "57");
+    s.vault.set_status(&t, TokenStatus::Deleted).expect("delete");
+    assert_eq!(rc(&mut request(&s, &card, 10)), "62");
+}
