@@ -92,6 +92,16 @@ pub struct PortsFile {
     pub atm_terminals: Vec<TestAtm>,
     /// Added: the issuer simulator's address (the switch's link target).
     pub issuer: String,
+    /// Added: token requestors registered with the token service (test credentials).
+    pub token_requestors: Vec<TestRequestor>,
+}
+
+/// A token requestor's test credentials (`Authorization: Bearer <id>:<secret>`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TestRequestor {
+    pub id: String,
+    pub kind: String,
+    pub secret: String,
 }
 
 /// A running network.
@@ -102,6 +112,9 @@ pub struct Network {
     pub issuer_state: Arc<ServerState>,
     issuer_stop: CancellationToken,
     issuer_task: Option<tokio::task::JoinHandle<()>>,
+    pub token_service: Arc<switch::token::service::TokenService>,
+    api_stop: CancellationToken,
+    api_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// What the switch was started with, to start it again on the same store (restart tests).
     switch_cfg: SwitchConfig,
     switch_keys_toml: String,
@@ -190,6 +203,23 @@ pub async fn start(opts: Options) -> Result<Network> {
     crypto::keys::adjust_odd_parity(bdk_raw.as_mut());
     let bdk = TdesKey::from_slice(bdk_raw.as_ref())?;
     import(&mut ks, "acquirer.bdk", "D0000B0TX00N0000", SymmetricKey::Tdes(bdk.clone()))?;
+    let mut vault_raw = zeroize::Zeroizing::new([0u8; 32]);
+    random(vault_raw.as_mut());
+    import(
+        &mut ks,
+        "switch.vault",
+        "D0000D0AB00N0000",
+        SymmetricKey::Aes(crypto::keys::AesKey::from_slice(vault_raw.as_ref())?),
+    )?;
+    let mut timk_raw = zeroize::Zeroizing::new([0u8; 16]);
+    random(timk_raw.as_mut());
+    crypto::keys::adjust_odd_parity(timk_raw.as_mut());
+    import(
+        &mut ks,
+        "token.imk-ac",
+        "D0000E0TX00N0000",
+        SymmetricKey::Tdes(TdesKey::from_slice(timk_raw.as_ref())?),
+    )?;
     let mut atms = Vec::new();
     for i in 0..opts.atms.max(4) {
         let ksn = TdesKsn::from_hex(&format!("FFFF4761{:06X}E00000", i + 1))?;
@@ -244,7 +274,13 @@ pub async fn start(opts: Options) -> Result<Network> {
         saf: switch::config::SafConfig { retry_base_ms: 200, retry_max_ms: 5_000 },
     };
     let switch_keys_toml = ks.to_toml();
-    let node = start_switch(&cfg, &switch_keys_toml, &lmk_hex, &opts.dir).await?;
+    let (node, vault, hsm) = start_switch(&cfg, &switch_keys_toml, &lmk_hex, &opts.dir).await?;
+    let mut secret = [0u8; 16];
+    random(&mut secret);
+    let requestor =
+        TestRequestor { id: "40010030273".into(), kind: "wallet".into(), secret: to_hex(&secret) };
+    let (token_service, api_addr, api_stop, api_task) =
+        start_token_service(&node, vault, hsm, &requestor).await?;
     // Ready when the issuer link is signed on.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !node.engine.issuers.values().all(|h| h.pool.is_up()) {
@@ -260,12 +296,12 @@ pub async fn start(opts: Options) -> Result<Network> {
     let ports = PortsFile {
         acquirer: endpoint("acquirer", "network", "2-byte-binary")?,
         acquirer_ascii: endpoint("acquirer_ascii", "iso87ascii", "4-ascii")?,
-        // The token service joins later; until then nothing listens here.
-        provisioning_api: "http://127.0.0.1:0".into(),
+        provisioning_api: format!("http://{api_addr}"),
         admin: format!("http://{}", node.admin),
         test_cards: test.clear.clone(),
         atm_terminals: atms,
         issuer: issuer_addr.to_string(),
+        token_requestors: vec![requestor],
     };
     Ok(Network {
         switch: node,
@@ -274,6 +310,9 @@ pub async fn start(opts: Options) -> Result<Network> {
         issuer_state,
         issuer_stop,
         issuer_task: Some(issuer_task),
+        token_service,
+        api_stop,
+        api_task: Some(api_task),
         switch_cfg: cfg,
         switch_keys_toml,
         lmk_hex,
@@ -281,18 +320,83 @@ pub async fn start(opts: Options) -> Result<Network> {
     })
 }
 
-async fn start_switch(cfg: &SwitchConfig, keys_toml: &str, lmk_hex: &str, dir: &Path) -> Result<RunningNode> {
+type Api = (
+    Arc<switch::token::service::TokenService>,
+    std::net::SocketAddr,
+    CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// The token service over the node's engine, and its provisioning API on a port from the OS.
+async fn start_token_service(
+    node: &RunningNode,
+    vault: Arc<switch::token::TokenVault>,
+    hsm: Arc<dyn crypto::hsm::Hsm>,
+    requestor: &TestRequestor,
+) -> Result<Api> {
+    let token_service = Arc::new(switch::token::service::TokenService::new(
+        node.engine.clone(),
+        vault,
+        hsm,
+        token_ranges()?,
+        vec![switch::token::service::Requestor {
+            id: requestor.id.clone(),
+            kind: requestor.kind.clone(),
+            secret_sha256: sha256_hex(requestor.secret.as_bytes()),
+        }],
+    ));
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api_addr = api_listener.local_addr()?;
+    let api_stop = CancellationToken::new();
+    let api_task =
+        tokio::spawn(switch::token::api::serve(api_listener, token_service.clone(), api_stop.clone()));
+    Ok((token_service, api_addr, api_stop, api_task))
+}
+
+/// The token BIN range of the network's tokens (never a card BIN) and its token IMK.
+fn token_ranges() -> Result<Vec<switch::token::TokenKeys>> {
+    let range = switch::token::TokenRange::new("489537", 16, ["476173"]).map_err(|e| anyhow!("{e}"))?;
+    Ok(vec![switch::token::TokenKeys { range, imk_ac: "token.imk-ac".into() }])
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+type Started = (RunningNode, Arc<switch::token::TokenVault>, Arc<dyn crypto::hsm::Hsm>);
+
+async fn start_switch(cfg: &SwitchConfig, keys_toml: &str, lmk_hex: &str, dir: &Path) -> Result<Started> {
     let ks = Keystore::from_toml(Lmk::from_hex(lmk_hex)?, keys_toml)?;
     let keys = switch::keys::node_keys(&ks)?;
+    let vault_key =
+        ks.get_aes(&KeyName::new("switch.vault")?, crypto::keyblock::KeyUsage::DATA_ENCRYPTION)?;
+    let hsm: Arc<dyn crypto::hsm::Hsm> = Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(random)));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let vault_store = Arc::new(
+        switch::store::sqlite::SqliteStore::open(&data.join("vault.db")).map_err(|e| anyhow!("{e}"))?,
+    );
+    let vault = Arc::new(
+        switch::token::TokenVault::open(
+            vault_store,
+            switch::seal::Sealer::new(1, &vault_key).map_err(|e| anyhow!("{e}"))?,
+            keys.fingerprint.clone(),
+        )
+        .map_err(|e| anyhow!("{e}"))?,
+    );
+    let detokenizer =
+        Arc::new(switch::token::VaultDetokenizer::new(vault.clone(), hsm.clone(), token_ranges()?));
     let parts = NodeParts {
         keys,
-        hsm: Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(random))),
+        hsm: hsm.clone(),
         clock: Arc::new(SystemClock),
         entropy: Arc::new(OsEntropy),
-        detokenizer: Arc::new(switch::detokenize::NoTokens),
+        detokenizer,
         base_dir: dir.to_path_buf(),
     };
-    switch::node::start(cfg.clone(), parts).await.map_err(|e| anyhow!("{e}"))
+    let node = switch::node::start(cfg.clone(), parts).await.map_err(|e| anyhow!("{e}"))?;
+    Ok((node, vault, hsm))
 }
 
 impl Network {
@@ -306,6 +410,13 @@ impl Network {
 
     /// Drains the switch, then stops the issuer simulator.
     pub async fn shutdown(self) {
+        // The token service holds the engine (and through it the journal): it goes first, so that
+        // the journal writer can finish.
+        self.api_stop.cancel();
+        if let Some(t) = self.api_task {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+        drop(self.token_service);
         self.switch.shutdown().await;
         self.issuer_stop.cancel();
         if let Some(t) = self.issuer_task {
@@ -343,13 +454,28 @@ impl Network {
             issuer_state,
             issuer_stop,
             issuer_task,
+            token_service,
+            api_stop,
+            api_task,
             switch_cfg,
             switch_keys_toml,
             lmk_hex,
             dir,
         } = self;
+        // The token service holds the engine: stop it first, then the switch, then start both.
+        api_stop.cancel();
+        if let Some(t) = api_task {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+        drop(token_service);
         switch.shutdown().await;
-        let node = start_switch(&switch_cfg, &switch_keys_toml, &lmk_hex, &dir).await?;
+        let (node, vault, hsm) = start_switch(&switch_cfg, &switch_keys_toml, &lmk_hex, &dir).await?;
+        let requestor =
+            ports.token_requestors.first().cloned().ok_or_else(|| anyhow!("no token requestor"))?;
+        let (token_service, api_addr, api_stop, api_task) =
+            start_token_service(&node, vault, hsm, &requestor).await?;
+        let api_task = Some(api_task);
+        ports.provisioning_api = format!("http://{api_addr}");
         if let (Some(a), Some(b)) = (node.listener("acquirer"), node.listener("acquirer_ascii")) {
             ports.acquirer.port = a.port();
             ports.acquirer_ascii.port = b.port();
@@ -362,6 +488,9 @@ impl Network {
             issuer_state,
             issuer_stop,
             issuer_task,
+            token_service,
+            api_stop,
+            api_task,
             switch_cfg,
             switch_keys_toml,
             lmk_hex,

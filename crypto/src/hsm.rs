@@ -86,6 +86,25 @@ pub trait Hsm: Send + Sync + 'static {
     ) -> Result<()>;
     /// Verifies a CVV / iCVV / CVV2 under the CVK `cvk`.
     fn verify_cvv(&self, cvk: &str, pan: &str, expiry: &str, service_code: &str, cvv: &str) -> Result<()>;
+    /// A card profile for one device: `profile` (a JSON object without keys) completed with the
+    /// ICC master key the CVN derives from `imk` over `pan` (as `"icc_mk"`, hex), sealed for the
+    /// device's public key (see [`crate::device`]). The clear key exists only inside this call.
+    fn seal_card_profile(
+        &self,
+        card: &CardKey<'_>,
+        profile: &str,
+        device_public_key: &[u8],
+        info: &[u8],
+    ) -> Result<Vec<u8>>;
+}
+
+/// Which card key: the ICC master key a CVN derives from the IMK `imk` over `pan` and `psn`.
+#[derive(Debug, Clone)]
+pub struct CardKey<'a> {
+    pub imk: &'a str,
+    pub cvn: Cvn,
+    pub pan: &'a crate::emv::PanDigits,
+    pub psn: crate::emv::Psn,
 }
 
 /// The key usage a MAC algorithm's key must carry (X9.143 Table 2).
@@ -274,6 +293,33 @@ impl Hsm for SoftHsm {
     fn verify_cvv(&self, cvk: &str, pan: &str, expiry: &str, service_code: &str, cvv: &str) -> Result<()> {
         let k = self.key(cvk, KeyUsage::CVK, ModeOfUse::VERIFY)?;
         crate::cvv::verify_cvv(k.as_tdes("cvk")?, pan, expiry, service_code, cvv)
+    }
+
+    fn seal_card_profile(
+        &self,
+        card: &CardKey<'_>,
+        profile: &str,
+        device_public_key: &[u8],
+        info: &[u8],
+    ) -> Result<Vec<u8>> {
+        let k = self.key(card.imk, KeyUsage::EMV_IMK_AC, ModeOfUse::DERIVE)?;
+        let icc = card.cvn.icc_master_key(k.as_tdes("imk")?, card.pan, card.psn);
+        let body = profile
+            .trim()
+            .strip_suffix('}')
+            .ok_or_else(|| Error::new(ErrorKind::Input, "profile", "a JSON object is expected"))?;
+        let sep = if body.trim_end().ends_with('{') { "" } else { "," };
+        let plain = zeroize::Zeroizing::new(format!(
+            "{body}{sep}\"icc_mk\":\"{}\"}}",
+            crate::keys::to_hex(icc.expose())
+        ));
+        let mut eph = zeroize::Zeroizing::new([0u8; 32]);
+        let mut nonce = [0u8; 12];
+        (self.random)(eph.as_mut());
+        (self.random)(&mut nonce);
+        // A scalar of 0 or above the group order is refused by the curve: top bit cleared.
+        eph[0] &= 0x7F;
+        crate::device::seal(device_public_key, &eph, nonce, info, plain.as_bytes())
     }
 }
 

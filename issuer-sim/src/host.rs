@@ -217,7 +217,9 @@ impl Issuer {
         if let Some(de54) = rc.de54 {
             let _ = rsp.set_text(54, &de54);
         }
-        if let Some(chip) = &chip {
+        // A token's cryptogram is under token keys the token service holds: it verified it and
+        // makes the ARPC; the issuer sends none.
+        if let Some(chip) = chip.as_ref().filter(|_| !tsp_verified(req)) {
             self.attach_issuer_auth_data(&pan, chip, &mut rsp, rc.code);
         }
         rsp
@@ -266,7 +268,7 @@ impl Issuer {
         if !matches!(tx, "00" | "01" | "31") {
             return Decision::rc("12");
         }
-        if let Some(chip) = chip {
+        if let Some(chip) = chip.filter(|_| !tsp_verified(req)) {
             let pan_d = match PanDigits::new(pan) {
                 Ok(p) => p,
                 Err(_) => return Decision::rc("14"),
@@ -458,6 +460,18 @@ impl Decision {
     fn rc(code: &'static str) -> Self {
         Decision { code, auth_code: None, de54: None }
     }
+}
+
+/// Whether the token service says it verified the request's (token) cryptogram: DE 123 tag
+/// DF8106 = "1" (docs/network-spec.md §5).
+fn tsp_verified(req: &Message) -> bool {
+    req.field(123)
+        .and_then(|f| {
+            codecs::tlv::decode_lenient(&f.data)
+                .ok()
+                .map(|n| n.iter().any(|x| x.tag().value() == 0xDF8106 && x.value() == b"1"))
+        })
+        .unwrap_or(false)
 }
 
 /// The answer to `req` with DE 39 = `rc`: the response MTI and the echoed elements.

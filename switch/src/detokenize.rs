@@ -11,6 +11,11 @@ pub struct TokenContext {
     /// The elements of the acquirer's request that were replaced (DE, its text form), put back on
     /// the answer.
     pub restore: Vec<(u16, String)>,
+    /// The token IMK (keystore name) the token's cryptogram was verified with: the answer's ARPC
+    /// (tag 91) is made with it, since the device holds token keys, not the card's.
+    pub arpc_imk: Option<String>,
+    /// The acquirer's request as it came (the token's chip data), for that ARPC.
+    pub original: Option<Box<codecs::iso8583::Message>>,
 }
 
 /// A refusal by the detokenize stage: the response code to answer with.

@@ -277,7 +277,11 @@ impl Engine {
     /// Tag 91 for a chip request answered by the switch itself (stand-in) when it holds the
     /// issuer's IMK-AC: ARPC ‖ ARC (method 1) or ARPC ‖ CSU (method 2), as the issuer would.
     fn arpc_on_behalf(&self, issuer: &IssuerHandle, req: &Message, rc: &str) -> Option<Vec<u8>> {
-        let imk = issuer.imk_ac.as_ref()?;
+        self.arpc_with(issuer.imk_ac.as_ref()?, req, rc)
+    }
+
+    /// Tag 91 for `req`'s chip data under the IMK `imk`.
+    fn arpc_with(&self, imk: &str, req: &Message, rc: &str) -> Option<Vec<u8>> {
         let icc = req.icc_data().ok()??;
         let nodes = codecs::tlv::decode_lenient(&icc).ok()?;
         let tag = |t: u32| nodes.iter().find(|n| n.tag().value() == t).map(|n| n.value());
@@ -345,12 +349,43 @@ impl Engine {
     fn finish(&self, mut rsp: Message, token: Option<crate::detokenize::TokenContext>) -> Message {
         if let Some(ctx) = token {
             retokenize(&mut rsp, &ctx);
+            // The device verifies the ARPC with its token keys: tag 91 is the TSP's.
+            if let (Some(imk), Some(orig)) = (&ctx.arpc_imk, &ctx.original) {
+                let rc = rsp.text(39).map(|c| c.into_owned()).unwrap_or_default();
+                match self.arpc_with(imk, orig, &rc) {
+                    Some(t91) => {
+                        let mut b = codecs::tlv::TlvBuilder::new();
+                        if b.primitive(codecs::tlv::Tag::new(0x91), &t91).is_ok() {
+                            let _ = rsp.set_icc_data(&b.finish());
+                        }
+                    }
+                    None => {
+                        rsp.remove(55);
+                    }
+                }
+            }
         }
         rsp
     }
 
     fn stage(&self, name: &str, since: Instant) {
         self.metrics.stage_latency.with_label_values(&[name]).observe(since.elapsed().as_secs_f64());
+    }
+
+    /// A request of the switch's own (the token service's ID&V, notifications) to the issuer of
+    /// `pan`, in the issuer link's spec.
+    pub async fn issuer_call(&self, pan: &str, msg: &Message) -> Result<Message, LinkError> {
+        let table = self.routes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let name = table.lookup(pan.as_bytes()).ok_or(LinkError::Down)?;
+        let issuer = self.issuers.get(name).ok_or(LinkError::Down)?;
+        let m = wire::translate(msg, issuer.pool.spec()).map_err(|_| LinkError::Encode)?;
+        issuer.pool.request(&m).await
+    }
+
+    /// Whether some issuer is routed for `pan` (token eligibility).
+    pub fn routes_pan(&self, pan: &str) -> bool {
+        let table = self.routes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        table.lookup(pan.as_bytes()).is_some_and(|n| self.issuers.contains_key(n))
     }
 
     fn route(&self, req: &Message) -> Option<&IssuerHandle> {

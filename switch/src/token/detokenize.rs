@@ -110,6 +110,7 @@ impl Detokenizer for VaultDetokenizer {
             return Err(refuse("12"));
         }
         self.verify_cryptogram(keys, &token, req)?;
+        let original = Box::new(req.clone());
         let (pan, card_expiry) = self.vault.card(&rec).map_err(|e| {
             tracing::error!(error = %e, "vault row does not open");
             refuse("96")
@@ -137,6 +138,8 @@ impl Detokenizer for VaultDetokenizer {
         push(&mut t, 0x9F19, rec.domain.requestor_id.as_bytes())?;
         push(&mut t, 0x9F24, rec.par.as_bytes())?;
         push(&mut t, 0xDF8104, rec.status.as_str().as_bytes())?;
+        // The token cryptogram was verified here, with the token keys (the issuer cannot).
+        push(&mut t, 0xDF8106, b"1")?;
         if req.spec().field(123).is_some() {
             let data = t.finish();
             let ok = match req.spec().field(123).map(|f| f.content) {
@@ -145,7 +148,7 @@ impl Detokenizer for VaultDetokenizer {
             };
             ok.map_err(|_| refuse("96"))?;
         }
-        Ok(Some(TokenContext { restore }))
+        Ok(Some(TokenContext { restore, arpc_imk: Some(keys.imk_ac.clone()), original: Some(original) }))
     }
 }
 

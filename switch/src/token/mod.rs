@@ -2,8 +2,10 @@
 //! vault, token lifecycle and domain restriction controls. The provisioning API, ID&V with issuers
 //! and the detokenize stage build on these.
 
+pub mod api;
 pub mod detokenize;
 pub mod number;
+pub mod service;
 pub mod vault;
 
 pub use detokenize::{TokenKeys, VaultDetokenizer};

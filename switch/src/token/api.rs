@@ -1,0 +1,174 @@
+//! The provisioning HTTP API (axum, JSON) over the token service. Every call carries
+//! `Authorization: Bearer <requestor id>:<secret>`. Routes (see `docs/token-service.md`):
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `POST /v1/provision` | `{request_id, pan, expiry, device_public_key, entry_modes?}` | 200 approved, 202 otp_required, 200 declined / not_eligible, 503 issuer_unavailable |
+//! | `POST /v1/provision/{id}/otp` | `{otp}` | as above |
+//! | `POST /v1/tokens/{ref}/confirm` | — | `{status: "active"}` |
+//! | `POST /v1/tokens/{ref}/suspend`, `/resume`, `/delete` | — | `{status}` |
+//!
+//! Errors are `{"error": kind, "detail": ...}` with 400, 401, 404 or 409; no answer ever holds a
+//! PAN, and no error repeats one.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::service::{ProvisionOutcome, ProvisionRequest, Requestor, TokenService, TspError};
+use super::vault::TokenStatus;
+
+fn error(status: StatusCode, kind: &str, detail: &str) -> Response {
+    (status, Json(json!({"error": kind, "detail": detail}))).into_response()
+}
+
+impl IntoResponse for TspError {
+    fn into_response(self) -> Response {
+        match &self {
+            TspError::Unauthorized => error(StatusCode::UNAUTHORIZED, "unauthorized", &self.to_string()),
+            TspError::BadRequest(d) => error(StatusCode::BAD_REQUEST, "bad_request", d),
+            TspError::NotFound => error(StatusCode::NOT_FOUND, "not_found", &self.to_string()),
+            TspError::Conflict(d) => error(StatusCode::CONFLICT, "conflict", d),
+        }
+    }
+}
+
+fn outcome(o: ProvisionOutcome) -> Response {
+    let status = match &o {
+        ProvisionOutcome::OtpRequired { .. } => StatusCode::ACCEPTED,
+        ProvisionOutcome::IssuerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    (status, Json(o)).into_response()
+}
+
+fn requestor<'a>(svc: &'a TokenService, headers: &HeaderMap) -> Result<&'a Requestor, TspError> {
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or(TspError::Unauthorized)?;
+    let cred = auth.strip_prefix("Bearer ").ok_or(TspError::Unauthorized)?;
+    let (id, secret) = cred.split_once(':').ok_or(TspError::Unauthorized)?;
+    svc.authenticate(id, secret)
+}
+
+async fn provision(
+    State(svc): State<Arc<TokenService>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let r = match requestor(&svc, &headers) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let req: ProvisionRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        // serde's message names the field and the position; it does not quote string values.
+        Err(e) => return TspError::BadRequest(format!("body: {}", scrub(&e.to_string()))).into_response(),
+    };
+    match svc.provision(r, req).await {
+        Ok(o) => outcome(o),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct OtpBody {
+    otp: String,
+}
+
+async fn otp(
+    State(svc): State<Arc<TokenService>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let r = match requestor(&svc, &headers) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let b: OtpBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(_) => {
+            return TspError::BadRequest("body: {\"otp\": \"six digits\"} expected".into()).into_response();
+        }
+    };
+    match svc.verify_otp(r, &id, &b.otp).await {
+        Ok(o) => outcome(o),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn token_action(
+    State(svc): State<Arc<TokenService>>,
+    headers: HeaderMap,
+    Path((token_ref, action)): Path<(String, String)>,
+) -> Response {
+    let r = match requestor(&svc, &headers) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let to = match action.as_str() {
+        "confirm" | "resume" => TokenStatus::Active,
+        "suspend" => TokenStatus::Suspended,
+        "delete" => TokenStatus::Deleted,
+        _ => return error(StatusCode::NOT_FOUND, "not_found", "unknown action"),
+    };
+    match svc.lifecycle(r, &token_ref, to).await {
+        Ok(s) => Json(json!({"status": s.as_str()})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Removes long digit runs from a message (a PAN sent as a JSON number would otherwise be
+/// quoted back by the JSON parser's error).
+fn scrub(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut run = String::new();
+    for c in msg.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_digit() {
+            run.push(c);
+            continue;
+        }
+        if run.len() >= 6 {
+            out.push_str("[digits]");
+        } else {
+            out.push_str(&run);
+        }
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+pub fn router(svc: Arc<TokenService>) -> Router {
+    Router::new()
+        .route("/v1/provision", post(provision))
+        .route("/v1/provision/{id}/otp", post(otp))
+        .route("/v1/tokens/{token_ref}/{action}", post(token_action))
+        .with_state(svc)
+}
+
+/// Serves the API on `listener` until `stop`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    svc: Arc<TokenService>,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(svc)).with_graceful_shutdown(async move { stop.cancelled().await }).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scrub_removes_long_digit_runs() {
+        assert_eq!(
+            super::scrub("invalid type: integer `4761739001010010`, line 1 column 23"),
+            "invalid type: integer `[digits]`, line 1 column 23"
+        );
+    }
+}

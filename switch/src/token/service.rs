@@ -1,0 +1,413 @@
+//! The token service provider: provisioning for registered token requestors (wallet, SE TSM,
+//! cloud platform, merchant) — eligibility, ID&V with the issuer over the issuer link (0100 with
+//! DE 3 900000; OTP step-up 910000), token issuance into the vault, the card profile sealed for the
+//! requestor's device, confirmation of installation and the completion notification to the issuer
+//! (0620, DE 3 920000), and lifecycle (suspend, resume, delete) — idempotent on the requestor's
+//! request id. Every call is authenticated with the requestor's secret (compared in constant time,
+//! only its SHA-256 is configured).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use codecs::iso8583::{Message, Mti, Spec};
+use codecs::tlv::{Tag, TlvBuilder};
+use crypto::emv::{Cvn, PanDigits, Psn};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::detokenize::TokenKeys;
+use super::number::luhn_valid;
+use super::vault::{DomainControls, NewToken, TokenStatus, TokenVault};
+use crate::engine::Engine;
+
+/// A registered token requestor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requestor {
+    /// The 11-digit token requestor ID.
+    pub id: String,
+    /// `wallet`, `se-tsm`, `cloud` or `merchant`.
+    pub kind: String,
+    /// SHA-256 of the requestor's secret, hex.
+    pub secret_sha256: String,
+}
+
+/// A provisioning request.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProvisionRequest {
+    /// The requestor's id for this request: a repeat gets the first answer.
+    pub request_id: String,
+    pub pan: String,
+    /// YYMM.
+    pub expiry: String,
+    /// The device's (or secure element's) P-256 public key, SEC1, hex.
+    pub device_public_key: String,
+    /// Allowed entry modes (DE 22 first two digits); default contactless (07).
+    #[serde(default)]
+    pub entry_modes: Vec<String>,
+}
+
+/// What a provisioning call answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ProvisionOutcome {
+    Approved {
+        token_ref: String,
+        token_last4: String,
+        token_expiry: String,
+        par: String,
+        /// The card profile (token, expiry, PSN, CVN, ICC master key) sealed for the device.
+        encrypted_token_data: String,
+    },
+    OtpRequired {
+        provisioning_id: String,
+    },
+    Declined {
+        response_code: String,
+    },
+    NotEligible,
+    IssuerUnavailable,
+}
+
+/// A refusal of the call itself (HTTP 4xx).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TspError {
+    #[error("unknown requestor or wrong secret")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no such token or provisioning session")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+}
+
+struct Pending {
+    requestor: String,
+    pan: Zeroizing<String>,
+    expiry: String,
+    device_key: Vec<u8>,
+    entry_modes: Vec<String>,
+    request_id: String,
+}
+
+pub struct TokenService {
+    engine: Arc<Engine>,
+    vault: Arc<TokenVault>,
+    hsm: Arc<dyn crypto::hsm::Hsm>,
+    ranges: Vec<TokenKeys>,
+    requestors: HashMap<String, Requestor>,
+    spec: Arc<Spec>,
+    answered: Mutex<HashMap<(String, String), ProvisionOutcome>>,
+    pending: Mutex<HashMap<String, Pending>>,
+    refs: Mutex<HashMap<String, String>>,
+    stan: AtomicU32,
+    cvn: Cvn,
+}
+
+/// The context label of sealed card profiles.
+pub const PROFILE_INFO: &[u8] = b"paynet token profile v1";
+
+fn bad(s: impl Into<String>) -> TspError {
+    TspError::BadRequest(s.into())
+}
+
+impl TokenService {
+    pub fn new(
+        engine: Arc<Engine>,
+        vault: Arc<TokenVault>,
+        hsm: Arc<dyn crypto::hsm::Hsm>,
+        ranges: Vec<TokenKeys>,
+        requestors: Vec<Requestor>,
+    ) -> Self {
+        TokenService {
+            engine,
+            vault,
+            hsm,
+            ranges,
+            requestors: requestors.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            spec: Spec::builtin("network").cloned().unwrap_or_else(|| unreachable!("built-in spec")),
+            answered: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            refs: Mutex::new(HashMap::new()),
+            stan: AtomicU32::new(1),
+            cvn: Cvn::Visa18,
+        }
+    }
+
+    /// Checks `requestor_id` and its secret.
+    pub fn authenticate(&self, requestor_id: &str, secret: &str) -> Result<&Requestor, TspError> {
+        let r = self.requestors.get(requestor_id).ok_or(TspError::Unauthorized)?;
+        let given = hex::encode(Sha256::digest(secret.as_bytes()));
+        if bool::from(given.as_bytes().ct_eq(r.secret_sha256.to_ascii_lowercase().as_bytes())) {
+            Ok(r)
+        } else {
+            Err(TspError::Unauthorized)
+        }
+    }
+
+    fn random(&self, n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; n];
+        self.engine.entropy.fill(&mut b);
+        b
+    }
+
+    fn idv_message(
+        &self,
+        pan: &str,
+        expiry: &str,
+        code: &str,
+        session: &str,
+        requestor: &Requestor,
+        otp: Option<&str>,
+    ) -> Result<Message, TspError> {
+        let mut m = Message::new(self.spec.clone(), Mti::AUTHORIZATION_REQUEST);
+        let stan = format!("{:06}", self.stan.fetch_add(1, Ordering::Relaxed) % 999_999 + 1);
+        let now = self.engine.clock.now_ms() / 1000;
+        let tt = format!("{:010}", now % 10_000_000_000);
+        let set = |m: &mut Message, de: u16, v: &str| m.set_text(de, v).map_err(|e| bad(e.to_string()));
+        set(&mut m, 2, pan)?;
+        set(&mut m, 3, code)?;
+        set(&mut m, 4, "000000000000")?;
+        set(&mut m, 7, &tt)?;
+        set(&mut m, 11, &stan)?;
+        set(&mut m, 14, expiry)?;
+        set(&mut m, 22, "010")?;
+        set(&mut m, 37, session)?;
+        set(&mut m, 41, "TSP00001")?;
+        set(&mut m, 49, "978")?;
+        let mut t = TlvBuilder::new();
+        let _ = t.primitive(Tag::new(0x9F19), requestor.id.as_bytes());
+        let _ = t.primitive(Tag::new(0xDF8105), requestor.kind.as_bytes());
+        if let Some(otp) = otp {
+            let _ = t.primitive(Tag::new(0xDF8110), otp.as_bytes());
+        }
+        m.set_bytes(123, t.finish().to_vec()).map_err(|e| bad(e.to_string()))?;
+        Ok(m)
+    }
+
+    /// Provisioning: validation, eligibility, ID&V with the issuer, issuance.
+    pub async fn provision(
+        &self,
+        requestor: &Requestor,
+        req: ProvisionRequest,
+    ) -> Result<ProvisionOutcome, TspError> {
+        let key = (requestor.id.clone(), req.request_id.clone());
+        if let Some(done) = self.answered.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(done.clone());
+        }
+        if req.request_id.is_empty() || req.request_id.len() > 64 {
+            return Err(bad("request_id: 1 to 64 characters"));
+        }
+        if !(13..=19).contains(&req.pan.len()) || !luhn_valid(req.pan.as_bytes()) {
+            return Err(bad("pan: 13 to 19 digits with a valid check digit"));
+        }
+        if req.expiry.len() != 4 || !req.expiry.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("expiry: YYMM"));
+        }
+        let device_key = hex::decode(&req.device_public_key).map_err(|_| bad("device_public_key: hex"))?;
+        if crypto::device::seal(&device_key, &[1; 32], [0; 12], b"check", b"").is_err() {
+            return Err(bad("device_public_key: not a P-256 public key in SEC1 form"));
+        }
+        let entry_modes =
+            if req.entry_modes.is_empty() { vec!["07".to_string()] } else { req.entry_modes.clone() };
+        if entry_modes.iter().any(|m| m.len() != 2 || !m.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(bad("entry_modes: two digits each (DE 22)"));
+        }
+        if self.ranges.iter().any(|r| r.range.contains(&req.pan)) || !self.engine.routes_pan(&req.pan) {
+            return self.remember(key, ProvisionOutcome::NotEligible);
+        }
+        let session = format!(
+            "{:012}",
+            u64::from_be_bytes(self.random(8).try_into().unwrap_or([0; 8])) % 1_000_000_000_000
+        );
+        let msg = self.idv_message(&req.pan, &req.expiry, "900000", &session, requestor, None)?;
+        let answer = match self.engine.issuer_call(&req.pan, &msg).await {
+            Ok(a) => a,
+            Err(_) => return Ok(ProvisionOutcome::IssuerUnavailable),
+        };
+        let rc = answer.text(39).map(|c| c.into_owned()).unwrap_or_default();
+        let pan = Zeroizing::new(req.pan.clone());
+        let outcome = match rc.as_str() {
+            "00" => self.issue(requestor, &pan, &req.expiry, &device_key, entry_modes).await?,
+            "1A" => {
+                self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    session.clone(),
+                    Pending {
+                        requestor: requestor.id.clone(),
+                        pan,
+                        expiry: req.expiry.clone(),
+                        device_key,
+                        entry_modes,
+                        request_id: req.request_id.clone(),
+                    },
+                );
+                ProvisionOutcome::OtpRequired { provisioning_id: session }
+            }
+            other => ProvisionOutcome::Declined { response_code: other.to_string() },
+        };
+        self.remember(key, outcome)
+    }
+
+    fn remember(&self, key: (String, String), o: ProvisionOutcome) -> Result<ProvisionOutcome, TspError> {
+        self.answered.lock().unwrap_or_else(|p| p.into_inner()).insert(key, o.clone());
+        Ok(o)
+    }
+
+    /// The OTP step-up of a pending provisioning.
+    pub async fn verify_otp(
+        &self,
+        requestor: &Requestor,
+        provisioning_id: &str,
+        otp: &str,
+    ) -> Result<ProvisionOutcome, TspError> {
+        let p = {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match pending.get(provisioning_id) {
+                Some(p) if p.requestor == requestor.id => Pending {
+                    requestor: p.requestor.clone(),
+                    pan: p.pan.clone(),
+                    expiry: p.expiry.clone(),
+                    device_key: p.device_key.clone(),
+                    entry_modes: p.entry_modes.clone(),
+                    request_id: p.request_id.clone(),
+                },
+                _ => return Err(TspError::NotFound),
+            }
+        };
+        if otp.len() != 6 || !otp.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("otp: six digits"));
+        }
+        let msg = self.idv_message(&p.pan, &p.expiry, "910000", provisioning_id, requestor, Some(otp))?;
+        let answer = match self.engine.issuer_call(&p.pan, &msg).await {
+            Ok(a) => a,
+            Err(_) => return Ok(ProvisionOutcome::IssuerUnavailable),
+        };
+        let rc = answer.text(39).map(|c| c.into_owned()).unwrap_or_default();
+        let outcome = match rc.as_str() {
+            "00" => self.issue(requestor, &p.pan, &p.expiry, &p.device_key, p.entry_modes.clone()).await?,
+            "05" => return Ok(ProvisionOutcome::Declined { response_code: rc }),
+            other => ProvisionOutcome::Declined { response_code: other.to_string() },
+        };
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(provisioning_id);
+        self.remember((p.requestor.clone(), p.request_id.clone()), outcome)
+    }
+
+    async fn issue(
+        &self,
+        requestor: &Requestor,
+        pan: &str,
+        expiry: &str,
+        device_key: &[u8],
+        entry_modes: Vec<String>,
+    ) -> Result<ProvisionOutcome, TspError> {
+        let keys =
+            self.ranges.first().ok_or_else(|| TspError::Conflict("no token range configured".into()))?;
+        let token = (0..16)
+            .map(|_| keys.range.candidate(&self.random(64)))
+            .find(|t| self.vault.get(t).is_none())
+            .ok_or_else(|| TspError::Conflict("no free token number".into()))?;
+        let par = self.vault.par_for(pan, "V001", &self.random(128));
+        let domain = DomainControls {
+            entry_modes,
+            transaction_types: vec!["00".into()],
+            requestor_id: requestor.id.clone(),
+        };
+        let nonce: [u8; 12] = self.random(12).try_into().unwrap_or([0; 12]);
+        self.vault
+            .insert(
+                NewToken { token: &token, pan, pan_expiry: expiry, par: &par, expiry, domain },
+                self.engine.clock.now_ms(),
+                nonce,
+            )
+            .map_err(|e| TspError::Conflict(e.to_string()))?;
+        let profile =
+            serde_json::json!({"token": token, "expiry": expiry, "psn": "00", "cvn": self.cvn.name()})
+                .to_string();
+        let token_pan = PanDigits::new(&token).map_err(|e| TspError::Conflict(e.to_string()))?;
+        let psn = Psn::new(0).map_err(|e| TspError::Conflict(e.to_string()))?;
+        let sealed = self
+            .hsm
+            .seal_card_profile(
+                &crypto::hsm::CardKey { imk: &keys.imk_ac, cvn: self.cvn, pan: &token_pan, psn },
+                &profile,
+                device_key,
+                PROFILE_INFO,
+            )
+            .map_err(|e| TspError::Conflict(e.to_string()))?;
+        let token_ref = self.token_ref(&token);
+        self.refs.lock().unwrap_or_else(|p| p.into_inner()).insert(token_ref.clone(), token.clone());
+        Ok(ProvisionOutcome::Approved {
+            token_last4: token[token.len() - 4..].to_string(),
+            token_ref,
+            token_expiry: expiry.to_string(),
+            par,
+            encrypted_token_data: hex::encode_upper(sealed),
+        })
+    }
+
+    fn token_ref(&self, token: &str) -> String {
+        format!("tr_{}", &self.vault.fingerprint(token)[..16].to_ascii_lowercase())
+    }
+
+    fn token_of(&self, requestor: &Requestor, token_ref: &str) -> Result<String, TspError> {
+        let token = self
+            .refs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token_ref)
+            .cloned()
+            .ok_or(TspError::NotFound)?;
+        let rec = self.vault.get(&token).ok_or(TspError::NotFound)?;
+        if rec.domain.requestor_id != requestor.id {
+            return Err(TspError::NotFound);
+        }
+        Ok(token)
+    }
+
+    /// The requestor confirms installation: the token becomes active and the issuer is told.
+    pub async fn confirm(&self, requestor: &Requestor, token_ref: &str) -> Result<TokenStatus, TspError> {
+        self.lifecycle(requestor, token_ref, TokenStatus::Active).await
+    }
+
+    /// Suspend, resume (active), delete.
+    pub async fn lifecycle(
+        &self,
+        requestor: &Requestor,
+        token_ref: &str,
+        to: TokenStatus,
+    ) -> Result<TokenStatus, TspError> {
+        let token = self.token_of(requestor, token_ref)?;
+        let rec = self.vault.set_status(&token, to).map_err(|e| TspError::Conflict(e.to_string()))?;
+        self.notify(requestor, &token, to).await;
+        Ok(rec.status)
+    }
+
+    /// The 0620 notification to the issuer (DE 3 920000, the token data in DE 123).
+    async fn notify(&self, requestor: &Requestor, token: &str, status: TokenStatus) {
+        let Some(rec) = self.vault.get(token) else { return };
+        let Ok(pan) = self.vault.pan(&rec) else { return };
+        let mut m = Message::new(
+            self.spec.clone(),
+            Mti::from_digits(b"0620").unwrap_or(Mti::NETWORK_MANAGEMENT_REQUEST),
+        );
+        let stan = format!("{:06}", self.stan.fetch_add(1, Ordering::Relaxed) % 999_999 + 1);
+        let _ = m.set_text(2, pan.as_str());
+        let _ = m.set_text(3, "920000");
+        let _ = m.set_text(11, &stan);
+        let _ = m.set_text(41, "TSP00001");
+        let mut t = TlvBuilder::new();
+        let _ = t.primitive(Tag::new(0xDF8101), token.as_bytes());
+        let _ = t.primitive(Tag::new(0xDF8102), rec.expiry.as_bytes());
+        let _ = t.primitive(Tag::new(0x9F19), requestor.id.as_bytes());
+        let _ = t.primitive(Tag::new(0x9F24), rec.par.as_bytes());
+        let _ = t.primitive(Tag::new(0xDF8104), status.as_str().as_bytes());
+        let _ = t.primitive(Tag::new(0xDF8105), requestor.kind.as_bytes());
+        let _ = m.set_bytes(123, t.finish().to_vec());
+        if let Err(e) = self.engine.issuer_call(&pan, &m).await {
+            tracing::warn!(error = ?e, "token notification not delivered to the issuer");
+        }
+    }
+}

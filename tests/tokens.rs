@@ -1,0 +1,146 @@
+//! The token service end to end (the wallet / TSM / cloud models): a requestor provisions a card
+//! over the HTTP API, the issuer simulator decides ID&V over the issuer link (approve, or OTP
+//! step-up), the card profile arrives sealed for the device, installation is confirmed and the
+//! issuer notified; then the phone pays with the token at a contactless terminal — the issuer sees
+//! the card's PAN, the terminal gets the token back — and a suspended token is declined.
+
+mod common;
+
+use codecs::framing::FramingKind;
+use codecs::iso8583::Spec;
+use common::{Client, rc};
+use paynet::network::{self, Network, Options};
+use terminal_sim::pos::{TestCard, Tx, card_accepts_arpc, chip_request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A POST with a JSON body on the provisioning API; (status, body).
+async fn post(net: &Network, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+    let addr = net.ports.provisioning_api.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("api");
+    let auth = auth.map(|a| format!("Authorization: Bearer {a}\r\n")).unwrap_or_default();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status: u16 = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    // Chunked or plain: take the JSON object in it.
+    let json = body.find('{').and_then(|i| body.rfind('}').map(|j| &body[i..=j])).unwrap_or("null");
+    (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+}
+
+const DEVICE_SECRET: [u8; 32] = [0x2A; 32];
+
+fn device_key_hex() -> String {
+    hex::encode(crypto::device::public_key(&DEVICE_SECRET).expect("public key"))
+}
+
+/// The phone opens its sealed card profile.
+fn open_profile(encrypted: &str) -> TestCard {
+    let sealed = hex::decode(encrypted).expect("hex");
+    let plain = crypto::device::open(&DEVICE_SECRET, switch::token::service::PROFILE_INFO, &sealed)
+        .expect("opens on the device");
+    let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
+    TestCard {
+        pan: v["token"].as_str().expect("token").into(),
+        expiry: v["expiry"].as_str().expect("expiry").into(),
+        psn: v["psn"].as_str().expect("psn").into(),
+        cvn: v["cvn"].as_str().expect("cvn").into(),
+        icc_mk: v["icc_mk"].as_str().expect("icc_mk").into(),
+        pin: String::new(),
+        balance: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_approve_and_otp_then_pay_with_the_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let r = &net.ports.token_requestors[0];
+    let auth = format!("{}:{}", r.id, r.secret);
+    let cards = net.ports.test_cards.clone();
+
+    // Unauthenticated and wrong-secret calls are refused.
+    let body = serde_json::json!({"request_id": "r1", "pan": cards[0].pan, "expiry": cards[0].expiry, "device_public_key": device_key_hex()}).to_string();
+    assert_eq!(post(&net, "/v1/provision", None, &body).await.0, 401);
+    assert_eq!(post(&net, "/v1/provision", Some(&format!("{}:wrong", r.id)), &body).await.0, 401);
+    // Bad input is a clear 400 that does not quote the PAN back.
+    let (st, e) = post(
+        &net,
+        "/v1/provision",
+        Some(&auth),
+        &format!(
+            "{{\"request_id\":\"x\",\"pan\":{},\"expiry\":\"2911\",\"device_public_key\":\"00\"}}",
+            cards[0].pan
+        ),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert!(!e.to_string().contains(&cards[0].pan), "{e}");
+
+    // ID&V approved by the issuer: the token and its sealed profile.
+    let (st, a) = post(&net, "/v1/provision", Some(&auth), &body).await;
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["status"], "approved", "{a}");
+    assert!(!a.to_string().contains(&cards[0].pan), "no PAN in the answer");
+    // The same request again: the same answer, no second token.
+    let (_, again) = post(&net, "/v1/provision", Some(&auth), &body).await;
+    assert_eq!(again, a);
+    let token_ref = a["token_ref"].as_str().expect("ref").to_string();
+    let phone = open_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    assert!(phone.pan.starts_with("489537") && phone.pan != cards[0].pan);
+
+    // Not yet installed: the token is inactive and declined (62).
+    let mut c =
+        Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network")
+            .await;
+    let spec = Spec::builtin("network").expect("spec");
+    let early = chip_request(spec, &phone, &Tx::purchase(1, 1_000, 1)).expect("request");
+    assert_eq!(rc(&c.call(&early).await), "62");
+
+    // Confirmed: active, and the issuer has the completion notice.
+    let (st, s) = post(&net, &format!("/v1/tokens/{token_ref}/confirm"), Some(&auth), "").await;
+    assert_eq!((st, s["status"].as_str()), (200, Some("active")));
+    let notices = net.issuer_state.issuer.lock().expect("issuer").notices.clone();
+    assert!(notices.iter().any(|n| n.processing_code == "920000" && n.token_data_len > 0), "{notices:?}");
+
+    // The phone pays with the token: approved by the issuer on the card's account, the terminal
+    // sees only the token, and the card accepts the ARPC.
+    let before = net.issuer_state.issuer.lock().expect("issuer").open_to_buy(&cards[0].pan).expect("card");
+    let req = chip_request(spec, &phone, &Tx::purchase(2, 2_500, 2)).expect("request");
+    let rsp = c.call(&req).await;
+    assert_eq!(rc(&rsp), "00", "{rsp:?}");
+    assert_eq!(rsp.text(2).as_deref(), Some(phone.pan.as_str()), "the token comes back to the terminal");
+    let after = net.issuer_state.issuer.lock().expect("issuer").open_to_buy(&cards[0].pan).expect("card");
+    assert_eq!(after, before - 2_500, "booked on the card's account");
+    assert!(card_accepts_arpc(&phone, &req, &rsp), "the phone accepts the token service's ARPC");
+
+    // Suspended: 57; resumed: approved again.
+    assert_eq!(
+        post(&net, &format!("/v1/tokens/{token_ref}/suspend"), Some(&auth), "").await.1["status"],
+        "suspended"
+    );
+    assert_eq!(rc(&c.call(&chip_request(spec, &phone, &Tx::purchase(3, 100, 3)).expect("req")).await), "57");
+    assert_eq!(
+        post(&net, &format!("/v1/tokens/{token_ref}/resume"), Some(&auth), "").await.1["status"],
+        "active"
+    );
+    assert_eq!(rc(&c.call(&chip_request(spec, &phone, &Tx::purchase(4, 100, 4)).expect("req")).await), "00");
+
+    // OTP step-up (the second test card's issuer policy): 202, then the OTP the cardholder got.
+    let body = serde_json::json!({"request_id": "r2", "pan": cards[1].pan, "expiry": cards[1].expiry, "device_public_key": device_key_hex()}).to_string();
+    let (st, a) = post(&net, "/v1/provision", Some(&auth), &body).await;
+    assert_eq!((st, a["status"].as_str()), (202, Some("otp_required")), "{a}");
+    let id = a["provisioning_id"].as_str().expect("id").to_string();
+    let (st, _) = post(&net, &format!("/v1/provision/{id}/otp"), Some(&auth), "{\"otp\":\"000000\"}").await;
+    assert_eq!(st, 200);
+    let otp = net.issuer_state.issuer.lock().expect("issuer").otp_outbox.get(&id).cloned().expect("OTP sent");
+    let (st, a) =
+        post(&net, &format!("/v1/provision/{id}/otp"), Some(&auth), &format!("{{\"otp\":\"{otp}\"}}")).await;
+    assert_eq!((st, a["status"].as_str()), (200, Some("approved")), "{a}");
+
+    net.shutdown().await;
+}
