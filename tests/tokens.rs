@@ -144,3 +144,42 @@ async fn provision_approve_and_otp_then_pay_with_the_token() {
 
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_vault_row_is_an_error_not_a_wrong_card() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let r = net.ports.token_requestors[0].clone();
+    let auth = format!("{}:{}", r.id, r.secret);
+    let card = net.ports.test_cards[0].clone();
+    let body = serde_json::json!({"request_id": "t1", "pan": card.pan, "expiry": card.expiry, "device_public_key": device_key_hex()}).to_string();
+    let (_, a) = post(&net, "/v1/provision", Some(&auth), &body).await;
+    let token_ref = a["token_ref"].as_str().expect("ref").to_string();
+    let phone = open_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    assert_eq!(post(&net, &format!("/v1/tokens/{token_ref}/confirm"), Some(&auth), "").await.0, 200);
+
+    // Someone with write access to the database flips one bit of the sealed card data.
+    let db = rusqlite::Connection::open(dir.path().join("data/vault.db")).expect("vault db");
+    db.busy_timeout(std::time::Duration::from_secs(5)).expect("timeout");
+    let mut sealed: Vec<u8> = db
+        .query_row("SELECT pan_sealed FROM vault WHERE token = ?1", [&phone.pan], |r| r.get(0))
+        .expect("row");
+    let last = sealed.len() - 1;
+    sealed[last] ^= 1;
+    db.execute("UPDATE vault SET pan_sealed = ?1 WHERE token = ?2", rusqlite::params![sealed, phone.pan])
+        .expect("update");
+    drop(db);
+
+    // The switch restarts and reads the vault from disk: the token's authorization fails closed
+    // (96), nothing reaches the issuer.
+    let net = net.restart_switch().await.expect("restart");
+    let before = net.issuer_state.issuer.lock().expect("issuer").open_to_buy(&card.pan).expect("card");
+    let mut c =
+        Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network")
+            .await;
+    let req = chip_request(Spec::builtin("network").expect("spec"), &phone, &Tx::purchase(1, 500, 1))
+        .expect("request");
+    assert_eq!(rc(&c.call(&req).await), "96");
+    assert_eq!(net.issuer_state.issuer.lock().expect("issuer").open_to_buy(&card.pan).expect("card"), before);
+    net.shutdown().await;
+}
