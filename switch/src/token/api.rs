@@ -55,6 +55,19 @@ fn requestor<'a>(svc: &'a TokenService, headers: &HeaderMap) -> Result<&'a Reque
     svc.authenticate(id, secret)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/provision",
+    request_body = ProvisionRequest,
+    responses(
+        (status = 200, description = "approved, declined or not eligible", body = ProvisionOutcome),
+        (status = 202, description = "OTP step-up required", body = ProvisionOutcome),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "unknown requestor or wrong secret", body = ErrorBody),
+        (status = 409, description = "conflict", body = ErrorBody),
+        (status = 503, description = "issuer unavailable", body = ProvisionOutcome),
+    )
+)]
 async fn provision(
     State(svc): State<Arc<TokenService>>,
     headers: HeaderMap,
@@ -75,11 +88,71 @@ async fn provision(
     }
 }
 
-#[derive(Deserialize)]
-struct OtpBody {
+/// The OTP the cardholder received.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct OtpBody {
     otp: String,
 }
 
+/// An error: its kind and what was wrong.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// `unauthorized`, `bad_request`, `not_found` or `conflict`.
+    error: String,
+    detail: String,
+}
+
+/// A token's state after a lifecycle call.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StatusBody {
+    /// `inactive`, `active`, `suspended` or `deleted`.
+    status: String,
+}
+
+/// The API's security scheme: `Authorization: Bearer <requestor id>:<secret>`.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "requestor",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("<requestor id>:<secret>")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document of the provisioning API.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "paynet token service", description = "Token provisioning and lifecycle for registered token requestors"),
+    paths(provision, otp, token_action),
+    components(schemas(ProvisionRequest, ProvisionOutcome, OtpBody, ErrorBody, StatusBody)),
+    modifiers(&Security),
+    security(("requestor" = []))
+)]
+pub struct ApiDoc;
+
+#[utoipa::path(
+    post,
+    path = "/v1/provision/{id}/otp",
+    params(("id" = String, Path, description = "the provisioning id")),
+    request_body = OtpBody,
+    responses(
+        (status = 200, description = "approved or declined", body = ProvisionOutcome),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "unknown requestor or wrong secret", body = ErrorBody),
+        (status = 404, description = "no such provisioning session", body = ErrorBody),
+        (status = 409, description = "conflict", body = ErrorBody),
+        (status = 503, description = "issuer unavailable", body = ProvisionOutcome),
+    )
+)]
 async fn otp(
     State(svc): State<Arc<TokenService>>,
     headers: HeaderMap,
@@ -102,6 +175,20 @@ async fn otp(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/{token_ref}/{action}",
+    params(
+        ("token_ref" = String, Path, description = "the token's reference"),
+        ("action" = String, Path, description = "confirm, suspend, resume or delete"),
+    ),
+    responses(
+        (status = 200, description = "the token's new state", body = StatusBody),
+        (status = 401, description = "unknown requestor or wrong secret", body = ErrorBody),
+        (status = 404, description = "no such token or action", body = ErrorBody),
+        (status = 409, description = "the lifecycle does not allow it", body = ErrorBody),
+    )
+)]
 async fn token_action(
     State(svc): State<Arc<TokenService>>,
     headers: HeaderMap,
@@ -145,8 +232,17 @@ fn scrub(msg: &str) -> String {
     out
 }
 
+async fn openapi() -> Response {
+    use utoipa::OpenApi;
+    match ApiDoc::openapi().to_json() {
+        Ok(j) => ([(axum::http::header::CONTENT_TYPE, "application/json")], j).into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "document"),
+    }
+}
+
 pub fn router(svc: Arc<TokenService>) -> Router {
     Router::new()
+        .route("/openapi.json", axum::routing::get(openapi))
         .route("/v1/provision", post(provision))
         .route("/v1/provision/{id}/otp", post(otp))
         .route("/v1/tokens/{token_ref}/{action}", post(token_action))

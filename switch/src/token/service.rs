@@ -35,7 +35,7 @@ pub struct Requestor {
 }
 
 /// A provisioning request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct ProvisionRequest {
     /// The requestor's id for this request: a repeat gets the first answer.
     pub request_id: String,
@@ -50,7 +50,7 @@ pub struct ProvisionRequest {
 }
 
 /// What a provisioning call answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ProvisionOutcome {
     Approved {
