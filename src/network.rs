@@ -272,6 +272,8 @@ pub async fn start(opts: Options) -> Result<Network> {
         keys: switch::config::KeysConfig::default(),
         journal: switch::config::JournalConfig::default(),
         saf: switch::config::SafConfig { retry_base_ms: 200, retry_max_ms: 5_000 },
+        // The token service runs beside the node here (its requestor's secret is generated).
+        token_service: switch::config::TokenServiceConfig::default(),
     };
     let switch_keys_toml = ks.to_toml();
     let (node, vault, hsm) = start_switch(&cfg, &switch_keys_toml, &lmk_hex, &opts.dir).await?;

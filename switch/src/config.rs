@@ -26,6 +26,44 @@ pub struct SwitchConfig {
     pub keys: KeysConfig,
     pub journal: JournalConfig,
     pub saf: SafConfig,
+    /// The network's token service (vault, provisioning API, detokenization); off by default.
+    pub token_service: TokenServiceConfig,
+}
+
+/// The token service of this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenServiceConfig {
+    pub enabled: bool,
+    /// The provisioning API (HTTP). Port 0 takes one from the OS.
+    pub listen: String,
+    /// Keystore name of the vault's data key (AES-256, usage D0).
+    pub vault_key: String,
+    #[serde(rename = "range")]
+    pub ranges: Vec<TokenRangeConfig>,
+    #[serde(rename = "requestor")]
+    pub requestors: Vec<crate::token::service::Requestor>,
+}
+
+impl Default for TokenServiceConfig {
+    fn default() -> Self {
+        TokenServiceConfig {
+            enabled: false,
+            listen: "127.0.0.1:0".into(),
+            vault_key: "switch.vault".into(),
+            ranges: Vec::new(),
+            requestors: Vec::new(),
+        }
+    }
+}
+
+/// A token BIN range and the keystore name of its token IMK-AC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRangeConfig {
+    pub prefix: String,
+    pub length: usize,
+    pub imk_ac: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -274,6 +312,7 @@ impl Default for SwitchConfig {
             keys: KeysConfig::default(),
             journal: JournalConfig::default(),
             saf: SafConfig::default(),
+            token_service: TokenServiceConfig::default(),
         }
     }
 }
@@ -381,6 +420,37 @@ impl SwitchConfig {
             }
             if !issuers.contains(&r.issuer) {
                 p.push(format!("{at}.issuer: no issuer named {:?}", r.issuer));
+            }
+        }
+        let ts = &self.token_service;
+        if ts.enabled {
+            check_addr(&mut p, "token_service.listen", &ts.listen);
+            if ts.ranges.is_empty() {
+                p.push("token_service.range: at least one token range is needed".into());
+            }
+            for (i, r) in ts.ranges.iter().enumerate() {
+                let cards = self.routes.iter().map(|r| r.prefix.as_str());
+                if let Err(e) = crate::token::TokenRange::new(&r.prefix, r.length, cards) {
+                    p.push(format!("token_service.range[{i}]: {e}"));
+                }
+            }
+            if ts.requestors.is_empty() {
+                p.push("token_service.requestor: at least one token requestor is needed".into());
+            }
+            for (i, r) in ts.requestors.iter().enumerate() {
+                let at = format!("token_service.requestor[{i}]");
+                if r.id.len() != 11 || !r.id.bytes().all(|b| b.is_ascii_digit()) {
+                    p.push(format!("{at}.id: expected 11 digits, found {:?}", r.id));
+                }
+                if !matches!(r.kind.as_str(), "wallet" | "se-tsm" | "cloud" | "merchant") {
+                    p.push(format!(
+                        "{at}.kind: expected wallet, se-tsm, cloud or merchant, found {:?}",
+                        r.kind
+                    ));
+                }
+                if r.secret_sha256.len() != 64 || !r.secret_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    p.push(format!("{at}.secret_sha256: expected 64 hex digits (SHA-256 of the secret)"));
+                }
             }
         }
         if self.journal.batch_size == 0 || self.journal.queue_capacity < self.journal.batch_size {

@@ -98,6 +98,15 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     let ks = switch::keys::load_keystore(&cfg.keys, &base).map_err(|e| e.to_string())?;
     let keys = switch::keys::node_keys(&ks).map_err(|e| e.to_string())?;
+    let vault_key = if cfg.token_service.enabled {
+        let name = crypto::keystore::KeyName::new(&cfg.token_service.vault_key).map_err(|e| e.to_string())?;
+        Some(
+            ks.get_aes(&name, crypto::keyblock::KeyUsage::DATA_ENCRYPTION)
+                .map_err(|e| format!("token_service.vault_key: {e}"))?,
+        )
+    } else {
+        None
+    };
     let hsm = Arc::new(crypto::hsm::SoftHsm::new(
         ks,
         Box::new(|b: &mut [u8]| {
@@ -106,25 +115,79 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
             }
         }),
     ));
+    // The token service: the vault (its own SQLite file beside the switch's store) and the
+    // detokenize stage now, the provisioning API once the node runs.
+    let mut vault = None;
+    let mut ranges = Vec::new();
+    let detokenizer: Arc<dyn switch::detokenize::Detokenizer> = match vault_key {
+        Some(key) => {
+            let data = base.join(&cfg.node.data_dir);
+            std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+            let store = Arc::new(
+                switch::store::sqlite::SqliteStore::open(&data.join("vault.db"))
+                    .map_err(|e| e.to_string())?,
+            );
+            let sealer = switch::seal::Sealer::new(1, &key).map_err(|e| e.to_string())?;
+            let v = Arc::new(
+                switch::token::TokenVault::open(store, sealer, keys.fingerprint.clone())
+                    .map_err(|e| e.to_string())?,
+            );
+            for r in &cfg.token_service.ranges {
+                let cards = cfg.routes.iter().map(|r| r.prefix.as_str());
+                let range =
+                    switch::token::TokenRange::new(&r.prefix, r.length, cards).map_err(|e| e.to_string())?;
+                ranges.push(switch::token::TokenKeys { range, imk_ac: r.imk_ac.clone() });
+            }
+            vault = Some(v.clone());
+            Arc::new(switch::token::VaultDetokenizer::new(v, hsm.clone(), ranges.clone()))
+        }
+        None => Arc::new(NoTokens),
+    };
     let parts = NodeParts {
         keys,
         hsm: hsm.clone(),
         clock: Arc::new(SystemClock),
         entropy: Arc::new(OsEntropy),
-        detokenizer: Arc::new(NoTokens),
+        detokenizer,
         base_dir: base,
     };
+    let token_cfg = cfg.token_service.clone();
     let running = node::start(cfg, parts).await.map_err(|e| e.to_string())?;
+    let api_stop = tokio_util::sync::CancellationToken::new();
+    let mut api = None;
+    if let Some(v) = vault {
+        let svc = Arc::new(switch::token::service::TokenService::new(
+            running.engine.clone(),
+            v,
+            hsm.clone(),
+            ranges,
+            token_cfg.requestors.clone(),
+        ));
+        let listener = tokio::net::TcpListener::bind(&token_cfg.listen)
+            .await
+            .map_err(|e| format!("token_service.listen {}: {e}", token_cfg.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%addr, "token service provisioning API listening");
+        api = Some((addr, tokio::spawn(switch::token::api::serve(listener, svc, api_stop.clone()))));
+    }
     if let Some(path) = &cli.ready_file {
         let listeners: serde_json::Map<String, serde_json::Value> = running
             .listeners
             .iter()
             .map(|(n, a)| (n.clone(), serde_json::Value::String(a.to_string())))
             .collect();
-        let doc = serde_json::json!({"listeners": listeners, "admin": running.admin.to_string()});
+        let mut doc = serde_json::json!({"listeners": listeners, "admin": running.admin.to_string()});
+        if let Some((addr, _)) = &api {
+            doc["provisioning_api"] = serde_json::Value::String(format!("http://{addr}"));
+        }
         write_atomically(path, doc.to_string().as_bytes()).map_err(|e| format!("ready file: {e}"))?;
     }
     wait_for_signals(&running, &hsm, &cli.config).await;
+    // The token service holds the engine: it stops first so that the journal can finish.
+    api_stop.cancel();
+    if let Some((_, task)) = api {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     running.shutdown().await;
     Ok(())
 }

@@ -25,6 +25,7 @@ use crate::engine::Engine;
 
 /// A registered token requestor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Requestor {
     /// The 11-digit token requestor ID.
     pub id: String,

@@ -1,0 +1,52 @@
+//! The `switch` binary with its token service on: the vault, the detokenize stage and the
+//! provisioning API start from the configuration (`[token_service]`), the API serves its OpenAPI
+//! document, refuses unauthenticated calls, and answers a valid requestor.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use sha2::Digest;
+
+fn http(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("api");
+    let auth = auth.map(|a| format!("Authorization: Bearer {a}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
+    (status, out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+#[test]
+fn switch_binary_runs_the_token_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::add_key(dir.path(), "switch.vault", "D0000D0AB00N0000", &"11".repeat(32));
+    common::add_key(dir.path(), "token.imk-ac", "D0000E0TX00N0000", "0123456789ABCDEFFEDCBA9876543210");
+    let secret = "requestor-secret";
+    let sha = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+    let cfg = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[keys]\nkeystore = \"keys.toml\"\n[[listener]]\nname = \"acquirer\"\nlisten = \"127.0.0.1:0\"\n\
+         [token_service]\nenabled = true\nlisten = \"127.0.0.1:0\"\nvault_key = \"switch.vault\"\n\
+         [[token_service.range]]\nprefix = \"489537\"\nlength = 16\nimk_ac = \"token.imk-ac\"\n\
+         [[token_service.requestor]]\nid = \"40010030273\"\nkind = \"wallet\"\nsecret_sha256 = \"{sha}\"\n"
+    );
+    let sw = common::start_in(dir, &cfg);
+    let ready: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sw.dir.path().join("ready.json")).expect("ready"))
+            .expect("json");
+    let api = ready["provisioning_api"]
+        .as_str()
+        .expect("provisioning API address")
+        .trim_start_matches("http://")
+        .to_string();
+    let (st, doc) = http(&api, "GET", "/openapi.json", None, "");
+    assert_eq!(st, 200);
+    assert!(doc.contains("\"/v1/provision\""), "{doc}");
+    let body = r#"{"request_id":"1","pan":"4111111111111111","expiry":"2912","device_public_key":"046B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C2964FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5"}"#;
+    assert_eq!(http(&api, "POST", "/v1/provision", None, body).0, 401);
+    let (st, a) = http(&api, "POST", "/v1/provision", Some(&format!("40010030273:{secret}")), body);
+    assert_eq!(st, 200, "{a}");
+    assert!(a.contains("not_eligible"), "no issuer is routed for that PAN: {a}");
+}
