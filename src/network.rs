@@ -276,13 +276,23 @@ pub async fn start(opts: Options) -> Result<Network> {
         token_service: switch::config::TokenServiceConfig::default(),
     };
     let switch_keys_toml = ks.to_toml();
-    let (node, vault, hsm) = start_switch(&cfg, &switch_keys_toml, &lmk_hex, &opts.dir).await?;
-    let mut secret = [0u8; 16];
-    random(&mut secret);
-    let requestor =
-        TestRequestor { id: "40010030273".into(), kind: "wallet".into(), secret: to_hex(&secret) };
+    let (node, vault, hsm, luks) = start_switch(&cfg, &switch_keys_toml, &lmk_hex, &opts.dir).await?;
+    // One test requestor of each type (test credentials, generated per run).
+    let requestors: Vec<TestRequestor> = [
+        ("40010030273", "wallet"),
+        ("40010075001", "cloud"),
+        ("40010043210", "se-tsm"),
+        ("40010099001", "merchant"),
+    ]
+    .into_iter()
+    .map(|(id, kind)| {
+        let mut secret = [0u8; 16];
+        random(&mut secret);
+        TestRequestor { id: id.into(), kind: kind.into(), secret: to_hex(&secret) }
+    })
+    .collect();
     let (token_service, api_addr, api_stop, api_task) =
-        start_token_service(&node, vault, hsm, &requestor).await?;
+        start_token_service(&node, vault, hsm, luks, &requestors).await?;
     // Ready when the issuer link is signed on.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !node.engine.issuers.values().all(|h| h.pool.is_up()) {
@@ -303,7 +313,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         test_cards: test.clear.clone(),
         atm_terminals: atms,
         issuer: issuer_addr.to_string(),
-        token_requestors: vec![requestor],
+        token_requestors: requestors,
     };
     Ok(Network {
         switch: node,
@@ -334,19 +344,26 @@ async fn start_token_service(
     node: &RunningNode,
     vault: Arc<switch::token::TokenVault>,
     hsm: Arc<dyn crypto::hsm::Hsm>,
-    requestor: &TestRequestor,
+    luks: Arc<switch::token::luk::LukRegistry>,
+    requestors: &[TestRequestor],
 ) -> Result<Api> {
-    let token_service = Arc::new(switch::token::service::TokenService::new(
-        node.engine.clone(),
-        vault,
-        hsm,
-        token_ranges()?,
-        vec![switch::token::service::Requestor {
-            id: requestor.id.clone(),
-            kind: requestor.kind.clone(),
-            secret_sha256: sha256_hex(requestor.secret.as_bytes()),
-        }],
-    ));
+    let token_service = Arc::new(
+        switch::token::service::TokenService::new(
+            node.engine.clone(),
+            vault,
+            hsm,
+            token_ranges()?,
+            requestors
+                .iter()
+                .map(|r| switch::token::service::Requestor {
+                    id: r.id.clone(),
+                    kind: r.kind.clone(),
+                    secret_sha256: sha256_hex(r.secret.as_bytes()),
+                })
+                .collect(),
+        )
+        .with_luks(luks),
+    );
     let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api_addr = api_listener.local_addr()?;
     let api_stop = CancellationToken::new();
@@ -366,7 +383,12 @@ fn sha256_hex(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
-type Started = (RunningNode, Arc<switch::token::TokenVault>, Arc<dyn crypto::hsm::Hsm>);
+type Started = (
+    RunningNode,
+    Arc<switch::token::TokenVault>,
+    Arc<dyn crypto::hsm::Hsm>,
+    Arc<switch::token::luk::LukRegistry>,
+);
 
 async fn start_switch(cfg: &SwitchConfig, keys_toml: &str, lmk_hex: &str, dir: &Path) -> Result<Started> {
     let ks = Keystore::from_toml(Lmk::from_hex(lmk_hex)?, keys_toml)?;
@@ -381,14 +403,21 @@ async fn start_switch(cfg: &SwitchConfig, keys_toml: &str, lmk_hex: &str, dir: &
     );
     let vault = Arc::new(
         switch::token::TokenVault::open(
-            vault_store,
+            vault_store.clone(),
             switch::seal::Sealer::new(1, &vault_key).map_err(|e| anyhow!("{e}"))?,
             keys.fingerprint.clone(),
         )
         .map_err(|e| anyhow!("{e}"))?,
     );
-    let detokenizer =
-        Arc::new(switch::token::VaultDetokenizer::new(vault.clone(), hsm.clone(), token_ranges()?));
+    // Cloud (HCE) tokens: batches of 10 limited-use keys, each valid for a day.
+    let luks = Arc::new(
+        switch::token::luk::LukRegistry::persistent(vault_store.clone(), 10, 86_400_000)
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    let detokenizer = Arc::new(
+        switch::token::VaultDetokenizer::new(vault.clone(), hsm.clone(), token_ranges()?)
+            .with_luks(luks.clone()),
+    );
     let parts = NodeParts {
         keys,
         hsm: hsm.clone(),
@@ -398,7 +427,7 @@ async fn start_switch(cfg: &SwitchConfig, keys_toml: &str, lmk_hex: &str, dir: &
         base_dir: dir.to_path_buf(),
     };
     let node = switch::node::start(cfg.clone(), parts).await.map_err(|e| anyhow!("{e}"))?;
-    Ok((node, vault, hsm))
+    Ok((node, vault, hsm, luks))
 }
 
 impl Network {
@@ -471,11 +500,9 @@ impl Network {
         }
         drop(token_service);
         switch.shutdown().await;
-        let (node, vault, hsm) = start_switch(&switch_cfg, &switch_keys_toml, &lmk_hex, &dir).await?;
-        let requestor =
-            ports.token_requestors.first().cloned().ok_or_else(|| anyhow!("no token requestor"))?;
+        let (node, vault, hsm, luks) = start_switch(&switch_cfg, &switch_keys_toml, &lmk_hex, &dir).await?;
         let (token_service, api_addr, api_stop, api_task) =
-            start_token_service(&node, vault, hsm, &requestor).await?;
+            start_token_service(&node, vault, hsm, luks, &ports.token_requestors).await?;
         let api_task = Some(api_task);
         ports.provisioning_api = format!("http://{api_addr}");
         if let (Some(a), Some(b)) = (node.listener("acquirer"), node.listener("acquirer_ascii")) {

@@ -183,3 +183,107 @@ async fn a_tampered_vault_row_is_an_error_not_a_wrong_card() {
     assert_eq!(net.issuer_state.issuer.lock().expect("issuer").open_to_buy(&card.pan).expect("card"), before);
     net.shutdown().await;
 }
+
+/// A cloud (HCE) phone: the limited-use keys it was given for one ATC each.
+fn open_cloud_profile(encrypted: &str) -> (TestCard, Vec<(u16, crypto::keys::TdesKey)>, serde_json::Value) {
+    let sealed = hex::decode(encrypted).expect("hex");
+    let plain = crypto::device::open(&DEVICE_SECRET, switch::token::service::PROFILE_INFO, &sealed)
+        .expect("opens on the device");
+    let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
+    let luks = v["luks"]
+        .as_array()
+        .expect("limited-use keys")
+        .iter()
+        .map(|k| {
+            let atc = u16::from_str_radix(k["atc"].as_str().expect("atc"), 16).expect("atc hex");
+            (atc, crypto::keys::TdesKey::from_hex("luk", k["key"].as_str().expect("key")).expect("key"))
+        })
+        .collect();
+    let card = TestCard {
+        pan: v["token"].as_str().expect("token").into(),
+        expiry: v["expiry"].as_str().expect("expiry").into(),
+        psn: v["psn"].as_str().expect("psn").into(),
+        cvn: v["cvn"].as_str().expect("cvn").into(),
+        icc_mk: String::new(),
+        pin: String::new(),
+        balance: String::new(),
+    };
+    (card, luks, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_phone_pays_on_limited_use_keys_and_replenishes() {
+    use terminal_sim::pos::{CardKey, card_accepts_arpc_with, chip_request_with};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let r = net.ports.token_requestors.iter().find(|r| r.kind == "cloud").expect("cloud requestor").clone();
+    let auth = format!("{}:{}", r.id, r.secret);
+    let card = net.ports.test_cards[0].clone();
+    let body = serde_json::json!({"request_id": "c1", "pan": card.pan, "expiry": card.expiry, "device_public_key": device_key_hex()}).to_string();
+    let (st, a) = post(&net, "/v1/provision", Some(&auth), &body).await;
+    assert_eq!(st, 200, "{a}");
+    let token_ref = a["token_ref"].as_str().expect("ref").to_string();
+    let (phone, luks, profile) = open_cloud_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    assert!(profile.get("icc_mk").is_none(), "a cloud phone never holds the master key");
+    assert_eq!(luks.iter().map(|(a, _)| *a).collect::<Vec<_>>(), (1..=10).collect::<Vec<u16>>());
+    assert_eq!(post(&net, &format!("/v1/tokens/{token_ref}/confirm"), Some(&auth), "").await.0, 200);
+
+    let spec = Spec::builtin("network").expect("spec");
+    let mut c =
+        Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network")
+            .await;
+    let mut stan = 0;
+    let mut pay = async |atc: u16, key: &crypto::keys::TdesKey| {
+        stan += 1;
+        let req = chip_request_with(spec, &phone, &Tx::purchase(stan, 700, atc), CardKey::SessionKey(key))
+            .expect("request");
+        let rsp = c.call(&req).await;
+        (rc(&rsp), card_accepts_arpc_with(&phone, &req, &rsp, CardKey::SessionKey(key)))
+    };
+    // Every key of the batch pays once, and the phone accepts the ARPC under the same key.
+    for (atc, key) in &luks {
+        assert_eq!(pay(*atc, key).await, ("00".to_string(), true), "ATC {atc}");
+    }
+    // A used key does not pay twice.
+    assert_eq!(pay(luks[3].0, &luks[3].1).await.0, "82");
+
+    // Replenishment: the next batch, sealed for the same device; a non-cloud call is refused.
+    let replenish = format!("/v1/tokens/{token_ref}/replenish");
+    let (st, b) = post(&net, &replenish, Some(&auth), "").await;
+    assert_eq!(st, 200, "{b}");
+    let (_, second, _) = open_cloud_profile(b["encrypted_token_data"].as_str().expect("sealed"));
+    assert_eq!(second.first().map(|k| k.0), Some(11));
+    assert_eq!(pay(second[0].0, &second[0].1).await, ("00".to_string(), true));
+    // Another replenishment retires the second batch: its unused keys no longer pay, the third
+    // batch's do.
+    let (_, c3) = post(&net, &replenish, Some(&auth), "").await;
+    let (_, third, _) = open_cloud_profile(c3["encrypted_token_data"].as_str().expect("sealed"));
+    assert_eq!(third.first().map(|k| k.0), Some(21));
+    assert_eq!(pay(second[1].0, &second[1].1).await.0, "82", "a retired batch");
+    assert_eq!(pay(third[0].0, &third[0].1).await.0, "00");
+    drop(c);
+
+    // A wallet token holds its own keys: replenishment is not for it.
+    let w = &net.ports.token_requestors[0];
+    let wauth = format!("{}:{}", w.id, w.secret);
+    let body = serde_json::json!({"request_id": "w1", "pan": card.pan, "expiry": card.expiry, "device_public_key": device_key_hex()}).to_string();
+    let (_, wa) = post(&net, "/v1/provision", Some(&wauth), &body).await;
+    let wref = wa["token_ref"].as_str().expect("ref");
+    assert_eq!(post(&net, &format!("/v1/tokens/{wref}/replenish"), Some(&wauth), "").await.0, 409);
+    // Another requestor cannot replenish the cloud token.
+    assert_eq!(post(&net, &replenish, Some(&wauth), "").await.0, 404);
+
+    // After a switch restart the batch and the device are still known: the phone replenishes and pays.
+    let net = net.restart_switch().await.expect("restart");
+    let (st, d) = post(&net, &replenish, Some(&auth), "").await;
+    assert_eq!(st, 200, "{d}");
+    let (_, fourth, _) = open_cloud_profile(d["encrypted_token_data"].as_str().expect("sealed"));
+    assert_eq!(fourth.first().map(|k| k.0), Some(31));
+    let mut c =
+        Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network")
+            .await;
+    let req = chip_request_with(spec, &phone, &Tx::purchase(90, 700, 31), CardKey::SessionKey(&fourth[0].1))
+        .expect("request");
+    assert_eq!(rc(&c.call(&req).await), "00");
+    net.shutdown().await;
+}

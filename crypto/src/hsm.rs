@@ -96,6 +96,25 @@ pub trait Hsm: Send + Sync + 'static {
         device_public_key: &[u8],
         info: &[u8],
     ) -> Result<Vec<u8>>;
+    /// Like [`Hsm::seal_card_profile`], but instead of the ICC master key the profile gets
+    /// `"luks": [{"atc": "001E", "key": hex}, ...]`: the common session keys of the batch's ATCs
+    /// (cloud-based payments: the device never holds the master key).
+    fn seal_luk_profile(
+        &self,
+        card: &CardKey<'_>,
+        batch: LukBatch,
+        profile: &str,
+        device_public_key: &[u8],
+        info: &[u8],
+    ) -> Result<Vec<u8>>;
+}
+
+/// Limited-use keys for cloud-based (HCE) payments: the session keys of `count` ATCs from
+/// `first_atc`, derived from the ICC master key inside the HSM.
+#[derive(Debug, Clone, Copy)]
+pub struct LukBatch {
+    pub first_atc: u16,
+    pub count: u16,
 }
 
 /// Which card key: the ICC master key a CVN derives from the IMK `imk` over `pan` and `psn`.
@@ -304,15 +323,66 @@ impl Hsm for SoftHsm {
     ) -> Result<Vec<u8>> {
         let k = self.key(card.imk, KeyUsage::EMV_IMK_AC, ModeOfUse::DERIVE)?;
         let icc = card.cvn.icc_master_key(k.as_tdes("imk")?, card.pan, card.psn);
+        let field = zeroize::Zeroizing::new(format!("\"icc_mk\":\"{}\"", crate::keys::to_hex(icc.expose())));
+        self.seal_profile_with(profile, &field, device_public_key, info)
+    }
+
+    fn seal_luk_profile(
+        &self,
+        card: &CardKey<'_>,
+        batch: LukBatch,
+        profile: &str,
+        device_public_key: &[u8],
+        info: &[u8],
+    ) -> Result<Vec<u8>> {
+        if !card.cvn.uses_common_session_key() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "cvn",
+                format!("{} cannot run on limited-use keys", card.cvn),
+            ));
+        }
+        if batch.count == 0
+            || batch.count > 100
+            || u32::from(batch.first_atc) + u32::from(batch.count) > 0xFFFF
+        {
+            return Err(Error::new(ErrorKind::Input, "LUK batch", "1 to 100 ATCs within 0001-FFFF"));
+        }
+        let k = self.key(card.imk, KeyUsage::EMV_IMK_AC, ModeOfUse::DERIVE)?;
+        let icc = card.cvn.icc_master_key(k.as_tdes("imk")?, card.pan, card.psn);
+        let mut field = zeroize::Zeroizing::new(String::from("\"luks\":["));
+        for i in 0..batch.count {
+            let atc = batch.first_atc + i;
+            let sk = crate::emv::common_session_key(&icc, crate::emv::Atc(atc));
+            if i > 0 {
+                field.push(',');
+            }
+            field.push_str(&format!(
+                "{{\"atc\":\"{atc:04X}\",\"key\":\"{}\"}}",
+                crate::keys::to_hex(sk.expose())
+            ));
+        }
+        field.push(']');
+        self.seal_profile_with(profile, &field, device_public_key, info)
+    }
+}
+
+impl SoftHsm {
+    /// `profile` (a JSON object) with the key material `field` added, sealed for the device under
+    /// a fresh ephemeral key.
+    fn seal_profile_with(
+        &self,
+        profile: &str,
+        field: &str,
+        device_public_key: &[u8],
+        info: &[u8],
+    ) -> Result<Vec<u8>> {
         let body = profile
             .trim()
             .strip_suffix('}')
             .ok_or_else(|| Error::new(ErrorKind::Input, "profile", "a JSON object is expected"))?;
         let sep = if body.trim_end().ends_with('{') { "" } else { "," };
-        let plain = zeroize::Zeroizing::new(format!(
-            "{body}{sep}\"icc_mk\":\"{}\"}}",
-            crate::keys::to_hex(icc.expose())
-        ));
+        let plain = zeroize::Zeroizing::new(format!("{body}{sep}{field}}}"));
         let mut eph = zeroize::Zeroizing::new([0u8; 32]);
         let mut nonce = [0u8; 12];
         (self.random)(eph.as_mut());

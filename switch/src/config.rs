@@ -43,6 +43,10 @@ pub struct TokenServiceConfig {
     pub ranges: Vec<TokenRangeConfig>,
     #[serde(rename = "requestor")]
     pub requestors: Vec<crate::token::service::Requestor>,
+    /// Cloud (HCE) tokens: limited-use keys per batch (each key serves one ATC, once).
+    pub luk_batch: u16,
+    /// Cloud (HCE) tokens: seconds a batch of limited-use keys stays valid.
+    pub luk_ttl_s: u64,
 }
 
 impl Default for TokenServiceConfig {
@@ -53,6 +57,8 @@ impl Default for TokenServiceConfig {
             vault_key: "switch.vault".into(),
             ranges: Vec::new(),
             requestors: Vec::new(),
+            luk_batch: 10,
+            luk_ttl_s: 86_400,
         }
     }
 }
@@ -433,6 +439,12 @@ impl SwitchConfig {
                 if let Err(e) = crate::token::TokenRange::new(&r.prefix, r.length, cards) {
                     p.push(format!("token_service.range[{i}]: {e}"));
                 }
+            }
+            if !(1..=100).contains(&ts.luk_batch) {
+                p.push(format!("token_service.luk_batch: expected 1 to 100 keys, found {}", ts.luk_batch));
+            }
+            if ts.luk_ttl_s == 0 || ts.luk_ttl_s > 30 * 86_400 {
+                p.push(format!("token_service.luk_ttl_s: expected 1 s to 30 days, found {}", ts.luk_ttl_s));
             }
             if ts.requestors.is_empty() {
                 p.push("token_service.requestor: at least one token requestor is needed".into());

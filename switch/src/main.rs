@@ -119,6 +119,7 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     // detokenize stage now, the provisioning API once the node runs.
     let mut vault = None;
     let mut ranges = Vec::new();
+    let mut luks = None;
     let detokenizer: Arc<dyn switch::detokenize::Detokenizer> = match vault_key {
         Some(key) => {
             let data = base.join(&cfg.node.data_dir);
@@ -127,6 +128,16 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
                 switch::store::sqlite::SqliteStore::open(&data.join("vault.db"))
                     .map_err(|e| e.to_string())?,
             );
+            // Cloud (HCE) tokens: batches of limited-use keys, recorded beside the vault.
+            let registry = Arc::new(
+                switch::token::luk::LukRegistry::persistent(
+                    store.clone(),
+                    cfg.token_service.luk_batch,
+                    cfg.token_service.luk_ttl_s.saturating_mul(1000),
+                )
+                .map_err(|e| e.to_string())?,
+            );
+            luks = Some(registry.clone());
             let sealer = switch::seal::Sealer::new(1, &key).map_err(|e| e.to_string())?;
             let v = Arc::new(
                 switch::token::TokenVault::open(store, sealer, keys.fingerprint.clone())
@@ -139,7 +150,7 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
                 ranges.push(switch::token::TokenKeys { range, imk_ac: r.imk_ac.clone() });
             }
             vault = Some(v.clone());
-            Arc::new(switch::token::VaultDetokenizer::new(v, hsm.clone(), ranges.clone()))
+            Arc::new(switch::token::VaultDetokenizer::new(v, hsm.clone(), ranges.clone()).with_luks(registry))
         }
         None => Arc::new(NoTokens),
     };
@@ -155,14 +166,17 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     let running = node::start(cfg, parts).await.map_err(|e| e.to_string())?;
     let api_stop = tokio_util::sync::CancellationToken::new();
     let mut api = None;
-    if let Some(v) = vault {
-        let svc = Arc::new(switch::token::service::TokenService::new(
-            running.engine.clone(),
-            v,
-            hsm.clone(),
-            ranges,
-            token_cfg.requestors.clone(),
-        ));
+    if let (Some(v), Some(luks)) = (vault, luks) {
+        let svc = Arc::new(
+            switch::token::service::TokenService::new(
+                running.engine.clone(),
+                v,
+                hsm.clone(),
+                ranges,
+                token_cfg.requestors.clone(),
+            )
+            .with_luks(luks),
+        );
         let listener = tokio::net::TcpListener::bind(&token_cfg.listen)
             .await
             .map_err(|e| format!("token_service.listen {}: {e}", token_cfg.listen))?;

@@ -103,17 +103,41 @@ fn tags(card: &TestCard, cvn: Cvn, tx: &Tx) -> Vec<(u32, Vec<u8>)> {
     ]
 }
 
+/// Which key the card computes with.
+#[derive(Clone, Copy)]
+pub enum CardKey<'a> {
+    /// Its ICC master key (`TestCard::icc_mk`): a card or a secure element.
+    MasterKey,
+    /// A limited-use key for the transaction's ATC (a cloud-based / HCE phone).
+    SessionKey(&'a TdesKey),
+}
+
 /// A contactless chip 0100 for `card`, its ARQC computed as the card computes it.
 pub fn chip_request(spec: &std::sync::Arc<Spec>, card: &TestCard, tx: &Tx) -> Result<Message, PosError> {
+    chip_request_with(spec, card, tx, CardKey::MasterKey)
+}
+
+/// [`chip_request`] with the card computing under `key`.
+pub fn chip_request_with(
+    spec: &std::sync::Arc<Spec>,
+    card: &TestCard,
+    tx: &Tx,
+    key: CardKey<'_>,
+) -> Result<Message, PosError> {
     let cvn: Cvn = card.cvn.parse()?;
     let tags = tags(card, cvn, tx);
     let get = |t: u32| tags.iter().find(|(k, _)| *k == t).map(|(_, v)| v.as_slice());
     let data = ac_data_from_tags(cvn, get)?;
-    let icc_mk = TdesKey::from_hex("icc_mk", &card.icc_mk)?;
-    let pan = PanDigits::new(&card.pan)?;
-    let un = get(0x9F37).map(UnpredictableNumber::from_slice).transpose()?;
-    let inputs = CardInputs { pan: &pan, psn: card.psn.parse::<Psn>()?, atc: Atc(tx.atc), un };
-    let arqc = cvn.card_ac(&icc_mk, &inputs, &data)?;
+    let arqc = match key {
+        CardKey::MasterKey => {
+            let icc_mk = TdesKey::from_hex("icc_mk", &card.icc_mk)?;
+            let pan = PanDigits::new(&card.pan)?;
+            let un = get(0x9F37).map(UnpredictableNumber::from_slice).transpose()?;
+            let inputs = CardInputs { pan: &pan, psn: card.psn.parse::<Psn>()?, atc: Atc(tx.atc), un };
+            cvn.card_ac(&icc_mk, &inputs, &data)?
+        }
+        CardKey::SessionKey(sk) => cvn.session_ac(sk, &data)?,
+    };
     let mut icc = TlvBuilder::new();
     icc.primitive(Tag::new(0x9F26), &arqc)?;
     icc.primitive(Tag::new(0x9F27), &[0x80])?;
@@ -148,6 +172,11 @@ pub fn chip_request(spec: &std::sync::Arc<Spec>, card: &TestCard, tx: &Tx) -> Re
 
 /// The card's check of tag 91 in the answer: the ARPC it expects for the ARQC it sent.
 pub fn card_accepts_arpc(card: &TestCard, req: &Message, rsp: &Message) -> bool {
+    card_accepts_arpc_with(card, req, rsp, CardKey::MasterKey)
+}
+
+/// [`card_accepts_arpc`] for a card computing under `key`.
+pub fn card_accepts_arpc_with(card: &TestCard, req: &Message, rsp: &Message, key: CardKey<'_>) -> bool {
     let Ok(Some(icc)) = rsp.icc_data() else { return false };
     let Ok(nodes) = codecs::tlv::decode_lenient(&icc) else { return false };
     let Some(t91) = nodes.iter().find(|n| n.tag().value() == 0x91).map(|n| n.value().to_vec()) else {
@@ -156,17 +185,10 @@ pub fn card_accepts_arpc(card: &TestCard, req: &Message, rsp: &Message) -> bool 
     let Ok(Some(req_icc)) = req.icc_data() else { return false };
     let Ok(req_nodes) = codecs::tlv::decode_lenient(&req_icc) else { return false };
     let get = |t: u32| req_nodes.iter().find(|n| n.tag().value() == t).map(|n| n.value().to_vec());
-    let (Ok(cvn), Ok(icc_mk), Ok(pan)) =
-        (card.cvn.parse::<Cvn>(), TdesKey::from_hex("icc_mk", &card.icc_mk), PanDigits::new(&card.pan))
-    else {
-        return false;
-    };
+    let Ok(cvn) = card.cvn.parse::<Cvn>() else { return false };
     let (Some(atc), Some(arqc)) = (get(0x9F36).and_then(|a| Atc::from_slice(&a).ok()), get(0x9F26)) else {
         return false;
     };
-    let un = get(0x9F37).and_then(|u| UnpredictableNumber::from_slice(&u).ok());
-    let Ok(psn) = card.psn.parse::<Psn>() else { return false };
-    let inputs = CardInputs { pan: &pan, psn, atc, un };
     let (input, n) = match cvn.arpc_method() {
         Some(2) => match t91.get(4..8).and_then(|c| <[u8; 4]>::try_from(c).ok()) {
             Some(csu) => (ArpcInput::Csu { csu, proprietary: vec![] }, 4),
@@ -177,7 +199,22 @@ pub fn card_accepts_arpc(card: &TestCard, req: &Message, rsp: &Message) -> bool 
             None => return false,
         },
     };
-    match cvn.card_arpc(&icc_mk, &inputs, &arqc, &input) {
+    let expected = match key {
+        CardKey::MasterKey => {
+            let (Ok(icc_mk), Ok(pan), Ok(psn)) = (
+                TdesKey::from_hex("icc_mk", &card.icc_mk),
+                PanDigits::new(&card.pan),
+                card.psn.parse::<Psn>(),
+            ) else {
+                return false;
+            };
+            let un = get(0x9F37).and_then(|u| UnpredictableNumber::from_slice(&u).ok());
+            let inputs = CardInputs { pan: &pan, psn, atc, un };
+            cvn.card_arpc(&icc_mk, &inputs, &arqc, &input)
+        }
+        CardKey::SessionKey(sk) => cvn.session_arpc(sk, &arqc, &input),
+    };
+    match expected {
         Ok(expected) => t91.get(..n) == Some(expected.as_slice()),
         Err(_) => false,
     }

@@ -169,6 +169,41 @@ impl Cvn {
         self.ac_with(&self.card_keys(icc_mk.clone(), card)?, data)
     }
 
+    /// The cryptogram from a session key the card was handed rather than derived (cloud-based
+    /// payments: a limited-use key for one ATC). Only for the CVNs whose session key is the EMV
+    /// common session key.
+    pub fn session_ac(self, session: &TdesKey, data: &[u8]) -> Result<[u8; 8]> {
+        self.check_common_session_key()?;
+        retail_mac(session, data, self.padding())
+    }
+
+    /// The ARPC as a card holding only the session key expects it (see [`Cvn::session_ac`]).
+    pub fn session_arpc(self, session: &TdesKey, arqc: &[u8], input: &ArpcInput) -> Result<Vec<u8>> {
+        self.check_common_session_key()?;
+        let arqc: [u8; 8] = super::fixed("arqc", arqc)?;
+        self.check_arpc_input(input)?;
+        let keys = Keys::Tdes { icc_mk: session.clone(), session: Some(session.clone()) };
+        self.arpc_with(&keys, &arqc, input)
+    }
+
+    /// Whether the CVN's transaction key is the EMV common session key (so it can be handed to a
+    /// device as a limited-use key).
+    pub fn uses_common_session_key(self) -> bool {
+        matches!(self, Cvn::Visa18 | Cvn::Visa22 | Cvn::Mc20 | Cvn::Mc21 | Cvn::EmvCsk)
+    }
+
+    fn check_common_session_key(self) -> Result<()> {
+        if self.uses_common_session_key() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Unsupported,
+                "cvn",
+                format!("{self} does not use the EMV common session key; it cannot run on limited-use keys"),
+            ))
+        }
+    }
+
     /// The ARPC as the card expects it, from its ICC master key (a card checking the issuer).
     pub fn card_arpc(
         self,
@@ -401,6 +436,35 @@ pub fn ac_data_from_tags<'a>(cvn: Cvn, tag: impl Fn(u32) -> Option<&'a [u8]>) ->
 mod tests {
     use super::*;
     use crate::keys::to_hex;
+
+    #[test]
+    fn a_limited_use_key_computes_what_the_master_key_does() {
+        let imk = TdesKey::from_hex("imk", "0123456789ABCDEFFEDCBA9876543210").expect("key");
+        let pan = PanDigits::new("4761739001010010").expect("pan");
+        let psn = Psn::new(1).expect("psn");
+        let data = [0x5Au8; 37];
+        for cvn in Cvn::ALL {
+            let icc = cvn.icc_master_key(&imk, &pan, psn);
+            let card =
+                CardInputs { pan: &pan, psn, atc: Atc(0x0042), un: Some(UnpredictableNumber([1, 2, 3, 4])) };
+            let luk = super::super::common_session_key(&icc, Atc(0x0042));
+            if cvn.uses_common_session_key() {
+                let ac = cvn.card_ac(&icc, &card, &data).expect("ac");
+                assert_eq!(cvn.session_ac(&luk, &data).expect("luk ac"), ac, "{cvn}");
+                let input = match cvn.arpc_method() {
+                    Some(2) => ArpcInput::Csu { csu: [0, 0, 0, 0], proprietary: vec![] },
+                    _ => ArpcInput::Arc(*b"00"),
+                };
+                assert_eq!(
+                    cvn.session_arpc(&luk, &ac, &input).expect("luk arpc"),
+                    cvn.card_arpc(&icc, &card, &ac, &input).expect("arpc"),
+                    "{cvn}"
+                );
+            } else {
+                assert!(cvn.session_ac(&luk, &data).is_err(), "{cvn} cannot run on a session key");
+            }
+        }
+    }
 
     #[test]
     fn visa18_pyemv_doc_example() {

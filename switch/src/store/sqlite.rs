@@ -48,6 +48,13 @@ CREATE TABLE IF NOT EXISTS vault (
     created_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS vault_fp ON vault(pan_fingerprint);
+CREATE TABLE IF NOT EXISTS luk (
+    token TEXT PRIMARY KEY,
+    first_atc INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    device_key BLOB NOT NULL
+);
 ";
 
 fn db_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
@@ -334,6 +341,40 @@ impl crate::token::vault::VaultStore for SqliteStore {
             });
         }
         Ok(out)
+    }
+}
+
+impl crate::token::luk::LukStore for SqliteStore {
+    fn luk_put(&self, token: &str, b: &crate::token::luk::StoredBatch) -> Result<()> {
+        self.conn()?
+            .execute(
+                "INSERT INTO luk (token, first_atc, count, expires_ms, device_key) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(token) DO UPDATE SET first_atc = ?2, count = ?3, expires_ms = ?4, device_key = ?5",
+                params![token, b.first_atc, b.count, b.expires_ms as i64, b.device_key],
+            )
+            .map_err(db_err("record limited-use keys"))?;
+        Ok(())
+    }
+
+    fn luk_all(&self) -> Result<Vec<(String, crate::token::luk::StoredBatch)>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT token, first_atc, count, expires_ms, device_key FROM luk")
+            .map_err(db_err("read luk"))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    crate::token::luk::StoredBatch {
+                        first_atc: row.get(1)?,
+                        count: row.get(2)?,
+                        expires_ms: row.get::<_, i64>(3)?.max(0) as u64,
+                        device_key: row.get(4)?,
+                    },
+                ))
+            })
+            .map_err(db_err("read luk"))?;
+        rows.map(|r| r.map_err(db_err("read luk row"))).collect()
     }
 }
 

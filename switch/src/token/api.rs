@@ -107,6 +107,8 @@ pub struct ErrorBody {
 pub struct StatusBody {
     /// `inactive`, `active`, `suspended` or `deleted`.
     status: String,
+    /// Replenishment only: the new limited-use keys sealed for the device (hex).
+    encrypted_token_data: Option<String>,
 }
 
 /// The API's security scheme: `Authorization: Bearer <requestor id>:<secret>`.
@@ -180,7 +182,7 @@ async fn otp(
     path = "/v1/tokens/{token_ref}/{action}",
     params(
         ("token_ref" = String, Path, description = "the token's reference"),
-        ("action" = String, Path, description = "confirm, suspend, resume or delete"),
+        ("action" = String, Path, description = "confirm, suspend, resume, delete, or replenish (cloud tokens: a new batch of limited-use keys in encrypted_token_data)"),
     ),
     responses(
         (status = 200, description = "the token's new state", body = StatusBody),
@@ -198,6 +200,12 @@ async fn token_action(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    if action == "replenish" {
+        return match svc.replenish(r, &token_ref).await {
+            Ok(sealed) => Json(json!({"status": "active", "encrypted_token_data": sealed})).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     let to = match action.as_str() {
         "confirm" | "resume" => TokenStatus::Active,
         "suspend" => TokenStatus::Suspended,

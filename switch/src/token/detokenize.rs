@@ -31,6 +31,8 @@ pub struct VaultDetokenizer {
     ranges: Vec<TokenKeys>,
     /// ATCs seen per token (replay protection).
     atcs: Mutex<HashMap<String, HashSet<u16>>>,
+    /// Limited-use keys of cloud (HCE) tokens.
+    luks: Option<Arc<super::luk::LukRegistry>>,
 }
 
 fn refuse(rc: &'static str) -> Refusal {
@@ -53,10 +55,22 @@ fn yymm(now_ms: u64) -> String {
 
 impl VaultDetokenizer {
     pub fn new(vault: Arc<TokenVault>, hsm: Arc<dyn Hsm>, ranges: Vec<TokenKeys>) -> Self {
-        VaultDetokenizer { vault, hsm, ranges, atcs: Mutex::new(HashMap::new()) }
+        VaultDetokenizer { vault, hsm, ranges, atcs: Mutex::new(HashMap::new()), luks: None }
     }
 
-    fn verify_cryptogram(&self, keys: &TokenKeys, token: &str, req: &Message) -> Result<(), Refusal> {
+    /// Enforces limited-use keys for cloud tokens.
+    pub fn with_luks(mut self, luks: Arc<super::luk::LukRegistry>) -> Self {
+        self.luks = Some(luks);
+        self
+    }
+
+    fn verify_cryptogram(
+        &self,
+        keys: &TokenKeys,
+        token: &str,
+        req: &Message,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
         let Ok(Some(icc)) = req.icc_data() else {
             // Tokens are chip or in-app credentials: a cryptogram is always required.
             return Err(refuse("82"));
@@ -67,6 +81,13 @@ impl VaultDetokenizer {
         let data = ac_data_from_tags(cvn, tag).map_err(|_| refuse("30"))?;
         let (Some(arqc), Some(atc)) = (tag(0x9F26), tag(0x9F36)) else { return Err(refuse("30")) };
         let atc = Atc::from_slice(atc).map_err(|_| refuse("30"))?;
+        // A cloud token's cryptogram must come from a live limited-use key.
+        if let Some(luks) = &self.luks
+            && luks.is_cloud(token)
+            && !luks.allows(token, atc.0, now_ms)
+        {
+            return Err(refuse("82"));
+        }
         let pan = PanDigits::new(token).map_err(|_| refuse("14"))?;
         let psn = req.text(23).and_then(|p| p.get(1..).and_then(|x| x.parse().ok())).unwrap_or_default();
         let inputs = CardInputs {
@@ -109,7 +130,7 @@ impl Detokenizer for VaultDetokenizer {
         if !rec.domain.allows(&entry, &pc) {
             return Err(refuse("12"));
         }
-        self.verify_cryptogram(keys, &token, req)?;
+        self.verify_cryptogram(keys, &token, req, now_ms)?;
         let original = Box::new(req.clone());
         let (pan, card_expiry) = self.vault.card(&rec).map_err(|e| {
             tracing::error!(error = %e, "vault row does not open");

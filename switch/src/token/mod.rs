@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod detokenize;
+pub mod luk;
 pub mod number;
 pub mod service;
 pub mod vault;

@@ -106,6 +106,12 @@ pub struct TokenService {
     refs: Mutex<HashMap<String, String>>,
     stan: AtomicU32,
     cvn: Cvn,
+    luks: Option<Arc<super::luk::LukRegistry>>,
+}
+
+/// A requestor's reference to a token: a keyed fingerprint, so it says nothing of the token.
+fn token_ref_of(vault: &TokenVault, token: &str) -> String {
+    format!("tr_{}", &vault.fingerprint(token)[..16].to_ascii_lowercase())
 }
 
 /// The context label of sealed card profiles.
@@ -123,6 +129,9 @@ impl TokenService {
         ranges: Vec<TokenKeys>,
         requestors: Vec<Requestor>,
     ) -> Self {
+        // Requestors name tokens by reference; the references of tokens issued before a restart
+        // are derived again from the vault.
+        let refs = vault.tokens().into_iter().map(|t| (token_ref_of(&vault, &t), t)).collect();
         TokenService {
             engine,
             vault,
@@ -132,10 +141,17 @@ impl TokenService {
             spec: Spec::builtin("network").cloned().unwrap_or_else(|| unreachable!("built-in spec")),
             answered: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
-            refs: Mutex::new(HashMap::new()),
+            refs: Mutex::new(refs),
             stan: AtomicU32::new(1),
             cvn: Cvn::Visa18,
+            luks: None,
         }
+    }
+
+    /// Cloud (HCE) requestors get limited-use keys from this registry instead of the master key.
+    pub fn with_luks(mut self, luks: Arc<super::luk::LukRegistry>) -> Self {
+        self.luks = Some(luks);
+        self
     }
 
     /// Checks `requestor_id` and its secret.
@@ -329,15 +345,18 @@ impl TokenService {
                 .to_string();
         let token_pan = PanDigits::new(&token).map_err(|e| TspError::Conflict(e.to_string()))?;
         let psn = Psn::new(0).map_err(|e| TspError::Conflict(e.to_string()))?;
-        let sealed = self
-            .hsm
-            .seal_card_profile(
-                &crypto::hsm::CardKey { imk: &keys.imk_ac, cvn: self.cvn, pan: &token_pan, psn },
-                &profile,
-                device_key,
-                PROFILE_INFO,
-            )
-            .map_err(|e| TspError::Conflict(e.to_string()))?;
+        let card = crypto::hsm::CardKey { imk: &keys.imk_ac, cvn: self.cvn, pan: &token_pan, psn };
+        let sealed = match (&self.luks, requestor.kind.as_str()) {
+            (Some(luks), "cloud") => {
+                let batch = luks
+                    .issue(&token, device_key, self.engine.clock.now_ms())
+                    .map_err(|e| TspError::Conflict(e.to_string()))?
+                    .ok_or_else(|| TspError::Conflict("no ATCs left for limited-use keys".into()))?;
+                self.hsm.seal_luk_profile(&card, batch, &profile, device_key, PROFILE_INFO)
+            }
+            _ => self.hsm.seal_card_profile(&card, &profile, device_key, PROFILE_INFO),
+        }
+        .map_err(|e| TspError::Conflict(e.to_string()))?;
         let token_ref = self.token_ref(&token);
         self.refs.lock().unwrap_or_else(|p| p.into_inner()).insert(token_ref.clone(), token.clone());
         Ok(ProvisionOutcome::Approved {
@@ -350,7 +369,7 @@ impl TokenService {
     }
 
     fn token_ref(&self, token: &str) -> String {
-        format!("tr_{}", &self.vault.fingerprint(token)[..16].to_ascii_lowercase())
+        token_ref_of(&self.vault, token)
     }
 
     fn token_of(&self, requestor: &Requestor, token_ref: &str) -> Result<String, TspError> {
@@ -366,6 +385,42 @@ impl TokenService {
             return Err(TspError::NotFound);
         }
         Ok(token)
+    }
+
+    /// A new batch of limited-use keys for a cloud token, sealed for its device (hex).
+    pub async fn replenish(&self, requestor: &Requestor, token_ref: &str) -> Result<String, TspError> {
+        let token = self.token_of(requestor, token_ref)?;
+        let luks = self
+            .luks
+            .as_ref()
+            .filter(|l| l.is_cloud(&token))
+            .ok_or_else(|| TspError::Conflict("not a cloud token: it holds its own keys".into()))?;
+        let rec = self.vault.get(&token).ok_or(TspError::NotFound)?;
+        if rec.status != TokenStatus::Active {
+            return Err(TspError::Conflict(format!("the token is {}", rec.status.as_str())));
+        }
+        let device = luks.device_key(&token).ok_or(TspError::NotFound)?;
+        let keys = self.ranges.iter().find(|k| k.range.contains(&token)).ok_or(TspError::NotFound)?;
+        let batch = luks
+            .issue(&token, &device, self.engine.clock.now_ms())
+            .map_err(|e| TspError::Conflict(e.to_string()))?
+            .ok_or_else(|| TspError::Conflict("no ATCs left for limited-use keys".into()))?;
+        let pan = PanDigits::new(&token).map_err(|e| TspError::Conflict(e.to_string()))?;
+        let psn = Psn::new(0).map_err(|e| TspError::Conflict(e.to_string()))?;
+        let profile =
+            serde_json::json!({"token": token, "expiry": rec.expiry, "psn": "00", "cvn": self.cvn.name()})
+                .to_string();
+        let sealed = self
+            .hsm
+            .seal_luk_profile(
+                &crypto::hsm::CardKey { imk: &keys.imk_ac, cvn: self.cvn, pan: &pan, psn },
+                batch,
+                &profile,
+                &device,
+                PROFILE_INFO,
+            )
+            .map_err(|e| TspError::Conflict(e.to_string()))?;
+        Ok(hex::encode_upper(sealed))
     }
 
     /// The requestor confirms installation: the token becomes active and the issuer is told.

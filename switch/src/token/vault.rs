@@ -188,6 +188,11 @@ impl TokenVault {
     }
 
     /// The token, from the cache.
+    /// Every token in the vault (start-up indexes; not on the hot path).
+    pub fn tokens(&self) -> Vec<String> {
+        self.by_token.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
     pub fn get(&self, token: &str) -> Option<Arc<TokenRecord>> {
         self.by_token.read().unwrap_or_else(|p| p.into_inner()).get(token).cloned()
     }
