@@ -3,9 +3,12 @@
 //! * [`load`] — the open-loop load generator: many connections, a target rate, latency measured
 //!   from each request's intended send time (no coordinated omission), the report of
 //!   INTERFACES.md §4.
+//! * [`kernel`] — the contactless kernel's APDU dialogue with a card or phone (PPSE, SELECT,
+//!   GPO, READ RECORD, GENERATE AC, EXTERNAL AUTHENTICATE), building DE 55.
 //! * [`pos`] — a contactless POS terminal's authorization request with the card's cryptogram,
 //!   and the card's check of the issuer's ARPC.
 #![forbid(unsafe_code)]
 
+pub mod kernel;
 pub mod load;
 pub mod pos;

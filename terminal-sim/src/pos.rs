@@ -170,6 +170,44 @@ pub fn chip_request_with(
     Ok(m)
 }
 
+/// A contactless chip 0100 from what the kernel read off the card ([`crate::kernel::tap`]): DE 22
+/// `071`, DE 2/14/23/35 from the card's records, DE 55 from the dialogue.
+pub fn tap_request(
+    spec: &std::sync::Arc<Spec>,
+    tapped: &crate::kernel::Tapped,
+    tx: &Tx,
+) -> Result<Message, PosError> {
+    let mut m = Message::new(spec.clone(), Mti::AUTHORIZATION_REQUEST);
+    let stan = format!("{:06}", tx.stan % 1_000_000);
+    let d = tx.date;
+    let mmdd = format!("{:02X}{:02X}", d[1], d[2]);
+    for (de, v) in [
+        (2u16, tapped.pan.as_str()),
+        (3, &tx.processing_code),
+        (4, &format!("{:012}", tx.amount)),
+        (7, &format!("{mmdd}{stan}")),
+        (11, &stan),
+        (12, "101010"),
+        (13, &mmdd),
+        (14, &tapped.expiry),
+        (18, "5411"),
+        (22, "071"),
+        (23, &format!("0{}", tapped.psn)),
+        (25, "00"),
+        (37, &format!("533014{stan}")),
+        (41, &tx.tid),
+        (42, "MERCHANT0000001"),
+        (49, "978"),
+    ] {
+        m.set_text(de, v)?;
+    }
+    if !tapped.track2.is_empty() {
+        m.set_text(35, &tapped.track2)?;
+    }
+    m.set_icc_data(&tapped.icc)?;
+    Ok(m)
+}
+
 /// The card's check of tag 91 in the answer: the ARPC it expects for the ARQC it sent.
 pub fn card_accepts_arpc(card: &TestCard, req: &Message, rsp: &Message) -> bool {
     card_accepts_arpc_with(card, req, rsp, CardKey::MasterKey)

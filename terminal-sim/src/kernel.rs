@@ -1,0 +1,231 @@
+//! The contactless kernel's dialogue with a card or phone (EMV Book A/B, Book C-style online-only
+//! flow): PPSE → SELECT AID → GET PROCESSING OPTIONS with the PDOL data → READ RECORD by the AFL →
+//! GENERATE AC (ARQC requested) with the CDOL1 data; then, with the issuer's answer, EXTERNAL
+//! AUTHENTICATE with tag 91 so the card checks the ARPC.
+//!
+//! The kernel knows nothing of the card's keys: it sees only APDUs, and it builds DE 55 from the
+//! card's answers and the terminal's own data (9F02, 9F03, 9F1A, 95, 5F2A, 9A, 9C, 9F37, 9F66).
+
+use codecs::tlv::{self, Tag, TlvBuilder};
+use wallet_sim::card::apdu::{Command, Sw, split_response};
+use wallet_sim::card::{Contactless, applet::PPSE};
+
+/// The terminal's configuration that reaches the card.
+#[derive(Debug, Clone)]
+pub struct TerminalConfig {
+    /// Terminal country code, ISO 3166 numeric (9F1A).
+    pub country: u16,
+    /// Transaction currency, ISO 4217 numeric (5F2A).
+    pub currency: u16,
+    /// Terminal transaction qualifiers (9F66).
+    pub ttq: [u8; 4],
+}
+
+impl Default for TerminalConfig {
+    fn default() -> Self {
+        TerminalConfig { country: 250, currency: 978, ttq: [0x36, 0x00, 0x40, 0x00] }
+    }
+}
+
+/// One transaction's terminal data.
+#[derive(Debug, Clone)]
+pub struct TxData {
+    /// Amount in minor units of `TerminalConfig::currency`.
+    pub amount: u64,
+    /// Transaction type (9C): 00 purchase, 01 cash advance, 31 balance inquiry.
+    pub tx_type: u8,
+    /// YYMMDD (9A).
+    pub date: [u8; 3],
+    /// Unpredictable number (9F37), from the terminal's random source.
+    pub un: [u8; 4],
+}
+
+/// What the tap produced: what the authorization request needs from the card.
+#[derive(Clone)]
+pub struct Tapped {
+    /// The PAN (or token) as the card gave it in tag 5A.
+    pub pan: String,
+    /// YYMM from 5F24.
+    pub expiry: String,
+    /// Two digits from 5F34.
+    pub psn: String,
+    /// Track 2 equivalent (tag 57) as text with `D` as separator.
+    pub track2: String,
+    /// The ICC data for DE 55 (terminal data and card answers, TLV).
+    pub icc: Vec<u8>,
+    /// The cryptogram information data (9F27): 80 ARQC, 00 AAC.
+    pub cid: u8,
+}
+
+impl std::fmt::Debug for Tapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tapped")
+            .field("pan", &wallet_sim::card::mask(&self.pan))
+            .field("cid", &self.cid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a tap failed (the step and the card's status word or the faulty tag).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TapError {
+    #[error("{step}: the card answered {sw}")]
+    Status { step: &'static str, sw: Sw },
+    #[error("{step}: {what}")]
+    Data { step: &'static str, what: String },
+}
+
+fn exchange(card: &mut dyn Contactless, step: &'static str, cmd: Vec<u8>) -> Result<Vec<u8>, TapError> {
+    let r = card.transceive(&cmd);
+    let (data, sw) =
+        split_response(&r).ok_or(TapError::Data { step, what: "a response shorter than SW1 SW2".into() })?;
+    if sw != Sw::OK {
+        return Err(TapError::Status { step, sw });
+    }
+    Ok(data.to_vec())
+}
+
+fn bcd(n: u64, bytes: usize) -> Vec<u8> {
+    let s = format!("{n:0width$}", width = bytes * 2);
+    let s = &s[s.len() - bytes * 2..];
+    s.as_bytes().chunks(2).map(|p| ((p[0] - b'0') << 4) | (p[1] - b'0')).collect()
+}
+
+fn digits(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        for n in [x >> 4, x & 0xF] {
+            match n {
+                0..=9 => s.push(char::from(b'0' + n)),
+                0xD => s.push('D'),
+                _ => {}
+            }
+        }
+    }
+    s
+}
+
+/// Runs the kernel dialogue with `card` for `tx`.
+pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Result<Tapped, TapError> {
+    // The terminal's data, by tag.
+    let terminal: Vec<(u32, Vec<u8>)> = vec![
+        (0x9F66, term.ttq.to_vec()),
+        (0x9F02, bcd(tx.amount, 6)),
+        (0x9F03, vec![0; 6]),
+        (0x9F1A, bcd(u64::from(term.country), 2)),
+        (0x95, vec![0; 5]),
+        (0x5F2A, bcd(u64::from(term.currency), 2)),
+        (0x9A, tx.date.to_vec()),
+        (0x9C, vec![tx.tx_type]),
+        (0x9F37, tx.un.to_vec()),
+    ];
+    let source = |t: Tag| terminal.iter().find(|(k, _)| *k == t.value()).map(|(_, v)| v.clone());
+
+    // 1. PPSE: the application to select.
+    let fci = exchange(card, "SELECT PPSE", Command::build(0x00, 0xA4, 0x04, 0x00, PPSE))?;
+    let nodes =
+        tlv::decode_lenient(&fci).map_err(|e| TapError::Data { step: "SELECT PPSE", what: e.to_string() })?;
+    let aid = tlv::find(&nodes, Tag::new(0x4F)).map(|n| n.value().to_vec()).ok_or(TapError::Data {
+        step: "SELECT PPSE",
+        what: "no application (tag 4F) in the directory".into(),
+    })?;
+    // 2. The application and its PDOL.
+    let fci = exchange(card, "SELECT AID", Command::build(0x00, 0xA4, 0x04, 0x00, &aid))?;
+    let nodes =
+        tlv::decode_lenient(&fci).map_err(|e| TapError::Data { step: "SELECT AID", what: e.to_string() })?;
+    let pdol = match tlv::find(&nodes, Tag::new(0x9F38)) {
+        Some(n) => tlv::parse_dol(n.value())
+            .map_err(|e| TapError::Data { step: "SELECT AID", what: e.to_string() })?,
+        None => Vec::new(),
+    };
+    // 3. GPO with the PDOL data.
+    let pdol_data = tlv::build_dol_data(&pdol, source);
+    let mut gpo = vec![0x83, pdol_data.len() as u8];
+    gpo.extend_from_slice(&pdol_data);
+    let rsp = exchange(card, "GET PROCESSING OPTIONS", Command::build(0x80, 0xA8, 0x00, 0x00, &gpo))?;
+    let nodes = tlv::decode_lenient(&rsp)
+        .map_err(|e| TapError::Data { step: "GET PROCESSING OPTIONS", what: e.to_string() })?;
+    let aip = tlv::find(&nodes, Tag::new(0x82))
+        .map(|n| n.value().to_vec())
+        .ok_or(TapError::Data { step: "GET PROCESSING OPTIONS", what: "no AIP (tag 82)".into() })?;
+    let afl = tlv::find(&nodes, Tag::new(0x94)).map(|n| n.value().to_vec()).unwrap_or_default();
+    // 4. The records the AFL names.
+    let mut records: Vec<(u32, Vec<u8>)> = Vec::new();
+    for entry in afl.chunks(4) {
+        let [sfi, first, last, _] = entry else {
+            return Err(TapError::Data {
+                step: "READ RECORD",
+                what: "an AFL entry shorter than 4 bytes".into(),
+            });
+        };
+        for rec in *first..=*last {
+            let data =
+                exchange(card, "READ RECORD", Command::build(0x00, 0xB2, rec, (sfi & 0xF8) | 0x04, &[]))?;
+            let nodes = tlv::decode_lenient(&data)
+                .map_err(|e| TapError::Data { step: "READ RECORD", what: e.to_string() })?;
+            for t in tlv::primitives(&nodes) {
+                records.push((t.tag.value(), t.value.to_vec()));
+            }
+        }
+    }
+    let rec = |t: u32| records.iter().find(|(k, _)| *k == t).map(|(_, v)| v.as_slice());
+    let missing = |what: &str| TapError::Data { step: "READ RECORD", what: format!("no {what}") };
+    let pan = digits(rec(0x5A).ok_or_else(|| missing("PAN (5A)"))?);
+    let expiry_full = digits(rec(0x5F24).ok_or_else(|| missing("expiry (5F24)"))?);
+    let expiry = expiry_full.get(..4).ok_or_else(|| missing("4-digit expiry"))?.to_string();
+    let psn = rec(0x5F34).map(digits).unwrap_or_else(|| "00".into());
+    let track2 = rec(0x57).map(digits).unwrap_or_default();
+    let cdol1 = tlv::parse_dol(rec(0x8C).ok_or_else(|| missing("CDOL1 (8C)"))?)
+        .map_err(|e| TapError::Data { step: "READ RECORD", what: e.to_string() })?;
+    // 5. GENERATE AC, ARQC requested (online).
+    let cdol_data = tlv::build_dol_data(&cdol1, source);
+    let rsp = exchange(card, "GENERATE AC", Command::build(0x80, 0xAE, 0x80, 0x00, &cdol_data))?;
+    let nodes =
+        tlv::decode_lenient(&rsp).map_err(|e| TapError::Data { step: "GENERATE AC", what: e.to_string() })?;
+    let card_tag = |t: u32| tlv::find(&nodes, Tag::new(t)).map(|n| n.value().to_vec());
+    let need = |t: u32, name: &str| {
+        card_tag(t).ok_or(TapError::Data { step: "GENERATE AC", what: format!("no {name} ({t:X})") })
+    };
+    let (cid, atc, ac, iad) =
+        (need(0x9F27, "CID")?, need(0x9F36, "ATC")?, need(0x9F26, "cryptogram")?, need(0x9F10, "IAD")?);
+
+    // DE 55: the card's answers and the terminal's data.
+    let mut icc = TlvBuilder::new();
+    let put = |b: &mut TlvBuilder, t: u32, v: &[u8]| {
+        b.primitive(Tag::new(t), v)
+            .map(|_| ())
+            .map_err(|e| TapError::Data { step: "DE 55", what: e.to_string() })
+    };
+    put(&mut icc, 0x9F26, &ac)?;
+    put(&mut icc, 0x9F27, &cid)?;
+    for (t, v) in &terminal {
+        if *t != 0x9F66 {
+            put(&mut icc, *t, v)?;
+        }
+    }
+    put(&mut icc, 0x82, &aip)?;
+    put(&mut icc, 0x9F36, &atc)?;
+    put(&mut icc, 0x9F10, &iad)?;
+    put(&mut icc, 0x84, &aid)?;
+    put(&mut icc, 0x5F34, &rec(0x5F34).map(<[u8]>::to_vec).unwrap_or_else(|| vec![0]))?;
+    Ok(Tapped {
+        pan,
+        expiry,
+        psn,
+        track2,
+        icc: icc.finish().to_vec(),
+        cid: cid.first().copied().unwrap_or(0),
+    })
+}
+
+/// Hands the issuer's tag 91 to the card (EXTERNAL AUTHENTICATE): true when the card accepts the
+/// ARPC.
+pub fn issuer_authenticate(card: &mut dyn Contactless, tag91: &[u8]) -> bool {
+    exchange(card, "EXTERNAL AUTHENTICATE", Command::build(0x00, 0x82, 0x00, 0x00, tag91)).is_ok()
+}
+
+/// Tag 91 from an answer's DE 55 bytes.
+pub fn tag91(icc: &[u8]) -> Option<Vec<u8>> {
+    let nodes = tlv::decode_lenient(icc).ok()?;
+    tlv::find(&nodes, Tag::new(0x91)).map(|n| n.value().to_vec())
+}

@@ -1,0 +1,129 @@
+//! The contactless kernel against real cards and phones: the terminal runs the APDU dialogue with
+//! the EMV card application (a plastic card from the ports file, a forged card, an HCE phone on
+//! limited-use keys provisioned by the cloud requestor), sends the 0100 built from what it read to
+//! the switch, and hands tag 91 back to the card, which checks the ARPC.
+
+mod common;
+
+use codecs::framing::FramingKind;
+use codecs::iso8583::Spec;
+use common::{Client, rc};
+use paynet::network::{self, Options};
+use terminal_sim::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
+use terminal_sim::pos::{Tx, tap_request};
+use wallet_sim::card::{CardKeys, CardProfile, EmvApplet, Luk};
+
+fn profile(pan: &str, expiry: &str, cvn: &str, keys: CardKeys) -> CardProfile {
+    CardProfile {
+        pan: pan.into(),
+        expiry: expiry.into(),
+        psn: "00".into(),
+        cvn: cvn.into(),
+        aid: "A0000000031010".into(),
+        label: "PAYNET CREDIT".into(),
+        keys,
+        atc: 0,
+    }
+}
+
+/// Taps `card`, sends the request, gives the answer's tag 91 to the card: (DE 39, ARPC accepted).
+async fn pay(c: &mut Client, card: &mut EmvApplet, stan: u32, amount: u64) -> (String, bool) {
+    let spec = Spec::builtin("network").expect("spec");
+    let tx = TxData { amount, tx_type: 0x00, date: [0x26, 0x11, 0x25], un: [stan as u8, 0x11, 0x22, 0x33] };
+    let tapped = tap(card, &TerminalConfig::default(), &tx).expect("tap");
+    assert_eq!(tapped.cid, 0x80, "an ARQC");
+    let req = tap_request(spec, &tapped, &Tx::purchase(stan, amount, 0)).expect("request");
+    let rsp = c.call(&req).await;
+    let icc = rsp.icc_data().ok().flatten().expect("DE 55 in the answer");
+    let t91 = tag91(&icc).expect("tag 91");
+    (rc(&rsp), issuer_authenticate(card, &t91))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_pays_with_a_card_and_an_hce_phone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let mut c =
+        Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network")
+            .await;
+    let tc = net.ports.test_cards[0].clone();
+
+    // A plastic card personalised with the issuer's ICC master key.
+    let mut card =
+        EmvApplet::new(profile(&tc.pan, &tc.expiry, &tc.cvn, CardKeys::Master { icc_mk: tc.icc_mk.clone() }));
+    let before = net.issuer_state.issuer.lock().expect("issuer").open_to_buy(&tc.pan).expect("card");
+    assert_eq!(pay(&mut c, &mut card, 1, 1_250).await, ("00".to_string(), true));
+    assert_eq!(pay(&mut c, &mut card, 2, 750).await, ("00".to_string(), true), "the ATC moved on");
+    let after = net.issuer_state.issuer.lock().expect("issuer").open_to_buy(&tc.pan).expect("card");
+    assert_eq!(after, before - 2_000);
+    // Over the open-to-buy: declined, and the card still checks the issuer's ARPC on the decline.
+    assert_eq!(pay(&mut c, &mut card, 3, after + 1).await, ("51".to_string(), true));
+
+    // A card with a wrong key: the switch verifies on behalf of the issuer — declined (82), and
+    // the card refuses the answer's ARPC.
+    let mut forged = EmvApplet::new(profile(
+        &tc.pan,
+        &tc.expiry,
+        &tc.cvn,
+        CardKeys::Master { icc_mk: "0123456789ABCDEFFEDCBA9876543210".into() },
+    ));
+    let (code, accepted) = pay(&mut c, &mut forged, 4, 100).await;
+    assert_ne!(code, "00");
+    assert!(!accepted, "a forged card cannot verify the real issuer's ARPC");
+
+    // An HCE phone: provisioned by the cloud requestor, limited-use keys in the sealed profile.
+    let secret = [0x3Bu8; 32];
+    let device = hex::encode(crypto::device::public_key(&secret).expect("device key"));
+    let r = net.ports.token_requestors.iter().find(|r| r.kind == "cloud").expect("cloud").clone();
+    let body = serde_json::json!({"request_id": "k1", "pan": tc.pan, "expiry": tc.expiry, "device_public_key": device});
+    let http = reqwest_free_post(
+        &net.ports.provisioning_api,
+        "/v1/provision",
+        &format!("{}:{}", r.id, r.secret),
+        &body.to_string(),
+    )
+    .await;
+    let sealed = hex::decode(http["encrypted_token_data"].as_str().expect("sealed")).expect("hex");
+    let plain = crypto::device::open(&secret, switch::token::service::PROFILE_INFO, &sealed).expect("opens");
+    let v: serde_json::Value = serde_json::from_slice(&plain).expect("json");
+    let luks: Vec<Luk> = serde_json::from_value(v["luks"].clone()).expect("luks");
+    let token = v["token"].as_str().expect("token").to_string();
+    let token_ref = http["token_ref"].as_str().expect("ref").to_string();
+    reqwest_free_post(
+        &net.ports.provisioning_api,
+        &format!("/v1/tokens/{token_ref}/confirm"),
+        &format!("{}:{}", r.id, r.secret),
+        "",
+    )
+    .await;
+    let mut phone = EmvApplet::new(profile(
+        &token,
+        v["expiry"].as_str().expect("expiry"),
+        v["cvn"].as_str().expect("cvn"),
+        CardKeys::Limited { luks },
+    ));
+    for stan in 10..20 {
+        assert_eq!(pay(&mut c, &mut phone, stan, 300).await, ("00".to_string(), true), "stan {stan}");
+    }
+    // Keys used up: the phone cannot make a cryptogram until it replenishes.
+    let tx = TxData { amount: 300, tx_type: 0, date: [0x26, 0x11, 0x25], un: [9, 9, 9, 9] };
+    assert!(tap(&mut phone, &TerminalConfig::default(), &tx).is_err(), "no limited-use key left");
+    net.shutdown().await;
+}
+
+/// A JSON POST without an HTTP client crate: the body of the answer as JSON.
+async fn reqwest_free_post(base: &str, path: &str, auth: &str, body: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("api");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json = body.find('{').and_then(|i| body.rfind('}').map(|j| &body[i..=j])).unwrap_or("null");
+    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
+}
