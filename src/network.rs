@@ -94,6 +94,15 @@ pub struct PortsFile {
     pub issuer: String,
     /// Added: token requestors registered with the token service (test credentials).
     pub token_requestors: Vec<TestRequestor>,
+    /// Added: issuers' credentials for the token service's issuer calls (test credentials).
+    pub token_issuers: Vec<TestIssuerCredential>,
+}
+
+/// An issuer's test credentials for `/v1/issuer/...` (`Authorization: Bearer <name>:<secret>`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TestIssuerCredential {
+    pub name: String,
+    pub secret: String,
 }
 
 /// A token requestor's test credentials (`Authorization: Bearer <id>:<secret>`).
@@ -291,8 +300,11 @@ pub async fn start(opts: Options) -> Result<Network> {
         TestRequestor { id: id.into(), kind: kind.into(), secret: to_hex(&secret) }
     })
     .collect();
+    let mut secret = [0u8; 16];
+    random(&mut secret);
+    let token_issuers = vec![TestIssuerCredential { name: "issuer-a".into(), secret: to_hex(&secret) }];
     let (token_service, api_addr, api_stop, api_task) =
-        start_token_service(&node, vault, hsm, luks, &requestors).await?;
+        start_token_service(&node, vault, hsm, luks, &requestors, &token_issuers).await?;
     // Ready when the issuer link is signed on.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !node.engine.issuers.values().all(|h| h.pool.is_up()) {
@@ -314,6 +326,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         atm_terminals: atms,
         issuer: issuer_addr.to_string(),
         token_requestors: requestors,
+        token_issuers,
     };
     Ok(Network {
         switch: node,
@@ -346,6 +359,7 @@ async fn start_token_service(
     hsm: Arc<dyn crypto::hsm::Hsm>,
     luks: Arc<switch::token::luk::LukRegistry>,
     requestors: &[TestRequestor],
+    issuers: &[TestIssuerCredential],
 ) -> Result<Api> {
     let token_service = Arc::new(
         switch::token::service::TokenService::new(
@@ -362,7 +376,16 @@ async fn start_token_service(
                 })
                 .collect(),
         )
-        .with_luks(luks),
+        .with_luks(luks)
+        .with_issuers(
+            issuers
+                .iter()
+                .map(|i| switch::token::service::IssuerCredential {
+                    name: i.name.clone(),
+                    secret_sha256: sha256_hex(i.secret.as_bytes()),
+                })
+                .collect(),
+        ),
     );
     let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api_addr = api_listener.local_addr()?;
@@ -502,7 +525,8 @@ impl Network {
         switch.shutdown().await;
         let (node, vault, hsm, luks) = start_switch(&switch_cfg, &switch_keys_toml, &lmk_hex, &dir).await?;
         let (token_service, api_addr, api_stop, api_task) =
-            start_token_service(&node, vault, hsm, luks, &ports.token_requestors).await?;
+            start_token_service(&node, vault, hsm, luks, &ports.token_requestors, &ports.token_issuers)
+                .await?;
         let api_task = Some(api_task);
         ports.provisioning_api = format!("http://{api_addr}");
         if let (Some(a), Some(b)) = (node.listener("acquirer"), node.listener("acquirer_ascii")) {

@@ -287,3 +287,113 @@ async fn a_cloud_phone_pays_on_limited_use_keys_and_replenishes() {
     assert_eq!(rc(&c.call(&req).await), "00");
     net.shutdown().await;
 }
+
+/// A GET with the requestor's credentials; the JSON body.
+async fn get(net: &Network, path: &str, auth: &str) -> (u16, serde_json::Value) {
+    let addr = net.ports.provisioning_api.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("api");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status: u16 = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json = body.find('{').and_then(|i| body.rfind('}').map(|j| &body[i..=j])).unwrap_or("null");
+    (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issuer_manages_its_cardholders_tokens_and_missed_notices_are_repeated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = Options::new(dir.path());
+    opts.issuer_timeout_ms = 1_000;
+    let net = network::start(opts).await.expect("network");
+    let spec = Spec::builtin("network").expect("spec");
+    let card = net.ports.test_cards[0].clone();
+    let r = net.ports.token_requestors[0].clone();
+    let auth = format!("{}:{}", r.id, r.secret);
+    let iss = net.ports.token_issuers[0].clone();
+    let iauth = format!("{}:{}", iss.name, iss.secret);
+
+    // The issuer's answers to notices are lost when the token is confirmed: the 0620 waits in the
+    // store-and-forward queue and is repeated until the issuer answers.
+    net.issuer_state.issuer.lock().expect("issuer").notices.clear();
+    net.issuer_state.faults.write().expect("faults").push(issuer_sim::server::FaultRule {
+        when_amount: None,
+        when_mti: Some("0620".into()),
+        when_pan_suffix: None,
+        when_stan_multiple_of: None,
+        action: "drop".into(),
+    });
+    let body = serde_json::json!({"request_id": "i1", "pan": card.pan, "expiry": card.expiry, "device_public_key": device_key_hex()}).to_string();
+    let (_, a) = post(&net, "/v1/provision", Some(&auth), &body).await;
+    let token_ref = a["token_ref"].as_str().expect("ref").to_string();
+    let phone = open_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    assert_eq!(post(&net, &format!("/v1/tokens/{token_ref}/confirm"), Some(&auth), "").await.0, 200);
+    let unanswered = net.issuer_state.issuer.lock().expect("issuer").notices.len();
+    net.issuer_state.faults.write().expect("faults").clear();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let n = net.issuer_state.issuer.lock().expect("issuer").notices.clone();
+        if n.len() > unanswered && n.iter().all(|n| n.processing_code == "920000") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the queued notice never arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let mut c =
+        Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network")
+            .await;
+    assert_eq!(rc(&c.call(&chip_request(spec, &phone, &Tx::purchase(1, 100, 1)).expect("req")).await), "00");
+
+    // Only issuers, with their secret, and only for their own PANs.
+    let pan_body = serde_json::json!({"pan": card.pan}).to_string();
+    assert_eq!(post(&net, "/v1/issuer/tokens/suspend", Some(&auth), &pan_body).await.0, 401, "a requestor");
+    assert_eq!(
+        post(&net, "/v1/issuer/tokens/suspend", Some(&format!("{}:wrong", iss.name)), &pan_body).await.0,
+        401
+    );
+    let foreign = serde_json::json!({"pan": "5413330000000019"}).to_string();
+    assert_eq!(post(&net, "/v1/issuer/tokens/suspend", Some(&iauth), &foreign).await.0, 404, "not its BIN");
+
+    // Card reported lost: the issuer suspends every token of the PAN; the token is declined (57)
+    // and the requestor learns of it from its events.
+    let (st, s) = post(&net, "/v1/issuer/tokens/suspend", Some(&iauth), &pan_body).await;
+    assert_eq!(st, 200, "{s}");
+    assert_eq!(s["tokens"][0]["status"], "suspended", "{s}");
+    assert_eq!(s["tokens"][0]["token_ref"], token_ref.as_str());
+    assert!(!s.to_string().contains(&card.pan), "no PAN in the answer");
+    assert_eq!(rc(&c.call(&chip_request(spec, &phone, &Tx::purchase(2, 100, 2)).expect("req")).await), "57");
+    let (st, ev) = get(&net, "/v1/events", &auth).await;
+    assert_eq!(st, 200);
+    let events = ev["events"].as_array().expect("events").clone();
+    assert_eq!(events.len(), 1, "{ev}");
+    assert_eq!(
+        (events[0]["token_ref"].as_str(), events[0]["status"].as_str(), events[0]["by"].as_str()),
+        (Some(token_ref.as_str()), Some("suspended"), Some("issuer"))
+    );
+    let seq = events[0]["seq"].as_u64().expect("seq");
+    // Found again: resumed and paying; then the account closes: deleted, and a deleted token
+    // cannot be resumed.
+    assert_eq!(
+        post(&net, "/v1/issuer/tokens/resume", Some(&iauth), &pan_body).await.1["tokens"][0]["status"],
+        "active"
+    );
+    assert_eq!(rc(&c.call(&chip_request(spec, &phone, &Tx::purchase(3, 100, 3)).expect("req")).await), "00");
+    assert_eq!(
+        post(&net, "/v1/issuer/tokens/delete", Some(&iauth), &pan_body).await.1["tokens"][0]["status"],
+        "deleted"
+    );
+    let (_, again) = post(&net, "/v1/issuer/tokens/resume", Some(&iauth), &pan_body).await;
+    assert_eq!(again["tokens"][0]["status"], "deleted");
+    assert!(again["tokens"][0]["refused"].is_string(), "{again}");
+    assert_eq!(rc(&c.call(&chip_request(spec, &phone, &Tx::purchase(4, 100, 4)).expect("req")).await), "62");
+    let (_, ev) = get(&net, &format!("/v1/events?after={seq}"), &auth).await;
+    let statuses: Vec<&str> =
+        ev["events"].as_array().expect("events").iter().filter_map(|e| e["status"].as_str()).collect();
+    assert_eq!(statuses, ["active", "deleted"]);
+    net.shutdown().await;
+}

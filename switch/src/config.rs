@@ -43,6 +43,9 @@ pub struct TokenServiceConfig {
     pub ranges: Vec<TokenRangeConfig>,
     #[serde(rename = "requestor")]
     pub requestors: Vec<crate::token::service::Requestor>,
+    /// Issuers allowed to suspend, resume and delete their cardholders' tokens.
+    #[serde(rename = "issuer")]
+    pub issuers: Vec<crate::token::service::IssuerCredential>,
     /// Cloud (HCE) tokens: limited-use keys per batch (each key serves one ATC, once).
     pub luk_batch: u16,
     /// Cloud (HCE) tokens: seconds a batch of limited-use keys stays valid.
@@ -57,6 +60,7 @@ impl Default for TokenServiceConfig {
             vault_key: "switch.vault".into(),
             ranges: Vec::new(),
             requestors: Vec::new(),
+            issuers: Vec::new(),
             luk_batch: 10,
             luk_ttl_s: 86_400,
         }
@@ -438,6 +442,15 @@ impl SwitchConfig {
                 let cards = self.routes.iter().map(|r| r.prefix.as_str());
                 if let Err(e) = crate::token::TokenRange::new(&r.prefix, r.length, cards) {
                     p.push(format!("token_service.range[{i}]: {e}"));
+                }
+            }
+            for (i, c) in ts.issuers.iter().enumerate() {
+                let at = format!("token_service.issuer[{i}]");
+                if !issuers.contains(&c.name) {
+                    p.push(format!("{at}.name: no issuer named {:?}", c.name));
+                }
+                if c.secret_sha256.len() != 64 || !c.secret_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    p.push(format!("{at}.secret_sha256: expected 64 hex digits (SHA-256 of the secret)"));
                 }
             }
             if !(1..=100).contains(&ts.luk_batch) {

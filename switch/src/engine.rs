@@ -382,6 +382,27 @@ impl Engine {
         issuer.pool.request(&m).await
     }
 
+    /// A notification of the switch's own (the token service's 0620) to the issuer of `pan`: sent
+    /// now when the issuer answers, otherwise kept in the issuer's store-and-forward queue and
+    /// repeated until it does. False only when it could be neither delivered nor persisted.
+    pub async fn issuer_notify(&self, pan: &str, msg: &Message) -> bool {
+        let table = self.routes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(issuer) = table.lookup(pan.as_bytes()).and_then(|n| self.issuers.get(n)) else {
+            return false;
+        };
+        let Ok(m) = wire::translate(msg, issuer.pool.spec()) else { return false };
+        match issuer.pool.request(&m).await {
+            Ok(answer) if answer.mti().is_response() => true,
+            _ => self.enqueue(issuer, SafKind::Notification, &m).await,
+        }
+    }
+
+    /// The name of the issuer `pan` routes to.
+    pub fn issuer_of(&self, pan: &str) -> Option<String> {
+        let table = self.routes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        table.lookup(pan.as_bytes()).map(|n| n.to_string())
+    }
+
     /// Whether some issuer is routed for `pan` (token eligibility).
     pub fn routes_pan(&self, pan: &str) -> bool {
         let table = self.routes.read().unwrap_or_else(|p| p.into_inner()).clone();

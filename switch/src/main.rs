@@ -175,7 +175,8 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
                 ranges,
                 token_cfg.requestors.clone(),
             )
-            .with_luks(luks),
+            .with_luks(luks)
+            .with_issuers(token_cfg.issuers.clone()),
         );
         let listener = tokio::net::TcpListener::bind(&token_cfg.listen)
             .await

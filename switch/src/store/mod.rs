@@ -69,6 +69,8 @@ pub enum SafKind {
     Reversal,
     /// An advice (0120) of a stand-in approval owed to an issuer.
     Advice,
+    /// A token service notification (0620) owed to an issuer.
+    Notification,
 }
 
 impl SafKind {
@@ -76,12 +78,14 @@ impl SafKind {
         match self {
             SafKind::Reversal => "reversal",
             SafKind::Advice => "advice",
+            SafKind::Notification => "notification",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "reversal" => Some(SafKind::Reversal),
+            "notification" => Some(SafKind::Notification),
             "advice" => Some(SafKind::Advice),
             _ => None,
         }

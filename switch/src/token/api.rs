@@ -7,6 +7,9 @@
 //! | `POST /v1/provision/{id}/otp` | `{otp}` | as above |
 //! | `POST /v1/tokens/{ref}/confirm` | — | `{status: "active"}` |
 //! | `POST /v1/tokens/{ref}/suspend`, `/resume`, `/delete` | — | `{status}` |
+//! | `POST /v1/tokens/{ref}/replenish` | — | `{status, encrypted_token_data}` (cloud tokens) |
+//! | `GET /v1/events?after=N` | — | `{events: [...]}`: issuer-initiated changes of the requestor's tokens |
+//! | `POST /v1/issuer/tokens/{suspend,resume,delete}` | `{pan}` | `{tokens: [...]}` — issuers only (`Bearer <issuer name>:<secret>`) |
 //!
 //! Errors are `{"error": kind, "detail": ...}` with 400, 401, 404 or 409; no answer ever holds a
 //! PAN, and no error repeats one.
@@ -21,7 +24,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::service::{ProvisionOutcome, ProvisionRequest, Requestor, TokenService, TspError};
+use super::service::{
+    IssuerTokenView, ProvisionOutcome, ProvisionRequest, Requestor, TokenEvent, TokenService, TspError,
+};
 use super::vault::TokenStatus;
 
 fn error(status: StatusCode, kind: &str, detail: &str) -> Response {
@@ -127,6 +132,15 @@ impl utoipa::Modify for Security {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "issuer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("<issuer name>:<secret>")
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -134,8 +148,19 @@ impl utoipa::Modify for Security {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "paynet token service", description = "Token provisioning and lifecycle for registered token requestors"),
-    paths(provision, otp, token_action),
-    components(schemas(ProvisionRequest, ProvisionOutcome, OtpBody, ErrorBody, StatusBody)),
+    paths(provision, otp, token_action, events, issuer_action),
+    components(schemas(
+        ProvisionRequest,
+        ProvisionOutcome,
+        OtpBody,
+        ErrorBody,
+        StatusBody,
+        EventsBody,
+        TokenEvent,
+        IssuerPanBody,
+        IssuerTokensBody,
+        IssuerTokenView
+    )),
     modifiers(&Security),
     security(("requestor" = []))
 )]
@@ -218,6 +243,99 @@ async fn token_action(
     }
 }
 
+/// The requestor's issuer-initiated events.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EventsBody {
+    pub events: Vec<TokenEvent>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct EventsQuery {
+    /// Only events with a higher sequence number.
+    #[serde(default)]
+    pub after: u64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "issuer-initiated changes of the requestor's tokens", body = EventsBody),
+        (status = 400, description = "bad query", body = ErrorBody),
+        (status = 401, description = "unknown requestor or wrong secret", body = ErrorBody),
+    )
+)]
+async fn events(
+    State(svc): State<Arc<TokenService>>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let r = match requestor(&svc, &headers) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(q) = query else {
+        return TspError::BadRequest("after: a non-negative integer expected".into()).into_response();
+    };
+    Json(EventsBody { events: svc.events(r, q.after) }).into_response()
+}
+
+/// An issuer's lifecycle call: the PAN whose tokens change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct IssuerPanBody {
+    pub pan: String,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct IssuerTokensBody {
+    pub tokens: Vec<IssuerTokenView>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/issuer/tokens/{action}",
+    params(("action" = String, Path, description = "suspend, resume or delete every token of the PAN")),
+    request_body = IssuerPanBody,
+    responses(
+        (status = 200, description = "the PAN's tokens and their states", body = IssuerTokensBody),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "unknown issuer or wrong secret", body = ErrorBody),
+        (status = 404, description = "no such action, or a PAN of another issuer", body = ErrorBody),
+    ),
+    security(("issuer" = []))
+)]
+async fn issuer_action(
+    State(svc): State<Arc<TokenService>>,
+    headers: HeaderMap,
+    Path(action): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let cred = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .and_then(|c| c.split_once(':'));
+    let issuer = match cred.map(|(n, s)| svc.authenticate_issuer(n, s)) {
+        Some(Ok(i)) => i,
+        _ => return TspError::Unauthorized.into_response(),
+    };
+    let to = match action.as_str() {
+        "resume" => TokenStatus::Active,
+        "suspend" => TokenStatus::Suspended,
+        "delete" => TokenStatus::Deleted,
+        _ => return error(StatusCode::NOT_FOUND, "not_found", "unknown action"),
+    };
+    let b: IssuerPanBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return TspError::BadRequest(format!("body: {}", scrub(&e.to_string()))).into_response(),
+    };
+    match svc.issuer_lifecycle(issuer, &b.pan, to) {
+        Ok(tokens) => Json(IssuerTokensBody { tokens }).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// Removes long digit runs from a message (a PAN sent as a JSON number would otherwise be
 /// quoted back by the JSON parser's error).
 fn scrub(msg: &str) -> String {
@@ -254,6 +372,8 @@ pub fn router(svc: Arc<TokenService>) -> Router {
         .route("/v1/provision", post(provision))
         .route("/v1/provision/{id}/otp", post(otp))
         .route("/v1/tokens/{token_ref}/{action}", post(token_action))
+        .route("/v1/events", axum::routing::get(events))
+        .route("/v1/issuer/tokens/{action}", post(issuer_action))
         .with_state(svc)
 }
 

@@ -35,6 +35,47 @@ pub struct Requestor {
     pub secret_sha256: String,
 }
 
+/// An issuer's credential for the issuer-facing calls (lifecycle of its cardholders' tokens).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerCredential {
+    /// The issuer's name in the switch configuration (`[[issuer]] name`): it may act on the PANs
+    /// the route table sends to that issuer, and on no other.
+    pub name: String,
+    /// SHA-256 of the issuer's secret, hex.
+    pub secret_sha256: String,
+}
+
+/// A change of a token's state that its requestor has not initiated (issuer-initiated), for the
+/// requestor to collect (`GET /v1/events`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TokenEvent {
+    /// Rising sequence number: ask for the events after the last one seen.
+    pub seq: u64,
+    pub token_ref: String,
+    pub status: String,
+    /// Who changed it: `issuer`.
+    pub by: String,
+    pub at_ms: u64,
+    #[serde(skip)]
+    pub requestor_id: String,
+}
+
+/// One token touched by an issuer's lifecycle call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct IssuerTokenView {
+    pub token_ref: String,
+    pub token_last4: String,
+    pub requestor_id: String,
+    pub status: String,
+    /// Why the state did not change (e.g. a deleted token cannot be resumed); absent on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// Events kept for requestors to collect (the oldest go first).
+const MAX_EVENTS: usize = 10_000;
+
 /// A provisioning request.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct ProvisionRequest {
@@ -107,6 +148,9 @@ pub struct TokenService {
     stan: AtomicU32,
     cvn: Cvn,
     luks: Option<Arc<super::luk::LukRegistry>>,
+    issuers: HashMap<String, IssuerCredential>,
+    events: Mutex<std::collections::VecDeque<TokenEvent>>,
+    event_seq: std::sync::atomic::AtomicU64,
 }
 
 /// A requestor's reference to a token: a keyed fingerprint, so it says nothing of the token.
@@ -145,6 +189,9 @@ impl TokenService {
             stan: AtomicU32::new(1),
             cvn: Cvn::Visa18,
             luks: None,
+            issuers: HashMap::new(),
+            events: Mutex::new(std::collections::VecDeque::new()),
+            event_seq: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -152,6 +199,95 @@ impl TokenService {
     pub fn with_luks(mut self, luks: Arc<super::luk::LukRegistry>) -> Self {
         self.luks = Some(luks);
         self
+    }
+
+    /// Issuers allowed to change the state of their cardholders' tokens.
+    pub fn with_issuers(mut self, issuers: Vec<IssuerCredential>) -> Self {
+        self.issuers = issuers.into_iter().map(|i| (i.name.clone(), i)).collect();
+        self
+    }
+
+    /// Checks an issuer's name and secret.
+    pub fn authenticate_issuer(&self, name: &str, secret: &str) -> Result<&IssuerCredential, TspError> {
+        let i = self.issuers.get(name).ok_or(TspError::Unauthorized)?;
+        let given = hex::encode(Sha256::digest(secret.as_bytes()));
+        if bool::from(given.as_bytes().ct_eq(i.secret_sha256.to_ascii_lowercase().as_bytes())) {
+            Ok(i)
+        } else {
+            Err(TspError::Unauthorized)
+        }
+    }
+
+    /// The issuer changes the state of every token of one of its PANs (card lost: suspend; found:
+    /// resume; closed: delete). Each token's requestor gets an event. A PAN routed to another
+    /// issuer is "not found" (nothing is said about it).
+    pub fn issuer_lifecycle(
+        &self,
+        issuer: &IssuerCredential,
+        pan: &str,
+        to: TokenStatus,
+    ) -> Result<Vec<IssuerTokenView>, TspError> {
+        if pan.len() < 12
+            || pan.len() > 19
+            || !pan.bytes().all(|b| b.is_ascii_digit())
+            || !luhn_valid(pan.as_bytes())
+        {
+            return Err(bad("pan: 12 to 19 digits with a valid check digit expected"));
+        }
+        if self.engine.issuer_of(pan).as_deref() != Some(issuer.name.as_str()) {
+            return Err(TspError::NotFound);
+        }
+        let now = self.engine.clock.now_ms();
+        let mut out = Vec::new();
+        for rec in self.vault.tokens_of(pan) {
+            let token_ref = self.token_ref(&rec.token);
+            let requestor_id = rec.domain.requestor_id.clone();
+            let last4 = rec.token[rec.token.len().saturating_sub(4)..].to_string();
+            match self.vault.set_status(&rec.token, to) {
+                Ok(new) => {
+                    if new.status != rec.status {
+                        self.push_event(TokenEvent {
+                            seq: 0,
+                            token_ref: token_ref.clone(),
+                            status: new.status.as_str().into(),
+                            by: "issuer".into(),
+                            at_ms: now,
+                            requestor_id: requestor_id.clone(),
+                        });
+                    }
+                    out.push(IssuerTokenView {
+                        token_ref,
+                        token_last4: last4,
+                        requestor_id,
+                        status: new.status.as_str().into(),
+                        refused: None,
+                    });
+                }
+                Err(e) => out.push(IssuerTokenView {
+                    token_ref,
+                    token_last4: last4,
+                    requestor_id,
+                    status: rec.status.as_str().into(),
+                    refused: Some(e.to_string()),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    fn push_event(&self, mut e: TokenEvent) {
+        e.seq = self.event_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= MAX_EVENTS {
+            q.pop_front();
+        }
+        q.push_back(e);
+    }
+
+    /// The requestor's events after `after` (at most 500).
+    pub fn events(&self, requestor: &Requestor, after: u64) -> Vec<TokenEvent> {
+        let q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        q.iter().filter(|e| e.seq > after && e.requestor_id == requestor.id).take(500).cloned().collect()
     }
 
     /// Checks `requestor_id` and its secret.
@@ -462,8 +598,8 @@ impl TokenService {
         let _ = t.primitive(Tag::new(0xDF8104), status.as_str().as_bytes());
         let _ = t.primitive(Tag::new(0xDF8105), requestor.kind.as_bytes());
         let _ = m.set_bytes(123, t.finish().to_vec());
-        if let Err(e) = self.engine.issuer_call(&pan, &m).await {
-            tracing::warn!(error = ?e, "token notification not delivered to the issuer");
+        if !self.engine.issuer_notify(&pan, &m).await {
+            tracing::error!("token notification neither delivered to the issuer nor queued");
         }
     }
 }
