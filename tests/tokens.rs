@@ -142,6 +142,14 @@ async fn provision_approve_and_otp_then_pay_with_the_token() {
         post(&net, &format!("/v1/provision/{id}/otp"), Some(&auth), &format!("{{\"otp\":\"{otp}\"}}")).await;
     assert_eq!((st, a["status"].as_str()), (200, Some("approved")), "{a}");
 
+    // The issuer declines ID&V (the expiry the cardholder typed is not the card's): no token.
+    let wrong_expiry = if cards[2].expiry == "3912" { "3911" } else { "3912" };
+    let body = serde_json::json!({"request_id": "r3", "pan": cards[2].pan, "expiry": wrong_expiry, "device_public_key": device_key_hex()}).to_string();
+    let (st, d) = post(&net, "/v1/provision", Some(&auth), &body).await;
+    assert_eq!((st, d["status"].as_str()), (200, Some("declined")), "{d}");
+    assert!(d["response_code"].is_string() && d.get("token_ref").is_none(), "{d}");
+    assert!(!d.to_string().contains(&cards[2].pan));
+
     net.shutdown().await;
 }
 
@@ -396,4 +404,24 @@ async fn the_issuer_manages_its_cardholders_tokens_and_missed_notices_are_repeat
         ev["events"].as_array().expect("events").iter().filter_map(|e| e["status"].as_str()).collect();
     assert_eq!(statuses, ["active", "deleted"]);
     net.shutdown().await;
+
+    // Nothing the network wrote (journal, vault, SAF queue, LUK table, their WAL files) holds the
+    // clear PAN.
+    fn files(d: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(d).expect("dir").flatten() {
+            let p = e.path();
+            if p.is_dir() { files(&p, out) } else { out.push(p) }
+        }
+    }
+    let mut all = Vec::new();
+    files(dir.path(), &mut all);
+    assert!(all.iter().any(|p| p.ends_with("vault.db")), "{all:?}");
+    for p in all {
+        let bytes = std::fs::read(&p).expect("read");
+        assert!(
+            !bytes.windows(card.pan.len()).any(|w| w == card.pan.as_bytes()),
+            "clear PAN in {}",
+            p.display()
+        );
+    }
 }
