@@ -210,6 +210,8 @@ pub struct ClearTestCard {
     pub icc_mk: String,
     pub pin: String,
     pub balance: String,
+    /// Added: the CVV2 printed on the card (card-not-present payments), test material.
+    pub cvv2: String,
 }
 
 /// Test cards and the issuer keystore that goes with them.
@@ -258,7 +260,7 @@ pub fn generate_test_issuer(
     };
     let imk = make_key(&mut ks, IMK_NAME, "D0000E0TX00N0000")?;
     let pvk = make_key(&mut ks, PVK_NAME, "D0000V2TC00N0000")?;
-    make_key(&mut ks, CVK_NAME, "D0000C0TC00N0000")?;
+    let cvk = make_key(&mut ks, CVK_NAME, "D0000C0TC00N0000")?;
     let zpk = make_key(&mut ks, ZPK_NAME, "D0000P0TB00N0000")?;
     let mut cards = Vec::new();
     let mut clear = Vec::new();
@@ -289,6 +291,8 @@ pub fn generate_test_issuer(
             icc_mk: to_hex(icc_mk.expose()),
             pin: pin_text,
             balance: format!("{limit:012}"),
+            // CVV2: the CVV algorithm with service code 000.
+            cvv2: crypto::cvv::cvv(&cvk, &pan, expiry, "000").map_err(|e| bad("cvv2", e))?,
         });
         cards.push(CardConfig {
             pan,

@@ -62,6 +62,20 @@ fn field(m: &Message, de: u16) -> Option<String> {
     m.text(de).map(|t| t.into_owned())
 }
 
+/// A subelement of DE 48 (two-digit tag, two-digit length, value; as Mastercard's DE 48 layout).
+pub fn subelement(de48: &str, tag: &str) -> Option<String> {
+    let mut rest = de48;
+    while rest.len() >= 4 {
+        let (t, l) = (rest.get(..2)?, rest.get(2..4)?.parse::<usize>().ok()?);
+        let v = rest.get(4..4 + l)?;
+        if t == tag {
+            return Some(v.to_string());
+        }
+        rest = rest.get(4 + l..)?;
+    }
+    None
+}
+
 /// The tag → value map of a DE 55.
 fn icc_tags(icc: &[u8]) -> Option<HashMap<u32, Vec<u8>>> {
     let nodes = tlv::decode_lenient(icc).ok()?;
@@ -267,6 +281,20 @@ impl Issuer {
         }
         if !matches!(tx, "00" | "01" | "31") {
             return Decision::rc("12");
+        }
+        // Card not present with a key-entered PAN: the CVV2 (DE 48 subelement 92) must verify.
+        let entry = field(req, 22).unwrap_or_default();
+        if chip.is_none() && matches!(entry.get(..2), Some("01" | "81")) {
+            let cvv2 = field(req, 48).and_then(|d| subelement(&d, "92"));
+            let ok = match (&card.cfg.cvk, cvv2) {
+                (Some(cvk), Some(cvv2)) => {
+                    self.hsm.verify_cvv(cvk, pan, &card.cfg.expiry, "000", &cvv2).is_ok()
+                }
+                _ => false,
+            };
+            if !ok {
+                return Decision::rc("N7");
+            }
         }
         if let Some(chip) = chip.filter(|_| !tsp_verified(req)) {
             let pan_d = match PanDigits::new(pan) {

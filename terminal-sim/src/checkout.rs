@@ -1,0 +1,79 @@
+//! Online checkout: the merchant's payment gateway side of a card-not-present purchase.
+//!
+//! * In-app / e-commerce with a token: the phone's wallet app asks its card application for an
+//!   online cryptogram over the order (the same GENERATE AC a tap runs, the merchant's data in
+//!   place of a terminal's), and the gateway sends a 0100 with DE 22 `100` (credential on file /
+//!   in-app tokenized), the token in DE 2 and the cryptogram in DE 55 — no track data.
+//! * Card-not-present fallback with a real PAN: the cardholder types PAN, expiry and CVV2; the 0100
+//!   has DE 22 `810` and the CVV2 in DE 48 subelement 92 (docs/network-spec.md §3).
+
+use codecs::iso8583::{Message, Mti, Spec};
+
+use crate::kernel::Tapped;
+use crate::pos::PosError;
+
+/// What is being bought, from whom.
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub stan: u32,
+    /// Minor units of `currency`.
+    pub amount: u64,
+    /// ISO 4217 numeric.
+    pub currency: u16,
+    /// The gateway's terminal ID for this merchant (DE 41).
+    pub tid: String,
+    /// The merchant's ID (DE 42) and category code (DE 18).
+    pub mid: String,
+    pub mcc: String,
+    /// MMDDhhmmss of the transmission (DE 7).
+    pub transmitted: String,
+}
+
+fn common(spec: &std::sync::Arc<Spec>, o: &Order, entry_mode: &str) -> Result<Message, PosError> {
+    let mut m = Message::new(spec.clone(), Mti::AUTHORIZATION_REQUEST);
+    let stan = format!("{:06}", o.stan % 1_000_000);
+    let mmdd = o.transmitted.get(..4).unwrap_or("0101").to_string();
+    for (de, v) in [
+        (3u16, "000000"),
+        (4, &format!("{:012}", o.amount)),
+        (7, &o.transmitted),
+        (11, &stan),
+        (12, o.transmitted.get(4..10).unwrap_or("000000")),
+        (13, &mmdd),
+        (18, &o.mcc),
+        (22, entry_mode),
+        (25, "59"),
+        (37, &format!("EC{mmdd}{stan}")),
+        (41, &o.tid),
+        (42, &o.mid),
+        (49, &format!("{:03}", o.currency)),
+    ] {
+        m.set_text(de, v)?;
+    }
+    Ok(m)
+}
+
+/// An in-app / e-commerce 0100 with the token and the online cryptogram the phone produced.
+pub fn in_app_request(spec: &std::sync::Arc<Spec>, tapped: &Tapped, o: &Order) -> Result<Message, PosError> {
+    let mut m = common(spec, o, "100")?;
+    m.set_text(2, &tapped.pan)?;
+    m.set_text(14, &tapped.expiry)?;
+    m.set_text(23, &format!("0{}", tapped.psn))?;
+    m.set_icc_data(&tapped.icc)?;
+    Ok(m)
+}
+
+/// A card-not-present 0100 with a key-entered PAN and its CVV2.
+pub fn key_entered_request(
+    spec: &std::sync::Arc<Spec>,
+    pan: &str,
+    expiry: &str,
+    cvv2: &str,
+    o: &Order,
+) -> Result<Message, PosError> {
+    let mut m = common(spec, o, "810")?;
+    m.set_text(2, pan)?;
+    m.set_text(14, expiry)?;
+    m.set_text(48, &format!("92{:02}{cvv2}", cvv2.len()))?;
+    Ok(m)
+}
