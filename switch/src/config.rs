@@ -37,8 +37,15 @@ pub struct TokenServiceConfig {
     pub enabled: bool,
     /// The provisioning API (HTTP). Port 0 takes one from the OS.
     pub listen: String,
-    /// Keystore name of the vault's data key (AES-256, usage D0).
+    /// Keystore name of the vault's current data key (AES-256, usage D0): new rows are sealed
+    /// under it.
     pub vault_key: String,
+    /// The current key's version (written in every sealed row).
+    pub vault_key_version: u32,
+    /// Earlier data keys still readable during a rotation (`switch --rewrap-vault` re-seals every
+    /// row under the current key; then they can go).
+    #[serde(rename = "vault_old_key")]
+    pub vault_old_keys: Vec<VaultKeyVersion>,
     #[serde(rename = "range")]
     pub ranges: Vec<TokenRangeConfig>,
     #[serde(rename = "requestor")]
@@ -58,6 +65,8 @@ impl Default for TokenServiceConfig {
             enabled: false,
             listen: "127.0.0.1:0".into(),
             vault_key: "switch.vault".into(),
+            vault_key_version: 1,
+            vault_old_keys: Vec::new(),
             ranges: Vec::new(),
             requestors: Vec::new(),
             issuers: Vec::new(),
@@ -65,6 +74,15 @@ impl Default for TokenServiceConfig {
             luk_ttl_s: 86_400,
         }
     }
+}
+
+/// A retired vault data key still needed to read rows sealed under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultKeyVersion {
+    pub version: u32,
+    /// Keystore name (AES-256, usage D0).
+    pub key: String,
 }
 
 /// A token BIN range and the keystore name of its token IMK-AC.
@@ -442,6 +460,18 @@ impl SwitchConfig {
                 let cards = self.routes.iter().map(|r| r.prefix.as_str());
                 if let Err(e) = crate::token::TokenRange::new(&r.prefix, r.length, cards) {
                     p.push(format!("token_service.range[{i}]: {e}"));
+                }
+            }
+            let mut versions = BTreeSet::from([ts.vault_key_version]);
+            if ts.vault_key_version == 0 {
+                p.push("token_service.vault_key_version: versions start at 1".into());
+            }
+            for (i, k) in ts.vault_old_keys.iter().enumerate() {
+                if k.version == 0 || !versions.insert(k.version) {
+                    p.push(format!(
+                        "token_service.vault_old_key[{i}].version: {} is 0 or used twice",
+                        k.version
+                    ));
                 }
             }
             for (i, c) in ts.issuers.iter().enumerate() {

@@ -3,6 +3,7 @@
 //! ```text
 //! switch --config switch.toml                 run until SIGINT/SIGTERM; SIGHUP reloads the routes
 //! switch --config switch.toml --check-config  print every problem in the file, exit 2 if any
+//! switch --config switch.toml --rewrap-vault  re-seal the token vault under the current data key
 //! ```
 //! The LMK comes from the environment variable the config names (`PAYNET_LMK` by default) or the
 //! file it names; the keystore holds the node's keys (`switch.saf`, `switch.fingerprint`).
@@ -34,6 +35,11 @@ struct Cli {
     /// Write the bound listener and admin addresses as JSON to this file once ready.
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
+    /// Key rotation: re-seal every vault row under the current data key
+    /// (`token_service.vault_key` / `vault_key_version`), reading older rows with the
+    /// `vault_old_key` entries; print how many rows changed and exit. Run it with the node stopped.
+    #[arg(long)]
+    rewrap_vault: bool,
 }
 
 fn load(path: &Path) -> Result<SwitchConfig, String> {
@@ -98,15 +104,29 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     let ks = switch::keys::load_keystore(&cfg.keys, &base).map_err(|e| e.to_string())?;
     let keys = switch::keys::node_keys(&ks).map_err(|e| e.to_string())?;
-    let vault_key = if cfg.token_service.enabled {
-        let name = crypto::keystore::KeyName::new(&cfg.token_service.vault_key).map_err(|e| e.to_string())?;
-        Some(
-            ks.get_aes(&name, crypto::keyblock::KeyUsage::DATA_ENCRYPTION)
-                .map_err(|e| format!("token_service.vault_key: {e}"))?,
-        )
-    } else {
-        None
-    };
+    let sealer = if cfg.token_service.enabled { Some(vault_sealer(&cfg, &ks)?) } else { None };
+    if cli.rewrap_vault {
+        let Some(sealer) = sealer else {
+            return Err("--rewrap-vault: the token service is not enabled in this configuration".into());
+        };
+        let store = Arc::new(
+            switch::store::sqlite::SqliteStore::open(&base.join(&cfg.node.data_dir).join("vault.db"))
+                .map_err(|e| e.to_string())?,
+        );
+        let v = switch::token::TokenVault::open(store, sealer, keys.fingerprint.clone())
+            .map_err(|e| e.to_string())?;
+        let n = v
+            .rewrap(cfg.token_service.vault_key_version, || {
+                let mut nonce = [0u8; 12];
+                if let Err(e) = getrandom::fill(&mut nonce) {
+                    panic!("operating system random source unavailable: {e}");
+                }
+                nonce
+            })
+            .map_err(|e| e.to_string())?;
+        println!("vault: {n} rows re-sealed under data key version {}", cfg.token_service.vault_key_version);
+        return Ok(());
+    }
     let hsm = Arc::new(crypto::hsm::SoftHsm::new(
         ks,
         Box::new(|b: &mut [u8]| {
@@ -120,8 +140,8 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     let mut vault = None;
     let mut ranges = Vec::new();
     let mut luks = None;
-    let detokenizer: Arc<dyn switch::detokenize::Detokenizer> = match vault_key {
-        Some(key) => {
+    let detokenizer: Arc<dyn switch::detokenize::Detokenizer> = match sealer {
+        Some(sealer) => {
             let data = base.join(&cfg.node.data_dir);
             std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
             let store = Arc::new(
@@ -138,7 +158,6 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
                 .map_err(|e| e.to_string())?,
             );
             luks = Some(registry.clone());
-            let sealer = switch::seal::Sealer::new(1, &key).map_err(|e| e.to_string())?;
             let v = Arc::new(
                 switch::token::TokenVault::open(store, sealer, keys.fingerprint.clone())
                     .map_err(|e| e.to_string())?,
@@ -280,4 +299,22 @@ fn reload(running: &node::RunningNode, hsm: &crypto::hsm::SoftHsm, config: &Path
     }
     *running.engine.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
     tracing::info!(routes = cfg.routes.len(), "configuration reloaded: routes, stand-in limits, keystore");
+}
+
+/// The vault's sealer: the current data key and the older versions still readable.
+fn vault_sealer(cfg: &SwitchConfig, ks: &crypto::keystore::Keystore) -> Result<switch::seal::Sealer, String> {
+    let ts = &cfg.token_service;
+    let get = |name: &str, at: &str| -> Result<crypto::AesKey, String> {
+        let n = crypto::keystore::KeyName::new(name).map_err(|e| format!("{at}: {e}"))?;
+        ks.get_aes(&n, crypto::keyblock::KeyUsage::DATA_ENCRYPTION).map_err(|e| format!("{at}: {e}"))
+    };
+    let mut sealer =
+        switch::seal::Sealer::new(ts.vault_key_version, &get(&ts.vault_key, "token_service.vault_key")?)
+            .map_err(|e| e.to_string())?;
+    for (i, k) in ts.vault_old_keys.iter().enumerate() {
+        let key = get(&k.key, &format!("token_service.vault_old_key[{i}]"))?;
+        sealer.add_key(k.version, &key).map_err(|e| e.to_string())?;
+    }
+    sealer.set_current(ts.vault_key_version).map_err(|e| e.to_string())?;
+    Ok(sealer)
 }

@@ -50,3 +50,74 @@ fn switch_binary_runs_the_token_service() {
     assert_eq!(st, 200, "{a}");
     assert!(a.contains("not_eligible"), "no issuer is routed for that PAN: {a}");
 }
+
+#[test]
+fn vault_key_rotation_with_rewrap_vault() {
+    use switch::seal::Sealer;
+    use switch::token::TokenVault;
+    use switch::token::vault::{DomainControls, NewToken};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (k1, k2) = ("11".repeat(32), "22".repeat(32));
+    common::add_key(dir.path(), "switch.vault", "D0000D0AB00N0000", &k1);
+    common::add_key(dir.path(), "switch.vault.2", "D0000D0AB00N0000", &k2);
+    common::add_key(dir.path(), "token.imk-ac", "D0000E0TX00N0000", "0123456789ABCDEFFEDCBA9876543210");
+    let aes = |h: &str| crypto::AesKey::from_slice(&hex::decode(h).expect("hex")).expect("key");
+    let db = dir.path().join("data").join("vault.db");
+    std::fs::create_dir_all(db.parent().expect("data")).expect("data dir");
+    // The switch's own fingerprint key (the vault checks every PAN against it).
+    let ks = crypto::keystore::Keystore::from_toml(
+        crypto::keystore::Lmk::from_hex(common::LMK_HEX).expect("LMK"),
+        &std::fs::read_to_string(dir.path().join("keys.toml")).expect("keystore"),
+    )
+    .expect("keystore");
+    let fingerprint = switch::keys::node_keys(&ks).expect("node keys").fingerprint;
+    let open = |sealer: Sealer| {
+        let store = std::sync::Arc::new(switch::store::sqlite::SqliteStore::open(&db).expect("store"));
+        TokenVault::open(store, sealer, fingerprint.clone()).expect("vault")
+    };
+    // Two tokens sealed under data key version 1.
+    {
+        let v = open(Sealer::new(1, &aes(&k1)).expect("sealer"));
+        for (i, token) in ["4895370000000013", "4895370000000021"].into_iter().enumerate() {
+            let domain = DomainControls {
+                entry_modes: vec!["07".into()],
+                transaction_types: vec!["00".into()],
+                requestor_id: "40010030273".into(),
+            };
+            let new = NewToken {
+                token,
+                pan: "4761739001010010",
+                pan_expiry: "2912",
+                par: "P1",
+                expiry: "2912",
+                domain,
+            };
+            v.insert(new, 1_000, [i as u8 + 1; 12]).expect("insert");
+        }
+    }
+    // The operator makes version 2 current, keeps version 1 readable, and re-wraps.
+    let cfg = "[admin]\nlisten = \"127.0.0.1:0\"\n[keys]\nkeystore = \"keys.toml\"\n[[listener]]\nname = \"acquirer\"\nlisten = \"127.0.0.1:0\"\n\
+         [token_service]\nenabled = true\nlisten = \"127.0.0.1:0\"\nvault_key = \"switch.vault.2\"\nvault_key_version = 2\n\
+         [[token_service.vault_old_key]]\nversion = 1\nkey = \"switch.vault\"\n\
+         [[token_service.range]]\nprefix = \"489537\"\nlength = 16\nimk_ac = \"token.imk-ac\"\n\
+         [[token_service.requestor]]\nid = \"40010030273\"\nkind = \"wallet\"\nsecret_sha256 = \"00000000000000000000000000000000000000000000000000000000000000aa\"\n";
+    let cfg_path = dir.path().join("switch.toml");
+    std::fs::write(&cfg_path, cfg).expect("config");
+    let rewrap = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switch"))
+            .args(["--config", cfg_path.to_str().expect("path"), "--rewrap-vault"])
+            .env("PAYNET_LMK", common::LMK_HEX)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(rewrap().trim(), "vault: 2 rows re-sealed under data key version 2");
+    assert_eq!(rewrap().trim(), "vault: 0 rows re-sealed under data key version 2", "idempotent");
+    // Every row now opens with version 2 alone, and no longer with version 1.
+    let v2 = open(Sealer::new(2, &aes(&k2)).expect("sealer"));
+    let rec = v2.get("4895370000000021").expect("token");
+    assert_eq!(v2.pan(&rec).expect("opens under v2").as_str(), "4761739001010010");
+    let v1 = open(Sealer::new(1, &aes(&k1)).expect("sealer"));
+    assert!(v1.pan(&v1.get("4895370000000013").expect("token")).is_err(), "version 1 retired");
+}
