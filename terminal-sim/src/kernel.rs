@@ -10,7 +10,7 @@ use codecs::tlv::{self, Tag, TlvBuilder};
 use wallet_sim::card::apdu::{Command, Sw, split_response};
 use wallet_sim::card::{Contactless, applet::PPSE};
 
-/// The terminal's configuration that reaches the card.
+/// The terminal's configuration: what reaches the card, and its risk management.
 #[derive(Debug, Clone)]
 pub struct TerminalConfig {
     /// Terminal country code, ISO 3166 numeric (9F1A).
@@ -19,12 +19,44 @@ pub struct TerminalConfig {
     pub currency: u16,
     /// Terminal transaction qualifiers (9F66).
     pub ttq: [u8; 4],
+    /// Amounts above this (minor units) set "transaction exceeds floor limit" in the TVR.
+    pub floor_limit: u64,
+    /// Terminal action codes (EMV Book 3 §10.7): a TVR bit also set in `tac_denial` makes the
+    /// terminal decline offline (it asks the card for an AAC); otherwise it goes online.
+    pub tac_denial: [u8; 5],
+    pub tac_online: [u8; 5],
+    pub tac_default: [u8; 5],
 }
 
 impl Default for TerminalConfig {
     fn default() -> Self {
-        TerminalConfig { country: 250, currency: 978, ttq: [0x36, 0x00, 0x40, 0x00] }
+        TerminalConfig {
+            country: 250,
+            currency: 978,
+            ttq: [0x36, 0x00, 0x40, 0x00],
+            floor_limit: 0,
+            // Decline offline on an expired application or a card not yet effective.
+            tac_denial: [0x00, 0x60, 0x00, 0x00, 0x00],
+            tac_online: [0xFC, 0x50, 0xBC, 0xF8, 0x00],
+            tac_default: [0xFC, 0x50, 0xBC, 0xA0, 0x00],
+        }
     }
+}
+
+/// Terminal verification results (tag 95) for this transaction (EMV Book 3 Annex C5): offline
+/// data authentication not performed (the card offers none), expired application, amount over the
+/// floor limit.
+pub fn tvr(term: &TerminalConfig, tx: &TxData, card_expiry_yymm: &str) -> [u8; 5] {
+    let mut t = [0u8; 5];
+    t[0] |= 0x80; // B1b8: offline data authentication was not performed
+    let today = format!("{:02X}{:02X}", tx.date[0], tx.date[1]);
+    if card_expiry_yymm < today.as_str() {
+        t[1] |= 0x40; // B2b7: expired application
+    }
+    if tx.amount > term.floor_limit {
+        t[3] |= 0x80; // B4b8: transaction exceeds floor limit
+    }
+    t
 }
 
 /// One transaction's terminal data.
@@ -108,7 +140,7 @@ fn digits(b: &[u8]) -> String {
 /// Runs the kernel dialogue with `card` for `tx`.
 pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Result<Tapped, TapError> {
     // The terminal's data, by tag.
-    let terminal: Vec<(u32, Vec<u8>)> = vec![
+    let mut terminal: Vec<(u32, Vec<u8>)> = vec![
         (0x9F66, term.ttq.to_vec()),
         (0x9F02, bcd(tx.amount, 6)),
         (0x9F03, vec![0; 6]),
@@ -119,7 +151,6 @@ pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Re
         (0x9C, vec![tx.tx_type]),
         (0x9F37, tx.un.to_vec()),
     ];
-    let source = |t: Tag| terminal.iter().find(|(k, _)| *k == t.value()).map(|(_, v)| v.clone());
 
     // 1. PPSE: the application to select.
     let fci = exchange(card, "SELECT PPSE", Command::build(0x00, 0xA4, 0x04, 0x00, PPSE))?;
@@ -139,7 +170,9 @@ pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Re
         None => Vec::new(),
     };
     // 3. GPO with the PDOL data.
-    let pdol_data = tlv::build_dol_data(&pdol, source);
+    let pdol_data = tlv::build_dol_data(&pdol, |t: Tag| {
+        terminal.iter().find(|(k, _)| *k == t.value()).map(|(_, v)| v.clone())
+    });
     let mut gpo = vec![0x83, pdol_data.len() as u8];
     gpo.extend_from_slice(&pdol_data);
     let rsp = exchange(card, "GET PROCESSING OPTIONS", Command::build(0x80, 0xA8, 0x00, 0x00, &gpo))?;
@@ -177,9 +210,19 @@ pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Re
     let track2 = rec(0x57).map(digits).unwrap_or_default();
     let cdol1 = tlv::parse_dol(rec(0x8C).ok_or_else(|| missing("CDOL1 (8C)"))?)
         .map_err(|e| TapError::Data { step: "READ RECORD", what: e.to_string() })?;
-    // 5. GENERATE AC, ARQC requested (online).
-    let cdol_data = tlv::build_dol_data(&cdol1, source);
-    let rsp = exchange(card, "GENERATE AC", Command::build(0x80, 0xAE, 0x80, 0x00, &cdol_data))?;
+    // Terminal risk management: the TVR, then terminal action analysis — decline offline (ask
+    // for an AAC) when a denial bit is set, else go online (ask for an ARQC).
+    let tvr = tvr(term, tx, &expiry);
+    if let Some(t95) = terminal.iter_mut().find(|(k, _)| *k == 0x95) {
+        t95.1 = tvr.to_vec();
+    }
+    let deny = tvr.iter().zip(term.tac_denial).any(|(a, b)| a & b != 0);
+    // 5. GENERATE AC.
+    let cdol_data = tlv::build_dol_data(&cdol1, |t: Tag| {
+        terminal.iter().find(|(k, _)| *k == t.value()).map(|(_, v)| v.clone())
+    });
+    let p1 = if deny { 0x00 } else { 0x80 };
+    let rsp = exchange(card, "GENERATE AC", Command::build(0x80, 0xAE, p1, 0x00, &cdol_data))?;
     let nodes =
         tlv::decode_lenient(&rsp).map_err(|e| TapError::Data { step: "GENERATE AC", what: e.to_string() })?;
     let card_tag = |t: u32| tlv::find(&nodes, Tag::new(t)).map(|n| n.value().to_vec());
@@ -228,4 +271,52 @@ pub fn issuer_authenticate(card: &mut dyn Contactless, tag91: &[u8]) -> bool {
 pub fn tag91(icc: &[u8]) -> Option<Vec<u8>> {
     let nodes = tlv::decode_lenient(icc).ok()?;
     tlv::find(&nodes, Tag::new(0x91)).map(|n| n.value().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wallet_sim::card::{CardKeys, CardProfile, EmvApplet};
+
+    fn card(expiry: &str) -> EmvApplet {
+        EmvApplet::new(CardProfile {
+            pan: "4761739001010010".into(),
+            expiry: expiry.into(),
+            psn: "00".into(),
+            cvn: "visa18".into(),
+            aid: "A0000000031010".into(),
+            label: "TEST".into(),
+            keys: CardKeys::Master { icc_mk: "0123456789ABCDEFFEDCBA9876543210".into() },
+            atc: 0,
+        })
+    }
+
+    fn tx(amount: u64) -> TxData {
+        TxData { amount, tx_type: 0, date: [0x26, 0x11, 0x25], un: [1, 2, 3, 4] }
+    }
+
+    #[test]
+    fn risk_management_sets_the_tvr_and_declines_an_expired_card_offline() {
+        let term = TerminalConfig { floor_limit: 5_000, ..TerminalConfig::default() };
+        let ok = tap(&mut card("2912"), &term, &tx(1_000)).expect("tap");
+        assert_eq!(ok.cid, 0x80, "online: an ARQC");
+        assert_eq!(tvr(&term, &tx(1_000), "2912"), [0x80, 0, 0, 0, 0]);
+        assert_eq!(tvr(&term, &tx(9_000), "2912"), [0x80, 0, 0, 0x80, 0], "over the floor limit");
+        let expired = tap(&mut card("2510"), &term, &tx(1_000)).expect("tap");
+        assert_eq!(expired.cid, 0x00, "an expired application is declined offline (AAC)");
+        let nodes = tlv::decode_lenient(&expired.icc).expect("DE 55");
+        assert_eq!(tlv::find(&nodes, Tag::new(0x95)).expect("TVR").value(), &[0x80, 0x40, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_card_that_answers_garbage_is_a_clear_error() {
+        struct Mute;
+        impl Contactless for Mute {
+            fn transceive(&mut self, _: &[u8]) -> Vec<u8> {
+                vec![0x6A]
+            }
+        }
+        let e = tap(&mut Mute, &TerminalConfig::default(), &tx(1)).expect_err("no card");
+        assert_eq!(e.to_string(), "SELECT PPSE: a response shorter than SW1 SW2");
+    }
 }
