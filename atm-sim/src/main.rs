@@ -155,6 +155,9 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
             EmvApplet::new(card_profile(&tc, last))
         }
         (None, Some(path)) => {
+            if !path.is_file() {
+                return Err(bad_input(format!("--device: {}: no such phone file", path.display())));
+            }
             let lock_path = path.with_extension("lock");
             let lock = std::fs::OpenOptions::new()
                 .create(true)
@@ -176,6 +179,16 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
     // Waits here for the ATM's lock: one transaction at a time per ATM.
     let mut atm =
         Atm::open_tdes(&dir, cfg, &ipek, &ksn).map_err(|e| unknown(format!("ATM {}: {e}", test_atm.tid)))?;
+    // An amount the notes cannot make is refused before anything is sent.
+    let plan_check = match fault {
+        Fault::Partial(m) if m == 0 || m >= a.amount => {
+            Err(format!("--fault: partial:{m} must be above 0 and below the amount {}", a.amount))
+        }
+        Fault::Partial(m) => atm.cassettes.plan(m).map(|_| ()).map_err(|e| format!("--fault: {e}")),
+        _ => Ok(()),
+    };
+    atm.cassettes.plan(a.amount).map_err(|e| bad_input(format!("--amount: {e}")))?;
+    plan_check.map_err(bad_input)?;
     let mut link = SwitchLink::connect(&ports.acquirer, Duration::from_secs(5))
         .map_err(|e| unknown(format!("switch {}:{}: {e}", ports.acquirer.host, ports.acquirer.port)))?;
     let result = atm.cash_advance(&mut link, &mut applet, a.amount, &pin, fault);
