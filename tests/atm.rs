@@ -278,3 +278,36 @@ async fn switch_timeout_sends_a_full_reversal() {
     assert_booked(&net, 4, before, 50_000, "after the timeout").await;
     net.shutdown().await;
 }
+
+/// Unattended mode (the load generator's): a run of cash advances over two cards with a jam
+/// every third one; the issuer's bookings add up to the cash that left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unattended_run_books_what_was_dispensed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let (mut atm, mut link) = atm(&net, 2, 10_000);
+    let before = open_to_buy(&net, 0) + open_to_buy(&net, 2);
+    let mut cards = vec![
+        atm_sim::unattended::Cardholder {
+            card: Box::new(plastic(&net, 0)),
+            pin: Pin::new(&net.ports.test_cards[0].pin).expect("pin"),
+        },
+        atm_sim::unattended::Cardholder {
+            card: Box::new(hce_phone(&net, 2).await),
+            pin: Pin::new(&net.ports.test_cards[2].pin).expect("pin"),
+        },
+    ];
+    let r = atm_sim::unattended::run(&mut atm, &mut link, &mut cards, 9, 20_000, |i| {
+        if i % 3 == 2 { Fault::Jam } else { Fault::None }
+    });
+    assert_eq!((r.attempted, r.approved, r.errors), (9, 9, 0), "{r:?}");
+    assert_eq!((r.reversals, r.reversals_acknowledged), (3, 3));
+    assert_eq!(r.dispensed_minor, 6 * 20_000);
+    assert_eq!(r.cash_before_minor - r.cash_after_minor, r.dispensed_minor);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while before - (open_to_buy(&net, 0) + open_to_buy(&net, 2)) != r.dispensed_minor {
+        assert!(tokio::time::Instant::now() < deadline, "issuer bookings differ from the cash dispensed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    net.shutdown().await;
+}
