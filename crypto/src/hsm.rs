@@ -74,6 +74,25 @@ pub trait Hsm: Send + Sync + 'static {
         to_key: &str,
         to_format: PinBlockFormat,
     ) -> Result<Vec<u8>>;
+    /// Translates a PIN block that binds `from_pan` into one that binds `to_pan` (ISO 9564-1 §9.3:
+    /// formats 0, 3 and 4 XOR or encipher the PAN into the block). A phone pays with a token: its
+    /// terminal formats the PIN block with the token it read, and the issuer checks it against the
+    /// card's PAN, so the network's translation changes the PAN inside the HSM — the clear PIN
+    /// never leaves. HSMs without the function refuse a PAN change (`Unsupported`).
+    fn translate_pin_pan_change(
+        &self,
+        from: &PinSource<'_>,
+        block: &[u8],
+        from_pan: &str,
+        to_key: &str,
+        to_format: PinBlockFormat,
+        to_pan: &str,
+    ) -> Result<Vec<u8>> {
+        if from_pan == to_pan {
+            return self.translate_pin(from, block, from_pan, to_key, to_format);
+        }
+        Err(Error::new(ErrorKind::Unsupported, "PAN", "this HSM cannot change the PAN of a PIN block"))
+    }
     /// Verifies the PIN in a block against a Visa PVV under the PVK `pvk`.
     fn verify_pin_pvv(
         &self,
@@ -293,6 +312,21 @@ impl Hsm for SoftHsm {
         pin::translate_pin_block(&from_key, from_format, &to, to_format, block, pan, &self.fill())
     }
 
+    fn translate_pin_pan_change(
+        &self,
+        from: &PinSource<'_>,
+        block: &[u8],
+        from_pan: &str,
+        to_key: &str,
+        to_format: PinBlockFormat,
+        to_pan: &str,
+    ) -> Result<Vec<u8>> {
+        let (from_key, from_format) = self.pin_source_key(from)?;
+        let to = self.key(to_key, KeyUsage::PIN_ENCRYPTION, ModeOfUse::ENCRYPT)?;
+        let clear = pin::decrypt_pin_block(&from_key, from_format, block, from_pan)?;
+        pin::encrypt_pin_block(&to, to_format, &clear, to_pan, &self.fill())
+    }
+
     fn verify_pin_pvv(
         &self,
         from: &PinSource<'_>,
@@ -410,6 +444,39 @@ mod tests {
                 }
             }),
         )
+    }
+
+    /// A token's PIN block (format 0 binds the token) translated to the issuer's zone key bound to
+    /// the card's PAN: the issuer decrypts the same PIN with the card's PAN; the plain translation
+    /// would not give it.
+    #[test]
+    fn pin_translation_with_a_pan_change() {
+        let h = hsm();
+        let header = Header::parse_template("D0000P0TB00N0000").expect("header");
+        h.generate_key("acq.zpk", &header, 16).expect("generate");
+        h.generate_key("iss.zpk", &header, 16).expect("generate");
+        let (token, card) = ("4895370000000017", "4761739001010010");
+        let pin = pin::Pin::new("1234").expect("pin");
+        let acq = h.key("acq.zpk", KeyUsage::PIN_ENCRYPTION, ModeOfUse::ENCRYPT).expect("key");
+        let block =
+            pin::encrypt_pin_block(&acq, PinBlockFormat::Iso0, &pin, token, &[0xFF; 8]).expect("block");
+        let from = PinSource::Zone { key: "acq.zpk", format: PinBlockFormat::Iso0 };
+        let out = h
+            .translate_pin_pan_change(&from, &block, token, "iss.zpk", PinBlockFormat::Iso0, card)
+            .expect("translated");
+        let iss = h.key("iss.zpk", KeyUsage::PIN_ENCRYPTION, ModeOfUse::DECRYPT).expect("key");
+        assert_eq!(pin::decrypt_pin_block(&iss, PinBlockFormat::Iso0, &out, card).expect("PIN"), pin);
+        let plain =
+            h.translate_pin(&from, &block, token, "iss.zpk", PinBlockFormat::Iso0).expect("translated");
+        assert!(
+            pin::decrypt_pin_block(&iss, PinBlockFormat::Iso0, &plain, card).ok() != Some(pin.clone()),
+            "without the PAN change the issuer cannot read the PIN"
+        );
+        // The same PAN on both sides is a plain translation.
+        let same = h
+            .translate_pin_pan_change(&from, &block, token, "iss.zpk", PinBlockFormat::Iso0, token)
+            .expect("translated");
+        assert_eq!(pin::decrypt_pin_block(&iss, PinBlockFormat::Iso0, &same, token).expect("PIN"), pin);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Authorizations (0100) and financial requests (0200): unknown card 14, expired 54, blocked or
 //! closed 62, lost 41, unsupported processing code 12, wrong or replayed cryptogram 82, wrong PIN
 //! 55 (75 after three), over the open-to-buy 51, wrong currency or zero amount 13 — else 00 with
-//! an authorization code. Balance inquiries (31xxxx) answer with the open-to-buy in DE 54.
+//! an authorization code. Balance inquiries (31xxxx) answer with the open-to-buy in DE 54, and so
+//! do approved cash advances (01xxxx: what is left after the advance, for the ATM's screen).
 //! Chip requests get tag 91 (issuer authentication data) in DE 55 of every answer, approval or
 //! decline: ARPC method 1 (ARPC ‖ ARC) or 2 (ARPC ‖ CSU) as the card's CVN says. Reversals
 //! (0400/0420, matched to the original through DE 90 and DE 41, partial through DE 95), stand-in
@@ -350,7 +351,15 @@ impl Issuer {
         let currency: u16 = field(req, 49).and_then(|c| c.parse().ok()).unwrap_or(0);
         match self.ledger.authorize(&own_key(req), account, amount, currency) {
             Ok(()) => {
-                Decision { code: "00", auth_code: Some(format!("{:06}", random % 1_000_000)), de54: None }
+                // A cash advance tells the ATM what is left, as a balance inquiry would (DE 54):
+                // the ATM shows it on its screen after the cash.
+                let de54 = (tx == "01")
+                    .then(|| {
+                        let left = self.ledger.account(account)?.open_to_buy();
+                        Some(format!("3002{:0>3}C{left:012}", self.cards.get(pan)?.cfg.currency))
+                    })
+                    .flatten();
+                Decision { code: "00", auth_code: Some(format!("{:06}", random % 1_000_000)), de54 }
             }
             Err(LedgerError::InsufficientFunds) => Decision::rc("51"),
             Err(LedgerError::Currency | LedgerError::ZeroAmount) => Decision::rc("13"),

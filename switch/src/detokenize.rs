@@ -25,6 +25,13 @@ pub struct Refusal(pub &'static str);
 pub trait Detokenizer: Send + Sync + 'static {
     /// Rewrites `req` in place when its PAN is a token; `Ok(None)` when it is not.
     fn detokenize(&self, req: &mut Message, now_ms: u64) -> Result<Option<TokenContext>, Refusal>;
+
+    /// Rewrites a reversal or advice (0400, 0420) whose PAN is a token with the card's PAN
+    /// towards the issuer; no cryptogram or status check (it puts right money that already
+    /// moved). `Ok(None)` when the PAN is not a token.
+    fn detokenize_reference(&self, _req: &mut Message) -> Result<Option<TokenContext>, Refusal> {
+        Ok(None)
+    }
 }
 
 /// No token service: every PAN is a card PAN.

@@ -200,7 +200,9 @@ impl Engine {
         if let Err(rc) = self.verify_on_behalf(issuer, &req) {
             return (self.finish(wire::answer(&req, rc), token), format!("{route}:verify"));
         }
-        if let Err(rc) = self.translate_pin(ctx, issuer, &req, &mut iss_req) {
+        // The PAN the terminal formatted the PIN block with: the token, when the card was a token.
+        let acquirer_pan = token.as_ref().and_then(|t| t.original.as_deref()).and_then(wire::pan_of);
+        if let Err(rc) = self.translate_pin(ctx, issuer, &req, acquirer_pan.as_deref(), &mut iss_req) {
             return (self.finish(wire::answer(&req, rc), token), route);
         }
         self.stage("verify", t);
@@ -310,12 +312,15 @@ impl Engine {
 
     /// The PIN block of a DUKPT terminal (DE 52, its KSN in DE 53) translated to the issuer's
     /// zone PIN key, ISO format 0; the KSN stays on the acquirer side. The clear PIN exists only
-    /// inside the HSM call.
+    /// inside the HSM call. `acquirer_pan` is the PAN the terminal bound into the block when it
+    /// differs from the request's (a token, detokenized): the HSM re-binds the block to the card's
+    /// PAN, which the issuer verifies with.
     fn translate_pin(
         &self,
         ctx: &ListenerCtx,
         issuer: &IssuerHandle,
         req: &Message,
+        acquirer_pan: Option<&str>,
         iss_req: &mut Message,
     ) -> Result<(), &'static str> {
         let Some(block) = iss_req.field(52).map(|f| f.data.clone()) else { return Ok(()) };
@@ -329,7 +334,9 @@ impl Engine {
         };
         let pan = wire::pan_of(req).unwrap_or_default();
         let src = crypto::hsm::PinSource::Dukpt { bdk, ksn: &ksn, format: crypto::pin::PinBlockFormat::Iso0 };
-        match self.hsm.translate_pin(&src, &block, &pan, zpk, crypto::pin::PinBlockFormat::Iso0) {
+        let from_pan = acquirer_pan.unwrap_or(&pan);
+        let fmt = crypto::pin::PinBlockFormat::Iso0;
+        match self.hsm.translate_pin_pan_change(&src, &block, from_pan, zpk, fmt, &pan) {
             Ok(out) => {
                 iss_req.set_bytes(52, out).map_err(|_| "96")?;
                 iss_req.remove(53);
@@ -478,9 +485,13 @@ impl Engine {
             debug!(original_rc = %rc, "reversal of a declined original answered locally");
             return (wire::answer(req, "00"), "local".into());
         }
-        let Some(issuer) = self.route(req) else { return (wire::answer(req, "15"), "route".into()) };
+        let fwd = match self.card_pan_of_reference(req) {
+            Ok(m) => m,
+            Err(rc) => return (wire::answer(req, rc), "detokenize".into()),
+        };
+        let Some(issuer) = self.route(&fwd) else { return (wire::answer(req, "15"), "route".into()) };
         let route = issuer.pool.name().to_string();
-        let Ok(iss_req) = wire::translate(req, issuer.pool.spec()) else {
+        let Ok(iss_req) = wire::translate(&fwd, issuer.pool.spec()) else {
             return (wire::answer(req, "30"), route);
         };
         let mut rsp = wire::answer(req, "96");
@@ -495,6 +506,15 @@ impl Engine {
             }
         }
         (rsp, route)
+    }
+
+    /// A reversal or advice as the issuer must see it: a token's (an ATM's 0420 after a phone's
+    /// cash advance) carries the card's PAN instead. The answer to the acquirer is built from the
+    /// acquirer's own message, so it keeps the token.
+    fn card_pan_of_reference(&self, req: &Message) -> Result<Message, &'static str> {
+        let mut fwd = req.clone();
+        self.detokenizer.detokenize_reference(&mut fwd).map_err(|r| r.0)?;
+        Ok(fwd)
     }
 
     /// The response code of the original a reversal refers to, when the switch answered it with
@@ -513,9 +533,13 @@ impl Engine {
             warn!(reason = %e.reason, "advice refused by validation");
             return (wire::answer(req, e.rc), "validate".into());
         }
-        let Some(issuer) = self.route(req) else { return (wire::answer(req, "15"), "route".into()) };
+        let fwd = match self.card_pan_of_reference(req) {
+            Ok(m) => m,
+            Err(rc) => return (wire::answer(req, rc), "detokenize".into()),
+        };
+        let Some(issuer) = self.route(&fwd) else { return (wire::answer(req, "15"), "route".into()) };
         let route = issuer.pool.name().to_string();
-        let Ok(iss_req) = wire::translate(req, issuer.pool.spec()) else {
+        let Ok(iss_req) = wire::translate(&fwd, issuer.pool.spec()) else {
             return (wire::answer(req, "30"), route);
         };
         let kind = if req.mti().class() == 4 { SafKind::Reversal } else { SafKind::Advice };

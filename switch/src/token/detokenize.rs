@@ -136,19 +136,7 @@ impl Detokenizer for VaultDetokenizer {
             tracing::error!(error = %e, "vault row does not open");
             refuse("96")
         })?;
-        let mut restore = vec![(2u16, token.clone())];
-        if let Some(e) = req.text(14).map(|c| c.into_owned()) {
-            restore.push((14, e));
-            req.set_text(14, &card_expiry).map_err(|_| refuse("96"))?;
-        }
-        if let Some(t2) = req.text(35).map(|c| c.into_owned()) {
-            restore.push((35, t2.clone()));
-            let rest = t2.find(['=', 'D']).map(|i| &t2[i + 5.min(t2.len() - i)..]).unwrap_or("");
-            let sep = if t2.contains('D') { 'D' } else { '=' };
-            req.set_text(35, &format!("{}{sep}{card_expiry}{rest}", pan.as_str()))
-                .map_err(|_| refuse("96"))?;
-        }
-        req.set_text(2, pan.as_str()).map_err(|_| refuse("96"))?;
+        let restore = card_elements(req, &token, pan.as_str(), &card_expiry)?;
         // Token data towards the issuer (docs/network-spec.md §5).
         let mut t = TlvBuilder::new();
         let push = |t: &mut TlvBuilder, tag: u32, v: &[u8]| {
@@ -171,6 +159,45 @@ impl Detokenizer for VaultDetokenizer {
         }
         Ok(Some(TokenContext { restore, arpc_imk: Some(keys.imk_ac.clone()), original: Some(original) }))
     }
+
+    /// A reversal or advice about a token's transaction: the money has moved (or must be given
+    /// back) whatever the token's status is now, so only the vault look-up applies.
+    fn detokenize_reference(&self, req: &mut Message) -> Result<Option<TokenContext>, Refusal> {
+        let Some(token) = crate::wire::pan_of(req) else { return Ok(None) };
+        if !self.ranges.iter().any(|k| k.range.contains(&token)) {
+            return Ok(None);
+        }
+        let rec = self.vault.get(&token).ok_or(refuse("14"))?;
+        let (pan, card_expiry) = self.vault.card(&rec).map_err(|e| {
+            tracing::error!(error = %e, "vault row does not open");
+            refuse("96")
+        })?;
+        let restore = card_elements(req, &token, pan.as_str(), &card_expiry)?;
+        Ok(Some(TokenContext { restore, arpc_imk: None, original: None }))
+    }
+}
+
+/// Replaces the token by the card's PAN and expiry in DE 2, 14 and 35 (those present; DE 2
+/// always); returns the elements replaced, to put back on the answer.
+fn card_elements(
+    req: &mut Message,
+    token: &str,
+    pan: &str,
+    card_expiry: &str,
+) -> Result<Vec<(u16, String)>, Refusal> {
+    let mut restore = vec![(2u16, token.to_string())];
+    if let Some(e) = req.text(14).map(|c| c.into_owned()) {
+        restore.push((14, e));
+        req.set_text(14, card_expiry).map_err(|_| refuse("96"))?;
+    }
+    if let Some(t2) = req.text(35).map(|c| c.into_owned()) {
+        restore.push((35, t2.clone()));
+        let rest = t2.find(['=', 'D']).map(|i| &t2[i + 5.min(t2.len() - i)..]).unwrap_or("");
+        let sep = if t2.contains('D') { 'D' } else { '=' };
+        req.set_text(35, &format!("{pan}{sep}{card_expiry}{rest}")).map_err(|_| refuse("96"))?;
+    }
+    req.set_text(2, pan).map_err(|_| refuse("96"))?;
+    Ok(restore)
 }
 
 #[cfg(test)]

@@ -465,7 +465,14 @@ impl TokenService {
         let par = self.vault.par_for(pan, "V001", &self.random(128));
         let domain = DomainControls {
             entry_modes,
-            transaction_types: vec!["00".into()],
+            // A device token (wallet, SE, HCE) may also take cash at an ATM and ask for the
+            // balance there (docs/network-spec.md §4: 01, 31); a merchant's card-on-file token
+            // only buys.
+            transaction_types: if requestor.kind == "merchant" {
+                vec!["00".into()]
+            } else {
+                vec!["00".into(), "01".into(), "31".into()]
+            },
             requestor_id: requestor.id.clone(),
         };
         let nonce: [u8; 12] = self.random(12).try_into().unwrap_or([0; 12]);

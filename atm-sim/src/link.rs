@@ -1,0 +1,135 @@
+//! The ATM's connection to the switch's acquirer listener: one TCP connection, the listener's
+//! framing (`2-byte-binary` for the `network` spec), a request written whole and its answer
+//! waited for until a deadline. The answer is matched by its response MTI and DE 11 (and DE 41);
+//! anything else that arrives — a late answer to a request the ATM already gave up on — is
+//! dropped. Blocking I/O: an ATM does one thing at a time.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use codecs::framing::{Frame, FrameCodec, FramingKind};
+use codecs::iso8583::{Message, Spec};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Where the switch listens (a ports-file endpoint).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub spec: String,
+    pub framing: String,
+}
+
+/// Why the link failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("switch connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("endpoint: {0}")]
+    Endpoint(String),
+    #[error("message: {0}")]
+    Codec(#[from] codecs::Error),
+    #[error("framing: {0}")]
+    Framing(String),
+}
+
+pub struct SwitchLink {
+    endpoint: Endpoint,
+    connect_timeout: Duration,
+    stream: TcpStream,
+    codec: FrameCodec,
+    buf: BytesMut,
+    spec: Arc<Spec>,
+}
+
+impl SwitchLink {
+    /// Connects to `ep` (within `timeout`).
+    pub fn connect(ep: &Endpoint, timeout: Duration) -> Result<Self, LinkError> {
+        let spec = Spec::builtin(&ep.spec)
+            .ok_or_else(|| LinkError::Endpoint(format!("spec {:?} is not a built-in spec", ep.spec)))?
+            .clone();
+        let framing: FramingKind = ep
+            .framing
+            .parse()
+            .map_err(|_| LinkError::Endpoint(format!("framing {:?} unknown", ep.framing)))?;
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(ep.host.as_str(), ep.port))?
+            .next()
+            .ok_or_else(|| LinkError::Endpoint(format!("{}:{} does not resolve", ep.host, ep.port)))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        Ok(SwitchLink {
+            endpoint: ep.clone(),
+            connect_timeout: timeout,
+            stream,
+            codec: FrameCodec::new(framing),
+            buf: BytesMut::new(),
+            spec,
+        })
+    }
+
+    /// A new connection to the same endpoint (after the old one broke); buffered bytes are dropped.
+    pub fn reconnect(&mut self) -> Result<(), LinkError> {
+        *self = SwitchLink::connect(&self.endpoint, self.connect_timeout)?;
+        Ok(())
+    }
+
+    /// The spec messages are built in.
+    pub fn spec(&self) -> &Arc<Spec> {
+        &self.spec
+    }
+
+    /// Writes one message.
+    pub fn send(&mut self, m: &Message) -> Result<(), LinkError> {
+        let mut out = BytesMut::new();
+        self.codec
+            .encode(Frame::new(m.encode()?), &mut out)
+            .map_err(|e| LinkError::Framing(e.to_string()))?;
+        self.stream.write_all(&out)?;
+        Ok(())
+    }
+
+    /// The answer to `req` (response MTI, same DE 11 and DE 41), or `None` at `deadline`.
+    pub fn answer_to(&mut self, req: &Message, deadline: Instant) -> Result<Option<Message>, LinkError> {
+        let want = req.mti().response();
+        let stan = req.text(11).map(|c| c.into_owned());
+        let tid = req.text(41).map(|c| c.into_owned());
+        loop {
+            while let Some(f) =
+                self.codec.decode(&mut self.buf).map_err(|e| LinkError::Framing(e.to_string()))?
+            {
+                let Ok(m) = Message::decode(&self.spec, f.payload) else { continue };
+                if Some(m.mti()) == want
+                    && m.text(11).map(|c| c.into_owned()) == stan
+                    && m.text(41).map(|c| c.into_owned()) == tid
+                {
+                    return Ok(Some(m));
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            self.stream.set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))?;
+            let mut chunk = [0u8; 8192];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(LinkError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sends `req` and waits for its answer until `timeout`.
+    pub fn call(&mut self, req: &Message, timeout: Duration) -> Result<Option<Message>, LinkError> {
+        self.send(req)?;
+        self.answer_to(req, Instant::now() + timeout)
+    }
+}

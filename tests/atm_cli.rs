@@ -1,0 +1,229 @@
+//! `atm-sim cash-advance` (INTERFACES.md §6) as an outside tool runs it: the real binary against
+//! `paynet serve --ports-file` in its own process. An approval, a wrong PIN, a jam, a partial
+//! dispense and a lost answer, each one JSON object alone on stdout; three invocations side by
+//! side on one ATM (distinct STANs, no KSN or ATC reused); a phone file whose ATC advances; the
+//! issuer's open-to-buy (asked by a balance inquiry, §5) down by exactly the cash dispensed; the
+//! journal and state folder without a clear PAN.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use atm_sim::atm::{Atm, AtmConfig};
+use atm_sim::ports::{PortsFile, card_profile};
+use atm_sim::{Cassettes, PinPad, SwitchLink};
+use wallet_sim::card::EmvApplet;
+
+/// The atm-sim binary beside paynet's (built by `cargo test --workspace`; built here otherwise).
+fn atm_sim_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_paynet"))
+        .with_file_name(format!("atm-sim{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "atm-sim", "--bin", "atm-sim"])
+            .status()
+            .expect("cargo build");
+        assert!(st.success(), "building atm-sim");
+    }
+    bin
+}
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        // SIGTERM: serve drains and stops; SIGKILL only if it does not.
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(ports: &Path, tmp: &Path) -> Serve {
+    let child = Command::new(env!("CARGO_BIN_EXE_paynet"))
+        .args(["serve", "--ports-file"])
+        .arg(ports)
+        .env("TMPDIR", tmp)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("paynet serve");
+    let s = Serve(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ports.exists() {
+        assert!(Instant::now() < deadline, "no ports file within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s
+}
+
+fn cash_advance(ports: &Path, state: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(atm_sim_bin())
+        .arg("cash-advance")
+        .arg("--ports-file")
+        .arg(ports)
+        .arg("--state")
+        .arg(state)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("atm-sim")
+}
+
+/// Exit 0 and the one JSON object of stdout.
+fn ok_json(out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    let keys: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["response_code", "requested", "dispensed", "reversal", "reversal_acknowledged", "stan"]
+    );
+    v
+}
+
+/// The card's open-to-buy, by a balance inquiry from the last test ATM (in-process, its own KSNs).
+fn open_to_buy(ports: &PortsFile, card: usize, atc: u16) -> u64 {
+    let t = ports.atm_terminals.last().expect("ATM");
+    let ipek = crypto::keys::TdesKey::from_hex("ipek", &t.ipek).expect("ipek");
+    let ksn = crypto::dukpt::TdesKsn::from_hex(&t.ksn).expect("ksn");
+    let pad = PinPad::tdes(&ipek, &ksn, u32::from(atc)).expect("pad");
+    let mut atm = Atm::in_memory(AtmConfig::new(&t.tid), pad, Cassettes::test_atm());
+    let mut link = SwitchLink::connect(&ports.acquirer, Duration::from_secs(5)).expect("switch");
+    let mut c = EmvApplet::new(card_profile(&ports.test_cards[card], atc));
+    let b = atm.balance_inquiry(&mut link, &mut c, None).expect("balance");
+    assert_eq!(b.response_code.as_deref(), Some("00"));
+    b.available.expect("DE 54")
+}
+
+#[test]
+fn atm_sim_cli_against_paynet_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports_path = dir.path().join("ports.json");
+    let state = dir.path().join("atm-state");
+    let _serve = serve(&ports_path, dir.path());
+    let ports = PortsFile::read(&ports_path).expect("ports file");
+    let pin = |i: usize| ports.test_cards[i].pin.clone();
+    let before = open_to_buy(&ports, 0, 0x7E00);
+
+    let v =
+        ok_json(&cash_advance(&ports_path, &state, &["--card", "0", "--amount", "200000", "--pin", &pin(0)]));
+    assert_eq!(v["response_code"], "00");
+    assert_eq!((v["requested"].as_u64(), v["dispensed"].as_u64()), (Some(200_000), Some(200_000)));
+    assert_eq!((v["reversal"].as_str(), v["reversal_acknowledged"].as_bool()), (Some("none"), Some(false)));
+    assert_eq!(v["stan"].as_str().map(str::len), Some(6));
+
+    let wrong = if pin(0) == "0000" { "1111" } else { "0000" };
+    let v =
+        ok_json(&cash_advance(&ports_path, &state, &["--card", "0", "--amount", "100000", "--pin", wrong]));
+    assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("55"), Some(0)));
+
+    let v = ok_json(&cash_advance(
+        &ports_path,
+        &state,
+        &["--card", "0", "--amount", "100000", "--pin", &pin(0), "--fault", "jam"],
+    ));
+    assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("00"), Some(0)));
+    assert_eq!((v["reversal"].as_str(), v["reversal_acknowledged"].as_bool()), (Some("full"), Some(true)));
+
+    let v = ok_json(&cash_advance(
+        &ports_path,
+        &state,
+        &["--card", "0", "--amount", "100000", "--pin", &pin(0), "--fault", "partial:30000"],
+    ));
+    assert_eq!((v["dispensed"].as_u64(), v["reversal"].as_str()), (Some(30_000), Some("partial")));
+    assert_eq!(v["reversal_acknowledged"], true);
+
+    let v = ok_json(&cash_advance(
+        &ports_path,
+        &state,
+        &["--card", "0", "--amount", "100000", "--pin", &pin(0), "--fault", "no-response"],
+    ));
+    assert!(v["response_code"].is_null());
+    assert_eq!((v["dispensed"].as_u64(), v["reversal"].as_str()), (Some(0), Some("full")));
+
+    // The issuer ends with exactly the cash that left (reversals arrive by the switch's SAF).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut atc = 0x7E01;
+    loop {
+        let now = open_to_buy(&ports, 0, atc);
+        atc += 1;
+        if before - now == 230_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "issuer booked {}, the ATM gave 230000", before - now);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Side by side on one ATM: each waits its turn; no STAN reused.
+    let children: Vec<_> = [2usize, 3, 2]
+        .iter()
+        .map(|c| {
+            Command::new(atm_sim_bin())
+                .arg("cash-advance")
+                .arg("--ports-file")
+                .arg(&ports_path)
+                .arg("--state")
+                .arg(&state)
+                .args(["--json", "--card", &c.to_string(), "--amount", "50000", "--pin", &pin(*c)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("atm-sim")
+        })
+        .collect();
+    let mut stans = Vec::new();
+    for ch in children {
+        let v = ok_json(&ch.wait_with_output().expect("wait"));
+        assert_eq!(v["response_code"], "00", "{v}");
+        stans.push(v["stan"].as_str().expect("stan").to_string());
+    }
+    stans.sort();
+    stans.dedup();
+    assert_eq!(stans.len(), 3, "distinct STANs");
+
+    // A phone file (docs/atm.md): its ATC advances from one invocation to the next.
+    let phone = dir.path().join("phone.json");
+    let profile = card_profile(&ports.test_cards[4], 0x7A00);
+    std::fs::write(&phone, serde_json::to_string(&profile).expect("json")).expect("write");
+    for n in 1..=2u16 {
+        let v = ok_json(&cash_advance(
+            &ports_path,
+            &state,
+            &["--device", phone.to_str().expect("path"), "--amount", "40000", "--pin", &pin(4)],
+        ));
+        assert_eq!(v["response_code"], "00", "{v}");
+        let p: wallet_sim::card::CardProfile =
+            serde_json::from_str(&std::fs::read_to_string(&phone).expect("read")).expect("profile");
+        assert_eq!(p.atc, 0x7A00 + n);
+    }
+
+    // The ATM's books: 200000 + 30000 + 3 × 50000 + 2 × 40000 left the cassettes; nothing in the
+    // state folder or journal shows a clear PAN.
+    let tid = &ports.atm_terminals[0].tid;
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join(format!("atm-{tid}.json"))).expect("state"))
+            .expect("json");
+    assert_eq!(rec["cassettes"][0]["count"], 1000 - 46, "{rec}");
+    assert_eq!(rec["owed"].as_array().map(Vec::len), Some(0));
+    for entry in std::fs::read_dir(&state).expect("state dir") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+        for c in &ports.test_cards {
+            assert!(!text.contains(&c.pan), "clear PAN in the state folder");
+        }
+    }
+    let journal = std::fs::read_to_string(state.join(format!("atm-{tid}.journal"))).expect("journal");
+    assert!(journal.contains("\"event\":\"dispensed\""));
+    assert!(journal.contains(&wallet_sim::card::mask(&ports.test_cards[0].pan)));
+}
