@@ -337,3 +337,52 @@ async fn a_restarted_phone_still_pays() {
     assert_eq!(p.atc, 2);
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_provisions_shows_status_and_exports_the_card() {
+    use clap::Parser;
+    use wallet_sim::cli::{Cli, run};
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The ports file as `paynet serve` writes it, with the providers listed.
+    let mut ports = serde_json::to_value(&w.net.ports).expect("ports");
+    ports["wallet_providers"] = serde_json::to_value(&w.providers.addrs).expect("addrs");
+    let ports_file = dir.path().join("ports.json");
+    std::fs::write(&ports_file, ports.to_string()).expect("write");
+    let phone_file = dir.path().join("phone.json");
+    let (pf, ph) = (ports_file.display().to_string(), phone_file.display().to_string());
+    let cli = |args: &[&str]| {
+        Cli::try_parse_from(std::iter::once("wallet-sim").chain(args.iter().copied())).expect("args")
+    };
+    let mut out = Vec::new();
+    for model in ["tsm-se-pan", "hce"] {
+        let card = if model == "hce" { "3" } else { "0" };
+        run(
+            cli(&["provision", "--model", model, "--ports-file", &pf, "--card", card, "--phone", &ph]),
+            &mut out,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{model}: {e:#}"));
+    }
+    run(cli(&["status", "--phone", &ph]), &mut out).await.expect("status");
+    let card_json = dir.path().join("card.json");
+    run(cli(&["export-card", "--phone", &ph, "--out", &card_json.display().to_string()]), &mut out)
+        .await
+        .expect("export");
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(text.contains("SP TSM → SE operator: verify the authentication data: verified"), "{text}");
+    assert!(text.contains("cloud platform → token service"), "{text}");
+    assert!(text.contains("* se:"), "the default card marked: {text}");
+    assert!(text.contains("limited-use keys left"), "{text}");
+    for c in &w.net.ports.test_cards {
+        assert!(!text.contains(&c.pan) && !text.contains(&c.icc_mk), "a clear PAN or key: {text}");
+    }
+    assert!(text.contains("476173******"), "PANs masked: {text}");
+    let p: wallet_sim::card::CardProfile =
+        serde_json::from_str(&std::fs::read_to_string(&card_json).expect("card")).expect("profile");
+    assert_eq!(p.pan, w.net.ports.test_cards[0].pan);
+    // The phone the CLI left behind pays.
+    let mut phone = Phone::open(&phone_file).expect("phone");
+    assert_eq!(w.pay(&mut phone, 1, 100).await, approved());
+    w.stop().await;
+}

@@ -11,8 +11,10 @@
 //! * [`providers`] — SP TSM, SE operator and SE TSM, cloud (HCE) platform, DPSP wallet server:
 //!   HTTP servers speaking JSON to each other, to the phone and to the token service.
 //! * [`flows`] — the cardholder's and phone's steps of each model.
+//! * [`cli`] — the `wallet-sim` command line.
 
 pub mod card;
+pub mod cli;
 pub mod flows;
 pub mod ota;
 pub mod phone;
