@@ -105,6 +105,35 @@ impl World {
         (rc(&rsp), issuer_authenticate(phone, &t91))
     }
 
+    /// Pays in-app: the phone's online cryptogram in an e-commerce 0100, the ARPC back to the phone.
+    async fn pay_online(&mut self, phone: &mut Phone, stan: u32, amount: u64) -> (String, bool) {
+        let spec = Spec::builtin("network").expect("spec");
+        let tx = wallet_sim::phone::OnlineTx {
+            amount,
+            country: [0x02, 0x50],
+            currency: [0x09, 0x78],
+            date: [0x26, 0x11, 0x25],
+            tx_type: 0x00,
+            un: [stan as u8, 0x0E, 0xC0, 0x11],
+        };
+        let oc = phone.online_cryptogram(&tx).expect("online cryptogram");
+        let tapped = terminal_sim::kernel::Tapped {
+            pan: oc.pan.clone(),
+            expiry: oc.expiry.clone(),
+            psn: oc.psn.clone(),
+            track2: String::new(),
+            icc: oc.icc.clone(),
+            cid: oc.cid,
+        };
+        let mut req = tap_request(spec, &tapped, &Tx::purchase(stan, amount, 0)).expect("request");
+        req.set_text(22, "100").expect("DE 22");
+        let rsp = self.client.call(&req).await;
+        let icc =
+            rsp.icc_data().ok().flatten().unwrap_or_else(|| panic!("DE 55 in the answer: {}", rc(&rsp)));
+        let t91 = tag91(&icc).expect("tag 91");
+        (rc(&rsp), issuer_authenticate(phone, &t91))
+    }
+
     fn open_to_buy(&self, n: usize) -> u64 {
         let pan = &self.net.ports.test_cards[n].pan;
         self.net.issuer_state.issuer.lock().expect("issuer").open_to_buy(pan).expect("card")
@@ -142,6 +171,7 @@ async fn model_1_issuer_owned_se_personalised_by_the_issuer_pays() {
     let before = w.open_to_buy(0);
     assert_eq!(w.pay(&mut phone, 1, 1_500).await, approved());
     assert_eq!(w.open_to_buy(0), before - 1_500, "a real-PAN card: the issuer books it");
+    assert_eq!(w.pay_online(&mut phone, 2, 500).await, approved(), "in-app");
     w.stop().await;
 }
 
@@ -183,6 +213,7 @@ async fn model_2_tsm_tokenized_over_the_air_pays_and_the_issuer_is_notified() {
     let before = w.open_to_buy(0);
     assert_eq!(w.pay(&mut phone, 1, 700).await, approved());
     assert_eq!(w.open_to_buy(0), before - 700, "detokenized to the card's account");
+    assert_eq!(w.pay_online(&mut phone, 2, 300).await, approved(), "in-app");
     w.stop().await;
 }
 
@@ -208,6 +239,7 @@ async fn model_3_hce_pays_runs_out_of_keys_replenishes_and_pays_again() {
         .expect("replenish");
     assert_eq!(got, n);
     assert_eq!(w.pay(&mut phone, 90, 100).await, approved(), "paying again on the new batch");
+    assert_eq!(w.pay_online(&mut phone, 91, 100).await, approved(), "in-app, next limited-use key");
     w.stop().await;
 }
 
@@ -226,6 +258,8 @@ async fn model_4_wallet_with_otp_step_up_pays_and_the_issuer_learns_the_download
     assert!(phone.profile(&id).expect("card").pan.starts_with("489537"));
     assert_eq!(w.pay(&mut phone, 1, 900).await, approved());
     assert_eq!(w.pay(&mut phone, 2, 900).await, approved());
+    // In-app: the wallet's online cryptogram in an e-commerce 0100 (DE 22 = 100).
+    assert_eq!(w.pay_online(&mut phone, 3, 1_200).await, approved());
     w.stop().await;
 }
 

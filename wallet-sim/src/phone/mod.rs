@@ -379,16 +379,44 @@ impl Phone {
         }
         let nodes = codecs::tlv::decode_lenient(&last).map_err(|e| PhoneError::Refused(e.to_string()))?;
         let tag = |t: u32| codecs::tlv::find(&nodes, codecs::tlv::Tag::new(t)).map(|n| n.value().to_vec());
+        let (arqc, atc, iad) = (
+            tag(0x9F26).unwrap_or_default(),
+            tag(0x9F36).unwrap_or_default(),
+            tag(0x9F10).unwrap_or_default(),
+        );
+        let cid = tag(0x9F27).and_then(|v| v.first().copied()).unwrap_or(0);
+        // DE 55 of the e-commerce authorization: the checkout's data and the card's answers.
+        let mut b = codecs::tlv::TlvBuilder::new();
+        let t = codecs::tlv::Tag::new;
+        for (tg, v) in [
+            (0x9F02, bcd12(tx.amount).to_vec()),
+            (0x9F03, vec![0; 6]),
+            (0x9F1A, tx.country.to_vec()),
+            (0x95, vec![0; 5]),
+            (0x5F2A, tx.currency.to_vec()),
+            (0x9A, tx.date.to_vec()),
+            (0x9C, vec![tx.tx_type]),
+            (0x9F37, tx.un.to_vec()),
+            (0x82, vec![0x20, 0x00]),
+            (0x9F36, atc.clone()),
+            (0x9F26, arqc.clone()),
+            (0x9F27, vec![cid]),
+            (0x9F10, iad.clone()),
+        ] {
+            b.primitive(t(tg), &v).map_err(|e| PhoneError::Refused(e.to_string()))?;
+        }
+        let icc = b.finish().to_vec();
         let profile = self.profile(&card_id).ok_or_else(|| PhoneError::NoCard(card_id.clone()))?;
         Ok(OnlineCryptogram {
+            icc,
             pan: profile.pan.clone(),
             expiry: profile.expiry.clone(),
             psn: profile.psn.clone(),
             cvn: profile.cvn.clone(),
-            arqc: tag(0x9F26).unwrap_or_default(),
-            atc: tag(0x9F36).unwrap_or_default(),
-            iad: tag(0x9F10).unwrap_or_default(),
-            cid: tag(0x9F27).and_then(|v| v.first().copied()).unwrap_or(0),
+            arqc,
+            atc,
+            iad,
+            cid,
         })
     }
 }
@@ -407,6 +435,8 @@ pub struct OnlineTx {
 /// The card's answer for an in-app payment.
 #[derive(Clone)]
 pub struct OnlineCryptogram {
+    /// DE 55: the transaction data and the card's tags (9F26 9F27 9F10 9F36 82 ...), TLV.
+    pub icc: Vec<u8>,
     pub pan: String,
     pub expiry: String,
     pub psn: String,

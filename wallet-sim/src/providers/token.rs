@@ -7,6 +7,9 @@ use serde_json::{Value, json};
 use super::RequestorCredential;
 use super::http::{self, Answer};
 
+/// The POS entry modes (DE 22, first two digits) a phone's token may be used with.
+pub const ENTRY_MODES: [&str; 2] = ["07", "10"];
+
 /// One requestor's client.
 #[derive(Clone)]
 pub struct TokenClient {
@@ -34,7 +37,8 @@ impl TokenClient {
     }
 
     /// `POST /v1/provision`: the answer as the token service gives it (status approved,
-    /// otp_required, declined, not_eligible, issuer_unavailable).
+    /// otp_required, declined, not_eligible, issuer_unavailable). The token's domain: contactless
+    /// (DE 22 `07`) and in-app with an online cryptogram (`10`).
     pub async fn provision(
         &self,
         request_id: &str,
@@ -43,7 +47,8 @@ impl TokenClient {
         device_public_key: &str,
     ) -> Result<Answer> {
         let body = json!({"request_id": request_id, "pan": pan, "expiry": expiry,
-                          "device_public_key": device_public_key});
+                          "device_public_key": device_public_key,
+                          "entry_modes": ENTRY_MODES});
         http::post(&self.api, "/v1/provision", Some(&self.bearer), &body).await
     }
 
