@@ -93,6 +93,15 @@ impl World {
 
     /// Taps the phone at the POS: (DE 39, the phone accepted the ARPC).
     async fn pay(&mut self, phone: &mut Phone, stan: u32, amount: u64) -> (String, bool) {
+        self.pay_device(phone, stan, amount).await
+    }
+
+    async fn pay_device(
+        &mut self,
+        phone: &mut dyn wallet_sim::card::Contactless,
+        stan: u32,
+        amount: u64,
+    ) -> (String, bool) {
         let spec = Spec::builtin("network").expect("spec");
         let tx =
             TxData { amount, tx_type: 0x00, date: [0x26, 0x11, 0x25], un: [stan as u8, 0x5A, 0x22, 0x33] };
@@ -415,8 +424,15 @@ async fn the_cli_provisions_shows_status_and_exports_the_card() {
     let p: wallet_sim::card::CardProfile =
         serde_json::from_str(&std::fs::read_to_string(&card_json).expect("card")).expect("profile");
     assert_eq!(p.pan, w.net.ports.test_cards[0].pan);
-    // The phone the CLI left behind pays.
+    // The phone the CLI left behind pays, opened as a phone or as the device a terminal reads.
     let mut phone = Phone::open(&phone_file).expect("phone");
     assert_eq!(w.pay(&mut phone, 1, 100).await, approved());
+    drop(phone);
+    let mut device = wallet_sim::phone::Device::open(&phone_file).expect("device");
+    assert!(matches!(device, wallet_sim::phone::Device::Phone(_)));
+    assert_eq!(device.profile().map(|p| p.atc), Some(1));
+    assert_eq!(w.pay_device(&mut device, 2, 100).await, approved());
+    let d = wallet_sim::phone::Device::open(&card_json).expect("card file");
+    assert!(matches!(d, wallet_sim::phone::Device::Card(_)));
     w.stop().await;
 }

@@ -493,3 +493,44 @@ pub fn export_card(phone: &Phone, card_id: Option<&str>) -> Result<String, Phone
     let p = phone.profile(&id).ok_or(PhoneError::NoCard(id))?;
     serde_json::to_string_pretty(p).map_err(|e| PhoneError::Refused(e.to_string()))
 }
+
+/// Something a terminal taps, read from a file: a phone state file (the phone keeps its own ATCs
+/// and keys up to date in it) or a plain [`CardProfile`] JSON (`export-card`'s output; the caller
+/// keeps track of its ATC).
+pub enum Device {
+    Phone(Box<Phone>),
+    Card(Box<EmvApplet>),
+}
+
+impl Device {
+    /// Reads either kind of file.
+    pub fn open(path: &Path) -> Result<Device, PhoneError> {
+        let storage = |detail: String| PhoneError::Storage { path: path.display().to_string(), detail };
+        let text = std::fs::read_to_string(path).map_err(|e| storage(e.to_string()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| storage(format!("not JSON: {e}")))?;
+        if v.get("device_id").is_some() {
+            return Ok(Device::Phone(Box::new(Phone::open(path)?)));
+        }
+        let p: CardProfile = serde_json::from_value(v)
+            .map_err(|e| storage(format!("neither a phone nor a card profile: {e}")))?;
+        Ok(Device::Card(Box::new(EmvApplet::new(p))))
+    }
+
+    /// The card a tap will use.
+    pub fn profile(&self) -> Option<&CardProfile> {
+        match self {
+            Device::Phone(p) => p.default_card().and_then(|id| p.profile(&id)),
+            Device::Card(c) => Some(c.profile()),
+        }
+    }
+}
+
+impl Contactless for Device {
+    fn transceive(&mut self, command: &[u8]) -> Vec<u8> {
+        match self {
+            Device::Phone(p) => p.transceive(command),
+            Device::Card(c) => c.transceive(command),
+        }
+    }
+}
