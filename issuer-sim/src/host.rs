@@ -184,6 +184,39 @@ impl Issuer {
         self.ledger.account(c.account).map(Account::open_to_buy)
     }
 
+    /// Personalisation data for one of the issuer's cards, for a secure element (operating models
+    /// 1 and 2, real PAN): `{"pan","expiry","psn","cvn","aid","label","atc":0}` completed by the
+    /// HSM with the card's ICC master key (derived from the issuer's IMK-AC, never in clear here)
+    /// and sealed for `recipient_public_key` (P-256, SEC1) — the issuer's perso bureau or the SE
+    /// TSM's HSM — under the context label `info` (see `crypto::device`). Refused for an unknown
+    /// card, a card that is not active, or one past its expiry (`now_yymm`).
+    pub fn perso_data(
+        &self,
+        pan: &str,
+        now_yymm: &str,
+        recipient_public_key: &[u8],
+        info: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let card = self.cards.get(pan).ok_or_else(|| format!("card {} is not one of ours", mask(pan)))?;
+        if card.cfg.status != "active" {
+            return Err(format!("card {} is {}", mask(pan), card.cfg.status));
+        }
+        if card.cfg.expiry.as_str() < now_yymm {
+            return Err(format!("card {} expired", mask(pan)));
+        }
+        let aid = if card.cvn.name().starts_with("mc") { "A0000000041010" } else { "A0000000031010" };
+        let profile = serde_json::json!({
+            "pan": pan, "expiry": card.cfg.expiry, "psn": card.cfg.psn, "cvn": card.cvn.name(),
+            "aid": aid, "label": "PAYNET CREDIT", "atc": 0,
+        })
+        .to_string();
+        let pan_d = PanDigits::new(pan).map_err(|e| e.to_string())?;
+        let key = crypto::hsm::CardKey { imk: &card.cfg.imk_ac, cvn: card.cvn, pan: &pan_d, psn: card.psn };
+        self.hsm
+            .seal_card_profile(&key, &profile, recipient_public_key, info)
+            .map_err(|e| format!("sealing the perso data: {e}"))
+    }
+
     /// The answer to `req`. `now_yymm` is today's year and month (expiry checks), `random` draws
     /// authorization codes and OTPs.
     pub fn handle(&mut self, req: &Message, now_ms: u64, now_yymm: &str, random: u32) -> Option<Message> {

@@ -386,3 +386,24 @@ fn responses_are_not_answered() {
     m.set_text(11, "000001").expect("DE 11");
     assert!(iss.handle(&m, NOW_MS, NOW_YYMM, 1).is_none());
 }
+
+/// Perso data for a secure element: sealed for the recipient's key only, holding the card's ICC
+/// master key as the issuer's HSM derives it; refused for a card not ours, not active or expired.
+#[test]
+fn perso_data_is_sealed_for_the_recipient_and_refused_for_cards_it_should_not_leave() {
+    let (issuer, t) = test_issuer(|t| t.cards.cards[2].status = "blocked".into());
+    let secret = [0x21u8; 32];
+    let recipient = crypto::device::public_key(&secret).expect("recipient key");
+    let card = &t.clear[0];
+    let sealed = issuer.perso_data(&card.pan, NOW_YYMM, &recipient, b"perso").expect("perso data");
+    let plain = crypto::device::open(&secret, b"perso", &sealed).expect("opens for the recipient");
+    let v: serde_json::Value = serde_json::from_slice(&plain).expect("json");
+    assert_eq!(v["pan"], card.pan.as_str());
+    assert_eq!(v["icc_mk"], card.icc_mk.as_str(), "the key the card's ARQCs verify under");
+    assert_eq!((v["psn"].as_str(), v["cvn"].as_str()), (Some("00"), Some("visa18")));
+    assert!(crypto::device::open(&[0x22u8; 32], b"perso", &sealed).is_err(), "another key cannot open it");
+    let e = issuer.perso_data("4761739999999995", NOW_YYMM, &recipient, b"perso").expect_err("not ours");
+    assert!(!e.contains("4761739999999995"), "no clear PAN in the error: {e}");
+    assert!(issuer.perso_data(&t.clear[2].pan, NOW_YYMM, &recipient, b"perso").is_err(), "blocked");
+    assert!(issuer.perso_data(&card.pan, "3001", &recipient, b"perso").is_err(), "expired");
+}

@@ -1,0 +1,438 @@
+//! The four operating models end to end (docs/operating-models.md): the real switch, issuer
+//! simulator and token service on 127.0.0.1, the providers (SP TSM, SE operator + SE TSM, cloud
+//! platform, wallet server) as HTTP servers, a phone with its state file. Each flow ends with the
+//! phone tapped at a contactless POS — the terminal kernel's dialogue, the 0100 through the switch,
+//! the answer's ARPC checked by the phone — and approved. Plus: an OTA script with a bad MAC is
+//! refused by the SE, an HCE phone out of limited-use keys replenishes and pays again, a phone
+//! restarted from its file still pays, and the wallet's OTP step-up.
+
+mod common;
+
+use std::sync::Arc;
+
+use codecs::framing::FramingKind;
+use codecs::iso8583::Spec;
+use common::{Client, rc};
+use paynet::network::{self, Network, Options};
+use terminal_sim::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
+use terminal_sim::pos::{Tx, tap_request};
+use wallet_sim::flows::{self, CardholderCard, Io, Model, Step};
+use wallet_sim::ota::OtaScript;
+use wallet_sim::phone::Phone;
+use wallet_sim::providers::{self, IssuerPerso, PersoRequest, ProvidersConfig, RequestorCredential};
+
+struct World {
+    net: Network,
+    providers: providers::Running,
+    client: Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let state = net.issuer_state.clone();
+    // The issuer's own system: perso data from its HSM (the SP TSM's organisation side).
+    let perso: IssuerPerso = Arc::new(move |r: PersoRequest<'_>| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let yymm = issuer_sim::server::yymm(now);
+        state.issuer.lock().map_err(|_| "issuer unavailable".to_string())?.perso_data(
+            r.pan,
+            &yymm,
+            r.recipient_public_key,
+            r.info,
+        )
+    });
+    let requestors = net
+        .ports
+        .token_requestors
+        .iter()
+        .map(|r| RequestorCredential { id: r.id.clone(), kind: r.kind.clone(), secret: r.secret.clone() })
+        .collect();
+    let providers = providers::start(ProvidersConfig {
+        token_api: net.ports.provisioning_api.clone(),
+        requestors,
+        issuer_perso: Some(perso),
+    })
+    .await
+    .expect("providers");
+    let client =
+        Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network")
+            .await;
+    World { net, providers, client, _dir: dir }
+}
+
+impl World {
+    fn card(&self, n: usize) -> CardholderCard {
+        let c = &self.net.ports.test_cards[n];
+        CardholderCard { pan: c.pan.clone(), expiry: c.expiry.clone() }
+    }
+
+    async fn provision(&self, model: Model, phone: &mut Phone, card: usize) -> (String, Vec<Step>) {
+        let mut steps = Vec::new();
+        let issuer = self.net.issuer_state.clone();
+        let mut log = |s: &Step| steps.push(s.clone());
+        let mut otp = move || -> anyhow::Result<String> {
+            let i = issuer.issuer.lock().map_err(|_| anyhow::anyhow!("issuer"))?;
+            i.otp_outbox.values().next().cloned().ok_or_else(|| anyhow::anyhow!("no OTP sent"))
+        };
+        let id = flows::provision(
+            model,
+            phone,
+            &self.providers.addrs,
+            &self.card(card),
+            &mut Io { log: &mut log, otp: &mut otp },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{model}: {e:#}"));
+        (id, steps)
+    }
+
+    /// Taps the phone at the POS: (DE 39, the phone accepted the ARPC).
+    async fn pay(&mut self, phone: &mut Phone, stan: u32, amount: u64) -> (String, bool) {
+        self.pay_device(phone, stan, amount).await
+    }
+
+    async fn pay_device(
+        &mut self,
+        phone: &mut dyn wallet_sim::card::Contactless,
+        stan: u32,
+        amount: u64,
+    ) -> (String, bool) {
+        let spec = Spec::builtin("network").expect("spec");
+        let tx =
+            TxData { amount, tx_type: 0x00, date: [0x26, 0x11, 0x25], un: [stan as u8, 0x5A, 0x22, 0x33] };
+        let tapped = tap(phone, &TerminalConfig::default(), &tx).expect("tap");
+        assert_eq!(tapped.cid, 0x80, "an ARQC");
+        let req = tap_request(spec, &tapped, &Tx::purchase(stan, amount, 0)).expect("request");
+        let rsp = self.client.call(&req).await;
+        let icc = rsp.icc_data().ok().flatten().expect("DE 55 in the answer");
+        let t91 = tag91(&icc).expect("tag 91");
+        (rc(&rsp), issuer_authenticate(phone, &t91))
+    }
+
+    /// Pays in-app: the phone's online cryptogram in an e-commerce 0100, the ARPC back to the phone.
+    async fn pay_online(&mut self, phone: &mut Phone, stan: u32, amount: u64) -> (String, bool) {
+        let spec = Spec::builtin("network").expect("spec");
+        let tx = wallet_sim::phone::OnlineTx {
+            amount,
+            country: [0x02, 0x50],
+            currency: [0x09, 0x78],
+            date: [0x26, 0x11, 0x25],
+            tx_type: 0x00,
+            un: [stan as u8, 0x0E, 0xC0, 0x11],
+        };
+        let oc = phone.online_cryptogram(&tx).expect("online cryptogram");
+        let tapped = terminal_sim::kernel::Tapped {
+            pan: oc.pan.clone(),
+            expiry: oc.expiry.clone(),
+            psn: oc.psn.clone(),
+            track2: String::new(),
+            icc: oc.icc.clone(),
+            cid: oc.cid,
+        };
+        let mut req = tap_request(spec, &tapped, &Tx::purchase(stan, amount, 0)).expect("request");
+        req.set_text(22, "100").expect("DE 22");
+        let rsp = self.client.call(&req).await;
+        let icc =
+            rsp.icc_data().ok().flatten().unwrap_or_else(|| panic!("DE 55 in the answer: {}", rc(&rsp)));
+        let t91 = tag91(&icc).expect("tag 91");
+        (rc(&rsp), issuer_authenticate(phone, &t91))
+    }
+
+    fn open_to_buy(&self, n: usize) -> u64 {
+        let pan = &self.net.ports.test_cards[n].pan;
+        self.net.issuer_state.issuer.lock().expect("issuer").open_to_buy(pan).expect("card")
+    }
+
+    fn notices(&self) -> usize {
+        self.net.issuer_state.issuer.lock().expect("issuer").notices.len()
+    }
+
+    async fn stop(self) {
+        self.providers.shutdown().await;
+        self.net.shutdown().await;
+    }
+}
+
+fn has(steps: &[Step], from: &str, to: &str) -> bool {
+    steps.iter().any(|s| s.from == from && s.to == to)
+}
+
+fn approved() -> (String, bool) {
+    ("00".to_string(), true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_1_issuer_owned_se_personalised_by_the_issuer_pays() {
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut phone = Phone::open_or_create(&dir.path().join("phone.json")).expect("phone");
+    let (id, steps) = w.provision(Model::IssuerSe, &mut phone, 0).await;
+    assert!(id.starts_with("se:ISE"), "{id}");
+    assert!(
+        has(&steps, "issuer", "perso bureau") && has(&steps, "perso bureau", "issuer SE (contact interface)")
+    );
+    assert!(!steps.iter().any(|s| s.from.contains("TSM")), "no TSM, no OTA");
+    let before = w.open_to_buy(0);
+    assert_eq!(w.pay(&mut phone, 1, 1_500).await, approved());
+    assert_eq!(w.open_to_buy(0), before - 1_500, "a real-PAN card: the issuer books it");
+    assert_eq!(w.pay_online(&mut phone, 2, 500).await, approved(), "in-app");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_2_tsm_real_pan_over_the_air_pays() {
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut phone = Phone::open_or_create(&dir.path().join("phone.json")).expect("phone");
+    let (id, steps) = w.provision(Model::TsmSePan, &mut phone, 2).await;
+    for (from, to) in [
+        ("issuer", "SE operator"),
+        ("issuer", "SP TSM"),
+        ("SP TSM", "SE operator"),
+        ("SP TSM", "SE TSM"),
+        ("SE TSM", "phone (SE)"),
+        ("phone (SE)", "SE TSM"),
+    ] {
+        assert!(has(&steps, from, to), "{from} → {to} missing: {steps:#?}");
+    }
+    let se = phone.state().secure_elements.first().expect("SE");
+    assert_eq!(se.domains.len(), 2, "the ISD and the issuer's supplementary domain");
+    assert!(id.starts_with(&format!("se:{}:", se.se_id)));
+    assert_eq!(w.pay(&mut phone, 1, 2_000).await, approved());
+    assert_eq!(w.pay(&mut phone, 2, 100).await, approved(), "the ATC moved on");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_2_tsm_tokenized_over_the_air_pays_and_the_issuer_is_notified() {
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut phone = Phone::open_or_create(&dir.path().join("phone.json")).expect("phone");
+    let notices = w.notices();
+    let (id, steps) = w.provision(Model::TsmSeToken, &mut phone, 0).await;
+    assert!(has(&steps, "SE TSM", "token service") && has(&steps, "token service", "issuer"));
+    assert_eq!(w.notices(), notices + 1, "the issuer got the token's completion notice");
+    let p = phone.profile(&id).expect("card");
+    assert!(p.pan.starts_with("489537"), "a token in the SE, not the PAN");
+    let before = w.open_to_buy(0);
+    assert_eq!(w.pay(&mut phone, 1, 700).await, approved());
+    assert_eq!(w.open_to_buy(0), before - 700, "detokenized to the card's account");
+    assert_eq!(w.pay_online(&mut phone, 2, 300).await, approved(), "in-app");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_3_hce_pays_runs_out_of_keys_replenishes_and_pays_again() {
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut phone = Phone::open_or_create(&dir.path().join("phone.json")).expect("phone");
+    let (id, steps) = w.provision(Model::Hce, &mut phone, 3).await;
+    assert!(has(&steps, "cloud platform", "token service") && has(&steps, "cloud platform", "phone"));
+    assert!(id.starts_with("hce:"));
+    let n = phone.cards()[0].luks_left.expect("limited-use keys");
+    assert!(n > 0);
+    for stan in 0..n as u32 {
+        assert_eq!(w.pay(&mut phone, 10 + stan, 100).await, approved(), "payment {stan}");
+    }
+    let tx = TxData { amount: 100, tx_type: 0, date: [0x26, 0x11, 0x25], un: [1, 2, 3, 4] };
+    assert!(tap(&mut phone, &TerminalConfig::default(), &tx).is_err(), "no limited-use key left");
+    let mut log = |_: &Step| {};
+    let mut otp = || -> anyhow::Result<String> { anyhow::bail!("no OTP") };
+    let got = flows::replenish(&mut phone, &w.providers.addrs, &id, &mut Io { log: &mut log, otp: &mut otp })
+        .await
+        .expect("replenish");
+    assert_eq!(got, n);
+    assert_eq!(w.pay(&mut phone, 90, 100).await, approved(), "paying again on the new batch");
+    assert_eq!(w.pay_online(&mut phone, 91, 100).await, approved(), "in-app, next limited-use key");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_4_wallet_with_otp_step_up_pays_and_the_issuer_learns_the_download_completed() {
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut phone = Phone::open_or_create(&dir.path().join("phone.json")).expect("phone");
+    let notices = w.notices();
+    // Test card 1: the issuer's ID&V policy asks for an OTP.
+    let (id, steps) = w.provision(Model::Wallet, &mut phone, 1).await;
+    assert!(has(&steps, "issuer", "cardholder"), "step-up: {steps:#?}");
+    assert!(has(&steps, "cardholder", "wallet server"), "the OTP went back");
+    assert_eq!(w.notices(), notices + 1, "download completed");
+    assert_eq!(phone.cards()[0].luks_left, None, "a wallet token holds its own key");
+    assert!(phone.profile(&id).expect("card").pan.starts_with("489537"));
+    assert_eq!(w.pay(&mut phone, 1, 900).await, approved());
+    assert_eq!(w.pay(&mut phone, 2, 900).await, approved());
+    // In-app: the wallet's online cryptogram in an e-commerce 0100 (DE 22 = 100).
+    assert_eq!(w.pay_online(&mut phone, 3, 1_200).await, approved());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ota_script_with_a_bad_mac_is_refused_by_the_se() {
+    use serde_json::json;
+    use wallet_sim::providers::http;
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut phone = Phone::open_or_create(&dir.path().join("phone.json")).expect("phone");
+    let a = w.providers.addrs.clone();
+    // The SE and the real-PAN application, by hand up to the OTA delivery.
+    let se =
+        http::ok("se", http::post(&a.se_operator, "/v1/se/issue", None, &json!({})).await.expect("issue"))
+            .expect("se");
+    let se_id = se["se_id"].as_str().expect("id").to_string();
+    phone
+        .fit_secure_element(
+            &se_id,
+            "se-operator",
+            se["isd_aid"].as_str().expect("aid"),
+            serde_json::from_value(se["isd_keys"].clone()).expect("keys"),
+        )
+        .expect("fit");
+    let app = http::ok(
+        "app",
+        http::post(&a.se_operator, "/v1/applications", None, &json!({"se_id": se_id, "cardholder": "t"}))
+            .await
+            .expect("apply"),
+    )
+    .expect("app");
+    let card = w.card(0);
+    let r = http::ok(
+        "sp",
+        http::post(
+            &a.sp_tsm,
+            "/v1/applications",
+            None,
+            &json!({"pan": card.pan, "se_id": se_id, "application_id": app["application_id"],
+                    "auth_code": app["auth_code"]}),
+        )
+        .await
+        .expect("sp"),
+    )
+    .expect("sp");
+    let card_id = r["card_id"].as_str().expect("card id").to_string();
+    // A wrong authentication code is refused by the SE operator.
+    let bad = http::post(
+        &a.sp_tsm,
+        "/v1/applications",
+        None,
+        &json!({"pan": card.pan, "se_id": se_id, "application_id": app["application_id"], "auth_code": "0000000000000000"}),
+    )
+    .await
+    .expect("sp");
+    assert_eq!(bad.status, 409, "{:?}", bad.body);
+    let ota = http::ok("ota", http::get(&a.se_operator, &format!("/v1/ota/{se_id}")).await.expect("ota"))
+        .expect("ota");
+    let scripts: Vec<OtaScript> = serde_json::from_value(ota["scripts"].clone()).expect("scripts");
+    assert_eq!(scripts.len(), 2, "create the domain, then install the card");
+    assert_eq!(phone.deliver_script(&scripts[0]).expect("deliver").sw, "9000");
+    // One bit of the last command's MAC flipped on the air.
+    let mut tampered = scripts[1].clone();
+    let last = tampered.commands.len() - 1;
+    let mut b = hex::decode(&tampered.commands[last]).expect("hex");
+    let n = b.len() - 1;
+    b[n] ^= 0x01;
+    tampered.commands[last] = hex::encode_upper(b);
+    let before = phone.state().clone();
+    let r = phone.deliver_script(&tampered).expect("deliver");
+    assert_eq!((r.sw.as_str(), r.executed), ("6982", last), "refused at the bad command");
+    assert_eq!(phone.state(), &before, "nothing of the script stays");
+    assert!(phone.enable(&card_id).is_err(), "no card to enable");
+    // The genuine script goes in; the same script again is a replay.
+    assert_eq!(phone.deliver_script(&scripts[1]).expect("deliver").sw, "9000");
+    assert_eq!(phone.deliver_script(&scripts[1]).expect("deliver").sw, "6985");
+    let mut wrong_kvn = scripts[1].clone();
+    wrong_kvn.kvn ^= 0x7F;
+    wrong_kvn.counter += 10;
+    assert_eq!(phone.deliver_script(&wrong_kvn).expect("deliver").sw, "6A88");
+    phone.enable(&card_id).expect("enable");
+    assert_eq!(w.pay(&mut phone, 1, 300).await, approved());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_phone_still_pays() {
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("phone.json");
+    let mut phone = Phone::open_or_create(&path).expect("phone");
+    let (se_card, _) = w.provision(Model::TsmSePan, &mut phone, 0).await;
+    let (hce_card, _) = w.provision(Model::Hce, &mut phone, 3).await;
+    assert_eq!(phone.default_card().as_deref(), Some(se_card.as_str()), "the first card enabled");
+    assert_eq!(w.pay(&mut phone, 1, 100).await, approved());
+    phone.set_default(&hce_card).expect("default");
+    assert_eq!(w.pay(&mut phone, 2, 100).await, approved());
+    drop(phone);
+    // Power cycle: everything comes back from the file — keys, ATCs, limited-use keys used.
+    let mut phone = Phone::open(&path).expect("reopen");
+    assert_eq!(phone.default_card().as_deref(), Some(hce_card.as_str()));
+    assert_eq!(w.pay(&mut phone, 3, 100).await, approved(), "the HCE card, next limited-use key");
+    phone.set_default(&se_card).expect("default");
+    assert_eq!(w.pay(&mut phone, 4, 100).await, approved(), "the SE card, next ATC");
+    assert_eq!(phone.profile(&se_card).expect("se").atc, 2);
+    // The exported card is the plain profile other tools read.
+    let json = wallet_sim::phone::export_card(&phone, None).expect("export");
+    let p: wallet_sim::card::CardProfile = serde_json::from_str(&json).expect("profile");
+    assert_eq!(p.atc, 2);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_provisions_shows_status_and_exports_the_card() {
+    use clap::Parser;
+    use wallet_sim::cli::{Cli, run};
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The ports file as `paynet serve` writes it, with the providers listed.
+    let mut ports = serde_json::to_value(&w.net.ports).expect("ports");
+    ports["wallet_providers"] = serde_json::to_value(&w.providers.addrs).expect("addrs");
+    let ports_file = dir.path().join("ports.json");
+    std::fs::write(&ports_file, ports.to_string()).expect("write");
+    let phone_file = dir.path().join("phone.json");
+    let (pf, ph) = (ports_file.display().to_string(), phone_file.display().to_string());
+    let cli = |args: &[&str]| {
+        Cli::try_parse_from(std::iter::once("wallet-sim").chain(args.iter().copied())).expect("args")
+    };
+    let mut out = Vec::new();
+    for model in ["tsm-se-pan", "hce"] {
+        let card = if model == "hce" { "3" } else { "0" };
+        run(
+            cli(&["provision", "--model", model, "--ports-file", &pf, "--card", card, "--phone", &ph]),
+            &mut out,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{model}: {e:#}"));
+    }
+    run(cli(&["status", "--phone", &ph]), &mut out).await.expect("status");
+    let card_json = dir.path().join("card.json");
+    run(cli(&["export-card", "--phone", &ph, "--out", &card_json.display().to_string()]), &mut out)
+        .await
+        .expect("export");
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(text.contains("SP TSM → SE operator: verify the authentication data: verified"), "{text}");
+    assert!(text.contains("cloud platform → token service"), "{text}");
+    assert!(text.contains("* se:"), "the default card marked: {text}");
+    assert!(text.contains("limited-use keys left"), "{text}");
+    for c in &w.net.ports.test_cards {
+        assert!(!text.contains(&c.pan) && !text.contains(&c.icc_mk), "a clear PAN or key: {text}");
+    }
+    assert!(text.contains("476173******"), "PANs masked: {text}");
+    let p: wallet_sim::card::CardProfile =
+        serde_json::from_str(&std::fs::read_to_string(&card_json).expect("card")).expect("profile");
+    assert_eq!(p.pan, w.net.ports.test_cards[0].pan);
+    // The phone the CLI left behind pays, opened as a phone or as the device a terminal reads.
+    let mut phone = Phone::open(&phone_file).expect("phone");
+    assert_eq!(w.pay(&mut phone, 1, 100).await, approved());
+    drop(phone);
+    let mut device = wallet_sim::phone::Device::open(&phone_file).expect("device");
+    assert!(matches!(device, wallet_sim::phone::Device::Phone(_)));
+    assert_eq!(device.profile().map(|p| p.atc), Some(1));
+    assert_eq!(w.pay_device(&mut device, 2, 100).await, approved());
+    let d = wallet_sim::phone::Device::open(&card_json).expect("card file");
+    assert!(matches!(d, wallet_sim::phone::Device::Card(_)));
+    w.stop().await;
+}

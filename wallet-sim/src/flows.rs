@@ -1,0 +1,384 @@
+//! The cardholder's and the phone's side of each operating model, step by step: what the
+//! cardholder does, what the phone's agent sends and receives, and — from the providers' answers
+//! — what happened between the parties. Each step is reported as it happens ("from → to: what").
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::card::mask;
+use crate::ota::{KeySet, OtaReceipt, OtaScript};
+use crate::phone::Phone;
+use crate::providers::ProviderAddrs;
+use crate::providers::http::{self, ok};
+
+/// The four operating models, the second in its two flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// 1: an issuer-owned SE personalised by the issuer (no OTA).
+    IssuerSe,
+    /// 2: TSM, real PAN, OTA into the SE operator's SE.
+    TsmSePan,
+    /// 2: TSM, tokenized, OTA into the SE.
+    TsmSeToken,
+    /// 3: cloud platform, HCE.
+    Hce,
+    /// 4: DPSP wallet.
+    Wallet,
+}
+
+impl Model {
+    pub const ALL: [Model; 5] =
+        [Model::IssuerSe, Model::TsmSePan, Model::TsmSeToken, Model::Hce, Model::Wallet];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::IssuerSe => "issuer-se",
+            Model::TsmSePan => "tsm-se-pan",
+            Model::TsmSeToken => "tsm-se-token",
+            Model::Hce => "hce",
+            Model::Wallet => "wallet",
+        }
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Model {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Model::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown model {s:?} (issuer-se, tsm-se-pan, tsm-se-token, hce, wallet)"))
+    }
+}
+
+/// One step of a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub from: String,
+    pub to: String,
+    pub what: String,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} → {}: {}", self.from, self.to, self.what)
+    }
+}
+
+/// The card the cardholder holds.
+#[derive(Clone)]
+pub struct CardholderCard {
+    pub pan: String,
+    pub expiry: String,
+}
+
+impl fmt::Debug for CardholderCard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CardholderCard").field("pan", &mask(&self.pan)).finish()
+    }
+}
+
+/// Where the flow reports its steps, and where it gets the OTP the issuer sends the cardholder.
+pub struct Io<'a> {
+    pub log: &'a mut (dyn FnMut(&Step) + Send),
+    pub otp: &'a mut (dyn FnMut() -> Result<String> + Send),
+}
+
+impl Io<'_> {
+    fn step(&mut self, from: &str, to: &str, what: impl Into<String>) {
+        (self.log)(&Step { from: from.into(), to: to.into(), what: what.into() });
+    }
+
+    fn provider_steps(&mut self, answer: &Value) {
+        if let Some(a) = answer.get("steps").and_then(Value::as_array) {
+            for s in a {
+                let g = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                (self.log)(&Step { from: g("from"), to: g("to"), what: g("what") });
+            }
+        }
+    }
+}
+
+fn s<'a>(v: &'a Value, name: &str) -> Result<&'a str> {
+    v.get(name).and_then(Value::as_str).ok_or_else(|| anyhow!("answer without {name}: {v}"))
+}
+
+/// Runs `model`'s provisioning flow for `card` on `phone`; the new card's id, enabled (and the
+/// default card if the phone had none).
+pub async fn provision(
+    model: Model,
+    phone: &mut Phone,
+    addrs: &ProviderAddrs,
+    card: &CardholderCard,
+    io: &mut Io<'_>,
+) -> Result<String> {
+    let card_id = match model {
+        Model::IssuerSe => issuer_se(phone, addrs, card, io).await?,
+        Model::TsmSePan => tsm_pan(phone, addrs, card, io).await?,
+        Model::TsmSeToken => tsm_token(phone, addrs, card, io).await?,
+        Model::Hce => token_requestor(phone, &addrs.cloud, "cloud platform", card, io).await?,
+        Model::Wallet => token_requestor(phone, &addrs.wallet, "wallet server", card, io).await?,
+    };
+    phone.set_model(&card_id, model.name())?;
+    io.step("cardholder", "phone", format!("enable card {card_id}"));
+    phone.enable(&card_id)?;
+    Ok(card_id)
+}
+
+fn keyset(v: &Value) -> Result<KeySet> {
+    serde_json::from_value(v.get("isd_keys").cloned().unwrap_or(Value::Null)).context("ISD keys")
+}
+
+async fn issuer_se(
+    phone: &mut Phone,
+    addrs: &ProviderAddrs,
+    card: &CardholderCard,
+    io: &mut Io<'_>,
+) -> Result<String> {
+    let se_id = match phone.secure_element("issuer") {
+        Some(s) => s.to_string(),
+        None => {
+            io.step("cardholder", "issuer", "request an issuer-owned secure element");
+            let a = ok("issuer", http::post(&addrs.sp_tsm, "/v1/issuer-se/issue", None, &json!({})).await?)?;
+            let se_id = s(&a, "se_id")?.to_string();
+            phone.fit_secure_element(&se_id, "issuer", s(&a, "isd_aid")?, keyset(&a)?)?;
+            io.step(
+                "issuer",
+                "phone",
+                format!("secure element {se_id} fitted (the issuer holds its ISD keys)"),
+            );
+            se_id
+        }
+    };
+    io.step("cardholder", "issuer", format!("personalise card {} into SE {se_id}", mask(&card.pan)));
+    let a = ok(
+        "issuer perso bureau",
+        http::post(&addrs.sp_tsm, "/v1/issuer-se/perso", None, &json!({"se_id": se_id, "pan": card.pan}))
+            .await?,
+    )?;
+    io.provider_steps(&a);
+    let script: OtaScript =
+        serde_json::from_value(a.get("script").cloned().unwrap_or(Value::Null)).context("script")?;
+    let r = phone.deliver_script(&script)?;
+    io.step("issuer SE", "perso bureau", format!("receipt: {} ({} commands)", r.sw, r.executed));
+    if r.sw != "9000" {
+        bail!("the issuer SE refused the perso script: {}", r.sw);
+    }
+    Ok(s(&a, "card_id")?.to_string())
+}
+
+async fn operator_se(phone: &mut Phone, addrs: &ProviderAddrs, io: &mut Io<'_>) -> Result<String> {
+    if let Some(s) = phone.secure_element("se-operator") {
+        return Ok(s.to_string());
+    }
+    let a = ok("SE operator", http::post(&addrs.se_operator, "/v1/se/issue", None, &json!({})).await?)?;
+    let se_id = s(&a, "se_id")?.to_string();
+    phone.fit_secure_element(&se_id, "se-operator", s(&a, "isd_aid")?, keyset(&a)?)?;
+    io.step(
+        "SE operator",
+        "phone",
+        format!("embedded secure element {se_id} (ISD keys loaded at the factory)"),
+    );
+    Ok(se_id)
+}
+
+/// Fetches the SE TSM's queued scripts, runs them in the SE, sends back the receipts.
+pub async fn fetch_ota(phone: &mut Phone, addrs: &ProviderAddrs, se_id: &str, io: &mut Io<'_>) -> Result<()> {
+    let a = ok("SE TSM", http::get(&addrs.se_operator, &format!("/v1/ota/{se_id}")).await?)?;
+    let scripts: Vec<OtaScript> =
+        serde_json::from_value(a.get("scripts").cloned().unwrap_or(Value::Null)).context("scripts")?;
+    io.step("SE TSM", "phone", format!("{} OTA script(s), encrypted and MACed", scripts.len()));
+    let mut receipts: Vec<OtaReceipt> = Vec::new();
+    for sc in &scripts {
+        let r = phone.deliver_script(sc)?;
+        io.step("phone (SE)", "SE TSM", format!("domain {} counter {}: {}", r.sd_aid, r.counter, r.sw));
+        receipts.push(r);
+    }
+    let a = ok(
+        "SE TSM",
+        http::post(
+            &addrs.se_operator,
+            &format!("/v1/ota/{se_id}/receipt"),
+            None,
+            &json!({"receipts": receipts}),
+        )
+        .await?,
+    )?;
+    io.provider_steps(&a);
+    if receipts.iter().any(|r| r.sw != "9000") {
+        bail!("the SE refused an OTA script");
+    }
+    Ok(())
+}
+
+async fn tsm_pan(
+    phone: &mut Phone,
+    addrs: &ProviderAddrs,
+    card: &CardholderCard,
+    io: &mut Io<'_>,
+) -> Result<String> {
+    let se_id = operator_se(phone, addrs, io).await?;
+    io.step("cardholder", "SE operator", format!("apply for a mobile card in SE {se_id}"));
+    let app = ok(
+        "SE operator",
+        http::post(
+            &addrs.se_operator,
+            "/v1/applications",
+            None,
+            &json!({"se_id": se_id, "cardholder": "test"}),
+        )
+        .await?,
+    )?;
+    let app_id = s(&app, "application_id")?;
+    io.step("SE operator", "cardholder", format!("application {app_id} reviewed; authentication code"));
+    io.step("cardholder", "issuer", format!("apply for card {} in SE {se_id}", mask(&card.pan)));
+    let a = ok(
+        "issuer / SP TSM",
+        http::post(
+            &addrs.sp_tsm,
+            "/v1/applications",
+            None,
+            &json!({"pan": card.pan, "expiry": card.expiry, "se_id": se_id, "application_id": app_id,
+                    "auth_code": s(&app, "auth_code")?, "cross_check": true}),
+        )
+        .await?,
+    )?;
+    io.provider_steps(&a);
+    fetch_ota(phone, addrs, &se_id, io).await?;
+    Ok(s(&a, "card_id")?.to_string())
+}
+
+async fn tsm_token(
+    phone: &mut Phone,
+    addrs: &ProviderAddrs,
+    card: &CardholderCard,
+    io: &mut Io<'_>,
+) -> Result<String> {
+    let se_id = operator_se(phone, addrs, io).await?;
+    io.step("cardholder", "SE TSM", format!("add card {} as a token in SE {se_id}", mask(&card.pan)));
+    let mut a = ok(
+        "SE TSM",
+        http::post(
+            &addrs.se_operator,
+            "/v1/tokens",
+            None,
+            &json!({"se_id": se_id, "pan": card.pan, "expiry": card.expiry}),
+        )
+        .await?,
+    )?;
+    io.provider_steps(&a);
+    if s(&a, "status")? == "otp_required" {
+        let otp = (io.otp)()?;
+        io.step("cardholder", "SE TSM", "one-time password");
+        a = ok(
+            "SE TSM",
+            http::post(
+                &addrs.se_operator,
+                "/v1/tokens/otp",
+                None,
+                &json!({"provisioning_id": s(&a, "provisioning_id")?, "otp": otp}),
+            )
+            .await?,
+        )?;
+        io.provider_steps(&a);
+    }
+    if s(&a, "status")? != "approved" {
+        bail!("tokenization {}", a);
+    }
+    fetch_ota(phone, addrs, &se_id, io).await?;
+    Ok(s(&a, "card_id")?.to_string())
+}
+
+async fn token_requestor(
+    phone: &mut Phone,
+    base: &str,
+    name: &str,
+    card: &CardholderCard,
+    io: &mut Io<'_>,
+) -> Result<String> {
+    let dpk = phone.device_public_key()?;
+    let device_id = phone.device_id().to_string();
+    io.step("cardholder", &format!("{name} app"), format!("card number {} typed in", mask(&card.pan)));
+    io.step("phone", name, "add card (with the device's public key)");
+    let mut a = ok(
+        name,
+        http::post(
+            base,
+            "/v1/cards",
+            None,
+            &json!({"device_id": device_id, "device_public_key": dpk, "pan": card.pan, "expiry": card.expiry}),
+        )
+        .await?,
+    )?;
+    io.provider_steps(&a);
+    if s(&a, "status")? == "otp_required" {
+        let otp = (io.otp)()?;
+        io.step("cardholder", name, "one-time password");
+        a = ok(
+            name,
+            http::post(
+                base,
+                "/v1/cards/otp",
+                None,
+                &json!({"provisioning_id": s(&a, "provisioning_id")?, "otp": otp}),
+            )
+            .await?,
+        )?;
+        io.provider_steps(&a);
+    }
+    if s(&a, "status")? != "approved" {
+        bail!("provisioning {}", a);
+    }
+    let token_ref = s(&a, "token_ref")?.to_string();
+    let card_id = phone.install_token(
+        &token_ref,
+        if name.starts_with("cloud") { "cloud" } else { "wallet" },
+        s(&a, "encrypted_token_data")?,
+    )?;
+    io.step(
+        "phone",
+        "phone (secure area)",
+        format!("token data opened with the device key, stored as {card_id}"),
+    );
+    let l = ok(
+        name,
+        http::post(base, &format!("/v1/cards/{token_ref}/loaded"), None, &json!({"device_id": device_id}))
+            .await?,
+    )?;
+    io.provider_steps(&l);
+    Ok(card_id)
+}
+
+/// Asks the cloud platform for the next batch of limited-use keys for an HCE card.
+pub async fn replenish(
+    phone: &mut Phone,
+    addrs: &ProviderAddrs,
+    card_id: &str,
+    io: &mut Io<'_>,
+) -> Result<usize> {
+    let token_ref = card_id.strip_prefix("hce:").ok_or_else(|| anyhow!("{card_id} is not an HCE card"))?;
+    io.step("phone", "cloud platform", format!("replenish limited-use keys of {card_id}"));
+    let a = ok(
+        "cloud platform",
+        http::post(
+            &addrs.cloud,
+            &format!("/v1/cards/{token_ref}/replenish"),
+            None,
+            &json!({"device_id": phone.device_id()}),
+        )
+        .await?,
+    )?;
+    io.provider_steps(&a);
+    let n = phone.replenish(token_ref, s(&a, "encrypted_token_data")?)?;
+    io.step("phone", "phone (secure area)", format!("{n} limited-use keys stored"));
+    Ok(n)
+}

@@ -1,0 +1,160 @@
+//! The operating system's secure area for host card emulation: the device's P-256 key pair and the
+//! token profiles that cloud platforms and wallets deliver sealed for it (ECIES, see
+//! `crypto::device`). Only this area opens them.
+
+use serde::{Deserialize, Serialize};
+
+use super::PhoneError;
+use crate::card::{CardKeys, CardProfile, Luk};
+
+/// The context label the token service seals token data under. Copied from the switch's token
+/// service (`switch::token::service::PROFILE_INFO`): simulators speak the wire, never link the
+/// switch; docs/token-service.md names it.
+pub const PROFILE_INFO: &[u8] = b"paynet token profile v1";
+
+/// A token card held in the secure area.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HceCard {
+    pub token_ref: String,
+    /// Who delivered it: "cloud" (HCE platform) or "wallet" (DPSP).
+    pub provider: String,
+    pub profile: CardProfile,
+    pub enabled: bool,
+}
+
+/// The secure area.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HceArea {
+    /// The device's P-256 secret scalar, hex.
+    device_secret: String,
+    pub cards: Vec<HceCard>,
+}
+
+impl std::fmt::Debug for HceArea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HceArea").field("cards", &self.cards).finish()
+    }
+}
+
+impl Drop for HceArea {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.device_secret);
+    }
+}
+
+/// A fresh device secret (a valid P-256 scalar), hex.
+pub fn new_device_secret() -> Result<String, PhoneError> {
+    for _ in 0..8 {
+        let mut b = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(b.as_mut()).map_err(|e| PhoneError::Refused(format!("random source: {e}")))?;
+        if crypto::device::public_key(b.as_ref()).is_ok() {
+            return Ok(hex::encode_upper(b.as_ref()));
+        }
+    }
+    Err(PhoneError::Refused("no valid P-256 scalar drawn".into()))
+}
+
+/// The token profile as the token service seals it.
+#[derive(Deserialize)]
+struct TokenProfile {
+    token: String,
+    expiry: String,
+    psn: String,
+    cvn: String,
+    #[serde(default)]
+    icc_mk: Option<String>,
+    #[serde(default)]
+    luks: Option<Vec<Luk>>,
+}
+
+impl Drop for TokenProfile {
+    fn drop(&mut self) {
+        if let Some(k) = self.icc_mk.as_mut() {
+            zeroize::Zeroize::zeroize(k);
+        }
+    }
+}
+
+impl HceArea {
+    pub fn new(device_secret: String) -> Self {
+        HceArea { device_secret, cards: Vec::new() }
+    }
+
+    fn secret(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, PhoneError> {
+        hex::decode(&self.device_secret)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|_| PhoneError::Refused("device key unreadable".into()))
+    }
+
+    pub fn public_key_hex(&self) -> Result<String, PhoneError> {
+        let pk =
+            crypto::device::public_key(&self.secret()?).map_err(|e| PhoneError::Refused(e.to_string()))?;
+        Ok(hex::encode_upper(pk))
+    }
+
+    fn open(&self, sealed_hex: &str) -> Result<TokenProfile, PhoneError> {
+        let sealed =
+            hex::decode(sealed_hex).map_err(|_| PhoneError::Refused("token data is not hex".into()))?;
+        let plain = crypto::device::open(&self.secret()?, PROFILE_INFO, &sealed)
+            .map_err(|e| PhoneError::Refused(format!("token data does not open for this device: {e}")))?;
+        serde_json::from_slice(&plain).map_err(|e| PhoneError::Refused(format!("token data: {e}")))
+    }
+
+    /// Opens token data and stores the card (not yet enabled); its card id.
+    pub fn install(
+        &mut self,
+        token_ref: &str,
+        provider: &str,
+        sealed_hex: &str,
+    ) -> Result<String, PhoneError> {
+        let t = self.open(sealed_hex)?;
+        let keys = match (&t.icc_mk, &t.luks) {
+            (Some(k), _) => CardKeys::Master { icc_mk: k.clone() },
+            (None, Some(l)) => CardKeys::Limited { luks: l.clone() },
+            (None, None) => return Err(PhoneError::Refused("token data holds no keys".into())),
+        };
+        let aid = if t.cvn.starts_with("mc") { "A0000000041010" } else { "A0000000031010" };
+        let profile = CardProfile {
+            pan: t.token.clone(),
+            expiry: t.expiry.clone(),
+            psn: t.psn.clone(),
+            cvn: t.cvn.clone(),
+            aid: aid.into(),
+            label: "PAYNET TOKEN".into(),
+            keys,
+            atc: 0,
+        };
+        self.cards.retain(|c| c.token_ref != token_ref);
+        self.cards.push(HceCard {
+            token_ref: token_ref.into(),
+            provider: provider.into(),
+            profile,
+            enabled: false,
+        });
+        Ok(format!("hce:{token_ref}"))
+    }
+
+    /// Takes a new batch of limited-use keys in place of the old; how many the card holds now.
+    pub fn replenish(&mut self, token_ref: &str, sealed_hex: &str) -> Result<usize, PhoneError> {
+        let t = self.open(sealed_hex)?;
+        let new =
+            t.luks.clone().ok_or_else(|| PhoneError::Refused("no limited-use keys in the batch".into()))?;
+        let card = self.card_mut(token_ref).ok_or_else(|| PhoneError::NoCard(format!("hce:{token_ref}")))?;
+        match &mut card.profile.keys {
+            // The token service retires the previous batch when it issues the next one.
+            CardKeys::Limited { luks } => {
+                *luks = new;
+                Ok(luks.len())
+            }
+            CardKeys::Master { .. } => Err(PhoneError::Refused("this card holds its own key".into())),
+        }
+    }
+
+    pub fn card(&self, token_ref: &str) -> Option<&HceCard> {
+        self.cards.iter().find(|c| c.token_ref == token_ref)
+    }
+
+    pub fn card_mut(&mut self, token_ref: &str) -> Option<&mut HceCard> {
+        self.cards.iter_mut().find(|c| c.token_ref == token_ref)
+    }
+}

@@ -1,0 +1,167 @@
+//! The parties that put cards into phones, each an HTTP server on 127.0.0.1 speaking JSON to the
+//! others, to the phone, and to the token service's provisioning API — never a function call
+//! into another party's state:
+//!
+//! * [`sp_tsm`] — the issuer's side: the SP TSM (real-PAN cards into SEs through the SE TSM) and
+//!   the issuer's perso bureau for issuer-owned SEs (model 1, no OTA).
+//! * [`se_tsm`] — the SE operator (issues SEs, reviews applications, verifies authentication
+//!   data) and its SE TSM (security domains, OTA scripts; token requestor of kind `se-tsm`).
+//! * [`requestor`] — the cloud (HCE) platform (requestor kind `cloud`) and the DPSP wallet server
+//!   (kind `wallet`).
+//!
+//! The issuer's perso data comes from the issuer's own system through [`IssuerPerso`] (the issuer
+//! and its SP TSM are one organisation); what leaves it is sealed for the party that may read it.
+
+pub mod http;
+pub mod requestor;
+pub mod se_tsm;
+pub mod sp_tsm;
+pub mod token;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// The context label the issuer seals perso data under (for the SE TSM's or the perso bureau's
+/// P-256 key; `crypto::device`).
+pub const PERSO_INFO: &[u8] = b"paynet perso data v1";
+
+/// What the issuer's system is asked for: perso data for one card, sealed for a recipient.
+pub struct PersoRequest<'a> {
+    pub pan: &'a str,
+    /// P-256 public key, SEC1.
+    pub recipient_public_key: &'a [u8],
+    /// Context label to seal under ([`PERSO_INFO`]).
+    pub info: &'a [u8],
+}
+
+/// The issuer's perso function: the card's perso data (PAN, expiry, PSN, CVN, AID, label and the
+/// ICC master key its HSM derives from the IMK) sealed for the recipient, or why not.
+pub type IssuerPerso = Arc<dyn Fn(PersoRequest<'_>) -> std::result::Result<Vec<u8>, String> + Send + Sync>;
+
+/// A token requestor's credentials at the token service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestorCredential {
+    pub id: String,
+    pub kind: String,
+    pub secret: String,
+}
+
+/// What the providers need.
+#[derive(Clone)]
+pub struct ProvidersConfig {
+    /// The token service's provisioning API, `http://host:port`.
+    pub token_api: String,
+    /// Requestor credentials; the providers take the ones of kind `se-tsm`, `cloud`, `wallet`.
+    pub requestors: Vec<RequestorCredential>,
+    /// The issuer's perso data (models 1 and 2 with a real PAN); those flows are refused without.
+    pub issuer_perso: Option<IssuerPerso>,
+}
+
+/// Where the providers listen (`http://127.0.0.1:port`); what a ports file lists as
+/// `wallet_providers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProviderAddrs {
+    pub sp_tsm: String,
+    pub se_operator: String,
+    pub cloud: String,
+    pub wallet: String,
+}
+
+/// The running providers.
+pub struct Running {
+    pub addrs: ProviderAddrs,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Stops every server and waits for them.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+fn credential(cfg: &ProvidersConfig, kind: &str) -> Option<RequestorCredential> {
+    cfg.requestors.iter().find(|r| r.kind == kind).cloned()
+}
+
+async fn bind() -> Result<(tokio::net::TcpListener, String)> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a provider")?;
+    let a = format!("http://{}", l.local_addr()?);
+    Ok((l, a))
+}
+
+/// Starts the SP TSM, the SE operator with its SE TSM, the cloud platform and the wallet server.
+pub async fn start(cfg: ProvidersConfig) -> Result<Running> {
+    let stop = CancellationToken::new();
+    let (se_l, se_addr) = bind().await?;
+    let (sp_l, sp_addr) = bind().await?;
+    let (cloud_l, cloud_addr) = bind().await?;
+    let (wallet_l, wallet_addr) = bind().await?;
+    let token = |kind: &str| credential(&cfg, kind).map(|c| token::TokenClient::new(&cfg.token_api, &c));
+    let se = se_tsm::router(se_tsm::SeTsm::new(token("se-tsm"))?);
+    let sp = sp_tsm::router(sp_tsm::SpTsm::new(cfg.issuer_perso.clone(), &se_addr)?);
+    let cloud = requestor::router(requestor::Front::new("cloud", "cloud platform", token("cloud")));
+    let wallet = requestor::router(requestor::Front::new("wallet", "wallet server", token("wallet")));
+    let tasks = vec![
+        tokio::spawn(http::serve(se_l, se, stop.clone())),
+        tokio::spawn(http::serve(sp_l, sp, stop.clone())),
+        tokio::spawn(http::serve(cloud_l, cloud, stop.clone())),
+        tokio::spawn(http::serve(wallet_l, wallet, stop.clone())),
+    ];
+    Ok(Running {
+        addrs: ProviderAddrs {
+            sp_tsm: sp_addr,
+            se_operator: se_addr,
+            cloud: cloud_addr,
+            wallet: wallet_addr,
+        },
+        stop,
+        tasks,
+    })
+}
+
+/// The steps a provider took on its side, returned with its answer for the cardholder's log.
+#[derive(Default)]
+pub struct Steps(Vec<Value>);
+
+impl Steps {
+    pub fn push(&mut self, from: &str, to: &str, what: impl Into<String>) {
+        self.0.push(json!({"from": from, "to": to, "what": what.into()}));
+    }
+
+    pub fn extend_from(&mut self, answer: &Value) {
+        if let Some(a) = answer.get("steps").and_then(Value::as_array) {
+            self.0.extend(a.iter().cloned());
+        }
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::Array(self.0)
+    }
+}
+
+/// 32 random bytes that are a valid P-256 scalar (a provider's HSM key for sealed transport).
+pub(crate) fn p256_secret() -> Result<zeroize::Zeroizing<[u8; 32]>> {
+    for _ in 0..8 {
+        let mut b = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(b.as_mut()).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+        if crypto::device::public_key(b.as_ref()).is_ok() {
+            return Ok(b);
+        }
+    }
+    anyhow::bail!("no valid P-256 scalar drawn")
+}
+
+pub(crate) fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+    Ok(b)
+}
