@@ -71,6 +71,9 @@ pub struct PortsFile {
     pub test_cards: Vec<TestCard>,
     #[serde(default)]
     pub atm_terminals: Vec<AtmTerminal>,
+    /// The issuer simulator's admin port (fault injection), when the network offers one.
+    #[serde(default)]
+    pub issuer_admin: Option<String>,
 }
 
 impl PortsFile {

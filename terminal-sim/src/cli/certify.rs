@@ -32,7 +32,8 @@ pub struct Args {
     pub spec: String,
     #[arg(long, default_value = "2-byte-binary")]
     pub framing: String,
-    /// The issuer simulator's admin port, for the issuer-timeout case (skipped without it).
+    /// The issuer simulator's admin port, for the issuer-timeout case (default: the ports
+    /// file's `issuer_admin`; the case is skipped without one).
     #[arg(long, value_name = "HOST:PORT")]
     pub issuer_admin: Option<String>,
     /// How long to wait for each answer (above the switch's issuer timeout).
@@ -63,7 +64,11 @@ pub async fn execute(a: &Args) -> Result<SuiteReport> {
     let setup = Setup {
         target,
         cards: p.test_cards.clone(),
-        issuer_admin: a.issuer_admin.clone().map(|addr| IssuerAdmin { addr }),
+        issuer_admin: a
+            .issuer_admin
+            .clone()
+            .or_else(|| p.issuer_admin.clone())
+            .map(|addr| IssuerAdmin { addr }),
         response_timeout: Duration::from_millis(a.response_timeout_ms),
         tid: a.tid.clone(),
     };

@@ -171,7 +171,7 @@ pub async fn execute(a: &Args) -> Result<Outcome> {
     };
     let addr = target.addr.clone();
     let spec_name = target.spec.name.clone();
-    let framing = format!("{:?}", target.framing);
+    let framing = target.framing.to_string();
     let report = load::run(target, plan, Arc::new(traffic), progress).await;
     if let Some(b) = bar {
         b.finish_and_clear();
