@@ -32,6 +32,7 @@ async fn load_run_report_adds_up_and_has_its_plots() {
         connections: 4,
         timeout_ms: 5_000,
         mix: None,
+        atc_state: Some(dir.path().join("atc.json")),
         progress: false,
         quiet: true,
     };

@@ -6,8 +6,10 @@
 //! Every request is built before the run (the cards' cryptograms and the DUKPT PIN blocks are the
 //! expensive part), so that during the run the generator spends its CPU sending. Each card
 //! computes with a fresh ATC for every request — the issuer's replay check accepts an ATC once
-//! per card (INTERFACES.md §5) — starting from a random point so that runs one after another
-//! against the same network rarely meet an ATC already used.
+//! per card (INTERFACES.md §5) — continuing from where the previous run left off (the CLI keeps
+//! each card's next ATC in a state file, keyed by the masked PAN), or from a random point.
+//! A card has 65,536 ATCs: a network that lives longer than that many requests per card will
+//! see replays (82).
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -193,6 +195,13 @@ pub struct Traffic {
     kinds: Vec<Kind>,
     wire: Vec<Prepared>,
     spec: Arc<Spec>,
+    /// Each card's next unused ATC after this traffic, by [`atc_key`].
+    pub next_atc: BTreeMap<String, u16>,
+}
+
+/// The key of a card's ATC counter in a state file: its masked PAN (never the clear PAN).
+pub fn atc_key(card: &TestCard) -> String {
+    codecs::iso8583::describe::mask_pan(&card.pan)
 }
 
 /// What a run's traffic is built from.
@@ -203,6 +212,8 @@ pub struct TrafficPlan<'a> {
     pub mix: &'a Mix,
     pub total: u64,
     pub connections: usize,
+    /// Each card's first ATC, by [`atc_key`]; cards not in it start at a random ATC.
+    pub atc_start: Option<&'a BTreeMap<String, u16>>,
 }
 
 impl Traffic {
@@ -237,7 +248,11 @@ impl Traffic {
                 Ok(Atm { tid: a.tid.clone(), device })
             })
             .collect::<Result<Vec<Atm>>>()?;
-        let mut atc: Vec<(u16, u32)> = p.cards.iter().map(|_| (random_u16(), 0)).collect();
+        let mut atc: Vec<(u16, u32)> = p
+            .cards
+            .iter()
+            .map(|c| (p.atc_start.and_then(|s| s.get(&atc_key(c)).copied()).unwrap_or_else(random_u16), 0))
+            .collect();
         let de7 = transmission_time_now();
         let conns = p.connections.max(1) as u64;
         let mut kinds = Vec::with_capacity(p.total as usize);
@@ -303,7 +318,13 @@ impl Traffic {
             wire.push(Prepared { bytes, stan: field(11), tid: field(41) });
             kinds.push(kind);
         }
-        Ok(Traffic { kinds, wire, spec: p.spec.clone() })
+        let next_atc = p
+            .cards
+            .iter()
+            .zip(atc.iter())
+            .map(|(c, (start, used))| (atc_key(c), start.wrapping_add(*used as u16)))
+            .collect();
+        Ok(Traffic { kinds, wire, spec: p.spec.clone(), next_atc })
     }
 
     pub fn len(&self) -> usize {

@@ -4,6 +4,7 @@
 //! plots beside it (`.html` for `.json`). A progress bar goes to stderr when it is a terminal
 //! (or with `--progress`).
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,10 @@ pub struct Args {
     /// decline-expiry (default: purchase=60,balance=10,atm-balance=10,decline-funds=10,decline-expiry=10).
     #[arg(long)]
     pub mix: Option<String>,
+    /// Where each test card's next ATC is kept between runs (default: terminal-sim-atc.json in
+    /// the system temporary folder), so that runs against the same network never replay one.
+    #[arg(long, value_name = "FILE")]
+    pub atc_state: Option<PathBuf>,
     /// Show the progress bar even when stderr is not a terminal.
     #[arg(long)]
     pub progress: bool,
@@ -137,8 +142,15 @@ pub async fn execute(a: &Args) -> Result<Outcome> {
     if !a.quiet {
         eprintln!("building {total} requests ({mix}) ...");
     }
+    let atc_state = a.atc_state.clone().unwrap_or_else(|| std::env::temp_dir().join("terminal-sim-atc.json"));
+    // A missing or unreadable state file only means random starting ATCs.
+    let atc_start: BTreeMap<String, u16> = std::fs::read_to_string(&atc_state)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
     let traffic = {
         let tp = TrafficPlan {
+            atc_start: Some(&atc_start),
             spec: target.spec.clone(),
             cards: &cards,
             atms: &atms,
@@ -153,6 +165,10 @@ pub async fn execute(a: &Args) -> Result<Outcome> {
             Err(_) => bail!("building the requests failed"),
         }
     };
+    let mut state = atc_start.clone();
+    state.extend(traffic.next_atc.clone());
+    std::fs::write(&atc_state, serde_json::to_string_pretty(&state)?)
+        .with_context(|| format!("writing the ATC state {}", atc_state.display()))?;
     let bar = if show {
         let b = ProgressBar::new(total);
         b.set_style(
