@@ -203,7 +203,7 @@ pub async fn execute(a: &Args) -> Result<Outcome> {
         ("mix", mix.to_string()),
         ("test cards", cards.len().to_string()),
         ("test ATMs", atms.len().to_string()),
-        ("finished", crate::mix::transmission_time_now()),
+        ("finished", crate::mix::utc_now_text()),
     ];
     let mut json = serde_json::to_value(&report)?;
     if let Some(obj) = json.as_object_mut() {
