@@ -42,6 +42,9 @@ pub struct Options {
     pub stand_in: StandInConfig,
     /// The switch holds the issuer's IMK-AC and verifies cryptograms on its behalf.
     pub on_behalf: bool,
+    /// Both acquirer listeners in certification mode: every message checked, a report per
+    /// terminal on the admin endpoint (`/certification/{tid}`).
+    pub certification: bool,
 }
 
 impl Options {
@@ -60,6 +63,7 @@ impl Options {
                 transaction_types: vec!["00".into()],
             },
             on_behalf: false,
+            certification: false,
         }
     }
 }
@@ -92,6 +96,9 @@ pub struct PortsFile {
     pub atm_terminals: Vec<TestAtm>,
     /// Added: the issuer simulator's address (the switch's link target).
     pub issuer: String,
+    /// Added: the issuer simulator's admin port (fault injection: `faults set [JSON rules]`,
+    /// `faults clear`), for certification cases that need a silent or slow issuer.
+    pub issuer_admin: String,
     /// Added: token requestors registered with the token service (test credentials).
     pub token_requestors: Vec<TestRequestor>,
     /// Added: issuers' credentials for the token service's issuer calls (test credentials).
@@ -121,6 +128,8 @@ pub struct Network {
     pub issuer_state: Arc<ServerState>,
     issuer_stop: CancellationToken,
     issuer_task: Option<tokio::task::JoinHandle<()>>,
+    /// Stops the issuer's admin port (it outlives issuer restarts).
+    issuer_admin_stop: CancellationToken,
     pub token_service: Arc<switch::token::service::TokenService>,
     api_stop: CancellationToken,
     api_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -198,6 +207,14 @@ pub async fn start(opts: Options) -> Result<Network> {
     let issuer_stop = CancellationToken::new();
     let issuer_task =
         tokio::spawn(issuer_sim::server::run(issuer_listener, issuer_state.clone(), issuer_stop.clone()));
+    let issuer_admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let issuer_admin = issuer_admin_listener.local_addr()?;
+    let issuer_admin_stop = CancellationToken::new();
+    tokio::spawn(issuer_sim::server::run_admin(
+        issuer_admin_listener,
+        issuer_state.clone(),
+        issuer_admin_stop.clone(),
+    ));
 
     // The switch's keystore: its own keys, the zone PIN key it shares with the issuer, the
     // acquirer BDK of the test ATMs.
@@ -255,6 +272,7 @@ pub async fn start(opts: Options) -> Result<Network> {
                 framing: "2-byte-binary".into(),
                 acquirer_id: "400001".into(),
                 bdk: Some("acquirer.bdk".into()),
+                certification: opts.certification,
                 ..ListenerConfig::default()
             },
             ListenerConfig {
@@ -263,6 +281,7 @@ pub async fn start(opts: Options) -> Result<Network> {
                 spec: "iso87ascii".into(),
                 framing: "4-ascii".into(),
                 acquirer_id: "400001".into(),
+                certification: opts.certification,
                 ..ListenerConfig::default()
             },
         ],
@@ -325,6 +344,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         test_cards: test.clear.clone(),
         atm_terminals: atms,
         issuer: issuer_addr.to_string(),
+        issuer_admin: issuer_admin.to_string(),
         token_requestors: requestors,
         token_issuers,
     };
@@ -335,6 +355,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         issuer_state,
         issuer_stop,
         issuer_task: Some(issuer_task),
+        issuer_admin_stop,
         token_service,
         api_stop,
         api_task: Some(api_task),
@@ -472,6 +493,7 @@ impl Network {
         }
         drop(self.token_service);
         self.switch.shutdown().await;
+        self.issuer_admin_stop.cancel();
         self.issuer_stop.cancel();
         if let Some(t) = self.issuer_task {
             let _ = t.await;
@@ -508,6 +530,7 @@ impl Network {
             issuer_state,
             issuer_stop,
             issuer_task,
+            issuer_admin_stop,
             token_service,
             api_stop,
             api_task,
@@ -541,6 +564,7 @@ impl Network {
             issuer_state,
             issuer_stop,
             issuer_task,
+            issuer_admin_stop,
             token_service,
             api_stop,
             api_task,

@@ -39,6 +39,8 @@ pub struct ListenerSettings {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Message MACs (DE 64/128) on this listener: verified inbound, generated outbound.
     pub mac: Option<LinkMac>,
+    /// Certification mode: every message checked, the findings kept per terminal.
+    pub certification: Option<Arc<crate::certify::CertificationLog>>,
 }
 
 /// Accepts connections until `stop`; in-flight requests are tracked by `tasks` so that shutdown
@@ -182,6 +184,9 @@ async fn connection(
             Ok(m) => m,
             Err(e) => {
                 engine.metrics.format_errors.with_label_values(&[&name]).inc();
+                if let Some(log) = &s.certification {
+                    log.record_undecodable(&s.ctx.spec, &frame.payload, &e, engine.clock.now_ms());
+                }
                 match format_error_answer(&s.ctx, frame.payload.clone()) {
                     Some(answer) => {
                         warn!(listener = %name, %peer, error = %e, "undecodable request answered with 30");
@@ -206,8 +211,17 @@ async fn connection(
         let ctx = s.ctx.clone();
         let tx = tx.clone();
         let mac = s.mac.clone();
+        let certification = s.certification.clone();
         tasks.spawn(async move {
             let verified = mac.as_ref().is_none_or(|m| m.verify(&frame.payload, &req));
+            if let Some(log) = &certification {
+                log.record_message(
+                    &req,
+                    &frame.payload,
+                    mac.as_ref().map(|_| verified),
+                    engine.clock.now_ms(),
+                );
+            }
             let answer = if verified {
                 match engine.handle(&ctx, req).await {
                     Outcome::Answer(m) => Some(m),

@@ -38,10 +38,14 @@ impl Readiness {
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// The per-terminal reports of certification listeners, when the node has any.
+    pub certification: Option<Arc<crate::certify::CertificationLog>>,
 }
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/certification", get(certification_terminals))
+        .route("/certification/{tid}", get(certification_terminal))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
@@ -50,6 +54,26 @@ pub fn router(state: AdminState) -> Router {
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+}
+
+/// `GET /certification`: the terminals seen on certification listeners, with their counts.
+async fn certification_terminals(State(s): State<AdminState>) -> axum::response::Response {
+    match &s.certification {
+        Some(log) => axum::Json(serde_json::json!({ "terminals": log.terminals() })).into_response(),
+        None => (StatusCode::NOT_FOUND, "no certification listener on this node\n").into_response(),
+    }
+}
+
+/// `GET /certification/{tid}`: one terminal's report (each message's checks and findings).
+async fn certification_terminal(
+    State(s): State<AdminState>,
+    axum::extract::Path(tid): axum::extract::Path<String>,
+) -> axum::response::Response {
+    match s.certification.as_ref().and_then(|log| log.terminal(&tid)) {
+        Some(r) => axum::Json(r).into_response(),
+        None => (StatusCode::NOT_FOUND, "no messages from that terminal on a certification listener\n")
+            .into_response(),
+    }
 }
 
 async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
@@ -94,8 +118,11 @@ mod tests {
         let metrics = Arc::new(Metrics::new("t"));
         metrics.duplicates.inc();
         let stop = CancellationToken::new();
-        let task =
-            tokio::spawn(serve(listener, AdminState { metrics, readiness: readiness.clone() }, stop.clone()));
+        let task = tokio::spawn(serve(
+            listener,
+            AdminState { metrics, readiness: readiness.clone(), certification: None },
+            stop.clone(),
+        ));
         assert!(get(addr, "/health").await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/ready").await.starts_with("HTTP/1.1 503"));
         readiness.set_listeners_up(true);

@@ -9,6 +9,7 @@
 
 pub mod acquirer;
 pub mod admin;
+pub mod certify;
 pub mod clock;
 pub mod config;
 pub mod dedupe;

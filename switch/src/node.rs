@@ -210,6 +210,12 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         background.spawn(engine::saf_worker(worker, reset, stop_all.clone()));
     }
 
+    // One report per terminal across the node's certification listeners.
+    let certification = cfg
+        .listeners
+        .iter()
+        .any(|l| l.certification)
+        .then(|| Arc::new(crate::certify::CertificationLog::new(200)));
     let mut bound = Vec::new();
     for lc in &cfg.listeners {
         let listener = TcpListener::bind(&lc.listen)
@@ -231,6 +237,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
             idle_timeout: Duration::from_millis(lc.idle_timeout_ms),
             tls: lc.tls.as_ref().map(|t| crate::tls::acceptor(t, &base)).transpose()?,
             mac: link_mac(lc.mac.as_ref(), &parts.hsm)?,
+            certification: if lc.certification { certification.clone() } else { None },
         });
         tasks.spawn(acquirer::serve(
             listener,
@@ -247,7 +254,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         .await
         .map_err(|e| config_err(format!("admin: cannot bind {}: {e}", cfg.admin.listen)))?;
     let admin_addr = admin_listener.local_addr().map_err(|e| config_err(e.to_string()))?;
-    let st = AdminState { metrics: metrics.clone(), readiness: readiness.clone() };
+    let st = AdminState { metrics: metrics.clone(), readiness: readiness.clone(), certification };
     let admin_stop = stop_all.clone();
     tokio::spawn(async move {
         let _ = admin::serve(admin_listener, st, admin_stop).await;

@@ -7,11 +7,23 @@
 //!   cryptogram (DE 22 100), and the card-not-present fallback with CVV2 (DE 22 810, DE 48).
 //! * [`kernel`] — the contactless kernel's APDU dialogue with a card or phone (PPSE, SELECT,
 //!   GPO, READ RECORD, GENERATE AC, EXTERNAL AUTHENTICATE), building DE 55.
+//! * [`mix`] — the mixed traffic a load run sends (POS and ATM, approvals and declines).
+//! * [`report`] — the load report as a page with plots (SVG, inline in HTML).
+//! * [`certify`] — certification suites run against a switch, case by case.
+//! * [`ports`] — the ports file of a running network (INTERFACES.md §5).
 //! * [`pos`] — a contactless POS terminal's authorization request with the card's cryptogram,
 //!   and the card's check of the issuer's ARPC.
 #![forbid(unsafe_code)]
 
+pub mod certify;
 pub mod checkout;
+pub mod cli;
+pub mod error;
 pub mod kernel;
 pub mod load;
+pub mod mix;
+pub mod ports;
 pub mod pos;
+pub mod report;
+
+pub use error::{Error, Result};

@@ -6,9 +6,14 @@
 //! percentiles instead of hiding it (no coordinated omission). Requests are spread over many
 //! connections and matched to their answers by DE 11 and DE 41, which the request source makes
 //! unique per outstanding request. Every request sent ends as exactly one of approved, declined,
-//! error or timeout; answers that match nothing are counted apart as unmatched.
+//! error or timeout; answers that match nothing are counted apart as unmatched. An answer later
+//! than the response timeout ends its request as a timeout.
+//!
+//! Beyond the fields of §4 the report carries, for the plots and for reading a mixed run, the
+//! per-second timeline (sent, approved, declined, errors, timeouts, p50/p99), the latency
+//! percentile distribution, the response codes seen, and the same tally per request kind.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,10 +47,30 @@ pub struct Plan {
     pub timeout: Duration,
 }
 
+/// A request already encoded, with the elements that match its answer (DE 11 and DE 41 as
+/// carried).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub bytes: Bytes,
+    pub stan: Bytes,
+    pub tid: Bytes,
+}
+
 /// Builds request `seq` for connection `conn`. DE 11 and DE 41 must identify it among the
 /// requests outstanding on that connection.
 pub trait RequestSource: Send + Sync + 'static {
     fn request(&self, seq: u64, conn: usize) -> Message;
+
+    /// The request already encoded (sources that build their requests before the run, so that
+    /// the generator spends the run sending, not encoding). `None`: use [`Self::request`].
+    fn prepared(&self, _seq: u64, _conn: usize) -> Option<Prepared> {
+        None
+    }
+
+    /// What kind of request `seq` is (`purchase`, `balance`, ...), for the per-kind tally.
+    fn kind(&self, _seq: u64) -> &'static str {
+        "request"
+    }
 }
 
 impl<F: Fn(u64, usize) -> Message + Send + Sync + 'static> RequestSource for F {
@@ -69,6 +94,8 @@ pub struct Latency {
 pub struct Second {
     /// Seconds since the start.
     pub t: u64,
+    /// Requests whose intended send time falls in this second.
+    pub sent: u64,
     pub approved: u64,
     pub declined: u64,
     pub errors: u64,
@@ -77,7 +104,28 @@ pub struct Second {
     pub p99_us: u64,
 }
 
-/// The report of INTERFACES.md §4 (plus `connections` and `timeline`, added for the plots).
+/// One request kind's outcomes.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct KindTally {
+    pub sent: u64,
+    pub approved: u64,
+    pub declined: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    /// DE 39 of the answers, by code.
+    pub response_codes: BTreeMap<String, u64>,
+}
+
+/// A point of the latency distribution: the latency at or below which `percentile` % of the
+/// answered requests fell.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PercentilePoint {
+    pub percentile: f64,
+    pub us: u64,
+}
+
+/// The report of INTERFACES.md §4 (plus, added: `connections`, `timeline`, `percentiles`,
+/// `response_codes` and `by_kind`).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Report {
     pub sent: u64,
@@ -92,7 +140,19 @@ pub struct Report {
     pub latency_us: Latency,
     pub connections: usize,
     pub timeline: Vec<Second>,
+    /// The latency distribution of the answered requests (approved and declined).
+    pub percentiles: Vec<PercentilePoint>,
+    /// DE 39 of every matched answer, by code.
+    pub response_codes: BTreeMap<String, u64>,
+    /// The outcomes per request kind (see [`RequestSource::kind`]).
+    pub by_kind: BTreeMap<String, KindTally>,
 }
+
+/// The quantiles the distribution chart shows: the body, then ever more nines of the tail.
+const DISTRIBUTION: [f64; 20] = [
+    0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99995,
+    0.99999, 0.999999, 1.0,
+];
 
 type Key = (Bytes, Bytes);
 
@@ -109,6 +169,30 @@ struct Tally {
     timeouts: u64,
     unmatched: u64,
     per_second: HashMap<u64, (Second, Option<Histogram<u64>>)>,
+    response_codes: BTreeMap<String, u64>,
+    by_kind: BTreeMap<&'static str, KindTally>,
+}
+
+impl Tally {
+    fn second(&mut self, second: u64) -> &mut (Second, Option<Histogram<u64>>) {
+        self.per_second.entry(second).or_insert_with(|| {
+            (Second { t: second, ..Second::default() }, Histogram::new_with_bounds(1, 60_000_000, 2).ok())
+        })
+    }
+
+    /// A request written (or given up before writing, which still ends as an error).
+    fn sent(&mut self, second: u64, kind: &'static str) {
+        self.sent += 1;
+        self.second(second).0.sent += 1;
+        self.by_kind.entry(kind).or_default().sent += 1;
+    }
+}
+
+/// What an outstanding request remembers.
+#[derive(Clone, Copy)]
+struct Pending {
+    intended: Instant,
+    kind: &'static str,
 }
 
 struct Shared {
@@ -117,6 +201,7 @@ struct Shared {
     start: Instant,
 }
 
+#[derive(Clone, Copy)]
 enum End {
     Approved,
     Declined,
@@ -125,14 +210,35 @@ enum End {
 }
 
 impl Shared {
-    fn finish(&self, intended: Instant, end: End) {
+    fn second_of(&self, intended: Instant) -> u64 {
+        intended.saturating_duration_since(self.start).as_secs()
+    }
+
+    fn sent(&self, intended: Instant, kind: &'static str) {
+        let second = self.second_of(intended);
+        self.tally.lock().unwrap_or_else(|p| p.into_inner()).sent(second, kind);
+    }
+
+    /// Ends a request; `rc` is DE 39 of its answer, when it had one.
+    fn finish(&self, p: Pending, end: End, rc: Option<&[u8]>) {
+        let intended = p.intended;
         let now = Instant::now();
         let us = now.saturating_duration_since(intended).as_micros().max(1) as u64;
-        let second = intended.saturating_duration_since(self.start).as_secs();
+        let second = self.second_of(intended);
         let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = t.per_second.entry(second).or_insert_with(|| {
-            (Second { t: second, ..Second::default() }, Histogram::new_with_bounds(1, 60_000_000, 2).ok())
-        });
+        if let Some(rc) = rc {
+            let code = String::from_utf8_lossy(rc).into_owned();
+            *t.response_codes.entry(code.clone()).or_default() += 1;
+            *t.by_kind.entry(p.kind).or_default().response_codes.entry(code).or_default() += 1;
+        }
+        let k = t.by_kind.entry(p.kind).or_default();
+        match end {
+            End::Approved => k.approved += 1,
+            End::Declined => k.declined += 1,
+            End::Error => k.errors += 1,
+            End::Timeout => k.timeouts += 1,
+        }
+        let entry = t.second(second);
         match end {
             End::Approved => entry.0.approved += 1,
             End::Declined => entry.0.declined += 1,
@@ -166,7 +272,7 @@ pub async fn run(
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Report {
     let conns = plan.connections.max(1);
-    let total = plan.rate.saturating_mul(plan.duration.as_millis() as u64) / 1000;
+    let total = total_requests(&plan);
     let shared = Arc::new(Shared {
         tally: Mutex::new(Tally::default()),
         hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
@@ -203,12 +309,20 @@ pub async fn run(
         .per_second
         .values()
         .map(|(s, h)| Second {
-            p50_us: h.as_ref().map(|h| h.value_at_quantile(0.5)).unwrap_or(0),
-            p99_us: h.as_ref().map(|h| h.value_at_quantile(0.99)).unwrap_or(0),
+            p50_us: h.as_ref().filter(|h| !h.is_empty()).map(|h| h.value_at_quantile(0.5)).unwrap_or(0),
+            p99_us: h.as_ref().filter(|h| !h.is_empty()).map(|h| h.value_at_quantile(0.99)).unwrap_or(0),
             ..s.clone()
         })
         .collect();
     timeline.sort_by_key(|s| s.t);
+    let percentiles = if h.is_empty() {
+        Vec::new()
+    } else {
+        DISTRIBUTION
+            .iter()
+            .map(|q| PercentilePoint { percentile: q * 100.0, us: h.value_at_quantile(*q) })
+            .collect()
+    };
     Report {
         sent: t.sent,
         approved: t.approved,
@@ -228,8 +342,18 @@ pub async fn run(
         },
         connections: conns,
         timeline,
+        percentiles,
+        response_codes: t.response_codes.clone(),
+        by_kind: t.by_kind.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
     }
 }
+
+/// How many requests a plan sends: `rate` × `duration`.
+pub fn total_requests(plan: &Plan) -> u64 {
+    plan.rate.saturating_mul(plan.duration.as_millis() as u64) / 1000
+}
+
+type Outstanding = Arc<Mutex<HashMap<Key, Pending>>>;
 
 async fn connection(
     k: usize,
@@ -240,15 +364,18 @@ async fn connection(
     source: Arc<dyn RequestSource>,
     shared: Arc<Shared>,
 ) {
-    let outstanding: Arc<Mutex<HashMap<Key, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let outstanding: Outstanding = Arc::new(Mutex::new(HashMap::new()));
+    let interval_ns = 1_000_000_000u64 / plan.rate.max(1);
+    let intended_of = |seq: u64| shared.start + Duration::from_nanos(seq.saturating_mul(interval_ns));
     let stream = match TcpStream::connect(&target.addr).await {
         Ok(s) => s,
         Err(_) => {
             // Nothing can be sent on this connection: its share is counted as errors.
-            let mine = (k as u64..total).step_by(conns).count() as u64;
-            let mut t = shared.tally.lock().unwrap_or_else(|p| p.into_inner());
-            t.sent += mine;
-            t.errors += mine;
+            for seq in (k as u64..total).step_by(conns) {
+                let p = Pending { intended: intended_of(seq), kind: source.kind(seq) };
+                shared.sent(p.intended, p.kind);
+                shared.finish(p, End::Error, None);
+            }
             return;
         }
     };
@@ -260,6 +387,7 @@ async fn connection(
         let outstanding = outstanding.clone();
         let shared = shared.clone();
         let spec = target.spec.clone();
+        let timeout = plan.timeout;
         tokio::spawn(async move {
             let mut frames = FramedRead::new(rd, codec);
             while let Some(frame) = frames.next().await {
@@ -268,25 +396,26 @@ async fn connection(
                     shared.tally.lock().unwrap_or_else(|p| p.into_inner()).unmatched += 1;
                     continue;
                 };
-                let intended =
+                let pending =
                     key(&msg).and_then(|k| outstanding.lock().unwrap_or_else(|p| p.into_inner()).remove(&k));
-                match intended {
-                    Some(at) => {
-                        let ok = msg.field(39).is_some_and(|f| &f.data[..] == b"00");
-                        shared.finish(at, if ok { End::Approved } else { End::Declined });
+                match pending {
+                    Some(p) if p.intended.elapsed() > timeout => shared.finish(p, End::Timeout, None),
+                    Some(p) => {
+                        let rc = msg.field(39).map(|f| f.data.clone());
+                        let ok = rc.as_deref() == Some(b"00");
+                        shared.finish(p, if ok { End::Approved } else { End::Declined }, rc.as_deref());
                     }
                     None => shared.tally.lock().unwrap_or_else(|p| p.into_inner()).unmatched += 1,
                 }
             }
         })
     };
-    let interval_ns = 1_000_000_000u64 / plan.rate.max(1);
     let mut seq = k as u64;
     let mut codec = codec;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut broken = false;
     while seq < total {
-        let intended = shared.start + Duration::from_nanos(seq.saturating_mul(interval_ns));
+        let intended = intended_of(seq);
         if intended > Instant::now() {
             if !buf.is_empty() {
                 if wr.write_all(&buf).await.is_err() {
@@ -297,25 +426,23 @@ async fn connection(
             }
             tokio::time::sleep_until(intended).await;
         }
-        let msg = source.request(seq, k);
-        let Some(key) = key(&msg) else {
-            shared.tally.lock().unwrap_or_else(|p| p.into_inner()).sent += 1;
-            shared.finish(intended, End::Error);
+        let kind = source.kind(seq);
+        let p = Pending { intended, kind };
+        let prepared = source.prepared(seq, k).or_else(|| {
+            let msg = source.request(seq, k);
+            let (stan, tid) = key(&msg)?;
+            Some(Prepared { bytes: msg.encode().ok()?, stan, tid })
+        });
+        let Some(prepared) = prepared else {
+            // Not buildable (no DE 11, or it does not encode): an error of the generator's own.
+            shared.sent(intended, kind);
+            shared.finish(p, End::Error, None);
             seq += conns as u64;
             continue;
         };
-        let encoded = match msg.encode() {
-            Ok(b) => b,
-            Err(_) => {
-                shared.tally.lock().unwrap_or_else(|p| p.into_inner()).sent += 1;
-                shared.finish(intended, End::Error);
-                seq += conns as u64;
-                continue;
-            }
-        };
-        outstanding.lock().unwrap_or_else(|p| p.into_inner()).insert(key, intended);
-        shared.tally.lock().unwrap_or_else(|p| p.into_inner()).sent += 1;
-        if codec.encode(Frame::new(encoded), &mut buf).is_err() {
+        outstanding.lock().unwrap_or_else(|p| p.into_inner()).insert((prepared.stan, prepared.tid), p);
+        shared.sent(intended, kind);
+        if codec.encode(Frame::new(prepared.bytes), &mut buf).is_err() {
             broken = true;
             break;
         }
@@ -327,16 +454,20 @@ async fn connection(
     // Drain: answers may still arrive up to the timeout after the last intended send time.
     let deadline = shared.start + plan.duration + plan.timeout;
     while !broken && Instant::now() < deadline {
-        if outstanding.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        if outstanding.lock().unwrap_or_else(|p| p.into_inner()).is_empty() || reader.is_finished() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // A reader that ended early means the connection closed under outstanding requests.
+    if reader.is_finished() {
+        broken = true;
+    }
     reader.abort();
-    let left: Vec<Instant> =
-        outstanding.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, at)| at).collect();
-    for at in left {
-        shared.finish(at, if broken { End::Error } else { End::Timeout });
+    let left: Vec<Pending> =
+        outstanding.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, p)| p).collect();
+    for p in left {
+        shared.finish(p, if broken { End::Error } else { End::Timeout }, None);
     }
     // Requests never sent because the connection broke are not counted as sent.
     let _ = wr.shutdown().await;

@@ -1,0 +1,556 @@
+//! Certification mode of an acquirer listener (`certification = true` in its config): every
+//! message a device under test sends is checked against the network's rules — that it decodes
+//! (the codec's error names the element and byte offset), the elements its class and POS entry
+//! mode require (docs/network-spec.md §2–3, the very rules of [`crate::validate`]), DE 22 being a
+//! mode the network knows, the DE 55 tags a chip request must carry and their lengths (EMV 4.4
+//! Book 3 Annex A), and the message MAC when the listener has one — and a report is kept per
+//! terminal (DE 41): each check with what was expected, what was found, and the offending bytes in
+//! hex (masked for PAN, track and PIN data; sensitive EMV tags masked as `tlv::mask_sensitive`
+//! masks them). The report is served on the admin endpoint (`GET /certification/{tid}`).
+//!
+//! The findings are additive: the message is still processed as on any listener (and answered
+//! 30 when it does not decode).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use codecs::iso8583::spec::Sensitivity;
+use codecs::iso8583::{Message, Spec};
+use codecs::tlv::{self, DecodeOptions, Node, Tag};
+use serde::Serialize;
+
+use crate::validate::{
+    AUTHORIZATION_REQUIRED, ICC_TAG_LENGTHS, POS_ENTRY_MODES, RECOMMENDED_ICC_TAGS, REQUIRED_ICC_TAGS,
+    REVERSAL_REQUIRED, is_chip, required_for_entry,
+};
+
+/// A check's outcome. `warn`: a recommendation not followed (not a failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+}
+
+/// One check of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// `format`, `required-element`, `pos-entry-mode`, `icc-format`, `icc-tag`, `icc-tag-length`,
+    /// `mac`.
+    pub check: &'static str,
+    /// `message`, `DE 22`, `tag 9F37`...
+    pub element: String,
+    pub verdict: Verdict,
+    pub expected: String,
+    pub found: String,
+    /// Byte offset in the message as received (after the frame header), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<usize>,
+    /// The offending bytes in uppercase hex, masked where sensitive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<String>,
+}
+
+/// The checks of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageReport {
+    pub at_ms: u64,
+    pub mti: String,
+    pub stan: Option<String>,
+    /// `fail` when any check failed, else `warn` when any warned, else `pass`.
+    pub verdict: Verdict,
+    pub checks: Vec<Check>,
+}
+
+/// What a terminal has sent on certification listeners so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TerminalReport {
+    pub terminal_id: String,
+    pub messages: u64,
+    pub passed: u64,
+    pub warned: u64,
+    pub failed: u64,
+    /// The most recent messages, oldest first.
+    pub recent: VecDeque<MessageReport>,
+}
+
+/// A terminal's counts, for the list of terminals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TerminalSummary {
+    pub terminal_id: String,
+    pub messages: u64,
+    pub passed: u64,
+    pub warned: u64,
+    pub failed: u64,
+}
+
+/// DE 41 of messages whose DE 41 could not be read.
+pub const UNREADABLE_TID: &str = "(unreadable)";
+
+/// The per-terminal reports of a node's certification listeners.
+pub struct CertificationLog {
+    terminals: Mutex<BTreeMap<String, TerminalReport>>,
+    keep: usize,
+    max_terminals: usize,
+}
+
+impl CertificationLog {
+    /// Keeps the last `keep` messages of each terminal, for at most 10,000 terminals.
+    pub fn new(keep: usize) -> Self {
+        CertificationLog { terminals: Mutex::new(BTreeMap::new()), keep: keep.max(1), max_terminals: 10_000 }
+    }
+
+    fn record(&self, tid: String, report: MessageReport) {
+        let mut t = self.terminals.lock().unwrap_or_else(|p| p.into_inner());
+        if !t.contains_key(&tid) && t.len() >= self.max_terminals {
+            return;
+        }
+        let r =
+            t.entry(tid.clone()).or_insert_with(|| TerminalReport { terminal_id: tid, ..Default::default() });
+        r.messages += 1;
+        match report.verdict {
+            Verdict::Pass => r.passed += 1,
+            Verdict::Warn => r.warned += 1,
+            Verdict::Fail => r.failed += 1,
+        }
+        if r.recent.len() >= self.keep {
+            r.recent.pop_front();
+        }
+        r.recent.push_back(report);
+    }
+
+    /// Checks a decoded message (`raw` as received; `mac`: the listener's MAC verdict when it
+    /// has a MAC key) and records the report under its DE 41.
+    pub fn record_message(&self, msg: &Message, raw: &[u8], mac: Option<bool>, at_ms: u64) -> MessageReport {
+        let report = report(msg.mti().to_string(), text(msg, 11), check_message(msg, raw, mac), at_ms);
+        self.record(text(msg, 41).unwrap_or_else(|| UNREADABLE_TID.into()), report.clone());
+        report
+    }
+
+    /// Records a message that does not decode under `spec`, with the codec's error.
+    pub fn record_undecodable(
+        &self,
+        spec: &std::sync::Arc<Spec>,
+        raw: &bytes::Bytes,
+        err: &codecs::Error,
+        at_ms: u64,
+    ) {
+        let partial = Message::salvage(spec, raw.clone());
+        let tid = partial.as_ref().and_then(|m| text(m, 41)).unwrap_or_else(|| UNREADABLE_TID.into());
+        let mti = partial.as_ref().map(|m| m.mti().to_string()).unwrap_or_else(|| "????".into());
+        let stan = partial.as_ref().and_then(|m| text(m, 11));
+        let report = report(mti, stan, vec![format_failure(spec, raw, err)], at_ms);
+        self.record(tid, report);
+    }
+
+    pub fn terminal(&self, tid: &str) -> Option<TerminalReport> {
+        self.terminals.lock().unwrap_or_else(|p| p.into_inner()).get(tid).cloned()
+    }
+
+    pub fn terminals(&self) -> Vec<TerminalSummary> {
+        self.terminals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|r| TerminalSummary {
+                terminal_id: r.terminal_id.clone(),
+                messages: r.messages,
+                passed: r.passed,
+                warned: r.warned,
+                failed: r.failed,
+            })
+            .collect()
+    }
+}
+
+fn report(mti: String, stan: Option<String>, checks: Vec<Check>, at_ms: u64) -> MessageReport {
+    let verdict = if checks.iter().any(|c| c.verdict == Verdict::Fail) {
+        Verdict::Fail
+    } else if checks.iter().any(|c| c.verdict == Verdict::Warn) {
+        Verdict::Warn
+    } else {
+        Verdict::Pass
+    };
+    MessageReport { at_ms, mti, stan, verdict, checks }
+}
+
+fn text(m: &Message, de: u16) -> Option<String> {
+    m.text(de).map(|c| c.into_owned())
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    hex::encode_upper(b)
+}
+
+/// `bytes` of DE `de` (or of an unknown element) in hex, masked as the spec masks the element:
+/// a PAN keeps its first 6 and last 4 characters, track and PIN data show nothing but length.
+fn shown(spec: &Spec, de: Option<u16>, bytes: &[u8]) -> String {
+    let sensitivity = de.and_then(|d| spec.field(d).map(|f| f.sensitivity(d))).unwrap_or_default();
+    match sensitivity {
+        Sensitivity::None => hex_upper(bytes),
+        Sensitivity::Icc => hex_upper(&tlv::mask_sensitive(bytes)),
+        Sensitivity::Pan if bytes.len() > 10 => {
+            let n = bytes.len();
+            bytes
+                .iter()
+                .enumerate()
+                .map(|(i, b)| if i < 6 || i >= n - 4 { format!("{b:02X}") } else { "**".into() })
+                .collect()
+        }
+        _ => "**".repeat(bytes.len()),
+    }
+}
+
+/// Where `part` (a slice of the received message, as decoded elements are) starts in `raw`.
+fn offset_in(raw: &[u8], part: &[u8]) -> Option<usize> {
+    let start = raw.as_ptr() as usize;
+    let p = part.as_ptr() as usize;
+    (p >= start && p + part.len() <= start + raw.len()).then(|| p - start)
+}
+
+fn pass(check: &'static str, element: impl Into<String>, expected: impl Into<String>) -> Check {
+    Check {
+        check,
+        element: element.into(),
+        verdict: Verdict::Pass,
+        expected: expected.into(),
+        found: "as expected".into(),
+        offset: None,
+        bytes: None,
+    }
+}
+
+fn fail(
+    check: &'static str,
+    element: impl Into<String>,
+    expected: impl Into<String>,
+    found: impl Into<String>,
+) -> Check {
+    Check {
+        check,
+        element: element.into(),
+        verdict: Verdict::Fail,
+        expected: expected.into(),
+        found: found.into(),
+        offset: None,
+        bytes: None,
+    }
+}
+
+/// The check of a message that does not decode: the codec's element, offset and explanation,
+/// and up to 16 bytes from the offset.
+fn format_failure(spec: &Spec, raw: &[u8], err: &codecs::Error) -> Check {
+    let de = match err.location {
+        codecs::Location::Field(d) => Some(d),
+        _ => None,
+    };
+    let bytes = err.offset.and_then(|o| raw.get(o..raw.len().min(o + 16))).map(|b| shown(spec, de, b));
+    Check {
+        check: "format",
+        element: err.location.to_string(),
+        verdict: Verdict::Fail,
+        expected: format!("a message that decodes under spec {}", spec.name),
+        found: err.detail.clone(),
+        offset: err.offset,
+        bytes,
+    }
+}
+
+/// Every check of a decoded message.
+pub fn check_message(msg: &Message, raw: &[u8], mac: Option<bool>) -> Vec<Check> {
+    let spec = msg.spec();
+    let mti = msg.mti();
+    let mut out = vec![pass("format", "message", format!("a message that decodes under spec {}", spec.name))];
+    let required = |out: &mut Vec<Check>, des: &[u16], why: &str| {
+        for de in des {
+            out.push(if msg.contains(*de) {
+                pass("required-element", format!("DE {de}"), format!("present ({why})"))
+            } else {
+                fail("required-element", format!("DE {de}"), format!("present ({why})"), "absent")
+            });
+        }
+    };
+    let pan = |out: &mut Vec<Check>, why: &str| {
+        out.push(if msg.contains(2) || msg.contains(35) {
+            pass("required-element", "DE 2 / DE 35", format!("a PAN in DE 2 or DE 35 ({why})"))
+        } else {
+            fail(
+                "required-element",
+                "DE 2 / DE 35",
+                format!("a PAN in DE 2 or DE 35 ({why})"),
+                "neither present",
+            )
+        });
+    };
+    match (mti.class(), mti.function()) {
+        (1 | 2, 0) => {
+            let why = format!("required in every {mti}");
+            required(&mut out, &AUTHORIZATION_REQUIRED, &why);
+            pan(&mut out, &why);
+            check_entry_mode(msg, raw, &mut out);
+        }
+        (4, 0) | (4, 2) | (1, 2) => {
+            let why = format!("required in every {mti}");
+            required(&mut out, &REVERSAL_REQUIRED, &why);
+            pan(&mut out, &why);
+        }
+        _ => {}
+    }
+    if let Some(ok) = mac {
+        let last = msg.fields().last().map(|f| f.de);
+        out.push(if ok {
+            pass("mac", "DE 64 / DE 128", "the listener's MAC over the message")
+        } else {
+            let found = match last {
+                Some(64 | 128) => "a MAC that does not verify".to_string(),
+                _ => "no MAC as the last element".to_string(),
+            };
+            fail("mac", "DE 64 / DE 128", "the listener's MAC over the message", found)
+        });
+    }
+    out
+}
+
+/// DE 22 and what it requires: the elements of its entry mode, and for chip the DE 55 tags and
+/// their lengths.
+fn check_entry_mode(msg: &Message, raw: &[u8], out: &mut Vec<Check>) {
+    let spec = msg.spec();
+    let Some(f22) = msg.field(22) else { return };
+    let entry = match msg.pos_entry_mode() {
+        Ok(Some(e)) => e,
+        Ok(None) => return,
+        Err(e) => {
+            out.push(Check {
+                offset: offset_in(raw, &f22.data),
+                bytes: Some(hex_upper(&f22.data)),
+                ..fail("pos-entry-mode", "DE 22", "3 digits", e.detail.clone())
+            });
+            return;
+        }
+    };
+    let value = String::from_utf8_lossy(&f22.data).into_owned();
+    let known = format!("one of {}", POS_ENTRY_MODES.join(" "));
+    out.push(if POS_ENTRY_MODES.contains(&value.as_str()) {
+        pass("pos-entry-mode", "DE 22", known)
+    } else {
+        Check {
+            offset: offset_in(raw, &f22.data),
+            bytes: Some(hex_upper(&f22.data)),
+            ..fail("pos-entry-mode", "DE 22", known, format!("{value:?}"))
+        }
+    });
+    let pan_entry = entry.pan_entry();
+    let why = format!("required by DE 22 = {value}{}", if is_chip(pan_entry) { " (chip)" } else { "" });
+    for de in required_for_entry(pan_entry) {
+        out.push(if msg.contains(*de) {
+            pass("required-element", format!("DE {de}"), format!("present ({why})"))
+        } else {
+            fail("required-element", format!("DE {de}"), format!("present ({why})"), "absent")
+        });
+    }
+    if !is_chip(pan_entry) {
+        return;
+    }
+    // docs/network-spec.md §3: with chip, DE 35 (track 2 equivalent) or DE 2 + DE 14.
+    let card = msg.contains(35) || (msg.contains(2) && msg.contains(14));
+    out.push(if card {
+        pass(
+            "required-element",
+            "DE 35 / DE 2 + DE 14",
+            format!("track 2 equivalent or PAN and expiry ({why})"),
+        )
+    } else {
+        fail(
+            "required-element",
+            "DE 35 / DE 2 + DE 14",
+            format!("track 2 equivalent or PAN and expiry ({why})"),
+            "neither DE 35 nor DE 2 with DE 14",
+        )
+    });
+    let Some(f55) = msg.field(55) else { return };
+    let base = offset_in(raw, &f55.data);
+    let icc = match msg.icc_data() {
+        Ok(Some(b)) => b,
+        Ok(None) => return,
+        Err(e) => {
+            out.push(Check {
+                offset: base,
+                ..fail("icc-format", "DE 55", "BER-TLV chip data", e.to_string())
+            });
+            return;
+        }
+    };
+    // Where the TLV bytes sit in the message: DE 55 itself when binary; when carried as hex
+    // text (iso87ascii), offsets inside it count hex characters (two per byte).
+    let text_form = icc.len() != f55.data.len();
+    let at = |o: usize| base.map(|b| if text_form { b + 2 * o } else { b + o });
+    let nodes = match tlv::decode(&icc, DecodeOptions::lenient()) {
+        Ok(n) => n,
+        Err(e) => {
+            let bytes = e.offset.and_then(|o| icc.get(o..icc.len().min(o + 16))).map(hex_upper);
+            out.push(Check {
+                offset: e.offset.and_then(at),
+                bytes,
+                ..fail(
+                    "icc-format",
+                    format!("DE 55 {}", e.location),
+                    "BER-TLV chip data (EMV Book 3 Annex B)",
+                    e.detail,
+                )
+            });
+            return;
+        }
+    };
+    let find = |t: u16| nodes.iter().find(|n: &&Node<'_>| n.tag().value() == u32::from(t));
+    for t in REQUIRED_ICC_TAGS {
+        out.push(if find(t).is_some() {
+            pass("icc-tag", format!("tag {t:02X}"), format!("present in DE 55 ({why})"))
+        } else {
+            fail("icc-tag", format!("tag {t:02X}"), format!("present in DE 55 ({why})"), "absent")
+        });
+    }
+    for t in RECOMMENDED_ICC_TAGS {
+        if find(t).is_none() {
+            out.push(Check {
+                verdict: Verdict::Warn,
+                ..fail(
+                    "icc-tag",
+                    format!("tag {t:02X}"),
+                    "present in DE 55 (recommended, network spec §3)",
+                    "absent",
+                )
+            });
+        }
+    }
+    for (t, min, max) in ICC_TAG_LENGTHS {
+        let Some(n) = find(t) else { continue };
+        let len = n.value().len();
+        let expected = if min == max { format!("{min} bytes") } else { format!("{min} to {max} bytes") };
+        if (min..=max).contains(&len) {
+            out.push(pass("icc-tag-length", format!("tag {t:02X}"), expected));
+        } else {
+            let mut object = n.tlv.raw(&icc).map(<[u8]>::to_vec).unwrap_or_default();
+            let header = n.tlv.header_len;
+            if let Some(v) = object.get_mut(header..) {
+                tlv::mask::mask_value(Tag::new(u32::from(t)), v);
+            }
+            out.push(Check {
+                offset: at(n.tlv.offset),
+                bytes: Some(hex_upper(&object)),
+                ..fail("icc-tag-length", format!("tag {t:02X}"), expected, format!("{len} bytes"))
+            });
+        }
+    }
+    let _ = spec;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codecs::tlv::TlvBuilder;
+
+    fn chip(spec: &str, drop_tag: Option<u32>, short_atc: bool) -> Message {
+        let spec = Spec::builtin(spec).unwrap().clone();
+        let mut m = Message::new(spec, codecs::iso8583::Mti::AUTHORIZATION_REQUEST);
+        for (de, v) in [
+            (2u16, "4761739001010010"),
+            (3, "000000"),
+            (4, "000000001000"),
+            (7, "1125101010"),
+            (11, "000123"),
+            (14, "2912"),
+            (22, "071"),
+            (23, "000"),
+            (41, "TERM0001"),
+            (49, "978"),
+        ] {
+            m.set_text(de, v).unwrap();
+        }
+        let mut b = TlvBuilder::new();
+        for (t, v) in [
+            (0x9F26u32, vec![1u8; 8]),
+            (0x9F27, vec![0x80]),
+            (0x9F10, vec![6, 1, 0x12, 3, 0xA0, 0, 0]),
+            (0x9F37, vec![1, 2, 3, 4]),
+            (0x9F36, if short_atc { vec![0, 1, 2] } else { vec![0, 1] }),
+            (0x95, vec![0; 5]),
+            (0x9A, vec![0x26, 0x11, 0x25]),
+            (0x9C, vec![0]),
+            (0x9F02, vec![0, 0, 0, 0, 0x10, 0]),
+            (0x5F2A, vec![9, 0x78]),
+            (0x82, vec![0x20, 0]),
+            (0x9F1A, vec![2, 0x50]),
+        ] {
+            if Some(t) != drop_tag {
+                b.primitive(Tag::new(t), &v).unwrap();
+            }
+        }
+        m.set_icc_data(&b.finish()).unwrap();
+        m
+    }
+
+    fn failures(m: &Message) -> Vec<Check> {
+        let raw = m.encode().unwrap();
+        let decoded = Message::decode(m.spec(), raw.clone()).unwrap();
+        check_message(&decoded, &raw, None).into_iter().filter(|c| c.verdict == Verdict::Fail).collect()
+    }
+
+    #[test]
+    fn a_complete_chip_request_passes() {
+        assert_eq!(failures(&chip("network", None, false)), vec![]);
+        assert_eq!(failures(&chip("iso87ascii", None, false)), vec![]);
+    }
+
+    #[test]
+    fn missing_tag_wrong_length_and_missing_de55_are_named() {
+        let f = failures(&chip("network", Some(0x9F37), false));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(
+            (f[0].check, f[0].element.as_str(), f[0].found.as_str()),
+            ("icc-tag", "tag 9F37", "absent")
+        );
+
+        let m = chip("network", None, true);
+        let raw = m.encode().unwrap();
+        let f = failures(&m);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(
+            (f[0].element.as_str(), f[0].expected.as_str(), f[0].found.as_str()),
+            ("tag 9F36", "2 bytes", "3 bytes")
+        );
+        assert_eq!(f[0].bytes.as_deref(), Some("9F3603000102"));
+        let at = f[0].offset.unwrap();
+        assert_eq!(&raw[at..at + 3], &[0x9F, 0x36, 0x03]);
+
+        let mut m = chip("network", None, false);
+        m.remove(55);
+        let f = failures(&m);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].element, "DE 55");
+        assert!(f[0].expected.contains("DE 22 = 071"), "{f:?}");
+    }
+
+    #[test]
+    fn undecodable_messages_are_recorded_per_terminal_with_masked_bytes() {
+        let log = CertificationLog::new(10);
+        let m = chip("network", None, false);
+        let mut raw = m.encode().unwrap().to_vec();
+        let mut head = m.clone();
+        head.remove(55);
+        let at = head.encode().unwrap().len() + 1;
+        raw[at] = b'X';
+        let raw = bytes::Bytes::from(raw);
+        let err = Message::decode(m.spec(), raw.clone()).unwrap_err();
+        log.record_undecodable(m.spec(), &raw, &err, 1);
+        let r = log.terminal("TERM0001").expect("recorded under DE 41");
+        assert_eq!((r.messages, r.failed), (1, 1));
+        let c = &r.recent[0].checks[0];
+        assert_eq!((c.check, c.element.as_str()), ("format", "DE 55"));
+        assert_eq!(c.offset, Some(at), "the codec points at the bad length digit");
+        // A PAN's bytes never show in clear.
+        let pan = crate::certify::shown(m.spec(), Some(2), b"4761739001010010");
+        assert_eq!(pan, "343736313733************30303130");
+        assert_eq!(log.terminals().len(), 1);
+    }
+}
