@@ -45,6 +45,9 @@ pub struct Options {
     /// Both acquirer listeners in certification mode: every message checked, a report per
     /// terminal on the admin endpoint (`/certification/{tid}`).
     pub certification: bool,
+    /// The phone's providers (SP TSM with the issuer's perso bureau, SE operator + SE TSM, cloud
+    /// platform, wallet server) beside the network, listed in the ports file.
+    pub wallet_providers: bool,
 }
 
 impl Options {
@@ -64,6 +67,7 @@ impl Options {
             },
             on_behalf: false,
             certification: false,
+            wallet_providers: true,
         }
     }
 }
@@ -103,6 +107,9 @@ pub struct PortsFile {
     pub token_requestors: Vec<TestRequestor>,
     /// Added: issuers' credentials for the token service's issuer calls (test credentials).
     pub token_issuers: Vec<TestIssuerCredential>,
+    /// Added: the phone's providers (`wallet-sim provision --ports-file`), when they run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wallet_providers: Option<wallet_sim::providers::ProviderAddrs>,
 }
 
 /// An issuer's test credentials for `/v1/issuer/...` (`Authorization: Bearer <name>:<secret>`).
@@ -138,6 +145,8 @@ pub struct Network {
     switch_keys_toml: String,
     lmk_hex: zeroize::Zeroizing<String>,
     dir: PathBuf,
+    /// The phone's providers, when started ([`Options::wallet_providers`]).
+    providers: Option<wallet_sim::providers::Running>,
 }
 
 fn random(buf: &mut [u8]) {
@@ -323,7 +332,7 @@ pub async fn start(opts: Options) -> Result<Network> {
     random(&mut secret);
     let token_issuers = vec![TestIssuerCredential { name: "issuer-a".into(), secret: to_hex(&secret) }];
     let (token_service, api_addr, api_stop, api_task) =
-        start_token_service(&node, vault, hsm, luks, &requestors, &token_issuers).await?;
+        start_token_service(&node, vault, hsm, luks, &requestors, &token_issuers, None).await?;
     // Ready when the issuer link is signed on.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !node.engine.issuers.values().all(|h| h.pool.is_up()) {
@@ -336,7 +345,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         let a = node.listener(name).ok_or_else(|| anyhow!("listener {name}"))?;
         Ok(Endpoint { host: a.ip().to_string(), port: a.port(), spec: spec.into(), framing: framing.into() })
     };
-    let ports = PortsFile {
+    let mut ports = PortsFile {
         acquirer: endpoint("acquirer", "network", "2-byte-binary")?,
         acquirer_ascii: endpoint("acquirer_ascii", "iso87ascii", "4-ascii")?,
         provisioning_api: format!("http://{api_addr}"),
@@ -347,6 +356,14 @@ pub async fn start(opts: Options) -> Result<Network> {
         issuer_admin: issuer_admin.to_string(),
         token_requestors: requestors,
         token_issuers,
+        wallet_providers: None,
+    };
+    let providers = if opts.wallet_providers {
+        let running = start_providers(&ports, issuer_state.clone()).await?;
+        ports.wallet_providers = Some(running.addrs.clone());
+        Some(running)
+    } else {
+        None
     };
     Ok(Network {
         switch: node,
@@ -363,7 +380,37 @@ pub async fn start(opts: Options) -> Result<Network> {
         switch_keys_toml,
         lmk_hex,
         dir: opts.dir.clone(),
+        providers,
     })
+}
+
+/// The phone's providers against the network's token service, with the issuer's perso bureau
+/// answering from the issuer simulator's own HSM (the issuer and its SP TSM are one organisation).
+async fn start_providers(
+    ports: &PortsFile,
+    issuer: Arc<ServerState>,
+) -> Result<wallet_sim::providers::Running> {
+    use wallet_sim::providers::{IssuerPerso, PersoRequest, ProvidersConfig, RequestorCredential};
+    let perso: IssuerPerso = Arc::new(move |r: PersoRequest<'_>| {
+        let yymm = issuer_sim::server::yymm(now_ms());
+        issuer.issuer.lock().map_err(|_| "issuer unavailable".to_string())?.perso_data(
+            r.pan,
+            &yymm,
+            r.recipient_public_key,
+            r.info,
+        )
+    });
+    let requestors = ports
+        .token_requestors
+        .iter()
+        .map(|r| RequestorCredential { id: r.id.clone(), kind: r.kind.clone(), secret: r.secret.clone() })
+        .collect();
+    wallet_sim::providers::start(ProvidersConfig {
+        token_api: ports.provisioning_api.clone(),
+        requestors,
+        issuer_perso: Some(perso),
+    })
+    .await
 }
 
 type Api = (
@@ -381,6 +428,7 @@ async fn start_token_service(
     luks: Arc<switch::token::luk::LukRegistry>,
     requestors: &[TestRequestor],
     issuers: &[TestIssuerCredential],
+    bind: Option<std::net::SocketAddr>,
 ) -> Result<Api> {
     let token_service = Arc::new(
         switch::token::service::TokenService::new(
@@ -408,7 +456,12 @@ async fn start_token_service(
                 .collect(),
         ),
     );
-    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api_listener = match bind {
+        Some(a) => tokio::net::TcpListener::bind(a)
+            .await
+            .with_context(|| format!("binding the provisioning API again on {a}"))?,
+        None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    };
     let api_addr = api_listener.local_addr()?;
     let api_stop = CancellationToken::new();
     let api_task =
@@ -491,6 +544,9 @@ impl Network {
         if let Some(t) = self.api_task {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
+        if let Some(p) = self.providers {
+            p.shutdown().await;
+        }
         drop(self.token_service);
         self.switch.shutdown().await;
         self.issuer_admin_stop.cancel();
@@ -538,6 +594,7 @@ impl Network {
             switch_keys_toml,
             lmk_hex,
             dir,
+            providers,
         } = self;
         // The token service holds the engine: stop it first, then the switch, then start both.
         api_stop.cancel();
@@ -547,9 +604,18 @@ impl Network {
         drop(token_service);
         switch.shutdown().await;
         let (node, vault, hsm, luks) = start_switch(&switch_cfg, &switch_keys_toml, &lmk_hex, &dir).await?;
-        let (token_service, api_addr, api_stop, api_task) =
-            start_token_service(&node, vault, hsm, luks, &ports.token_requestors, &ports.token_issuers)
-                .await?;
+        // The provisioning API comes back on its address: the providers keep talking to it.
+        let old_api = ports.provisioning_api.trim_start_matches("http://").parse().ok();
+        let (token_service, api_addr, api_stop, api_task) = start_token_service(
+            &node,
+            vault,
+            hsm,
+            luks,
+            &ports.token_requestors,
+            &ports.token_issuers,
+            old_api,
+        )
+        .await?;
         let api_task = Some(api_task);
         ports.provisioning_api = format!("http://{api_addr}");
         if let (Some(a), Some(b)) = (node.listener("acquirer"), node.listener("acquirer_ascii")) {
@@ -572,6 +638,12 @@ impl Network {
             switch_keys_toml,
             lmk_hex,
             dir,
+            providers,
         })
+    }
+
+    /// The phone's providers, when they run.
+    pub fn providers(&self) -> Option<&wallet_sim::providers::Running> {
+        self.providers.as_ref()
     }
 }

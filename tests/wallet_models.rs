@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
 use common::{Client, rc};
@@ -19,11 +17,16 @@ use terminal_sim::pos::{Tx, tap_request};
 use wallet_sim::flows::{self, CardholderCard, Io, Model, Step};
 use wallet_sim::ota::OtaScript;
 use wallet_sim::phone::Phone;
-use wallet_sim::providers::{self, IssuerPerso, PersoRequest, ProvidersConfig, RequestorCredential};
+use wallet_sim::providers::ProviderAddrs;
+
+/// Where the network's providers listen.
+struct Providers {
+    addrs: ProviderAddrs,
+}
 
 struct World {
     net: Network,
-    providers: providers::Running,
+    providers: Providers,
     client: Client,
     _dir: tempfile::TempDir,
 }
@@ -31,38 +34,12 @@ struct World {
 async fn world() -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = network::start(Options::new(dir.path())).await.expect("network");
-    let state = net.issuer_state.clone();
-    // The issuer's own system: perso data from its HSM (the SP TSM's organisation side).
-    let perso: IssuerPerso = Arc::new(move |r: PersoRequest<'_>| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let yymm = issuer_sim::server::yymm(now);
-        state.issuer.lock().map_err(|_| "issuer unavailable".to_string())?.perso_data(
-            r.pan,
-            &yymm,
-            r.recipient_public_key,
-            r.info,
-        )
-    });
-    let requestors = net
-        .ports
-        .token_requestors
-        .iter()
-        .map(|r| RequestorCredential { id: r.id.clone(), kind: r.kind.clone(), secret: r.secret.clone() })
-        .collect();
-    let providers = providers::start(ProvidersConfig {
-        token_api: net.ports.provisioning_api.clone(),
-        requestors,
-        issuer_perso: Some(perso),
-    })
-    .await
-    .expect("providers");
+    // The providers run beside the network (the issuer's perso bureau answers from its HSM).
+    let providers = net.providers().expect("providers").addrs.clone();
     let client =
         Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network")
             .await;
-    World { net, providers, client, _dir: dir }
+    World { net, providers: Providers { addrs: providers }, client, _dir: dir }
 }
 
 impl World {
@@ -153,7 +130,6 @@ impl World {
     }
 
     async fn stop(self) {
-        self.providers.shutdown().await;
         self.net.shutdown().await;
     }
 }
@@ -388,8 +364,8 @@ async fn the_cli_provisions_shows_status_and_exports_the_card() {
     let mut w = world().await;
     let dir = tempfile::tempdir().expect("tempdir");
     // The ports file as `paynet serve` writes it, with the providers listed.
-    let mut ports = serde_json::to_value(&w.net.ports).expect("ports");
-    ports["wallet_providers"] = serde_json::to_value(&w.providers.addrs).expect("addrs");
+    let ports = serde_json::to_value(&w.net.ports).expect("ports");
+    assert_eq!(ports["wallet_providers"], serde_json::to_value(&w.providers.addrs).expect("addrs"));
     let ports_file = dir.path().join("ports.json");
     std::fs::write(&ports_file, ports.to_string()).expect("write");
     let phone_file = dir.path().join("phone.json");
