@@ -412,3 +412,91 @@ async fn the_cli_provisions_shows_status_and_exports_the_card() {
     assert!(matches!(d, wallet_sim::phone::Device::Card(_)));
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_id_and_v_leaves_nothing_on_the_phone() {
+    let w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("phone.json");
+    let mut phone = Phone::open_or_create(&file).expect("phone");
+    phone.save().expect("save");
+    let before = std::fs::read(&file).expect("phone file");
+    // The cardholder types an expiry that is not the card's: the issuer declines ID&V.
+    let mut card = w.card(2);
+    card.expiry = "0101".into();
+    for model in [Model::Wallet, Model::Hce, Model::TsmSeToken] {
+        let mut steps = Vec::new();
+        let mut log = |s: &Step| steps.push(s.clone());
+        let mut otp = || -> anyhow::Result<String> { anyhow::bail!("no OTP expected") };
+        let r = flows::provision(
+            model,
+            &mut phone,
+            &w.providers.addrs,
+            &card,
+            &mut Io { log: &mut log, otp: &mut otp },
+        )
+        .await;
+        let e = format!("{:#}", r.expect_err("a declined ID&V provisions nothing"));
+        assert!(e.contains("declined"), "{model}: {e}");
+        assert!(!e.contains(&w.net.ports.test_cards[2].pan), "a clear PAN in the error: {e}");
+        assert!(phone.cards().is_empty(), "{model}: {:?}", phone.cards().len());
+    }
+    // Nothing written either (the SE model may have fitted the operator's SE, but no card).
+    let reopened = Phone::open(&file).expect("reopen");
+    assert!(reopened.cards().is_empty());
+    assert!(reopened.default_card().is_none());
+    if reopened.secure_element("se-operator").is_none() {
+        assert_eq!(std::fs::read(&file).expect("phone file"), before);
+    }
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_token_package_is_refused_by_the_phone() {
+    use serde_json::json;
+    use wallet_sim::providers::http;
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("phone.json");
+    let mut phone = Phone::open_or_create(&file).expect("phone");
+    let card = w.card(2);
+    // The phone's add-card call to the cloud platform, by hand, to get the sealed package.
+    let a = http::ok(
+        "cloud",
+        http::post(
+            &w.providers.addrs.cloud,
+            "/v1/cards",
+            None,
+            &json!({"device_id": phone.device_id(), "device_public_key": phone.device_public_key().expect("dpk"),
+                    "pan": card.pan, "expiry": card.expiry}),
+        )
+        .await
+        .expect("add card"),
+    )
+    .expect("approved");
+    assert_eq!(a["status"], "approved", "{a}");
+    let token_ref = a["token_ref"].as_str().expect("token ref").to_string();
+    let sealed = a["encrypted_token_data"].as_str().expect("package").to_string();
+    let saved = serde_json::to_string(phone.state()).expect("state");
+    // One bit flipped anywhere — in the ephemeral key, the nonce, the ciphertext or the tag —
+    // and the phone refuses the package and keeps nothing.
+    let raw = hex::decode(&sealed).expect("hex");
+    for at in [0, raw.len() / 3, raw.len() / 2, raw.len() - 1] {
+        let mut bad = raw.clone();
+        bad[at] ^= 0x01;
+        let r = phone.install_token(&token_ref, "cloud", &hex::encode_upper(&bad));
+        assert!(r.is_err(), "a package tampered at byte {at} was installed");
+        assert!(phone.cards().is_empty());
+        assert_eq!(serde_json::to_string(phone.state()).expect("state"), saved, "byte {at}");
+    }
+    // The package as sealed installs, and the phone pays with it.
+    let id = phone.install_token(&token_ref, "cloud", &sealed).expect("the genuine package");
+    phone.enable(&id).expect("enable");
+    let device_id = phone.device_id().to_string();
+    let path = format!("/v1/cards/{token_ref}/loaded");
+    let body = json!({"device_id": device_id});
+    let l = http::post(&w.providers.addrs.cloud, &path, None, &body).await.expect("loaded");
+    http::ok("cloud", l).expect("activated");
+    assert_eq!(w.pay(&mut phone, 1, 500).await, approved());
+    w.stop().await;
+}
