@@ -374,8 +374,9 @@ async fn the_cli_provisions_shows_status_and_exports_the_card() {
         Cli::try_parse_from(std::iter::once("wallet-sim").chain(args.iter().copied())).expect("args")
     };
     let mut out = Vec::new();
-    for model in ["tsm-se-pan", "hce"] {
-        let card = if model == "hce" { "3" } else { "0" };
+    // The wallet's card (test card 1) asks for an OTP: the CLI reads the issuer's text message
+    // through the ports file's issuer admin port.
+    for (model, card) in [("tsm-se-pan", "0"), ("hce", "3"), ("wallet", "1")] {
         run(
             cli(&["provision", "--model", model, "--ports-file", &pf, "--card", card, "--phone", &ph]),
             &mut out,
@@ -391,6 +392,7 @@ async fn the_cli_provisions_shows_status_and_exports_the_card() {
     let text = String::from_utf8(out).expect("utf8");
     assert!(text.contains("SP TSM → SE operator: verify the authentication data: verified"), "{text}");
     assert!(text.contains("cloud platform → token service"), "{text}");
+    assert!(text.contains("cardholder → wallet server: one-time password"), "{text}");
     assert!(text.contains("* se:"), "the default card marked: {text}");
     assert!(text.contains("limited-use keys left"), "{text}");
     for c in &w.net.ports.test_cards {

@@ -56,7 +56,19 @@ pub struct Issuer {
     otps: OtpBook,
     /// OTPs "sent to the cardholder" (by SMS in real life): provisioning session → code.
     pub otp_outbox: HashMap<String, String>,
+    /// The same OTPs as the cardholder's phone receives them, newest last: by masked PAN (what
+    /// the admin port's `sms` command shows; at most the last 64).
+    pub sms_outbox: Vec<Sms>,
     pub notices: Vec<Notice>,
+}
+
+/// A one-time password "texted" to a cardholder.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sms {
+    /// The card's masked PAN (first 6, last 4).
+    pub card: String,
+    pub otp: String,
+    pub at_ms: u64,
 }
 
 fn field(m: &Message, de: u16) -> Option<String> {
@@ -174,6 +186,7 @@ impl Issuer {
             ledger,
             otps: OtpBook::new(5 * 60 * 1000, 3),
             otp_outbox: HashMap::new(),
+            sms_outbox: Vec::new(),
             notices: Vec::new(),
         }
     }
@@ -428,6 +441,10 @@ impl Issuer {
             crate::idv::IdvDecision::Declined => Decision::rc("05"),
             crate::idv::IdvDecision::StepUp { session } => {
                 let code = self.otps.issue(&session, now_ms, random);
+                if self.sms_outbox.len() >= 64 {
+                    self.sms_outbox.remove(0);
+                }
+                self.sms_outbox.push(Sms { card: crate::cards::mask(pan), otp: code.clone(), at_ms: now_ms });
                 self.otp_outbox.insert(session, code);
                 Decision::rc("1A")
             }

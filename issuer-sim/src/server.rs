@@ -378,6 +378,7 @@ pub fn format_error_answer(spec: &Arc<Spec>, payload: &[u8]) -> Option<Message> 
 /// faults                       → the rules now in force, as a JSON array
 /// faults set [{"when_amount": 777, "action": "drop"}]  → "ok 1" (the rules replaced)
 /// faults clear                 → "ok 0"
+/// sms                          → the OTPs texted to cardholders: [{"card": "476173******0027", "otp": "…", "at_ms": …}]
 /// ```
 /// Anything else, or rules that do not check, gets `error: ...` and changes nothing.
 pub async fn run_admin(listener: TcpListener, state: Arc<ServerState>, stop: CancellationToken) {
@@ -415,6 +416,13 @@ pub async fn run_admin(listener: TcpListener, state: Arc<ServerState>, stop: Can
 
 /// One admin command's answer (see [`run_admin`]).
 pub fn admin_command(state: &ServerState, line: &str) -> String {
+    if line == "sms" {
+        // The one-time passwords the issuer has texted to cardholders (test cards only).
+        return match state.issuer.lock() {
+            Ok(i) => serde_json::to_string(&i.sms_outbox).unwrap_or_else(|e| format!("error: {e}")),
+            Err(_) => "error: issuer unavailable".into(),
+        };
+    }
     let mut faults = state.faults.write().unwrap_or_else(|p| p.into_inner());
     match line {
         "faults" => serde_json::to_string(&*faults).unwrap_or_else(|e| format!("error: {e}")),
@@ -433,7 +441,7 @@ pub fn admin_command(state: &ServerState, line: &str) -> String {
                 },
                 Err(e) => format!("error: fault rules (JSON): {e}"),
             },
-            None => "error: expected faults, faults set [JSON rules] or faults clear".into(),
+            None => "error: expected faults, faults set [JSON rules], faults clear or sms".into(),
         },
     }
 }

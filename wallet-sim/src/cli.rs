@@ -43,7 +43,8 @@ pub enum Command {
         card: usize,
         #[arg(long)]
         phone: PathBuf,
-        /// The one-time password, when the issuer asks for one (otherwise read from stdin).
+        /// The one-time password, when the issuer asks for one (otherwise the text message the issuer
+        /// sent, read from the ports file's `issuer_admin`, or else read from stdin).
         #[arg(long)]
         otp: Option<String>,
     },
@@ -84,6 +85,27 @@ pub enum Command {
 fn read_ports(path: &PathBuf) -> Result<Value> {
     let t = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&t).with_context(|| format!("{} is not a ports file", path.display()))
+}
+
+/// The newest one-time password the issuer texted for `masked_pan` (its admin port's `sms`).
+fn texted_otp(admin: &str, masked_pan: &str) -> Result<Option<String>> {
+    use std::io::Read;
+    let mut s =
+        std::net::TcpStream::connect(admin).with_context(|| format!("the issuer's admin port {admin}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    s.write_all(b"sms\n")?;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b)? == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    let texts: Vec<Value> = serde_json::from_slice(&line).context("the issuer's sms answer")?;
+    Ok(texts
+        .iter()
+        .rev()
+        .find(|t| t.get("card").and_then(Value::as_str) == Some(masked_pan))
+        .and_then(|t| t.get("otp").and_then(Value::as_str))
+        .map(str::to_string))
 }
 
 /// The providers the ports file names, or ones started here for this command.
@@ -129,9 +151,17 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
                 let _ = writeln!(out, "  {s}");
             };
             let mut given = otp;
+            let issuer_admin = ports.get("issuer_admin").and_then(Value::as_str).map(str::to_string);
+            let masked = crate::card::mask(&holder.pan);
             let mut ask = move || -> Result<String> {
                 if let Some(o) = given.take() {
                     return Ok(o);
+                }
+                // The simulated cardholder's phone receives the issuer's text message.
+                if let Some(admin) = &issuer_admin
+                    && let Some(code) = texted_otp(admin, &masked)?
+                {
+                    return Ok(code);
                 }
                 eprint!("one-time password sent to the cardholder: ");
                 std::io::stderr().flush().ok();
