@@ -8,6 +8,9 @@
 //! The card sources are small functions (`plastic`, `se_phone`, `wallet_phone`, `hce_phone`) so
 //! that the wallet's real phones can replace them.
 
+mod common;
+
+use common::post;
 use std::time::Duration;
 
 use atm_sim::atm::{Atm, AtmConfig, Fault, Outcome, ReversalKind};
@@ -40,23 +43,6 @@ fn plastic(net: &Network, i: usize) -> EmvApplet {
 /// secure element (the same applet; the wallet helper's phone will replace this).
 fn se_phone(net: &Network, i: usize) -> EmvApplet {
     plastic(net, i)
-}
-
-/// A JSON POST without an HTTP client crate: the body of the answer as JSON.
-async fn post(base: &str, path: &str, auth: &str, body: &str) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = base.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("api");
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
-    let json = body.find('{').and_then(|i| body.rfind('}').map(|j| &body[i..=j])).unwrap_or("null");
-    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
 }
 
 /// Provisions card `i` through the requestor of `kind`; the opened profile (JSON) of the device.

@@ -10,7 +10,6 @@ use common::{Client, rc};
 use paynet::network::{self, Network, Options};
 use terminal_sim::checkout::{Order, in_app_request, key_entered_request};
 use terminal_sim::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wallet_sim::card::{CardKeys, CardProfile, EmvApplet};
 
 fn order(stan: u32, amount: u64) -> Order {
@@ -25,21 +24,6 @@ fn order(stan: u32, amount: u64) -> Order {
     }
 }
 
-async fn post(net: &Network, path: &str, auth: &str, body: &str) -> serde_json::Value {
-    let addr = net.ports.provisioning_api.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("api");
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
-    let json = body.find('{').and_then(|i| body.rfind('}').map(|j| &body[i..=j])).unwrap_or("null");
-    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
-}
-
 /// A wallet phone provisioned for `entry_modes`, confirmed: its card application.
 async fn wallet_phone(net: &Network, card: usize, request_id: &str, entry_modes: &[&str]) -> EmvApplet {
     let secret = [0x51u8; 32];
@@ -49,13 +33,17 @@ async fn wallet_phone(net: &Network, card: usize, request_id: &str, entry_modes:
     let c = &net.ports.test_cards[card];
     let body = serde_json::json!({"request_id": request_id, "pan": c.pan, "expiry": c.expiry,
         "device_public_key": device, "entry_modes": entry_modes});
-    let a = post(net, "/v1/provision", &auth, &body.to_string()).await;
+    let a = common::post(&net.ports.provisioning_api, "/v1/provision", &auth, &body.to_string()).await;
     assert_eq!(a["status"], "approved", "{a}");
     let sealed = hex::decode(a["encrypted_token_data"].as_str().expect("sealed")).expect("hex");
     let plain = crypto::device::open(&secret, switch::token::service::PROFILE_INFO, &sealed).expect("opens");
     let v: serde_json::Value = serde_json::from_slice(&plain).expect("json");
     let token_ref = a["token_ref"].as_str().expect("ref");
-    assert_eq!(post(net, &format!("/v1/tokens/{token_ref}/confirm"), &auth, "").await["status"], "active");
+    assert_eq!(
+        common::post(&net.ports.provisioning_api, &format!("/v1/tokens/{token_ref}/confirm"), &auth, "")
+            .await["status"],
+        "active"
+    );
     EmvApplet::new(CardProfile {
         pan: v["token"].as_str().expect("token").into(),
         expiry: v["expiry"].as_str().expect("expiry").into(),

@@ -76,7 +76,7 @@ async fn the_kernel_pays_with_a_card_and_an_hce_phone() {
     let device = hex::encode(crypto::device::public_key(&secret).expect("device key"));
     let r = net.ports.token_requestors.iter().find(|r| r.kind == "cloud").expect("cloud").clone();
     let body = serde_json::json!({"request_id": "k1", "pan": tc.pan, "expiry": tc.expiry, "device_public_key": device});
-    let http = reqwest_free_post(
+    let http = common::post(
         &net.ports.provisioning_api,
         "/v1/provision",
         &format!("{}:{}", r.id, r.secret),
@@ -89,7 +89,7 @@ async fn the_kernel_pays_with_a_card_and_an_hce_phone() {
     let luks: Vec<Luk> = serde_json::from_value(v["luks"].clone()).expect("luks");
     let token = v["token"].as_str().expect("token").to_string();
     let token_ref = http["token_ref"].as_str().expect("ref").to_string();
-    reqwest_free_post(
+    common::post(
         &net.ports.provisioning_api,
         &format!("/v1/tokens/{token_ref}/confirm"),
         &format!("{}:{}", r.id, r.secret),
@@ -109,21 +109,4 @@ async fn the_kernel_pays_with_a_card_and_an_hce_phone() {
     let tx = TxData { amount: 300, tx_type: 0, date: [0x26, 0x11, 0x25], un: [9, 9, 9, 9] };
     assert!(tap(&mut phone, &TerminalConfig::default(), &tx).is_err(), "no limited-use key left");
     net.shutdown().await;
-}
-
-/// A JSON POST without an HTTP client crate: the body of the answer as JSON.
-async fn reqwest_free_post(base: &str, path: &str, auth: &str, body: &str) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = base.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("api");
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
-    let json = body.find('{').and_then(|i| body.rfind('}').map(|j| &body[i..=j])).unwrap_or("null");
-    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
 }

@@ -35,81 +35,10 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A UTC instant broken down (civil calendar, proleptic Gregorian).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Utc {
-    pub year: u32,
-    pub month: u32,
-    pub day: u32,
-    pub hour: u32,
-    pub minute: u32,
-    pub second: u32,
-}
-
-impl Utc {
-    pub fn from_ms(ms: u64) -> Utc {
-        let secs = ms / 1000;
-        let days = (secs / 86_400) as i64;
-        let rem = secs % 86_400;
-        // Howard Hinnant's days-from-civil inverse.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = (yoe + era * 400 + i64::from(month <= 2)) as u32;
-        Utc {
-            year,
-            month,
-            day,
-            hour: (rem / 3600) as u32,
-            minute: (rem % 3600 / 60) as u32,
-            second: (rem % 60) as u32,
-        }
-    }
-
-    /// DE 7: MMDDhhmmss.
-    pub fn transmission(&self) -> String {
-        format!("{:02}{:02}{:02}{:02}{:02}", self.month, self.day, self.hour, self.minute, self.second)
-    }
-
-    /// DE 12: hhmmss.
-    pub fn time(&self) -> String {
-        format!("{:02}{:02}{:02}", self.hour, self.minute, self.second)
-    }
-
-    /// DE 13: MMDD.
-    pub fn date(&self) -> String {
-        format!("{:02}{:02}", self.month, self.day)
-    }
-
-    /// Tag 9A: YYMMDD in BCD.
-    pub fn emv_date(&self) -> [u8; 3] {
-        let bcd = |n: u32| (((n / 10) % 10) << 4 | (n % 10)) as u8;
-        [bcd(self.year % 100), bcd(self.month), bcd(self.day)]
-    }
-}
+/// A UTC instant broken down, with the message formats of its parts.
+pub use codecs::iso8583::datetime::Utc;
 
 /// Random bytes from the operating system.
 pub fn random(buf: &mut [u8]) -> std::io::Result<()> {
     getrandom::fill(buf).map_err(|e| std::io::Error::other(format!("random source: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_breakdown() {
-        // 2025-11-25 13:45:07 UTC.
-        let t = Utc::from_ms(1_764_078_307_000);
-        assert_eq!((t.year, t.month, t.day, t.hour, t.minute, t.second), (2025, 11, 25, 13, 45, 7));
-        assert_eq!(t.transmission(), "1125134507");
-        assert_eq!(t.emv_date(), [0x25, 0x11, 0x25]);
-        let t = Utc::from_ms(951_782_400_000); // 2000-02-29
-        assert_eq!((t.year, t.month, t.day), (2000, 2, 29));
-    }
 }

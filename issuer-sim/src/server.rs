@@ -162,17 +162,7 @@ impl ServerState {
 
 /// Today's YYMM from milliseconds since the epoch (civil calendar, UTC).
 pub fn yymm(now_ms: u64) -> String {
-    let days = (now_ms / 86_400_000) as i64;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{:02}{:02}", y.rem_euclid(100), m)
+    codecs::iso8583::datetime::Utc::from_ms(now_ms).yymm()
 }
 
 /// How long a connection may hold a partial frame, and how long it may stay silent, before it is

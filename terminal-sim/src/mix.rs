@@ -157,38 +157,23 @@ impl Mix {
     }
 }
 
-/// The civil date and time (UTC) of `secs` since the epoch: (year, month, day, h, m, s).
-fn civil_utc(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+fn now() -> codecs::iso8583::datetime::Utc {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    codecs::iso8583::datetime::Utc::from_ms(ms as u64)
 }
 
 /// Today's transmission date-time (DE 7, MMDDhhmmss UTC), so that a run's requests never repeat
 /// the DE 41 + DE 11 + DE 7 of an earlier run's (a duplicate transmission to the switch).
 pub fn transmission_time_now() -> String {
-    let (_, m, d, hh, mm, ss) = civil_utc(now_secs());
-    format!("{m:02}{d:02}{hh:02}{mm:02}{ss:02}")
+    now().transmission()
 }
 
 /// Now, for people: `2026-11-25 09:30:49 UTC`.
 pub fn utc_now_text() -> String {
-    let (y, m, d, hh, mm, ss) = civil_utc(now_secs());
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
+    now().text()
 }
 
 fn random_u16() -> u16 {
@@ -405,13 +390,6 @@ mod tests {
         // Spread evenly: no two declines next to each other in 1:1.
         let even: Mix = "purchase=1,decline-expiry=1".parse().expect("mix");
         assert_ne!(even.cycle()[0], even.cycle()[1]);
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_utc(0), (1970, 1, 1, 0, 0, 0));
-        assert_eq!(civil_utc(951_782_400 + 3661), (2000, 2, 29, 1, 1, 1));
-        assert_eq!(civil_utc(1_764_028_800), (2025, 11, 25, 0, 0, 0));
     }
 
     #[test]

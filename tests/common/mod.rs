@@ -90,3 +90,14 @@ pub fn rc(m: &Message) -> String {
 pub fn bytes_of(m: &Message) -> Bytes {
     m.encode().expect("encode")
 }
+
+/// `POST base+path` with a JSON body and `Authorization: Bearer auth`: the answer's JSON body
+/// (`null` when it has none).
+pub async fn post(base: &str, path: &str, auth: &str, body: &str) -> serde_json::Value {
+    let body: serde_json::Value = if body.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(body).expect("a JSON body")
+    };
+    wallet_sim::providers::http::post(base, path, Some(auth), &body).await.expect("POST").body
+}

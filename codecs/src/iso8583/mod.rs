@@ -10,6 +10,7 @@
 
 pub mod bitmap;
 pub mod builtin;
+pub mod datetime;
 pub mod describe;
 mod ebcdic;
 pub mod elements;
