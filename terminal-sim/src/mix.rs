@@ -158,7 +158,7 @@ impl Mix {
 }
 
 /// The civil date and time (UTC) of `secs` since the epoch: (year, month, day, h, m, s).
-fn civil_utc(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
+pub(crate) fn civil_utc(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Howard Hinnant's days-to-civil.
@@ -174,7 +174,7 @@ fn civil_utc(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 

@@ -208,6 +208,45 @@ pub fn tap_request(
     Ok(m)
 }
 
+/// A contactless chip 0100 (DE 22 `071`) from what the kernel read off the card, with the
+/// merchant's own data from `order` — DE 7 and the local date and time (DE 12, 13; the terminal
+/// keeps UTC), DE 18, 41, 42, 49 — and the retrieval reference number `rrn` (DE 37).
+pub fn contactless_request(
+    spec: &std::sync::Arc<Spec>,
+    tapped: &crate::kernel::Tapped,
+    order: &crate::checkout::Order,
+    rrn: &str,
+) -> Result<Message, PosError> {
+    let mut m = Message::new(spec.clone(), Mti::AUTHORIZATION_REQUEST);
+    let stan = format!("{:06}", order.stan % 1_000_000);
+    let t = &order.transmitted;
+    for (de, v) in [
+        (2u16, tapped.pan.as_str()),
+        (3, "000000"),
+        (4, &format!("{:012}", order.amount)),
+        (7, t),
+        (11, &stan),
+        (12, t.get(4..10).unwrap_or("000000")),
+        (13, t.get(..4).unwrap_or("0101")),
+        (14, &tapped.expiry),
+        (18, &order.mcc),
+        (22, "071"),
+        (23, &format!("0{}", tapped.psn)),
+        (25, "00"),
+        (37, rrn),
+        (41, &order.tid),
+        (42, &order.mid),
+        (49, &format!("{:03}", order.currency)),
+    ] {
+        m.set_text(de, v)?;
+    }
+    if !tapped.track2.is_empty() {
+        m.set_text(35, &tapped.track2)?;
+    }
+    m.set_icc_data(&tapped.icc)?;
+    Ok(m)
+}
+
 /// The card's check of tag 91 in the answer: the ARPC it expects for the ARQC it sent.
 pub fn card_accepts_arpc(card: &TestCard, req: &Message, rsp: &Message) -> bool {
     card_accepts_arpc_with(card, req, rsp, CardKey::MasterKey)

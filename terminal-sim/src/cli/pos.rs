@@ -1,0 +1,106 @@
+//! `terminal-sim pos --ports-file F --device FILE --amount MINOR [...]`: a contactless POS
+//! terminal. Taps the device — a wallet-sim phone file (the phone writes its ATC and limited-use
+//! keys back into the file before the cryptogram leaves) or a card profile JSON (whose ATC this
+//! command writes back) — through the kernel (PPSE, SELECT, GPO, READ RECORD, GENERATE AC) with
+//! the terminal's risk management: an AAC is declined offline and nothing is sent. Otherwise the
+//! 0100 (DE 22 `071`, DE 55 from the card and the terminal) goes to the ports file's acquirer
+//! listener in its framing, the answer's tag 91 goes back to the card (EXTERNAL AUTHENTICATE), and
+//! the receipt is printed.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use wallet_sim::card::mask;
+use wallet_sim::phone::Device;
+
+use super::merchant::{self, MerchantArgs};
+use crate::kernel::{self, TxData};
+use crate::receipt::{Receipt, response_meaning};
+use crate::terminal::TerminalFile;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The device tapped: a wallet-sim phone file, or a card profile JSON (`wallet-sim
+    /// export-card`).
+    #[arg(long, value_name = "FILE")]
+    pub device: PathBuf,
+    #[command(flatten)]
+    pub merchant: MerchantArgs,
+}
+
+pub async fn run(a: Args) -> Result<ExitCode> {
+    let outcome = execute(&a).await;
+    merchant::finish("pos", a.merchant.json, outcome)
+}
+
+/// Opens a device file, naming it and its kind of problem.
+pub fn open_device(path: &Path) -> Result<Device> {
+    let device = Device::open(path).map_err(|e| anyhow!("--device: {e}"))?;
+    if device.profile().is_none() {
+        bail!("--device {}: the phone has no enabled default card", path.display());
+    }
+    Ok(device)
+}
+
+/// Writes a card profile's state (its ATC moved on) back into its file; a phone saves itself.
+pub fn save_card(device: &Device, path: &Path) -> Result<()> {
+    if let Device::Card(c) = device {
+        let text = serde_json::to_string_pretty(c.profile())?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("--device {}: cannot save the card's ATC", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The tap, the authorization and the receipt.
+pub async fn execute(a: &Args) -> Result<Receipt> {
+    let m = &a.merchant;
+    let terminal = m.terminal(TerminalFile::default())?;
+    let mut device = open_device(&a.device)?;
+    let txn = m.context(terminal)?;
+    let tx = TxData {
+        amount: m.amount,
+        tx_type: 0x00,
+        date: txn.moment.emv_date(),
+        un: merchant::unpredictable_number()?,
+    };
+    let tapped = kernel::tap(&mut device, &txn.terminal.kernel, &tx);
+    save_card(&device, &a.device)?;
+    let tapped = tapped.map_err(|e| anyhow!("tapping {}: {e}", a.device.display()))?;
+    let mut r = txn.receipt(m.amount, mask(&tapped.pan), "contactless", "071");
+    r.atc = icc_tag(&tapped.icc, 0x9F36).map(hex::encode_upper);
+    // EMV Book 3 §9.3: the card's answer to GENERATE AC decides — an ARQC goes online, an AAC is
+    // the terminal's offline decline (authorisation response code Z1).
+    if tapped.cid & 0xC0 != 0x80 {
+        r.cryptogram = Some("AAC");
+        r.response_code = "Z1".into();
+        r.response_meaning = response_meaning("Z1");
+        r.note = Some("the terminal's risk management declined offline (TVR bit in the denial TAC)".into());
+        return Ok(r);
+    }
+    r.cryptogram = Some("ARQC");
+    let order = txn.order(m.amount);
+    let req = crate::pos::contactless_request(&txn.target.spec, &tapped, &order, &txn.moment.rrn(txn.stan))
+        .map_err(|e| anyhow!("building the 0100: {e}"))?;
+    let rsp = txn.send(&req, m.timeout_ms).await?;
+    r.arpc_verified = Some(arpc_to_card(&mut device, &rsp));
+    merchant::answered(&mut r, &req, &rsp);
+    Ok(r)
+}
+
+/// Hands the answer's tag 91 to the card: whether it verified the issuer's ARPC (no tag 91: no).
+pub fn arpc_to_card(device: &mut Device, rsp: &codecs::iso8583::Message) -> bool {
+    match rsp.icc_data().ok().flatten().and_then(|icc| kernel::tag91(&icc)) {
+        Some(t91) => kernel::issuer_authenticate(device, &t91),
+        None => false,
+    }
+}
+
+/// One tag's value from TLV bytes.
+pub fn icc_tag(icc: &[u8], tag: u32) -> Option<Vec<u8>> {
+    let nodes = codecs::tlv::decode_lenient(icc).ok()?;
+    codecs::tlv::find(&nodes, codecs::tlv::Tag::new(tag)).map(|n| n.value().to_vec())
+}
