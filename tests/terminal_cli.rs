@@ -175,6 +175,17 @@ fn pos_and_checkout_against_paynet_serve() {
     assert_eq!(device_profile(&card_file).atc, before + 1);
     stans.push(format!("{}/{}", v["tid"], v["stan"]));
 
+    // The terminal stops waiting before any answer can come: it sends the reversal advice it owes
+    // (0420, DE 39 68), which the switch acknowledges.
+    let out = w.terminal("pos", &["--device", &hce_s, "--amount", "700", "--timeout-ms", "0", "--json"]);
+    assert_eq!(code(&out), Some(1));
+    let v = receipt(&out);
+    assert_eq!(
+        (v["result"].as_str(), v["sent"].as_bool(), v["response_code"].as_str(), v["reversal"].as_str()),
+        (Some("DECLINED"), Some(true), None, Some("acknowledged")),
+        "{v}"
+    );
+
     // Risk management: over the floor limit with that TVR bit in the denial TAC → the card gives
     // an AAC, the terminal declines offline (Z1) and sends nothing.
     let config = w.path("strict.toml");

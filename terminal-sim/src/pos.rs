@@ -247,6 +247,28 @@ pub fn contactless_request(
     Ok(m)
 }
 
+/// The reversal advice (0420) a terminal owes for `orig` when it cannot stand by the outcome: no
+/// answer in time (DE 39 `68`) or an approval whose ARPC the card refused (`82`). Its identifying
+/// elements, a new STAN and transmission time (DE 11, DE 7), and DE 90 naming the original (MTI,
+/// STAN, DE 7, acquirer and forwarding IDs — zeros: the switch fills DE 32 for the listener).
+pub fn reversal_advice(
+    orig: &Message,
+    stan: u32,
+    transmitted: &str,
+    reason: &str,
+) -> Result<Message, PosError> {
+    let mut m = Message::new(orig.spec().clone(), Mti::REVERSAL_ADVICE);
+    for de in [2u16, 3, 4, 12, 13, 14, 18, 22, 23, 25, 37, 41, 42, 49] {
+        m.copy_from(orig, de)?;
+    }
+    m.set_text(7, transmitted)?;
+    m.set_text(11, &format!("{:06}", stan % 1_000_000))?;
+    m.set_text(39, reason)?;
+    let t = |de| orig.text(de).map(|c| c.into_owned()).unwrap_or_default();
+    m.set_text(90, &format!("{}{:0>6}{:0>10}{}", orig.mti(), t(11), t(7), "0".repeat(22)))?;
+    Ok(m)
+}
+
 /// The card's check of tag 91 in the answer: the ARPC it expects for the ARQC it sent.
 pub fn card_accepts_arpc(card: &TestCard, req: &Message, rsp: &Message) -> bool {
     card_accepts_arpc_with(card, req, rsp, CardKey::MasterKey)

@@ -257,12 +257,16 @@ pub struct Receipt {
     pub cryptogram: Option<&'static str>,
     /// Whether the request went to the network (false: declined offline).
     pub sent: bool,
-    pub response_code: String,
+    /// DE 39 of the answer (`Z1`: the terminal's offline decline; None: no answer).
+    pub response_code: Option<String>,
     pub response_meaning: &'static str,
     /// DE 38.
     pub auth_code: Option<String>,
     /// Whether the card accepted the issuer's ARPC (None when there is no card to ask).
     pub arpc_verified: Option<bool>,
+    /// The reversal advice (0420) the terminal sent, when it could not stand by the outcome:
+    /// `acknowledged` or `not acknowledged`.
+    pub reversal: Option<&'static str>,
     /// Why an approval by the network still ends declined at the terminal.
     pub note: Option<String>,
     /// The request and the answer in the JSON form of INTERFACES.md §1, sensitive elements masked.
@@ -290,13 +294,21 @@ impl Receipt {
         if let Some(atc) = &self.atc {
             let _ = writeln!(s, "ATC        {atc}   {}", self.cryptogram.unwrap_or(""));
         }
-        let _ = writeln!(s, "Response   {} {}", self.response_code, self.response_meaning);
+        let _ = writeln!(
+            s,
+            "Response   {} {}",
+            self.response_code.as_deref().unwrap_or("(none)"),
+            self.response_meaning
+        );
         if !self.sent {
             let _ = writeln!(s, "           nothing sent to the network");
         }
         let _ = writeln!(s, "Auth code  {}", self.auth_code.as_deref().unwrap_or("-"));
         if let Some(v) = self.arpc_verified {
             let _ = writeln!(s, "ARPC verified by the card: {}", if v { "yes" } else { "no" });
+        }
+        if let Some(rev) = self.reversal {
+            let _ = writeln!(s, "Reversal   advice sent, {rev}");
         }
         if let Some(n) = &self.note {
             let _ = writeln!(s, "Note       {n}");

@@ -14,8 +14,9 @@ use anyhow::{Result, anyhow, bail};
 use wallet_sim::card::mask;
 use wallet_sim::phone::{Device, OnlineTx};
 
+use super::merchant::icc_tag;
 use super::merchant::{self, MerchantArgs, Txn, usage};
-use super::pos::{arpc_to_card, icc_tag, open_device, save_card};
+use super::pos::{open_device, save_card};
 use crate::checkout::{in_app_request, key_entered_request};
 use crate::kernel::{self, Tapped, TxData};
 use crate::receipt::Receipt;
@@ -134,9 +135,8 @@ pub async fn execute(a: &Args) -> Result<Receipt> {
     let order = txn.order(m.amount);
     let req = key_entered_request(&txn.target.spec, &pan, &expiry, &cvv2, &order)
         .map_err(|e| anyhow!("building the 0100: {e}"))?;
-    let rsp = txn.send(&req, m.timeout_ms).await?;
     let mut r = txn.receipt(m.amount, mask(&pan), "key-entered", "810");
-    merchant::answered(&mut r, &req, &rsp);
+    txn.authorize(&mut r, &req, m.timeout_ms, None).await?;
     Ok(r)
 }
 
@@ -173,8 +173,6 @@ async fn in_app(a: &Args, txn: &Txn, device: &mut Device, path: &std::path::Path
     let order = txn.order(m.amount);
     let req =
         in_app_request(&txn.target.spec, &tapped, &order).map_err(|e| anyhow!("building the 0100: {e}"))?;
-    let rsp = txn.send(&req, m.timeout_ms).await?;
-    r.arpc_verified = Some(arpc_to_card(device, &rsp));
-    merchant::answered(&mut r, &req, &rsp);
+    txn.authorize(&mut r, &req, m.timeout_ms, Some(device)).await?;
     Ok(r)
 }

@@ -9,14 +9,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use codecs::iso8583::Message;
+use codecs::iso8583::{Message, Mti};
+use wallet_sim::phone::Device;
 
 use crate::checkout::Order;
-use crate::link;
+use crate::kernel;
+use crate::link::Link;
 use crate::load::Target;
 use crate::ports::PortsFile;
+use crate::pos::reversal_advice;
 use crate::receipt::{Receipt, response_meaning};
 use crate::terminal::{self, Moment, Terminal, TerminalFile};
+
+/// How long a terminal tries to connect, and waits at least for a reversal's acknowledgement.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A bad argument (exit status 2): which argument and why.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +76,8 @@ pub struct MerchantArgs {
     /// temporary folder).
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
-    /// How long to wait for the answer.
+    /// How long to wait for the answer; after it the terminal sends a reversal advice (0: do not
+    /// wait at all, to exercise that path).
     #[arg(long, default_value_t = 15_000, value_name = "MS")]
     pub timeout_ms: u64,
     /// Print the receipt as one JSON object (with the request and answer, masked).
@@ -86,6 +93,8 @@ pub struct Txn {
     pub ports_json: serde_json::Value,
     pub target: Target,
     pub stan: u32,
+    /// Where the STAN counter lives (None with `--stan`).
+    pub state_dir: Option<PathBuf>,
     pub moment: Moment,
 }
 
@@ -178,15 +187,16 @@ impl MerchantArgs {
         let target = ep
             .target()
             .with_context(|| format!("--ports-file {}: {}", self.ports_file.display(), self.endpoint))?;
-        let stan = match self.stan {
-            Some(s) => s,
-            None => {
-                let dir = self.state.clone().unwrap_or_else(terminal::default_state_dir);
-                terminal::next_stan(&dir, &terminal.tid)
-                    .with_context(|| format!("the STAN counter in {}", dir.display()))?
-            }
+        let state_dir = match self.stan {
+            Some(_) => None,
+            None => Some(self.state.clone().unwrap_or_else(terminal::default_state_dir)),
         };
-        Ok(Txn { terminal, ports, ports_json, target, stan, moment: Moment::now() })
+        let stan = match (&state_dir, self.stan) {
+            (Some(dir), _) => terminal::next_stan(dir, &terminal.tid)
+                .with_context(|| format!("the STAN counter in {}", dir.display()))?,
+            (None, s) => s.unwrap_or(1),
+        };
+        Ok(Txn { terminal, ports, ports_json, target, stan, state_dir, moment: Moment::now() })
     }
 }
 
@@ -204,11 +214,62 @@ impl Txn {
         }
     }
 
-    /// Sends `req` over the acquirer link and waits for its answer.
-    pub async fn send(&self, req: &Message, timeout_ms: u64) -> Result<Message> {
-        link::exchange(&self.target, self.terminal.tpdu, req, Duration::from_millis(timeout_ms))
-            .await
-            .map_err(|e| anyhow!("{e}"))
+    /// Sends `req`, fills the receipt from its answer — the card, when one took part, checks the
+    /// issuer's ARPC (tag 91, EXTERNAL AUTHENTICATE) — and sends the reversal advice the terminal
+    /// owes when it cannot stand by the outcome: no answer in time, or an approval whose ARPC the
+    /// card refused. An error means nothing was sent.
+    pub async fn authorize(
+        &self,
+        r: &mut Receipt,
+        req: &Message,
+        timeout_ms: u64,
+        card: Option<&mut Device>,
+    ) -> Result<()> {
+        let timeout = Duration::from_millis(timeout_ms);
+        let mut link =
+            Link::connect(&self.target, self.terminal.tpdu, timeout).await.map_err(|e| anyhow!("{e}"))?;
+        link.send(req).await.map_err(|e| anyhow!("{e}"))?;
+        r.sent = true;
+        r.rrn = req.text(37).map(|t| t.into_owned()).unwrap_or_default();
+        r.request = Some(masked_json(req));
+        let rsp = match link.answer(req, timeout).await {
+            Ok(Some(rsp)) => rsp,
+            Ok(None) | Err(_) => {
+                r.response_meaning = "no answer";
+                r.note = Some(format!("no answer from the network within {timeout_ms} ms"));
+                self.reverse(r, req, "68", timeout).await;
+                return Ok(());
+            }
+        };
+        r.arpc_verified = card.map(|d| arpc_to_card(d, &rsp));
+        answered(r, &rsp);
+        if r.response_code.as_deref() == Some("00") && !r.approved {
+            self.reverse(r, req, "82", timeout).await;
+        }
+        Ok(())
+    }
+
+    /// Sends the reversal advice (0420) of `req` with `reason` on a fresh connection, and waits
+    /// for its acknowledgement at least [`CONNECT_TIMEOUT`].
+    async fn reverse(&self, r: &mut Receipt, req: &Message, reason: &str, timeout: Duration) {
+        let timeout = timeout.max(CONNECT_TIMEOUT);
+        let stan = match &self.state_dir {
+            Some(dir) => terminal::next_stan(dir, &self.terminal.tid).ok(),
+            None => Some(self.stan % 999_999 + 1),
+        };
+        let rev = stan.and_then(|s| reversal_advice(req, s, &Moment::now().transmitted(), reason).ok());
+        let Some(rev) = rev else {
+            r.reversal = Some("not sent");
+            return;
+        };
+        let ack = async {
+            let mut link = Link::connect(&self.target, self.terminal.tpdu, CONNECT_TIMEOUT).await?;
+            link.call(&rev, timeout).await
+        };
+        r.reversal = Some(match ack.await {
+            Ok(Some(a)) if a.mti() == Mti::REVERSAL_ADVICE_RESPONSE => "acknowledged",
+            _ => "not acknowledged",
+        });
     }
 
     /// A receipt for this transaction; `approved` and the rest are filled in by the caller.
@@ -234,10 +295,11 @@ impl Txn {
             atc: None,
             cryptogram: None,
             sent: false,
-            response_code: String::new(),
+            response_code: None,
             response_meaning: "",
             auth_code: None,
             arpc_verified: None,
+            reversal: None,
             note: None,
             request: None,
             response: None,
@@ -245,24 +307,35 @@ impl Txn {
     }
 }
 
-/// Fills the receipt from the request and its answer: response code and meaning, auth code, RRN,
-/// and the masked JSON forms. `approved` is the network's 00 and, where a card took part, the
-/// card's acceptance of the issuer's ARPC.
-pub fn answered(r: &mut Receipt, req: &Message, rsp: &Message) {
-    let text = |m: &Message, de: u16| m.text(de).map(|t| t.into_owned());
-    r.sent = true;
-    r.rrn = text(req, 37).unwrap_or_default();
-    r.response_code = text(rsp, 39).unwrap_or_else(|| "(none)".into());
-    r.response_meaning = response_meaning(&r.response_code);
-    r.auth_code = text(rsp, 38).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-    let network_ok = r.response_code == "00";
+/// Fills the receipt from the answer: response code and meaning, auth code, the masked JSON form.
+/// `approved` is the network's 00 and, where a card took part, the card's acceptance of the
+/// issuer's ARPC.
+pub fn answered(r: &mut Receipt, rsp: &Message) {
+    let rc = rsp.text(39).map(|t| t.into_owned());
+    r.response_meaning = rc.as_deref().map(response_meaning).unwrap_or("no response code");
+    r.auth_code = rsp.text(38).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let network_ok = rc.as_deref() == Some("00");
+    r.response_code = rc;
     r.approved = network_ok && r.arpc_verified != Some(false);
     if network_ok && !r.approved {
         r.note = Some("approved by the network, but the card did not verify the issuer's ARPC".into());
     }
     r.result = if r.approved { "APPROVED" } else { "DECLINED" };
-    r.request = Some(masked_json(req));
     r.response = Some(masked_json(rsp));
+}
+
+/// Hands the answer's tag 91 to the card: whether it verified the issuer's ARPC (no tag 91: no).
+pub fn arpc_to_card(device: &mut Device, rsp: &Message) -> bool {
+    match rsp.icc_data().ok().flatten().and_then(|icc| kernel::tag91(&icc)) {
+        Some(t91) => kernel::issuer_authenticate(device, &t91),
+        None => false,
+    }
+}
+
+/// One tag's value from TLV bytes.
+pub fn icc_tag(icc: &[u8], tag: u32) -> Option<Vec<u8>> {
+    let nodes = codecs::tlv::decode_lenient(icc).ok()?;
+    codecs::tlv::find(&nodes, codecs::tlv::Tag::new(tag)).map(|n| n.value().to_vec())
 }
 
 /// The JSON form (INTERFACES.md §1) with sensitive elements masked, DE 48's CVV2 included.

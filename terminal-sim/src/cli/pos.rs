@@ -14,7 +14,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use wallet_sim::card::mask;
 use wallet_sim::phone::Device;
 
-use super::merchant::{self, MerchantArgs};
+use super::merchant::{self, MerchantArgs, icc_tag};
 use crate::kernel::{self, TxData};
 use crate::receipt::{Receipt, response_meaning};
 use crate::terminal::TerminalFile;
@@ -76,7 +76,7 @@ pub async fn execute(a: &Args) -> Result<Receipt> {
     // the terminal's offline decline (authorisation response code Z1).
     if tapped.cid & 0xC0 != 0x80 {
         r.cryptogram = Some("AAC");
-        r.response_code = "Z1".into();
+        r.response_code = Some("Z1".into());
         r.response_meaning = response_meaning("Z1");
         r.note = Some("the terminal's risk management declined offline (TVR bit in the denial TAC)".into());
         return Ok(r);
@@ -85,22 +85,6 @@ pub async fn execute(a: &Args) -> Result<Receipt> {
     let order = txn.order(m.amount);
     let req = crate::pos::contactless_request(&txn.target.spec, &tapped, &order, &txn.moment.rrn(txn.stan))
         .map_err(|e| anyhow!("building the 0100: {e}"))?;
-    let rsp = txn.send(&req, m.timeout_ms).await?;
-    r.arpc_verified = Some(arpc_to_card(&mut device, &rsp));
-    merchant::answered(&mut r, &req, &rsp);
+    txn.authorize(&mut r, &req, m.timeout_ms, Some(&mut device)).await?;
     Ok(r)
-}
-
-/// Hands the answer's tag 91 to the card: whether it verified the issuer's ARPC (no tag 91: no).
-pub fn arpc_to_card(device: &mut Device, rsp: &codecs::iso8583::Message) -> bool {
-    match rsp.icc_data().ok().flatten().and_then(|icc| kernel::tag91(&icc)) {
-        Some(t91) => kernel::issuer_authenticate(device, &t91),
-        None => false,
-    }
-}
-
-/// One tag's value from TLV bytes.
-pub fn icc_tag(icc: &[u8], tag: u32) -> Option<Vec<u8>> {
-    let nodes = codecs::tlv::decode_lenient(icc).ok()?;
-    codecs::tlv::find(&nodes, codecs::tlv::Tag::new(tag)).map(|n| n.value().to_vec())
 }
