@@ -154,6 +154,15 @@ fn pos_and_checkout_against_paynet_serve() {
     assert!(v["auth_code"].as_str().is_some_and(|a| !a.is_empty()), "DE 38: {v}");
     let mut stans = vec![format!("{}/{}", v["tid"], v["stan"])];
 
+    // The same phone on the pyiso8583-compatible listener (iso87ascii, 4-ascii framing).
+    let v =
+        receipt(&w.terminal(
+            "pos",
+            &["--device", &hce_s, "--amount", "120", "--endpoint", "acquirer_ascii", "--json"],
+        ));
+    assert_eq!((v["result"].as_str(), v["arpc_verified"].as_bool()), (Some("APPROVED"), Some(true)), "{v}");
+    stans.push(format!("{}/{}", v["tid"], v["stan"]));
+
     // A card profile exported from a secure-element phone (wallet-sim export-card), tapped as a
     // plain card file: approved, and its ATC written back into the file.
     let se = w.path("phone-se.json");

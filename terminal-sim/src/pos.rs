@@ -318,3 +318,64 @@ pub fn card_accepts_arpc_with(card: &TestCard, req: &Message, rsp: &Message, key
         Err(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkout::Order;
+    use crate::kernel::{TerminalConfig, TxData, tap};
+    use wallet_sim::card::{CardKeys, CardProfile, EmvApplet};
+
+    #[test]
+    fn a_contactless_request_carries_the_merchant_and_its_reversal_names_it() {
+        let spec = Spec::builtin("network").expect("spec");
+        let mut card = EmvApplet::new(CardProfile {
+            pan: "4761739001010010".into(),
+            expiry: "2912".into(),
+            psn: "01".into(),
+            cvn: "visa18".into(),
+            aid: "A0000000031010".into(),
+            label: "TEST".into(),
+            keys: CardKeys::Master { icc_mk: "0123456789ABCDEFFEDCBA9876543210".into() },
+            atc: 0,
+        });
+        let tx = TxData { amount: 1250, tx_type: 0, date: [0x26, 0x11, 0x25], un: [1, 2, 3, 4] };
+        let tapped = tap(&mut card, &TerminalConfig::default(), &tx).expect("tap");
+        let order = Order {
+            stan: 42,
+            amount: 1250,
+            currency: 826,
+            tid: "SHOP0042".into(),
+            mid: "MERCHANT0000042".into(),
+            mcc: "5812".into(),
+            transmitted: "1125093049".into(),
+        };
+        let m = contactless_request(spec, &tapped, &order, "633009000042").expect("request");
+        let t = |m: &Message, de| m.text(de).map(|c| c.into_owned()).unwrap_or_default();
+        for (de, want) in [
+            (4, "000000001250"),
+            (7, "1125093049"),
+            (11, "000042"),
+            (12, "093049"),
+            (13, "1125"),
+            (18, "5812"),
+            (22, "071"),
+            (23, "001"),
+            (37, "633009000042"),
+            (41, "SHOP0042"),
+            (42, "MERCHANT0000042"),
+            (49, "826"),
+        ] {
+            assert_eq!(t(&m, de), want, "DE {de}");
+        }
+        assert!(m.icc_data().expect("DE 55").is_some());
+        let r = reversal_advice(&m, 43, "1125093115", "68").expect("reversal");
+        assert_eq!(r.mti(), Mti::REVERSAL_ADVICE);
+        assert_eq!(
+            (t(&r, 11), t(&r, 7), t(&r, 39), t(&r, 4)),
+            ("000043".into(), "1125093115".into(), "68".into(), "000000001250".into())
+        );
+        assert_eq!(t(&r, 90), format!("0100000042{}{}", "1125093049", "0".repeat(22)));
+        assert!(!r.contains(55), "no ICC data in the advice");
+    }
+}

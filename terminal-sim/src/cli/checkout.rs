@@ -22,7 +22,8 @@ use crate::kernel::{self, Tapped, TxData};
 use crate::receipt::Receipt;
 use crate::terminal::TerminalFile;
 
-#[derive(clap::Args, Debug, Clone)]
+/// No `Debug`: a key-entered PAN and CVV2 are never printed.
+#[derive(clap::Args, Clone)]
 pub struct Args {
     /// In-app: the wallet-sim phone file whose default card pays (a card profile JSON works too).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["pan", "pan_from_card", "expiry", "cvv2", "cvv2_from_card"])]
