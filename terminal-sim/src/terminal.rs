@@ -84,9 +84,18 @@ pub struct Terminal {
 }
 
 impl TerminalFile {
-    /// Reads a TOML file (`what` names it in errors).
+    /// Reads a TOML file over the embedded defaults.
     pub fn parse(text: &str) -> Result<TerminalFile, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+        TerminalFile::parse_over(&TerminalFile::default(), text)
+    }
+
+    /// Reads a TOML file: the keys it has replace those of `defaults`.
+    pub fn parse_over(defaults: &TerminalFile, text: &str) -> Result<TerminalFile, String> {
+        let one_line = |e: &dyn std::fmt::Display| e.to_string().trim().replace('\n', " ");
+        let file: toml::Table = toml::from_str(text).map_err(|e| one_line(&e))?;
+        let mut merged = toml::Table::try_from(defaults).map_err(|e| one_line(&e))?;
+        merged.extend(file);
+        merged.try_into().map_err(|e| one_line(&e))
     }
 
     /// Checks every setting; all problems at once, each naming its key.
@@ -274,6 +283,10 @@ mod tests {
         assert_eq!(t.mcc, "5411", "the rest stays default");
         let e = TerminalFile::parse("tidd = \"x\"").expect_err("unknown key");
         assert!(e.contains("tidd"), "{e}");
+        let shop = TerminalFile { tid: "WEB00001".into(), ..TerminalFile::default() };
+        let f = TerminalFile::parse_over(&shop, "mcc = \"5999\"").expect("toml");
+        assert_eq!((f.tid.as_str(), f.mcc.as_str()), ("WEB00001", "5999"), "over the given defaults");
+        assert!(TerminalFile::parse("floor_limit = \"ten\"").expect_err("type").contains("floor_limit"));
     }
 
     #[test]

@@ -170,7 +170,11 @@ async fn in_app(a: &Args, txn: &Txn, device: &mut Device, path: &std::path::Path
     };
     let mut r = txn.receipt(m.amount, mask(&tapped.pan), "in-app", "100");
     r.atc = icc_tag(&tapped.icc, 0x9F36).map(hex::encode_upper);
-    r.cryptogram = Some(if tapped.cid & 0xC0 == 0x80 { "ARQC" } else { "AAC" });
+    if tapped.cid & 0xC0 != 0x80 {
+        Txn::offline_decline(&mut r);
+        return Ok(r);
+    }
+    r.cryptogram = Some("ARQC");
     let order = txn.order(m.amount);
     let req =
         in_app_request(&txn.target.spec, &tapped, &order).map_err(|e| anyhow!("building the 0100: {e}"))?;

@@ -105,12 +105,8 @@ impl MerchantArgs {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("--config {}: cannot read it", path.display()))?;
-                let parsed = TerminalFile::parse(&text)
-                    .map_err(|e| usage(format!("--config {}: {e}", path.display())))?;
-                TerminalFile {
-                    name: if parsed.name.is_empty() { defaults.name } else { parsed.name.clone() },
-                    ..parsed
-                }
+                TerminalFile::parse_over(&defaults, &text)
+                    .map_err(|e| usage(format!("--config {}: {e}", path.display())))?
             }
             None => defaults,
         };
@@ -270,6 +266,15 @@ impl Txn {
             Ok(Some(a)) if a.mti() == Mti::REVERSAL_ADVICE_RESPONSE => "acknowledged",
             _ => "not acknowledged",
         });
+    }
+
+    /// Marks the receipt as the terminal's offline decline: the card answered GENERATE AC with an
+    /// AAC (EMV Book 3 §9.3), authorisation response code Z1; nothing is sent.
+    pub fn offline_decline(r: &mut Receipt) {
+        r.cryptogram = Some("AAC");
+        r.response_code = Some("Z1".into());
+        r.response_meaning = response_meaning("Z1");
+        r.note = Some("the terminal's risk management declined offline (TVR bit in the denial TAC)".into());
     }
 
     /// A receipt for this transaction; `approved` and the rest are filled in by the caller.

@@ -14,9 +14,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use wallet_sim::card::mask;
 use wallet_sim::phone::Device;
 
-use super::merchant::{self, MerchantArgs, icc_tag};
+use super::merchant::{self, MerchantArgs, Txn, icc_tag};
 use crate::kernel::{self, TxData};
-use crate::receipt::{Receipt, response_meaning};
+use crate::receipt::Receipt;
 use crate::terminal::TerminalFile;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -72,13 +72,8 @@ pub async fn execute(a: &Args) -> Result<Receipt> {
     let tapped = tapped.map_err(|e| anyhow!("tapping {}: {e}", a.device.display()))?;
     let mut r = txn.receipt(m.amount, mask(&tapped.pan), "contactless", "071");
     r.atc = icc_tag(&tapped.icc, 0x9F36).map(hex::encode_upper);
-    // EMV Book 3 §9.3: the card's answer to GENERATE AC decides — an ARQC goes online, an AAC is
-    // the terminal's offline decline (authorisation response code Z1).
     if tapped.cid & 0xC0 != 0x80 {
-        r.cryptogram = Some("AAC");
-        r.response_code = Some("Z1".into());
-        r.response_meaning = response_meaning("Z1");
-        r.note = Some("the terminal's risk management declined offline (TVR bit in the denial TAC)".into());
+        Txn::offline_decline(&mut r);
         return Ok(r);
     }
     r.cryptogram = Some("ARQC");
