@@ -154,6 +154,31 @@ fn pos_and_checkout_against_paynet_serve() {
     assert!(v["auth_code"].as_str().is_some_and(|a| !a.is_empty()), "DE 38: {v}");
     let mut stans = vec![format!("{}/{}", v["tid"], v["stan"])];
 
+    // Two terminals tap the same phone file side by side: each waits for the other's tap to
+    // finish, both are approved, no ATC given twice.
+    let before = device_profile(&hce).atc;
+    let children: Vec<_> = ["TERM0002", "TERM0003"]
+        .iter()
+        .map(|tid| {
+            Command::new(&w.terminal_sim)
+                .args(["pos", "--json", "--amount", "150", "--tid", tid, "--device", &hce_s, "--ports-file"])
+                .arg(&w.ports)
+                .arg("--state")
+                .arg(w.path("terminal-state"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("terminal-sim")
+        })
+        .collect();
+    for ch in children {
+        let out = ch.wait_with_output().expect("wait");
+        w.no_secrets(&out);
+        let v = receipt(&out);
+        assert_eq!(v["result"], "APPROVED", "{v}");
+    }
+    assert_eq!(device_profile(&hce).atc, before + 2);
+
     // The same phone on the pyiso8583-compatible listener (iso87ascii, 4-ascii framing).
     let v =
         receipt(&w.terminal(

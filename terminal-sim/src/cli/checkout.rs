@@ -93,9 +93,9 @@ pub async fn execute(a: &Args) -> Result<Receipt> {
     let m = &a.merchant;
     let terminal = m.terminal(shop_defaults())?;
     if let Some(path) = &a.device {
-        let mut device = open_device(path)?;
+        let mut open = open_device(path)?;
         let txn = m.context(terminal)?;
-        return in_app(a, &txn, &mut device, path).await;
+        return in_app(a, &txn, &mut open.device, path).await;
     }
     // Card not present: check what was typed before anything is sent.
     if a.pan.is_none() && a.pan_from_card.is_none() {

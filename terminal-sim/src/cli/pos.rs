@@ -34,13 +34,34 @@ pub async fn run(a: Args) -> Result<ExitCode> {
     merchant::finish("pos", a.merchant.json, outcome)
 }
 
+/// A device file opened for one transaction: held locked (`FILE.lock` beside it) from reading
+/// its counters to writing them back, so that two terminals tapping one phone file side by side
+/// never give the same ATC twice.
+pub struct OpenDevice {
+    pub device: Device,
+    _lock: std::fs::File,
+}
+
 /// Opens a device file, naming it and its kind of problem.
-pub fn open_device(path: &Path) -> Result<Device> {
+pub fn open_device(path: &Path) -> Result<OpenDevice> {
+    if !path.is_file() {
+        bail!("--device {}: no such file", path.display());
+    }
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .and_then(|f| f.lock().map(|()| f))
+        .with_context(|| format!("--device {}: cannot lock {}", path.display(), lock_path.display()))?;
     let device = Device::open(path).map_err(|e| anyhow!("--device: {e}"))?;
     if device.profile().is_none() {
         bail!("--device {}: the phone has no enabled default card", path.display());
     }
-    Ok(device)
+    Ok(OpenDevice { device, _lock: lock })
 }
 
 /// Writes a card profile's state (its ATC moved on) back into its file; a phone saves itself.
@@ -59,7 +80,8 @@ pub fn save_card(device: &Device, path: &Path) -> Result<()> {
 pub async fn execute(a: &Args) -> Result<Receipt> {
     let m = &a.merchant;
     let terminal = m.terminal(TerminalFile::default())?;
-    let mut device = open_device(&a.device)?;
+    let mut open = open_device(&a.device)?;
+    let device = &mut open.device;
     let txn = m.context(terminal)?;
     let tx = TxData {
         amount: m.amount,
@@ -67,8 +89,8 @@ pub async fn execute(a: &Args) -> Result<Receipt> {
         date: txn.moment.emv_date(),
         un: merchant::unpredictable_number()?,
     };
-    let tapped = kernel::tap(&mut device, &txn.terminal.kernel, &tx);
-    save_card(&device, &a.device)?;
+    let tapped = kernel::tap(device, &txn.terminal.kernel, &tx);
+    save_card(device, &a.device)?;
     let tapped = tapped.map_err(|e| anyhow!("tapping {}: {e}", a.device.display()))?;
     let mut r = txn.receipt(m.amount, mask(&tapped.pan), "contactless", "071");
     r.atc = icc_tag(&tapped.icc, 0x9F36).map(hex::encode_upper);
@@ -80,6 +102,6 @@ pub async fn execute(a: &Args) -> Result<Receipt> {
     let order = txn.order(m.amount);
     let req = crate::pos::contactless_request(&txn.target.spec, &tapped, &order, &txn.moment.rrn(txn.stan))
         .map_err(|e| anyhow!("building the 0100: {e}"))?;
-    txn.authorize(&mut r, &req, m.timeout_ms, Some(&mut device)).await?;
+    txn.authorize(&mut r, &req, m.timeout_ms, Some(device)).await?;
     Ok(r)
 }
