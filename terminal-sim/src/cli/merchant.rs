@@ -158,7 +158,9 @@ impl MerchantArgs {
                 .map(|p| {
                     let key = p.split(':').next().unwrap_or_default();
                     match &self.config {
-                        _ if given(key) => format!("--{}{}", key.replace('_', "-"), &p[key.len()..]),
+                        _ if given(key) => {
+                            format!("--{}{}", key.replace('_', "-"), p.get(key.len()..).unwrap_or_default())
+                        }
                         Some(c) => format!("--config {}: {p}", c.display()),
                         None => p.clone(),
                     }
