@@ -5,65 +5,21 @@
 //! issuer's open-to-buy (asked by a balance inquiry, §5) down by exactly the cash dispensed; the
 //! journal and state folder without a clear PAN.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::process::{serve, workspace_bin};
 
 use atm_sim::atm::{Atm, AtmConfig};
 use atm_sim::ports::{PortsFile, card_profile};
 use atm_sim::{Cassettes, PinPad, SwitchLink};
 use wallet_sim::card::EmvApplet;
 
-/// The atm-sim binary beside paynet's (built by `cargo test --workspace`; built here otherwise).
 fn atm_sim_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_paynet"))
-        .with_file_name(format!("atm-sim{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "atm-sim", "--bin", "atm-sim"])
-            .status()
-            .expect("cargo build");
-        assert!(st.success(), "building atm-sim");
-    }
-    bin
-}
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        // SIGTERM: serve drains and stops; SIGKILL only if it does not.
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(ports: &Path, tmp: &Path) -> Serve {
-    let child = Command::new(env!("CARGO_BIN_EXE_paynet"))
-        .args(["serve", "--ports-file"])
-        .arg(ports)
-        .env("TMPDIR", tmp)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("paynet serve");
-    let s = Serve(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ports.exists() {
-        assert!(Instant::now() < deadline, "no ports file within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    s
+    workspace_bin("atm-sim")
 }
 
 fn cash_advance(ports: &Path, state: &Path, args: &[&str]) -> std::process::Output {

@@ -13,6 +13,9 @@
 //! * [`ports`] — the ports file of a running network (INTERFACES.md §5).
 //! * [`pos`] — a contactless POS terminal's authorization request with the card's cryptogram,
 //!   and the card's check of the issuer's ARPC.
+//! * [`terminal`] — a merchant terminal's configuration (TOML), its clock and its STAN counter.
+//! * [`link`] — one request and its answer over an acquirer listener's framing.
+//! * [`receipt`] — the receipt a terminal prints, amounts by the currency's ISO 4217 exponent.
 #![forbid(unsafe_code)]
 
 pub mod certify;
@@ -20,10 +23,13 @@ pub mod checkout;
 pub mod cli;
 pub mod error;
 pub mod kernel;
+pub mod link;
 pub mod load;
 pub mod mix;
 pub mod ports;
 pub mod pos;
+pub mod receipt;
 pub mod report;
+pub mod terminal;
 
 pub use error::{Error, Result};

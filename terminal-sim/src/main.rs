@@ -1,6 +1,7 @@
-//! `terminal-sim` — the merchant-terminal side of the network from the command line: `load` (the
-//! open-loop load generator and its report) and `certify` (certification suites against a
-//! switch). The subcommands live in the library's [`terminal_sim::cli`].
+//! `terminal-sim` — the merchant-terminal side of the network from the command line: `pos` (a
+//! contactless POS terminal), `checkout` (online checkout), `load` (the open-loop load generator
+//! and its report) and `certify` (certification suites against a switch).
+//! The subcommands live in the library's [`terminal_sim::cli`].
 
 fn main() -> std::process::ExitCode {
     terminal_sim::cli::main()

@@ -2,6 +2,8 @@
 //! the card's real cryptogram, the card's ARPC check) applied to the ports file's test cards.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};

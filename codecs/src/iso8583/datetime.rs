@@ -56,6 +56,15 @@ impl Utc {
         [bcd(self.year % 100), bcd(self.month), bcd(self.day)]
     }
 
+    /// Day of the year, 1 to 366.
+    pub fn day_of_year(&self) -> u32 {
+        const BEFORE: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+        let leap =
+            self.year.is_multiple_of(4) && (!self.year.is_multiple_of(100) || self.year.is_multiple_of(400));
+        let m = (self.month.clamp(1, 12) - 1) as usize;
+        BEFORE[m] + self.day + u32::from(leap && self.month > 2)
+    }
+
     /// For people: `2026-11-25 09:30:49 UTC`.
     pub fn text(&self) -> String {
         format!(
@@ -98,6 +107,9 @@ mod tests {
         assert_eq!(Utc::from_ms(4_107_542_399_000).text(), "2100-02-28 23:59:59 UTC");
         assert_eq!(Utc::from_ms(4_107_542_400_000).text(), "2100-03-01 00:00:00 UTC");
         assert_eq!(Utc::from_ms(1_798_761_599_000).text(), "2026-12-31 23:59:59 UTC");
+        assert_eq!(Utc::from_ms(1_798_761_599_000).day_of_year(), 365);
+        assert_eq!(Utc::from_ms(1_735_603_200_000).day_of_year(), 366, "2024-12-31");
+        assert_eq!(Utc::from_ms(951_782_400_000).day_of_year(), 60, "2000-02-29");
     }
 
     #[test]

@@ -3,14 +3,21 @@
 //! [`Command`] and its module.
 
 pub mod certify;
+pub mod checkout;
 pub mod load;
+pub mod merchant;
+pub mod pos;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "terminal-sim", version, about = "Merchant terminals: load generator and certification")]
+#[command(
+    name = "terminal-sim",
+    version,
+    about = "Merchant terminals: contactless POS, online checkout, load generator, certification"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -18,6 +25,10 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Contactless POS: tap a phone or card file, send the 0100, check the ARPC, print the receipt.
+    Pos(pos::Args),
+    /// Online checkout: in-app with a phone's token and cryptogram, or card not present with CVV2.
+    Checkout(checkout::Args),
     /// Open-loop load at a fixed rate with mixed POS/ATM traffic; JSON report + HTML with plots.
     Load(load::Args),
     /// Run a certification suite of cases against a switch; JSON report, table, exit 0 if all pass.
@@ -27,6 +38,8 @@ pub enum Command {
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Pos(a) => pos::run(a).await,
+        Command::Checkout(a) => checkout::run(a).await,
         Command::Load(a) => load::run(a).await,
         Command::Certify(a) => certify::run(a).await,
     }

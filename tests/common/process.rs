@@ -1,0 +1,65 @@
+//! Real processes for the command-line tests: `paynet serve --ports-file` in its own process
+//! (stopped by SIGTERM when dropped, as an operator stops it), and the workspace's other binaries
+//! (`atm-sim`, `terminal-sim`, `wallet-sim`) beside paynet's, built when missing or stale.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary `name` of workspace package `name`, in the same target folder and profile as
+/// paynet's. `cargo build` runs first (a no-op when it is up to date), so a test never runs a
+/// binary older than its sources.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let paynet = Path::new(env!("CARGO_BIN_EXE_paynet"));
+    let bin = paynet.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let release = paynet.parent().and_then(Path::file_name).is_some_and(|d| d == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.args(["build", "--quiet", "-p", name, "--bin", name]);
+    if release {
+        c.arg("--release");
+    }
+    let st = c.status().expect("cargo build");
+    assert!(st.success() && bin.exists(), "building {name}");
+    bin
+}
+
+/// `paynet serve`, stopped when dropped.
+pub struct Serve(pub Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        // SIGTERM: serve drains and stops; SIGKILL only if it does not.
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `paynet serve --ports-file ports` with its files under `tmp`; returns once the ports
+/// file exists (it is written when every listener accepts).
+pub fn serve(ports: &Path, tmp: &Path) -> Serve {
+    let child = Command::new(env!("CARGO_BIN_EXE_paynet"))
+        .args(["serve", "--ports-file"])
+        .arg(ports)
+        .env("TMPDIR", tmp)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("paynet serve");
+    let s = Serve(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ports.exists() {
+        assert!(Instant::now() < deadline, "no ports file within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s
+}
