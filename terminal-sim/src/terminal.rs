@@ -235,6 +235,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sample_config_file_reads_and_checks() {
+        let f =
+            TerminalFile::parse(include_str!("../../config/terminal.toml")).expect("config/terminal.toml");
+        let t = f.validate().expect("valid");
+        assert_eq!(
+            (t.name.as_str(), f.mcc.as_str(), f.country, f.currency),
+            ("PAYNET TEST MERCHANT", "5411", 250, 978)
+        );
+        assert!(t.tpdu.is_none());
+        // It shows the embedded defaults, value for value.
+        assert_eq!(
+            toml::Table::try_from(&f).expect("toml"),
+            toml::Table::try_from(TerminalFile::default()).expect("toml")
+        );
+    }
+
+    #[test]
     fn the_defaults_validate_and_mistakes_are_named() {
         let t = TerminalFile::default().validate().expect("defaults");
         assert_eq!(
