@@ -2,4 +2,5 @@
 //! what the end-to-end tests start.
 #![forbid(unsafe_code)]
 
+pub mod demo;
 pub mod network;

@@ -28,6 +28,8 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Start the network, run a contactless terminal session against it, print the receipts.
     Tour(cmd::tour::TourArgs),
+    /// The whole mission: five provisioning flows × POS, online and ATM, and the declines.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Keys(k) => cmd::keys::run(k),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Tour(a) => cmd::tour::run(a),
+        Command::Demo(a) => return cmd::demo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
