@@ -1177,3 +1177,100 @@ async fn idv_decline(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn approved(model: Model, channel: Channel) -> Run {
+        let amount = amount_for(model, channel);
+        Run {
+            model: model.name().into(),
+            channel,
+            provisioned: true,
+            token_used: tokenized(model),
+            cryptogram_verified: true,
+            response_code: "00".into(),
+            detail: String::new(),
+            amount_minor: amount,
+            booked_minor: amount,
+            device_pan: String::new(),
+        }
+    }
+
+    fn all() -> Vec<Run> {
+        Model::ALL.iter().flat_map(|m| Channel::ALL.map(|c| approved(*m, c))).collect()
+    }
+
+    fn declined(ok: bool) -> Decline {
+        Decline {
+            reason: "wrong PIN (ATM)".into(),
+            channel: "atm".into(),
+            expected: "55".into(),
+            got: if ok { "55" } else { "00" }.into(),
+            ok,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_report_is_ok_only_when_every_run_and_decline_did_what_it_should() {
+        assert!(Report::new(all(), vec![declined(true)]).ok);
+        assert!(!Report::new(all(), vec![]).ok, "the declines must be shown");
+        assert!(!Report::new(all(), vec![declined(false)]).ok);
+        assert!(!Report::new(all()[1..].to_vec(), vec![declined(true)]).ok, "14 runs");
+        type Spoil = fn(&mut Run);
+        let spoil: [Spoil; 6] = [
+            |r| r.cryptogram_verified = false,
+            |r| r.response_code = "51".into(),
+            |r| r.provisioned = false,
+            |r| r.token_used = !r.token_used,
+            |r| r.booked_minor = 0,
+            |r| r.amount_minor = 0,
+        ];
+        for (i, f) in spoil.iter().enumerate() {
+            let mut runs = all();
+            f(&mut runs[7]);
+            let r = Report::new(runs, vec![declined(true)]);
+            assert!(!r.ok, "spoiler {i}");
+            assert_eq!(r.failures().len(), 1, "spoiler {i}: {:?}", r.failures());
+        }
+    }
+
+    #[test]
+    fn report_json_keeps_the_interfaces_fields_in_order() {
+        let r = Report::new(all(), vec![declined(true)]);
+        let v = serde_json::to_value(&r).unwrap();
+        let keys: Vec<&str> = v["runs"][0].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            &keys[..7],
+            [
+                "model",
+                "channel",
+                "provisioned",
+                "token_used",
+                "cryptogram_verified",
+                "response_code",
+                "detail"
+            ]
+        );
+        assert_eq!(v["runs"][0]["channel"], "pos");
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["declines"][0]["expected"], "55");
+    }
+
+    #[test]
+    fn euros_are_grouped() {
+        assert_eq!(eur(0), "EUR 0.00");
+        assert_eq!(eur(2_350), "EUR 23.50");
+        assert_eq!(eur(4_972_660), "EUR 49,726.60");
+        assert_eq!(eur(123_456_789), "EUR 1,234,567.89");
+    }
+
+    #[test]
+    fn luhn_pans_are_valid() {
+        let p = luhn_pan("476173999999999");
+        assert_eq!(p.len(), 16);
+        assert_eq!(issuer_sim::cards::luhn(&p[..15]), p.chars().last().unwrap());
+    }
+}
