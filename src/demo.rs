@@ -215,7 +215,10 @@ impl Report {
                 if r.ok() { "" } else { "  <-- FAILED" }
             );
         }
-        t += &format!("\n{:<48} {:<12} {:<8} {:<3} {}\n", "declined case", "where", "expected", "got", "");
+        t += &format!(
+            "\n{:<48} {:<12} {:<8} {:<3} {}\n",
+            "declined case", "where", "expected", "got", "result"
+        );
         for d in &self.declines {
             t += &format!(
                 "{:<48} {:<12} {:<8} {:<3} {}\n",
@@ -983,6 +986,27 @@ fn atm_decline(
     Ok((o.response_code.unwrap_or_default(), format!("{} asked, nothing dispensed", eur(amount))))
 }
 
+/// The chip data (DE 55, primitive tags) again with the last bit of the ARQC (9F26) flipped.
+fn flip_arqc_bit(icc: &[u8]) -> Result<Vec<u8>> {
+    let nodes = codecs::tlv::decode_lenient(icc)?;
+    let mut b = codecs::tlv::TlvBuilder::new();
+    let mut flipped = false;
+    for n in &nodes {
+        let mut v = n.value().to_vec();
+        if n.tag().value() == 0x9F26
+            && let Some(last) = v.last_mut()
+        {
+            *last ^= 0x01;
+            flipped = true;
+        }
+        b.primitive(n.tag(), &v)?;
+    }
+    if !flipped {
+        bail!("no ARQC (9F26) in the chip data");
+    }
+    Ok(b.finish().to_vec())
+}
+
 #[derive(Clone, Copy)]
 enum Tamper {
     Arqc,
@@ -1007,11 +1031,7 @@ async fn pos_decline(
     let mut t = tapped.clone();
     match how {
         Tamper::Arqc => {
-            let mut icc = t.icc.clone();
-            let p9f26 = icc.windows(2).position(|x| x == [0x9F, 0x26]).ok_or_else(|| anyhow!("no 9F26"))?;
-            let at = p9f26 + 3;
-            *icc.get_mut(at).ok_or_else(|| anyhow!("short 9F26"))? ^= 0x01;
-            t.icc = icc;
+            t.icc = flip_arqc_bit(&t.icc)?;
             say(out, "attacker", "switch", "one bit of the ARQC (9F26) flipped on the way");
         }
         Tamper::Replay => {

@@ -1,6 +1,7 @@
 //! `paynet` — the network in one binary: key management for a node (`keys`), and `serve` (switch +
-//! issuer simulator on the embedded defaults, INTERFACES.md §5); `demo` (the four operating models
-//! end to end) joins it when the wallets and terminals land.
+//! issuer simulator on the embedded defaults, INTERFACES.md §5); `tour` (a short contactless
+//! session); `demo` (the whole mission: the five provisioning flows × POS, online and ATM, and the
+//! declines, INTERFACES.md §3).
 
 mod cmd;
 

@@ -46,13 +46,18 @@ fn demo(a: DemoArgs) -> Result<bool> {
         let mut world = paynet::demo::World::start(dir.path()).await?;
         let p = &world.net.ports;
         println!(
-            "network up on 127.0.0.1: switch {} (network spec, 2-byte framing), issuer simulator {}, \
-             token service {}, {} test cards, {} test ATMs",
+            "network up on 127.0.0.1 (ports from the OS): switch {}:{} (network spec, 2-byte framing), \
+             issuer simulator {}, token service {}, the phone's providers; {} test cards, {} test ATMs",
+            p.acquirer.host,
             p.acquirer.port,
             p.issuer,
             p.provisioning_api,
             p.test_cards.len(),
             p.atm_terminals.len()
+        );
+        println!(
+            "embedded defaults: SQLite stores under {}, generated test keys under a fresh LMK (memory only)",
+            dir.path().display()
         );
         let stdout = std::io::stdout();
         let mut print = |line: &str| {
