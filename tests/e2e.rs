@@ -122,7 +122,7 @@ async fn every_decline_gets_the_response_code_of_its_reason_and_books_nothing() 
     }
     // docs/network-spec.md §6: a case for each of these codes.
     let codes: BTreeSet<&str> = declines.iter().map(|d| d.expected.as_str()).collect();
-    for rc in ["05", "14", "15", "51", "54", "55", "57", "62", "75", "82"] {
+    for rc in ["05", "12", "14", "15", "51", "54", "55", "57", "62", "75", "82"] {
         assert!(codes.contains(rc), "no declined case for {rc}: {declines:?}");
     }
     let reasons: Vec<&str> = declines.iter().map(|d| d.reason.as_str()).collect();

@@ -1,10 +1,11 @@
 //! The declined cases, one per reason the network knows, each with the response code
 //! docs/network-spec.md §6 gives it: over the credit line (51), wrong PIN (55), PIN tries
 //! exceeded (75), a tampered ARQC and a replayed ATC (82), an expired card (54), a card number the
-//! issuer never issued (14), a BIN no issuer is routed for (15), a token the issuer suspended (57)
-//! or deleted (62), and provisioning whose ID&V the issuer declines — a wrong OTP (05), a wrong
-//! expiry (54) — leaving nothing on the phone. Each runs on test cards of its own (5 to 8) so the
-//! fifteen runs' cards are untouched.
+//! issuer never issued (14), a BIN no issuer is routed for (15), a token keyed in outside its
+//! domain controls (12), a token the issuer suspended (57) or deleted (62), and provisionings whose
+//! ID&V the issuer declines — a wrong OTP (05), a wrong expiry (54) — leaving nothing on the phone.
+//! They run on test cards of their own (5 to 8), except the wrong OTP: card 1 is the one whose
+//! issuer asks for an OTP, and a declined provisioning changes nothing on it.
 
 use anyhow::{Result, anyhow, bail};
 use atm_sim::atm::Fault;
@@ -106,15 +107,20 @@ pub async fn declines(w: &mut World, out: Out<'_>) -> Vec<Decline> {
     let path = phone_path(w, "declines-wallet");
     match provision_with(w, Model::Wallet, 6, &path, None, Otp::FromIssuer, out).await {
         Ok(mut p) => {
+            out("[decline] the wallet token keyed in at a terminal (outside its domain controls)");
+            let r = token_domain_decline(w, &mut p, out).await;
+            d.push(decline("token outside its domain: keyed in (POS)", "pos", "12", r, out));
             let r = token_lifecycle_decline(w, &mut p, "suspend", out).await;
             d.push(decline("token suspended by the issuer (POS)", "pos", "57", r, out));
             let r = token_lifecycle_decline(w, &mut p, "delete", out).await;
             d.push(decline("token deleted by the issuer (POS)", "pos", "62", r, out));
         }
         Err(e) => {
-            for (reason, rc) in
-                [("token suspended by the issuer (POS)", "57"), ("token deleted by the issuer (POS)", "62")]
-            {
+            for (reason, rc) in [
+                ("token outside its domain: keyed in (POS)", "12"),
+                ("token suspended by the issuer (POS)", "57"),
+                ("token deleted by the issuer (POS)", "62"),
+            ] {
                 d.push(decline(reason, "pos", rc, Err(anyhow!("provisioning the wallet phone: {e:#}")), out));
             }
         }
@@ -291,6 +297,33 @@ async fn plastic_decline(w: &mut World, case: PlasticCase, out: Out<'_>) -> Resu
 /// `body` with its Luhn check digit.
 fn luhn_pan(body: &str) -> String {
     format!("{body}{}", issuer_sim::cards::luhn(body))
+}
+
+/// The token read off the phone, then sent as a key-entered transaction (DE 22 `010`): a wallet
+/// token is only good for the entry modes its requestor was given (docs/token-service.md).
+async fn token_domain_decline(
+    w: &mut World,
+    p: &mut ProvisionedPhone,
+    out: Out<'_>,
+) -> Result<(String, String)> {
+    let tx = TxData { amount: 1_000, tx_type: 0x00, date: now().emv_date(), un: random4() };
+    say(out, "cardholder", "POS terminal", "taps the phone");
+    let tapped = tap(&mut p.phone, &TerminalConfig::default(), &tx).map_err(|e| anyhow!("tap: {e}"))?;
+    let stan = w.next_stan();
+    let mut t = Tx::purchase(stan, 1_000, 0);
+    t.date = now().emv_date();
+    let mut req = tap_request(&w.spec, &tapped, &t)?;
+    req.set_text(22, "010")?;
+    say(
+        out,
+        "POS terminal",
+        "switch",
+        &format!("0100 {} with token {} keyed in (DE 22 010), STAN {stan:06}", eur(1_000), mask(&tapped.pan)),
+    );
+    let rsp = w.pos_call(&req).await?;
+    let rc = rc_of(&rsp);
+    say(out, "switch", "POS terminal", &format!("0110 DE 39 {rc}"));
+    Ok((rc, "entry mode 01 is not in the token's domain".into()))
 }
 
 /// The issuer suspends (or deletes) every token of the card (`/v1/issuer/tokens/{action}`), then
