@@ -1,6 +1,7 @@
 //! `paynet` — the network in one binary: key management for a node (`keys`), and `serve` (switch +
-//! issuer simulator on the embedded defaults, INTERFACES.md §5); `demo` (the four operating models
-//! end to end) joins it when the wallets and terminals land.
+//! issuer simulator on the embedded defaults, INTERFACES.md §5); `tour` (a short contactless
+//! session); `demo` (the whole mission: the five provisioning flows × POS, online and ATM, and the
+//! declines, INTERFACES.md §3).
 
 mod cmd;
 
@@ -28,6 +29,8 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Start the network, run a contactless terminal session against it, print the receipts.
     Tour(cmd::tour::TourArgs),
+    /// The whole mission: five provisioning flows × POS, online and ATM, and the declines.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Keys(k) => cmd::keys::run(k),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Tour(a) => cmd::tour::run(a),
+        Command::Demo(a) => return cmd::demo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

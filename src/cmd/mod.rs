@@ -1,3 +1,4 @@
+pub mod demo;
 pub mod keys;
 pub mod serve;
 pub mod tour;
