@@ -1,4 +1,4 @@
-//! `paynet tour` as a newcomer runs it (README's first command): switch, issuer simulator and a
+//! `paynet tour` (a short contactless session without the phone): switch, issuer simulator and a
 //! terminal session, each receipt line as expected, PANs masked, exit 0.
 
 #[test]
