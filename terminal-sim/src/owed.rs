@@ -506,4 +506,114 @@ mod tests {
         let wrong = Message::new(spec.clone(), Mti::AUTHORIZATION_RESPONSE);
         assert_eq!(verdict(Some(&wrong)), Delivery::Pending);
     }
+
+    /// A host that answers each 0420 by its STAN as `script` says (None: silence), and notes
+    /// whether the terminal's file held the advice, counted as sent, when it arrived.
+    async fn scripted_host(
+        dir: PathBuf,
+        script: Vec<(&'static str, Option<&'static str>)>,
+    ) -> (Target, tokio::task::JoinHandle<Vec<(String, bool)>>) {
+        use bytes::BytesMut;
+        use codecs::framing::{FrameCodec, FramingKind};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_util::codec::{Decoder, Encoder};
+        let spec = Spec::builtin("network").expect("spec").clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let host_spec = spec.clone();
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut codec = FrameCodec::new(FramingKind::Binary2Tpdu);
+            let mut buf = BytesMut::new();
+            while seen.len() < script.len() {
+                let mut chunk = [0u8; 4096];
+                let n = s.read(&mut chunk).await.expect("read");
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Ok(Some(f)) = codec.decode(&mut buf) {
+                    let m = Message::decode(&host_spec, f.payload.clone()).expect("advice");
+                    let stan = m.text(11).map(|c| c.into_owned()).unwrap_or_default();
+                    let text = std::fs::read_to_string(dir.join("owed-TERM0001.json")).unwrap_or_default();
+                    let file: OwedFile = serde_json::from_str(&text).unwrap_or_default();
+                    let kept = file.owed.iter().any(|a| a.stan == stan && a.attempts >= 1);
+                    seen.push((stan.clone(), kept));
+                    let rc = script.iter().find(|(s, _)| *s == stan).and_then(|(_, rc)| *rc);
+                    if let Some(rc) = rc {
+                        let mut a = Message::new(host_spec.clone(), Mti::REVERSAL_ADVICE_RESPONSE);
+                        a.set_text(11, &stan).expect("DE 11");
+                        a.set_text(41, "TERM0001").expect("DE 41");
+                        a.set_text(39, rc).expect("DE 39");
+                        let mut out = BytesMut::new();
+                        codec.encode(f.reply(a.encode().expect("encode")), &mut out).expect("frame");
+                        s.write_all(&out).await.expect("write");
+                    }
+                }
+            }
+            seen
+        });
+        (Target { addr, spec, framing: FramingKind::Binary2Tpdu }, task)
+    }
+
+    #[tokio::test]
+    async fn owed_advices_are_counted_before_they_leave_and_kept_until_taken_in_charge() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let spec = Spec::builtin("network").expect("spec");
+        let mut store = OwedAdvices::open(d.path(), "TERM0001").expect("open");
+        for stan in [43, 44, 45, 46] {
+            store.add(&advice(stan)).expect("add");
+        }
+        // 43 acknowledged, 44 silent (still owed), 45 refused for good (format), 46 not taken (96).
+        let (target, host) = scripted_host(
+            d.path().to_path_buf(),
+            vec![("000043", Some("00")), ("000044", None), ("000045", Some("30")), ("000046", Some("96"))],
+        )
+        .await;
+        let mut conn = Connection::new(&target, None);
+        let s = settle(&mut store, &mut conn, spec, Duration::from_millis(300)).await.expect("settle");
+        assert_eq!(s.delivered, 1);
+        assert_eq!(
+            s.refused.iter().map(|r| (r.advice.stan.as_str(), r.response_code.as_str())).collect::<Vec<_>>(),
+            vec![("000045", "30")]
+        );
+        let left: Vec<_> =
+            s.remaining.iter().map(|a| (a.stan.as_str(), a.attempts, a.sealed.is_empty())).collect();
+        assert_eq!(left, vec![("000044", 1, true), ("000046", 1, true)]);
+        let seen = host.await.expect("host");
+        assert_eq!(seen.len(), 4);
+        assert!(
+            seen.iter().all(|(_, kept)| *kept),
+            "each advice was in the file, counted, before it left: {seen:?}"
+        );
+        drop(store);
+        let store = OwedAdvices::open(d.path(), "TERM0001").expect("reopen");
+        assert_eq!(
+            store.list().iter().map(|a| a.stan.as_str()).collect::<Vec<_>>(),
+            vec!["000044", "000046"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_switch_stops_the_round_and_everything_stays_owed() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let spec = Spec::builtin("network").expect("spec");
+        let mut store = OwedAdvices::open(d.path(), "TERM0001").expect("open");
+        store.add(&advice(43)).expect("add");
+        store.add(&advice(44)).expect("add");
+        // A port nothing listens on.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = free.local_addr().expect("addr").to_string();
+        drop(free);
+        let target = Target { addr, spec: spec.clone(), framing: codecs::framing::FramingKind::Binary2Tpdu };
+        let mut conn = Connection::new(&target, None);
+        let s = settle(&mut store, &mut conn, spec, Duration::from_millis(300)).await.expect("settle");
+        assert_eq!((s.delivered, s.refused.len(), s.remaining.len()), (0, 0, 2));
+        assert_eq!(
+            store.list().iter().map(|a| a.attempts).collect::<Vec<_>>(),
+            vec![1, 0],
+            "stopped after the first"
+        );
+    }
 }
