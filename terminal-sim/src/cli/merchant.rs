@@ -239,12 +239,18 @@ impl Txn {
         }
     }
 
-    /// Delivers the reversal advices this terminal owes from earlier transactions (owed.rs), then
-    /// sends `req` and fills the receipt from its answer — the card, when one took part, checks
-    /// the issuer's ARPC (tag 91, EXTERNAL AUTHENTICATE) — and sends the reversal advice the
-    /// terminal owes when it cannot stand by the outcome: no answer in time, or an approval whose
-    /// ARPC the card refused; that advice is kept in the state folder before it leaves. An error
-    /// means the new request was not sent.
+    /// One online transaction, holding the terminal's owed-advice file locked throughout (one
+    /// transaction at a time per TID, and no `terminal-sim reversals` sending the reversal of a
+    /// transaction still waiting for its answer):
+    /// 1. the reversal advices owed from earlier transactions are delivered (owed.rs);
+    /// 2. the reversal advice this transaction would owe (0420, DE 39 `68`) is kept, sealed,
+    ///    before the 0100 leaves — a crash while waiting for the answer cannot lose it;
+    /// 3. `req` is sent and the receipt filled from its answer — the card, when one took part,
+    ///    checks the issuer's ARPC (tag 91, EXTERNAL AUTHENTICATE);
+    /// 4. no answer in time: the kept advice is sent; an approval whose ARPC the card refused: it
+    ///    is sent with DE 39 `82`; otherwise it is forgotten. Unacknowledged, it stays owed.
+    ///
+    /// An error means the new request was not sent.
     pub async fn authorize(
         &self,
         r: &mut Receipt,
@@ -253,8 +259,24 @@ impl Txn {
         card: Option<&mut Device>,
     ) -> Result<()> {
         let timeout = Duration::from_millis(timeout_ms);
+        let dir = &self.owed_dir;
+        let kept_in = || format!("the reversal advices owed in {}", dir.display());
+        let mut store = OwedAdvices::open(dir, &self.terminal.tid).with_context(kept_in)?;
         let mut conn = Connection::new(&self.target, self.terminal.tpdu);
-        self.settle_owed(r, &mut conn).await?;
+        self.settle_owed(r, &mut store, &mut conn).await.with_context(kept_in)?;
+        r.owed_advices_left = store.list().len();
+
+        let rev_stan = match &self.state_dir {
+            Some(dir) => terminal::next_stan(dir, &self.terminal.tid)
+                .with_context(|| format!("the STAN counter in {}", dir.display()))?,
+            None => self.stan % 999_999 + 1,
+        };
+        let transmitted = Moment::now().transmitted();
+        let rev = reversal_advice(req, rev_stan, &transmitted, "68")
+            .map_err(|e| anyhow!("building the reversal advice: {e}"))?;
+        store.add(&rev).with_context(kept_in)?;
+        let rev_de11 = rev.text(11).map(|c| c.into_owned()).unwrap_or_default();
+
         let first = match conn.link(CONNECT_TIMEOUT).await {
             Ok(link) => link.send(req).await.is_ok(),
             Err(_) => false,
@@ -262,8 +284,15 @@ impl Txn {
         if !first {
             // The connection the owed advices used may have gone: one fresh try.
             conn.drop_link();
-            let link = conn.link(CONNECT_TIMEOUT).await.map_err(|e| anyhow!("{e}"))?;
-            link.send(req).await.map_err(|e| anyhow!("{e}"))?;
+            let sent = match conn.link(CONNECT_TIMEOUT).await {
+                Ok(link) => link.send(req).await.map_err(|e| anyhow!("{e}")),
+                Err(e) => Err(anyhow!("{e}")),
+            };
+            if let Err(e) = sent {
+                // Nothing left: nothing to reverse.
+                store.remove(&rev_de11).with_context(kept_in)?;
+                return Err(e);
+            }
         }
         r.sent = true;
         r.rrn = req.text(37).map(|t| t.into_owned()).unwrap_or_default();
@@ -272,36 +301,49 @@ impl Txn {
             Ok(link) => link.answer(req, timeout).await,
             Err(e) => Err(e),
         };
-        let rsp = match answer {
-            Ok(Some(rsp)) => rsp,
+        match answer {
+            Ok(Some(rsp)) => {
+                r.arpc_verified = card.map(|d| arpc_to_card(d, &rsp));
+                answered(r, &rsp);
+                if r.response_code.as_deref() == Some("00") && !r.approved {
+                    match reversal_advice(req, rev_stan, &transmitted, "82") {
+                        Ok(rev82) => {
+                            // The same advice (same DE 11), now saying why.
+                            let kept = store.add(&rev82);
+                            let rev = if kept.is_ok() { rev82 } else { rev };
+                            r.reversal = Some(self.send_kept(&mut store, &rev).await);
+                        }
+                        Err(_) => r.reversal = Some(self.send_kept(&mut store, &rev).await),
+                    }
+                } else if let Err(e) = store.remove(&rev_de11) {
+                    r.note = Some(format!(
+                        "the reversal advice kept for this transaction could not be forgotten ({e}): \
+                         remove STAN {rev_de11} from {} before the next transaction",
+                        dir.display()
+                    ));
+                }
+            }
             Ok(None) | Err(_) => {
                 r.response_meaning = "no answer";
                 r.note = Some(format!("no answer from the network within {timeout_ms} ms"));
-                self.reverse(r, req, "68").await;
-                self.count_owed(r);
-                return Ok(());
+                r.reversal = Some(self.send_kept(&mut store, &rev).await);
             }
-        };
-        r.arpc_verified = card.map(|d| arpc_to_card(d, &rsp));
-        answered(r, &rsp);
-        if r.response_code.as_deref() == Some("00") && !r.approved {
-            self.reverse(r, req, "82").await;
         }
-        self.count_owed(r);
+        r.owed_advices_left = store.list().len();
         Ok(())
     }
 
     /// Sends every reversal advice this terminal owes, before its new request.
-    async fn settle_owed(&self, r: &mut Receipt, conn: &mut Connection<'_>) -> Result<()> {
-        let dir = &self.owed_dir;
-        let mut store = OwedAdvices::open(dir, &self.terminal.tid)
-            .with_context(|| format!("the reversal advices owed in {}", dir.display()))?;
+    async fn settle_owed(
+        &self,
+        r: &mut Receipt,
+        store: &mut OwedAdvices,
+        conn: &mut Connection<'_>,
+    ) -> std::io::Result<()> {
         if store.list().is_empty() {
             return Ok(());
         }
-        let s = owed::settle(&mut store, conn, &self.target.spec, self.advice_wait)
-            .await
-            .with_context(|| format!("the reversal advices owed in {}", dir.display()))?;
+        let s = owed::settle(store, conn, &self.target.spec, self.advice_wait).await?;
         r.owed_advices_delivered = s.delivered;
         if !s.refused.is_empty() {
             let codes: Vec<String> = s
@@ -314,55 +356,17 @@ impl Txn {
         Ok(())
     }
 
-    /// How many reversal advices the terminal still owes, on the receipt.
-    fn count_owed(&self, r: &mut Receipt) {
-        if let Ok(store) = OwedAdvices::open(&self.owed_dir, &self.terminal.tid) {
-            r.owed_advices_left = store.list().len();
-        }
-    }
-
-    /// Keeps the reversal advice (0420) of `req` with `reason` in the state folder, then sends it
-    /// on a fresh connection and waits for its acknowledgement; unacknowledged, it stays owed.
-    async fn reverse(&self, r: &mut Receipt, req: &Message, reason: &str) {
-        let stan = match &self.state_dir {
-            Some(dir) => terminal::next_stan(dir, &self.terminal.tid).ok(),
-            None => Some(self.stan % 999_999 + 1),
-        };
-        let rev = stan.and_then(|s| reversal_advice(req, s, &Moment::now().transmitted(), reason).ok());
-        let Some(rev) = rev else {
-            r.reversal = Some("not sent");
-            return;
-        };
+    /// Sends the kept reversal advice `rev` on a fresh connection and waits for its
+    /// acknowledgement: `acknowledged`, `refused`, or `owed` (still kept).
+    async fn send_kept(&self, store: &mut OwedAdvices, rev: &Message) -> &'static str {
+        let stan = rev.text(11).map(|c| c.into_owned()).unwrap_or_default();
+        let Some(entry) = store.list().iter().find(|a| a.stan == stan).cloned() else { return "not sent" };
         let mut conn = Connection::new(&self.target, self.terminal.tpdu);
-        let kept = OwedAdvices::open(&self.owed_dir, &self.terminal.tid).and_then(|mut store| {
-            store.add(&rev)?;
-            let entry = store.list().last().cloned().ok_or_else(|| std::io::Error::other("not kept"))?;
-            Ok((store, entry))
-        });
-        let delivery = match kept {
-            Ok((mut store, entry)) => owed::send_owed(&mut store, &entry, &rev, &mut conn, self.advice_wait)
-                .await
-                .unwrap_or(Delivery::Pending),
-            Err(e) => {
-                // It could not be kept: sent once all the same, and said so.
-                r.note = Some(format!(
-                    "the reversal advice could not be kept in {}: {e}",
-                    self.owed_dir.display()
-                ));
-                match conn.deliver(&rev, self.advice_wait).await {
-                    Delivery::Acknowledged => Delivery::Acknowledged,
-                    _ => {
-                        r.reversal = Some("not acknowledged");
-                        return;
-                    }
-                }
-            }
-        };
-        r.reversal = Some(match delivery {
-            Delivery::Acknowledged => "acknowledged",
-            Delivery::Refused(_) => "refused",
-            Delivery::Pending | Delivery::Unreachable => "owed",
-        });
+        match owed::send_owed(store, &entry, rev, &mut conn, self.advice_wait).await {
+            Ok(Delivery::Acknowledged) => "acknowledged",
+            Ok(Delivery::Refused(_)) => "refused",
+            Ok(Delivery::Pending | Delivery::Unreachable) | Err(_) => "owed",
+        }
     }
 
     /// Marks the receipt as the terminal's offline decline: the card answered GENERATE AC with an
