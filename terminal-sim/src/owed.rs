@@ -466,6 +466,12 @@ mod tests {
         let s = OwedAdvices::open(d.path(), "TERM0001").expect("reopen");
         assert!(s.list().is_empty(), "removed for good");
         assert_eq!(OwedAdvices::tids(d.path()).expect("tids"), vec!["TERM0001".to_string()]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(d.path().join(KEY_FILE)).expect("key file").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the sealing secret is readable by its owner only");
+        }
     }
 
     #[test]

@@ -161,3 +161,43 @@ pub fn text(r: &Report) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_names_each_terminal_and_lists_what_is_owed_masked() {
+        let owed = OwedAdvice {
+            stan: "000043".into(),
+            original_stan: "000042".into(),
+            rrn: "633009000042".into(),
+            pan: "476173******0010".into(),
+            amount_minor: 1250,
+            currency: "978".into(),
+            reason: "68".into(),
+            transmitted: "1125093115".into(),
+            attempts: 3,
+            sealed: String::new(),
+        };
+        let r = Report {
+            state: "/tmp/terminal-sim".into(),
+            delivered: 1,
+            refused: 1,
+            remaining: 1,
+            terminals: vec![TerminalOutcome {
+                tid: "TERM0001".into(),
+                delivered: 1,
+                refused: vec![Refused { advice: owed.clone(), response_code: "30".into() }],
+                remaining: vec![owed],
+            }],
+        };
+        let t = text(&r);
+        assert!(t.contains("TERM0001: 1 delivered, 1 refused, 1 still owed"), "{t}");
+        assert!(t.contains("STAN 000043 reverses 000042") && t.contains("476173******0010"), "{t}");
+        assert!(t.contains("EUR 12.50") && t.contains("sent 3x  still owed"), "{t}");
+        assert!(t.contains("refused: DE 39 30"), "{t}");
+        let none = Report { terminals: vec![], delivered: 0, refused: 0, remaining: 0, state: "D".into() };
+        assert_eq!(text(&none), "no reversal advices owed in D\n");
+    }
+}
