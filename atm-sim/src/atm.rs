@@ -219,7 +219,7 @@ impl Atm {
     ) -> Result<Self, AtmError> {
         let lock = dir.lock_atm(&cfg.tid)?;
         let rec = dir.load_atm(&cfg.tid)?;
-        let sealer = Sealer::from_initial_key(ipek.expose());
+        let sealer = crate::state::owed_sealer(ipek.expose());
         let (next_stan, counter, cassettes, sealed) = match rec {
             Some(r) => (r.next_stan, r.next_ksn_counter, r.cassettes, r.owed),
             None => (1, 1, Cassettes::test_atm(), Vec::new()),

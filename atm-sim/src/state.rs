@@ -8,19 +8,22 @@
 //! DIR/cards.lock, cards.json per test card (by a hash of its PAN, never the PAN): the last ATC
 //! ```
 //!
-//! Files are replaced atomically (write, sync, rename). A reversal advice owed carries the PAN,
+//! Files are replaced atomically (write, sync, rename; `terminal_sim::state`, which the merchant
+//! terminal's state folder uses too). A reversal advice owed carries the PAN,
 //! so it is kept sealed (AES-256-GCM under a key derived from the ATM's initial key): the folder
 //! holds no clear PAN, PIN or key.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::cassette::Cassettes;
+
+/// Shared with the merchant terminal's state folder (terminal_sim::state).
+pub use terminal_sim::state::{Sealer, write_atomic};
 
 /// What an ATM keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,17 +60,6 @@ fn safe_name(tid: &str) -> String {
     tid.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
 }
 
-/// Writes `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
 impl StateDir {
     /// The default folder: `atm-sim` under the system temporary directory (honours `TMPDIR`).
     pub fn default_root() -> PathBuf {
@@ -84,9 +76,7 @@ impl StateDir {
     }
 
     fn lock_file(&self, name: &str) -> std::io::Result<Lock> {
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(self.root.join(name))?;
-        f.lock()?;
-        Ok(Lock(f))
+        terminal_sim::state::lock_file(&self.root.join(name)).map(Lock)
     }
 
     /// Waits for and takes the ATM's lock.
@@ -149,43 +139,10 @@ fn card_key(pan: &str) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-/// Seals and opens the reversal advices an ATM owes (they carry the PAN).
-pub struct Sealer {
-    key: zeroize::Zeroizing<Vec<u8>>,
-}
-
-impl Sealer {
-    /// The sealing key: HMAC-SHA256 of a label under the ATM's initial DUKPT key.
-    pub fn from_initial_key(initial_key: &[u8]) -> Self {
-        Sealer {
-            key: zeroize::Zeroizing::new(
-                crypto::mac::hmac_sha256(initial_key, b"atm-sim owed reversals").to_vec(),
-            ),
-        }
-    }
-
-    pub fn seal(&self, plain: &[u8], nonce: [u8; 12]) -> std::io::Result<String> {
-        use aes_gcm::aead::{Aead, KeyInit};
-        let c = aes_gcm::Aes256Gcm::new_from_slice(&self.key).map_err(std::io::Error::other)?;
-        let ct = c
-            .encrypt(&aes_gcm::Nonce::from(nonce), plain)
-            .map_err(|_| std::io::Error::other("sealing a reversal advice failed"))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ct);
-        Ok(hex::encode_upper(out))
-    }
-
-    pub fn open(&self, sealed: &str) -> std::io::Result<zeroize::Zeroizing<Vec<u8>>> {
-        use aes_gcm::aead::{Aead, KeyInit};
-        let b = hex::decode(sealed).map_err(std::io::Error::other)?;
-        let (nonce, ct) =
-            b.split_at_checked(12).ok_or_else(|| std::io::Error::other("sealed advice too short"))?;
-        let nonce: [u8; 12] = nonce.try_into().map_err(std::io::Error::other)?;
-        let c = aes_gcm::Aes256Gcm::new_from_slice(&self.key).map_err(std::io::Error::other)?;
-        c.decrypt(&aes_gcm::Nonce::from(nonce), ct)
-            .map(zeroize::Zeroizing::new)
-            .map_err(|_| std::io::Error::other("a sealed reversal advice does not open (other ATM key?)"))
-    }
+/// The sealer of the reversal advices an ATM owes (they carry the PAN): its key is HMAC-SHA256 of
+/// a label under the ATM's initial DUKPT key.
+pub fn owed_sealer(initial_key: &[u8]) -> Sealer {
+    Sealer::derived(initial_key, b"atm-sim owed reversals")
 }
 
 #[cfg(test)]
@@ -216,10 +173,10 @@ mod tests {
 
     #[test]
     fn sealed_advices_open_only_with_the_atm_key() {
-        let s = Sealer::from_initial_key(&[1; 16]);
+        let s = owed_sealer(&[1; 16]);
         let sealed = s.seal(b"0420 with a PAN 4761739001010010", [9; 12]).unwrap();
         assert!(!sealed.contains("4761739001010010"));
         assert_eq!(&s.open(&sealed).unwrap()[..], b"0420 with a PAN 4761739001010010");
-        assert!(Sealer::from_initial_key(&[2; 16]).open(&sealed).is_err());
+        assert!(owed_sealer(&[2; 16]).open(&sealed).is_err());
     }
 }

@@ -15,6 +15,10 @@
 //!   and the card's check of the issuer's ARPC.
 //! * [`terminal`] — a merchant terminal's configuration (TOML), its clock and its STAN counter.
 //! * [`link`] — one request and its answer over an acquirer listener's framing.
+//! * [`owed`] — the reversal advices a terminal owes, kept sealed in its state folder until the
+//!   network acknowledges them, delivered before its next transaction.
+//! * [`state`] — what device simulators share for their state folders: atomic writes, locks,
+//!   the sealer of what carries a PAN.
 //! * [`receipt`] — the receipt a terminal prints, amounts by the currency's ISO 4217 exponent.
 #![forbid(unsafe_code)]
 
@@ -26,10 +30,12 @@ pub mod kernel;
 pub mod link;
 pub mod load;
 pub mod mix;
+pub mod owed;
 pub mod ports;
 pub mod pos;
 pub mod receipt;
 pub mod report;
+pub mod state;
 pub mod terminal;
 
 pub use error::{Error, Result};

@@ -1,7 +1,7 @@
 //! What a merchant terminal prints after a transaction: the receipt (merchant, terminal, time,
 //! masked PAN, entry mode, amount in the currency's own minor units, counters, the response code
-//! and its meaning, the authorization code, whether the card verified the issuer's ARPC, and the
-//! verdict), as text for people and as JSON for tools.
+//! and its meaning, the authorization code, whether the card verified the issuer's ARPC, the
+//! reversal advices sent and still owed, and the verdict), as text for people and as JSON for tools.
 //!
 //! Amounts stay integers of minor units end to end: the currency's exponent (ISO 4217's "minor
 //! unit" column) only places the decimal separator when printing.
@@ -265,8 +265,14 @@ pub struct Receipt {
     /// Whether the card accepted the issuer's ARPC (None when there is no card to ask).
     pub arpc_verified: Option<bool>,
     /// The reversal advice (0420) the terminal sent, when it could not stand by the outcome:
-    /// `acknowledged` or `not acknowledged`.
+    /// `acknowledged`; `owed` (no acknowledgement: kept in the state folder, delivered before the
+    /// terminal's next transaction or by `terminal-sim reversals`); `refused` (the switch refused
+    /// it for good); `not sent`.
     pub reversal: Option<&'static str>,
+    /// Reversal advices owed from earlier transactions that were delivered before this one.
+    pub owed_advices_delivered: usize,
+    /// Reversal advices this terminal still owes after this transaction (this one's included).
+    pub owed_advices_left: usize,
     /// Why an approval by the network still ends declined at the terminal.
     pub note: Option<String>,
     /// The request and the answer in the JSON form of INTERFACES.md §1, sensitive elements masked.
@@ -307,8 +313,18 @@ impl Receipt {
         if let Some(v) = self.arpc_verified {
             let _ = writeln!(s, "ARPC verified by the card: {}", if v { "yes" } else { "no" });
         }
+        if self.owed_advices_delivered > 0 {
+            let _ = writeln!(
+                s,
+                "Owed       {} earlier reversal advice(s) delivered first",
+                self.owed_advices_delivered
+            );
+        }
         if let Some(rev) = self.reversal {
             let _ = writeln!(s, "Reversal   advice sent, {rev}");
+        }
+        if self.owed_advices_left > 0 {
+            let _ = writeln!(s, "Owed       {} reversal advice(s) still owed", self.owed_advices_left);
         }
         if let Some(n) = &self.note {
             let _ = writeln!(s, "Note       {n}");

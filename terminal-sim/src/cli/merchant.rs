@@ -1,7 +1,8 @@
 //! What `terminal-sim pos` and `terminal-sim checkout` share: the merchant's arguments (ports
 //! file, amount, terminal settings over the configuration file over the embedded defaults, STAN),
-//! the one transaction's context (acquirer target, STAN, moment), sending and answering, and the
-//! receipt with the exit status — 0 approved, 1 declined or failed (one line naming what went
+//! the one transaction's context (acquirer target, STAN, moment), the reversal advices owed from
+//! earlier transactions delivered first, sending and answering, the reversal advice kept and sent
+//! when the terminal cannot stand by the outcome, and the receipt with the exit status — 0 approved, 1 declined or failed (one line naming what went
 //! wrong), 2 bad arguments.
 
 use std::path::PathBuf;
@@ -9,19 +10,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use codecs::iso8583::{Message, Mti};
+use codecs::iso8583::Message;
 use wallet_sim::phone::Device;
 
 use crate::checkout::Order;
 use crate::kernel;
-use crate::link::Link;
 use crate::load::Target;
+use crate::owed::{self, Connection, Delivery, OwedAdvices};
 use crate::ports::PortsFile;
 use crate::pos::reversal_advice;
 use crate::receipt::{Receipt, response_meaning};
 use crate::terminal::{self, Moment, Terminal, TerminalFile};
 
-/// How long a terminal tries to connect, and waits at least for a reversal's acknowledgement.
+/// How long a terminal tries to connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A bad argument (exit status 2): which argument and why.
@@ -72,14 +73,17 @@ pub struct MerchantArgs {
     /// The STAN to use (1-999999) instead of the terminal's counter in the state folder.
     #[arg(long, value_name = "N")]
     pub stan: Option<u32>,
-    /// Where the terminal keeps its STAN counter (default: terminal-sim under the system
-    /// temporary folder).
+    /// Where the terminal keeps its STAN counter and the reversal advices it owes (default:
+    /// terminal-sim under the system temporary folder).
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
     /// How long to wait for the answer; after it the terminal sends a reversal advice (0: do not
     /// wait at all, to exercise that path).
     #[arg(long, default_value_t = 15_000, value_name = "MS")]
     pub timeout_ms: u64,
+    /// How long to wait for each reversal advice's acknowledgement (0430).
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub advice_timeout_ms: u64,
     /// Print the receipt as one JSON object (with the request and answer, masked).
     #[arg(long)]
     pub json: bool,
@@ -95,6 +99,10 @@ pub struct Txn {
     pub stan: u32,
     /// Where the STAN counter lives (None with `--stan`).
     pub state_dir: Option<PathBuf>,
+    /// Where the reversal advices the terminal owes are kept (the state folder, with `--stan` too).
+    pub owed_dir: PathBuf,
+    /// How long to wait for each reversal advice's acknowledgement.
+    pub advice_wait: Duration,
     pub moment: Moment,
 }
 
@@ -172,30 +180,49 @@ impl MerchantArgs {
 
     /// Reads the ports file, picks the listener, takes the STAN and the moment.
     pub fn context(&self, terminal: Terminal) -> Result<Txn> {
-        let text = std::fs::read_to_string(&self.ports_file)
-            .with_context(|| format!("--ports-file {}: cannot read it", self.ports_file.display()))?;
-        let ports =
-            PortsFile::parse(&text).with_context(|| format!("--ports-file {}", self.ports_file.display()))?;
-        let ports_json: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("--ports-file {}: not JSON", self.ports_file.display()))?;
-        let ep = match self.endpoint.as_str() {
-            "acquirer" => &ports.acquirer,
-            _ => &ports.acquirer_ascii,
-        };
-        let target = ep
-            .target()
-            .with_context(|| format!("--ports-file {}: {}", self.ports_file.display(), self.endpoint))?;
+        let (ports, ports_json, target) = acquirer(&self.ports_file, &self.endpoint)?;
+        let owed_dir = self.state.clone().unwrap_or_else(terminal::default_state_dir);
         let state_dir = match self.stan {
             Some(_) => None,
-            None => Some(self.state.clone().unwrap_or_else(terminal::default_state_dir)),
+            None => Some(owed_dir.clone()),
         };
         let stan = match (&state_dir, self.stan) {
             (Some(dir), _) => terminal::next_stan(dir, &terminal.tid)
                 .with_context(|| format!("the STAN counter in {}", dir.display()))?,
             (None, s) => s.unwrap_or(1),
         };
-        Ok(Txn { terminal, ports, ports_json, target, stan, state_dir, moment: Moment::now() })
+        Ok(Txn {
+            terminal,
+            ports,
+            ports_json,
+            target,
+            stan,
+            state_dir,
+            owed_dir,
+            advice_wait: Duration::from_millis(self.advice_timeout_ms),
+            moment: Moment::now(),
+        })
     }
+}
+
+/// The ports file (typed, and as JSON) and the acquirer listener `endpoint` of it (`acquirer`, or
+/// `acquirer_ascii` / `acquirer-ascii`).
+pub fn acquirer(
+    ports_file: &std::path::Path,
+    endpoint: &str,
+) -> Result<(PortsFile, serde_json::Value, Target)> {
+    let text = std::fs::read_to_string(ports_file)
+        .with_context(|| format!("--ports-file {}: cannot read it", ports_file.display()))?;
+    let ports = PortsFile::parse(&text).with_context(|| format!("--ports-file {}", ports_file.display()))?;
+    let ports_json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("--ports-file {}: not JSON", ports_file.display()))?;
+    let ep = match endpoint {
+        "acquirer" => &ports.acquirer,
+        "acquirer_ascii" | "acquirer-ascii" => &ports.acquirer_ascii,
+        _ => return Err(usage(format!("--endpoint {endpoint:?}: expected acquirer or acquirer_ascii"))),
+    };
+    let target = ep.target().with_context(|| format!("--ports-file {}: {endpoint}", ports_file.display()))?;
+    Ok((ports, ports_json, target))
 }
 
 impl Txn {
@@ -212,10 +239,18 @@ impl Txn {
         }
     }
 
-    /// Sends `req`, fills the receipt from its answer — the card, when one took part, checks the
-    /// issuer's ARPC (tag 91, EXTERNAL AUTHENTICATE) — and sends the reversal advice the terminal
-    /// owes when it cannot stand by the outcome: no answer in time, or an approval whose ARPC the
-    /// card refused. An error means nothing was sent.
+    /// One online transaction, holding the terminal's owed-advice file locked throughout (one
+    /// transaction at a time per TID, and no `terminal-sim reversals` sending the reversal of a
+    /// transaction still waiting for its answer):
+    /// 1. the reversal advices owed from earlier transactions are delivered (owed.rs);
+    /// 2. the reversal advice this transaction would owe (0420, DE 39 `68`) is kept, sealed,
+    ///    before the 0100 leaves — a crash while waiting for the answer cannot lose it;
+    /// 3. `req` is sent and the receipt filled from its answer — the card, when one took part,
+    ///    checks the issuer's ARPC (tag 91, EXTERNAL AUTHENTICATE);
+    /// 4. no answer in time: the kept advice is sent; an approval whose ARPC the card refused: it
+    ///    is sent with DE 39 `82`; otherwise it is forgotten. Unacknowledged, it stays owed.
+    ///
+    /// An error means the new request was not sent.
     pub async fn authorize(
         &self,
         r: &mut Receipt,
@@ -224,50 +259,114 @@ impl Txn {
         card: Option<&mut Device>,
     ) -> Result<()> {
         let timeout = Duration::from_millis(timeout_ms);
-        let mut link =
-            Link::connect(&self.target, self.terminal.tpdu, timeout).await.map_err(|e| anyhow!("{e}"))?;
-        link.send(req).await.map_err(|e| anyhow!("{e}"))?;
+        let dir = &self.owed_dir;
+        let kept_in = || format!("the reversal advices owed in {}", dir.display());
+        let mut store = OwedAdvices::open(dir, &self.terminal.tid).with_context(kept_in)?;
+        let mut conn = Connection::new(&self.target, self.terminal.tpdu);
+        self.settle_owed(r, &mut store, &mut conn).await.with_context(kept_in)?;
+        r.owed_advices_left = store.list().len();
+
+        let rev_stan = match &self.state_dir {
+            Some(dir) => terminal::next_stan(dir, &self.terminal.tid)
+                .with_context(|| format!("the STAN counter in {}", dir.display()))?,
+            None => self.stan % 999_999 + 1,
+        };
+        let transmitted = Moment::now().transmitted();
+        let rev = reversal_advice(req, rev_stan, &transmitted, "68")
+            .map_err(|e| anyhow!("building the reversal advice: {e}"))?;
+        store.add(&rev).with_context(kept_in)?;
+        let rev_de11 = rev.text(11).map(|c| c.into_owned()).unwrap_or_default();
+
+        let first = match conn.link(CONNECT_TIMEOUT).await {
+            Ok(link) => link.send(req).await.is_ok(),
+            Err(_) => false,
+        };
+        if !first {
+            // The connection the owed advices used may have gone: one fresh try.
+            conn.drop_link();
+            let sent = match conn.link(CONNECT_TIMEOUT).await {
+                Ok(link) => link.send(req).await.map_err(|e| anyhow!("{e}")),
+                Err(e) => Err(anyhow!("{e}")),
+            };
+            if let Err(e) = sent {
+                // Nothing left: nothing to reverse.
+                store.remove(&rev_de11).with_context(kept_in)?;
+                return Err(e);
+            }
+        }
         r.sent = true;
         r.rrn = req.text(37).map(|t| t.into_owned()).unwrap_or_default();
         r.request = Some(masked_json(req));
-        let rsp = match link.answer(req, timeout).await {
-            Ok(Some(rsp)) => rsp,
+        let answer = match conn.link(CONNECT_TIMEOUT).await {
+            Ok(link) => link.answer(req, timeout).await,
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(Some(rsp)) => {
+                r.arpc_verified = card.map(|d| arpc_to_card(d, &rsp));
+                answered(r, &rsp);
+                if r.response_code.as_deref() == Some("00") && !r.approved {
+                    match reversal_advice(req, rev_stan, &transmitted, "82") {
+                        Ok(rev82) => {
+                            // The same advice (same DE 11), now saying why.
+                            let kept = store.add(&rev82);
+                            let rev = if kept.is_ok() { rev82 } else { rev };
+                            r.reversal = Some(self.send_kept(&mut store, &rev).await);
+                        }
+                        Err(_) => r.reversal = Some(self.send_kept(&mut store, &rev).await),
+                    }
+                } else if let Err(e) = store.remove(&rev_de11) {
+                    r.note = Some(format!(
+                        "the reversal advice kept for this transaction could not be forgotten ({e}): \
+                         remove STAN {rev_de11} from {} before the next transaction",
+                        dir.display()
+                    ));
+                }
+            }
             Ok(None) | Err(_) => {
                 r.response_meaning = "no answer";
                 r.note = Some(format!("no answer from the network within {timeout_ms} ms"));
-                self.reverse(r, req, "68", timeout).await;
-                return Ok(());
+                r.reversal = Some(self.send_kept(&mut store, &rev).await);
             }
-        };
-        r.arpc_verified = card.map(|d| arpc_to_card(d, &rsp));
-        answered(r, &rsp);
-        if r.response_code.as_deref() == Some("00") && !r.approved {
-            self.reverse(r, req, "82", timeout).await;
+        }
+        r.owed_advices_left = store.list().len();
+        Ok(())
+    }
+
+    /// Sends every reversal advice this terminal owes, before its new request.
+    async fn settle_owed(
+        &self,
+        r: &mut Receipt,
+        store: &mut OwedAdvices,
+        conn: &mut Connection<'_>,
+    ) -> std::io::Result<()> {
+        if store.list().is_empty() {
+            return Ok(());
+        }
+        let s = owed::settle(store, conn, &self.target.spec, self.advice_wait).await?;
+        r.owed_advices_delivered = s.delivered;
+        if !s.refused.is_empty() {
+            let codes: Vec<String> = s
+                .refused
+                .iter()
+                .map(|f| format!("STAN {} DE 39 {}", f.advice.stan, f.response_code))
+                .collect();
+            r.note = Some(format!("earlier reversal advices refused by the switch: {}", codes.join(", ")));
         }
         Ok(())
     }
 
-    /// Sends the reversal advice (0420) of `req` with `reason` on a fresh connection, and waits
-    /// for its acknowledgement at least [`CONNECT_TIMEOUT`].
-    async fn reverse(&self, r: &mut Receipt, req: &Message, reason: &str, timeout: Duration) {
-        let timeout = timeout.max(CONNECT_TIMEOUT);
-        let stan = match &self.state_dir {
-            Some(dir) => terminal::next_stan(dir, &self.terminal.tid).ok(),
-            None => Some(self.stan % 999_999 + 1),
-        };
-        let rev = stan.and_then(|s| reversal_advice(req, s, &Moment::now().transmitted(), reason).ok());
-        let Some(rev) = rev else {
-            r.reversal = Some("not sent");
-            return;
-        };
-        let ack = async {
-            let mut link = Link::connect(&self.target, self.terminal.tpdu, CONNECT_TIMEOUT).await?;
-            link.call(&rev, timeout).await
-        };
-        r.reversal = Some(match ack.await {
-            Ok(Some(a)) if a.mti() == Mti::REVERSAL_ADVICE_RESPONSE => "acknowledged",
-            _ => "not acknowledged",
-        });
+    /// Sends the kept reversal advice `rev` on a fresh connection and waits for its
+    /// acknowledgement: `acknowledged`, `refused`, or `owed` (still kept).
+    async fn send_kept(&self, store: &mut OwedAdvices, rev: &Message) -> &'static str {
+        let stan = rev.text(11).map(|c| c.into_owned()).unwrap_or_default();
+        let Some(entry) = store.list().iter().find(|a| a.stan == stan).cloned() else { return "not sent" };
+        let mut conn = Connection::new(&self.target, self.terminal.tpdu);
+        match owed::send_owed(store, &entry, rev, &mut conn, self.advice_wait).await {
+            Ok(Delivery::Acknowledged) => "acknowledged",
+            Ok(Delivery::Refused(_)) => "refused",
+            Ok(Delivery::Pending | Delivery::Unreachable) | Err(_) => "owed",
+        }
     }
 
     /// Marks the receipt as the terminal's offline decline: the card answered GENERATE AC with an
@@ -307,6 +406,8 @@ impl Txn {
             auth_code: None,
             arpc_verified: None,
             reversal: None,
+            owed_advices_delivered: 0,
+            owed_advices_left: 0,
             note: None,
             request: None,
             response: None,

@@ -7,6 +7,7 @@ pub mod checkout;
 pub mod load;
 pub mod merchant;
 pub mod pos;
+pub mod reversals;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,8 @@ pub enum Command {
     Pos(pos::Args),
     /// Online checkout: in-app with a phone's token and cryptogram, or card not present with CVV2.
     Checkout(checkout::Args),
+    /// Deliver now the reversal advices terminals owe (kept in their state folder), list what is left.
+    Reversals(reversals::Args),
     /// Open-loop load at a fixed rate with mixed POS/ATM traffic; JSON report + HTML with plots.
     Load(load::Args),
     /// Run a certification suite of cases against a switch; JSON report, table, exit 0 if all pass.
@@ -40,6 +43,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Pos(a) => pos::run(a).await,
         Command::Checkout(a) => checkout::run(a).await,
+        Command::Reversals(a) => reversals::run(a).await,
         Command::Load(a) => load::run(a).await,
         Command::Certify(a) => certify::run(a).await,
     }
