@@ -438,8 +438,14 @@ async fn a_declined_id_and_v_leaves_nothing_on_the_phone() {
             &mut Io { log: &mut log, otp: &mut otp },
         )
         .await;
-        let e = format!("{:#}", r.expect_err("a declined ID&V provisions nothing"));
-        assert!(e.contains("declined"), "{model}: {e}");
+        let err = r.expect_err("a declined ID&V provisions nothing");
+        let refused = err.downcast_ref::<flows::Refused>().unwrap_or_else(|| panic!("{model}: {err:#}"));
+        assert_eq!(
+            (refused.status.as_str(), refused.response_code.as_deref()),
+            ("declined", Some("54")),
+            "{model}"
+        );
+        let e = format!("{err:#}");
         assert!(!e.contains(&w.net.ports.test_cards[2].pan), "a clear PAN in the error: {e}");
         assert!(phone.cards().is_empty(), "{model}: {:?}", phone.cards().len());
     }

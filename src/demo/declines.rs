@@ -382,14 +382,10 @@ async fn idv_decline(
     match provision_with(w, model, card, &path, typed_expiry, otp, out).await {
         Ok(p) => bail!("provisioned {} although ID&V should fail", p.card_id),
         Err(e) => {
-            let text = format!("{e:#}");
-            // The flow quotes the token service's answer: {"status":"declined","response_code":..}.
-            let rc = text
-                .split("\"response_code\":\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("")
-                .to_string();
+            let refused = e
+                .downcast_ref::<wallet_sim::flows::Refused>()
+                .ok_or_else(|| anyhow!("provisioning failed for another reason than ID&V: {e:#}"))?;
+            let rc = refused.response_code.clone().unwrap_or_default();
             let phone = Phone::open(&path)?;
             let n = phone.cards().len();
             say(out, "phone", "cardholder", &format!("no card added ({n} cards on the phone)"));

@@ -74,6 +74,40 @@ impl fmt::Display for Step {
     }
 }
 
+/// A provisioning the token service (or the issuer behind it) did not approve: its status
+/// (`declined`, `not_eligible`, `issuer_unavailable`, ...) and the response code it gave, if any.
+/// Callers find it with `anyhow::Error::downcast_ref`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// What was refused: `provisioning` or `tokenization`.
+    pub what: &'static str,
+    pub status: String,
+    pub response_code: Option<String>,
+}
+
+impl Refused {
+    fn from_answer(what: &'static str, a: &Value) -> Refused {
+        let text = |k: &str| a.get(k).and_then(Value::as_str).map(str::to_string);
+        Refused {
+            what,
+            status: text("status").unwrap_or_else(|| "refused".into()),
+            response_code: text("response_code"),
+        }
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.what, self.status)?;
+        if let Some(rc) = &self.response_code {
+            write!(f, " (response code {rc})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// The card the cardholder holds.
 #[derive(Clone)]
 pub struct CardholderCard {
@@ -292,7 +326,7 @@ async fn tsm_token(
         io.provider_steps(&a);
     }
     if s(&a, "status")? != "approved" {
-        bail!("tokenization {}", a);
+        return Err(Refused::from_answer("tokenization", &a).into());
     }
     fetch_ota(phone, addrs, &se_id, io).await?;
     Ok(s(&a, "card_id")?.to_string())
@@ -336,7 +370,7 @@ async fn token_requestor(
         io.provider_steps(&a);
     }
     if s(&a, "status")? != "approved" {
-        bail!("provisioning {}", a);
+        return Err(Refused::from_answer("provisioning", &a).into());
     }
     let token_ref = s(&a, "token_ref")?.to_string();
     let card_id = phone.install_token(
