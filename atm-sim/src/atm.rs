@@ -310,12 +310,17 @@ impl Atm {
             };
             if let Some(a) = answer {
                 let rc = a.text(39).map(|c| c.into_owned());
-                if rc.as_deref() == Some("00") {
+                // 00 (reversed) or 94 (already received): taken in charge (network-spec §2).
+                if terminal_sim::owed::verdict(Some(&a)) == terminal_sim::owed::Delivery::Acknowledged {
                     let mut e = Entry::new(&self.cfg.tid, &stan, "reversal-ack");
                     e.response_code = rc;
                     let _ = self.log(e, true);
                     return true;
                 }
+                // Answered but not taken in charge: journaled for the operator, still owed.
+                let mut e = Entry::new(&self.cfg.tid, &stan, "reversal-not-taken");
+                e.response_code = rc;
+                let _ = self.log(e, true);
             }
         }
         let mut e = Entry::new(&self.cfg.tid, &stan, "owed");
