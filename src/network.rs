@@ -390,15 +390,37 @@ async fn start_providers(
     ports: &PortsFile,
     issuer: Arc<ServerState>,
 ) -> Result<wallet_sim::providers::Running> {
-    use wallet_sim::providers::{IssuerPerso, PersoRequest, ProvidersConfig, RequestorCredential};
+    use wallet_sim::providers::{
+        IssuerPerso, PersoKind, PersoOutcome, PersoRequest, ProvidersConfig, RequestorCredential,
+    };
     let perso: IssuerPerso = Arc::new(move |r: PersoRequest<'_>| {
-        let yymm = issuer_sim::server::yymm(now_ms());
-        issuer.issuer.lock().map_err(|_| "issuer unavailable".to_string())?.perso_data(
-            r.pan,
-            &yymm,
-            r.recipient_public_key,
-            r.info,
-        )
+        let now = now_ms();
+        let yymm = issuer_sim::server::yymm(now);
+        let mut i = issuer.issuer.lock().map_err(|_| "issuer unavailable".to_string())?;
+        // The issuer's ID&V of cardholder and device first, when the requester asks for it
+        // (the cloud platform on the real PAN): the card's policy, as for a token request.
+        if let Some(idv) = r.idv {
+            use issuer_sim::host::CardholderCheck;
+            match i.verify_cardholder(r.pan, idv.expiry, idv.session, idv.otp, now, &yymm, (issuer.random)())
+            {
+                CardholderCheck::Approved => {}
+                CardholderCheck::OtpSent => return Ok(PersoOutcome::OtpRequired),
+                CardholderCheck::Declined { response_code } => {
+                    return Ok(PersoOutcome::Declined { response_code: response_code.to_string() });
+                }
+            }
+        }
+        let sealed = match r.kind {
+            PersoKind::CardProfile => i.perso_data(r.pan, &yymm, r.recipient_public_key, r.info)?,
+            PersoKind::LimitedUseKeys { first_atc, count } => i.perso_luks(
+                r.pan,
+                &yymm,
+                crypto::hsm::LukBatch { first_atc, count },
+                r.recipient_public_key,
+                r.info,
+            )?,
+        };
+        Ok(PersoOutcome::Sealed(sealed))
     });
     let requestors = ports
         .token_requestors

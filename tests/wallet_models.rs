@@ -229,6 +229,88 @@ async fn model_3_hce_pays_runs_out_of_keys_replenishes_and_pays_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_3_hce_real_pan_on_limited_use_keys_pays_replenishes_through_the_issuer_and_pays_again() {
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("phone.json");
+    let mut phone = Phone::open_or_create(&file).expect("phone");
+    // Test card 1: the issuer's ID&V policy steps up with an OTP.
+    let (id, steps) = w.provision(Model::HcePan, &mut phone, 1).await;
+    for (from, to) in [
+        ("phone", "cloud platform"),
+        ("cloud platform", "issuer"),
+        ("issuer", "cardholder"),
+        ("cardholder", "cloud platform"),
+        ("cloud platform", "phone"),
+        ("phone", "phone (secure area)"),
+    ] {
+        assert!(has(&steps, from, to), "{from} → {to} missing: {steps:#?}");
+    }
+    assert!(
+        steps.iter().any(|s| s.from == "issuer" && s.what.contains("ID&V approved")),
+        "the issuer verified cardholder and device: {steps:#?}"
+    );
+    assert!(
+        steps.iter().any(|s| s.from == "issuer" && s.what.contains("sealed for the device")),
+        "perso sealed for the device: {steps:#?}"
+    );
+    assert!(!steps.iter().any(|s| s.to == "token service" || s.from == "token service"), "no token");
+    let tc = w.net.ports.test_cards[1].clone();
+    for s in &steps {
+        assert!(!s.to_string().contains(&tc.pan), "a clear PAN in a step: {s}");
+    }
+    // The phone file: the real PAN in the OS secure area, on limited-use keys, no master key.
+    let text = std::fs::read_to_string(&file).expect("phone file");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let c = &v["hce"]["cards"][0];
+    assert_eq!(c["kind"], "real_pan", "{c}");
+    assert_eq!(c["profile"]["pan"], tc.pan.as_str(), "the real PAN, not a token");
+    assert_eq!(c["profile"]["keys"]["kind"], "limited");
+    assert!(!text.contains("icc_mk") && !text.contains(&tc.icc_mk), "the master key is not on the phone");
+    let summary = phone.cards().into_iter().find(|c| c.id == id).expect("card");
+    assert_eq!(summary.model, "hce-pan");
+    assert!(summary.location.contains("real PAN"), "{}", summary.location);
+    let n = summary.luks_left.expect("limited-use keys");
+    assert_eq!(n, 5);
+    // Paid like any chip card: the issuer verifies the ARQC from its IMK-derived key, books it.
+    let before = w.open_to_buy(1);
+    assert_eq!(w.pay(&mut phone, 1, 1_000).await, approved(), "at the POS, ARPC accepted");
+    assert_eq!(w.open_to_buy(1), before - 1_000, "the real PAN's account");
+    assert_eq!(w.pay_online(&mut phone, 2, 200).await, approved(), "in-app");
+    for stan in 3..=n as u32 {
+        assert_eq!(w.pay(&mut phone, stan, 100).await, approved(), "payment {stan}");
+    }
+    let tx = TxData { amount: 100, tx_type: 0, date: [0x26, 0x11, 0x25], un: [1, 2, 3, 4] };
+    assert!(tap(&mut phone, &TerminalConfig::default(), &tx).is_err(), "no limited-use key left");
+    let mut steps = Vec::new();
+    let mut log = |s: &Step| steps.push(s.clone());
+    let mut otp = || -> anyhow::Result<String> { anyhow::bail!("no OTP") };
+    let got = flows::replenish(&mut phone, &w.providers.addrs, &id, &mut Io { log: &mut log, otp: &mut otp })
+        .await
+        .expect("replenish");
+    assert_eq!(got, n);
+    assert!(has(&steps, "cloud platform", "issuer") && has(&steps, "issuer", "cloud platform"), "{steps:#?}");
+    assert!(!steps.iter().any(|s| s.to == "token service"), "no token service");
+    assert_eq!(w.pay(&mut phone, 90, 100).await, approved(), "paying again on the new batch");
+    assert_eq!(phone.profile(&id).expect("card").atc, 6, "the next ATC after the first batch");
+    assert_eq!(w.pay_online(&mut phone, 91, 100).await, approved(), "in-app, next limited-use key");
+    assert!(!std::fs::read_to_string(&file).expect("phone file").contains(&tc.icc_mk));
+    // Another device cannot replenish that card.
+    let other = http_post(
+        &w.providers.addrs.cloud,
+        &format!("/v1/pan-cards/{}/replenish", id.trim_start_matches("hce:")),
+        serde_json::json!({"device_id": "DEVFFFFFFFFFFFFFFFF"}),
+    )
+    .await;
+    assert_eq!(other.status, 409, "{:?}", other.body);
+    w.stop().await;
+}
+
+async fn http_post(base: &str, path: &str, body: serde_json::Value) -> wallet_sim::providers::http::Answer {
+    wallet_sim::providers::http::post(base, path, None, &body).await.expect("post")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_4_wallet_with_otp_step_up_pays_and_the_issuer_learns_the_download_completed() {
     let mut w = world().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -376,7 +458,7 @@ async fn the_cli_provisions_shows_status_and_exports_the_card() {
     let mut out = Vec::new();
     // The wallet's card (test card 1) asks for an OTP: the CLI reads the issuer's text message
     // through the ports file's issuer admin port.
-    for (model, card) in [("tsm-se-pan", "0"), ("hce", "3"), ("wallet", "1")] {
+    for (model, card) in [("tsm-se-pan", "0"), ("hce", "3"), ("wallet", "1"), ("hce-pan", "2")] {
         run(
             cli(&["provision", "--model", model, "--ports-file", &pf, "--card", card, "--phone", &ph]),
             &mut out,
@@ -393,6 +475,8 @@ async fn the_cli_provisions_shows_status_and_exports_the_card() {
     assert!(text.contains("SP TSM → SE operator: verify the authentication data: verified"), "{text}");
     assert!(text.contains("cloud platform → token service"), "{text}");
     assert!(text.contains("cardholder → wallet server: one-time password"), "{text}");
+    assert!(text.contains("issuer → cloud platform: ID&V approved"), "{text}");
+    assert!(text.contains("OS secure area (cloud, real PAN)"), "{text}");
     assert!(text.contains("* se:"), "the default card marked: {text}");
     assert!(text.contains("limited-use keys left"), "{text}");
     for c in &w.net.ports.test_cards {
@@ -426,7 +510,7 @@ async fn a_declined_id_and_v_leaves_nothing_on_the_phone() {
     // The cardholder types an expiry that is not the card's: the issuer declines ID&V.
     let mut card = w.card(2);
     card.expiry = "0101".into();
-    for model in [Model::Wallet, Model::Hce, Model::TsmSeToken] {
+    for model in [Model::Wallet, Model::Hce, Model::HcePan, Model::TsmSeToken] {
         let mut steps = Vec::new();
         let mut log = |s: &Step| steps.push(s.clone());
         let mut otp = || -> anyhow::Result<String> { anyhow::bail!("no OTP expected") };
@@ -505,6 +589,53 @@ async fn a_tampered_token_package_is_refused_by_the_phone() {
     let body = json!({"device_id": device_id});
     let l = http::post(&w.providers.addrs.cloud, &path, None, &body).await.expect("loaded");
     http::ok("cloud", l).expect("activated");
+    assert_eq!(w.pay(&mut phone, 1, 500).await, approved());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_real_pan_perso_package_is_refused_by_the_phone() {
+    use serde_json::json;
+    use wallet_sim::providers::http;
+    let mut w = world().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut phone = Phone::open_or_create(&dir.path().join("phone.json")).expect("phone");
+    let card = w.card(3);
+    // The phone's add-card call to the cloud platform on the real PAN, by hand.
+    let a = http::ok(
+        "cloud",
+        http::post(
+            &w.providers.addrs.cloud,
+            "/v1/pan-cards",
+            None,
+            &json!({"device_id": phone.device_id(), "device_public_key": phone.device_public_key().expect("dpk"),
+                    "pan": card.pan, "expiry": card.expiry}),
+        )
+        .await
+        .expect("add card"),
+    )
+    .expect("approved");
+    assert_eq!(a["status"], "approved", "{a}");
+    let card_ref = a["card_ref"].as_str().expect("card ref").to_string();
+    let sealed = a["encrypted_card_data"].as_str().expect("package").to_string();
+    let saved = serde_json::to_string(phone.state()).expect("state");
+    let raw = hex::decode(&sealed).expect("hex");
+    for at in [0, raw.len() / 3, raw.len() / 2, raw.len() - 1] {
+        let mut bad = raw.clone();
+        bad[at] ^= 0x01;
+        let r = phone.install_pan_card(&card_ref, "cloud", &hex::encode_upper(&bad));
+        assert!(r.is_err(), "a package tampered at byte {at} was installed");
+        assert_eq!(serde_json::to_string(phone.state()).expect("state"), saved, "byte {at}");
+    }
+    // Sealed under the issuer's perso label: it does not pass for token data, nor open on
+    // another phone.
+    assert!(phone.install_token(&card_ref, "cloud", &sealed).is_err());
+    let mut other = Phone::new().expect("other phone");
+    assert!(other.install_pan_card(&card_ref, "cloud", &sealed).is_err());
+    assert_eq!(serde_json::to_string(phone.state()).expect("state"), saved);
+    // The package as sealed installs, and the phone pays with it.
+    let id = phone.install_pan_card(&card_ref, "cloud", &sealed).expect("the genuine package");
+    phone.enable(&id).expect("enable");
     assert_eq!(w.pay(&mut phone, 1, 500).await, approved());
     w.stop().await;
 }

@@ -38,6 +38,31 @@ struct Card {
     psn: Psn,
     atcs_seen: HashSet<u16>,
     pin_tries_left: u8,
+    /// The first ATC not yet covered by limited-use keys the issuer sealed for a device (cloud
+    /// payments with the real PAN): a batch never covers an ATC issued before.
+    luk_next_atc: u16,
+}
+
+/// The issuer's ID&V answer to a cloud platform that asks it to verify a cardholder and device
+/// before perso (operating model 3 with the real PAN): the same decision as for a token's 0100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardholderCheck {
+    Approved,
+    /// A one-time password went to the cardholder (the `otp_outbox`, the SMS outbox).
+    OtpSent,
+    /// Declined, with the response code a 0100 would carry (14 unknown card, 54 wrong or past
+    /// expiry, 05 declined or wrong OTP, 75 OTP tries exceeded).
+    Declined {
+        response_code: &'static str,
+    },
+}
+
+/// What the HSM needs to derive a card's keys (names and parameters, no key material).
+struct PersoKey {
+    imk: String,
+    cvn: Cvn,
+    psn: Psn,
+    luk_next_atc: u16,
 }
 
 /// A notification the issuer received (0620), kept for inspection.
@@ -176,6 +201,7 @@ impl Issuer {
                     psn,
                     atcs_seen: HashSet::new(),
                     pin_tries_left: PIN_TRIES,
+                    luk_next_atc: 1,
                 },
             );
         }
@@ -210,6 +236,78 @@ impl Issuer {
         recipient_public_key: &[u8],
         info: &[u8],
     ) -> Result<Vec<u8>, String> {
+        let (profile, k) = self.perso_profile(pan, now_yymm)?;
+        let pan_d = PanDigits::new(pan).map_err(|e| e.to_string())?;
+        let key = crypto::hsm::CardKey { imk: &k.imk, cvn: k.cvn, pan: &pan_d, psn: k.psn };
+        self.hsm
+            .seal_card_profile(&key, &profile, recipient_public_key, info)
+            .map_err(|e| format!("sealing the perso data: {e}"))
+    }
+
+    /// ID&V of the cardholder and device for a cloud platform (operating model 3, real PAN): the
+    /// card's ID&V policy as for a token request, after the expiry check (`expiry` as the
+    /// cardholder typed it, YYMM). With `otp`, the one-time password sent for `session` is
+    /// verified instead.
+    #[allow(clippy::too_many_arguments)]
+    pub fn verify_cardholder(
+        &mut self,
+        pan: &str,
+        expiry: &str,
+        session: &str,
+        otp: Option<&str>,
+        now_ms: u64,
+        now_yymm: &str,
+        random: u32,
+    ) -> CardholderCheck {
+        let Some(card) = self.cards.get(pan) else {
+            return CardholderCheck::Declined { response_code: "14" };
+        };
+        if otp.is_none() && (card.cfg.expiry.as_str() < now_yymm || card.cfg.expiry != expiry) {
+            return CardholderCheck::Declined { response_code: "54" };
+        }
+        match self.idv_decision(pan, session, otp, now_ms, random).code {
+            "00" => CardholderCheck::Approved,
+            "1A" => CardholderCheck::OtpSent,
+            rc => CardholderCheck::Declined { response_code: rc },
+        }
+    }
+
+    /// Perso data for a cloud (HCE) card on the real PAN: as [`Issuer::perso_data`], but instead
+    /// of the ICC master key the HSM puts in the common session keys of the ATCs of `batch`
+    /// (limited-use keys; the device never holds the master key), sealed for the device's key.
+    /// A batch must start at or after the end of the last one sealed for this card (an ATC's key
+    /// is handed out once; the earlier batch is retired); the card's CVN must use the EMV common
+    /// session key.
+    pub fn perso_luks(
+        &mut self,
+        pan: &str,
+        now_yymm: &str,
+        batch: crypto::hsm::LukBatch,
+        device_public_key: &[u8],
+        info: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let (profile, key_card) = self.perso_profile(pan, now_yymm)?;
+        if batch.first_atc < key_card.luk_next_atc {
+            return Err(format!(
+                "limited-use keys from ATC {:04X} were already issued (next {:04X})",
+                batch.first_atc, key_card.luk_next_atc
+            ));
+        }
+        let pan_d = PanDigits::new(pan).map_err(|e| e.to_string())?;
+        let key =
+            crypto::hsm::CardKey { imk: &key_card.imk, cvn: key_card.cvn, pan: &pan_d, psn: key_card.psn };
+        let sealed = self
+            .hsm
+            .seal_luk_profile(&key, batch, &profile, device_public_key, info)
+            .map_err(|e| format!("sealing the limited-use keys: {e}"))?;
+        if let Some(c) = self.cards.get_mut(pan) {
+            c.luk_next_atc = batch.first_atc.saturating_add(batch.count);
+        }
+        Ok(sealed)
+    }
+
+    /// The perso profile (without keys) of an active, unexpired card, and what its key needs.
+    fn perso_profile(&self, pan: &str, now_yymm: &str) -> Result<(String, PersoKey), String> {
         let card = self.cards.get(pan).ok_or_else(|| format!("card {} is not one of ours", mask(pan)))?;
         if card.cfg.status != "active" {
             return Err(format!("card {} is {}", mask(pan), card.cfg.status));
@@ -223,11 +321,15 @@ impl Issuer {
             "aid": aid, "label": "PAYNET CREDIT", "atc": 0,
         })
         .to_string();
-        let pan_d = PanDigits::new(pan).map_err(|e| e.to_string())?;
-        let key = crypto::hsm::CardKey { imk: &card.cfg.imk_ac, cvn: card.cvn, pan: &pan_d, psn: card.psn };
-        self.hsm
-            .seal_card_profile(&key, &profile, recipient_public_key, info)
-            .map_err(|e| format!("sealing the perso data: {e}"))
+        Ok((
+            profile,
+            PersoKey {
+                imk: card.cfg.imk_ac.clone(),
+                cvn: card.cvn,
+                psn: card.psn,
+                luk_next_atc: card.luk_next_atc,
+            },
+        ))
     }
 
     /// The answer to `req`. `now_yymm` is today's year and month (expiry checks), `random` draws
@@ -416,16 +518,29 @@ impl Issuer {
     }
 
     fn idv(&mut self, req: &Message, pan: &str, tx: &str, now_ms: u64, random: u32) -> Decision {
-        let Some(card) = self.cards.get(pan) else { return Decision::rc("14") };
         let session = field(req, 37).unwrap_or_else(|| field(req, 11).unwrap_or_default());
-        if tx == "91" {
-            let otp = req
-                .field(123)
+        let otp = (tx == "91").then(|| {
+            req.field(123)
                 .and_then(|f| icc_tags(&f.data))
                 .and_then(|t| t.get(&0xDF8110).cloned())
                 .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .unwrap_or_default();
-            return match self.otps.verify(&session, &otp, now_ms) {
+                .unwrap_or_default()
+        });
+        self.idv_decision(pan, &session, otp.as_deref(), now_ms, random)
+    }
+
+    /// The card's ID&V policy for provisioning `session`, or — with `otp` — the OTP check.
+    fn idv_decision(
+        &mut self,
+        pan: &str,
+        session: &str,
+        otp: Option<&str>,
+        now_ms: u64,
+        random: u32,
+    ) -> Decision {
+        let Some(card) = self.cards.get(pan) else { return Decision::rc("14") };
+        if let Some(otp) = otp {
+            return match self.otps.verify(session, otp, now_ms) {
                 Ok(()) => Decision::rc("00"),
                 Err(OtpError::TriesExceeded) => Decision::rc("75"),
                 Err(_) => Decision::rc("05"),
@@ -435,7 +550,7 @@ impl Issuer {
         match crate::idv::decide(
             IdvPolicy::parse(&card.cfg.idv).unwrap_or(IdvPolicy::Decline),
             active,
-            &session,
+            session,
         ) {
             crate::idv::IdvDecision::Approved => Decision::rc("00"),
             crate::idv::IdvDecision::Declined => Decision::rc("05"),

@@ -407,3 +407,76 @@ fn perso_data_is_sealed_for_the_recipient_and_refused_for_cards_it_should_not_le
     assert!(issuer.perso_data(&t.clear[2].pan, NOW_YYMM, &recipient, b"perso").is_err(), "blocked");
     assert!(issuer.perso_data(&card.pan, "3001", &recipient, b"perso").is_err(), "expired");
 }
+
+#[test]
+fn cloud_platform_idv_by_policy_expiry_and_otp() {
+    use issuer_sim::host::CardholderCheck;
+    let (mut iss, t) = test_issuer(|_| {});
+    let v = |iss: &mut Issuer, c: &ClearTestCard, expiry: &str, session: &str, otp: Option<&str>| {
+        iss.verify_cardholder(&c.pan, expiry, session, otp, NOW_MS, NOW_YYMM, 424_242)
+    };
+    assert_eq!(v(&mut iss, &t.clear[0], &t.clear[0].expiry, "cloud-1", None), CardholderCheck::Approved);
+    assert_eq!(
+        v(&mut iss, &t.clear[0], "0101", "cloud-2", None),
+        CardholderCheck::Declined { response_code: "54" },
+        "a wrong expiry"
+    );
+    let mut unknown = t.clear[0].clone();
+    unknown.pan = "4761739001010010".into();
+    assert_eq!(
+        v(&mut iss, &unknown, &t.clear[0].expiry, "cloud-3", None),
+        CardholderCheck::Declined { response_code: "14" }
+    );
+    // Card 1's policy steps up: an OTP to the cardholder, checked on the second request.
+    assert_eq!(v(&mut iss, &t.clear[1], &t.clear[1].expiry, "cloud-4", None), CardholderCheck::OtpSent);
+    let otp = iss.otp_outbox.get("cloud-4").cloned().expect("OTP sent");
+    assert_eq!(
+        v(&mut iss, &t.clear[1], &t.clear[1].expiry, "cloud-4", Some("000000")),
+        CardholderCheck::Declined { response_code: "05" }
+    );
+    assert_eq!(
+        v(&mut iss, &t.clear[1], &t.clear[1].expiry, "cloud-4", Some(&otp)),
+        CardholderCheck::Approved
+    );
+    assert_eq!(
+        v(&mut iss, &t.clear[1], &t.clear[1].expiry, "cloud-4", Some(&otp)),
+        CardholderCheck::Declined { response_code: "05" },
+        "an OTP is good once"
+    );
+}
+
+#[test]
+fn limited_use_keys_are_the_session_keys_sealed_for_the_device_and_never_reissued() {
+    use crypto::emv::{Atc, common_session_key};
+    use crypto::hsm::LukBatch;
+    use crypto::keys::TdesKey;
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[0];
+    let secret = [0x42u8; 32];
+    let pk = crypto::device::public_key(&secret).expect("device key");
+    let info = b"paynet hce perso data v1";
+    let sealed =
+        iss.perso_luks(&card.pan, NOW_YYMM, LukBatch { first_atc: 1, count: 3 }, &pk, info).expect("sealed");
+    let plain = crypto::device::open(&secret, info, &sealed).expect("opens for the device");
+    let v: serde_json::Value = serde_json::from_slice(&plain).expect("JSON");
+    assert_eq!(v["pan"], card.pan.as_str());
+    assert!(v.get("icc_mk").is_none(), "no master key for a device");
+    let icc_mk = TdesKey::from_hex("icc mk", &card.icc_mk).expect("icc mk");
+    let luks = v["luks"].as_array().expect("luks");
+    assert_eq!(luks.len(), 3);
+    for (i, l) in luks.iter().enumerate() {
+        let atc = i as u16 + 1;
+        assert_eq!(l["atc"], format!("{atc:04X}"));
+        let sk = common_session_key(&icc_mk, Atc(atc));
+        assert_eq!(l["key"], hex::encode_upper(sk.expose()), "ATC {atc}");
+    }
+    assert!(crypto::device::open(&[0x43u8; 32], info, &sealed).is_err(), "another device");
+    // An ATC's key goes out once: a batch overlapping the last is refused, the next one is not.
+    let again = iss.perso_luks(&card.pan, NOW_YYMM, LukBatch { first_atc: 3, count: 3 }, &pk, info);
+    assert!(again.expect_err("overlap").contains("already issued"));
+    iss.perso_luks(&card.pan, NOW_YYMM, LukBatch { first_atc: 4, count: 3 }, &pk, info).expect("next batch");
+    assert!(
+        iss.perso_luks(&card.pan, "3001", LukBatch { first_atc: 7, count: 1 }, &pk, info).is_err(),
+        "expired"
+    );
+}

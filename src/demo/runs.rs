@@ -30,7 +30,7 @@ pub fn card_of(model: Model) -> usize {
         Model::Wallet => 1,
         Model::TsmSePan => 2,
         Model::TsmSeToken => 3,
-        Model::Hce => 4,
+        Model::Hce | Model::HcePan => 4,
     }
 }
 
@@ -90,6 +90,7 @@ pub(super) async fn provision_with(
             Model::TsmSePan => "model 2: TSM, real PAN over the air into the SE",
             Model::TsmSeToken => "model 2: TSM, token over the air into the SE",
             Model::Hce => "model 3: cloud platform, HCE",
+            Model::HcePan => "model 3: cloud platform, HCE, real PAN",
             Model::Wallet => "model 4: wallet (DPSP), tokenized",
         }
     ));

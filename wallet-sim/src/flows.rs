@@ -11,10 +11,11 @@ use serde_json::{Value, json};
 use crate::card::mask;
 use crate::ota::{KeySet, OtaReceipt, OtaScript};
 use crate::phone::Phone;
+use crate::phone::hce::HceKind;
 use crate::providers::ProviderAddrs;
 use crate::providers::http::{self, ok};
 
-/// The four operating models, the second in its two flows.
+/// The four operating models, the second and the third in their two flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Model {
     /// 1: an issuer-owned SE personalised by the issuer (no OTA).
@@ -23,15 +24,22 @@ pub enum Model {
     TsmSePan,
     /// 2: TSM, tokenized, OTA into the SE.
     TsmSeToken,
-    /// 3: cloud platform, HCE.
+    /// 3: cloud platform, HCE, tokenized.
     Hce,
+    /// 3: cloud platform, HCE, real PAN: the issuer's perso data on limited-use keys.
+    HcePan,
     /// 4: DPSP wallet.
     Wallet,
 }
 
 impl Model {
+    /// The demo's five flows (INTERFACES.md §3).
     pub const ALL: [Model; 5] =
         [Model::IssuerSe, Model::TsmSePan, Model::TsmSeToken, Model::Hce, Model::Wallet];
+
+    /// Every flow: the demo's five and model 3 on the real PAN.
+    pub const EVERY: [Model; 6] =
+        [Model::IssuerSe, Model::TsmSePan, Model::TsmSeToken, Model::Hce, Model::HcePan, Model::Wallet];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -39,6 +47,7 @@ impl Model {
             Model::TsmSePan => "tsm-se-pan",
             Model::TsmSeToken => "tsm-se-token",
             Model::Hce => "hce",
+            Model::HcePan => "hce-pan",
             Model::Wallet => "wallet",
         }
     }
@@ -53,10 +62,9 @@ impl fmt::Display for Model {
 impl FromStr for Model {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Model::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| format!("unknown model {s:?} (issuer-se, tsm-se-pan, tsm-se-token, hce, wallet)"))
+        Model::EVERY.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            format!("unknown model {s:?} (issuer-se, tsm-se-pan, tsm-se-token, hce, hce-pan, wallet)")
+        })
     }
 }
 
@@ -160,6 +168,7 @@ pub async fn provision(
         Model::TsmSePan => tsm_pan(phone, addrs, card, io).await?,
         Model::TsmSeToken => tsm_token(phone, addrs, card, io).await?,
         Model::Hce => token_requestor(phone, &addrs.cloud, "cloud platform", card, io).await?,
+        Model::HcePan => hce_pan(phone, addrs, card, io).await?,
         Model::Wallet => token_requestor(phone, &addrs.wallet, "wallet server", card, io).await?,
     };
     phone.set_model(&card_id, model.name())?;
@@ -392,7 +401,63 @@ async fn token_requestor(
     Ok(card_id)
 }
 
-/// Asks the cloud platform for the next batch of limited-use keys for an HCE card.
+/// Model 3 on the real PAN: the cloud platform has the issuer verify cardholder and device, and
+/// relays the issuer's perso data — the PAN with limited-use keys, sealed for the device key.
+async fn hce_pan(
+    phone: &mut Phone,
+    addrs: &ProviderAddrs,
+    card: &CardholderCard,
+    io: &mut Io<'_>,
+) -> Result<String> {
+    const NAME: &str = "cloud platform";
+    let dpk = phone.device_public_key()?;
+    let device_id = phone.device_id().to_string();
+    io.step("cardholder", "cloud platform app", format!("card number {} typed in", mask(&card.pan)));
+    io.step("phone", NAME, "add the card itself, real PAN (with the device's public key)");
+    let mut a = ok(
+        NAME,
+        http::post(
+            &addrs.cloud,
+            "/v1/pan-cards",
+            None,
+            &json!({"device_id": device_id, "device_public_key": dpk, "pan": card.pan, "expiry": card.expiry}),
+        )
+        .await?,
+    )?;
+    io.provider_steps(&a);
+    if s(&a, "status")? == "otp_required" {
+        let otp = (io.otp)()?;
+        io.step("cardholder", NAME, "one-time password");
+        a = ok(
+            NAME,
+            http::post(
+                &addrs.cloud,
+                "/v1/pan-cards/otp",
+                None,
+                &json!({"provisioning_id": s(&a, "provisioning_id")?, "otp": otp}),
+            )
+            .await?,
+        )?;
+        io.provider_steps(&a);
+    }
+    if s(&a, "status")? != "approved" {
+        return Err(Refused::from_answer("provisioning", &a).into());
+    }
+    let card_id = phone.install_pan_card(s(&a, "card_ref")?, "cloud", s(&a, "encrypted_card_data")?)?;
+    let n = phone.profile(&card_id).and_then(|p| p.luks_left()).unwrap_or(0);
+    io.step(
+        "phone",
+        "phone (secure area)",
+        format!(
+            "perso data opened with the device key: card {} on {n} limited-use keys, stored as {card_id}",
+            mask(&card.pan)
+        ),
+    );
+    Ok(card_id)
+}
+
+/// Asks the cloud platform for the next batch of limited-use keys for an HCE card (from the token
+/// service for a token, from the issuer for a real-PAN card).
 pub async fn replenish(
     phone: &mut Phone,
     addrs: &ProviderAddrs,
@@ -400,19 +465,18 @@ pub async fn replenish(
     io: &mut Io<'_>,
 ) -> Result<usize> {
     let token_ref = card_id.strip_prefix("hce:").ok_or_else(|| anyhow!("{card_id} is not an HCE card"))?;
+    let kind = phone.state().hce.card(token_ref).map(|c| c.kind);
     io.step("phone", "cloud platform", format!("replenish limited-use keys of {card_id}"));
+    let (path, field) = match kind {
+        Some(HceKind::RealPan) => (format!("/v1/pan-cards/{token_ref}/replenish"), "encrypted_card_data"),
+        _ => (format!("/v1/cards/{token_ref}/replenish"), "encrypted_token_data"),
+    };
     let a = ok(
         "cloud platform",
-        http::post(
-            &addrs.cloud,
-            &format!("/v1/cards/{token_ref}/replenish"),
-            None,
-            &json!({"device_id": phone.device_id()}),
-        )
-        .await?,
+        http::post(&addrs.cloud, &path, None, &json!({"device_id": phone.device_id()})).await?,
     )?;
     io.provider_steps(&a);
-    let n = phone.replenish(token_ref, s(&a, "encrypted_token_data")?)?;
+    let n = phone.replenish(token_ref, s(&a, field)?)?;
     io.step("phone", "phone (secure area)", format!("{n} limited-use keys stored"));
     Ok(n)
 }

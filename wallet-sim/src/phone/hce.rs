@@ -1,6 +1,8 @@
 //! The operating system's secure area for host card emulation: the device's P-256 key pair and the
 //! token profiles that cloud platforms and wallets deliver sealed for it (ECIES, see
-//! `crypto::device`). Only this area opens them.
+//! `crypto::device`) — or, on the real PAN, the issuer's perso data with limited-use keys that the
+//! cloud platform relays. Only this area opens them; it never holds a card's master key from an
+//! issuer (a real-PAN package carrying one is refused).
 
 use serde::{Deserialize, Serialize};
 
@@ -12,12 +14,29 @@ use crate::card::{CardKeys, CardProfile, Luk};
 /// switch; docs/token-service.md names it.
 pub const PROFILE_INFO: &[u8] = b"paynet token profile v1";
 
-/// A token card held in the secure area.
+/// The context label the issuer seals a device's real-PAN perso data under (limited-use keys;
+/// operating model 3 on the real PAN).
+pub const HCE_PERSO_INFO: &[u8] = b"paynet hce perso data v1";
+
+/// What an HCE card carries: a token, or the card's real PAN (issuer perso data).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HceKind {
+    #[default]
+    Token,
+    /// The real PAN, on limited-use keys the issuer's HSM derived (no token, no master key).
+    RealPan,
+}
+
+/// A card held in the secure area.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HceCard {
+    /// The token reference, or for a real-PAN card the cloud platform's card reference.
     pub token_ref: String,
     /// Who delivered it: "cloud" (HCE platform) or "wallet" (DPSP).
     pub provider: String,
+    #[serde(default)]
+    pub kind: HceKind,
     pub profile: CardProfile,
     pub enabled: bool,
 }
@@ -75,6 +94,29 @@ impl Drop for TokenProfile {
     }
 }
 
+/// The issuer's perso data for a device, as its HSM seals it (`Hsm::seal_luk_profile`).
+#[derive(Deserialize)]
+struct PanPerso {
+    pan: String,
+    expiry: String,
+    psn: String,
+    cvn: String,
+    aid: String,
+    label: String,
+    #[serde(default)]
+    icc_mk: Option<String>,
+    #[serde(default)]
+    luks: Option<Vec<Luk>>,
+}
+
+impl Drop for PanPerso {
+    fn drop(&mut self) {
+        if let Some(k) = self.icc_mk.as_mut() {
+            zeroize::Zeroize::zeroize(k);
+        }
+    }
+}
+
 impl HceArea {
     pub fn new(device_secret: String) -> Self {
         HceArea { device_secret, cards: Vec::new() }
@@ -93,11 +135,67 @@ impl HceArea {
     }
 
     fn open(&self, sealed_hex: &str) -> Result<TokenProfile, PhoneError> {
-        let sealed =
-            hex::decode(sealed_hex).map_err(|_| PhoneError::Refused("token data is not hex".into()))?;
-        let plain = crypto::device::open(&self.secret()?, PROFILE_INFO, &sealed)
-            .map_err(|e| PhoneError::Refused(format!("token data does not open for this device: {e}")))?;
+        let plain = self.open_raw(sealed_hex, PROFILE_INFO, "token data")?;
         serde_json::from_slice(&plain).map_err(|e| PhoneError::Refused(format!("token data: {e}")))
+    }
+
+    fn open_raw(
+        &self,
+        sealed_hex: &str,
+        info: &[u8],
+        what: &str,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, PhoneError> {
+        let sealed =
+            hex::decode(sealed_hex).map_err(|_| PhoneError::Refused(format!("{what} is not hex")))?;
+        crypto::device::open(&self.secret()?, info, &sealed)
+            .map_err(|e| PhoneError::Refused(format!("{what} does not open for this device: {e}")))
+    }
+
+    /// Opens the issuer's perso data: limited-use keys only.
+    fn open_pan(&self, sealed_hex: &str) -> Result<(PanPerso, Vec<Luk>), PhoneError> {
+        let plain = self.open_raw(sealed_hex, HCE_PERSO_INFO, "perso data")?;
+        let p: PanPerso =
+            serde_json::from_slice(&plain).map_err(|e| PhoneError::Refused(format!("perso data: {e}")))?;
+        if p.icc_mk.is_some() {
+            return Err(PhoneError::Refused(
+                "perso data with a card master key: the OS secure area takes limited-use keys only".into(),
+            ));
+        }
+        let luks = match &p.luks {
+            Some(l) if !l.is_empty() => l.clone(),
+            _ => return Err(PhoneError::Refused("perso data without limited-use keys".into())),
+        };
+        Ok((p, luks))
+    }
+
+    /// Opens the issuer's perso data for a real-PAN card (sealed for this device, relayed by the
+    /// cloud platform) and stores the card (not yet enabled) on its limited-use keys; its card id.
+    pub fn install_pan(
+        &mut self,
+        card_ref: &str,
+        provider: &str,
+        sealed_hex: &str,
+    ) -> Result<String, PhoneError> {
+        let (p, luks) = self.open_pan(sealed_hex)?;
+        let profile = CardProfile {
+            pan: p.pan.clone(),
+            expiry: p.expiry.clone(),
+            psn: p.psn.clone(),
+            cvn: p.cvn.clone(),
+            aid: p.aid.clone(),
+            label: p.label.clone(),
+            keys: CardKeys::Limited { luks },
+            atc: 0,
+        };
+        self.cards.retain(|c| c.token_ref != card_ref);
+        self.cards.push(HceCard {
+            token_ref: card_ref.into(),
+            provider: provider.into(),
+            kind: HceKind::RealPan,
+            profile,
+            enabled: false,
+        });
+        Ok(format!("hce:{card_ref}"))
     }
 
     /// Opens token data and stores the card (not yet enabled); its card id.
@@ -128,6 +226,7 @@ impl HceArea {
         self.cards.push(HceCard {
             token_ref: token_ref.into(),
             provider: provider.into(),
+            kind: HceKind::Token,
             profile,
             enabled: false,
         });
@@ -136,12 +235,25 @@ impl HceArea {
 
     /// Takes a new batch of limited-use keys in place of the old; how many the card holds now.
     pub fn replenish(&mut self, token_ref: &str, sealed_hex: &str) -> Result<usize, PhoneError> {
-        let t = self.open(sealed_hex)?;
-        let new =
-            t.luks.clone().ok_or_else(|| PhoneError::Refused("no limited-use keys in the batch".into()))?;
+        let kind = self.card(token_ref).ok_or_else(|| PhoneError::NoCard(format!("hce:{token_ref}")))?.kind;
+        let new = match kind {
+            HceKind::Token => self
+                .open(sealed_hex)?
+                .luks
+                .clone()
+                .ok_or_else(|| PhoneError::Refused("no limited-use keys in the batch".into()))?,
+            HceKind::RealPan => {
+                let (p, luks) = self.open_pan(sealed_hex)?;
+                if self.card(token_ref).is_none_or(|c| c.profile.pan != p.pan) {
+                    return Err(PhoneError::Refused("limited-use keys for another card".into()));
+                }
+                luks
+            }
+        };
         let card = self.card_mut(token_ref).ok_or_else(|| PhoneError::NoCard(format!("hce:{token_ref}")))?;
         match &mut card.profile.keys {
-            // The token service retires the previous batch when it issues the next one.
+            // The token service (the issuer, on the real PAN) retires the previous batch when it
+            // issues the next one.
             CardKeys::Limited { luks } => {
                 *luks = new;
                 Ok(luks.len())

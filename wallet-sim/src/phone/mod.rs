@@ -51,7 +51,7 @@ pub struct PhoneState {
 /// One card on the phone, for display.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CardSummary {
-    /// `se:<se id>:<instance AID>` or `hce:<token ref>`.
+    /// `se:<se id>:<instance AID>` or `hce:<token ref>` (`hce:<card ref>` on the real PAN).
     pub id: String,
     pub model: String,
     pub location: String,
@@ -189,6 +189,19 @@ impl Phone {
         Ok(card)
     }
 
+    /// Stores the issuer's perso data for a real-PAN HCE card (limited-use keys sealed for this
+    /// device, relayed by the cloud platform `provider`) in the HCE area; the card id.
+    pub fn install_pan_card(
+        &mut self,
+        card_ref: &str,
+        provider: &str,
+        sealed_hex: &str,
+    ) -> Result<String, PhoneError> {
+        let card = self.state.hce.install_pan(card_ref, provider, sealed_hex)?;
+        self.save()?;
+        Ok(card)
+    }
+
     /// Adds a replenished batch of limited-use keys to an HCE card.
     pub fn replenish(&mut self, token_ref: &str, sealed_hex: &str) -> Result<usize, PhoneError> {
         self.sync_session();
@@ -279,7 +292,10 @@ impl Phone {
             let id = format!("hce:{}", c.token_ref);
             out.push(CardSummary {
                 model: model(&id),
-                location: format!("OS secure area ({})", c.provider),
+                location: match c.kind {
+                    hce::HceKind::Token => format!("OS secure area ({})", c.provider),
+                    hce::HceKind::RealPan => format!("OS secure area ({}, real PAN)", c.provider),
+                },
                 pan: mask(&c.profile.pan),
                 state: if c.enabled { "enabled" } else { "loaded" }.into(),
                 atc: c.profile.atc,

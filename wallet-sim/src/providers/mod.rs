@@ -6,8 +6,8 @@
 //!   the issuer's perso bureau for issuer-owned SEs (model 1, no OTA).
 //! * [`se_tsm`] — the SE operator (issues SEs, reviews applications, verifies authentication
 //!   data) and its SE TSM (security domains, OTA scripts; token requestor of kind `se-tsm`).
-//! * [`requestor`] — the cloud (HCE) platform (requestor kind `cloud`) and the DPSP wallet server
-//!   (kind `wallet`).
+//! * [`requestor`] — the cloud (HCE) platform (requestor kind `cloud`; and, on the real PAN, the
+//!   issuer's perso data on limited-use keys) and the DPSP wallet server (kind `wallet`).
 //!
 //! The issuer's perso data comes from the issuer's own system through [`IssuerPerso`] (the issuer
 //! and its SP TSM are one organisation); what leaves it is sealed for the party that may read it.
@@ -34,13 +34,51 @@ pub struct PersoRequest<'a> {
     pub pan: &'a str,
     /// P-256 public key, SEC1.
     pub recipient_public_key: &'a [u8],
-    /// Context label to seal under ([`PERSO_INFO`]).
+    /// Context label to seal under ([`PERSO_INFO`], or [`crate::phone::hce::HCE_PERSO_INFO`] for
+    /// a device's secure area).
     pub info: &'a [u8],
+    /// What the sealed data carries.
+    pub kind: PersoKind,
+    /// The issuer's ID&V of cardholder and device first (the cloud platform's first request);
+    /// `None` when the requester is already trusted for this card (the issuer's own SP TSM and
+    /// perso bureau, a replenishment for a device the issuer verified).
+    pub idv: Option<IdvRequest<'a>>,
 }
 
-/// The issuer's perso function: the card's perso data (PAN, expiry, PSN, CVN, AID, label and the
-/// ICC master key its HSM derives from the IMK) sealed for the recipient, or why not.
-pub type IssuerPerso = Arc<dyn Fn(PersoRequest<'_>) -> std::result::Result<Vec<u8>, String> + Send + Sync>;
+/// The key material in the perso data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersoKind {
+    /// The card's ICC master key (a secure element: models 1 and 2).
+    CardProfile,
+    /// The common session keys of ATCs `first_atc..first_atc+count` (an HCE device on the real
+    /// PAN: model 3; it never holds the master key).
+    LimitedUseKeys { first_atc: u16, count: u16 },
+}
+
+/// The issuer's ID&V before perso: the card's expiry as the cardholder typed it (YYMM), the
+/// provisioning session, and — on the second request — the one-time password the issuer sent.
+#[derive(Debug, Clone, Copy)]
+pub struct IdvRequest<'a> {
+    pub expiry: &'a str,
+    pub session: &'a str,
+    pub otp: Option<&'a str>,
+}
+
+/// The issuer's answer.
+pub enum PersoOutcome {
+    /// The perso data, sealed for the recipient.
+    Sealed(Vec<u8>),
+    /// ID&V stepped up: a one-time password went to the cardholder; ask again with it.
+    OtpRequired,
+    /// ID&V declined, with the response code (14, 54, 05, 75).
+    Declined { response_code: String },
+}
+
+/// The issuer's perso function: ID&V when asked, then the card's perso data (PAN, expiry, PSN,
+/// CVN, AID, label and the key material its HSM derives from the IMK) sealed for the recipient,
+/// or why not.
+pub type IssuerPerso =
+    Arc<dyn Fn(PersoRequest<'_>) -> std::result::Result<PersoOutcome, String> + Send + Sync>;
 
 /// A token requestor's credentials at the token service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,7 +95,8 @@ pub struct ProvidersConfig {
     pub token_api: String,
     /// Requestor credentials; the providers take the ones of kind `se-tsm`, `cloud`, `wallet`.
     pub requestors: Vec<RequestorCredential>,
-    /// The issuer's perso data (models 1 and 2 with a real PAN); those flows are refused without.
+    /// The issuer's perso data (models 1 and 2, and model 3's hce-pan: the real PAN); those flows
+    /// are refused without.
     pub issuer_perso: Option<IssuerPerso>,
 }
 
@@ -108,7 +147,12 @@ pub async fn start(cfg: ProvidersConfig) -> Result<Running> {
     let token = |kind: &str| credential(&cfg, kind).map(|c| token::TokenClient::new(&cfg.token_api, &c));
     let se = se_tsm::router(se_tsm::SeTsm::new(token("se-tsm"))?);
     let sp = sp_tsm::router(sp_tsm::SpTsm::new(cfg.issuer_perso.clone(), &se_addr)?);
-    let cloud = requestor::router(requestor::Front::new("cloud", "cloud platform", token("cloud")));
+    let cloud = requestor::router(requestor::Front::with_issuer(
+        "cloud",
+        "cloud platform",
+        token("cloud"),
+        cfg.issuer_perso.clone(),
+    ));
     let wallet = requestor::router(requestor::Front::new("wallet", "wallet server", token("wallet")));
     let tasks = vec![
         tokio::spawn(http::serve(se_l, se, stop.clone())),

@@ -10,6 +10,16 @@
 //! | `POST /v1/cards/otp` | `{provisioning_id, otp}` | as above |
 //! | `POST /v1/cards/{token_ref}/loaded` | `{device_id}` | `{status: active}` |
 //! | `POST /v1/cards/{token_ref}/replenish` | `{device_id}` | `{encrypted_token_data}` |
+//! | `POST /v1/pan-cards` | `{device_id, device_public_key, pan, expiry}` | the cloud platform only, the real PAN (`hce-pan`): the issuer's ID&V, then `{status: approved, card_ref, encrypted_card_data, luks}`, `{status: otp_required, provisioning_id}`, `{status: declined, response_code}` |
+//! | `POST /v1/pan-cards/otp` | `{provisioning_id, otp}` | as above |
+//! | `POST /v1/pan-cards/{card_ref}/replenish` | `{device_id}` | `{encrypted_card_data, luks}` |
+//!
+//! On the real PAN (model 3's first branch) there is no token: the cloud platform asks the issuer
+//! to verify the cardholder and the device (ID&V, with an OTP step-up when the card's policy says
+//! so), and the issuer's HSM derives a batch of limited-use keys — the common session keys of the
+//! next ATCs, from the card's ICC master key — and seals them with the card's perso data for the
+//! device's key. The cloud platform relays the package without being able to open it; the phone's
+//! secure area never holds the master key. Replenishment asks the issuer for the next ATCs.
 //!
 //! Every answer carries `steps`: what the provider did on its side, for the cardholder's log.
 
@@ -21,9 +31,30 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::Steps;
 use super::http::{ApiError, ApiResult, field};
 use super::token::TokenClient;
+use super::{IdvRequest, IssuerPerso, PersoKind, PersoOutcome, PersoRequest, Steps};
+use crate::card::mask;
+use crate::phone::hce::HCE_PERSO_INFO;
+
+/// Limited-use keys per batch for a real-PAN HCE card.
+pub const PAN_LUK_BATCH: u16 = 5;
+
+/// A real-PAN card the cloud platform delivered: whose device it is on.
+struct PanCard {
+    device_id: String,
+    device_public_key: Vec<u8>,
+    pan: String,
+}
+
+/// A real-PAN provisioning waiting for the cardholder's one-time password.
+struct PendingPan {
+    device_id: String,
+    device_public_key: Vec<u8>,
+    pan: String,
+    expiry: String,
+    session: String,
+}
 
 /// One requestor front end (the cloud platform or the wallet server).
 pub struct Front {
@@ -34,10 +65,28 @@ pub struct Front {
     devices: Mutex<HashMap<String, String>>,
     pending: Mutex<HashMap<String, String>>,
     seq: std::sync::atomic::AtomicU64,
+    /// The issuer's perso system (the cloud platform on the real PAN).
+    issuer: Option<IssuerPerso>,
+    /// Card ref → real-PAN card; provisioning id → pending real-PAN provisioning.
+    pan_cards: Mutex<HashMap<String, PanCard>>,
+    pan_pending: Mutex<HashMap<String, PendingPan>>,
+    /// PAN → the next ATC to ask the issuer keys for (every batch the cloud platform asked for a
+    /// card, on any device, moves it on).
+    pan_next_atc: Mutex<HashMap<String, u16>>,
 }
 
 impl Front {
     pub fn new(kind: &'static str, name: &'static str, token: Option<TokenClient>) -> Arc<Front> {
+        Front::with_issuer(kind, name, token, None)
+    }
+
+    /// A front that can also provision the real PAN through the issuer's perso system.
+    pub fn with_issuer(
+        kind: &'static str,
+        name: &'static str,
+        token: Option<TokenClient>,
+        issuer: Option<IssuerPerso>,
+    ) -> Arc<Front> {
         Arc::new(Front {
             kind,
             name,
@@ -45,7 +94,98 @@ impl Front {
             devices: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             seq: std::sync::atomic::AtomicU64::new(1),
+            issuer,
+            pan_cards: Mutex::new(HashMap::new()),
+            pan_pending: Mutex::new(HashMap::new()),
+            pan_next_atc: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn issuer(&self) -> Result<&IssuerPerso, ApiError> {
+        self.issuer
+            .as_ref()
+            .ok_or_else(|| ApiError::refused(format!("the {} has no issuer perso connection", self.name)))
+    }
+
+    fn next_atc(&self, pan: &str) -> Result<u16, ApiError> {
+        let m = self.pan_next_atc.lock().map_err(|_| ApiError::refused("state"))?;
+        Ok(m.get(pan).copied().unwrap_or(1))
+    }
+
+    /// Asks the issuer for the next batch of limited-use keys of `pan` sealed for the device
+    /// (after its ID&V when `idv` is given); the outcome and the batch asked for.
+    fn issuer_batch(
+        &self,
+        pan: &str,
+        device_public_key: &[u8],
+        idv: Option<IdvRequest<'_>>,
+    ) -> Result<(PersoOutcome, crypto::hsm::LukBatch), ApiError> {
+        let first_atc = self.next_atc(pan)?;
+        let batch = crypto::hsm::LukBatch { first_atc, count: PAN_LUK_BATCH };
+        let out = self.issuer()?(PersoRequest {
+            pan,
+            recipient_public_key: device_public_key,
+            info: HCE_PERSO_INFO,
+            kind: PersoKind::LimitedUseKeys { first_atc, count: PAN_LUK_BATCH },
+            idv,
+        })
+        .map_err(|e| ApiError::refused(format!("the issuer refused: {e}")))?;
+        if matches!(out, PersoOutcome::Sealed(_)) {
+            self.pan_next_atc
+                .lock()
+                .map_err(|_| ApiError::refused("state"))?
+                .insert(pan.to_string(), first_atc.saturating_add(PAN_LUK_BATCH));
+        }
+        Ok((out, batch))
+    }
+
+    /// ID&V (and, approved, perso) of a pending real-PAN provisioning; the answer to the phone.
+    fn pan_outcome(&self, p: PendingPan, otp: Option<&str>, mut steps: Steps) -> ApiResult {
+        let idv = IdvRequest { expiry: &p.expiry, session: &p.session, otp };
+        let (out, batch) = self.issuer_batch(&p.pan, &p.device_public_key, Some(idv))?;
+        match out {
+            PersoOutcome::Sealed(sealed) => {
+                steps.push("issuer", self.name, "ID&V approved: cardholder and device verified");
+                steps.push(
+                    "issuer",
+                    self.name,
+                    format!(
+                        "perso data for card {}: {} limited-use keys (ATC {:04X}-{:04X}) derived by the HSM \
+                         from the IMK, sealed for the device",
+                        mask(&p.pan),
+                        batch.count,
+                        batch.first_atc,
+                        batch.first_atc + batch.count - 1
+                    ),
+                );
+                steps.push(self.name, "phone", "perso data, encrypted for the device key (unreadable here)");
+                let r: [u8; 8] = super::random()?;
+                let card_ref = format!("PAN{}", hex::encode_upper(r));
+                self.pan_cards.lock().map_err(|_| ApiError::refused("state"))?.insert(
+                    card_ref.clone(),
+                    PanCard { device_id: p.device_id, device_public_key: p.device_public_key, pan: p.pan },
+                );
+                Ok(Json(json!({
+                    "status": "approved", "card_ref": card_ref, "luks": batch.count,
+                    "encrypted_card_data": hex::encode_upper(sealed), "steps": steps.into_value(),
+                })))
+            }
+            PersoOutcome::OtpRequired => {
+                steps.push("issuer", "cardholder", "one-time password (step-up ID&V)");
+                let r: [u8; 8] = super::random()?;
+                let id = format!("PP{}", hex::encode_upper(r));
+                self.pan_pending.lock().map_err(|_| ApiError::refused("state"))?.insert(id.clone(), p);
+                Ok(Json(
+                    json!({"status": "otp_required", "provisioning_id": id, "steps": steps.into_value()}),
+                ))
+            }
+            PersoOutcome::Declined { response_code } => {
+                steps.push("issuer", self.name, format!("ID&V declined ({response_code})"));
+                Ok(Json(json!({
+                    "status": "declined", "response_code": response_code, "steps": steps.into_value(),
+                })))
+            }
+        }
     }
 
     fn token(&self) -> Result<&TokenClient, ApiError> {
@@ -160,8 +300,84 @@ async fn replenish(
     Ok(Json(json!({"encrypted_token_data": sealed, "steps": steps.into_value()})))
 }
 
+async fn add_pan_card(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiResult {
+    let device_id = field(&b, "device_id")?;
+    let dpk = hex::decode(field(&b, "device_public_key")?).map_err(ApiError::bad)?;
+    let pan = field(&b, "pan")?;
+    let expiry = field(&b, "expiry")?;
+    f.issuer()?;
+    let n = f.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut steps = Steps::default();
+    steps.push(
+        f.name,
+        "issuer",
+        format!("ID&V request: cardholder of card {} and device {device_id}", mask(pan)),
+    );
+    let p = PendingPan {
+        device_id: device_id.to_string(),
+        device_public_key: dpk,
+        pan: pan.to_string(),
+        expiry: expiry.to_string(),
+        session: format!("{}-pan-{device_id}-{n}", f.kind),
+    };
+    f.pan_outcome(p, None, steps)
+}
+
+async fn pan_otp(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiResult {
+    let id = field(&b, "provisioning_id")?;
+    let code = field(&b, "otp")?;
+    let p = f
+        .pan_pending
+        .lock()
+        .map_err(|_| ApiError::refused("state"))?
+        .remove(id)
+        .ok_or_else(|| ApiError::not_found("no such provisioning here"))?;
+    let mut steps = Steps::default();
+    steps.push(f.name, "issuer", "the cardholder's one-time password");
+    f.pan_outcome(p, Some(code), steps)
+}
+
+async fn pan_replenish(
+    State(f): State<Arc<Front>>,
+    Path(card_ref): Path<String>,
+    Json(b): Json<Value>,
+) -> ApiResult {
+    let device_id = field(&b, "device_id")?;
+    let (pan, dpk) = {
+        let cards = f.pan_cards.lock().map_err(|_| ApiError::refused("state"))?;
+        match cards.get(&card_ref) {
+            Some(c) if c.device_id == device_id => (c.pan.clone(), c.device_public_key.clone()),
+            Some(_) => return Err(ApiError::refused("that card belongs to another device")),
+            None => return Err(ApiError::not_found("no such card here")),
+        }
+    };
+    let mut steps = Steps::default();
+    steps.push(f.name, "issuer", format!("replenish limited-use keys of card {}", mask(&pan)));
+    let (out, batch) = f.issuer_batch(&pan, &dpk, None)?;
+    let PersoOutcome::Sealed(sealed) = out else {
+        return Err(ApiError::refused("the issuer did not seal a new batch"));
+    };
+    steps.push(
+        "issuer",
+        f.name,
+        format!(
+            "next {} limited-use keys (ATC {:04X}-{:04X}) sealed for the device; earlier ATCs never again",
+            batch.count,
+            batch.first_atc,
+            batch.first_atc + batch.count - 1
+        ),
+    );
+    steps.push(f.name, "phone", "limited-use keys, encrypted for the device key");
+    Ok(Json(json!({
+        "encrypted_card_data": hex::encode_upper(sealed), "luks": batch.count, "steps": steps.into_value(),
+    })))
+}
+
 pub fn router(f: Arc<Front>) -> Router {
     Router::new()
+        .route("/v1/pan-cards", post(add_pan_card))
+        .route("/v1/pan-cards/otp", post(pan_otp))
+        .route("/v1/pan-cards/{card_ref}/replenish", post(pan_replenish))
         .route("/v1/cards", post(add_card))
         .route("/v1/cards/otp", post(otp))
         .route("/v1/cards/{token_ref}/loaded", post(loaded))

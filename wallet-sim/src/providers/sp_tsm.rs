@@ -27,7 +27,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::http::{self, ApiError, ApiResult, field};
-use super::{IssuerPerso, PERSO_INFO, PersoRequest, Steps, random};
+use super::{IssuerPerso, PERSO_INFO, PersoKind, PersoOutcome, PersoRequest, Steps, random};
 use crate::card::mask;
 use crate::ota::{KeySet, commands, seal_script};
 use crate::phone::se::PersoData;
@@ -65,8 +65,21 @@ impl SpTsm {
     fn issuer_perso(&self, pan: &str, recipient: &[u8]) -> Result<Vec<u8>, ApiError> {
         let f =
             self.perso.as_ref().ok_or_else(|| ApiError::refused("no issuer perso system is connected"))?;
-        f(PersoRequest { pan, recipient_public_key: recipient, info: PERSO_INFO })
-            .map_err(|e| ApiError::refused(format!("the issuer refused: {e}")))
+        let out = f(PersoRequest {
+            pan,
+            recipient_public_key: recipient,
+            info: PERSO_INFO,
+            kind: PersoKind::CardProfile,
+            idv: None,
+        })
+        .map_err(|e| ApiError::refused(format!("the issuer refused: {e}")))?;
+        match out {
+            PersoOutcome::Sealed(b) => Ok(b),
+            PersoOutcome::OtpRequired => Err(ApiError::refused("the issuer asked for a one-time password")),
+            PersoOutcome::Declined { response_code } => {
+                Err(ApiError::refused(format!("the issuer declined ({response_code})")))
+            }
+        }
     }
 }
 
