@@ -2,7 +2,7 @@
 //! stands. `src/main.rs` runs [`run`]; tests run it in process.
 //!
 //! ```text
-//! wallet-sim provision --model issuer-se|tsm-se-pan|tsm-se-token|hce|wallet --ports-file F --card N --phone PHONE
+//! wallet-sim provision --model issuer-se|tsm-se-pan|tsm-se-token|hce|hce-pan|wallet --ports-file F --card N --phone PHONE
 //! wallet-sim status --phone PHONE [--json]
 //! wallet-sim replenish --ports-file F --phone PHONE [--card ID]
 //! wallet-sim default --phone PHONE --card ID
@@ -11,8 +11,9 @@
 //!
 //! The providers are those the ports file lists under `wallet_providers` (a running `paynet
 //! serve`); without that entry the token flows (tsm-se-token, hce, wallet) run against providers
-//! started inside this process for the one command, and the real-PAN flows are refused (they need
-//! the issuer's perso system). Each step prints as `party → party: what`, PANs masked.
+//! started inside this process for the one command, and the real-PAN flows (issuer-se, tsm-se-pan,
+//! hce-pan) are refused (they need the issuer's perso system). Each step prints as
+//! `party → party: what`, PANs masked.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -33,7 +34,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Puts test card N of the ports file into the phone by one operating model.
+    /// Puts test card N of the ports file into the phone by one operating model: issuer-se,
+    /// tsm-se-pan, tsm-se-token, hce (token), hce-pan (real PAN on limited-use keys), wallet.
     Provision {
         #[arg(long)]
         model: Model,
@@ -140,7 +142,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
                 expiry: tc.get("expiry").and_then(Value::as_str).unwrap_or("").to_string(),
             };
             let (addrs, running) = providers_for(&ports).await?;
-            if running.is_some() && matches!(model, Model::IssuerSe | Model::TsmSePan) {
+            if running.is_some() && matches!(model, Model::IssuerSe | Model::TsmSePan | Model::HcePan) {
                 bail!(
                     "model {model} needs the issuer's perso system: run against a `paynet serve` ports file that lists wallet_providers"
                 );
@@ -208,7 +210,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
                 let d: Vec<String> = s.domains.iter().map(|d| d.aid.clone()).collect();
                 writeln!(out, "  secure element {} ({}): domains {}", s.se_id, s.owner, d.join(", "))?;
             }
-            writeln!(out, "  OS secure area: {} token card(s)", p.state().hce.cards.len())?;
+            writeln!(out, "  OS secure area: {} card(s)", p.state().hce.cards.len())?;
             if cards.is_empty() {
                 writeln!(out, "  no cards")?;
             }

@@ -270,3 +270,51 @@ impl HceArea {
         self.cards.iter_mut().find(|c| c.token_ref == token_ref)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn area() -> HceArea {
+        HceArea::new(new_device_secret().expect("device secret"))
+    }
+
+    fn seal_for(a: &HceArea, info: &[u8], plain: &str) -> String {
+        let pk = hex::decode(a.public_key_hex().expect("pk")).expect("hex");
+        let sealed =
+            crypto::device::seal(&pk, &[0x11; 32], [0x22; 12], info, plain.as_bytes()).expect("seal");
+        hex::encode_upper(sealed)
+    }
+
+    const PERSO: &str = r#"{"pan":"4761739001010010","expiry":"2912","psn":"00","cvn":"visa18",
+        "aid":"A0000000031010","label":"PAYNET CREDIT","atc":0"#;
+
+    #[test]
+    fn real_pan_perso_installs_on_limited_use_keys_only() {
+        let mut a = area();
+        let luks = r#","luks":[{"atc":"0001","key":"00112233445566778899AABBCCDDEEFF"}]}"#;
+        let with_mk = format!(r#"{PERSO},"icc_mk":"00112233445566778899AABBCCDDEEFF"{luks}"#);
+        let e = a.install_pan("PAN1", "cloud", &seal_for(&a, HCE_PERSO_INFO, &with_mk));
+        assert!(e.is_err_and(|e| e.to_string().contains("limited-use keys only")));
+        let none = format!("{PERSO}}}");
+        assert!(a.install_pan("PAN1", "cloud", &seal_for(&a, HCE_PERSO_INFO, &none)).is_err());
+        let good = format!("{PERSO}{luks}");
+        // Sealed under the token label, the same bytes are not perso data.
+        assert!(a.install_pan("PAN1", "cloud", &seal_for(&a, PROFILE_INFO, &good)).is_err());
+        assert!(a.cards.is_empty());
+        let id = a.install_pan("PAN1", "cloud", &seal_for(&a, HCE_PERSO_INFO, &good)).expect("install");
+        assert_eq!(id, "hce:PAN1");
+        let c = a.card("PAN1").expect("card");
+        assert_eq!(
+            (c.kind, c.profile.pan.as_str(), c.profile.luks_left()),
+            (HceKind::RealPan, "4761739001010010", Some(1))
+        );
+        // A batch for another card does not replace this card's keys.
+        let other = good.replace("4761739001010010", "4761739001010028");
+        assert!(a.replenish("PAN1", &seal_for(&a, HCE_PERSO_INFO, &other)).is_err());
+        let two = format!(
+            r#"{PERSO},"luks":[{{"atc":"0002","key":"00112233445566778899AABBCCDDEEFF"}},{{"atc":"0003","key":"00112233445566778899AABBCCDDEEFF"}}]}}"#
+        );
+        assert_eq!(a.replenish("PAN1", &seal_for(&a, HCE_PERSO_INFO, &two)).expect("replenish"), 2);
+    }
+}
