@@ -637,5 +637,36 @@ async fn a_tampered_real_pan_perso_package_is_refused_by_the_phone() {
     let id = phone.install_pan_card(&card_ref, "cloud", &sealed).expect("the genuine package");
     phone.enable(&id).expect("enable");
     assert_eq!(w.pay(&mut phone, 1, 500).await, approved());
+    // Card 1 steps up: a wrong OTP is declined and the provisioning stays open for the right one.
+    let card = w.card(1);
+    let cloud = w.providers.addrs.cloud.clone();
+    let body = json!({"device_id": other.device_id(), "device_public_key": other.device_public_key().expect("dpk"),
+                      "pan": card.pan, "expiry": card.expiry});
+    let a =
+        http::ok("cloud", http::post(&cloud, "/v1/pan-cards", None, &body).await.expect("add")).expect("ok");
+    assert_eq!(a["status"], "otp_required", "{a}");
+    let pid = a["provisioning_id"].clone();
+    let wrong =
+        http::post(&cloud, "/v1/pan-cards/otp", None, &json!({"provisioning_id": pid, "otp": "000000"}))
+            .await
+            .expect("otp");
+    let wrong = http::ok("cloud", wrong).expect("answer");
+    assert_eq!((wrong["status"].as_str(), wrong["response_code"].as_str()), (Some("declined"), Some("05")));
+    let code =
+        w.net.issuer_state.issuer.lock().expect("issuer").otp_outbox.values().next().cloned().expect("OTP");
+    let right = http::post(&cloud, "/v1/pan-cards/otp", None, &json!({"provisioning_id": pid, "otp": code}))
+        .await
+        .expect("otp");
+    let right = http::ok("cloud", right).expect("answer");
+    assert_eq!(right["status"], "approved", "{right}");
+    let id = other
+        .install_pan_card(
+            right["card_ref"].as_str().expect("ref"),
+            "cloud",
+            right["encrypted_card_data"].as_str().expect("data"),
+        )
+        .expect("install on the other phone");
+    other.enable(&id).expect("enable");
+    assert_eq!(w.pay(&mut other, 2, 300).await, approved());
     w.stop().await;
 }

@@ -140,8 +140,10 @@ impl Front {
     }
 
     /// ID&V (and, approved, perso) of a pending real-PAN provisioning; the answer to the phone.
-    fn pan_outcome(&self, p: PendingPan, otp: Option<&str>, mut steps: Steps) -> ApiResult {
-        let idv = IdvRequest { expiry: &p.expiry, session: &p.session, otp };
+    /// `otp` is the cardholder's one-time password for provisioning `otp.0`: a wrong one leaves
+    /// the provisioning pending (the issuer counts the tries), as the token service does.
+    fn pan_outcome(&self, p: PendingPan, otp: Option<(&str, &str)>, mut steps: Steps) -> ApiResult {
+        let idv = IdvRequest { expiry: &p.expiry, session: &p.session, otp: otp.map(|o| o.1) };
         let (out, batch) = self.issuer_batch(&p.pan, &p.device_public_key, Some(idv))?;
         match out {
             PersoOutcome::Sealed(sealed) => {
@@ -181,6 +183,12 @@ impl Front {
             }
             PersoOutcome::Declined { response_code } => {
                 steps.push("issuer", self.name, format!("ID&V declined ({response_code})"));
+                if let (Some((id, _)), "05") = (otp, response_code.as_str()) {
+                    self.pan_pending
+                        .lock()
+                        .map_err(|_| ApiError::refused("state"))?
+                        .insert(id.to_string(), p);
+                }
                 Ok(Json(json!({
                     "status": "declined", "response_code": response_code, "steps": steps.into_value(),
                 })))
@@ -334,7 +342,7 @@ async fn pan_otp(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiResult
         .ok_or_else(|| ApiError::not_found("no such provisioning here"))?;
     let mut steps = Steps::default();
     steps.push(f.name, "issuer", "the cardholder's one-time password");
-    f.pan_outcome(p, Some(code), steps)
+    f.pan_outcome(p, Some((id, code)), steps)
 }
 
 async fn pan_replenish(
