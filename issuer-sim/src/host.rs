@@ -38,8 +38,12 @@ struct Card {
     psn: Psn,
     atcs_seen: HashSet<u16>,
     pin_tries_left: u8,
-    /// The first ATC not yet covered by limited-use keys the issuer sealed for a device (cloud
-    /// payments with the real PAN): a batch never covers an ATC issued before.
+    /// Limited-use keys sealed for a device (cloud payments on the real PAN): the first ATC of
+    /// the first batch and of the current batch, and the first ATC not yet covered. A batch
+    /// never covers an ATC issued before; a cryptogram on an ATC of a retired batch (from the
+    /// first batch up to the current one) is refused like a bad cryptogram.
+    luk_issued_from: Option<u16>,
+    luk_batch_first: u16,
     luk_next_atc: u16,
 }
 
@@ -201,6 +205,8 @@ impl Issuer {
                     psn,
                     atcs_seen: HashSet::new(),
                     pin_tries_left: PIN_TRIES,
+                    luk_issued_from: None,
+                    luk_batch_first: 0,
                     luk_next_atc: 1,
                 },
             );
@@ -301,6 +307,9 @@ impl Issuer {
             .seal_luk_profile(&key, batch, &profile, device_public_key, info)
             .map_err(|e| format!("sealing the limited-use keys: {e}"))?;
         if let Some(c) = self.cards.get_mut(pan) {
+            // The previous batch is retired: its unused keys no longer count.
+            c.luk_issued_from.get_or_insert(batch.first_atc);
+            c.luk_batch_first = batch.first_atc;
             c.luk_next_atc = batch.first_atc.saturating_add(batch.count);
         }
         Ok(sealed)
@@ -459,6 +468,9 @@ impl Issuer {
             }
             // Replay protection: a cryptogram's ATC is accepted once per card.
             let Some(card) = self.cards.get_mut(pan) else { return Decision::rc("14") };
+            if card.luk_issued_from.is_some_and(|from| (from..card.luk_batch_first).contains(&chip.atc.0)) {
+                return Decision::rc("82");
+            }
             if !card.atcs_seen.insert(chip.atc.0) {
                 return Decision::rc("82");
             }

@@ -474,7 +474,13 @@ fn limited_use_keys_are_the_session_keys_sealed_for_the_device_and_never_reissue
     // An ATC's key goes out once: a batch overlapping the last is refused, the next one is not.
     let again = iss.perso_luks(&card.pan, NOW_YYMM, LukBatch { first_atc: 3, count: 3 }, &pk, info);
     assert!(again.expect_err("overlap").contains("already issued"));
+    // ATC 1 of the first batch pays; after the next batch (4-6), ATC 2 and 3 are retired.
+    let rsp = call(&mut iss, &chip_request(&spec(), card, &Tx::purchase(1, 100, 1)));
+    assert_eq!(rc(&rsp), "00");
+    assert!(card_accepts_arpc(card, &chip_request(&spec(), card, &Tx::purchase(1, 100, 1)), &rsp));
     iss.perso_luks(&card.pan, NOW_YYMM, LukBatch { first_atc: 4, count: 3 }, &pk, info).expect("next batch");
+    assert_eq!(rc(&call(&mut iss, &chip_request(&spec(), card, &Tx::purchase(2, 100, 2)))), "82", "retired");
+    assert_eq!(rc(&call(&mut iss, &chip_request(&spec(), card, &Tx::purchase(3, 100, 4)))), "00", "current");
     assert!(
         iss.perso_luks(&card.pan, "3001", LukBatch { first_atc: 7, count: 1 }, &pk, info).is_err(),
         "expired"
