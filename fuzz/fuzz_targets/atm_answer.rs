@@ -4,8 +4,9 @@
 //! ATM's interpretation of an 0210 as `Atm::cash_advance` runs it — DE 39 and DE 38 as text, DE 55's
 //! tag 91 handed to a card that has just made its ARQC (EXTERNAL AUTHENTICATE), DE 54 through
 //! `atm_sim::atm::available_of` and the open-to-buy after a partial dispense. The first byte picks
-//! the framing (bits 0-1), the spec of the terminal's link (bit 2: `network` or `iso87ascii`) and
-//! whether the rest is framed bytes or a bare 0210 (bit 3). Never panics; errors are values.
+//! the framing (bits 0-1), the spec of the terminal's link (bit 2: `network` or `iso87ascii`),
+//! whether the rest is framed bytes or a bare 0210 (bit 3), and whether the ATM's link is first
+//! handed a well-formed 0210 whose DE 39, DE 54 and tag 91 come from the input (bit 4). Never panics; errors are values.
 #![no_main]
 
 use std::sync::Arc;
@@ -55,6 +56,38 @@ fn interpret(rsp: &Message) {
     }
 }
 
+/// Length-prefixed chunks (one byte each) off the front of `d`.
+fn chunk<'a>(d: &mut &'a [u8]) -> &'a [u8] {
+    let Some((&n, rest)) = d.split_first() else { return &[] };
+    let n = usize::from(n).min(rest.len());
+    let (c, r) = rest.split_at(n);
+    *d = r;
+    c
+}
+
+fn framed_answer(spec: &Arc<Spec>, framing: FramingKind, mut d: &[u8]) -> Option<Vec<u8>> {
+    let mut m = Message::new(spec.clone(), Mti::FINANCIAL_RESPONSE);
+    m.set_text(11, "000042").ok()?;
+    m.set_text(41, "ATM00001").ok()?;
+    m.set_text(39, std::str::from_utf8(chunk(&mut d)).ok()?).ok()?;
+    m.set_text(54, std::str::from_utf8(chunk(&mut d)).ok()?).ok()?;
+    let mut icc = vec![0x91];
+    let t91 = chunk(&mut d);
+    icc.push(t91.len().min(127) as u8);
+    icc.extend_from_slice(&t91[..t91.len().min(127)]);
+    icc.extend_from_slice(chunk(&mut d));
+    m.set_icc_data(&icc).ok()?;
+    let mut out = BytesMut::new();
+    let frame = if framing.has_tpdu() {
+        codecs::framing::Frame::with_tpdu(codecs::framing::Tpdu::from_bytes([0x60, 0, 0, 0, 1]), m.encode().ok()?)
+    } else {
+        codecs::framing::Frame::new(m.encode().ok()?)
+    };
+    tokio_util::codec::Encoder::encode(&mut FrameCodec::new(framing), frame, &mut out).ok()?;
+    out.extend_from_slice(d);
+    Some(out.to_vec())
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     let network = Spec::builtin("network").expect("network spec");
@@ -68,6 +101,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let framing = FramingKind::ALL[usize::from(mode & 3)];
+    let genuine;
+    let rest = if mode & 0x10 == 0x10 {
+        // A well-formed 0210 answering the request, its DE 39, DE 54 and DE 55 (tag 91 inside
+        // a 0x91 object) from the input, framed, then the rest of the input as further bytes.
+        let Some(g) = framed_answer(network, framing, rest) else { return };
+        genuine = g;
+        &genuine[..]
+    } else {
+        rest
+    };
 
     // The ATM's link: undecodable frames are dropped, a broken framing is an error.
     let req = request(network);
