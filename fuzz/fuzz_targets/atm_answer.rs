@@ -79,7 +79,10 @@ fn framed_answer(spec: &Arc<Spec>, framing: FramingKind, mut d: &[u8]) -> Option
     m.set_icc_data(&icc).ok()?;
     let mut out = BytesMut::new();
     let frame = if framing.has_tpdu() {
-        codecs::framing::Frame::with_tpdu(codecs::framing::Tpdu::from_bytes([0x60, 0, 0, 0, 1]), m.encode().ok()?)
+        codecs::framing::Frame::with_tpdu(
+            codecs::framing::Tpdu::from_bytes([0x60, 0, 0, 0, 1]),
+            m.encode().ok()?,
+        )
     } else {
         codecs::framing::Frame::new(m.encode().ok()?)
     };

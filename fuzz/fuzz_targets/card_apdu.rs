@@ -1,10 +1,11 @@
 //! Fuzzes the card application as a terminal (or anything in the field) meets it: a sequence of
 //! arbitrary command APDUs (length-prefixed chunks of the input) sent to an `EmvApplet` holding
 //! its ICC master key, to one on limited-use keys, and to a `Phone` whose default card is an HCE
-//! token on limited-use keys (built once into a state file in the temporary folder, copied fresh for each input). Properties: never panics; every
-//! answer ends with a status word; a GENERATE AC never answers an ATC it answered before; after any
+//! token on limited-use keys (built once into a state file in the temporary folder, copied fresh
+//! for each input). Properties: never panics; every answer ends with a status word; a GENERATE AC never answers an ATC it answered before; after any
 //! sequence, a genuine kernel dialogue (`terminal_sim::kernel::tap`) still succeeds unless the
-//! card legitimately ran out of ATCs or keys.
+//! card legitimately ran out of ATCs or keys, and the card then accepts the issuer's ARPC for it
+//! (EXTERNAL AUTHENTICATE) and refuses a wrong one.
 #![no_main]
 
 use std::collections::HashSet;
@@ -12,10 +13,10 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use codecs::tlv::{self, Tag};
-use crypto::emv::{Atc, common_session_key};
+use crypto::emv::{ArpcInput, Atc, Cvn, common_session_key};
 use crypto::keys::{TdesKey, to_hex};
 use libfuzzer_sys::fuzz_target;
-use terminal_sim::kernel::{TerminalConfig, TxData, tap};
+use terminal_sim::kernel::{TerminalConfig, TxData, issuer_authenticate, tap};
 use wallet_sim::card::apdu::split_response;
 use wallet_sim::card::{CardKeys, CardProfile, Contactless, EmvApplet, Luk};
 use wallet_sim::phone::Phone;
@@ -78,7 +79,8 @@ fn phone() -> Phone {
             keys.join(",")
         );
         let info = wallet_sim::phone::hce::PROFILE_INFO;
-        let sealed = crypto::device::seal(&pk, &[0x11; 32], [0x22; 12], info, plain.as_bytes()).expect("seal");
+        let sealed =
+            crypto::device::seal(&pk, &[0x11; 32], [0x22; 12], info, plain.as_bytes()).expect("seal");
         let id = p.install_token("TR1", "cloud", &hex::encode_upper(sealed)).expect("install");
         p.enable(&id).expect("enable");
         (path.clone(), std::fs::read_to_string(&path).expect("phone state"))
@@ -104,8 +106,9 @@ fn atc_is_new(rsp: &[u8], seen: &mut HashSet<Vec<u8>>) {
     assert!(seen.insert(atc.clone()), "ATC {atc:02X?} answered twice");
 }
 
-/// A genuine dialogue still works, unless the card is out of ATCs/keys.
-fn genuine_tap(card: &mut dyn Contactless, exhausted: bool, seen: &mut HashSet<Vec<u8>>) {
+/// A genuine dialogue still works, unless the card is out of ATCs/keys — and the card accepts
+/// the issuer's ARPC for the cryptogram it made (and refuses a wrong one).
+fn genuine_tap(card: &mut dyn Contactless, cvn: Cvn, exhausted: bool, seen: &mut HashSet<Vec<u8>>) {
     let tx = TxData { amount: 1_000, tx_type: 0, date: [0x26, 0x11, 0x25], un: [1, 2, 3, 4] };
     match tap(card, &TerminalConfig::default(), &tx) {
         Ok(t) => {
@@ -113,7 +116,22 @@ fn genuine_tap(card: &mut dyn Contactless, exhausted: bool, seen: &mut HashSet<V
             assert_eq!(t.cid, 0x80, "an ARQC");
             let nodes = tlv::decode_strict(&t.icc).expect("DE 55 is BER-TLV");
             atc_is_new(&t.icc, seen);
-            assert!(tlv::find(&nodes, Tag::new(0x9F26)).is_some());
+            let value = |tag: u32| tlv::find(&nodes, Tag::new(tag)).expect("in DE 55").value();
+            let arqc = value(0x9F26);
+            let atc = u16::from_be_bytes(value(0x9F36).try_into().expect("2-byte ATC"));
+            // The issuer's side: every test card's keys come from ICC_MK (common session key).
+            let mk = TdesKey::from_hex("icc_mk", ICC_MK).expect("test key");
+            let sk = common_session_key(&mk, Atc(atc));
+            let (input, tail) = match cvn.arpc_method() {
+                Some(2) => (ArpcInput::Csu { csu: [0; 4], proprietary: Vec::new() }, vec![0; 4]),
+                _ => (ArpcInput::Arc(*b"00"), b"00".to_vec()),
+            };
+            let mut t91 = cvn.session_arpc(&sk, arqc, &input).expect("ARPC");
+            t91.extend_from_slice(&tail);
+            let mut wrong = t91.clone();
+            wrong[0] ^= 1;
+            assert!(!issuer_authenticate(card, &wrong), "a wrong ARPC accepted");
+            assert!(issuer_authenticate(card, &t91), "the issuer's ARPC refused after the fuzzed sequence");
         }
         Err(e) => assert!(exhausted, "a genuine tap failed after the fuzzed sequence: {e}"),
     }
@@ -129,19 +147,19 @@ fuzz_target!(|data: &[u8]| {
     let mut seen = HashSet::new();
     drive(&mut card, &cmds, &mut seen);
     let exhausted = card.profile().atc == u16::MAX;
-    genuine_tap(&mut card, exhausted, &mut seen);
+    genuine_tap(&mut card, Cvn::Visa18, exhausted, &mut seen);
 
     // A card on limited-use keys.
     let mut card = EmvApplet::new(profile(CardKeys::Limited { luks: luks(1..4) }, 0));
     let mut seen = HashSet::new();
     drive(&mut card, &cmds, &mut seen);
     let exhausted = card.profile().luks_left() == Some(0);
-    genuine_tap(&mut card, exhausted, &mut seen);
+    genuine_tap(&mut card, Cvn::Visa18, exhausted, &mut seen);
 
     // A phone (HCE).
     let mut p = phone();
     let mut seen = HashSet::new();
     drive(&mut p, &cmds, &mut seen);
     let exhausted = p.cards().first().and_then(|c| c.luks_left) == Some(0);
-    genuine_tap(&mut p, exhausted, &mut seen);
+    genuine_tap(&mut p, Cvn::Mc20, exhausted, &mut seen);
 });
