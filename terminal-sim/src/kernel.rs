@@ -317,8 +317,12 @@ pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Re
 }
 
 /// Hands the issuer's tag 91 to the card (EXTERNAL AUTHENTICATE): true when the card accepts the
-/// ARPC.
+/// ARPC. Issuer authentication data is 8 to 16 bytes (EMV Book 3 Annex A, tag 91): anything else
+/// is not sent, and counts as refused.
 pub fn issuer_authenticate(card: &mut dyn Contactless, tag91: &[u8]) -> bool {
+    if !(8..=16).contains(&tag91.len()) {
+        return false;
+    }
     exchange(card, "EXTERNAL AUTHENTICATE", Command::build(0x00, 0x82, 0x00, 0x00, tag91)).is_ok()
 }
 
@@ -331,6 +335,24 @@ pub fn tag91(icc: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issuer_authentication_data_outside_8_to_16_bytes_is_never_sent() {
+        struct Counting(usize);
+        impl Contactless for Counting {
+            fn transceive(&mut self, _: &[u8]) -> Vec<u8> {
+                self.0 += 1;
+                vec![0x90, 0x00]
+            }
+        }
+        let mut c = Counting(0);
+        for bad in [vec![0u8; 7], vec![0u8; 17], vec![0u8; 300]] {
+            assert!(!issuer_authenticate(&mut c, &bad), "{} bytes", bad.len());
+        }
+        assert_eq!(c.0, 0);
+        assert!(issuer_authenticate(&mut c, &[0u8; 10]));
+        assert_eq!(c.0, 1);
+    }
     use wallet_sim::card::{CardKeys, CardProfile, EmvApplet};
 
     fn card(expiry: &str) -> EmvApplet {
