@@ -15,23 +15,11 @@ use std::time::Duration;
 
 use atm_sim::atm::{Atm, AtmConfig, Fault, Outcome, ReversalKind};
 use atm_sim::{Cassettes, Endpoint, PinPad, SwitchLink};
+use common::profile;
 use crypto::pin::Pin;
 use issuer_sim::server::FaultRule;
 use paynet::network::{self, Network, Options};
-use wallet_sim::card::{CardKeys, CardProfile, EmvApplet, Luk};
-
-fn profile(pan: &str, expiry: &str, cvn: &str, keys: CardKeys) -> CardProfile {
-    CardProfile {
-        pan: pan.into(),
-        expiry: expiry.into(),
-        psn: "00".into(),
-        cvn: cvn.into(),
-        aid: "A0000000031010".into(),
-        label: "PAYNET CREDIT".into(),
-        keys,
-        atc: 0,
-    }
-}
+use wallet_sim::card::{CardKeys, EmvApplet, Luk};
 
 /// Test card `i` of the ports file as a plastic card.
 fn plastic(net: &Network, i: usize) -> EmvApplet {

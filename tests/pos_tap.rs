@@ -7,24 +7,12 @@ mod common;
 
 use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
+use common::profile;
 use common::{Client, rc};
 use paynet::network::{self, Options};
 use terminal_sim::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
 use terminal_sim::pos::{Tx, tap_request};
-use wallet_sim::card::{CardKeys, CardProfile, EmvApplet, Luk};
-
-fn profile(pan: &str, expiry: &str, cvn: &str, keys: CardKeys) -> CardProfile {
-    CardProfile {
-        pan: pan.into(),
-        expiry: expiry.into(),
-        psn: "00".into(),
-        cvn: cvn.into(),
-        aid: "A0000000031010".into(),
-        label: "PAYNET CREDIT".into(),
-        keys,
-        atc: 0,
-    }
-}
+use wallet_sim::card::{CardKeys, EmvApplet, Luk};
 
 /// Taps `card`, sends the request, gives the answer's tag 91 to the card: (DE 39, ARPC accepted).
 async fn pay(c: &mut Client, card: &mut EmvApplet, stan: u32, amount: u64) -> (String, bool) {

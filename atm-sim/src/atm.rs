@@ -573,10 +573,14 @@ impl Atm {
 
 /// The open-to-buy in DE 54 (ISO 8583:1987 additional amounts: account type 2, amount type 2,
 /// currency 3, sign `C`/`D`, amount 12); the first credit amount.
+/// Read by bytes: the switch's text may hold any character, and slicing a `str` inside one panics.
 pub fn available_of(de54: &str) -> Option<u64> {
     de54.as_bytes().chunks(20).find_map(|a| {
-        let s = std::str::from_utf8(a).ok()?;
-        (s.len() == 20 && &s[7..8] == "C").then(|| s[8..20].parse().ok()).flatten()
+        let [_, _, _, _, _, _, _, b'C', amount @ ..] = a else { return None };
+        if amount.len() != 12 || !amount.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(amount).ok()?.parse().ok()
     })
 }
 
@@ -626,6 +630,19 @@ mod tests {
         assert_eq!(available_of("3001978C0000000000013002978C000000000250"), Some(1));
         assert_eq!(available_of("3002978D000000000100"), None);
         assert_eq!(available_of("short"), None);
+        assert_eq!(available_of("3002978C+00004800000"), None, "n12: digits only");
+    }
+
+    #[test]
+    fn fuzz_atm_answer_crash_aeb451da_de54_with_multibyte_text() {
+        // cargo fuzz atm_answer, crash-aeb451da75fb4768f5095c8c6b4a6c6ced771668 (mode 08: the rest
+        // as DE 54 text): 'ɾ' across bytes 7-8 made `&s[7..8]` panic.
+        let de54 = "\u{8}300297ɾ00000480000300297ɾ00000480000é";
+        assert_eq!(available_of(de54), None);
+        assert_eq!(available_of("3002978ɾ0000048000"), None);
+        assert_eq!(available_of("ɾɾɾɾ3002978C000004800000"), None, "misaligned: no amount");
+        assert_eq!(available_of("3001978Cɾɾɾɾɾɾ3002978C000000000250"), Some(250), "the next amount");
+        assert_eq!(available_of("3001978D0000000000003002978C000000000250"), Some(250));
     }
 
     #[test]

@@ -93,20 +93,9 @@ impl SwitchLink {
 
     /// The answer to `req` (response MTI, same DE 11 and DE 41), or `None` at `deadline`.
     pub fn answer_to(&mut self, req: &Message, deadline: Instant) -> Result<Option<Message>, LinkError> {
-        let want = req.mti().response();
-        let stan = req.text(11).map(|c| c.into_owned());
-        let tid = req.text(41).map(|c| c.into_owned());
         loop {
-            while let Some(f) =
-                self.codec.decode(&mut self.buf).map_err(|e| LinkError::Framing(e.to_string()))?
-            {
-                let Ok(m) = Message::decode(&self.spec, f.payload) else { continue };
-                if Some(m.mti()) == want
-                    && m.text(11).map(|c| c.into_owned()) == stan
-                    && m.text(41).map(|c| c.into_owned()) == tid
-                {
-                    return Ok(Some(m));
-                }
+            if let Some(m) = next_answer(&mut self.codec, &mut self.buf, &self.spec, req)? {
+                return Ok(Some(m));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -132,4 +121,29 @@ impl SwitchLink {
         self.send(req)?;
         self.answer_to(req, Instant::now() + timeout)
     }
+}
+
+/// The answer to `req` (response MTI, same DE 11 and DE 41) among the whole frames buffered in
+/// `buf` (sans-IO: the bytes come from the switch and are untrusted). Frames that do not decode as
+/// a message of `spec`, or answer something else, are consumed and dropped; `Ok(None)` when more
+/// bytes are needed; an error only when the framing itself is broken.
+pub fn next_answer(
+    codec: &mut FrameCodec,
+    buf: &mut BytesMut,
+    spec: &Arc<Spec>,
+    req: &Message,
+) -> Result<Option<Message>, LinkError> {
+    let want = req.mti().response();
+    let stan = req.text(11).map(|c| c.into_owned());
+    let tid = req.text(41).map(|c| c.into_owned());
+    while let Some(f) = codec.decode(buf).map_err(|e| LinkError::Framing(e.to_string()))? {
+        let Ok(m) = Message::decode(spec, f.payload) else { continue };
+        if Some(m.mti()) == want
+            && m.text(11).map(|c| c.into_owned()) == stan
+            && m.text(41).map(|c| c.into_owned()) == tid
+        {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
 }

@@ -10,6 +10,15 @@ use codecs::tlv::{self, Tag, TlvBuilder};
 use wallet_sim::card::apdu::{Command, Sw, split_response};
 use wallet_sim::card::{Contactless, applet::PPSE};
 
+/// The most data a PDOL may ask for: a short APDU's Lc of 255 less tag 83 and its length (81 xx).
+pub const MAX_PDOL_DATA: usize = 252;
+
+/// The most data CDOL1 may ask for: a short APDU's Lc.
+pub const MAX_CDOL_DATA: usize = 255;
+
+/// The longest AFL (EMV Book 3 Annex A, tag 94: var. up to 252), 63 entries.
+pub const MAX_AFL_LEN: usize = 252;
+
 /// The terminal's configuration: what reaches the card, and its risk management.
 #[derive(Debug, Clone)]
 pub struct TerminalConfig {
@@ -170,11 +179,24 @@ pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Re
         None => Vec::new(),
     };
     // 3. GPO with the PDOL data.
+    // The command data (83 L data) must fit a short APDU's Lc; checked before the data is built,
+    // since a DOL entry may ask for up to 16 MB (EMV Book 3 §5.4, §6.5.8).
+    let pdol_len = tlv::dol::dol_data_len(&pdol);
+    if pdol_len > MAX_PDOL_DATA {
+        return Err(TapError::Data {
+            step: "SELECT AID",
+            what: format!(
+                "the PDOL asks for {pdol_len} bytes, more than a GPO command carries ({MAX_PDOL_DATA})"
+            ),
+        });
+    }
     let pdol_data = tlv::build_dol_data(&pdol, |t: Tag| {
         terminal.iter().find(|(k, _)| *k == t.value()).map(|(_, v)| v.clone())
     });
-    let mut gpo = vec![0x83, pdol_data.len() as u8];
-    gpo.extend_from_slice(&pdol_data);
+    let mut gpo = TlvBuilder::new();
+    gpo.primitive(Tag::new(0x83), &pdol_data)
+        .map_err(|e| TapError::Data { step: "GET PROCESSING OPTIONS", what: e.to_string() })?;
+    let gpo = gpo.finish();
     let rsp = exchange(card, "GET PROCESSING OPTIONS", Command::build(0x80, 0xA8, 0x00, 0x00, &gpo))?;
     let nodes = tlv::decode_lenient(&rsp)
         .map_err(|e| TapError::Data { step: "GET PROCESSING OPTIONS", what: e.to_string() })?;
@@ -182,15 +204,41 @@ pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Re
         .map(|n| n.value().to_vec())
         .ok_or(TapError::Data { step: "GET PROCESSING OPTIONS", what: "no AIP (tag 82)".into() })?;
     let afl = tlv::find(&nodes, Tag::new(0x94)).map(|n| n.value().to_vec()).unwrap_or_default();
-    // 4. The records the AFL names.
+    // 4. The records the AFL names. EMV Book 3 §10.2: an AFL entry with SFI 0 or 31, a first
+    // record 0, a last record below the first, or more records for offline data authentication
+    // than it names ends the transaction; Annex A: the AFL is at most 252 bytes. A record named
+    // twice is refused too: at most 30 × 254 records, so a card cannot keep the terminal reading.
+    if afl.len() > MAX_AFL_LEN {
+        return Err(TapError::Data {
+            step: "GET PROCESSING OPTIONS",
+            what: format!("an AFL of {} bytes (at most {MAX_AFL_LEN})", afl.len()),
+        });
+    }
     let mut records: Vec<(u32, Vec<u8>)> = Vec::new();
-    for entry in afl.chunks(4) {
-        let [sfi, first, last, _] = entry else {
+    let mut named = std::collections::HashSet::new();
+    for (i, entry) in afl.chunks(4).enumerate() {
+        let [sfi, first, last, oda] = entry else {
             return Err(TapError::Data {
                 step: "READ RECORD",
                 what: "an AFL entry shorter than 4 bytes".into(),
             });
         };
+        let bad = |what: &str| TapError::Data {
+            step: "GET PROCESSING OPTIONS",
+            what: format!("AFL entry {i} ({}): {what}", hex::encode_upper(entry)),
+        };
+        if !(1..=30).contains(&(sfi >> 3)) {
+            return Err(bad("SFI outside 1 to 30"));
+        }
+        if *first == 0 || last < first {
+            return Err(bad("records must run from 1 up"));
+        }
+        if u16::from(*oda) > u16::from(*last - *first) + 1 {
+            return Err(bad("more records for offline data authentication than it names"));
+        }
+        if !(*first..=*last).all(|r| named.insert((sfi >> 3, r))) {
+            return Err(bad("a record another entry names already"));
+        }
         for rec in *first..=*last {
             let data =
                 exchange(card, "READ RECORD", Command::build(0x00, 0xB2, rec, (sfi & 0xF8) | 0x04, &[]))?;
@@ -218,6 +266,15 @@ pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Re
     }
     let deny = tvr.iter().zip(term.tac_denial).any(|(a, b)| a & b != 0);
     // 5. GENERATE AC.
+    let cdol_len = tlv::dol::dol_data_len(&cdol1);
+    if cdol_len > MAX_CDOL_DATA {
+        return Err(TapError::Data {
+            step: "READ RECORD",
+            what: format!(
+                "CDOL1 asks for {cdol_len} bytes, more than a GENERATE AC command carries ({MAX_CDOL_DATA})"
+            ),
+        });
+    }
     let cdol_data = tlv::build_dol_data(&cdol1, |t: Tag| {
         terminal.iter().find(|(k, _)| *k == t.value()).map(|(_, v)| v.clone())
     });
@@ -251,19 +308,21 @@ pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Re
     put(&mut icc, 0x9F10, &iad)?;
     put(&mut icc, 0x84, &aid)?;
     put(&mut icc, 0x5F34, &rec(0x5F34).map(<[u8]>::to_vec).unwrap_or_else(|| vec![0]))?;
-    Ok(Tapped {
-        pan,
-        expiry,
-        psn,
-        track2,
-        icc: icc.finish().to_vec(),
-        cid: cid.first().copied().unwrap_or(0),
-    })
+    let icc = icc.finish().to_vec();
+    // The card's values go into DE 55 as they came: one outside its format (an empty 5F34, a
+    // 9F27 of two bytes, ...) would make a request the acquirer refuses as a format error (EMV
+    // Book 3 §7.5: card data that is not well formed ends the transaction here).
+    tlv::decode_strict(&icc).map_err(|e| TapError::Data { step: "DE 55", what: e.to_string() })?;
+    Ok(Tapped { pan, expiry, psn, track2, icc, cid: cid.first().copied().unwrap_or(0) })
 }
 
 /// Hands the issuer's tag 91 to the card (EXTERNAL AUTHENTICATE): true when the card accepts the
-/// ARPC.
+/// ARPC. Issuer authentication data is 8 to 16 bytes (EMV Book 3 Annex A, tag 91): anything else
+/// is not sent, and counts as refused.
 pub fn issuer_authenticate(card: &mut dyn Contactless, tag91: &[u8]) -> bool {
+    if !(8..=16).contains(&tag91.len()) {
+        return false;
+    }
     exchange(card, "EXTERNAL AUTHENTICATE", Command::build(0x00, 0x82, 0x00, 0x00, tag91)).is_ok()
 }
 
@@ -276,6 +335,24 @@ pub fn tag91(icc: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issuer_authentication_data_outside_8_to_16_bytes_is_never_sent() {
+        struct Counting(usize);
+        impl Contactless for Counting {
+            fn transceive(&mut self, _: &[u8]) -> Vec<u8> {
+                self.0 += 1;
+                vec![0x90, 0x00]
+            }
+        }
+        let mut c = Counting(0);
+        for bad in [vec![0u8; 7], vec![0u8; 17], vec![0u8; 300]] {
+            assert!(!issuer_authenticate(&mut c, &bad), "{} bytes", bad.len());
+        }
+        assert_eq!(c.0, 0);
+        assert!(issuer_authenticate(&mut c, &[0u8; 10]));
+        assert_eq!(c.0, 1);
+    }
     use wallet_sim::card::{CardKeys, CardProfile, EmvApplet};
 
     fn card(expiry: &str) -> EmvApplet {
@@ -306,6 +383,124 @@ mod tests {
         assert_eq!(expired.cid, 0x00, "an expired application is declined offline (AAC)");
         let nodes = tlv::decode_lenient(&expired.icc).expect("DE 55");
         assert_eq!(tlv::find(&nodes, Tag::new(0x95)).expect("TVR").value(), &[0x80, 0x40, 0, 0, 0]);
+    }
+
+    /// A card that answers from a script (then `90 00` with no data to everything, as a hostile
+    /// phone would), counting the commands it is sent.
+    struct Scripted {
+        answers: Vec<Vec<u8>>,
+        sent: usize,
+    }
+
+    impl Contactless for Scripted {
+        fn transceive(&mut self, _: &[u8]) -> Vec<u8> {
+            self.sent += 1;
+            self.answers.get(self.sent - 1).cloned().unwrap_or_else(|| vec![0x90, 0x00])
+        }
+    }
+
+    /// The genuine card's answers up to GPO, with `gpo` (TLV, without SW) in place of its GPO answer.
+    fn up_to_gpo(gpo: &[u8]) -> Vec<Vec<u8>> {
+        let mut c = card("2912");
+        let mut answers = vec![
+            c.transceive(&Command::build(0, 0xA4, 4, 0, PPSE)),
+            c.transceive(&Command::build(0, 0xA4, 4, 0, &[0xA0, 0, 0, 0, 0x03, 0x10, 0x10])),
+        ];
+        answers.push([gpo, &[0x90, 0x00]].concat());
+        answers
+    }
+
+    /// A GPO answer (format 2) with the AIP of an online-only card and `afl`.
+    fn gpo_answer(afl: &[u8]) -> Vec<u8> {
+        let mut b = TlvBuilder::new();
+        b.constructed(Tag::new(0x77), |t| {
+            t.primitive(Tag::new(0x82), &[0x20, 0x00])?;
+            t.primitive(Tag::new(0x94), afl)?;
+            Ok(())
+        })
+        .expect("tlv");
+        b.finish().to_vec()
+    }
+
+    #[test]
+    fn fuzz_kernel_tap_crash_6dedcb5e_a_card_value_outside_its_format_never_reaches_de55() {
+        // cargo fuzz kernel_tap, crash-6dedcb5ebfae8c653b7dce1e7549cd103a43be7b: mode 00, then the
+        // answers (2-byte length each); the record's 5F34 is empty (`5F34 81 00`), which the
+        // kernel used to copy into DE 55 — a DE 55 the acquirer refuses.
+        let input = hex::decode(concat!(
+        "0000366f32840e325041592e5359532e4444463031a520bf0c1d611b4f07a0000000031010500d5041594e4554204352",
+        "45444954870101900000396f358407a0000000031010a52a500d5041594e4554204352454449549f38189f66049f0206",
+        "9f03069f1a0295055f2a029a039c019f370490000012770e820220009408080102001001010090000044704057134761",
+        "739001010010d29122010000000000000f5a0847617390010100105f24032912315f3481008c159f02069f03069f951a",
+        "02055f2a3b9a039c019f37049000000970059f0802000290000004700090000022771e9f2701809f360200019f260811",
+        "223344556677889f100706010a03a000009000",
+        ))
+        .expect("hex");
+        let mut answers = Vec::new();
+        let mut rest = &input[1..];
+        while let [a, b, r @ ..] = rest {
+            let n = usize::from(u16::from_be_bytes([*a, *b])).min(r.len());
+            answers.push(r[..n].to_vec());
+            rest = &r[n..];
+        }
+        let e = tap(&mut Scripted { answers, sent: 0 }, &TerminalConfig::default(), &tx(1_000))
+            .expect_err("an empty PSN");
+        assert!(
+            matches!(&e, TapError::Data { step: "DE 55", what } if what.contains("Sequence Number")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_afl_cannot_keep_the_terminal_reading() {
+        // 63 entries naming SFI 1 records 1-254 each: 16,002 READ RECORDs before; now the second
+        // entry is refused (a record named twice), after the first entry's 254 reads.
+        let mut c =
+            Scripted { answers: up_to_gpo(&gpo_answer(&[0x08, 0x01, 0xFE, 0x00].repeat(63))), sent: 0 };
+        let e = tap(&mut c, &TerminalConfig::default(), &tx(1)).expect_err("a record named twice");
+        assert!(
+            e.to_string().contains("AFL entry 1 (0801FE00): a record another entry names already"),
+            "{e}"
+        );
+        assert_eq!(c.sent, 3 + 254);
+        // Longer than 252 bytes, SFI 0 or 31, first record 0, last below first, too many for ODA.
+        for (afl, what) in [
+            ([0x08, 0x01, 0x01, 0x00].repeat(64), "an AFL of 256 bytes"),
+            (vec![0x00, 0x01, 0x01, 0x00], "SFI outside 1 to 30"),
+            (vec![0xF8, 0x01, 0x01, 0x00], "SFI outside 1 to 30"),
+            (vec![0x08, 0x00, 0x01, 0x00], "records must run from 1 up"),
+            (vec![0x08, 0x02, 0x01, 0x00], "records must run from 1 up"),
+            (vec![0x08, 0x01, 0x02, 0x03], "more records for offline data authentication"),
+        ] {
+            let mut c = Scripted { answers: up_to_gpo(&gpo_answer(&afl)), sent: 0 };
+            let e = tap(&mut c, &TerminalConfig::default(), &tx(1)).expect_err(what);
+            assert!(e.to_string().contains(what), "{e}");
+            assert_eq!(c.sent, 3, "no READ RECORD for {what}");
+        }
+    }
+
+    #[test]
+    fn a_dol_asking_for_more_than_an_apdu_carries_is_refused_before_it_is_built() {
+        // A PDOL entry asking for 16 MB (length 83 FF FF FF) used to be built in memory, then sent
+        // with its length truncated to one byte.
+        let mut b = TlvBuilder::new();
+        b.constructed(Tag::new(0x6F), |t| {
+            t.constructed(Tag::new(0xA5), |t| {
+                t.primitive(Tag::new(0x9F38), &[0x9F, 0x02, 0x83, 0xFF, 0xFF, 0xFF])?;
+                Ok(())
+            })?;
+            Ok(())
+        })
+        .expect("tlv");
+        let mut answers = up_to_gpo(&[]);
+        answers[1] = [&b.finish()[..], &[0x90, 0x00]].concat();
+        let mut c = Scripted { answers, sent: 0 };
+        let e = tap(&mut c, &TerminalConfig::default(), &tx(1)).expect_err("PDOL too long");
+        assert_eq!(
+            e.to_string(),
+            "SELECT AID: the PDOL asks for 16777215 bytes, more than a GPO command carries (252)"
+        );
+        assert_eq!(c.sent, 2);
     }
 
     #[test]

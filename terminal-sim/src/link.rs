@@ -3,11 +3,12 @@
 //! deadline — matched by the response MTI, DE 11 and DE 41 (docs/network-spec.md §2); anything
 //! else that arrives, such as a late answer to a request the terminal gave up on, is skipped.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use codecs::framing::{Frame, FrameCodec, Tpdu};
-use codecs::iso8583::Message;
+use codecs::iso8583::{Message, Mti, Spec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
@@ -71,22 +72,21 @@ impl Link {
         if timeout.is_zero() {
             return Ok(None);
         }
-        let want = req.mti().response();
-        let key = |m: &Message, de: u16| m.text(de).map(|t| t.into_owned());
-        let (stan, tid) = (key(req, 11), key(req, 41));
+        let key = AnswerKey::of(req);
         let addr = self.target.addr.clone();
-        let net = |what: &str, e: &dyn std::fmt::Display| Error::Net(format!("{what} {addr}: {e}"));
         let wait = async {
             loop {
-                while let Some(f) = self.codec.decode(&mut self.buf).map_err(|e| net("framing from", &e))? {
-                    let m = Message::decode(&self.target.spec, f.payload)
-                        .map_err(|e| net("an answer from", &e))?;
-                    if Some(m.mti()) == want && key(&m, 11) == stan && key(&m, 41) == tid {
-                        return Ok(m);
-                    }
+                match next_answer(&mut self.codec, &mut self.buf, &self.target.spec, &key) {
+                    Ok(Some(m)) => return Ok(m),
+                    Ok(None) => {}
+                    Err((what, e)) => return Err(Error::Net(format!("{what} {addr}: {e}"))),
                 }
                 let mut chunk = [0u8; 8192];
-                let n = self.stream.read(&mut chunk).await.map_err(|e| net("reading from", &e))?;
+                let n = self
+                    .stream
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|e| Error::Net(format!("reading from {addr}: {e}")))?;
                 if n == 0 {
                     return Err(Error::Net(format!("{addr} closed the connection without an answer")));
                 }
@@ -106,11 +106,51 @@ impl Link {
     }
 }
 
+/// What identifies the answer to a request: the response MTI, DE 11 and DE 41.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerKey {
+    pub mti: Option<Mti>,
+    pub stan: Option<String>,
+    pub tid: Option<String>,
+}
+
+impl AnswerKey {
+    /// The key of the answer to `req`.
+    pub fn of(req: &Message) -> AnswerKey {
+        let key = |de: u16| req.text(de).map(|t| t.into_owned());
+        AnswerKey { mti: req.mti().response(), stan: key(11), tid: key(41) }
+    }
+
+    /// Whether `m` is that answer.
+    pub fn matches(&self, m: &Message) -> bool {
+        let key = |de: u16| m.text(de).map(|t| t.into_owned());
+        self.mti == Some(m.mti()) && key(11) == self.stan && key(41) == self.tid
+    }
+}
+
+/// The answer to `key` among the whole frames buffered in `buf` (sans-IO: the bytes come from the
+/// switch and are untrusted); frames answering something else are consumed and skipped. `Ok(None)`
+/// when more bytes are needed; an error names the stage ("framing from", "an answer from") and
+/// the codec's error.
+pub fn next_answer(
+    codec: &mut FrameCodec,
+    buf: &mut BytesMut,
+    spec: &Arc<Spec>,
+    key: &AnswerKey,
+) -> std::result::Result<Option<Message>, (&'static str, String)> {
+    while let Some(f) = codec.decode(buf).map_err(|e| ("framing from", e.to_string()))? {
+        let m = Message::decode(spec, f.payload).map_err(|e| ("an answer from", e.to_string()))?;
+        if key.matches(&m) {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use codecs::framing::FramingKind;
-    use codecs::iso8583::{Mti, Spec};
 
     fn msg(spec: &std::sync::Arc<Spec>, mti: Mti, stan: &str) -> Message {
         let mut m = Message::new(spec.clone(), mti);

@@ -37,91 +37,48 @@ fn plot_err(e: impl std::fmt::Display) -> Error {
     Error::Plot(e.to_string())
 }
 
-/// Throughput per second of the run: sent, approved, declined, errors, timeouts.
-pub fn throughput_svg(r: &Report) -> Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let xmax = r.timeline.last().map(|s| s.t + 1).unwrap_or(1).max(1) as f64;
-        let ymax = r.timeline.iter().map(|s| s.sent.max(s.approved + s.declined)).max().unwrap_or(1).max(1)
-            as f64
-            * 1.15;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Throughput per second", ("sans-serif", 20))
-            .margin(12)
-            .margin_right(40)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start (by intended send time)")
-            .y_desc("requests / s")
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(plot_err)?;
-        let series: [Series; 5] = [
-            ("sent", RGBColor(90, 90, 90), |s| s.sent),
-            ("approved", RGBColor(30, 140, 60), |s| s.approved),
-            ("declined", RGBColor(230, 140, 20), |s| s.declined),
-            ("errors", RGBColor(200, 30, 30), |s| s.errors),
-            ("timeouts", RGBColor(120, 40, 160), |s| s.timeouts),
-        ];
-        for (name, color, f) in series {
-            // Each second's count is drawn over that second ([t, t+1)).
-            let pts: Vec<(f64, f64)> = r.timeline.iter().map(|s| (s.t as f64 + 0.5, f(s) as f64)).collect();
-            chart
-                .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-    }
-    Ok(svg)
+/// One chart of per-second lines over the run.
+struct Lines<'a> {
+    caption: &'a str,
+    y_desc: &'a str,
+    ymax: f64,
+    legend: SeriesLabelPosition,
+    /// y = what the series takes from a second, divided by this (µs → ms: 1000).
+    scale: f64,
+    /// Only the seconds with an answer (a percentile of nothing is not a zero).
+    answered_only: bool,
 }
 
-/// Latency p50 and p99 per second (ms), from each request's intended send time.
-pub fn latency_svg(r: &Report) -> Result<String> {
+fn lines_svg(r: &Report, c: Lines<'_>, series: &[Series]) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let xmax = r.timeline.last().map(|s| s.t + 1).unwrap_or(1).max(1) as f64;
-        let ymax = r.timeline.iter().map(|s| s.p99_us).max().unwrap_or(1).max(1) as f64 / 1000.0 * 1.15;
         let mut chart = ChartBuilder::on(&root)
-            .caption("Latency per second (p50, p99)", ("sans-serif", 20))
+            .caption(c.caption, ("sans-serif", 20))
             .margin(12)
             .margin_right(40)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+            .build_cartesian_2d(0f64..xmax, 0f64..c.ymax)
             .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start (by intended send time)")
-            .y_desc("latency (ms)")
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(plot_err)?;
-        let series: [Series; 2] =
-            [("p50", RGBColor(30, 100, 200), |s| s.p50_us), ("p99", RGBColor(200, 30, 30), |s| s.p99_us)];
-        for (name, color, f) in series {
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc("seconds since start (by intended send time)")
+            .y_desc(c.y_desc)
+            .light_line_style(RGBColor(235, 235, 235));
+        let whole = |v: &f64| format!("{v:.0}");
+        if c.scale == 1.0 {
+            mesh.y_label_formatter(&whole);
+        }
+        mesh.draw().map_err(plot_err)?;
+        for &(name, color, f) in series {
+            // Each second's value is drawn over that second ([t, t+1)).
             let pts: Vec<(f64, f64)> = r
                 .timeline
                 .iter()
-                .filter(|s| s.approved + s.declined > 0)
-                .map(|s| (s.t as f64 + 0.5, f(s) as f64 / 1000.0))
+                .filter(|s| !c.answered_only || s.approved + s.declined > 0)
+                .map(|s| (s.t as f64 + 0.5, f(s) as f64 / c.scale))
                 .collect();
             chart
                 .draw_series(LineSeries::new(pts, color.stroke_width(2)))
@@ -131,7 +88,7 @@ pub fn latency_svg(r: &Report) -> Result<String> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(c.legend)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()
@@ -139,6 +96,45 @@ pub fn latency_svg(r: &Report) -> Result<String> {
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
+}
+
+/// Throughput per second of the run: sent, approved, declined, errors, timeouts.
+pub fn throughput_svg(r: &Report) -> Result<String> {
+    let ymax = r.timeline.iter().map(|s| s.sent.max(s.approved + s.declined)).max().unwrap_or(1).max(1)
+        as f64
+        * 1.15;
+    let series: [Series; 5] = [
+        ("sent", RGBColor(90, 90, 90), |s| s.sent),
+        ("approved", RGBColor(30, 140, 60), |s| s.approved),
+        ("declined", RGBColor(230, 140, 20), |s| s.declined),
+        ("errors", RGBColor(200, 30, 30), |s| s.errors),
+        ("timeouts", RGBColor(120, 40, 160), |s| s.timeouts),
+    ];
+    let c = Lines {
+        caption: "Throughput per second",
+        y_desc: "requests / s",
+        ymax,
+        legend: SeriesLabelPosition::LowerRight,
+        scale: 1.0,
+        answered_only: false,
+    };
+    lines_svg(r, c, &series)
+}
+
+/// Latency p50 and p99 per second (ms), from each request's intended send time.
+pub fn latency_svg(r: &Report) -> Result<String> {
+    let ymax = r.timeline.iter().map(|s| s.p99_us).max().unwrap_or(1).max(1) as f64 / 1000.0 * 1.15;
+    let series: [Series; 2] =
+        [("p50", RGBColor(30, 100, 200), |s| s.p50_us), ("p99", RGBColor(200, 30, 30), |s| s.p99_us)];
+    let c = Lines {
+        caption: "Latency per second (p50, p99)",
+        y_desc: "latency (ms)",
+        ymax,
+        legend: SeriesLabelPosition::UpperRight,
+        scale: 1000.0,
+        answered_only: true,
+    };
+    lines_svg(r, c, &series)
 }
 
 /// The x position of percentile `p` on the distribution chart: the number of nines,

@@ -103,3 +103,22 @@ pub async fn post(base: &str, path: &str, auth: &str, body: &str) -> serde_json:
     };
     wallet_sim::providers::http::post(base, path, Some(auth), &body).await.expect("POST").body
 }
+
+/// A Visa-style contactless card profile (PSN 00, ATC 0) for a test card with these keys.
+pub fn profile(
+    pan: &str,
+    expiry: &str,
+    cvn: &str,
+    keys: wallet_sim::card::CardKeys,
+) -> wallet_sim::card::CardProfile {
+    wallet_sim::card::CardProfile {
+        pan: pan.into(),
+        expiry: expiry.into(),
+        psn: "00".into(),
+        cvn: cvn.into(),
+        aid: "A0000000031010".into(),
+        label: "PAYNET CREDIT".into(),
+        keys,
+        atc: 0,
+    }
+}
