@@ -300,6 +300,32 @@ async fn tsm_pan(
     Ok(s(&a, "card_id")?.to_string())
 }
 
+/// Asks a provider to add a card (`POST base+path` with `body`), answers the issuer's OTP step-up
+/// when it asks for one (`POST base+path/otp`), and returns the approved answer — or the refusal
+/// as a [`Refused`] error (`what` names it).
+async fn add_with_idv(
+    name: &str,
+    base: &str,
+    path: &str,
+    body: &Value,
+    what: &'static str,
+    io: &mut Io<'_>,
+) -> Result<Value> {
+    let mut a = ok(name, http::post(base, path, None, body).await?)?;
+    io.provider_steps(&a);
+    if s(&a, "status")? == "otp_required" {
+        let otp = (io.otp)()?;
+        io.step("cardholder", name, "one-time password");
+        let otp_body = json!({"provisioning_id": s(&a, "provisioning_id")?, "otp": otp});
+        a = ok(name, http::post(base, &format!("{path}/otp"), None, &otp_body).await?)?;
+        io.provider_steps(&a);
+    }
+    if s(&a, "status")? != "approved" {
+        return Err(Refused::from_answer(what, &a).into());
+    }
+    Ok(a)
+}
+
 async fn tsm_token(
     phone: &mut Phone,
     addrs: &ProviderAddrs,
@@ -308,35 +334,8 @@ async fn tsm_token(
 ) -> Result<String> {
     let se_id = operator_se(phone, addrs, io).await?;
     io.step("cardholder", "SE TSM", format!("add card {} as a token in SE {se_id}", mask(&card.pan)));
-    let mut a = ok(
-        "SE TSM",
-        http::post(
-            &addrs.se_operator,
-            "/v1/tokens",
-            None,
-            &json!({"se_id": se_id, "pan": card.pan, "expiry": card.expiry}),
-        )
-        .await?,
-    )?;
-    io.provider_steps(&a);
-    if s(&a, "status")? == "otp_required" {
-        let otp = (io.otp)()?;
-        io.step("cardholder", "SE TSM", "one-time password");
-        a = ok(
-            "SE TSM",
-            http::post(
-                &addrs.se_operator,
-                "/v1/tokens/otp",
-                None,
-                &json!({"provisioning_id": s(&a, "provisioning_id")?, "otp": otp}),
-            )
-            .await?,
-        )?;
-        io.provider_steps(&a);
-    }
-    if s(&a, "status")? != "approved" {
-        return Err(Refused::from_answer("tokenization", &a).into());
-    }
+    let body = json!({"se_id": se_id, "pan": card.pan, "expiry": card.expiry});
+    let a = add_with_idv("SE TSM", &addrs.se_operator, "/v1/tokens", &body, "tokenization", io).await?;
     fetch_ota(phone, addrs, &se_id, io).await?;
     Ok(s(&a, "card_id")?.to_string())
 }
@@ -352,35 +351,9 @@ async fn token_requestor(
     let device_id = phone.device_id().to_string();
     io.step("cardholder", &format!("{name} app"), format!("card number {} typed in", mask(&card.pan)));
     io.step("phone", name, "add card (with the device's public key)");
-    let mut a = ok(
-        name,
-        http::post(
-            base,
-            "/v1/cards",
-            None,
-            &json!({"device_id": device_id, "device_public_key": dpk, "pan": card.pan, "expiry": card.expiry}),
-        )
-        .await?,
-    )?;
-    io.provider_steps(&a);
-    if s(&a, "status")? == "otp_required" {
-        let otp = (io.otp)()?;
-        io.step("cardholder", name, "one-time password");
-        a = ok(
-            name,
-            http::post(
-                base,
-                "/v1/cards/otp",
-                None,
-                &json!({"provisioning_id": s(&a, "provisioning_id")?, "otp": otp}),
-            )
-            .await?,
-        )?;
-        io.provider_steps(&a);
-    }
-    if s(&a, "status")? != "approved" {
-        return Err(Refused::from_answer("provisioning", &a).into());
-    }
+    let body =
+        json!({"device_id": device_id, "device_public_key": dpk, "pan": card.pan, "expiry": card.expiry});
+    let a = add_with_idv(name, base, "/v1/cards", &body, "provisioning", io).await?;
     let token_ref = s(&a, "token_ref")?.to_string();
     let card_id = phone.install_token(
         &token_ref,
@@ -414,35 +387,9 @@ async fn hce_pan(
     let device_id = phone.device_id().to_string();
     io.step("cardholder", "cloud platform app", format!("card number {} typed in", mask(&card.pan)));
     io.step("phone", NAME, "add the card itself, real PAN (with the device's public key)");
-    let mut a = ok(
-        NAME,
-        http::post(
-            &addrs.cloud,
-            "/v1/pan-cards",
-            None,
-            &json!({"device_id": device_id, "device_public_key": dpk, "pan": card.pan, "expiry": card.expiry}),
-        )
-        .await?,
-    )?;
-    io.provider_steps(&a);
-    if s(&a, "status")? == "otp_required" {
-        let otp = (io.otp)()?;
-        io.step("cardholder", NAME, "one-time password");
-        a = ok(
-            NAME,
-            http::post(
-                &addrs.cloud,
-                "/v1/pan-cards/otp",
-                None,
-                &json!({"provisioning_id": s(&a, "provisioning_id")?, "otp": otp}),
-            )
-            .await?,
-        )?;
-        io.provider_steps(&a);
-    }
-    if s(&a, "status")? != "approved" {
-        return Err(Refused::from_answer("provisioning", &a).into());
-    }
+    let body =
+        json!({"device_id": device_id, "device_public_key": dpk, "pan": card.pan, "expiry": card.expiry});
+    let a = add_with_idv(NAME, &addrs.cloud, "/v1/pan-cards", &body, "provisioning", io).await?;
     let card_id = phone.install_pan_card(s(&a, "card_ref")?, "cloud", s(&a, "encrypted_card_data")?)?;
     let n = phone.profile(&card_id).and_then(|p| p.luks_left()).unwrap_or(0);
     io.step(
