@@ -543,6 +543,39 @@ async fn a_declined_id_and_v_leaves_nothing_on_the_phone() {
     w.stop().await;
 }
 
+/// The phone's add-card call to the cloud platform (`path`), by hand, to get the sealed package:
+/// the approved answer.
+async fn add_card_by_hand(w: &World, phone: &Phone, path: &str, card: &CardholderCard) -> serde_json::Value {
+    use wallet_sim::providers::http;
+    let body = serde_json::json!({"device_id": phone.device_id(),
+        "device_public_key": phone.device_public_key().expect("dpk"), "pan": card.pan, "expiry": card.expiry});
+    let a =
+        http::ok("cloud", http::post(&w.providers.addrs.cloud, path, None, &body).await.expect("add card"))
+            .expect("approved");
+    assert_eq!(a["status"], "approved", "{a}");
+    a
+}
+
+/// One bit flipped anywhere in `sealed` — the ephemeral key, the nonce, the ciphertext or the
+/// tag — and `install` refuses it, leaving the phone's state as it was.
+fn assert_tampering_refused(
+    phone: &mut Phone,
+    sealed: &str,
+    install: impl Fn(&mut Phone, &str) -> Result<String, wallet_sim::phone::PhoneError>,
+) {
+    let saved = serde_json::to_string(phone.state()).expect("state");
+    let raw = hex::decode(sealed).expect("hex");
+    for at in [0, raw.len() / 3, raw.len() / 2, raw.len() - 1] {
+        let mut bad = raw.clone();
+        bad[at] ^= 0x01;
+        assert!(
+            install(phone, &hex::encode_upper(&bad)).is_err(),
+            "a package tampered at byte {at} was installed"
+        );
+        assert_eq!(serde_json::to_string(phone.state()).expect("state"), saved, "byte {at}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_token_package_is_refused_by_the_phone() {
     use serde_json::json;
@@ -552,35 +585,11 @@ async fn a_tampered_token_package_is_refused_by_the_phone() {
     let file = dir.path().join("phone.json");
     let mut phone = Phone::open_or_create(&file).expect("phone");
     let card = w.card(2);
-    // The phone's add-card call to the cloud platform, by hand, to get the sealed package.
-    let a = http::ok(
-        "cloud",
-        http::post(
-            &w.providers.addrs.cloud,
-            "/v1/cards",
-            None,
-            &json!({"device_id": phone.device_id(), "device_public_key": phone.device_public_key().expect("dpk"),
-                    "pan": card.pan, "expiry": card.expiry}),
-        )
-        .await
-        .expect("add card"),
-    )
-    .expect("approved");
-    assert_eq!(a["status"], "approved", "{a}");
+    let a = add_card_by_hand(&w, &phone, "/v1/cards", &card).await;
     let token_ref = a["token_ref"].as_str().expect("token ref").to_string();
     let sealed = a["encrypted_token_data"].as_str().expect("package").to_string();
-    let saved = serde_json::to_string(phone.state()).expect("state");
-    // One bit flipped anywhere — in the ephemeral key, the nonce, the ciphertext or the tag —
-    // and the phone refuses the package and keeps nothing.
-    let raw = hex::decode(&sealed).expect("hex");
-    for at in [0, raw.len() / 3, raw.len() / 2, raw.len() - 1] {
-        let mut bad = raw.clone();
-        bad[at] ^= 0x01;
-        let r = phone.install_token(&token_ref, "cloud", &hex::encode_upper(&bad));
-        assert!(r.is_err(), "a package tampered at byte {at} was installed");
-        assert!(phone.cards().is_empty());
-        assert_eq!(serde_json::to_string(phone.state()).expect("state"), saved, "byte {at}");
-    }
+    assert_tampering_refused(&mut phone, &sealed, |p, bad| p.install_token(&token_ref, "cloud", bad));
+    assert!(phone.cards().is_empty());
     // The package as sealed installs, and the phone pays with it.
     let id = phone.install_token(&token_ref, "cloud", &sealed).expect("the genuine package");
     phone.enable(&id).expect("enable");
@@ -601,32 +610,11 @@ async fn a_tampered_real_pan_perso_package_is_refused_by_the_phone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut phone = Phone::open_or_create(&dir.path().join("phone.json")).expect("phone");
     let card = w.card(3);
-    // The phone's add-card call to the cloud platform on the real PAN, by hand.
-    let a = http::ok(
-        "cloud",
-        http::post(
-            &w.providers.addrs.cloud,
-            "/v1/pan-cards",
-            None,
-            &json!({"device_id": phone.device_id(), "device_public_key": phone.device_public_key().expect("dpk"),
-                    "pan": card.pan, "expiry": card.expiry}),
-        )
-        .await
-        .expect("add card"),
-    )
-    .expect("approved");
-    assert_eq!(a["status"], "approved", "{a}");
+    let a = add_card_by_hand(&w, &phone, "/v1/pan-cards", &card).await;
     let card_ref = a["card_ref"].as_str().expect("card ref").to_string();
     let sealed = a["encrypted_card_data"].as_str().expect("package").to_string();
+    assert_tampering_refused(&mut phone, &sealed, |p, bad| p.install_pan_card(&card_ref, "cloud", bad));
     let saved = serde_json::to_string(phone.state()).expect("state");
-    let raw = hex::decode(&sealed).expect("hex");
-    for at in [0, raw.len() / 3, raw.len() / 2, raw.len() - 1] {
-        let mut bad = raw.clone();
-        bad[at] ^= 0x01;
-        let r = phone.install_pan_card(&card_ref, "cloud", &hex::encode_upper(&bad));
-        assert!(r.is_err(), "a package tampered at byte {at} was installed");
-        assert_eq!(serde_json::to_string(phone.state()).expect("state"), saved, "byte {at}");
-    }
     // Sealed under the issuer's perso label: it does not pass for token data, nor open on
     // another phone.
     assert!(phone.install_token(&card_ref, "cloud", &sealed).is_err());
