@@ -1,7 +1,8 @@
 //! `atm-sim cash-advance` (INTERFACES.md §6) as an outside tool runs it: the real binary against
 //! `paynet serve --ports-file` in its own process. An approval, a wrong PIN, a jam, a partial
 //! dispense and a lost answer, each one JSON object alone on stdout; three invocations side by
-//! side on one ATM (distinct STANs, no KSN or ATC reused); a phone file whose ATC advances; the
+//! side on one ATM (distinct STANs, no KSN or ATC reused); a card profile file and a wallet-sim
+//! phone file whose ATC advances; the
 //! issuer's open-to-buy (asked by a balance inquiry, §5) down by exactly the cash dispensed; the
 //! journal and state folder without a clear PAN.
 
@@ -165,13 +166,39 @@ fn atm_sim_cli_against_paynet_serve() {
         assert_eq!(p.atc, 0x7A00 + n);
     }
 
-    // The ATM's books: 200000 + 30000 + 3 × 50000 + 2 × 40000 left the cassettes; nothing in the
-    // state folder or journal shows a clear PAN.
+    // A phone as wallet-sim leaves it (INTERFACES.md §6 "a phone provisioned by wallet-sim"): an
+    // HCE phone on test card 5, tapped twice; the phone keeps its own ATC in its file.
+    let wallet_phone = dir.path().join("wallet-phone.json");
+    let out = Command::new(workspace_bin("wallet-sim"))
+        .args(["provision", "--model", "hce", "--card", "5", "--ports-file"])
+        .arg(&ports_path)
+        .arg("--phone")
+        .arg(&wallet_phone)
+        .output()
+        .expect("wallet-sim");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let atc_of = |path: &Path| {
+        let phone = wallet_sim::phone::Phone::open(path).expect("phone file");
+        let id = phone.default_card().expect("default card");
+        phone.profile(&id).expect("card").atc
+    };
+    for n in 1..=2u16 {
+        let v = ok_json(&cash_advance(
+            &ports_path,
+            &state,
+            &["--device", wallet_phone.to_str().expect("path"), "--amount", "20000", "--pin", &pin(5)],
+        ));
+        assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("00"), Some(20000)), "{v}");
+        assert_eq!(atc_of(&wallet_phone), n);
+    }
+
+    // The ATM's books: 200000 + 30000 + 3 × 50000 + 2 × 40000 + 2 × 20000 left the cassettes;
+    // nothing in the state folder or journal shows a clear PAN.
     let tid = &ports.atm_terminals[0].tid;
     let rec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join(format!("atm-{tid}.json"))).expect("state"))
             .expect("json");
-    assert_eq!(rec["cassettes"][0]["count"], 1000 - 46, "{rec}");
+    assert_eq!(rec["cassettes"][0]["count"], 1000 - 50, "{rec}");
     assert_eq!(rec["owed"].as_array().map(Vec::len), Some(0));
     for entry in std::fs::read_dir(&state).expect("state dir") {
         let text = std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();

@@ -126,9 +126,10 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
     let root = a.state.clone().unwrap_or_else(StateDir::default_root);
     let dir = StateDir::open(&root).map_err(|e| unknown(format!("--state {}: {e}", root.display())))?;
 
-    // The card: a test card of the ports file (its ATC from the state folder), or a phone file.
-    let mut phone: Option<(PathBuf, PhoneFile, atm_sim::state::Lock)> = None;
-    let mut applet = match (a.card, &a.device) {
+    // The card: a test card of the ports file (its ATC from the state folder), a wallet-sim phone
+    // file (the phone keeps its own ATCs and keys in it), or a plain card profile.
+    let mut _device_lock: Option<atm_sim::state::Lock> = None;
+    let mut device = match (a.card, &a.device) {
         (Some(n), None) => {
             let tc = ports
                 .test_cards
@@ -152,12 +153,13 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
                     (last, Some(last.wrapping_add(1)))
                 })
                 .map_err(|e| unknown(format!("--state: {e}")))?;
-            EmvApplet::new(card_profile(&tc, last))
+            Tapped::Card(Box::new(EmvApplet::new(card_profile(&tc, last))))
         }
         (None, Some(path)) => {
             if !path.is_file() {
                 return Err(bad_input(format!("--device: {}: no such phone file", path.display())));
             }
+            // The same lock file `terminal-sim` takes: one tap at a time on one device.
             let lock_path = path.with_extension("lock");
             let lock = std::fs::OpenOptions::new()
                 .create(true)
@@ -166,10 +168,23 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
                 .open(&lock_path)
                 .and_then(|f| f.lock().map(|_| f))
                 .map_err(|e| unknown(format!("--device: lock {}: {e}", lock_path.display())))?;
-            let pf = PhoneFile::read(path).map_err(|e| bad_input(format!("--device: {e}")))?;
-            let applet = EmvApplet::new(pf.profile.clone());
-            phone = Some((path.clone(), pf, atm_sim::state::Lock::from(lock)));
-            applet
+            _device_lock = Some(atm_sim::state::Lock::from(lock));
+            match wallet_sim::phone::Device::open(path) {
+                Ok(wallet_sim::phone::Device::Phone(p)) => {
+                    if p.default_card().is_none() {
+                        return Err(bad_input(format!(
+                            "--device: {}: the phone has no enabled card to tap",
+                            path.display()
+                        )));
+                    }
+                    Tapped::Phone(p)
+                }
+                _ => {
+                    let pf = PhoneFile::read(path).map_err(|e| bad_input(format!("--device: {e}")))?;
+                    let applet = EmvApplet::new(pf.profile.clone());
+                    Tapped::ProfileFile(Box::new((applet, path.clone(), pf)))
+                }
+            }
         }
         _ => return Err(bad_input("give one of --card N or --device PHONE_FILE".into())),
     };
@@ -191,9 +206,16 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
     plan_check.map_err(bad_input)?;
     let mut link = SwitchLink::connect(&ports.acquirer, Duration::from_secs(5))
         .map_err(|e| unknown(format!("switch {}:{}: {e}", ports.acquirer.host, ports.acquirer.port)))?;
-    let result = atm.cash_advance(&mut link, &mut applet, a.amount, &pin, fault);
-    if let Some((path, mut pf, _lock)) = phone {
-        // The phone keeps its ATC (and the limited-use keys it has left).
+    let card: &mut dyn wallet_sim::card::Contactless = match &mut device {
+        Tapped::Card(c) => c.as_mut(),
+        Tapped::ProfileFile(f) => &mut f.0,
+        Tapped::Phone(p) => p.as_mut(),
+    };
+    let result = atm.cash_advance(&mut link, card, a.amount, &pin, fault);
+    if let Tapped::ProfileFile(f) = device {
+        let (applet, path, mut pf) = *f;
+        // A card profile file keeps its ATC (and the limited-use keys it has left); a phone has
+        // saved its own state before each answer left it.
         pf.write(&path, applet.profile()).map_err(|e| unknown(format!("--device: writing back: {e}")))?;
     }
     let out = match result {
@@ -211,4 +233,14 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
     let json = serde_json::to_string(&out).map_err(|e| unknown(e.to_string()))?;
     println!("{json}");
     Ok(if out.settled() { 0 } else { 1 })
+}
+
+/// What the ATM taps.
+enum Tapped {
+    /// A test card of the ports file.
+    Card(Box<EmvApplet>),
+    /// A plain card profile file (`wallet-sim export-card`), written back after the tap.
+    ProfileFile(Box<(EmvApplet, PathBuf, PhoneFile)>),
+    /// A wallet-sim phone: its default card.
+    Phone(Box<wallet_sim::phone::Phone>),
 }
