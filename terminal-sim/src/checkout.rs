@@ -29,21 +29,28 @@ pub struct Order {
     pub transmitted: String,
 }
 
-fn common(spec: &std::sync::Arc<Spec>, o: &Order, entry_mode: &str) -> Result<Message, PosError> {
+/// The 0100 of an order: the merchant's and the transaction's elements, with the entry mode
+/// (DE 22), the POS condition code (DE 25) and the retrieval reference number (DE 37) of the
+/// channel; the caller adds the card's.
+pub(crate) fn order_request(
+    spec: &std::sync::Arc<Spec>,
+    o: &Order,
+    entry_mode: &str,
+    condition: &str,
+    rrn: &str,
+) -> Result<Message, PosError> {
     let mut m = Message::new(spec.clone(), Mti::AUTHORIZATION_REQUEST);
-    let stan = format!("{:06}", o.stan % 1_000_000);
-    let mmdd = o.transmitted.get(..4).unwrap_or("0101").to_string();
     for (de, v) in [
         (3u16, "000000"),
         (4, &format!("{:012}", o.amount)),
         (7, &o.transmitted),
-        (11, &stan),
+        (11, &o.stan_text()),
         (12, o.transmitted.get(4..10).unwrap_or("000000")),
-        (13, &mmdd),
+        (13, o.transmitted.get(..4).unwrap_or("0101")),
         (18, &o.mcc),
         (22, entry_mode),
-        (25, "59"),
-        (37, &format!("EC{mmdd}{stan}")),
+        (25, condition),
+        (37, rrn),
         (41, &o.tid),
         (42, &o.mid),
         (49, &format!("{:03}", o.currency)),
@@ -53,13 +60,31 @@ fn common(spec: &std::sync::Arc<Spec>, o: &Order, entry_mode: &str) -> Result<Me
     Ok(m)
 }
 
-/// An in-app / e-commerce 0100 with the token and the online cryptogram the phone produced.
-pub fn in_app_request(spec: &std::sync::Arc<Spec>, tapped: &Tapped, o: &Order) -> Result<Message, PosError> {
-    let mut m = common(spec, o, "100")?;
+/// The card's elements from what the kernel or the phone gave: DE 2, 14, 23 and 55.
+pub(crate) fn set_card(m: &mut Message, tapped: &Tapped) -> Result<(), PosError> {
     m.set_text(2, &tapped.pan)?;
     m.set_text(14, &tapped.expiry)?;
     m.set_text(23, &format!("0{}", tapped.psn))?;
     m.set_icc_data(&tapped.icc)?;
+    Ok(())
+}
+
+impl Order {
+    /// DE 11.
+    fn stan_text(&self) -> String {
+        format!("{:06}", self.stan % 1_000_000)
+    }
+
+    /// DE 37 of an e-commerce order: `EC`, the transmission's MMDD, the STAN.
+    fn ecommerce_rrn(&self) -> String {
+        format!("EC{}{}", self.transmitted.get(..4).unwrap_or("0101"), self.stan_text())
+    }
+}
+
+/// An in-app / e-commerce 0100 with the token and the online cryptogram the phone produced.
+pub fn in_app_request(spec: &std::sync::Arc<Spec>, tapped: &Tapped, o: &Order) -> Result<Message, PosError> {
+    let mut m = order_request(spec, o, "100", "59", &o.ecommerce_rrn())?;
+    set_card(&mut m, tapped)?;
     Ok(m)
 }
 
@@ -71,7 +96,7 @@ pub fn key_entered_request(
     cvv2: &str,
     o: &Order,
 ) -> Result<Message, PosError> {
-    let mut m = common(spec, o, "810")?;
+    let mut m = order_request(spec, o, "810", "59", &o.ecommerce_rrn())?;
     m.set_text(2, pan)?;
     m.set_text(14, expiry)?;
     m.set_text(48, &format!("92{:02}{cvv2}", cvv2.len()))?;

@@ -217,33 +217,11 @@ pub fn contactless_request(
     order: &crate::checkout::Order,
     rrn: &str,
 ) -> Result<Message, PosError> {
-    let mut m = Message::new(spec.clone(), Mti::AUTHORIZATION_REQUEST);
-    let stan = format!("{:06}", order.stan % 1_000_000);
-    let t = &order.transmitted;
-    for (de, v) in [
-        (2u16, tapped.pan.as_str()),
-        (3, "000000"),
-        (4, &format!("{:012}", order.amount)),
-        (7, t),
-        (11, &stan),
-        (12, t.get(4..10).unwrap_or("000000")),
-        (13, t.get(..4).unwrap_or("0101")),
-        (14, &tapped.expiry),
-        (18, &order.mcc),
-        (22, "071"),
-        (23, &format!("0{}", tapped.psn)),
-        (25, "00"),
-        (37, rrn),
-        (41, &order.tid),
-        (42, &order.mid),
-        (49, &format!("{:03}", order.currency)),
-    ] {
-        m.set_text(de, v)?;
-    }
+    let mut m = crate::checkout::order_request(spec, order, "071", "00", rrn)?;
+    crate::checkout::set_card(&mut m, tapped)?;
     if !tapped.track2.is_empty() {
         m.set_text(35, &tapped.track2)?;
     }
-    m.set_icc_data(&tapped.icc)?;
     Ok(m)
 }
 
