@@ -2,51 +2,25 @@
 //! expiry and domain checks, opening the sealed PAN and rewriting DE 2/14/35 + DE 123 — and,
 //! separately, the same with the token cryptogram verified (TDES, the dominant cost).
 
+#[path = "../tests/fixtures/token_vault.rs"]
+mod token_vault;
+
 use std::hint::black_box;
-use std::sync::Arc;
+use token_vault::TOKEN_IMK;
 
 use codecs::iso8583::Spec;
 use criterion::{Criterion, criterion_group, criterion_main};
 use crypto::emv::{Cvn, PanDigits, Psn};
-use crypto::hsm::{Hsm, SoftHsm};
-use crypto::keyblock::Header;
-use crypto::keys::{AesKey, SymmetricKey, TdesKey, to_hex};
-use crypto::keystore::{KeyName, Keystore, Lmk};
+use crypto::keys::{TdesKey, to_hex};
 use switch::detokenize::Detokenizer;
-use switch::seal::Sealer;
-use switch::store::sqlite::SqliteStore;
-use switch::token::{
-    DomainControls, NewToken, TokenKeys, TokenRange, TokenStatus, TokenVault, VaultDetokenizer,
-};
+use switch::token::{DomainControls, NewToken, TokenStatus, VaultDetokenizer};
 use terminal_sim::pos::{TestCard, Tx, chip_request};
-use zeroize::Zeroizing;
 
-const TOKEN_IMK: &str = "0123456789ABCDEFFEDCBA9876543210";
 const NOW_MS: u64 = 1_764_028_800_000;
 
 fn benches(c: &mut Criterion) {
-    let mut ks = Keystore::new(
-        Lmk::from_hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F").expect("lmk"),
-    );
-    ks.import(
-        KeyName::new("token.imk-ac").expect("name"),
-        &Header::parse_template("D0000E0TX00N0000").expect("header"),
-        &SymmetricKey::Tdes(TdesKey::from_hex("k", TOKEN_IMK).expect("key")),
-        &[0x5A; 32],
-    )
-    .expect("import");
-    let hsm: Arc<dyn Hsm> = Arc::new(SoftHsm::new(ks, Box::new(|b: &mut [u8]| b.fill(7))));
-    let store = Arc::new(SqliteStore::in_memory().expect("store"));
-    let vault = Arc::new(
-        TokenVault::open(
-            store,
-            Sealer::new(1, &AesKey::from_slice(&[3; 32]).expect("aes")).expect("sealer"),
-            Zeroizing::new(vec![9; 32]),
-        )
-        .expect("vault"),
-    );
+    let (hsm, vault) = token_vault::hsm_and_vault();
     // A vault of 10,000 tokens.
-    let range = TokenRange::new("489537", 16, ["476173"]).expect("range");
     let mut tokens = Vec::new();
     for i in 0..10_000u32 {
         let body = format!("489537{i:09}");
@@ -91,8 +65,7 @@ fn benches(c: &mut Criterion) {
     };
     let spec = Spec::builtin("network").expect("spec");
     // The whole stage, a fresh ATC each time (the replay window would refuse a repeat).
-    let det =
-        VaultDetokenizer::new(vault.clone(), hsm, vec![TokenKeys { range, imk_ac: "token.imk-ac".into() }]);
+    let det = VaultDetokenizer::new(vault.clone(), hsm, token_vault::token_keys());
     let mut atc = 0u16;
     c.bench_function("detokenize_with_token_cryptogram_tdes", |b| {
         b.iter_batched(
