@@ -177,8 +177,15 @@ pub async fn provision(
     Ok(card_id)
 }
 
-fn keyset(v: &Value) -> Result<KeySet> {
-    serde_json::from_value(v.get("isd_keys").cloned().unwrap_or(Value::Null)).context("ISD keys")
+/// Has `name` issue a secure element (`POST base+path`) and fits it into the phone with its ISD
+/// keys, owned by `owner`: the SE's id.
+async fn issue_se(phone: &mut Phone, name: &str, base: &str, path: &str, owner: &str) -> Result<String> {
+    let a = ok(name, http::post(base, path, None, &json!({})).await?)?;
+    let se_id = s(&a, "se_id")?.to_string();
+    let keys: KeySet =
+        serde_json::from_value(a.get("isd_keys").cloned().unwrap_or(Value::Null)).context("ISD keys")?;
+    phone.fit_secure_element(&se_id, owner, s(&a, "isd_aid")?, keys)?;
+    Ok(se_id)
 }
 
 async fn issuer_se(
@@ -191,9 +198,7 @@ async fn issuer_se(
         Some(s) => s.to_string(),
         None => {
             io.step("cardholder", "issuer", "request an issuer-owned secure element");
-            let a = ok("issuer", http::post(&addrs.sp_tsm, "/v1/issuer-se/issue", None, &json!({})).await?)?;
-            let se_id = s(&a, "se_id")?.to_string();
-            phone.fit_secure_element(&se_id, "issuer", s(&a, "isd_aid")?, keyset(&a)?)?;
+            let se_id = issue_se(phone, "issuer", &addrs.sp_tsm, "/v1/issuer-se/issue", "issuer").await?;
             io.step(
                 "issuer",
                 "phone",
@@ -223,9 +228,7 @@ async fn operator_se(phone: &mut Phone, addrs: &ProviderAddrs, io: &mut Io<'_>) 
     if let Some(s) = phone.secure_element("se-operator") {
         return Ok(s.to_string());
     }
-    let a = ok("SE operator", http::post(&addrs.se_operator, "/v1/se/issue", None, &json!({})).await?)?;
-    let se_id = s(&a, "se_id")?.to_string();
-    phone.fit_secure_element(&se_id, "se-operator", s(&a, "isd_aid")?, keyset(&a)?)?;
+    let se_id = issue_se(phone, "SE operator", &addrs.se_operator, "/v1/se/issue", "se-operator").await?;
     io.step(
         "SE operator",
         "phone",
