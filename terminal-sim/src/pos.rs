@@ -144,20 +144,36 @@ pub fn chip_request_with(
     for (t, v) in &tags {
         icc.primitive(Tag::new(*t), v)?;
     }
+    let mut m = tx_request(spec, tx, "1125", &card.pan, &card.expiry, &card.psn)?;
+    m.set_icc_data(&icc.finish())?;
+    Ok(m)
+}
+
+/// The contactless 0100 of a test transaction `tx` at the test merchant, for the card `pan`,
+/// `expiry`, `psn`, sent on `mmdd` (DE 7 is MMDD + the STAN, unique per test run); the caller adds
+/// DE 35 and DE 55.
+fn tx_request(
+    spec: &std::sync::Arc<Spec>,
+    tx: &Tx,
+    mmdd: &str,
+    pan: &str,
+    expiry: &str,
+    psn: &str,
+) -> Result<Message, PosError> {
     let mut m = Message::new(spec.clone(), Mti::AUTHORIZATION_REQUEST);
     let stan = format!("{:06}", tx.stan % 1_000_000);
     for (de, v) in [
-        (2u16, card.pan.as_str()),
+        (2u16, pan),
         (3, &tx.processing_code),
         (4, &format!("{:012}", tx.amount)),
-        (7, &format!("1125{stan}")),
+        (7, &format!("{mmdd}{stan}")),
         (11, &stan),
         (12, "101010"),
-        (13, "1125"),
-        (14, &card.expiry),
+        (13, mmdd),
+        (14, expiry),
         (18, "5411"),
         (22, "071"),
-        (23, &format!("0{}", card.psn)),
+        (23, &format!("0{psn}")),
         (25, "00"),
         (37, &format!("533014{stan}")),
         (41, &tx.tid),
@@ -166,7 +182,6 @@ pub fn chip_request_with(
     ] {
         m.set_text(de, v)?;
     }
-    m.set_icc_data(&icc.finish())?;
     Ok(m)
 }
 
@@ -177,30 +192,8 @@ pub fn tap_request(
     tapped: &crate::kernel::Tapped,
     tx: &Tx,
 ) -> Result<Message, PosError> {
-    let mut m = Message::new(spec.clone(), Mti::AUTHORIZATION_REQUEST);
-    let stan = format!("{:06}", tx.stan % 1_000_000);
-    let d = tx.date;
-    let mmdd = format!("{:02X}{:02X}", d[1], d[2]);
-    for (de, v) in [
-        (2u16, tapped.pan.as_str()),
-        (3, &tx.processing_code),
-        (4, &format!("{:012}", tx.amount)),
-        (7, &format!("{mmdd}{stan}")),
-        (11, &stan),
-        (12, "101010"),
-        (13, &mmdd),
-        (14, &tapped.expiry),
-        (18, "5411"),
-        (22, "071"),
-        (23, &format!("0{}", tapped.psn)),
-        (25, "00"),
-        (37, &format!("533014{stan}")),
-        (41, &tx.tid),
-        (42, "MERCHANT0000001"),
-        (49, "978"),
-    ] {
-        m.set_text(de, v)?;
-    }
+    let mmdd = format!("{:02X}{:02X}", tx.date[1], tx.date[2]);
+    let mut m = tx_request(spec, tx, &mmdd, &tapped.pan, &tapped.expiry, &tapped.psn)?;
     if !tapped.track2.is_empty() {
         m.set_text(35, &tapped.track2)?;
     }
