@@ -65,22 +65,7 @@ async fn load_run_report_adds_up_and_has_its_plots() {
     // The JSON of INTERFACES.md §4, every key of the contract there.
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).expect("report")).expect("json");
-    for key in [
-        "sent",
-        "approved",
-        "declined",
-        "errors",
-        "timeouts",
-        "unmatched",
-        "duration_s",
-        "offered_tps",
-        "achieved_tps",
-    ] {
-        assert!(json.get(key).is_some(), "{key} missing");
-    }
-    for key in ["p50", "p90", "p99", "p999", "max"] {
-        assert!(json["latency_us"].get(key).is_some(), "latency_us.{key} missing");
-    }
+    testkit::assert_load_report_keys(&json);
     assert_eq!(json["sent"], 400);
 
     // The page beside it, with its three plots inline, and the SVGs on their own.

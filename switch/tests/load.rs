@@ -51,20 +51,5 @@ async fn open_loop_load_report_adds_up() {
     assert!(l.p50 > 0 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max, "{l:?}");
     assert!(report.timeline.len() >= 2);
     let json = serde_json::to_value(&report).expect("JSON");
-    for k in [
-        "sent",
-        "approved",
-        "declined",
-        "errors",
-        "timeouts",
-        "unmatched",
-        "duration_s",
-        "offered_tps",
-        "achieved_tps",
-    ] {
-        assert!(json.get(k).is_some(), "{k} missing from the report");
-    }
-    for k in ["p50", "p90", "p99", "p999", "max"] {
-        assert!(json["latency_us"].get(k).is_some(), "latency_us.{k} missing");
-    }
+    testkit::assert_load_report_keys(&json);
 }

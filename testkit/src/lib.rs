@@ -95,3 +95,24 @@ macro_rules! oracle_or_skip {
         }
     };
 }
+
+/// Asserts that `json` has every key of INTERFACES.md §4's load report (`sent`, `approved`, …,
+/// `latency_us.{p50,p90,p99,p999,max}`): the contract both load generators write.
+pub fn assert_load_report_keys(json: &serde_json::Value) {
+    for key in [
+        "sent",
+        "approved",
+        "declined",
+        "errors",
+        "timeouts",
+        "unmatched",
+        "duration_s",
+        "offered_tps",
+        "achieved_tps",
+    ] {
+        assert!(json.get(key).is_some(), "{key} missing from the load report");
+    }
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(json["latency_us"].get(key).is_some(), "latency_us.{key} missing from the load report");
+    }
+}
