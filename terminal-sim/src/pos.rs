@@ -55,21 +55,6 @@ pub enum PosError {
     Message(#[from] codecs::Error),
 }
 
-/// The card's issuer application data for its CVN (Visa: length, DKI, CVN, CVR; Mastercard: DKI,
-/// CVN, CVR, counters).
-fn iad(cvn: Cvn) -> Vec<u8> {
-    match cvn {
-        Cvn::Visa10 => vec![0x06, 0x01, 0x0A, 0x03, 0xA0, 0x00, 0x00],
-        Cvn::Visa18 => vec![0x06, 0x01, 0x12, 0x03, 0xA0, 0x00, 0x00],
-        Cvn::Visa22 => vec![0x06, 0x01, 0x16, 0x03, 0xA0, 0x00, 0x00],
-        Cvn::Mc16 => vec![0x01, 0x10, 0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0],
-        Cvn::Mc17 => vec![0x01, 0x11, 0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0],
-        Cvn::Mc20 => vec![0x01, 0x14, 0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0],
-        Cvn::Mc21 => vec![0x01, 0x15, 0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0],
-        Cvn::EmvCsk => vec![0x0F, 0xA5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    }
-}
-
 /// The terminal and card data of tag 9F02 … 9F10 for `tx`, in the order of EMV Book 2 §8.1.1.
 fn tags(card: &TestCard, cvn: Cvn, tx: &Tx) -> Vec<(u32, Vec<u8>)> {
     let un = UnpredictableNumber([(tx.stan >> 8) as u8, tx.stan as u8, 0x5A, 0xC3]);
@@ -99,7 +84,7 @@ fn tags(card: &TestCard, cvn: Cvn, tx: &Tx) -> Vec<(u32, Vec<u8>)> {
         (0x9F37, un.0.to_vec()),
         (0x82, vec![0x20, 0x00]),
         (0x9F36, tx.atc.to_be_bytes().to_vec()),
-        (0x9F10, iad(cvn)),
+        (0x9F10, wallet_sim::card::applet::iad(cvn)),
     ]
 }
 
