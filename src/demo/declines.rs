@@ -11,7 +11,7 @@ use anyhow::{Result, anyhow, bail};
 use atm_sim::atm::Fault;
 use crypto::pin::Pin;
 use serde_json::json;
-use terminal_sim::kernel::{TerminalConfig, TxData, tap};
+use terminal_sim::kernel::{Tapped, TerminalConfig, TxData, tap};
 use terminal_sim::pos::{TestCard, Tx, chip_request, tap_request};
 use wallet_sim::card::mask;
 use wallet_sim::flows::Model;
@@ -189,12 +189,9 @@ enum Tamper {
     Replay,
 }
 
-async fn pos_decline(
-    w: &mut World,
-    p: &mut ProvisionedPhone,
-    how: Tamper,
-    out: Out<'_>,
-) -> Result<(String, String)> {
+/// The phone tapped at the POS for EUR 10.00, today, the steps said (`what` names the number the
+/// terminal reads: `PAN` or `token`).
+fn tap_for_ten_euros(p: &mut ProvisionedPhone, what: &str, out: Out<'_>) -> Result<Tapped> {
     let tx = TxData { amount: 1_000, tx_type: 0x00, date: now().emv_date(), un: random4() };
     say(out, "cardholder", "POS terminal", "taps the phone");
     let tapped = tap(&mut p.phone, &TerminalConfig::default(), &tx).map_err(|e| anyhow!("tap: {e}"))?;
@@ -202,8 +199,18 @@ async fn pos_decline(
         out,
         "phone",
         "POS terminal",
-        &format!("PAN {}, ARQC with ATC {}", mask(&tapped.pan), atc_of(&tapped.icc)),
+        &format!("{what} {}, ARQC with ATC {}", mask(&tapped.pan), atc_of(&tapped.icc)),
     );
+    Ok(tapped)
+}
+
+async fn pos_decline(
+    w: &mut World,
+    p: &mut ProvisionedPhone,
+    how: Tamper,
+    out: Out<'_>,
+) -> Result<(String, String)> {
+    let tapped = tap_for_ten_euros(p, "PAN", out)?;
     let mut t = tapped.clone();
     match how {
         Tamper::Arqc => {
@@ -348,15 +355,7 @@ async fn token_lifecycle_decline(
     let a = wallet_sim::providers::http::ok("token service", a)?;
     let status = a["tokens"][0]["status"].as_str().unwrap_or("?").to_string();
     say(out, "token service", "issuer", &format!("token {}: {status}", p.device_pan));
-    let tx = TxData { amount: 1_000, tx_type: 0x00, date: now().emv_date(), un: random4() };
-    say(out, "cardholder", "POS terminal", "taps the phone");
-    let tapped = tap(&mut p.phone, &TerminalConfig::default(), &tx).map_err(|e| anyhow!("tap: {e}"))?;
-    say(
-        out,
-        "phone",
-        "POS terminal",
-        &format!("token {}, ARQC with ATC {}", mask(&tapped.pan), atc_of(&tapped.icc)),
-    );
+    let tapped = tap_for_ten_euros(p, "token", out)?;
     let stan = w.next_stan();
     let mut t = Tx::purchase(stan, 1_000, 0);
     t.date = now().emv_date();
