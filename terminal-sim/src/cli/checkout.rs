@@ -14,7 +14,6 @@ use anyhow::{Result, anyhow, bail};
 use wallet_sim::card::mask;
 use wallet_sim::phone::{Device, OnlineTx};
 
-use super::merchant::icc_tag;
 use super::merchant::{self, MerchantArgs, Txn, usage};
 use super::pos::{open_device, save_card};
 use crate::checkout::{in_app_request, key_entered_request};
@@ -168,13 +167,10 @@ async fn in_app(a: &Args, txn: &Txn, device: &mut Device, path: &std::path::Path
             t.map_err(|e| anyhow!("the card's online cryptogram ({}): {e}", path.display()))?
         }
     };
-    let mut r = txn.receipt(m.amount, mask(&tapped.pan), "in-app", "100");
-    r.atc = icc_tag(&tapped.icc, 0x9F36).map(hex::encode_upper);
-    if tapped.cid & 0xC0 != 0x80 {
-        Txn::offline_decline(&mut r);
+    let (mut r, online) = txn.chip_receipt(m.amount, &tapped, "in-app", "100");
+    if !online {
         return Ok(r);
     }
-    r.cryptogram = Some("ARQC");
     let order = txn.order(m.amount);
     let req =
         in_app_request(&txn.target.spec, &tapped, &order).map_err(|e| anyhow!("building the 0100: {e}"))?;

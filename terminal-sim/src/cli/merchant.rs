@@ -378,6 +378,26 @@ impl Txn {
         r.note = Some("the terminal's risk management declined offline (TVR bit in the denial TAC)".into());
     }
 
+    /// The receipt of a chip transaction after the card's GENERATE AC: its ATC and cryptogram
+    /// type, and — when the card answered anything but an ARQC — the offline decline. True when
+    /// the transaction goes online.
+    pub fn chip_receipt(
+        &self,
+        amount: u64,
+        tapped: &crate::kernel::Tapped,
+        entry_mode: &'static str,
+        de22: &str,
+    ) -> (Receipt, bool) {
+        let mut r = self.receipt(amount, wallet_sim::card::mask(&tapped.pan), entry_mode, de22);
+        r.atc = icc_tag(&tapped.icc, 0x9F36).map(hex::encode_upper);
+        if tapped.cid & 0xC0 != 0x80 {
+            Txn::offline_decline(&mut r);
+            return (r, false);
+        }
+        r.cryptogram = Some("ARQC");
+        (r, true)
+    }
+
     /// A receipt for this transaction; `approved` and the rest are filled in by the caller.
     pub fn receipt(&self, amount: u64, pan_masked: String, entry_mode: &'static str, de22: &str) -> Receipt {
         let c = self.terminal.currency;

@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use wallet_sim::card::mask;
 use wallet_sim::phone::Device;
 
-use super::merchant::{self, MerchantArgs, Txn, icc_tag};
+use super::merchant::{self, MerchantArgs};
 use crate::kernel::{self, TxData};
 use crate::receipt::Receipt;
 use crate::terminal::TerminalFile;
@@ -92,13 +91,10 @@ pub async fn execute(a: &Args) -> Result<Receipt> {
     let tapped = kernel::tap(device, &txn.terminal.kernel, &tx);
     save_card(device, &a.device)?;
     let tapped = tapped.map_err(|e| anyhow!("tapping {}: {e}", a.device.display()))?;
-    let mut r = txn.receipt(m.amount, mask(&tapped.pan), "contactless", "071");
-    r.atc = icc_tag(&tapped.icc, 0x9F36).map(hex::encode_upper);
-    if tapped.cid & 0xC0 != 0x80 {
-        Txn::offline_decline(&mut r);
+    let (mut r, online) = txn.chip_receipt(m.amount, &tapped, "contactless", "071");
+    if !online {
         return Ok(r);
     }
-    r.cryptogram = Some("ARQC");
     let order = txn.order(m.amount);
     let req = crate::pos::contactless_request(&txn.target.spec, &tapped, &order, &txn.moment.rrn(txn.stan))
         .map_err(|e| anyhow!("building the 0100: {e}"))?;
