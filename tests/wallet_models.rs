@@ -103,14 +103,7 @@ impl World {
             un: [stan as u8, 0x0E, 0xC0, 0x11],
         };
         let oc = phone.online_cryptogram(&tx).expect("online cryptogram");
-        let tapped = terminal_sim::kernel::Tapped {
-            pan: oc.pan.clone(),
-            expiry: oc.expiry.clone(),
-            psn: oc.psn.clone(),
-            track2: String::new(),
-            icc: oc.icc.clone(),
-            cid: oc.cid,
-        };
+        let tapped = terminal_sim::kernel::Tapped::from(oc);
         let mut req = tap_request(spec, &tapped, &Tx::purchase(stan, amount, 0)).expect("request");
         req.set_text(22, "100").expect("DE 22");
         let rsp = self.client.call(&req).await;

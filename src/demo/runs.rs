@@ -297,14 +297,7 @@ async fn pay_online(w: &mut World, p: &mut ProvisionedPhone, amount: u64, out: O
             atc_of(&oc.icc)
         ),
     );
-    let tapped = Tapped {
-        pan: oc.pan.clone(),
-        expiry: oc.expiry.clone(),
-        psn: oc.psn.clone(),
-        track2: String::new(),
-        icc: oc.icc.clone(),
-        cid: oc.cid,
-    };
+    let tapped = Tapped::from(oc);
     let (rsp, arpc, rc) = authorize(w, p, &tapped, amount, true, out).await?;
     let b = booked(w, p.card, before, out)?;
     Ok(Run {
@@ -317,13 +310,13 @@ async fn pay_online(w: &mut World, p: &mut ProvisionedPhone, amount: u64, out: O
         detail: format!(
             "{} in-app, ATC {}, auth {}, ARPC {}",
             eur(amount),
-            atc_of(&oc.icc),
+            atc_of(&tapped.icc),
             rsp.text(38).unwrap_or_default(),
             if arpc == Some(true) { "ok" } else { "refused" }
         ),
         amount_minor: amount,
         booked_minor: b,
-        device_pan: mask(&oc.pan),
+        device_pan: mask(&tapped.pan),
     })
 }
 

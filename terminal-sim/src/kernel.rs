@@ -98,6 +98,14 @@ pub struct Tapped {
     pub cid: u8,
 }
 
+impl From<wallet_sim::phone::OnlineCryptogram> for Tapped {
+    /// The phone's in-app answer as a tap: the same card data, no track 2 (nothing was read off a
+    /// magnetic-stripe equivalent in an e-commerce payment).
+    fn from(c: wallet_sim::phone::OnlineCryptogram) -> Tapped {
+        Tapped { pan: c.pan, expiry: c.expiry, psn: c.psn, track2: String::new(), icc: c.icc, cid: c.cid }
+    }
+}
+
 impl std::fmt::Debug for Tapped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tapped")

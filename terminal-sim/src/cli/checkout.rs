@@ -157,7 +157,7 @@ async fn in_app(a: &Args, txn: &Txn, device: &mut Device, path: &std::path::Path
                     un,
                 })
                 .map_err(|e| anyhow!("the phone's online cryptogram ({}): {e}", path.display()))?;
-            Tapped { pan: c.pan, expiry: c.expiry, psn: c.psn, track2: String::new(), icc: c.icc, cid: c.cid }
+            Tapped::from(c)
         }
         // A card profile: its application answers the same dialogue a terminal runs.
         Device::Card(_) => {
