@@ -86,4 +86,14 @@ impl PortsFile {
     pub fn parse(text: &str) -> Result<PortsFile> {
         serde_json::from_str(text).map_err(|e| Error::invalid("ports file", e.to_string()))
     }
+
+    /// The acquirer listener an `--endpoint` names: `acquirer` or `acquirer_ascii` (also spelt
+    /// `acquirer-ascii`); `None` for any other name.
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        match name {
+            "acquirer" => Some(&self.acquirer),
+            "acquirer_ascii" | "acquirer-ascii" => Some(&self.acquirer_ascii),
+            _ => None,
+        }
+    }
 }

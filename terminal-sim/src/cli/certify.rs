@@ -55,10 +55,9 @@ pub async fn execute(a: &Args) -> Result<SuiteReport> {
     let p = PortsFile::load(&a.ports_file)?;
     let target = match &a.target {
         Some(addr) => ports::target(addr, &a.spec, &a.framing)?,
-        None => match a.endpoint.as_str() {
-            "acquirer" => p.acquirer.target()?,
-            "acquirer_ascii" | "acquirer-ascii" => p.acquirer_ascii.target()?,
-            other => bail!("--endpoint {other:?}: expected acquirer or acquirer_ascii"),
+        None => match p.endpoint(&a.endpoint) {
+            Some(ep) => ep.target()?,
+            None => bail!("--endpoint {:?}: expected acquirer or acquirer_ascii", a.endpoint),
         },
     };
     let setup = Setup {

@@ -118,10 +118,8 @@ pub async fn execute(a: &Args) -> Result<Outcome> {
             (ports::target(addr, &a.spec, &a.framing)?, cards, atms)
         }
         (None, Some(p)) => {
-            let ep = match a.endpoint.as_str() {
-                "acquirer" => &p.acquirer,
-                "acquirer_ascii" | "acquirer-ascii" => &p.acquirer_ascii,
-                other => bail!("--endpoint {other:?}: expected acquirer or acquirer_ascii"),
+            let Some(ep) = p.endpoint(&a.endpoint) else {
+                bail!("--endpoint {:?}: expected acquirer or acquirer_ascii", a.endpoint)
             };
             (ep.target()?, p.test_cards.clone(), p.atm_terminals.clone())
         }

@@ -216,10 +216,8 @@ pub fn acquirer(
     let ports = PortsFile::parse(&text).with_context(|| format!("--ports-file {}", ports_file.display()))?;
     let ports_json: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("--ports-file {}: not JSON", ports_file.display()))?;
-    let ep = match endpoint {
-        "acquirer" => &ports.acquirer,
-        "acquirer_ascii" | "acquirer-ascii" => &ports.acquirer_ascii,
-        _ => return Err(usage(format!("--endpoint {endpoint:?}: expected acquirer or acquirer_ascii"))),
+    let Some(ep) = ports.endpoint(endpoint) else {
+        return Err(usage(format!("--endpoint {endpoint:?}: expected acquirer or acquirer_ascii")));
     };
     let target = ep.target().with_context(|| format!("--ports-file {}: {endpoint}", ports_file.display()))?;
     Ok((ports, ports_json, target))
