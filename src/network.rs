@@ -40,7 +40,9 @@ pub struct Options {
     pub issuer_timeout_ms: u64,
     /// Stand-in rules for the test issuer.
     pub stand_in: StandInConfig,
-    /// The switch holds the issuer's IMK-AC and verifies cryptograms on its behalf.
+    /// The switch holds the issuer's IMK-AC and verifies cryptograms on its behalf. Stand-in
+    /// approves only what the switch verified itself, so without it the switch declines 91 when
+    /// the issuer is down.
     pub on_behalf: bool,
     /// Both acquirer listeners in certification mode: every message checked, a report per
     /// terminal on the admin endpoint (`/certification/{tid}`).
@@ -89,6 +91,35 @@ pub struct TestAtm {
     pub ksn: String,
 }
 
+/// A registered test terminal: outside tools may use it on both acquirer listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestTerminal {
+    pub tid: String,
+    pub mid: String,
+}
+
+/// The acquirer ID of the test network's terminals (DE 32 of everything they send).
+pub const TEST_ACQUIRER_ID: &str = "400001";
+
+/// The terminals the test network registers for its loopback listeners: eight general ones
+/// (`T0000001`…), and the ones the simulators use by default — terminal-sim's POS (`TERM0001`…),
+/// online checkout (`WEB00001`), certification, and load generator (`LG000000`…, one per
+/// connection), and atm-sim's ATMs — each with the merchant ID it sends.
+pub fn test_terminals(atms: &[TestAtm]) -> Vec<TestTerminal> {
+    let t = |tid: String, mid: &str| TestTerminal { tid, mid: mid.to_string() };
+    let mut v: Vec<TestTerminal> = (1..=8).map(|i| t(format!("T{i:07}"), &format!("M{i:014}"))).collect();
+    v.extend((1..=9).map(|i| t(format!("TERM{i:04}"), "MERCHANT0000001")));
+    v.push(t("SHOP0042".into(), "MERCHANT0000042"));
+    v.push(t("WEB00001".into(), "SHOP00000000001"));
+    v.push(t("ECOM0001".into(), "MERCHANT0000001"));
+    for tid in ["CERT0001", "GOODDEV1", "BROKEN01"] {
+        v.push(t(tid.into(), "MERCHANT0000001"));
+    }
+    v.extend((0..64).map(|i| t(terminal_sim::load::terminal_id(i), "MERCHANT0000001")));
+    v.extend(atms.iter().map(|a| t(a.tid.clone(), terminal_sim::mix::ATM_ACCEPTOR_ID)));
+    v
+}
+
 /// The ports file (INTERFACES.md §5).
 #[derive(Debug, Clone, Serialize)]
 pub struct PortsFile {
@@ -96,6 +127,8 @@ pub struct PortsFile {
     pub acquirer_ascii: Endpoint,
     pub provisioning_api: String,
     pub admin: String,
+    /// The registered test terminals (TID + MID) for both acquirer listeners.
+    pub terminals: Vec<TestTerminal>,
     pub test_cards: Vec<ClearTestCard>,
     pub atm_terminals: Vec<TestAtm>,
     /// Added: the issuer simulator's address (the switch's link target).
@@ -185,12 +218,19 @@ pub async fn start(opts: Options) -> Result<Network> {
     let lmk_hex = zeroize::Zeroizing::new(to_hex(lmk_bytes.as_ref()));
 
     // The issuer: test cards and its keys.
-    let test = generate_test_issuer(
+    let mut test = generate_test_issuer(
         opts.cards.max(4),
         Lmk::from_hex(&lmk_hex)?,
         &expiry_in_three_years(),
         &mut random,
     )?;
+    // The switch's link to the issuer is MAC-authenticated (AES-CMAC, TR-31 usage M6, under a key
+    // both hold): it is how the issuer knows that a request, and the token service's word in it
+    // (DE 123 DF8106), comes from the switch.
+    let mut link_mac_raw = zeroize::Zeroizing::new([0u8; 16]);
+    random(link_mac_raw.as_mut());
+    let link_mac_key = crypto::keys::AesKey::from_slice(link_mac_raw.as_ref())?;
+    import(&mut test.keystore, "issuer.mac", "D0000M6AC00N0000", SymmetricKey::Aes(link_mac_key.clone()))?;
     let issuer_keys = test.keystore.to_toml();
     std::fs::write(opts.dir.join("issuer-keys.toml"), &issuer_keys)?;
     // The cards stay in memory: an issuer's card file holds PANs, and `serve` writes none.
@@ -198,6 +238,11 @@ pub async fn start(opts: Options) -> Result<Network> {
         Keystore::from_toml(Lmk::from_hex(&lmk_hex)?, &issuer_keys)?,
         Box::new(random),
     ));
+    let issuer_link_mac = issuer_sim::link_mac::LinkMac::new(
+        issuer_hsm.clone(),
+        "issuer.mac",
+        crypto::mac::MacAlgorithm::CmacAes,
+    )?;
     let issuer = Issuer::new(issuer_hsm, issuer_sim::cards::ZPK_NAME, &test.cards);
     let issuer_state = Arc::new(ServerState {
         issuer: Mutex::new(issuer),
@@ -210,6 +255,7 @@ pub async fn start(opts: Options) -> Result<Network> {
             random(&mut b);
             u32::from_le_bytes(b)
         }),
+        link_mac: Some(issuer_link_mac),
     });
     let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let issuer_addr = issuer_listener.local_addr()?;
@@ -230,6 +276,7 @@ pub async fn start(opts: Options) -> Result<Network> {
     let mut ks = Keystore::new(Lmk::from_hex(&lmk_hex)?);
     switch::keys::ensure_node_keys(&mut ks, &mut random)?;
     import(&mut ks, "issuer-a.zpk", "D0000P0TB00N0000", SymmetricKey::Tdes(test.zpk_clear.clone()))?;
+    import(&mut ks, "issuer-a.mac", "D0000M6AC00N0000", SymmetricKey::Aes(link_mac_key))?;
     if opts.on_behalf {
         import(&mut ks, "issuer-a.imk-ac", "D0000E0TX00N0000", SymmetricKey::Tdes(test.imk_clear.clone()))?;
     }
@@ -279,7 +326,6 @@ pub async fn start(opts: Options) -> Result<Network> {
                 listen: "127.0.0.1:0".into(),
                 spec: "network".into(),
                 framing: "2-byte-binary".into(),
-                acquirer_id: "400001".into(),
                 bdk: Some("acquirer.bdk".into()),
                 certification: opts.certification,
                 ..ListenerConfig::default()
@@ -289,11 +335,21 @@ pub async fn start(opts: Options) -> Result<Network> {
                 listen: "127.0.0.1:0".into(),
                 spec: "iso87ascii".into(),
                 framing: "4-ascii".into(),
-                acquirer_id: "400001".into(),
                 certification: opts.certification,
                 ..ListenerConfig::default()
             },
         ],
+        // The test acquirer: whatever connects from this machine, for the registered test terminals.
+        acquirers: vec![switch::config::AcquirerConfig {
+            id: TEST_ACQUIRER_ID.into(),
+            listeners: vec!["acquirer".into(), "acquirer_ascii".into()],
+            source: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            terminals: test_terminals(&atms)
+                .into_iter()
+                .map(|t| switch::config::TerminalConfig { tid: t.tid, mid: t.mid, mac: None })
+                .collect(),
+            ..switch::config::AcquirerConfig::default()
+        }],
         issuers: vec![IssuerConfig {
             name: "issuer-a".into(),
             connect: vec![issuer_addr.to_string()],
@@ -301,7 +357,10 @@ pub async fn start(opts: Options) -> Result<Network> {
             timeout_ms: opts.issuer_timeout_ms,
             echo_interval_ms: 30_000,
             zpk: Some("issuer-a.zpk".into()),
+            mac: Some(switch::config::MacConfig { key: "issuer-a.mac".into(), alg: "cmac".into() }),
             imk_ac: opts.on_behalf.then(|| "issuer-a.imk-ac".to_string()),
+            // Test cards' ATCs need not rise (INTERFACES.md §5): the whole ATC space is remembered.
+            atc_window: switch::state::MAX_WINDOW,
             stand_in: opts.stand_in.clone(),
             ..IssuerConfig::default()
         }],
@@ -335,7 +394,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         start_token_service(&node, vault, hsm, luks, &requestors, &token_issuers, None).await?;
     // Ready when the issuer link is signed on.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !node.engine.issuers.values().all(|h| h.pool.is_up()) {
+    while !node.engine.issuers.values().all(|h| h.link.is_up()) {
         if tokio::time::Instant::now() > deadline {
             return Err(anyhow!("the switch did not sign on to the issuer simulator in 10 s"));
         }
@@ -350,6 +409,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         acquirer_ascii: endpoint("acquirer_ascii", "iso87ascii", "4-ascii")?,
         provisioning_api: format!("http://{api_addr}"),
         admin: format!("http://{}", node.admin),
+        terminals: test_terminals(&atms),
         test_cards: test.clear.clone(),
         atm_terminals: atms,
         issuer: issuer_addr.to_string(),

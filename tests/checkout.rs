@@ -84,6 +84,7 @@ async fn in_app_with_a_token_and_card_not_present_with_cvv2() {
 
     // A token provisioned for contactless only is refused in-app (12), and the issuer never sees it.
     let mut tap_only = wallet_phone(&net, 2, "a2", &["07"]).await;
+    let tx = TxData { amount: 100, ..tx };
     let tapped = tap(&mut tap_only, &TerminalConfig::default(), &tx).expect("cryptogram");
     assert_eq!(rc(&c.call(&in_app_request(spec, &tapped, &order(2, 100)).expect("request")).await), "12");
 

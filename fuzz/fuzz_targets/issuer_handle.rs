@@ -1,7 +1,8 @@
 //! Fuzzes the issuer simulator's decisions on untrusted requests: arbitrary bytes decoded with the
 //! network spec and answered (or, when they do not decode, the 30-answer salvage), and — when the
 //! input starts with 00 — a valid contactless 0100 or 0400 whose DE 55, DE 52 and DE 95 come from
-//! the input. Never panics; every answer encodes.
+//! the input. An odd last byte makes the request one from the switch's authenticated link (so that
+//! the token service's DF8106 is believed). Never panics; every answer encodes.
 #![no_main]
 
 use std::sync::{Arc, LazyLock, Mutex};
@@ -9,7 +10,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use codecs::iso8583::{Message, Spec};
 use crypto::keystore::Lmk;
 use issuer_sim::cards::{ClearTestCard, ZPK_NAME, generate_test_issuer};
-use issuer_sim::host::Issuer;
+use issuer_sim::host::{Issuer, Origin};
 use issuer_sim::testing::{Tx, chip_request};
 use libfuzzer_sys::fuzz_target;
 
@@ -77,7 +78,12 @@ fuzz_target!(|data: &[u8]| {
             }
         },
     };
-    if let Some(answer) = issuer.handle(&req, 1_795_000_000_000, "2611", 7) {
+    let origin = if data.last().is_some_and(|b| b & 1 == 1) {
+        Origin::AuthenticatedLink
+    } else {
+        Origin::Unauthenticated
+    };
+    if let Some(answer) = issuer.handle(&req, origin, 1_795_000_000_000, "2611", 7) {
         assert!(answer.encode().is_ok(), "the answer encodes");
     }
 });

@@ -13,7 +13,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use crypto::hsm::SoftHsm;
 use crypto::keystore::Lmk;
 use issuer_sim::cards::{TestIssuer, ZPK_NAME, generate_test_issuer};
-use issuer_sim::host::Issuer;
+use issuer_sim::host::{Issuer, Origin};
 use issuer_sim::testing::{Tx, chip_request, pin_block};
 
 fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
@@ -47,7 +47,7 @@ fn run(iters: u64, test: &TestIssuer, lmk: &Lmk, make: &dyn Fn(u16) -> Message) 
         let reqs: Vec<Message> = (0..n).map(|i| make(i as u16)).collect();
         let start = Instant::now();
         for r in &reqs {
-            black_box(iss.handle(black_box(r), 1_795_000_000_000, "2611", 1));
+            black_box(iss.handle(black_box(r), Origin::AuthenticatedLink, 1_795_000_000_000, "2611", 1));
         }
         total += start.elapsed();
         left -= n;
@@ -75,7 +75,9 @@ fn benches(c: &mut Criterion) {
     echo.set_text(11, "000001").expect("DE 11");
     echo.set_text(70, "301").expect("DE 70");
     let mut iss = issuer(&test, &lmk);
-    c.bench_function("issuer_echo", |b| b.iter(|| iss.handle(black_box(&echo), 0, "2611", 1)));
+    c.bench_function("issuer_echo", |b| {
+        b.iter(|| iss.handle(black_box(&echo), Origin::AuthenticatedLink, 0, "2611", 1))
+    });
 }
 
 criterion_group! {

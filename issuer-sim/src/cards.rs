@@ -7,6 +7,7 @@
 //! framing = "2-byte-binary"
 //! cards = "issuer-cards.toml"      # relative to this file
 //! zpk = "issuer.zpk"               # PIN blocks arrive under this zone PIN key, ISO format 0
+//! link_mac = { key = "issuer.mac", alg = "cmac" }   # MACs on the switch's link (optional)
 //! [keys]
 //! keystore = "issuer-keys.toml"    # key blocks under the LMK
 //! lmk_env = "PAYNET_LMK"
@@ -64,6 +65,22 @@ pub struct IssuerConfig {
     pub idle_timeout_ms: Option<u64>,
     #[serde(default, rename = "fault")]
     pub faults: Vec<crate::server::FaultRule>,
+    /// Message MACs on the switch's link (`link_mac = { key = "issuer.mac", alg = "cmac" }`):
+    /// unsigned or wrongly signed requests are answered 63, answers are signed, and only then
+    /// does the issuer believe the token service's "cryptogram verified" (DE 123 DF8106).
+    #[serde(default)]
+    pub link_mac: Option<LinkMacConfig>,
+}
+
+/// The switch's link MAC: the key the issuer shares with the switch's `[issuer.mac]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkMacConfig {
+    /// Keystore name of the MAC key (TR-31 usage M6 for `cmac`, M3 for `retail`, M1 for
+    /// `iso9797-1-m1`/`-m2`).
+    pub key: String,
+    /// `retail`, `iso9797-1-m1`, `iso9797-1-m2`, `cmac` or `cmac-tdes`.
+    pub alg: String,
 }
 
 fn network() -> String {

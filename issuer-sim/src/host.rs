@@ -7,7 +7,9 @@
 //! an authorization code. Balance inquiries (31xxxx) answer with the open-to-buy in DE 54, and so
 //! do approved cash advances (01xxxx: what is left after the advance, for the ATM's screen).
 //! Chip requests get tag 91 (issuer authentication data) in DE 55 of every answer, approval or
-//! decline: ARPC method 1 (ARPC ‖ ARC) or 2 (ARPC ‖ CSU) as the card's CVN says. Reversals
+//! decline: ARPC method 1 (ARPC ‖ ARC) or 2 (ARPC ‖ CSU) as the card's CVN says — except when the
+//! token service verified a token's cryptogram (DE 123 DF8106), which the issuer believes only of
+//! a request from the switch's authenticated link ([`Origin`]). Reversals
 //! (0400/0420, matched to the original through DE 90 and DE 41, partial through DE 95), stand-in
 //! advices (0120), token notifications (0620) and network management (0800: sign-on 001,
 //! sign-off 002, echo 301 → 00; other DE 70 codes 12) are answered too. Token ID&V (0100 with DE 3
@@ -59,6 +61,20 @@ pub enum CardholderCheck {
     Declined {
         response_code: &'static str,
     },
+}
+
+/// How a request reached the issuer, as far as the issuer can tell: what it may believe of the
+/// request's word about itself. The token service's "cryptogram verified" (DE 123 tag DF8106) is
+/// such a word: believed from anyone who can reach the issuer's port, it would approve a token
+/// payment with any cryptogram. Only the switch's authenticated link vouches for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Over a link whose message MAC verified under the key shared with the switch
+    /// ([`crate::link_mac::LinkMac`]): the switch sent it, and DF8106 is believed.
+    AuthenticatedLink,
+    /// Anything else (a listener without a link MAC, a test, a fuzzer): DF8106 is ignored and the
+    /// issuer verifies every cryptogram itself.
+    Unauthenticated,
 }
 
 /// What the HSM needs to derive a card's keys (names and parameters, no key material).
@@ -162,7 +178,7 @@ fn chip_of(req: &Message) -> Result<Option<Chip>, ()> {
     let atc = tags.get(&0x9F36).and_then(|v| Atc::from_slice(v).ok());
     let un = tags.get(&0x9F37).and_then(|v| UnpredictableNumber::from_slice(v).ok());
     match atc {
-        Some(atc) if arqc.len() == 8 => Ok(Some(Chip { tags, arqc, atc, un })),
+        Some(atc) if arqc.len() == 8 => Ok(Some(Chip { tags, arqc, atc, un, verified_by_tsp: false })),
         _ => Err(()),
     }
 }
@@ -173,6 +189,9 @@ struct Chip {
     arqc: Vec<u8>,
     atc: Atc,
     un: Option<UnpredictableNumber>,
+    /// The token service verified the cryptogram with the token keys (DF8106, believed only
+    /// from the switch's authenticated link): the issuer neither verifies it nor makes the ARPC.
+    verified_by_tsp: bool,
 }
 
 impl Issuer {
@@ -341,9 +360,16 @@ impl Issuer {
         ))
     }
 
-    /// The answer to `req`. `now_yymm` is today's year and month (expiry checks), `random` draws
-    /// authorization codes and OTPs.
-    pub fn handle(&mut self, req: &Message, now_ms: u64, now_yymm: &str, random: u32) -> Option<Message> {
+    /// The answer to `req`, which arrived as `origin` says. `now_yymm` is today's year and month
+    /// (expiry checks), `random` draws authorization codes and OTPs.
+    pub fn handle(
+        &mut self,
+        req: &Message,
+        origin: Origin,
+        now_ms: u64,
+        now_yymm: &str,
+        random: u32,
+    ) -> Option<Message> {
         let mti = req.mti();
         if mti.is_response() {
             return None;
@@ -357,7 +383,7 @@ impl Issuer {
         }
         Some(match (mti.class(), mti.function()) {
             (8, 0) => answer(req, network_management(req)),
-            (1 | 2, 0) => self.authorize(req, now_ms, now_yymm, random),
+            (1 | 2, 0) => self.authorize(req, origin, now_ms, now_yymm, random),
             (4, 0 | 2) => self.reverse(req),
             (1, 2) => self.advice(req),
             (6, 2) => self.notice(req),
@@ -374,13 +400,23 @@ impl Issuer {
         t2.get(sep + 1..sep + 5).map(str::to_string)
     }
 
-    fn authorize(&mut self, req: &Message, now_ms: u64, now_yymm: &str, random: u32) -> Message {
+    fn authorize(
+        &mut self,
+        req: &Message,
+        origin: Origin,
+        now_ms: u64,
+        now_yymm: &str,
+        random: u32,
+    ) -> Message {
         let pc = field(req, 3).unwrap_or_default();
         let Some(pan) = pan_of(req) else { return answer(req, "30") };
         if !self.cards.contains_key(&pan) {
             return answer(req, "14");
         }
-        let Ok(chip) = chip_of(req) else { return answer(req, "30") };
+        let Ok(mut chip) = chip_of(req) else { return answer(req, "30") };
+        if let Some(c) = chip.as_mut() {
+            c.verified_by_tsp = origin == Origin::AuthenticatedLink && tsp_says_verified(req);
+        }
         let rc = self.decide(req, &pan, &pc, chip.as_ref(), now_ms, now_yymm, random);
         let mut rsp = answer(req, rc.code);
         if let Some(code) = rc.auth_code {
@@ -391,7 +427,7 @@ impl Issuer {
         }
         // A token's cryptogram is under token keys the token service holds: it verified it and
         // makes the ARPC; the issuer sends none.
-        if let Some(chip) = chip.as_ref().filter(|_| !tsp_verified(req)) {
+        if let Some(chip) = chip.as_ref().filter(|c| !c.verified_by_tsp) {
             self.attach_issuer_auth_data(&pan, chip, &mut rsp, rc.code);
         }
         rsp
@@ -454,7 +490,7 @@ impl Issuer {
                 return Decision::rc("N7");
             }
         }
-        if let Some(chip) = chip.filter(|_| !tsp_verified(req)) {
+        if let Some(chip) = chip.filter(|c| !c.verified_by_tsp) {
             let pan_d = match PanDigits::new(pan) {
                 Ok(p) => p,
                 Err(_) => return Decision::rc("14"),
@@ -676,9 +712,9 @@ impl Decision {
     }
 }
 
-/// Whether the token service says it verified the request's (token) cryptogram: DE 123 tag
-/// DF8106 = "1" (docs/network-spec.md §5).
-fn tsp_verified(req: &Message) -> bool {
+/// Whether the request says the token service verified its (token) cryptogram: DE 123 tag
+/// DF8106 = "1" (docs/network-spec.md §5). Its word only: see [`Origin`] for when it is believed.
+pub fn tsp_says_verified(req: &Message) -> bool {
     req.field(123)
         .and_then(|f| {
             codecs::tlv::decode_lenient(&f.data)

@@ -9,6 +9,8 @@
 //! * [`cards`] — the configuration and accounts files, and [`cards::generate_test_issuer`] (test
 //!   cards and their keystore for `serve` and tests).
 //! * [`ledger`] — idempotent bookings, reversals and advices; [`idv`] — ID&V policy and OTPs.
+//! * [`link_mac`] — the issuer's end of the switch's MAC-authenticated link: what lets it believe
+//!   the token service's word on a token cryptogram.
 //! * [`testing`] — the card/terminal side of tests (chip requests, PIN blocks, reversals, the
 //!   card's ARPC check).
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@ pub mod cards;
 pub mod host;
 pub mod idv;
 pub mod ledger;
+pub mod link_mac;
 pub mod server;
 pub mod testing;
 
@@ -25,6 +28,10 @@ pub mod testing;
 pub enum Error {
     #[error("{0}")]
     Config(String),
+    /// A message MAC on the switch's link could not be made, or a received one is missing or
+    /// wrong ([`link_mac`]).
+    #[error("link MAC: {0}")]
+    Mac(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use clap::Parser;
 use issuer_sim::cards::{CardsFile, IssuerConfig};
 use issuer_sim::host::Issuer;
+use issuer_sim::link_mac::{LinkMac, link_mac_algorithm};
 use issuer_sim::server::{self, ServerState};
 
 #[derive(Parser)]
@@ -65,6 +66,11 @@ fn load(path: &Path, check_only: bool) -> Result<Loaded, String> {
     if let Err(e) = cfg.framing.parse::<codecs::framing::FramingKind>() {
         problems.push(format!("framing: {e}"));
     }
+    if let Some(m) = &cfg.link_mac
+        && let Err(e) = issuer_sim::link_mac::link_mac_algorithm(&m.alg)
+    {
+        problems.push(e.to_string());
+    }
     let cards_path = base.join(&cfg.cards);
     let cards = match std::fs::read_to_string(&cards_path) {
         Ok(t) => match CardsFile::from_toml(&t) {
@@ -87,10 +93,11 @@ fn load(path: &Path, check_only: bool) -> Result<Loaded, String> {
         load_keystore(&cfg, &base).map_err(|e| problems.push(e)).ok()
     };
     if let (Some(cards), Some(keystore)) = (&cards, &keystore) {
-        // Every key a card names, and the ZPK, must exist.
+        // Every key a card names, the ZPK and the link MAC key must exist.
         let mut missing = Vec::new();
         let named = cards.cards.iter().flat_map(|c| [Some(&c.imk_ac), c.pvk.as_ref(), c.cvk.as_ref()]);
-        for k in named.flatten().chain(std::iter::once(&cfg.zpk)) {
+        let link_key = cfg.link_mac.as_ref().map(|m| &m.key);
+        for k in named.flatten().chain(std::iter::once(&cfg.zpk)).chain(link_key) {
             let ok =
                 crypto::keystore::KeyName::new(k).ok().is_some_and(|n| keystore.names().any(|m| *m == n));
             if !ok && !missing.contains(k) {
@@ -166,6 +173,14 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
             }
         }),
     ));
+    // The link MAC key must make and verify MACs of its algorithm now, not at the first request.
+    let link_mac = match &l.cfg.link_mac {
+        Some(m) => {
+            let alg = link_mac_algorithm(&m.alg).map_err(|e| e.to_string())?;
+            Some(LinkMac::new(hsm.clone(), &m.key, alg).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
     let issuer = Issuer::new(hsm, &l.cfg.zpk, &l.cards);
     let state = Arc::new(ServerState {
         issuer: Mutex::new(issuer),
@@ -183,12 +198,18 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
             let _ = getrandom::fill(&mut b);
             u32::from_le_bytes(b)
         }),
+        link_mac,
     });
     let addr = cli.listen.clone().unwrap_or_else(|| l.cfg.listen.clone());
     let listener =
         tokio::net::TcpListener::bind(&addr).await.map_err(|e| format!("cannot bind {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(%bound, cards = l.cards.cards.len(), "issuer simulator listening");
+    tracing::info!(
+        %bound,
+        cards = l.cards.cards.len(),
+        link_mac = ?state.link_mac.as_ref().map(|m| m.key()),
+        "issuer simulator listening"
+    );
     let stop = tokio_util::sync::CancellationToken::new();
     let mut admin_bound = None;
     if let Some(admin) = cli.admin.clone().or_else(|| l.cfg.admin.clone()) {

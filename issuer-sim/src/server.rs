@@ -6,6 +6,12 @@
 //! request) and an action. The rules live in [`ServerState::faults`] and can change while the
 //! server runs (in-process tests write them; the binary has a small admin port for it).
 //!
+//! With a link MAC ([`ServerState::link_mac`], the switch's `[issuer.mac]` at the other end) the
+//! listener is the switch's authenticated link: a request whose MAC (DE 64/128) is missing or wrong
+//! is answered 63 and decided no further, every answer is signed, and only a request whose MAC
+//! verified may carry the token service's word that it verified a token cryptogram (DE 123
+//! DF8106, [`Origin`]). Without one, anyone may connect, and that word is never believed.
+//!
 //! ```toml
 //! [[fault]]
 //! when_amount = 777             # requests whose DE 4 is this amount (minor units)...
@@ -29,7 +35,8 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::host::Issuer;
+use crate::host::{Issuer, Origin};
+use crate::link_mac::LinkMac;
 
 /// A fault applied to the requests it matches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,12 +158,73 @@ pub struct ServerState {
     /// Milliseconds since the epoch.
     pub clock: Box<dyn Fn() -> u64 + Send + Sync>,
     pub random: Box<dyn Fn() -> u32 + Send + Sync>,
+    /// The switch's link MAC: requests must carry a valid one, answers are signed, and DF8106 is
+    /// believed of verified requests only. `None`: an unauthenticated listener.
+    pub link_mac: Option<LinkMac>,
 }
 
 impl ServerState {
     fn fault_for(&self, req: &Message) -> Option<Fault> {
         let faults = self.faults.read().unwrap_or_else(|p| p.into_inner());
         faults.iter().find(|r| r.matches(req)).and_then(|r| parse_action(&r.action))
+    }
+
+    /// The answer to `req` (`raw`: the request as received), signed when the listener has a link
+    /// MAC; `None` when there is nothing to send (a response, or an answer that cannot be signed).
+    ///
+    /// With a link MAC, a request whose MAC is missing or wrong is answered 63 and goes no further:
+    /// it is not decided and nothing is booked. Only a request whose MAC verified comes from the
+    /// switch ([`Origin::AuthenticatedLink`]); without a link MAC every request is
+    /// [`Origin::Unauthenticated`].
+    pub fn answer(&self, raw: &[u8], req: &Message) -> Option<Message> {
+        let origin = match &self.link_mac {
+            None => {
+                if crate::host::tsp_says_verified(req) {
+                    // Most likely a switch whose link has a MAC key this listener was not given.
+                    warn!(
+                        mti = %req.mti(),
+                        stan = %req.text(11).unwrap_or_default(),
+                        "DF8106 ignored: no request is from the switch's link without a link MAC"
+                    );
+                }
+                Origin::Unauthenticated
+            }
+            Some(link) => match link.verify(raw, req) {
+                Ok(()) => Origin::AuthenticatedLink,
+                Err(e) => {
+                    if req.mti().is_response() {
+                        return None;
+                    }
+                    warn!(
+                        mti = %req.mti(),
+                        stan = %req.text(11).unwrap_or_default(),
+                        error = %e,
+                        "request refused on the switch's link: answered 63"
+                    );
+                    return self.signed(crate::host::answer(req, "63"));
+                }
+            },
+        };
+        let now = (self.clock)();
+        let rnd = (self.random)();
+        let answer = {
+            let mut issuer = self.issuer.lock().unwrap_or_else(|p| p.into_inner());
+            issuer.handle(req, origin, now, &yymm(now), rnd)
+        }?;
+        self.signed(answer)
+    }
+
+    /// `msg` as it goes on the link: signed when the listener has a link MAC. `None` (logged) when
+    /// it cannot be signed: an answer the switch would drop is not sent.
+    pub fn signed(&self, mut msg: Message) -> Option<Message> {
+        let Some(link) = &self.link_mac else { return Some(msg) };
+        match link.sign(&mut msg) {
+            Ok(()) => Some(msg),
+            Err(e) => {
+                warn!(mti = %msg.mti(), error = %e, "answer not sent: it cannot be signed");
+                None
+            }
+        }
     }
 }
 
@@ -266,7 +334,10 @@ pub async fn run_with(
                     Err(e) => {
                         // INTERFACES.md §5: answer 30 when MTI, DE 11 and DE 41 can be read,
                         // otherwise close the connection (the stream cannot be trusted).
-                        match format_error_answer(&state.spec, &frame.payload).and_then(|m| m.encode().ok()) {
+                        let answer = format_error_answer(&state.spec, &frame.payload)
+                            .and_then(|m| state.signed(m))
+                            .and_then(|m| m.encode().ok());
+                        match answer {
                             Some(bytes) => {
                                 warn!(%peer, error = %e, "request breaks the spec: answered 30");
                                 let _ = tx.send(Some(Frame { tpdu, payload: bytes })).await;
@@ -281,15 +352,11 @@ pub async fn run_with(
                 };
                 let state = state.clone();
                 let tx = tx.clone();
+                let raw = frame.payload;
                 tokio::spawn(async move {
                     let fault = state.fault_for(&req);
-                    let now = (state.clock)();
-                    let rnd = (state.random)();
                     let started = Instant::now();
-                    let answer = {
-                        let mut issuer = state.issuer.lock().unwrap_or_else(|p| p.into_inner());
-                        issuer.handle(&req, now, &yymm(now), rnd)
-                    };
+                    let answer = state.answer(&raw, &req);
                     let decide_us = started.elapsed().as_micros();
                     let Some(answer) = answer else { return };
                     // Masked PAN only (PCI DSS 3.4); never PIN block, DE 55 or keys.
@@ -485,6 +552,139 @@ mod tests {
         let mut raw = request().encode().expect("encode").to_vec();
         raw[4 + 8 + 6 + 12 + 2] = b'?';
         assert!(format_error_answer(&spec, &raw).is_none());
+    }
+
+    /// A server state over four generated test cards (expiring 2912; the clock says November
+    /// 2026), with or without a link MAC.
+    fn state(link_mac: Option<LinkMac>) -> (ServerState, crate::cards::TestIssuer) {
+        use crypto::keystore::{Keystore, Lmk};
+        let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("LMK");
+        let mut n = 7u8;
+        let mut random = |b: &mut [u8]| {
+            for x in b.iter_mut() {
+                n = n.wrapping_mul(73).wrapping_add(41);
+                *x = n;
+            }
+        };
+        let t = crate::cards::generate_test_issuer(4, lmk.clone(), "2912", &mut random).expect("test issuer");
+        let ks = Keystore::from_toml(lmk, &t.keystore.to_toml()).expect("keystore");
+        let hsm = Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(|b: &mut [u8]| b.fill(0x3C))));
+        let state = ServerState {
+            issuer: Mutex::new(Issuer::new(hsm, crate::cards::ZPK_NAME, &t.cards)),
+            spec: Spec::builtin("network").expect("spec").clone(),
+            framing: FramingKind::Binary2,
+            faults: std::sync::RwLock::new(Vec::new()),
+            clock: Box::new(|| 1_795_000_000_000),
+            random: Box::new(|| 424_242),
+            link_mac,
+        };
+        (state, t)
+    }
+
+    fn answer_to(state: &ServerState, req: &Message) -> Option<Message> {
+        state.answer(&req.encode().expect("encode"), req)
+    }
+
+    fn open_to_buy(state: &ServerState, pan: &str) -> Option<u64> {
+        state.issuer.lock().expect("issuer").open_to_buy(pan)
+    }
+
+    const LINK_KEY: [u8; 16] = *b"link-mac-key-16b";
+
+    #[test]
+    fn a_forged_tsp_flag_on_an_unauthenticated_listener_is_not_approved_and_books_nothing() {
+        use crate::testing::{Tx, chip_request, with_tsp_verified, with_zero_cryptogram};
+        let (state, t) = state(None);
+        let card = &t.clear[0];
+        let before = open_to_buy(&state, &card.pan);
+        let forged = with_tsp_verified(with_zero_cryptogram(chip_request(
+            &state.spec,
+            card,
+            &Tx::purchase(1, 5_000, 1),
+        )));
+        let a = answer_to(&state, &forged).expect("an answer");
+        assert_eq!(a.text(39).as_deref(), Some("82"), "the issuer checked the cryptogram itself");
+        assert_eq!(open_to_buy(&state, &card.pan), before, "nothing booked");
+        assert!(!a.contains(64) && !a.contains(128), "no link MAC: nothing signed");
+    }
+
+    #[test]
+    fn on_the_link_a_request_without_a_valid_mac_is_answered_63_and_never_decided() {
+        use crate::testing::{Tx, chip_request, link_mac, with_tsp_verified, with_zero_cryptogram};
+        let (state, t) = state(Some(link_mac(&LINK_KEY)));
+        let switch = link_mac(&LINK_KEY);
+        let card = &t.clear[0];
+        let before = open_to_buy(&state, &card.pan);
+        let refused = |req: &Message| {
+            let a = answer_to(&state, req).expect("an answer");
+            assert_eq!(a.text(39).as_deref(), Some("63"), "STAN {:?}", req.text(11));
+            assert_eq!(a.text(11), req.text(11));
+            let raw = a.encode().expect("encode");
+            switch.verify(&raw, &a).expect("the 63 is signed too");
+        };
+        // Unsigned, signed under another key, and changed after signing.
+        let forged = with_tsp_verified(with_zero_cryptogram(chip_request(
+            &state.spec,
+            card,
+            &Tx::purchase(1, 5_000, 1),
+        )));
+        refused(&forged);
+        let mut other_key = forged.clone();
+        link_mac(b"another-key-16b!").sign(&mut other_key).expect("sign");
+        refused(&other_key);
+        let mut tampered = chip_request(&state.spec, card, &Tx::purchase(2, 5_000, 2));
+        switch.sign(&mut tampered).expect("sign");
+        tampered.set_text(4, "000000500000").expect("DE 4");
+        refused(&tampered);
+        // Network management too.
+        let mut echo = Message::new(state.spec.clone(), "0800".parse().expect("MTI"));
+        echo.set_text(11, "000009").expect("DE 11");
+        echo.set_text(70, "301").expect("DE 70");
+        refused(&echo);
+        assert_eq!(open_to_buy(&state, &card.pan), before, "nothing booked");
+        // Never decided: the ATC of the refused request is still unused, so the genuine request
+        // with it is approved (a decided one would have been recorded, and this a replay: 82).
+        let mut genuine = chip_request(&state.spec, card, &Tx::purchase(3, 5_000, 2));
+        switch.sign(&mut genuine).expect("sign");
+        assert_eq!(
+            answer_to(&state, &genuine).and_then(|a| a.text(39).map(|c| c.into_owned())).as_deref(),
+            Some("00")
+        );
+        // A response with a bad MAC is not answered at all.
+        let mut rsp = echo.clone();
+        rsp.set_mti("0810".parse().expect("MTI"));
+        assert!(answer_to(&state, &rsp).is_none());
+    }
+
+    #[test]
+    fn on_the_link_a_genuine_request_is_decided_believed_and_its_answer_signed() {
+        use crate::testing::{Tx, chip_request, link_mac, tag91, with_tsp_verified, with_zero_cryptogram};
+        let (state, t) = state(Some(link_mac(&LINK_KEY)));
+        let switch = link_mac(&LINK_KEY);
+        let card = &t.clear[0];
+        let before = open_to_buy(&state, &card.pan).expect("card");
+        // The token service's word, from the switch: believed.
+        let mut token_payment = with_tsp_verified(with_zero_cryptogram(chip_request(
+            &state.spec,
+            card,
+            &Tx::purchase(1, 5_000, 1),
+        )));
+        switch.sign(&mut token_payment).expect("sign");
+        let a = answer_to(&state, &token_payment).expect("an answer");
+        assert_eq!(a.text(39).as_deref(), Some("00"));
+        assert!(tag91(&a).is_none(), "the token service makes the ARPC");
+        let raw = a.encode().expect("encode");
+        switch.verify(&raw, &a).expect("the answer's MAC verifies at the switch");
+        assert_eq!(a.fields().last().map(|f| f.de), Some(64), "the MAC is the last element");
+        assert_eq!(open_to_buy(&state, &card.pan), Some(before - 5_000));
+        // Network management: answered and signed.
+        let mut echo = Message::new(state.spec.clone(), "0800".parse().expect("MTI"));
+        echo.set_text(11, "000010").expect("DE 11");
+        echo.set_text(70, "301").expect("DE 70");
+        switch.sign(&mut echo).expect("sign");
+        let a = answer_to(&state, &echo).expect("an answer");
+        assert_eq!((a.mti().as_str(), a.text(39).as_deref()), ("0810", Some("00")));
+        switch.verify(&a.encode().expect("encode"), &a).expect("signed");
     }
 
     #[test]

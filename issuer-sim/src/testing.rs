@@ -1,19 +1,27 @@
 //! The card and terminal side of a test, for the simulator's own tests and for anyone who drives
 //! it with its generated [`ClearTestCard`]s: chip requests (built by `terminal_sim::pos`, with the
 //! MTI of a purchase, cash advance or balance inquiry), ISO format-0 PIN blocks under a zone PIN
-//! key, reversals that point at their original, and the ARPC check the card makes on the answer.
-//! Test material only: every key here is a generated test key.
+//! key, reversals that point at their original, the ARPC check the card makes on the answer, and
+//! the switch's end of a MAC-authenticated link (a link MAC under a clear test key, and the
+//! token service's DF8106 flag as a forger would set it).
+//! Test material only: every key here is a generated or given test key.
 
 use std::sync::Arc;
 
 use codecs::iso8583::{Message, Mti, Spec};
 use codecs::tlv::{self, Tag};
 use crypto::emv::Cvn;
-use crypto::keys::{SymmetricKey, TdesKey};
+use crypto::hsm::Hsm;
+use crypto::keys::{AesKey, SymmetricKey, TdesKey};
+use crypto::mac::MacAlgorithm;
 use crypto::pin::{Pin, PinBlockFormat, encrypt_pin_block};
 use terminal_sim::pos;
 
 use crate::cards::ClearTestCard;
+use crate::link_mac::LinkMac;
+
+/// The keystore name of the link MAC key in [`link_mac`]'s HSM.
+pub const LINK_MAC_KEY: &str = "issuer.link-mac";
 
 /// What varies between test transactions.
 #[derive(Debug, Clone)]
@@ -143,4 +151,71 @@ pub fn card_accepts_arpc(card: &ClearTestCard, req: &Message, rsp: &Message) -> 
         _ => t91.len() == 10 && rsp.text(39).as_deref().map(str::as_bytes) == t91.get(8..10),
     };
     shape_ok && pos::card_accepts_arpc(&pos_card(card), req, rsp)
+}
+
+/// A software HSM holding only `key` under the name `name` and the TR-31 header template `header`
+/// (a fixed test LMK). Panics only on test material that does not fit (a bug in the test).
+pub fn hsm_with_key(name: &str, header: &str, key: SymmetricKey) -> Arc<dyn Hsm> {
+    use crypto::keyblock::Header;
+    use crypto::keystore::{KeyName, Keystore, Lmk};
+    let imported = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).and_then(|lmk| {
+        let mut ks = Keystore::new(lmk);
+        ks.import(KeyName::new(name)?, &Header::parse_template(header)?, &key, &[0x5A; 64])?;
+        Ok(ks)
+    });
+    match imported {
+        Ok(ks) => Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(|b: &mut [u8]| b.fill(0x3C)))),
+        Err(e) => panic!("test keystore: {e}"),
+    }
+}
+
+/// One end of a MAC-authenticated link in a test: AES-CMAC under the clear test key `clear`
+/// (usage M6), named [`LINK_MAC_KEY`]. Both ends of a test link are made from the same bytes.
+pub fn link_mac(clear: &[u8; 16]) -> LinkMac {
+    let key = match AesKey::from_slice(clear) {
+        Ok(k) => SymmetricKey::Aes(k),
+        Err(e) => panic!("test MAC key: {e}"),
+    };
+    let hsm = hsm_with_key(LINK_MAC_KEY, "D0000M6AC00N0000", key);
+    match LinkMac::new(hsm, LINK_MAC_KEY, MacAlgorithm::CmacAes) {
+        Ok(l) => l,
+        Err(e) => panic!("test link MAC: {e}"),
+    }
+}
+
+/// `req` with an all-zero cryptogram (tag 9F26 in DE 55): what a forger who holds no card key
+/// sends. Panics only on a request without chip data (a bug in the test).
+pub fn with_zero_cryptogram(mut req: Message) -> Message {
+    let icc = match req.icc_data() {
+        Ok(Some(icc)) => icc.to_vec(),
+        _ => panic!("a chip request has DE 55"),
+    };
+    let nodes = match tlv::decode_lenient(&icc) {
+        Ok(n) => n,
+        Err(e) => panic!("DE 55: {e}"),
+    };
+    let mut b = tlv::TlvBuilder::new();
+    for n in &nodes {
+        let v = if n.tag().value() == 0x9F26 { vec![0u8; 8] } else { n.value().to_vec() };
+        if let Err(e) = b.primitive(n.tag(), &v) {
+            panic!("DE 55 tag {:X}: {e}", n.tag().value());
+        }
+    }
+    if let Err(e) = req.set_icc_data(&b.finish()) {
+        panic!("DE 55: {e}");
+    }
+    req
+}
+
+/// `req` with DE 123 tag DF8106 = "1": "the token service verified this cryptogram" — what the
+/// switch's token service sets, and what anyone who can reach the issuer's port can set too.
+pub fn with_tsp_verified(mut req: Message) -> Message {
+    let mut b = tlv::TlvBuilder::new();
+    if let Err(e) = b.primitive(Tag::new(0xDF8106), b"1") {
+        panic!("DF8106: {e}");
+    }
+    if let Err(e) = req.set_bytes(123, b.finish()) {
+        panic!("DE 123: {e}");
+    }
+    req
 }

@@ -10,8 +10,10 @@ use codecs::tlv::{Tag, TlvBuilder};
 use crypto::hsm::SoftHsm;
 use crypto::keystore::Lmk;
 use issuer_sim::cards::{ClearTestCard, TestIssuer, ZPK_NAME, generate_test_issuer};
-use issuer_sim::host::Issuer;
-use issuer_sim::testing::{Tx, card_accepts_arpc, chip_request, pin_block, reversal, tag91};
+use issuer_sim::host::{Issuer, Origin};
+use issuer_sim::testing::{
+    Tx, card_accepts_arpc, chip_request, pin_block, reversal, tag91, with_tsp_verified, with_zero_cryptogram,
+};
 
 /// Today for the expiry checks: November 2026. Test cards expire in December 2029.
 const NOW_YYMM: &str = "2611";
@@ -46,7 +48,7 @@ fn spec() -> Arc<Spec> {
 }
 
 fn call(issuer: &mut Issuer, req: &Message) -> Message {
-    issuer.handle(req, NOW_MS, NOW_YYMM, 424_242).expect("an answer")
+    issuer.handle(req, Origin::Unauthenticated, NOW_MS, NOW_YYMM, 424_242).expect("an answer")
 }
 
 fn rc(m: &Message) -> String {
@@ -315,6 +317,35 @@ fn token_notifications_are_recorded_with_a_masked_pan() {
     assert!(!iss.notices[0].pan_masked.contains(&card.pan[6..12]));
 }
 
+/// The token service's "cryptogram verified" (DE 123 DF8106) is its word, believed only of a
+/// request from the switch's authenticated link. From anyone else a forged flag on an all-zero
+/// cryptogram is the bad cryptogram it is (82; 14 on a token PAN the issuer has no card for) —
+/// never an approval, and nothing is booked.
+#[test]
+fn a_forged_tsp_flag_is_believed_only_from_the_authenticated_link() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[0];
+    let before = iss.open_to_buy(&card.pan).expect("card");
+    let forged = |stan: u32| {
+        with_tsp_verified(with_zero_cryptogram(chip_request(&spec(), card, &Tx::purchase(stan, 10_000, 1))))
+    };
+    let rsp = iss.handle(&forged(1), Origin::Unauthenticated, NOW_MS, NOW_YYMM, 7).expect("an answer");
+    assert_eq!(rc(&rsp), "82", "the issuer verified the cryptogram itself");
+    assert!(tag91(&rsp).is_some(), "and answers with its own ARPC");
+    assert_eq!(iss.open_to_buy(&card.pan), Some(before), "nothing booked");
+    let mut token = card.clone();
+    token.pan = "4895370000000001".into();
+    let on_token = with_tsp_verified(chip_request(&spec(), &token, &Tx::purchase(2, 10_000, 2)));
+    let rsp = iss.handle(&on_token, Origin::Unauthenticated, NOW_MS, NOW_YYMM, 7).expect("an answer");
+    assert_eq!(rc(&rsp), "14", "a token PAN is no card of the issuer's");
+    // From the switch's link the flag is the token service's: the issuer leaves the cryptogram
+    // (under token keys it does not hold) and the ARPC to it.
+    let rsp = iss.handle(&forged(3), Origin::AuthenticatedLink, NOW_MS, NOW_YYMM, 7).expect("an answer");
+    assert_eq!(rc(&rsp), "00");
+    assert!(tag91(&rsp).is_none(), "the token service makes the ARPC");
+    assert_eq!(iss.open_to_buy(&card.pan), Some(before - 10_000));
+}
+
 #[test]
 fn network_management_sign_on_sign_off_echo() {
     let (mut iss, _) = test_issuer(|_| {});
@@ -384,7 +415,8 @@ fn responses_are_not_answered() {
     let (mut iss, _) = test_issuer(|_| {});
     let mut m = Message::new(spec(), "0110".parse().expect("mti"));
     m.set_text(11, "000001").expect("DE 11");
-    assert!(iss.handle(&m, NOW_MS, NOW_YYMM, 1).is_none());
+    assert!(iss.handle(&m, Origin::Unauthenticated, NOW_MS, NOW_YYMM, 1).is_none());
+    assert!(iss.handle(&m, Origin::AuthenticatedLink, NOW_MS, NOW_YYMM, 1).is_none());
 }
 
 /// Perso data for a secure element: sealed for the recipient's key only, holding the card's ICC

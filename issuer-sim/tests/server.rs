@@ -465,3 +465,65 @@ fn sample_configuration_checks() {
     assert!(uncommented.is_empty(), "settings without a comment: {uncommented:?}");
     let _ = std::io::stdout().flush();
 }
+
+/// `link_mac` in the configuration: checked with the rest (a key the keystore does not hold, an
+/// algorithm links do not use), and once served, the listener is the switch's authenticated link —
+/// unsigned requests are answered 63, signed ones answered and signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_mac_is_checked_and_served() {
+    use crypto::keys::{AesKey, SymmetricKey};
+    use issuer_sim::testing::{LINK_MAC_KEY, link_mac};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lmk = [0u8; 32];
+    rng(12)(&mut lmk);
+    let lmk_hex = to_hex(&lmk);
+    let mut t = write_config(dir.path(), &lmk_hex);
+    let cfg_path = dir.path().join("issuer-sim.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).expect("config");
+    let with_link = |alg: &str| {
+        let line = format!("link_mac = {{ key = \"{LINK_MAC_KEY}\", alg = \"{alg}\" }}\n[keys]");
+        std::fs::write(&cfg_path, cfg.replace("[keys]", &line)).expect("config");
+    };
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("--check-config")
+            .env("ISSUER_SIM_TEST_LMK", &lmk_hex)
+            .output()
+            .expect("runs")
+    };
+    // The key is not in the keystore yet; then an algorithm links do not use.
+    with_link("cmac");
+    let out = check();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(LINK_MAC_KEY), "the missing key is named");
+    with_link("hmac-sha256");
+    let out = check();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("link_mac.alg"));
+
+    // With the key (AES, usage M6) and `cmac`: valid, and served.
+    let clear = *b"0123456789abcdef";
+    let header = crypto::keyblock::Header::parse_template("D0000M6AC00N0000").expect("header");
+    let key = SymmetricKey::Aes(AesKey::from_slice(&clear).expect("AES"));
+    let name = crypto::keystore::KeyName::new(LINK_MAC_KEY).expect("name");
+    t.keystore.import(name, &header, &key, &[0x5A; 64]).expect("import");
+    std::fs::write(dir.path().join("keys.toml"), t.keystore.to_toml()).expect("keys");
+    with_link("cmac");
+    let out = check();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sim = start(dir.path(), &lmk_hex);
+    let switch = link_mac(&clear);
+    let mut link = Link::connect(&sim.listen).await;
+    let spec = link.spec.clone();
+    let r = link.call(&network_management(&spec, "000001", "001")).await;
+    assert_eq!(rc(&r), "63", "an unsigned sign-on");
+    let mut sign_on = network_management(&spec, "000002", "001");
+    switch.sign(&mut sign_on).expect("sign");
+    link.send(&sign_on).await;
+    let f = link.recv_frame(Duration::from_secs(10)).await.expect("an answer");
+    let r = Message::decode(&spec, f.payload.clone()).expect("decode");
+    assert_eq!((r.mti().as_str(), rc(&r).as_str()), ("0810", "00"));
+    switch.verify(&f.payload, &r).expect("the answer is signed under the shared key");
+}

@@ -198,8 +198,9 @@ async fn authorize(
     tx.tid = if online { "ECOM0001".into() } else { "TERM0001".into() };
     let mut req = tap_request(&w.spec, tapped, &tx)?;
     let (terminal, what) = if online {
-        // E-commerce with the phone's cryptogram (docs/network-spec.md §3: DE 22 100).
+        // E-commerce with the phone's cryptogram (docs/network-spec.md §3: DE 22 100, no track).
         req.set_text(22, "100")?;
+        req.remove(35);
         ("merchant", format!("0100 e-commerce purchase {}, DE 22 100, STAN {stan:06}", eur(amount)))
     } else {
         ("POS terminal", format!("0100 contactless purchase {}, DE 22 071, STAN {stan:06}", eur(amount)))

@@ -23,8 +23,8 @@ use tracing::{debug, warn};
 
 use crate::engine::{Engine, ListenerCtx, Outcome};
 use crate::macing::LinkMac;
+use crate::registry::Peer;
 use crate::tls::Stream;
-use crate::wire;
 
 /// A listener's runtime settings.
 pub struct ListenerSettings {
@@ -72,17 +72,34 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        // A plain-TCP stranger is turned away before it sends anything; under mutual TLS the
+        // certificate decides, after the handshake.
+        if settings.tls.is_none() && !engine.admits(&name, &Peer::tcp(peer.ip())) {
+            warn!(listener = %name, %peer, "connection from an address no acquirer is registered for: refused");
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let settings = settings.clone();
         let engine = engine.clone();
         let stop = stop.clone();
         let t = tasks.clone();
         tasks.spawn(async move {
-            let stream = match &settings.tls {
-                None => Stream::Plain(stream),
+            let (stream, who) = match &settings.tls {
+                None => (Stream::Plain(stream), Peer::tcp(peer.ip())),
                 Some(acceptor) => {
                     match tokio::time::timeout(settings.read_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => Stream::Server(Box::new(s)),
+                        Ok(Ok(s)) => {
+                            let who = match s.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                                Some(cert) => Peer::with_certificate(peer.ip(), cert.as_ref()),
+                                None => Peer::tcp(peer.ip()),
+                            };
+                            if !engine.admits(&settings.ctx.name, &who) {
+                                warn!(listener = %settings.ctx.name, %peer, "TLS peer proves no registered acquirer: refused");
+                                return;
+                            }
+                            (Stream::Server(Box::new(s)), who)
+                        }
                         Ok(Err(e)) => {
                             warn!(listener = %settings.ctx.name, %peer, error = %e, "TLS handshake refused");
                             return;
@@ -96,7 +113,7 @@ pub async fn serve(
             };
             let gauge = engine.metrics.acquirer_connections.with_label_values(&[&settings.ctx.name]);
             gauge.inc();
-            connection(stream, peer, &settings, engine.clone(), stop, t).await;
+            connection(stream, peer, Arc::new(who), &settings, engine.clone(), stop, t).await;
             gauge.dec();
             drop(permit);
         });
@@ -106,6 +123,7 @@ pub async fn serve(
 async fn connection(
     stream: Stream,
     peer: SocketAddr,
+    who: Arc<Peer>,
     s: &ListenerSettings,
     engine: Arc<Engine>,
     stop: CancellationToken,
@@ -212,6 +230,7 @@ async fn connection(
         let tx = tx.clone();
         let mac = s.mac.clone();
         let certification = s.certification.clone();
+        let who = who.clone();
         tasks.spawn(async move {
             let verified = mac.as_ref().is_none_or(|m| m.verify(&frame.payload, &req));
             if let Some(log) = &certification {
@@ -223,17 +242,25 @@ async fn connection(
                 );
             }
             let answer = if verified {
-                match engine.handle(&ctx, req).await {
-                    Outcome::Answer(m) => Some(m),
+                match engine.handle(&ctx, &who, &frame.payload, req).await {
+                    Outcome::Answer { msg, sign } => Some((msg, sign.or(mac))),
                     Outcome::Nothing => None,
                 }
             } else {
                 engine.metrics.format_errors.with_label_values(&[&ctx.name]).inc();
                 warn!(listener = %ctx.name, "request MAC missing or wrong: answered 63");
-                (!req.mti().is_response()).then(|| wire::answer(&req, "63"))
+                (!req.mti().is_response()).then(|| {
+                    (
+                        crate::pipeline::respond::answer(
+                            &req,
+                            codecs::iso8583::ResponseCode::SECURITY_VIOLATION,
+                        ),
+                        mac,
+                    )
+                })
             };
-            if let Some(mut m) = answer {
-                if let Some(mac) = &mac
+            if let Some((mut m, sign)) = answer {
+                if let Some(mac) = &sign
                     && let Err(e) = mac.sign(&mut m)
                 {
                     warn!(listener = %ctx.name, error = %e, "cannot sign the answer");
@@ -259,5 +286,5 @@ fn format_error_answer(ctx: &ListenerCtx, payload: Bytes) -> Option<Bytes> {
     if partial.mti().is_response() || !partial.contains(11) || !partial.contains(41) {
         return None;
     }
-    wire::answer(&partial, "30").encode().ok()
+    crate::pipeline::respond::answer(&partial, codecs::iso8583::ResponseCode::FORMAT_ERROR).encode().ok()
 }

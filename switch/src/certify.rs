@@ -5,8 +5,13 @@
 //! mode the network knows, the DE 55 tags a chip request must carry and their lengths (EMV 4.4
 //! Book 3 Annex A), and the message MAC when the listener has one — and a report is kept per
 //! terminal (DE 41): each check with what was expected, what was found, and the offending bytes in
-//! hex (masked for PAN, track and PIN data; sensitive EMV tags masked as `tlv::mask_sensitive`
-//! masks them). The report is served on the admin endpoint (`GET /certification/{tid}`).
+//! hex. The report is served on the admin endpoint (`GET /certification/{tid}`), so it holds no
+//! more cardholder data than a log line may: a finding about an element that can carry a PAN,
+//! CVV2, track, PIN or key data (the message spec's masking, [`codecs::iso8583::describe`])
+//! names the element and the problem, never its bytes; sensitive EMV tags are masked as
+//! `tlv::mask_sensitive` masks them; and of a message that does not decode, only the part the
+//! error is about is shown, when it is not sensitive ([`describe::error_excerpt`]) — never the
+//! bytes around it, which may be the next element's PAN.
 //!
 //! The findings are additive: the message is still processed as on any listener (and answered
 //! 30 when it does not decode).
@@ -14,6 +19,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
+use codecs::iso8583::describe;
 use codecs::iso8583::spec::Sensitivity;
 use codecs::iso8583::{Message, Spec};
 use codecs::tlv::{self, DecodeOptions, Node, Tag};
@@ -47,7 +53,7 @@ pub struct Check {
     /// Byte offset in the message as received (after the frame header), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<usize>,
-    /// The offending bytes in uppercase hex, masked where sensitive.
+    /// The offending bytes in uppercase hex; never a sensitive element's (see the module doc).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<String>,
 }
@@ -129,6 +135,8 @@ impl CertificationLog {
     }
 
     /// Records a message that does not decode under `spec`, with the codec's error.
+    /// No byte of the frame is kept beyond what [`describe::error_excerpt`] allows, and the
+    /// codec's explanation never holds a sensitive element's content.
     pub fn record_undecodable(
         &self,
         spec: &std::sync::Arc<Spec>,
@@ -183,23 +191,11 @@ fn hex_upper(b: &[u8]) -> String {
     hex::encode_upper(b)
 }
 
-/// `bytes` of DE `de` (or of an unknown element) in hex, masked as the spec masks the element:
-/// a PAN keeps its first 6 and last 4 characters, track and PIN data show nothing but length.
-fn shown(spec: &Spec, de: Option<u16>, bytes: &[u8]) -> String {
-    let sensitivity = de.and_then(|d| spec.field(d).map(|f| f.sensitivity(d))).unwrap_or_default();
-    match sensitivity {
-        Sensitivity::None => hex_upper(bytes),
-        Sensitivity::Icc => hex_upper(&tlv::mask_sensitive(bytes)),
-        Sensitivity::Pan if bytes.len() > 10 => {
-            let n = bytes.len();
-            bytes
-                .iter()
-                .enumerate()
-                .map(|(i, b)| if i < 6 || i >= n - 4 { format!("{b:02X}") } else { "**".into() })
-                .collect()
-        }
-        _ => "**".repeat(bytes.len()),
-    }
+/// Whether a finding may quote DE `de`'s value: only an element the spec does not mask at all.
+/// A masked form would do for a log, but a finding about an element's value is about exactly the
+/// characters a masked form hides.
+fn quotable(spec: &Spec, de: u16) -> bool {
+    spec.sensitivity(de) == Sensitivity::None
 }
 
 /// Where `part` (a slice of the received message, as decoded elements are) starts in `raw`.
@@ -239,13 +235,10 @@ fn fail(
 }
 
 /// The check of a message that does not decode: the codec's element, offset and explanation,
-/// and up to 16 bytes from the offset.
-fn format_failure(spec: &Spec, raw: &[u8], err: &codecs::Error) -> Check {
-    let de = match err.location {
-        codecs::Location::Field(d) => Some(d),
-        _ => None,
-    };
-    let bytes = err.offset.and_then(|o| raw.get(o..raw.len().min(o + 16))).map(|b| shown(spec, de, b));
+/// and up to 16 bytes from the offset when they are not sensitive and belong to the part the error
+/// is about.
+fn format_failure(spec: &std::sync::Arc<Spec>, raw: &bytes::Bytes, err: &codecs::Error) -> Check {
+    let bytes = describe::error_excerpt(spec, raw, err, 16).map(hex_upper);
     Check {
         check: "format",
         element: err.location.to_string(),
@@ -323,7 +316,7 @@ fn check_entry_mode(msg: &Message, raw: &[u8], out: &mut Vec<Check>) {
         Err(e) => {
             out.push(Check {
                 offset: offset_in(raw, &f22.data),
-                bytes: Some(hex_upper(&f22.data)),
+                bytes: quotable(spec, 22).then(|| hex_upper(&f22.data)),
                 ..fail("pos-entry-mode", "DE 22", "3 digits", e.detail.clone())
             });
             return;
@@ -334,11 +327,12 @@ fn check_entry_mode(msg: &Message, raw: &[u8], out: &mut Vec<Check>) {
     out.push(if POS_ENTRY_MODES.contains(&value.as_str()) {
         pass("pos-entry-mode", "DE 22", known)
     } else {
-        Check {
-            offset: offset_in(raw, &f22.data),
-            bytes: Some(hex_upper(&f22.data)),
-            ..fail("pos-entry-mode", "DE 22", known, format!("{value:?}"))
-        }
+        let (found, bytes) = if quotable(spec, 22) {
+            (format!("{value:?}"), Some(hex_upper(&f22.data)))
+        } else {
+            ("a mode it does not know (value withheld: sensitive element)".to_string(), None)
+        };
+        Check { offset: offset_in(raw, &f22.data), bytes, ..fail("pos-entry-mode", "DE 22", known, found) }
     });
     let pan_entry = entry.pan_entry();
     let why = format!("required by DE 22 = {value}{}", if is_chip(pan_entry) { " (chip)" } else { "" });
@@ -388,7 +382,11 @@ fn check_entry_mode(msg: &Message, raw: &[u8], out: &mut Vec<Check>) {
     let nodes = match tlv::decode(&icc, DecodeOptions::lenient()) {
         Ok(n) => n,
         Err(e) => {
-            let bytes = e.offset.and_then(|o| icc.get(o..icc.len().min(o + 16))).map(hex_upper);
+            // DE 55 may hold a PAN (5A) or track 2 (57) just past the malformed object: the bytes
+            // are taken from the masked TLV, in which everything from the first object that does
+            // not parse on is FF.
+            let masked = tlv::mask_sensitive(&icc);
+            let bytes = e.offset.and_then(|o| masked.get(o..masked.len().min(o + 16))).map(hex_upper);
             out.push(Check {
                 offset: e.offset.and_then(at),
                 bytes,
@@ -442,7 +440,6 @@ fn check_entry_mode(msg: &Message, raw: &[u8], out: &mut Vec<Check>) {
             });
         }
     }
-    let _ = spec;
 }
 
 #[cfg(test)]
@@ -548,9 +545,179 @@ mod tests {
         let c = &r.recent[0].checks[0];
         assert_eq!((c.check, c.element.as_str()), ("format", "DE 55"));
         assert_eq!(c.offset, Some(at), "the codec points at the bad length digit");
-        // A PAN's bytes never show in clear.
-        let pan = crate::certify::shown(m.spec(), Some(2), b"4761739001010010");
-        assert_eq!(pan, "343736313733************30303130");
+        // The rest of DE 55's length prefix, not the chip data after it.
+        assert_eq!(c.bytes.as_deref(), Some(hex_upper(&raw[at..at + 2]).as_str()));
         assert_eq!(log.terminals().len(), 1);
+    }
+
+    const PAN: &str = "4761739001010010";
+    const TRACK2: &str = "4761739001010010=28122011438044";
+    const CVV2: &str = "987";
+
+    /// A key-entered network 0100 carrying every kind of sensitive element: PAN, track 2, the
+    /// CVV2 in DE 48, a PIN block, and DE 55 with the PAN (5A) and track 2 equivalent (57).
+    fn sensitive() -> Message {
+        let spec = Spec::builtin("network").unwrap().clone();
+        let mut m = Message::new(spec, codecs::iso8583::Mti::AUTHORIZATION_REQUEST);
+        let fields = [
+            (2u16, PAN),
+            (3, "000000"),
+            (4, "000000001000"),
+            (7, "1125101010"),
+            (11, "000456"),
+            (14, "2812"),
+            (22, "012"),
+            (32, "47617300"),
+            (35, TRACK2),
+            (41, "TERM0001"),
+            (48, "9203987"),
+            (49, "978"),
+            (52, "C0FFEE15DEADBEEF"),
+        ];
+        for (de, v) in fields {
+            m.set_text(de, v).unwrap();
+        }
+        let mut b = TlvBuilder::new();
+        b.primitive(Tag::new(0x5A), &hex::decode(PAN).unwrap()).unwrap();
+        b.primitive(Tag::new(0x57), &hex::decode("4761739001010010D28122011438044F").unwrap()).unwrap();
+        b.primitive(Tag::new(0x9F36), &[0, 1]).unwrap();
+        m.set_icc_data(&b.finish()).unwrap();
+        m
+    }
+
+    /// Every clear sensitive value, as text and in the uppercase hex a finding's bytes use.
+    fn secrets() -> Vec<String> {
+        let mut out = Vec::new();
+        for clear in [PAN, "28122011438044", "D28122011438044", "C0FFEE15DEADBEEF", "2812"] {
+            out.push(clear.to_string());
+            out.push(hex::encode_upper(clear));
+        }
+        out.push(hex::encode_upper(format!("92{CVV2}").as_bytes()));
+        out.push(hex::encode_upper(CVV2.as_bytes()));
+        out
+    }
+
+    fn assert_no_secret(log: &CertificationLog, what: &str) {
+        let json =
+            serde_json::to_string(&log.terminals.lock().unwrap().values().collect::<Vec<_>>()).unwrap();
+        for s in secrets() {
+            assert!(!json.contains(&s), "{what}: the report shows {s:?}: {json}");
+        }
+    }
+
+    /// The report of the one terminal `log` knows (DE 41 is unreadable when the error comes first).
+    fn only(log: &CertificationLog) -> TerminalReport {
+        let t = log.terminals.lock().unwrap();
+        assert_eq!(t.len(), 1, "{:?}", t.keys());
+        t.values().next().unwrap().clone()
+    }
+
+    /// `m` encoded with the byte at `at` replaced by `byte`.
+    fn corrupt(m: &Message, at: usize, byte: u8) -> bytes::Bytes {
+        let mut raw = m.encode().unwrap().to_vec();
+        raw[at] = byte;
+        bytes::Bytes::from(raw)
+    }
+
+    /// Where DE `de` starts (its length prefix) in the encoding of `m` (primary bitmap only).
+    fn start_of(m: &Message, de: u16) -> usize {
+        let mut head = m.clone();
+        for d in m.fields().iter().map(|f| f.de).filter(|d| *d >= de).collect::<Vec<_>>() {
+            head.remove(d);
+        }
+        head.encode().unwrap().len()
+    }
+
+    #[test]
+    fn a_malformed_sensitive_element_is_named_with_its_problem_never_its_bytes() {
+        let m = sensitive();
+        // A letter in the PAN and in track 2; a control byte in the CVV2 and in a subelement
+        // length of DE 48.
+        let cases = [(2, 2 + 7, b'X'), (35, 2 + 20, b'X'), (48, 3 + 5, 0x7F), (48, 3 + 3, 0x01)];
+        for (de, at, byte) in cases {
+            let log = CertificationLog::new(10);
+            let raw = corrupt(&m, start_of(&m, de) + at, byte);
+            let err = Message::decode(m.spec(), raw.clone()).unwrap_err();
+            log.record_undecodable(m.spec(), &raw, &err, 1);
+            let c = &only(&log).recent[0].checks[0];
+            assert_eq!(
+                (c.check, c.element.clone(), c.verdict),
+                ("format", format!("DE {de}"), Verdict::Fail)
+            );
+            assert_eq!(c.bytes, None, "DE {de}: no byte of a sensitive element");
+            assert!(c.found.contains("withheld"), "DE {de}: {}", c.found);
+            assert_no_secret(&log, &format!("DE {de}"));
+        }
+        // DE 35 cut short.
+        let log = CertificationLog::new(10);
+        let raw = m.encode().unwrap().slice(..start_of(&m, 35) + 12);
+        let err = Message::decode(m.spec(), raw.clone()).unwrap_err();
+        log.record_undecodable(m.spec(), &raw, &err, 1);
+        let c = &only(&log).recent[0].checks[0];
+        assert_eq!((c.element.as_str(), c.bytes.as_deref()), ("DE 35", None));
+    }
+
+    #[test]
+    fn a_malformed_harmless_element_shows_its_bytes_and_not_the_next_elements() {
+        let m = sensitive();
+        let log = CertificationLog::new(10);
+        let at = start_of(&m, 32) + 2 + 5;
+        let raw = corrupt(&m, at, b'X');
+        log.record_undecodable(m.spec(), &raw, &Message::decode(m.spec(), raw.clone()).unwrap_err(), 1);
+        let c = &only(&log).recent[0].checks[0];
+        assert_eq!((c.element.as_str(), c.offset), ("DE 32", Some(at)));
+        // DE 32 ends after "X00"; DE 35 (track 2) follows and shows nothing.
+        assert_eq!(c.bytes.as_deref(), Some(hex::encode_upper("X00").as_str()));
+        // Bytes after the last element: of unknown content.
+        let mut tail = m.encode().unwrap().to_vec();
+        tail.extend_from_slice(PAN.as_bytes());
+        let tail = bytes::Bytes::from(tail);
+        log.record_undecodable(m.spec(), &tail, &Message::decode(m.spec(), tail.clone()).unwrap_err(), 2);
+        let c = &log.terminal("TERM0001").expect("DE 41 read").recent[0].checks[0];
+        assert_eq!((c.element.as_str(), c.bytes.as_deref()), ("message", None));
+        assert_no_secret(&log, "harmless element");
+    }
+
+    #[test]
+    fn malformed_chip_data_shows_no_pan_or_track_bytes() {
+        let mut m = sensitive();
+        m.set_text(22, "071").unwrap();
+        // 9F36 fine, then a record template whose length runs past the end, holding the PAN: the
+        // TLV error points at the template, the PAN right after it.
+        let icc = hex::decode(format!("9F36020001701A5A08{PAN}")).unwrap();
+        m.set_icc_data(&icc).unwrap();
+        let raw = m.encode().unwrap();
+        let checks = check_message(&Message::decode(m.spec(), raw.clone()).unwrap(), &raw, None);
+        let c = checks.iter().find(|c| c.check == "icc-format").expect("a TLV finding");
+        assert!(c.bytes.is_some(), "{c:?}");
+        let log = CertificationLog::new(10);
+        log.record_message(&Message::decode(m.spec(), raw.clone()).unwrap(), &raw, None, 1);
+        assert_no_secret(&log, "DE 55");
+    }
+
+    #[test]
+    fn no_single_corrupt_byte_makes_a_report_show_sensitive_data() {
+        // Every byte after the bitmap replaced by a letter or a control byte; the message decodes
+        // or not, and is recorded either way. (A corrupted bitmap reassigns every byte after it to
+        // other elements: the bytes are then shown as the bitmap announces them, which no decoder
+        // can second-guess. Non-digits in length prefixes make the codec refuse, not realign.)
+        let m = sensitive();
+        let len = m.encode().unwrap().len();
+        let log = CertificationLog::new(1000);
+        for at in 12..len {
+            for byte in [b'X', 0x01] {
+                let raw = corrupt(&m, at, byte);
+                match Message::decode(m.spec(), raw.clone()) {
+                    Ok(d) => {
+                        log.record_message(&d, &raw, None, 1);
+                    }
+                    Err(e) => log.record_undecodable(m.spec(), &raw, &e, 1),
+                }
+            }
+        }
+        // Most corruptions are findings (binary DE 52 and DE 55 take any byte).
+        let failed: u64 = log.terminals().iter().map(|t| t.failed).sum();
+        assert!(failed >= (len - 12) as u64, "{failed} findings of {}", 2 * (len - 12));
+        assert_no_secret(&log, "corrupt frames");
     }
 }

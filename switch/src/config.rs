@@ -19,6 +19,10 @@ pub struct SwitchConfig {
     pub admin: AdminConfig,
     #[serde(rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
+    /// The acquirer registry: who may speak on which listener, how each proves itself, and the
+    /// terminals each may speak for. A request from anyone else is refused (58).
+    #[serde(rename = "acquirer")]
+    pub acquirers: Vec<AcquirerConfig>,
     #[serde(rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
     #[serde(rename = "route")]
@@ -178,8 +182,9 @@ pub struct ListenerConfig {
     pub read_timeout_ms: u64,
     /// A connection idle (no partial frame) for this long is closed.
     pub idle_timeout_ms: u64,
-    /// Acquiring institution ID (DE 32) filled in when a terminal does not send one.
-    pub acquirer_id: String,
+    /// A listener on a non-loopback address without TLS must say so explicitly (logged as a
+    /// warning at start): card data would cross a network in clear.
+    pub insecure_plaintext: bool,
     /// Certification mode: every message is checked and a per-terminal report kept.
     pub certification: bool,
     pub tls: Option<TlsConfig>,
@@ -199,13 +204,50 @@ impl Default for ListenerConfig {
             max_in_flight_per_connection: 4096,
             read_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
-            acquirer_id: "000001".into(),
+            insecure_plaintext: false,
             certification: false,
             tls: None,
             mac: None,
             bdk: None,
         }
     }
+}
+
+/// An acquirer of the registry: its institution ID (DE 32 of every request it sends is
+/// overwritten with it), the listeners it may use, how its connections prove who they are, and
+/// its terminals.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcquirerConfig {
+    /// Acquiring institution identification code (DE 32), 1 to 11 digits.
+    pub id: String,
+    /// Names of the listeners this acquirer may connect to.
+    pub listeners: Vec<String>,
+    /// Plain TCP: source address ranges (CIDR, e.g. `10.1.0.0/16`, `::1/128`) its connections
+    /// come from.
+    pub source: Vec<String>,
+    /// Mutual TLS: SHA-256 fingerprints (hex) of the client certificates it presents.
+    pub client_cert_sha256: Vec<String>,
+    /// Mutual TLS: subjects (RFC 4514 form, e.g. `CN=acquirer-a,O=Bank A`) of its client
+    /// certificates.
+    pub client_cert_subject: Vec<String>,
+    /// Every request must carry a MAC (DE 64/128) under its terminal's key.
+    pub require_mac: bool,
+    #[serde(rename = "terminal")]
+    pub terminals: Vec<TerminalConfig>,
+}
+
+/// A terminal an acquirer may speak for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalConfig {
+    /// DE 41, up to 8 characters.
+    pub tid: String,
+    /// DE 42, up to 15 characters: a request carrying another merchant ID is refused.
+    pub mid: String,
+    /// The terminal's own MAC key: its requests must carry a MAC under it, its answers get one.
+    #[serde(default)]
+    pub mac: Option<MacConfig>,
 }
 
 /// Stand-in processing rules for when an issuer is unavailable.
@@ -253,6 +295,9 @@ pub struct IssuerConfig {
     pub imk_ac: Option<String>,
     /// Keystore name of the issuer's zone PIN key (PIN translation target).
     pub zpk: Option<String>,
+    /// With `imk_ac`: how many ATCs below a card's highest the switch still accepts (once each).
+    /// 64 to 65536 (the whole ATC space: cards whose ATCs need not rise, as test cards).
+    pub atc_window: u32,
     pub stand_in: StandInConfig,
 }
 
@@ -271,6 +316,7 @@ impl Default for IssuerConfig {
             mac: None,
             imk_ac: None,
             zpk: None,
+            atc_window: crate::state::WINDOW,
             stand_in: StandInConfig::default(),
         }
     }
@@ -335,6 +381,7 @@ impl Default for SwitchConfig {
             node: NodeConfig::default(),
             admin: AdminConfig::default(),
             listeners: vec![ListenerConfig::default()],
+            acquirers: Vec::new(),
             issuers: Vec::new(),
             routes: Vec::new(),
             keys: KeysConfig::default(),
@@ -384,15 +431,23 @@ impl SwitchConfig {
             if l.read_timeout_ms == 0 || l.idle_timeout_ms == 0 {
                 p.push(format!("{at}: read_timeout_ms and idle_timeout_ms must be above 0"));
             }
-            if l.acquirer_id.is_empty()
-                || l.acquirer_id.len() > 11
-                || !l.acquirer_id.bytes().all(|b| b.is_ascii_digit())
+            if l.tls.is_none()
+                && !l.insecure_plaintext
+                && l.listen.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback())
             {
-                p.push(format!("{at}.acquirer_id: expected 1 to 11 digits, found {:?}", l.acquirer_id));
+                p.push(format!(
+                    "{at}: {} is not a loopback address and the listener has no TLS; add [listener.tls] \
+                     or set insecure_plaintext = true",
+                    l.listen
+                ));
+            }
+            if !self.acquirers.iter().any(|a| a.listeners.contains(&l.name)) {
+                p.push(format!("{at}: no [[acquirer]] may use this listener, so it would refuse everything"));
             }
             check_tls(&mut p, &at, l.tls.as_ref());
             check_mac(&mut p, &at, l.mac.as_ref());
         }
+        check_acquirers(&mut p, &self.acquirers, &names, &self.listeners);
         let mut issuers = BTreeSet::new();
         for (i, s) in self.issuers.iter().enumerate() {
             let at = format!("issuer[{i}] ({})", s.name);
@@ -424,6 +479,9 @@ impl SwitchConfig {
                 }
             }
             check_mac(&mut p, &at, s.mac.as_ref());
+            if !(64..=crate::state::MAX_WINDOW).contains(&s.atc_window) {
+                p.push(format!("{at}.atc_window: expected 64 to 65536, found {}", s.atc_window));
+            }
             let si = &s.stand_in;
             if si.enabled {
                 if si.currency.len() != 3 || !si.currency.bytes().all(|b| b.is_ascii_digit()) {
@@ -518,6 +576,78 @@ impl SwitchConfig {
     }
 }
 
+fn check_acquirers(
+    p: &mut Vec<String>,
+    acquirers: &[AcquirerConfig],
+    listener_names: &BTreeSet<String>,
+    listeners: &[ListenerConfig],
+) {
+    let mut ids = BTreeSet::new();
+    let mut tids: BTreeSet<(String, String)> = BTreeSet::new();
+    for (i, a) in acquirers.iter().enumerate() {
+        let at = format!("acquirer[{i}] ({})", a.id);
+        if a.id.is_empty() || a.id.len() > 11 || !a.id.bytes().all(|b| b.is_ascii_digit()) {
+            p.push(format!("{at}.id: expected 1 to 11 digits, found {:?}", a.id));
+        }
+        if !ids.insert(a.id.clone()) {
+            p.push(format!("{at}.id: registered twice"));
+        }
+        if a.listeners.is_empty() {
+            p.push(format!("{at}.listeners: name at least one listener"));
+        }
+        for l in &a.listeners {
+            if !listener_names.contains(l) {
+                p.push(format!("{at}.listeners: no listener named {l:?}"));
+            }
+        }
+        for s in &a.source {
+            if let Err(e) = crate::registry::Cidr::parse(s) {
+                p.push(format!("{at}.source: {e}"));
+            }
+        }
+        for f in &a.client_cert_sha256 {
+            if f.len() != 64 || !f.bytes().all(|b| b.is_ascii_hexdigit()) {
+                p.push(format!("{at}.client_cert_sha256: expected 64 hex digits, found {f:?}"));
+            }
+        }
+        if a.source.is_empty() && a.client_cert_sha256.is_empty() && a.client_cert_subject.is_empty() {
+            p.push(format!(
+                "{at}: no way to prove itself (source, client_cert_sha256 or client_cert_subject)"
+            ));
+        }
+        let by_cert = !a.client_cert_sha256.is_empty() || !a.client_cert_subject.is_empty();
+        for l in listeners.iter().filter(|l| a.listeners.contains(&l.name)) {
+            if by_cert && l.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) && a.source.is_empty() {
+                p.push(format!(
+                    "{at}: proves itself by client certificate but listener {} has no mutual TLS (tls.client_ca)",
+                    l.name
+                ));
+            }
+        }
+        if a.terminals.is_empty() {
+            p.push(format!("{at}.terminal: register at least one terminal"));
+        }
+        for (j, t) in a.terminals.iter().enumerate() {
+            let tat = format!("{at}.terminal[{j}]");
+            if t.tid.is_empty() || t.tid.len() > 8 {
+                p.push(format!("{tat}.tid: expected 1 to 8 characters, found {:?}", t.tid));
+            }
+            if t.mid.is_empty() || t.mid.len() > 15 {
+                p.push(format!("{tat}.mid: expected 1 to 15 characters, found {:?}", t.mid));
+            }
+            for l in &a.listeners {
+                if !tids.insert((l.clone(), t.tid.clone())) {
+                    p.push(format!("{tat}.tid: {} is registered twice on listener {l}", t.tid));
+                }
+            }
+            check_mac(p, &tat, t.mac.as_ref());
+            if a.require_mac && t.mac.is_none() {
+                p.push(format!("{tat}.mac: the acquirer requires MACs, so each terminal needs its key"));
+            }
+        }
+    }
+}
+
 fn check_addr(p: &mut Vec<String>, at: &str, addr: &str) {
     if addr.parse::<SocketAddr>().is_err() {
         p.push(format!("{at}: {addr:?} is not an IP:port address"));
@@ -560,8 +690,64 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_is_valid() {
-        assert_eq!(SwitchConfig::default().validate(), Vec::<String>::new());
+    fn default_needs_only_an_acquirer() {
+        let p = SwitchConfig::default().validate();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("no [[acquirer]] may use this listener"), "{p:?}");
+    }
+
+    #[test]
+    fn acquirer_registry_is_checked() {
+        let text = r#"
+            [[listener]]
+            name = "pos"
+            listen = "0.0.0.0:5000"
+            [[listener]]
+            name = "tls"
+            listen = "127.0.0.1:5001"
+            [[acquirer]]
+            id = "40A001"
+            listeners = ["pos", "nope"]
+            source = ["10.0.0.0/40"]
+            require_mac = true
+            [[acquirer.terminal]]
+            tid = "TERMINAL-TOO-LONG"
+            mid = "M1"
+            [[acquirer]]
+            id = "400002"
+            listeners = ["tls"]
+            client_cert_sha256 = ["abcd"]
+            [[acquirer.terminal]]
+            tid = "T1"
+            mid = "M1"
+        "#;
+        let p = SwitchConfig::from_toml(text).unwrap().validate().join("\n");
+        for needle in [
+            "is not a loopback address and the listener has no TLS",
+            "acquirer[0] (40A001).id: expected 1 to 11 digits",
+            "no listener named \"nope\"",
+            "prefix length must be 0 to 32",
+            "terminal[0].tid: expected 1 to 8 characters",
+            "terminal[0].mac: the acquirer requires MACs",
+            "client_cert_sha256: expected 64 hex digits",
+            "listener tls has no mutual TLS",
+        ] {
+            assert!(p.contains(needle), "missing {needle:?} in:\n{p}");
+        }
+        let ok = r#"
+            [[listener]]
+            name = "pos"
+            listen = "0.0.0.0:5000"
+            insecure_plaintext = true
+            [[acquirer]]
+            id = "400001"
+            listeners = ["pos"]
+            source = ["10.0.0.0/8"]
+            [[acquirer.terminal]]
+            tid = "T1"
+            mid = "M1"
+        "#;
+        assert_eq!(SwitchConfig::from_toml(ok).unwrap().validate(), Vec::<String>::new());
     }
 
     #[test]
@@ -571,7 +757,6 @@ mod tests {
             name = "pos"
             listen = "nowhere"
             framing = "3-bytes"
-            acquirer_id = "12ab"
             [[issuer]]
             name = "a"
             [[route]]
@@ -584,7 +769,7 @@ mod tests {
         for needle in [
             "listen: \"nowhere\"",
             "framing: expected",
-            "acquirer_id",
+            "no [[acquirer]] may use this listener",
             "connect: at least one",
             "no issuer named \"b\"",
         ] {

@@ -3,23 +3,31 @@
 //! second authorization. A duplicate that arrives while the original is still in flight waits for
 //! the original's answer.
 //!
-//! The cache is sharded (no global lock on the hot path), bounded in time (entries expire after
-//! `ttl`) and in size (per shard, the oldest entries go first).
+//! The cache is sharded (no global lock on the hot path; the shard comes from a hash keyed at
+//! random per process, so no sender can aim every request at one shard), bounded in time
+//! (entries expire after `ttl`) and in size (per shard, the oldest entries go first).
+//!
+//! A repeat is answered from the cache only when it is the same transaction: the same acquirer
+//! (proven by its connection), terminal, STAN, DE 7, and the same card, amount and currency as
+//! the original. Anything else with the same identifiers is a different transaction reusing them
+//! and gets [`Seen::Mismatch`] (94); the cached answer never leaves for it.
 
-use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 const SHARDS: usize = 64;
 
-/// Identity of a transmission: terminal ID (DE 41), STAN (DE 11), transmission date-time (DE 7),
-/// and the request MTI (a 0100 and a 0400 with the same STAN are different transmissions).
+/// Identity of a transmission: the acquirer its connection proved to be, terminal ID (DE 41),
+/// STAN (DE 11), transmission date-time (DE 7), and the request MTI (a 0100 and a 0400 with the
+/// same STAN are different transmissions).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TransmissionKey {
+    pub acquirer: Arc<str>,
     pub mti: [u8; 4],
     pub terminal_id: Bytes,
     pub stan: Bytes,
@@ -35,7 +43,14 @@ pub enum Seen {
     Answered(Bytes),
     /// The original is still being processed: await its answer.
     InFlight(watch::Receiver<Option<Bytes>>),
+    /// The identifiers of a known transmission with another card, amount or currency.
+    Mismatch,
 }
+
+/// What a repeat must have in common with its original besides the key: DE 2, DE 4 and DE 49
+/// as carried, hashed under the cache's random key (no PAN is kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Content(u64);
 
 enum State {
     InFlight(watch::Sender<Option<Bytes>>),
@@ -43,12 +58,13 @@ enum State {
 }
 
 struct Shard {
-    map: HashMap<TransmissionKey, (u64, State)>,
+    map: HashMap<TransmissionKey, (u64, Content, State)>,
     order: VecDeque<(u64, TransmissionKey)>,
 }
 
 pub struct DuplicateCache {
     shards: Vec<Mutex<Shard>>,
+    hasher: RandomState,
     ttl_ms: u64,
     max_per_shard: usize,
 }
@@ -59,51 +75,49 @@ impl DuplicateCache {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(Shard { map: HashMap::new(), order: VecDeque::new() }))
                 .collect(),
+            hasher: RandomState::new(),
             ttl_ms,
             max_per_shard: (max_entries / SHARDS).max(1),
         }
     }
 
+    /// The content digest of a request's DE 2, DE 4 and DE 49.
+    pub fn content(&self, pan: Option<&[u8]>, amount: Option<&[u8]>, currency: Option<&[u8]>) -> Content {
+        Content(self.hasher.hash_one((pan, amount, currency)))
+    }
+
     fn shard(&self, key: &TransmissionKey) -> std::sync::MutexGuard<'_, Shard> {
-        let mut h = DefaultHasher::new();
+        let mut h = self.hasher.build_hasher();
         key.hash(&mut h);
-        let i = (h.finish() as usize) % SHARDS;
+        let i = (std::hash::Hasher::finish(&h) as usize) % SHARDS;
         // A poisoned shard only means another thread panicked mid-update of a cache; the map is
         // still structurally sound, so keep serving.
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Looks the transmission up, registering it as in flight when it is new.
-    pub fn check(&self, key: &TransmissionKey, now_ms: u64) -> Seen {
+    pub fn check(&self, key: &TransmissionKey, content: Content, now_ms: u64) -> Seen {
         let mut shard = self.shard(key);
         Self::expire(&mut shard, now_ms, self.ttl_ms, self.max_per_shard);
         match shard.map.entry(key.clone()) {
-            Entry::Occupied(e) => match &e.get().1 {
+            Entry::Occupied(e) if e.get().1 != content => Seen::Mismatch,
+            Entry::Occupied(e) => match &e.get().2 {
                 State::Answered(b) => Seen::Answered(b.clone()),
                 State::InFlight(tx) => Seen::InFlight(tx.subscribe()),
             },
             Entry::Vacant(v) => {
                 let (tx, _rx) = watch::channel(None);
-                v.insert((now_ms, State::InFlight(tx)));
+                v.insert((now_ms, content, State::InFlight(tx)));
                 shard.order.push_back((now_ms, key.clone()));
                 Seen::New
             }
         }
     }
 
-    /// The answer given to a transmission, if it is known and answered (a reversal looks up its
-    /// original this way).
-    pub fn answered(&self, key: &TransmissionKey) -> Option<Bytes> {
-        match self.shard(key).map.get(key) {
-            Some((_, State::Answered(b))) => Some(b.clone()),
-            _ => None,
-        }
-    }
-
     /// Records the answer of a transmission and wakes any duplicate waiting for it.
     pub fn complete(&self, key: &TransmissionKey, answer: Bytes) {
         let mut shard = self.shard(key);
-        if let Some((_, state)) = shard.map.get_mut(key) {
+        if let Some((_, _, state)) = shard.map.get_mut(key) {
             if let State::InFlight(tx) = state {
                 tx.send_replace(Some(answer.clone()));
             }
@@ -125,7 +139,7 @@ impl DuplicateCache {
                 break;
             }
             if let Some((at, key)) = shard.order.pop_front()
-                && shard.map.get(&key).is_some_and(|(entry_at, _)| *entry_at == at)
+                && shard.map.get(&key).is_some_and(|(entry_at, _, _)| *entry_at == at)
             {
                 // The map entry is the one this order record describes (not a newer re-use).
                 shard.map.remove(&key);
@@ -140,6 +154,7 @@ mod tests {
 
     fn key(stan: &str) -> TransmissionKey {
         TransmissionKey {
+            acquirer: Arc::from("400001"),
             mti: *b"0100",
             terminal_id: Bytes::from_static(b"TERM0001"),
             stan: Bytes::copy_from_slice(stan.as_bytes()),
@@ -147,23 +162,50 @@ mod tests {
         }
     }
 
+    fn same(c: &DuplicateCache) -> Content {
+        c.content(Some(b"4761730000000011"), Some(b"000000001000"), Some(b"978"))
+    }
+
     #[test]
     fn second_transmission_gets_the_first_answer() {
         let c = DuplicateCache::new(60_000, 10_000);
-        assert!(matches!(c.check(&key("000001"), 0), Seen::New));
+        assert!(matches!(c.check(&key("000001"), same(&c), 0), Seen::New));
         c.complete(&key("000001"), Bytes::from_static(b"answer"));
-        match c.check(&key("000001"), 10) {
+        match c.check(&key("000001"), same(&c), 10) {
             Seen::Answered(b) => assert_eq!(&b[..], b"answer"),
             _ => panic!("expected the original answer"),
         }
-        assert!(matches!(c.check(&key("000002"), 10), Seen::New));
+        assert!(matches!(c.check(&key("000002"), same(&c), 10), Seen::New));
+    }
+
+    #[test]
+    fn a_repeat_with_other_content_or_from_another_acquirer_is_not_the_original() {
+        let c = DuplicateCache::new(60_000, 10_000);
+        assert!(matches!(c.check(&key("000001"), same(&c), 0), Seen::New));
+        c.complete(&key("000001"), Bytes::from_static(b"answer"));
+        for other in [
+            c.content(Some(b"4761730000000029"), Some(b"000000001000"), Some(b"978")),
+            c.content(Some(b"4761730000000011"), Some(b"000000001001"), Some(b"978")),
+            c.content(Some(b"4761730000000011"), Some(b"000000001000"), Some(b"840")),
+            c.content(None, None, None),
+        ] {
+            assert!(matches!(c.check(&key("000001"), other, 1), Seen::Mismatch));
+        }
+        let mut elsewhere = key("000001");
+        elsewhere.acquirer = Arc::from("400002");
+        assert!(matches!(c.check(&elsewhere, same(&c), 1), Seen::New), "another acquirer's own transaction");
+        // Two caches hash differently: the shard key is random per process.
+        let d = DuplicateCache::new(60_000, 10_000);
+        assert_ne!(same(&c), same(&d));
     }
 
     #[tokio::test]
     async fn duplicate_in_flight_waits_for_the_original() {
         let c = std::sync::Arc::new(DuplicateCache::new(60_000, 10_000));
-        assert!(matches!(c.check(&key("000001"), 0), Seen::New));
-        let Seen::InFlight(mut rx) = c.check(&key("000001"), 1) else { panic!("expected in flight") };
+        assert!(matches!(c.check(&key("000001"), same(&c), 0), Seen::New));
+        let Seen::InFlight(mut rx) = c.check(&key("000001"), same(&c), 1) else {
+            panic!("expected in flight")
+        };
         let c2 = c.clone();
         tokio::spawn(async move { c2.complete(&key("000001"), Bytes::from_static(b"late answer")) });
         let answer = rx.wait_for(|a| a.is_some()).await.unwrap().clone();
@@ -173,11 +215,11 @@ mod tests {
     #[test]
     fn entries_expire_and_abandon_forgets() {
         let c = DuplicateCache::new(1_000, 10_000);
-        assert!(matches!(c.check(&key("1"), 0), Seen::New));
+        assert!(matches!(c.check(&key("1"), same(&c), 0), Seen::New));
         c.complete(&key("1"), Bytes::from_static(b"a"));
-        assert!(matches!(c.check(&key("1"), 2_000), Seen::New), "expired entry is new again");
+        assert!(matches!(c.check(&key("1"), same(&c), 2_000), Seen::New), "expired entry is new again");
         c.abandon(&key("1"));
-        assert!(matches!(c.check(&key("1"), 2_001), Seen::New));
+        assert!(matches!(c.check(&key("1"), same(&c), 2_001), Seen::New));
     }
 
     #[test]
@@ -185,7 +227,7 @@ mod tests {
         let c = DuplicateCache::new(u64::MAX, SHARDS * 2);
         for i in 0..10_000 {
             let k = key(&format!("{i:06}"));
-            assert!(matches!(c.check(&k, i), Seen::New));
+            assert!(matches!(c.check(&k, same(&c), i), Seen::New));
             c.complete(&k, Bytes::new());
         }
         let total: usize = c.shards.iter().map(|s| s.lock().unwrap().map.len()).sum();

@@ -16,6 +16,9 @@ pub struct TokenContext {
     pub arpc_imk: Option<String>,
     /// The acquirer's request as it came (the token's chip data), for that ARPC.
     pub original: Option<Box<codecs::iso8583::Message>>,
+    /// The ATC of the token cryptogram that was verified: the pipeline accepts it once, in the
+    /// token's durable ATC window.
+    pub atc: Option<u16>,
 }
 
 /// A refusal by the detokenize stage: the response code to answer with.

@@ -298,7 +298,8 @@ impl IssuerPool {
                 if !msg.mti().is_response() {
                     // The issuer's own network management (echo, sign-on): answered here.
                     if msg.mti().class() == 8 {
-                        let mut rsp = wire::answer(&msg, "00");
+                        let mut rsp =
+                            crate::pipeline::respond::answer(&msg, codecs::iso8583::ResponseCode::APPROVED);
                         if let Some(m) = &mac {
                             let _ = m.sign(&mut rsp);
                         }

@@ -234,7 +234,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(unix)]
-async fn wait_for_signals(running: &node::RunningNode, hsm: &crypto::hsm::SoftHsm, config: &Path) {
+async fn wait_for_signals(running: &node::RunningNode, hsm: &Arc<crypto::hsm::SoftHsm>, config: &Path) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -252,13 +252,14 @@ async fn wait_for_signals(running: &node::RunningNode, hsm: &crypto::hsm::SoftHs
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_running: &node::RunningNode, _hsm: &crypto::hsm::SoftHsm, _config: &Path) {
+async fn wait_for_signals(_running: &node::RunningNode, _hsm: &Arc<crypto::hsm::SoftHsm>, _config: &Path) {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// SIGHUP: routes, stand-in limits and the keystore are read again and swapped in; connections
-/// and requests in flight carry on. A file that does not load leaves everything as it was.
-fn reload(running: &node::RunningNode, hsm: &crypto::hsm::SoftHsm, config: &Path) {
+/// SIGHUP: routes, stand-in limits, the acquirer registry and the keystore are read again and
+/// swapped in; connections and requests in flight carry on. A file that does not load leaves
+/// everything as it was.
+fn reload(running: &node::RunningNode, hsm: &Arc<crypto::hsm::SoftHsm>, config: &Path) {
     let cfg = match load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -291,14 +292,33 @@ fn reload(running: &node::RunningNode, hsm: &crypto::hsm::SoftHsm, config: &Path
             return;
         }
     };
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        tracing::error!(problems = %problems.join("; "), "reload refused: configuration invalid; the running one stays");
+        return;
+    }
     hsm.replace_keystore(keystore);
+    let as_hsm: Arc<dyn crypto::hsm::Hsm> = hsm.clone();
+    let registry = match node::registry(&cfg, &as_hsm) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "reload: acquirer registry refused; the running one stays");
+            return;
+        }
+    };
+    let pipeline = &running.engine.pipeline;
     for ic in &cfg.issuers {
-        if let Some(h) = running.engine.issuers.get(ic.name.as_str()) {
-            h.stand_in.set_rules(ic.stand_in.clone());
+        if let Some(r) = pipeline.issuers.get(ic.name.as_str()) {
+            r.stand_in.set_rules(ic.stand_in.clone());
         }
     }
-    *running.engine.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
-    tracing::info!(routes = cfg.routes.len(), "configuration reloaded: routes, stand-in limits, keystore");
+    *pipeline.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    *pipeline.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+    tracing::info!(
+        routes = cfg.routes.len(),
+        acquirers = cfg.acquirers.len(),
+        "configuration reloaded: routes, stand-in limits, acquirer registry, keystore"
+    );
 }
 
 /// The vault's sealer: the current data key and the older versions still readable.

@@ -30,10 +30,13 @@ use crate::issuer::{IssuerPool, LinkSettings};
 use crate::journal::JournalWriter;
 use crate::macing::LinkMac;
 use crate::metrics::Metrics;
+use crate::pipeline::{IssuerRules, Pipeline};
+use crate::registry::Registry;
 use crate::route::RouteTable;
 use crate::saf::{RetryPolicy, SafQueue};
 use crate::seal::Sealer;
 use crate::standin::StandIn;
+use crate::state::{StateBook, StateWriter};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
@@ -70,6 +73,7 @@ pub struct RunningNode {
     tasks: TaskTracker,
     background: TaskTracker,
     journal: Option<JournalWriter>,
+    state_writer: Option<StateWriter>,
     grace: Duration,
 }
 
@@ -96,6 +100,11 @@ fn link_mac(
     Ok(Some(LinkMac { hsm: hsm.clone(), key: c.key.clone(), alg }))
 }
 
+/// The acquirer registry of `cfg`, every terminal MAC key checked in the HSM.
+pub fn registry(cfg: &SwitchConfig, hsm: &Arc<dyn crypto::hsm::Hsm>) -> Result<Registry> {
+    Registry::new(&cfg.acquirers, |m| link_mac(Some(m), hsm)?.ok_or_else(|| config_err("terminal MAC")))
+}
+
 /// Starts a node. Listeners bind before this returns (port 0 takes one from the OS).
 pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
     let problems = cfg.validate();
@@ -119,6 +128,8 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         Error::new(ErrorKind::Store, "store", format!("cannot create {}: {e}", data_dir.display()))
     })?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("switch.db"))?);
+    let (state, state_writer) = StateBook::open(store.clone(), 1 << 20)?;
+    let registry = registry(&cfg, &parts.hsm)?;
     let metrics = Arc::new(Metrics::new(&cfg.node.name));
     let fp_key = parts.keys.fingerprint.clone();
     let (journal_writer, journal) = JournalWriter::start(
@@ -127,7 +138,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         cfg.journal.batch_size as usize,
         Duration::from_millis(cfg.journal.flush_interval_ms),
         cfg.journal.queue_capacity as usize,
-        Arc::new(move |pan: &str| crate::engine::pan_fingerprint(&fp_key, pan)),
+        Arc::new(move |pan: &str| crate::pipeline::pan_fingerprint(&fp_key, pan)),
     );
     let sealer = Arc::new(Sealer::new(1, &parts.keys.saf_seal)?);
     let stop_all = CancellationToken::new();
@@ -143,6 +154,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
     };
 
     let mut issuers = HashMap::new();
+    let mut rules = HashMap::new();
     let mut saf_starts = Vec::new();
     for ic in &cfg.issuers {
         let name: Arc<str> = Arc::from(ic.name.as_str());
@@ -165,34 +177,42 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         let saf = Arc::new(SafQueue::new(store.clone(), sealer.clone(), policy, ic.name.clone()));
         let wake = Arc::new(tokio::sync::Notify::new());
         saf_starts.push((pool.clone(), saf.clone(), wake.clone(), name.clone()));
-        issuers.insert(
-            name,
-            IssuerHandle {
-                pool,
+        rules.insert(
+            name.clone(),
+            IssuerRules {
+                name: name.clone(),
+                spec: pool.spec().clone(),
                 zpk: ic.zpk.clone(),
                 imk_ac: ic.imk_ac.clone(),
+                atc_window: ic.atc_window,
                 stand_in: StandIn::new(ic.stand_in.clone()),
-                saf,
-                saf_wake: wake,
             },
         );
+        issuers.insert(name, IssuerHandle { link: pool, saf, saf_wake: wake });
     }
     let routes = RouteTable::new(cfg.routes.iter().map(|r| (r.prefix.as_str(), r.issuer.as_str())))
         .map_err(|e| config_err(e.to_string()))?;
     let engine = Arc::new(Engine {
-        routes: RwLock::new(Arc::new(routes)),
+        pipeline: Pipeline {
+            registry: RwLock::new(Arc::new(registry)),
+            routes: RwLock::new(Arc::new(routes)),
+            issuers: rules,
+            dedupe: DuplicateCache::new(10 * 60 * 1000, 1 << 20),
+            state: state.clone(),
+            detokenizer: parts.detokenizer.clone(),
+            hsm: parts.hsm.clone(),
+            entropy: parts.entropy.clone(),
+            fingerprint_key: parts.keys.fingerprint,
+        },
         issuers,
-        dedupe: DuplicateCache::new(10 * 60 * 1000, 1 << 20),
         journal,
         metrics: metrics.clone(),
         clock: parts.clock.clone(),
         entropy: parts.entropy.clone(),
-        detokenizer: parts.detokenizer.clone(),
-        hsm: parts.hsm.clone(),
-        fingerprint_key: parts.keys.fingerprint,
     });
+    drop(state);
     for (pool, saf, wake, name) in saf_starts {
-        let e = engine.clone();
+        let book = engine.pipeline.state.clone();
         let reset_name = name.clone();
         let worker = engine::SafWorker {
             issuer: pool,
@@ -202,11 +222,8 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
             entropy: parts.entropy.clone(),
             metrics: metrics.clone(),
         };
-        let reset = move || {
-            if let Some(h) = e.issuers.get(&reset_name) {
-                h.stand_in.reset();
-            }
-        };
+        // The issuer has the advices: its cards' stand-in totals start again.
+        let reset = move || book.reset_stand_in(&reset_name);
         background.spawn(engine::saf_worker(worker, reset, stop_all.clone()));
     }
 
@@ -218,6 +235,9 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         .then(|| Arc::new(crate::certify::CertificationLog::new(200)));
     let mut bound = Vec::new();
     for lc in &cfg.listeners {
+        if lc.tls.is_none() && lc.insecure_plaintext {
+            tracing::warn!(listener = %lc.name, listen = %lc.listen, "listener without TLS (insecure_plaintext): card data crosses the network in clear");
+        }
         let listener = TcpListener::bind(&lc.listen)
             .await
             .map_err(|e| config_err(format!("listener {}: cannot bind {}: {e}", lc.name, lc.listen)))?;
@@ -226,7 +246,6 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
             ctx: Arc::new(ListenerCtx {
                 name: Arc::from(lc.name.as_str()),
                 spec: spec(&lc.spec, &base)?,
-                acquirer_id: lc.acquirer_id.clone(),
                 bdk: lc.bdk.clone(),
             }),
             framing: framing(&lc.framing)?,
@@ -271,6 +290,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         tasks,
         background,
         journal: Some(journal_writer),
+        state_writer: Some(state_writer),
         grace: Duration::from_millis(cfg.node.shutdown_grace_ms),
     })
 }
@@ -296,6 +316,13 @@ impl RunningNode {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.background.wait()).await;
         let engine = self.engine;
         drop(engine);
+        if let Some(w) = self.state_writer.take() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::task::spawn_blocking(move || w.finish()),
+            )
+            .await;
+        }
         if let Some(j) = self.journal.take() {
             // The writer stops once every handle is gone; the engine held the last ones.
             let _ = tokio::time::timeout(

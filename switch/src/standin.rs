@@ -2,12 +2,12 @@
 //! limits the issuer agreed to, records each approval, and sends it to the issuer as an 0120
 //! advice through store-and-forward when the issuer returns.
 //!
-//! The decision is a pure function of the rules, the request and the card's running stand-in
-//! total; the caller has already verified the cryptogram (a request that fails verification never
-//! reaches stand-in). Cards are tracked by their keyed PAN fingerprint, never the PAN.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! Stand-in approves only what the switch itself could verify: a chip card whose issuer key it
+//! holds (or a token whose cryptogram the token service verified), with the cryptogram verified
+//! and its ATC accepted once in the durable window. Anything else is declined 91, as if the issuer
+//! were asked. The decision is a function of the rules, the request and the card's running
+//! stand-in total, which the caller keeps durably (`state::StateBook`), by the card's keyed PAN
+//! fingerprint, never the PAN.
 
 use crate::config::StandInConfig;
 
@@ -21,8 +21,8 @@ pub struct StandInRequest<'a> {
     pub currency: &'a str,
     /// The request carried a PIN (stand-in cannot verify PINs without the issuer's PVK).
     pub has_pin: bool,
-    /// Keyed fingerprint of the PAN.
-    pub card_fingerprint: &'a str,
+    /// The switch verified the cryptogram (and accepted its ATC) of this request.
+    pub verified: bool,
 }
 
 /// The stand-in decision and its DE 39.
@@ -43,19 +43,23 @@ impl StandInDecision {
 
 pub struct StandIn {
     rules: std::sync::RwLock<StandInConfig>,
-    totals: Mutex<HashMap<String, u64>>,
 }
 
 impl StandIn {
     pub fn new(rules: StandInConfig) -> Self {
-        StandIn { rules: std::sync::RwLock::new(rules), totals: Mutex::new(HashMap::new()) }
+        StandIn { rules: std::sync::RwLock::new(rules) }
     }
 
-    /// Decides, and on approval adds the amount to the card's running total.
-    pub fn decide(&self, req: &StandInRequest<'_>) -> StandInDecision {
+    /// Decides; `reserve(amount, max_total)` adds the amount to the card's running total when the
+    /// total stays within `max_total` and says whether it did (called last, only for an approval).
+    pub fn decide(
+        &self,
+        req: &StandInRequest<'_>,
+        reserve: impl FnOnce(u64, u64) -> bool,
+    ) -> StandInDecision {
         let r = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
         let r = &r;
-        if !r.enabled {
+        if !r.enabled || !req.verified {
             return StandInDecision::Decline("91");
         }
         let tx_type = req.processing_code.get(..2).unwrap_or("");
@@ -71,24 +75,15 @@ impl StandIn {
         if req.amount_minor == 0 || req.amount_minor > r.max_amount_minor {
             return StandInDecision::Decline(if req.amount_minor == 0 { "13" } else { "91" });
         }
-        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
-        let total = totals.entry(req.card_fingerprint.to_string()).or_insert(0);
-        let new_total = total.saturating_add(req.amount_minor);
-        if new_total > r.max_total_per_card_minor {
+        if !reserve(req.amount_minor, r.max_total_per_card_minor) {
             return StandInDecision::Decline("91");
         }
-        *total = new_total;
         StandInDecision::Approve
     }
 
     /// New rules (a configuration reload); running totals are kept.
     pub fn set_rules(&self, rules: StandInConfig) {
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
-    }
-
-    /// The issuer is back and has the advices: running totals start again.
-    pub fn reset(&self) {
-        self.totals.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -112,36 +107,56 @@ mod tests {
             amount_minor: amount,
             currency: "901",
             has_pin: false,
-            card_fingerprint: "fp1",
+            verified: true,
+        }
+    }
+
+    /// A running total in a cell, as the state book keeps it.
+    fn totals(total: &std::cell::Cell<u64>) -> impl FnOnce(u64, u64) -> bool + '_ {
+        move |amount, max| {
+            let new = total.get() + amount;
+            (new <= max).then(|| total.set(new)).is_some()
         }
     }
 
     #[test]
     fn approves_under_limits_and_tracks_the_card_total() {
         let s = StandIn::new(rules());
-        assert_eq!(s.decide(&req(10_000)), StandInDecision::Approve);
-        assert_eq!(s.decide(&req(6_000)), StandInDecision::Decline("91"), "over the per-card total");
-        assert_eq!(s.decide(&req(5_000)), StandInDecision::Approve);
+        let fp1 = std::cell::Cell::new(0);
+        assert_eq!(s.decide(&req(10_000), totals(&fp1)), StandInDecision::Approve);
         assert_eq!(
-            s.decide(&StandInRequest { card_fingerprint: "fp2", ..req(10_000) }),
-            StandInDecision::Approve
+            s.decide(&req(6_000), totals(&fp1)),
+            StandInDecision::Decline("91"),
+            "over the per-card total"
         );
-        s.reset();
-        assert_eq!(s.decide(&req(10_000)), StandInDecision::Approve);
+        assert_eq!(s.decide(&req(5_000), totals(&fp1)), StandInDecision::Approve);
+        assert_eq!(fp1.get(), 15_000);
     }
 
     #[test]
-    fn declines_outside_the_rules() {
+    fn declines_outside_the_rules_and_what_it_could_not_verify() {
         let s = StandIn::new(rules());
-        assert_eq!(s.decide(&req(10_001)), StandInDecision::Decline("91"));
-        assert_eq!(s.decide(&req(0)), StandInDecision::Decline("13"));
-        assert_eq!(s.decide(&StandInRequest { currency: "840", ..req(100) }), StandInDecision::Decline("91"));
+        let t = std::cell::Cell::new(0);
+        assert_eq!(s.decide(&req(10_001), totals(&t)), StandInDecision::Decline("91"));
+        assert_eq!(s.decide(&req(0), totals(&t)), StandInDecision::Decline("13"));
         assert_eq!(
-            s.decide(&StandInRequest { processing_code: "013000", ..req(100) }),
+            s.decide(&StandInRequest { currency: "840", ..req(100) }, totals(&t)),
             StandInDecision::Decline("91")
         );
-        assert_eq!(s.decide(&StandInRequest { has_pin: true, ..req(100) }), StandInDecision::Decline("91"));
+        assert_eq!(
+            s.decide(&StandInRequest { processing_code: "013000", ..req(100) }, totals(&t)),
+            StandInDecision::Decline("91")
+        );
+        assert_eq!(
+            s.decide(&StandInRequest { has_pin: true, ..req(100) }, totals(&t)),
+            StandInDecision::Decline("91")
+        );
+        assert_eq!(
+            s.decide(&StandInRequest { verified: false, ..req(100) }, totals(&t)),
+            StandInDecision::Decline("91")
+        );
         let off = StandIn::new(StandInConfig { enabled: false, ..rules() });
-        assert_eq!(off.decide(&req(100)), StandInDecision::Decline("91"));
+        assert_eq!(off.decide(&req(100), totals(&t)), StandInDecision::Decline("91"));
+        assert_eq!(t.get(), 0, "no refusal adds to the total");
     }
 }

@@ -6,12 +6,8 @@
 use bytes::Bytes;
 use codecs::iso8583::{Message, Mti};
 
-use crate::dedupe::TransmissionKey;
 use crate::pending::MatchKey;
 use crate::store::{Direction, JournalRow};
-
-/// Elements an answer carries back from its request (ISO 8583:1987 §4.4 "mandatory echo").
-const ECHO: [u16; 18] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 32, 37, 41, 42, 49, 70, 90, 95];
 
 /// Elements a reversal or advice repeats from its original.
 const ORIGINAL: [u16; 19] = [2, 3, 4, 7, 11, 12, 13, 14, 18, 22, 23, 25, 32, 35, 37, 41, 42, 43, 49];
@@ -31,32 +27,10 @@ pub fn match_key(msg: &Message) -> Option<MatchKey> {
     })
 }
 
-/// The duplicate-transmission identity: MTI, DE 41, DE 11, DE 7 — all required.
-pub fn transmission_key(msg: &Message) -> Option<TransmissionKey> {
-    Some(TransmissionKey {
-        mti: *msg.mti().digits(),
-        terminal_id: raw(msg, 41)?.clone(),
-        stan: raw(msg, 11)?.clone(),
-        transmitted_at: raw(msg, 7)?.clone(),
-    })
-}
-
 /// The key that ties reversals and advices to their original: DE 41 | DE 11 | DE 7 | DE 37.
 pub fn original_key(msg: &Message) -> String {
     let t = |de| msg.text(de).map(|c| c.into_owned()).unwrap_or_default();
     format!("{}|{}|{}|{}", t(41), t(11), t(7), t(37))
-}
-
-/// An answer to `req` with DE 39 = `rc`: the response MTI and the echoed elements.
-pub fn answer(req: &Message, rc: &str) -> Message {
-    let mti = req.mti().response().unwrap_or(req.mti());
-    let mut rsp = Message::new(req.spec().clone(), mti);
-    for de in ECHO {
-        let _ = rsp.copy_from(req, de);
-    }
-    // DE 39 is an2 in every spec we ship; a custom spec without it gets no DE 39.
-    let _ = rsp.set_text(39, rc);
-    rsp
 }
 
 /// DE 90 for a reversal of `orig`: original MTI (4), STAN (6), transmission date-time (10),
@@ -85,13 +59,6 @@ pub fn reversal_for(orig: &Message, rc: &str) -> Message {
     let mut m = derived(orig, Mti::REVERSAL_ADVICE, rc);
     let _ = m.set_text(90, &original_data_elements(orig));
     m
-}
-
-/// Copies the issuer's decision elements into the answer for the acquirer.
-pub fn take_decision(rsp: &mut Message, issuer: &Message) {
-    for de in [38u16, 39, 44, 54, 55, 95] {
-        let _ = rsp.copy_from(issuer, de);
-    }
 }
 
 /// The journal row of `msg` (masked; the fingerprint is computed by the caller's keyed function).
@@ -144,21 +111,4 @@ pub fn translate(msg: &Message, to: &std::sync::Arc<codecs::iso8583::Spec>) -> c
         out.copy_from(msg, f.de)?;
     }
     Ok(out)
-}
-
-/// The transmission identity of the original a reversal or advice refers to, from its DE 90
-/// (original MTI, STAN, transmission date-time) and DE 41.
-pub fn original_transmission(reversal: &Message) -> Option<TransmissionKey> {
-    let de90 = reversal.text(90)?;
-    let b = de90.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let mti: [u8; 4] = b[..4].try_into().ok()?;
-    Some(TransmissionKey {
-        mti,
-        terminal_id: raw(reversal, 41)?.clone(),
-        stan: Bytes::copy_from_slice(&b[4..10]),
-        transmitted_at: Bytes::copy_from_slice(&b[10..20]),
-    })
 }

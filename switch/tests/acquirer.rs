@@ -7,7 +7,7 @@
 mod common;
 
 use codecs::framing::FramingKind;
-use common::{Client, echo, http_get, purchase, start};
+use common::{Client, echo, http_get, purchase, start_with_imk as start};
 
 fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -47,6 +47,7 @@ name = "issuer-a"
 connect = ["127.0.0.1:{port}"]
 connections = 1
 timeout_ms = 500
+imk_ac = "issuer-a.imk-ac"     # the switch verifies the card's ARQC: stand-in may approve it
 
 [issuer.stand_in]
 enabled = true
@@ -197,8 +198,10 @@ async fn sighup_reloads_limits_and_routes_without_dropping_the_connection() {
     assert_eq!(c.call(&purchase("network", 1, 15_000)).await.text(39).as_deref(), Some("91"));
 
     // Raise the stand-in limit and route another BIN; reload with SIGHUP.
-    let raised = cfg.replace("max_amount_minor = 10000", "max_amount_minor = 20000")
-        + "\n[[route]]\nprefix = \"411111\"\nissuer = \"issuer-a\"\n";
+    let raised = common::with_test_acquirer(
+        &(cfg.replace("max_amount_minor = 10000", "max_amount_minor = 20000")
+            + "\n[[route]]\nprefix = \"411111\"\nissuer = \"issuer-a\"\n"),
+    );
     std::fs::write(sw.dir.path().join("switch.toml"), raised).expect("rewrite config");
     let pid = sw.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());

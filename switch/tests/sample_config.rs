@@ -23,7 +23,7 @@ fn check_config_accepts_the_sample_and_lists_every_problem_of_a_bad_one() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "[[listener]]\nname = \"a\"\nlisten = \"nowhere\"\nspec = \"nope\"\nframing = \"3-bytes\"\nacquirer_id = \"12AB\"\n",
+        "[[listener]]\nname = \"a\"\nlisten = \"nowhere\"\nspec = \"nope\"\nframing = \"3-bytes\"\n",
     )
     .unwrap();
     let out = std::process::Command::new(bin)
@@ -32,7 +32,7 @@ fn check_config_accepts_the_sample_and_lists_every_problem_of_a_bad_one() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["listen", "framing", "acquirer_id", "nope"] {
+    for needle in ["listen", "framing", "no [[acquirer]]", "nope"] {
         assert!(err.contains(needle), "{needle} not reported: {err}");
     }
 }

@@ -121,9 +121,10 @@ async fn mutual_tls_on_listener_and_issuer_link() {
     // behind it so that it authorizes in stand-in.
     let dir_b = tempfile::tempdir().expect("tempdir");
     pki(dir_b.path());
+    common::add_test_imk(dir_b.path());
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let b_issuer = format!(
-        "[[issuer]]\nname = \"nowhere\"\nconnect = [\"127.0.0.1:{dead}\"]\nconnections = 1\ntimeout_ms = 300\n[issuer.stand_in]\nenabled = true\nmax_amount_minor = 50000\ncurrency = \"978\"\nmax_total_per_card_minor = 100000\ntransaction_types = [\"00\"]\n[[route]]\nprefix = \"4\"\nissuer = \"nowhere\"\n"
+        "[[issuer]]\nname = \"nowhere\"\nconnect = [\"127.0.0.1:{dead}\"]\nconnections = 1\ntimeout_ms = 300\nimk_ac = \"issuer-a.imk-ac\"\n[issuer.stand_in]\nenabled = true\nmax_amount_minor = 50000\ncurrency = \"978\"\nmax_total_per_card_minor = 100000\ntransaction_types = [\"00\"]\n[[route]]\nprefix = \"4\"\nissuer = \"nowhere\"\n"
     );
     let b = start_in(dir_b, &node_config(MTLS, &b_issuer));
     let b_addr = b.addr("acquirer");

@@ -24,6 +24,9 @@ use crypto::pin::{Pin, PinBlockFormat};
 use crate::error::{Error, Result};
 use crate::load::{self, Prepared, RequestSource};
 use crate::ports::AtmTerminal;
+
+/// DE 42 of the test network's ATMs (atm-sim's acceptor ID), as they are registered.
+pub const ATM_ACCEPTOR_ID: &str = "PAYNETATM000001";
 use crate::pos::{TestCard, Tx, chip_request};
 
 /// What a request of the mix is.
@@ -311,6 +314,8 @@ impl Traffic {
                 && let Some(a) = atms.get_mut(atm_index)
             {
                 m.set_mti(Mti::FINANCIAL_REQUEST);
+                // The test ATMs are registered with the ATMs' acceptor ID (ports file `terminals`).
+                m.set_text(42, ATM_ACCEPTOR_ID).map_err(|e| Error::invalid("DE 42", e.to_string()))?;
                 pin_block(&mut m, a, card)?;
             }
             let bytes = m.encode().map_err(|e| Error::invalid("request", e.to_string()))?;

@@ -179,13 +179,17 @@ fn iso87(name: &str, ascii: bool) -> Spec {
 }
 
 /// The paynet network spec (docs/network-spec.md): the `iso87binary` layout with the elements the
-/// network gives a meaning of its own — DE 53 the DUKPT key serial number (binary, LL, up to 48
-/// bytes: a 10-byte TDES or 12-byte AES KSN with room to spare), DE 55 ICC data up to 999 bytes
-/// (token cryptogram data is longer than a card's), DE 123 token data (binary BER-TLV, LLL 999);
-/// messages capped at the network's 8,192-byte frame.
+/// network gives a meaning of its own — DE 48 subelements (two-digit tag and length, `92` the
+/// CVV2: logged with tags and lengths, values masked), DE 53 the DUKPT key serial number (binary,
+/// LL, up to 48 bytes: a 10-byte TDES or 12-byte AES KSN with room to spare), DE 55 ICC data up
+/// to 999 bytes (token cryptogram data is longer than a card's), DE 123 token data (binary
+/// BER-TLV, LLL 999); messages capped at the network's 8,192-byte frame.
 fn network() -> Spec {
     let mut spec = iso87("network", false);
     spec.max_message_len = 8192;
+    if let Some(Some(de48)) = spec.fields.get_mut(48) {
+        de48.mask = Some(Sensitivity::Subelements);
+    }
     let binary = |name: &str, length, max_len| FieldSpec {
         name: name.to_string(),
         length,

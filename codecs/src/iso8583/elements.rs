@@ -18,6 +18,12 @@ use crate::error::{Error, ErrorKind, Location, Result};
 pub struct Pan(String);
 
 impl Pan {
+    /// A PAN from 12 to 19 digits (e.g. read from track 2 or from chip tag 5A); `None` otherwise.
+    pub fn from_digits(digits: &str) -> Option<Pan> {
+        ((12..=19).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| Pan(digits.to_string()))
+    }
+
     /// The clear digits: for the few stages (tokenization, PIN block, key derivation) that need them.
     pub fn expose(&self) -> &str {
         &self.0
@@ -116,7 +122,32 @@ pub struct ResponseCode(pub [u8; 2]);
 
 impl ResponseCode {
     pub const APPROVED: ResponseCode = ResponseCode(*b"00");
+    pub const DO_NOT_HONOUR: ResponseCode = ResponseCode(*b"05");
+    pub const INVALID_TRANSACTION: ResponseCode = ResponseCode(*b"12");
+    pub const INVALID_AMOUNT: ResponseCode = ResponseCode(*b"13");
+    pub const INVALID_CARD: ResponseCode = ResponseCode(*b"14");
+    pub const NO_SUCH_ISSUER: ResponseCode = ResponseCode(*b"15");
+    /// Unable to locate the original (a reversal or advice without one).
+    pub const NO_ORIGINAL: ResponseCode = ResponseCode(*b"25");
     pub const FORMAT_ERROR: ResponseCode = ResponseCode(*b"30");
+    pub const EXPIRED: ResponseCode = ResponseCode(*b"54");
+    pub const WRONG_PIN: ResponseCode = ResponseCode(*b"55");
+    pub const NOT_PERMITTED_CARDHOLDER: ResponseCode = ResponseCode(*b"57");
+    /// Transaction not permitted to the terminal (not registered for its connection).
+    pub const NOT_PERMITTED_TERMINAL: ResponseCode = ResponseCode(*b"58");
+    pub const RESTRICTED: ResponseCode = ResponseCode(*b"62");
+    pub const SECURITY_VIOLATION: ResponseCode = ResponseCode(*b"63");
+    pub const TOO_LATE: ResponseCode = ResponseCode(*b"68");
+    pub const CRYPTOGRAM_FAILURE: ResponseCode = ResponseCode(*b"82");
+    pub const ISSUER_UNAVAILABLE: ResponseCode = ResponseCode(*b"91");
+    pub const DUPLICATE: ResponseCode = ResponseCode(*b"94");
+    pub const SYSTEM_ERROR: ResponseCode = ResponseCode(*b"96");
+
+    /// A code from its two characters (any printable pair: networks define their own).
+    pub fn parse(s: &str) -> Option<ResponseCode> {
+        let b: [u8; 2] = s.as_bytes().try_into().ok()?;
+        b.iter().all(|c| c.is_ascii_alphanumeric()).then_some(ResponseCode(b))
+    }
 
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("??")

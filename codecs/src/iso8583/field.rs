@@ -33,23 +33,13 @@ fn err(
 }
 
 /// Reads the length prefix (or takes the fixed length) at `*pos`.
-fn read_len(de: u16, f: &FieldSpec, input: &[u8], pos: &mut usize) -> Result<usize> {
+pub(crate) fn read_len(de: u16, f: &FieldSpec, input: &[u8], pos: &mut usize) -> Result<usize> {
     let digits = f.length.digits();
     if digits == 0 {
         return Ok(usize::from(f.max_len));
     }
     let start = *pos;
-    let nbytes = match f.length_encoding {
-        LengthEncoding::Ascii | LengthEncoding::Ebcdic => digits,
-        LengthEncoding::Bcd => digits.div_ceil(2),
-        LengthEncoding::Binary => {
-            if digits <= 2 {
-                1
-            } else {
-                2
-            }
-        }
-    };
+    let nbytes = f.prefix_len();
     let Some(raw) = input.get(start..start + nbytes) else {
         return Err(err(
             ErrorKind::Truncated,

@@ -62,7 +62,7 @@ impl Message {
     /// Decodes one whole message; its elements are slices of `input`.
     pub fn decode(spec: &Arc<Spec>, input: Bytes) -> Result<Message> {
         let mut fields = Vec::with_capacity(32);
-        let mti = Self::decode_into(spec, &input, &mut fields)?;
+        let mti = Self::decode_into(spec, &input, &mut fields, &mut 0)?;
         Ok(Message { spec: spec.clone(), mti, fields })
     }
 
@@ -71,7 +71,7 @@ impl Message {
     /// could be read). `None` when not even the MTI and primary bitmap could be read.
     pub fn salvage(spec: &Arc<Spec>, input: Bytes) -> Option<Message> {
         let mut fields = Vec::with_capacity(32);
-        match Self::decode_into(spec, &input, &mut fields) {
+        match Self::decode_into(spec, &input, &mut fields, &mut 0) {
             Ok(mti) => Some(Message { spec: spec.clone(), mti, fields }),
             Err(_) => {
                 let mut pos = 0;
@@ -81,7 +81,20 @@ impl Message {
         }
     }
 
-    fn decode_into(spec: &Arc<Spec>, input: &Bytes, fields: &mut Vec<Field>) -> Result<Mti> {
+    /// For reports on a message that does not decode: where the part its error is about starts —
+    /// the MTI, a bitmap, the failing element's length prefix (or its data, when fixed), or the
+    /// bytes after the last element. `None` when the message decodes. The error's own offset
+    /// points at the offending byte, not at the start of what it belongs to, and a report must
+    /// know that part's bounds to show its bytes without showing its neighbours'.
+    pub fn failure_start(spec: &Arc<Spec>, input: &Bytes) -> Option<usize> {
+        let mut pos = 0;
+        Self::decode_into(spec, input, &mut Vec::with_capacity(32), &mut pos).err().map(|_| pos)
+    }
+
+    /// Decodes into `fields`, the read position in `*pos`; on an error `*pos` is left at the start
+    /// of the part (MTI, bitmap, element, trailing bytes) that failed: every reader advances it
+    /// only on success.
+    fn decode_into(spec: &Arc<Spec>, input: &Bytes, fields: &mut Vec<Field>, pos: &mut usize) -> Result<Mti> {
         if input.len() > spec.max_message_len {
             return Err(Error::expected(
                 ErrorKind::TooLarge,
@@ -91,13 +104,13 @@ impl Message {
                 format!("{} bytes", input.len()),
             ));
         }
-        let mut pos = 0usize;
-        let mti = read_mti(spec.mti, input, &mut pos)?;
+        *pos = 0;
+        let mti = read_mti(spec.mti, input, pos)?;
         let mut bm = Bitmap::default();
-        bm.0[0] = bitmap::read(spec.bitmap, input, &mut pos, 1)?;
+        bm.0[0] = bitmap::read(spec.bitmap, input, pos, 1)?;
         if bm.contains(1) {
-            let at = pos;
-            bm.0[1] = bitmap::read(spec.bitmap, input, &mut pos, 2)?;
+            let at = *pos;
+            bm.0[1] = bitmap::read(spec.bitmap, input, pos, 2)?;
             let real = if spec.tertiary_bitmap { bm.0[1] & !(1 << 63) } else { bm.0[1] };
             if real == 0 && !(spec.tertiary_bitmap && bm.contains(65)) {
                 return Err(Error::expected(
@@ -109,8 +122,8 @@ impl Message {
                 ));
             }
             if spec.tertiary_bitmap && bm.contains(65) {
-                let at = pos;
-                bm.0[2] = bitmap::read(spec.bitmap, input, &mut pos, 3)?;
+                let at = *pos;
+                bm.0[2] = bitmap::read(spec.bitmap, input, pos, 3)?;
                 if bm.0[2] == 0 {
                     return Err(Error::expected(
                         ErrorKind::Bitmap,
@@ -127,17 +140,17 @@ impl Message {
                 if de == 1 || (de == 65 && spec.tertiary_bitmap) {
                     continue;
                 }
-                let f = spec.field(de).ok_or_else(|| undefined(spec, de, Some(pos)))?;
-                fields.push(field::decode(de, f, input, &mut pos)?);
+                let f = spec.field(de).ok_or_else(|| undefined(spec, de, Some(*pos)))?;
+                fields.push(field::decode(de, f, input, pos)?);
             }
         }
-        if pos != input.len() {
+        if *pos != input.len() {
             return Err(Error::expected(
                 ErrorKind::TrailingData,
                 Location::Message,
-                Some(pos),
+                Some(*pos),
                 "the end of the message after the last element",
-                format!("{} more bytes", input.len() - pos),
+                format!("{} more bytes", input.len() - *pos),
             ));
         }
         Ok(mti)

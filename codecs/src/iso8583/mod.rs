@@ -5,6 +5,7 @@
 //! * [`mti`], [`bitmap`], [`field`] — the parts of a message on the wire.
 //! * [`message`] — [`Message`]: zero-copy decode, encode into `BytesMut`.
 //! * [`json`] — the JSON form of INTERFACES.md §1.
+//! * [`mac`] — where a link's MAC sits (DE 64/128), what it covers, its placeholder.
 //! * [`elements`] — typed accessors (STAN, amount, PAN through `pan_clear` only...).
 //! * [`describe`] — masked `Debug`/`Display`/JSON for logs.
 
@@ -16,6 +17,7 @@ mod ebcdic;
 pub mod elements;
 pub mod field;
 pub mod json;
+pub mod mac;
 pub mod message;
 pub mod mti;
 pub mod spec;

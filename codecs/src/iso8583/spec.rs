@@ -209,6 +209,9 @@ pub enum Sensitivity {
     Full,
     /// EMV TLV (DE 55): sensitive tags masked by `tlv::mask_sensitive`.
     Icc,
+    /// Subelements of a two-digit tag, a two-digit length and the value (the network's DE 48):
+    /// tags and lengths shown, every value masked.
+    Subelements,
 }
 
 /// One data element's definition.
@@ -224,8 +227,8 @@ pub struct FieldSpec {
     pub encoding: DataEncoding,
     /// Fixed length, or maximum for variable elements (characters, digits or bytes).
     pub max_len: u16,
-    /// Masking in logging forms; when absent, derived from the DE number (2, 34 PAN; 35, 36,
-    /// 45 track; 14, 52 full; 55 ICC).
+    /// Masking in logging forms; when absent, derived from the DE number
+    /// ([`super::describe::default_sensitivity`]).
     #[serde(default)]
     pub mask: Option<Sensitivity>,
 }
@@ -237,13 +240,19 @@ fn default_length_encoding() -> LengthEncoding {
 impl FieldSpec {
     /// The masking that applies to DE `de`.
     pub fn sensitivity(&self, de: u16) -> Sensitivity {
-        self.mask.unwrap_or(match de {
-            2 | 34 => Sensitivity::Pan,
-            35 | 36 | 45 => Sensitivity::Track,
-            14 | 52 => Sensitivity::Full,
-            55 => Sensitivity::Icc,
-            _ => Sensitivity::None,
-        })
+        self.mask.unwrap_or_else(|| super::describe::default_sensitivity(de))
+    }
+
+    /// Bytes of the length prefix on the wire (0 for fixed).
+    pub fn prefix_len(&self) -> usize {
+        let digits = self.length.digits();
+        match self.length_encoding {
+            _ if digits == 0 => 0,
+            LengthEncoding::Ascii | LengthEncoding::Ebcdic => digits,
+            LengthEncoding::Bcd => digits.div_ceil(2),
+            LengthEncoding::Binary if digits <= 2 => 1,
+            LengthEncoding::Binary => 2,
+        }
     }
 
     /// Whether JSON carries this element as hex (binary data) rather than text.
@@ -347,6 +356,12 @@ impl Spec {
     #[inline]
     pub fn field(&self, de: u16) -> Option<&FieldSpec> {
         self.fields.get(de as usize).and_then(Option::as_ref)
+    }
+
+    /// The masking of DE `de` under this spec: its definition's, and [`Sensitivity::Full`] for an
+    /// element the spec does not define (its content is unknown, so it may be anything).
+    pub fn sensitivity(&self, de: u16) -> Sensitivity {
+        self.field(de).map_or(Sensitivity::Full, |f| f.sensitivity(de))
     }
 
     /// Numbers of the defined data elements, ascending.

@@ -145,4 +145,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Pending entries, for `link` or for all links.
     fn saf_pending(&self, link: Option<&str>) -> Result<u64>;
+
+    /// Commits the decision state changed since the last commit (ATC windows, stand-in totals,
+    /// originals; see `state`) in one transaction.
+    fn state_commit(&self, writes: &crate::state::StateWrites) -> Result<()>;
+
+    /// Every card's ATC window: (card fingerprint, stored window).
+    fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// Every stand-in total: (issuer, card fingerprint, total in minor units).
+    fn standin_totals_load(&self) -> Result<Vec<(String, String, u64)>>;
+
+    /// One original transaction by its key.
+    fn original_get(&self, key: &str) -> Result<Option<crate::state::OriginalRecord>>;
 }

@@ -48,6 +48,26 @@ CREATE TABLE IF NOT EXISTS vault (
     created_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS vault_fp ON vault(pan_fingerprint);
+CREATE TABLE IF NOT EXISTS atc_window (
+    card TEXT PRIMARY KEY,
+    window BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS standin_total (
+    issuer TEXT NOT NULL,
+    card TEXT NOT NULL,
+    total_minor INTEGER NOT NULL,
+    PRIMARY KEY (issuer, card)
+);
+CREATE TABLE IF NOT EXISTS original (
+    key TEXT PRIMARY KEY,
+    card TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    response_code TEXT,
+    issuer TEXT NOT NULL,
+    settled_minor INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS luk (
     token TEXT PRIMARY KEY,
     first_atc INTEGER NOT NULL,
@@ -266,6 +286,93 @@ impl Store for SqliteStore {
         .map_err(db_err("count SAF"))?
         .unwrap_or(0);
         Ok(n as u64)
+    }
+
+    fn state_commit(&self, w: &crate::state::StateWrites) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err("begin state commit"))?;
+        {
+            let mut st = tx
+                .prepare_cached("INSERT OR REPLACE INTO atc_window (card, window) VALUES (?1, ?2)")
+                .map_err(db_err("prepare ATC window"))?;
+            for (card, win) in &w.windows {
+                st.execute(params![card, win.to_bytes()]).map_err(db_err("write ATC window"))?;
+            }
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO standin_total (issuer, card, total_minor) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(db_err("prepare stand-in total"))?;
+            for ((issuer, card), total) in &w.totals {
+                st.execute(params![issuer, card, *total as i64]).map_err(db_err("write stand-in total"))?;
+            }
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO original (key, card, amount_minor, currency, response_code, \
+                     issuer, settled_minor, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(db_err("prepare original"))?;
+            for o in w.originals.values() {
+                st.execute(params![
+                    o.key,
+                    o.card,
+                    o.amount_minor as i64,
+                    o.currency,
+                    o.response_code,
+                    o.issuer,
+                    o.settled_minor as i64,
+                    o.at_ms as i64
+                ])
+                .map_err(db_err("write original"))?;
+            }
+        }
+        tx.commit().map_err(db_err("commit state"))
+    }
+
+    fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let conn = self.conn()?;
+        let mut st =
+            conn.prepare("SELECT card, window FROM atc_window").map_err(db_err("read ATC windows"))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(db_err("read ATC windows"))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db_err("read ATC windows"))
+    }
+
+    fn standin_totals_load(&self) -> Result<Vec<(String, String, u64)>> {
+        let conn = self.conn()?;
+        let mut st = conn
+            .prepare("SELECT issuer, card, total_minor FROM standin_total WHERE total_minor > 0")
+            .map_err(db_err("read stand-in totals"))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+            })
+            .map_err(db_err("read stand-in totals"))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db_err("read stand-in totals"))
+    }
+
+    fn original_get(&self, key: &str) -> Result<Option<crate::state::OriginalRecord>> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT key, card, amount_minor, currency, response_code, issuer, settled_minor, at_ms \
+             FROM original WHERE key = ?1",
+            params![key],
+            |r| {
+                Ok(crate::state::OriginalRecord {
+                    key: r.get(0)?,
+                    card: r.get(1)?,
+                    amount_minor: r.get::<_, i64>(2)? as u64,
+                    currency: r.get(3)?,
+                    response_code: r.get(4)?,
+                    issuer: r.get(5)?,
+                    settled_minor: r.get::<_, i64>(6)? as u64,
+                    at_ms: r.get::<_, i64>(7)? as u64,
+                })
+            },
+        )
+        .optional()
+        .map_err(db_err("read original"))
     }
 }
 

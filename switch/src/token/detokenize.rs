@@ -6,8 +6,7 @@
 //! with the token data in DE 123 (docs/network-spec.md §5). The answer to the acquirer gets the
 //! token back. A token used outside its domain is declined here and the issuer never sees it.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use codecs::iso8583::Message;
 use codecs::tlv::{Tag, TlvBuilder};
@@ -29,8 +28,6 @@ pub struct VaultDetokenizer {
     vault: Arc<TokenVault>,
     hsm: Arc<dyn Hsm>,
     ranges: Vec<TokenKeys>,
-    /// ATCs seen per token (replay protection).
-    atcs: Mutex<HashMap<String, HashSet<u16>>>,
     /// Limited-use keys of cloud (HCE) tokens.
     luks: Option<Arc<super::luk::LukRegistry>>,
 }
@@ -46,7 +43,7 @@ fn yymm(now_ms: u64) -> String {
 
 impl VaultDetokenizer {
     pub fn new(vault: Arc<TokenVault>, hsm: Arc<dyn Hsm>, ranges: Vec<TokenKeys>) -> Self {
-        VaultDetokenizer { vault, hsm, ranges, atcs: Mutex::new(HashMap::new()), luks: None }
+        VaultDetokenizer { vault, hsm, ranges, luks: None }
     }
 
     /// Enforces limited-use keys for cloud tokens.
@@ -55,13 +52,15 @@ impl VaultDetokenizer {
         self
     }
 
+    /// Verifies the token cryptogram; returns its ATC, which the pipeline accepts once in the
+    /// token's durable window (replay protection lives there, shared by every path).
     fn verify_cryptogram(
         &self,
         keys: &TokenKeys,
         token: &str,
         req: &Message,
         now_ms: u64,
-    ) -> Result<(), Refusal> {
+    ) -> Result<u16, Refusal> {
         let Ok(Some(icc)) = req.icc_data() else {
             // Tokens are chip or in-app credentials: a cryptogram is always required.
             return Err(refuse("82"));
@@ -88,11 +87,7 @@ impl VaultDetokenizer {
             un: tag(0x9F37).and_then(|u| UnpredictableNumber::from_slice(u).ok()),
         };
         self.hsm.verify_arqc(&keys.imk_ac, cvn, &inputs, &data, arqc, None).map_err(|_| refuse("82"))?;
-        let mut atcs = self.atcs.lock().unwrap_or_else(|p| p.into_inner());
-        if !atcs.entry(token.to_string()).or_default().insert(atc.0) {
-            return Err(refuse("82"));
-        }
-        Ok(())
+        Ok(atc.0)
     }
 }
 
@@ -121,7 +116,7 @@ impl Detokenizer for VaultDetokenizer {
         if !rec.domain.allows(&entry, &pc) {
             return Err(refuse("12"));
         }
-        self.verify_cryptogram(keys, &token, req, now_ms)?;
+        let atc = self.verify_cryptogram(keys, &token, req, now_ms)?;
         let original = Box::new(req.clone());
         let (pan, card_expiry) = self.vault.card(&rec).map_err(|e| {
             tracing::error!(error = %e, "vault row does not open");
@@ -148,7 +143,12 @@ impl Detokenizer for VaultDetokenizer {
             };
             ok.map_err(|_| refuse("96"))?;
         }
-        Ok(Some(TokenContext { restore, arpc_imk: Some(keys.imk_ac.clone()), original: Some(original) }))
+        Ok(Some(TokenContext {
+            restore,
+            arpc_imk: Some(keys.imk_ac.clone()),
+            original: Some(original),
+            atc: Some(atc),
+        }))
     }
 
     /// A reversal or advice about a token's transaction: the money has moved (or must be given
@@ -164,7 +164,7 @@ impl Detokenizer for VaultDetokenizer {
             refuse("96")
         })?;
         let restore = card_elements(req, &token, pan.as_str(), &card_expiry)?;
-        Ok(Some(TokenContext { restore, arpc_imk: None, original: None }))
+        Ok(Some(TokenContext { restore, arpc_imk: None, original: None, atc: None }))
     }
 }
 

@@ -89,11 +89,35 @@ pub fn add_key(dir: &Path, name: &str, header: &str, hex_key: &str) {
     std::fs::write(path, ks.to_toml()).expect("write");
 }
 
+/// The test acquirer: this machine's loopback, on every listener of `config`, for the terminals
+/// the switch's tests send as (TID `TERM0001`…`TERM0009` and the load generator's `LG000000`…,
+/// merchant `MERCHANT0000001`) — appended when the config registers no acquirer itself.
+pub fn with_test_acquirer(config: &str) -> String {
+    if config.contains("[[acquirer]]") {
+        return config.to_string();
+    }
+    let v: toml::Value = toml::from_str(config).expect("config TOML");
+    let listeners: Vec<String> = v
+        .get("listener")
+        .and_then(|l| l.as_array())
+        .map(|a| a.iter().filter_map(|l| l.get("name")?.as_str().map(|n| format!("{n:?}"))).collect())
+        .unwrap_or_default();
+    let mut out = format!(
+        "{config}\n[[acquirer]]\nid = \"400001\"\nlisteners = [{}]\nsource = [\"127.0.0.0/8\", \"::1/128\"]\n",
+        listeners.join(", ")
+    );
+    let tids = (1..=9).map(|i| format!("TERM{i:04}")).chain((0..64).map(terminal_sim::load::terminal_id));
+    for tid in tids {
+        out.push_str(&format!("[[acquirer.terminal]]\ntid = \"{tid}\"\nmid = \"MERCHANT0000001\"\n"));
+    }
+    out
+}
+
 /// Starts the switch with `config` (TOML without [keys]/[node] data_dir, added here) in `dir`.
 pub fn start_in(dir: tempfile::TempDir, config: &str) -> SwitchProcess {
     keystore(dir.path());
     let cfg_path = dir.path().join("switch.toml");
-    std::fs::write(&cfg_path, config).expect("write config");
+    std::fs::write(&cfg_path, with_test_acquirer(config)).expect("write config");
     let ready = dir.path().join("ready.json");
     let _ = std::fs::remove_file(&ready);
     let child = Command::new(env!("CARGO_BIN_EXE_switch"))
@@ -126,6 +150,13 @@ pub fn start_in(dir: tempfile::TempDir, config: &str) -> SwitchProcess {
 
 pub fn start(config: &str) -> SwitchProcess {
     start_in(tempfile::tempdir().expect("tempdir"), config)
+}
+
+/// [`start`] with the test IMK in the keystore (for configs whose issuer names [`TEST_IMK_NAME`]).
+pub fn start_with_imk(config: &str) -> SwitchProcess {
+    let dir = tempfile::tempdir().expect("tempdir");
+    add_test_imk(dir.path());
+    start_in(dir, config)
 }
 
 pub fn data_dir(p: &SwitchProcess) -> PathBuf {
@@ -192,15 +223,39 @@ impl Client {
     }
 }
 
-/// A contactless 0100 in the given spec (sample of examples/), with STAN and amount set.
+/// The test issuer's IMK-AC (test material), and its keystore name: a switch holding it verifies
+/// the test card's cryptograms itself, which stand-in needs.
+pub const TEST_IMK: &str = "0123456789ABCDEFFEDCBA9876543210";
+pub const TEST_IMK_NAME: &str = "issuer-a.imk-ac";
+
+/// Puts the test IMK in the keystore in `dir`.
+pub fn add_test_imk(dir: &Path) {
+    add_key(dir, TEST_IMK_NAME, "D0000E0TX00N0000", TEST_IMK);
+}
+
+/// The test card (PAN 4761739001010010), its ICC master key derived from [`TEST_IMK`].
+pub fn test_card() -> terminal_sim::pos::TestCard {
+    use crypto::emv::{Cvn, PanDigits, Psn};
+    let pan = "4761739001010010";
+    let imk = crypto::keys::TdesKey::from_hex("imk", TEST_IMK).expect("imk");
+    let icc = Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(pan).expect("pan"), Psn::new(1).expect("psn"));
+    terminal_sim::pos::TestCard {
+        pan: pan.into(),
+        expiry: "2812".into(),
+        psn: "01".into(),
+        cvn: "visa18".into(),
+        icc_mk: crypto::keys::to_hex(icc.expose()),
+        pin: String::new(),
+        balance: String::new(),
+    }
+}
+
+/// A contactless 0100 of the test card in the given spec, with STAN and amount set and the
+/// card's own ARQC over them (ATC = STAN).
 pub fn purchase(spec: &str, stan: u32, amount: u64) -> Message {
-    let json: serde_json::Value =
-        serde_json::from_str(include_str!("../../../examples/0100-contactless.json")).expect("sample");
     let spec = Spec::builtin(spec).expect("spec");
-    let mut m = Message::from_json(spec, &json).expect("sample valid");
-    m.set_text(11, &format!("{stan:06}")).expect("DE 11");
-    m.set_text(4, &format!("{amount:012}")).expect("DE 4");
-    m
+    let tx = terminal_sim::pos::Tx::purchase(stan, amount, stan as u16);
+    terminal_sim::pos::chip_request(spec, &test_card(), &tx).expect("request")
 }
 
 /// An acquirer reversal (0400) of `orig`, with DE 90 naming it.

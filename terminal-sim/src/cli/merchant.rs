@@ -294,7 +294,7 @@ impl Txn {
         }
         r.sent = true;
         r.rrn = req.text(37).map(|t| t.into_owned()).unwrap_or_default();
-        r.request = Some(masked_json(req));
+        r.request = Some(req.to_masked_json());
         let answer = match conn.link(CONNECT_TIMEOUT).await {
             Ok(link) => link.answer(req, timeout).await,
             Err(e) => Err(e),
@@ -447,7 +447,7 @@ pub fn answered(r: &mut Receipt, rsp: &Message) {
         r.note = Some("approved by the network, but the card did not verify the issuer's ARPC".into());
     }
     r.result = if r.approved { "APPROVED" } else { "DECLINED" };
-    r.response = Some(masked_json(rsp));
+    r.response = Some(rsp.to_masked_json());
 }
 
 /// Hands the answer's tag 91 to the card: whether it verified the issuer's ARPC (no tag 91: no).
@@ -462,21 +462,6 @@ pub fn arpc_to_card(device: &mut Device, rsp: &Message) -> bool {
 pub fn icc_tag(icc: &[u8], tag: u32) -> Option<Vec<u8>> {
     let nodes = codecs::tlv::decode_lenient(icc).ok()?;
     codecs::tlv::find(&nodes, codecs::tlv::Tag::new(tag)).map(|n| n.value().to_vec())
-}
-
-/// The JSON form (INTERFACES.md §1) with sensitive elements masked, DE 48's CVV2 included.
-pub fn masked_json(m: &Message) -> serde_json::Value {
-    let mut v = m.to_masked_json();
-    if let Some(de48) = v.pointer_mut("/fields/48")
-        && let Some(s) = de48.as_str()
-    {
-        let masked = match s.get(..4) {
-            Some(head) if head.starts_with("92") => format!("{head}{}", "*".repeat(s.len() - 4)),
-            _ => "*".repeat(s.len()),
-        };
-        *de48 = serde_json::Value::String(masked);
-    }
-    v
 }
 
 /// Prints the receipt (text, or JSON with `--json`) and gives the exit status; a failure prints

@@ -1,0 +1,46 @@
+//! Dedupe: a terminal that did not hear its answer sends the same request again; it gets the
+//! original answer, never a second authorization. A repeat is the same acquirer (proven by its
+//! connection), terminal, MTI, STAN and DE 7, with the same DE 2, 4 and 49; identifiers reused
+//! with another card or amount get 94 and never see the cached answer. Runs after identify and
+//! validate, so nothing unidentified or malformed is cached.
+
+use bytes::Bytes;
+use codecs::iso8583::{Message, ResponseCode};
+
+use super::{Decline, Stage, Txn};
+use crate::dedupe::{DuplicateCache, Seen, TransmissionKey};
+
+pub enum Outcome {
+    New(TransmissionKey),
+    Answered(Bytes),
+    InFlight(tokio::sync::watch::Receiver<Option<Bytes>>),
+    Refused(Decline),
+}
+
+pub fn check(cache: &DuplicateCache, txn: &Txn, now_ms: u64) -> Outcome {
+    let raw = |de| txn.msg.field(de).map(|f| &f.data[..]);
+    let key = TransmissionKey {
+        acquirer: txn.identity.acquirer.id.clone(),
+        mti: *txn.mti.digits(),
+        terminal_id: Bytes::copy_from_slice(txn.tid.as_bytes()),
+        stan: Bytes::copy_from_slice(txn.stan.as_bytes()),
+        transmitted_at: Bytes::copy_from_slice(txn.transmitted.as_bytes()),
+    };
+    let content = cache.content(raw(2).or(raw(35)), raw(4), raw(49));
+    match cache.check(&key, content, now_ms) {
+        Seen::New => Outcome::New(key),
+        Seen::Answered(b) => Outcome::Answered(b),
+        Seen::InFlight(rx) => Outcome::InFlight(rx),
+        Seen::Mismatch => Outcome::Refused(Decline::new(
+            ResponseCode::DUPLICATE,
+            Stage::Dedupe,
+            "terminal, STAN and DE 7 of an earlier transaction with another card, amount or currency",
+        )),
+    }
+}
+
+/// A cached answer as a message of the request's spec (it was encoded in it).
+pub fn decode_cached(req: &Message, bytes: Bytes) -> Message {
+    Message::decode(req.spec(), bytes)
+        .unwrap_or_else(|_| super::respond::answer(req, ResponseCode::SYSTEM_ERROR))
+}

@@ -1,0 +1,608 @@
+//! The pipeline of one acquirer request, with no I/O (ARCHITECTURE.md, the hot path).
+//!
+//! [`Pipeline::begin`] takes a decoded request, where it came from and the time, and returns a
+//! [`Step`]: an answer with its effects ([`Done`]), or a request to forward to an issuer
+//! ([`Forward`]), whose link result goes back through [`Pipeline::complete`]. The listener and the
+//! issuer links (the async shell, `engine`) do the I/O and carry the effects out: messages owed to
+//! issuers made durable, the decision state synced, the journal row written, before the answer
+//! leaves.
+//!
+//! The stages, one file each, in order: [`identify`] (which acquirer and terminal), [`sanitize`]
+//! (what only the network may set), [`validate`] (format, and chip data agreeing with the
+//! message), [`dedupe`] (a repeat of the same transaction gets the same answer), [`detokenize`],
+//! [`route`], [`verify`] (cryptogram on the issuer's behalf, durable ATC window, PIN
+//! translation), then the issuer or [`standin`], and [`respond`] (the answer to the acquirer,
+//! which never carries a card's PAN for a token). Reversals and advices go through
+//! [`original`] instead of the authorization stages: only against an original this switch
+//! answered for the same acquirer and terminal. A refusal is a [`Decline`] naming its stage; it
+//! forwards nothing and books nothing.
+
+pub mod chip;
+pub mod dedupe;
+pub mod detokenize;
+pub mod identify;
+pub mod original;
+pub mod respond;
+pub mod route;
+pub mod sanitize;
+pub mod standin;
+pub mod validate;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use codecs::iso8583::{Message, Mti, Pan, ResponseCode, Spec};
+use zeroize::Zeroizing;
+
+use crate::dedupe::{DuplicateCache, TransmissionKey};
+use crate::detokenize::{Detokenizer, TokenContext};
+use crate::issuer::LinkError;
+use crate::macing::LinkMac;
+use crate::registry::{Identity, Peer, Registry};
+use crate::route::RouteTable;
+use crate::standin::StandIn;
+use crate::state::StateBook;
+use crate::store::SafKind;
+
+pub use chip::Chip;
+
+/// The stages, for declines, logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Identify,
+    Sanitize,
+    Validate,
+    Dedupe,
+    Detokenize,
+    Route,
+    Verify,
+    Issuer,
+    StandIn,
+    Original,
+    Respond,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Identify => "identify",
+            Stage::Sanitize => "sanitize",
+            Stage::Validate => "validate",
+            Stage::Dedupe => "dedupe",
+            Stage::Detokenize => "detokenize",
+            Stage::Route => "route",
+            Stage::Verify => "verify",
+            Stage::Issuer => "issuer",
+            Stage::StandIn => "stand-in",
+            Stage::Original => "original",
+            Stage::Respond => "respond",
+        }
+    }
+}
+
+/// A refusal: the response code, the stage, and why (for the log: never a PAN, PIN or key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decline {
+    pub code: ResponseCode,
+    pub stage: Stage,
+    pub reason: String,
+}
+
+impl Decline {
+    pub fn new(code: ResponseCode, stage: Stage, reason: impl Into<String>) -> Decline {
+        Decline { code, stage, reason: reason.into() }
+    }
+}
+
+impl fmt::Display for Decline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {}: {}", self.code.as_str(), self.stage.as_str(), self.reason)
+    }
+}
+
+/// Where a request came from: the listener.
+pub struct ListenerCtx {
+    pub name: Arc<str>,
+    pub spec: Arc<Spec>,
+    /// The BDK (keystore name) of this listener's DUKPT terminals.
+    pub bdk: Option<String>,
+}
+
+/// What kind of request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// 0100 / 0200.
+    Authorization,
+    /// 0400 (reversal request) and 0420 (reversal advice).
+    Reversal,
+    /// 0120 (authorization advice).
+    Advice,
+    /// 0800.
+    NetworkManagement,
+    Other,
+}
+
+/// A request parsed once, at the edge, into what the stages read.
+pub struct Txn {
+    /// The acquirer's request after sanitize: answers are built from it, never from what went
+    /// to the issuer.
+    pub msg: Message,
+    pub identity: Identity,
+    pub class: Class,
+    pub mti: Mti,
+    pub tid: String,
+    pub stan: String,
+    /// DE 7.
+    pub transmitted: String,
+    /// DE 2, else the PAN of DE 35: as the acquirer sent it (a token stays a token).
+    pub pan: Option<Pan>,
+    /// Keyed fingerprint of `pan`.
+    pub card: Option<String>,
+    pub amount: u64,
+    pub currency: String,
+    pub processing_code: String,
+    /// The listener's DUKPT BDK (keystore name), for PIN blocks.
+    pub bdk: Option<String>,
+    /// DE 22, three digits.
+    pub entry: Option<String>,
+    pub chip: Option<Chip>,
+}
+
+impl Txn {
+    /// The PAN entry mode: DE 22 positions 1–2.
+    pub fn pan_entry(&self) -> &str {
+        self.entry.as_deref().and_then(|e| e.get(..2)).unwrap_or("")
+    }
+}
+
+/// A message owed to an issuer, to be made durable (store-and-forward) before the answer leaves.
+pub struct Owed {
+    pub issuer: Arc<str>,
+    pub kind: SafKind,
+    pub msg: Message,
+    /// When it cannot be made durable, the acquirer is answered this instead (an acquirer's
+    /// reversal or advice is acknowledged only once it is safe).
+    pub on_failure: Option<ResponseCode>,
+    /// Offered to the issuer at once (an acquirer's 0400), made durable only if not taken.
+    pub online_first: bool,
+}
+
+/// An answer and what must happen with it.
+pub struct Done {
+    pub answer: Message,
+    /// The acquirer's request (sanitized), for the journal.
+    pub request: Option<Message>,
+    /// The route or stage that decided (metrics, journal).
+    pub route: String,
+    pub decline: Option<Decline>,
+    pub owed: Vec<Owed>,
+    /// The decision state changed: it must be durable before the answer leaves.
+    pub sync: bool,
+    /// The terminal's own MAC key, to sign the answer with.
+    pub sign: Option<LinkMac>,
+    /// The duplicate-cache entry this answer completes.
+    pub dedupe: Option<TransmissionKey>,
+}
+
+/// A request to forward to an issuer; its link result goes to [`Pipeline::complete`].
+pub struct Forward {
+    pub issuer: Arc<str>,
+    pub msg: Message,
+    pub pending: Pending,
+}
+
+/// What the pipeline keeps of a forwarded request.
+pub struct Pending {
+    txn: Txn,
+    issuer: Arc<str>,
+    token: Option<TokenContext>,
+    /// The switch verified the cryptogram (on the issuer's behalf, or the token service did).
+    verified: bool,
+    dedupe: Option<TransmissionKey>,
+    /// The request as the issuer saw it (for the reversal or advice it may be owed).
+    sent: Message,
+}
+
+/// A reversal or advice waiting for its original's record (the shell reads it from the state
+/// book, possibly the store, then calls [`Pipeline::resume_reference`]).
+pub struct Reference {
+    txn: Txn,
+    /// The original's key, and the reversal's own.
+    pub original_key: String,
+    pub own_key: String,
+    dedupe: Option<TransmissionKey>,
+}
+
+/// What to do next.
+pub enum Step {
+    /// A response sent by an acquirer: counted and dropped.
+    Ignore,
+    Answer(Box<Done>),
+    Forward(Box<Forward>),
+    /// The same transaction is in flight: answer with its answer when it comes.
+    AwaitDuplicate {
+        rx: tokio::sync::watch::Receiver<Option<Bytes>>,
+        request: Box<Message>,
+        sign: Option<LinkMac>,
+    },
+    /// A reversal or advice: its original must be read first.
+    NeedOriginal(Box<Reference>),
+}
+
+/// An issuer as the pipeline sees it (no link: that is the shell's).
+pub struct IssuerRules {
+    pub name: Arc<str>,
+    /// The issuer link's spec: requests are translated into it.
+    pub spec: Arc<Spec>,
+    /// The issuer's zone PIN key (keystore name): PIN blocks are translated to it.
+    pub zpk: Option<String>,
+    /// The issuer's IMK-AC (keystore name) when the switch verifies cryptograms on its behalf.
+    pub imk_ac: Option<String>,
+    /// ATCs accepted below a card's highest (see `state`).
+    pub atc_window: u32,
+    pub stand_in: StandIn,
+}
+
+/// The pipeline's state: everything it decides with, nothing that does I/O.
+pub struct Pipeline {
+    pub registry: RwLock<Arc<Registry>>,
+    pub routes: RwLock<Arc<RouteTable>>,
+    pub issuers: HashMap<Arc<str>, IssuerRules>,
+    pub dedupe: DuplicateCache,
+    pub state: Arc<StateBook>,
+    pub detokenizer: Arc<dyn Detokenizer>,
+    pub hsm: Arc<dyn crypto::hsm::Hsm>,
+    /// Randomness (stand-in authorization codes): an input, so tests are deterministic.
+    pub entropy: Arc<dyn crate::clock::Entropy>,
+    /// HMAC-SHA256 key of the PAN fingerprints.
+    pub fingerprint_key: Zeroizing<Vec<u8>>,
+}
+
+/// The keyed fingerprint of a PAN: HMAC-SHA256 under the node's fingerprint key, first 16 bytes,
+/// hex — the journal's and the state's card identity, never reversible without the key.
+pub fn pan_fingerprint(key: &[u8], pan: &str) -> String {
+    hex::encode_upper(&crypto::mac::hmac_sha256(key, pan.as_bytes())[..16])
+}
+
+impl Pipeline {
+    pub fn fingerprint(&self, pan: &str) -> String {
+        pan_fingerprint(&self.fingerprint_key, pan)
+    }
+
+    /// Starts a request: `raw` is the frame's payload as received (for MAC verification).
+    pub fn begin(&self, listener: &ListenerCtx, peer: &Peer, raw: &[u8], msg: Message, now_ms: u64) -> Step {
+        let mti = msg.mti();
+        if mti.is_response() {
+            return Step::Ignore;
+        }
+        let class = match (mti.class(), mti.function()) {
+            (1 | 2, 0) => Class::Authorization,
+            (4, 0 | 2) => Class::Reversal,
+            (1, 2) => Class::Advice,
+            (8, 0) => Class::NetworkManagement,
+            _ => Class::Other,
+        };
+        if class == Class::NetworkManagement {
+            // Sign-on and echo carry no card data and book nothing; answered by the listener.
+            return self.local(&msg, ResponseCode::APPROVED, "local", None, None);
+        }
+        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let identity = match identify::identify(&registry, listener, peer, raw, &msg) {
+            Ok(id) => id,
+            Err(d) => return self.refuse_unidentified(&msg, d),
+        };
+        let sign = identity.terminal.mac.clone();
+        let msg = match sanitize::sanitize(msg, &identity, class) {
+            Ok(m) => m,
+            Err((m, d)) => return self.refuse(&m, d, sign, None),
+        };
+        if class == Class::Other {
+            let d = Decline::new(
+                ResponseCode::INVALID_TRANSACTION,
+                Stage::Validate,
+                format!("MTI {mti} not carried"),
+            );
+            return self.refuse(&msg, d, sign, None);
+        }
+        let txn = match validate::parse(self, listener, msg, identity, class) {
+            Ok(t) => t,
+            Err((m, d)) => return self.refuse(&m, d, sign, None),
+        };
+        match class {
+            Class::Authorization => self.authorize(txn, now_ms),
+            _ => self.reference(txn, now_ms),
+        }
+    }
+
+    fn authorize(&self, txn: Txn, now_ms: u64) -> Step {
+        let sign = txn.identity.terminal.mac.clone();
+        if let Err(d) = validate::authorization(&txn) {
+            return self.refuse(&txn.msg, d, sign, None);
+        }
+        let key = match dedupe::check(&self.dedupe, &txn, now_ms) {
+            dedupe::Outcome::New(k) => k,
+            dedupe::Outcome::Answered(bytes) => {
+                let answer = dedupe::decode_cached(&txn.msg, bytes);
+                return Step::Answer(Box::new(Done {
+                    answer,
+                    request: Some(txn.msg),
+                    route: "duplicate".into(),
+                    decline: None,
+                    owed: vec![],
+                    sync: false,
+                    sign,
+                    dedupe: None,
+                }));
+            }
+            dedupe::Outcome::InFlight(rx) => {
+                return Step::AwaitDuplicate { rx, request: Box::new(txn.msg), sign };
+            }
+            dedupe::Outcome::Refused(d) => return self.refuse(&txn.msg, d, sign, None),
+        };
+        let dk = Some(key);
+        let (mut sent, token) = match detokenize::detokenize(self, &txn, now_ms) {
+            Ok(x) => x,
+            Err(d) => return self.decided(txn, d, dk),
+        };
+        let rules = match route::route(self, &sent) {
+            Ok(r) => r,
+            Err(d) => return self.decided(txn, d, dk),
+        };
+        sent = match route::translate(&sent, &rules.spec) {
+            Ok(m) => m,
+            Err(d) => return self.decided(txn, d, dk),
+        };
+        let verified = match verify::verify(self, &txn, rules, token.as_ref(), &mut sent) {
+            Ok(v) => v,
+            Err(d) => {
+                // A cryptogram failure on the issuer's behalf still gets tag 91, as the issuer
+                // would give it.
+                let mut done = self.decided_done(&txn, d, dk);
+                done.route = format!("{}:verify", rules.name);
+                if let Some(imk) = &rules.imk_ac {
+                    respond::attach_arpc(self, imk, &txn, &mut done.answer);
+                }
+                done.sync = true;
+                return Step::Answer(done);
+            }
+        };
+        original::record_forwarded(self, &txn, &rules.name, now_ms);
+        let issuer = rules.name.clone();
+        Step::Forward(Box::new(Forward {
+            issuer: issuer.clone(),
+            msg: sent.clone(),
+            pending: Pending { txn, issuer, token, verified, dedupe: dk, sent },
+        }))
+    }
+
+    /// Finishes a forwarded request with what its issuer link gave.
+    pub fn complete(&self, p: Pending, result: Result<Message, LinkError>, now_ms: u64) -> Done {
+        let Pending { txn, issuer, token, verified, dedupe, sent } = p;
+        let sign = txn.identity.terminal.mac.clone();
+        let mut owed = Vec::new();
+        let mut route = issuer.to_string();
+        let mut decline = None;
+        let mut answer = match result {
+            Ok(issuer_answer) => respond::from_issuer(&txn, &issuer_answer),
+            Err(LinkError::Down) => {
+                let (answer, advice) =
+                    standin::decide(self, &txn, &issuer, &sent, verified, self.entropy.u32());
+                if let Some(a) = advice {
+                    route = format!("{issuer}:stand-in");
+                    owed.push(Owed {
+                        issuer: issuer.clone(),
+                        kind: SafKind::Advice,
+                        msg: a,
+                        on_failure: None,
+                        online_first: false,
+                    });
+                } else {
+                    decline =
+                        Some(Decline::new(ResponseCode::ISSUER_UNAVAILABLE, Stage::StandIn, "issuer down"));
+                }
+                answer
+            }
+            Err(LinkError::Timeout) => {
+                owed.push(Owed {
+                    issuer: issuer.clone(),
+                    kind: SafKind::Reversal,
+                    msg: crate::wire::reversal_for(&sent, "68"),
+                    on_failure: None,
+                    online_first: false,
+                });
+                decline =
+                    Some(Decline::new(ResponseCode::ISSUER_UNAVAILABLE, Stage::Issuer, "issuer timed out"));
+                respond::answer(&txn.msg, ResponseCode::ISSUER_UNAVAILABLE)
+            }
+            Err(LinkError::Duplicate) => respond::answer(&txn.msg, ResponseCode::DUPLICATE),
+            Err(LinkError::Encode) => respond::answer(&txn.msg, ResponseCode::FORMAT_ERROR),
+        };
+        respond::for_token(self, &txn, token.as_ref(), &mut answer);
+        original::record_answered(self, &txn, &issuer, &answer, now_ms);
+        Done { answer, request: Some(txn.msg), route, decline, owed, sync: true, sign, dedupe }
+    }
+
+    /// A reversal or advice: checked against its original.
+    fn reference(&self, txn: Txn, now_ms: u64) -> Step {
+        let sign = txn.identity.terminal.mac.clone();
+        if let Err(d) = validate::reference(&txn) {
+            return self.refuse(&txn.msg, d, sign, None);
+        }
+        let dk = match dedupe::check(&self.dedupe, &txn, now_ms) {
+            dedupe::Outcome::New(k) => Some(k),
+            dedupe::Outcome::Answered(bytes) => {
+                let answer = dedupe::decode_cached(&txn.msg, bytes);
+                return Step::Answer(Box::new(Done {
+                    answer,
+                    request: Some(txn.msg),
+                    route: "duplicate".into(),
+                    decline: None,
+                    owed: vec![],
+                    sync: false,
+                    sign,
+                    dedupe: None,
+                }));
+            }
+            dedupe::Outcome::InFlight(rx) => {
+                return Step::AwaitDuplicate { rx, request: Box::new(txn.msg), sign };
+            }
+            dedupe::Outcome::Refused(d) => return self.refuse(&txn.msg, d, sign, None),
+        };
+        let (original_key, own_key) = original::keys(&txn);
+        Step::NeedOriginal(Box::new(Reference { txn, original_key, own_key, dedupe: dk }))
+    }
+
+    /// Goes on with a reversal or advice once its original (and any earlier acceptance of this
+    /// very message) has been read.
+    pub fn resume_reference(
+        &self,
+        r: Reference,
+        original: Option<crate::state::OriginalRecord>,
+        already: Option<crate::state::OriginalRecord>,
+        now_ms: u64,
+    ) -> Done {
+        let Reference { txn, dedupe, .. } = r;
+        let sign = txn.identity.terminal.mac.clone();
+        match original::settle(self, &txn, original, already, now_ms) {
+            Ok(original::Settled::Nothing) => {
+                let answer = respond::answer(&txn.msg, ResponseCode::APPROVED);
+                Done {
+                    answer,
+                    request: Some(txn.msg),
+                    route: "local".into(),
+                    decline: None,
+                    owed: vec![],
+                    sync: true,
+                    sign,
+                    dedupe,
+                }
+            }
+            Ok(original::Settled::Owed { issuer, kind, msg }) => {
+                let answer = respond::answer(&txn.msg, ResponseCode::APPROVED);
+                let online_first = txn.mti == Mti::REVERSAL_REQUEST;
+                let owed = vec![Owed {
+                    issuer: issuer.clone(),
+                    kind,
+                    msg,
+                    on_failure: Some(ResponseCode::SYSTEM_ERROR),
+                    online_first,
+                }];
+                Done {
+                    answer,
+                    request: Some(txn.msg),
+                    route: format!("{issuer}:saf"),
+                    decline: None,
+                    owed,
+                    sync: true,
+                    sign,
+                    dedupe,
+                }
+            }
+            Err(d) => {
+                let mut done = self.decided_done(&txn, d, dedupe);
+                done.sync = false;
+                *done
+            }
+        }
+    }
+
+    /// Refused before the transaction was identified well enough to cache: answered, nothing
+    /// recorded.
+    fn refuse(
+        &self,
+        msg: &Message,
+        d: Decline,
+        sign: Option<LinkMac>,
+        dedupe: Option<TransmissionKey>,
+    ) -> Step {
+        let answer = respond::answer(msg, d.code);
+        Step::Answer(Box::new(Done {
+            answer,
+            request: Some(msg.clone()),
+            route: d.stage.as_str().into(),
+            decline: Some(d),
+            owed: vec![],
+            sync: false,
+            sign,
+            dedupe,
+        }))
+    }
+
+    fn refuse_unidentified(&self, msg: &Message, d: Decline) -> Step {
+        // Nothing of the request is trusted, not even its DE 32: the answer echoes only what the
+        // sender sent, the journal gets the refusal.
+        self.refuse(msg, d, None, None)
+    }
+
+    fn local(
+        &self,
+        msg: &Message,
+        rc: ResponseCode,
+        route: &str,
+        sign: Option<LinkMac>,
+        request: Option<Message>,
+    ) -> Step {
+        Step::Answer(Box::new(Done {
+            answer: respond::answer(msg, rc),
+            request,
+            route: route.into(),
+            decline: None,
+            owed: vec![],
+            sync: false,
+            sign,
+            dedupe: None,
+        }))
+    }
+
+    fn decided_done(&self, txn: &Txn, d: Decline, dedupe: Option<TransmissionKey>) -> Box<Done> {
+        let answer = respond::answer(&txn.msg, d.code);
+        Box::new(Done {
+            answer,
+            request: Some(txn.msg.clone()),
+            route: d.stage.as_str().into(),
+            decline: Some(d),
+            owed: vec![],
+            sync: false,
+            sign: txn.identity.terminal.mac.clone(),
+            dedupe,
+        })
+    }
+
+    /// Declined after identification and validation: the answer is cached for repeats.
+    fn decided(&self, txn: Txn, d: Decline, dedupe: Option<TransmissionKey>) -> Step {
+        Step::Answer(self.decided_done(&txn, d, dedupe))
+    }
+
+    /// Encodes the final answer (after the shell carried out the effects) and completes its
+    /// duplicate-cache entry, so that a repeat gets exactly these bytes.
+    pub fn seal(&self, done: &Done) -> Option<Bytes> {
+        match done.answer.encode() {
+            Ok(b) => {
+                if let Some(k) = &done.dedupe {
+                    self.dedupe.complete(k, b.clone());
+                }
+                Some(b)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "answer does not encode in the listener's spec");
+                if let Some(k) = &done.dedupe {
+                    self.dedupe.abandon(k);
+                }
+                None
+            }
+        }
+    }
+
+    /// The issuer `pan` routes to.
+    pub fn issuer_for(&self, pan: &str) -> Option<&IssuerRules> {
+        let table = self.routes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let name = table.lookup(pan.as_bytes())?;
+        self.issuers.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

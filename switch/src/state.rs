@@ -1,0 +1,536 @@
+//! The switch's durable decision state: what it must remember across a restart to stay safe.
+//!
+//! - **ATC windows** per card and per token (keyed by the keyed PAN fingerprint, never the PAN):
+//!   the highest ATC accepted plus a bitmap of the [`WINDOW`] ATCs below it, so a cryptogram is
+//!   accepted once whatever order the card's ATCs arrive in, and one older than the window is
+//!   refused.
+//! - **Stand-in totals** per issuer and card, until the issuer has the advices.
+//! - **Originals**: every authorization the switch answered or forwarded (and every reversal or
+//!   advice it accepted), by acquirer, terminal, MTI, STAN and DE 7, so that a reversal or advice
+//!   is accepted only against an original of the same acquirer and terminal, for no more than its
+//!   amount, and once.
+//!
+//! The pipeline changes this state in memory (under short per-shard locks, so two requests with
+//! the same ATC cannot both pass) and marks what changed; [`StateBook::sync`] returns once every
+//! change made so far is committed to the store, by a writer thread that commits whatever has
+//! accumulated in one transaction (group commit). The shell syncs before a request is forwarded
+//! and before an answer leaves, so nothing a terminal was told, and nothing an issuer saw, is
+//! forgotten by a crash.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::Store;
+
+/// ATCs remembered below the highest one accepted, by default (an issuer may set its own, up to
+/// the whole 16-bit ATC space: `atc_window` in its config).
+pub const WINDOW: u32 = 256;
+/// The largest window: every ATC a card can have.
+pub const MAX_WINDOW: u32 = 65_536;
+const SHARDS: usize = 64;
+
+/// One card's ATC window.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AtcWindow {
+    /// The highest ATC accepted, when any was.
+    pub highest: Option<u32>,
+    /// Bit `i % 64` of word `i / 64` set: ATC `highest - 1 - i` was accepted. Grows as needed.
+    pub below: Vec<u64>,
+}
+
+/// Why an ATC was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// This ATC was accepted before.
+    Repeated,
+    /// The ATC is further below the highest accepted than the window reaches.
+    TooOld,
+}
+
+impl AtcWindow {
+    fn bit(&self, d: u32) -> bool {
+        let i = (d - 1) as usize;
+        self.below.get(i / 64).is_some_and(|w| w & (1u64 << (i % 64)) != 0)
+    }
+
+    fn set(&mut self, d: u32) {
+        let i = (d - 1) as usize;
+        if self.below.len() <= i / 64 {
+            self.below.resize(i / 64 + 1, 0);
+        }
+        self.below[i / 64] |= 1u64 << (i % 64);
+    }
+
+    /// Every distance grows by `by`; what falls beyond `width` is forgotten.
+    fn shift(&mut self, by: u32, width: u32) {
+        let words = (width as usize).div_ceil(64);
+        if by >= width || self.below.is_empty() {
+            self.below.clear();
+            return;
+        }
+        let (ws, bs) = ((by / 64) as usize, by % 64);
+        let old = std::mem::take(&mut self.below);
+        let mut out = vec![0u64; (old.len() + ws + 1).min(words)];
+        for (i, w) in old.iter().enumerate() {
+            let j = i + ws;
+            if j < out.len() {
+                out[j] |= w << bs;
+            }
+            if bs != 0 && j + 1 < out.len() {
+                out[j + 1] |= w >> (64 - bs);
+            }
+        }
+        while out.last() == Some(&0) {
+            out.pop();
+        }
+        self.below = out;
+    }
+
+    /// Accepts `atc` once within a window of `width` ATCs below the highest: marks it, or says
+    /// why not.
+    pub fn accept(&mut self, atc: u32, width: u32) -> std::result::Result<(), Replay> {
+        let width = width.clamp(64, MAX_WINDOW);
+        let Some(h) = self.highest else {
+            self.highest = Some(atc);
+            return Ok(());
+        };
+        if atc > h {
+            self.shift(atc - h, width);
+            if atc - h <= width {
+                self.set(atc - h);
+            }
+            self.highest = Some(atc);
+            return Ok(());
+        }
+        let d = h - atc;
+        if d == 0 {
+            return Err(Replay::Repeated);
+        }
+        if d > width {
+            return Err(Replay::TooOld);
+        }
+        if self.bit(d) {
+            return Err(Replay::Repeated);
+        }
+        self.set(d);
+        Ok(())
+    }
+
+    /// The stored form: highest (4 bytes, big-endian; nothing when empty) ‖ the bitmap's words.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(4 + 8 * self.below.len());
+        if let Some(h) = self.highest {
+            v.extend_from_slice(&h.to_be_bytes());
+            for w in &self.below {
+                v.extend_from_slice(&w.to_be_bytes());
+            }
+        }
+        v
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<AtcWindow> {
+        if b.is_empty() {
+            return Some(AtcWindow::default());
+        }
+        if b.len() < 4 || !(b.len() - 4).is_multiple_of(8) || b.len() > 4 + (MAX_WINDOW as usize) / 8 {
+            return None;
+        }
+        let highest = Some(u32::from_be_bytes(b[..4].try_into().ok()?));
+        let below = b[4..]
+            .chunks_exact(8)
+            .map(|c| c.try_into().map(u64::from_be_bytes))
+            .collect::<Result<_, _>>()
+            .ok()?;
+        Some(AtcWindow { highest, below })
+    }
+}
+
+/// What the switch remembers of a transaction it answered or forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginalRecord {
+    /// [`original_key`] of the transaction.
+    pub key: String,
+    /// Keyed fingerprint of the card (the PAN as the acquirer sent it: a token stays a token).
+    pub card: String,
+    pub amount_minor: u64,
+    pub currency: String,
+    /// DE 39 answered; `None` while forwarded and not yet answered (a crash leaves it so, and a
+    /// reversal of it is then passed to the issuer, who knows).
+    pub response_code: Option<String>,
+    /// The issuer it went to.
+    pub issuer: String,
+    /// Amount reversed so far (reversals) or advised (advices) against it.
+    pub settled_minor: u64,
+    pub at_ms: u64,
+}
+
+/// The key of a transaction: acquirer ID | TID | MTI | STAN | DE 7.
+pub fn original_key(acquirer: &str, tid: &str, mti: &str, stan: &str, transmitted: &str) -> String {
+    format!("{acquirer}|{}|{mti}|{stan}|{transmitted}", tid.trim_end())
+}
+
+/// Everything changed since the last commit.
+#[derive(Default)]
+pub struct StateWrites {
+    pub windows: HashMap<String, AtcWindow>,
+    /// (issuer, card) → total.
+    pub totals: HashMap<(String, String), u64>,
+    pub originals: HashMap<String, OriginalRecord>,
+}
+
+impl StateWrites {
+    fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.totals.is_empty() && self.originals.is_empty()
+    }
+
+    fn merge_under(&mut self, older: StateWrites) {
+        for (k, v) in older.windows {
+            self.windows.entry(k).or_insert(v);
+        }
+        for (k, v) in older.totals {
+            self.totals.entry(k).or_insert(v);
+        }
+        for (k, v) in older.originals {
+            self.originals.entry(k).or_insert(v);
+        }
+    }
+}
+
+struct Dirty {
+    writes: StateWrites,
+    /// Incremented by every change.
+    generation: u64,
+}
+
+/// Originals kept in memory: the most recent, bounded in number; older ones are read from the
+/// store when a reversal asks for them.
+struct Recent {
+    map: HashMap<String, OriginalRecord>,
+    order: VecDeque<String>,
+    max: usize,
+}
+
+pub struct StateBook {
+    windows: Vec<Mutex<HashMap<String, AtcWindow>>>,
+    hasher: RandomState,
+    totals: Mutex<HashMap<(String, String), u64>>,
+    recent: Mutex<Recent>,
+    dirty: Mutex<Dirty>,
+    doorbell: std::sync::mpsc::SyncSender<()>,
+    committed: watch::Receiver<u64>,
+    store: Arc<dyn Store>,
+    sync_timeout: Duration,
+}
+
+/// The writer thread; [`StateWriter::finish`] (or dropping the book's last handle) ends it after
+/// a final commit.
+pub struct StateWriter {
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StateWriter {
+    /// Commits what is left and stops the writer.
+    pub fn finish(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl StateBook {
+    /// Loads the windows and totals from `store` and starts the writer.
+    pub fn open(store: Arc<dyn Store>, max_recent_originals: usize) -> Result<(Arc<StateBook>, StateWriter)> {
+        let hasher = RandomState::new();
+        let mut windows: Vec<HashMap<String, AtcWindow>> = (0..SHARDS).map(|_| HashMap::new()).collect();
+        for (card, bytes) in store.atc_windows_load()? {
+            let w = AtcWindow::from_bytes(&bytes).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Store,
+                    "state",
+                    "an ATC window row is malformed (4 bytes and 8-byte words)",
+                )
+            })?;
+            let i = (hasher.hash_one(&card) as usize) % SHARDS;
+            windows[i].insert(card, w);
+        }
+        let totals = store.standin_totals_load()?.into_iter().map(|(i, c, t)| ((i, c), t)).collect();
+        let (tx, committed) = watch::channel(0u64);
+        let (doorbell, ring) = std::sync::mpsc::sync_channel::<()>(1);
+        let book = Arc::new(StateBook {
+            windows: windows.into_iter().map(Mutex::new).collect(),
+            hasher,
+            totals: Mutex::new(totals),
+            recent: Mutex::new(Recent {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+                max: max_recent_originals.max(1),
+            }),
+            dirty: Mutex::new(Dirty { writes: StateWrites::default(), generation: 0 }),
+            doorbell,
+            committed,
+            store: store.clone(),
+            sync_timeout: Duration::from_secs(5),
+        });
+        let weak = Arc::downgrade(&book);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || writer(weak, ring, tx, store, stopping))
+            .map_err(|e| Error::new(ErrorKind::Internal, "state", format!("cannot start the writer: {e}")))?;
+        Ok((book, StateWriter { thread: Some(thread), stop }))
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        // A poisoned lock only means another thread panicked mid-update; the maps stay sound.
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn changed(&self, f: impl FnOnce(&mut StateWrites)) {
+        let mut d = Self::lock(&self.dirty);
+        f(&mut d.writes);
+        d.generation += 1;
+        drop(d);
+        let _ = self.doorbell.try_send(());
+    }
+
+    /// Accepts `atc` for `card` (a keyed fingerprint) once, within `width` ATCs below its highest.
+    pub fn accept_atc(&self, card: &str, atc: u32, width: u32) -> std::result::Result<(), Replay> {
+        let i = (self.hasher.hash_one(card) as usize) % SHARDS;
+        let mut shard = Self::lock(&self.windows[i]);
+        let w = shard.entry(card.to_string()).or_default();
+        w.accept(atc, width)?;
+        let snapshot = w.clone();
+        drop(shard);
+        self.changed(|d| {
+            d.windows.insert(card.to_string(), snapshot);
+        });
+        Ok(())
+    }
+
+    /// Adds `amount` to the card's stand-in total with `issuer` when the result stays within
+    /// `max`; returns whether it did.
+    pub fn add_stand_in(&self, issuer: &str, card: &str, amount: u64, max: u64) -> bool {
+        let mut totals = Self::lock(&self.totals);
+        let key = (issuer.to_string(), card.to_string());
+        let total = totals.get(&key).copied().unwrap_or(0);
+        let Some(new) = total.checked_add(amount).filter(|n| *n <= max) else { return false };
+        totals.insert(key.clone(), new);
+        drop(totals);
+        self.changed(|d| {
+            d.totals.insert(key, new);
+        });
+        true
+    }
+
+    /// The issuer has the advices: its cards' stand-in totals start again.
+    pub fn reset_stand_in(&self, issuer: &str) {
+        let mut totals = Self::lock(&self.totals);
+        let keys: Vec<_> = totals.keys().filter(|(i, _)| i == issuer).cloned().collect();
+        for k in &keys {
+            totals.insert(k.clone(), 0);
+        }
+        drop(totals);
+        if !keys.is_empty() {
+            self.changed(|d| {
+                for k in keys {
+                    d.totals.insert(k, 0);
+                }
+            });
+        }
+    }
+
+    /// A card's running stand-in total with `issuer`.
+    pub fn stand_in_total(&self, issuer: &str, card: &str) -> u64 {
+        Self::lock(&self.totals).get(&(issuer.to_string(), card.to_string())).copied().unwrap_or(0)
+    }
+
+    /// Records (or updates) a transaction.
+    pub fn record_original(&self, rec: OriginalRecord) {
+        let mut recent = Self::lock(&self.recent);
+        if recent.map.insert(rec.key.clone(), rec.clone()).is_none() {
+            recent.order.push_back(rec.key.clone());
+            while recent.order.len() > recent.max {
+                if let Some(old) = recent.order.pop_front() {
+                    recent.map.remove(&old);
+                }
+            }
+        }
+        drop(recent);
+        self.changed(|d| {
+            d.originals.insert(rec.key.clone(), rec);
+        });
+    }
+
+    /// A transaction recorded in memory (the recent ones).
+    pub fn recent_original(&self, key: &str) -> Option<OriginalRecord> {
+        Self::lock(&self.recent).map.get(key).cloned()
+    }
+
+    /// A transaction, from memory or else from the store (blocking: call it off the runtime).
+    pub fn original(&self, key: &str) -> Result<Option<OriginalRecord>> {
+        if let Some(r) = self.recent_original(key) {
+            return Ok(Some(r));
+        }
+        if let Some(r) = Self::lock(&self.dirty).writes.originals.get(key) {
+            return Ok(Some(r.clone()));
+        }
+        self.store.original_get(key)
+    }
+
+    /// Resolves once every change made before the call is committed to the store.
+    pub async fn sync(&self) -> Result<()> {
+        let target = Self::lock(&self.dirty).generation;
+        let mut rx = self.committed.clone();
+        if *rx.borrow() >= target {
+            return Ok(());
+        }
+        let _ = self.doorbell.try_send(());
+        match tokio::time::timeout(self.sync_timeout, rx.wait_for(|c| *c >= target)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::new(ErrorKind::Store, "state", "the state writer has stopped")),
+            Err(_) => Err(Error::new(ErrorKind::Store, "state", "the state was not made durable in time")),
+        }
+    }
+
+    fn take(&self) -> (StateWrites, u64) {
+        let mut d = Self::lock(&self.dirty);
+        (std::mem::take(&mut d.writes), d.generation)
+    }
+
+    fn put_back(&self, writes: StateWrites) {
+        let mut d = Self::lock(&self.dirty);
+        d.writes.merge_under(writes);
+    }
+}
+
+fn writer(
+    book: std::sync::Weak<StateBook>,
+    ring: std::sync::mpsc::Receiver<()>,
+    committed: watch::Sender<u64>,
+    store: Arc<dyn Store>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        // Woken by a change, or every 100 ms to notice a stop or that the book is gone.
+        let rung = ring.recv_timeout(Duration::from_millis(100));
+        let stopping = stop.load(std::sync::atomic::Ordering::Acquire);
+        let Some(book) = book.upgrade() else { return };
+        if matches!(rung, Err(std::sync::mpsc::RecvTimeoutError::Disconnected)) {
+            return;
+        }
+        let (writes, generation) = book.take();
+        if stopping {
+            if !writes.is_empty()
+                && let Err(e) = store.state_commit(&writes)
+            {
+                tracing::error!(error = %e, "final state commit failed");
+                book.put_back(writes);
+            } else {
+                committed.send_replace(generation);
+            }
+            return;
+        }
+        if writes.is_empty() {
+            committed.send_if_modified(|c| {
+                let up = *c < generation;
+                *c = (*c).max(generation);
+                up
+            });
+            continue;
+        }
+        match store.state_commit(&writes) {
+            Ok(()) => {
+                backoff = Duration::from_millis(10);
+                committed.send_replace(generation);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "state commit failed; retrying");
+                book.put_back(writes);
+                drop(book);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+impl Drop for StateBook {
+    fn drop(&mut self) {
+        // The last handle: commit what is left (the writer cannot upgrade any more).
+        let writes = std::mem::take(&mut Self::lock(&self.dirty).writes);
+        if !writes.is_empty()
+            && let Err(e) = self.store.state_commit(&writes)
+        {
+            tracing::error!(error = %e, "final state commit failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_accepts_each_atc_once_in_any_order() {
+        let mut w = AtcWindow::default();
+        let w_accept = |w: &mut AtcWindow, a| w.accept(a, WINDOW);
+        assert_eq!(w_accept(&mut w, 10), Ok(()));
+        assert_eq!(w_accept(&mut w, 10), Err(Replay::Repeated));
+        assert_eq!(w_accept(&mut w, 7), Ok(()));
+        assert_eq!(w_accept(&mut w, 7), Err(Replay::Repeated));
+        assert_eq!(w_accept(&mut w, 12), Ok(()));
+        assert_eq!(w_accept(&mut w, 10), Err(Replay::Repeated), "kept across the shift");
+        assert_eq!(w_accept(&mut w, 7), Err(Replay::Repeated));
+        assert_eq!(w_accept(&mut w, 11), Ok(()));
+        assert_eq!(w_accept(&mut w, 8), Ok(()));
+        assert_eq!(w_accept(&mut w, 12 + WINDOW + 1), Ok(()));
+        assert_eq!(w_accept(&mut w, 12), Err(Replay::TooOld));
+        assert_eq!(w_accept(&mut w, 13), Ok(()), "exactly WINDOW below is still inside");
+        assert_eq!(w_accept(&mut w, 13), Err(Replay::Repeated));
+        assert_eq!(w_accept(&mut w, 0), Err(Replay::TooOld));
+        let back = AtcWindow::from_bytes(&w.to_bytes()).expect("round trip");
+        assert_eq!(back, w);
+        assert_eq!(AtcWindow::from_bytes(&[]), Some(AtcWindow::default()));
+        assert_eq!(AtcWindow::from_bytes(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn window_matches_a_set_model() {
+        for width in [64, WINDOW, 1_000, MAX_WINDOW] {
+            set_model(width);
+        }
+    }
+
+    /// Against a plain set with the same "too old" rule, over a pseudo-random ATC sequence.
+    fn set_model(width: u32) {
+        const WINDOW: u32 = 0;
+        let _ = WINDOW;
+        let mut w = AtcWindow::default();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut x = 12345u32;
+        for _ in 0..20_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let atc = (x >> 8) % 3_000;
+            let highest = seen.iter().next_back().copied();
+            let expect = match highest {
+                Some(h) if atc + width < h => Err(Replay::TooOld),
+                _ if seen.contains(&atc) => Err(Replay::Repeated),
+                _ => Ok(()),
+            };
+            let got = w.accept(atc, width);
+            assert_eq!(got, expect, "width {width}, atc {atc}, highest {highest:?}");
+            if got.is_ok() {
+                seen.insert(atc);
+            }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The switch's edge, attacked by clients that know the wire (the network as `paynet serve` runs
+//! it, on 127.0.0.1): forged token-service flags, unregistered and spoofed terminals, advices and
+//! reversals without an original or against someone else's, amount and currency swapped under a
+//! valid cryptogram, a card's decline sent online, network-reserved processing codes, duplicate-
+//! cache probing, and ATC replays before and after a restart (in stand-in too). Each is answered
+//! as docs/network-spec.md says, the issuer's ledger does not move, and a genuine approval is
+//! still served afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use codecs::framing::FramingKind;
+use codecs::iso8583::Message;
+use common::{Client, Tx, chip_request, rc};
+use issuer_sim::cards::ClearTestCard;
+use paynet::network::{self, Network, Options};
+
+async fn client(net: &Network) -> Client {
+    Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network").await
+}
+
+fn otb(net: &Network, pan: &str) -> u64 {
+    net.issuer_state.issuer.lock().expect("issuer").open_to_buy(pan).expect("card")
+}
+
+/// A genuine approval still goes through, and moves the ledger by its amount.
+async fn genuine(net: &Network, c: &mut Client, card: &ClearTestCard, stan: u32, atc: u16) {
+    let before = otb(net, &card.pan);
+    let r = c.call(&chip_request("network", card, &Tx::purchase(stan, 123, atc))).await;
+    assert_eq!(rc(&r), "00", "a genuine request after the attack: {r:?}");
+    assert_eq!(otb(net, &card.pan), before - 123);
+}
+
+fn with_icc(m: &mut Message, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut icc = m.icc_data().expect("ok").expect("DE 55").to_vec();
+    f(&mut icc);
+    m.set_icc_data(&icc).expect("DE 55");
+}
+
+/// The value offset of the first `tag` (two-byte tag, one-byte length) in DE 55.
+fn value_at(icc: &[u8], tag: [u8; 2]) -> usize {
+    icc.windows(2).position(|w| w == tag).expect("tag present") + 3
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_flags_spoofed_terminals_and_swapped_chip_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let card = net.ports.test_cards[0].clone();
+    let mut c = client(&net).await;
+    let start = otb(&net, &card.pan);
+    assert!(net.ports.terminals.len() >= 8, "the ports file lists the registered terminals");
+
+    // 1. An all-zero ARQC with DE 123 claiming the token service verified it (DF8106 = "1").
+    let mut forged = chip_request("network", &card, &Tx::purchase(1, 700_000, 40));
+    with_icc(&mut forged, |icc| {
+        let at = value_at(icc, [0x9F, 0x26]);
+        icc[at..at + 8].fill(0);
+    });
+    let mut t = codecs::tlv::TlvBuilder::new();
+    t.primitive(codecs::tlv::Tag::new(0xDF8106), b"1").expect("tag");
+    forged.set_bytes(123, t.finish().to_vec()).expect("DE 123");
+    let r = c.call(&forged).await;
+    assert_ne!(rc(&r), "00", "a forged cryptogram-verified flag is not trusted");
+    assert_eq!(rc(&r), "82");
+    assert!(!r.contains(123) && !r.contains(38), "nothing of the forgery comes back: {r:?}");
+    // The same ATC again, with a new STAN: still refused.
+    let mut again = forged.clone();
+    again.set_text(11, "000002").expect("DE 11");
+    assert_eq!(rc(&c.call(&again).await), "82");
+    assert_eq!(otb(&net, &card.pan), start, "nothing booked");
+
+    // 2. A terminal nobody registered, and a registered TID with another merchant ID: 58.
+    let stranger = Tx { tid: "EVIL0001".into(), ..Tx::purchase(3, 100, 41) };
+    assert_eq!(rc(&c.call(&chip_request("network", &card, &stranger)).await), "58");
+    let mut spoofed = chip_request("network", &card, &Tx::purchase(4, 100, 42));
+    spoofed.set_text(42, "MERCHANT0000666").expect("DE 42");
+    assert_eq!(rc(&c.call(&spoofed).await), "58");
+    // The same over the ASCII listener.
+    let mut ca = Client::connect(
+        &net.ports.acquirer_ascii.host,
+        net.ports.acquirer_ascii.port,
+        FramingKind::Ascii4,
+        "iso87ascii",
+    )
+    .await;
+    assert_eq!(rc(&ca.call(&chip_request("iso87ascii", &card, &stranger)).await), "58");
+    assert_eq!(otb(&net, &card.pan), start);
+
+    // 3. An advice of 7,000.00 with no original, from a stranger and from a registered terminal.
+    let mut advice = chip_request("network", &card, &Tx::purchase(5, 700_000, 43));
+    advice.set_mti(codecs::iso8583::Mti::AUTHORIZATION_ADVICE);
+    advice.set_text(39, "00").expect("DE 39");
+    let mut from_stranger = advice.clone();
+    from_stranger.set_text(41, "EVIL0001").expect("DE 41");
+    assert_eq!(rc(&c.call(&from_stranger).await), "58");
+    assert_eq!(rc(&c.call(&advice).await), "25", "no original: unable to locate");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(otb(&net, &card.pan), start, "no advice reaches the issuer");
+    assert_eq!(net.switch.store.saf_pending(None).expect("saf"), 0, "nothing queued for the issuer");
+
+    // 4. Chip data that disagrees with the message, under a valid cryptogram.
+    let mut amount = chip_request("network", &card, &Tx::purchase(6, 100, 44));
+    amount.set_text(4, "000000000001").expect("DE 4");
+    assert_eq!(rc(&c.call(&amount).await), "13", "DE 4 is not what the card signed");
+    let mut currency = chip_request("network", &card, &Tx::purchase(7, 100, 45));
+    currency.set_text(49, "840").expect("DE 49");
+    assert_eq!(rc(&c.call(&currency).await), "13", "DE 49 is not what the card signed");
+    let mut aac = chip_request("network", &card, &Tx::purchase(8, 100, 46));
+    with_icc(&mut aac, |icc| {
+        let at = value_at(icc, [0x9F, 0x27]);
+        icc[at] = 0x00;
+    });
+    assert_eq!(rc(&c.call(&aac).await), "12", "the card's own decline sent online");
+    let mut keyed = chip_request("network", &card, &Tx::purchase(9, 100, 47));
+    keyed.set_text(22, "012").expect("DE 22");
+    assert_eq!(rc(&c.call(&keyed).await), "12", "DE 22 says keyed, the request carries chip data");
+    let other_before = otb(&net, &net.ports.test_cards[1].pan);
+    let mut other_card = chip_request("network", &card, &Tx::purchase(10, 100, 48));
+    other_card.set_text(2, &net.ports.test_cards[1].pan).expect("DE 2");
+    let r = c.call(&other_card).await;
+    assert!(
+        ["12", "14", "82"].contains(&rc(&r).as_str()),
+        "another card's PAN under this card's cryptogram: {r:?}"
+    );
+    assert_eq!(otb(&net, &net.ports.test_cards[1].pan), other_before);
+    assert_eq!(otb(&net, &card.pan), start);
+
+    // 5. Processing codes only the network originates (token ID&V): 12.
+    let mut idv = chip_request("network", &card, &Tx::purchase(11, 0, 49));
+    idv.set_text(3, "900000").expect("DE 3");
+    assert_eq!(rc(&c.call(&idv).await), "12");
+
+    genuine(&net, &mut c, &card, 12, 50).await;
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reversals_need_their_own_original_and_the_cache_answers_only_the_same_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let card = net.ports.test_cards[0].clone();
+    let other = net.ports.test_cards[1].clone();
+    let mut c = client(&net).await;
+
+    // TERM0001 is approved for 50.00.
+    let original = chip_request("network", &card, &Tx::purchase(21, 5_000, 60));
+    let r = c.call(&original).await;
+    assert_eq!(rc(&r), "00");
+    let booked = otb(&net, &card.pan);
+
+    // Another terminal of the same acquirer reverses it: no original of its own, 25.
+    let reversal_by = |tid: &str, amount: u64, stan: u32| {
+        let mut m = Message::new(original.spec().clone(), codecs::iso8583::Mti::REVERSAL_REQUEST);
+        for de in [2u16, 3, 4, 7, 11, 12, 13, 22, 37, 41, 42, 49] {
+            m.copy_from(&original, de).expect("copy");
+        }
+        m.set_text(41, tid).expect("DE 41");
+        m.set_text(11, &format!("{stan:06}")).expect("DE 11");
+        m.set_text(4, &format!("{amount:012}")).expect("DE 4");
+        let t = |de| original.text(de).map(|c| c.into_owned()).unwrap_or_default();
+        m.set_text(90, &format!("0100{}{}{}", t(11), t(7), "0".repeat(22))).expect("DE 90");
+        m
+    };
+    assert_eq!(rc(&c.call(&reversal_by("TERM0002", 5_000, 91)).await), "25");
+    // The terminal itself, for more than the original: 12.
+    assert_eq!(rc(&c.call(&reversal_by("TERM0001", 9_000, 92)).await), "12");
+    // With another card's PAN: 12.
+    let mut swapped = reversal_by("TERM0001", 5_000, 93);
+    swapped.set_text(2, &other.pan).expect("DE 2");
+    assert_eq!(rc(&c.call(&swapped).await), "12");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(otb(&net, &card.pan), booked, "no refused reversal reached the issuer");
+
+    // Cache probing: another card and amount under the original's TID, STAN and DE 7 gets 94 and
+    // none of the original's answer (its PAN, expiry or authorization code).
+    let mut probe = chip_request("network", &other, &Tx::purchase(21, 1, 61));
+    probe.set_text(7, &original.text(7).expect("DE 7")).expect("DE 7");
+    let p = c.call(&probe).await;
+    assert_eq!(rc(&p), "94");
+    assert_eq!(p.text(2).as_deref(), Some(other.pan.as_str()), "only the prober's own PAN");
+    assert!(!p.contains(38), "no authorization code: {p:?}");
+    assert_eq!(p.text(14), probe.text(14), "DE 14 is the prober's own, echoed");
+    // The real repeat still gets the original answer, booked once.
+    let again = c.call(&original).await;
+    assert_eq!(again.text(38), r.text(38));
+    assert_eq!(otb(&net, &card.pan), booked);
+
+    // The genuine reversal is accepted once; its repeat is answered again and books nothing more.
+    let genuine_reversal = reversal_by("TERM0001", 5_000, 94);
+    assert_eq!(rc(&c.call(&genuine_reversal).await), "00");
+    until("the reversal reaches the issuer", || otb(&net, &card.pan) == booked + 5_000).await;
+    let repeat = reversal_by("TERM0001", 5_000, 95);
+    assert_eq!(rc(&c.call(&repeat).await), "00", "a second reversal of the same original");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(otb(&net, &card.pan), booked + 5_000, "released once");
+
+    genuine(&net, &mut c, &card, 30, 62).await;
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_atc_is_accepted_once_across_a_restart_and_in_stand_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The switch verifies on the issuer's behalf, so it keeps the cards' ATC windows itself.
+    let mut opts = Options::new(dir.path());
+    opts.on_behalf = true;
+    let net = network::start(opts).await.expect("network");
+    let card = net.ports.test_cards[2].clone();
+    let mut c = client(&net).await;
+    let r = c.call(&chip_request("network", &card, &Tx::purchase(1, 1_000, 7))).await;
+    assert_eq!(rc(&r), "00");
+    drop(c);
+
+    // The switch restarts, then the issuer goes away: stand-in is the switch's own decision.
+    let mut net = net.restart_switch().await.expect("restart");
+    net.stop_issuer().await;
+    until("the link notices", || !net.switch.engine.issuers.values().any(|h| h.link.is_up())).await;
+    let mut c = client(&net).await;
+    let replay = c.call(&chip_request("network", &card, &Tx::purchase(2, 1_000, 7))).await;
+    assert_eq!(rc(&replay), "82", "the ATC used before the restart is refused, in stand-in too");
+    // A fresh ATC is approved in stand-in; the same ATC again is not.
+    assert_eq!(rc(&c.call(&chip_request("network", &card, &Tx::purchase(3, 1_000, 8))).await), "00");
+    assert_eq!(rc(&c.call(&chip_request("network", &card, &Tx::purchase(4, 1_000, 8))).await), "82");
+    // A card the switch cannot verify (a tampered cryptogram) is never approved in stand-in.
+    let mut bad = chip_request("network", &card, &Tx::purchase(5, 1_000, 9));
+    with_icc(&mut bad, |icc| {
+        let at = value_at(icc, [0x9F, 0x26]);
+        icc[at] ^= 1;
+    });
+    assert_eq!(rc(&c.call(&bad).await), "82");
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_issuers_key_stand_in_approves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut net = network::start(Options::new(dir.path())).await.expect("network");
+    let card = net.ports.test_cards[0].clone();
+    net.stop_issuer().await;
+    until("the link notices", || !net.switch.engine.issuers.values().any(|h| h.link.is_up())).await;
+    let mut c = client(&net).await;
+    let r = c.call(&chip_request("network", &card, &Tx::purchase(1, 1_000, 1))).await;
+    assert_eq!(rc(&r), "91", "a cryptogram the switch could not verify is not approved in stand-in");
+    assert!(!r.contains(38));
+    net.shutdown().await;
+}
