@@ -1,7 +1,7 @@
-//! What the switch reads from and writes into messages, beyond the codec: the identities used for
-//! matching and de-duplication, answers built from requests, reversals and advices built from
-//! originals (docs/network-spec.md §2), and the journal row of a message (masked PAN and keyed
-//! fingerprint, never the PAN).
+//! What the switch reads from and writes into messages, beyond the codec: the issuer-link matching
+//! identity, reversals and advices built from originals (docs/network-spec.md §2), carrying a
+//! message into another spec, and the journal row of a message (masked PAN and keyed fingerprint,
+//! never the PAN). Answers to acquirers are built in `pipeline::respond`.
 
 use bytes::Bytes;
 use codecs::iso8583::{Message, Mti};

@@ -187,6 +187,48 @@ pub struct Done {
     pub dedupe: Option<TransmissionKey>,
 }
 
+impl Done {
+    /// An answer with nothing else to do: no decline, nothing owed, no state to sync, no cache
+    /// entry to complete (the callers set what differs).
+    pub fn plain(
+        answer: Message,
+        request: Option<Message>,
+        route: impl Into<String>,
+        sign: Option<LinkMac>,
+    ) -> Done {
+        Done {
+            answer,
+            request,
+            route: route.into(),
+            decline: None,
+            owed: vec![],
+            sync: false,
+            sign,
+            dedupe: None,
+        }
+    }
+
+    /// A repeat answered with its original's answer.
+    pub fn duplicate(answer: Message, request: Message, sign: Option<LinkMac>) -> Done {
+        Done::plain(answer, Some(request), "duplicate", sign)
+    }
+
+    /// A refusal of `request`: its answer with the decline's code, routed to the stage; `dedupe`
+    /// is the cache entry it completes (none before the request was identified and validated).
+    pub fn declined(
+        request: &Message,
+        d: Decline,
+        sign: Option<LinkMac>,
+        dedupe: Option<TransmissionKey>,
+    ) -> Done {
+        let mut done =
+            Done::plain(respond::answer(request, d.code), Some(request.clone()), d.stage.as_str(), sign);
+        done.decline = Some(d);
+        done.dedupe = dedupe;
+        done
+    }
+}
+
 /// A request to forward to an issuer; its link result goes to [`Pipeline::complete`].
 pub struct Forward {
     pub issuer: Arc<str>,
@@ -287,17 +329,20 @@ impl Pipeline {
         };
         if class == Class::NetworkManagement {
             // Sign-on and echo carry no card data and book nothing; answered by the listener.
-            return self.local(&msg, ResponseCode::APPROVED, "local", None, None);
+            let answer = respond::answer(&msg, ResponseCode::APPROVED);
+            return Step::Answer(Box::new(Done::plain(answer, None, "local", None)));
         }
         let registry = self.registry.read().unwrap_or_else(|p| p.into_inner()).clone();
         let identity = match identify::identify(&registry, listener, peer, raw, &msg) {
             Ok(id) => id,
-            Err(d) => return self.refuse_unidentified(&msg, d),
+            // Nothing of the request is trusted, not even its DE 32: the answer echoes only what
+            // the sender sent, the journal gets the refusal.
+            Err(d) => return self.refuse(&msg, d, None),
         };
         let sign = identity.terminal.mac.clone();
         let msg = match sanitize::sanitize(msg, &identity, class) {
             Ok(m) => m,
-            Err((m, d)) => return self.refuse(&m, d, sign, None),
+            Err((m, d)) => return self.refuse(&m, d, sign),
         };
         if class == Class::Other {
             let d = Decline::new(
@@ -305,11 +350,11 @@ impl Pipeline {
                 Stage::Validate,
                 format!("MTI {mti} not carried"),
             );
-            return self.refuse(&msg, d, sign, None);
+            return self.refuse(&msg, d, sign);
         }
         let txn = match validate::parse(self, listener, msg, identity, class) {
             Ok(t) => t,
-            Err((m, d)) => return self.refuse(&m, d, sign, None),
+            Err((m, d)) => return self.refuse(&m, d, sign),
         };
         match class {
             Class::Authorization => self.authorize(txn, now_ms),
@@ -320,27 +365,11 @@ impl Pipeline {
     fn authorize(&self, txn: Txn, now_ms: u64) -> Step {
         let sign = txn.identity.terminal.mac.clone();
         if let Err(d) = validate::authorization(&txn) {
-            return self.refuse(&txn.msg, d, sign, None);
+            return self.refuse(&txn.msg, d, sign);
         }
-        let key = match dedupe::check(&self.dedupe, &txn, now_ms) {
-            dedupe::Outcome::New(k) => k,
-            dedupe::Outcome::Answered(bytes) => {
-                let answer = dedupe::decode_cached(&txn.msg, bytes);
-                return Step::Answer(Box::new(Done {
-                    answer,
-                    request: Some(txn.msg),
-                    route: "duplicate".into(),
-                    decline: None,
-                    owed: vec![],
-                    sync: false,
-                    sign,
-                    dedupe: None,
-                }));
-            }
-            dedupe::Outcome::InFlight(rx) => {
-                return Step::AwaitDuplicate { rx, request: Box::new(txn.msg), sign };
-            }
-            dedupe::Outcome::Refused(d) => return self.refuse(&txn.msg, d, sign, None),
+        let (txn, key) = match self.first_time(txn, now_ms) {
+            Ok(x) => x,
+            Err(step) => return step,
         };
         let dk = Some(key);
         let (mut sent, token) = match detokenize::detokenize(self, &txn, now_ms) {
@@ -429,30 +458,32 @@ impl Pipeline {
     fn reference(&self, txn: Txn, now_ms: u64) -> Step {
         let sign = txn.identity.terminal.mac.clone();
         if let Err(d) = validate::reference(&txn) {
-            return self.refuse(&txn.msg, d, sign, None);
+            return self.refuse(&txn.msg, d, sign);
         }
-        let dk = match dedupe::check(&self.dedupe, &txn, now_ms) {
-            dedupe::Outcome::New(k) => Some(k),
-            dedupe::Outcome::Answered(bytes) => {
-                let answer = dedupe::decode_cached(&txn.msg, bytes);
-                return Step::Answer(Box::new(Done {
-                    answer,
-                    request: Some(txn.msg),
-                    route: "duplicate".into(),
-                    decline: None,
-                    owed: vec![],
-                    sync: false,
-                    sign,
-                    dedupe: None,
-                }));
-            }
-            dedupe::Outcome::InFlight(rx) => {
-                return Step::AwaitDuplicate { rx, request: Box::new(txn.msg), sign };
-            }
-            dedupe::Outcome::Refused(d) => return self.refuse(&txn.msg, d, sign, None),
+        let (txn, key) = match self.first_time(txn, now_ms) {
+            Ok(x) => x,
+            Err(step) => return step,
         };
         let (original_key, own_key) = original::keys(&txn);
-        Step::NeedOriginal(Box::new(Reference { txn, original_key, own_key, dedupe: dk }))
+        Step::NeedOriginal(Box::new(Reference { txn, original_key, own_key, dedupe: Some(key) }))
+    }
+
+    /// The dedupe stage: the transaction's cache entry when it is seen for the first time,
+    /// otherwise the step that answers the repeat (the original's answer, now or when it comes)
+    /// or refuses it (94).
+    fn first_time(&self, txn: Txn, now_ms: u64) -> Result<(Txn, TransmissionKey), Step> {
+        let sign = txn.identity.terminal.mac.clone();
+        match dedupe::check(&self.dedupe, &txn, now_ms) {
+            dedupe::Outcome::New(k) => Ok((txn, k)),
+            dedupe::Outcome::Answered(bytes) => {
+                let answer = dedupe::decode_cached(&txn.msg, bytes);
+                Err(Step::Answer(Box::new(Done::duplicate(answer, txn.msg, sign))))
+            }
+            dedupe::Outcome::InFlight(rx) => {
+                Err(Step::AwaitDuplicate { rx, request: Box::new(txn.msg), sign })
+            }
+            dedupe::Outcome::Refused(d) => Err(self.refuse(&txn.msg, d, sign)),
+        }
     }
 
     /// Goes on with a reversal or advice once its original (and any earlier acceptance of this
@@ -466,112 +497,42 @@ impl Pipeline {
     ) -> Done {
         let Reference { txn, dedupe, .. } = r;
         let sign = txn.identity.terminal.mac.clone();
-        match original::settle(self, &txn, original, already, now_ms) {
-            Ok(original::Settled::Nothing) => {
-                let answer = respond::answer(&txn.msg, ResponseCode::APPROVED);
-                Done {
-                    answer,
-                    request: Some(txn.msg),
-                    route: "local".into(),
-                    decline: None,
-                    owed: vec![],
-                    sync: true,
-                    sign,
-                    dedupe,
-                }
-            }
-            Ok(original::Settled::Owed { issuer, kind, msg }) => {
-                let answer = respond::answer(&txn.msg, ResponseCode::APPROVED);
-                let online_first = txn.mti == Mti::REVERSAL_REQUEST;
-                let owed = vec![Owed {
-                    issuer: issuer.clone(),
+        let settled = match original::settle(self, &txn, original, already, now_ms) {
+            Ok(s) => s,
+            Err(d) => return Done::declined(&txn.msg, d, sign, dedupe),
+        };
+        let answer = respond::answer(&txn.msg, ResponseCode::APPROVED);
+        let mut done = match settled {
+            original::Settled::Nothing => Done::plain(answer, None, "local", sign),
+            original::Settled::Owed { issuer, kind, msg } => {
+                let mut done = Done::plain(answer, None, format!("{issuer}:saf"), sign);
+                done.owed.push(Owed {
+                    online_first: txn.mti == Mti::REVERSAL_REQUEST,
+                    issuer,
                     kind,
                     msg,
                     on_failure: Some(ResponseCode::SYSTEM_ERROR),
-                    online_first,
-                }];
-                Done {
-                    answer,
-                    request: Some(txn.msg),
-                    route: format!("{issuer}:saf"),
-                    decline: None,
-                    owed,
-                    sync: true,
-                    sign,
-                    dedupe,
-                }
+                });
+                done
             }
-            Err(d) => {
-                let mut done = self.decided_done(&txn, d, dedupe);
-                done.sync = false;
-                *done
-            }
-        }
+        };
+        done.request = Some(txn.msg);
+        done.sync = true;
+        done.dedupe = dedupe;
+        done
     }
 
-    /// Refused before the transaction was identified well enough to cache: answered, nothing
+    /// Refused before the transaction was identified and validated: answered, nothing cached or
     /// recorded.
-    fn refuse(
-        &self,
-        msg: &Message,
-        d: Decline,
-        sign: Option<LinkMac>,
-        dedupe: Option<TransmissionKey>,
-    ) -> Step {
-        let answer = respond::answer(msg, d.code);
-        Step::Answer(Box::new(Done {
-            answer,
-            request: Some(msg.clone()),
-            route: d.stage.as_str().into(),
-            decline: Some(d),
-            owed: vec![],
-            sync: false,
-            sign,
-            dedupe,
-        }))
-    }
-
-    fn refuse_unidentified(&self, msg: &Message, d: Decline) -> Step {
-        // Nothing of the request is trusted, not even its DE 32: the answer echoes only what the
-        // sender sent, the journal gets the refusal.
-        self.refuse(msg, d, None, None)
-    }
-
-    fn local(
-        &self,
-        msg: &Message,
-        rc: ResponseCode,
-        route: &str,
-        sign: Option<LinkMac>,
-        request: Option<Message>,
-    ) -> Step {
-        Step::Answer(Box::new(Done {
-            answer: respond::answer(msg, rc),
-            request,
-            route: route.into(),
-            decline: None,
-            owed: vec![],
-            sync: false,
-            sign,
-            dedupe: None,
-        }))
-    }
-
-    fn decided_done(&self, txn: &Txn, d: Decline, dedupe: Option<TransmissionKey>) -> Box<Done> {
-        let answer = respond::answer(&txn.msg, d.code);
-        Box::new(Done {
-            answer,
-            request: Some(txn.msg.clone()),
-            route: d.stage.as_str().into(),
-            decline: Some(d),
-            owed: vec![],
-            sync: false,
-            sign: txn.identity.terminal.mac.clone(),
-            dedupe,
-        })
+    fn refuse(&self, msg: &Message, d: Decline, sign: Option<LinkMac>) -> Step {
+        Step::Answer(Box::new(Done::declined(msg, d, sign, None)))
     }
 
     /// Declined after identification and validation: the answer is cached for repeats.
+    fn decided_done(&self, txn: &Txn, d: Decline, dedupe: Option<TransmissionKey>) -> Box<Done> {
+        Box::new(Done::declined(&txn.msg, d, txn.identity.terminal.mac.clone(), dedupe))
+    }
+
     fn decided(&self, txn: Txn, d: Decline, dedupe: Option<TransmissionKey>) -> Step {
         Step::Answer(self.decided_done(&txn, d, dedupe))
     }

@@ -42,7 +42,7 @@ pub fn card_inputs<'a>(txn: &Txn, pan: &'a crypto::emv::PanDigits) -> Option<cry
 
 fn on_behalf(p: &Pipeline, txn: &Txn, rules: &IssuerRules) -> Result<bool, Decline> {
     let (Some(imk), Some(chip), Some(pan)) = (&rules.imk_ac, &txn.chip, &txn.pan) else { return Ok(false) };
-    let Some(cvn) = chip.tag(0x9F10).and_then(|iad| crate::engine::cvn_from_iad(pan.expose(), iad)) else {
+    let Some(cvn) = chip.tag(0x9F10).and_then(|iad| super::chip::cvn_from_iad(pan.expose(), iad)) else {
         tracing::debug!("CVN not recognised from the IAD: left to the issuer");
         return Ok(false);
     };

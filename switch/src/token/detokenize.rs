@@ -67,7 +67,9 @@ impl VaultDetokenizer {
         };
         let nodes = codecs::tlv::decode_lenient(&icc).map_err(|_| refuse("30"))?;
         let tag = |t: u32| nodes.iter().find(|n| n.tag().value() == t).map(|n| n.value());
-        let cvn = tag(0x9F10).and_then(|iad| crate::engine::cvn_from_iad(token, iad)).ok_or(refuse("82"))?;
+        let cvn = tag(0x9F10)
+            .and_then(|iad| crate::pipeline::chip::cvn_from_iad(token, iad))
+            .ok_or(refuse("82"))?;
         let data = ac_data_from_tags(cvn, tag).map_err(|_| refuse("30"))?;
         let (Some(arqc), Some(atc)) = (tag(0x9F26), tag(0x9F36)) else { return Err(refuse("30")) };
         let atc = Atc::from_slice(atc).map_err(|_| refuse("30"))?;
