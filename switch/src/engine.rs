@@ -158,10 +158,7 @@ impl Engine {
                     }
                     _ => {
                         tracing::error!("the original of a reversal or advice could not be read");
-                        let mut d = self.pipeline.resume_reference(*r, None, None, self.clock.now_ms());
-                        let _ = d.answer.set_text(39, ResponseCode::SYSTEM_ERROR.as_str());
-                        d.dedupe = None;
-                        d
+                        self.pipeline.unreadable_reference(*r)
                     }
                 }
             }

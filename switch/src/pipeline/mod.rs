@@ -522,6 +522,17 @@ impl Pipeline {
         done
     }
 
+    /// A reversal or advice whose original could not be read (the store failed): 96, and its
+    /// cache entry is let go so that the acquirer's retry is decided afresh, not kept waiting on
+    /// an answer that will never be cached.
+    pub fn unreadable_reference(&self, r: Reference) -> Done {
+        if let Some(k) = &r.dedupe {
+            self.dedupe.abandon(k);
+        }
+        let d = Decline::new(ResponseCode::SYSTEM_ERROR, Stage::Original, "the original could not be read");
+        Done::declined(&r.txn.msg, d, r.txn.identity.terminal.mac.clone(), None)
+    }
+
     /// Refused before the transaction was identified and validated: answered, nothing cached or
     /// recorded.
     fn refuse(&self, msg: &Message, d: Decline, sign: Option<LinkMac>) -> Step {

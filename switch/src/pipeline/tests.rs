@@ -1,1 +1,345 @@
-// tests filled in below
+//! The pipeline without sockets: a registry with one loopback acquirer, one issuer whose IMK-AC
+//! the switch holds, the state book on an in-memory store, and the issuer's answers made up here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use codecs::iso8583::{Message, Mti, ResponseCode, Spec};
+use crypto::emv::{Cvn, PanDigits, Psn};
+use crypto::keyblock::Header;
+use crypto::keys::{SymmetricKey, TdesKey, to_hex};
+use crypto::keystore::{KeyName, Keystore, Lmk};
+use terminal_sim::pos::{TestCard, Tx, chip_request};
+use zeroize::Zeroizing;
+
+use super::*;
+use crate::config::{AcquirerConfig, StandInConfig, TerminalConfig};
+use crate::detokenize::NoTokens;
+use crate::store::sqlite::SqliteStore;
+
+const IMK: &str = "0123456789ABCDEFFEDCBA9876543210";
+const NOW: u64 = 1_795_000_000_000;
+
+struct Fixed;
+
+impl crate::clock::Entropy for Fixed {
+    fn fill(&self, buf: &mut [u8]) {
+        buf.fill(7);
+    }
+}
+
+fn pipeline() -> Pipeline {
+    let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("LMK");
+    let mut ks = Keystore::new(lmk);
+    let imk = TdesKey::from_hex("imk", IMK).expect("imk");
+    ks.import(
+        KeyName::new("issuer-a.imk-ac").expect("name"),
+        &Header::parse_template("D0000E0TX00N0000").expect("header"),
+        &SymmetricKey::Tdes(imk),
+        &[0u8; 64],
+    )
+    .expect("import");
+    let hsm: Arc<dyn crypto::hsm::Hsm> =
+        Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(|b: &mut [u8]| b.fill(1))));
+    let acquirers = [AcquirerConfig {
+        id: "400001".into(),
+        listeners: vec!["pos".into()],
+        source: vec!["127.0.0.0/8".into()],
+        terminals: vec![
+            TerminalConfig { tid: "TERM0001".into(), mid: "MERCHANT0000001".into(), mac: None },
+            TerminalConfig { tid: "TERM0002".into(), mid: "MERCHANT0000001".into(), mac: None },
+        ],
+        ..AcquirerConfig::default()
+    }];
+    let registry = Registry::new(&acquirers, |_| unreachable!("no terminal MAC keys")).expect("registry");
+    let spec = Spec::builtin("network").expect("spec").clone();
+    let name: Arc<str> = Arc::from("issuer-a");
+    let rules = IssuerRules {
+        name: name.clone(),
+        spec,
+        zpk: None,
+        imk_ac: Some("issuer-a.imk-ac".into()),
+        atc_window: crate::state::WINDOW,
+        stand_in: StandIn::new(StandInConfig {
+            enabled: true,
+            max_amount_minor: 10_000,
+            currency: "978".into(),
+            max_total_per_card_minor: 15_000,
+            transaction_types: vec!["00".into()],
+        }),
+    };
+    let store: Arc<dyn crate::store::Store> = Arc::new(SqliteStore::in_memory().expect("store"));
+    let (state, _writer) = StateBook::open(store, 1_000).expect("state");
+    Pipeline {
+        registry: RwLock::new(Arc::new(registry)),
+        routes: RwLock::new(Arc::new(RouteTable::new([("476173", "issuer-a")]).expect("routes"))),
+        issuers: HashMap::from([(name, rules)]),
+        dedupe: DuplicateCache::new(60_000, 10_000),
+        state,
+        detokenizer: Arc::new(NoTokens),
+        hsm,
+        entropy: Arc::new(Fixed),
+        fingerprint_key: Zeroizing::new(vec![9u8; 32]),
+    }
+}
+
+fn listener() -> ListenerCtx {
+    ListenerCtx { name: Arc::from("pos"), spec: Spec::builtin("network").expect("spec").clone(), bdk: None }
+}
+
+fn local() -> Peer {
+    Peer::tcp("127.0.0.1".parse().expect("ip"))
+}
+
+fn card(pan: &str) -> TestCard {
+    let imk = TdesKey::from_hex("imk", IMK).expect("imk");
+    let icc = Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(pan).expect("pan"), Psn::new(1).expect("psn"));
+    TestCard {
+        pan: pan.into(),
+        expiry: "2812".into(),
+        psn: "01".into(),
+        cvn: "visa18".into(),
+        icc_mk: to_hex(icc.expose()),
+        pin: String::new(),
+        balance: String::new(),
+    }
+}
+
+const PAN: &str = "4761739001010010";
+
+fn purchase(stan: u32, amount: u64, atc: u16) -> Message {
+    purchase_by(PAN, stan, amount, atc)
+}
+
+fn purchase_by(pan: &str, stan: u32, amount: u64, atc: u16) -> Message {
+    chip_request(Spec::builtin("network").expect("spec"), &card(pan), &Tx::purchase(stan, amount, atc))
+        .expect("request")
+}
+
+fn begin(p: &Pipeline, m: Message) -> Step {
+    let raw = m.encode().expect("encode");
+    p.begin(&listener(), &local(), &raw, m, NOW)
+}
+
+/// The answer of a step that answers at once.
+fn answered(step: Step) -> Done {
+    match step {
+        Step::Answer(d) => *d,
+        _ => panic!("expected an answer"),
+    }
+}
+
+fn rc(d: &Done) -> String {
+    d.answer.text(39).map(|c| c.into_owned()).unwrap_or_default()
+}
+
+fn forwarded(step: Step) -> Forward {
+    match step {
+        Step::Forward(f) => *f,
+        Step::Answer(d) => panic!("expected a forward, got {} ({:?})", rc(&d), d.decline),
+        _ => panic!("expected a forward"),
+    }
+}
+
+/// The issuer's approval of `sent`.
+fn approval(sent: &Message) -> Message {
+    let mut a = respond::answer(sent, ResponseCode::APPROVED);
+    a.set_text(38, "123456").expect("DE 38");
+    a
+}
+
+#[test]
+fn identify_refuses_strangers_and_spoofed_merchants_with_58() {
+    let p = pipeline();
+    let stranger = {
+        let mut m = purchase(1, 100, 1);
+        m.set_text(41, "EVIL0001").expect("DE 41");
+        m
+    };
+    let d = answered(begin(&p, stranger));
+    assert_eq!(rc(&d), "58");
+    assert_eq!(d.decline.as_ref().map(|d| d.stage), Some(Stage::Identify));
+    let mut spoofed = purchase(2, 100, 2);
+    spoofed.set_text(42, "MERCHANT0000666").expect("DE 42");
+    assert_eq!(rc(&answered(begin(&p, spoofed))), "58");
+    let elsewhere = Peer::tcp("192.0.2.1".parse().expect("ip"));
+    let m = purchase(3, 100, 3);
+    let raw = m.encode().expect("encode");
+    assert_eq!(rc(&answered(p.begin(&listener(), &elsewhere, &raw, m, NOW))), "58");
+}
+
+#[test]
+fn sanitize_strips_network_data_and_sets_the_acquirer() {
+    let p = pipeline();
+    let mut m = purchase(1, 100, 1);
+    m.set_bytes(123, vec![0xDF, 0x81, 0x06, 0x01, b'1']).expect("DE 123");
+    m.set_text(32, "999999").expect("DE 32");
+    m.set_text(38, "ABC123").expect("DE 38");
+    let f = forwarded(begin(&p, m));
+    assert!(!f.msg.contains(123) && !f.msg.contains(38), "{:?}", f.msg);
+    assert_eq!(f.msg.text(32).as_deref(), Some("400001"));
+    let mut idv = purchase(2, 0, 2);
+    idv.set_text(3, "900000").expect("DE 3");
+    let d = answered(begin(&p, idv));
+    assert_eq!((rc(&d).as_str(), d.decline.map(|d| d.stage)), ("12", Some(Stage::Sanitize)));
+}
+
+#[test]
+fn chip_data_must_agree_with_the_message() {
+    let p = pipeline();
+    let mut amount = purchase(1, 100, 1);
+    amount.set_text(4, "000000000001").expect("DE 4");
+    assert_eq!(rc(&answered(begin(&p, amount))), "13");
+    let mut currency = purchase(2, 100, 2);
+    currency.set_text(49, "840").expect("DE 49");
+    assert_eq!(rc(&answered(begin(&p, currency))), "13");
+    // The card gave its PSN (5F34 = 01); DE 23 says 02.
+    let mut psn = purchase(3, 100, 3);
+    let mut icc = psn.icc_data().expect("ok").expect("DE 55").to_vec();
+    icc.extend_from_slice(&[0x5F, 0x34, 0x01, 0x01]);
+    psn.set_icc_data(&icc).expect("DE 55");
+    psn.set_text(23, "002").expect("DE 23");
+    assert_eq!(rc(&answered(begin(&p, psn))), "12");
+    let mut magstripe = purchase(4, 100, 4);
+    magstripe.set_text(22, "901").expect("DE 22");
+    assert_eq!(rc(&answered(begin(&p, magstripe))), "12");
+}
+
+#[test]
+fn verify_refuses_a_bad_cryptogram_and_a_replayed_atc_before_the_issuer() {
+    let p = pipeline();
+    let f = forwarded(begin(&p, purchase(1, 100, 5)));
+    let done = p.complete(f.pending, Ok(approval(&f.msg)), NOW);
+    assert_eq!(rc(&done), "00");
+    assert!(done.sync, "the ATC and the original are made durable before the answer");
+    // The same ATC under a new STAN: refused here, with the issuer's tag 91.
+    let d = answered(begin(&p, purchase(2, 100, 5)));
+    assert_eq!(rc(&d), "82");
+    assert_eq!(d.route, "issuer-a:verify");
+    assert!(d.answer.contains(55), "tag 91 on the decline");
+}
+
+#[test]
+fn a_repeat_gets_the_original_answer_and_a_different_transaction_94() {
+    let p = pipeline();
+    let m = purchase(1, 100, 1);
+    let f = forwarded(begin(&p, m.clone()));
+    // Still in flight: the repeat waits for it.
+    assert!(matches!(begin(&p, m.clone()), Step::AwaitDuplicate { .. }));
+    let done = p.complete(f.pending, Ok(approval(&f.msg)), NOW);
+    let sealed = p.seal(&done).expect("encodes");
+    let again = answered(begin(&p, m.clone()));
+    assert_eq!(again.route, "duplicate");
+    assert_eq!(again.answer.encode().expect("encode"), sealed);
+    // Same terminal, STAN and DE 7, another card and amount (its own valid cryptogram): 94 and
+    // none of the original's answer.
+    let other = purchase_by("4761739001010028", 1, 200, 1);
+    assert_eq!(other.text(7), m.text(7));
+    let d = answered(begin(&p, other));
+    assert_eq!(rc(&d), "94");
+    assert!(!d.answer.contains(38));
+}
+
+#[test]
+fn the_issuer_down_means_stand_in_for_what_was_verified_and_an_advice_owed() {
+    let p = pipeline();
+    let f = forwarded(begin(&p, purchase(1, 9_000, 1)));
+    let done = p.complete(f.pending, Err(LinkError::Down), NOW);
+    assert_eq!(rc(&done), "00");
+    assert_eq!(done.route, "issuer-a:stand-in");
+    assert_eq!(done.owed.len(), 1);
+    assert_eq!(done.owed[0].kind, SafKind::Advice);
+    // Over the card's running total (15,000): 91, nothing owed.
+    let f = forwarded(begin(&p, purchase(2, 9_000, 2)));
+    let done = p.complete(f.pending, Err(LinkError::Down), NOW);
+    assert_eq!(rc(&done), "91");
+    assert!(done.owed.is_empty());
+    // A timeout: 91, and a reversal owed.
+    let f = forwarded(begin(&p, purchase(3, 100, 3)));
+    let done = p.complete(f.pending, Err(LinkError::Timeout), NOW);
+    assert_eq!(rc(&done), "91");
+    assert_eq!(
+        done.owed.first().map(|o| (o.kind, o.msg.mti())),
+        Some((SafKind::Reversal, Mti::REVERSAL_ADVICE))
+    );
+}
+
+fn reversal_of(orig: &Message, tid: &str, stan: u32, amount: u64) -> Message {
+    let mut m = Message::new(orig.spec().clone(), Mti::REVERSAL_REQUEST);
+    for de in [2u16, 3, 4, 7, 11, 22, 41, 42, 49] {
+        m.copy_from(orig, de).expect("copy");
+    }
+    m.set_text(41, tid).expect("DE 41");
+    m.set_text(11, &format!("{stan:06}")).expect("DE 11");
+    m.set_text(4, &format!("{amount:012}")).expect("DE 4");
+    let t = |de| orig.text(de).map(|c| c.into_owned()).unwrap_or_default();
+    m.set_text(90, &format!("0100{}{}{}", t(11), t(7), "0".repeat(22))).expect("DE 90");
+    m
+}
+
+/// Runs a reversal as the shell would: through `begin`, its original read from the book,
+/// `resume_reference`, and the answer sealed into the duplicate cache.
+fn reverse(p: &Pipeline, m: Message) -> Done {
+    let d = match begin(p, m) {
+        Step::NeedOriginal(r) => {
+            let original = p.state.original(&r.original_key).expect("read");
+            let already = p.state.original(&r.own_key).expect("read");
+            p.resume_reference(*r, original, already, NOW)
+        }
+        Step::Answer(d) => *d,
+        _ => panic!("expected a reversal step"),
+    };
+    p.seal(&d).expect("encodes");
+    d
+}
+
+#[test]
+fn a_reversal_needs_its_own_original_for_no_more_than_its_amount() {
+    let p = pipeline();
+    let orig = purchase(1, 5_000, 1);
+    let f = forwarded(begin(&p, orig.clone()));
+    assert_eq!(rc(&p.complete(f.pending, Ok(approval(&f.msg)), NOW)), "00");
+    assert_eq!(rc(&reverse(&p, reversal_of(&orig, "TERM0002", 50, 5_000))), "25", "another terminal's");
+    assert_eq!(rc(&reverse(&p, reversal_of(&orig, "TERM0001", 51, 9_000))), "12", "more than the original");
+    let d = reverse(&p, reversal_of(&orig, "TERM0001", 52, 5_000));
+    assert_eq!(rc(&d), "00");
+    assert_eq!(d.owed.len(), 1, "owed to the issuer");
+    assert!(d.owed[0].online_first, "a 0400 is offered to the issuer at once");
+    // The same reversal again: its first answer, nothing owed a second time.
+    let d = reverse(&p, reversal_of(&orig, "TERM0001", 52, 5_000));
+    assert_eq!((rc(&d).as_str(), d.route.as_str()), ("00", "duplicate"));
+    assert!(d.owed.is_empty());
+    // Another reversal of the same original: accepted (reversals replace), still once per message.
+    let d = reverse(&p, reversal_of(&orig, "TERM0001", 53, 5_000));
+    assert_eq!(rc(&d), "00");
+}
+
+#[test]
+fn an_unreadable_original_answers_96_and_lets_the_retry_through() {
+    let p = pipeline();
+    let orig = purchase(1, 5_000, 1);
+    let f = forwarded(begin(&p, orig.clone()));
+    p.complete(f.pending, Ok(approval(&f.msg)), NOW);
+    let rev = reversal_of(&orig, "TERM0001", 60, 5_000);
+    let Step::NeedOriginal(r) = begin(&p, rev.clone()) else { panic!("expected a reversal step") };
+    let d = p.unreadable_reference(*r);
+    assert_eq!(rc(&d), "96");
+    assert!(d.dedupe.is_none(), "nothing cached");
+    // The retry is decided afresh, not held waiting on an answer that never comes.
+    assert!(matches!(begin(&p, rev), Step::NeedOriginal(_)));
+}
+
+#[test]
+fn responses_from_acquirers_are_ignored_and_echo_is_answered_locally() {
+    let p = pipeline();
+    let mut rsp = purchase(1, 100, 1);
+    rsp.set_mti(Mti::AUTHORIZATION_RESPONSE);
+    assert!(matches!(begin(&p, rsp), Step::Ignore));
+    let mut echo =
+        Message::new(Spec::builtin("network").expect("spec").clone(), Mti::NETWORK_MANAGEMENT_REQUEST);
+    echo.set_text(7, "1125101010").expect("DE 7");
+    echo.set_text(11, "000001").expect("DE 11");
+    echo.set_text(70, "301").expect("DE 70");
+    let d = answered(begin(&p, echo));
+    assert_eq!((rc(&d).as_str(), d.route.as_str()), ("00", "local"));
+}
