@@ -12,17 +12,9 @@ use std::time::Duration;
 
 use codecs::framing::FramingKind;
 use codecs::iso8583::Message;
-use common::{Client, Tx, chip_request, rc};
+use common::{Client, Tx, acquirer_client, chip_request, otb, rc, until};
 use issuer_sim::cards::ClearTestCard;
 use paynet::network::{self, Network, Options};
-
-async fn client(net: &Network) -> Client {
-    Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network").await
-}
-
-fn otb(net: &Network, pan: &str) -> u64 {
-    net.issuer_state.issuer.lock().expect("issuer").open_to_buy(pan).expect("card")
-}
 
 /// A genuine approval still goes through, and moves the ledger by its amount.
 async fn genuine(net: &Network, c: &mut Client, card: &ClearTestCard, stan: u32, atc: u16) {
@@ -43,22 +35,12 @@ fn value_at(icc: &[u8], tag: [u8; 2]) -> usize {
     icc.windows(2).position(|w| w == tag).expect("tag present") + 3
 }
 
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_flags_spoofed_terminals_and_swapped_chip_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = network::start(Options::new(dir.path())).await.expect("network");
     let card = net.ports.test_cards[0].clone();
-    let mut c = client(&net).await;
+    let mut c = acquirer_client(&net).await;
     let start = otb(&net, &card.pan);
     assert!(net.ports.terminals.len() >= 8, "the ports file lists the registered terminals");
 
@@ -152,7 +134,7 @@ async fn reversals_need_their_own_original_and_the_cache_answers_only_the_same_t
     let net = network::start(Options::new(dir.path())).await.expect("network");
     let card = net.ports.test_cards[0].clone();
     let other = net.ports.test_cards[1].clone();
-    let mut c = client(&net).await;
+    let mut c = acquirer_client(&net).await;
 
     // TERM0001 is approved for 50.00.
     let original = chip_request("network", &card, &Tx::purchase(21, 5_000, 60));
@@ -218,7 +200,7 @@ async fn an_atc_is_accepted_once_across_a_restart_and_in_stand_in() {
     opts.on_behalf = true;
     let net = network::start(opts).await.expect("network");
     let card = net.ports.test_cards[2].clone();
-    let mut c = client(&net).await;
+    let mut c = acquirer_client(&net).await;
     let r = c.call(&chip_request("network", &card, &Tx::purchase(1, 1_000, 7))).await;
     assert_eq!(rc(&r), "00");
     drop(c);
@@ -227,7 +209,7 @@ async fn an_atc_is_accepted_once_across_a_restart_and_in_stand_in() {
     let mut net = net.restart_switch().await.expect("restart");
     net.stop_issuer().await;
     until("the link notices", || !net.switch.engine.issuers.values().any(|h| h.link.is_up())).await;
-    let mut c = client(&net).await;
+    let mut c = acquirer_client(&net).await;
     let replay = c.call(&chip_request("network", &card, &Tx::purchase(2, 1_000, 7))).await;
     assert_eq!(rc(&replay), "82", "the ATC used before the restart is refused, in stand-in too");
     // A fresh ATC is approved in stand-in; the same ATC again is not.
@@ -250,7 +232,7 @@ async fn without_the_issuers_key_stand_in_approves_nothing() {
     let card = net.ports.test_cards[0].clone();
     net.stop_issuer().await;
     until("the link notices", || !net.switch.engine.issuers.values().any(|h| h.link.is_up())).await;
-    let mut c = client(&net).await;
+    let mut c = acquirer_client(&net).await;
     let r = c.call(&chip_request("network", &card, &Tx::purchase(1, 1_000, 1))).await;
     assert_eq!(rc(&r), "91", "a cryptogram the switch could not verify is not approved in stand-in");
     assert!(!r.contains(38));

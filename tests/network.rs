@@ -6,30 +6,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use codecs::framing::FramingKind;
-use common::{Client, Tx, card_accepts_arpc, chip_request, rc};
+use common::{Client, Tx, acquirer_client, card_accepts_arpc, chip_request, otb, rc, until};
 use issuer_sim::server::FaultRule;
-use paynet::network::{self, Network, Options};
-
-async fn client(net: &Network) -> Client {
-    Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network").await
-}
-
-fn otb(net: &Network, pan: &str) -> u64 {
-    net.issuer_state.issuer.lock().expect("issuer").open_to_buy(pan).expect("card")
-}
-
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
+use paynet::network::{self, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_declines_arpc_duplicates_balance_and_pin() {
@@ -37,7 +17,7 @@ async fn approvals_declines_arpc_duplicates_balance_and_pin() {
     let net = network::start(Options::new(dir.path())).await.expect("network");
     let cards = net.ports.test_cards.clone();
     let card = &cards[0];
-    let mut c = client(&net).await;
+    let mut c = acquirer_client(&net).await;
 
     // Approved, with tag 91 the card accepts; the issuer's open-to-buy falls by the amount.
     let before = otb(&net, &card.pan);
@@ -128,7 +108,7 @@ async fn approvals_declines_arpc_duplicates_balance_and_pin() {
     assert!(card_accepts_arpc(&cards[2], &req, &r));
 
     // 1,000 requests in flight on one connection through the issuer: every answer matched.
-    let mut c = client(&net).await;
+    let mut c = acquirer_client(&net).await;
     // Spread over the registered test terminals (each with its merchant ID).
     let terminals = net.ports.terminals.clone();
     let terminal = |i: u32| &terminals[i as usize % terminals.len()];
@@ -187,7 +167,7 @@ async fn issuer_timeout_reversal_stand_in_advice_and_restart() {
     let mut net = network::start(opts).await.expect("network");
     let cards = net.ports.test_cards.clone();
     let card = &cards[0];
-    let mut c = client(&net).await;
+    let mut c = acquirer_client(&net).await;
     let start = otb(&net, &card.pan);
 
     // Issuer timeout: the terminal is answered 91; the issuer booked it, and the switch's reversal
@@ -239,7 +219,7 @@ async fn on_behalf_verification_and_stand_in_arpc() {
     let mut net = network::start(opts).await.expect("network");
     let cards = net.ports.test_cards.clone();
     let card = &cards[0];
-    let mut c = client(&net).await;
+    let mut c = acquirer_client(&net).await;
     let start = otb(&net, &card.pan);
 
     // A tampered cryptogram is declined by the switch itself: the issuer never books or sees it.

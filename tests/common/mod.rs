@@ -70,6 +70,27 @@ impl Client {
 
 pub use terminal_sim::pos::Tx;
 
+/// A client on the in-process network's binary acquirer listener.
+pub async fn acquirer_client(net: &paynet::network::Network) -> Client {
+    Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network").await
+}
+
+/// The issuer simulator's open-to-buy of `pan`.
+pub fn otb(net: &paynet::network::Network, pan: &str) -> u64 {
+    net.issuer_state.issuer.lock().expect("issuer").open_to_buy(pan).expect("card")
+}
+
+/// Waits (up to 10 s) until `f` holds.
+pub async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
 /// The ports file's card as a terminal sees it.
 pub fn card(c: &ClearTestCard) -> terminal_sim::pos::TestCard {
     serde_json::from_value(serde_json::to_value(c).expect("json")).expect("card")
