@@ -14,19 +14,7 @@ use crypto::hsm::SoftHsm;
 use crypto::keystore::Lmk;
 use issuer_sim::cards::{TestIssuer, ZPK_NAME, generate_test_issuer};
 use issuer_sim::host::{Issuer, Origin};
-use issuer_sim::testing::{Tx, chip_request, pin_block};
-
-fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
-    let mut x = seed | 1;
-    move |buf: &mut [u8]| {
-        for b in buf.iter_mut() {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            *b = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
-        }
-    }
-}
+use issuer_sim::testing::{Tx, chip_request, pin_block, rng};
 
 fn issuer(test: &TestIssuer, lmk: &Lmk) -> Issuer {
     let ks = crypto::keystore::Keystore::from_toml(lmk.clone(), &test.keystore.to_toml()).expect("keystore");

@@ -554,31 +554,8 @@ mod tests {
         assert!(format_error_answer(&spec, &raw).is_none());
     }
 
-    /// A server state over four generated test cards (expiring 2912; the clock says November
-    /// 2026), with or without a link MAC.
     fn state(link_mac: Option<LinkMac>) -> (ServerState, crate::cards::TestIssuer) {
-        use crypto::keystore::{Keystore, Lmk};
-        let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("LMK");
-        let mut n = 7u8;
-        let mut random = |b: &mut [u8]| {
-            for x in b.iter_mut() {
-                n = n.wrapping_mul(73).wrapping_add(41);
-                *x = n;
-            }
-        };
-        let t = crate::cards::generate_test_issuer(4, lmk.clone(), "2912", &mut random).expect("test issuer");
-        let ks = Keystore::from_toml(lmk, &t.keystore.to_toml()).expect("keystore");
-        let hsm = Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(|b: &mut [u8]| b.fill(0x3C))));
-        let state = ServerState {
-            issuer: Mutex::new(Issuer::new(hsm, crate::cards::ZPK_NAME, &t.cards)),
-            spec: Spec::builtin("network").expect("spec").clone(),
-            framing: FramingKind::Binary2,
-            faults: std::sync::RwLock::new(Vec::new()),
-            clock: Box::new(|| 1_795_000_000_000),
-            random: Box::new(|| 424_242),
-            link_mac,
-        };
-        (state, t)
+        crate::testing::server_state(link_mac)
     }
 
     fn answer_to(state: &ServerState, req: &Message) -> Option<Message> {

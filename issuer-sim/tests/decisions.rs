@@ -12,25 +12,13 @@ use crypto::keystore::Lmk;
 use issuer_sim::cards::{ClearTestCard, TestIssuer, ZPK_NAME, generate_test_issuer};
 use issuer_sim::host::{Issuer, Origin};
 use issuer_sim::testing::{
-    Tx, card_accepts_arpc, chip_request, pin_block, reversal, tag91, with_tsp_verified, with_zero_cryptogram,
+    Tx, card_accepts_arpc, chip_request, pin_block, reversal, rng, tag91, with_tsp_verified,
+    with_zero_cryptogram,
 };
 
 /// Today for the expiry checks: November 2026. Test cards expire in December 2029.
 const NOW_YYMM: &str = "2611";
 const NOW_MS: u64 = 1_795_000_000_000;
-
-/// A deterministic random source (xorshift64*), so every run generates the same keys.
-fn rng(seed: u64) -> impl FnMut(&mut [u8]) + Send + Sync + Clone + 'static {
-    let mut x = seed | 1;
-    move |buf: &mut [u8]| {
-        for b in buf.iter_mut() {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            *b = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
-        }
-    }
-}
 
 fn test_issuer(edit: impl FnOnce(&mut TestIssuer)) -> (Issuer, TestIssuer) {
     let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("test LMK");

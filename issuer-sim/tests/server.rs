@@ -4,21 +4,23 @@
 //! of order, and each injectable fault (from the config and toggled through the admin port).
 //! Finally its log is checked for clear PANs and PINs.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use codecs::framing::{Frame, FrameCodec, FramingKind};
+use codecs::framing::Frame;
 use codecs::iso8583::{Message, Spec};
+use common::{Link, rc};
 use crypto::keys::to_hex;
 use crypto::keystore::Lmk;
 use futures_util::{SinkExt, StreamExt};
 use issuer_sim::cards::{ClearTestCard, TestIssuer, generate_test_issuer};
-use issuer_sim::testing::{Tx, card_accepts_arpc, chip_request, pin_block, reversal};
+use issuer_sim::testing::{Tx, card_accepts_arpc, chip_request, pin_block, reversal, rng};
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
 
 /// Kills the simulator when the test ends, however it ends.
 struct Sim {
@@ -32,18 +34,6 @@ impl Drop for Sim {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn rng(seed: u64) -> impl FnMut(&mut [u8]) {
-    let mut x = seed | 1;
-    move |buf: &mut [u8]| {
-        for b in buf.iter_mut() {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            *b = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
-        }
     }
 }
 
@@ -117,48 +107,6 @@ fn start(dir: &Path, lmk_hex: &str) -> Sim {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("no ready file after 30 s");
-}
-
-struct Link {
-    framed: Framed<TcpStream, FrameCodec>,
-    spec: Arc<Spec>,
-}
-
-impl Link {
-    async fn connect(addr: &str) -> Link {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        Link {
-            framed: Framed::new(stream, FrameCodec::new(FramingKind::Binary2)),
-            spec: Spec::builtin("network").expect("spec").clone(),
-        }
-    }
-
-    async fn send(&mut self, m: &Message) {
-        self.framed.send(Frame::new(m.encode().expect("encode"))).await.expect("send");
-    }
-
-    /// The next answer's raw frame, or `None` on timeout; panics if the connection closed.
-    async fn recv_frame(&mut self, wait: Duration) -> Option<Frame> {
-        match tokio::time::timeout(wait, self.framed.next()).await {
-            Err(_) => None,
-            Ok(Some(Ok(f))) => Some(f),
-            Ok(other) => panic!("connection ended: {other:?}"),
-        }
-    }
-
-    async fn recv(&mut self) -> Message {
-        let f = self.recv_frame(Duration::from_secs(10)).await.expect("an answer in time");
-        Message::decode(&self.spec, f.payload).expect("the answer decodes")
-    }
-
-    async fn call(&mut self, m: &Message) -> Message {
-        self.send(m).await;
-        self.recv().await
-    }
-}
-
-fn rc(m: &Message) -> String {
-    m.text(39).map(|c| c.into_owned()).unwrap_or_default()
 }
 
 fn network_management(spec: &Arc<Spec>, stan: &str, code: &str) -> Message {
