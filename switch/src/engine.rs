@@ -120,7 +120,7 @@ impl Engine {
                     Ok(()) => match self.issuers.get(&f.issuer) {
                         Some(h) => {
                             let t = Instant::now();
-                            let r = h.link.request(&f.msg).await;
+                            let r = h.link.request(f.msg()).await;
                             self.stage("issuer", t);
                             r
                         }

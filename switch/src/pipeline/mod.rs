@@ -232,8 +232,14 @@ impl Done {
 /// A request to forward to an issuer; its link result goes to [`Pipeline::complete`].
 pub struct Forward {
     pub issuer: Arc<str>,
-    pub msg: Message,
     pub pending: Pending,
+}
+
+impl Forward {
+    /// The request to send, in the issuer link's spec.
+    pub fn msg(&self) -> &Message {
+        &self.pending.sent
+    }
 }
 
 /// What the pipeline keeps of a forwarded request.
@@ -380,7 +386,7 @@ impl Pipeline {
             Ok(r) => r,
             Err(d) => return self.decided(txn, d, dk),
         };
-        sent = match route::translate(&sent, &rules.spec) {
+        sent = match route::translate(sent, &rules.spec) {
             Ok(m) => m,
             Err(d) => return self.decided(txn, d, dk),
         };
@@ -402,7 +408,6 @@ impl Pipeline {
         let issuer = rules.name.clone();
         Step::Forward(Box::new(Forward {
             issuer: issuer.clone(),
-            msg: sent.clone(),
             pending: Pending { txn, issuer, token, verified, dedupe: dk, sent },
         }))
     }

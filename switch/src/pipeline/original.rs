@@ -98,7 +98,7 @@ pub fn settle(
     if txn.amount > orig.amount_minor {
         return Err(refuse(ResponseCode::INVALID_TRANSACTION, "amount above the original's"));
     }
-    let is_reversal = txn.mti.class() == 4;
+    let is_reversal = txn.class == super::Class::Reversal;
     let wanted = if is_reversal { reversed_amount(txn)? } else { txn.amount };
     if already.is_some() {
         return Ok(Settled::Nothing);
@@ -129,7 +129,7 @@ pub fn settle(
             "the token service refused the token",
         )
     })?;
-    let mut msg = super::route::translate(&fwd, &rules.spec)?;
+    let mut msg = super::route::translate(fwd, &rules.spec)?;
     let kind = if is_reversal { SafKind::Reversal } else { SafKind::Advice };
     if is_reversal {
         msg.set_mti(Mti::REVERSAL_ADVICE);

@@ -16,9 +16,13 @@ pub fn route<'p>(p: &'p Pipeline, sent: &Message) -> Result<&'p IssuerRules, Dec
     })
 }
 
-/// `msg` in the issuer link's spec; an element it cannot carry is named.
-pub fn translate(msg: &Message, spec: &Arc<Spec>) -> Result<Message, Decline> {
-    crate::wire::translate(msg, spec).map_err(|e| {
+/// `msg` in the issuer link's spec (itself, when the listener speaks that spec); an element the
+/// spec cannot carry is named.
+pub fn translate(msg: Message, spec: &Arc<Spec>) -> Result<Message, Decline> {
+    if Arc::ptr_eq(msg.spec(), spec) {
+        return Ok(msg);
+    }
+    crate::wire::translate(&msg, spec).map_err(|e| {
         Decline::new(
             ResponseCode::FORMAT_ERROR,
             Stage::Route,

@@ -30,9 +30,7 @@ pub fn sanitize(mut msg: Message, id: &Identity, class: Class) -> Result<Message
         let reason = format!("processing code {pc} is reserved to the network");
         return Err((msg, Decline::new(ResponseCode::INVALID_TRANSACTION, Stage::Sanitize, reason)));
     }
-    if class != Class::NetworkManagement
-        && let Err(e) = msg.set_text(32, &id.acquirer.id)
-    {
+    if let Err(e) = msg.set_text(32, &id.acquirer.id) {
         let reason = format!("DE 32 cannot carry the acquirer ID: {e}");
         return Err((msg, Decline::new(ResponseCode::SYSTEM_ERROR, Stage::Sanitize, reason)));
     }

@@ -148,6 +148,12 @@ fn approval(sent: &Message) -> Message {
     a
 }
 
+/// Completes a forwarded request with the issuer's approval.
+fn approve(p: &Pipeline, f: Forward) -> Done {
+    let a = approval(f.msg());
+    p.complete(f.pending, Ok(a), NOW)
+}
+
 #[test]
 fn identify_refuses_strangers_and_spoofed_merchants_with_58() {
     let p = pipeline();
@@ -176,8 +182,8 @@ fn sanitize_strips_network_data_and_sets_the_acquirer() {
     m.set_text(32, "999999").expect("DE 32");
     m.set_text(38, "ABC123").expect("DE 38");
     let f = forwarded(begin(&p, m));
-    assert!(!f.msg.contains(123) && !f.msg.contains(38), "{:?}", f.msg);
-    assert_eq!(f.msg.text(32).as_deref(), Some("400001"));
+    assert!(!f.msg().contains(123) && !f.msg().contains(38), "{:?}", f.msg());
+    assert_eq!(f.msg().text(32).as_deref(), Some("400001"));
     let mut idv = purchase(2, 0, 2);
     idv.set_text(3, "900000").expect("DE 3");
     let d = answered(begin(&p, idv));
@@ -209,7 +215,7 @@ fn chip_data_must_agree_with_the_message() {
 fn verify_refuses_a_bad_cryptogram_and_a_replayed_atc_before_the_issuer() {
     let p = pipeline();
     let f = forwarded(begin(&p, purchase(1, 100, 5)));
-    let done = p.complete(f.pending, Ok(approval(&f.msg)), NOW);
+    let done = approve(&p, f);
     assert_eq!(rc(&done), "00");
     assert!(done.sync, "the ATC and the original are made durable before the answer");
     // The same ATC under a new STAN: refused here, with the issuer's tag 91.
@@ -226,7 +232,7 @@ fn a_repeat_gets_the_original_answer_and_a_different_transaction_94() {
     let f = forwarded(begin(&p, m.clone()));
     // Still in flight: the repeat waits for it.
     assert!(matches!(begin(&p, m.clone()), Step::AwaitDuplicate { .. }));
-    let done = p.complete(f.pending, Ok(approval(&f.msg)), NOW);
+    let done = approve(&p, f);
     let sealed = p.seal(&done).expect("encodes");
     let again = answered(begin(&p, m.clone()));
     assert_eq!(again.route, "duplicate");
@@ -298,7 +304,7 @@ fn a_reversal_needs_its_own_original_for_no_more_than_its_amount() {
     let p = pipeline();
     let orig = purchase(1, 5_000, 1);
     let f = forwarded(begin(&p, orig.clone()));
-    assert_eq!(rc(&p.complete(f.pending, Ok(approval(&f.msg)), NOW)), "00");
+    assert_eq!(rc(&approve(&p, f)), "00");
     assert_eq!(rc(&reverse(&p, reversal_of(&orig, "TERM0002", 50, 5_000))), "25", "another terminal's");
     assert_eq!(rc(&reverse(&p, reversal_of(&orig, "TERM0001", 51, 9_000))), "12", "more than the original");
     let d = reverse(&p, reversal_of(&orig, "TERM0001", 52, 5_000));
@@ -319,7 +325,7 @@ fn an_unreadable_original_answers_96_and_lets_the_retry_through() {
     let p = pipeline();
     let orig = purchase(1, 5_000, 1);
     let f = forwarded(begin(&p, orig.clone()));
-    p.complete(f.pending, Ok(approval(&f.msg)), NOW);
+    approve(&p, f);
     let rev = reversal_of(&orig, "TERM0001", 60, 5_000);
     let Step::NeedOriginal(r) = begin(&p, rev.clone()) else { panic!("expected a reversal step") };
     let d = p.unreadable_reference(*r);
