@@ -47,6 +47,10 @@ pub struct Options {
     /// Both acquirer listeners in certification mode: every message checked, a report per
     /// terminal on the admin endpoint (`/certification/{tid}`).
     pub certification: bool,
+    /// The switch↔issuer link is MAC-authenticated (on by default: the issuer believes the token
+    /// service's DF8106 only over it). Off only for a benchmark whose plain relay talks to the
+    /// issuer directly and cannot sign; the issuer then verifies every cryptogram itself.
+    pub issuer_link_mac: bool,
     /// The phone's providers (SP TSM with the issuer's perso bureau, SE operator + SE TSM, cloud
     /// platform, wallet server) beside the network, listed in the ports file.
     pub wallet_providers: bool,
@@ -68,6 +72,7 @@ impl Options {
                 transaction_types: vec!["00".into()],
             },
             on_behalf: false,
+            issuer_link_mac: true,
             certification: false,
             wallet_providers: true,
         }
@@ -238,11 +243,16 @@ pub async fn start(opts: Options) -> Result<Network> {
         Keystore::from_toml(Lmk::from_hex(&lmk_hex)?, &issuer_keys)?,
         Box::new(random),
     ));
-    let issuer_link_mac = issuer_sim::link_mac::LinkMac::new(
-        issuer_hsm.clone(),
-        "issuer.mac",
-        crypto::mac::MacAlgorithm::CmacAes,
-    )?;
+    let issuer_link_mac = opts
+        .issuer_link_mac
+        .then(|| {
+            issuer_sim::link_mac::LinkMac::new(
+                issuer_hsm.clone(),
+                "issuer.mac",
+                crypto::mac::MacAlgorithm::CmacAes,
+            )
+        })
+        .transpose()?;
     let issuer = Issuer::new(issuer_hsm, issuer_sim::cards::ZPK_NAME, &test.cards);
     let issuer_state = Arc::new(ServerState {
         issuer: Mutex::new(issuer),
@@ -255,7 +265,7 @@ pub async fn start(opts: Options) -> Result<Network> {
             random(&mut b);
             u32::from_le_bytes(b)
         }),
-        link_mac: Some(issuer_link_mac),
+        link_mac: issuer_link_mac,
     });
     let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let issuer_addr = issuer_listener.local_addr()?;
@@ -357,7 +367,9 @@ pub async fn start(opts: Options) -> Result<Network> {
             timeout_ms: opts.issuer_timeout_ms,
             echo_interval_ms: 30_000,
             zpk: Some("issuer-a.zpk".into()),
-            mac: Some(switch::config::MacConfig { key: "issuer-a.mac".into(), alg: "cmac".into() }),
+            mac: opts
+                .issuer_link_mac
+                .then(|| switch::config::MacConfig { key: "issuer-a.mac".into(), alg: "cmac".into() }),
             imk_ac: opts.on_behalf.then(|| "issuer-a.imk-ac".to_string()),
             // Test cards' ATCs need not rise (INTERFACES.md §5): the whole ATC space is remembered.
             atc_window: switch::state::MAX_WINDOW,
