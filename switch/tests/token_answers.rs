@@ -1,0 +1,221 @@
+//! A token request's answer, whatever happens to it after detokenization, carries the token and
+//! never the card behind it: the issuer's decline (even one that echoes the card's PAN, expiry and
+//! track), a timeout, stand-in for an issuer that is down, an encoding
+//! failure and a BIN no issuer serves. The whole pipeline without sockets, over the real vault.
+
+#[path = "fixtures/token_vault.rs"]
+mod token_vault;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use codecs::iso8583::{Message, ResponseCode, Spec};
+use crypto::emv::{Cvn, PanDigits, Psn};
+use crypto::keys::{TdesKey, to_hex};
+use switch::config::{AcquirerConfig, StandInConfig, TerminalConfig};
+use switch::dedupe::DuplicateCache;
+use switch::issuer::LinkError;
+use switch::pipeline::{IssuerRules, ListenerCtx, Pipeline, Step, respond};
+use switch::registry::{Peer, Registry};
+use switch::route::RouteTable;
+use switch::standin::StandIn;
+use switch::state::StateBook;
+use switch::store::sqlite::SqliteStore;
+use switch::token::{DomainControls, NewToken, TokenStatus, TokenVault, VaultDetokenizer};
+use terminal_sim::pos::{TestCard, Tx, chip_request};
+use zeroize::Zeroizing;
+
+const CARD_PAN: &str = "4761739001010010";
+const CARD_EXPIRY: &str = "2812";
+const NOW_MS: u64 = 1_764_028_800_000; // 2025-11-25
+
+struct Entropy;
+
+impl switch::clock::Entropy for Entropy {
+    fn fill(&self, buf: &mut [u8]) {
+        buf.fill(3);
+    }
+}
+
+fn token(n: u8) -> String {
+    let body = format!("489537000000{n:03}");
+    let check = switch::token::luhn_check_digit(body.as_bytes()).expect("digits");
+    format!("{body}{}", char::from(check))
+}
+
+fn issue(vault: &TokenVault, token: &str) {
+    let domain = DomainControls {
+        entry_modes: vec!["07".into()],
+        transaction_types: vec!["00".into()],
+        requestor_id: "40010030273".into(),
+    };
+    let new = NewToken {
+        token,
+        pan: CARD_PAN,
+        pan_expiry: CARD_EXPIRY,
+        par: "V0010013817209843751234567890",
+        expiry: "2911",
+        domain,
+    };
+    vault.insert(new, 1, [1; 12]).expect("insert");
+    vault.set_status(token, TokenStatus::Active).expect("activate");
+}
+
+/// The phone's view of the token: its ICC key derived from the token IMK over the token PAN.
+fn phone(token: &str) -> TestCard {
+    let imk = TdesKey::from_hex("imk", token_vault::TOKEN_IMK).expect("imk");
+    let icc =
+        Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(token).expect("pan"), Psn::new(0).expect("psn"));
+    TestCard {
+        pan: token.into(),
+        expiry: "2911".into(),
+        psn: "00".into(),
+        cvn: "visa18".into(),
+        icc_mk: to_hex(icc.expose()),
+        pin: String::new(),
+        balance: String::new(),
+    }
+}
+
+/// A pipeline whose one issuer serves the card BIN (when `routed`), with stand-in on.
+fn pipeline(routed: bool) -> (Pipeline, Arc<TokenVault>) {
+    let (hsm, vault) = token_vault::hsm_and_vault();
+    let detokenizer = Arc::new(VaultDetokenizer::new(vault.clone(), hsm.clone(), token_vault::token_keys()));
+    let acquirers = [AcquirerConfig {
+        id: "400001".into(),
+        listeners: vec!["pos".into()],
+        source: vec!["127.0.0.0/8".into()],
+        terminals: vec![TerminalConfig { tid: "TERM0001".into(), mid: "MERCHANT0000001".into(), mac: None }],
+        ..AcquirerConfig::default()
+    }];
+    let registry = Registry::new(&acquirers, |_| unreachable!("no terminal MAC keys")).expect("registry");
+    let name: Arc<str> = Arc::from("issuer-a");
+    let rules = IssuerRules {
+        name: name.clone(),
+        spec: Spec::builtin("network").expect("spec").clone(),
+        zpk: None,
+        imk_ac: None,
+        atc_window: switch::state::WINDOW,
+        stand_in: StandIn::new(StandInConfig {
+            enabled: true,
+            max_amount_minor: 100_000,
+            currency: "978".into(),
+            max_total_per_card_minor: 100_000,
+            transaction_types: vec!["00".into()],
+        }),
+    };
+    let routes: Vec<(&str, &str)> =
+        if routed { vec![("476173", "issuer-a")] } else { vec![("999999", "issuer-a")] };
+    let store: Arc<dyn switch::store::Store> = Arc::new(SqliteStore::in_memory().expect("store"));
+    let (state, writer) = StateBook::open(store, 1_000).expect("state");
+    std::mem::forget(writer);
+    let p = Pipeline {
+        registry: RwLock::new(Arc::new(registry)),
+        routes: RwLock::new(Arc::new(RouteTable::new(routes).expect("routes"))),
+        issuers: HashMap::from([(name, rules)]),
+        dedupe: DuplicateCache::new(60_000, 1_000),
+        state,
+        detokenizer,
+        hsm,
+        entropy: Arc::new(Entropy),
+        fingerprint_key: Zeroizing::new(vec![5u8; 32]),
+    };
+    (p, vault)
+}
+
+fn listener() -> ListenerCtx {
+    ListenerCtx { name: Arc::from("pos"), spec: Spec::builtin("network").expect("spec").clone(), bdk: None }
+}
+
+fn begin(p: &Pipeline, card: &TestCard, stan: u32, atc: u16) -> Step {
+    let spec = Spec::builtin("network").expect("spec");
+    let req = chip_request(spec, card, &Tx::purchase(stan, 1_000, atc)).expect("request");
+    let raw = req.encode().expect("encode");
+    p.begin(&listener(), &Peer::tcp("127.0.0.1".parse().expect("ip")), &raw, req, NOW_MS)
+}
+
+/// The answer must carry the token and hold nothing of the card: not its PAN in any element or
+/// any byte, not its expiry, no track.
+fn assert_token_only(answer: &Message, token: &str, what: &str) {
+    assert_eq!(answer.text(2).as_deref(), Some(token), "{what}: DE 2 is the token");
+    assert_ne!(answer.text(14).as_deref(), Some(CARD_EXPIRY), "{what}: the card's expiry");
+    assert!(!answer.contains(35), "{what}: no track 2 in an answer");
+    let bytes = answer.encode().expect("encode");
+    assert!(
+        !bytes.windows(CARD_PAN.len()).any(|w| w == CARD_PAN.as_bytes()),
+        "{what}: the card's PAN is somewhere in the answer's bytes"
+    );
+    let card_bcd = hex::decode(CARD_PAN).expect("bcd");
+    assert!(!bytes.windows(card_bcd.len()).any(|w| w == card_bcd), "{what}: the card's PAN in BCD");
+}
+
+/// The issuer's answer as a careless issuer would send it: the card's PAN, expiry and track echoed.
+fn careless_answer(sent: &Message, rc: ResponseCode) -> Message {
+    assert_eq!(sent.text(2).as_deref(), Some(CARD_PAN), "the issuer is sent the card");
+    let mut a = respond::answer(sent, rc);
+    a.set_text(2, CARD_PAN).expect("DE 2");
+    a.set_text(14, CARD_EXPIRY).expect("DE 14");
+    a.set_text(35, &format!("{CARD_PAN}D{CARD_EXPIRY}2010000000000000")).expect("DE 35");
+    a
+}
+
+#[test]
+fn every_answer_to_a_token_request_carries_the_token() {
+    let (p, vault) = pipeline(true);
+    let t = token(1);
+    issue(&vault, &t);
+    let device = phone(&t);
+    let forward = |stan: u32, atc: u16| match begin(&p, &device, stan, atc) {
+        Step::Forward(f) => f,
+        Step::Answer(d) => panic!("expected a forward, got {:?}", d.decline),
+        _ => panic!("expected a forward"),
+    };
+
+    // Approved and declined by an issuer that echoes the card.
+    for (stan, atc, rc) in [(1, 1, ResponseCode::APPROVED), (2, 2, ResponseCode::DO_NOT_HONOUR)] {
+        let f = forward(stan, atc);
+        let issuer = careless_answer(f.msg(), rc);
+        let done = p.complete(f.pending, Ok(issuer), NOW_MS);
+        assert_eq!(done.answer.text(39).as_deref(), Some(rc.as_str()));
+        assert_token_only(&done.answer, &t, rc.as_str());
+    }
+    // Timeout, issuer down (stand-in), the link cannot encode it.
+    for (stan, atc, err) in [(3, 3, LinkError::Timeout), (4, 4, LinkError::Down), (5, 5, LinkError::Encode)] {
+        let f = forward(stan, atc);
+        let done = p.complete(f.pending, Err(err), NOW_MS);
+        let approved = done.answer.text(39).as_deref() == Some("00");
+        // Stand-in may approve: the token service verified the token's cryptogram and its ATC.
+        assert_eq!(approved, matches!(err, LinkError::Down), "{err:?}");
+        assert_token_only(&done.answer, &t, &format!("{err:?}"));
+    }
+}
+
+#[test]
+fn a_token_whose_card_no_issuer_serves_is_declined_with_the_token() {
+    let (p, vault) = pipeline(false);
+    let t = token(2);
+    issue(&vault, &t);
+    match begin(&p, &phone(&t), 1, 1) {
+        Step::Answer(d) => {
+            assert!(d.decline.is_some(), "declined");
+            assert_ne!(d.answer.text(39).as_deref(), Some("00"));
+            assert_token_only(&d.answer, &t, "no route");
+        }
+        _ => panic!("no issuer serves the card: answered at once"),
+    }
+}
+
+#[test]
+fn refused_tokens_are_answered_with_what_the_acquirer_sent() {
+    let (p, vault) = pipeline(true);
+    let t = token(3);
+    issue(&vault, &t);
+    vault.set_status(&t, TokenStatus::Suspended).expect("suspend");
+    match begin(&p, &phone(&t), 1, 1) {
+        Step::Answer(d) => {
+            assert_eq!(d.answer.text(39).as_deref(), Some("57"));
+            assert_token_only(&d.answer, &t, "suspended token");
+        }
+        _ => panic!("a suspended token is refused at once"),
+    }
+}
