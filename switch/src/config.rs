@@ -350,15 +350,14 @@ impl Default for KeysConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalConfig {
-    pub batch_size: u32,
-    pub flush_interval_ms: u64,
-    /// Bounded queue between the hot path and the writer: when full, the hot path waits.
-    pub queue_capacity: u32,
+    /// How long an answer waits for its journal row (and the state it depends on) to be durable
+    /// before it is answered 96 instead.
+    pub commit_timeout_ms: u64,
 }
 
 impl Default for JournalConfig {
     fn default() -> Self {
-        JournalConfig { batch_size: 512, flush_interval_ms: 20, queue_capacity: 65_536 }
+        JournalConfig { commit_timeout_ms: 5_000 }
     }
 }
 
@@ -566,8 +565,8 @@ impl SwitchConfig {
                 }
             }
         }
-        if self.journal.batch_size == 0 || self.journal.queue_capacity < self.journal.batch_size {
-            p.push("journal: batch_size must be at least 1 and at most queue_capacity".into());
+        if !(10..=60_000).contains(&self.journal.commit_timeout_ms) {
+            p.push("journal.commit_timeout_ms: must be between 10 and 60000".into());
         }
         if self.saf.retry_base_ms == 0 || self.saf.retry_max_ms < self.saf.retry_base_ms {
             p.push("saf: retry_base_ms must be above 0 and at most retry_max_ms".into());

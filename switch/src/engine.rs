@@ -101,6 +101,9 @@ impl Engine {
     pub async fn handle(&self, ctx: &ListenerCtx, peer: &Peer, raw: &Bytes, req: Message) -> Outcome {
         let started = Instant::now();
         let mti = req.mti();
+        if !self.pipeline.state.healthy() && !mti.is_response() {
+            return self.refuse_unjournaled(req, started).await;
+        }
         self.metrics.in_flight.inc();
         let step = self.pipeline.begin(ctx, peer, raw, req, self.clock.now_ms());
         let done = match step {
@@ -115,7 +118,7 @@ impl Engine {
                 let result = match self.pipeline.state.sync().await {
                     Err(e) => {
                         tracing::error!(error = %e, "decision state not durable: request not forwarded");
-                        Err(LinkError::Encode)
+                        Err(LinkError::NotSent)
                     }
                     Ok(()) => match self.issuers.get(&f.issuer) {
                         Some(h) => {
@@ -190,11 +193,6 @@ impl Engine {
         for o in owed {
             self.settle_owed(o, &mut done.answer).await;
         }
-        if done.sync
-            && let Err(e) = self.pipeline.state.sync().await
-        {
-            tracing::error!(error = %e, "decision state not durable before the answer");
-        }
         if let Some(d) = &done.decline {
             match d.stage {
                 Stage::Identify | Stage::Sanitize => {
@@ -205,8 +203,10 @@ impl Engine {
                 }
             }
         }
-        // Encoded once here, the same bytes cached for repeats.
-        if self.pipeline.seal(&done).is_none() {
+        // Encoded once here; the same bytes are given to repeats once the answer may leave.
+        let dedupe = done.dedupe.take();
+        let mut encoded = crate::pipeline::Pipeline::encode_answer(&done.answer);
+        if encoded.is_none() {
             let req = done.request.as_ref().unwrap_or(&done.answer);
             done.answer = crate::pipeline::respond::answer(req, ResponseCode::SYSTEM_ERROR);
         }
@@ -222,18 +222,68 @@ impl Engine {
         let rc = done.answer.text(39).map(|c| c.into_owned()).unwrap_or_default();
         self.metrics.responses.with_label_values(&[mti.as_str(), &rc, &done.route]).inc();
         self.metrics.latency.with_label_values(&[mti.as_str()]).observe(latency.as_secs_f64());
+        let mut answer = done.answer;
         if let Some(req) = done.request {
             let entry = crate::journal::MessageEntry {
                 msg: req,
-                response: Some(done.answer.clone()),
+                response: Some(answer.clone()),
                 direction: Direction::AcquirerExchange,
                 at_ms: self.clock.now_ms(),
                 route: Some(done.route),
                 latency_us: Some(latency.as_micros() as u64),
             };
-            self.journal.record_message(entry).await;
+            if !self.journal.record_message(entry) {
+                tracing::error!("journal full of rows the store refused: request left unanswered");
+                self.pipeline.publish(dedupe.as_ref(), None);
+                return Outcome::Nothing;
+            }
         }
-        Outcome::Answer { msg: done.answer, sign: done.sign }
+        // The answer's row, and the decision state it rests on, are durable before it leaves.
+        if let Err(e) = self.journal.durable().await {
+            tracing::error!(error = %e, "journal row not durable: answered 96 instead");
+            answer = self.unjournaled(&answer);
+            encoded = crate::pipeline::Pipeline::encode_answer(&answer);
+        }
+        self.pipeline.publish(dedupe.as_ref(), encoded);
+        Outcome::Answer { msg: answer, sign: done.sign }
+    }
+
+    /// The answer given instead of one whose journal row the store did not take in time: 96, with
+    /// nothing of the decision (its row, queued and retried, records what the issuer said; this
+    /// one's row records the 96).
+    fn unjournaled(&self, answer: &Message) -> Message {
+        let mut a = answer.clone();
+        for de in [38, 54, 55] {
+            a.remove(de);
+        }
+        let _ = a.set_text(39, ResponseCode::SYSTEM_ERROR.as_str());
+        let _ = self.journal.record_message(crate::journal::MessageEntry {
+            msg: a.clone(),
+            response: None,
+            direction: Direction::AcquirerOut,
+            at_ms: self.clock.now_ms(),
+            route: Some("journal-unavailable".into()),
+            latency_us: None,
+        });
+        a
+    }
+
+    /// While the store refuses commits: 96 at once, nothing forwarded, nothing decided.
+    async fn refuse_unjournaled(&self, req: Message, started: Instant) -> Outcome {
+        let answer = crate::pipeline::respond::answer(&req, ResponseCode::SYSTEM_ERROR);
+        self.metrics.responses.with_label_values(&[req.mti().as_str(), "96", "journal-unavailable"]).inc();
+        let entry = crate::journal::MessageEntry {
+            msg: req,
+            response: Some(answer.clone()),
+            direction: Direction::AcquirerExchange,
+            at_ms: self.clock.now_ms(),
+            route: Some("journal-unavailable".into()),
+            latency_us: Some(started.elapsed().as_micros() as u64),
+        };
+        if !self.journal.record_message(entry) {
+            return Outcome::Nothing;
+        }
+        Outcome::Answer { msg: answer, sign: None }
     }
 
     /// A message owed to an issuer: offered at once when it may be, otherwise (or when not taken)
@@ -407,3 +457,7 @@ pub async fn saf_worker(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

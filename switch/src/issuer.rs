@@ -39,6 +39,8 @@ pub enum LinkError {
     Duplicate,
     /// The message could not be encoded for the link.
     Encode,
+    /// Not sent: the switch could not make durable what the issuer would have seen.
+    NotSent,
 }
 
 /// How one issuer is reached.

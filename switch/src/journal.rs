@@ -1,19 +1,14 @@
-//! The journal writer: every request and response is recorded off the hot path, in batches.
-//!
-//! The hot path hands a [`JournalRow`] (already masked) to a bounded queue; a dedicated thread
-//! drains it into the store in transactions of up to `batch_size` rows, or whatever arrived within
-//! `flush_interval`. When the queue is full the sender waits (back-pressure) rather than dropping a
-//! row: the journal is the record of what happened to money. Dropping the [`JournalHandle`]s and
-//! calling [`JournalWriter::finish`] flushes everything before shutdown completes.
+//! The journal: every exchange with an acquirer (request and answer in one row, masked), and
+//! the switch's other records, committed by the decision state's writer thread in the same
+//! transaction as the state the answer depends on (group commit: one sync for every row and
+//! change ready at once; see [`crate::state`]). The shell queues an answer's row and waits until
+//! it is durable before the answer leaves; a store that refuses commits keeps the rows in memory
+//! and retries them, while new requests are answered 96 (see `engine`).
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-use tokio::sync::mpsc;
-
-use crate::metrics::Metrics;
-use crate::store::{JournalRow, Store};
+use crate::state::StateBook;
+use crate::store::JournalRow;
 
 /// A decoded message to journal: the writer thread masks it, fingerprints its PAN and builds the
 /// row, so the hot path only clones the message (a vector of `Bytes` slices).
@@ -39,60 +34,32 @@ pub type Fingerprint = Arc<dyn Fn(&str) -> String + Send + Sync>;
 /// Cheap to clone; one per connection task.
 #[derive(Clone)]
 pub struct JournalHandle {
-    tx: mpsc::Sender<JournalItem>,
+    book: Arc<StateBook>,
 }
 
 impl JournalHandle {
-    /// Queues a row, waiting for room when the writer is behind.
-    pub async fn record(&self, row: JournalRow) {
-        // The writer only stops after every handle is dropped, so a send cannot find it gone
-        // unless the writer thread panicked; then there is nothing better to do than carry on.
-        let _ = self.tx.send(JournalItem::Row(Box::new(row))).await;
+    pub(crate) fn new(book: Arc<StateBook>) -> Self {
+        JournalHandle { book }
+    }
+
+    /// Queues a row for the next commit; false when the store has refused so many rows that
+    /// no more are taken (see [`crate::state::MAX_PENDING_JOURNAL`]).
+    pub fn record(&self, row: JournalRow) -> bool {
+        self.book.record_journal(JournalItem::Row(Box::new(row)))
     }
 
     /// Queues a message; the writer builds its masked row.
-    pub async fn record_message(&self, entry: MessageEntry) {
-        let _ = self.tx.send(JournalItem::Message(Box::new(entry))).await;
+    pub fn record_message(&self, entry: MessageEntry) -> bool {
+        self.book.record_journal(JournalItem::Message(Box::new(entry)))
     }
 
-    /// Queues a row from synchronous code (blocking when full). Not for async contexts.
-    pub fn record_blocking(&self, row: JournalRow) {
-        let _ = self.tx.blocking_send(JournalItem::Row(Box::new(row)));
-    }
-}
-
-pub struct JournalWriter {
-    thread: Option<JoinHandle<()>>,
-}
-
-impl JournalWriter {
-    /// Starts the writer thread.
-    pub fn start(
-        store: Arc<dyn Store>,
-        metrics: Arc<Metrics>,
-        batch_size: usize,
-        flush_interval: Duration,
-        capacity: usize,
-        fingerprint: Fingerprint,
-    ) -> (JournalWriter, JournalHandle) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let thread = std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || run(rx, store, metrics, batch_size.max(1), flush_interval, fingerprint))
-            .expect("spawn journal writer thread");
-        (JournalWriter { thread: Some(thread) }, JournalHandle { tx })
-    }
-
-    /// Waits until every queued row is written. All handles must have been dropped first, or this
-    /// waits for them.
-    pub fn finish(mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// Resolves once every row queued before the call is durable.
+    pub async fn durable(&self) -> crate::Result<()> {
+        self.book.sync().await
     }
 }
 
-fn to_row(item: JournalItem, fingerprint: &Fingerprint) -> JournalRow {
+pub(crate) fn to_row(item: JournalItem, fingerprint: Option<&Fingerprint>) -> JournalRow {
     match item {
         JournalItem::Row(r) => *r,
         JournalItem::Message(e) => {
@@ -100,7 +67,7 @@ fn to_row(item: JournalItem, fingerprint: &Fingerprint) -> JournalRow {
                 &e.msg,
                 e.direction,
                 e.at_ms,
-                |p| fingerprint(p),
+                |p| fingerprint.map(|f| f(p)).unwrap_or_default(),
                 e.route.as_deref(),
                 e.latency_us,
             );
@@ -117,64 +84,12 @@ fn to_row(item: JournalItem, fingerprint: &Fingerprint) -> JournalRow {
     }
 }
 
-fn run(
-    mut rx: mpsc::Receiver<JournalItem>,
-    store: Arc<dyn Store>,
-    metrics: Arc<Metrics>,
-    batch_size: usize,
-    flush_interval: Duration,
-    fingerprint: Fingerprint,
-) {
-    let mut batch = Vec::with_capacity(batch_size);
-    // Block for the first row of a batch; then take what else is there, up to the batch size,
-    // waiting at most one flush interval for stragglers.
-    while let Some(item) = rx.blocking_recv() {
-        batch.push(to_row(item, &fingerprint));
-        let deadline = std::time::Instant::now() + flush_interval;
-        while batch.len() < batch_size {
-            match rx.try_recv() {
-                Ok(item) => batch.push(to_row(item, &fingerprint)),
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    if std::time::Instant::now() >= deadline {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            }
-        }
-        write(&*store, &metrics, &mut batch);
-    }
-    write(&*store, &metrics, &mut batch);
-}
-
-fn write(store: &dyn Store, metrics: &Metrics, batch: &mut Vec<JournalRow>) {
-    if batch.is_empty() {
-        return;
-    }
-    // A failed batch is retried a few times (SQLite busy, disk hiccup) before it is reported.
-    for attempt in 0..5u32 {
-        match store.journal_append(batch) {
-            Ok(()) => {
-                metrics.journal_rows.inc_by(batch.len() as u64);
-                batch.clear();
-                return;
-            }
-            Err(e) => {
-                metrics.journal_errors.inc();
-                tracing::error!(error = %e, attempt, rows = batch.len(), "journal batch failed");
-                std::thread::sleep(Duration::from_millis(50 << attempt));
-            }
-        }
-    }
-    tracing::error!(rows = batch.len(), "journal batch abandoned after retries");
-    batch.clear();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
     use crate::store::Direction;
+    use crate::store::Store;
     use crate::store::sqlite::SqliteStore;
 
     fn row(i: u64) -> JournalRow {
@@ -196,38 +111,37 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_row_is_written_in_order_before_finish_returns() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_row_is_durable_in_order_when_durable_returns() {
         let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let (book, writer) = StateBook::open(store.clone(), 16).unwrap();
         let metrics = Arc::new(Metrics::new("t"));
-        let (writer, handle) = JournalWriter::start(
-            store.clone(),
-            metrics.clone(),
-            64,
-            Duration::from_millis(5),
-            16,
-            Arc::new(|p| p.len().to_string()),
-        );
-        let senders: Vec<_> = (0..4)
+        let handle = book.journal(Arc::new(|p: &str| p.len().to_string()), metrics.clone());
+        let senders: Vec<_> = (0..4u64)
             .map(|t| {
                 let h = handle.clone();
-                std::thread::spawn(move || {
+                tokio::spawn(async move {
                     for i in 0..500 {
-                        h.record_blocking(row(t * 1000 + i));
+                        assert!(h.record(row(t * 1000 + i)));
+                        if i % 50 == 0 {
+                            h.durable().await.unwrap();
+                        }
                     }
+                    h.durable().await.unwrap();
                 })
             })
             .collect();
         for s in senders {
-            s.join().unwrap();
+            s.await.unwrap();
         }
-        drop(handle);
-        writer.finish();
+        // Durable means in the store now, not after the writer stops.
         assert_eq!(store.journal_count().unwrap(), 2000);
         assert_eq!(metrics.journal_rows.get(), 2000);
-        // Per sender, rows keep their order.
         let rows = store.journal_read(0, 2000).unwrap();
         let mine: Vec<u64> = rows.iter().map(|r| r.at_ms).filter(|a| *a < 1000).collect();
-        assert_eq!(mine, (0..500).collect::<Vec<_>>());
+        assert_eq!(mine, (0..500).collect::<Vec<_>>(), "per sender, rows keep their order");
+        drop(handle);
+        drop(book);
+        writer.finish();
     }
 }

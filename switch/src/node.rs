@@ -1,4 +1,4 @@
-//! A running switch node assembled from its configuration: the store, the journal writer, the
+//! A running switch node assembled from its configuration: the store, the journal (written with the decision state), the
 //! issuer links with their SAF workers and stand-in rules, the acquirer listeners and the admin
 //! endpoint — and a graceful shutdown that stops accepting, drains requests in flight, and flushes
 //! the journal.
@@ -27,7 +27,6 @@ use crate::detokenize::Detokenizer;
 use crate::engine::{self, Engine, IssuerHandle, ListenerCtx};
 use crate::error::{Error, ErrorKind, Result};
 use crate::issuer::{IssuerPool, LinkSettings};
-use crate::journal::JournalWriter;
 use crate::macing::LinkMac;
 use crate::metrics::Metrics;
 use crate::pipeline::{IssuerRules, Pipeline};
@@ -72,7 +71,6 @@ pub struct RunningNode {
     stop_all: CancellationToken,
     tasks: TaskTracker,
     background: TaskTracker,
-    journal: Option<JournalWriter>,
     state_writer: Option<StateWriter>,
     grace: Duration,
 }
@@ -132,14 +130,9 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
     let registry = registry(&cfg, &parts.hsm)?;
     let metrics = Arc::new(Metrics::new(&cfg.node.name));
     let fp_key = parts.keys.fingerprint.clone();
-    let (journal_writer, journal) = JournalWriter::start(
-        store.clone(),
-        metrics.clone(),
-        cfg.journal.batch_size as usize,
-        Duration::from_millis(cfg.journal.flush_interval_ms),
-        cfg.journal.queue_capacity as usize,
-        Arc::new(move |pan: &str| crate::pipeline::pan_fingerprint(&fp_key, pan)),
-    );
+    state.set_commit_timeout(Duration::from_millis(cfg.journal.commit_timeout_ms));
+    let journal = state
+        .journal(Arc::new(move |pan: &str| crate::pipeline::pan_fingerprint(&fp_key, pan)), metrics.clone());
     let sealer = Arc::new(Sealer::new(1, &parts.keys.saf_seal)?);
     let stop_all = CancellationToken::new();
     let stop_accepting = stop_all.child_token();
@@ -289,7 +282,6 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         stop_all,
         tasks,
         background,
-        journal: Some(journal_writer),
         state_writer: Some(state_writer),
         grace: Duration::from_millis(cfg.node.shutdown_grace_ms),
     })
@@ -320,14 +312,6 @@ impl RunningNode {
             let _ = tokio::time::timeout(
                 Duration::from_secs(10),
                 tokio::task::spawn_blocking(move || w.finish()),
-            )
-            .await;
-        }
-        if let Some(j) = self.journal.take() {
-            // The writer stops once every handle is gone; the engine held the last ones.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(10),
-                tokio::task::spawn_blocking(move || j.finish()),
             )
             .await;
         }

@@ -25,7 +25,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::Store;
+use crate::journal::{Fingerprint, JournalHandle, JournalItem};
+use crate::metrics::Metrics;
+use crate::store::{JournalRow, Store};
 
 /// ATCs remembered below the highest one accepted, by default (an issuer may set its own, up to
 /// the whole 16-bit ATC space: `atc_window` in its config).
@@ -181,14 +183,21 @@ pub struct StateWrites {
     /// (issuer, card) → total.
     pub totals: HashMap<(String, String), u64>,
     pub originals: HashMap<String, OriginalRecord>,
+    /// Journal rows, oldest first, committed in the same transaction.
+    pub journal: Vec<JournalRow>,
 }
 
 impl StateWrites {
     fn is_empty(&self) -> bool {
-        self.windows.is_empty() && self.totals.is_empty() && self.originals.is_empty()
+        self.windows.is_empty()
+            && self.totals.is_empty()
+            && self.originals.is_empty()
+            && self.journal.is_empty()
     }
 
-    fn merge_under(&mut self, older: StateWrites) {
+    fn merge_under(&mut self, mut older: StateWrites) {
+        older.journal.append(&mut self.journal);
+        self.journal = older.journal;
         for (k, v) in older.windows {
             self.windows.entry(k).or_insert(v);
         }
@@ -203,9 +212,21 @@ impl StateWrites {
 
 struct Dirty {
     writes: StateWrites,
+    /// Journal entries not yet made rows (the writer builds them: masking, fingerprint).
+    entries: Vec<JournalItem>,
     /// Incremented by every change.
     generation: u64,
 }
+
+/// What the writer needs to build journal rows and count them.
+struct JournalHooks {
+    fingerprint: Fingerprint,
+    metrics: Arc<Metrics>,
+}
+
+/// Journal entries waiting beyond this many (the store refusing them) hold their senders back:
+/// a request is then not answered rather than answered without its row.
+pub const MAX_PENDING_JOURNAL: usize = 200_000;
 
 /// Originals kept in memory: the most recent, bounded in number; older ones are read from the
 /// store when a reversal asks for them.
@@ -224,7 +245,11 @@ pub struct StateBook {
     doorbell: std::sync::mpsc::SyncSender<()>,
     committed: watch::Receiver<u64>,
     store: Arc<dyn Store>,
-    sync_timeout: Duration,
+    /// How long [`StateBook::sync`] waits, in ms.
+    sync_timeout_ms: std::sync::atomic::AtomicU64,
+    journal: std::sync::OnceLock<JournalHooks>,
+    /// False from a failed commit until the next one succeeds.
+    healthy: std::sync::atomic::AtomicBool,
 }
 
 /// The writer thread; [`StateWriter::finish`] (or dropping the book's last handle) ends it after
@@ -272,11 +297,13 @@ impl StateBook {
                 order: VecDeque::new(),
                 max: max_recent_originals.max(1),
             }),
-            dirty: Mutex::new(Dirty { writes: StateWrites::default(), generation: 0 }),
+            dirty: Mutex::new(Dirty { writes: StateWrites::default(), entries: Vec::new(), generation: 0 }),
             doorbell,
             committed,
             store: store.clone(),
-            sync_timeout: Duration::from_secs(5),
+            sync_timeout_ms: std::sync::atomic::AtomicU64::new(5_000),
+            journal: std::sync::OnceLock::new(),
+            healthy: std::sync::atomic::AtomicBool::new(true),
         });
         let weak = Arc::downgrade(&book);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -299,6 +326,38 @@ impl StateBook {
         d.generation += 1;
         drop(d);
         let _ = self.doorbell.try_send(());
+    }
+
+    /// Makes this book the journal's writer too: rows get their PAN fingerprint from
+    /// `fingerprint` and are counted in `metrics`. Call once, before traffic.
+    pub fn journal(self: &Arc<Self>, fingerprint: Fingerprint, metrics: Arc<Metrics>) -> JournalHandle {
+        let _ = self.journal.set(JournalHooks { fingerprint, metrics });
+        JournalHandle::new(self.clone())
+    }
+
+    /// Queues a journal entry, committed with the next group; `false` (nothing queued) while the
+    /// store has refused so many that more would only pile up in memory.
+    pub fn record_journal(&self, item: JournalItem) -> bool {
+        let mut d = Self::lock(&self.dirty);
+        if d.entries.len() + d.writes.journal.len() >= MAX_PENDING_JOURNAL {
+            return false;
+        }
+        d.entries.push(item);
+        d.generation += 1;
+        drop(d);
+        let _ = self.doorbell.try_send(());
+        true
+    }
+
+    /// How long [`StateBook::sync`] waits for a commit before it reports failure.
+    pub fn set_commit_timeout(&self, t: Duration) {
+        self.sync_timeout_ms.store(t.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the last commit succeeded: while the store refuses commits, new authorizations
+    /// are answered 96 and nothing is forwarded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Accepts `atc` for `card` (a keyed fingerprint) once, within `width` ATCs below its highest.
@@ -393,16 +452,40 @@ impl StateBook {
             return Ok(());
         }
         let _ = self.doorbell.try_send(());
-        match tokio::time::timeout(self.sync_timeout, rx.wait_for(|c| *c >= target)).await {
+        let timeout = Duration::from_millis(self.sync_timeout_ms.load(std::sync::atomic::Ordering::Relaxed));
+        match tokio::time::timeout(timeout, rx.wait_for(|c| *c >= target)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(Error::new(ErrorKind::Store, "state", "the state writer has stopped")),
             Err(_) => Err(Error::new(ErrorKind::Store, "state", "the state was not made durable in time")),
         }
     }
 
+    /// What changed since the last commit, with the journal entries made rows.
     fn take(&self) -> (StateWrites, u64) {
         let mut d = Self::lock(&self.dirty);
-        (std::mem::take(&mut d.writes), d.generation)
+        let mut writes = std::mem::take(&mut d.writes);
+        let entries = std::mem::take(&mut d.entries);
+        let generation = d.generation;
+        drop(d);
+        if !entries.is_empty() {
+            let fingerprint = self.journal.get().map(|h| &h.fingerprint);
+            writes.journal.extend(entries.into_iter().map(|e| crate::journal::to_row(e, fingerprint)));
+        }
+        (writes, generation)
+    }
+
+    fn committed_ok(&self, writes: &StateWrites) {
+        if let Some(h) = self.journal.get() {
+            h.metrics.journal_rows.inc_by(writes.journal.len() as u64);
+        }
+        self.healthy.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn commit_failed(&self) {
+        if let Some(h) = self.journal.get() {
+            h.metrics.journal_errors.inc();
+        }
+        self.healthy.store(false, std::sync::atomic::Ordering::Release);
     }
 
     fn put_back(&self, writes: StateWrites) {
@@ -450,10 +533,12 @@ fn writer(
         match store.state_commit(&writes) {
             Ok(()) => {
                 backoff = Duration::from_millis(10);
+                book.committed_ok(&writes);
                 committed.send_replace(generation);
             }
             Err(e) => {
-                tracing::error!(error = %e, "state commit failed; retrying");
+                tracing::error!(error = %e, rows = writes.journal.len(), "commit failed; kept and retried");
+                book.commit_failed();
                 book.put_back(writes);
                 drop(book);
                 std::thread::sleep(backoff);
@@ -466,7 +551,7 @@ fn writer(
 impl Drop for StateBook {
     fn drop(&mut self) {
         // The last handle: commit what is left (the writer cannot upgrade any more).
-        let writes = std::mem::take(&mut Self::lock(&self.dirty).writes);
+        let (writes, _) = self.take();
         if !writes.is_empty()
             && let Err(e) = self.store.state_commit(&writes)
         {

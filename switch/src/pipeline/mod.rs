@@ -179,8 +179,6 @@ pub struct Done {
     pub route: String,
     pub decline: Option<Decline>,
     pub owed: Vec<Owed>,
-    /// The decision state changed: it must be durable before the answer leaves.
-    pub sync: bool,
     /// The terminal's own MAC key, to sign the answer with.
     pub sign: Option<LinkMac>,
     /// The duplicate-cache entry this answer completes.
@@ -196,16 +194,7 @@ impl Done {
         route: impl Into<String>,
         sign: Option<LinkMac>,
     ) -> Done {
-        Done {
-            answer,
-            request,
-            route: route.into(),
-            decline: None,
-            owed: vec![],
-            sync: false,
-            sign,
-            dedupe: None,
-        }
+        Done { answer, request, route: route.into(), decline: None, owed: vec![], sign, dedupe: None }
     }
 
     /// A repeat answered with its original's answer.
@@ -400,7 +389,6 @@ impl Pipeline {
                 if let Some(imk) = &rules.imk_ac {
                     respond::attach_arpc(self, imk, &txn, &mut done.answer);
                 }
-                done.sync = true;
                 return Step::Answer(done);
             }
         };
@@ -453,10 +441,18 @@ impl Pipeline {
             }
             Err(LinkError::Duplicate) => respond::answer(&txn.msg, ResponseCode::DUPLICATE),
             Err(LinkError::Encode) => respond::answer(&txn.msg, ResponseCode::FORMAT_ERROR),
+            Err(LinkError::NotSent) => {
+                decline = Some(Decline::new(
+                    ResponseCode::SYSTEM_ERROR,
+                    Stage::Issuer,
+                    "state not durable: not sent",
+                ));
+                respond::answer(&txn.msg, ResponseCode::SYSTEM_ERROR)
+            }
         };
         respond::for_token(self, &txn, token.as_ref(), &mut answer);
         original::record_answered(self, &txn, &issuer, &answer, now_ms);
-        Done { answer, request: Some(txn.msg), route, decline, owed, sync: true, sign, dedupe }
+        Done { answer, request: Some(txn.msg), route, decline, owed, sign, dedupe }
     }
 
     /// A reversal or advice: checked against its original.
@@ -522,7 +518,6 @@ impl Pipeline {
             }
         };
         done.request = Some(txn.msg);
-        done.sync = true;
         done.dedupe = dedupe;
         done
     }
@@ -556,20 +551,29 @@ impl Pipeline {
     /// Encodes the final answer (after the shell carried out the effects) and completes its
     /// duplicate-cache entry, so that a repeat gets exactly these bytes.
     pub fn seal(&self, done: &Done) -> Option<Bytes> {
-        match done.answer.encode() {
-            Ok(b) => {
-                if let Some(k) = &done.dedupe {
-                    self.dedupe.complete(k, b.clone());
-                }
-                Some(b)
-            }
+        let bytes = Self::encode_answer(&done.answer);
+        self.publish(done.dedupe.as_ref(), bytes.clone());
+        bytes
+    }
+
+    /// The answer's bytes, or `None` (logged) when it does not encode in the listener's spec.
+    pub fn encode_answer(answer: &Message) -> Option<Bytes> {
+        match answer.encode() {
+            Ok(b) => Some(b),
             Err(e) => {
                 tracing::warn!(error = %e, "answer does not encode in the listener's spec");
-                if let Some(k) = &done.dedupe {
-                    self.dedupe.abandon(k);
-                }
                 None
             }
+        }
+    }
+
+    /// Gives repeats of a transmission the bytes it was answered with (`None`: it was not, and a
+    /// retry is processed afresh).
+    pub fn publish(&self, key: Option<&TransmissionKey>, answer: Option<Bytes>) {
+        match (key, answer) {
+            (Some(k), Some(b)) => self.dedupe.complete(k, b),
+            (Some(k), None) => self.dedupe.abandon(k),
+            (None, _) => {}
         }
     }
 
@@ -582,4 +586,4 @@ impl Pipeline {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -105,7 +105,11 @@ impl SqliteStore {
         conn.pragma_update(None, "page_size", 16384).map_err(db_err("set page size"))?;
         conn.pragma_update(None, "cache_size", -65536).map_err(db_err("set cache size"))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err("set WAL mode"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err("set synchronous"))?;
+        // FULL: a commit is on disk when it returns (the WAL is synced on every commit). What
+        // commits here acknowledges money or keys — journal rows of answers, decision state,
+        // store-and-forward entries, the vault — so NORMAL (which may lose the last commits on
+        // power loss) is not enough. Group commit keeps the cost to one sync per batch.
+        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err("set synchronous"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
         conn.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
@@ -128,38 +132,44 @@ fn direction_from(s: &str) -> Direction {
     }
 }
 
+fn insert_journal(tx: &rusqlite::Transaction<'_>, rows: &[JournalRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut st = tx
+        .prepare_cached(
+            "INSERT INTO journal (at_ms, direction, mti, stan, rrn, terminal_id, pan_masked, \
+             pan_fingerprint, amount_minor, currency, response_code, route, latency_us, message_masked) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )
+        .map_err(db_err("prepare journal insert"))?;
+    for r in rows {
+        st.execute(params![
+            r.at_ms as i64,
+            r.direction.as_str(),
+            r.mti,
+            r.stan,
+            r.rrn,
+            r.terminal_id,
+            r.pan_masked,
+            r.pan_fingerprint,
+            r.amount_minor.map(|a| a as i64),
+            r.currency,
+            r.response_code,
+            r.route,
+            r.latency_us.map(|l| l as i64),
+            r.message_masked,
+        ])
+        .map_err(db_err("insert journal row"))?;
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn journal_append(&self, rows: &[JournalRow]) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err("begin journal batch"))?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO journal (at_ms, direction, mti, stan, rrn, terminal_id, pan_masked, \
-                     pan_fingerprint, amount_minor, currency, response_code, route, latency_us, message_masked) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                )
-                .map_err(db_err("prepare journal insert"))?;
-            for r in rows {
-                st.execute(params![
-                    r.at_ms as i64,
-                    r.direction.as_str(),
-                    r.mti,
-                    r.stan,
-                    r.rrn,
-                    r.terminal_id,
-                    r.pan_masked,
-                    r.pan_fingerprint,
-                    r.amount_minor.map(|a| a as i64),
-                    r.currency,
-                    r.response_code,
-                    r.route,
-                    r.latency_us.map(|l| l as i64),
-                    r.message_masked,
-                ])
-                .map_err(db_err("insert journal row"))?;
-            }
-        }
+        insert_journal(&tx, rows)?;
         tx.commit().map_err(db_err("commit journal batch"))
     }
 
@@ -326,6 +336,7 @@ impl Store for SqliteStore {
                 .map_err(db_err("write original"))?;
             }
         }
+        insert_journal(&tx, &w.journal)?;
         tx.commit().map_err(db_err("commit state"))
     }
 

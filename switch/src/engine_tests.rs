@@ -1,0 +1,171 @@
+//! The shell over the pipeline, with an in-memory issuer and a store that refuses commits on
+//! demand (a full or failing disk): an answer leaves only once its journal row is durable; while
+//! the store refuses, requests are answered 96 and nothing reaches the issuer; the rows of those
+//! answers are kept and land when the store takes commits again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use super::*;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::tests::{approval, listener, local, pipeline_on, purchase};
+use crate::saf::RetryPolicy;
+use crate::seal::Sealer;
+use crate::state::{OriginalRecord, StateWrites};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{JournalRow, NewSafEntry, SafEntry, Store};
+
+/// SQLite, except that state commits (which carry the journal rows) fail while `refuse` is set.
+struct Refusing {
+    inner: SqliteStore,
+    refuse: AtomicBool,
+}
+
+impl Store for Refusing {
+    fn journal_append(&self, rows: &[JournalRow]) -> Result<()> {
+        self.inner.journal_append(rows)
+    }
+    fn journal_count(&self) -> Result<u64> {
+        self.inner.journal_count()
+    }
+    fn journal_read(&self, offset: u64, limit: u32) -> Result<Vec<JournalRow>> {
+        self.inner.journal_read(offset, limit)
+    }
+    fn saf_put(&self, entry: NewSafEntry<'_>) -> Result<i64> {
+        self.inner.saf_put(entry)
+    }
+    fn saf_due(&self, link: &str, now_ms: u64, limit: u32) -> Result<Vec<SafEntry>> {
+        self.inner.saf_due(link, now_ms, limit)
+    }
+    fn saf_reschedule(&self, id: i64, attempts: u32, next_attempt_ms: u64) -> Result<()> {
+        self.inner.saf_reschedule(id, attempts, next_attempt_ms)
+    }
+    fn saf_done(&self, id: i64) -> Result<()> {
+        self.inner.saf_done(id)
+    }
+    fn saf_pending(&self, link: Option<&str>) -> Result<u64> {
+        self.inner.saf_pending(link)
+    }
+    fn state_commit(&self, writes: &StateWrites) -> Result<()> {
+        if self.refuse.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::Store, "test", "disk full"));
+        }
+        self.inner.state_commit(writes)
+    }
+    fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.inner.atc_windows_load()
+    }
+    fn standin_totals_load(&self) -> Result<Vec<(String, String, u64)>> {
+        self.inner.standin_totals_load()
+    }
+    fn original_get(&self, key: &str) -> Result<Option<OriginalRecord>> {
+        self.inner.original_get(key)
+    }
+}
+
+/// An issuer that approves everything and counts what it saw.
+struct Approver {
+    name: Arc<str>,
+    spec: Arc<Spec>,
+    seen: AtomicUsize,
+}
+
+impl IssuerLink for Approver {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+    fn spec(&self) -> &Arc<Spec> {
+        &self.spec
+    }
+    fn is_up(&self) -> bool {
+        true
+    }
+    fn request<'a>(
+        &'a self,
+        msg: &'a Message,
+    ) -> Pin<Box<dyn Future<Output = std::result::Result<Message, LinkError>> + Send + 'a>> {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { Ok(approval(msg)) })
+    }
+}
+
+struct Sevens;
+
+impl Entropy for Sevens {
+    fn fill(&self, buf: &mut [u8]) {
+        buf.fill(7);
+    }
+}
+
+fn engine(store: Arc<Refusing>, issuer: Arc<Approver>) -> Engine {
+    let pipeline = pipeline_on(store.clone());
+    pipeline.state.set_commit_timeout(std::time::Duration::from_millis(300));
+    let metrics = Arc::new(Metrics::new("t"));
+    let journal = pipeline.state.journal(Arc::new(|p: &str| format!("fp{}", p.len())), metrics.clone());
+    let key = crypto::keys::AesKey::from_slice(&[4; 32]).expect("key");
+    let saf = Arc::new(SafQueue::new(
+        store,
+        Arc::new(Sealer::new(1, &key).expect("sealer")),
+        RetryPolicy::default(),
+        "issuer-a",
+    ));
+    let handle = IssuerHandle { link: issuer, saf, saf_wake: Arc::new(tokio::sync::Notify::new()) };
+    Engine {
+        pipeline,
+        issuers: HashMap::from([(Arc::from("issuer-a"), handle)]),
+        journal,
+        metrics,
+        clock: Arc::new(crate::clock::ManualClock(AtomicU64::new(1_795_000_000_000))),
+        entropy: Arc::new(Sevens),
+    }
+}
+
+async fn call(e: &Engine, stan: u32, atc: u16) -> String {
+    let req = purchase(stan, 1_000, atc);
+    let raw = req.encode().expect("encode");
+    match e.handle(&listener(), &local(), &raw, req).await {
+        Outcome::Answer { msg, .. } => msg.text(39).map(|c| c.into_owned()).unwrap_or_default(),
+        Outcome::Nothing => "none".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_leaves_only_with_its_row_and_a_refusing_disk_stops_authorizations() {
+    let store = Arc::new(Refusing {
+        inner: SqliteStore::in_memory().expect("store"),
+        refuse: AtomicBool::new(false),
+    });
+    let issuer = Arc::new(Approver {
+        name: Arc::from("issuer-a"),
+        spec: Spec::builtin("network").expect("spec").clone(),
+        seen: AtomicUsize::new(0),
+    });
+    let e = engine(store.clone(), issuer.clone());
+
+    assert_eq!(call(&e, 1, 1).await, "00");
+    assert_eq!(store.journal_count().expect("count"), 1, "the row is in the store when the answer leaves");
+
+    // The disk refuses: the request in hand is not forwarded (its state cannot be made durable)
+    // and is answered 96; the next ones are answered 96 at once.
+    store.refuse.store(true, Ordering::Release);
+    assert_eq!(call(&e, 2, 2).await, "96");
+    assert!(!e.pipeline.state.healthy());
+    assert_eq!(call(&e, 3, 3).await, "96");
+    assert_eq!(issuer.seen.load(Ordering::SeqCst), 1, "nothing reached the issuer while the disk refused");
+    assert_eq!(store.journal_count().expect("count"), 1);
+
+    // The disk is back: the kept rows land, nothing lost, and authorizations resume.
+    store.refuse.store(false, Ordering::Release);
+    let mut waited = 0;
+    while !e.pipeline.state.healthy() || store.journal_count().expect("count") < 3 {
+        assert!(waited < 100, "the kept rows were not written once the disk took commits again");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let rows = store.journal_read(0, 100).expect("rows");
+    let codes: Vec<_> = rows.iter().map(|r| r.response_code.clone().unwrap_or_default()).collect();
+    assert!(codes.iter().filter(|c| *c == "96").count() >= 2, "the 96 answers have their rows: {codes:?}");
+    assert_eq!(call(&e, 4, 4).await, "00");
+    assert_eq!(issuer.seen.load(Ordering::SeqCst), 2);
+}
