@@ -414,7 +414,12 @@ pub async fn saf_worker(
         let q = saf.clone();
         let now = clock.now_ms();
         let due = match tokio::task::spawn_blocking(move || q.due(now, 64)).await {
-            Ok(Ok(d)) => d,
+            Ok(Ok(d)) => {
+                if d.quarantined > 0 {
+                    metrics.saf_quarantined.with_label_values(&[&name]).inc_by(u64::from(d.quarantined));
+                }
+                d.messages
+            }
             Ok(Err(e)) => {
                 tracing::error!(issuer = %name, error = %e, "SAF queue unreadable");
                 continue;
@@ -429,27 +434,31 @@ pub async fn saf_worker(
             let msg = match Message::decode(issuer.spec(), Bytes::copy_from_slice(&item.message)) {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::error!(issuer = %name, id = item.entry.id, error = %e, "SAF entry does not decode; kept");
+                    let (q, entry, reason) =
+                        (saf.clone(), item.entry.clone(), format!("does not decode: {e}"));
+                    let _ = tokio::task::spawn_blocking(move || q.quarantine(&entry, &reason, now)).await;
+                    metrics.saf_quarantined.with_label_values(&[&name]).inc();
                     continue;
                 }
             };
-            let acked = match issuer.request(&msg).await {
-                Ok(answer) => answer.mti().class() == msg.mti().class() && answer.mti().is_response(),
-                Err(_) => false,
+            let outcome = match issuer.request(&msg).await {
+                Ok(answer) => crate::saf::delivery(item.entry.kind, &msg, &answer),
+                Err(_) => crate::saf::Delivery::Retry,
             };
             let q = saf.clone();
             let entry = item.entry.clone();
             let now = clock.now_ms();
             let random = entropy.u32();
-            let _ = tokio::task::spawn_blocking(move || {
-                if acked { q.acknowledged(entry.id).map(|_| 0) } else { q.failed(&entry, now, random) }
+            let _ = tokio::task::spawn_blocking(move || match outcome {
+                crate::saf::Delivery::Taken => q.acknowledged(entry.id),
+                crate::saf::Delivery::Refused => q.quarantine(&entry, "refused by the issuer", now),
+                crate::saf::Delivery::Retry => q.failed(&entry, now, random).map(|_| ()),
             })
             .await;
-            if acked && item.entry.kind == SafKind::Advice {
-                delivered_advices = true;
-            }
-            if !acked {
-                break;
+            match outcome {
+                crate::saf::Delivery::Taken => delivered_advices |= item.entry.kind == SafKind::Advice,
+                crate::saf::Delivery::Refused => metrics.saf_quarantined.with_label_values(&[&name]).inc(),
+                crate::saf::Delivery::Retry => break,
             }
         }
         if delivered_advices {

@@ -44,6 +44,12 @@ impl Store for Refusing {
     fn saf_done(&self, id: i64) -> Result<()> {
         self.inner.saf_done(id)
     }
+    fn saf_quarantine(&self, id: i64, reason: &str, now_ms: u64) -> Result<()> {
+        self.inner.saf_quarantine(id, reason, now_ms)
+    }
+    fn saf_quarantined(&self, link: &str) -> Result<u64> {
+        self.inner.saf_quarantined(link)
+    }
     fn saf_pending(&self, link: Option<&str>) -> Result<u64> {
         self.inner.saf_pending(link)
     }

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub issuer_up: IntGaugeVec,
     pub issuer_timeouts: IntCounterVec,
     pub saf_pending: IntGaugeVec,
+    /// Entries moved out of a SAF queue because they cannot be delivered (alert on any).
+    pub saf_quarantined: IntCounterVec,
     pub stand_in_approvals: IntCounterVec,
     pub duplicates: IntCounter,
     pub journal_rows: IntCounter,
@@ -90,6 +92,11 @@ impl Metrics {
                 &["issuer"],
             ),
             saf_pending: g("saf_pending", "Store-and-forward entries waiting", &["issuer"]),
+            saf_quarantined: c(
+                "saf_quarantined_total",
+                "Store-and-forward entries quarantined because they cannot be delivered",
+                &["issuer"],
+            ),
             stand_in_approvals: c("stand_in_approvals_total", "Approvals given in stand-in", &["issuer"]),
             duplicates: reg(
                 r,

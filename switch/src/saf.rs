@@ -59,6 +59,48 @@ pub struct DueMessage {
     pub message: Zeroizing<Vec<u8>>,
 }
 
+/// What [`SafQueue::due`] found.
+#[derive(Default)]
+pub struct Due {
+    pub messages: Vec<DueMessage>,
+    /// Entries moved to quarantine on the way.
+    pub quarantined: u32,
+}
+
+/// What an issuer's answer does to a message owed to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Taken in charge: the entry leaves the queue.
+    Taken,
+    /// Refused for good (the issuer says the message itself is wrong): repeating it cannot
+    /// help, so it goes to quarantine for the operator, never silently away.
+    Refused,
+    /// Not taken (no answer, another message, a temporary refusal): tried again later.
+    Retry,
+}
+
+/// Reads an issuer's answer to a message owed to it. Taken in charge: a response of the same
+/// class (0430 to 0420, 0130 to 0120, 0630 to 0620) whose DE 39 says the issuer has it — 00, or
+/// 94 (it had it already: an earlier attempt got through); for a reversal also 25 (the issuer
+/// never had the original: nothing to put back). Refused for good: 12, 13, 14 or 30 (invalid
+/// transaction, amount or card, format error). Anything else (96, 91, no DE 39, another
+/// message) keeps it queued.
+pub fn delivery(
+    kind: SafKind,
+    sent: &codecs::iso8583::Message,
+    answer: &codecs::iso8583::Message,
+) -> Delivery {
+    if !answer.mti().is_response() || answer.mti().class() != sent.mti().class() {
+        return Delivery::Retry;
+    }
+    match answer.text(39).as_deref() {
+        Some("00") | Some("94") => Delivery::Taken,
+        Some("25") if kind == SafKind::Reversal => Delivery::Taken,
+        Some("12") | Some("13") | Some("14") | Some("30") => Delivery::Refused,
+        _ => Delivery::Retry,
+    }
+}
+
 impl SafQueue {
     pub fn new(
         store: Arc<dyn Store>,
@@ -87,19 +129,38 @@ impl SafQueue {
         self.store.saf_put(NewSafEntry { kind, link: &self.link, original_key, sealed: &sealed, now_ms })
     }
 
-    /// Entries due now, opened. An entry that fails to open (tampered, or sealed under a retired
-    /// key) is an error: it is reported, never silently dropped.
-    pub fn due(&self, now_ms: u64, limit: u32) -> Result<Vec<DueMessage>> {
-        self.store
-            .saf_due(&self.link, now_ms, limit)?
-            .into_iter()
-            .map(|entry| {
-                let message = self
-                    .sealer
-                    .open(&Self::aad(entry.kind, &entry.link, &entry.original_key), &entry.sealed)?;
-                Ok(DueMessage { entry, message: Zeroizing::new(message) })
-            })
-            .collect()
+    /// Entries due now, opened. An entry that fails to open (tampered, or sealed under a key
+    /// version the node no longer has) is quarantined — moved aside with the reason, reported
+    /// in the result — and never stops the entries behind it.
+    pub fn due(&self, now_ms: u64, limit: u32) -> Result<Due> {
+        let mut due = Due::default();
+        for entry in self.store.saf_due(&self.link, now_ms, limit)? {
+            match self.sealer.open(&Self::aad(entry.kind, &entry.link, &entry.original_key), &entry.sealed) {
+                Ok(message) => due.messages.push(DueMessage { entry, message: Zeroizing::new(message) }),
+                Err(e) => {
+                    self.quarantine(&entry, &e.to_string(), now_ms)?;
+                    due.quarantined += 1;
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    /// Moves an entry that cannot be delivered out of the queue (kept for the operator).
+    pub fn quarantine(&self, entry: &SafEntry, reason: &str, now_ms: u64) -> Result<()> {
+        tracing::error!(
+            link = %self.link,
+            id = entry.id,
+            kind = entry.kind.as_str(),
+            reason,
+            "store-and-forward entry quarantined: it cannot be delivered"
+        );
+        self.store.saf_quarantine(entry.id, reason, now_ms)
+    }
+
+    /// Entries in quarantine.
+    pub fn quarantined(&self) -> Result<u64> {
+        self.store.saf_quarantined(&self.link)
     }
 
     /// The issuer acknowledged the entry (0430 / 0130).
@@ -126,10 +187,14 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
 
     fn queue(store: Arc<dyn Store>) -> SafQueue {
-        let key = crypto::AesKey::from_slice(&[9; 32]).unwrap();
+        queue_with(store, 1, [9; 32])
+    }
+
+    fn queue_with(store: Arc<dyn Store>, version: u32, key: [u8; 32]) -> SafQueue {
+        let key = crypto::AesKey::from_slice(&key).unwrap();
         SafQueue::new(
             store,
-            Arc::new(Sealer::new(1, &key).unwrap()),
+            Arc::new(Sealer::new(version, &key).unwrap()),
             RetryPolicy { base_ms: 100, max_ms: 1000, jitter_permille: 0 },
             "issuer-a",
         )
@@ -143,11 +208,11 @@ mod tests {
         {
             let q = queue(Arc::new(SqliteStore::open(&path).unwrap()));
             let id = q.enqueue(SafKind::Reversal, "T1:000001:1125101010", msg, 1_000, [1; 12]).unwrap();
-            let due = q.due(1_000, 10).unwrap();
+            let due = q.due(1_000, 10).unwrap().messages;
             assert_eq!(due.len(), 1);
             assert_eq!(&due[0].message[..], msg);
             assert_eq!(q.failed(&due[0].entry, 1_000, 0).unwrap(), 1_100);
-            assert!(q.due(1_050, 10).unwrap().is_empty());
+            assert!(q.due(1_050, 10).unwrap().messages.is_empty());
             assert_eq!(due[0].entry.id, id);
         }
         // The database file never holds the PAN in clear.
@@ -157,7 +222,7 @@ mod tests {
             assert!(!bytes.windows(16).any(|w| w == b"4761739001010010"), "clear PAN on disk");
         }
         let q = queue(Arc::new(SqliteStore::open(&path).unwrap()));
-        let due = q.due(1_100, 10).unwrap();
+        let due = q.due(1_100, 10).unwrap().messages;
         assert_eq!(due.len(), 1, "the reversal survives a restart");
         assert_eq!(due[0].entry.attempts, 1);
         q.acknowledged(due[0].entry.id).unwrap();
@@ -180,7 +245,67 @@ mod tests {
                 now_ms: 0,
             })
             .unwrap();
-        assert!(q.due(0, 10).is_err());
+        q.enqueue(SafKind::Advice, "k3", b"next", 0, [3; 12]).unwrap();
+        let due = q.due(0, 10).unwrap();
+        assert_eq!(due.quarantined, 1, "the moved entry does not open: quarantined");
+        assert_eq!(due.messages.len(), 2, "the entries around it are delivered");
+        assert_eq!(q.quarantined().unwrap(), 1);
+        assert_eq!(q.pending().unwrap(), 2);
+        assert_eq!(q.due(0, 10).unwrap().quarantined, 0, "out of the queue for good");
+    }
+
+    #[test]
+    fn an_entry_written_under_a_retired_key_version_is_quarantined() {
+        let store: Arc<SqliteStore> = Arc::new(SqliteStore::in_memory().unwrap());
+        let old = SafQueue::new(
+            store.clone(),
+            Arc::new(Sealer::new(1, &crypto::AesKey::from_slice(&[1; 32]).unwrap()).unwrap()),
+            RetryPolicy::default(),
+            "issuer-a",
+        );
+        old.enqueue(SafKind::Reversal, "k1", b"old", 0, [1; 12]).unwrap();
+        // Version 2 current, version 1 still known: opens.
+        let mut both = Sealer::new(1, &crypto::AesKey::from_slice(&[1; 32]).unwrap()).unwrap();
+        both.add_key(2, &crypto::AesKey::from_slice(&[2; 32]).unwrap()).unwrap();
+        both.set_current(2).unwrap();
+        let q = SafQueue::new(store.clone(), Arc::new(both), RetryPolicy::default(), "issuer-a");
+        q.enqueue(SafKind::Reversal, "k2", b"new", 0, [2; 12]).unwrap();
+        assert_eq!(q.due(0, 10).unwrap().messages.len(), 2);
+        // Version 1 retired: its entry is quarantined, version 2's is delivered.
+        let q = queue_with(store.clone(), 2, [2; 32]);
+        let due = q.due(0, 10).unwrap();
+        assert_eq!((due.messages.len(), due.quarantined), (1, 1));
+        assert_eq!(&due.messages[0].message[..], b"new");
+    }
+
+    #[test]
+    fn only_an_answer_that_takes_it_in_charge_acknowledges() {
+        use codecs::iso8583::{Message, Mti, Spec};
+        let spec = Spec::builtin("network").unwrap();
+        let mut sent = Message::new(spec.clone(), Mti::REVERSAL_ADVICE);
+        sent.set_text(11, "000001").unwrap();
+        let answer = |mti: &str, rc: Option<&str>| {
+            let mut a = Message::new(spec.clone(), Mti::from_digits(mti.as_bytes()).unwrap());
+            if let Some(rc) = rc {
+                a.set_text(39, rc).unwrap();
+            }
+            a
+        };
+        let reversal = |mti, rc| delivery(SafKind::Reversal, &sent, &answer(mti, rc));
+        assert_eq!(reversal("0430", Some("00")), Delivery::Taken);
+        assert_eq!(reversal("0430", Some("94")), Delivery::Taken);
+        assert_eq!(reversal("0430", Some("25")), Delivery::Taken);
+        assert_eq!(reversal("0430", Some("96")), Delivery::Retry);
+        assert_eq!(reversal("0430", Some("91")), Delivery::Retry);
+        assert_eq!(reversal("0430", None), Delivery::Retry);
+        assert_eq!(reversal("0430", Some("30")), Delivery::Refused);
+        assert_eq!(reversal("0130", Some("00")), Delivery::Retry, "another class");
+        assert_eq!(reversal("0420", Some("00")), Delivery::Retry, "not a response");
+        let mut advice = sent.clone();
+        advice.set_mti(Mti::AUTHORIZATION_ADVICE);
+        assert_eq!(delivery(SafKind::Advice, &advice, &answer("0130", Some("25"))), Delivery::Retry);
+        assert_eq!(delivery(SafKind::Advice, &advice, &answer("0130", Some("00"))), Delivery::Taken);
+        assert_eq!(delivery(SafKind::Advice, &advice, &answer("0130", Some("14"))), Delivery::Refused);
     }
 
     #[test]

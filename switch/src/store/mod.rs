@@ -143,6 +143,13 @@ pub trait Store: Send + Sync + 'static {
     /// Removes an acknowledged entry. Removing an absent entry is not an error.
     fn saf_done(&self, id: i64) -> Result<()>;
 
+    /// Moves an entry that cannot be delivered (it does not open or decode) out of the queue,
+    /// kept with `reason` for the operator; the rest of the queue goes on.
+    fn saf_quarantine(&self, id: i64, reason: &str, now_ms: u64) -> Result<()>;
+
+    /// Entries of `link` in quarantine.
+    fn saf_quarantined(&self, link: &str) -> Result<u64>;
+
     /// Pending entries, for `link` or for all links.
     fn saf_pending(&self, link: Option<&str>) -> Result<u64>;
 

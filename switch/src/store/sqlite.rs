@@ -37,6 +37,17 @@ CREATE TABLE IF NOT EXISTS saf (
     UNIQUE(kind, original_key)
 );
 CREATE INDEX IF NOT EXISTS saf_due ON saf(link, next_attempt_ms);
+CREATE TABLE IF NOT EXISTS saf_quarantine (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    link TEXT NOT NULL,
+    original_key TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    quarantined_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS vault (
     token TEXT PRIMARY KEY,
     pan_sealed BLOB NOT NULL,
@@ -284,6 +295,28 @@ impl Store for SqliteStore {
         let conn = self.conn()?;
         conn.execute("DELETE FROM saf WHERE id = ?1", params![id]).map_err(db_err("delete SAF entry"))?;
         Ok(())
+    }
+
+    fn saf_quarantine(&self, id: i64, reason: &str, now_ms: u64) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err("begin SAF quarantine"))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO saf_quarantine (id, kind, link, original_key, sealed, attempts, created_ms, \
+             quarantined_ms, reason) SELECT id, kind, link, original_key, sealed, attempts, created_ms, ?2, ?3 \
+             FROM saf WHERE id = ?1",
+            params![id, now_ms as i64, reason],
+        )
+        .map_err(db_err("quarantine SAF entry"))?;
+        tx.execute("DELETE FROM saf WHERE id = ?1", params![id]).map_err(db_err("quarantine SAF entry"))?;
+        tx.commit().map_err(db_err("commit SAF quarantine"))
+    }
+
+    fn saf_quarantined(&self, link: &str) -> Result<u64> {
+        let conn = self.conn()?;
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM saf_quarantine WHERE link = ?1", params![link], |r| r.get(0))
+            .map_err(db_err("count quarantined SAF entries"))?;
+        Ok(n as u64)
     }
 
     fn saf_pending(&self, link: Option<&str>) -> Result<u64> {
