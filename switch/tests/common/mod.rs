@@ -118,27 +118,45 @@ pub fn start_in(dir: tempfile::TempDir, config: &str) -> SwitchProcess {
     keystore(dir.path());
     let cfg_path = dir.path().join("switch.toml");
     std::fs::write(&cfg_path, with_test_acquirer(config)).expect("write config");
-    let ready = dir.path().join("ready.json");
-    let _ = std::fs::remove_file(&ready);
-    let child = Command::new(env!("CARGO_BIN_EXE_switch"))
+    let child = launch(dir.path());
+    let mut p = SwitchProcess { child, dir, listeners: serde_json::Value::Null, admin: String::new() };
+    wait_ready(&mut p);
+    p
+}
+
+/// Starts the switch again on the same folder (config, keystore and data), after the running
+/// one was stopped or killed.
+pub fn restart(p: &mut SwitchProcess) {
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+    p.child = launch(p.dir.path());
+    wait_ready(p);
+}
+
+fn launch(dir: &Path) -> Child {
+    let _ = std::fs::remove_file(dir.join("ready.json"));
+    Command::new(env!("CARGO_BIN_EXE_switch"))
         .arg("--config")
-        .arg(&cfg_path)
+        .arg(dir.join("switch.toml"))
         .arg("--ready-file")
-        .arg(&ready)
+        .arg(dir.join("ready.json"))
         .env("PAYNET_LMK", LMK_HEX)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start switch");
-    let mut p = SwitchProcess { child, dir, listeners: serde_json::Value::Null, admin: String::new() };
+        .expect("start switch")
+}
+
+fn wait_ready(p: &mut SwitchProcess) {
+    let ready = p.dir.path().join("ready.json");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read_to_string(&ready) {
             let v: serde_json::Value = serde_json::from_str(&text).expect("ready JSON");
             p.listeners = v["listeners"].clone();
             p.admin = v["admin"].as_str().expect("admin").to_string();
-            return p;
+            return;
         }
         if let Ok(Some(st)) = p.child.try_wait() {
             panic!("switch exited early: {st}");
