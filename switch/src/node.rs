@@ -39,6 +39,10 @@ use crate::state::{StateBook, StateWriter};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
+/// Originals kept in memory for reversals and advices (about 250 bytes each); older ones are
+/// read from the store when a reversal asks for them.
+const RECENT_ORIGINALS: usize = 65_536;
+
 /// Keys the node itself uses (from the keystore: `switch.saf` and `switch.fingerprint`).
 pub struct NodeKeys {
     /// Seals store-and-forward messages at rest (AES-256-GCM).
@@ -126,7 +130,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         Error::new(ErrorKind::Store, "store", format!("cannot create {}: {e}", data_dir.display()))
     })?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("switch.db"))?);
-    let (state, state_writer) = StateBook::open(store.clone(), 1 << 20)?;
+    let (state, state_writer) = StateBook::open(store.clone(), RECENT_ORIGINALS)?;
     let registry = registry(&cfg, &parts.hsm)?;
     let metrics = Arc::new(Metrics::new(&cfg.node.name));
     let fp_key = parts.keys.fingerprint.clone();
