@@ -208,13 +208,6 @@ impl Lmk {
     /// (`expected[i]` for `components[i]`), then the combined LMK against `lmk_kcv`. A mismatch
     /// names the component (from 1), so the custodian who must enter theirs again is known.
     pub fn from_components(components: &[LmkComponent], expected: &[&str], lmk_kcv: &str) -> Result<Self> {
-        if !matches!(components.len(), 2 | 3) {
-            return Err(Error::new(
-                ErrorKind::Keystore,
-                "LMK components",
-                format!("expected 2 or 3 components, found {}", components.len()),
-            ));
-        }
         if expected.len() != components.len() {
             return Err(Error::new(
                 ErrorKind::Keystore,
@@ -222,16 +215,35 @@ impl Lmk {
                 format!("{} components but {} expected KCVs", components.len(), expected.len()),
             ));
         }
+        let lmk = Lmk::combine(components)?;
+        for (i, (c, kcv)) in components.iter().zip(expected).enumerate() {
+            check_kcv(&format!("LMK component {}", i + 1), &c.kcv(), kcv)?;
+        }
+        lmk.check_kcv(lmk_kcv)?;
+        Ok(lmk)
+    }
+
+    /// The XOR of 2 or 3 components of one algorithm and length, unchecked: for a ceremony that
+    /// has just generated them and computes the KCVs to hand out. Loading uses
+    /// [`Lmk::from_components`].
+    pub fn combine(components: &[LmkComponent]) -> Result<Self> {
+        if !matches!(components.len(), 2 | 3) {
+            return Err(Error::new(
+                ErrorKind::Keystore,
+                "LMK components",
+                format!("expected 2 or 3 components, found {}", components.len()),
+            ));
+        }
         let first = &components[0].0;
         let mut lmk = Zeroizing::new(first.expose().to_vec());
-        for (i, (c, kcv)) in components.iter().zip(expected).enumerate() {
-            let what = format!("LMK component {}", i + 1);
+        for (i, c) in components.iter().enumerate().skip(1) {
             if c.0.algorithm() != first.algorithm() || c.0.expose().len() != first.expose().len() {
                 return Err(Error::new(
                     ErrorKind::Keystore,
                     "LMK components",
                     format!(
-                        "{what} is {:?} of {} bytes, component 1 is {:?} of {} bytes",
+                        "LMK component {} is {:?} of {} bytes, component 1 is {:?} of {} bytes",
+                        i + 1,
                         c.0.algorithm(),
                         c.0.expose().len(),
                         first.algorithm(),
@@ -239,18 +251,13 @@ impl Lmk {
                     ),
                 ));
             }
-            check_kcv(&what, &c.kcv(), kcv)?;
-            if i > 0 {
-                xor_in_place(&mut lmk, c.0.expose());
-            }
+            xor_in_place(&mut lmk, c.0.expose());
         }
         let key = match first {
             SymmetricKey::Aes(_) => SymmetricKey::Aes(AesKey::from_slice(&lmk)?),
             SymmetricKey::Tdes(_) => SymmetricKey::Tdes(TdesKey::from_slice(&lmk)?),
         };
-        let lmk = Lmk(key);
-        lmk.check_kcv(lmk_kcv)?;
-        Ok(lmk)
+        Ok(Lmk(key))
     }
 
     /// Checks the LMK against an expected check value (4 or 6 hex digits).
