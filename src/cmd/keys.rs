@@ -223,9 +223,12 @@ fn new_lmk(components: Option<u8>, out: Option<PathBuf>, tdes: bool) -> Result<(
     let lmk_kcv = to_hex(&Lmk::combine(&components)?.kcv());
     Lmk::from_components(&components, &expected, &lmk_kcv)?;
     for (i, (f, c)) in files.iter().zip(&components).enumerate() {
-        let mut text = c.expose_hex();
-        text.push('\n');
-        if let Err(e) = private_file::create_new(f, text.as_bytes()) {
+        // Built in one allocation, so no copy of the component is left behind by a reallocation.
+        let hex = c.expose_hex();
+        let mut text = Zeroizing::new(Vec::with_capacity(hex.len() + 1));
+        text.extend_from_slice(hex.as_bytes());
+        text.push(b'\n');
+        if let Err(e) = private_file::create_new(f, &text) {
             // Leave no partial set behind.
             for g in &files[..i] {
                 let _ = std::fs::remove_file(g);
