@@ -4,3 +4,4 @@
 
 pub mod demo;
 pub mod network;
+pub mod private_file;

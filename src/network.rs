@@ -6,7 +6,8 @@
 //! Keys: a fresh LMK per run, held in memory only; the switch's and the issuer's keystores (key
 //! blocks under it) live in the run's folder. The test cards' clear material (ICC master keys,
 //! PINs) and the test ATMs' initial DUKPT keys appear only in the ports file, as INTERFACES.md §5
-//! says; nothing else the network writes holds a clear PAN, PIN or key.
+//! says; nothing else the network writes holds a clear PAN, PIN or key. The ports file and both
+//! keystores are written readable by their owner only (mode 0600).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -237,7 +238,7 @@ pub async fn start(opts: Options) -> Result<Network> {
     let link_mac_key = crypto::keys::AesKey::from_slice(link_mac_raw.as_ref())?;
     import(&mut test.keystore, "issuer.mac", "D0000M6AC00N0000", SymmetricKey::Aes(link_mac_key.clone()))?;
     let issuer_keys = test.keystore.to_toml();
-    std::fs::write(opts.dir.join("issuer-keys.toml"), &issuer_keys)?;
+    crate::private_file::write_atomic(&opts.dir.join("issuer-keys.toml"), issuer_keys.as_bytes())?;
     // The cards stay in memory: an issuer's card file holds PANs, and `serve` writes none.
     let issuer_hsm = Arc::new(crypto::hsm::SoftHsm::new(
         Keystore::from_toml(Lmk::from_hex(&lmk_hex)?, &issuer_keys)?,
@@ -322,7 +323,7 @@ pub async fn start(opts: Options) -> Result<Network> {
             ksn: to_hex(ksn.as_bytes()),
         });
     }
-    std::fs::write(opts.dir.join("switch-keys.toml"), ks.to_toml())?;
+    crate::private_file::write_atomic(&opts.dir.join("switch-keys.toml"), ks.to_toml().as_bytes())?;
     let cfg = SwitchConfig {
         node: switch::config::NodeConfig {
             name: "serve".into(),
@@ -384,7 +385,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         token_service: switch::config::TokenServiceConfig::default(),
     };
     let switch_keys_toml = ks.to_toml();
-    let (node, vault, hsm, luks) = start_switch(&cfg, &switch_keys_toml, &lmk_hex, &opts.dir).await?;
+    let (node, token_parts) = start_switch(&cfg, &switch_keys_toml, &lmk_hex, &opts.dir).await?;
     // One test requestor of each type (test credentials, generated per run).
     let requestors: Vec<TestRequestor> = [
         ("40010030273", "wallet"),
@@ -403,7 +404,7 @@ pub async fn start(opts: Options) -> Result<Network> {
     random(&mut secret);
     let token_issuers = vec![TestIssuerCredential { name: "issuer-a".into(), secret: to_hex(&secret) }];
     let (token_service, api_addr, api_stop, api_task) =
-        start_token_service(&node, vault, hsm, luks, &requestors, &token_issuers, None).await?;
+        start_token_service(&node, token_parts, &requestors, &token_issuers, None).await?;
     // Ready when the issuer link is signed on.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !node.engine.issuers.values().all(|h| h.link.is_up()) {
@@ -517,9 +518,7 @@ type Api = (
 /// The token service over the node's engine, and its provisioning API on a port from the OS.
 async fn start_token_service(
     node: &RunningNode,
-    vault: Arc<switch::token::TokenVault>,
-    hsm: Arc<dyn crypto::hsm::Hsm>,
-    luks: Arc<switch::token::luk::LukRegistry>,
+    parts: TokenParts,
     requestors: &[TestRequestor],
     issuers: &[TestIssuerCredential],
     bind: Option<std::net::SocketAddr>,
@@ -527,8 +526,8 @@ async fn start_token_service(
     let token_service = Arc::new(
         switch::token::service::TokenService::new(
             node.engine.clone(),
-            vault,
-            hsm,
+            parts.vault,
+            parts.hsm,
             token_ranges()?,
             requestors
                 .iter()
@@ -538,8 +537,9 @@ async fn start_token_service(
                     secret_sha256: sha256_hex(r.secret.as_bytes()),
                 })
                 .collect(),
+            parts.token_ref_key,
         )
-        .with_luks(luks)
+        .with_luks(parts.luks)
         .with_issuers(
             issuers
                 .iter()
@@ -574,16 +574,21 @@ fn sha256_hex(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
-type Started = (
-    RunningNode,
-    Arc<switch::token::TokenVault>,
-    Arc<dyn crypto::hsm::Hsm>,
-    Arc<switch::token::luk::LukRegistry>,
-);
+/// What the token service is built from, besides the node: the switch's vault, HSM and LUK
+/// registry, and the token-reference key (`tsp.token-ref`).
+struct TokenParts {
+    vault: Arc<switch::token::TokenVault>,
+    hsm: Arc<dyn crypto::hsm::Hsm>,
+    luks: Arc<switch::token::luk::LukRegistry>,
+    token_ref_key: zeroize::Zeroizing<Vec<u8>>,
+}
+
+type Started = (RunningNode, TokenParts);
 
 async fn start_switch(cfg: &SwitchConfig, keys_toml: &str, lmk_hex: &str, dir: &Path) -> Result<Started> {
     let ks = Keystore::from_toml(Lmk::from_hex(lmk_hex)?, keys_toml)?;
     let keys = switch::keys::node_keys(&ks)?;
+    let tsp_keys = switch::keys::token_service_keys(&ks)?;
     let vault_key =
         ks.get_aes(&KeyName::new("switch.vault")?, crypto::keyblock::KeyUsage::DATA_ENCRYPTION)?;
     let hsm: Arc<dyn crypto::hsm::Hsm> = Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(random)));
@@ -596,7 +601,7 @@ async fn start_switch(cfg: &SwitchConfig, keys_toml: &str, lmk_hex: &str, dir: &
         switch::token::TokenVault::open(
             vault_store.clone(),
             switch::seal::Sealer::new(1, &vault_key).map_err(|e| anyhow!("{e}"))?,
-            keys.fingerprint.clone(),
+            tsp_keys.vault_index,
         )
         .map_err(|e| anyhow!("{e}"))?,
     );
@@ -618,15 +623,15 @@ async fn start_switch(cfg: &SwitchConfig, keys_toml: &str, lmk_hex: &str, dir: &
         base_dir: dir.to_path_buf(),
     };
     let node = switch::node::start(cfg.clone(), parts).await.map_err(|e| anyhow!("{e}"))?;
-    Ok((node, vault, hsm, luks))
+    Ok((node, TokenParts { vault, hsm, luks, token_ref_key: tsp_keys.token_ref }))
 }
 
 impl Network {
-    /// Writes the ports file atomically (a temporary file, then a rename).
+    /// Writes the ports file atomically (a temporary file, then a rename), readable by its owner
+    /// only: it holds the test cards' keys and PINs and the test ATMs' initial keys.
     pub fn write_ports_file(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&self.ports)?)?;
-        std::fs::rename(&tmp, path)?;
+        let json = zeroize::Zeroizing::new(serde_json::to_string_pretty(&self.ports)?);
+        crate::private_file::write_atomic(path, json.as_bytes())?;
         Ok(())
     }
 
@@ -697,19 +702,12 @@ impl Network {
         }
         drop(token_service);
         switch.shutdown().await;
-        let (node, vault, hsm, luks) = start_switch(&switch_cfg, &switch_keys_toml, &lmk_hex, &dir).await?;
+        let (node, token_parts) = start_switch(&switch_cfg, &switch_keys_toml, &lmk_hex, &dir).await?;
         // The provisioning API comes back on its address: the providers keep talking to it.
         let old_api = ports.provisioning_api.trim_start_matches("http://").parse().ok();
-        let (token_service, api_addr, api_stop, api_task) = start_token_service(
-            &node,
-            vault,
-            hsm,
-            luks,
-            &ports.token_requestors,
-            &ports.token_issuers,
-            old_api,
-        )
-        .await?;
+        let (token_service, api_addr, api_stop, api_task) =
+            start_token_service(&node, token_parts, &ports.token_requestors, &ports.token_issuers, old_api)
+                .await?;
         let api_task = Some(api_task);
         ports.provisioning_api = format!("http://{api_addr}");
         if let (Some(a), Some(b)) = (node.listener("acquirer"), node.listener("acquirer_ascii")) {

@@ -3,7 +3,9 @@
 //!
 //! - The LMK is an AES-256 key (blocks are version D) or a triple-length TDES key (version B). It
 //!   comes from the environment variable [`LMK_ENV_VAR`] (`PAYNET_LMK`, hex) or a file, read by the
-//!   caller: this crate is sans-IO and only offers [`Lmk::from_hex`].
+//!   caller: this crate is sans-IO and only offers [`Lmk::from_hex`]. In production it is the XOR
+//!   of 2 or 3 custodians' [`LmkComponent`]s, each checked against its KCV, then the whole
+//!   ([`Lmk::from_components`]); [`Keystore::rewrap`] moves every key to a new LMK.
 //! - Keys are configured in TOML as `[[key]]` tables with `name`, `block` and `kcv`. Loading
 //!   unwraps every block (so a tampered block or a wrong LMK is found at start-up, not at the first
 //!   transaction) and checks its KCV; a mismatch names the key.
@@ -24,12 +26,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::keyblock::{
     self, Exportability, Header, KeyAlgorithm, KeyBlockVersion, KeyUsage, ModeOfUse, padding_len,
 };
-use crate::keys::{AesKey, SymmetricKey, TdesKey, adjust_odd_parity, from_hex, to_hex};
+use crate::keys::{
+    AesKey, Algorithm, SymmetricKey, TdesKey, adjust_odd_parity, from_hex, to_hex, xor_in_place,
+};
 
 /// The environment variable that holds the LMK in hex (read by the binaries, never by this crate).
 pub const LMK_ENV_VAR: &str = "PAYNET_LMK";
@@ -83,6 +88,185 @@ impl Lmk {
 impl fmt::Debug for Lmk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Lmk({:?}, KCV {})", self.version(), to_hex(&self.kcv()))
+    }
+}
+
+// The LMK's only field is a `SymmetricKey`, whose `TdesKey` / `AesKey` zeroize their bytes on drop.
+impl ZeroizeOnDrop for Lmk {}
+
+/// One custodian's share of the LMK: as long as the LMK (32 bytes for AES-256, 24 for TDES), the
+/// LMK being the XOR of 2 or 3 components, so no one custodian knows it (split knowledge, dual
+/// control: PCI PIN Security requirement 5, X9.24-1 §7.2). Each component has its own check value,
+/// computed as if it were a key of the LMK's algorithm, so a custodian can confirm theirs was
+/// entered correctly without revealing it.
+#[derive(Clone)]
+pub struct LmkComponent(SymmetricKey);
+
+// As for `Lmk`: the inner key zeroizes on drop.
+impl ZeroizeOnDrop for LmkComponent {}
+
+impl LmkComponent {
+    /// Parses a component from hex: 64 digits (AES-256 LMK) or 48 (TDES triple length).
+    /// `index` (from 1) names the component in errors.
+    pub fn from_hex(index: usize, s: &str) -> Result<Self> {
+        let b = Zeroizing::new(from_hex("LMK component", s).map_err(|e| {
+            Error::new(ErrorKind::Keystore, "LMK component", format!("component {index}: {}", e.detail))
+        })?);
+        LmkComponent::from_slice(index, &b)
+    }
+
+    /// A component from its bytes (32 for AES-256, 24 for TDES).
+    pub fn from_slice(index: usize, b: &[u8]) -> Result<Self> {
+        let key = match b.len() {
+            32 => AesKey::from_slice(b).map(SymmetricKey::Aes),
+            24 => TdesKey::from_slice(b).map(SymmetricKey::Tdes),
+            n => Err(Error::new(
+                ErrorKind::Keystore,
+                "LMK component",
+                format!(
+                    "component {index}: expected 64 hex digits (AES-256) or 48 (TDES triple length), found {}",
+                    n * 2
+                ),
+            )),
+        };
+        Ok(LmkComponent(key?))
+    }
+
+    /// A fresh component of the given algorithm from `random` (at least 32 bytes for AES, 24 for
+    /// TDES; call with fresh OS randomness). TDES components get odd parity, as custodians'
+    /// components conventionally have.
+    pub fn generate(algorithm: Algorithm, random: &[u8]) -> Result<Self> {
+        let len = match algorithm {
+            Algorithm::Aes => 32,
+            Algorithm::Tdes => 24,
+        };
+        let b = random.get(..len).ok_or_else(|| {
+            Error::new(ErrorKind::Input, "random", format!("need {len} bytes, found {}", random.len()))
+        })?;
+        let mut b = Zeroizing::new(b.to_vec());
+        if algorithm == Algorithm::Tdes {
+            adjust_odd_parity(&mut b);
+        }
+        LmkComponent::from_slice(0, &b)
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.0.algorithm()
+    }
+
+    /// The component's check value (AES: CMAC of 16 zero bytes; TDES: 8 zero bytes encrypted).
+    pub fn kcv(&self) -> [u8; 3] {
+        self.0.kcv()
+    }
+
+    /// The component in uppercase hex, for the custodian's file. Every caller is a place where a
+    /// clear component leaves memory.
+    pub fn expose_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(to_hex(self.0.expose()))
+    }
+}
+
+impl fmt::Debug for LmkComponent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LmkComponent({:?}, KCV {})", self.0.algorithm(), to_hex(&self.kcv()))
+    }
+}
+
+/// Checks `actual` against an expected check value in hex (4 or 6 digits compared, constant time);
+/// `what` names the key in the error (e.g. "LMK component 2").
+fn check_kcv(what: &str, actual: &[u8; 3], expected_hex: &str) -> Result<()> {
+    let expected = Zeroizing::new(from_hex("KCV", expected_hex).map_err(|e| {
+        Error::new(ErrorKind::Keystore, "KCV", format!("the configured KCV of the {what}: {}", e.detail))
+    })?);
+    if !matches!(expected.len(), 2 | 3) {
+        return Err(Error::new(
+            ErrorKind::Keystore,
+            "KCV",
+            format!(
+                "the configured KCV of the {what} must be 4 or 6 hex digits, found {}",
+                expected_hex.trim().len()
+            ),
+        ));
+    }
+    if bool::from(actual[..expected.len()].ct_eq(&expected)) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::KeyCheckValue,
+            "KCV",
+            format!(
+                "the {what} has KCV {}, not the configured {}",
+                to_hex(&actual[..expected.len()]),
+                to_hex(&expected)
+            ),
+        ))
+    }
+}
+
+impl Lmk {
+    /// The LMK as the XOR of 2 or 3 components, each checked against its expected KCV
+    /// (`expected[i]` for `components[i]`), then the combined LMK against `lmk_kcv`. A mismatch
+    /// names the component (from 1), so the custodian who must enter theirs again is known.
+    pub fn from_components(components: &[LmkComponent], expected: &[&str], lmk_kcv: &str) -> Result<Self> {
+        if expected.len() != components.len() {
+            return Err(Error::new(
+                ErrorKind::Keystore,
+                "LMK components",
+                format!("{} components but {} expected KCVs", components.len(), expected.len()),
+            ));
+        }
+        let lmk = Lmk::combine(components)?;
+        for (i, (c, kcv)) in components.iter().zip(expected).enumerate() {
+            check_kcv(&format!("LMK component {}", i + 1), &c.kcv(), kcv)?;
+        }
+        lmk.check_kcv(lmk_kcv)?;
+        Ok(lmk)
+    }
+
+    /// The XOR of 2 or 3 components of one algorithm and length, unchecked: for a ceremony that
+    /// has just generated them and computes the KCVs to hand out. Loading uses
+    /// [`Lmk::from_components`].
+    pub fn combine(components: &[LmkComponent]) -> Result<Self> {
+        if !matches!(components.len(), 2 | 3) {
+            return Err(Error::new(
+                ErrorKind::Keystore,
+                "LMK components",
+                format!("expected 2 or 3 components, found {}", components.len()),
+            ));
+        }
+        let first = &components[0].0;
+        let mut lmk = Zeroizing::new(first.expose().to_vec());
+        for (i, c) in components.iter().enumerate().skip(1) {
+            if c.0.algorithm() != first.algorithm() || c.0.expose().len() != first.expose().len() {
+                return Err(Error::new(
+                    ErrorKind::Keystore,
+                    "LMK components",
+                    format!(
+                        "LMK component {} is {:?} of {} bytes, component 1 is {:?} of {} bytes",
+                        i + 1,
+                        c.0.algorithm(),
+                        c.0.expose().len(),
+                        first.algorithm(),
+                        first.expose().len()
+                    ),
+                ));
+            }
+            xor_in_place(&mut lmk, c.0.expose());
+        }
+        let key = match first {
+            SymmetricKey::Aes(_) => SymmetricKey::Aes(AesKey::from_slice(&lmk)?),
+            SymmetricKey::Tdes(_) => SymmetricKey::Tdes(TdesKey::from_slice(&lmk)?),
+        };
+        Ok(Lmk(key))
+    }
+
+    /// Checks the LMK against an expected check value (4 or 6 hex digits).
+    pub fn check_kcv(&self, expected: &str) -> Result<()> {
+        check_kcv("combined LMK", &self.kcv(), expected)
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.0.algorithm()
     }
 }
 
@@ -400,6 +584,32 @@ impl Keystore {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// The same keys under `new_lmk` (LMK rotation): every block is unwrapped under this store's
+    /// LMK and wrapped again under the new one with the same header (its version set to the new
+    /// LMK's), and the new block is unwrapped once more to check that its key has the KCV the old
+    /// one had. `random` fills block padding (call with fresh OS randomness). Any failure names
+    /// the key; this store is left as it was.
+    pub fn rewrap(&self, new_lmk: Lmk, random: &mut dyn FnMut(&mut [u8])) -> Result<Keystore> {
+        let mut out = Keystore::new(new_lmk);
+        for (name, e) in &self.keys {
+            let k = keyblock::unwrap(&self.lmk.0, &e.block).map_err(|err| about(name, err))?;
+            let header = Header { version: out.lmk.version(), ..k.header.clone() };
+            let mut pad = Zeroizing::new(vec![0u8; padding_len(header.version, k.expose().len(), 0)]);
+            random(&mut pad);
+            let block =
+                keyblock::wrap(&out.lmk.0, &header, k.expose(), &pad).map_err(|err| about(name, err))?;
+            // Inserting unwraps the new block under the new LMK and checks the key's KCV against
+            // the one recorded under the old LMK.
+            out.insert_block(name.clone(), &block, &to_hex(&e.kcv))?;
+        }
+        Ok(out)
+    }
+
+    /// The LMK's check value.
+    pub fn lmk_kcv(&self) -> [u8; 3] {
+        self.lmk.kcv()
     }
 
     pub fn remove(&mut self, name: &KeyName) -> Result<()> {

@@ -116,8 +116,10 @@ fn load(path: &Path, check_only: bool) -> Result<Loaded, String> {
 
 /// The keystore the configuration names, unwrapped under the LMK from its environment variable.
 fn load_keystore(cfg: &IssuerConfig, base: &Path) -> Result<crypto::keystore::Keystore, String> {
-    let lmk_hex = std::env::var(&cfg.keys.lmk_env)
-        .map_err(|_| format!("the LMK variable {} is not set", cfg.keys.lmk_env))?;
+    let lmk_hex = zeroize::Zeroizing::new(
+        std::env::var(&cfg.keys.lmk_env)
+            .map_err(|_| format!("the LMK variable {} is not set", cfg.keys.lmk_env))?,
+    );
     let lmk = crypto::keystore::Lmk::from_hex(lmk_hex.trim()).map_err(|e| format!("LMK: {e}"))?;
     let ks_path = base.join(&cfg.keys.keystore);
     let ks_text =

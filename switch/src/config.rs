@@ -337,13 +337,73 @@ pub struct KeysConfig {
     pub keystore: PathBuf,
     /// The environment variable holding the LMK (hex), or...
     pub lmk_env: String,
-    /// ...a file holding it.
+    /// ...a file holding it (mode 0600, owned by the node's user), or...
     pub lmk_file: Option<PathBuf>,
+    /// ...2 or 3 custodians' components, each a file of hex (mode 0600, owned by the node's
+    /// user) with its expected KCV; the LMK is their XOR (docs/operations.md, "Key ceremony").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lmk_components: Vec<LmkComponentConfig>,
+    /// The LMK's expected KCV (4 or 6 hex digits): required with components, checked whenever set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lmk_kcv: Option<String>,
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        KeysConfig { keystore: PathBuf::from("keys.toml"), lmk_env: "PAYNET_LMK".into(), lmk_file: None }
+        KeysConfig {
+            keystore: PathBuf::from("keys.toml"),
+            lmk_env: "PAYNET_LMK".into(),
+            lmk_file: None,
+            lmk_components: Vec::new(),
+            lmk_kcv: None,
+        }
+    }
+}
+
+/// One LMK component: the custodian's file and the KCV they read out at the ceremony.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmkComponentConfig {
+    pub file: PathBuf,
+    pub kcv: String,
+}
+
+impl KeysConfig {
+    /// Every problem of the `[keys]` table.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let kcv_ok = |k: &str| matches!(k.len(), 4 | 6) && k.bytes().all(|b| b.is_ascii_hexdigit());
+        if !self.lmk_components.is_empty() {
+            if !matches!(self.lmk_components.len(), 2 | 3) {
+                p.push(format!(
+                    "keys.lmk_components: expected 2 or 3 components, found {}",
+                    self.lmk_components.len()
+                ));
+            }
+            if self.lmk_file.is_some() {
+                p.push("keys: lmk_file and lmk_components are exclusive; the LMK comes from one".into());
+            }
+            if self.lmk_kcv.is_none() {
+                p.push("keys.lmk_kcv: required with lmk_components (the combined LMK's KCV)".into());
+            }
+            for (i, c) in self.lmk_components.iter().enumerate() {
+                if !kcv_ok(&c.kcv) {
+                    p.push(format!(
+                        "keys.lmk_components[{i}].kcv: expected 4 or 6 hex digits, found {:?}",
+                        c.kcv
+                    ));
+                }
+                if c.file.as_os_str().is_empty() {
+                    p.push(format!("keys.lmk_components[{i}].file: must not be empty"));
+                }
+            }
+        }
+        if let Some(k) = &self.lmk_kcv
+            && !kcv_ok(k)
+        {
+            p.push(format!("keys.lmk_kcv: expected 4 or 6 hex digits, found {k:?}"));
+        }
+        p
     }
 }
 
@@ -404,7 +464,7 @@ impl SwitchConfig {
 
     /// Every problem at once, one line each, naming the setting.
     pub fn validate(&self) -> Vec<String> {
-        let mut p = Vec::new();
+        let mut p = self.keys.problems();
         if self.node.name.trim().is_empty() {
             p.push("node.name: must not be empty".to_string());
         }

@@ -1,13 +1,29 @@
-//! The node's keys from its keystore: the LMK from the environment variable (or file) the config
-//! names, every other key a key block under it. The node's own keys are `switch.saf` (seals
-//! store-and-forward messages, AES-256, usage D0) and `switch.fingerprint` (keys the journal's PAN
-//! fingerprints, AES-256 bytes used as an HMAC-SHA256 key, usage D0); `paynet keys generate` makes
-//! them, `ensure_node_keys` adds them to a keystore that lacks them.
+//! The node's keys from its keystore: the LMK from the environment variable, a file, or 2–3
+//! custodians' component files the config names, every other key a key block under it.
+//!
+//! The node's own keys, each used for one purpose only (AES-256 bytes, usage D0; the HMAC keys
+//! are used as HMAC-SHA256 keys):
+//!
+//! | key | what it keys |
+//! |---|---|
+//! | `switch.saf` | seals store-and-forward messages at rest (AES-256-GCM) |
+//! | `switch.fingerprint` | the journal's PAN fingerprints, ATC windows and stand-in totals per card |
+//! | `tsp.vault-index` | the token vault's PAN index (PAN → tokens look-ups) |
+//! | `tsp.token-ref` | the references requestors know tokens by |
+//!
+//! A fingerprint under one key says nothing about one under another: the journal's readers cannot
+//! join it to the vault's index, nor a requestor's token reference to either. `paynet keys
+//! generate --node-keys` (or `ensure_node_keys`) adds whichever of them a keystore lacks.
+//!
+//! Files holding an LMK or a component are read only when private to the node's user (unix mode
+//! 0600 or stricter, owned by the effective user); their contents stay in zeroizing buffers, and
+//! no error names more than the file, its mode or a check value.
 
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use crypto::keyblock::{Header, KeyUsage};
-use crypto::keystore::{KeyName, Keystore, Lmk};
+use crypto::keystore::{KeyName, Keystore, Lmk, LmkComponent};
 use zeroize::Zeroizing;
 
 use crate::config::KeysConfig;
@@ -16,20 +32,159 @@ use crate::node::NodeKeys;
 
 pub const SAF_KEY: &str = "switch.saf";
 pub const FINGERPRINT_KEY: &str = "switch.fingerprint";
+pub const VAULT_INDEX_KEY: &str = "tsp.vault-index";
+pub const TOKEN_REF_KEY: &str = "tsp.token-ref";
+
+/// Every key [`ensure_node_keys`] makes, with what it is for.
+pub const NODE_KEYS: [(&str, &str); 4] = [
+    (SAF_KEY, "seals the store-and-forward queue"),
+    (FINGERPRINT_KEY, "keys the journal's PAN fingerprints"),
+    (VAULT_INDEX_KEY, "keys the token vault's PAN index"),
+    (TOKEN_REF_KEY, "keys token references"),
+];
+
+/// The header of every node key: AES, usage D0, mode B (both ways), not exportable.
+const NODE_KEY_HEADER: &str = "D0000D0AB00N0000";
 
 fn key_err(detail: impl Into<String>) -> Error {
     Error::new(ErrorKind::Crypto, "keys", detail)
 }
 
-/// Reads the LMK (env var or file) and the keystore file, unwrapping and checking every block.
-pub fn load_keystore(cfg: &KeysConfig, base: &Path) -> Result<Keystore> {
-    let hex = match &cfg.lmk_file {
-        Some(p) => std::fs::read_to_string(base.join(p))
-            .map_err(|e| key_err(format!("cannot read the LMK file {}: {e}", p.display())))?,
-        None => std::env::var(&cfg.lmk_env)
-            .map_err(|_| key_err(format!("the LMK variable {} is not set", cfg.lmk_env)))?,
-    };
+/// Reads a file of secret material (`what` names it in errors, e.g. "LMK component 2 file"): it
+/// must be a regular file owned by this process's effective user with no permission for group or
+/// others. The contents are returned in a zeroizing buffer, read without reallocation.
+pub fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| key_err(format!("cannot read the {what} {}: {e}", path.display())))?;
+    // The checks are on the opened file, so the file read is the file checked.
+    let meta =
+        f.metadata().map_err(|e| key_err(format!("cannot stat the {what} {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(key_err(format!("the {what} {} is not a regular file", path.display())));
+    }
+    check_private(path, what, &meta)?;
+    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    if len > 4096 {
+        return Err(key_err(format!(
+            "the {what} {} holds {len} bytes; a key file holds at most 64 hex digits",
+            path.display()
+        )));
+    }
+    let mut buf = Zeroizing::new(Vec::with_capacity(len + 1));
+    f.by_ref()
+        .take(4096)
+        .read_to_end(&mut buf)
+        .map_err(|e| key_err(format!("cannot read the {what} {}: {e}", path.display())))?;
+    Ok(buf)
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path, what: &str, meta: &std::fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(key_err(format!(
+            "the {what} {} has mode {mode:04o}: it must be readable by its owner only \
+             (0600 or stricter: chmod 600 {})",
+            path.display(),
+            path.display()
+        )));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(key_err(format!(
+            "the {what} {} is owned by uid {}, not by this process's user (uid {me})",
+            path.display(),
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path, _what: &str, _meta: &std::fs::Metadata) -> Result<()> {
+    Ok(())
+}
+
+/// The text of a secret file, trimmed (no copy: a view into the zeroizing buffer).
+fn secret_text<'a>(bytes: &'a [u8], path: &Path, what: &str) -> Result<&'a str> {
+    std::str::from_utf8(bytes)
+        .map(str::trim)
+        .map_err(|_| key_err(format!("the {what} {} is not text (expected hex digits)", path.display())))
+}
+
+/// The LMK from a file holding it in hex, checked against `kcv` when given.
+pub fn lmk_from_file(path: &Path, kcv: Option<&str>) -> Result<Lmk> {
+    let bytes = read_secret_file(path, "LMK file")?;
+    let lmk = Lmk::from_hex(secret_text(&bytes, path, "LMK file")?)
+        .map_err(|e| key_err(format!("the LMK file {}: {}", path.display(), e.detail)))?;
+    check_lmk_kcv(&lmk, kcv)?;
+    Ok(lmk)
+}
+
+/// The LMK from an environment variable holding it in hex, checked against `kcv` when given.
+pub fn lmk_from_env(var: &str, kcv: Option<&str>) -> Result<Lmk> {
+    let hex = Zeroizing::new(
+        std::env::var(var).map_err(|_| key_err(format!("the LMK variable {var} is not set")))?,
+    );
     let lmk = Lmk::from_hex(hex.trim()).map_err(|e| key_err(format!("LMK: {e}")))?;
+    check_lmk_kcv(&lmk, kcv)?;
+    Ok(lmk)
+}
+
+/// The LMK as the XOR of the components in `files` (2 or 3: each a file and its expected KCV),
+/// checked against their KCVs and the combined `lmk_kcv`. Errors name the component and its file.
+pub fn lmk_from_component_files(files: &[(PathBuf, String)], lmk_kcv: &str) -> Result<Lmk> {
+    if !matches!(files.len(), 2 | 3) {
+        return Err(key_err(format!("the LMK needs 2 or 3 components, found {}", files.len())));
+    }
+    let mut components = Vec::with_capacity(files.len());
+    for (i, (path, _)) in files.iter().enumerate() {
+        let what = format!("LMK component {} file", i + 1);
+        let bytes = read_secret_file(path, &what)?;
+        let c = LmkComponent::from_hex(i + 1, secret_text(&bytes, path, &what)?)
+            .map_err(|e| key_err(format!("{}: {}", path.display(), e.detail)))?;
+        components.push(c);
+    }
+    let expected: Vec<&str> = files.iter().map(|(_, k)| k.as_str()).collect();
+    Lmk::from_components(&components, &expected, lmk_kcv).map_err(|e| {
+        // Name the file of the component at fault, when one is.
+        let file = (1..=files.len())
+            .find(|i| e.detail.contains(&format!("LMK component {i} ")))
+            .map(|i| format!(" (file {})", files[i - 1].0.display()))
+            .unwrap_or_default();
+        key_err(format!("{}{file}", e.detail))
+    })
+}
+
+fn check_lmk_kcv(lmk: &Lmk, kcv: Option<&str>) -> Result<()> {
+    match kcv {
+        Some(k) => lmk.check_kcv(k).map_err(|e| key_err(e.detail)),
+        None => Ok(()),
+    }
+}
+
+/// The LMK the `[keys]` table names (relative paths against `base`).
+pub fn load_lmk(cfg: &KeysConfig, base: &Path) -> Result<Lmk> {
+    if !cfg.lmk_components.is_empty() {
+        let problems = cfg.problems();
+        if !problems.is_empty() {
+            return Err(key_err(problems.join("; ")));
+        }
+        let files: Vec<(PathBuf, String)> =
+            cfg.lmk_components.iter().map(|c| (base.join(&c.file), c.kcv.clone())).collect();
+        return lmk_from_component_files(&files, cfg.lmk_kcv.as_deref().unwrap_or_default());
+    }
+    match &cfg.lmk_file {
+        Some(p) => lmk_from_file(&base.join(p), cfg.lmk_kcv.as_deref()),
+        None => lmk_from_env(&cfg.lmk_env, cfg.lmk_kcv.as_deref()),
+    }
+}
+
+/// Reads the LMK (env var, file or components) and the keystore file, unwrapping and checking
+/// every block.
+pub fn load_keystore(cfg: &KeysConfig, base: &Path) -> Result<Keystore> {
+    let lmk = load_lmk(cfg, base)?;
     let path = base.join(&cfg.keystore);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| key_err(format!("cannot read the keystore {}: {e}", path.display())))?;
@@ -40,27 +195,181 @@ fn name(s: &str) -> Result<KeyName> {
     KeyName::new(s).map_err(|e| key_err(e.to_string()))
 }
 
+/// One of the node's AES keys; a missing one is named with how to add it.
+fn node_key(ks: &Keystore, key: &str) -> Result<crypto::AesKey> {
+    let n = name(key)?;
+    if !ks.names().any(|k| k == &n) {
+        let purpose = NODE_KEYS.iter().find(|(k, _)| *k == key).map(|(_, p)| *p).unwrap_or("a node key");
+        return Err(key_err(format!(
+            "the keystore has no key {key} ({purpose}); add the node's missing keys with \
+             `paynet keys generate --keystore FILE --node-keys`"
+        )));
+    }
+    ks.get_aes(&n, KeyUsage::DATA_ENCRYPTION).map_err(|e| key_err(e.to_string()))
+}
+
 /// The node's own keys.
 pub fn node_keys(ks: &Keystore) -> Result<NodeKeys> {
-    let saf = ks.get_aes(&name(SAF_KEY)?, KeyUsage::DATA_ENCRYPTION).map_err(|e| key_err(e.to_string()))?;
-    let fp =
-        ks.get_aes(&name(FINGERPRINT_KEY)?, KeyUsage::DATA_ENCRYPTION).map_err(|e| key_err(e.to_string()))?;
+    let saf = node_key(ks, SAF_KEY)?;
+    let fp = node_key(ks, FINGERPRINT_KEY)?;
     Ok(NodeKeys { saf_seal: saf, fingerprint: Zeroizing::new(fp.expose().to_vec()) })
 }
 
-/// Adds the node's keys to `ks` when missing, from `random` (call with fresh OS randomness).
-pub fn ensure_node_keys(ks: &mut Keystore, random: &mut dyn FnMut(&mut [u8])) -> Result<bool> {
-    let mut added = false;
-    for key in [SAF_KEY, FINGERPRINT_KEY] {
+/// The token service's HMAC keys, each its own keystore key.
+pub struct TokenServiceKeys {
+    /// Keys the vault's PAN index (`tsp.vault-index`).
+    pub vault_index: Zeroizing<Vec<u8>>,
+    /// Keys token references (`tsp.token-ref`).
+    pub token_ref: Zeroizing<Vec<u8>>,
+}
+
+/// The token service's keys.
+pub fn token_service_keys(ks: &Keystore) -> Result<TokenServiceKeys> {
+    let index = node_key(ks, VAULT_INDEX_KEY)?;
+    let token_ref = node_key(ks, TOKEN_REF_KEY)?;
+    Ok(TokenServiceKeys {
+        vault_index: Zeroizing::new(index.expose().to_vec()),
+        token_ref: Zeroizing::new(token_ref.expose().to_vec()),
+    })
+}
+
+/// Adds the node's keys ([`NODE_KEYS`]) to `ks` when missing, from `random` (call with fresh OS
+/// randomness). Returns the names added, with their KCVs.
+pub fn ensure_node_keys(
+    ks: &mut Keystore,
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Result<Vec<(&'static str, [u8; 3])>> {
+    let mut added = Vec::new();
+    for (key, _) in NODE_KEYS {
         let n = name(key)?;
         if ks.names().any(|k| k == &n) {
             continue;
         }
-        let header = Header::parse_template("D0000D0AB00N0000").map_err(|e| key_err(e.to_string()))?;
+        let header = Header::parse_template(NODE_KEY_HEADER).map_err(|e| key_err(e.to_string()))?;
         let mut rnd = Zeroizing::new(vec![0u8; ks.random_len(32)]);
         random(&mut rnd);
-        ks.generate(n, &header, 32, &rnd).map_err(|e| key_err(e.to_string()))?;
-        added = true;
+        let kcv = ks.generate(n, &header, 32, &rnd).map_err(|e| key_err(e.to_string()))?;
+        added.push((key, kcv));
     }
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const LMK: &str = "0123456789ABCDEFFEDCBA98765432100123456789ABCDEFFEDCBA9876543210";
+
+    fn private_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        p
+    }
+
+    #[test]
+    fn every_node_key_is_its_own() {
+        let mut ks = Keystore::new(Lmk::from_hex(LMK).unwrap());
+        let mut n = 0u8;
+        let added = ensure_node_keys(&mut ks, &mut |b| {
+            for x in b.iter_mut() {
+                n = n.wrapping_add(1);
+                *x = n;
+            }
+        })
+        .unwrap();
+        assert_eq!(added.iter().map(|(k, _)| *k).collect::<Vec<_>>(), NODE_KEYS.map(|(k, _)| k));
+        assert!(ensure_node_keys(&mut ks, &mut |b| b.fill(1)).unwrap().is_empty(), "idempotent");
+        let node = node_keys(&ks).unwrap();
+        let tsp = token_service_keys(&ks).unwrap();
+        let keys = [node.saf_seal.expose(), &node.fingerprint[..], &tsp.vault_index[..], &tsp.token_ref[..]];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // A keystore from before the token service's keys: a clear error naming the key.
+        ks.remove(&name(TOKEN_REF_KEY).unwrap()).unwrap();
+        let e = token_service_keys(&ks).err().unwrap().to_string();
+        assert!(
+            e.contains("no key tsp.token-ref (keys token references)") && e.contains("--node-keys"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn lmk_file_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = private_file(dir.path(), "lmk.hex", &format!("{LMK}\n"));
+        let lmk = lmk_from_file(&p, None).unwrap();
+        assert!(lmk_from_file(&p, Some(&crypto::keys::to_hex(&lmk.kcv()))).is_ok());
+        let e = lmk_from_file(&p, Some("000000")).err().unwrap().to_string();
+        assert!(e.contains("combined LMK has KCV") && !e.contains("0123456789AB"), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for mode in [0o644, 0o640, 0o604, 0o660] {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+                let e = lmk_from_file(&p, None).err().unwrap().to_string();
+                assert!(e.contains(&format!("{} has mode {mode:04o}", p.display())), "{e}");
+                assert!(e.contains("chmod 600"), "{e}");
+                assert!(!e.contains("0123456789AB"), "{e}");
+            }
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
+            assert!(lmk_from_file(&p, None).is_ok(), "stricter than 0600 is fine");
+        }
+        let e = lmk_from_file(&dir.path().join("absent"), None).err().unwrap().to_string();
+        assert!(e.contains("cannot read the LMK file"), "{e}");
+        let bad = private_file(dir.path(), "bad.hex", &LMK[..60]);
+        let e = lmk_from_file(&bad, None).err().unwrap().to_string();
+        assert!(e.contains("found 60") && !e.contains("0123456789AB"), "{e}");
+    }
+
+    #[test]
+    fn lmk_from_components_names_the_file_at_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        // TDES components whose XOR is 0123456789ABCDEF FEDCBA9876543210 0123456789ABCDEF (KCV 08D7B4).
+        let files = [
+            (private_file(dir.path(), "c1", "111111111111111111111111111111111111111111111111"), "82E136"),
+            (private_file(dir.path(), "c2", "222222222222222222222222222222222222222222222222"), "00962B"),
+            (private_file(dir.path(), "c3", "32107654BA98FEDCCDEF89AB4567012332107654BA98FEDC"), "9D61E6"),
+        ];
+        let mut cfg = KeysConfig {
+            lmk_components: files
+                .iter()
+                .map(|(f, k)| crate::config::LmkComponentConfig { file: f.clone(), kcv: k.to_string() })
+                .collect(),
+            lmk_kcv: Some("08D7B4".into()),
+            ..KeysConfig::default()
+        };
+        assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+        assert_eq!(crypto::keys::to_hex(&load_lmk(&cfg, dir.path()).unwrap().kcv()), "08D7B4");
+        cfg.lmk_components[2].kcv = "9D61E7".into();
+        let e = load_lmk(&cfg, dir.path()).err().unwrap().to_string();
+        assert!(e.contains("LMK component 3 has KCV 9D61E6, not the configured 9D61E7"), "{e}");
+        assert!(e.contains(&format!("(file {})", files[2].0.display())), "{e}");
+        assert!(!e.contains("32107654"), "{e}");
+        cfg.lmk_components[2].kcv = "9D61E6".into();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&files[1].0, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = load_lmk(&cfg, dir.path()).err().unwrap().to_string();
+            assert!(
+                e.contains(&format!("LMK component 2 file {} has mode 0644", files[1].0.display())),
+                "{e}"
+            );
+        }
+        cfg.lmk_components.truncate(1);
+        cfg.lmk_kcv = None;
+        let p = cfg.problems();
+        assert!(p.iter().any(|p| p.contains("expected 2 or 3 components, found 1")), "{p:?}");
+        assert!(p.iter().any(|p| p.contains("keys.lmk_kcv: required")), "{p:?}");
+        assert!(load_lmk(&cfg, dir.path()).is_err());
+    }
 }

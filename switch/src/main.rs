@@ -6,7 +6,9 @@
 //! switch --config switch.toml --rewrap-vault  re-seal the token vault under the current data key
 //! ```
 //! The LMK comes from the environment variable the config names (`PAYNET_LMK` by default) or the
-//! file it names; the keystore holds the node's keys (`switch.saf`, `switch.fingerprint`).
+//! file it names, or from 2–3 custodians' component files (`lmk_components`); the keystore holds
+//! the node's keys (`switch.saf`, `switch.fingerprint`, and with the token service
+//! `tsp.vault-index` and `tsp.token-ref`).
 
 /// mimalloc: measurably faster than the system allocator under many small allocations.
 #[global_allocator]
@@ -105,15 +107,21 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     let ks = switch::keys::load_keystore(&cfg.keys, &base).map_err(|e| e.to_string())?;
     let keys = switch::keys::node_keys(&ks).map_err(|e| e.to_string())?;
     let sealer = if cfg.token_service.enabled { Some(vault_sealer(&cfg, &ks)?) } else { None };
+    // The token service's own HMAC keys: the vault's PAN index and token references.
+    let tsp_keys = if cfg.token_service.enabled {
+        Some(switch::keys::token_service_keys(&ks).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     if cli.rewrap_vault {
-        let Some(sealer) = sealer else {
+        let (Some(sealer), Some(tsp_keys)) = (sealer, tsp_keys) else {
             return Err("--rewrap-vault: the token service is not enabled in this configuration".into());
         };
         let store = Arc::new(
             switch::store::sqlite::SqliteStore::open(&base.join(&cfg.node.data_dir).join("vault.db"))
                 .map_err(|e| e.to_string())?,
         );
-        let v = switch::token::TokenVault::open(store, sealer, keys.fingerprint.clone())
+        let v = switch::token::TokenVault::open(store, sealer, tsp_keys.vault_index.clone())
             .map_err(|e| e.to_string())?;
         let n = v
             .rewrap(cfg.token_service.vault_key_version, || {
@@ -140,8 +148,9 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     let mut vault = None;
     let mut ranges = Vec::new();
     let mut luks = None;
-    let detokenizer: Arc<dyn switch::detokenize::Detokenizer> = match sealer {
-        Some(sealer) => {
+    let mut token_ref_key = None;
+    let detokenizer: Arc<dyn switch::detokenize::Detokenizer> = match sealer.zip(tsp_keys) {
+        Some((sealer, tsp_keys)) => {
             let data = base.join(&cfg.node.data_dir);
             std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
             let store = Arc::new(
@@ -159,9 +168,10 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
             );
             luks = Some(registry.clone());
             let v = Arc::new(
-                switch::token::TokenVault::open(store, sealer, keys.fingerprint.clone())
+                switch::token::TokenVault::open(store, sealer, tsp_keys.vault_index)
                     .map_err(|e| e.to_string())?,
             );
+            token_ref_key = Some(tsp_keys.token_ref);
             for r in &cfg.token_service.ranges {
                 let cards = cfg.routes.iter().map(|r| r.prefix.as_str());
                 let range =
@@ -185,7 +195,7 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     let running = node::start(cfg, parts).await.map_err(|e| e.to_string())?;
     let api_stop = tokio_util::sync::CancellationToken::new();
     let mut api = None;
-    if let (Some(v), Some(luks)) = (vault, luks) {
+    if let (Some(v), Some(luks), Some(token_ref_key)) = (vault, luks, token_ref_key) {
         let svc = Arc::new(
             switch::token::service::TokenService::new(
                 running.engine.clone(),
@@ -193,6 +203,7 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
                 hsm.clone(),
                 ranges,
                 token_cfg.requestors.clone(),
+                token_ref_key,
             )
             .with_luks(luks)
             .with_issuers(token_cfg.issuers.clone()),

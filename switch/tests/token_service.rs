@@ -64,13 +64,13 @@ fn vault_key_rotation_with_rewrap_vault() {
     let aes = |h: &str| crypto::AesKey::from_slice(&hex::decode(h).expect("hex")).expect("key");
     let db = dir.path().join("data").join("vault.db");
     std::fs::create_dir_all(db.parent().expect("data")).expect("data dir");
-    // The switch's own fingerprint key (the vault checks every PAN against it).
+    // The vault's PAN-index key (the vault checks every PAN against it).
     let ks = crypto::keystore::Keystore::from_toml(
         crypto::keystore::Lmk::from_hex(common::LMK_HEX).expect("LMK"),
         &std::fs::read_to_string(dir.path().join("keys.toml")).expect("keystore"),
     )
     .expect("keystore");
-    let fingerprint = switch::keys::node_keys(&ks).expect("node keys").fingerprint;
+    let fingerprint = switch::keys::token_service_keys(&ks).expect("token service keys").vault_index;
     let open = |sealer: Sealer| {
         let store = std::sync::Arc::new(switch::store::sqlite::SqliteStore::open(&db).expect("store"));
         TokenVault::open(store, sealer, fingerprint.clone()).expect("vault")

@@ -61,5 +61,28 @@ pub fn serve(ports: &Path, tmp: &Path) -> Serve {
         assert!(Instant::now() < deadline, "no ports file within 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_private(ports);
+    // The run's keystores, in its folder under TMPDIR, are the owner's only too.
+    let keystores: Vec<PathBuf> = std::fs::read_dir(tmp)
+        .expect("TMPDIR")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("paynet-serve-"))
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    assert!(keystores.len() >= 2, "the switch's and the issuer's keystores: {keystores:?}");
+    keystores.iter().for_each(|k| assert_private(k));
     s
+}
+
+/// Asserts that `path` (the ports file, a keystore: files holding keys) is readable and writable
+/// by its owner only.
+pub fn assert_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:04o}, not 0600", path.display());
+    }
 }

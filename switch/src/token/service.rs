@@ -138,6 +138,8 @@ struct Pending {
 pub struct TokenService {
     engine: Arc<Engine>,
     vault: Arc<TokenVault>,
+    /// HMAC-SHA256 key of token references (`tsp.token-ref`).
+    token_ref_key: Zeroizing<Vec<u8>>,
     hsm: Arc<dyn crypto::hsm::Hsm>,
     ranges: Vec<TokenKeys>,
     requestors: HashMap<String, Requestor>,
@@ -153,9 +155,11 @@ pub struct TokenService {
     event_seq: std::sync::atomic::AtomicU64,
 }
 
-/// A requestor's reference to a token: a keyed fingerprint, so it says nothing of the token.
-fn token_ref_of(vault: &TokenVault, token: &str) -> String {
-    format!("tr_{}", &vault.fingerprint(token)[..16].to_ascii_lowercase())
+/// A requestor's reference to a token: HMAC-SHA256 of the token under the token-reference key
+/// (`tsp.token-ref`, never the vault's PAN-index key), so it says nothing of the token and cannot
+/// be matched against the vault's index.
+fn token_ref_of(key: &[u8], token: &str) -> String {
+    format!("tr_{}", hex::encode(&crypto::mac::hmac_sha256(key, token.as_bytes())[..8]))
 }
 
 /// The context label of sealed card profiles.
@@ -172,11 +176,13 @@ impl TokenService {
         hsm: Arc<dyn crypto::hsm::Hsm>,
         ranges: Vec<TokenKeys>,
         requestors: Vec<Requestor>,
+        token_ref_key: Zeroizing<Vec<u8>>,
     ) -> Self {
         // Requestors name tokens by reference; the references of tokens issued before a restart
         // are derived again from the vault.
-        let refs = vault.tokens().into_iter().map(|t| (token_ref_of(&vault, &t), t)).collect();
+        let refs = vault.tokens().into_iter().map(|t| (token_ref_of(&token_ref_key, &t), t)).collect();
         TokenService {
+            token_ref_key,
             engine,
             vault,
             hsm,
@@ -512,7 +518,7 @@ impl TokenService {
     }
 
     fn token_ref(&self, token: &str) -> String {
-        token_ref_of(&self.vault, token)
+        token_ref_of(&self.token_ref_key, token)
     }
 
     fn token_of(&self, requestor: &Requestor, token_ref: &str) -> Result<String, TspError> {

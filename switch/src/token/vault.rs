@@ -1,7 +1,9 @@
 //! The token vault: each token with its PAN sealed (AES-256-GCM, the token as associated data, so a
 //! row copied onto another token fails to open rather than yield the wrong card), a keyed
 //! HMAC-SHA256 fingerprint of the PAN for look-ups (never an unkeyed hash, which a PAN's small
-//! space would let anyone reverse), its PAR, expiry, status, requestor and domain controls.
+//! space would let anyone reverse), its PAR, expiry, status, requestor and domain controls. The
+//! fingerprint's key is the vault's own (`tsp.vault-index`), not the journal's, so the two
+//! fingerprints of one PAN cannot be matched.
 //!
 //! Reads come from an in-memory cache filled at start-up and kept in step with every write, so the
 //! detokenize stage costs no query. Writes go to the store first, then the cache. Data keys are
