@@ -380,7 +380,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         routes: vec![RouteConfig { prefix: "476173".into(), issuer: "issuer-a".into() }],
         keys: switch::config::KeysConfig::default(),
         journal: switch::config::JournalConfig::default(),
-        saf: switch::config::SafConfig { retry_base_ms: 200, retry_max_ms: 5_000 },
+        saf: switch::config::SafConfig { retry_base_ms: 200, retry_max_ms: 5_000, ..Default::default() },
         // The token service runs beside the node here (its requestor's secret is generated).
         token_service: switch::config::TokenServiceConfig::default(),
     };
@@ -587,7 +587,7 @@ type Started = (RunningNode, TokenParts);
 
 async fn start_switch(cfg: &SwitchConfig, keys_toml: &str, lmk_hex: &str, dir: &Path) -> Result<Started> {
     let ks = Keystore::from_toml(Lmk::from_hex(lmk_hex)?, keys_toml)?;
-    let keys = switch::keys::node_keys(&ks)?;
+    let keys = switch::keys::node_keys(&ks, &cfg.saf)?;
     let tsp_keys = switch::keys::token_service_keys(&ks)?;
     let vault_key =
         ks.get_aes(&KeyName::new("switch.vault")?, crypto::keyblock::KeyUsage::DATA_ENCRYPTION)?;

@@ -426,11 +426,25 @@ impl Default for JournalConfig {
 pub struct SafConfig {
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
+    /// Keystore name of the key new entries are sealed under (AES-256, usage D0).
+    pub key: String,
+    /// Its version, written into every entry it seals.
+    pub key_version: u32,
+    /// Retired keys still needed to open entries sealed under them (kept until those entries
+    /// are delivered; an entry whose version is not here is quarantined).
+    #[serde(rename = "old_key")]
+    pub old_keys: Vec<VaultKeyVersion>,
 }
 
 impl Default for SafConfig {
     fn default() -> Self {
-        SafConfig { retry_base_ms: 1_000, retry_max_ms: 60_000 }
+        SafConfig {
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            key: crate::keys::SAF_KEY.into(),
+            key_version: 1,
+            old_keys: Vec::new(),
+        }
     }
 }
 
@@ -630,6 +644,15 @@ impl SwitchConfig {
         }
         if self.saf.retry_base_ms == 0 || self.saf.retry_max_ms < self.saf.retry_base_ms {
             p.push("saf: retry_base_ms must be above 0 and at most retry_max_ms".into());
+        }
+        let mut versions = BTreeSet::from([self.saf.key_version]);
+        if self.saf.key_version == 0 {
+            p.push("saf.key_version: versions start at 1".into());
+        }
+        for (i, k) in self.saf.old_keys.iter().enumerate() {
+            if k.version == 0 || !versions.insert(k.version) {
+                p.push(format!("saf.old_key[{i}].version: {} is 0 or used twice", k.version));
+            }
         }
         p
     }

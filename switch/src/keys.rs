@@ -208,11 +208,30 @@ fn node_key(ks: &Keystore, key: &str) -> Result<crypto::AesKey> {
     ks.get_aes(&n, KeyUsage::DATA_ENCRYPTION).map_err(|e| key_err(e.to_string()))
 }
 
-/// The node's own keys.
-pub fn node_keys(ks: &Keystore) -> Result<NodeKeys> {
-    let saf = node_key(ks, SAF_KEY)?;
+/// The node's own keys; the SAF queue's sealer from `saf` (its current key and version, and the
+/// retired versions still readable).
+pub fn node_keys(ks: &Keystore, saf: &crate::config::SafConfig) -> Result<NodeKeys> {
+    let sealer = versioned_sealer(ks, (&saf.key, saf.key_version), &saf.old_keys, "saf")?;
     let fp = node_key(ks, FINGERPRINT_KEY)?;
-    Ok(NodeKeys { saf_seal: saf, fingerprint: Zeroizing::new(fp.expose().to_vec()) })
+    Ok(NodeKeys { saf_seal: std::sync::Arc::new(sealer), fingerprint: Zeroizing::new(fp.expose().to_vec()) })
+}
+
+/// A sealer whose current key is `current` (keystore name, version) and which still opens what
+/// the `old` versions sealed. `what` names the config section in errors.
+pub fn versioned_sealer(
+    ks: &Keystore,
+    current: (&str, u32),
+    old: &[crate::config::VaultKeyVersion],
+    what: &str,
+) -> Result<crate::seal::Sealer> {
+    let (name, version) = current;
+    let mut sealer = crate::seal::Sealer::new(version, &node_key(ks, name)?)?;
+    for (i, k) in old.iter().enumerate() {
+        let key = node_key(ks, &k.key).map_err(|e| key_err(format!("{what}.old_key[{i}]: {e}")))?;
+        sealer.add_key(k.version, &key)?;
+    }
+    sealer.set_current(version)?;
+    Ok(sealer)
 }
 
 /// The token service's HMAC keys, each its own keystore key.
@@ -273,6 +292,34 @@ mod tests {
     }
 
     #[test]
+    fn the_saf_key_rotates_with_versions() {
+        let mut ks = Keystore::new(Lmk::from_hex(LMK).unwrap());
+        ensure_node_keys(&mut ks, &mut |b| b.fill(3)).unwrap();
+        let header = Header::parse_template("D0000D0AB00N0000").unwrap();
+        let rnd = vec![5u8; ks.random_len(32)];
+        ks.generate(name("switch.saf.v2").unwrap(), &header, 32, &rnd).unwrap();
+        let before = node_keys(&ks, &crate::config::SafConfig::default()).unwrap().saf_seal;
+        let old = before.seal([1; 12], b"saf|k", b"owed before the rotation").unwrap();
+        let rotated = crate::config::SafConfig {
+            key: "switch.saf.v2".into(),
+            key_version: 2,
+            old_keys: vec![crate::config::VaultKeyVersion { version: 1, key: SAF_KEY.into() }],
+            ..Default::default()
+        };
+        let after = node_keys(&ks, &rotated).unwrap().saf_seal;
+        assert_eq!(after.open(b"saf|k", &old).unwrap(), b"owed before the rotation");
+        let new = after.seal([2; 12], b"saf|k", b"owed after").unwrap();
+        assert_eq!(&new[..4], &2u32.to_be_bytes(), "sealed under version 2");
+        assert!(before.open(b"saf|k", &new).is_err(), "the old sealer cannot read version 2");
+        // Version 1 retired: what it sealed no longer opens (the SAF queue quarantines it).
+        let retired = crate::config::SafConfig { old_keys: vec![], ..rotated.clone() };
+        assert!(node_keys(&ks, &retired).unwrap().saf_seal.open(b"saf|k", &old).is_err());
+        let missing = crate::config::SafConfig { key: "switch.saf.v3".into(), ..rotated };
+        let e = node_keys(&ks, &missing).err().expect("a missing key is an error").to_string();
+        assert!(e.contains("switch.saf.v3"), "{e}");
+    }
+
+    #[test]
     fn every_node_key_is_its_own() {
         let mut ks = Keystore::new(Lmk::from_hex(LMK).unwrap());
         let mut n = 0u8;
@@ -285,9 +332,10 @@ mod tests {
         .unwrap();
         assert_eq!(added.iter().map(|(k, _)| *k).collect::<Vec<_>>(), NODE_KEYS.map(|(k, _)| k));
         assert!(ensure_node_keys(&mut ks, &mut |b| b.fill(1)).unwrap().is_empty(), "idempotent");
-        let node = node_keys(&ks).unwrap();
+        let node = node_keys(&ks, &crate::config::SafConfig::default()).unwrap();
+        let saf = node_key(&ks, SAF_KEY).unwrap();
         let tsp = token_service_keys(&ks).unwrap();
-        let keys = [node.saf_seal.expose(), &node.fingerprint[..], &tsp.vault_index[..], &tsp.token_ref[..]];
+        let keys = [saf.expose(), &node.fingerprint[..], &tsp.vault_index[..], &tsp.token_ref[..]];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
                 assert_ne!(a, b);

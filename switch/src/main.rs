@@ -105,7 +105,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     let ks = switch::keys::load_keystore(&cfg.keys, &base).map_err(|e| e.to_string())?;
-    let keys = switch::keys::node_keys(&ks).map_err(|e| e.to_string())?;
+    let keys = switch::keys::node_keys(&ks, &cfg.saf).map_err(|e| e.to_string())?;
     let sealer = if cfg.token_service.enabled { Some(vault_sealer(&cfg, &ks)?) } else { None };
     // The token service's own HMAC keys: the vault's PAN index and token references.
     let tsp_keys = if cfg.token_service.enabled {
@@ -335,17 +335,11 @@ fn reload(running: &node::RunningNode, hsm: &Arc<crypto::hsm::SoftHsm>, config: 
 /// The vault's sealer: the current data key and the older versions still readable.
 fn vault_sealer(cfg: &SwitchConfig, ks: &crypto::keystore::Keystore) -> Result<switch::seal::Sealer, String> {
     let ts = &cfg.token_service;
-    let get = |name: &str, at: &str| -> Result<crypto::AesKey, String> {
-        let n = crypto::keystore::KeyName::new(name).map_err(|e| format!("{at}: {e}"))?;
-        ks.get_aes(&n, crypto::keyblock::KeyUsage::DATA_ENCRYPTION).map_err(|e| format!("{at}: {e}"))
-    };
-    let mut sealer =
-        switch::seal::Sealer::new(ts.vault_key_version, &get(&ts.vault_key, "token_service.vault_key")?)
-            .map_err(|e| e.to_string())?;
-    for (i, k) in ts.vault_old_keys.iter().enumerate() {
-        let key = get(&k.key, &format!("token_service.vault_old_key[{i}]"))?;
-        sealer.add_key(k.version, &key).map_err(|e| e.to_string())?;
-    }
-    sealer.set_current(ts.vault_key_version).map_err(|e| e.to_string())?;
-    Ok(sealer)
+    switch::keys::versioned_sealer(
+        ks,
+        (&ts.vault_key, ts.vault_key_version),
+        &ts.vault_old_keys,
+        "token_service",
+    )
+    .map_err(|e| e.to_string())
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
-use crypto::keys::AesKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,7 +45,7 @@ const RECENT_ORIGINALS: usize = 65_536;
 /// Keys the node itself uses (from the keystore: `switch.saf` and `switch.fingerprint`).
 pub struct NodeKeys {
     /// Seals store-and-forward messages at rest (AES-256-GCM).
-    pub saf_seal: AesKey,
+    pub saf_seal: Arc<Sealer>,
     /// Keys the journal's PAN fingerprints (HMAC-SHA256).
     pub fingerprint: Zeroizing<Vec<u8>>,
 }
@@ -137,7 +136,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
     state.set_commit_timeout(Duration::from_millis(cfg.journal.commit_timeout_ms));
     let journal = state
         .journal(Arc::new(move |pan: &str| crate::pipeline::pan_fingerprint(&fp_key, pan)), metrics.clone());
-    let sealer = Arc::new(Sealer::new(1, &parts.keys.saf_seal)?);
+    let sealer = parts.keys.saf_seal.clone();
     let stop_all = CancellationToken::new();
     let stop_accepting = stop_all.child_token();
     // Listeners, connections and requests: drained on shutdown.
