@@ -224,6 +224,10 @@ struct JournalHooks {
     metrics: Arc<Metrics>,
 }
 
+/// The shortest time between the starts of two commits: everything that changes within it is
+/// committed together, with one sync of the disk.
+const GROUP_WINDOW: Duration = Duration::from_micros(400);
+
 /// Journal entries waiting beyond this many (the store refusing them) hold their senders back:
 /// a request is then not answered rather than answered without its row.
 pub const MAX_PENDING_JOURNAL: usize = 200_000;
@@ -502,9 +506,16 @@ fn writer(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut backoff = Duration::from_millis(10);
+    let mut last_commit = std::time::Instant::now() - GROUP_WINDOW;
     loop {
         // Woken by a change, or every 100 ms to notice a stop or that the book is gone.
         let rung = ring.recv_timeout(Duration::from_millis(100));
+        // Under load, commits start at most every GROUP_WINDOW: what arrives meanwhile shares
+        // the next one's sync. An idle book commits at once.
+        if let Some(wait) = GROUP_WINDOW.checked_sub(last_commit.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        last_commit = std::time::Instant::now();
         let stopping = stop.load(std::sync::atomic::Ordering::Acquire);
         let Some(book) = book.upgrade() else { return };
         if matches!(rung, Err(std::sync::mpsc::RecvTimeoutError::Disconnected)) {

@@ -94,13 +94,66 @@ fn db_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Stops the checkpointer thread of a file database when the store goes.
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Copies the write-ahead log back into the database file from a connection of its own, every
+/// [`CHECKPOINT_EVERY`], so that the commits on the hot path never pay for it (SQLite's automatic
+/// checkpoint would run inside whichever commit crosses the threshold). Passive: it never blocks
+/// the writer; the log restarts from its beginning once everything in it was copied.
+struct Checkpointer {
+    stop: std::sync::Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer> {
+        let conn = Connection::open(path).map_err(db_err("open checkpoint connection"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
+        let stop = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                let (lock, cv) = &*flag;
+                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                while !*stopped {
+                    stopped = cv.wait_timeout(stopped, CHECKPOINT_EVERY).unwrap_or_else(|p| p.into_inner()).0;
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retried");
+                    }
+                }
+            })
+            .map_err(|e| {
+                Error::new(ErrorKind::Internal, "store.sqlite", format!("cannot start the checkpointer: {e}"))
+            })?;
+        Ok(Checkpointer { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and its schema.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(db_err("open database"))?;
-        Self::init(conn)
+        let mut store = Self::init(conn)?;
+        // The checkpointer takes over from SQLite's automatic checkpoint.
+        store.conn()?.pragma_update(None, "wal_autocheckpoint", 0).map_err(db_err("set WAL checkpoint"))?;
+        store.checkpointer = Some(Checkpointer::start(path)?);
+        Ok(store)
     }
 
     /// An in-memory database (tests, benchmarks).
@@ -123,7 +176,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(db_err("set synchronous"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
         conn.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore { conn: Mutex::new(conn), checkpointer: None })
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
