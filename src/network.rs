@@ -177,7 +177,7 @@ pub struct Network {
     issuer_admin_stop: CancellationToken,
     pub token_service: Arc<switch::token::service::TokenService>,
     api_stop: CancellationToken,
-    api_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    api_task: Option<tokio::task::JoinHandle<Result<(), door::Error>>>,
     /// What the switch was started with, to start it again on the same store (restart tests).
     switch_cfg: SwitchConfig,
     switch_keys_toml: String,
@@ -329,7 +329,7 @@ pub async fn start(opts: Options) -> Result<Network> {
             data_dir: PathBuf::from("data"),
             shutdown_grace_ms: 5_000,
         },
-        admin: switch::config::AdminConfig { listen: "127.0.0.1:0".into() },
+        admin: switch::config::AdminConfig { listen: "127.0.0.1:0".into(), ..Default::default() },
         listeners: vec![
             ListenerConfig {
                 name: "acquirer".into(),
@@ -511,7 +511,7 @@ type Api = (
     Arc<switch::token::service::TokenService>,
     std::net::SocketAddr,
     CancellationToken,
-    tokio::task::JoinHandle<std::io::Result<()>>,
+    tokio::task::JoinHandle<Result<(), door::Error>>,
 );
 
 /// The token service over the node's engine, and its provisioning API on a port from the OS.
@@ -558,8 +558,13 @@ async fn start_token_service(
     };
     let api_addr = api_listener.local_addr()?;
     let api_stop = CancellationToken::new();
-    let api_task =
-        tokio::spawn(switch::token::api::serve(api_listener, token_service.clone(), api_stop.clone()));
+    // 127.0.0.1, plain HTTP (INTERFACES.md §5): loopback needs no TLS; the door's limits hold.
+    let api_task = tokio::spawn(switch::token::api::serve(
+        api_listener,
+        token_service.clone(),
+        door::DoorConfig::default(),
+        api_stop.clone(),
+    ));
     Ok((token_service, api_addr, api_stop, api_task))
 }
 

@@ -125,11 +125,12 @@ pub fn field<'a>(v: &'a Value, name: &str) -> std::result::Result<&'a str, ApiEr
     v.get(name).and_then(Value::as_str).ok_or_else(|| ApiError::bad(format!("field {name} is required")))
 }
 
-/// Runs an axum router on `listener` until `stop` fires.
+/// Runs an axum router on `listener` behind the shared door (header and request timeouts, body
+/// and connection limits; loopback, so plaintext) until `stop` fires.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     stop: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
+) -> Result<(), door::Error> {
+    door::serve(listener, router, door::DoorConfig::default(), stop).await
 }

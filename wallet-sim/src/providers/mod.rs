@@ -114,7 +114,7 @@ pub struct ProviderAddrs {
 pub struct Running {
     pub addrs: ProviderAddrs,
     stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), door::Error>>>,
 }
 
 impl Running {
