@@ -138,9 +138,13 @@ pub struct PortsFile {
     pub atm_terminals: Vec<TestAtm>,
     /// Added: the issuer simulator's address (the switch's link target).
     pub issuer: String,
-    /// Added: the issuer simulator's admin port (fault injection: `faults set [JSON rules]`,
-    /// `faults clear`), for certification cases that need a silent or slow issuer.
+    /// Added: the issuer simulator's admin port, `http://127.0.0.1:PORT` (fault rules, and the
+    /// cardholders' OTPs: `serve` runs it in test mode), for certification cases that need a
+    /// silent or slow issuer.
     pub issuer_admin: String,
+    /// Added: the admin port's bearer credential (`Authorization: Bearer <issuer_admin_token>`),
+    /// drawn at random for each run.
+    pub issuer_admin_token: String,
     /// Added: token requestors registered with the token service (test credentials).
     pub token_requestors: Vec<TestRequestor>,
     /// Added: issuers' credentials for the token service's issuer calls (test credentials).
@@ -275,9 +279,17 @@ pub async fn start(opts: Options) -> Result<Network> {
     let issuer_admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let issuer_admin = issuer_admin_listener.local_addr()?;
     let issuer_admin_stop = CancellationToken::new();
-    tokio::spawn(issuer_sim::server::run_admin(
+    let mut admin_token_raw = zeroize::Zeroizing::new([0u8; 24]);
+    random(admin_token_raw.as_mut());
+    let issuer_admin_token = hex::encode(admin_token_raw.as_ref());
+    // Test mode: the network's own test cards, whose OTPs tools read from the admin port.
+    let admin_access = issuer_sim::admin::AdminAccess::new(&issuer_admin_token, true)
+        .map_err(|e| anyhow!("issuer admin: {e}"))?;
+    tokio::spawn(issuer_sim::admin::run_admin(
         issuer_admin_listener,
         issuer_state.clone(),
+        admin_access,
+        door::DoorConfig::default(),
         issuer_admin_stop.clone(),
     ));
 
@@ -425,7 +437,8 @@ pub async fn start(opts: Options) -> Result<Network> {
         test_cards: test.clear.clone(),
         atm_terminals: atms,
         issuer: issuer_addr.to_string(),
-        issuer_admin: issuer_admin.to_string(),
+        issuer_admin: format!("http://{issuer_admin}"),
+        issuer_admin_token,
         token_requestors: requestors,
         token_issuers,
         wallet_providers: None,
