@@ -20,9 +20,9 @@ pub async fn post(base: &str, path: &str, bearer: Option<&str>, body: &Value) ->
     request("POST", base, path, bearer, Some(body)).await
 }
 
-/// `GET base+path`.
-pub async fn get(base: &str, path: &str) -> Result<Answer> {
-    request("GET", base, path, None, None).await
+/// `GET base+path` (with `Authorization: Bearer` when given).
+pub async fn get(base: &str, path: &str, bearer: Option<&str>) -> Result<Answer> {
+    request("GET", base, path, bearer, None).await
 }
 
 async fn request(
@@ -89,6 +89,7 @@ pub fn ok(party: &str, a: Answer) -> Result<Value> {
 }
 
 /// A provider's error answer: `{"error": kind, "detail"}`.
+#[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String, pub String);
 
 impl ApiError {

@@ -1,0 +1,207 @@
+//! Every HTTP door of a running network, attacked from outside on 127.0.0.1: refused without
+//! its credential (401) or with a wrong one (403), served with it; the SP TSM's answers hold no
+//! key in clear; a slow-header client is cut off without starving others.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use paynet::network::{self, Options};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wallet_sim::phone::Phone;
+use wallet_sim::providers::http;
+
+/// One raw HTTP call: status and body.
+async fn raw(base: &str, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+    let host = base.strip_prefix("http://").unwrap_or(base);
+    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let (head, rest) = out.split_once("\r\n\r\n").expect("HTTP answer");
+    (head[9..12].parse().expect("status"), rest.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_provider_door_wants_its_credential_and_no_answer_holds_a_clear_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let a = net.providers().expect("providers").addrs.clone();
+    let bureau = a.bureau_token.clone().expect("bureau credential");
+    let card = net.ports.test_cards[0].clone();
+    let mut phone = Phone::new().expect("phone");
+
+    // The SP TSM's issuer-SE doors: the attacker's one-call card clone is gone.
+    let se_pk = phone.order_secure_element("issuer").expect("order");
+    let issue = json!({"se_public_key": se_pk}).to_string();
+    assert_eq!(raw(&a.sp_tsm, "POST", "/v1/issuer-se/issue", None, &issue).await.0, 401);
+    assert_eq!(raw(&a.sp_tsm, "POST", "/v1/issuer-se/issue", Some("guess:guess"), &issue).await.0, 403);
+    let perso = json!({"se_id": "ISE0000000000000000", "pan": card.pan}).to_string();
+    let (s, b) = raw(&a.sp_tsm, "POST", "/v1/issuer-se/perso", None, &perso).await;
+    assert_eq!(s, 401, "{b}");
+    assert!(!b.contains(&card.pan), "a clear PAN in the refusal: {b}");
+    assert_eq!(raw(&a.sp_tsm, "POST", "/v1/issuer-se/perso", Some("guess"), &perso).await.0, 403);
+    // The bureau is served; the keys are sealed for the SE, the script for its ISD.
+    let (s, b) = raw(&a.sp_tsm, "POST", "/v1/issuer-se/issue", Some(&bureau), &issue).await;
+    assert_eq!(s, 200, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("JSON");
+    assert!(v.get("isd_keys").is_none(), "ISD keys in clear: {b}");
+    let se_id = v["se_id"].as_str().expect("se_id").to_string();
+    phone
+        .fit_sealed_secure_element(
+            &se_id,
+            "issuer",
+            v["isd_aid"].as_str().expect("aid"),
+            v["sealed_isd_keys"].as_str().expect("sealed"),
+        )
+        .expect("the SE opens its keys");
+    // The clear keys (as the SE holds them) appear nowhere in the answer.
+    let held = serde_json::to_value(&phone.state().secure_elements[0].domains[0]).expect("domain");
+    let keys: Vec<&str> = held["keys"]
+        .as_object()
+        .expect("key set")
+        .values()
+        .filter_map(Value::as_str)
+        .filter(|k| k.len() >= 32)
+        .collect();
+    assert!(!keys.is_empty(), "{held}");
+    for k in keys {
+        assert!(!b.to_uppercase().contains(&k.to_uppercase()), "an ISD key in clear in the answer");
+    }
+    // Another party's key cannot open them.
+    let mut thief = Phone::new().expect("thief");
+    thief.order_secure_element("issuer").expect("order");
+    assert!(
+        thief
+            .fit_sealed_secure_element(
+                &se_id,
+                "issuer",
+                "A000000151000001",
+                v["sealed_isd_keys"].as_str().expect("sealed")
+            )
+            .is_err(),
+        "the ISD keys opened for another SE"
+    );
+    let perso = json!({"se_id": se_id, "pan": card.pan}).to_string();
+    let (s, b) = raw(&a.sp_tsm, "POST", "/v1/issuer-se/perso", Some(&bureau), &perso).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!b.to_uppercase().contains(&card.icc_mk.to_uppercase()), "the ICC master key in clear: {b}");
+    assert!(!b.contains(&card.pan), "the clear PAN in the perso answer");
+
+    // The SE operator: an SE's owner acts for that SE only; the SP endpoints want the SP TSM.
+    let mut p2 = Phone::new().expect("phone");
+    let pk2 = p2.order_secure_element("se-operator").expect("order");
+    let se = http::ok(
+        "se",
+        http::post(&a.se_operator, "/v1/se/issue", None, &json!({"se_public_key": pk2}))
+            .await
+            .expect("issue"),
+    )
+    .expect("issued");
+    assert!(se.get("isd_keys").is_none(), "ISD keys in clear: {se}");
+    let se2 = se["se_id"].as_str().expect("id").to_string();
+    let owner2 = se["owner_token"].as_str().expect("owner").to_string();
+    let mut p3 = Phone::new().expect("phone");
+    let pk3 = p3.order_secure_element("se-operator").expect("order");
+    let other = http::ok(
+        "se",
+        http::post(&a.se_operator, "/v1/se/issue", None, &json!({"se_public_key": pk3}))
+            .await
+            .expect("issue"),
+    )
+    .expect("issued");
+    let owner3 = other["owner_token"].as_str().expect("owner").to_string();
+    let apply = json!({"se_id": se2, "cardholder": "t"}).to_string();
+    assert_eq!(raw(&a.se_operator, "POST", "/v1/applications", None, &apply).await.0, 401);
+    assert_eq!(raw(&a.se_operator, "POST", "/v1/applications", Some(&owner3), &apply).await.0, 403);
+    assert_eq!(raw(&a.se_operator, "POST", "/v1/applications", Some(&owner2), &apply).await.0, 200);
+    let ota = format!("/v1/ota/{se2}");
+    assert_eq!(raw(&a.se_operator, "GET", &ota, None, "").await.0, 401);
+    assert_eq!(raw(&a.se_operator, "GET", &ota, Some(&owner3), "").await.0, 403);
+    assert_eq!(raw(&a.se_operator, "GET", &ota, Some(&owner2), "").await.0, 200);
+    let tokens = json!({"se_id": se2, "pan": card.pan, "expiry": card.expiry}).to_string();
+    assert_eq!(raw(&a.se_operator, "POST", "/v1/tokens", Some(&owner3), &tokens).await.0, 403);
+    for path in ["/v1/cross-check", "/v1/auth/verify", "/v1/perso"] {
+        let body = json!({"se_id": se2, "application_id": "APP000001", "auth_code": "00", "sp_id": "issuer-a", "perso_data": "00"});
+        assert_eq!(raw(&a.se_operator, "POST", path, None, &body.to_string()).await.0, 401, "{path}");
+        assert_eq!(
+            raw(&a.se_operator, "POST", path, Some(&owner2), &body.to_string()).await.0,
+            403,
+            "{path}"
+        );
+    }
+
+    // The cloud platform and the wallet server: no longer an open proxy to their requestor
+    // credential — a registered device, acting for itself.
+    for base in [&a.cloud, &a.wallet] {
+        let body =
+            json!({"device_id": "DEV1", "device_public_key": "04", "pan": card.pan, "expiry": card.expiry});
+        let (s, b) = raw(base, "POST", "/v1/cards", None, &body.to_string()).await;
+        assert_eq!(s, 401, "{b}");
+        assert_eq!(raw(base, "POST", "/v1/cards", Some("DEV1:0000"), &body.to_string()).await.0, 403);
+        assert_eq!(raw(base, "POST", "/v1/pan-cards", None, &body.to_string()).await.0, 401);
+        assert_eq!(raw(base, "POST", "/v1/cards/otp", None, "{}").await.0, 401);
+    }
+    let dev = Phone::new().expect("device");
+    let reg =
+        json!({"device_id": dev.device_id(), "device_public_key": dev.device_public_key().expect("dpk")})
+            .to_string();
+    let (s, b) = raw(&a.wallet, "POST", "/v1/devices", None, &reg).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = raw(&a.wallet, "POST", "/v1/devices", None, &reg).await;
+    assert_eq!(s, 409, "re-registering a device id would take it over");
+    let bad = json!({"device_id": "DEVX", "device_public_key": "0102"}).to_string();
+    let (s, b) = raw(&a.wallet, "POST", "/v1/devices", None, &bad).await;
+    assert_eq!(s, 400, "{b}");
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issuer_admin_port_wants_its_token_and_a_slow_client_starves_nobody() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let admin = net.ports.issuer_admin.clone();
+    let token = net.ports.issuer_admin_token.clone();
+    assert!(token.len() >= 32, "a random credential");
+    for (m, p) in [("GET", "/v1/faults"), ("PUT", "/v1/faults"), ("DELETE", "/v1/faults"), ("GET", "/v1/sms")]
+    {
+        let body = if m == "PUT" { r#"[{"action":"drop"}]"# } else { "" };
+        assert_eq!(raw(&admin, m, p, None, body).await.0, 401, "{m} {p}");
+        assert_eq!(
+            raw(&admin, m, p, Some("0000000000000000000000000000000000000000"), body).await.0,
+            403,
+            "{m} {p}"
+        );
+    }
+    assert!(net.issuer_state.faults.read().expect("faults").is_empty(), "nothing changed");
+    assert_eq!(raw(&admin, "GET", "/v1/faults", Some(&token), "").await, (200, "[]".into()));
+    assert_eq!(raw(&admin, "GET", "/v1/sms", Some(&token), "").await.0, 200, "serve runs in test mode");
+
+    // Slowloris on the provisioning API: half a header, then silence. Others are served at once;
+    // the slow client is cut off after the header timeout (5 s by default).
+    let api = net.ports.provisioning_api.clone();
+    let host = api.strip_prefix("http://").expect("http").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(&host).await.expect("connect");
+        s.write_all(b"POST /v1/provision HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.expect("write");
+        slow.push(s);
+    }
+    let t0 = Instant::now();
+    let (s, _) = raw(&api, "GET", "/openapi.json", None, "").await;
+    assert_eq!(s, 200);
+    assert!(t0.elapsed() < Duration::from_secs(2), "others waited for the slow clients");
+    for mut s in slow {
+        let mut b = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut b)).await;
+        assert!(r.is_ok(), "a slow client was never cut off");
+    }
+    assert!(t0.elapsed() >= Duration::from_secs(4), "cut off before the header timeout");
+    net.shutdown().await;
+}
