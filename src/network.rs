@@ -486,8 +486,15 @@ async fn start_providers(
         // (the cloud platform on the real PAN): the card's policy, as for a token request.
         if let Some(idv) = r.idv {
             use issuer_sim::host::CardholderCheck;
-            match i.verify_cardholder(r.pan, idv.expiry, idv.session, idv.otp, now, &yymm, (issuer.random)())
-            {
+            let ask = issuer_sim::host::IdvAsk {
+                pan: r.pan,
+                expiry: idv.expiry,
+                cvv2: idv.cvv2,
+                requestor: idv.requestor,
+                session: idv.session,
+                otp: idv.otp,
+            };
+            match i.verify_cardholder(&ask, now, &yymm, (issuer.random)()) {
                 CardholderCheck::Approved => {}
                 CardholderCheck::OtpSent => return Ok(PersoOutcome::OtpRequired),
                 CardholderCheck::Declined { response_code } => {

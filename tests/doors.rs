@@ -205,3 +205,76 @@ async fn the_issuer_admin_port_wants_its_token_and_a_slow_client_starves_nobody(
     assert!(t0.elapsed() >= Duration::from_secs(4), "cut off before the header timeout");
     net.shutdown().await;
 }
+
+/// ID&V through the provisioning API, as a guesser sees it: one generic decline whatever was
+/// wrong, and after five failures the card is locked — the right expiry no longer helps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_and_v_gives_one_decline_and_locks_the_card_after_five_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let api = net.ports.provisioning_api.clone();
+    let r = &net.ports.token_requestors[0];
+    let auth = format!("{}:{}", r.id, r.secret);
+    let dev = Phone::new().expect("device");
+    let dpk = dev.device_public_key().expect("dpk");
+    let card = net.ports.test_cards[2].clone();
+    let provision = |n: u32, pan: &str, expiry: &str, cvv2: Option<&str>| {
+        let mut b = json!({"request_id": format!("guess-{n}"), "pan": pan, "expiry": expiry,
+                           "device_public_key": dpk, "entry_modes": ["07"]});
+        if let Some(c) = cvv2 {
+            b["cvv2"] = json!(c);
+        }
+        b.to_string()
+    };
+    // A PAN of the issuer's range that is no card, a wrong expiry, a wrong CVV2: the same answer.
+    let other = if &card.pan[14..15] == "7" { "8" } else { "7" };
+    let prefix = format!("{}{other}", &card.pan[..14]);
+    let unknown = (0..10).map(|d| format!("{prefix}{d}")).find(|p| luhn(p)).expect("a Luhn-valid PAN");
+    assert!(net.ports.test_cards.iter().all(|c| c.pan != unknown), "not a test card");
+    let wrong_cvv2 = if card.cvv2 == "999" { "998" } else { "999" };
+    let mut answers = Vec::new();
+    for (n, (pan, expiry, cvv2)) in [
+        (unknown.as_str(), card.expiry.as_str(), None),
+        (card.pan.as_str(), "0101", None),
+        (card.pan.as_str(), card.expiry.as_str(), Some(wrong_cvv2)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let v = common::post(&api, "/v1/provision", &auth, &provision(n as u32, pan, expiry, cvv2)).await;
+        assert!(!v.to_string().contains(&card.pan), "a clear PAN in the answer: {v}");
+        answers.push((
+            v["status"].as_str().map(str::to_string),
+            v["response_code"].as_str().map(str::to_string),
+        ));
+    }
+    let generic = (Some("declined".to_string()), Some("05".to_string()));
+    assert!(answers.iter().all(|a| *a == generic), "{answers:?}");
+    // Three more wrong expiries: five failures on the card.
+    for n in 3..6 {
+        let v = common::post(&api, "/v1/provision", &auth, &provision(n, &card.pan, "0202", None)).await;
+        assert_eq!(v["response_code"], "05", "{v}");
+    }
+    let v =
+        common::post(&api, "/v1/provision", &auth, &provision(9, &card.pan, &card.expiry, Some(&card.cvv2)))
+            .await;
+    assert_eq!(
+        (v["status"].as_str(), v["response_code"].as_str()),
+        (Some("declined"), Some("05")),
+        "locked: {v}"
+    );
+    net.shutdown().await;
+}
+
+fn luhn(pan: &str) -> bool {
+    let sum: u32 = pan
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}

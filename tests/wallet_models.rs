@@ -554,7 +554,7 @@ async fn a_declined_id_and_v_leaves_nothing_on_the_phone() {
         let refused = err.downcast_ref::<flows::Refused>().unwrap_or_else(|| panic!("{model}: {err:#}"));
         assert_eq!(
             (refused.status.as_str(), refused.response_code.as_deref()),
-            ("declined", Some("54")),
+            ("declined", Some("05")),
             "{model}"
         );
         let e = format!("{err:#}");

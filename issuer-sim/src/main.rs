@@ -61,6 +61,9 @@ fn load(path: &Path, check_only: bool) -> Result<Loaded, String> {
     if let Err(e) = server::check_faults(&cfg.faults) {
         problems.push(e);
     }
+    if let Err(e) = cfg.idv.validate() {
+        problems.push(e);
+    }
     if let Some(admin) = &cfg.admin {
         match cfg.admin_token() {
             Ok(None) => {
@@ -208,7 +211,7 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
         }
         None => None,
     };
-    let issuer = Issuer::new(hsm, &l.cfg.zpk, &l.cards);
+    let issuer = Issuer::new(hsm, &l.cfg.zpk, &l.cards).with_idv_limits(l.cfg.idv);
     let state = Arc::new(ServerState {
         issuer: Mutex::new(issuer),
         spec,

@@ -89,6 +89,10 @@ pub struct ProvisionRequest {
     /// Allowed entry modes (DE 22 first two digits); default contactless (07).
     #[serde(default)]
     pub entry_modes: Vec<String>,
+    /// The card's CVV2 as the cardholder typed it (3 or 4 digits), when the requestor's app asks
+    /// for it: the issuer verifies it in ID&V (DE 48 subelement 92).
+    #[serde(default)]
+    pub cvv2: Option<String>,
 }
 
 /// What a provisioning call answers.
@@ -376,7 +380,15 @@ impl TokenService {
             "{:012}",
             u64::from_be_bytes(self.random(8).try_into().unwrap_or([0; 8])) % 1_000_000_000_000
         );
-        let msg = self.idv_message(&req.pan, &req.expiry, "900000", &session, requestor, None)?;
+        if let Some(c) = &req.cvv2
+            && !((3..=4).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(bad("cvv2: 3 or 4 digits"));
+        }
+        let mut msg = self.idv_message(&req.pan, &req.expiry, "900000", &session, requestor, None)?;
+        if let Some(c) = &req.cvv2 {
+            msg.set_text(48, &format!("92{:02}{c}", c.len())).map_err(|e| bad(e.to_string()))?;
+        }
         let answer = match self.engine.issuer_call(&req.pan, &msg).await {
             Ok(a) => a,
             Err(_) => return Ok(ProvisionOutcome::IssuerUnavailable),

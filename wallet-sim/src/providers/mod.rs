@@ -69,6 +69,8 @@ pub struct IdvRequest<'a> {
     pub otp: Option<&'a str>,
     /// The card's CVV2 as the cardholder typed it, when the requestor asked for it.
     pub cvv2: Option<&'a str>,
+    /// Who asks (the issuer counts failed attempts per requestor as well as per card).
+    pub requestor: &'a str,
 }
 
 /// The issuer's answer.

@@ -61,6 +61,8 @@ struct PendingPan {
     device_public_key: Vec<u8>,
     pan: String,
     expiry: String,
+    /// The CVV2 the cardholder typed, when the app asked for it.
+    cvv2: Option<String>,
     session: String,
 }
 
@@ -156,7 +158,13 @@ impl Front {
     /// `otp` is the cardholder's one-time password for provisioning `otp.0`: a wrong one leaves
     /// the provisioning pending (the issuer counts the tries), as the token service does.
     fn pan_outcome(&self, p: PendingPan, otp: Option<(&str, &str)>, mut steps: Steps) -> ApiResult {
-        let idv = IdvRequest { expiry: &p.expiry, session: &p.session, otp: otp.map(|o| o.1), cvv2: None };
+        let idv = IdvRequest {
+            expiry: &p.expiry,
+            session: &p.session,
+            otp: otp.map(|o| o.1),
+            cvv2: p.cvv2.as_deref(),
+            requestor: self.kind,
+        };
         let (out, batch) = self.issuer_batch(&p.pan, &p.device_public_key, Some(idv))?;
         match out {
             PersoOutcome::Sealed(sealed) => {
@@ -380,6 +388,7 @@ async fn add_pan_card(State(f): State<Arc<Front>>, headers: HeaderMap, Json(b): 
         device_public_key: dpk,
         pan: pan.to_string(),
         expiry: expiry.to_string(),
+        cvv2: b.get("cvv2").and_then(Value::as_str).map(str::to_string),
         session: format!("{}-pan-{device_id}-{n}", f.kind),
     };
     f.pan_outcome(p, None, steps)

@@ -149,8 +149,13 @@ async fn applications(State(s): State<Arc<SpTsm>>, Json(b): Json<Value>) -> ApiR
     // The cardholder's application is verified by the issuer (ID&V) before any perso data.
     let n = s.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let session = format!("sp-tsm-{se_id}-{n}");
-    let idv =
-        IdvRequest { expiry, session: &session, otp: None, cvv2: b.get("cvv2").and_then(Value::as_str) };
+    let idv = IdvRequest {
+        expiry,
+        session: &session,
+        otp: None,
+        cvv2: b.get("cvv2").and_then(Value::as_str),
+        requestor: "sp-tsm",
+    };
     let sealed = s.issuer_perso(pan, &tsm_pk, Some(idv))?;
     steps.push(
         "issuer",
