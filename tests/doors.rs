@@ -278,3 +278,33 @@ fn luhn(pan: &str) -> bool {
         .sum();
     sum.is_multiple_of(10)
 }
+
+/// A flood of provisioning requests (each a new request id, each remembered for repeats) and of
+/// step-ups nobody answers: the token service's memory stays at its bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_service_state_stays_bounded_under_a_flood() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    net.token_service.limit_state(switch::token::service::StateLimits {
+        answered: 40,
+        answered_ttl_ms: 60_000,
+        pending: 10,
+        pending_ttl_ms: 60_000,
+    });
+    let api = net.ports.provisioning_api.clone();
+    let r = &net.ports.token_requestors[0];
+    let auth = format!("{}:{}", r.id, r.secret);
+    let dpk = Phone::new().expect("device").device_public_key().expect("dpk");
+    // Card 1's policy steps up: every request leaves a step-up pending.
+    let card = net.ports.test_cards[1].clone();
+    for n in 0..120 {
+        let body = json!({"request_id": format!("flood-{n}"), "pan": card.pan, "expiry": card.expiry,
+                          "device_public_key": dpk, "entry_modes": ["07"]});
+        let v = common::post(&api, "/v1/provision", &auth, &body.to_string()).await;
+        assert!(v["status"].is_string(), "{v}");
+        let (answered, pending) = net.token_service.state_sizes();
+        assert!(answered <= 40 && pending <= 10, "{answered} answers, {pending} step-ups after {n}");
+    }
+    assert_eq!(net.token_service.state_sizes(), (40, 10));
+    net.shutdown().await;
+}

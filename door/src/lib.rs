@@ -20,6 +20,7 @@
 //! flight (up to `shutdown_grace_ms`), then the call returns.
 
 pub mod auth;
+pub mod bounded;
 pub mod config;
 mod limits;
 pub mod tls;

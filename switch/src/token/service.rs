@@ -139,6 +139,28 @@ struct Pending {
     request_id: String,
 }
 
+/// How much the token service keeps in memory between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Answers kept for repeated request ids, and for how long.
+    pub answered: usize,
+    pub answered_ttl_ms: u64,
+    /// OTP step-ups pending, and for how long (the issuer's OTP lives 5 minutes).
+    pub pending: usize,
+    pub pending_ttl_ms: u64,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            answered: 100_000,
+            answered_ttl_ms: 24 * 60 * 60 * 1000,
+            pending: 10_000,
+            pending_ttl_ms: 15 * 60 * 1000,
+        }
+    }
+}
+
 pub struct TokenService {
     engine: Arc<Engine>,
     vault: Arc<TokenVault>,
@@ -146,8 +168,10 @@ pub struct TokenService {
     ranges: Vec<TokenKeys>,
     requestors: HashMap<String, Requestor>,
     spec: Arc<Spec>,
-    answered: Mutex<HashMap<(String, String), ProvisionOutcome>>,
-    pending: Mutex<HashMap<String, Pending>>,
+    /// Answers to repeat for a repeated request id: bounded, for a day.
+    answered: Mutex<door::bounded::BoundedMap<(String, String), ProvisionOutcome>>,
+    /// Step-ups waiting for the cardholder's OTP: bounded, for a quarter of an hour.
+    pending: Mutex<door::bounded::BoundedMap<String, Pending>>,
     refs: Mutex<HashMap<String, String>>,
     stan: AtomicU32,
     cvn: Cvn,
@@ -187,8 +211,14 @@ impl TokenService {
             ranges,
             requestors: requestors.into_iter().map(|r| (r.id.clone(), r)).collect(),
             spec: Spec::builtin("network").cloned().unwrap_or_else(|| unreachable!("built-in spec")),
-            answered: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            answered: Mutex::new(door::bounded::BoundedMap::new(
+                StateLimits::default().answered,
+                StateLimits::default().answered_ttl_ms,
+            )),
+            pending: Mutex::new(door::bounded::BoundedMap::new(
+                StateLimits::default().pending,
+                StateLimits::default().pending_ttl_ms,
+            )),
             refs: Mutex::new(refs),
             stan: AtomicU32::new(1),
             cvn: Cvn::Visa18,
@@ -305,6 +335,30 @@ impl TokenService {
         }
     }
 
+    /// Changes how much is kept in memory between requests (entries over the new bounds go,
+    /// oldest first).
+    pub fn limit_state(&self, l: StateLimits) {
+        let now_ms = self.engine.clock.now_ms();
+        self.answered.lock().unwrap_or_else(|p| p.into_inner()).set_limits(
+            l.answered,
+            l.answered_ttl_ms,
+            now_ms,
+        );
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).set_limits(
+            l.pending,
+            l.pending_ttl_ms,
+            now_ms,
+        );
+    }
+
+    /// Entries kept now: (answers to repeat, step-ups pending).
+    pub fn state_sizes(&self) -> (usize, usize) {
+        (
+            self.answered.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        )
+    }
+
     fn random(&self, n: usize) -> Vec<u8> {
         let mut b = vec![0u8; n];
         self.engine.entropy.fill(&mut b);
@@ -352,7 +406,8 @@ impl TokenService {
         req: ProvisionRequest,
     ) -> Result<ProvisionOutcome, TspError> {
         let key = (requestor.id.clone(), req.request_id.clone());
-        if let Some(done) = self.answered.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        let now_ms = self.engine.clock.now_ms();
+        if let Some(done) = self.answered.lock().unwrap_or_else(|p| p.into_inner()).get(&key, now_ms) {
             return Ok(done.clone());
         }
         if req.request_id.is_empty() || req.request_id.len() > 64 {
@@ -398,6 +453,7 @@ impl TokenService {
         let outcome = match rc.as_str() {
             "00" => self.issue(requestor, &pan, &req.expiry, &device_key, entry_modes).await?,
             "1A" => {
+                let now_ms = self.engine.clock.now_ms();
                 self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(
                     session.clone(),
                     Pending {
@@ -408,6 +464,7 @@ impl TokenService {
                         entry_modes,
                         request_id: req.request_id.clone(),
                     },
+                    now_ms,
                 );
                 ProvisionOutcome::OtpRequired { provisioning_id: session }
             }
@@ -417,7 +474,8 @@ impl TokenService {
     }
 
     fn remember(&self, key: (String, String), o: ProvisionOutcome) -> Result<ProvisionOutcome, TspError> {
-        self.answered.lock().unwrap_or_else(|p| p.into_inner()).insert(key, o.clone());
+        let now_ms = self.engine.clock.now_ms();
+        self.answered.lock().unwrap_or_else(|p| p.into_inner()).insert(key, o.clone(), now_ms);
         Ok(o)
     }
 
@@ -430,7 +488,7 @@ impl TokenService {
     ) -> Result<ProvisionOutcome, TspError> {
         let p = {
             let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            match pending.get(provisioning_id) {
+            match pending.get(provisioning_id, self.engine.clock.now_ms()) {
                 Some(p) if p.requestor == requestor.id => Pending {
                     requestor: p.requestor.clone(),
                     pan: p.pan.clone(),

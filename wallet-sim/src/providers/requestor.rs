@@ -44,6 +44,18 @@ use super::{IdvRequest, IssuerPerso, PersoKind, PersoOutcome, PersoRequest, Step
 use crate::card::mask;
 use crate::phone::hce::HCE_PERSO_INFO;
 use axum::http::HeaderMap;
+use door::bounded::BoundedMap;
+
+/// Step-ups waiting for the cardholder's OTP: at most this many, for at most this long.
+pub const PENDING_MAX: usize = 10_000;
+pub const PENDING_TTL_MS: u64 = 15 * 60 * 1000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Limited-use keys per batch for a real-PAN HCE card.
 pub const PAN_LUK_BATCH: u16 = 5;
@@ -73,13 +85,13 @@ pub struct Front {
     token: Option<TokenClient>,
     /// Token ref → device id; provisioning id → device id (OTP pending).
     devices: Mutex<HashMap<String, String>>,
-    pending: Mutex<HashMap<String, String>>,
+    pending: Mutex<BoundedMap<String, String>>,
     seq: std::sync::atomic::AtomicU64,
     /// The issuer's perso system (the cloud platform on the real PAN).
     issuer: Option<IssuerPerso>,
     /// Card ref → real-PAN card; provisioning id → pending real-PAN provisioning.
     pan_cards: Mutex<HashMap<String, PanCard>>,
-    pan_pending: Mutex<HashMap<String, PendingPan>>,
+    pan_pending: Mutex<BoundedMap<String, PendingPan>>,
     /// PAN → the next ATC to ask the issuer keys for (every batch the cloud platform asked for a
     /// card, on any device, moves it on).
     pan_next_atc: Mutex<HashMap<String, u16>>,
@@ -105,11 +117,11 @@ impl Front {
             name,
             token,
             devices: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(BoundedMap::new(PENDING_MAX, PENDING_TTL_MS)),
             seq: std::sync::atomic::AtomicU64::new(1),
             issuer,
             pan_cards: Mutex::new(HashMap::new()),
-            pan_pending: Mutex::new(HashMap::new()),
+            pan_pending: Mutex::new(BoundedMap::new(PENDING_MAX, PENDING_TTL_MS)),
             pan_next_atc: Mutex::new(HashMap::new()),
             owners: Registry::default(),
             device_keys: Mutex::new(HashMap::new()),
@@ -197,7 +209,11 @@ impl Front {
                 steps.push("issuer", "cardholder", "one-time password (step-up ID&V)");
                 let r: [u8; 8] = super::random()?;
                 let id = format!("PP{}", hex::encode_upper(r));
-                self.pan_pending.lock().map_err(|_| ApiError::refused("state"))?.insert(id.clone(), p);
+                self.pan_pending.lock().map_err(|_| ApiError::refused("state"))?.insert(
+                    id.clone(),
+                    p,
+                    now_ms(),
+                );
                 Ok(Json(
                     json!({"status": "otp_required", "provisioning_id": id, "steps": steps.into_value()}),
                 ))
@@ -205,10 +221,11 @@ impl Front {
             PersoOutcome::Declined { response_code } => {
                 steps.push("issuer", self.name, format!("ID&V declined ({response_code})"));
                 if let (Some((id, _)), "05") = (otp, response_code.as_str()) {
-                    self.pan_pending
-                        .lock()
-                        .map_err(|_| ApiError::refused("state"))?
-                        .insert(id.to_string(), p);
+                    self.pan_pending.lock().map_err(|_| ApiError::refused("state"))?.insert(
+                        id.to_string(),
+                        p,
+                        now_ms(),
+                    );
                 }
                 Ok(Json(json!({
                     "status": "declined", "response_code": response_code, "steps": steps.into_value(),
@@ -247,7 +264,7 @@ impl Front {
                 let id = field(&out, "provisioning_id")?.to_string();
                 steps.push("issuer", "cardholder", "one-time password (step-up ID&V)");
                 if let Ok(mut p) = self.pending.lock() {
-                    p.insert(id, device_id.to_string());
+                    p.insert(id, device_id.to_string(), now_ms());
                 }
             }
             other => steps.push("token service", self.name, format!("provisioning {other}")),
@@ -326,7 +343,7 @@ async fn otp(State(f): State<Arc<Front>>, headers: HeaderMap, Json(b): Json<Valu
         .pending
         .lock()
         .map_err(|_| ApiError::refused("state"))?
-        .get(id)
+        .get(id, now_ms())
         .filter(|d| **d == me)
         .cloned()
         .ok_or_else(|| ApiError::not_found("no such provisioning here"))?;
@@ -400,7 +417,7 @@ async fn pan_otp(State(f): State<Arc<Front>>, headers: HeaderMap, Json(b): Json<
     let code = field(&b, "otp")?;
     let p = {
         let mut pending = f.pan_pending.lock().map_err(|_| ApiError::refused("state"))?;
-        match pending.get(id) {
+        match pending.get(id, now_ms()) {
             Some(p) if p.device_id == me => pending.remove(id),
             _ => None,
         }
