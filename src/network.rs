@@ -139,9 +139,13 @@ pub struct PortsFile {
     pub atm_terminals: Vec<TestAtm>,
     /// Added: the issuer simulator's address (the switch's link target).
     pub issuer: String,
-    /// Added: the issuer simulator's admin port (fault injection: `faults set [JSON rules]`,
-    /// `faults clear`), for certification cases that need a silent or slow issuer.
+    /// Added: the issuer simulator's admin port, `http://127.0.0.1:PORT` (fault rules, and the
+    /// cardholders' OTPs: `serve` runs it in test mode), for certification cases that need a
+    /// silent or slow issuer.
     pub issuer_admin: String,
+    /// Added: the admin port's bearer credential (`Authorization: Bearer <issuer_admin_token>`),
+    /// drawn at random for each run.
+    pub issuer_admin_token: String,
     /// Added: token requestors registered with the token service (test credentials).
     pub token_requestors: Vec<TestRequestor>,
     /// Added: issuers' credentials for the token service's issuer calls (test credentials).
@@ -178,7 +182,7 @@ pub struct Network {
     issuer_admin_stop: CancellationToken,
     pub token_service: Arc<switch::token::service::TokenService>,
     api_stop: CancellationToken,
-    api_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    api_task: Option<tokio::task::JoinHandle<Result<(), door::Error>>>,
     /// What the switch was started with, to start it again on the same store (restart tests).
     switch_cfg: SwitchConfig,
     switch_keys_toml: String,
@@ -276,9 +280,17 @@ pub async fn start(opts: Options) -> Result<Network> {
     let issuer_admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let issuer_admin = issuer_admin_listener.local_addr()?;
     let issuer_admin_stop = CancellationToken::new();
-    tokio::spawn(issuer_sim::server::run_admin(
+    let mut admin_token_raw = zeroize::Zeroizing::new([0u8; 24]);
+    random(admin_token_raw.as_mut());
+    let issuer_admin_token = hex::encode(admin_token_raw.as_ref());
+    // Test mode: the network's own test cards, whose OTPs tools read from the admin port.
+    let admin_access = issuer_sim::admin::AdminAccess::new(&issuer_admin_token, true)
+        .map_err(|e| anyhow!("issuer admin: {e}"))?;
+    tokio::spawn(issuer_sim::admin::run_admin(
         issuer_admin_listener,
         issuer_state.clone(),
+        admin_access,
+        door::DoorConfig::default(),
         issuer_admin_stop.clone(),
     ));
 
@@ -330,7 +342,7 @@ pub async fn start(opts: Options) -> Result<Network> {
             data_dir: PathBuf::from("data"),
             shutdown_grace_ms: 5_000,
         },
-        admin: switch::config::AdminConfig { listen: "127.0.0.1:0".into() },
+        admin: switch::config::AdminConfig { listen: "127.0.0.1:0".into(), ..Default::default() },
         listeners: vec![
             ListenerConfig {
                 name: "acquirer".into(),
@@ -426,7 +438,8 @@ pub async fn start(opts: Options) -> Result<Network> {
         test_cards: test.clear.clone(),
         atm_terminals: atms,
         issuer: issuer_addr.to_string(),
-        issuer_admin: issuer_admin.to_string(),
+        issuer_admin: format!("http://{issuer_admin}"),
+        issuer_admin_token,
         token_requestors: requestors,
         token_issuers,
         wallet_providers: None,
@@ -474,8 +487,15 @@ async fn start_providers(
         // (the cloud platform on the real PAN): the card's policy, as for a token request.
         if let Some(idv) = r.idv {
             use issuer_sim::host::CardholderCheck;
-            match i.verify_cardholder(r.pan, idv.expiry, idv.session, idv.otp, now, &yymm, (issuer.random)())
-            {
+            let ask = issuer_sim::host::IdvAsk {
+                pan: r.pan,
+                expiry: idv.expiry,
+                cvv2: idv.cvv2,
+                requestor: idv.requestor,
+                session: idv.session,
+                otp: idv.otp,
+            };
+            match i.verify_cardholder(&ask, now, &yymm, (issuer.random)()) {
                 CardholderCheck::Approved => {}
                 CardholderCheck::OtpSent => return Ok(PersoOutcome::OtpRequired),
                 CardholderCheck::Declined { response_code } => {
@@ -512,7 +532,7 @@ type Api = (
     Arc<switch::token::service::TokenService>,
     std::net::SocketAddr,
     CancellationToken,
-    tokio::task::JoinHandle<std::io::Result<()>>,
+    tokio::task::JoinHandle<Result<(), door::Error>>,
 );
 
 /// The token service over the node's engine, and its provisioning API on a port from the OS.
@@ -558,8 +578,13 @@ async fn start_token_service(
     };
     let api_addr = api_listener.local_addr()?;
     let api_stop = CancellationToken::new();
-    let api_task =
-        tokio::spawn(switch::token::api::serve(api_listener, token_service.clone(), api_stop.clone()));
+    // 127.0.0.1, plain HTTP (INTERFACES.md §5): loopback needs no TLS; the door's limits hold.
+    let api_task = tokio::spawn(switch::token::api::serve(
+        api_listener,
+        token_service.clone(),
+        door::DoorConfig::default(),
+        api_stop.clone(),
+    ));
     Ok((token_service, api_addr, api_stop, api_task))
 }
 

@@ -99,6 +99,7 @@ async fn certify_basic_passes_against_the_network() {
         spec: "network".into(),
         framing: "2-byte-binary".into(),
         issuer_admin: None,
+        issuer_admin_token: None,
         response_timeout_ms: 10_000,
         tid: "CERT0001".into(),
     };

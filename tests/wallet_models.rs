@@ -288,19 +288,39 @@ async fn model_3_hce_real_pan_on_limited_use_keys_pays_replenishes_through_the_i
     assert_eq!(phone.profile(&id).expect("card").atc, 6, "the next ATC after the first batch");
     assert_eq!(w.pay_online(&mut phone, 91, 100).await, approved(), "in-app, next limited-use key");
     assert!(!std::fs::read_to_string(&file).expect("phone file").contains(&tc.icc_mk));
-    // Another device cannot replenish that card.
-    let other = http_post(
+    // Nobody can replenish that card without a device credential, nor another device with its own.
+    let path = format!("/v1/pan-cards/{}/replenish", id.trim_start_matches("hce:"));
+    let body = serde_json::json!({"device_id": phone.device_id()});
+    let anon =
+        wallet_sim::providers::http::post(&w.providers.addrs.cloud, &path, None, &body).await.expect("post");
+    assert_eq!(anon.status, 401, "{:?}", anon.body);
+    let stranger = Phone::new().expect("another phone");
+    let cred = register(&w.providers.addrs.cloud, &stranger).await;
+    let other = wallet_sim::providers::http::post(
         &w.providers.addrs.cloud,
-        &format!("/v1/pan-cards/{}/replenish", id.trim_start_matches("hce:")),
-        serde_json::json!({"device_id": "DEVFFFFFFFFFFFFFFFF"}),
+        &path,
+        Some(&cred),
+        &serde_json::json!({}),
     )
-    .await;
+    .await
+    .expect("post");
     assert_eq!(other.status, 409, "{:?}", other.body);
+    // Nor claim to be the owner with its own credential.
+    let claim = wallet_sim::providers::http::post(&w.providers.addrs.cloud, &path, Some(&cred), &body)
+        .await
+        .expect("post");
+    assert_eq!(claim.status, 403, "{:?}", claim.body);
     w.stop().await;
 }
 
-async fn http_post(base: &str, path: &str, body: serde_json::Value) -> wallet_sim::providers::http::Answer {
-    wallet_sim::providers::http::post(base, path, None, &body).await.expect("post")
+/// Registers `phone` with the front at `base`: its device credential.
+async fn register(base: &str, phone: &Phone) -> String {
+    use wallet_sim::providers::http;
+    let body = serde_json::json!({"device_id": phone.device_id(),
+        "device_public_key": phone.device_public_key().expect("dpk")});
+    let a = http::ok("register", http::post(base, "/v1/devices", None, &body).await.expect("register"))
+        .expect("ok");
+    a["device_token"].as_str().expect("device token").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,23 +352,35 @@ async fn an_ota_script_with_a_bad_mac_is_refused_by_the_se() {
     let mut phone = Phone::open_or_create(&dir.path().join("phone.json")).expect("phone");
     let a = w.providers.addrs.clone();
     // The SE and the real-PAN application, by hand up to the OTA delivery.
-    let se =
-        http::ok("se", http::post(&a.se_operator, "/v1/se/issue", None, &json!({})).await.expect("issue"))
-            .expect("se");
+    let se_pk = phone.order_secure_element("se-operator").expect("order");
+    let se = http::ok(
+        "se",
+        http::post(&a.se_operator, "/v1/se/issue", None, &json!({"se_public_key": se_pk}))
+            .await
+            .expect("issue"),
+    )
+    .expect("se");
+    assert!(se.get("isd_keys").is_none(), "ISD keys in clear: {se}");
     let se_id = se["se_id"].as_str().expect("id").to_string();
+    let owner = se["owner_token"].as_str().expect("owner credential").to_string();
     phone
-        .fit_secure_element(
+        .fit_sealed_secure_element(
             &se_id,
             "se-operator",
             se["isd_aid"].as_str().expect("aid"),
-            serde_json::from_value(se["isd_keys"].clone()).expect("keys"),
+            se["sealed_isd_keys"].as_str().expect("sealed keys"),
         )
         .expect("fit");
     let app = http::ok(
         "app",
-        http::post(&a.se_operator, "/v1/applications", None, &json!({"se_id": se_id, "cardholder": "t"}))
-            .await
-            .expect("apply"),
+        http::post(
+            &a.se_operator,
+            "/v1/applications",
+            Some(&owner),
+            &json!({"se_id": se_id, "cardholder": "t"}),
+        )
+        .await
+        .expect("apply"),
     )
     .expect("app");
     let card = w.card(0);
@@ -358,8 +390,8 @@ async fn an_ota_script_with_a_bad_mac_is_refused_by_the_se() {
             &a.sp_tsm,
             "/v1/applications",
             None,
-            &json!({"pan": card.pan, "se_id": se_id, "application_id": app["application_id"],
-                    "auth_code": app["auth_code"]}),
+            &json!({"pan": card.pan, "expiry": card.expiry, "se_id": se_id,
+                    "application_id": app["application_id"], "auth_code": app["auth_code"]}),
         )
         .await
         .expect("sp"),
@@ -371,13 +403,16 @@ async fn an_ota_script_with_a_bad_mac_is_refused_by_the_se() {
         &a.sp_tsm,
         "/v1/applications",
         None,
-        &json!({"pan": card.pan, "se_id": se_id, "application_id": app["application_id"], "auth_code": "0000000000000000"}),
+        &json!({"pan": card.pan, "expiry": card.expiry, "se_id": se_id, "application_id": app["application_id"],
+                "auth_code": "0000000000000000"}),
     )
     .await
     .expect("sp");
     assert_eq!(bad.status, 409, "{:?}", bad.body);
-    let ota = http::ok("ota", http::get(&a.se_operator, &format!("/v1/ota/{se_id}")).await.expect("ota"))
-        .expect("ota");
+    let ota_path = format!("/v1/ota/{se_id}");
+    assert_eq!(http::get(&a.se_operator, &ota_path, None).await.expect("ota").status, 401);
+    let ota =
+        http::ok("ota", http::get(&a.se_operator, &ota_path, Some(&owner)).await.expect("ota")).expect("ota");
     let scripts: Vec<OtaScript> = serde_json::from_value(ota["scripts"].clone()).expect("scripts");
     assert_eq!(scripts.len(), 2, "create the domain, then install the card");
     assert_eq!(phone.deliver_script(&scripts[0]).expect("deliver").sw, "9000");
@@ -519,7 +554,7 @@ async fn a_declined_id_and_v_leaves_nothing_on_the_phone() {
         let refused = err.downcast_ref::<flows::Refused>().unwrap_or_else(|| panic!("{model}: {err:#}"));
         assert_eq!(
             (refused.status.as_str(), refused.response_code.as_deref()),
-            ("declined", Some("54")),
+            ("declined", Some("05")),
             "{model}"
         );
         let e = format!("{err:#}");
@@ -540,12 +575,17 @@ async fn a_declined_id_and_v_leaves_nothing_on_the_phone() {
 /// the approved answer.
 async fn add_card_by_hand(w: &World, phone: &Phone, path: &str, card: &CardholderCard) -> serde_json::Value {
     use wallet_sim::providers::http;
+    let cred = register(&w.providers.addrs.cloud, phone).await;
     let body = serde_json::json!({"device_id": phone.device_id(),
         "device_public_key": phone.device_public_key().expect("dpk"), "pan": card.pan, "expiry": card.expiry});
-    let a =
-        http::ok("cloud", http::post(&w.providers.addrs.cloud, path, None, &body).await.expect("add card"))
-            .expect("approved");
+    let a = http::ok(
+        "cloud",
+        http::post(&w.providers.addrs.cloud, path, Some(&cred), &body).await.expect("add card"),
+    )
+    .expect("approved");
     assert_eq!(a["status"], "approved", "{a}");
+    let mut a = a;
+    a["device_token"] = serde_json::Value::String(cred);
     a
 }
 
@@ -589,7 +629,8 @@ async fn a_tampered_token_package_is_refused_by_the_phone() {
     let device_id = phone.device_id().to_string();
     let path = format!("/v1/cards/{token_ref}/loaded");
     let body = json!({"device_id": device_id});
-    let l = http::post(&w.providers.addrs.cloud, &path, None, &body).await.expect("loaded");
+    let cred = a["device_token"].as_str().expect("credential");
+    let l = http::post(&w.providers.addrs.cloud, &path, Some(cred), &body).await.expect("loaded");
     http::ok("cloud", l).expect("activated");
     assert_eq!(w.pay(&mut phone, 1, 500).await, approved());
     w.stop().await;
@@ -604,6 +645,7 @@ async fn a_tampered_real_pan_perso_package_is_refused_by_the_phone() {
     let mut phone = Phone::open_or_create(&dir.path().join("phone.json")).expect("phone");
     let card = w.card(3);
     let a = add_card_by_hand(&w, &phone, "/v1/pan-cards", &card).await;
+    let phone_cred = a["device_token"].as_str().expect("credential").to_string();
     let card_ref = a["card_ref"].as_str().expect("card ref").to_string();
     let sealed = a["encrypted_card_data"].as_str().expect("package").to_string();
     assert_tampering_refused(&mut phone, &sealed, |p, bad| p.install_pan_card(&card_ref, "cloud", bad));
@@ -623,19 +665,31 @@ async fn a_tampered_real_pan_perso_package_is_refused_by_the_phone() {
     let cloud = w.providers.addrs.cloud.clone();
     let body = json!({"device_id": other.device_id(), "device_public_key": other.device_public_key().expect("dpk"),
                       "pan": card.pan, "expiry": card.expiry});
+    let other_cred = register(&cloud, &other).await;
+    let oc = Some(other_cred.as_str());
     let a =
-        http::ok("cloud", http::post(&cloud, "/v1/pan-cards", None, &body).await.expect("add")).expect("ok");
+        http::ok("cloud", http::post(&cloud, "/v1/pan-cards", oc, &body).await.expect("add")).expect("ok");
     assert_eq!(a["status"], "otp_required", "{a}");
     let pid = a["provisioning_id"].clone();
     let wrong =
-        http::post(&cloud, "/v1/pan-cards/otp", None, &json!({"provisioning_id": pid, "otp": "000000"}))
+        http::post(&cloud, "/v1/pan-cards/otp", oc, &json!({"provisioning_id": pid, "otp": "000000"}))
             .await
             .expect("otp");
     let wrong = http::ok("cloud", wrong).expect("answer");
     assert_eq!((wrong["status"].as_str(), wrong["response_code"].as_str()), (Some("declined"), Some("05")));
     let code =
         w.net.issuer_state.issuer.lock().expect("issuer").otp_outbox.values().next().cloned().expect("OTP");
-    let right = http::post(&cloud, "/v1/pan-cards/otp", None, &json!({"provisioning_id": pid, "otp": code}))
+    // The provisioning is the other phone's: this phone's credential does not find it.
+    let r = http::post(
+        &cloud,
+        "/v1/pan-cards/otp",
+        Some(&phone_cred),
+        &json!({"provisioning_id": pid, "otp": "000000"}),
+    )
+    .await
+    .expect("otp");
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let right = http::post(&cloud, "/v1/pan-cards/otp", oc, &json!({"provisioning_id": pid, "otp": code}))
         .await
         .expect("otp");
     let right = http::ok("cloud", right).expect("answer");

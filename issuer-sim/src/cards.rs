@@ -54,9 +54,25 @@ pub struct IssuerConfig {
     pub cards: PathBuf,
     pub zpk: String,
     pub keys: KeysConfig,
-    /// The admin port (`faults` commands; see `server::run_admin`), 127.0.0.1 only; none if unset.
+    /// The admin port (fault rules; see [`crate::admin`]); none if unset. Off loopback it needs
+    /// `admin_door.tls` (or `admin_door.insecure_plaintext = true`).
     #[serde(default)]
     pub admin: Option<String>,
+    /// The admin port's bearer credential (at least 16 characters); with `admin`, this or
+    /// `admin_token_env` is required.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// The environment variable holding the admin port's bearer credential (keeps it out of
+    /// the file).
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
+    /// Limits and TLS of the admin port (`[admin_door]`).
+    #[serde(default)]
+    pub admin_door: door::DoorConfig,
+    /// A test network: the admin port also shows the OTPs texted to cardholders (`GET /v1/sms`).
+    /// Never in production.
+    #[serde(default)]
+    pub test_mode: bool,
     /// A frame begun and not completed within this drops its connection (default 10,000).
     #[serde(default)]
     pub read_timeout_ms: Option<u64>,
@@ -65,6 +81,9 @@ pub struct IssuerConfig {
     pub idle_timeout_ms: Option<u64>,
     #[serde(default, rename = "fault")]
     pub faults: Vec<crate::server::FaultRule>,
+    /// ID&V limits (`[idv]`: max_failures, window_ms, lock_ms, otp_tries, otp_ttl_ms, capacity).
+    #[serde(default)]
+    pub idv: crate::idv::IdvLimits,
     /// Message MACs on the switch's link (`link_mac = { key = "issuer.mac", alg = "cmac" }`):
     /// unsigned or wrongly signed requests are answered 63, answers are signed, and only then
     /// does the issuer believe the token service's "cryptogram verified" (DE 123 DF8106).
@@ -81,6 +100,22 @@ pub struct LinkMacConfig {
     pub key: String,
     /// `retail`, `iso9797-1-m1`, `iso9797-1-m2`, `cmac` or `cmac-tdes`.
     pub alg: String,
+}
+
+impl IssuerConfig {
+    /// The admin port's bearer credential: `admin_token`, else the variable `admin_token_env`
+    /// names. `Ok(None)` when neither is configured; an error when the variable is not set.
+    pub fn admin_token(&self) -> Result<Option<String>, String> {
+        if let Some(t) = &self.admin_token {
+            return Ok(Some(t.clone()));
+        }
+        match &self.admin_token_env {
+            Some(var) => std::env::var(var)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|_| format!("admin_token_env: the variable {var} is not set")),
+            None => Ok(None),
+        }
+    }
 }
 
 fn network() -> String {

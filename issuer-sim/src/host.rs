@@ -27,7 +27,7 @@ use crypto::hsm::{Hsm, PinSource};
 use crypto::pin::PinBlockFormat;
 
 use crate::cards::{CardConfig, CardsFile, mask};
-use crate::idv::{IdvPolicy, OtpBook, OtpError};
+use crate::idv::{AttemptGuard, IdvLimits, IdvPolicy, OtpBook, OtpError};
 use crate::ledger::{Account, AccountId, AccountStatus, Ledger, LedgerError, OriginalKey};
 
 /// A PIN tried wrong this many times blocks PIN transactions (75).
@@ -56,8 +56,9 @@ pub enum CardholderCheck {
     Approved,
     /// A one-time password went to the cardholder (the `otp_outbox`, the SMS outbox).
     OtpSent,
-    /// Declined, with the response code a 0100 would carry (14 unknown card, 54 wrong or past
-    /// expiry, 05 declined or wrong OTP, 75 OTP tries exceeded).
+    /// Declined, with the response code: 05 for anything the cardholder's data did not match
+    /// (unknown card, wrong or past expiry, wrong CVV2, wrong OTP, a locked PAN or requestor) or
+    /// the policy declined; 75 OTP tries exceeded.
     Declined {
         response_code: &'static str,
     },
@@ -85,6 +86,28 @@ struct PersoKey {
     luk_next_atc: u16,
 }
 
+/// What a requestor asks the issuer to verify: the card and what the cardholder typed.
+#[derive(Debug, Clone, Copy)]
+pub struct IdvAsk<'a> {
+    pub pan: &'a str,
+    /// YYMM as the cardholder typed it.
+    pub expiry: &'a str,
+    /// The CVV2 as the cardholder typed it, when the requestor asked for it.
+    pub cvv2: Option<&'a str>,
+    /// Who asks (the token requestor's id, or the provider's name): failures are counted per
+    /// requestor as well as per PAN.
+    pub requestor: &'a str,
+    pub session: &'a str,
+    /// The one-time password of `session` (the second request of a step-up).
+    pub otp: Option<&'a str>,
+}
+
+/// The most notices (0620) kept for inspection; the oldest go first.
+pub const NOTICES_KEPT: usize = 1024;
+
+/// The most OTPs kept in the test outbox.
+pub const OTP_OUTBOX_KEPT: usize = 256;
+
 /// A notification the issuer received (0620), kept for inspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
@@ -99,11 +122,15 @@ pub struct Issuer {
     cards: HashMap<String, Card>,
     ledger: Ledger,
     otps: OtpBook,
-    /// OTPs "sent to the cardholder" (by SMS in real life): provisioning session → code.
+    /// Failed ID&V attempts per PAN and per requestor.
+    guard: AttemptGuard,
+    /// OTPs "sent to the cardholder" (by SMS in real life): provisioning session → code (the
+    /// outstanding ones, at most [`OTP_OUTBOX_KEPT`]).
     pub otp_outbox: HashMap<String, String>,
     /// The same OTPs as the cardholder's phone receives them, newest last: by masked PAN (what
     /// the admin port's `sms` command shows; at most the last 64).
     pub sms_outbox: Vec<Sms>,
+    /// The last [`NOTICES_KEPT`] notices.
     pub notices: Vec<Notice>,
 }
 
@@ -235,11 +262,25 @@ impl Issuer {
             zpk: zpk.to_string(),
             cards: map,
             ledger,
-            otps: OtpBook::new(5 * 60 * 1000, 3),
+            otps: OtpBook::new(IdvLimits::default().otp_ttl_ms, IdvLimits::default().otp_tries),
+            guard: AttemptGuard::new(IdvLimits::default()),
             otp_outbox: HashMap::new(),
             sms_outbox: Vec::new(),
             notices: Vec::new(),
         }
+    }
+
+    /// The same issuer with other ID&V limits (attempts, locks, OTP tries and lifetime).
+    pub fn with_idv_limits(mut self, limits: IdvLimits) -> Self {
+        self.otps = OtpBook::new(limits.otp_ttl_ms, limits.otp_tries).with_capacity(limits.capacity);
+        self.guard = AttemptGuard::new(limits);
+        self
+    }
+
+    /// ID&V entries tracked: (PANs, requestors, OTPs outstanding).
+    pub fn idv_tracked(&self) -> (usize, usize, usize) {
+        let (p, r) = self.guard.tracked();
+        (p, r, self.otps.len())
     }
 
     /// The open-to-buy of a card (tests, the ports file).
@@ -269,32 +310,76 @@ impl Issuer {
             .map_err(|e| format!("sealing the perso data: {e}"))
     }
 
-    /// ID&V of the cardholder and device for a cloud platform (operating model 3, real PAN): the
-    /// card's ID&V policy as for a token request, after the expiry check (`expiry` as the
-    /// cardholder typed it, YYMM). With `otp`, the one-time password sent for `session` is
-    /// verified instead.
-    #[allow(clippy::too_many_arguments)]
+    /// ID&V of the cardholder and device for a provider asking the issuer directly (the cloud
+    /// platform on the real PAN, the SP TSM): the checks and the card's policy as for a token
+    /// request ([`Issuer::check_identity`]).
     pub fn verify_cardholder(
         &mut self,
-        pan: &str,
-        expiry: &str,
-        session: &str,
-        otp: Option<&str>,
+        ask: &IdvAsk<'_>,
         now_ms: u64,
         now_yymm: &str,
         random: u32,
     ) -> CardholderCheck {
-        let Some(card) = self.cards.get(pan) else {
-            return CardholderCheck::Declined { response_code: "14" };
-        };
-        if otp.is_none() && (card.cfg.expiry.as_str() < now_yymm || card.cfg.expiry != expiry) {
-            return CardholderCheck::Declined { response_code: "54" };
-        }
-        match self.idv_decision(pan, session, otp, now_ms, random).code {
+        match self.check_identity(ask, now_ms, now_yymm, random).code {
             "00" => CardholderCheck::Approved,
             "1A" => CardholderCheck::OtpSent,
             rc => CardholderCheck::Declined { response_code: rc },
         }
+    }
+
+    /// The ID&V of `ask`: a locked PAN or requestor is declined unchecked; then the OTP of a
+    /// step-up, or the card's data (known card, expiry in force and as typed, CVV2 when given)
+    /// and the card's policy. Every mismatch is the same 05, and counts against the PAN and the
+    /// requestor.
+    fn check_identity(&mut self, ask: &IdvAsk<'_>, now_ms: u64, now_yymm: &str, random: u32) -> Decision {
+        let known = self.cards.contains_key(ask.pan);
+        let pan_key = known.then_some(ask.pan);
+        if self.guard.locked(pan_key, ask.requestor, now_ms) {
+            tracing::debug!(requestor = ask.requestor, card = %mask(ask.pan), "ID&V refused: locked after repeated failures");
+            return Decision::rc("05");
+        }
+        if let Some(otp) = ask.otp {
+            return match self.otps.verify(ask.session, otp, now_ms) {
+                Ok(()) => {
+                    self.otp_outbox.remove(ask.session);
+                    self.guard.succeed(ask.pan);
+                    Decision::rc("00")
+                }
+                Err(OtpError::TriesExceeded) => {
+                    self.otp_outbox.remove(ask.session);
+                    self.guard.fail(pan_key, ask.requestor, now_ms);
+                    Decision::rc("75")
+                }
+                Err(_) => {
+                    self.guard.fail(pan_key, ask.requestor, now_ms);
+                    Decision::rc("05")
+                }
+            };
+        }
+        let matches = self.cards.get(ask.pan).is_some_and(|card| {
+            let expiry_ok = card.cfg.expiry.as_str() >= now_yymm
+                && bool::from(subtle::ConstantTimeEq::ct_eq(
+                    card.cfg.expiry.as_bytes(),
+                    ask.expiry.as_bytes(),
+                ));
+            let cvv2_ok =
+                match ask.cvv2 {
+                    None => true,
+                    Some(c) => card.cfg.cvk.as_ref().is_some_and(|cvk| {
+                        self.hsm.verify_cvv(cvk, ask.pan, &card.cfg.expiry, "000", c).is_ok()
+                    }),
+                };
+            expiry_ok & cvv2_ok
+        });
+        if !matches {
+            self.guard.fail(pan_key, ask.requestor, now_ms);
+            return Decision::rc("05");
+        }
+        let d = self.idv_decision(ask.pan, ask.session, now_ms, random);
+        if d.code == "00" {
+            self.guard.succeed(ask.pan);
+        }
+        d
     }
 
     /// Perso data for a cloud (HCE) card on the real PAN: as [`Issuer::perso_data`], but instead
@@ -410,7 +495,9 @@ impl Issuer {
     ) -> Message {
         let pc = field(req, 3).unwrap_or_default();
         let Some(pan) = pan_of(req) else { return answer(req, "30") };
-        if !self.cards.contains_key(&pan) {
+        // ID&V (token provisioning) never tells a guesser that the card does not exist.
+        let idv = matches!(pc.get(..2), Some("90" | "91"));
+        if !self.cards.contains_key(&pan) && !idv {
             return answer(req, "14");
         }
         let Ok(mut chip) = chip_of(req) else { return answer(req, "30") };
@@ -456,15 +543,15 @@ impl Issuer {
         now_yymm: &str,
         random: u32,
     ) -> Decision {
-        let Some(card) = self.cards.get(pan) else { return Decision::rc("14") };
         let tx = pc.get(..2).unwrap_or("");
+        // Token provisioning: ID&V and OTP checks come before any spending rule, and any mismatch
+        // (unknown card, expiry, CVV2) is one generic 05 (docs/network-spec.md §6).
+        if tx == "90" || tx == "91" {
+            return self.idv(req, pan, tx, now_ms, now_yymm, random);
+        }
+        let Some(card) = self.cards.get(pan) else { return Decision::rc("14") };
         let expired =
             card.cfg.expiry.as_str() < now_yymm || Self::expiry_of(req).is_some_and(|e| e != card.cfg.expiry);
-        // Token provisioning: ID&V and OTP checks come before any spending rule; no token is
-        // issued on an expired card or against a wrong expiry (54, docs/network-spec.md §6).
-        if tx == "91" || (tx == "90" && !expired) {
-            return self.idv(req, pan, tx, now_ms, random);
-        }
         if expired {
             return Decision::rc("54");
         }
@@ -565,35 +652,37 @@ impl Issuer {
         }
     }
 
-    fn idv(&mut self, req: &Message, pan: &str, tx: &str, now_ms: u64, random: u32) -> Decision {
-        let session = field(req, 37).unwrap_or_else(|| field(req, 11).unwrap_or_default());
-        let otp = (tx == "91").then(|| {
-            req.field(123)
-                .and_then(|f| icc_tags(&f.data))
-                .and_then(|t| t.get(&0xDF8110).cloned())
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .unwrap_or_default()
-        });
-        self.idv_decision(pan, &session, otp.as_deref(), now_ms, random)
-    }
-
-    /// The card's ID&V policy for provisioning `session`, or — with `otp` — the OTP check.
-    fn idv_decision(
+    fn idv(
         &mut self,
+        req: &Message,
         pan: &str,
-        session: &str,
-        otp: Option<&str>,
+        tx: &str,
         now_ms: u64,
+        now_yymm: &str,
         random: u32,
     ) -> Decision {
-        let Some(card) = self.cards.get(pan) else { return Decision::rc("14") };
-        if let Some(otp) = otp {
-            return match self.otps.verify(session, otp, now_ms) {
-                Ok(()) => Decision::rc("00"),
-                Err(OtpError::TriesExceeded) => Decision::rc("75"),
-                Err(_) => Decision::rc("05"),
-            };
-        }
+        let session = field(req, 37).unwrap_or_else(|| field(req, 11).unwrap_or_default());
+        let tags = req.field(123).and_then(|f| icc_tags(&f.data)).unwrap_or_default();
+        let text = |tag: u32| tags.get(&tag).map(|v| String::from_utf8_lossy(v).into_owned());
+        let otp = (tx == "91").then(|| text(0xDF8110).unwrap_or_default());
+        // Who asks: the token requestor's id (9F19); without one, the acquiring terminal.
+        let requestor = text(0x9F19).or_else(|| field(req, 41)).unwrap_or_default();
+        let expiry = Self::expiry_of(req).unwrap_or_default();
+        let cvv2 = field(req, 48).and_then(|d| subelement(&d, "92"));
+        let ask = IdvAsk {
+            pan,
+            expiry: &expiry,
+            cvv2: cvv2.as_deref(),
+            requestor: &requestor,
+            session: &session,
+            otp: otp.as_deref(),
+        };
+        self.check_identity(&ask, now_ms, now_yymm, random)
+    }
+
+    /// The card's ID&V policy for provisioning `session` (the card's data already matched).
+    fn idv_decision(&mut self, pan: &str, session: &str, now_ms: u64, random: u32) -> Decision {
+        let Some(card) = self.cards.get(pan) else { return Decision::rc("05") };
         let active = card.cfg.status == "active";
         match crate::idv::decide(
             IdvPolicy::parse(&card.cfg.idv).unwrap_or(IdvPolicy::Decline),
@@ -608,6 +697,15 @@ impl Issuer {
                     self.sms_outbox.remove(0);
                 }
                 self.sms_outbox.push(Sms { card: crate::cards::mask(pan), otp: code.clone(), at_ms: now_ms });
+                if self.otp_outbox.len() >= OTP_OUTBOX_KEPT {
+                    let outstanding = &self.otps;
+                    self.otp_outbox.retain(|s, _| outstanding.contains(s));
+                    if self.otp_outbox.len() >= OTP_OUTBOX_KEPT
+                        && let Some(k) = self.otp_outbox.keys().next().cloned()
+                    {
+                        self.otp_outbox.remove(&k);
+                    }
+                }
                 self.otp_outbox.insert(session, code);
                 Decision::rc("1A")
             }
@@ -662,6 +760,9 @@ impl Issuer {
 
     fn notice(&mut self, req: &Message) -> Message {
         let pan = pan_of(req).unwrap_or_default();
+        if self.notices.len() >= NOTICES_KEPT {
+            self.notices.remove(0);
+        }
         self.notices.push(Notice {
             processing_code: field(req, 3).unwrap_or_default(),
             pan_masked: mask(&pan),

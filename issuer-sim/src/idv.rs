@@ -5,6 +5,12 @@
 //! one-time passcode sent to the cardholder. An OTP is six digits, valid for a limited time and a
 //! limited number of tries, compared in constant time, and usable once. Clock and randomness are
 //! arguments so that decisions are reproducible in tests.
+//!
+//! A guesser learns nothing from a refusal: an unknown PAN, a wrong expiry and a wrong CVV2 are
+//! one generic decline (05). Failures are counted per PAN and per requestor ([`AttemptGuard`]);
+//! after `max_failures` within the window the PAN (or the requestor) is locked for `lock_ms`,
+//! and every request on it is declined 05 without being checked. Every table here is bounded:
+//! expired entries go first, then the oldest.
 
 use std::collections::HashMap;
 
@@ -64,12 +70,51 @@ struct Otp {
 pub struct OtpBook {
     ttl_ms: u64,
     max_tries: u8,
+    capacity: usize,
     issued: HashMap<String, Otp>,
 }
 
+/// The most OTPs outstanding at once (an unanswered step-up must not grow the book forever).
+pub const OTP_BOOK_CAPACITY: usize = 10_000;
+
 impl OtpBook {
     pub fn new(ttl_ms: u64, max_tries: u8) -> Self {
-        OtpBook { ttl_ms, max_tries: max_tries.max(1), issued: HashMap::new() }
+        OtpBook { ttl_ms, max_tries: max_tries.max(1), capacity: OTP_BOOK_CAPACITY, issued: HashMap::new() }
+    }
+
+    /// The same with room for `capacity` outstanding OTPs.
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Whether an OTP is outstanding for `session`.
+    pub fn contains(&self, session: &str) -> bool {
+        self.issued.contains_key(session)
+    }
+
+    /// OTPs outstanding.
+    pub fn len(&self) -> usize {
+        self.issued.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.issued.is_empty()
+    }
+
+    /// Makes room for one more: expired OTPs go, then the one that expires first.
+    fn make_room(&mut self, now_ms: u64) {
+        if self.issued.len() < self.capacity {
+            return;
+        }
+        self.issued.retain(|_, o| o.expires_ms >= now_ms);
+        while self.issued.len() >= self.capacity {
+            let Some(oldest) = self.issued.iter().min_by_key(|(_, o)| o.expires_ms).map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.issued.remove(&oldest);
+        }
     }
 
     /// Issues a six-digit OTP for `session` from `random` (any 4 bytes; reduced modulo 10^6 —
@@ -79,6 +124,9 @@ impl OtpBook {
         let text = format!("{n:06}");
         let mut code = [0u8; 6];
         code.copy_from_slice(text.as_bytes());
+        if !self.issued.contains_key(session) {
+            self.make_room(now_ms);
+        }
         self.issued.insert(
             session.to_string(),
             Otp { code, expires_ms: now_ms.saturating_add(self.ttl_ms), tries_left: self.max_tries },
@@ -104,6 +152,170 @@ impl OtpBook {
             return Err(OtpError::TriesExceeded);
         }
         Err(OtpError::Wrong)
+    }
+}
+
+/// The limits of ID&V attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdvLimits {
+    /// Failed ID&V attempts (wrong expiry, CVV2, OTP; unknown PAN for a requestor) before a lock.
+    pub max_failures: u32,
+    /// Failures older than this are forgotten.
+    pub window_ms: u64,
+    /// How long a PAN or a requestor stays locked.
+    pub lock_ms: u64,
+    /// OTP tries per step-up.
+    pub otp_tries: u8,
+    /// How long an OTP is valid.
+    pub otp_ttl_ms: u64,
+    /// The most PANs and requestors tracked at once.
+    pub capacity: usize,
+}
+
+impl Default for IdvLimits {
+    fn default() -> Self {
+        IdvLimits {
+            max_failures: 5,
+            window_ms: 60 * 60 * 1000,
+            lock_ms: 24 * 60 * 60 * 1000,
+            otp_tries: 3,
+            otp_ttl_ms: 5 * 60 * 1000,
+            capacity: 10_000,
+        }
+    }
+}
+
+impl IdvLimits {
+    /// Every problem, at once.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut bad = Vec::new();
+        if self.max_failures == 0 {
+            bad.push("idv.max_failures must be at least 1");
+        }
+        if self.otp_tries == 0 {
+            bad.push("idv.otp_tries must be at least 1");
+        }
+        if self.otp_ttl_ms == 0 || self.lock_ms == 0 || self.window_ms == 0 {
+            bad.push("idv.otp_ttl_ms, lock_ms and window_ms must be at least 1");
+        }
+        if self.capacity == 0 {
+            bad.push("idv.capacity must be at least 1");
+        }
+        if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Attempts {
+    failures: u32,
+    first_ms: u64,
+    locked_until: Option<u64>,
+}
+
+impl Attempts {
+    fn stale(&self, now_ms: u64, window_ms: u64) -> bool {
+        match self.locked_until {
+            Some(until) => now_ms >= until,
+            None => now_ms.saturating_sub(self.first_ms) > window_ms,
+        }
+    }
+}
+
+/// A bounded table of failure counts.
+struct Counts {
+    map: HashMap<String, Attempts>,
+}
+
+impl Counts {
+    fn locked(&mut self, key: &str, now_ms: u64, l: &IdvLimits) -> bool {
+        match self.map.get(key) {
+            Some(a) if a.stale(now_ms, l.window_ms) => {
+                self.map.remove(key);
+                false
+            }
+            Some(a) => a.locked_until.is_some(),
+            None => false,
+        }
+    }
+
+    fn fail(&mut self, key: &str, now_ms: u64, l: &IdvLimits) {
+        if self.map.get(key).is_some_and(|a| a.stale(now_ms, l.window_ms)) {
+            self.map.remove(key);
+        }
+        if !self.map.contains_key(key) && self.map.len() >= l.capacity {
+            self.map.retain(|_, a| !a.stale(now_ms, l.window_ms));
+            while self.map.len() >= l.capacity {
+                // Unlocked entries go before locked ones; then the oldest.
+                let victim = self
+                    .map
+                    .iter()
+                    .min_by_key(|(_, a)| (a.locked_until.is_some(), a.first_ms))
+                    .map(|(k, _)| k.clone());
+                match victim {
+                    Some(k) => self.map.remove(&k),
+                    None => break,
+                };
+            }
+        }
+        let a = self.map.entry(key.to_string()).or_insert(Attempts {
+            failures: 0,
+            first_ms: now_ms,
+            locked_until: None,
+        });
+        a.failures += 1;
+        if a.failures >= l.max_failures {
+            a.locked_until = Some(now_ms.saturating_add(l.lock_ms));
+        }
+    }
+}
+
+/// Failed ID&V attempts per PAN and per token requestor, with locks.
+pub struct AttemptGuard {
+    limits: IdvLimits,
+    by_pan: Counts,
+    by_requestor: Counts,
+}
+
+impl AttemptGuard {
+    pub fn new(limits: IdvLimits) -> Self {
+        AttemptGuard {
+            limits,
+            by_pan: Counts { map: HashMap::new() },
+            by_requestor: Counts { map: HashMap::new() },
+        }
+    }
+
+    pub fn limits(&self) -> &IdvLimits {
+        &self.limits
+    }
+
+    /// Whether the PAN (when known to the issuer) or the requestor is locked.
+    pub fn locked(&mut self, pan: Option<&str>, requestor: &str, now_ms: u64) -> bool {
+        let l = self.limits;
+        pan.is_some_and(|p| self.by_pan.locked(p, now_ms, &l))
+            || self.by_requestor.locked(requestor, now_ms, &l)
+    }
+
+    /// Counts a failure against the requestor and, when it names one of the issuer's cards, the PAN.
+    pub fn fail(&mut self, pan: Option<&str>, requestor: &str, now_ms: u64) {
+        let l = self.limits;
+        if let Some(p) = pan {
+            self.by_pan.fail(p, now_ms, &l);
+        }
+        self.by_requestor.fail(requestor, now_ms, &l);
+    }
+
+    /// A verified cardholder: the PAN's failures are forgotten (the requestor's are not).
+    pub fn succeed(&mut self, pan: &str) {
+        if self.by_pan.map.get(pan).is_some_and(|a| a.locked_until.is_none()) {
+            self.by_pan.map.remove(pan);
+        }
+    }
+
+    /// Entries tracked (PANs, requestors).
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.by_pan.map.len(), self.by_requestor.map.len())
     }
 }
 
@@ -143,6 +355,43 @@ mod tests {
         assert_eq!(b.verify("s", "12345", 1), Err(OtpError::Wrong));
         assert_eq!(b.verify("s", "111111", 1), Err(OtpError::TriesExceeded));
         assert_eq!(b.verify("s", &otp, 1), Err(OtpError::NoSession));
+    }
+
+    #[test]
+    fn five_failures_lock_the_pan_and_the_requestor_and_the_lock_ends() {
+        let l = IdvLimits { max_failures: 5, window_ms: 1_000, lock_ms: 10_000, ..IdvLimits::default() };
+        let mut g = AttemptGuard::new(l);
+        for i in 0..4 {
+            g.fail(Some("4761"), "wallet-1", i);
+            assert!(!g.locked(Some("4761"), "wallet-2", i), "after {} failures", i + 1);
+        }
+        g.fail(Some("4761"), "wallet-1", 5);
+        assert!(g.locked(Some("4761"), "wallet-2", 6), "the PAN, from any requestor");
+        assert!(g.locked(Some("9999"), "wallet-1", 6), "the requestor, on any PAN");
+        assert!(!g.locked(Some("9999"), "wallet-2", 6));
+        assert!(!g.locked(Some("4761"), "wallet-2", 10_006), "the lock ends");
+        // Failures outside the window are forgotten.
+        let mut g = AttemptGuard::new(l);
+        for t in [0, 2_000, 4_000, 6_000, 8_000] {
+            g.fail(Some("4761"), "w", t);
+        }
+        assert!(!g.locked(Some("4761"), "w", 8_001));
+    }
+
+    #[test]
+    fn the_tables_stay_within_their_bounds() {
+        let l = IdvLimits { capacity: 100, ..IdvLimits::default() };
+        let mut g = AttemptGuard::new(l);
+        for i in 0..10_000u64 {
+            g.fail(Some(&format!("{i:016}")), &format!("req-{i}"), i);
+        }
+        assert_eq!(g.tracked(), (100, 100));
+        let mut b = OtpBook::new(60_000, 3).with_capacity(50);
+        for i in 0..5_000u64 {
+            b.issue(&format!("s{i}"), i, i as u32);
+        }
+        assert_eq!(b.len(), 50);
+        assert!(b.verify("s4999", "004999", 5_000).is_ok(), "the newest OTPs are kept");
     }
 
     #[test]

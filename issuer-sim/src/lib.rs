@@ -4,17 +4,19 @@
 //! answers authorizations, financial requests, reversals and advices with real decisions, verifies
 //! ARQCs and PINs itself through the HSM, and decides ID&V for token provisioning. Decisions
 //! ([`host`]) are functions of the account state and the request; the network shell around them
-//! ([`server`]) speaks ISO 8583 over TCP with injectable faults and an admin port.
+//! ([`server`]) speaks ISO 8583 over TCP with injectable faults.
 //!
 //! * [`cards`] — the configuration and accounts files, and [`cards::generate_test_issuer`] (test
 //!   cards and their keystore for `serve` and tests).
 //! * [`ledger`] — idempotent bookings, reversals and advices; [`idv`] — ID&V policy and OTPs.
 //! * [`link_mac`] — the issuer's end of the switch's MAC-authenticated link: what lets it believe
 //!   the token service's word on a token cryptogram.
+//! * [`admin`] — the authenticated admin port (fault rules; cardholders' OTPs in test mode).
 //! * [`testing`] — the card/terminal side of tests (chip requests, PIN blocks, reversals, the
 //!   card's ARPC check).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cards;
 pub mod host;
 pub mod idv;

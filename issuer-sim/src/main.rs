@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use issuer_sim::admin::AdminAccess;
 use issuer_sim::cards::{CardsFile, IssuerConfig};
 use issuer_sim::host::Issuer;
 use issuer_sim::link_mac::{LinkMac, link_mac_algorithm};
@@ -59,6 +60,35 @@ fn load(path: &Path, check_only: bool) -> Result<Loaded, String> {
     let mut problems = Vec::new();
     if let Err(e) = server::check_faults(&cfg.faults) {
         problems.push(e);
+    }
+    if let Err(e) = cfg.idv.validate() {
+        problems.push(e);
+    }
+    if let Some(admin) = &cfg.admin {
+        match cfg.admin_token() {
+            Ok(None) => {
+                problems.push("admin_token or admin_token_env: required when the admin port is on".into())
+            }
+            Ok(Some(t)) => {
+                if let Err(e) = AdminAccess::new(&t, cfg.test_mode) {
+                    problems.push(e);
+                }
+            }
+            Err(e) if check_only => eprintln!("issuer-sim: {e}: the admin port would not start"),
+            Err(e) => problems.push(e),
+        }
+        if let Err(e) = cfg.admin_door.validate() {
+            problems.push(format!("admin_door: {e}"));
+        }
+        if let Ok(a) = admin.parse::<std::net::SocketAddr>()
+            && !a.ip().is_loopback()
+            && cfg.admin_door.tls.is_none()
+            && !cfg.admin_door.insecure_plaintext
+        {
+            problems.push(format!(
+                "admin: {a} is not loopback: set admin_door.tls (or admin_door.insecure_plaintext)"
+            ));
+        }
     }
     if let Err(e) = codecs::iso8583::Spec::load(&cfg.spec, &base) {
         problems.push(format!("spec: {e}"));
@@ -183,7 +213,7 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
         }
         None => None,
     };
-    let issuer = Issuer::new(hsm, &l.cfg.zpk, &l.cards);
+    let issuer = Issuer::new(hsm, &l.cfg.zpk, &l.cards).with_idv_limits(l.cfg.idv);
     let state = Arc::new(ServerState {
         issuer: Mutex::new(issuer),
         spec,
@@ -215,12 +245,23 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
     let stop = tokio_util::sync::CancellationToken::new();
     let mut admin_bound = None;
     if let Some(admin) = cli.admin.clone().or_else(|| l.cfg.admin.clone()) {
+        let token =
+            l.cfg.admin_token()?.ok_or("admin_token or admin_token_env: required with an admin port")?;
+        let access = AdminAccess::new(&token, l.cfg.test_mode)?;
         let al = tokio::net::TcpListener::bind(&admin)
             .await
             .map_err(|e| format!("cannot bind the admin port {admin}: {e}"))?;
-        admin_bound = Some(al.local_addr().map_err(|e| e.to_string())?.to_string());
-        tracing::info!(admin = ?admin_bound, "admin port listening");
-        tokio::spawn(server::run_admin(al, state.clone(), stop.clone()));
+        let at = al.local_addr().map_err(|e| e.to_string())?;
+        let door_cfg = l.cfg.admin_door.resolved(&base);
+        door::open(at, &door_cfg).map_err(|e| format!("admin port: {e}"))?;
+        admin_bound = Some(at.to_string());
+        tracing::info!(admin = ?admin_bound, test_mode = l.cfg.test_mode, "admin port listening");
+        let (st, s) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = issuer_sim::admin::run_admin(al, st, access, door_cfg, s).await {
+                tracing::error!(error = %e, "admin port closed");
+            }
+        });
     }
     if let Some(path) = &cli.ready_file {
         let tmp = path.with_extension("tmp");

@@ -4,7 +4,8 @@
 //!
 //! A fault rule is data: conditions (all that are given must hold; none given matches every
 //! request) and an action. The rules live in [`ServerState::faults`] and can change while the
-//! server runs (in-process tests write them; the binary has a small admin port for it).
+//! server runs (in-process tests write them; the binary has an authenticated admin port for it,
+//! [`crate::admin`]).
 //!
 //! With a link MAC ([`ServerState::link_mac`], the switch's `[issuer.mac]` at the other end) the
 //! listener is the switch's authenticated link: a request whose MAC (DE 64/128) is missing or wrong
@@ -425,82 +426,6 @@ pub fn format_error_answer(spec: &Arc<Spec>, payload: &[u8]) -> Option<Message> 
     rsp.set_text(41, &tid).ok()?;
     rsp.set_text(39, "30").ok()?;
     Some(rsp)
-}
-
-/// The admin port: one command a line, one answer a line, for switching faults on and off in a
-/// running simulator (tests in other processes, an operator rehearsing an outage). Bind it to
-/// 127.0.0.1 only: it has no authentication.
-///
-/// ```text
-/// faults                       → the rules now in force, as a JSON array
-/// faults set [{"when_amount": 777, "action": "drop"}]  → "ok 1" (the rules replaced)
-/// faults clear                 → "ok 0"
-/// sms                          → the OTPs texted to cardholders: [{"card": "476173******0027", "otp": "…", "at_ms": …}]
-/// ```
-/// Anything else, or rules that do not check, gets `error: ...` and changes nothing.
-pub async fn run_admin(listener: TcpListener, state: Arc<ServerState>, stop: CancellationToken) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok(x) => x,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let (rd, mut wr) = stream.into_split();
-            let mut lines = BufReader::new(rd).lines();
-            loop {
-                let line = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    l = lines.next_line() => l,
-                };
-                let Ok(Some(line)) = line else { return };
-                let reply = admin_command(&state, line.trim());
-                if wr.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-}
-
-/// One admin command's answer (see [`run_admin`]).
-pub fn admin_command(state: &ServerState, line: &str) -> String {
-    if line == "sms" {
-        // The one-time passwords the issuer has texted to cardholders (test cards only).
-        return match state.issuer.lock() {
-            Ok(i) => serde_json::to_string(&i.sms_outbox).unwrap_or_else(|e| format!("error: {e}")),
-            Err(_) => "error: issuer unavailable".into(),
-        };
-    }
-    let mut faults = state.faults.write().unwrap_or_else(|p| p.into_inner());
-    match line {
-        "faults" => serde_json::to_string(&*faults).unwrap_or_else(|e| format!("error: {e}")),
-        "faults clear" => {
-            faults.clear();
-            "ok 0".into()
-        }
-        _ => match line.strip_prefix("faults set ") {
-            Some(json) => match serde_json::from_str::<Vec<FaultRule>>(json) {
-                Ok(rules) => match check_faults(&rules) {
-                    Ok(()) => {
-                        *faults = rules;
-                        format!("ok {}", faults.len())
-                    }
-                    Err(e) => format!("error: {e}"),
-                },
-                Err(e) => format!("error: fault rules (JSON): {e}"),
-            },
-            None => "error: expected faults, faults set [JSON rules], faults clear or sms".into(),
-        },
-    }
 }
 
 #[cfg(test)]

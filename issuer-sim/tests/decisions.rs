@@ -392,10 +392,92 @@ fn token_idv_by_policy_with_otp_step_up() {
         "05",
         "an OTP is used once"
     );
-    // No token on a wrong expiry.
+    // No token on a wrong expiry: the generic decline.
     let mut wrong = t.clear[0].clone();
     wrong.expiry = "3001".into();
-    assert_eq!(rc(&call(&mut iss, &idv_request(&wrong, "900000", "PROV00000004", None))), "54");
+    assert_eq!(rc(&call(&mut iss, &idv_request(&wrong, "900000", "PROV00000004", None))), "05");
+}
+
+/// The attacker guesses: whatever was wrong (no such card, the expiry, the CVV2), the answer is
+/// the same 05; after five failures the card is locked for every requestor, and a requestor that
+/// failed five times is locked on every card — the right data no longer helps.
+#[test]
+fn idv_gives_one_generic_decline_and_locks_out_guessers() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let req = |card: &ClearTestCard, rrn: &str, requestor: &str, cvv2: Option<&str>| {
+        let mut m = idv_request(card, "900000", rrn, None);
+        let mut tok = TlvBuilder::new();
+        tok.primitive(Tag::new(0x9F19), requestor.as_bytes()).expect("tlv");
+        tok.primitive(Tag::new(0xDF8105), b"wallet").expect("tlv");
+        m.set_bytes(123, tok.finish().freeze()).expect("DE 123");
+        if let Some(c) = cvv2 {
+            m.set_text(48, &format!("92{:02}{c}", c.len())).expect("DE 48");
+        }
+        m
+    };
+    let card = &t.clear[0];
+    let mut unknown = card.clone();
+    unknown.pan = "4761739001010010".into();
+    let mut bad_expiry = card.clone();
+    bad_expiry.expiry = "3001".into();
+    let wrong_cvv2 = if card.cvv2 == "999" { "998" } else { "999" };
+    let answers = [
+        rc(&call(&mut iss, &req(&unknown, "0000000000G1", "40000000001", None))),
+        rc(&call(&mut iss, &req(&bad_expiry, "0000000000G2", "40000000002", None))),
+        rc(&call(&mut iss, &req(card, "0000000000G3", "40000000002", Some(wrong_cvv2)))),
+    ];
+    assert_eq!(answers, ["05", "05", "05"], "no oracle: the same answer whatever was wrong");
+    // The right data with the right CVV2 is approved (two failures so far on this card).
+    assert_eq!(rc(&call(&mut iss, &req(card, "0000000000G4", "40000000003", Some(&card.cvv2)))), "00");
+    // Five failures on card 1 from five requestors: card 1 is locked, for everyone.
+    let c1 = &t.clear[1];
+    let mut c1_bad = c1.clone();
+    c1_bad.expiry = "3001".into();
+    for i in 0..5 {
+        assert_eq!(
+            rc(&call(&mut iss, &req(&c1_bad, &format!("L{i:011}"), &format!("4100000000{i}"), None))),
+            "05"
+        );
+    }
+    assert_eq!(
+        rc(&call(&mut iss, &req(c1, "0000000000L9", "42000000000", Some(&c1.cvv2)))),
+        "05",
+        "the card is locked: even the right data is declined"
+    );
+    // One requestor guessing five unknown PANs is locked on every card.
+    for i in 0..5 {
+        let mut u = card.clone();
+        u.pan = format!("476173900101{i:04}");
+        assert_eq!(rc(&call(&mut iss, &req(&u, &format!("U{i:011}"), "43000000000", None))), "05");
+    }
+    assert_eq!(
+        rc(&call(&mut iss, &req(card, "0000000000U9", "43000000000", None))),
+        "05",
+        "the requestor is locked"
+    );
+    assert_eq!(rc(&call(&mut iss, &req(card, "000000000U10", "44000000000", None))), "00", "others are not");
+}
+
+/// OTPs: three tries, then the step-up is closed (75); an OTP past its lifetime is refused.
+#[test]
+fn otp_tries_are_limited_and_otps_expire() {
+    let (iss, t) = test_issuer(|_| {});
+    let limits = issuer_sim::idv::IdvLimits { otp_ttl_ms: 1_000, max_failures: 50, ..Default::default() };
+    let mut iss = iss.with_idv_limits(limits);
+    let c1 = &t.clear[1];
+    assert_eq!(rc(&call(&mut iss, &idv_request(c1, "900000", "00000000OTP1", None))), "1A");
+    let otp = iss.otp_outbox.get("00000000OTP1").cloned().expect("OTP");
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    assert_eq!(rc(&call(&mut iss, &idv_request(c1, "910000", "00000000OTP1", Some(wrong)))), "05");
+    assert_eq!(rc(&call(&mut iss, &idv_request(c1, "910000", "00000000OTP1", Some(wrong)))), "05");
+    assert_eq!(rc(&call(&mut iss, &idv_request(c1, "910000", "00000000OTP1", Some(wrong)))), "75");
+    assert_eq!(rc(&call(&mut iss, &idv_request(c1, "910000", "00000000OTP1", Some(&otp)))), "05", "closed");
+    // Expiry: the OTP is issued at NOW_MS; a second later it is refused.
+    assert_eq!(rc(&call(&mut iss, &idv_request(c1, "900000", "00000000OTP2", None))), "1A");
+    let otp = iss.otp_outbox.get("00000000OTP2").cloned().expect("OTP");
+    let late = idv_request(c1, "910000", "00000000OTP2", Some(&otp));
+    let r = iss.handle(&late, Origin::Unauthenticated, NOW_MS + 1_001, NOW_YYMM, 1).expect("answer");
+    assert_eq!(rc(&r), "05", "expired");
 }
 
 #[test]
@@ -433,19 +515,22 @@ fn cloud_platform_idv_by_policy_expiry_and_otp() {
     use issuer_sim::host::CardholderCheck;
     let (mut iss, t) = test_issuer(|_| {});
     let v = |iss: &mut Issuer, c: &ClearTestCard, expiry: &str, session: &str, otp: Option<&str>| {
-        iss.verify_cardholder(&c.pan, expiry, session, otp, NOW_MS, NOW_YYMM, 424_242)
+        let ask =
+            issuer_sim::host::IdvAsk { pan: &c.pan, expiry, cvv2: None, requestor: "cloud", session, otp };
+        iss.verify_cardholder(&ask, NOW_MS, NOW_YYMM, 424_242)
     };
     assert_eq!(v(&mut iss, &t.clear[0], &t.clear[0].expiry, "cloud-1", None), CardholderCheck::Approved);
     assert_eq!(
         v(&mut iss, &t.clear[0], "0101", "cloud-2", None),
-        CardholderCheck::Declined { response_code: "54" },
+        CardholderCheck::Declined { response_code: "05" },
         "a wrong expiry"
     );
     let mut unknown = t.clear[0].clone();
     unknown.pan = "4761739001010010".into();
     assert_eq!(
         v(&mut iss, &unknown, &t.clear[0].expiry, "cloud-3", None),
-        CardholderCheck::Declined { response_code: "14" }
+        CardholderCheck::Declined { response_code: "05" },
+        "the same answer for a card that does not exist"
     );
     // Card 1's policy steps up: an OTP to the cardholder, checked on the second request.
     assert_eq!(v(&mut iss, &t.clear[1], &t.clear[1].expiry, "cloud-4", None), CardholderCheck::OtpSent);

@@ -63,6 +63,7 @@ framing = "2-byte-binary"
 cards = "accounts.toml"
 zpk = "{}"
 admin = "127.0.0.1:0"
+admin_token = "{ADMIN_TOKEN}"
 read_timeout_ms = 400
 [keys]
 keystore = "keys.toml"
@@ -73,7 +74,8 @@ when_mti = "0100"
 action = "drop"
 "#,
         issuer_sim::cards::ZPK_NAME
-    );
+    )
+    .replace("{ADMIN_TOKEN}", ADMIN_TOKEN);
     std::fs::write(dir.join("issuer-sim.toml"), cfg).expect("config");
     test
 }
@@ -122,12 +124,41 @@ fn balance(rsp: &Message) -> u64 {
     de54[8..].parse().expect("12 digits")
 }
 
-async fn admin(addr: &str, line: &str) -> String {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+const ADMIN_TOKEN: &str = "issuer-admin-test-credential";
+
+/// One HTTP call to the admin port: status and body.
+async fn admin_http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.expect("admin connect");
-    s.write_all(format!("{line}\n").as_bytes()).await.expect("admin write");
-    let mut lines = tokio::io::BufReader::new(s).lines();
-    lines.next_line().await.expect("admin read").expect("an answer line")
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("admin write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.expect("admin read");
+    let (head, rest) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    (head[9..12].parse().expect("status"), rest.to_string())
+}
+
+/// `faults`, `faults set JSON`: the rules as JSON, `ok N`, or `error: ...`.
+async fn admin(addr: &str, line: &str) -> String {
+    let (status, body) = match line.strip_prefix("faults set ") {
+        Some(rules) => admin_http(addr, "PUT", "/v1/faults", Some(ADMIN_TOKEN), rules).await,
+        None if line == "faults clear" => {
+            admin_http(addr, "DELETE", "/v1/faults", Some(ADMIN_TOKEN), "").await
+        }
+        None => admin_http(addr, "GET", "/v1/faults", Some(ADMIN_TOKEN), "").await,
+    };
+    match (status, line != "faults") {
+        (200, true) => {
+            let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            format!("ok {}", v["rules"])
+        }
+        (200, false) => body,
+        (s, _) => format!("error: {s} {body}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,6 +249,14 @@ async fn issuer_sim_binary_answers_declines_reverses_and_injects_faults() {
     assert!(link.recv_frame(Duration::from_millis(700)).await.is_none(), "dropped");
     let r = link.call(&network_management(&spec, "000051", "301")).await;
     assert_eq!((rc(&r), r.text(11).map(|s| s.into_owned())), ("00".into(), Some("000051".into())));
+
+    // The admin port is locked: no credential 401, a wrong one 403, and no cardholder OTPs
+    // outside test mode.
+    assert_eq!(admin_http(&sim.admin, "GET", "/v1/faults", None, "").await.0, 401);
+    assert_eq!(admin_http(&sim.admin, "PUT", "/v1/faults", Some("guess-guess-guess"), "[]").await.0, 403);
+    assert_eq!(admin_http(&sim.admin, "GET", "/v1/sms", None, "").await.0, 401);
+    assert_eq!(admin_http(&sim.admin, "GET", "/v1/sms", Some(ADMIN_TOKEN), "").await.0, 404);
+    assert!(admin(&sim.admin, "faults").await.contains("777"), "the config's rule, unchanged");
 
     // Admin: delay one card's requests; a later request of another card is answered first.
     let suffix = &card.pan[card.pan.len() - 4..];

@@ -140,7 +140,8 @@ pub async fn declines(w: &mut World, out: Out<'_>) -> Vec<Decline> {
         idv_decline(w, Model::Hce, 8, Some(&wrong), Otp::FromIssuer, "declines-expiry", out).await
     }
     .await;
-    d.push(decline("ID&V declined: wrong expiry (provisioning)", "provisioning", "54", r, out));
+    // One generic decline for any ID&V mismatch: a guesser must not learn which half was wrong.
+    d.push(decline("ID&V declined: wrong expiry (provisioning)", "provisioning", "05", r, out));
     d
 }
 

@@ -84,15 +84,15 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
     }
 }
 
-/// Serves the admin endpoint on `listener` until `shutdown` is cancelled.
+/// Serves the admin endpoint on `listener` behind `door` (limits, TLS) until `shutdown` is
+/// cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
+    door: door::DoorConfig,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+) -> Result<(), door::Error> {
+    door::serve(listener, router(state), door, shutdown).await
 }
 
 #[cfg(test)]
@@ -121,6 +121,7 @@ mod tests {
         let task = tokio::spawn(serve(
             listener,
             AdminState { metrics, readiness: readiness.clone(), certification: None },
+            door::DoorConfig::default(),
             stop.clone(),
         ));
         assert!(get(addr, "/health").await.starts_with("HTTP/1.1 200"));

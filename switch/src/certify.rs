@@ -107,10 +107,24 @@ impl CertificationLog {
         CertificationLog { terminals: Mutex::new(BTreeMap::new()), keep: keep.max(1), max_terminals: 10_000 }
     }
 
+    /// The same log for at most `max_terminals` terminals.
+    pub fn with_max_terminals(mut self, max_terminals: usize) -> Self {
+        self.max_terminals = max_terminals.max(1);
+        self
+    }
+
     fn record(&self, tid: String, report: MessageReport) {
         let mut t = self.terminals.lock().unwrap_or_else(|p| p.into_inner());
+        // Full: the terminal heard from longest ago makes room (a flood of made-up TIDs must
+        // neither grow the log nor lock real terminals out of it).
         if !t.contains_key(&tid) && t.len() >= self.max_terminals {
-            return;
+            let stalest = t
+                .iter()
+                .min_by_key(|(_, r)| r.recent.back().map(|m| m.at_ms).unwrap_or(0))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = stalest {
+                t.remove(&k);
+            }
         }
         let r =
             t.entry(tid.clone()).or_insert_with(|| TerminalReport { terminal_id: tid, ..Default::default() });
@@ -526,6 +540,21 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].element, "DE 55");
         assert!(f[0].expected.contains("DE 22 = 071"), "{f:?}");
+    }
+
+    #[test]
+    fn a_flood_of_made_up_terminals_stays_at_the_bound_and_the_newest_is_kept() {
+        let log = CertificationLog::new(2).with_max_terminals(50);
+        let m = chip("network", None, false);
+        let raw = m.encode().unwrap();
+        for i in 0..2_000u64 {
+            let mut x = m.clone();
+            x.set_text(41, &format!("T{i:07}")).unwrap();
+            log.record_message(&x, &raw, None, i);
+        }
+        assert_eq!(log.terminals().len(), 50);
+        assert!(log.terminal("T0001999").is_some(), "the newest terminal is recorded");
+        assert!(log.terminal("T0000000").is_none(), "the stalest made room");
     }
 
     #[test]

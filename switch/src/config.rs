@@ -61,6 +61,8 @@ pub struct TokenServiceConfig {
     pub luk_batch: u16,
     /// Cloud (HCE) tokens: seconds a batch of limited-use keys stays valid.
     pub luk_ttl_s: u64,
+    /// Limits and TLS of the provisioning API's door (`[token_service.door]`).
+    pub door: door::DoorConfig,
 }
 
 impl Default for TokenServiceConfig {
@@ -76,6 +78,7 @@ impl Default for TokenServiceConfig {
             issuers: Vec::new(),
             luk_batch: 10,
             luk_ttl_s: 86_400,
+            door: door::DoorConfig::default(),
         }
     }
 }
@@ -121,11 +124,13 @@ impl Default for NodeConfig {
 pub struct AdminConfig {
     /// `/metrics`, `/health`, `/ready`. Port 0 takes one from the OS.
     pub listen: String,
+    /// Limits and TLS of the admin door (`[admin.door]`); off loopback it needs TLS.
+    pub door: door::DoorConfig,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "127.0.0.1:0".into() }
+        AdminConfig { listen: "127.0.0.1:0".into(), door: door::DoorConfig::default() }
     }
 }
 
@@ -483,6 +488,7 @@ impl SwitchConfig {
             p.push("node.name: must not be empty".to_string());
         }
         check_addr(&mut p, "admin.listen", &self.admin.listen);
+        check_door(&mut p, "admin", &self.admin.listen, &self.admin.door);
         if self.listeners.is_empty() {
             p.push("listener: at least one acquirer listener is needed".into());
         }
@@ -584,6 +590,7 @@ impl SwitchConfig {
         let ts = &self.token_service;
         if ts.enabled {
             check_addr(&mut p, "token_service.listen", &ts.listen);
+            check_door(&mut p, "token_service", &ts.listen, &ts.door);
             if ts.ranges.is_empty() {
                 p.push("token_service.range: at least one token range is needed".into());
             }
@@ -736,6 +743,27 @@ fn check_addr(p: &mut Vec<String>, at: &str, addr: &str) {
     }
 }
 
+/// An HTTP door: its limits, and no plaintext off loopback unless the operator says so.
+fn check_door(p: &mut Vec<String>, at: &str, listen: &str, d: &door::DoorConfig) {
+    if let Err(e) = d.validate() {
+        p.push(format!("{at}.door: {e}"));
+    }
+    if let Some(t) = &d.tls
+        && (t.cert.as_os_str().is_empty() || t.key.as_os_str().is_empty())
+    {
+        p.push(format!("{at}.door.tls: cert and key are both required"));
+    }
+    if let Ok(a) = listen.parse::<SocketAddr>()
+        && !a.ip().is_loopback()
+        && d.tls.is_none()
+        && !d.insecure_plaintext
+    {
+        p.push(format!(
+            "{at}.listen: {a} is not loopback: set {at}.door.tls (or {at}.door.insecure_plaintext = true)"
+        ));
+    }
+}
+
 fn check_framing(p: &mut Vec<String>, at: &str, framing: &str) {
     if !FRAMINGS.contains(&framing) {
         p.push(format!("{at}.framing: expected one of {}, found {framing:?}", FRAMINGS.join(", ")));
@@ -776,6 +804,27 @@ mod tests {
         let p = SwitchConfig::default().validate();
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("no [[acquirer]] may use this listener"), "{p:?}");
+    }
+
+    #[test]
+    fn an_http_door_off_loopback_needs_tls_or_an_explicit_risk() {
+        let mut c = SwitchConfig::default();
+        c.admin.listen = "0.0.0.0:9000".into();
+        let p = c.validate().join("\n");
+        assert!(p.contains("admin.listen: 0.0.0.0:9000 is not loopback: set admin.door.tls"), "{p}");
+        c.admin.door.insecure_plaintext = true;
+        assert!(!c.validate().join("\n").contains("admin.listen"));
+        c.admin.door.insecure_plaintext = false;
+        c.admin.door.max_connections = 0;
+        c.admin.door.tls = Some(door::DoorTls { cert: "a.pem".into(), key: "".into(), client_ca: None });
+        let p = c.validate().join("\n");
+        assert!(p.contains("admin.door: max_connections must be at least 1"), "{p}");
+        assert!(p.contains("admin.door.tls: cert and key are both required"), "{p}");
+        assert!(!p.contains("admin.listen"), "{p}");
+        let t =
+            SwitchConfig::from_toml("[admin]\nlisten = \"127.0.0.1:0\"\n[admin.door]\nbody_limit = 1024\n")
+                .expect("door table");
+        assert_eq!(t.admin.door.body_limit, 1024);
     }
 
     #[test]

@@ -189,7 +189,7 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
         clock: Arc::new(SystemClock),
         entropy: Arc::new(OsEntropy),
         detokenizer,
-        base_dir: base,
+        base_dir: base.clone(),
     };
     let token_cfg = cfg.token_service.clone();
     let running = node::start(cfg, parts).await.map_err(|e| e.to_string())?;
@@ -212,8 +212,11 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
             .await
             .map_err(|e| format!("token_service.listen {}: {e}", token_cfg.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let api_door = token_cfg.door.resolved(&base);
+        door::open(addr, &api_door).map_err(|e| format!("token_service: {e}"))?;
         tracing::info!(%addr, "token service provisioning API listening");
-        api = Some((addr, tokio::spawn(switch::token::api::serve(listener, svc, api_stop.clone()))));
+        api =
+            Some((addr, tokio::spawn(switch::token::api::serve(listener, svc, api_door, api_stop.clone()))));
     }
     if let Some(path) = &cli.ready_file {
         let listeners: serde_json::Map<String, serde_json::Value> = running

@@ -271,8 +271,13 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
     let admin_addr = admin_listener.local_addr().map_err(|e| config_err(e.to_string()))?;
     let st = AdminState { metrics: metrics.clone(), readiness: readiness.clone(), certification };
     let admin_stop = stop_all.clone();
+    let admin_door = cfg.admin.door.resolved(&base);
+    // Refused here (plaintext off loopback, TLS files that do not load), not in the spawned task.
+    door::open(admin_addr, &admin_door).map_err(|e| config_err(format!("admin: {e}")))?;
     tokio::spawn(async move {
-        let _ = admin::serve(admin_listener, st, admin_stop).await;
+        if let Err(e) = admin::serve(admin_listener, st, admin_door, admin_stop).await {
+            tracing::error!(error = %e, "admin door closed");
+        }
     });
     readiness.set_listeners_up(true);
     Ok(RunningNode {

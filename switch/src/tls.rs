@@ -8,10 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -22,52 +20,31 @@ fn tls_err(detail: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, "tls", detail)
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(tls_err(format!("{}: no certificate in the file", path.display())));
+// PEM loading and the server config are shared with the HTTP doors (`door::tls`).
+fn door_err(e: door::Error) -> Error {
+    match e {
+        door::Error::Tls(d) => tls_err(d),
+        other => tls_err(other.to_string()),
     }
-    Ok(certs)
 }
 
-fn key(path: &Path) -> Result<PrivateKeyDer<'static>> {
-    // The error names the file only: a key's bytes never reach a message.
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|_| tls_err(format!("{}: no usable private key", path.display())))
+fn certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    door::tls::certs(path).map_err(door_err)
+}
+
+fn key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>> {
+    door::tls::key(path).map_err(door_err)
 }
 
 fn roots(path: &Path) -> Result<Arc<RootCertStore>> {
-    let mut store = RootCertStore::empty();
-    for c in certs(path)? {
-        store.add(c).map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
-    }
-    Ok(Arc::new(store))
+    door::tls::roots(path).map_err(door_err)
 }
 
 /// The server side of a listener.
 pub fn acceptor(cfg: &TlsConfig, base: &Path) -> Result<tokio_rustls::TlsAcceptor> {
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| tls_err(e.to_string()))?;
-    let builder = match &cfg.client_ca {
-        Some(ca) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots(&base.join(ca))?, provider())
-                .build()
-                .map_err(|e| tls_err(format!("client CA: {e}")))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let config = builder
-        .with_single_cert(certs(&base.join(&cfg.cert))?, key(&base.join(&cfg.key))?)
-        .map_err(|e| tls_err(format!("certificate and key: {e}")))?;
+    let ca = cfg.client_ca.as_ref().map(|c| base.join(c));
+    let config = door::tls::server_config(&base.join(&cfg.cert), &base.join(&cfg.key), ca.as_deref())
+        .map_err(door_err)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -76,7 +53,7 @@ pub fn connector(
     cfg: &LinkTlsConfig,
     base: &Path,
 ) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>)> {
-    let builder = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(door::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| tls_err(e.to_string()))?
         .with_root_certificates(roots(&base.join(&cfg.ca))?);

@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use codecs::framing::{Frame, FrameCodec};
 use codecs::iso8583::{Message, Mti};
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -85,29 +85,61 @@ impl SuiteReport {
     }
 }
 
-/// The issuer simulator's admin port (one command a line: `faults`, `faults set [JSON]`,
-/// `faults clear`), for cases that need the issuer slow or silent.
-#[derive(Debug, Clone)]
+/// The issuer simulator's admin port (HTTP, `Authorization: Bearer <token>`: `GET`/`PUT
+/// /v1/faults`), for cases that need the issuer slow or silent.
+#[derive(Clone)]
 pub struct IssuerAdmin {
+    /// `http://host:port` or `host:port`.
     pub addr: String,
+    /// The admin port's bearer credential.
+    pub token: String,
+}
+
+impl std::fmt::Debug for IssuerAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerAdmin").field("addr", &self.addr).finish_non_exhaustive()
+    }
 }
 
 impl IssuerAdmin {
-    pub async fn command(&self, line: &str) -> Result<String> {
-        let net = |e: std::io::Error| Error::Net(format!("issuer admin {}: {e}", self.addr));
-        let mut s = TcpStream::connect(&self.addr).await.map_err(net)?;
-        s.write_all(format!("{line}\n").as_bytes()).await.map_err(net)?;
-        let mut reply = String::new();
-        let mut r = BufReader::new(s);
-        tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut reply))
+    /// The fault rules in force, as JSON.
+    pub async fn faults(&self) -> Result<String> {
+        self.call("GET", "").await
+    }
+
+    /// Replaces the fault rules (a JSON array).
+    pub async fn set_faults(&self, rules: &str) -> Result<()> {
+        self.call("PUT", rules).await.map(|_| ())
+    }
+
+    async fn call(&self, method: &str, body: &str) -> Result<String> {
+        let host = self.addr.strip_prefix("http://").unwrap_or(&self.addr).trim_end_matches('/');
+        let net = |e: std::io::Error| Error::Net(format!("issuer admin {host}: {e}"));
+        let mut s = TcpStream::connect(host).await.map_err(net)?;
+        let req = format!(
+            "{method} /v1/faults HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.token,
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.map_err(net)?;
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
             .await
-            .map_err(|_| Error::Net(format!("issuer admin {}: no answer", self.addr)))?
+            .map_err(|_| Error::Net(format!("issuer admin {host}: no answer")))?
             .map_err(net)?;
-        let reply = reply.trim().to_string();
-        if reply.starts_with("error") {
-            return Err(Error::Net(format!("issuer admin: {reply}")));
+        let text = String::from_utf8_lossy(&raw);
+        let (head, rest) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| Error::Net(format!("issuer admin {host}: no HTTP answer")))?;
+        let status = head.split_whitespace().nth(1).unwrap_or("");
+        if status != "200" {
+            return Err(Error::Net(format!(
+                "issuer admin {host}: {method} answered {status}: {}",
+                rest.trim()
+            )));
         }
-        Ok(reply)
+        Ok(rest.trim().to_string())
     }
 }
 
@@ -491,13 +523,13 @@ async fn issuer_timeout(t: &mut Terminal<'_>) -> CaseResult {
     };
     let card = roomy(t.setup).clone();
     let go = async {
-        let saved = admin.command("faults").await?;
+        let saved = admin.faults().await?;
         let before = t.balance(&card).await?;
         // The issuer books the 0100 and never answers; its reversal (0420) gets through.
-        admin.command(r#"faults set [{"when_amount": 1777, "when_mti": "0100", "action": "drop"}]"#).await?;
+        admin.set_faults(r#"[{"when_amount": 1777, "when_mti": "0100", "action": "drop"}]"#).await?;
         let m = t.request(&card, 1777, "000000")?;
         let reply = t.call(&m).await;
-        admin.command(&format!("faults set {saved}")).await?;
+        admin.set_faults(&saved).await?;
         let reply = reply?;
         let mut after = t.balance(&card).await?;
         for _ in 0..50 {

@@ -74,6 +74,9 @@ pub struct PortsFile {
     /// The issuer simulator's admin port (fault injection), when the network offers one.
     #[serde(default)]
     pub issuer_admin: Option<String>,
+    /// Its bearer credential.
+    #[serde(default)]
+    pub issuer_admin_token: Option<String>,
 }
 
 impl PortsFile {

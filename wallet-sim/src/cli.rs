@@ -89,19 +89,28 @@ fn read_ports(path: &PathBuf) -> Result<Value> {
     serde_json::from_str(&t).with_context(|| format!("{} is not a ports file", path.display()))
 }
 
-/// The newest one-time password the issuer texted for `masked_pan` (its admin port's `sms`).
-fn texted_otp(admin: &str, masked_pan: &str) -> Result<Option<String>> {
+/// The newest one-time password the issuer texted for `masked_pan` (its admin port's
+/// `GET /v1/sms`, a test network only, with the admin port's bearer credential).
+fn texted_otp(admin: &str, token: &str, masked_pan: &str) -> Result<Option<String>> {
     use std::io::Read;
+    let host = admin.strip_prefix("http://").unwrap_or(admin).trim_end_matches('/');
     let mut s =
-        std::net::TcpStream::connect(admin).with_context(|| format!("the issuer's admin port {admin}"))?;
+        std::net::TcpStream::connect(host).with_context(|| format!("the issuer's admin port {host}"))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    s.write_all(b"sms\n")?;
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while s.read(&mut b)? == 1 && b[0] != b'\n' {
-        line.push(b[0]);
+    write!(
+        s,
+        "GET /v1/sms HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("the issuer's admin port: no HTTP answer"))?;
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        bail!("the issuer's admin port answered {status} to GET /v1/sms");
     }
-    let texts: Vec<Value> = serde_json::from_slice(&line).context("the issuer's sms answer")?;
+    let texts: Vec<Value> = serde_json::from_str(body.trim()).context("the issuer's sms answer")?;
     Ok(texts
         .iter()
         .rev()
@@ -154,6 +163,8 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             };
             let mut given = otp;
             let issuer_admin = ports.get("issuer_admin").and_then(Value::as_str).map(str::to_string);
+            let admin_token =
+                ports.get("issuer_admin_token").and_then(Value::as_str).unwrap_or_default().to_string();
             let masked = crate::card::mask(&holder.pan);
             let mut ask = move || -> Result<String> {
                 if let Some(o) = given.take() {
@@ -161,7 +172,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
                 }
                 // The simulated cardholder's phone receives the issuer's text message.
                 if let Some(admin) = &issuer_admin
-                    && let Some(code) = texted_otp(admin, &masked)?
+                    && let Some(code) = texted_otp(admin, &admin_token, &masked)?
                 {
                     return Ok(code);
                 }

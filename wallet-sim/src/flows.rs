@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use crate::card::mask;
-use crate::ota::{KeySet, OtaReceipt, OtaScript};
+use crate::ota::{OtaReceipt, OtaScript};
 use crate::phone::Phone;
 use crate::phone::hce::HceKind;
 use crate::providers::ProviderAddrs;
@@ -177,15 +177,45 @@ pub async fn provision(
     Ok(card_id)
 }
 
-/// Has `name` issue a secure element (`POST base+path`) and fits it into the phone with its ISD
-/// keys, owned by `owner`: the SE's id.
-async fn issue_se(phone: &mut Phone, name: &str, base: &str, path: &str, owner: &str) -> Result<String> {
-    let a = ok(name, http::post(base, path, None, &json!({})).await?)?;
+/// Has `name` issue a secure element (`POST base+path`, as `bearer` when given) made with a key
+/// pair of its own, and fits it into the phone with its ISD keys — sealed for that key, opened
+/// inside the element — owned by `owner`: the SE's id, and the owner credential when the issuer
+/// gave one.
+async fn issue_se(
+    phone: &mut Phone,
+    name: &str,
+    base: &str,
+    path: &str,
+    owner: &str,
+    bearer: Option<&str>,
+) -> Result<(String, Option<String>)> {
+    let se_pk = phone.order_secure_element(owner)?;
+    let a = ok(name, http::post(base, path, bearer, &json!({"se_public_key": se_pk})).await?)?;
     let se_id = s(&a, "se_id")?.to_string();
-    let keys: KeySet =
-        serde_json::from_value(a.get("isd_keys").cloned().unwrap_or(Value::Null)).context("ISD keys")?;
-    phone.fit_secure_element(&se_id, owner, s(&a, "isd_aid")?, keys)?;
-    Ok(se_id)
+    phone.fit_sealed_secure_element(&se_id, owner, s(&a, "isd_aid")?, s(&a, "sealed_isd_keys")?)?;
+    Ok((se_id, a.get("owner_token").and_then(Value::as_str).map(str::to_string)))
+}
+
+/// The credential the provider at `base` issued this phone (registering the device first when
+/// it has none): `POST base/v1/devices` with the device's id and public key.
+async fn device_credential(phone: &mut Phone, base: &str, name: &str, io: &mut Io<'_>) -> Result<String> {
+    if let Some(t) = phone.credential(base) {
+        return Ok(t.to_string());
+    }
+    io.step("phone", name, "register the device (id and public key)");
+    let body = json!({"device_id": phone.device_id(), "device_public_key": phone.device_public_key()?});
+    let a = ok(name, http::post(base, "/v1/devices", None, &body).await?)?;
+    let token = s(&a, "device_token")?.to_string();
+    phone.set_credential(base, &token)?;
+    Ok(token)
+}
+
+/// The SE operator's owner credential for the phone's SE.
+fn operator_credential(phone: &Phone, addrs: &ProviderAddrs) -> Result<String> {
+    phone
+        .credential(&addrs.se_operator)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no SE operator credential on this phone for {}", addrs.se_operator))
 }
 
 async fn issuer_se(
@@ -194,11 +224,15 @@ async fn issuer_se(
     card: &CardholderCard,
     io: &mut Io<'_>,
 ) -> Result<String> {
+    // The issuer's perso bureau does this, at its counter: it holds the bureau credential.
+    let bureau = addrs.bureau_token.as_deref().ok_or_else(|| anyhow!("no perso bureau credential"))?;
     let se_id = match phone.secure_element("issuer") {
         Some(s) => s.to_string(),
         None => {
             io.step("cardholder", "issuer", "request an issuer-owned secure element");
-            let se_id = issue_se(phone, "issuer", &addrs.sp_tsm, "/v1/issuer-se/issue", "issuer").await?;
+            let (se_id, _) =
+                issue_se(phone, "issuer", &addrs.sp_tsm, "/v1/issuer-se/issue", "issuer", Some(bureau))
+                    .await?;
             io.step(
                 "issuer",
                 "phone",
@@ -210,8 +244,13 @@ async fn issuer_se(
     io.step("cardholder", "issuer", format!("personalise card {} into SE {se_id}", mask(&card.pan)));
     let a = ok(
         "issuer perso bureau",
-        http::post(&addrs.sp_tsm, "/v1/issuer-se/perso", None, &json!({"se_id": se_id, "pan": card.pan}))
-            .await?,
+        http::post(
+            &addrs.sp_tsm,
+            "/v1/issuer-se/perso",
+            Some(bureau),
+            &json!({"se_id": se_id, "pan": card.pan}),
+        )
+        .await?,
     )?;
     io.provider_steps(&a);
     let script: OtaScript =
@@ -225,10 +264,18 @@ async fn issuer_se(
 }
 
 async fn operator_se(phone: &mut Phone, addrs: &ProviderAddrs, io: &mut Io<'_>) -> Result<String> {
-    if let Some(s) = phone.secure_element("se-operator") {
+    if let Some(s) = phone.secure_element("se-operator")
+        && phone.credential(&addrs.se_operator).is_some()
+    {
         return Ok(s.to_string());
     }
-    let se_id = issue_se(phone, "SE operator", &addrs.se_operator, "/v1/se/issue", "se-operator").await?;
+    if phone.secure_element("se-operator").is_some() {
+        bail!("this phone's SE came from another SE operator than {}", addrs.se_operator);
+    }
+    let (se_id, owner) =
+        issue_se(phone, "SE operator", &addrs.se_operator, "/v1/se/issue", "se-operator", None).await?;
+    let owner = owner.ok_or_else(|| anyhow!("the SE operator gave no owner credential"))?;
+    phone.set_credential(&addrs.se_operator, &owner)?;
     io.step(
         "SE operator",
         "phone",
@@ -239,7 +286,8 @@ async fn operator_se(phone: &mut Phone, addrs: &ProviderAddrs, io: &mut Io<'_>) 
 
 /// Fetches the SE TSM's queued scripts, runs them in the SE, sends back the receipts.
 pub async fn fetch_ota(phone: &mut Phone, addrs: &ProviderAddrs, se_id: &str, io: &mut Io<'_>) -> Result<()> {
-    let a = ok("SE TSM", http::get(&addrs.se_operator, &format!("/v1/ota/{se_id}")).await?)?;
+    let owner = operator_credential(phone, addrs)?;
+    let a = ok("SE TSM", http::get(&addrs.se_operator, &format!("/v1/ota/{se_id}"), Some(&owner)).await?)?;
     let scripts: Vec<OtaScript> =
         serde_json::from_value(a.get("scripts").cloned().unwrap_or(Value::Null)).context("scripts")?;
     io.step("SE TSM", "phone", format!("{} OTA script(s), encrypted and MACed", scripts.len()));
@@ -254,7 +302,7 @@ pub async fn fetch_ota(phone: &mut Phone, addrs: &ProviderAddrs, se_id: &str, io
         http::post(
             &addrs.se_operator,
             &format!("/v1/ota/{se_id}/receipt"),
-            None,
+            Some(&owner),
             &json!({"receipts": receipts}),
         )
         .await?,
@@ -273,13 +321,14 @@ async fn tsm_pan(
     io: &mut Io<'_>,
 ) -> Result<String> {
     let se_id = operator_se(phone, addrs, io).await?;
+    let owner = operator_credential(phone, addrs)?;
     io.step("cardholder", "SE operator", format!("apply for a mobile card in SE {se_id}"));
     let app = ok(
         "SE operator",
         http::post(
             &addrs.se_operator,
             "/v1/applications",
-            None,
+            Some(&owner),
             &json!({"se_id": se_id, "cardholder": "test"}),
         )
         .await?,
@@ -310,17 +359,18 @@ async fn add_with_idv(
     name: &str,
     base: &str,
     path: &str,
+    bearer: &str,
     body: &Value,
     what: &'static str,
     io: &mut Io<'_>,
 ) -> Result<Value> {
-    let mut a = ok(name, http::post(base, path, None, body).await?)?;
+    let mut a = ok(name, http::post(base, path, Some(bearer), body).await?)?;
     io.provider_steps(&a);
     if s(&a, "status")? == "otp_required" {
         let otp = (io.otp)()?;
         io.step("cardholder", name, "one-time password");
         let otp_body = json!({"provisioning_id": s(&a, "provisioning_id")?, "otp": otp});
-        a = ok(name, http::post(base, &format!("{path}/otp"), None, &otp_body).await?)?;
+        a = ok(name, http::post(base, &format!("{path}/otp"), Some(bearer), &otp_body).await?)?;
         io.provider_steps(&a);
     }
     if s(&a, "status")? != "approved" {
@@ -336,9 +386,11 @@ async fn tsm_token(
     io: &mut Io<'_>,
 ) -> Result<String> {
     let se_id = operator_se(phone, addrs, io).await?;
+    let owner = operator_credential(phone, addrs)?;
     io.step("cardholder", "SE TSM", format!("add card {} as a token in SE {se_id}", mask(&card.pan)));
     let body = json!({"se_id": se_id, "pan": card.pan, "expiry": card.expiry});
-    let a = add_with_idv("SE TSM", &addrs.se_operator, "/v1/tokens", &body, "tokenization", io).await?;
+    let a =
+        add_with_idv("SE TSM", &addrs.se_operator, "/v1/tokens", &owner, &body, "tokenization", io).await?;
     fetch_ota(phone, addrs, &se_id, io).await?;
     Ok(s(&a, "card_id")?.to_string())
 }
@@ -352,11 +404,12 @@ async fn token_requestor(
 ) -> Result<String> {
     let dpk = phone.device_public_key()?;
     let device_id = phone.device_id().to_string();
+    let cred = device_credential(phone, base, name, io).await?;
     io.step("cardholder", &format!("{name} app"), format!("card number {} typed in", mask(&card.pan)));
     io.step("phone", name, "add card (with the device's public key)");
     let body =
         json!({"device_id": device_id, "device_public_key": dpk, "pan": card.pan, "expiry": card.expiry});
-    let a = add_with_idv(name, base, "/v1/cards", &body, "provisioning", io).await?;
+    let a = add_with_idv(name, base, "/v1/cards", &cred, &body, "provisioning", io).await?;
     let token_ref = s(&a, "token_ref")?.to_string();
     let card_id = phone.install_token(
         &token_ref,
@@ -370,8 +423,13 @@ async fn token_requestor(
     );
     let l = ok(
         name,
-        http::post(base, &format!("/v1/cards/{token_ref}/loaded"), None, &json!({"device_id": device_id}))
-            .await?,
+        http::post(
+            base,
+            &format!("/v1/cards/{token_ref}/loaded"),
+            Some(&cred),
+            &json!({"device_id": device_id}),
+        )
+        .await?,
     )?;
     io.provider_steps(&l);
     Ok(card_id)
@@ -388,11 +446,12 @@ async fn hce_pan(
     const NAME: &str = "cloud platform";
     let dpk = phone.device_public_key()?;
     let device_id = phone.device_id().to_string();
+    let cred = device_credential(phone, &addrs.cloud, NAME, io).await?;
     io.step("cardholder", "cloud platform app", format!("card number {} typed in", mask(&card.pan)));
     io.step("phone", NAME, "add the card itself, real PAN (with the device's public key)");
     let body =
         json!({"device_id": device_id, "device_public_key": dpk, "pan": card.pan, "expiry": card.expiry});
-    let a = add_with_idv(NAME, &addrs.cloud, "/v1/pan-cards", &body, "provisioning", io).await?;
+    let a = add_with_idv(NAME, &addrs.cloud, "/v1/pan-cards", &cred, &body, "provisioning", io).await?;
     let card_id = phone.install_pan_card(s(&a, "card_ref")?, "cloud", s(&a, "encrypted_card_data")?)?;
     let n = phone.profile(&card_id).and_then(|p| p.luks_left()).unwrap_or(0);
     io.step(
@@ -421,9 +480,10 @@ pub async fn replenish(
         Some(HceKind::RealPan) => (format!("/v1/pan-cards/{token_ref}/replenish"), "encrypted_card_data"),
         _ => (format!("/v1/cards/{token_ref}/replenish"), "encrypted_token_data"),
     };
+    let cred = device_credential(phone, &addrs.cloud, "cloud platform", io).await?;
     let a = ok(
         "cloud platform",
-        http::post(&addrs.cloud, &path, None, &json!({"device_id": phone.device_id()})).await?,
+        http::post(&addrs.cloud, &path, Some(&cred), &json!({"device_id": phone.device_id()})).await?,
     )?;
     io.provider_steps(&a);
     let n = phone.replenish(token_ref, s(&a, field)?)?;

@@ -377,13 +377,14 @@ pub fn router(svc: Arc<TokenService>) -> Router {
         .with_state(svc)
 }
 
-/// Serves the API on `listener` until `stop`.
+/// Serves the API on `listener` behind `door` (limits, TLS) until `stop`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     svc: Arc<TokenService>,
+    door: door::DoorConfig,
     stop: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(svc)).with_graceful_shutdown(async move { stop.cancelled().await }).await
+) -> Result<(), door::Error> {
+    door::serve(listener, router(svc), door, stop).await
 }
 
 #[cfg(test)]

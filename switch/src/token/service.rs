@@ -89,6 +89,10 @@ pub struct ProvisionRequest {
     /// Allowed entry modes (DE 22 first two digits); default contactless (07).
     #[serde(default)]
     pub entry_modes: Vec<String>,
+    /// The card's CVV2 as the cardholder typed it (3 or 4 digits), when the requestor's app asks
+    /// for it: the issuer verifies it in ID&V (DE 48 subelement 92).
+    #[serde(default)]
+    pub cvv2: Option<String>,
 }
 
 /// What a provisioning call answers.
@@ -135,6 +139,28 @@ struct Pending {
     request_id: String,
 }
 
+/// How much the token service keeps in memory between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Answers kept for repeated request ids, and for how long.
+    pub answered: usize,
+    pub answered_ttl_ms: u64,
+    /// OTP step-ups pending, and for how long (the issuer's OTP lives 5 minutes).
+    pub pending: usize,
+    pub pending_ttl_ms: u64,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            answered: 100_000,
+            answered_ttl_ms: 24 * 60 * 60 * 1000,
+            pending: 10_000,
+            pending_ttl_ms: 15 * 60 * 1000,
+        }
+    }
+}
+
 pub struct TokenService {
     engine: Arc<Engine>,
     vault: Arc<TokenVault>,
@@ -144,8 +170,10 @@ pub struct TokenService {
     ranges: Vec<TokenKeys>,
     requestors: HashMap<String, Requestor>,
     spec: Arc<Spec>,
-    answered: Mutex<HashMap<(String, String), ProvisionOutcome>>,
-    pending: Mutex<HashMap<String, Pending>>,
+    /// Answers to repeat for a repeated request id: bounded, for a day.
+    answered: Mutex<door::bounded::BoundedMap<(String, String), ProvisionOutcome>>,
+    /// Step-ups waiting for the cardholder's OTP: bounded, for a quarter of an hour.
+    pending: Mutex<door::bounded::BoundedMap<String, Pending>>,
     refs: Mutex<HashMap<String, String>>,
     stan: AtomicU32,
     cvn: Cvn,
@@ -189,8 +217,14 @@ impl TokenService {
             ranges,
             requestors: requestors.into_iter().map(|r| (r.id.clone(), r)).collect(),
             spec: Spec::builtin("network").cloned().unwrap_or_else(|| unreachable!("built-in spec")),
-            answered: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            answered: Mutex::new(door::bounded::BoundedMap::new(
+                StateLimits::default().answered,
+                StateLimits::default().answered_ttl_ms,
+            )),
+            pending: Mutex::new(door::bounded::BoundedMap::new(
+                StateLimits::default().pending,
+                StateLimits::default().pending_ttl_ms,
+            )),
             refs: Mutex::new(refs),
             stan: AtomicU32::new(1),
             cvn: Cvn::Visa18,
@@ -307,6 +341,30 @@ impl TokenService {
         }
     }
 
+    /// Changes how much is kept in memory between requests (entries over the new bounds go,
+    /// oldest first).
+    pub fn limit_state(&self, l: StateLimits) {
+        let now_ms = self.engine.clock.now_ms();
+        self.answered.lock().unwrap_or_else(|p| p.into_inner()).set_limits(
+            l.answered,
+            l.answered_ttl_ms,
+            now_ms,
+        );
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).set_limits(
+            l.pending,
+            l.pending_ttl_ms,
+            now_ms,
+        );
+    }
+
+    /// Entries kept now: (answers to repeat, step-ups pending).
+    pub fn state_sizes(&self) -> (usize, usize) {
+        (
+            self.answered.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        )
+    }
+
     fn random(&self, n: usize) -> Vec<u8> {
         let mut b = vec![0u8; n];
         self.engine.entropy.fill(&mut b);
@@ -354,7 +412,8 @@ impl TokenService {
         req: ProvisionRequest,
     ) -> Result<ProvisionOutcome, TspError> {
         let key = (requestor.id.clone(), req.request_id.clone());
-        if let Some(done) = self.answered.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        let now_ms = self.engine.clock.now_ms();
+        if let Some(done) = self.answered.lock().unwrap_or_else(|p| p.into_inner()).get(&key, now_ms) {
             return Ok(done.clone());
         }
         if req.request_id.is_empty() || req.request_id.len() > 64 {
@@ -382,7 +441,15 @@ impl TokenService {
             "{:012}",
             u64::from_be_bytes(self.random(8).try_into().unwrap_or([0; 8])) % 1_000_000_000_000
         );
-        let msg = self.idv_message(&req.pan, &req.expiry, "900000", &session, requestor, None)?;
+        if let Some(c) = &req.cvv2
+            && !((3..=4).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(bad("cvv2: 3 or 4 digits"));
+        }
+        let mut msg = self.idv_message(&req.pan, &req.expiry, "900000", &session, requestor, None)?;
+        if let Some(c) = &req.cvv2 {
+            msg.set_text(48, &format!("92{:02}{c}", c.len())).map_err(|e| bad(e.to_string()))?;
+        }
         let answer = match self.engine.issuer_call(&req.pan, &msg).await {
             Ok(a) => a,
             Err(_) => return Ok(ProvisionOutcome::IssuerUnavailable),
@@ -392,6 +459,7 @@ impl TokenService {
         let outcome = match rc.as_str() {
             "00" => self.issue(requestor, &pan, &req.expiry, &device_key, entry_modes).await?,
             "1A" => {
+                let now_ms = self.engine.clock.now_ms();
                 self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(
                     session.clone(),
                     Pending {
@@ -402,6 +470,7 @@ impl TokenService {
                         entry_modes,
                         request_id: req.request_id.clone(),
                     },
+                    now_ms,
                 );
                 ProvisionOutcome::OtpRequired { provisioning_id: session }
             }
@@ -411,7 +480,8 @@ impl TokenService {
     }
 
     fn remember(&self, key: (String, String), o: ProvisionOutcome) -> Result<ProvisionOutcome, TspError> {
-        self.answered.lock().unwrap_or_else(|p| p.into_inner()).insert(key, o.clone());
+        let now_ms = self.engine.clock.now_ms();
+        self.answered.lock().unwrap_or_else(|p| p.into_inner()).insert(key, o.clone(), now_ms);
         Ok(o)
     }
 
@@ -424,7 +494,7 @@ impl TokenService {
     ) -> Result<ProvisionOutcome, TspError> {
         let p = {
             let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            match pending.get(provisioning_id) {
+            match pending.get(provisioning_id, self.engine.clock.now_ms()) {
                 Some(p) if p.requestor == requestor.id => Pending {
                     requestor: p.requestor.clone(),
                     pan: p.pan.clone(),

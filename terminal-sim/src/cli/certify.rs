@@ -36,6 +36,9 @@ pub struct Args {
     /// file's `issuer_admin`; the case is skipped without one).
     #[arg(long, value_name = "HOST:PORT")]
     pub issuer_admin: Option<String>,
+    /// The admin port's bearer credential (default: the ports file's `issuer_admin_token`).
+    #[arg(long)]
+    pub issuer_admin_token: Option<String>,
     /// How long to wait for each answer (above the switch's issuer timeout).
     #[arg(long, default_value_t = 15_000)]
     pub response_timeout_ms: u64,
@@ -63,11 +66,10 @@ pub async fn execute(a: &Args) -> Result<SuiteReport> {
     let setup = Setup {
         target,
         cards: p.test_cards.clone(),
-        issuer_admin: a
-            .issuer_admin
-            .clone()
-            .or_else(|| p.issuer_admin.clone())
-            .map(|addr| IssuerAdmin { addr }),
+        issuer_admin: a.issuer_admin.clone().or_else(|| p.issuer_admin.clone()).map(|addr| IssuerAdmin {
+            addr,
+            token: a.issuer_admin_token.clone().or_else(|| p.issuer_admin_token.clone()).unwrap_or_default(),
+        }),
         response_timeout: Duration::from_millis(a.response_timeout_ms),
         tid: a.tid.clone(),
     };

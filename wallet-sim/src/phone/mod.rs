@@ -46,6 +46,12 @@ pub struct PhoneState {
     /// How each card got here: card id → operating model (issuer-se, tsm-se-pan, ...).
     #[serde(default)]
     pub models: Vec<(String, String)>,
+    /// The credentials providers issued this phone's owner at registration: provider → token.
+    #[serde(default)]
+    pub credentials: Vec<(String, String)>,
+    /// Secure elements on order: owner → the P-256 secret (hex) their ISD keys are sealed for.
+    #[serde(default)]
+    pub se_orders: Vec<(String, String)>,
 }
 
 /// One card on the phone, for display.
@@ -89,6 +95,8 @@ impl Phone {
                 hce: HceArea::new(hce::new_device_secret()?),
                 default_card: None,
                 models: Vec::new(),
+                credentials: Vec::new(),
+                se_orders: Vec::new(),
             },
             path: None,
             session: None,
@@ -155,6 +163,60 @@ impl Phone {
             return Err(PhoneError::Refused(format!("secure element {se_id} is already fitted")));
         }
         self.state.secure_elements.push(SecureElement::manufactured(se_id, owner, isd_aid, isd_keys));
+        self.save()
+    }
+
+    /// The key pair a secure element from `owner` is made with: its public key (hex), for the
+    /// issuer of the SE to seal the ISD keys for. Ordering again replaces an order not fitted.
+    pub fn order_secure_element(&mut self, owner: &str) -> Result<String, PhoneError> {
+        let secret = hce::new_device_secret()?;
+        let raw =
+            zeroize::Zeroizing::new(hex::decode(&secret).map_err(|e| PhoneError::Refused(e.to_string()))?);
+        let pk = crypto::device::public_key(&raw).map_err(|e| PhoneError::Refused(e.to_string()))?;
+        self.state.se_orders.retain(|(o, _)| o != owner);
+        self.state.se_orders.push((owner.to_string(), secret));
+        self.save()?;
+        Ok(hex::encode_upper(pk))
+    }
+
+    /// Fits the secure element ordered from `owner`: its ISD keys, sealed for the SE's key
+    /// ([`se::ISD_KEYS_INFO`]), open inside the element only.
+    pub fn fit_sealed_secure_element(
+        &mut self,
+        se_id: &str,
+        owner: &str,
+        isd_aid: &str,
+        sealed_isd_keys_hex: &str,
+    ) -> Result<(), PhoneError> {
+        let secret = self
+            .state
+            .se_orders
+            .iter()
+            .find(|(o, _)| o == owner)
+            .map(|(_, s)| zeroize::Zeroizing::new(s.clone()))
+            .ok_or_else(|| PhoneError::Refused(format!("no secure element ordered from {owner}")))?;
+        let raw = zeroize::Zeroizing::new(
+            hex::decode(secret.as_str()).map_err(|e| PhoneError::Refused(e.to_string()))?,
+        );
+        let sealed = hex::decode(sealed_isd_keys_hex)
+            .map_err(|_| PhoneError::Refused("sealed ISD keys: expected hex".into()))?;
+        let plain = crypto::device::open(&raw, se::ISD_KEYS_INFO, &sealed)
+            .map_err(|e| PhoneError::Refused(format!("the ISD keys do not open in this SE: {e}")))?;
+        let keys: KeySet = serde_json::from_slice(&plain)
+            .map_err(|_| PhoneError::Refused("the ISD keys are not a key set".into()))?;
+        self.state.se_orders.retain(|(o, _)| o != owner);
+        self.fit_secure_element(se_id, owner, isd_aid, keys)
+    }
+
+    /// The credential `provider` issued this phone's owner, if any.
+    pub fn credential(&self, provider: &str) -> Option<&str> {
+        self.state.credentials.iter().find(|(p, _)| p == provider).map(|(_, t)| t.as_str())
+    }
+
+    /// Keeps the credential `provider` issued.
+    pub fn set_credential(&mut self, provider: &str, token: &str) -> Result<(), PhoneError> {
+        self.state.credentials.retain(|(p, _)| p != provider);
+        self.state.credentials.push((provider.to_string(), token.to_string()));
         self.save()
     }
 

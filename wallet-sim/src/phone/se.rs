@@ -76,6 +76,10 @@ impl PersoData {
     }
 }
 
+/// The context label ISD keys travel under, sealed for the secure element's own P-256 key
+/// (`crypto::device`): whoever issues an SE never sends its keys in clear.
+pub const ISD_KEYS_INFO: &[u8] = b"paynet isd keys v1";
+
 /// One secure element.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SecureElement {

@@ -20,9 +20,9 @@ pub async fn post(base: &str, path: &str, bearer: Option<&str>, body: &Value) ->
     request("POST", base, path, bearer, Some(body)).await
 }
 
-/// `GET base+path`.
-pub async fn get(base: &str, path: &str) -> Result<Answer> {
-    request("GET", base, path, None, None).await
+/// `GET base+path` (with `Authorization: Bearer` when given).
+pub async fn get(base: &str, path: &str, bearer: Option<&str>) -> Result<Answer> {
+    request("GET", base, path, bearer, None).await
 }
 
 async fn request(
@@ -89,6 +89,7 @@ pub fn ok(party: &str, a: Answer) -> Result<Value> {
 }
 
 /// A provider's error answer: `{"error": kind, "detail"}`.
+#[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String, pub String);
 
 impl ApiError {
@@ -125,11 +126,12 @@ pub fn field<'a>(v: &'a Value, name: &str) -> std::result::Result<&'a str, ApiEr
     v.get(name).and_then(Value::as_str).ok_or_else(|| ApiError::bad(format!("field {name} is required")))
 }
 
-/// Runs an axum router on `listener` until `stop` fires.
+/// Runs an axum router on `listener` behind the shared door (header and request timeouts, body
+/// and connection limits; loopback, so plaintext) until `stop` fires.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     stop: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
+) -> Result<(), door::Error> {
+    door::serve(listener, router, door::DoorConfig::default(), stop).await
 }

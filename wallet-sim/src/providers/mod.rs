@@ -11,7 +11,12 @@
 //!
 //! The issuer's perso data comes from the issuer's own system through [`IssuerPerso`] (the issuer
 //! and its SP TSM are one organisation); what leaves it is sealed for the party that may read it.
+//!
+//! Every endpoint that acts for someone authenticates them ([`auth`]): the phone's owner with the
+//! credential issued at registration, the issuer's perso bureau, the SP TSM at the SE TSM. No
+//! answer carries a key in clear: keys leave sealed for the recipient's P-256 key.
 
+pub mod auth;
 pub mod http;
 pub mod requestor;
 pub mod se_tsm;
@@ -62,6 +67,10 @@ pub struct IdvRequest<'a> {
     pub expiry: &'a str,
     pub session: &'a str,
     pub otp: Option<&'a str>,
+    /// The card's CVV2 as the cardholder typed it, when the requestor asked for it.
+    pub cvv2: Option<&'a str>,
+    /// Who asks (the issuer counts failed attempts per requestor as well as per card).
+    pub requestor: &'a str,
 }
 
 /// The issuer's answer.
@@ -102,19 +111,34 @@ pub struct ProvidersConfig {
 
 /// Where the providers listen (`http://127.0.0.1:port`); what a ports file lists as
 /// `wallet_providers`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProviderAddrs {
     pub sp_tsm: String,
     pub se_operator: String,
     pub cloud: String,
     pub wallet: String,
+    /// The issuer's perso bureau credential at the SP TSM (test material, like the ports file's
+    /// `token_requestors`): model 1's issuer-owned SE is issued and personalised by the bureau.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bureau_token: Option<String>,
+}
+
+impl std::fmt::Debug for ProviderAddrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderAddrs")
+            .field("sp_tsm", &self.sp_tsm)
+            .field("se_operator", &self.se_operator)
+            .field("cloud", &self.cloud)
+            .field("wallet", &self.wallet)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The running providers.
 pub struct Running {
     pub addrs: ProviderAddrs,
     stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), door::Error>>>,
 }
 
 impl Running {
@@ -145,8 +169,13 @@ pub async fn start(cfg: ProvidersConfig) -> Result<Running> {
     let (cloud_l, cloud_addr) = bind().await?;
     let (wallet_l, wallet_addr) = bind().await?;
     let token = |kind: &str| credential(&cfg, kind).map(|c| token::TokenClient::new(&cfg.token_api, &c));
-    let se = se_tsm::router(se_tsm::SeTsm::new(token("se-tsm"))?);
-    let sp = sp_tsm::router(sp_tsm::SpTsm::new(cfg.issuer_perso.clone(), &se_addr)?);
+    let secret = |_| auth::new_secret().map_err(|e| anyhow::anyhow!("{}", e.2));
+    let (bureau_token, sp_secret) = (secret(0)?, secret(1)?);
+    let se_tsm = se_tsm::SeTsm::new(token("se-tsm"))?;
+    se_tsm.add_service_provider(sp_tsm::SP_ID, &sp_secret).map_err(|e| anyhow::anyhow!("{}", e.2))?;
+    let se = se_tsm::router(se_tsm);
+    let sp =
+        sp_tsm::router(sp_tsm::SpTsm::new(cfg.issuer_perso.clone(), &se_addr, &bureau_token, &sp_secret)?);
     let cloud = requestor::router(requestor::Front::with_issuer(
         "cloud",
         "cloud platform",
@@ -166,6 +195,7 @@ pub async fn start(cfg: ProvidersConfig) -> Result<Running> {
             se_operator: se_addr,
             cloud: cloud_addr,
             wallet: wallet_addr,
+            bureau_token: Some(bureau_token),
         },
         stop,
         tasks,

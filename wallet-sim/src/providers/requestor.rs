@@ -6,6 +6,7 @@
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
+//! | `POST /v1/devices` | `{device_id, device_public_key}` | `{device_token}`: the device's credential (registration; an id registered once only) |
 //! | `POST /v1/cards` | `{device_id, device_public_key, pan, expiry}` | the token service's outcome: `{status: approved, token_ref, encrypted_token_data, ...}`, `{status: otp_required, provisioning_id}`, `{status: declined ...}` |
 //! | `POST /v1/cards/otp` | `{provisioning_id, otp}` | as above |
 //! | `POST /v1/cards/{token_ref}/loaded` | `{device_id}` | `{status: active}` |
@@ -22,6 +23,11 @@
 //! secure area never holds the master key. Replenishment asks the issuer for the next ATCs.
 //!
 //! Every answer carries `steps`: what the provider did on its side, for the cardholder's log.
+//!
+//! Every call but the registration carries the device's credential (`Authorization: Bearer
+//! <device_token>`) and acts for that device only: the token data is sealed for the key the
+//! device registered, a provisioning or a card of another device is not found. The front is no
+//! longer an open proxy to the requestor's own credential at the token service.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,11 +37,25 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::auth::Registry;
 use super::http::{ApiError, ApiResult, field};
 use super::token::TokenClient;
 use super::{IdvRequest, IssuerPerso, PersoKind, PersoOutcome, PersoRequest, Steps};
 use crate::card::mask;
 use crate::phone::hce::HCE_PERSO_INFO;
+use axum::http::HeaderMap;
+use door::bounded::BoundedMap;
+
+/// Step-ups waiting for the cardholder's OTP: at most this many, for at most this long.
+pub const PENDING_MAX: usize = 10_000;
+pub const PENDING_TTL_MS: u64 = 15 * 60 * 1000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Limited-use keys per batch for a real-PAN HCE card.
 pub const PAN_LUK_BATCH: u16 = 5;
@@ -53,6 +73,8 @@ struct PendingPan {
     device_public_key: Vec<u8>,
     pan: String,
     expiry: String,
+    /// The CVV2 the cardholder typed, when the app asked for it.
+    cvv2: Option<String>,
     session: String,
 }
 
@@ -63,16 +85,19 @@ pub struct Front {
     token: Option<TokenClient>,
     /// Token ref → device id; provisioning id → device id (OTP pending).
     devices: Mutex<HashMap<String, String>>,
-    pending: Mutex<HashMap<String, String>>,
+    pending: Mutex<BoundedMap<String, String>>,
     seq: std::sync::atomic::AtomicU64,
     /// The issuer's perso system (the cloud platform on the real PAN).
     issuer: Option<IssuerPerso>,
     /// Card ref → real-PAN card; provisioning id → pending real-PAN provisioning.
     pan_cards: Mutex<HashMap<String, PanCard>>,
-    pan_pending: Mutex<HashMap<String, PendingPan>>,
+    pan_pending: Mutex<BoundedMap<String, PendingPan>>,
     /// PAN → the next ATC to ask the issuer keys for (every batch the cloud platform asked for a
     /// card, on any device, moves it on).
     pan_next_atc: Mutex<HashMap<String, u16>>,
+    /// Registered devices: their credentials and their public keys.
+    owners: Registry,
+    device_keys: Mutex<HashMap<String, String>>,
 }
 
 impl Front {
@@ -92,12 +117,14 @@ impl Front {
             name,
             token,
             devices: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(BoundedMap::new(PENDING_MAX, PENDING_TTL_MS)),
             seq: std::sync::atomic::AtomicU64::new(1),
             issuer,
             pan_cards: Mutex::new(HashMap::new()),
-            pan_pending: Mutex::new(HashMap::new()),
+            pan_pending: Mutex::new(BoundedMap::new(PENDING_MAX, PENDING_TTL_MS)),
             pan_next_atc: Mutex::new(HashMap::new()),
+            owners: Registry::default(),
+            device_keys: Mutex::new(HashMap::new()),
         })
     }
 
@@ -143,7 +170,13 @@ impl Front {
     /// `otp` is the cardholder's one-time password for provisioning `otp.0`: a wrong one leaves
     /// the provisioning pending (the issuer counts the tries), as the token service does.
     fn pan_outcome(&self, p: PendingPan, otp: Option<(&str, &str)>, mut steps: Steps) -> ApiResult {
-        let idv = IdvRequest { expiry: &p.expiry, session: &p.session, otp: otp.map(|o| o.1) };
+        let idv = IdvRequest {
+            expiry: &p.expiry,
+            session: &p.session,
+            otp: otp.map(|o| o.1),
+            cvv2: p.cvv2.as_deref(),
+            requestor: self.kind,
+        };
         let (out, batch) = self.issuer_batch(&p.pan, &p.device_public_key, Some(idv))?;
         match out {
             PersoOutcome::Sealed(sealed) => {
@@ -176,7 +209,11 @@ impl Front {
                 steps.push("issuer", "cardholder", "one-time password (step-up ID&V)");
                 let r: [u8; 8] = super::random()?;
                 let id = format!("PP{}", hex::encode_upper(r));
-                self.pan_pending.lock().map_err(|_| ApiError::refused("state"))?.insert(id.clone(), p);
+                self.pan_pending.lock().map_err(|_| ApiError::refused("state"))?.insert(
+                    id.clone(),
+                    p,
+                    now_ms(),
+                );
                 Ok(Json(
                     json!({"status": "otp_required", "provisioning_id": id, "steps": steps.into_value()}),
                 ))
@@ -184,10 +221,11 @@ impl Front {
             PersoOutcome::Declined { response_code } => {
                 steps.push("issuer", self.name, format!("ID&V declined ({response_code})"));
                 if let (Some((id, _)), "05") = (otp, response_code.as_str()) {
-                    self.pan_pending
-                        .lock()
-                        .map_err(|_| ApiError::refused("state"))?
-                        .insert(id.to_string(), p);
+                    self.pan_pending.lock().map_err(|_| ApiError::refused("state"))?.insert(
+                        id.to_string(),
+                        p,
+                        now_ms(),
+                    );
                 }
                 Ok(Json(json!({
                     "status": "declined", "response_code": response_code, "steps": steps.into_value(),
@@ -226,13 +264,32 @@ impl Front {
                 let id = field(&out, "provisioning_id")?.to_string();
                 steps.push("issuer", "cardholder", "one-time password (step-up ID&V)");
                 if let Ok(mut p) = self.pending.lock() {
-                    p.insert(id, device_id.to_string());
+                    p.insert(id, device_id.to_string(), now_ms());
                 }
             }
             other => steps.push("token service", self.name, format!("provisioning {other}")),
         }
         answer["steps"] = steps.into_value();
         Ok(Json(answer))
+    }
+
+    /// The authenticated device of a request and the key it registered; a `device_id` in the
+    /// body must be that device.
+    fn device(&self, headers: &HeaderMap, body: &Value) -> Result<(String, String), ApiError> {
+        let device_id = self.owners.authenticate(headers)?;
+        if let Some(claimed) = body.get("device_id").and_then(Value::as_str)
+            && claimed != device_id
+        {
+            return Err(super::auth::refused(door::auth::Refusal::Wrong));
+        }
+        let key = self
+            .device_keys
+            .lock()
+            .map_err(|_| ApiError::refused("state"))?
+            .get(&device_id)
+            .cloned()
+            .ok_or_else(|| ApiError::refused("device not registered"))?;
+        Ok((device_id, key))
     }
 
     fn owner_check(&self, token_ref: &str, device_id: &str) -> Result<(), ApiError> {
@@ -245,9 +302,24 @@ impl Front {
     }
 }
 
-async fn add_card(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiResult {
+async fn register(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiResult {
     let device_id = field(&b, "device_id")?;
     let dpk = field(&b, "device_public_key")?;
+    // A key nothing can be sealed for is refused now, not at the first card.
+    super::auth::seal_for(dpk, b"paynet device key check", b"")?;
+    let token = f.owners.register(device_id)?;
+    f.device_keys
+        .lock()
+        .map_err(|_| ApiError::refused("state"))?
+        .insert(device_id.to_string(), dpk.to_string());
+    let mut steps = Steps::default();
+    steps.push(f.name, "phone", format!("device {device_id} registered; its credential"));
+    Ok(Json(json!({"device_token": token, "steps": steps.into_value()})))
+}
+
+async fn add_card(State(f): State<Arc<Front>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
+    let (device_id, dpk) = f.device(&headers, &b)?;
+    let (device_id, dpk) = (device_id.as_str(), dpk.as_str());
     let pan = field(&b, "pan")?;
     let expiry = field(&b, "expiry")?;
     let mut steps = Steps::default();
@@ -263,14 +335,16 @@ async fn add_card(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiResul
     f.outcome(device_id, a.body, steps)
 }
 
-async fn otp(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiResult {
+async fn otp(State(f): State<Arc<Front>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
+    let (me, _) = f.device(&headers, &b)?;
     let id = field(&b, "provisioning_id")?;
     let code = field(&b, "otp")?;
     let device = f
         .pending
         .lock()
         .map_err(|_| ApiError::refused("state"))?
-        .get(id)
+        .get(id, now_ms())
+        .filter(|d| **d == me)
         .cloned()
         .ok_or_else(|| ApiError::not_found("no such provisioning here"))?;
     let mut steps = Steps::default();
@@ -282,10 +356,12 @@ async fn otp(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiResult {
 
 async fn loaded(
     State(f): State<Arc<Front>>,
+    headers: HeaderMap,
     Path(token_ref): Path<String>,
     Json(b): Json<Value>,
 ) -> ApiResult {
-    f.owner_check(&token_ref, field(&b, "device_id")?)?;
+    let (me, _) = f.device(&headers, &b)?;
+    f.owner_check(&token_ref, &me)?;
     let mut steps = Steps::default();
     steps.push(f.name, "token service", "token loaded on the device: confirm");
     let r = f.token()?.confirm(&token_ref).await?;
@@ -295,10 +371,12 @@ async fn loaded(
 
 async fn replenish(
     State(f): State<Arc<Front>>,
+    headers: HeaderMap,
     Path(token_ref): Path<String>,
     Json(b): Json<Value>,
 ) -> ApiResult {
-    f.owner_check(&token_ref, field(&b, "device_id")?)?;
+    let (me, _) = f.device(&headers, &b)?;
+    f.owner_check(&token_ref, &me)?;
     let mut steps = Steps::default();
     steps.push(f.name, "token service", "replenish limited-use keys");
     let r = f.token()?.replenish(&token_ref).await?;
@@ -308,9 +386,10 @@ async fn replenish(
     Ok(Json(json!({"encrypted_token_data": sealed, "steps": steps.into_value()})))
 }
 
-async fn add_pan_card(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiResult {
-    let device_id = field(&b, "device_id")?;
-    let dpk = hex::decode(field(&b, "device_public_key")?).map_err(ApiError::bad)?;
+async fn add_pan_card(State(f): State<Arc<Front>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
+    let (device_id, dpk_hex) = f.device(&headers, &b)?;
+    let device_id = device_id.as_str();
+    let dpk = hex::decode(dpk_hex).map_err(ApiError::bad)?;
     let pan = field(&b, "pan")?;
     let expiry = field(&b, "expiry")?;
     f.issuer()?;
@@ -326,20 +405,24 @@ async fn add_pan_card(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiR
         device_public_key: dpk,
         pan: pan.to_string(),
         expiry: expiry.to_string(),
+        cvv2: b.get("cvv2").and_then(Value::as_str).map(str::to_string),
         session: format!("{}-pan-{device_id}-{n}", f.kind),
     };
     f.pan_outcome(p, None, steps)
 }
 
-async fn pan_otp(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiResult {
+async fn pan_otp(State(f): State<Arc<Front>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
+    let (me, _) = f.device(&headers, &b)?;
     let id = field(&b, "provisioning_id")?;
     let code = field(&b, "otp")?;
-    let p = f
-        .pan_pending
-        .lock()
-        .map_err(|_| ApiError::refused("state"))?
-        .remove(id)
-        .ok_or_else(|| ApiError::not_found("no such provisioning here"))?;
+    let p = {
+        let mut pending = f.pan_pending.lock().map_err(|_| ApiError::refused("state"))?;
+        match pending.get(id, now_ms()) {
+            Some(p) if p.device_id == me => pending.remove(id),
+            _ => None,
+        }
+    }
+    .ok_or_else(|| ApiError::not_found("no such provisioning here"))?;
     let mut steps = Steps::default();
     steps.push(f.name, "issuer", "the cardholder's one-time password");
     f.pan_outcome(p, Some((id, code)), steps)
@@ -347,10 +430,12 @@ async fn pan_otp(State(f): State<Arc<Front>>, Json(b): Json<Value>) -> ApiResult
 
 async fn pan_replenish(
     State(f): State<Arc<Front>>,
+    headers: HeaderMap,
     Path(card_ref): Path<String>,
     Json(b): Json<Value>,
 ) -> ApiResult {
-    let device_id = field(&b, "device_id")?;
+    let (device_id, _) = f.device(&headers, &b)?;
+    let device_id = device_id.as_str();
     let (pan, dpk) = {
         let cards = f.pan_cards.lock().map_err(|_| ApiError::refused("state"))?;
         match cards.get(&card_ref) {
@@ -383,6 +468,7 @@ async fn pan_replenish(
 
 pub fn router(f: Arc<Front>) -> Router {
     Router::new()
+        .route("/v1/devices", post(register))
         .route("/v1/pan-cards", post(add_pan_card))
         .route("/v1/pan-cards/otp", post(pan_otp))
         .route("/v1/pan-cards/{card_ref}/replenish", post(pan_replenish))

@@ -11,18 +11,22 @@
 //! HSM and re-encrypted for the SE. After the phone's receipt, tokens are confirmed (the token
 //! service notifies the issuer).
 //!
-//! | method and path | body | answer |
-//! |---|---|---|
-//! | `POST /v1/se/issue` | `{}` | `{se_id, isd_aid, isd_keys}` (the factory's key load) |
-//! | `POST /v1/applications` | `{se_id, cardholder}` | `{application_id, auth_code}` |
-//! | `POST /v1/cross-check` | `{se_id, application_id}` | `{match}` |
-//! | `POST /v1/auth/verify` | `{se_id, application_id, auth_code}` | `{verified}` |
-//! | `GET /v1/tsm-key` | — | `{public_key}` (P-256, for perso data in transit) |
-//! | `POST /v1/perso` | `{se_id, sp_id, perso_data}` | `{card_id, scripts}` |
-//! | `POST /v1/tokens` | `{se_id, pan, expiry}` | `{status: approved, card_id}` or `otp_required` |
-//! | `POST /v1/tokens/otp` | `{provisioning_id, otp}` | as above |
-//! | `GET /v1/ota/{se_id}` | — | `{scripts: [OtaScript]}` (and clears them) |
-//! | `POST /v1/ota/{se_id}/receipt` | `{receipts: [OtaReceipt]}` | `{status}` |
+//! | method and path | credential | body | answer |
+//! |---|---|---|---|
+//! | `POST /v1/se/issue` | — | `{se_public_key}` | `{se_id, isd_aid, sealed_isd_keys, owner_token}` (the factory's key load, sealed for the SE) |
+//! | `POST /v1/applications` | owner | `{se_id, cardholder}` | `{application_id, auth_code}` |
+//! | `POST /v1/cross-check` | SP | `{se_id, application_id}` | `{match}` |
+//! | `POST /v1/auth/verify` | SP | `{se_id, application_id, auth_code}` | `{verified}` |
+//! | `GET /v1/tsm-key` | — | — | `{public_key}` (P-256, for perso data in transit) |
+//! | `POST /v1/perso` | SP | `{se_id, sp_id, perso_data}` | `{card_id, scripts}` |
+//! | `POST /v1/tokens` | owner | `{se_id, pan, expiry}` | `{status: approved, card_id}` or `otp_required` |
+//! | `POST /v1/tokens/otp` | owner | `{provisioning_id, otp}` | as above |
+//! | `GET /v1/ota/{se_id}` | owner | — | `{scripts: [OtaScript]}` (and clears them) |
+//! | `POST /v1/ota/{se_id}/receipt` | owner | `{receipts: [OtaReceipt]}` | `{status}` |
+//!
+//! "owner": `Authorization: Bearer <owner_token>` as `/v1/se/issue` gave it, for that SE only;
+//! "SP": a service provider's SP TSM (`<sp_id>:<secret>`, registered with
+//! [`SeTsm::add_service_provider`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,12 +37,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::auth::{Registry, seal_for};
 use super::http::{ApiError, ApiResult, field};
 use super::token::TokenClient;
 use super::{PERSO_INFO, Steps, random};
 use crate::ota::{KeySet, OtaReceipt, OtaScript, commands, seal_script};
 use crate::phone::hce::PROFILE_INFO;
 use crate::phone::se::PersoData;
+use axum::http::HeaderMap;
 
 /// The operator's ISD AID (GP's default ISD AID).
 pub const ISD_AID: &str = "A000000151000000";
@@ -75,6 +81,10 @@ struct Book {
 /// The SE operator and SE TSM.
 pub struct SeTsm {
     book: Mutex<Book>,
+    /// SE id → the owner's secret (issued with the SE).
+    owners: Registry,
+    /// Service provider id → its SP TSM's secret.
+    sps: Registry,
     operator_key: zeroize::Zeroizing<[u8; 32]>,
     tsm_secret: zeroize::Zeroizing<[u8; 32]>,
     token: Option<TokenClient>,
@@ -84,10 +94,17 @@ impl SeTsm {
     pub fn new(token: Option<TokenClient>) -> Result<Arc<SeTsm>> {
         Ok(Arc::new(SeTsm {
             book: Mutex::new(Book::default()),
+            owners: Registry::default(),
+            sps: Registry::default(),
             operator_key: zeroize::Zeroizing::new(random::<32>()?),
             tsm_secret: super::p256_secret()?,
             token,
         }))
+    }
+
+    /// Lets service provider `sp_id` (its SP TSM) call the SP endpoints with `sp_id:secret`.
+    pub fn add_service_provider(&self, sp_id: &str, secret: &str) -> Result<(), ApiError> {
+        self.sps.insert(sp_id, secret)
     }
 
     fn auth_code(&self, application_id: &str, se_id: &str) -> String {
@@ -194,7 +211,12 @@ impl SeTsm {
             }
             "otp_required" => {
                 let id = field(&out, "provisioning_id")?.to_string();
-                self.book()?.pending.insert(id.clone(), se_id.to_string());
+                let mut book = self.book()?;
+                if book.pending.len() >= MAX_PENDING {
+                    return Err(ApiError::refused("too many provisionings pending; try again later"));
+                }
+                book.pending.insert(id.clone(), se_id.to_string());
+                drop(book);
                 steps.push("issuer", "cardholder", "one-time password (step-up ID&V)");
                 Ok(Json(
                     json!({"status": "otp_required", "provisioning_id": id, "steps": steps.into_value()}),
@@ -210,12 +232,20 @@ impl SeTsm {
     }
 }
 
-async fn issue(State(s): State<Arc<SeTsm>>) -> ApiResult {
+/// The most applications and pending provisionings the operator keeps at once.
+pub const MAX_PENDING: usize = 100_000;
+
+async fn issue(State(s): State<Arc<SeTsm>>, Json(b): Json<Value>) -> ApiResult {
+    let se_pk = field(&b, "se_public_key")?;
     let raw = zeroize::Zeroizing::new(random::<48>()?);
     let keys = KeySet::from_random(0x30, &raw);
+    let plain = zeroize::Zeroizing::new(serde_json::to_vec(&keys).map_err(ApiError::bad)?);
+    let sealed = seal_for(se_pk, super::sp_tsm::ISD_KEYS_INFO, &plain)?;
     let id: [u8; 8] = random()?;
     let se_id = format!("SE{}", hex::encode_upper(id));
-    let answer = json!({"se_id": se_id, "isd_aid": ISD_AID, "isd_keys": keys});
+    let owner_token = s.owners.register(&se_id)?;
+    let answer =
+        json!({"se_id": se_id, "isd_aid": ISD_AID, "sealed_isd_keys": sealed, "owner_token": owner_token});
     s.book()?.ses.insert(
         se_id,
         SeRecord {
@@ -229,11 +259,15 @@ async fn issue(State(s): State<Arc<SeTsm>>) -> ApiResult {
     Ok(Json(answer))
 }
 
-async fn apply(State(s): State<Arc<SeTsm>>, Json(b): Json<Value>) -> ApiResult {
+async fn apply(State(s): State<Arc<SeTsm>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
     let se_id = field(&b, "se_id")?.to_string();
+    s.owners.authenticate_as(&headers, &se_id)?;
     let mut book = s.book()?;
     if !book.ses.contains_key(&se_id) {
         return Err(ApiError::refused("the SE operator does not know that secure element"));
+    }
+    if book.applications.len() >= MAX_PENDING {
+        return Err(ApiError::refused("too many applications open; try again later"));
     }
     book.seq += 1;
     let application_id = format!("APP{:06}", book.seq);
@@ -242,7 +276,8 @@ async fn apply(State(s): State<Arc<SeTsm>>, Json(b): Json<Value>) -> ApiResult {
     Ok(Json(json!({"application_id": application_id, "auth_code": auth_code})))
 }
 
-async fn cross_check(State(s): State<Arc<SeTsm>>, Json(b): Json<Value>) -> ApiResult {
+async fn cross_check(State(s): State<Arc<SeTsm>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
+    s.sps.authenticate(&headers)?;
     let book = s.book()?;
     let m = book
         .applications
@@ -251,7 +286,8 @@ async fn cross_check(State(s): State<Arc<SeTsm>>, Json(b): Json<Value>) -> ApiRe
     Ok(Json(json!({"match": m})))
 }
 
-async fn verify(State(s): State<Arc<SeTsm>>, Json(b): Json<Value>) -> ApiResult {
+async fn verify(State(s): State<Arc<SeTsm>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
+    s.sps.authenticate(&headers)?;
     let app = field(&b, "application_id")?;
     let se_id = field(&b, "se_id")?;
     let code = field(&b, "auth_code")?;
@@ -266,9 +302,11 @@ async fn tsm_key(State(s): State<Arc<SeTsm>>) -> ApiResult {
     Ok(Json(json!({"public_key": hex::encode_upper(pk)})))
 }
 
-async fn perso(State(s): State<Arc<SeTsm>>, Json(b): Json<Value>) -> ApiResult {
+async fn perso(State(s): State<Arc<SeTsm>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
     let se_id = field(&b, "se_id")?;
     let sp_id = field(&b, "sp_id")?;
+    // A service provider writes into its own domain only.
+    s.sps.authenticate_as(&headers, sp_id)?;
     let sealed = hex::decode(field(&b, "perso_data")?).map_err(ApiError::bad)?;
     let plain = crypto::device::open(s.tsm_secret.as_ref(), PERSO_INFO, &sealed)
         .map_err(|e| ApiError::refused(format!("perso data does not open: {e}")))?;
@@ -283,8 +321,9 @@ async fn perso(State(s): State<Arc<SeTsm>>, Json(b): Json<Value>) -> ApiResult {
     Ok(Json(json!({"card_id": card_id, "steps": steps.into_value()})))
 }
 
-async fn tokens(State(s): State<Arc<SeTsm>>, Json(b): Json<Value>) -> ApiResult {
+async fn tokens(State(s): State<Arc<SeTsm>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
     let se_id = field(&b, "se_id")?.to_string();
+    s.owners.authenticate_as(&headers, &se_id)?;
     if !s.book()?.ses.contains_key(&se_id) {
         return Err(ApiError::refused("the SE operator does not know that secure element"));
     }
@@ -308,25 +347,42 @@ async fn tokens(State(s): State<Arc<SeTsm>>, Json(b): Json<Value>) -> ApiResult 
     s.token_outcome(&se_id, a.body, steps).await
 }
 
-async fn tokens_otp(State(s): State<Arc<SeTsm>>, Json(b): Json<Value>) -> ApiResult {
+async fn tokens_otp(State(s): State<Arc<SeTsm>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
     let id = field(&b, "provisioning_id")?;
+    let owner = s.owners.authenticate(&headers)?;
     let se_id =
         s.book()?.pending.get(id).cloned().ok_or_else(|| ApiError::not_found("no such provisioning"))?;
+    if !door::auth::same(&owner, &se_id) {
+        return Err(ApiError::not_found("no such provisioning"));
+    }
     let token = s.token.as_ref().ok_or_else(|| ApiError::refused("no token service credentials"))?;
     let mut steps = Steps::default();
     steps.push("SE TSM", "token service", "the cardholder's one-time password");
     let a = token.otp(id, field(&b, "otp")?).await?;
+    // Settled one way or the other (a wrong OTP leaves it open for the next try).
+    if a.body.get("status").and_then(Value::as_str) != Some("declined")
+        || a.body.get("response_code").and_then(Value::as_str) != Some("05")
+    {
+        s.book()?.pending.remove(id);
+    }
     s.token_outcome(&se_id, a.body, steps).await
 }
 
-async fn ota(State(s): State<Arc<SeTsm>>, Path(se_id): Path<String>) -> ApiResult {
+async fn ota(State(s): State<Arc<SeTsm>>, headers: HeaderMap, Path(se_id): Path<String>) -> ApiResult {
+    s.owners.authenticate_as(&headers, &se_id)?;
     let mut book = s.book()?;
     let rec = book.ses.get_mut(&se_id).ok_or_else(|| ApiError::not_found("unknown secure element"))?;
     let scripts = std::mem::take(&mut rec.outbox);
     Ok(Json(json!({"scripts": scripts})))
 }
 
-async fn receipt(State(s): State<Arc<SeTsm>>, Path(se_id): Path<String>, Json(b): Json<Value>) -> ApiResult {
+async fn receipt(
+    State(s): State<Arc<SeTsm>>,
+    headers: HeaderMap,
+    Path(se_id): Path<String>,
+    Json(b): Json<Value>,
+) -> ApiResult {
+    s.owners.authenticate_as(&headers, &se_id)?;
     let receipts: Vec<OtaReceipt> =
         serde_json::from_value(b.get("receipts").cloned().unwrap_or(Value::Null)).map_err(ApiError::bad)?;
     let all_ok = !receipts.is_empty() && receipts.iter().all(|r| r.sw == "9000");

@@ -13,9 +13,16 @@
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
-//! | `POST /v1/applications` | `{pan, se_id, application_id, auth_code, cross_check?}` | `{card_id, steps}` |
-//! | `POST /v1/issuer-se/issue` | `{}` | `{se_id, isd_aid, isd_keys}` |
-//! | `POST /v1/issuer-se/perso` | `{se_id, pan}` | `{card_id, script, steps}` |
+//! | `POST /v1/applications` | `{pan, expiry, se_id, application_id, auth_code, cross_check?}` | `{card_id, steps}` |
+//! | `POST /v1/issuer-se/issue` | `{se_public_key}` | `{se_id, isd_aid, sealed_isd_keys}` (bureau only) |
+//! | `POST /v1/issuer-se/perso` | `{se_id, pan}` | `{card_id, script, steps}` (bureau only) |
+//!
+//! The issuer-SE endpoints serve the issuer's perso bureau only (`Authorization: Bearer
+//! <bureau credential>`): the ISD keys leave sealed for the SE's own P-256 key (ECDH + HKDF +
+//! AES-GCM, `crypto::device`, label [`ISD_KEYS_INFO`]) and the perso script is encrypted and
+//! MACed under those keys — no answer holds a key in clear. A cardholder's application goes
+//! through the issuer's ID&V (the expiry the cardholder typed) before any perso data is made;
+//! the SP TSM speaks to the SE TSM with its service provider credential.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,17 +33,21 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::auth::{check_single, seal_for};
 use super::http::{self, ApiError, ApiResult, field};
-use super::{IssuerPerso, PERSO_INFO, PersoKind, PersoOutcome, PersoRequest, Steps, random};
+use super::{IdvRequest, IssuerPerso, PERSO_INFO, PersoKind, PersoOutcome, PersoRequest, Steps, random};
 use crate::card::mask;
 use crate::ota::{KeySet, commands, seal_script};
 use crate::phone::se::PersoData;
+use axum::http::HeaderMap;
 
 /// The issuer's SE ISD AID.
 pub const ISSUER_ISD_AID: &str = "A000000151000001";
 
 /// The service provider id the issuer's domains go by at the SE TSM.
 pub const SP_ID: &str = "issuer-a";
+
+pub use crate::phone::se::ISD_KEYS_INFO;
 
 struct IssuerSe {
     keys: KeySet,
@@ -49,20 +60,43 @@ pub struct SpTsm {
     perso: Option<IssuerPerso>,
     se_operator: String,
     bureau_secret: zeroize::Zeroizing<[u8; 32]>,
+    /// The perso bureau's bearer credential (issuer-SE endpoints).
+    bureau_token: zeroize::Zeroizing<String>,
+    /// This SP TSM's credential at the SE TSM (`SP_ID:secret`).
+    sp_credential: zeroize::Zeroizing<String>,
     ses: Mutex<HashMap<String, IssuerSe>>,
+    seq: std::sync::atomic::AtomicU64,
 }
 
+/// The most issuer-owned SEs one SP TSM keeps.
+pub const MAX_ISSUER_SES: usize = 100_000;
+
 impl SpTsm {
-    pub fn new(perso: Option<IssuerPerso>, se_operator: &str) -> Result<Arc<SpTsm>> {
+    /// `bureau_token`: what the perso bureau presents; `sp_secret`: the SP TSM's secret at the SE
+    /// TSM.
+    pub fn new(
+        perso: Option<IssuerPerso>,
+        se_operator: &str,
+        bureau_token: &str,
+        sp_secret: &str,
+    ) -> Result<Arc<SpTsm>> {
         Ok(Arc::new(SpTsm {
             perso,
             se_operator: se_operator.to_string(),
             bureau_secret: super::p256_secret()?,
+            bureau_token: zeroize::Zeroizing::new(bureau_token.to_string()),
+            sp_credential: zeroize::Zeroizing::new(format!("{SP_ID}:{sp_secret}")),
             ses: Mutex::new(HashMap::new()),
+            seq: std::sync::atomic::AtomicU64::new(1),
         }))
     }
 
-    fn issuer_perso(&self, pan: &str, recipient: &[u8]) -> Result<Vec<u8>, ApiError> {
+    fn issuer_perso(
+        &self,
+        pan: &str,
+        recipient: &[u8],
+        idv: Option<IdvRequest<'_>>,
+    ) -> Result<Vec<u8>, ApiError> {
         let f =
             self.perso.as_ref().ok_or_else(|| ApiError::refused("no issuer perso system is connected"))?;
         let out = f(PersoRequest {
@@ -70,7 +104,7 @@ impl SpTsm {
             recipient_public_key: recipient,
             info: PERSO_INFO,
             kind: PersoKind::CardProfile,
-            idv: None,
+            idv,
         })
         .map_err(|e| ApiError::refused(format!("the issuer refused: {e}")))?;
         match out {
@@ -85,6 +119,8 @@ impl SpTsm {
 
 async fn applications(State(s): State<Arc<SpTsm>>, Json(b): Json<Value>) -> ApiResult {
     let pan = field(&b, "pan")?;
+    let expiry = field(&b, "expiry")?;
+    let sp = Some(s.sp_credential.as_str());
     let se_id = field(&b, "se_id")?;
     let app = field(&b, "application_id")?;
     let code = field(&b, "auth_code")?;
@@ -94,7 +130,7 @@ async fn applications(State(s): State<Arc<SpTsm>>, Json(b): Json<Value>) -> ApiR
         let a = http::post(
             &s.se_operator,
             "/v1/cross-check",
-            None,
+            sp,
             &json!({"se_id": se_id, "application_id": app}),
         )
         .await?;
@@ -108,9 +144,19 @@ async fn applications(State(s): State<Arc<SpTsm>>, Json(b): Json<Value>) -> ApiR
             return Err(ApiError::refused("the SE operator does not know this application for that SE"));
         }
     }
-    let key = http::ok("SE TSM", http::get(&s.se_operator, "/v1/tsm-key").await?)?;
+    let key = http::ok("SE TSM", http::get(&s.se_operator, "/v1/tsm-key", None).await?)?;
     let tsm_pk = hex::decode(field(&key, "public_key")?).map_err(ApiError::bad)?;
-    let sealed = s.issuer_perso(pan, &tsm_pk)?;
+    // The cardholder's application is verified by the issuer (ID&V) before any perso data.
+    let n = s.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let session = format!("sp-tsm-{se_id}-{n}");
+    let idv = IdvRequest {
+        expiry,
+        session: &session,
+        otp: None,
+        cvv2: b.get("cvv2").and_then(Value::as_str),
+        requestor: "sp-tsm",
+    };
+    let sealed = s.issuer_perso(pan, &tsm_pk, Some(idv))?;
     steps.push(
         "issuer",
         "SP TSM",
@@ -119,7 +165,7 @@ async fn applications(State(s): State<Arc<SpTsm>>, Json(b): Json<Value>) -> ApiR
     let v = http::post(
         &s.se_operator,
         "/v1/auth/verify",
-        None,
+        sp,
         &json!({"se_id": se_id, "application_id": app, "auth_code": code}),
     )
     .await?;
@@ -136,7 +182,7 @@ async fn applications(State(s): State<Arc<SpTsm>>, Json(b): Json<Value>) -> ApiR
     let r = http::post(
         &s.se_operator,
         "/v1/perso",
-        None,
+        sp,
         &json!({"se_id": se_id, "sp_id": SP_ID, "perso_data": hex::encode_upper(&sealed)}),
     )
     .await?;
@@ -147,25 +193,31 @@ async fn applications(State(s): State<Arc<SpTsm>>, Json(b): Json<Value>) -> ApiR
     ))
 }
 
-async fn issue(State(s): State<Arc<SpTsm>>) -> ApiResult {
+async fn issue(State(s): State<Arc<SpTsm>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
+    check_single(&headers, &s.bureau_token)?;
+    let se_pk = field(&b, "se_public_key")?;
     let raw = zeroize::Zeroizing::new(random::<48>()?);
     let keys = KeySet::from_random(0x30, &raw);
+    let plain = zeroize::Zeroizing::new(serde_json::to_vec(&keys).map_err(ApiError::bad)?);
+    let sealed = seal_for(se_pk, ISD_KEYS_INFO, &plain)?;
     let id: [u8; 8] = random()?;
     let se_id = format!("ISE{}", hex::encode_upper(id));
-    let answer = json!({"se_id": se_id, "isd_aid": ISSUER_ISD_AID, "isd_keys": keys});
-    s.ses
-        .lock()
-        .map_err(|_| ApiError::refused("state"))?
-        .insert(se_id, IssuerSe { keys, counter: 0, applets: 0 });
+    let answer = json!({"se_id": se_id, "isd_aid": ISSUER_ISD_AID, "sealed_isd_keys": sealed});
+    let mut ses = s.ses.lock().map_err(|_| ApiError::refused("state"))?;
+    if ses.len() >= MAX_ISSUER_SES {
+        return Err(ApiError::refused("no more issuer secure elements can be issued"));
+    }
+    ses.insert(se_id, IssuerSe { keys, counter: 0, applets: 0 });
     Ok(Json(answer))
 }
 
-async fn perso(State(s): State<Arc<SpTsm>>, Json(b): Json<Value>) -> ApiResult {
+async fn perso(State(s): State<Arc<SpTsm>>, headers: HeaderMap, Json(b): Json<Value>) -> ApiResult {
+    check_single(&headers, &s.bureau_token)?;
     let se_id = field(&b, "se_id")?;
     let pan = field(&b, "pan")?;
     let mut steps = Steps::default();
     let pk = crypto::device::public_key(s.bureau_secret.as_ref()).map_err(ApiError::refused)?;
-    let sealed = s.issuer_perso(pan, &pk)?;
+    let sealed = s.issuer_perso(pan, &pk, None)?;
     steps.push(
         "issuer",
         "perso bureau",

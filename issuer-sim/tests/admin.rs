@@ -1,0 +1,82 @@
+//! The issuer simulator's admin port under attack: without its bearer credential nothing is read
+//! or changed (401/403), and the cardholders' OTPs exist only in test mode.
+
+use std::sync::Arc;
+
+use issuer_sim::admin::{AdminAccess, run_admin};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+async fn call(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.expect("read");
+    let (head, rest) = raw.split_once("\r\n\r\n").expect("HTTP answer");
+    (head[9..12].parse().expect("status"), rest.to_string())
+}
+
+async fn start(test_mode: bool) -> (String, Arc<issuer_sim::server::ServerState>, CancellationToken) {
+    let (state, _) = issuer_sim::testing::server_state(None);
+    let state = Arc::new(state);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let stop = CancellationToken::new();
+    let access = AdminAccess::new(TOKEN, test_mode).expect("access");
+    tokio::spawn(run_admin(l, state.clone(), access, door::DoorConfig::default(), stop.clone()));
+    (addr, state, stop)
+}
+
+#[tokio::test]
+async fn every_admin_call_needs_the_bearer_credential() {
+    let (addr, state, stop) = start(true).await;
+    let rules = r#"[{"when_amount": 777, "action": "drop"}]"#;
+    for (method, path, body) in [
+        ("GET", "/v1/faults", ""),
+        ("PUT", "/v1/faults", rules),
+        ("DELETE", "/v1/faults", ""),
+        ("GET", "/v1/sms", ""),
+    ] {
+        let (s, b) = call(&addr, method, path, None, body).await;
+        assert_eq!(s, 401, "{method} {path} without a credential: {b}");
+        let (s, b) = call(&addr, method, path, Some("0123456789abcdef0123456789abcdeX"), body).await;
+        assert_eq!(s, 403, "{method} {path} with a wrong credential: {b}");
+        assert!(!b.contains(TOKEN), "the answer shows the credential");
+    }
+    assert!(state.faults.read().expect("faults").is_empty(), "an unauthenticated PUT changed the rules");
+    // With it: served.
+    assert_eq!(call(&addr, "PUT", "/v1/faults", Some(TOKEN), rules).await, (200, r#"{"rules":1}"#.into()));
+    let (s, b) = call(&addr, "GET", "/v1/faults", Some(TOKEN), "").await;
+    assert!(s == 200 && b.contains("\"drop\""), "{s} {b}");
+    let (s, b) = call(&addr, "PUT", "/v1/faults", Some(TOKEN), r#"[{"action": "explode"}]"#).await;
+    assert!(s == 400 && b.contains("explode"), "{s} {b}");
+    assert_eq!(state.faults.read().expect("faults").len(), 1, "bad rules changed nothing");
+    let (s, b) = call(&addr, "GET", "/v1/sms", Some(TOKEN), "").await;
+    assert_eq!((s, b.as_str()), (200, "[]"));
+    assert_eq!(call(&addr, "DELETE", "/v1/faults", Some(TOKEN), "").await.0, 200);
+    assert!(state.faults.read().expect("faults").is_empty());
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn outside_test_mode_there_are_no_otps_to_read() {
+    let (addr, _, stop) = start(false).await;
+    assert_eq!(call(&addr, "GET", "/v1/sms", None, "").await.0, 401);
+    assert_eq!(call(&addr, "GET", "/v1/sms", Some(TOKEN), "").await.0, 404);
+    assert_eq!(call(&addr, "GET", "/v1/faults", Some(TOKEN), "").await.0, 200);
+    stop.cancel();
+}
+
+#[test]
+fn a_short_credential_is_refused() {
+    assert!(AdminAccess::new("", true).is_err());
+    assert!(AdminAccess::new("password", true).is_err());
+    assert!(AdminAccess::new(TOKEN, false).is_ok());
+}

@@ -1,0 +1,310 @@
+//! Every HTTP door of a running network, attacked from outside on 127.0.0.1: refused without
+//! its credential (401) or with a wrong one (403), served with it; the SP TSM's answers hold no
+//! key in clear; a slow-header client is cut off without starving others.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use paynet::network::{self, Options};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wallet_sim::phone::Phone;
+use wallet_sim::providers::http;
+
+/// One raw HTTP call: status and body.
+async fn raw(base: &str, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+    let host = base.strip_prefix("http://").unwrap_or(base);
+    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let (head, rest) = out.split_once("\r\n\r\n").expect("HTTP answer");
+    (head[9..12].parse().expect("status"), rest.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_provider_door_wants_its_credential_and_no_answer_holds_a_clear_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let a = net.providers().expect("providers").addrs.clone();
+    let bureau = a.bureau_token.clone().expect("bureau credential");
+    let card = net.ports.test_cards[0].clone();
+    let mut phone = Phone::new().expect("phone");
+
+    // The SP TSM's issuer-SE doors: the attacker's one-call card clone is gone.
+    let se_pk = phone.order_secure_element("issuer").expect("order");
+    let issue = json!({"se_public_key": se_pk}).to_string();
+    assert_eq!(raw(&a.sp_tsm, "POST", "/v1/issuer-se/issue", None, &issue).await.0, 401);
+    assert_eq!(raw(&a.sp_tsm, "POST", "/v1/issuer-se/issue", Some("guess:guess"), &issue).await.0, 403);
+    let perso = json!({"se_id": "ISE0000000000000000", "pan": card.pan}).to_string();
+    let (s, b) = raw(&a.sp_tsm, "POST", "/v1/issuer-se/perso", None, &perso).await;
+    assert_eq!(s, 401, "{b}");
+    assert!(!b.contains(&card.pan), "a clear PAN in the refusal: {b}");
+    assert_eq!(raw(&a.sp_tsm, "POST", "/v1/issuer-se/perso", Some("guess"), &perso).await.0, 403);
+    // The bureau is served; the keys are sealed for the SE, the script for its ISD.
+    let (s, b) = raw(&a.sp_tsm, "POST", "/v1/issuer-se/issue", Some(&bureau), &issue).await;
+    assert_eq!(s, 200, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("JSON");
+    assert!(v.get("isd_keys").is_none(), "ISD keys in clear: {b}");
+    let se_id = v["se_id"].as_str().expect("se_id").to_string();
+    phone
+        .fit_sealed_secure_element(
+            &se_id,
+            "issuer",
+            v["isd_aid"].as_str().expect("aid"),
+            v["sealed_isd_keys"].as_str().expect("sealed"),
+        )
+        .expect("the SE opens its keys");
+    // The clear keys (as the SE holds them) appear nowhere in the answer.
+    let held = serde_json::to_value(&phone.state().secure_elements[0].domains[0]).expect("domain");
+    let keys: Vec<&str> = held["keys"]
+        .as_object()
+        .expect("key set")
+        .values()
+        .filter_map(Value::as_str)
+        .filter(|k| k.len() >= 32)
+        .collect();
+    assert!(!keys.is_empty(), "{held}");
+    for k in keys {
+        assert!(!b.to_uppercase().contains(&k.to_uppercase()), "an ISD key in clear in the answer");
+    }
+    // Another party's key cannot open them.
+    let mut thief = Phone::new().expect("thief");
+    thief.order_secure_element("issuer").expect("order");
+    assert!(
+        thief
+            .fit_sealed_secure_element(
+                &se_id,
+                "issuer",
+                "A000000151000001",
+                v["sealed_isd_keys"].as_str().expect("sealed")
+            )
+            .is_err(),
+        "the ISD keys opened for another SE"
+    );
+    let perso = json!({"se_id": se_id, "pan": card.pan}).to_string();
+    let (s, b) = raw(&a.sp_tsm, "POST", "/v1/issuer-se/perso", Some(&bureau), &perso).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!b.to_uppercase().contains(&card.icc_mk.to_uppercase()), "the ICC master key in clear: {b}");
+    assert!(!b.contains(&card.pan), "the clear PAN in the perso answer");
+
+    // The SE operator: an SE's owner acts for that SE only; the SP endpoints want the SP TSM.
+    let mut p2 = Phone::new().expect("phone");
+    let pk2 = p2.order_secure_element("se-operator").expect("order");
+    let se = http::ok(
+        "se",
+        http::post(&a.se_operator, "/v1/se/issue", None, &json!({"se_public_key": pk2}))
+            .await
+            .expect("issue"),
+    )
+    .expect("issued");
+    assert!(se.get("isd_keys").is_none(), "ISD keys in clear: {se}");
+    let se2 = se["se_id"].as_str().expect("id").to_string();
+    let owner2 = se["owner_token"].as_str().expect("owner").to_string();
+    let mut p3 = Phone::new().expect("phone");
+    let pk3 = p3.order_secure_element("se-operator").expect("order");
+    let other = http::ok(
+        "se",
+        http::post(&a.se_operator, "/v1/se/issue", None, &json!({"se_public_key": pk3}))
+            .await
+            .expect("issue"),
+    )
+    .expect("issued");
+    let owner3 = other["owner_token"].as_str().expect("owner").to_string();
+    let apply = json!({"se_id": se2, "cardholder": "t"}).to_string();
+    assert_eq!(raw(&a.se_operator, "POST", "/v1/applications", None, &apply).await.0, 401);
+    assert_eq!(raw(&a.se_operator, "POST", "/v1/applications", Some(&owner3), &apply).await.0, 403);
+    assert_eq!(raw(&a.se_operator, "POST", "/v1/applications", Some(&owner2), &apply).await.0, 200);
+    let ota = format!("/v1/ota/{se2}");
+    assert_eq!(raw(&a.se_operator, "GET", &ota, None, "").await.0, 401);
+    assert_eq!(raw(&a.se_operator, "GET", &ota, Some(&owner3), "").await.0, 403);
+    assert_eq!(raw(&a.se_operator, "GET", &ota, Some(&owner2), "").await.0, 200);
+    let tokens = json!({"se_id": se2, "pan": card.pan, "expiry": card.expiry}).to_string();
+    assert_eq!(raw(&a.se_operator, "POST", "/v1/tokens", Some(&owner3), &tokens).await.0, 403);
+    for path in ["/v1/cross-check", "/v1/auth/verify", "/v1/perso"] {
+        let body = json!({"se_id": se2, "application_id": "APP000001", "auth_code": "00", "sp_id": "issuer-a", "perso_data": "00"});
+        assert_eq!(raw(&a.se_operator, "POST", path, None, &body.to_string()).await.0, 401, "{path}");
+        assert_eq!(
+            raw(&a.se_operator, "POST", path, Some(&owner2), &body.to_string()).await.0,
+            403,
+            "{path}"
+        );
+    }
+
+    // The cloud platform and the wallet server: no longer an open proxy to their requestor
+    // credential — a registered device, acting for itself.
+    for base in [&a.cloud, &a.wallet] {
+        let body =
+            json!({"device_id": "DEV1", "device_public_key": "04", "pan": card.pan, "expiry": card.expiry});
+        let (s, b) = raw(base, "POST", "/v1/cards", None, &body.to_string()).await;
+        assert_eq!(s, 401, "{b}");
+        assert_eq!(raw(base, "POST", "/v1/cards", Some("DEV1:0000"), &body.to_string()).await.0, 403);
+        assert_eq!(raw(base, "POST", "/v1/pan-cards", None, &body.to_string()).await.0, 401);
+        assert_eq!(raw(base, "POST", "/v1/cards/otp", None, "{}").await.0, 401);
+    }
+    let dev = Phone::new().expect("device");
+    let reg =
+        json!({"device_id": dev.device_id(), "device_public_key": dev.device_public_key().expect("dpk")})
+            .to_string();
+    let (s, b) = raw(&a.wallet, "POST", "/v1/devices", None, &reg).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = raw(&a.wallet, "POST", "/v1/devices", None, &reg).await;
+    assert_eq!(s, 409, "re-registering a device id would take it over");
+    let bad = json!({"device_id": "DEVX", "device_public_key": "0102"}).to_string();
+    let (s, b) = raw(&a.wallet, "POST", "/v1/devices", None, &bad).await;
+    assert_eq!(s, 400, "{b}");
+    net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issuer_admin_port_wants_its_token_and_a_slow_client_starves_nobody() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let admin = net.ports.issuer_admin.clone();
+    let token = net.ports.issuer_admin_token.clone();
+    assert!(token.len() >= 32, "a random credential");
+    for (m, p) in [("GET", "/v1/faults"), ("PUT", "/v1/faults"), ("DELETE", "/v1/faults"), ("GET", "/v1/sms")]
+    {
+        let body = if m == "PUT" { r#"[{"action":"drop"}]"# } else { "" };
+        assert_eq!(raw(&admin, m, p, None, body).await.0, 401, "{m} {p}");
+        assert_eq!(
+            raw(&admin, m, p, Some("0000000000000000000000000000000000000000"), body).await.0,
+            403,
+            "{m} {p}"
+        );
+    }
+    assert!(net.issuer_state.faults.read().expect("faults").is_empty(), "nothing changed");
+    assert_eq!(raw(&admin, "GET", "/v1/faults", Some(&token), "").await, (200, "[]".into()));
+    assert_eq!(raw(&admin, "GET", "/v1/sms", Some(&token), "").await.0, 200, "serve runs in test mode");
+
+    // Slowloris on the provisioning API: half a header, then silence. Others are served at once;
+    // the slow client is cut off after the header timeout (5 s by default).
+    let api = net.ports.provisioning_api.clone();
+    let host = api.strip_prefix("http://").expect("http").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(&host).await.expect("connect");
+        s.write_all(b"POST /v1/provision HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.expect("write");
+        slow.push(s);
+    }
+    let t0 = Instant::now();
+    let (s, _) = raw(&api, "GET", "/openapi.json", None, "").await;
+    assert_eq!(s, 200);
+    assert!(t0.elapsed() < Duration::from_secs(2), "others waited for the slow clients");
+    for mut s in slow {
+        let mut b = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut b)).await;
+        assert!(r.is_ok(), "a slow client was never cut off");
+    }
+    assert!(t0.elapsed() >= Duration::from_secs(4), "cut off before the header timeout");
+    net.shutdown().await;
+}
+
+/// ID&V through the provisioning API, as a guesser sees it: one generic decline whatever was
+/// wrong, and after five failures the card is locked — the right expiry no longer helps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_and_v_gives_one_decline_and_locks_the_card_after_five_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let api = net.ports.provisioning_api.clone();
+    let r = &net.ports.token_requestors[0];
+    let auth = format!("{}:{}", r.id, r.secret);
+    let dev = Phone::new().expect("device");
+    let dpk = dev.device_public_key().expect("dpk");
+    let card = net.ports.test_cards[2].clone();
+    let provision = |n: u32, pan: &str, expiry: &str, cvv2: Option<&str>| {
+        let mut b = json!({"request_id": format!("guess-{n}"), "pan": pan, "expiry": expiry,
+                           "device_public_key": dpk, "entry_modes": ["07"]});
+        if let Some(c) = cvv2 {
+            b["cvv2"] = json!(c);
+        }
+        b.to_string()
+    };
+    // A PAN of the issuer's range that is no card, a wrong expiry, a wrong CVV2: the same answer.
+    let other = if &card.pan[14..15] == "7" { "8" } else { "7" };
+    let prefix = format!("{}{other}", &card.pan[..14]);
+    let unknown = (0..10).map(|d| format!("{prefix}{d}")).find(|p| luhn(p)).expect("a Luhn-valid PAN");
+    assert!(net.ports.test_cards.iter().all(|c| c.pan != unknown), "not a test card");
+    let wrong_cvv2 = if card.cvv2 == "999" { "998" } else { "999" };
+    let mut answers = Vec::new();
+    for (n, (pan, expiry, cvv2)) in [
+        (unknown.as_str(), card.expiry.as_str(), None),
+        (card.pan.as_str(), "0101", None),
+        (card.pan.as_str(), card.expiry.as_str(), Some(wrong_cvv2)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let v = common::post(&api, "/v1/provision", &auth, &provision(n as u32, pan, expiry, cvv2)).await;
+        assert!(!v.to_string().contains(&card.pan), "a clear PAN in the answer: {v}");
+        answers.push((
+            v["status"].as_str().map(str::to_string),
+            v["response_code"].as_str().map(str::to_string),
+        ));
+    }
+    let generic = (Some("declined".to_string()), Some("05".to_string()));
+    assert!(answers.iter().all(|a| *a == generic), "{answers:?}");
+    // Three more wrong expiries: five failures on the card.
+    for n in 3..6 {
+        let v = common::post(&api, "/v1/provision", &auth, &provision(n, &card.pan, "0202", None)).await;
+        assert_eq!(v["response_code"], "05", "{v}");
+    }
+    let v =
+        common::post(&api, "/v1/provision", &auth, &provision(9, &card.pan, &card.expiry, Some(&card.cvv2)))
+            .await;
+    assert_eq!(
+        (v["status"].as_str(), v["response_code"].as_str()),
+        (Some("declined"), Some("05")),
+        "locked: {v}"
+    );
+    net.shutdown().await;
+}
+
+fn luhn(pan: &str) -> bool {
+    let sum: u32 = pan
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// A flood of provisioning requests (each a new request id, each remembered for repeats) and of
+/// step-ups nobody answers: the token service's memory stays at its bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_service_state_stays_bounded_under_a_flood() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(dir.path())).await.expect("network");
+    net.token_service.limit_state(switch::token::service::StateLimits {
+        answered: 40,
+        answered_ttl_ms: 60_000,
+        pending: 10,
+        pending_ttl_ms: 60_000,
+    });
+    let api = net.ports.provisioning_api.clone();
+    let r = &net.ports.token_requestors[0];
+    let auth = format!("{}:{}", r.id, r.secret);
+    let dpk = Phone::new().expect("device").device_public_key().expect("dpk");
+    // Card 1's policy steps up: every request leaves a step-up pending.
+    let card = net.ports.test_cards[1].clone();
+    for n in 0..120 {
+        let body = json!({"request_id": format!("flood-{n}"), "pan": card.pan, "expiry": card.expiry,
+                          "device_public_key": dpk, "entry_modes": ["07"]});
+        let v = common::post(&api, "/v1/provision", &auth, &body.to_string()).await;
+        assert!(v["status"].is_string(), "{v}");
+        let (answered, pending) = net.token_service.state_sizes();
+        assert!(answered <= 40 && pending <= 10, "{answered} answers, {pending} step-ups after {n}");
+    }
+    assert_eq!(net.token_service.state_sizes(), (40, 10));
+    net.shutdown().await;
+}
