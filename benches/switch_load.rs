@@ -107,6 +107,14 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
 }
 
 fn main() {
+    // Warnings and errors of the network under load go to stderr (RUST_LOG to change).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let rate = arg(&args, "--rate", 20_000);
     let seconds = arg(&args, "--seconds", 10);
@@ -175,7 +183,7 @@ fn main() {
         let brief = |r: &Report| {
             serde_json::json!({"offered_tps": r.offered_tps, "achieved_tps": r.achieved_tps, "sent": r.sent,
                 "approved": r.approved, "declined": r.declined, "errors": r.errors, "timeouts": r.timeouts,
-                "unmatched": r.unmatched, "latency_us": r.latency_us})
+                "unmatched": r.unmatched, "response_codes": r.response_codes, "latency_us": r.latency_us})
         };
         let out = serde_json::json!({
             "relay": brief(&relay_report),

@@ -225,8 +225,9 @@ struct JournalHooks {
 }
 
 /// The shortest time between the starts of two commits: everything that changes within it is
-/// committed together, with one sync of the disk.
-const GROUP_WINDOW: Duration = Duration::from_micros(400);
+/// committed together, with one sync of the disk. 1 ms: at 10,000/s the load bench's p99 is
+/// 22 ms with it against 79 ms with 400 µs (fewer, larger commits write fewer log pages).
+const GROUP_WINDOW: Duration = Duration::from_micros(1000);
 
 /// Journal entries waiting beyond this many (the store refusing them) hold their senders back:
 /// a request is then not answered rather than answered without its row.

@@ -163,10 +163,12 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection) -> Result<Self> {
-        // 16 KiB pages and a 64 MiB page cache: the journal's two indexes (PAN fingerprint, terminal
-        // and STAN) take random-key inserts, which these settings make about twice as fast
-        // (page_size only applies to a new database, before WAL is on).
-        conn.pragma_update(None, "page_size", 16384).map_err(db_err("set page size"))?;
+        // 4 KiB pages and a 64 MiB page cache. Every commit syncs the pages it touched to the
+        // write-ahead log, and the journal's two indexes (PAN fingerprint, terminal and STAN) and
+        // the originals touch pages at random: with small pages a commit writes a quarter of what
+        // 16 KiB pages made it write (the load bench's p50 at 10,000/s: 3.7 ms against 6.6 ms).
+        // page_size only applies to a new database, before WAL is on.
+        conn.pragma_update(None, "page_size", 4096).map_err(db_err("set page size"))?;
         conn.pragma_update(None, "cache_size", -65536).map_err(db_err("set cache size"))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err("set WAL mode"))?;
         // FULL: a commit is on disk when it returns (the WAL is synced on every commit). What
