@@ -81,7 +81,7 @@ pub struct IssuerConfig {
     pub idle_timeout_ms: Option<u64>,
     #[serde(default, rename = "fault")]
     pub faults: Vec<crate::server::FaultRule>,
-    /// ID&V limits (`[idv]`: max_failures, window_ms, lock_ms, otp_tries, otp_ttl_ms, capacity).
+    /// ID&V limits (`[idv]`: max_failures, max_requestor_failures, window_ms, lock_ms, otp_tries, otp_ttl_ms, capacity).
     #[serde(default)]
     pub idv: crate::idv::IdvLimits,
     /// Message MACs on the switch's link (`link_mac = { key = "issuer.mac", alg = "cmac" }`):

@@ -159,8 +159,12 @@ impl OtpBook {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdvLimits {
-    /// Failed ID&V attempts (wrong expiry, CVV2, OTP; unknown PAN for a requestor) before a lock.
+    /// Failed ID&V attempts on one PAN (wrong expiry, CVV2, OTP) before it is locked.
     pub max_failures: u32,
+    /// Failed attempts through one token requestor (any PANs, unknown ones included) before the
+    /// requestor is locked: higher than a PAN's, since a wallet speaks for many cardholders, low
+    /// enough to stop a guesser working through PANs.
+    pub max_requestor_failures: u32,
     /// Failures older than this are forgotten.
     pub window_ms: u64,
     /// How long a PAN or a requestor stays locked.
@@ -177,6 +181,7 @@ impl Default for IdvLimits {
     fn default() -> Self {
         IdvLimits {
             max_failures: 5,
+            max_requestor_failures: 100,
             window_ms: 60 * 60 * 1000,
             lock_ms: 24 * 60 * 60 * 1000,
             otp_tries: 3,
@@ -190,8 +195,8 @@ impl IdvLimits {
     /// Every problem, at once.
     pub fn validate(&self) -> Result<(), String> {
         let mut bad = Vec::new();
-        if self.max_failures == 0 {
-            bad.push("idv.max_failures must be at least 1");
+        if self.max_failures == 0 || self.max_requestor_failures == 0 {
+            bad.push("idv.max_failures and idv.max_requestor_failures must be at least 1");
         }
         if self.otp_tries == 0 {
             bad.push("idv.otp_tries must be at least 1");
@@ -239,7 +244,7 @@ impl Counts {
         }
     }
 
-    fn fail(&mut self, key: &str, now_ms: u64, l: &IdvLimits) {
+    fn fail(&mut self, key: &str, now_ms: u64, l: &IdvLimits, max_failures: u32) {
         if self.map.get(key).is_some_and(|a| a.stale(now_ms, l.window_ms)) {
             self.map.remove(key);
         }
@@ -264,7 +269,7 @@ impl Counts {
             locked_until: None,
         });
         a.failures += 1;
-        if a.failures >= l.max_failures {
+        if a.failures >= max_failures {
             a.locked_until = Some(now_ms.saturating_add(l.lock_ms));
         }
     }
@@ -301,9 +306,9 @@ impl AttemptGuard {
     pub fn fail(&mut self, pan: Option<&str>, requestor: &str, now_ms: u64) {
         let l = self.limits;
         if let Some(p) = pan {
-            self.by_pan.fail(p, now_ms, &l);
+            self.by_pan.fail(p, now_ms, &l, l.max_failures);
         }
-        self.by_requestor.fail(requestor, now_ms, &l);
+        self.by_requestor.fail(requestor, now_ms, &l, l.max_requestor_failures);
     }
 
     /// A verified cardholder: the PAN's failures are forgotten (the requestor's are not).
@@ -359,7 +364,13 @@ mod tests {
 
     #[test]
     fn five_failures_lock_the_pan_and_the_requestor_and_the_lock_ends() {
-        let l = IdvLimits { max_failures: 5, window_ms: 1_000, lock_ms: 10_000, ..IdvLimits::default() };
+        let l = IdvLimits {
+            max_failures: 5,
+            max_requestor_failures: 5,
+            window_ms: 1_000,
+            lock_ms: 10_000,
+            ..IdvLimits::default()
+        };
         let mut g = AttemptGuard::new(l);
         for i in 0..4 {
             g.fail(Some("4761"), "wallet-1", i);
@@ -376,6 +387,21 @@ mod tests {
             g.fail(Some("4761"), "w", t);
         }
         assert!(!g.locked(Some("4761"), "w", 8_001));
+    }
+
+    #[test]
+    fn a_requestor_is_locked_at_its_own_higher_limit() {
+        let l = IdvLimits { max_failures: 5, max_requestor_failures: 20, ..IdvLimits::default() };
+        let mut g = AttemptGuard::new(l);
+        // Nineteen cardholders of one wallet each mistype once: the wallet goes on.
+        for i in 0..19u64 {
+            g.fail(Some(&format!("47617390010100{i:02}")), "wallet-1", i);
+        }
+        assert!(!g.locked(Some("4761739001019999"), "wallet-1", 20));
+        // A guesser working through PANs: the twentieth failure locks the wallet.
+        g.fail(None, "wallet-1", 21);
+        assert!(g.locked(None, "wallet-1", 22));
+        assert!(!g.locked(None, "wallet-2", 22), "other requestors go on");
     }
 
     #[test]

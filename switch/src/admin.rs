@@ -40,16 +40,35 @@ pub struct AdminState {
     pub readiness: Arc<Readiness>,
     /// The per-terminal reports of certification listeners, when the node has any.
     pub certification: Option<Arc<crate::certify::CertificationLog>>,
+    /// The bearer credential `/metrics` and `/certification` require, when one is configured.
+    pub token: Option<Arc<zeroize::Zeroizing<String>>>,
 }
 
 pub fn router(state: AdminState) -> Router {
-    Router::new()
+    let guarded = Router::new()
         .route("/certification", get(certification_terminals))
         .route("/certification/{tid}", get(certification_terminal))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), credential));
+    Router::new()
+        .merge(guarded)
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .with_state(state)
+}
+
+/// The admin credential, when the node has one.
+async fn credential(
+    State(s): State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(token) = &s.token
+        && let Err(r) = door::auth::check(req.headers(), token)
+    {
+        return (r.status(), format!("{}\n", r.detail())).into_response();
+    }
+    next.run(req).await
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
@@ -101,8 +120,12 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        get_with(addr, path, "").await
+    }
+
+    async fn get_with(addr: std::net::SocketAddr, path: &str, extra: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n").as_bytes())
             .await
             .unwrap();
         let mut out = String::new();
@@ -120,7 +143,7 @@ mod tests {
         let stop = CancellationToken::new();
         let task = tokio::spawn(serve(
             listener,
-            AdminState { metrics, readiness: readiness.clone(), certification: None },
+            AdminState { metrics, readiness: readiness.clone(), certification: None, token: None },
             door::DoorConfig::default(),
             stop.clone(),
         ));
@@ -132,6 +155,30 @@ mod tests {
         assert!(m.contains("paynet_duplicate_transmissions_total{node=\"t\"} 1"), "{m}");
         readiness.set_draining();
         assert!(get(addr, "/ready").await.starts_with("HTTP/1.1 503"));
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn with_a_credential_metrics_and_certification_need_it_and_probes_do_not() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let readiness = Arc::new(Readiness::default());
+        readiness.set_listeners_up(true);
+        let stop = CancellationToken::new();
+        let token = Some(Arc::new(zeroize::Zeroizing::new("admin-credential-0123".to_string())));
+        let st = AdminState { metrics: Arc::new(Metrics::new("t")), readiness, certification: None, token };
+        let task = tokio::spawn(serve(listener, st, door::DoorConfig::default(), stop.clone()));
+        for path in ["/metrics", "/certification", "/certification/T0000001"] {
+            assert!(get(addr, path).await.starts_with("HTTP/1.1 401"), "{path} without a credential");
+            let wrong = get_with(addr, path, "Authorization: Bearer admin-credential-0124\r\n").await;
+            assert!(wrong.starts_with("HTTP/1.1 403"), "{path} with a wrong one");
+            assert!(!wrong.contains("admin-credential"), "the credential is never echoed");
+        }
+        let right = get_with(addr, "/metrics", "Authorization: Bearer admin-credential-0123\r\n").await;
+        assert!(right.starts_with("HTTP/1.1 200") && right.contains("paynet_"), "{right}");
+        assert!(get(addr, "/health").await.starts_with("HTTP/1.1 200"), "probes stay open");
+        assert!(get(addr, "/ready").await.starts_with("HTTP/1.1 200"));
         stop.cancel();
         task.await.unwrap().unwrap();
     }

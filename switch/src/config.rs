@@ -126,11 +126,15 @@ pub struct AdminConfig {
     pub listen: String,
     /// Limits and TLS of the admin door (`[admin.door]`); off loopback it needs TLS.
     pub door: door::DoorConfig,
+    /// The environment variable holding the admin credential: when set, `/metrics` and
+    /// `/certification` answer only an `Authorization: Bearer` with it (401 without, 403 with
+    /// another); `/health` and `/ready` stay open to probes.
+    pub token_env: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "127.0.0.1:0".into(), door: door::DoorConfig::default() }
+        AdminConfig { listen: "127.0.0.1:0".into(), door: door::DoorConfig::default(), token_env: None }
     }
 }
 

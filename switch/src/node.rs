@@ -269,7 +269,20 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         .await
         .map_err(|e| config_err(format!("admin: cannot bind {}: {e}", cfg.admin.listen)))?;
     let admin_addr = admin_listener.local_addr().map_err(|e| config_err(e.to_string()))?;
-    let st = AdminState { metrics: metrics.clone(), readiness: readiness.clone(), certification };
+    let token = match &cfg.admin.token_env {
+        None => None,
+        Some(var) => {
+            let t = std::env::var(var)
+                .map_err(|_| config_err(format!("admin.token_env: the variable {var} is not set")))?;
+            if t.len() < 16 {
+                return Err(config_err(format!(
+                    "admin.token_env: the credential in {var} is under 16 characters"
+                )));
+            }
+            Some(Arc::new(zeroize::Zeroizing::new(t)))
+        }
+    };
+    let st = AdminState { metrics: metrics.clone(), readiness: readiness.clone(), certification, token };
     let admin_stop = stop_all.clone();
     let admin_door = cfg.admin.door.resolved(&base);
     // Refused here (plaintext off loopback, TLS files that do not load), not in the spawned task.

@@ -76,8 +76,8 @@ pub struct IssuerTokenView {
 /// Events kept for requestors to collect (the oldest go first).
 const MAX_EVENTS: usize = 10_000;
 
-/// A provisioning request.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// A provisioning request. Its `Debug` masks the PAN and leaves the CVV2 and expiry out.
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 pub struct ProvisionRequest {
     /// The requestor's id for this request: a repeat gets the first answer.
     pub request_id: String,
@@ -93,6 +93,19 @@ pub struct ProvisionRequest {
     /// for it: the issuer verifies it in ID&V (DE 48 subelement 92).
     #[serde(default)]
     pub cvv2: Option<String>,
+}
+
+impl std::fmt::Debug for ProvisionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvisionRequest")
+            .field("request_id", &self.request_id)
+            .field("pan", &codecs::iso8583::describe::mask_pan(&self.pan))
+            .field("expiry", &"****")
+            .field("device_public_key", &self.device_public_key)
+            .field("entry_modes", &self.entry_modes)
+            .field("cvv2", &self.cvv2.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// What a provisioning call answers.
@@ -684,5 +697,27 @@ impl TokenService {
         if !self.engine.issuer_notify(&pan, &m).await {
             tracing::error!("token notification neither delivered to the issuer nor queued");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provisioning_request_never_debugs_its_pan_expiry_or_cvv2() {
+        let r = ProvisionRequest {
+            request_id: "r1".into(),
+            pan: "4761739001010010".into(),
+            expiry: "2812".into(),
+            device_public_key: "04AB".into(),
+            entry_modes: vec!["07".into()],
+            cvv2: Some("123".into()),
+        };
+        let d = format!("{r:?}");
+        for secret in ["4761739001010010", "2812", "123"] {
+            assert!(!d.contains(secret), "{secret} in {d}");
+        }
+        assert!(d.contains("476173") && d.contains("0010"), "the masked PAN is kept: {d}");
     }
 }
