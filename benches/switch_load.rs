@@ -7,7 +7,14 @@
 //! ```text
 //! cargo bench --bench switch_load -- [--rate 20000] [--seconds 10] [--connections 8] [--cards 64]
 //!                                    [--only switch|relay] [--report FILE]
+//!                                    [--find-max [--p99-ms 10]]
 //! ```
+//!
+//! Each phase also reports the process's CPU time per request (user + system, from
+//! `/proc/self/stat`: generator, switch and issuer simulator together — the switch's own share is
+//! the switch phase's figure minus the relay phase's) and its resident memory at the phase's end.
+//! `--find-max` searches (bisection, `--seconds` per step) the highest offered rate each path holds
+//! with p99 within `--p99-ms` and no timeouts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +113,50 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// CPU time of this process so far (all threads, user + system), in µs.
+fn cpu_us() -> u64 {
+    // Fields 14 and 15 of /proc/self/stat (after the parenthesised name) are utime and stime in
+    // clock ticks; Linux's USER_HZ is 100.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10_000
+}
+
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One phase's report with its cost.
+struct Phase {
+    report: Report,
+    cpu_us_per_request: f64,
+    rss_mib: u64,
+}
+
+impl Phase {
+    fn json(&self) -> serde_json::Value {
+        let r = &self.report;
+        serde_json::json!({"offered_tps": r.offered_tps, "achieved_tps": r.achieved_tps, "sent": r.sent,
+            "approved": r.approved, "declined": r.declined, "errors": r.errors, "timeouts": r.timeouts,
+            "unmatched": r.unmatched, "response_codes": r.response_codes, "latency_us": r.latency_us,
+            "cpu_us_per_request": (self.cpu_us_per_request * 10.0).round() / 10.0,
+            "rss_mib_at_end": self.rss_mib})
+    }
+
+    fn holds(&self, p99_us: u64) -> bool {
+        let r = &self.report;
+        r.timeouts == 0 && r.errors == 0 && r.latency_us.p99 <= p99_us && r.sent > 0
+    }
+}
+
 fn main() {
     // Warnings and errors of the network under load go to stderr (RUST_LOG to change).
     tracing_subscriber::fmt()
@@ -120,7 +171,10 @@ fn main() {
     let seconds = arg(&args, "--seconds", 10);
     let connections = arg(&args, "--connections", 8) as usize;
     let ncards = arg(&args, "--cards", 64) as usize;
+    let p99_us = arg(&args, "--p99-ms", 10) * 1000;
+    let find_max = args.iter().any(|a| a == "--find-max");
     let report_path = args.iter().position(|a| a == "--report").and_then(|i| args.get(i + 1)).cloned();
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -129,7 +183,6 @@ fn main() {
         // The relay below talks to the issuer directly and cannot sign: both paths run without
         // the link MAC, so that they compare like with like.
         opts.issuer_link_mac = false;
-        // Roomy test accounts: the bench measures throughput, not declines.
         let net = paynet::network::start(opts).await.expect("network");
         let spec = Spec::builtin("network").expect("spec").clone();
         let cards: Vec<TestCard> = net
@@ -138,59 +191,78 @@ fn main() {
             .iter()
             .map(|c| serde_json::from_value(serde_json::to_value(c).expect("json")).expect("card"))
             .collect();
-        let total = rate * seconds;
-        assert!(total / ncards as u64 * 2 < 65_000, "too few cards for that many requests: raise --cards");
-        let plan = Plan {
-            rate,
-            duration: Duration::from_secs(seconds),
-            connections,
-            timeout: Duration::from_secs(5),
-        };
         let relay_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
-        let relay_addr = relay_listener.local_addr().expect("addr");
+        let relay_addr = relay_listener.local_addr().expect("addr").to_string();
         tokio::spawn(relay(relay_listener, net.issuer_addr.to_string()));
-        let run = |addr: String, atc_base: u64| {
+        let switch_addr = format!("{}:{}", net.ports.acquirer.host, net.ports.acquirer.port);
+        // Every phase gives each card ATCs no earlier phase used (the issuer refuses a repeat).
+        let mut next_atc = 0u64;
+        let mut phase = |addr: String, rate: u64| {
+            let total = rate * seconds;
+            let per_card = total / ncards as u64 + 1;
+            let atc_base = next_atc;
+            next_atc += per_card;
+            assert!(next_atc < 65_000, "the cards' ATCs are used up: raise --cards or lower the rates");
             let spec = spec.clone();
             let purchases = Purchases { spec: spec.clone(), cards: cards.clone(), atc_base };
             let source = Arc::new(Prebuilt::new(&purchases, total, connections));
+            let plan = Plan { rate, duration: Duration::from_secs(seconds), connections, timeout: Duration::from_secs(5) };
             async move {
-                load::run(
-                    Target { addr, spec, framing: FramingKind::Binary2 },
-                    plan,
-                    source,
-                    Arc::new(|_| {}),
-                )
-                .await
+                let cpu = cpu_us();
+                let report =
+                    load::run(Target { addr, spec, framing: FramingKind::Binary2 }, plan, source, Arc::new(|_| {})).await;
+                let used = cpu_us().saturating_sub(cpu);
+                let cpu_us_per_request = if report.sent > 0 { used as f64 / report.sent as f64 } else { 0.0 };
+                Phase { report, cpu_us_per_request, rss_mib: rss_kib() / 1024 }
             }
         };
-        let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
-        let relay_report: Report = if only.as_deref() == Some("switch") {
-            Report::default()
+        let out = if find_max {
+            let mut found = serde_json::Map::new();
+            for (name, addr) in [("relay", &relay_addr), ("switch", &switch_addr)] {
+                if only.as_deref().is_some_and(|o| o != name) {
+                    continue;
+                }
+                // Bisection between a rate that holds and one that does not.
+                let (mut lo, mut hi) = (0u64, rate.max(1_000));
+                let mut steps = Vec::new();
+                let mut best: Option<Phase> = None;
+                while hi - lo > hi / 20 {
+                    let r = if steps.is_empty() { hi } else { (lo + hi) / 2 };
+                    let p = phase(addr.clone(), r).await;
+                    let held = p.holds(p99_us);
+                    eprintln!("{name}: {r}/s p99 {} µs {}", p.report.latency_us.p99, if held { "held" } else { "not held" });
+                    steps.push(serde_json::json!({"offered_tps": r, "held": held, "p99_us": p.report.latency_us.p99}));
+                    if held {
+                        lo = r;
+                        best = Some(p);
+                        if steps.len() == 1 {
+                            break;
+                        }
+                    } else {
+                        hi = r;
+                    }
+                }
+                found.insert(
+                    name.into(),
+                    serde_json::json!({"max_held_tps": lo, "at_max": best.map(|p| p.json()), "steps": steps}),
+                );
+            }
+            serde_json::json!({"find_max": found, "p99_bound_ms": p99_us / 1000, "connections": connections,
+                "seconds_per_step": seconds, "cards": ncards})
         } else {
-            run(relay_addr.to_string(), 0).await
+            let relay = if only.as_deref() == Some("switch") { None } else { Some(phase(relay_addr.clone(), rate).await) };
+            let switch = if only.as_deref() == Some("relay") { None } else { Some(phase(switch_addr.clone(), rate).await) };
+            let tps = |p: &Option<Phase>| p.as_ref().map(|p| p.report.achieved_tps).unwrap_or(0.0);
+            let ratio = if tps(&relay) > 0.0 { tps(&switch) / tps(&relay) } else { 0.0 };
+            let cpu = |p: &Option<Phase>| p.as_ref().map(|p| p.cpu_us_per_request).unwrap_or(0.0);
+            serde_json::json!({
+                "relay": relay.as_ref().map(Phase::json),
+                "switch": switch.as_ref().map(Phase::json),
+                "switch_to_relay_throughput_ratio": ratio,
+                "switch_cpu_us_beyond_relay": ((cpu(&switch) - cpu(&relay)) * 10.0).round() / 10.0,
+                "connections": connections, "seconds": seconds, "cards": ncards,
+            })
         };
-        let switch_addr = format!("{}:{}", net.ports.acquirer.host, net.ports.acquirer.port);
-        let switch_report: Report = if only.as_deref() == Some("relay") {
-            Report::default()
-        } else {
-            run(switch_addr, total / ncards as u64 + 1).await
-        };
-        let ratio = if relay_report.achieved_tps > 0.0 {
-            switch_report.achieved_tps / relay_report.achieved_tps
-        } else {
-            0.0
-        };
-        let brief = |r: &Report| {
-            serde_json::json!({"offered_tps": r.offered_tps, "achieved_tps": r.achieved_tps, "sent": r.sent,
-                "approved": r.approved, "declined": r.declined, "errors": r.errors, "timeouts": r.timeouts,
-                "unmatched": r.unmatched, "response_codes": r.response_codes, "latency_us": r.latency_us})
-        };
-        let out = serde_json::json!({
-            "relay": brief(&relay_report),
-            "switch": brief(&switch_report),
-            "switch_to_relay_throughput_ratio": ratio,
-            "connections": connections, "seconds": seconds, "cards": ncards,
-        });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         if let Some(p) = report_path {
             let _ = std::fs::write(p, out.to_string());
