@@ -13,6 +13,7 @@
 //! configures itself), reads a clock or spawns a task.
 #![forbid(unsafe_code)]
 
+pub mod currency;
 pub mod error;
 pub mod framing;
 pub mod iso8583;
