@@ -389,7 +389,11 @@ pub async fn start(opts: Options) -> Result<Network> {
             stand_in: opts.stand_in.clone(),
             ..IssuerConfig::default()
         }],
-        routes: vec![RouteConfig { prefix: "476173".into(), issuer: "issuer-a".into() }],
+        routes: vec![RouteConfig {
+            prefix: "476173".into(),
+            issuer: "issuer-a".into(),
+            billing_currency: None,
+        }],
         keys: switch::config::KeysConfig::default(),
         journal: switch::config::JournalConfig::default(),
         saf: switch::config::SafConfig { retry_base_ms: 200, retry_max_ms: 5_000, ..Default::default() },

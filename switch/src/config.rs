@@ -27,6 +27,9 @@ pub struct SwitchConfig {
     pub issuers: Vec<IssuerConfig>,
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Currency conversion rates (`[[rate]]`), reloaded on SIGHUP with the routes.
+    #[serde(rename = "rate")]
+    pub rates: Vec<RateConfig>,
     pub keys: KeysConfig,
     pub journal: JournalConfig,
     pub saf: SafConfig,
@@ -337,6 +340,20 @@ impl Default for IssuerConfig {
 pub struct RouteConfig {
     pub prefix: String,
     pub issuer: String,
+    /// The cardholder billing currency of the range (ISO 4217 numeric): a transaction in another
+    /// currency is converted (DE 6, DE 10, DE 51) at a `[[rate]]`; without it, no conversion.
+    #[serde(default)]
+    pub billing_currency: Option<String>,
+}
+
+/// A conversion rate: one unit of `from` is worth `rate` units of `to` (ISO 4217 numeric codes;
+/// a decimal with at most seven significant digits and seven decimals, as DE 10 carries it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    pub from: String,
+    pub to: String,
+    pub rate: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -466,6 +483,7 @@ impl Default for SwitchConfig {
             acquirers: Vec::new(),
             issuers: Vec::new(),
             routes: Vec::new(),
+            rates: Vec::new(),
             keys: KeysConfig::default(),
             journal: JournalConfig::default(),
             saf: SafConfig::default(),
@@ -590,6 +608,12 @@ impl SwitchConfig {
             if !issuers.contains(&r.issuer) {
                 p.push(format!("{at}.issuer: no issuer named {:?}", r.issuer));
             }
+        }
+        // Billing currencies and rates: the route table's own checks, with their positions.
+        if p.is_empty()
+            && let Err(e) = crate::route::RouteTable::from_config(self)
+        {
+            p.push(e);
         }
         let ts = &self.token_service;
         if ts.enabled {

@@ -282,10 +282,10 @@ fn reload(running: &node::RunningNode, hsm: &Arc<crypto::hsm::SoftHsm>, config: 
         }
     };
     let base = config.parent().map(Path::to_path_buf).unwrap_or_default();
-    let table = match RouteTable::new(cfg.routes.iter().map(|r| (r.prefix.as_str(), r.issuer.as_str()))) {
+    let table = match RouteTable::from_config(&cfg) {
         Ok(t) => t,
         Err(e) => {
-            tracing::error!(error = %e, "reload refused: bad routes; the running ones stay");
+            tracing::error!(error = %e, "reload refused: bad routes or rates; the running ones stay");
             return;
         }
     };

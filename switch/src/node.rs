@@ -186,8 +186,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         );
         issuers.insert(name, IssuerHandle { link: pool, saf, saf_wake: wake });
     }
-    let routes = RouteTable::new(cfg.routes.iter().map(|r| (r.prefix.as_str(), r.issuer.as_str())))
-        .map_err(|e| config_err(e.to_string()))?;
+    let routes = RouteTable::from_config(&cfg).map_err(config_err)?;
     let engine = Arc::new(Engine {
         pipeline: Pipeline {
             registry: RwLock::new(Arc::new(registry)),

@@ -14,6 +14,19 @@ pub type IssuerName = Arc<str>;
 pub struct RouteTable {
     /// (prefix length, prefix → issuer), longest first.
     by_len: Vec<(usize, HashMap<u64, IssuerName>)>,
+    /// The cardholder billing currency of a BIN range (longest prefix), where the route says.
+    billing: Vec<(String, &'static codecs::currency::Currency)>,
+    /// Conversion rates: (transaction currency, billing currency) → rate.
+    rates: HashMap<(&'static str, &'static str), codecs::currency::Rate>,
+}
+
+/// A conversion the route table asks for: the card's billing currency and the rate from the
+/// transaction's currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conversion {
+    pub from: &'static codecs::currency::Currency,
+    pub to: &'static codecs::currency::Currency,
+    pub rate: codecs::currency::Rate,
 }
 
 /// A prefix of up to 19 digits packed into an integer; the length disambiguates leading zeros.
@@ -54,7 +67,55 @@ impl RouteTable {
         }
         let mut by_len: Vec<_> = maps.into_iter().collect();
         by_len.sort_by_key(|e| std::cmp::Reverse(e.0));
-        Ok(RouteTable { by_len })
+        Ok(RouteTable { by_len, billing: Vec::new(), rates: HashMap::new() })
+    }
+
+    /// The table of a switch config: its routes, their billing currencies and its rates.
+    pub fn from_config(cfg: &crate::config::SwitchConfig) -> Result<Self, String> {
+        use codecs::currency::{Rate, by_numeric};
+        let mut t = RouteTable::new(cfg.routes.iter().map(|r| (r.prefix.as_str(), r.issuer.as_str())))
+            .map_err(|e| e.to_string())?;
+        for (i, r) in cfg.routes.iter().enumerate() {
+            if let Some(code) = &r.billing_currency {
+                let c = by_numeric(code).ok_or_else(|| {
+                    format!("route[{i}].billing_currency: {code:?} is not an ISO 4217 numeric code")
+                })?;
+                t.billing.push((r.prefix.clone(), c));
+            }
+        }
+        t.billing.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        for (i, r) in cfg.rates.iter().enumerate() {
+            let from = by_numeric(&r.from)
+                .ok_or_else(|| format!("rate[{i}].from: {:?} is not an ISO 4217 numeric code", r.from))?;
+            let to = by_numeric(&r.to)
+                .ok_or_else(|| format!("rate[{i}].to: {:?} is not an ISO 4217 numeric code", r.to))?;
+            if from == to {
+                return Err(format!("rate[{i}]: from and to are both {}", from.alpha));
+            }
+            let rate = Rate::parse_decimal(&r.rate).map_err(|e| format!("rate[{i}].rate: {e}"))?;
+            if t.rates.insert((from.numeric, to.numeric), rate).is_some() {
+                return Err(format!("rate[{i}]: {} to {} given twice", from.alpha, to.alpha));
+            }
+        }
+        Ok(t)
+    }
+
+    /// What converting a transaction in `currency` (numeric) on `pan` takes: `Ok(None)` when the
+    /// card is billed in that currency (or its route names none); `Err` with the pair when no
+    /// rate is configured.
+    pub fn conversion(&self, pan: &[u8], currency: &str) -> Result<Option<Conversion>, String> {
+        let Some((_, to)) = self.billing.iter().find(|(p, _)| pan.starts_with(p.as_bytes())) else {
+            return Ok(None);
+        };
+        if to.numeric == currency {
+            return Ok(None);
+        }
+        let from = codecs::currency::by_numeric(currency)
+            .ok_or_else(|| format!("{currency:?} is not an ISO 4217 currency"))?;
+        match self.rates.get(&(from.numeric, to.numeric)) {
+            Some(rate) => Ok(Some(Conversion { from, to, rate: *rate })),
+            None => Err(format!("no conversion rate from {} to {}", from.alpha, to.alpha)),
+        }
     }
 
     /// The issuer for a PAN (ASCII digits), by the longest matching prefix.

@@ -18,6 +18,7 @@
 //! forwards nothing and books nothing.
 
 pub mod chip;
+pub mod convert;
 pub mod dedupe;
 pub mod detokenize;
 pub mod identify;
@@ -61,6 +62,7 @@ pub enum Stage {
     Verify,
     Issuer,
     StandIn,
+    Convert,
     Original,
     Respond,
 }
@@ -77,6 +79,7 @@ impl Stage {
             Stage::Verify => "verify",
             Stage::Issuer => "issuer",
             Stage::StandIn => "stand-in",
+            Stage::Convert => "convert",
             Stage::Original => "original",
             Stage::Respond => "respond",
         }
@@ -392,6 +395,9 @@ impl Pipeline {
                 return Step::Answer(done);
             }
         };
+        if let Err(d) = convert::convert(self, &txn, &mut sent) {
+            return self.decided(txn, d, dk);
+        }
         original::record_forwarded(self, &txn, &rules.name, now_ms);
         let issuer = rules.name.clone();
         Step::Forward(Box::new(Forward {
@@ -450,6 +456,7 @@ impl Pipeline {
                 respond::answer(&txn.msg, ResponseCode::SYSTEM_ERROR)
             }
         };
+        convert::show_billing(&sent, &mut answer);
         respond::for_token(self, &txn, token.as_ref(), &mut answer);
         original::record_answered(self, &txn, &issuer, &answer, now_ms);
         Done { answer, request: Some(txn.msg), route, decline, owed, sign, dedupe }

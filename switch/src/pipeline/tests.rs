@@ -352,3 +352,82 @@ fn responses_from_acquirers_are_ignored_and_echo_is_answered_locally() {
     let d = answered(begin(&p, echo));
     assert_eq!((rc(&d).as_str(), d.route.as_str()), ("00", "local"));
 }
+
+/// A purchase in another currency: DE 49 and tag 5F2A both say `currency` (the pipeline then
+/// cannot verify the card's cryptogram over the changed data, so the test issuer's IMK is off).
+fn purchase_in(currency: &str, stan: u32, amount: u64, atc: u16) -> Message {
+    let mut m = purchase(stan, amount, atc);
+    m.set_text(49, currency).expect("DE 49");
+    let mut icc = m.icc_data().expect("ok").expect("DE 55").to_vec();
+    let at = icc.windows(2).position(|w| w == [0x5F, 0x2A]).expect("5F2A") + 3;
+    let bcd = hex::decode(format!("0{currency}")).expect("bcd");
+    icc[at..at + 2].copy_from_slice(&bcd);
+    m.set_icc_data(&icc).expect("DE 55");
+    m
+}
+
+/// The fixture's pipeline with the card range billed in EUR, a TWD → EUR rate, and no on-behalf
+/// verification.
+fn converting_pipeline() -> Pipeline {
+    let mut p = pipeline();
+    for rules in p.issuers.values_mut() {
+        rules.imk_ac = None;
+    }
+    let cfg = crate::config::SwitchConfig {
+        routes: vec![crate::config::RouteConfig {
+            prefix: "476173".into(),
+            issuer: "issuer-a".into(),
+            billing_currency: Some("978".into()),
+        }],
+        rates: vec![crate::config::RateConfig {
+            from: "901".into(),
+            to: "978".into(),
+            rate: "0.0285714".into(),
+        }],
+        ..Default::default()
+    };
+    *p.routes.write().expect("routes") = Arc::new(RouteTable::from_config(&cfg).expect("table"));
+    p
+}
+
+#[test]
+fn a_sale_in_another_currency_is_converted_for_the_issuer_and_shown_to_the_terminal() {
+    let p = converting_pipeline();
+    // TWD 1,000.00 → EUR 28.57 at 0.0285714.
+    let f = forwarded(begin(&p, purchase_in("901", 1, 100_000, 1)));
+    let sent = f.msg().clone();
+    assert_eq!(sent.text(4).as_deref(), Some("000000100000"), "the issuer sees the terminal's amount");
+    assert_eq!(sent.text(49).as_deref(), Some("901"));
+    assert_eq!(sent.text(6).as_deref(), Some("000000002857"), "and the billing amount");
+    assert_eq!(sent.text(10).as_deref(), Some("70285714"));
+    assert_eq!(sent.text(51).as_deref(), Some("978"));
+    let d = approve(&p, f);
+    assert_eq!(rc(&d), "00");
+    for (de, v) in [(4, "000000100000"), (6, "000000002857"), (10, "70285714"), (51, "978")] {
+        assert_eq!(d.answer.text(de).as_deref(), Some(v), "the answer shows DE {de}");
+    }
+    // In the card's own currency: nothing converted.
+    let f = forwarded(begin(&p, purchase_in("978", 2, 1_000, 2)));
+    assert!(!f.msg().contains(6) && !f.msg().contains(10) && !f.msg().contains(51));
+    // A currency with no rate to EUR: 13, nothing forwarded.
+    let d = answered(begin(&p, purchase_in("392", 3, 1_000, 3)));
+    assert_eq!(rc(&d), "13");
+    assert_eq!(d.decline.as_ref().map(|d| d.stage), Some(Stage::Convert));
+    assert!(d.decline.as_ref().is_some_and(|d| d.reason.contains("JPY to EUR")), "{:?}", d.decline);
+}
+
+#[test]
+fn the_acquirer_cannot_supply_its_own_billing_amount_or_rate() {
+    let p = converting_pipeline();
+    let mut m = purchase_in("901", 1, 100_000, 1);
+    m.set_text(6, "000000000001").expect("DE 6");
+    m.set_text(10, "10000001").expect("DE 10");
+    m.set_text(51, "978").expect("DE 51");
+    let f = forwarded(begin(&p, m));
+    assert_eq!(
+        f.msg().text(6).as_deref(),
+        Some("000000002857"),
+        "the network's conversion, not the acquirer's"
+    );
+    assert_eq!(f.msg().text(10).as_deref(), Some("70285714"));
+}
