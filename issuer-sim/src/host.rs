@@ -143,6 +143,18 @@ pub struct Sms {
     pub at_ms: u64,
 }
 
+/// The network's conversion on a request: DE 6 (billing amount) with DE 10 (rate) and DE 51
+/// (billing currency) and the sale's DE 49; `Ok(None)` without DE 51; `Err` when present but
+/// incomplete or unreadable.
+fn billing(req: &Message) -> Result<Option<(u64, crate::ledger::Conversion)>, ()> {
+    let Some(to) = field(req, 51) else { return Ok(None) };
+    let to = codecs::currency::by_numeric(&to).ok_or(())?;
+    let from = field(req, 49).and_then(|c| codecs::currency::by_numeric(&c)).ok_or(())?;
+    let rate = field(req, 10).and_then(|r| codecs::currency::Rate::parse_de10(&r).ok()).ok_or(())?;
+    let billed: u64 = field(req, 6).and_then(|a| a.parse().ok()).ok_or(())?;
+    Ok(Some((billed, crate::ledger::Conversion { from, to, rate })))
+}
+
 fn field(m: &Message, de: u16) -> Option<String> {
     m.text(de).map(|t| t.into_owned())
 }
@@ -630,10 +642,25 @@ impl Issuer {
             let de54 = format!("3002{:0>3}C{:012}", card.cfg.currency, acct.open_to_buy());
             return Decision { code: "00", auth_code: None, de54: Some(de54) };
         }
-        let amount = req.amount().ok().flatten().map(|a| a.0).unwrap_or(0);
-        let currency: u16 = field(req, 49).and_then(|c| c.parse().ok()).unwrap_or(0);
-        match self.ledger.authorize(&own_key(req), account, amount, currency) {
+        // A sale in another currency than the card's: the network's conversion (DE 6 in DE 51, at
+        // DE 10) is what the account is charged; its rate is kept for a partial reversal.
+        let conversion = match billing(req) {
+            Ok(c) => c,
+            Err(()) => return Decision::rc("30"),
+        };
+        let (amount, currency) = match &conversion {
+            Some((billed, c)) => (*billed, c.to.numeric.parse().unwrap_or(0)),
+            None => (
+                req.amount().ok().flatten().map(|a| a.0).unwrap_or(0),
+                field(req, 49).and_then(|c| c.parse().ok()).unwrap_or(0),
+            ),
+        };
+        let key = own_key(req);
+        match self.ledger.authorize(&key, account, amount, currency) {
             Ok(()) => {
+                if let Some((_, c)) = conversion {
+                    self.ledger.set_conversion(&key, c);
+                }
                 // A cash advance tells the ATM what is left, as a balance inquiry would (DE 54):
                 // the ATM shows it on its screen after the cash.
                 let de54 = (tx == "01")
@@ -741,6 +768,15 @@ impl Issuer {
                 Some(a) => a.parse().unwrap_or(0),
                 None => return answer(req, "30"),
             },
+        };
+        // A sale that was converted: the amount still standing, in the sale's currency, is
+        // converted at the rate the sale was booked with.
+        let remaining = match self.ledger.booking(&key).and_then(|b| b.conversion) {
+            Some(c) if remaining > 0 => match c.rate.convert(remaining, c.from, c.to) {
+                Ok(r) => r,
+                Err(_) => return answer(req, "13"),
+            },
+            _ => remaining,
         };
         match self.ledger.reverse(&key, remaining) {
             Ok(_) => answer(req, "00"),

@@ -64,10 +64,21 @@ pub enum LedgerError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Booking {
     pub account: AccountId,
-    /// The amount approved.
+    /// The amount approved (in the account's currency).
     pub approved_minor: u64,
     /// What stands after reversals (equal to `approved_minor` until a reversal arrives).
     pub standing_minor: u64,
+    /// The network's conversion when the sale was in another currency (DE 10): a partial
+    /// reversal's amount, in the sale's currency, is converted at this same rate.
+    pub conversion: Option<Conversion>,
+}
+
+/// A conversion booked with a sale: its currency, the account's, and the rate (DE 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conversion {
+    pub from: &'static codecs::currency::Currency,
+    pub to: &'static codecs::currency::Currency,
+    pub rate: codecs::currency::Rate,
 }
 
 #[derive(Debug, Default)]
@@ -123,8 +134,10 @@ impl Ledger {
             return Err(LedgerError::InsufficientFunds);
         }
         acct.outstanding_minor += amount;
-        self.bookings
-            .insert(key.clone(), Booking { account: id, approved_minor: amount, standing_minor: amount });
+        self.bookings.insert(
+            key.clone(),
+            Booking { account: id, approved_minor: amount, standing_minor: amount, conversion: None },
+        );
         Ok(())
     }
 
@@ -140,8 +153,10 @@ impl Ledger {
         }
         let acct = self.accounts.get_mut(&id).ok_or(LedgerError::NoAccount)?;
         acct.outstanding_minor = acct.outstanding_minor.saturating_add(amount);
-        self.bookings
-            .insert(key.clone(), Booking { account: id, approved_minor: amount, standing_minor: amount });
+        self.bookings.insert(
+            key.clone(),
+            Booking { account: id, approved_minor: amount, standing_minor: amount, conversion: None },
+        );
         Ok(())
     }
 
@@ -149,6 +164,13 @@ impl Ledger {
     /// partial one). Idempotent: the standing amount is set, not decremented, so a repeated
     /// reversal changes nothing. A reversal of an original never booked (declined, or never
     /// received) is acknowledged with nothing to release.
+    /// Records the conversion of an approved sale (after [`Ledger::authorize`]).
+    pub fn set_conversion(&mut self, key: &OriginalKey, conversion: Conversion) {
+        if let Some(b) = self.bookings.get_mut(key) {
+            b.conversion = Some(conversion);
+        }
+    }
+
     pub fn reverse(&mut self, key: &OriginalKey, remaining: u64) -> Result<u64, LedgerError> {
         let Some(b) = self.bookings.get_mut(key) else { return Ok(0) };
         if remaining > b.approved_minor {

@@ -593,3 +593,38 @@ fn limited_use_keys_are_the_session_keys_sealed_for_the_device_and_never_reissue
         "expired"
     );
 }
+
+/// A sale in TWD on a card billed in EUR, converted by the network (DE 6, DE 10, DE 51): the
+/// account is charged DE 6 in EUR; a partial reversal (DE 95, in TWD) releases what the sale's
+/// rate makes of the difference; an incomplete conversion is a format error that books nothing.
+#[test]
+fn a_converted_sale_is_booked_in_the_billing_currency_and_reversed_at_its_rate() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[0];
+    let start = iss.open_to_buy(&card.pan).expect("card");
+    let converted = |stan: u32, twd: u64, eur: u64| {
+        let mut m = chip_request(&spec(), card, &Tx::purchase(stan, twd, stan as u16));
+        m.set_text(49, "901").expect("DE 49");
+        m.set_text(6, &format!("{eur:012}")).expect("DE 6");
+        m.set_text(10, "70285714").expect("DE 10");
+        m.set_text(51, "978").expect("DE 51");
+        m
+    };
+    // TWD 1,000.00 at 0.0285714 = EUR 28.57.
+    let sale = converted(1, 100_000, 2_857);
+    assert_eq!(rc(&call(&mut iss, &sale)), "00");
+    assert_eq!(iss.open_to_buy(&card.pan), Some(start - 2_857), "charged in EUR");
+    // TWD 400.00 stays: EUR 11.43 at the sale's rate (11.428560 → 11.43), 17.14 released.
+    let partial = reversal(&sale, "0420", 2, Some(40_000));
+    assert_eq!(rc(&call(&mut iss, &partial)), "00");
+    assert_eq!(iss.open_to_buy(&card.pan), Some(start - 1_143));
+    // Without the rate the conversion cannot be read: 30, nothing booked.
+    let mut no_rate = converted(3, 10_000, 286);
+    no_rate.remove(10);
+    assert_eq!(rc(&call(&mut iss, &no_rate)), "30");
+    // Billed in a currency that is not the card's: 13.
+    let mut usd = converted(4, 10_000, 300);
+    usd.set_text(51, "840").expect("DE 51");
+    assert_eq!(rc(&call(&mut iss, &usd)), "13");
+    assert_eq!(iss.open_to_buy(&card.pan), Some(start - 1_143));
+}
