@@ -243,7 +243,12 @@ async fn connection(
             }
             let answer = if verified {
                 match engine.handle(&ctx, &who, &frame.payload, req).await {
-                    Outcome::Answer { msg, sign } => Some((msg, sign.or(mac))),
+                    // Nothing to sign: the bytes the engine encoded (and cached) go as they are.
+                    Outcome::Answer { bytes: Some(bytes), sign: None, .. } if mac.is_none() => {
+                        let _ = tx.send(frame.reply(bytes)).await;
+                        None
+                    }
+                    Outcome::Answer { msg, sign, .. } => Some((msg, sign.or(mac))),
                     Outcome::Nothing => None,
                 }
             } else {

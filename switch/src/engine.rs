@@ -79,8 +79,9 @@ pub struct Engine {
 /// What the listener should do with a request.
 pub enum Outcome {
     /// Send this answer back, signed with the terminal's MAC key when it has one (else the
-    /// listener's, when its link MACs).
-    Answer { msg: Message, sign: Option<LinkMac> },
+    /// listener's, when its link MACs). `bytes`: the answer already encoded, for a listener
+    /// that signs nothing (it is encoded once).
+    Answer { msg: Message, sign: Option<LinkMac>, bytes: Option<Bytes> },
     /// Nothing to answer (a response sent by an acquirer, counted and dropped).
     Nothing,
 }
@@ -244,8 +245,8 @@ impl Engine {
             answer = self.unjournaled(&answer);
             encoded = crate::pipeline::Pipeline::encode_answer(&answer);
         }
-        self.pipeline.publish(dedupe.as_ref(), encoded);
-        Outcome::Answer { msg: answer, sign: done.sign }
+        self.pipeline.publish(dedupe.as_ref(), encoded.clone());
+        Outcome::Answer { msg: answer, sign: done.sign, bytes: encoded }
     }
 
     /// The answer given instead of one whose journal row the store did not take in time: 96, with
@@ -283,7 +284,7 @@ impl Engine {
         if !self.journal.record_message(entry) {
             return Outcome::Nothing;
         }
-        Outcome::Answer { msg: answer, sign: None }
+        Outcome::Answer { msg: answer, sign: None, bytes: None }
     }
 
     /// A message owed to an issuer: offered at once when it may be, otherwise (or when not taken)
