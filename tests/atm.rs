@@ -17,9 +17,9 @@ use atm_sim::atm::{Atm, AtmConfig, Fault, Outcome, ReversalKind};
 use atm_sim::{Cassettes, Endpoint, PinPad, SwitchLink};
 use common::profile;
 use crypto::pin::Pin;
+use emv::card::{CardKeys, EmvApplet, Luk};
 use issuer_sim::server::FaultRule;
 use paynet::network::{self, Network, Options};
-use wallet_sim::card::{CardKeys, EmvApplet, Luk};
 
 /// Test card `i` of the ports file as a plastic card.
 fn plastic(net: &Network, i: usize) -> EmvApplet {

@@ -17,7 +17,7 @@ use common::process::{serve, workspace_bin};
 use atm_sim::atm::{Atm, AtmConfig};
 use atm_sim::ports::{PortsFile, card_profile};
 use atm_sim::{Cassettes, PinPad, SwitchLink};
-use wallet_sim::card::EmvApplet;
+use emv::card::EmvApplet;
 
 fn atm_sim_bin() -> PathBuf {
     workspace_bin("atm-sim")
@@ -161,7 +161,7 @@ fn atm_sim_cli_against_paynet_serve() {
             &["--device", phone.to_str().expect("path"), "--amount", "40000", "--pin", &pin(4)],
         ));
         assert_eq!(v["response_code"], "00", "{v}");
-        let p: wallet_sim::card::CardProfile =
+        let p: emv::card::CardProfile =
             serde_json::from_str(&std::fs::read_to_string(&phone).expect("read")).expect("profile");
         assert_eq!(p.atc, 0x7A00 + n);
     }
@@ -178,7 +178,7 @@ fn atm_sim_cli_against_paynet_serve() {
         .expect("wallet-sim");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let atc_of = |path: &Path| {
-        let phone = wallet_sim::phone::Phone::open(path).expect("phone file");
+        let phone = phone::Phone::open(path).expect("phone file");
         let id = phone.default_card().expect("default card");
         phone.profile(&id).expect("card").atc
     };
@@ -208,5 +208,5 @@ fn atm_sim_cli_against_paynet_serve() {
     }
     let journal = std::fs::read_to_string(state.join(format!("atm-{tid}.journal"))).expect("journal");
     assert!(journal.contains("\"event\":\"dispensed\""));
-    assert!(journal.contains(&wallet_sim::card::mask(&ports.test_cards[0].pan)));
+    assert!(journal.contains(&emv::card::mask(&ports.test_cards[0].pan)));
 }

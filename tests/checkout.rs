@@ -7,10 +7,10 @@ mod common;
 use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
 use common::{Client, rc};
+use emv::card::{CardKeys, CardProfile, EmvApplet};
+use emv::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
 use paynet::network::{self, Network, Options};
 use terminal_sim::checkout::{Order, in_app_request, key_entered_request};
-use terminal_sim::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
-use wallet_sim::card::{CardKeys, CardProfile, EmvApplet};
 
 fn order(stan: u32, amount: u64) -> Order {
     Order {

@@ -7,9 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use paynet::network::{self, Options};
+use phone::Phone;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wallet_sim::phone::Phone;
 use wallet_sim::providers::http;
 
 /// One raw HTTP call: status and body.

@@ -66,7 +66,7 @@ async fn one(model: Model, channel: Channel) {
         assert_eq!(device_pan, pan, "the card's PAN on the phone");
         assert!(run.device_pan.starts_with("476173"), "{run:?}");
     }
-    assert_eq!(run.device_pan, wallet_sim::card::mask(&device_pan));
+    assert_eq!(run.device_pan, emv::card::mask(&device_pan));
     let answer = match channel {
         Channel::Pos => "switch → POS terminal: 0110 DE 39 00",
         Channel::Online => "switch → merchant: 0110 DE 39 00",
@@ -137,8 +137,7 @@ async fn every_decline_gets_the_response_code_of_its_reason_and_books_nothing() 
     }
     // ID&V declined: the phones of those flows hold no card.
     for label in ["declines-otp", "declines-expiry"] {
-        let p = wallet_sim::phone::Phone::open(&w.dir.join("phones").join(format!("{label}.json")))
-            .expect("phone");
+        let p = phone::Phone::open(&w.dir.join("phones").join(format!("{label}.json"))).expect("phone");
         assert!(p.cards().is_empty(), "{label}");
     }
     assert!(text.contains("switch → ATM: 0210 DE 39 55"), "{text}");

@@ -9,10 +9,10 @@ use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
 use common::profile;
 use common::{Client, rc};
+use emv::card::{CardKeys, EmvApplet, Luk};
+use emv::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
 use paynet::network::{self, Options};
-use terminal_sim::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
 use terminal_sim::pos::{Tx, tap_request};
-use wallet_sim::card::{CardKeys, EmvApplet, Luk};
 
 /// Taps `card`, sends the request, gives the answer's tag 91 to the card: (DE 39, ARPC accepted).
 async fn pay(c: &mut Client, card: &mut EmvApplet, stan: u32, amount: u64) -> (String, bool) {

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::process::{serve, workspace_bin};
+use emv::card::{CardKeys, CardProfile};
+use phone::Device;
 use serde_json::Value;
-use wallet_sim::card::{CardKeys, CardProfile};
-use wallet_sim::phone::Device;
 
 struct World {
     dir: tempfile::TempDir,
@@ -139,7 +139,7 @@ fn pos_and_checkout_against_paynet_serve() {
         assert!(stdout.contains(want), "{want:?} in {stdout}");
     }
     let token = device_profile(&hce).pan;
-    assert!(stdout.contains(&wallet_sim::card::mask(&token)), "masked token: {stdout}");
+    assert!(stdout.contains(&emv::card::mask(&token)), "masked token: {stdout}");
     let atc_after_first = device_profile(&hce).atc;
 
     // Tapped again (JSON): the ATC moved on and was saved in the phone file; no replay.

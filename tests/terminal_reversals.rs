@@ -17,8 +17,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::process::{serve, workspace_bin};
+use emv::card::{CardKeys, CardProfile};
 use serde_json::Value;
-use wallet_sim::card::{CardKeys, CardProfile};
 
 /// A relay on 127.0.0.1: its first `forwarded` connections are passed to `upstream` one way (the
 /// request gets there, its answer goes nowhere); later connections are read and never answered.
@@ -202,7 +202,7 @@ fn an_unacknowledged_reversal_is_delivered_before_the_next_transaction() {
         (Some(first_stan.as_str()), Some("68"), Some(first)),
         "{owed}"
     );
-    assert_eq!(owed["pan"].as_str(), Some(wallet_sim::card::mask(&profile.pan).as_str()));
+    assert_eq!(owed["pan"].as_str(), Some(emv::card::mask(&profile.pan).as_str()));
     assert_eq!(owed["attempts"].as_u64(), Some(2), "sent with the transaction, and again now");
     let crashed = &r["terminals"][1]["remaining"][0];
     assert_eq!(r["terminals"][1]["tid"], "TERM0002");
@@ -214,7 +214,7 @@ fn an_unacknowledged_reversal_is_delivered_before_the_next_transaction() {
     assert!(owed.get("sealed").is_none(), "the listing carries no sealed message");
     let out = w.run("reversals", &relay_ports, &["--advice-timeout-ms", "300"]);
     let table = String::from_utf8_lossy(&out.stdout);
-    let masked = wallet_sim::card::mask(&profile.pan);
+    let masked = emv::card::mask(&profile.pan);
     assert!(
         table.contains("TERM0001: 0 delivered, 0 refused, 1 still owed") && table.contains(&masked),
         "{table}"

@@ -11,12 +11,12 @@ mod common;
 use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
 use common::{Client, rc};
+use emv::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
 use paynet::network::{self, Network, Options};
-use terminal_sim::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
+use phone::Phone;
+use phone::ota::OtaScript;
 use terminal_sim::pos::{Tx, tap_request};
 use wallet_sim::flows::{self, CardholderCard, Io, Model, Step};
-use wallet_sim::ota::OtaScript;
-use wallet_sim::phone::Phone;
 use wallet_sim::providers::ProviderAddrs;
 
 /// Where the network's providers listen.
@@ -75,7 +75,7 @@ impl World {
 
     async fn pay_device(
         &mut self,
-        phone: &mut dyn wallet_sim::card::Contactless,
+        phone: &mut dyn emv::card::Contactless,
         stan: u32,
         amount: u64,
     ) -> (String, bool) {
@@ -94,7 +94,7 @@ impl World {
     /// Pays in-app: the phone's online cryptogram in an e-commerce 0100, the ARPC back to the phone.
     async fn pay_online(&mut self, phone: &mut Phone, stan: u32, amount: u64) -> (String, bool) {
         let spec = Spec::builtin("network").expect("spec");
-        let tx = wallet_sim::phone::OnlineTx {
+        let tx = phone::OnlineTx {
             amount,
             country: [0x02, 0x50],
             currency: [0x09, 0x78],
@@ -103,7 +103,7 @@ impl World {
             un: [stan as u8, 0x0E, 0xC0, 0x11],
         };
         let oc = phone.online_cryptogram(&tx).expect("online cryptogram");
-        let tapped = terminal_sim::kernel::Tapped::from(oc);
+        let tapped = emv::kernel::Tapped::from(oc);
         let mut req = tap_request(spec, &tapped, &Tx::purchase(stan, amount, 0)).expect("request");
         req.set_text(22, "100").expect("DE 22");
         let rsp = self.client.call(&req).await;
@@ -461,8 +461,8 @@ async fn a_restarted_phone_still_pays() {
     assert_eq!(w.pay(&mut phone, 4, 100).await, approved(), "the SE card, next ATC");
     assert_eq!(phone.profile(&se_card).expect("se").atc, 2);
     // The exported card is the plain profile other tools read.
-    let json = wallet_sim::phone::export_card(&phone, None).expect("export");
-    let p: wallet_sim::card::CardProfile = serde_json::from_str(&json).expect("profile");
+    let json = phone::export_card(&phone, None).expect("export");
+    let p: emv::card::CardProfile = serde_json::from_str(&json).expect("profile");
     assert_eq!(p.atc, 2);
     w.stop().await;
 }
@@ -511,19 +511,19 @@ async fn the_cli_provisions_shows_status_and_exports_the_card() {
         assert!(!text.contains(&c.pan) && !text.contains(&c.icc_mk), "a clear PAN or key: {text}");
     }
     assert!(text.contains("476173******"), "PANs masked: {text}");
-    let p: wallet_sim::card::CardProfile =
+    let p: emv::card::CardProfile =
         serde_json::from_str(&std::fs::read_to_string(&card_json).expect("card")).expect("profile");
     assert_eq!(p.pan, w.net.ports.test_cards[0].pan);
     // The phone the CLI left behind pays, opened as a phone or as the device a terminal reads.
     let mut phone = Phone::open(&phone_file).expect("phone");
     assert_eq!(w.pay(&mut phone, 1, 100).await, approved());
     drop(phone);
-    let mut device = wallet_sim::phone::Device::open(&phone_file).expect("device");
-    assert!(matches!(device, wallet_sim::phone::Device::Phone(_)));
+    let mut device = phone::Device::open(&phone_file).expect("device");
+    assert!(matches!(device, phone::Device::Phone(_)));
     assert_eq!(device.profile().map(|p| p.atc), Some(1));
     assert_eq!(w.pay_device(&mut device, 2, 100).await, approved());
-    let d = wallet_sim::phone::Device::open(&card_json).expect("card file");
-    assert!(matches!(d, wallet_sim::phone::Device::Card(_)));
+    let d = phone::Device::open(&card_json).expect("card file");
+    assert!(matches!(d, phone::Device::Card(_)));
     w.stop().await;
 }
 
@@ -594,7 +594,7 @@ async fn add_card_by_hand(w: &World, phone: &Phone, path: &str, card: &Cardholde
 fn assert_tampering_refused(
     phone: &mut Phone,
     sealed: &str,
-    install: impl Fn(&mut Phone, &str) -> Result<String, wallet_sim::phone::PhoneError>,
+    install: impl Fn(&mut Phone, &str) -> Result<String, phone::PhoneError>,
 ) {
     let saved = serde_json::to_string(phone.state()).expect("state");
     let raw = hex::decode(sealed).expect("hex");

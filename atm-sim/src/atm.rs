@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use codecs::iso8583::{Message, Mti};
 use crypto::pin::Pin;
+use emv::card::{Contactless, mask};
+use emv::kernel::{TapError, Tapped, TerminalConfig, TxData, issuer_authenticate, tag91, tap};
 use serde::Serialize;
-use terminal_sim::kernel::{TapError, Tapped, TerminalConfig, TxData, issuer_authenticate, tag91, tap};
-use wallet_sim::card::{Contactless, mask};
 
 use crate::cassette::{Cassettes, DispenseError, Plan};
 use crate::journal::{Entry, Journal};

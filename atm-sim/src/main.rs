@@ -19,7 +19,7 @@ use atm_sim::ports::{PhoneFile, PortsFile, card_profile};
 use atm_sim::state::StateDir;
 use atm_sim::{SwitchLink, random};
 use clap::{Args, Parser, Subcommand};
-use wallet_sim::card::EmvApplet;
+use emv::card::EmvApplet;
 
 #[derive(Parser)]
 #[command(name = "atm-sim", version, about = "An ATM: contactless cash advance through the switch")]
@@ -169,8 +169,8 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
                 .and_then(|f| f.lock().map(|_| f))
                 .map_err(|e| unknown(format!("--device: lock {}: {e}", lock_path.display())))?;
             _device_lock = Some(atm_sim::state::Lock::from(lock));
-            match wallet_sim::phone::Device::open(path) {
-                Ok(wallet_sim::phone::Device::Phone(p)) => {
+            match phone::Device::open(path) {
+                Ok(phone::Device::Phone(p)) => {
                     if p.default_card().is_none() {
                         return Err(bad_input(format!(
                             "--device: {}: the phone has no enabled card to tap",
@@ -206,7 +206,7 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
     plan_check.map_err(bad_input)?;
     let mut link = SwitchLink::connect(&ports.acquirer, Duration::from_secs(5))
         .map_err(|e| unknown(format!("switch {}:{}: {e}", ports.acquirer.host, ports.acquirer.port)))?;
-    let card: &mut dyn wallet_sim::card::Contactless = match &mut device {
+    let card: &mut dyn emv::card::Contactless = match &mut device {
         Tapped::Card(c) => c.as_mut(),
         Tapped::ProfileFile(f) => &mut f.0,
         Tapped::Phone(p) => p.as_mut(),
@@ -242,5 +242,5 @@ enum Tapped {
     /// A plain card profile file (`wallet-sim export-card`), written back after the tap.
     ProfileFile(Box<(EmvApplet, PathBuf, PhoneFile)>),
     /// A wallet-sim phone: its default card.
-    Phone(Box<wallet_sim::phone::Phone>),
+    Phone(Box<phone::Phone>),
 }

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
+use emv::card::{CardKeys, CardProfile};
 use serde::Deserialize;
-use wallet_sim::card::{CardKeys, CardProfile};
 
 use crate::link::Endpoint;
 

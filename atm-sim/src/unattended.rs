@@ -3,7 +3,7 @@
 //! check the ATM can make on its own: the cash that left equals the sum of what was dispensed.
 
 use crypto::pin::Pin;
-use wallet_sim::card::Contactless;
+use emv::card::Contactless;
 
 use crate::atm::{Atm, Fault, Outcome, ReversalKind};
 use crate::link::SwitchLink;

@@ -13,7 +13,7 @@ use atm_sim::atm::{Atm, AtmConfig, Fault, ReversalKind};
 use atm_sim::state::StateDir;
 use atm_sim::{Endpoint, SwitchLink};
 use codecs::iso8583::{Message, Mti, Spec};
-use wallet_sim::card::{CardKeys, CardProfile, EmvApplet};
+use emv::card::{CardKeys, CardProfile, EmvApplet};
 
 /// What the stand-in switch saw: (MTI, DE 11, DE 53 hex).
 type Seen = Arc<Mutex<Vec<(String, String, String)>>>;

@@ -15,8 +15,8 @@ use bytes::BytesMut;
 use codecs::framing::{FrameCodec, FramingKind};
 use codecs::iso8583::{Message, Mti, Spec};
 use libfuzzer_sys::fuzz_target;
-use terminal_sim::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
-use wallet_sim::card::{CardKeys, CardProfile, EmvApplet};
+use emv::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
+use emv::card::{CardKeys, CardProfile, EmvApplet};
 
 fn request(spec: &Arc<Spec>) -> Message {
     let mut m = Message::new(spec.clone(), Mti::FINANCIAL_REQUEST);

@@ -3,7 +3,7 @@
 //! its ICC master key, to one on limited-use keys, and to a `Phone` whose default card is an HCE
 //! token on limited-use keys (built once into a state file in the temporary folder, copied fresh
 //! for each input). Properties: never panics; every answer ends with a status word; a GENERATE AC never answers an ATC it answered before; after any
-//! sequence, a genuine kernel dialogue (`terminal_sim::kernel::tap`) still succeeds unless the
+//! sequence, a genuine kernel dialogue (`emv::kernel::tap`) still succeeds unless the
 //! card legitimately ran out of ATCs or keys, and the card then accepts the issuer's ARPC for it
 //! (EXTERNAL AUTHENTICATE) and refuses a wrong one.
 #![no_main]
@@ -16,10 +16,10 @@ use codecs::tlv::{self, Tag};
 use crypto::emv::{ArpcInput, Atc, Cvn, common_session_key};
 use crypto::keys::{TdesKey, to_hex};
 use libfuzzer_sys::fuzz_target;
-use terminal_sim::kernel::{TerminalConfig, TxData, issuer_authenticate, tap};
-use wallet_sim::card::apdu::split_response;
-use wallet_sim::card::{CardKeys, CardProfile, Contactless, EmvApplet, Luk};
-use wallet_sim::phone::Phone;
+use emv::kernel::{TerminalConfig, TxData, issuer_authenticate, tap};
+use emv::apdu::split_response;
+use emv::card::{CardKeys, CardProfile, Contactless, EmvApplet, Luk};
+use phone::Phone;
 
 const ICC_MK: &str = "0123456789ABCDEFFEDCBA9876543210";
 
@@ -78,7 +78,7 @@ fn phone() -> Phone {
             r#"{{"token":"4895370012345678","expiry":"2912","psn":"00","cvn":"mc20","luks":[{}]}}"#,
             keys.join(",")
         );
-        let info = wallet_sim::phone::hce::PROFILE_INFO;
+        let info = phone::hce::PROFILE_INFO;
         let sealed =
             crypto::device::seal(&pk, &[0x11; 32], [0x22; 12], info, plain.as_bytes()).expect("seal");
         let id = p.install_token("TR1", "cloud", &hex::encode_upper(sealed)).expect("install");

@@ -15,8 +15,8 @@
 
 use codecs::tlv;
 use libfuzzer_sys::fuzz_target;
-use terminal_sim::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
-use wallet_sim::card::{CardKeys, CardProfile, Contactless, EmvApplet};
+use emv::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
+use emv::card::{CardKeys, CardProfile, Contactless, EmvApplet};
 
 /// The most APDUs one tap may send: PPSE, SELECT, GPO, every record an AFL can name, GENERATE AC.
 const MAX_APDUS: usize = 4 + 30 * 254;

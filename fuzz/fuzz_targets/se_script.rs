@@ -1,4 +1,4 @@
-//! Fuzzes the secure element's OTA script processing (`wallet_sim::phone::se`). The first byte
+//! Fuzzes the secure element's OTA script processing (`phone::se`). The first byte
 //! picks the mode: raw wrapped commands straight from the input (the C-MAC check and the APDU
 //! parsing face arbitrary bytes), or the input's plain commands sealed under the domain's real keys
 //! (so INSTALL, PUT KEY and STORE DATA face arbitrary data past the MAC). Never panics; a refused
@@ -6,8 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wallet_sim::ota::{KeySet, OtaScript, PlainCommand, seal_script};
-use wallet_sim::phone::se::SecureElement;
+use phone::ota::{KeySet, OtaScript, PlainCommand, seal_script};
+use phone::se::SecureElement;
 
 const ISD: &str = "A000000151000000";
 

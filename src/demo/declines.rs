@@ -10,12 +10,12 @@
 use anyhow::{Result, anyhow, bail};
 use atm_sim::atm::Fault;
 use crypto::pin::Pin;
+use emv::card::mask;
+use emv::kernel::{Tapped, TerminalConfig, TxData, tap};
+use phone::Phone;
 use serde_json::json;
-use terminal_sim::kernel::{Tapped, TerminalConfig, TxData, tap};
 use terminal_sim::pos::{TestCard, Tx, chip_request, tap_request};
-use wallet_sim::card::mask;
 use wallet_sim::flows::Model;
-use wallet_sim::phone::Phone;
 
 use super::runs::{Otp, atm_steps, phone_path, provision_with};
 use super::{

@@ -31,7 +31,7 @@ pub use runs::{ProvisionedPhone, card_of, pay, provision, run_all, runs, tokeniz
 pub use world::World;
 
 use codecs::iso8583::Message;
-use terminal_sim::kernel::{issuer_authenticate, tag91};
+use emv::kernel::{issuer_authenticate, tag91};
 
 /// Where the demo's steps go: one line at a time, as they happen.
 pub type Out<'a> = &'a mut (dyn FnMut(&str) + Send);
@@ -87,7 +87,7 @@ fn rc_of(m: &Message) -> String {
 }
 
 /// The phone's check of the answer's ARPC (tag 91 in DE 55), EXTERNAL AUTHENTICATE.
-fn arpc_check(phone: &mut dyn wallet_sim::card::Contactless, rsp: &Message) -> Option<bool> {
+fn arpc_check(phone: &mut dyn emv::card::Contactless, rsp: &Message) -> Option<bool> {
     let icc = rsp.icc_data().ok().flatten()?;
     let t91 = tag91(&icc)?;
     Some(issuer_authenticate(phone, &t91))

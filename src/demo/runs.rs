@@ -11,11 +11,11 @@ use anyhow::{Result, anyhow, bail};
 use atm_sim::atm::{Fault, Outcome};
 use codecs::iso8583::Message;
 use crypto::pin::Pin;
-use terminal_sim::kernel::{Tapped, TerminalConfig, TxData, tap};
+use emv::card::mask;
+use emv::kernel::{Tapped, TerminalConfig, TxData, tap};
+use phone::{OnlineTx, Phone};
 use terminal_sim::pos::{Tx, tap_request};
-use wallet_sim::card::mask;
 use wallet_sim::flows::{self, CardholderCard, Io, Model, Step};
-use wallet_sim::phone::{OnlineTx, Phone};
 
 use super::{
     Channel, Out, Report, Run, TOKEN_BIN, World, arpc_check, arpc_words, atc_of, declines, eur, now, random4,

@@ -171,7 +171,7 @@ impl World {
     /// One cash advance at the demo's ATM, blocking I/O off the async workers.
     pub fn cash_advance(
         &mut self,
-        card: &mut dyn wallet_sim::card::Contactless,
+        card: &mut dyn emv::card::Contactless,
         amount: u64,
         pin: &Pin,
         fault: Fault,

@@ -9,8 +9,8 @@
 
 use codecs::iso8583::{Message, Mti, Spec};
 
-use crate::kernel::Tapped;
 use crate::pos::PosError;
+use emv::kernel::Tapped;
 
 /// What is being bought, from whom.
 #[derive(Debug, Clone)]

@@ -5,8 +5,6 @@
 //!   INTERFACES.md §4.
 //! * [`checkout`] — online checkout: in-app/e-commerce with a token and the phone's online
 //!   cryptogram (DE 22 100), and the card-not-present fallback with CVV2 (DE 22 810, DE 48).
-//! * [`kernel`] — the contactless kernel's APDU dialogue with a card or phone (PPSE, SELECT,
-//!   GPO, READ RECORD, GENERATE AC, EXTERNAL AUTHENTICATE), building DE 55.
 //! * [`mix`] — the mixed traffic a load run sends (POS and ATM, approvals and declines).
 //! * [`report`] — the load report as a page with plots (SVG, inline in HTML).
 //! * [`certify`] — certification suites run against a switch, case by case.
@@ -26,7 +24,6 @@ pub mod certify;
 pub mod checkout;
 pub mod cli;
 pub mod error;
-pub mod kernel;
 pub mod link;
 pub mod load;
 pub mod mix;

@@ -266,7 +266,7 @@ impl OwedAdvices {
 }
 
 fn mask(pan: &str) -> String {
-    wallet_sim::card::mask(pan)
+    emv::card::mask(pan)
 }
 
 /// What became of one send of an owed advice.

@@ -84,7 +84,7 @@ fn tags(card: &TestCard, cvn: Cvn, tx: &Tx) -> Vec<(u32, Vec<u8>)> {
         (0x9F37, un.0.to_vec()),
         (0x82, vec![0x20, 0x00]),
         (0x9F36, tx.atc.to_be_bytes().to_vec()),
-        (0x9F10, wallet_sim::card::applet::iad(cvn)),
+        (0x9F10, emv::card::applet::iad(cvn)),
     ]
 }
 
@@ -170,11 +170,11 @@ fn tx_request(
     Ok(m)
 }
 
-/// A contactless chip 0100 from what the kernel read off the card ([`crate::kernel::tap`]): DE 22
+/// A contactless chip 0100 from what the kernel read off the card ([`emv::kernel::tap`]): DE 22
 /// `071`, DE 2/14/23/35 from the card's records, DE 55 from the dialogue.
 pub fn tap_request(
     spec: &std::sync::Arc<Spec>,
-    tapped: &crate::kernel::Tapped,
+    tapped: &emv::kernel::Tapped,
     tx: &Tx,
 ) -> Result<Message, PosError> {
     let mmdd = format!("{:02X}{:02X}", tx.date[1], tx.date[2]);
@@ -191,7 +191,7 @@ pub fn tap_request(
 /// keeps UTC), DE 18, 41, 42, 49 — and the retrieval reference number `rrn` (DE 37).
 pub fn contactless_request(
     spec: &std::sync::Arc<Spec>,
-    tapped: &crate::kernel::Tapped,
+    tapped: &emv::kernel::Tapped,
     order: &crate::checkout::Order,
     rrn: &str,
 ) -> Result<Message, PosError> {
@@ -279,8 +279,8 @@ pub fn card_accepts_arpc_with(card: &TestCard, req: &Message, rsp: &Message, key
 mod tests {
     use super::*;
     use crate::checkout::Order;
-    use crate::kernel::{TerminalConfig, TxData, tap};
-    use wallet_sim::card::{CardKeys, CardProfile, EmvApplet};
+    use emv::card::{CardKeys, CardProfile, EmvApplet};
+    use emv::kernel::{TerminalConfig, TxData, tap};
 
     #[test]
     fn a_contactless_request_carries_the_merchant_and_its_reversal_names_it() {

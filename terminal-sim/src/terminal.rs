@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use codecs::framing::Tpdu;
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::TerminalConfig;
 use crate::receipt::Currency;
+use emv::kernel::TerminalConfig;
 
 /// The terminal configuration file (TOML); every key optional, the defaults embedded.
 ///

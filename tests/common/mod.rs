@@ -126,13 +126,8 @@ pub async fn post(base: &str, path: &str, auth: &str, body: &str) -> serde_json:
 }
 
 /// A Visa-style contactless card profile (PSN 00, ATC 0) for a test card with these keys.
-pub fn profile(
-    pan: &str,
-    expiry: &str,
-    cvn: &str,
-    keys: wallet_sim::card::CardKeys,
-) -> wallet_sim::card::CardProfile {
-    wallet_sim::card::CardProfile {
+pub fn profile(pan: &str, expiry: &str, cvn: &str, keys: emv::card::CardKeys) -> emv::card::CardProfile {
+    emv::card::CardProfile {
         pan: pan.into(),
         expiry: expiry.into(),
         psn: "00".into(),

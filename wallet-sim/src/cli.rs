@@ -19,10 +19,10 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use crate::flows::{self, CardholderCard, Io, Model, Step};
-use crate::phone::{Phone, export_card};
 use crate::providers::{self, ProviderAddrs, ProvidersConfig, RequestorCredential};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
+use phone::{Phone, export_card};
 use serde_json::Value;
 
 #[derive(Parser)]
@@ -165,7 +165,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             let issuer_admin = ports.get("issuer_admin").and_then(Value::as_str).map(str::to_string);
             let admin_token =
                 ports.get("issuer_admin_token").and_then(Value::as_str).unwrap_or_default().to_string();
-            let masked = crate::card::mask(&holder.pan);
+            let masked = emv::mask(&holder.pan);
             let mut ask = move || -> Result<String> {
                 if let Some(o) = given.take() {
                     return Ok(o);

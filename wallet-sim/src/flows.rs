@@ -8,12 +8,12 @@ use std::str::FromStr;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use crate::card::mask;
-use crate::ota::{OtaReceipt, OtaScript};
-use crate::phone::Phone;
-use crate::phone::hce::HceKind;
 use crate::providers::ProviderAddrs;
 use crate::providers::http::{self, ok};
+use emv::mask;
+use phone::Phone;
+use phone::hce::HceKind;
+use phone::ota::{OtaReceipt, OtaScript};
 
 /// The four operating models, the second and the third in their two flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! YYMM) [--cvv2 NNN | --cvv2-from-card N] --amount MINOR [...]`: a merchant's online checkout.
 //!
 //! * In-app with a phone: the phone's card application makes an online cryptogram over the order
-//!   ([`wallet_sim::phone::Phone::online_cryptogram`]); the gateway sends the token and DE 55 with
+//!   ([`phone::Phone::online_cryptogram`]); the gateway sends the token and DE 55 with
 //!   DE 22 `100` and hands the answer's ARPC back to the phone.
 //! * Card not present: a key-entered PAN, expiry and CVV2 (DE 22 `810`, CVV2 in DE 48
 //!   subelement 92); the issuer declines a wrong or missing CVV2 with `N7`.
@@ -11,15 +11,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, anyhow, bail};
-use wallet_sim::card::mask;
-use wallet_sim::phone::{Device, OnlineTx};
+use emv::card::mask;
+use phone::{Device, OnlineTx};
 
 use super::merchant::{self, MerchantArgs, Txn, usage};
 use super::pos::{open_device, save_card};
 use crate::checkout::{in_app_request, key_entered_request};
-use crate::kernel::{self, Tapped, TxData};
 use crate::receipt::Receipt;
 use crate::terminal::TerminalFile;
+use emv::kernel::{self, Tapped, TxData};
 
 /// No `Debug`: a key-entered PAN and CVV2 are never printed.
 #[derive(clap::Args, Clone)]

@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use codecs::iso8583::Message;
-use wallet_sim::phone::Device;
+use phone::Device;
 
 use crate::checkout::Order;
-use crate::kernel;
 use crate::load::Target;
 use crate::owed::{self, Connection, Delivery, OwedAdvices};
 use crate::ports::PortsFile;
 use crate::pos::reversal_advice;
 use crate::receipt::{Receipt, response_meaning};
 use crate::terminal::{self, Moment, Terminal, TerminalFile};
+use emv::kernel;
 
 /// How long a terminal tries to connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -382,11 +382,11 @@ impl Txn {
     pub fn chip_receipt(
         &self,
         amount: u64,
-        tapped: &crate::kernel::Tapped,
+        tapped: &emv::kernel::Tapped,
         entry_mode: &'static str,
         de22: &str,
     ) -> (Receipt, bool) {
-        let mut r = self.receipt(amount, wallet_sim::card::mask(&tapped.pan), entry_mode, de22);
+        let mut r = self.receipt(amount, emv::card::mask(&tapped.pan), entry_mode, de22);
         r.atc = icc_tag(&tapped.icc, 0x9F36).map(hex::encode_upper);
         if tapped.cid & 0xC0 != 0x80 {
             Txn::offline_decline(&mut r);

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use wallet_sim::phone::Device;
+use phone::Device;
 
 use super::merchant::{self, MerchantArgs};
-use crate::kernel::{self, TxData};
 use crate::receipt::Receipt;
 use crate::terminal::TerminalFile;
+use emv::kernel::{self, TxData};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {

@@ -39,7 +39,7 @@ pub struct PersoRequest<'a> {
     pub pan: &'a str,
     /// P-256 public key, SEC1.
     pub recipient_public_key: &'a [u8],
-    /// Context label to seal under ([`PERSO_INFO`], or [`crate::phone::hce::HCE_PERSO_INFO`] for
+    /// Context label to seal under ([`PERSO_INFO`], or [`phone::hce::HCE_PERSO_INFO`] for
     /// a device's secure area).
     pub info: &'a [u8],
     /// What the sealed data carries.

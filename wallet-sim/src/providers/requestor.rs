@@ -41,10 +41,10 @@ use super::auth::Registry;
 use super::http::{ApiError, ApiResult, field};
 use super::token::TokenClient;
 use super::{IdvRequest, IssuerPerso, PersoKind, PersoOutcome, PersoRequest, Steps};
-use crate::card::mask;
-use crate::phone::hce::HCE_PERSO_INFO;
 use axum::http::HeaderMap;
 use door::bounded::BoundedMap;
+use emv::mask;
+use phone::hce::HCE_PERSO_INFO;
 
 /// Step-ups waiting for the cardholder's OTP: at most this many, for at most this long.
 pub const PENDING_MAX: usize = 10_000;

@@ -41,10 +41,10 @@ use super::auth::{Registry, seal_for};
 use super::http::{ApiError, ApiResult, field};
 use super::token::TokenClient;
 use super::{PERSO_INFO, Steps, random};
-use crate::ota::{KeySet, OtaReceipt, OtaScript, commands, seal_script};
-use crate::phone::hce::PROFILE_INFO;
-use crate::phone::se::PersoData;
 use axum::http::HeaderMap;
+use phone::hce::PROFILE_INFO;
+use phone::ota::{KeySet, OtaReceipt, OtaScript, commands, seal_script};
+use phone::se::PersoData;
 
 /// The operator's ISD AID (GP's default ISD AID).
 pub const ISD_AID: &str = "A000000151000000";

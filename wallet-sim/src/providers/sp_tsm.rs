@@ -36,10 +36,10 @@ use serde_json::{Value, json};
 use super::auth::{check_single, seal_for};
 use super::http::{self, ApiError, ApiResult, field};
 use super::{IdvRequest, IssuerPerso, PERSO_INFO, PersoKind, PersoOutcome, PersoRequest, Steps, random};
-use crate::card::mask;
-use crate::ota::{KeySet, commands, seal_script};
-use crate::phone::se::PersoData;
 use axum::http::HeaderMap;
+use emv::mask;
+use phone::ota::{KeySet, commands, seal_script};
+use phone::se::PersoData;
 
 /// The issuer's SE ISD AID.
 pub const ISSUER_ISD_AID: &str = "A000000151000001";
@@ -47,7 +47,7 @@ pub const ISSUER_ISD_AID: &str = "A000000151000001";
 /// The service provider id the issuer's domains go by at the SE TSM.
 pub const SP_ID: &str = "issuer-a";
 
-pub use crate::phone::se::ISD_KEYS_INFO;
+pub use phone::se::ISD_KEYS_INFO;
 
 struct IssuerSe {
     keys: KeySet,

@@ -5,8 +5,8 @@
 //! AES-CBC with 80 00.. padding, chained AES-CMAC truncated to 8 bytes) — and every wrapped
 //! command unwraps back to its data inside the secure element's checker.
 
+use phone::ota::{KeySet, PlainCommand, SessionKeys, seal_script};
 use serde_json::{Value, json};
-use wallet_sim::ota::{KeySet, PlainCommand, SessionKeys, seal_script};
 
 const ORACLE: &str = r#"
 import sys, json

@@ -23,8 +23,8 @@ use codecs::tlv::{Tag, TlvBuilder};
 use crypto::emv::{ArpcInput, Atc, CardInputs, Cvn, PanDigits, Psn, UnpredictableNumber, ac_data_from_tags};
 use crypto::keys::TdesKey;
 
-use super::apdu::{Command, Sw};
 use super::{CardKeys, CardProfile, Contactless};
+use crate::apdu::{Command, Sw};
 
 /// The PPSE name (EMV Book B §3.3).
 pub const PPSE: &[u8] = b"2PAY.SYS.DDF01";
@@ -370,8 +370,8 @@ fn bcd_digits(s: &str, pad: u8) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apdu::split_response;
     use crate::card::Luk;
-    use crate::card::apdu::split_response;
 
     fn card(keys: CardKeys) -> EmvApplet {
         EmvApplet::new(CardProfile {

@@ -7,16 +7,27 @@
 //! It is written atomically (temporary file, then rename) after every change and after every
 //! GENERATE AC — before the cryptogram leaves the phone, so that a restarted phone never reuses an
 //! ATC or a limited-use key.
+//!
+//! * [`se`] — a secure element with security domains, running the EMV card application
+//!   ([`emv::card`]) per installed card.
+//! * [`hce`] — the OS secure area for host card emulation: token profiles on limited-use keys.
+//! * [`ota`] — the SCP03-like secure channel that scripts reach a security domain through.
+//!
+//! A library, not a simulator: `wallet-sim` provisions the phone, the merchant terminals and the
+//! ATM tap it ([`Device`]), all over the same state file.
+#![forbid(unsafe_code)]
 
 pub mod hce;
+pub mod ota;
 pub mod se;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::card::{CardProfile, Contactless, EmvApplet, Sw, mask};
 use crate::ota::{KeySet, OtaReceipt, OtaScript};
+use emv::Sw;
+use emv::card::{CardProfile, Contactless, EmvApplet, mask};
 use hce::{HceArea, HceCard};
 use se::{AppletState, SecureElement};
 
@@ -424,8 +435,8 @@ impl Phone {
     /// transaction data the merchant's checkout gives. The answer is the card's tags, ready for
     /// DE 55 of an e-commerce authorization.
     pub fn online_cryptogram(&mut self, tx: &OnlineTx) -> Result<OnlineCryptogram, PhoneError> {
-        use crate::card::Command;
-        use crate::card::apdu::split_response;
+        use emv::Command;
+        use emv::apdu::split_response;
         let card_id = self.default_card().ok_or_else(|| PhoneError::NoCard("(default)".into()))?;
         let profile = self.profile(&card_id).ok_or_else(|| PhoneError::NoCard(card_id.clone()))?.clone();
         let aid = hex::decode(&profile.aid).map_err(|_| PhoneError::Refused("card AID".into()))?;
@@ -523,6 +534,21 @@ pub struct OnlineCryptogram {
     pub atc: Vec<u8>,
     pub iad: Vec<u8>,
     pub cid: u8,
+}
+
+impl From<OnlineCryptogram> for emv::kernel::Tapped {
+    /// The phone's in-app answer as a tap: the same card data, no track 2 (nothing was read off a
+    /// magnetic-stripe equivalent in an e-commerce payment).
+    fn from(c: OnlineCryptogram) -> emv::kernel::Tapped {
+        emv::kernel::Tapped {
+            pan: c.pan,
+            expiry: c.expiry,
+            psn: c.psn,
+            track2: String::new(),
+            icc: c.icc,
+            cid: c.cid,
+        }
+    }
 }
 
 impl std::fmt::Debug for OnlineCryptogram {

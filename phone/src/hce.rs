@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::PhoneError;
-use crate::card::{CardKeys, CardProfile, Luk};
+use crate::PhoneError;
+use emv::card::{CardKeys, CardProfile, Luk};
 
 /// The context label the token service seals token data under. Copied from the switch's token
 /// service (`switch::token::service::PROFILE_INFO`): simulators speak the wire, never link the

@@ -21,11 +21,11 @@ use crypto::keys::AesKey;
 use crypto::mac::cmac_aes;
 use serde::{Deserialize, Serialize};
 
-use crate::card::Sw;
+use emv::Sw;
 
 /// Status words the secure element answers a script with.
 pub mod sw {
-    use crate::card::Sw;
+    use emv::Sw;
     /// A C-MAC did not verify (ISO 7816-4: security status not satisfied).
     pub const BAD_MAC: Sw = Sw(0x6982);
     /// The sequence counter is not above the last one accepted: a replay (ETSI TS 102 225 PoR 02).

@@ -6,7 +6,6 @@
 //! chip card, a secure-element applet and an HCE application — they differ only in where the
 //! [`CardProfile`] lives and in which keys it holds ([`CardKeys`]).
 
-pub mod apdu;
 pub mod applet;
 
 use std::fmt;
@@ -14,7 +13,6 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-pub use apdu::{Command, Sw};
 pub use applet::EmvApplet;
 
 /// Anything a terminal can tap: answers command APDUs with response APDUs.

@@ -9,8 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::card::{CardKeys, CardProfile, Sw};
 use crate::ota::{KeySet, OtaReceipt, OtaScript, SessionKeys, sw};
+use emv::Sw;
+use emv::card::{CardKeys, CardProfile};
 
 /// A security domain: its AID, keys, last script counter, and the domain it was created under.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

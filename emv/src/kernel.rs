@@ -6,9 +6,9 @@
 //! The kernel knows nothing of the card's keys: it sees only APDUs, and it builds DE 55 from the
 //! card's answers and the terminal's own data (9F02, 9F03, 9F1A, 95, 5F2A, 9A, 9C, 9F37, 9F66).
 
+use crate::apdu::{Command, Sw, split_response};
+use crate::card::{Contactless, applet::PPSE};
 use codecs::tlv::{self, Tag, TlvBuilder};
-use wallet_sim::card::apdu::{Command, Sw, split_response};
-use wallet_sim::card::{Contactless, applet::PPSE};
 
 /// The most data a PDOL may ask for: a short APDU's Lc of 255 less tag 83 and its length (81 xx).
 pub const MAX_PDOL_DATA: usize = 252;
@@ -98,18 +98,10 @@ pub struct Tapped {
     pub cid: u8,
 }
 
-impl From<wallet_sim::phone::OnlineCryptogram> for Tapped {
-    /// The phone's in-app answer as a tap: the same card data, no track 2 (nothing was read off a
-    /// magnetic-stripe equivalent in an e-commerce payment).
-    fn from(c: wallet_sim::phone::OnlineCryptogram) -> Tapped {
-        Tapped { pan: c.pan, expiry: c.expiry, psn: c.psn, track2: String::new(), icc: c.icc, cid: c.cid }
-    }
-}
-
 impl std::fmt::Debug for Tapped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tapped")
-            .field("pan", &wallet_sim::card::mask(&self.pan))
+            .field("pan", &crate::card::mask(&self.pan))
             .field("cid", &self.cid)
             .finish_non_exhaustive()
     }
@@ -361,7 +353,7 @@ mod tests {
         assert!(issuer_authenticate(&mut c, &[0u8; 10]));
         assert_eq!(c.0, 1);
     }
-    use wallet_sim::card::{CardKeys, CardProfile, EmvApplet};
+    use crate::card::{CardKeys, CardProfile, EmvApplet};
 
     fn card(expiry: &str) -> EmvApplet {
         EmvApplet::new(CardProfile {
