@@ -389,10 +389,16 @@ pub async fn start(opts: Options) -> Result<Network> {
             stand_in: opts.stand_in.clone(),
             ..IssuerConfig::default()
         }],
+        // The test cards are billed in EUR; a terminal selling in TWD is converted.
         routes: vec![RouteConfig {
             prefix: "476173".into(),
             issuer: "issuer-a".into(),
-            billing_currency: None,
+            billing_currency: Some("978".into()),
+        }],
+        rates: vec![switch::config::RateConfig {
+            from: "901".into(),
+            to: "978".into(),
+            rate: "0.0285714".into(),
         }],
         keys: switch::config::KeysConfig::default(),
         journal: switch::config::JournalConfig::default(),
