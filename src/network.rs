@@ -3,6 +3,11 @@
 //! framing for pyiso8583-based tools), the issuer simulator with generated test cards behind it,
 //! and the ports file of INTERFACES.md §5 that outside clients read.
 //!
+//! The switch is started the production way: this module writes its configuration
+//! (`switch.toml`, with the token service's `[token_service]` section: token range, LUK batch and
+//! lifetime, requestors and issuers) and its keystore into the run's folder, and the node builds
+//! everything — the token service and its provisioning API included — from them.
+//!
 //! Keys: a fresh LMK per run, held in memory only; the switch's and the issuer's keystores (key
 //! blocks under it) live in the run's folder. The test cards' clear material (ICC master keys,
 //! PINs) and the test ATMs' initial DUKPT keys appear only in the ports file, as INTERFACES.md §5
@@ -23,8 +28,10 @@ use issuer_sim::cards::{ClearTestCard, generate_test_issuer};
 use issuer_sim::host::Issuer;
 use issuer_sim::server::{FaultRule, ServerState};
 use serde::Serialize;
-use switch::clock::{OsEntropy, SystemClock};
-use switch::config::{IssuerConfig, ListenerConfig, RouteConfig, StandInConfig, SwitchConfig};
+use switch::config::{
+    IssuerConfig, ListenerConfig, RouteConfig, StandInConfig, SwitchConfig, TokenRangeConfig,
+    TokenServiceConfig,
+};
 use switch::node::{NodeParts, RunningNode};
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +62,11 @@ pub struct Options {
     /// The phone's providers (SP TSM with the issuer's perso bureau, SE operator + SE TSM, cloud
     /// platform, wallet server) beside the network, listed in the ports file.
     pub wallet_providers: bool,
+    /// Cloud (HCE) tokens: limited-use keys per batch (`[token_service] luk_batch`).
+    pub luk_batch: u16,
+    /// Cloud (HCE) tokens: seconds a batch of limited-use keys stays valid
+    /// (`[token_service] luk_ttl_s`).
+    pub luk_ttl_s: u64,
 }
 
 impl Options {
@@ -76,6 +88,8 @@ impl Options {
             issuer_link_mac: true,
             certification: false,
             wallet_providers: true,
+            luk_batch: TokenServiceConfig::default().luk_batch,
+            luk_ttl_s: TokenServiceConfig::default().luk_ttl_s,
         }
     }
 }
@@ -180,12 +194,10 @@ pub struct Network {
     issuer_task: Option<tokio::task::JoinHandle<()>>,
     /// Stops the issuer's admin port (it outlives issuer restarts).
     issuer_admin_stop: CancellationToken,
-    pub token_service: Arc<switch::token::service::TokenService>,
-    api_stop: CancellationToken,
-    api_task: Option<tokio::task::JoinHandle<Result<(), door::Error>>>,
+    /// The switch's token service (its state limits, for tests).
+    pub token_service: Arc<tsp::TokenService>,
     /// What the switch was started with, to start it again on the same store (restart tests).
     switch_cfg: SwitchConfig,
-    switch_keys_toml: String,
     lmk_hex: zeroize::Zeroizing<String>,
     dir: PathBuf,
     /// The phone's providers, when started ([`Options::wallet_providers`]).
@@ -336,6 +348,24 @@ pub async fn start(opts: Options) -> Result<Network> {
         });
     }
     crate::private_file::write_atomic(&opts.dir.join("switch-keys.toml"), ks.to_toml().as_bytes())?;
+    // One test requestor of each type, and the test issuer's credential for the token service's
+    // issuer calls (test credentials, generated per run).
+    let requestors: Vec<TestRequestor> = [
+        ("40010030273", "wallet"),
+        ("40010075001", "cloud"),
+        ("40010043210", "se-tsm"),
+        ("40010099001", "merchant"),
+    ]
+    .into_iter()
+    .map(|(id, kind)| {
+        let mut secret = [0u8; 16];
+        random(&mut secret);
+        TestRequestor { id: id.into(), kind: kind.into(), secret: to_hex(&secret) }
+    })
+    .collect();
+    let mut secret = [0u8; 16];
+    random(&mut secret);
+    let token_issuers = vec![TestIssuerCredential { name: "issuer-a".into(), secret: to_hex(&secret) }];
     let cfg = SwitchConfig {
         node: switch::config::NodeConfig {
             name: "serve".into(),
@@ -400,33 +430,20 @@ pub async fn start(opts: Options) -> Result<Network> {
             to: "978".into(),
             rate: "0.0285714".into(),
         }],
-        keys: switch::config::KeysConfig::default(),
+        // The keystore beside it; its LMK stays in this process's memory.
+        keys: switch::config::KeysConfig {
+            keystore: PathBuf::from("switch-keys.toml"),
+            ..switch::config::KeysConfig::default()
+        },
         journal: switch::config::JournalConfig::default(),
         saf: switch::config::SafConfig { retry_base_ms: 200, retry_max_ms: 5_000, ..Default::default() },
-        // The token service runs beside the node here (its requestor's secret is generated).
-        token_service: switch::config::TokenServiceConfig::default(),
+        // The token service runs in the node (its requestors' and issuers' secrets are generated).
+        token_service: token_service_config(&opts, &requestors, &token_issuers),
     };
-    let switch_keys_toml = ks.to_toml();
-    let (node, token_parts) = start_switch(&cfg, &switch_keys_toml, &lmk_hex, &opts.dir).await?;
-    // One test requestor of each type (test credentials, generated per run).
-    let requestors: Vec<TestRequestor> = [
-        ("40010030273", "wallet"),
-        ("40010075001", "cloud"),
-        ("40010043210", "se-tsm"),
-        ("40010099001", "merchant"),
-    ]
-    .into_iter()
-    .map(|(id, kind)| {
-        let mut secret = [0u8; 16];
-        random(&mut secret);
-        TestRequestor { id: id.into(), kind: kind.into(), secret: to_hex(&secret) }
-    })
-    .collect();
-    let mut secret = [0u8; 16];
-    random(&mut secret);
-    let token_issuers = vec![TestIssuerCredential { name: "issuer-a".into(), secret: to_hex(&secret) }];
-    let (token_service, api_addr, api_stop, api_task) =
-        start_token_service(&node, token_parts, &requestors, &token_issuers, None).await?;
+    let node = start_switch(&cfg, &lmk_hex, &opts.dir).await?;
+    let token_service =
+        node.token_service.clone().ok_or_else(|| anyhow!("the switch runs no token service"))?;
+    let api_addr = node.provisioning_api.ok_or_else(|| anyhow!("the switch serves no provisioning API"))?;
     // Ready when the issuer link is signed on.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !node.engine.issuers.values().all(|h| h.link.is_up()) {
@@ -470,10 +487,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         issuer_task: Some(issuer_task),
         issuer_admin_stop,
         token_service,
-        api_stop,
-        api_task: Some(api_task),
         switch_cfg: cfg,
-        switch_keys_toml,
         lmk_hex,
         dir: opts.dir.clone(),
         providers,
@@ -538,70 +552,39 @@ async fn start_providers(
     .await
 }
 
-type Api = (
-    Arc<switch::token::service::TokenService>,
-    std::net::SocketAddr,
-    CancellationToken,
-    tokio::task::JoinHandle<Result<(), door::Error>>,
-);
-
-/// The token service over the node's engine, and its provisioning API on a port from the OS.
-async fn start_token_service(
-    node: &RunningNode,
-    parts: TokenParts,
+/// The switch's `[token_service]`: the network's token range (489537, never a card BIN) on the
+/// token IMK `token.imk-ac`, the LUK settings of `opts`, the test requestors and issuers (their
+/// secrets' SHA-256 only), the provisioning API on a port from the OS — 127.0.0.1, plain HTTP
+/// (INTERFACES.md §5): loopback needs no TLS; the door's limits hold.
+fn token_service_config(
+    opts: &Options,
     requestors: &[TestRequestor],
     issuers: &[TestIssuerCredential],
-    bind: Option<std::net::SocketAddr>,
-) -> Result<Api> {
-    let token_service = Arc::new(
-        switch::token::service::TokenService::new(
-            node.engine.clone(),
-            parts.vault,
-            parts.hsm,
-            token_ranges()?,
-            requestors
-                .iter()
-                .map(|r| switch::token::service::Requestor {
-                    id: r.id.clone(),
-                    kind: r.kind.clone(),
-                    secret_sha256: sha256_hex(r.secret.as_bytes()),
-                })
-                .collect(),
-            parts.token_ref_key,
-        )
-        .with_luks(parts.luks)
-        .with_issuers(
-            issuers
-                .iter()
-                .map(|i| switch::token::service::IssuerCredential {
-                    name: i.name.clone(),
-                    secret_sha256: sha256_hex(i.secret.as_bytes()),
-                })
-                .collect(),
-        ),
-    );
-    let api_listener = match bind {
-        Some(a) => tokio::net::TcpListener::bind(a)
-            .await
-            .with_context(|| format!("binding the provisioning API again on {a}"))?,
-        None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-    };
-    let api_addr = api_listener.local_addr()?;
-    let api_stop = CancellationToken::new();
-    // 127.0.0.1, plain HTTP (INTERFACES.md §5): loopback needs no TLS; the door's limits hold.
-    let api_task = tokio::spawn(switch::token::api::serve(
-        api_listener,
-        token_service.clone(),
-        door::DoorConfig::default(),
-        api_stop.clone(),
-    ));
-    Ok((token_service, api_addr, api_stop, api_task))
-}
-
-/// The token BIN range of the network's tokens (never a card BIN) and its token IMK.
-fn token_ranges() -> Result<Vec<switch::token::TokenKeys>> {
-    let range = switch::token::TokenRange::new("489537", 16, ["476173"]).map_err(|e| anyhow!("{e}"))?;
-    Ok(vec![switch::token::TokenKeys { range, imk_ac: "token.imk-ac".into() }])
+) -> TokenServiceConfig {
+    TokenServiceConfig {
+        enabled: true,
+        listen: "127.0.0.1:0".into(),
+        vault_key: "switch.vault".into(),
+        ranges: vec![TokenRangeConfig { prefix: "489537".into(), length: 16, imk_ac: "token.imk-ac".into() }],
+        requestors: requestors
+            .iter()
+            .map(|r| tsp::Requestor {
+                id: r.id.clone(),
+                kind: r.kind.clone(),
+                secret_sha256: sha256_hex(r.secret.as_bytes()),
+            })
+            .collect(),
+        issuers: issuers
+            .iter()
+            .map(|i| tsp::IssuerCredential {
+                name: i.name.clone(),
+                secret_sha256: sha256_hex(i.secret.as_bytes()),
+            })
+            .collect(),
+        luk_batch: opts.luk_batch,
+        luk_ttl_s: opts.luk_ttl_s,
+        ..TokenServiceConfig::default()
+    }
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -609,56 +592,22 @@ fn sha256_hex(b: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(b))
 }
 
-/// What the token service is built from, besides the node: the switch's vault, HSM and LUK
-/// registry, and the token-reference key (`tsp.token-ref`).
-struct TokenParts {
-    vault: Arc<switch::token::TokenVault>,
-    hsm: Arc<dyn crypto::hsm::Hsm>,
-    luks: Arc<switch::token::luk::LukRegistry>,
-    token_ref_key: zeroize::Zeroizing<Vec<u8>>,
-}
+/// The switch's configuration file in the run's folder.
+const SWITCH_CONFIG: &str = "switch.toml";
 
-type Started = (RunningNode, TokenParts);
-
-async fn start_switch(cfg: &SwitchConfig, keys_toml: &str, lmk_hex: &str, dir: &Path) -> Result<Started> {
-    let ks = Keystore::from_toml(Lmk::from_hex(lmk_hex)?, keys_toml)?;
-    let keys = switch::keys::node_keys(&ks, &cfg.saf)?;
-    let tsp_keys = switch::keys::token_service_keys(&ks)?;
-    let vault_key =
-        ks.get_aes(&KeyName::new("switch.vault")?, crypto::keyblock::KeyUsage::DATA_ENCRYPTION)?;
-    let hsm: Arc<dyn crypto::hsm::Hsm> = Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(random)));
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data)?;
-    let vault_store = Arc::new(
-        switch::store::sqlite::SqliteStore::open(&data.join("vault.db")).map_err(|e| anyhow!("{e}"))?,
-    );
-    let vault = Arc::new(
-        switch::token::TokenVault::open(
-            vault_store.clone(),
-            switch::seal::Sealer::new(1, &vault_key).map_err(|e| anyhow!("{e}"))?,
-            tsp_keys.vault_index,
-        )
-        .map_err(|e| anyhow!("{e}"))?,
-    );
-    // Cloud (HCE) tokens: batches of 10 limited-use keys, each valid for a day.
-    let luks = Arc::new(
-        switch::token::luk::LukRegistry::persistent(vault_store.clone(), 10, 86_400_000)
-            .map_err(|e| anyhow!("{e}"))?,
-    );
-    let detokenizer = Arc::new(
-        switch::token::VaultDetokenizer::new(vault.clone(), hsm.clone(), token_ranges()?)
-            .with_luks(luks.clone()),
-    );
-    let parts = NodeParts {
-        keys,
-        hsm: hsm.clone(),
-        clock: Arc::new(SystemClock),
-        entropy: Arc::new(OsEntropy),
-        detokenizer,
-        base_dir: dir.to_path_buf(),
-    };
-    let node = switch::node::start(cfg.clone(), parts).await.map_err(|e| anyhow!("{e}"))?;
-    Ok((node, TokenParts { vault, hsm, luks, token_ref_key: tsp_keys.token_ref }))
+/// Writes the switch's configuration into `dir` and starts the node from that file and the
+/// keystore it names, as `switch --config` does (the LMK comes from memory, not from the
+/// environment).
+async fn start_switch(cfg: &SwitchConfig, lmk_hex: &str, dir: &Path) -> Result<RunningNode> {
+    let path = dir.join(SWITCH_CONFIG);
+    crate::private_file::write_atomic(&path, cfg.to_toml()?.as_bytes())?;
+    let cfg = SwitchConfig::from_toml(&std::fs::read_to_string(&path)?)?;
+    let keystore = dir.join(&cfg.keys.keystore);
+    let keys_toml =
+        std::fs::read_to_string(&keystore).with_context(|| format!("reading {}", keystore.display()))?;
+    let ks = Keystore::from_toml(Lmk::from_hex(lmk_hex)?, &keys_toml)?;
+    let (parts, _hsm) = NodeParts::production(&cfg, ks, dir.to_path_buf())?;
+    Ok(switch::node::start(cfg, parts).await?)
 }
 
 impl Network {
@@ -672,16 +621,9 @@ impl Network {
 
     /// Drains the switch, then stops the issuer simulator.
     pub async fn shutdown(self) {
-        // The token service holds the engine (and through it the journal): it goes first, so that
-        // the journal writer can finish.
-        self.api_stop.cancel();
-        if let Some(t) = self.api_task {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
-        }
         if let Some(p) = self.providers {
             p.shutdown().await;
         }
-        drop(self.token_service);
         self.switch.shutdown().await;
         self.issuer_admin_stop.cancel();
         self.issuer_stop.cancel();
@@ -721,30 +663,21 @@ impl Network {
             issuer_stop,
             issuer_task,
             issuer_admin_stop,
-            token_service,
-            api_stop,
-            api_task,
-            switch_cfg,
-            switch_keys_toml,
+            token_service: _,
+            mut switch_cfg,
             lmk_hex,
             dir,
             providers,
         } = self;
-        // The token service holds the engine: stop it first, then the switch, then start both.
-        api_stop.cancel();
-        if let Some(t) = api_task {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
-        }
-        drop(token_service);
         switch.shutdown().await;
-        let (node, token_parts) = start_switch(&switch_cfg, &switch_keys_toml, &lmk_hex, &dir).await?;
         // The provisioning API comes back on its address: the providers keep talking to it.
-        let old_api = ports.provisioning_api.trim_start_matches("http://").parse().ok();
-        let (token_service, api_addr, api_stop, api_task) =
-            start_token_service(&node, token_parts, &ports.token_requestors, &ports.token_issuers, old_api)
-                .await?;
-        let api_task = Some(api_task);
-        ports.provisioning_api = format!("http://{api_addr}");
+        switch_cfg.token_service.listen = ports.provisioning_api.trim_start_matches("http://").to_string();
+        let node = start_switch(&switch_cfg, &lmk_hex, &dir).await?;
+        let token_service =
+            node.token_service.clone().ok_or_else(|| anyhow!("the switch runs no token service"))?;
+        if let Some(a) = node.provisioning_api {
+            ports.provisioning_api = format!("http://{a}");
+        }
         if let (Some(a), Some(b)) = (node.listener("acquirer"), node.listener("acquirer_ascii")) {
             ports.acquirer.port = a.port();
             ports.acquirer_ascii.port = b.port();
@@ -759,10 +692,7 @@ impl Network {
             issuer_task,
             issuer_admin_stop,
             token_service,
-            api_stop,
-            api_task,
             switch_cfg,
-            switch_keys_toml,
             lmk_hex,
             dir,
             providers,

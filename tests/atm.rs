@@ -43,7 +43,7 @@ async fn provision(net: &Network, i: usize, kind: &str, secret: [u8; 32]) -> ser
     let a = post(&net.ports.provisioning_api, "/v1/provision", &auth, &body.to_string()).await;
     assert_eq!(a["status"], "approved", "{a}");
     let sealed = hex::decode(a["encrypted_token_data"].as_str().expect("sealed")).expect("hex");
-    let plain = crypto::device::open(&secret, switch::token::service::PROFILE_INFO, &sealed).expect("opens");
+    let plain = crypto::device::open(&secret, tsp::service::PROFILE_INFO, &sealed).expect("opens");
     let token_ref = a["token_ref"].as_str().expect("ref").to_string();
     post(&net.ports.provisioning_api, &format!("/v1/tokens/{token_ref}/confirm"), &auth, "").await;
     serde_json::from_slice(&plain).expect("profile JSON")

@@ -36,7 +36,7 @@ async fn wallet_phone(net: &Network, card: usize, request_id: &str, entry_modes:
     let a = common::post(&net.ports.provisioning_api, "/v1/provision", &auth, &body.to_string()).await;
     assert_eq!(a["status"], "approved", "{a}");
     let sealed = hex::decode(a["encrypted_token_data"].as_str().expect("sealed")).expect("hex");
-    let plain = crypto::device::open(&secret, switch::token::service::PROFILE_INFO, &sealed).expect("opens");
+    let plain = crypto::device::open(&secret, tsp::service::PROFILE_INFO, &sealed).expect("opens");
     let v: serde_json::Value = serde_json::from_slice(&plain).expect("json");
     let token_ref = a["token_ref"].as_str().expect("ref");
     assert_eq!(

@@ -285,7 +285,7 @@ fn luhn(pan: &str) -> bool {
 async fn the_token_service_state_stays_bounded_under_a_flood() {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = network::start(Options::new(dir.path())).await.expect("network");
-    net.token_service.limit_state(switch::token::service::StateLimits {
+    net.token_service.limit_state(tsp::service::StateLimits {
         answered: 40,
         answered_ttl_ms: 60_000,
         pending: 10,

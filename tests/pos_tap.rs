@@ -72,7 +72,7 @@ async fn the_kernel_pays_with_a_card_and_an_hce_phone() {
     )
     .await;
     let sealed = hex::decode(http["encrypted_token_data"].as_str().expect("sealed")).expect("hex");
-    let plain = crypto::device::open(&secret, switch::token::service::PROFILE_INFO, &sealed).expect("opens");
+    let plain = crypto::device::open(&secret, tsp::service::PROFILE_INFO, &sealed).expect("opens");
     let v: serde_json::Value = serde_json::from_slice(&plain).expect("json");
     let luks: Vec<Luk> = serde_json::from_value(v["luks"].clone()).expect("luks");
     let token = v["token"].as_str().expect("token").to_string();

@@ -41,7 +41,7 @@ fn device_key_hex() -> String {
 /// The phone opens its sealed card profile.
 fn open_profile(encrypted: &str) -> TestCard {
     let sealed = hex::decode(encrypted).expect("hex");
-    let plain = crypto::device::open(&DEVICE_SECRET, switch::token::service::PROFILE_INFO, &sealed)
+    let plain = crypto::device::open(&DEVICE_SECRET, tsp::service::PROFILE_INFO, &sealed)
         .expect("opens on the device");
     let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
     TestCard {
@@ -195,7 +195,7 @@ async fn a_tampered_vault_row_is_an_error_not_a_wrong_card() {
 /// A cloud (HCE) phone: the limited-use keys it was given for one ATC each.
 fn open_cloud_profile(encrypted: &str) -> (TestCard, Vec<(u16, crypto::keys::TdesKey)>, serde_json::Value) {
     let sealed = hex::decode(encrypted).expect("hex");
-    let plain = crypto::device::open(&DEVICE_SECRET, switch::token::service::PROFILE_INFO, &sealed)
+    let plain = crypto::device::open(&DEVICE_SECRET, tsp::service::PROFILE_INFO, &sealed)
         .expect("opens on the device");
     let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
     let luks = v["luks"]
@@ -424,4 +424,49 @@ async fn the_issuer_manages_its_cardholders_tokens_and_missed_notices_are_repeat
             p.display()
         );
     }
+}
+
+/// `paynet serve` builds its token service from the `[token_service]` it writes for the switch:
+/// the LUK batch size and lifetime given on its command line are in the run's `switch.toml`, and a
+/// cloud (HCE) phone provisioned over the provisioning API receives a batch of that size.
+#[test]
+fn serve_honours_the_token_service_settings() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ports_path = tmp.path().join("ports.json");
+    let _serve =
+        common::process::serve_with(&ports_path, tmp.path(), &["--luk-batch", "4", "--luk-ttl-s", "600"]);
+    let ports: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ports_path).expect("ports file")).expect("ports JSON");
+    // The switch's configuration, as the run wrote it (owner-only, like the keystores).
+    let config = std::fs::read_dir(tmp.path())
+        .expect("TMPDIR")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("paynet-serve-"))
+        .map(|d| d.path().join("switch.toml"))
+        .find(|p| p.exists())
+        .expect("the run's switch.toml");
+    common::process::assert_private(&config);
+    let cfg = switch::config::SwitchConfig::from_toml(&std::fs::read_to_string(&config).expect("config"))
+        .expect("a valid switch configuration");
+    assert!(cfg.token_service.enabled);
+    assert_eq!((cfg.token_service.luk_batch, cfg.token_service.luk_ttl_s), (4, 600));
+    assert_eq!(cfg.token_service.ranges.len(), 1, "the network's token range is configured");
+
+    let r = ports["token_requestors"]
+        .as_array()
+        .expect("requestors")
+        .iter()
+        .find(|r| r["kind"] == "cloud")
+        .expect("cloud requestor");
+    let auth = format!("{}:{}", r["id"].as_str().expect("id"), r["secret"].as_str().expect("secret"));
+    let card = &ports["test_cards"][0];
+    let body = serde_json::json!({"request_id": "serve-luk", "pan": card["pan"], "expiry": card["expiry"],
+                                  "device_public_key": device_key_hex()})
+    .to_string();
+    let api = ports["provisioning_api"].as_str().expect("provisioning API").to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let a = rt.block_on(common::post(&api, "/v1/provision", &auth, &body));
+    assert_eq!(a["status"], "approved", "{a}");
+    let (_, luks, _) = open_cloud_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    assert_eq!(luks.iter().map(|(atc, _)| *atc).collect::<Vec<_>>(), vec![1, 2, 3, 4], "a batch of 4 keys");
 }

@@ -36,6 +36,9 @@ pub enum ErrorKind {
     Verification,
     /// The operation is not supported for this algorithm or option.
     Unsupported,
+    /// Sealed data did not open (tampered, bound to other data, or under an unknown key
+    /// version), or could not be sealed.
+    Seal,
 }
 
 /// A crypto error: kind plus a specific, non-sensitive explanation.

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod keystore;
 pub mod mac;
 pub mod pin;
+pub mod seal;
 
 pub use error::{Error, ErrorKind, Result};
 pub use keys::{AesKey, Algorithm, SymmetricKey, TdesKey};

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::PhoneError;
 use emv::card::{CardKeys, CardProfile, Luk};
 
-/// The context label the token service seals token data under. Copied from the switch's token
-/// service (`switch::token::service::PROFILE_INFO`): simulators speak the wire, never link the
-/// switch; docs/token-service.md names it.
+/// The context label the token service seals token data under. Copied from the token service
+/// (`tsp::service::PROFILE_INFO`): simulators speak the wire, never link the token service;
+/// docs/token-service.md names it.
 pub const PROFILE_INFO: &[u8] = b"paynet token profile v1";
 
 /// The context label the issuer seals a device's real-PAN perso data under (limited-use keys;

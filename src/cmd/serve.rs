@@ -15,6 +15,14 @@ pub struct ServeArgs {
     /// Number of generated test cards (at least 4).
     #[arg(long, default_value_t = 6)]
     cards: usize,
+    /// Cloud (HCE) tokens: limited-use keys per batch, 1 to 100 (the switch's
+    /// `[token_service] luk_batch`).
+    #[arg(long, value_name = "N", default_value_t = switch::config::TokenServiceConfig::default().luk_batch)]
+    luk_batch: u16,
+    /// Cloud (HCE) tokens: seconds a batch of limited-use keys stays valid, 1 s to 30 days (the
+    /// switch's `[token_service] luk_ttl_s`).
+    #[arg(long, value_name = "SECONDS", default_value_t = switch::config::TokenServiceConfig::default().luk_ttl_s)]
+    luk_ttl_s: u64,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -32,6 +40,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let dir = tempfile::Builder::new().prefix("paynet-serve-").tempdir().context("temporary folder")?;
         let mut opts = paynet::network::Options::new(dir.path());
         opts.cards = a.cards.max(4);
+        opts.luk_batch = a.luk_batch;
+        opts.luk_ttl_s = a.luk_ttl_s;
         let net = paynet::network::start(opts).await?;
         net.write_ports_file(&a.ports_file).with_context(|| format!("writing {}", a.ports_file.display()))?;
         tracing::info!(ports_file = %a.ports_file.display(), "network up");

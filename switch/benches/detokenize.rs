@@ -12,9 +12,9 @@ use codecs::iso8583::Spec;
 use criterion::{Criterion, criterion_group, criterion_main};
 use crypto::emv::{Cvn, PanDigits, Psn};
 use crypto::keys::{TdesKey, to_hex};
-use switch::detokenize::Detokenizer;
-use switch::token::{DomainControls, NewToken, TokenStatus, VaultDetokenizer};
 use terminal_sim::pos::{TestCard, Tx, chip_request};
+use tsp::detokenize::Detokenizer;
+use tsp::{DomainControls, NewToken, TokenStatus, VaultDetokenizer};
 
 const NOW_MS: u64 = 1_764_028_800_000;
 
@@ -24,10 +24,7 @@ fn benches(c: &mut Criterion) {
     let mut tokens = Vec::new();
     for i in 0..10_000u32 {
         let body = format!("489537{i:09}");
-        let token = format!(
-            "{body}{}",
-            char::from(switch::token::luhn_check_digit(body.as_bytes()).expect("digits"))
-        );
+        let token = format!("{body}{}", char::from(tsp::luhn_check_digit(body.as_bytes()).expect("digits")));
         let domain = DomainControls {
             entry_modes: vec!["07".into()],
             transaction_types: vec!["00".into()],

@@ -1,11 +1,9 @@
-//! Time and randomness as inputs: the stages take them from here, so tests can fix both.
+//! Time and randomness as inputs: the stages take them from here, so tests can fix both. The
+//! traits are the token service's (crate `tsp`, which the switch builds on); the sources are here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Milliseconds since the Unix epoch.
-pub trait Clock: Send + Sync + 'static {
-    fn now_ms(&self) -> u64;
-}
+pub use tsp::clock::{Clock, Entropy};
 
 /// The system clock.
 pub struct SystemClock;
@@ -25,17 +23,6 @@ pub struct ManualClock(pub AtomicU64);
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         self.0.load(Ordering::Acquire)
-    }
-}
-
-/// A source of random bytes (nonces, authorization codes, jitter).
-pub trait Entropy: Send + Sync + 'static {
-    fn fill(&self, buf: &mut [u8]);
-
-    fn u32(&self) -> u32 {
-        let mut b = [0u8; 4];
-        self.fill(&mut b);
-        u32::from_le_bytes(b)
     }
 }
 

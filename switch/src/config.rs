@@ -56,10 +56,10 @@ pub struct TokenServiceConfig {
     #[serde(rename = "range")]
     pub ranges: Vec<TokenRangeConfig>,
     #[serde(rename = "requestor")]
-    pub requestors: Vec<crate::token::service::Requestor>,
+    pub requestors: Vec<tsp::Requestor>,
     /// Issuers allowed to suspend, resume and delete their cardholders' tokens.
     #[serde(rename = "issuer")]
-    pub issuers: Vec<crate::token::service::IssuerCredential>,
+    pub issuers: Vec<tsp::IssuerCredential>,
     /// Cloud (HCE) tokens: limited-use keys per batch (each key serves one ATC, once).
     pub luk_batch: u16,
     /// Cloud (HCE) tokens: seconds a batch of limited-use keys stays valid.
@@ -503,6 +503,11 @@ impl SwitchConfig {
             .map_err(|e| Error::new(ErrorKind::Config, "config", e.to_string().replace('\n', " ")))
     }
 
+    /// The TOML document of this configuration (what [`SwitchConfig::from_toml`] reads back).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::new(ErrorKind::Config, "config", e.to_string()))
+    }
+
     /// Every problem at once, one line each, naming the setting.
     pub fn validate(&self) -> Vec<String> {
         let mut p = self.keys.problems();
@@ -624,7 +629,7 @@ impl SwitchConfig {
             }
             for (i, r) in ts.ranges.iter().enumerate() {
                 let cards = self.routes.iter().map(|r| r.prefix.as_str());
-                if let Err(e) = crate::token::TokenRange::new(&r.prefix, r.length, cards) {
+                if let Err(e) = tsp::TokenRange::new(&r.prefix, r.length, cards) {
                     p.push(format!("token_service.range[{i}]: {e}"));
                 }
             }

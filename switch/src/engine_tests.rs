@@ -11,10 +11,10 @@ use super::*;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::tests::{approval, listener, local, pipeline_on, purchase};
 use crate::saf::RetryPolicy;
-use crate::seal::Sealer;
 use crate::state::{OriginalRecord, StateWrites};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{JournalRow, NewSafEntry, SafEntry, Store};
+use crypto::seal::Sealer;
 
 /// SQLite, except that state commits (which carry the journal rows) fail while `refuse` is set.
 struct Refusing {

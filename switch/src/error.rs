@@ -60,4 +60,12 @@ impl fmt::Display for Error {
     }
 }
 
+/// A sealing error (`crypto::seal`): sealed data that does not open is [`ErrorKind::Seal`].
+impl From<crypto::Error> for Error {
+    fn from(e: crypto::Error) -> Self {
+        let kind = if e.kind == crypto::ErrorKind::Seal { ErrorKind::Seal } else { ErrorKind::Crypto };
+        Error::new(kind, e.what, e.detail)
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

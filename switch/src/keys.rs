@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use crypto::keyblock::{Header, KeyUsage};
 use crypto::keystore::{KeyName, Keystore, Lmk, LmkComponent};
+use crypto::seal::Sealer;
 use zeroize::Zeroizing;
 
 use crate::config::KeysConfig;
@@ -213,7 +214,20 @@ fn node_key(ks: &Keystore, key: &str) -> Result<crypto::AesKey> {
 pub fn node_keys(ks: &Keystore, saf: &crate::config::SafConfig) -> Result<NodeKeys> {
     let sealer = versioned_sealer(ks, (&saf.key, saf.key_version), &saf.old_keys, "saf")?;
     let fp = node_key(ks, FINGERPRINT_KEY)?;
-    Ok(NodeKeys { saf_seal: std::sync::Arc::new(sealer), fingerprint: Zeroizing::new(fp.expose().to_vec()) })
+    Ok(NodeKeys {
+        saf_seal: std::sync::Arc::new(sealer),
+        fingerprint: Zeroizing::new(fp.expose().to_vec()),
+        token_service: None,
+    })
+}
+
+/// The node's keys for `cfg`: [`node_keys`], and the token service's when it is enabled.
+pub fn load_node_keys(ks: &Keystore, cfg: &crate::config::SwitchConfig) -> Result<NodeKeys> {
+    let mut keys = node_keys(ks, &cfg.saf)?;
+    if cfg.token_service.enabled {
+        keys.token_service = Some(token_service_keys(ks, &cfg.token_service)?);
+    }
+    Ok(keys)
 }
 
 /// A sealer whose current key is `current` (keystore name, version) and which still opens what
@@ -223,9 +237,9 @@ pub fn versioned_sealer(
     current: (&str, u32),
     old: &[crate::config::VaultKeyVersion],
     what: &str,
-) -> Result<crate::seal::Sealer> {
+) -> Result<Sealer> {
     let (name, version) = current;
-    let mut sealer = crate::seal::Sealer::new(version, &node_key(ks, name)?)?;
+    let mut sealer = Sealer::new(version, &node_key(ks, name)?)?;
     for (i, k) in old.iter().enumerate() {
         let key = node_key(ks, &k.key).map_err(|e| key_err(format!("{what}.old_key[{i}]: {e}")))?;
         sealer.add_key(k.version, &key)?;
@@ -234,19 +248,26 @@ pub fn versioned_sealer(
     Ok(sealer)
 }
 
-/// The token service's HMAC keys, each its own keystore key.
+/// The token service's keys: the vault's data keys and its two HMAC keys, each its own keystore
+/// key.
 pub struct TokenServiceKeys {
+    /// Seals the vault's PANs: the current data key (`token_service.vault_key`) and the older
+    /// versions still readable (`vault_old_key`).
+    pub vault_seal: Sealer,
     /// Keys the vault's PAN index (`tsp.vault-index`).
     pub vault_index: Zeroizing<Vec<u8>>,
     /// Keys token references (`tsp.token-ref`).
     pub token_ref: Zeroizing<Vec<u8>>,
 }
 
-/// The token service's keys.
-pub fn token_service_keys(ks: &Keystore) -> Result<TokenServiceKeys> {
+/// The token service's keys, by the names `ts` gives for the vault's data keys.
+pub fn token_service_keys(ks: &Keystore, ts: &crate::config::TokenServiceConfig) -> Result<TokenServiceKeys> {
     let index = node_key(ks, VAULT_INDEX_KEY)?;
     let token_ref = node_key(ks, TOKEN_REF_KEY)?;
+    let vault_seal =
+        versioned_sealer(ks, (&ts.vault_key, ts.vault_key_version), &ts.vault_old_keys, "token_service")?;
     Ok(TokenServiceKeys {
+        vault_seal,
         vault_index: Zeroizing::new(index.expose().to_vec()),
         token_ref: Zeroizing::new(token_ref.expose().to_vec()),
     })
@@ -334,7 +355,11 @@ mod tests {
         assert!(ensure_node_keys(&mut ks, &mut |b| b.fill(1)).unwrap().is_empty(), "idempotent");
         let node = node_keys(&ks, &crate::config::SafConfig::default()).unwrap();
         let saf = node_key(&ks, SAF_KEY).unwrap();
-        let tsp = token_service_keys(&ks).unwrap();
+        let header = Header::parse_template(NODE_KEY_HEADER).unwrap();
+        let rnd = vec![9u8; ks.random_len(32)];
+        ks.generate(name("switch.vault").unwrap(), &header, 32, &rnd).unwrap();
+        let ts = crate::config::TokenServiceConfig::default();
+        let tsp = token_service_keys(&ks, &ts).unwrap();
         let keys = [saf.expose(), &node.fingerprint[..], &tsp.vault_index[..], &tsp.token_ref[..]];
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
@@ -343,7 +368,7 @@ mod tests {
         }
         // A keystore from before the token service's keys: a clear error naming the key.
         ks.remove(&name(TOKEN_REF_KEY).unwrap()).unwrap();
-        let e = token_service_keys(&ks).err().unwrap().to_string();
+        let e = token_service_keys(&ks, &ts).err().unwrap().to_string();
         assert!(
             e.contains("no key tsp.token-ref (keys token references)") && e.contains("--node-keys"),
             "{e}"

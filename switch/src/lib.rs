@@ -3,7 +3,9 @@
 //! The switch decodes ISO 8583 from acquirer connections, validates, detokenizes, verifies
 //! cryptograms and PINs through the `Hsm`, routes to issuer links, and answers — with
 //! store-and-forward for reversals and advices, stand-in processing when an issuer is down, and a
-//! journal of every message with no clear PAN in it. Stages are plain functions of (state, message);
+//! journal of every message with no clear PAN in it. The token service (crate `tsp`) runs inside
+//! the node when configured: the switch builds it ([`tokens`]) and is its issuer gateway
+//! ([`gateway`]). Stages are plain functions of (state, message);
 //! I/O lives at the edges (listeners, issuer links, the store).
 #![forbid(unsafe_code)]
 
@@ -13,9 +15,9 @@ pub mod certify;
 pub mod clock;
 pub mod config;
 pub mod dedupe;
-pub mod detokenize;
 pub mod engine;
 pub mod error;
+pub mod gateway;
 pub mod issuer;
 pub mod journal;
 pub mod keys;
@@ -27,13 +29,14 @@ pub mod pipeline;
 pub mod registry;
 pub mod route;
 pub mod saf;
-pub mod seal;
 pub mod standin;
 pub mod state;
 pub mod store;
 pub mod tls;
-pub mod token;
+pub mod tokens;
 pub mod validate;
 pub mod wire;
 
 pub use error::{Error, ErrorKind, Result};
+/// The detokenize stage's contract lives with the token service that implements it.
+pub use tsp::detokenize;

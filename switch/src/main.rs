@@ -19,9 +19,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use switch::clock::{OsEntropy, SystemClock};
+use switch::clock::{Entropy, OsEntropy};
 use switch::config::SwitchConfig;
-use switch::detokenize::NoTokens;
 use switch::node::{self, NodeParts};
 use switch::route::RouteTable;
 
@@ -105,119 +104,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
     let ks = switch::keys::load_keystore(&cfg.keys, &base).map_err(|e| e.to_string())?;
-    let keys = switch::keys::node_keys(&ks, &cfg.saf).map_err(|e| e.to_string())?;
-    let sealer = if cfg.token_service.enabled { Some(vault_sealer(&cfg, &ks)?) } else { None };
-    // The token service's own HMAC keys: the vault's PAN index and token references.
-    let tsp_keys = if cfg.token_service.enabled {
-        Some(switch::keys::token_service_keys(&ks).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
     if cli.rewrap_vault {
-        let (Some(sealer), Some(tsp_keys)) = (sealer, tsp_keys) else {
-            return Err("--rewrap-vault: the token service is not enabled in this configuration".into());
-        };
-        let store = Arc::new(
-            switch::store::sqlite::SqliteStore::open(&base.join(&cfg.node.data_dir).join("vault.db"))
-                .map_err(|e| e.to_string())?,
-        );
-        let v = switch::token::TokenVault::open(store, sealer, tsp_keys.vault_index.clone())
-            .map_err(|e| e.to_string())?;
-        let n = v
-            .rewrap(cfg.token_service.vault_key_version, || {
-                let mut nonce = [0u8; 12];
-                if let Err(e) = getrandom::fill(&mut nonce) {
-                    panic!("operating system random source unavailable: {e}");
-                }
-                nonce
-            })
-            .map_err(|e| e.to_string())?;
-        println!("vault: {n} rows re-sealed under data key version {}", cfg.token_service.vault_key_version);
-        return Ok(());
+        return rewrap_vault(&cfg, &ks, &base);
     }
-    let hsm = Arc::new(crypto::hsm::SoftHsm::new(
-        ks,
-        Box::new(|b: &mut [u8]| {
-            if let Err(e) = getrandom::fill(b) {
-                panic!("operating system random source unavailable: {e}");
-            }
-        }),
-    ));
-    // The token service: the vault (its own SQLite file beside the switch's store) and the
-    // detokenize stage now, the provisioning API once the node runs.
-    let mut vault = None;
-    let mut ranges = Vec::new();
-    let mut luks = None;
-    let mut token_ref_key = None;
-    let detokenizer: Arc<dyn switch::detokenize::Detokenizer> = match sealer.zip(tsp_keys) {
-        Some((sealer, tsp_keys)) => {
-            let data = base.join(&cfg.node.data_dir);
-            std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-            let store = Arc::new(
-                switch::store::sqlite::SqliteStore::open(&data.join("vault.db"))
-                    .map_err(|e| e.to_string())?,
-            );
-            // Cloud (HCE) tokens: batches of limited-use keys, recorded beside the vault.
-            let registry = Arc::new(
-                switch::token::luk::LukRegistry::persistent(
-                    store.clone(),
-                    cfg.token_service.luk_batch,
-                    cfg.token_service.luk_ttl_s.saturating_mul(1000),
-                )
-                .map_err(|e| e.to_string())?,
-            );
-            luks = Some(registry.clone());
-            let v = Arc::new(
-                switch::token::TokenVault::open(store, sealer, tsp_keys.vault_index)
-                    .map_err(|e| e.to_string())?,
-            );
-            token_ref_key = Some(tsp_keys.token_ref);
-            for r in &cfg.token_service.ranges {
-                let cards = cfg.routes.iter().map(|r| r.prefix.as_str());
-                let range =
-                    switch::token::TokenRange::new(&r.prefix, r.length, cards).map_err(|e| e.to_string())?;
-                ranges.push(switch::token::TokenKeys { range, imk_ac: r.imk_ac.clone() });
-            }
-            vault = Some(v.clone());
-            Arc::new(switch::token::VaultDetokenizer::new(v, hsm.clone(), ranges.clone()).with_luks(registry))
-        }
-        None => Arc::new(NoTokens),
-    };
-    let parts = NodeParts {
-        keys,
-        hsm: hsm.clone(),
-        clock: Arc::new(SystemClock),
-        entropy: Arc::new(OsEntropy),
-        detokenizer,
-        base_dir: base.clone(),
-    };
-    let token_cfg = cfg.token_service.clone();
+    let (parts, hsm) = NodeParts::production(&cfg, ks, base).map_err(|e| e.to_string())?;
     let running = node::start(cfg, parts).await.map_err(|e| e.to_string())?;
-    let api_stop = tokio_util::sync::CancellationToken::new();
-    let mut api = None;
-    if let (Some(v), Some(luks), Some(token_ref_key)) = (vault, luks, token_ref_key) {
-        let svc = Arc::new(
-            switch::token::service::TokenService::new(
-                running.engine.clone(),
-                v,
-                hsm.clone(),
-                ranges,
-                token_cfg.requestors.clone(),
-                token_ref_key,
-            )
-            .with_luks(luks)
-            .with_issuers(token_cfg.issuers.clone()),
-        );
-        let listener = tokio::net::TcpListener::bind(&token_cfg.listen)
-            .await
-            .map_err(|e| format!("token_service.listen {}: {e}", token_cfg.listen))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let api_door = token_cfg.door.resolved(&base);
-        door::open(addr, &api_door).map_err(|e| format!("token_service: {e}"))?;
-        tracing::info!(%addr, "token service provisioning API listening");
-        api =
-            Some((addr, tokio::spawn(switch::token::api::serve(listener, svc, api_door, api_stop.clone()))));
-    }
     if let Some(path) = &cli.ready_file {
         let listeners: serde_json::Map<String, serde_json::Value> = running
             .listeners
@@ -225,18 +116,32 @@ async fn run(cli: Cli, cfg: SwitchConfig, base: PathBuf) -> Result<(), String> {
             .map(|(n, a)| (n.clone(), serde_json::Value::String(a.to_string())))
             .collect();
         let mut doc = serde_json::json!({"listeners": listeners, "admin": running.admin.to_string()});
-        if let Some((addr, _)) = &api {
+        if let Some(addr) = running.provisioning_api {
             doc["provisioning_api"] = serde_json::Value::String(format!("http://{addr}"));
         }
         write_atomically(path, doc.to_string().as_bytes()).map_err(|e| format!("ready file: {e}"))?;
     }
     wait_for_signals(&running, &hsm, &cli.config).await;
-    // The token service holds the engine: it stops first so that the journal can finish.
-    api_stop.cancel();
-    if let Some((_, task)) = api {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
-    }
     running.shutdown().await;
+    Ok(())
+}
+
+/// `--rewrap-vault`: re-seals every vault row under the current data key.
+fn rewrap_vault(cfg: &SwitchConfig, ks: &crypto::keystore::Keystore, base: &Path) -> Result<(), String> {
+    if !cfg.token_service.enabled {
+        return Err("--rewrap-vault: the token service is not enabled in this configuration".into());
+    }
+    let keys = switch::keys::token_service_keys(ks, &cfg.token_service).map_err(|e| e.to_string())?;
+    let store = switch::tokens::open_store(&base.join(&cfg.node.data_dir)).map_err(|e| e.to_string())?;
+    let vault = switch::tokens::open_vault(store, keys).map_err(|e| e.to_string())?;
+    let n = vault
+        .rewrap(cfg.token_service.vault_key_version, || {
+            let mut nonce = [0u8; 12];
+            OsEntropy.fill(&mut nonce);
+            nonce
+        })
+        .map_err(|e| e.to_string())?;
+    println!("vault: {n} rows re-sealed under data key version {}", cfg.token_service.vault_key_version);
     Ok(())
 }
 
@@ -333,16 +238,4 @@ fn reload(running: &node::RunningNode, hsm: &Arc<crypto::hsm::SoftHsm>, config: 
         acquirers = cfg.acquirers.len(),
         "configuration reloaded: routes, stand-in limits, acquirer registry, keystore"
     );
-}
-
-/// The vault's sealer: the current data key and the older versions still readable.
-fn vault_sealer(cfg: &SwitchConfig, ks: &crypto::keystore::Keystore) -> Result<switch::seal::Sealer, String> {
-    let ts = &cfg.token_service;
-    switch::keys::versioned_sealer(
-        ks,
-        (&ts.vault_key, ts.vault_key_version),
-        &ts.vault_old_keys,
-        "token_service",
-    )
-    .map_err(|e| e.to_string())
 }

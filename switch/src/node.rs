@@ -1,7 +1,8 @@
-//! A running switch node assembled from its configuration: the store, the journal (written with the decision state), the
-//! issuer links with their SAF workers and stand-in rules, the acquirer listeners and the admin
-//! endpoint — and a graceful shutdown that stops accepting, drains requests in flight, and flushes
-//! the journal.
+//! A running switch node assembled from its configuration: the store, the journal (written with
+//! the decision state), the issuer links with their SAF workers and stand-in rules, the acquirer
+//! listeners, the admin endpoint, and — when `[token_service]` is enabled — the token service
+//! (vault, detokenize stage, provisioning API) — and a graceful shutdown, in one place, that stops
+//! the provisioning API, stops accepting, drains requests in flight, and flushes the journal.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use crate::admin::{self, AdminState, Readiness};
 use crate::clock::{Clock, Entropy};
 use crate::config::SwitchConfig;
 use crate::dedupe::DuplicateCache;
-use crate::detokenize::Detokenizer;
+use crate::detokenize::{Detokenizer, NoTokens};
 use crate::engine::{self, Engine, IssuerHandle, ListenerCtx};
 use crate::error::{Error, ErrorKind, Result};
 use crate::issuer::{IssuerPool, LinkSettings};
@@ -32,22 +33,25 @@ use crate::pipeline::{IssuerRules, Pipeline};
 use crate::registry::Registry;
 use crate::route::RouteTable;
 use crate::saf::{RetryPolicy, SafQueue};
-use crate::seal::Sealer;
 use crate::standin::StandIn;
 use crate::state::{StateBook, StateWriter};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
+use crypto::seal::Sealer;
 
 /// Originals kept in memory for reversals and advices (about 250 bytes each); older ones are
 /// read from the store when a reversal asks for them.
 const RECENT_ORIGINALS: usize = 65_536;
 
-/// Keys the node itself uses (from the keystore: `switch.saf` and `switch.fingerprint`).
+/// Keys the node itself uses (from the keystore: `switch.saf` and `switch.fingerprint`; with the
+/// token service its vault keys too).
 pub struct NodeKeys {
     /// Seals store-and-forward messages at rest (AES-256-GCM).
     pub saf_seal: Arc<Sealer>,
     /// Keys the journal's PAN fingerprints (HMAC-SHA256).
     pub fingerprint: Zeroizing<Vec<u8>>,
+    /// The token service's keys, when `[token_service]` is enabled.
+    pub token_service: Option<crate::keys::TokenServiceKeys>,
 }
 
 /// What the node is built from besides its config.
@@ -55,11 +59,40 @@ pub struct NodeParts {
     pub keys: NodeKeys,
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
-    pub detokenizer: Arc<dyn Detokenizer>,
-    /// The HSM holding every other key (link MAC keys, issuer keys for on-behalf verification).
+    /// The HSM holding every other key (link MAC keys, issuer keys for on-behalf verification,
+    /// token IMKs).
     pub hsm: Arc<dyn crypto::hsm::Hsm>,
     /// Folder that relative paths in the config are resolved against.
     pub base_dir: PathBuf,
+}
+
+impl NodeParts {
+    /// The production parts over a loaded keystore: the node's keys by the names `cfg` gives, a
+    /// software HSM over the keystore (returned too, for SIGHUP's key reload), the system clock
+    /// and the operating system's generator.
+    pub fn production(
+        cfg: &SwitchConfig,
+        ks: crypto::keystore::Keystore,
+        base_dir: PathBuf,
+    ) -> Result<(NodeParts, Arc<crypto::hsm::SoftHsm>)> {
+        let keys = crate::keys::load_node_keys(&ks, cfg)?;
+        let hsm =
+            Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(|b: &mut [u8]| crate::clock::OsEntropy.fill(b))));
+        let parts = NodeParts {
+            keys,
+            hsm: hsm.clone(),
+            clock: Arc::new(crate::clock::SystemClock),
+            entropy: Arc::new(crate::clock::OsEntropy),
+            base_dir,
+        };
+        Ok((parts, hsm))
+    }
+}
+
+/// The running provisioning API.
+struct ProvisioningApi {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// A started node.
@@ -70,6 +103,12 @@ pub struct RunningNode {
     pub engine: Arc<Engine>,
     pub store: Arc<dyn Store>,
     pub readiness: Arc<Readiness>,
+    /// The token service, when `[token_service]` is enabled. It reaches issuers through the
+    /// engine held weakly ([`crate::gateway`]), so a clone kept elsewhere never delays shutdown.
+    pub token_service: Option<Arc<tsp::TokenService>>,
+    /// The provisioning API's bound address, with the token service.
+    pub provisioning_api: Option<SocketAddr>,
+    api: Option<ProvisioningApi>,
     stop_accepting: CancellationToken,
     stop_all: CancellationToken,
     tasks: TaskTracker,
@@ -107,7 +146,7 @@ pub fn registry(cfg: &SwitchConfig, hsm: &Arc<dyn crypto::hsm::Hsm>) -> Result<R
 }
 
 /// Starts a node. Listeners bind before this returns (port 0 takes one from the OS).
-pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
+pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNode> {
     let problems = cfg.validate();
     if !problems.is_empty() {
         return Err(config_err(problems.join("; ")));
@@ -128,6 +167,19 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
     std::fs::create_dir_all(&data_dir).map_err(|e| {
         Error::new(ErrorKind::Store, "store", format!("cannot create {}: {e}", data_dir.display()))
     })?;
+    // The token service: its vault and detokenize stage now, its provisioning service once the
+    // engine exists to be its gateway.
+    let tokens = match (cfg.token_service.enabled, parts.keys.token_service.take()) {
+        (true, Some(keys)) => Some(crate::tokens::assemble(&cfg, keys, parts.hsm.clone(), &data_dir)?),
+        (true, None) => {
+            return Err(config_err("token_service: enabled, but the node has no token service keys"));
+        }
+        (false, _) => None,
+    };
+    let detokenizer: Arc<dyn Detokenizer> = match &tokens {
+        Some(t) => t.detokenizer(),
+        None => Arc::new(NoTokens),
+    };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("switch.db"))?);
     let (state, state_writer) = StateBook::open(store.clone(), RECENT_ORIGINALS)?;
     let registry = registry(&cfg, &parts.hsm)?;
@@ -194,7 +246,7 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
             issuers: rules,
             dedupe: DuplicateCache::new(10 * 60 * 1000, 1 << 20),
             state: state.clone(),
-            detokenizer: parts.detokenizer.clone(),
+            detokenizer,
             hsm: parts.hsm.clone(),
             entropy: parts.entropy.clone(),
             fingerprint_key: parts.keys.fingerprint,
@@ -291,6 +343,19 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
             tracing::error!(error = %e, "admin door closed");
         }
     });
+    let (token_service, provisioning_api, api) = match tokens {
+        Some(t) => {
+            let env = tsp::service::Environment {
+                gateway: Arc::new(crate::gateway::EngineGateway::new(&engine)),
+                clock: parts.clock.clone(),
+                entropy: parts.entropy.clone(),
+            };
+            let svc = Arc::new(t.service(env));
+            let (addr, api) = serve_provisioning(&cfg, &base, svc.clone(), &stop_all).await?;
+            (Some(svc), Some(addr), Some(api))
+        }
+        None => (None, None, None),
+    };
     readiness.set_listeners_up(true);
     Ok(RunningNode {
         listeners: bound,
@@ -298,6 +363,9 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
         engine,
         store,
         readiness,
+        token_service,
+        provisioning_api,
+        api,
         stop_accepting,
         stop_all,
         tasks,
@@ -307,16 +375,48 @@ pub async fn start(cfg: SwitchConfig, parts: NodeParts) -> Result<RunningNode> {
     })
 }
 
+/// Binds `[token_service] listen` and serves the provisioning API behind its door.
+async fn serve_provisioning(
+    cfg: &SwitchConfig,
+    base: &Path,
+    svc: Arc<tsp::TokenService>,
+    stop_all: &CancellationToken,
+) -> Result<(SocketAddr, ProvisioningApi)> {
+    let ts = &cfg.token_service;
+    let listener = TcpListener::bind(&ts.listen)
+        .await
+        .map_err(|e| config_err(format!("token_service.listen: cannot bind {}: {e}", ts.listen)))?;
+    let addr = listener.local_addr().map_err(|e| config_err(e.to_string()))?;
+    let api_door = ts.door.resolved(base);
+    // Refused here (plaintext off loopback, TLS files that do not load), not in the spawned task.
+    door::open(addr, &api_door).map_err(|e| config_err(format!("token_service: {e}")))?;
+    let stop = stop_all.child_token();
+    let api_stop = stop.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = tsp::api::serve(listener, svc, api_door, api_stop).await {
+            tracing::error!(error = %e, "provisioning API door closed");
+        }
+    });
+    info!(%addr, "token service provisioning API listening");
+    Ok((addr, ProvisioningApi { stop, task }))
+}
+
 impl RunningNode {
     /// The bound address of listener `name`.
     pub fn listener(&self, name: &str) -> Option<SocketAddr> {
         self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
     }
 
-    /// Stops accepting, lets requests in flight finish (up to the grace period), stops the issuer
-    /// links and SAF workers, and flushes the journal.
+    /// Stops the provisioning API (its calls in flight finish, up to 5 s), stops accepting, lets
+    /// requests in flight finish (up to the grace period), stops the issuer links and SAF
+    /// workers, and flushes the journal.
     pub async fn shutdown(mut self) {
         self.readiness.set_draining();
+        if let Some(api) = self.api.take() {
+            api.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), api.task).await;
+        }
+        self.token_service = None;
         self.stop_accepting.cancel();
         self.tasks.close();
         let drained = tokio::time::timeout(self.grace, self.tasks.wait()).await.is_ok();

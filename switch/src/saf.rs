@@ -12,8 +12,8 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use crate::error::Result;
-use crate::seal::Sealer;
 use crate::store::{NewSafEntry, SafEntry, SafKind, Store};
+use crypto::seal::Sealer;
 
 /// Retry policy for one issuer link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

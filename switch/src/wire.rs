@@ -71,7 +71,7 @@ pub fn journal_row(
     latency_us: Option<u64>,
 ) -> JournalRow {
     let t = |de| msg.text(de).map(|c| c.into_owned());
-    let pan = pan_of(msg);
+    let pan = msg.card_number();
     JournalRow {
         at_ms,
         direction,
@@ -88,16 +88,6 @@ pub fn journal_row(
         latency_us,
         message_masked: msg.to_masked_json_string(),
     }
-}
-
-/// The PAN of a request: DE 2, else the digits of DE 35 before the separator.
-pub fn pan_of(msg: &Message) -> Option<String> {
-    if let Ok(Some(p)) = msg.pan_clear() {
-        return Some(p.expose().to_string());
-    }
-    let t2 = msg.text(35)?;
-    let digits: String = t2.chars().take_while(char::is_ascii_digit).collect();
-    (12..=19).contains(&digits.len()).then_some(digits)
 }
 
 /// `msg` in another spec (acquirer listener ↔ issuer link): every element carried over, checked

@@ -13,9 +13,9 @@ use token_vault::TOKEN_IMK;
 use codecs::iso8583::{Message, Spec};
 use crypto::emv::{Cvn, PanDigits, Psn};
 use crypto::keys::{TdesKey, to_hex};
-use switch::detokenize::{Detokenizer, retokenize};
-use switch::token::{DomainControls, NewToken, TokenStatus, TokenVault, VaultDetokenizer};
 use terminal_sim::pos::{TestCard, Tx, chip_request};
+use tsp::detokenize::{Detokenizer, retokenize};
+use tsp::{DomainControls, NewToken, TokenStatus, TokenVault, VaultDetokenizer};
 
 const CARD_PAN: &str = "4761739001010010";
 const NOW_MS: u64 = 1_764_028_800_000; // 2025-11-25
@@ -73,7 +73,7 @@ fn phone(token: &str) -> TestCard {
 
 fn token(n: u8) -> String {
     let body = format!("489537000000{n:03}");
-    let check = switch::token::luhn_check_digit(body.as_bytes()).expect("digits");
+    let check = tsp::luhn_check_digit(body.as_bytes()).expect("digits");
     format!("{body}{}", char::from(check))
 }
 

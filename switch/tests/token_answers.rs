@@ -21,8 +21,8 @@ use switch::route::RouteTable;
 use switch::standin::StandIn;
 use switch::state::StateBook;
 use switch::store::sqlite::SqliteStore;
-use switch::token::{DomainControls, NewToken, TokenStatus, TokenVault, VaultDetokenizer};
 use terminal_sim::pos::{TestCard, Tx, chip_request};
+use tsp::{DomainControls, NewToken, TokenStatus, TokenVault, VaultDetokenizer};
 use zeroize::Zeroizing;
 
 const CARD_PAN: &str = "4761739001010010";
@@ -39,7 +39,7 @@ impl switch::clock::Entropy for Entropy {
 
 fn token(n: u8) -> String {
     let body = format!("489537000000{n:03}");
-    let check = switch::token::luhn_check_digit(body.as_bytes()).expect("digits");
+    let check = tsp::luhn_check_digit(body.as_bytes()).expect("digits");
     format!("{body}{}", char::from(check))
 }
 

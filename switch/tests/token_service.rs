@@ -53,9 +53,9 @@ fn switch_binary_runs_the_token_service() {
 
 #[test]
 fn vault_key_rotation_with_rewrap_vault() {
-    use switch::seal::Sealer;
-    use switch::token::TokenVault;
-    use switch::token::vault::{DomainControls, NewToken};
+    use crypto::seal::Sealer;
+    use tsp::TokenVault;
+    use tsp::vault::{DomainControls, NewToken};
     let dir = tempfile::tempdir().expect("tempdir");
     let (k1, k2) = ("11".repeat(32), "22".repeat(32));
     common::add_key(dir.path(), "switch.vault", "D0000D0AB00N0000", &k1);
@@ -70,9 +70,10 @@ fn vault_key_rotation_with_rewrap_vault() {
         &std::fs::read_to_string(dir.path().join("keys.toml")).expect("keystore"),
     )
     .expect("keystore");
-    let fingerprint = switch::keys::token_service_keys(&ks).expect("token service keys").vault_index;
+    let fingerprint =
+        switch::keys::token_service_keys(&ks, &Default::default()).expect("token service keys").vault_index;
     let open = |sealer: Sealer| {
-        let store = std::sync::Arc::new(switch::store::sqlite::SqliteStore::open(&db).expect("store"));
+        let store = std::sync::Arc::new(tsp::store::SqliteVaultStore::open(&db).expect("store"));
         TokenVault::open(store, sealer, fingerprint.clone()).expect("vault")
     };
     // Two tokens sealed under data key version 1.

@@ -46,9 +46,15 @@ impl Drop for Serve {
 /// Starts `paynet serve --ports-file ports` with its files under `tmp`; returns once the ports
 /// file exists (it is written when every listener accepts).
 pub fn serve(ports: &Path, tmp: &Path) -> Serve {
+    serve_with(ports, tmp, &[])
+}
+
+/// [`serve`] with more of serve's options (`--luk-batch 4`, ...).
+pub fn serve_with(ports: &Path, tmp: &Path, args: &[&str]) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_paynet"))
         .args(["serve", "--ports-file"])
         .arg(ports)
+        .args(args)
         .env("TMPDIR", tmp)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -186,6 +186,17 @@ impl Message {
         })
     }
 
+    /// The card number a request carries, in clear: DE 2, else the leading digits of track 2
+    /// (DE 35, 12 to 19 of them). For routing and token look-up; never to be logged.
+    pub fn card_number(&self) -> Option<String> {
+        if let Ok(Some(p)) = self.pan_clear() {
+            return Some(p.expose().to_string());
+        }
+        let t2 = self.text(35)?;
+        let digits: String = t2.chars().take_while(char::is_ascii_digit).collect();
+        (12..=19).contains(&digits.len()).then_some(digits)
+    }
+
     pub fn processing_code(&self) -> Result<Option<ProcessingCode>> {
         self.parse(3, |s| digits(3, s).map(ProcessingCode))
     }

@@ -92,28 +92,6 @@ impl Chip {
     }
 }
 
-/// The CVN of a cryptogram from its issuer application data (tag 9F10): Visa's layout (length,
-/// DKI, CVN) for PANs starting with 4, Mastercard's (DKI, CVN) for 2 and 5.
-pub fn cvn_from_iad(pan: &str, iad: &[u8]) -> Option<crypto::emv::Cvn> {
-    use crypto::emv::Cvn;
-    match pan.as_bytes().first()? {
-        b'4' => match iad.get(2)? {
-            0x0A => Some(Cvn::Visa10),
-            0x12 => Some(Cvn::Visa18),
-            0x16 => Some(Cvn::Visa22),
-            _ => None,
-        },
-        b'2' | b'5' => match iad.get(1)? {
-            0x10 => Some(Cvn::Mc16),
-            0x11 => Some(Cvn::Mc17),
-            0x14 => Some(Cvn::Mc20),
-            0x15 => Some(Cvn::Mc21),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
 /// What kind of cryptogram 9F27 announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CryptogramType {

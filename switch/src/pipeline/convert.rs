@@ -13,7 +13,7 @@ use super::{Decline, Pipeline, Stage, Txn};
 
 /// DE 6, 10 and 51 on `sent` when the card is billed in another currency.
 pub fn convert(p: &Pipeline, txn: &Txn, sent: &mut Message) -> Result<(), Decline> {
-    let Some(pan) = crate::wire::pan_of(sent) else { return Ok(()) };
+    let Some(pan) = sent.card_number() else { return Ok(()) };
     let table = p.routes.read().unwrap_or_else(|e| e.into_inner()).clone();
     let conversion = table
         .conversion(pan.as_bytes(), &txn.currency)

@@ -66,7 +66,7 @@ pub fn attach_arpc(p: &Pipeline, imk: &str, txn: &Txn, rsp: &mut Message) {
 fn arpc(p: &Pipeline, imk: &str, txn: &Txn, rc: &str) -> Option<Vec<u8>> {
     let chip = txn.chip.as_ref()?;
     let pan = txn.pan.as_ref()?;
-    let cvn = super::chip::cvn_from_iad(pan.expose(), chip.tag(0x9F10)?)?;
+    let cvn = crypto::emv::Cvn::from_iad(pan.expose(), chip.tag(0x9F10)?)?;
     let digits = crypto::emv::PanDigits::new(pan.expose()).ok()?;
     let inputs = super::verify::card_inputs(txn, &digits)?;
     let arc: [u8; 2] = rc.as_bytes().try_into().ok()?;

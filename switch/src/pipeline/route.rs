@@ -9,7 +9,8 @@ use super::{Decline, IssuerRules, Pipeline, Stage};
 
 /// The issuer of the request going to the issuer (a token already replaced by its card).
 pub fn route<'p>(p: &'p Pipeline, sent: &Message) -> Result<&'p IssuerRules, Decline> {
-    let pan = crate::wire::pan_of(sent)
+    let pan = sent
+        .card_number()
         .ok_or_else(|| Decline::new(ResponseCode::INVALID_CARD, Stage::Route, "no PAN to route on"))?;
     p.issuer_for(&pan).ok_or_else(|| {
         Decline::new(ResponseCode::NO_SUCH_ISSUER, Stage::Route, "no issuer routed for the BIN")

@@ -42,7 +42,7 @@ pub fn card_inputs<'a>(txn: &Txn, pan: &'a crypto::emv::PanDigits) -> Option<cry
 
 fn on_behalf(p: &Pipeline, txn: &Txn, rules: &IssuerRules) -> Result<bool, Decline> {
     let (Some(imk), Some(chip), Some(pan)) = (&rules.imk_ac, &txn.chip, &txn.pan) else { return Ok(false) };
-    let Some(cvn) = chip.tag(0x9F10).and_then(|iad| super::chip::cvn_from_iad(pan.expose(), iad)) else {
+    let Some(cvn) = chip.tag(0x9F10).and_then(|iad| crypto::emv::Cvn::from_iad(pan.expose(), iad)) else {
         tracing::debug!("CVN not recognised from the IAD: left to the issuer");
         return Ok(false);
     };
@@ -93,7 +93,7 @@ fn translate_pin(
     let Some(ksn) = txn.msg.field(53).map(|f| f.data.clone()) else {
         return Err(fail(ResponseCode::FORMAT_ERROR, "PIN block without its KSN (DE 53)"));
     };
-    let card_pan = crate::wire::pan_of(sent).unwrap_or_default();
+    let card_pan = sent.card_number().unwrap_or_default();
     let from_pan = match (token, &txn.pan) {
         (Some(_), Some(t)) => t.expose().to_string(),
         _ => card_pan.clone(),

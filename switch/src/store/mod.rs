@@ -1,5 +1,5 @@
-//! Persistent state behind one small trait: the journal and the store-and-forward queue (the token
-//! vault joins them with the token service).
+//! Persistent state behind one small trait: the journal, the store-and-forward queue and the
+//! decision state (the token vault has its own store, in the `tsp` crate).
 //!
 //! The embedded default is SQLite ([`sqlite::SqliteStore`]); a PostgreSQL backend implements the
 //! same trait for several switch nodes sharing one database. Calls are synchronous: the switch runs

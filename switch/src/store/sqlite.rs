@@ -48,17 +48,6 @@ CREATE TABLE IF NOT EXISTS saf_quarantine (
     quarantined_ms INTEGER NOT NULL,
     reason TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS vault (
-    token TEXT PRIMARY KEY,
-    pan_sealed BLOB NOT NULL,
-    pan_fingerprint TEXT NOT NULL,
-    par TEXT NOT NULL,
-    expiry TEXT NOT NULL,
-    status TEXT NOT NULL,
-    domain TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS vault_fp ON vault(pan_fingerprint);
 CREATE TABLE IF NOT EXISTS atc_window (
     card TEXT PRIMARY KEY,
     window BLOB NOT NULL
@@ -78,13 +67,6 @@ CREATE TABLE IF NOT EXISTS original (
     issuer TEXT NOT NULL,
     settled_minor INTEGER NOT NULL,
     at_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS luk (
-    token TEXT PRIMARY KEY,
-    first_atc INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL,
-    device_key BLOB NOT NULL
 );
 ";
 
@@ -173,7 +155,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err("set WAL mode"))?;
         // FULL: a commit is on disk when it returns (the WAL is synced on every commit). What
         // commits here acknowledges money or keys — journal rows of answers, decision state,
-        // store-and-forward entries, the vault — so NORMAL (which may lose the last commits on
+        // store-and-forward entries — so NORMAL (which may lose the last commits on
         // power loss) is not enough. Group commit keeps the cost to one sync per batch.
         conn.pragma_update(None, "synchronous", "FULL").map_err(db_err("set synchronous"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
@@ -472,115 +454,6 @@ impl Store for SqliteStore {
         )
         .optional()
         .map_err(db_err("read original"))
-    }
-}
-
-impl crate::token::vault::VaultStore for SqliteStore {
-    fn vault_put(&self, r: &crate::token::TokenRecord) -> Result<()> {
-        self.conn()?
-            .execute(
-                "INSERT INTO vault (token, pan_sealed, pan_fingerprint, par, expiry, status, domain, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    r.token,
-                    r.pan_sealed,
-                    r.pan_fingerprint,
-                    r.par,
-                    r.expiry,
-                    r.status.as_str(),
-                    crate::token::vault::domain_to_text(&r.domain),
-                    r.created_ms as i64
-                ],
-            )
-            .map_err(db_err("insert token"))?;
-        Ok(())
-    }
-
-    fn vault_set_status(&self, token: &str, status: crate::token::TokenStatus) -> Result<()> {
-        self.conn()?
-            .execute("UPDATE vault SET status = ?1 WHERE token = ?2", params![status.as_str(), token])
-            .map_err(db_err("update token status"))?;
-        Ok(())
-    }
-
-    fn vault_set_sealed(&self, token: &str, sealed: &[u8]) -> Result<()> {
-        self.conn()?
-            .execute("UPDATE vault SET pan_sealed = ?1 WHERE token = ?2", params![sealed, token])
-            .map_err(db_err("re-seal token"))?;
-        Ok(())
-    }
-
-    fn vault_all(&self) -> Result<Vec<crate::token::TokenRecord>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare("SELECT token, pan_sealed, pan_fingerprint, par, expiry, status, domain, created_ms FROM vault")
-            .map_err(db_err("read vault"))?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, Vec<u8>>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, String>(5)?,
-                    row.get::<_, String>(6)?,
-                    row.get::<_, i64>(7)?,
-                ))
-            })
-            .map_err(db_err("read vault"))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (token, pan_sealed, pan_fingerprint, par, expiry, status, domain, created) =
-                r.map_err(db_err("read vault row"))?;
-            let bad =
-                |what: &str| Error::new(ErrorKind::Store, "store.sqlite", format!("vault row: bad {what}"));
-            out.push(crate::token::TokenRecord {
-                status: crate::token::TokenStatus::parse(&status).ok_or_else(|| bad("status"))?,
-                domain: crate::token::vault::domain_from_text(&domain).ok_or_else(|| bad("domain"))?,
-                token,
-                pan_sealed,
-                pan_fingerprint,
-                par,
-                expiry,
-                created_ms: created as u64,
-            });
-        }
-        Ok(out)
-    }
-}
-
-impl crate::token::luk::LukStore for SqliteStore {
-    fn luk_put(&self, token: &str, b: &crate::token::luk::StoredBatch) -> Result<()> {
-        self.conn()?
-            .execute(
-                "INSERT INTO luk (token, first_atc, count, expires_ms, device_key) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(token) DO UPDATE SET first_atc = ?2, count = ?3, expires_ms = ?4, device_key = ?5",
-                params![token, b.first_atc, b.count, b.expires_ms as i64, b.device_key],
-            )
-            .map_err(db_err("record limited-use keys"))?;
-        Ok(())
-    }
-
-    fn luk_all(&self) -> Result<Vec<(String, crate::token::luk::StoredBatch)>> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare("SELECT token, first_atc, count, expires_ms, device_key FROM luk")
-            .map_err(db_err("read luk"))?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    crate::token::luk::StoredBatch {
-                        first_atc: row.get(1)?,
-                        count: row.get(2)?,
-                        expires_ms: row.get::<_, i64>(3)?.max(0) as u64,
-                        device_key: row.get(4)?,
-                    },
-                ))
-            })
-            .map_err(db_err("read luk"))?;
-        rows.map(|r| r.map_err(db_err("read luk row"))).collect()
     }
 }
 

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use crypto::AesKey;
-use switch::seal::Sealer;
-use switch::store::sqlite::SqliteStore;
-use switch::token::vault::VaultStore;
-use switch::token::{DomainControls, NewToken, TokenRange, TokenStatus, TokenVault, luhn_valid};
+use crypto::seal::Sealer;
+use tsp::store::SqliteVaultStore;
+use tsp::vault::VaultStore;
+use tsp::{DomainControls, NewToken, TokenRange, TokenStatus, TokenVault, luhn_valid};
 use zeroize::Zeroizing;
 
 const PAN: &str = "4761739001010010";
@@ -29,7 +29,7 @@ fn nonce(n: u8) -> [u8; 12] {
     [n; 12]
 }
 
-fn open(store: Arc<SqliteStore>) -> TokenVault {
+fn open(store: Arc<SqliteVaultStore>) -> TokenVault {
     TokenVault::open(store, Sealer::new(1, &key(1)).expect("sealer"), Zeroizing::new(vec![9u8; 32]))
         .expect("vault")
 }
@@ -38,7 +38,7 @@ fn open(store: Arc<SqliteStore>) -> TokenVault {
 fn vault_seals_binds_rotates_and_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vault.db");
-    let store = Arc::new(SqliteStore::open(&path).expect("store"));
+    let store = Arc::new(SqliteVaultStore::open(&path).expect("store"));
     let v = open(store.clone());
     let range = TokenRange::new("489537", 16, ["476173"]).expect("range");
     let t1 = range.candidate(&(10u8..60).collect::<Vec<_>>());
@@ -98,7 +98,7 @@ fn vault_seals_binds_rotates_and_survives_reopen() {
     assert!(v.set_status(&t2, TokenStatus::Active).is_err(), "deleted is final");
 
     // A row moved onto another token does not open.
-    let moved = switch::token::TokenRecord { token: t2.clone(), ..(*v.get(&t1).expect("t1")).clone() };
+    let moved = tsp::TokenRecord { token: t2.clone(), ..(*v.get(&t1).expect("t1")).clone() };
     assert!(v.pan(&moved).is_err());
     // A flipped bit does not open.
     let mut bad = (*v.get(&t1).expect("t1")).clone();

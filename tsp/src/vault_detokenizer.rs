@@ -13,9 +13,10 @@ use codecs::tlv::{Tag, TlvBuilder};
 use crypto::emv::{Atc, CardInputs, PanDigits, UnpredictableNumber, ac_data_from_tags};
 use crypto::hsm::Hsm;
 
-use super::number::TokenRange;
-use super::vault::{TokenStatus, TokenVault};
 use crate::detokenize::{Detokenizer, Refusal, TokenContext};
+use crate::luk::LukRegistry;
+use crate::number::TokenRange;
+use crate::vault::{TokenStatus, TokenVault};
 
 /// A token BIN range and the keystore name of its token IMK-AC.
 #[derive(Debug, Clone)]
@@ -29,7 +30,7 @@ pub struct VaultDetokenizer {
     hsm: Arc<dyn Hsm>,
     ranges: Vec<TokenKeys>,
     /// Limited-use keys of cloud (HCE) tokens.
-    luks: Option<Arc<super::luk::LukRegistry>>,
+    luks: Option<Arc<LukRegistry>>,
 }
 
 fn refuse(rc: &'static str) -> Refusal {
@@ -47,7 +48,7 @@ impl VaultDetokenizer {
     }
 
     /// Enforces limited-use keys for cloud tokens.
-    pub fn with_luks(mut self, luks: Arc<super::luk::LukRegistry>) -> Self {
+    pub fn with_luks(mut self, luks: Arc<LukRegistry>) -> Self {
         self.luks = Some(luks);
         self
     }
@@ -67,9 +68,7 @@ impl VaultDetokenizer {
         };
         let nodes = codecs::tlv::decode_lenient(&icc).map_err(|_| refuse("30"))?;
         let tag = |t: u32| nodes.iter().find(|n| n.tag().value() == t).map(|n| n.value());
-        let cvn = tag(0x9F10)
-            .and_then(|iad| crate::pipeline::chip::cvn_from_iad(token, iad))
-            .ok_or(refuse("82"))?;
+        let cvn = tag(0x9F10).and_then(|iad| crypto::emv::Cvn::from_iad(token, iad)).ok_or(refuse("82"))?;
         let data = ac_data_from_tags(cvn, tag).map_err(|_| refuse("30"))?;
         let (Some(arqc), Some(atc)) = (tag(0x9F26), tag(0x9F36)) else { return Err(refuse("30")) };
         let atc = Atc::from_slice(atc).map_err(|_| refuse("30"))?;
@@ -95,7 +94,7 @@ impl VaultDetokenizer {
 
 impl Detokenizer for VaultDetokenizer {
     fn detokenize(&self, req: &mut Message, now_ms: u64) -> Result<Option<TokenContext>, Refusal> {
-        let Some(token) = crate::wire::pan_of(req) else { return Ok(None) };
+        let Some(token) = req.card_number() else { return Ok(None) };
         let Some(keys) = self.ranges.iter().find(|k| k.range.contains(&token)) else { return Ok(None) };
         let rec = self.vault.get(&token).ok_or(refuse("14"))?;
         match rec.status {
@@ -156,7 +155,7 @@ impl Detokenizer for VaultDetokenizer {
     /// A reversal or advice about a token's transaction: the money has moved (or must be given
     /// back) whatever the token's status is now, so only the vault look-up applies.
     fn detokenize_reference(&self, req: &mut Message) -> Result<Option<TokenContext>, Refusal> {
-        let Some(token) = crate::wire::pan_of(req) else { return Ok(None) };
+        let Some(token) = req.card_number() else { return Ok(None) };
         if !self.ranges.iter().any(|k| k.range.contains(&token)) {
             return Ok(None);
         }

@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn batches_survive_a_reopen_of_the_store() {
         let store: std::sync::Arc<dyn LukStore> =
-            std::sync::Arc::new(crate::store::sqlite::SqliteStore::in_memory().expect("store"));
+            std::sync::Arc::new(crate::store::SqliteVaultStore::in_memory().expect("store"));
         let r = LukRegistry::persistent(store.clone(), 4, 1_000).expect("registry");
         r.issue("t", b"dev", 0).expect("store").expect("batch");
         r.issue("t", b"dev", 10).expect("store").expect("batch");

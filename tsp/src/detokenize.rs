@@ -1,7 +1,8 @@
-//! The detokenize stage's contract. A request whose PAN is a payment token is rewritten towards the
-//! issuer with the real PAN (DE 2, 14, 35) and the token data (DE 123); the answer to the acquirer
-//! carries the token again. The token service (vault, domain controls, token cryptograms) provides
-//! the implementation; a switch without one passes every request through unchanged.
+//! The detokenize stage's contract, between the switch's pipeline (which calls it) and the token
+//! service (which implements it: [`crate::VaultDetokenizer`]). A request whose PAN is a payment
+//! token is rewritten towards the issuer with the real PAN (DE 2, 14, 35) and the token data
+//! (DE 123); the answer to the acquirer carries the token again. A switch without a token service
+//! passes every request through unchanged ([`NoTokens`]).
 
 use codecs::iso8583::Message;
 

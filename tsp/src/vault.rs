@@ -14,8 +14,9 @@ use std::sync::{Arc, RwLock};
 
 use zeroize::Zeroizing;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::seal::Sealer;
+use crypto::seal::Sealer;
+
+use crate::error::{Error, Result};
 
 /// Token lifecycle (EMV Payment Tokenisation Framework §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,10 +152,6 @@ pub struct TokenVault {
     by_fingerprint: RwLock<HashMap<String, Vec<String>>>,
 }
 
-fn vault_err(detail: impl Into<String>) -> Error {
-    Error::new(ErrorKind::Seal, "vault", detail)
-}
-
 impl TokenVault {
     /// Opens the vault and loads every token into the cache.
     pub fn open(
@@ -189,12 +186,12 @@ impl TokenVault {
         hex::encode_upper(crypto::mac::hmac_sha256(&self.fingerprint_key, pan.as_bytes()))
     }
 
-    /// The token, from the cache.
     /// Every token in the vault (start-up indexes; not on the hot path).
     pub fn tokens(&self) -> Vec<String> {
         self.by_token.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
+    /// The token, from the cache.
     pub fn get(&self, token: &str) -> Option<Arc<TokenRecord>> {
         self.by_token.read().unwrap_or_else(|p| p.into_inner()).get(token).cloned()
     }
@@ -225,10 +222,10 @@ impl TokenVault {
     /// Stores a new token. The token must not exist yet.
     pub fn insert(&self, new: NewToken<'_>, now_ms: u64, nonce: [u8; 12]) -> Result<Arc<TokenRecord>> {
         if self.get(new.token).is_some() {
-            return Err(vault_err("token already exists"));
+            return Err(Error::Exists);
         }
         if new.pan_expiry.len() != 4 || !new.pan_expiry.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(vault_err("card expiry must be YYMM"));
+            return Err(Error::Expiry);
         }
         let plain = Zeroizing::new(format!("{}={}", new.pan, new.pan_expiry));
         let sealed = self.sealer.read().unwrap_or_else(|p| p.into_inner()).seal(
@@ -266,10 +263,10 @@ impl TokenVault {
     /// never a wrong PAN.
     pub fn card(&self, rec: &TokenRecord) -> Result<(Zeroizing<String>, String)> {
         let clear = self.open_raw(rec)?;
-        let s = std::str::from_utf8(&clear).map_err(|_| vault_err("sealed card data is not text"))?;
-        let (pan, exp) = s.split_once('=').ok_or_else(|| vault_err("sealed card data is malformed"))?;
+        let s = std::str::from_utf8(&clear).map_err(|_| Error::Integrity("sealed card data is not text"))?;
+        let (pan, exp) = s.split_once('=').ok_or(Error::Integrity("sealed card data is malformed"))?;
         if !pan.bytes().all(|b| b.is_ascii_digit()) || self.fingerprint(pan) != rec.pan_fingerprint {
-            return Err(vault_err("sealed PAN does not match its fingerprint"));
+            return Err(Error::Integrity("sealed PAN does not match its fingerprint"));
         }
         Ok((Zeroizing::new(pan.to_string()), exp.to_string()))
     }
@@ -281,16 +278,12 @@ impl TokenVault {
 
     /// Moves a token through its lifecycle.
     pub fn set_status(&self, token: &str, to: TokenStatus) -> Result<Arc<TokenRecord>> {
-        let cur = self.get(token).ok_or_else(|| vault_err("no such token"))?;
+        let cur = self.get(token).ok_or(Error::NoSuchToken)?;
         if cur.status == to {
             return Ok(cur);
         }
         if !cur.status.can_become(to) {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "vault",
-                format!("a {} token cannot become {}", cur.status.as_str(), to.as_str()),
-            ));
+            return Err(Error::Lifecycle { from: cur.status.as_str(), to: to.as_str() });
         }
         self.store.vault_set_status(token, to)?;
         let rec = Arc::new(TokenRecord { status: to, ..(*cur).clone() });
@@ -325,6 +318,6 @@ impl TokenVault {
 
     /// Adds a data key version (before [`TokenVault::rewrap`] to it).
     pub fn add_key(&self, version: u32, key: &crypto::AesKey) -> Result<()> {
-        self.sealer.write().unwrap_or_else(|p| p.into_inner()).add_key(version, key)
+        Ok(self.sealer.write().unwrap_or_else(|p| p.into_inner()).add_key(version, key)?)
     }
 }

@@ -18,10 +18,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::detokenize::TokenKeys;
-use super::number::luhn_valid;
-use super::vault::{DomainControls, NewToken, TokenStatus, TokenVault};
-use crate::engine::Engine;
+use crate::clock::{Clock, Entropy};
+use crate::gateway::IssuerGateway;
+use crate::luk::LukRegistry;
+use crate::number::luhn_valid;
+use crate::vault::{DomainControls, NewToken, TokenStatus, TokenVault};
+use crate::vault_detokenizer::TokenKeys;
 
 /// A registered token requestor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,8 +176,18 @@ impl Default for StateLimits {
     }
 }
 
+/// What the token service runs on besides its own state: the way to issuers, time and randomness.
+#[derive(Clone)]
+pub struct Environment {
+    pub gateway: Arc<dyn IssuerGateway>,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
+}
+
 pub struct TokenService {
-    engine: Arc<Engine>,
+    gateway: Arc<dyn IssuerGateway>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
     vault: Arc<TokenVault>,
     /// HMAC-SHA256 key of token references (`tsp.token-ref`).
     token_ref_key: Zeroizing<Vec<u8>>,
@@ -190,7 +202,7 @@ pub struct TokenService {
     refs: Mutex<HashMap<String, String>>,
     stan: AtomicU32,
     cvn: Cvn,
-    luks: Option<Arc<super::luk::LukRegistry>>,
+    luks: Option<Arc<LukRegistry>>,
     issuers: HashMap<String, IssuerCredential>,
     events: Mutex<std::collections::VecDeque<TokenEvent>>,
     event_seq: std::sync::atomic::AtomicU64,
@@ -212,7 +224,7 @@ fn bad(s: impl Into<String>) -> TspError {
 
 impl TokenService {
     pub fn new(
-        engine: Arc<Engine>,
+        env: Environment,
         vault: Arc<TokenVault>,
         hsm: Arc<dyn crypto::hsm::Hsm>,
         ranges: Vec<TokenKeys>,
@@ -224,7 +236,9 @@ impl TokenService {
         let refs = vault.tokens().into_iter().map(|t| (token_ref_of(&token_ref_key, &t), t)).collect();
         TokenService {
             token_ref_key,
-            engine,
+            gateway: env.gateway,
+            clock: env.clock,
+            entropy: env.entropy,
             vault,
             hsm,
             ranges,
@@ -249,7 +263,7 @@ impl TokenService {
     }
 
     /// Cloud (HCE) requestors get limited-use keys from this registry instead of the master key.
-    pub fn with_luks(mut self, luks: Arc<super::luk::LukRegistry>) -> Self {
+    pub fn with_luks(mut self, luks: Arc<LukRegistry>) -> Self {
         self.luks = Some(luks);
         self
     }
@@ -287,10 +301,10 @@ impl TokenService {
         {
             return Err(bad("pan: 12 to 19 digits with a valid check digit expected"));
         }
-        if self.engine.issuer_of(pan).as_deref() != Some(issuer.name.as_str()) {
+        if self.gateway.issuer_of(pan).as_deref() != Some(issuer.name.as_str()) {
             return Err(TspError::NotFound);
         }
-        let now = self.engine.clock.now_ms();
+        let now = self.clock.now_ms();
         let mut out = Vec::new();
         for rec in self.vault.tokens_of(pan) {
             let token_ref = self.token_ref(&rec.token);
@@ -357,7 +371,7 @@ impl TokenService {
     /// Changes how much is kept in memory between requests (entries over the new bounds go,
     /// oldest first).
     pub fn limit_state(&self, l: StateLimits) {
-        let now_ms = self.engine.clock.now_ms();
+        let now_ms = self.clock.now_ms();
         self.answered.lock().unwrap_or_else(|p| p.into_inner()).set_limits(
             l.answered,
             l.answered_ttl_ms,
@@ -380,7 +394,7 @@ impl TokenService {
 
     fn random(&self, n: usize) -> Vec<u8> {
         let mut b = vec![0u8; n];
-        self.engine.entropy.fill(&mut b);
+        self.entropy.fill(&mut b);
         b
     }
 
@@ -395,7 +409,7 @@ impl TokenService {
     ) -> Result<Message, TspError> {
         let mut m = Message::new(self.spec.clone(), Mti::AUTHORIZATION_REQUEST);
         let stan = format!("{:06}", self.stan.fetch_add(1, Ordering::Relaxed) % 999_999 + 1);
-        let now = self.engine.clock.now_ms() / 1000;
+        let now = self.clock.now_ms() / 1000;
         let tt = format!("{:010}", now % 10_000_000_000);
         let set = |m: &mut Message, de: u16, v: &str| m.set_text(de, v).map_err(|e| bad(e.to_string()));
         set(&mut m, 2, pan)?;
@@ -425,7 +439,7 @@ impl TokenService {
         req: ProvisionRequest,
     ) -> Result<ProvisionOutcome, TspError> {
         let key = (requestor.id.clone(), req.request_id.clone());
-        let now_ms = self.engine.clock.now_ms();
+        let now_ms = self.clock.now_ms();
         if let Some(done) = self.answered.lock().unwrap_or_else(|p| p.into_inner()).get(&key, now_ms) {
             return Ok(done.clone());
         }
@@ -447,7 +461,7 @@ impl TokenService {
         if entry_modes.iter().any(|m| m.len() != 2 || !m.bytes().all(|b| b.is_ascii_digit())) {
             return Err(bad("entry_modes: two digits each (DE 22)"));
         }
-        if self.ranges.iter().any(|r| r.range.contains(&req.pan)) || !self.engine.routes_pan(&req.pan) {
+        if self.ranges.iter().any(|r| r.range.contains(&req.pan)) || !self.gateway.routes(&req.pan) {
             return self.remember(key, ProvisionOutcome::NotEligible);
         }
         let session = format!(
@@ -463,7 +477,7 @@ impl TokenService {
         if let Some(c) = &req.cvv2 {
             msg.set_text(48, &format!("92{:02}{c}", c.len())).map_err(|e| bad(e.to_string()))?;
         }
-        let answer = match self.engine.issuer_call(&req.pan, &msg).await {
+        let answer = match self.gateway.request(&req.pan, &msg).await {
             Ok(a) => a,
             Err(_) => return Ok(ProvisionOutcome::IssuerUnavailable),
         };
@@ -472,7 +486,7 @@ impl TokenService {
         let outcome = match rc.as_str() {
             "00" => self.issue(requestor, &pan, &req.expiry, &device_key, entry_modes).await?,
             "1A" => {
-                let now_ms = self.engine.clock.now_ms();
+                let now_ms = self.clock.now_ms();
                 self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(
                     session.clone(),
                     Pending {
@@ -493,7 +507,7 @@ impl TokenService {
     }
 
     fn remember(&self, key: (String, String), o: ProvisionOutcome) -> Result<ProvisionOutcome, TspError> {
-        let now_ms = self.engine.clock.now_ms();
+        let now_ms = self.clock.now_ms();
         self.answered.lock().unwrap_or_else(|p| p.into_inner()).insert(key, o.clone(), now_ms);
         Ok(o)
     }
@@ -507,7 +521,7 @@ impl TokenService {
     ) -> Result<ProvisionOutcome, TspError> {
         let p = {
             let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            match pending.get(provisioning_id, self.engine.clock.now_ms()) {
+            match pending.get(provisioning_id, self.clock.now_ms()) {
                 Some(p) if p.requestor == requestor.id => Pending {
                     requestor: p.requestor.clone(),
                     pan: p.pan.clone(),
@@ -523,7 +537,7 @@ impl TokenService {
             return Err(bad("otp: six digits"));
         }
         let msg = self.idv_message(&p.pan, &p.expiry, "910000", provisioning_id, requestor, Some(otp))?;
-        let answer = match self.engine.issuer_call(&p.pan, &msg).await {
+        let answer = match self.gateway.request(&p.pan, &msg).await {
             Ok(a) => a,
             Err(_) => return Ok(ProvisionOutcome::IssuerUnavailable),
         };
@@ -568,7 +582,7 @@ impl TokenService {
         self.vault
             .insert(
                 NewToken { token: &token, pan, pan_expiry: expiry, par: &par, expiry, domain },
-                self.engine.clock.now_ms(),
+                self.clock.now_ms(),
                 nonce,
             )
             .map_err(|e| TspError::Conflict(e.to_string()))?;
@@ -581,7 +595,7 @@ impl TokenService {
         let sealed = match (&self.luks, requestor.kind.as_str()) {
             (Some(luks), "cloud") => {
                 let batch = luks
-                    .issue(&token, device_key, self.engine.clock.now_ms())
+                    .issue(&token, device_key, self.clock.now_ms())
                     .map_err(|e| TspError::Conflict(e.to_string()))?
                     .ok_or_else(|| TspError::Conflict("no ATCs left for limited-use keys".into()))?;
                 self.hsm.seal_luk_profile(&card, batch, &profile, device_key, PROFILE_INFO)
@@ -634,7 +648,7 @@ impl TokenService {
         let device = luks.device_key(&token).ok_or(TspError::NotFound)?;
         let keys = self.ranges.iter().find(|k| k.range.contains(&token)).ok_or(TspError::NotFound)?;
         let batch = luks
-            .issue(&token, &device, self.engine.clock.now_ms())
+            .issue(&token, &device, self.clock.now_ms())
             .map_err(|e| TspError::Conflict(e.to_string()))?
             .ok_or_else(|| TspError::Conflict("no ATCs left for limited-use keys".into()))?;
         let pan = PanDigits::new(&token).map_err(|e| TspError::Conflict(e.to_string()))?;
@@ -694,7 +708,7 @@ impl TokenService {
         let _ = t.primitive(Tag::new(0xDF8104), status.as_str().as_bytes());
         let _ = t.primitive(Tag::new(0xDF8105), requestor.kind.as_bytes());
         let _ = m.set_bytes(123, t.finish().to_vec());
-        if !self.engine.issuer_notify(&pan, &m).await {
+        if !self.gateway.notify(&pan, &m).await {
             tracing::error!("token notification neither delivered to the issuer nor queued");
         }
     }

@@ -1,7 +1,7 @@
 //! Sealing of data at rest: AES-256-GCM with versioned data keys.
 //!
-//! Anything the switch persists that would otherwise hold a clear PAN or track data — a reversal
-//! waiting in store-and-forward, a vault row — is sealed here. The associated data binds a sealed
+//! Anything persisted that would otherwise hold a clear PAN or track data — a reversal waiting in
+//! the switch's store-and-forward queue, a row of the token vault — is sealed here. The associated data binds a sealed
 //! value to what it belongs to (a SAF entry's identity, a token), so a row moved to another record
 //! fails to open instead of yielding the wrong card. Layout: key version (4 bytes, big-endian) ‖
 //! nonce (12) ‖ ciphertext ‖ tag (16). Nonces are an argument: the caller draws them from the OS
@@ -10,11 +10,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::AesKey;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use crypto::AesKey;
-
-use crate::error::{Error, ErrorKind, Result};
 
 const HEADER: usize = 4 + 12;
 const TAG: usize = 16;
@@ -38,13 +37,13 @@ impl Sealer {
     pub fn add_key(&mut self, version: u32, key: &AesKey) -> Result<()> {
         if key.len() != 32 {
             return Err(Error::new(
-                ErrorKind::Config,
+                ErrorKind::KeyLength,
                 "seal",
                 format!("data key version {version} must be AES-256, found {} bytes", key.len()),
             ));
         }
         let cipher = Aes256Gcm::new_from_slice(key.expose())
-            .map_err(|_| Error::new(ErrorKind::Internal, "seal", "AES-256-GCM rejected a 32-byte key"))?;
+            .map_err(|_| Error::new(ErrorKind::KeyLength, "seal", "AES-256-GCM rejected a 32-byte key"))?;
         self.keys.insert(version, cipher);
         self.kcvs.insert(version, key.kcv());
         Ok(())
@@ -53,7 +52,7 @@ impl Sealer {
     /// Makes `version` (already added) the one new data is sealed under.
     pub fn set_current(&mut self, version: u32) -> Result<()> {
         if !self.keys.contains_key(&version) {
-            return Err(Error::new(ErrorKind::Config, "seal", format!("no data key version {version}")));
+            return Err(Error::new(ErrorKind::Seal, "seal", format!("no data key version {version}")));
         }
         self.current = version;
         Ok(())
@@ -68,10 +67,10 @@ impl Sealer {
         let cipher = self
             .keys
             .get(&self.current)
-            .ok_or_else(|| Error::new(ErrorKind::Internal, "seal", "current key missing"))?;
+            .ok_or_else(|| Error::new(ErrorKind::Seal, "seal", "current key missing"))?;
         let ct = cipher
             .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad })
-            .map_err(|_| Error::new(ErrorKind::Internal, "seal", "encryption failed"))?;
+            .map_err(|_| Error::new(ErrorKind::Seal, "seal", "encryption failed"))?;
         let mut out = Vec::with_capacity(HEADER + ct.len());
         out.extend_from_slice(&self.current.to_be_bytes());
         out.extend_from_slice(&nonce);
@@ -126,6 +125,7 @@ impl fmt::Debug for Sealer {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn key(b: u8) -> AesKey {

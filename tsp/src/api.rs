@@ -24,10 +24,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::service::{
+use crate::service::{
     IssuerTokenView, ProvisionOutcome, ProvisionRequest, Requestor, TokenEvent, TokenService, TspError,
 };
-use super::vault::TokenStatus;
+use crate::vault::TokenStatus;
 
 fn error(status: StatusCode, kind: &str, detail: &str) -> Response {
     (status, Json(json!({"error": kind, "detail": detail}))).into_response()
