@@ -29,6 +29,9 @@ impl Store for Refusing {
     fn journal_count(&self) -> Result<u64> {
         self.inner.journal_count()
     }
+    fn journal_by_card(&self, fingerprint: &str, limit: u32) -> Result<Vec<JournalRow>> {
+        self.inner.journal_by_card(fingerprint, limit)
+    }
     fn journal_read(&self, offset: u64, limit: u32) -> Result<Vec<JournalRow>> {
         self.inner.journal_read(offset, limit)
     }

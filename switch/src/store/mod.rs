@@ -127,6 +127,9 @@ pub trait Store: Send + Sync + 'static {
     /// Number of journal rows (for operations and tests).
     fn journal_count(&self) -> Result<u64>;
 
+    /// One card's journal rows (by keyed PAN fingerprint), oldest first (operations).
+    fn journal_by_card(&self, fingerprint: &str, limit: u32) -> Result<Vec<JournalRow>>;
+
     /// Reads journal rows in insertion order (operations and tests; not on the hot path).
     fn journal_read(&self, offset: u64, limit: u32) -> Result<Vec<JournalRow>>;
 
