@@ -6,60 +6,24 @@
 mod token_vault;
 
 use std::hint::black_box;
-use token_vault::TOKEN_IMK;
 
 use codecs::iso8583::Spec;
 use criterion::{Criterion, criterion_group, criterion_main};
-use crypto::emv::{Cvn, PanDigits, Psn};
-use crypto::keys::{TdesKey, to_hex};
-use terminal_sim::pos::{TestCard, Tx, chip_request};
+use terminal_sim::pos::{Tx, chip_request};
+use tsp::VaultDetokenizer;
 use tsp::detokenize::Detokenizer;
-use tsp::{DomainControls, NewToken, TokenStatus, VaultDetokenizer};
 
 const NOW_MS: u64 = 1_764_028_800_000;
 
 fn benches(c: &mut Criterion) {
     let (hsm, vault) = token_vault::hsm_and_vault();
     // A vault of 10,000 tokens.
-    let mut tokens = Vec::new();
-    for i in 0..10_000u32 {
-        let body = format!("489537{i:09}");
-        let token = format!("{body}{}", char::from(tsp::luhn_check_digit(body.as_bytes()).expect("digits")));
-        let domain = DomainControls {
-            entry_modes: vec!["07".into()],
-            transaction_types: vec!["00".into()],
-            requestor_id: "40010030273".into(),
-        };
-        vault
-            .insert(
-                NewToken {
-                    token: &token,
-                    pan: "4761739001010010",
-                    pan_expiry: "2812",
-                    par: "V0010013817209843751234567890",
-                    expiry: "2911",
-                    domain,
-                },
-                1,
-                [i as u8; 12],
-            )
-            .expect("insert");
-        vault.set_status(&token, TokenStatus::Active).expect("active");
-        tokens.push(token);
+    let tokens: Vec<String> = (0..10_000u32).map(token_vault::token).collect();
+    for (i, t) in tokens.iter().enumerate() {
+        token_vault::issue(&vault, t, &["07"], [i as u8; 12]);
     }
     let token = tokens[4242].clone();
-    let imk = TdesKey::from_hex("imk", TOKEN_IMK).expect("imk");
-    let icc =
-        Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(&token).expect("pan"), Psn::new(0).expect("psn"));
-    let phone = TestCard {
-        pan: token.clone(),
-        expiry: "2911".into(),
-        psn: "00".into(),
-        cvn: "visa18".into(),
-        icc_mk: to_hex(icc.expose()),
-        pin: String::new(),
-        balance: String::new(),
-    };
+    let phone = token_vault::phone(&token);
     let spec = Spec::builtin("network").expect("spec");
     // The whole stage, a fresh ATC each time (the replay window would refuse a repeat).
     let det = VaultDetokenizer::new(vault.clone(), hsm, token_vault::token_keys());

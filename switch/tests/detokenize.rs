@@ -8,16 +8,13 @@
 mod token_vault;
 
 use std::sync::Arc;
-use token_vault::TOKEN_IMK;
+use token_vault::{CARD_PAN, phone, token};
 
 use codecs::iso8583::{Message, Spec};
-use crypto::emv::{Cvn, PanDigits, Psn};
-use crypto::keys::{TdesKey, to_hex};
 use terminal_sim::pos::{TestCard, Tx, chip_request};
 use tsp::detokenize::{Detokenizer, retokenize};
-use tsp::{DomainControls, NewToken, TokenStatus, TokenVault, VaultDetokenizer};
+use tsp::{TokenStatus, TokenVault, VaultDetokenizer};
 
-const CARD_PAN: &str = "4761739001010010";
 const NOW_MS: u64 = 1_764_028_800_000; // 2025-11-25
 
 struct Setup {
@@ -32,51 +29,6 @@ fn setup() -> Setup {
     Setup { det, vault, spec: Spec::builtin("network").expect("spec").clone() }
 }
 
-fn issue(s: &Setup, token: &str, entry_modes: &[&str]) {
-    let domain = DomainControls {
-        entry_modes: entry_modes.iter().map(|m| m.to_string()).collect(),
-        transaction_types: vec!["00".into()],
-        requestor_id: "40010030273".into(),
-    };
-    s.vault
-        .insert(
-            NewToken {
-                token,
-                pan: CARD_PAN,
-                pan_expiry: "2812",
-                par: "V0010013817209843751234567890",
-                expiry: "2911",
-                domain,
-            },
-            1,
-            [1; 12],
-        )
-        .expect("insert");
-    s.vault.set_status(token, TokenStatus::Active).expect("activate");
-}
-
-/// The phone's view of the token: its ICC key derived from the token IMK over the token PAN.
-fn phone(token: &str) -> TestCard {
-    let imk = TdesKey::from_hex("imk", TOKEN_IMK).expect("imk");
-    let icc =
-        Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(token).expect("pan"), Psn::new(0).expect("psn"));
-    TestCard {
-        pan: token.into(),
-        expiry: "2911".into(),
-        psn: "00".into(),
-        cvn: "visa18".into(),
-        icc_mk: to_hex(icc.expose()),
-        pin: String::new(),
-        balance: String::new(),
-    }
-}
-
-fn token(n: u8) -> String {
-    let body = format!("489537000000{n:03}");
-    let check = tsp::luhn_check_digit(body.as_bytes()).expect("digits");
-    format!("{body}{}", char::from(check))
-}
-
 fn request(s: &Setup, card: &TestCard, atc: u16) -> Message {
     chip_request(&s.spec, card, &Tx::purchase(u32::from(atc), 1_000, atc)).expect("request")
 }
@@ -85,7 +37,7 @@ fn request(s: &Setup, card: &TestCard, atc: u16) -> Message {
 fn token_becomes_the_card_towards_the_issuer_and_the_token_comes_back() {
     let s = setup();
     let t = token(1);
-    issue(&s, &t, &["07"]);
+    token_vault::issue(&s.vault, &t, &["07"], [1; 12]);
     let card = phone(&t);
     let mut req = request(&s, &card, 1);
     let ctx = s.det.detokenize(&mut req, NOW_MS).expect("accepted").expect("a token");
@@ -111,7 +63,7 @@ fn token_becomes_the_card_towards_the_issuer_and_the_token_comes_back() {
 fn refusals_with_their_codes() {
     let s = setup();
     let t = token(2);
-    issue(&s, &t, &["07"]);
+    token_vault::issue(&s.vault, &t, &["07"], [1; 12]);
     let card = phone(&t);
     let rc = |m: &mut Message| s.det.detokenize(m, NOW_MS).map(|_| "00").unwrap_or_else(|r| r.0);
     // The verified cryptogram's ATC goes to the pipeline, which accepts it once (its durable

@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use codecs::iso8583::{Message, ResponseCode, Spec};
-use crypto::emv::{Cvn, PanDigits, Psn};
-use crypto::keys::{TdesKey, to_hex};
 use switch::config::{AcquirerConfig, StandInConfig, TerminalConfig};
 use switch::dedupe::DuplicateCache;
 use switch::issuer::LinkError;
@@ -22,11 +20,10 @@ use switch::standin::StandIn;
 use switch::state::StateBook;
 use switch::store::sqlite::SqliteStore;
 use terminal_sim::pos::{TestCard, Tx, chip_request};
-use tsp::{DomainControls, NewToken, TokenStatus, TokenVault, VaultDetokenizer};
+use token_vault::{CARD_EXPIRY, CARD_PAN, phone, token};
+use tsp::{TokenStatus, TokenVault, VaultDetokenizer};
 use zeroize::Zeroizing;
 
-const CARD_PAN: &str = "4761739001010010";
-const CARD_EXPIRY: &str = "2812";
 const NOW_MS: u64 = 1_764_028_800_000; // 2025-11-25
 
 struct Entropy;
@@ -34,46 +31,6 @@ struct Entropy;
 impl switch::clock::Entropy for Entropy {
     fn fill(&self, buf: &mut [u8]) {
         buf.fill(3);
-    }
-}
-
-fn token(n: u8) -> String {
-    let body = format!("489537000000{n:03}");
-    let check = tsp::luhn_check_digit(body.as_bytes()).expect("digits");
-    format!("{body}{}", char::from(check))
-}
-
-fn issue(vault: &TokenVault, token: &str) {
-    let domain = DomainControls {
-        entry_modes: vec!["07".into()],
-        transaction_types: vec!["00".into()],
-        requestor_id: "40010030273".into(),
-    };
-    let new = NewToken {
-        token,
-        pan: CARD_PAN,
-        pan_expiry: CARD_EXPIRY,
-        par: "V0010013817209843751234567890",
-        expiry: "2911",
-        domain,
-    };
-    vault.insert(new, 1, [1; 12]).expect("insert");
-    vault.set_status(token, TokenStatus::Active).expect("activate");
-}
-
-/// The phone's view of the token: its ICC key derived from the token IMK over the token PAN.
-fn phone(token: &str) -> TestCard {
-    let imk = TdesKey::from_hex("imk", token_vault::TOKEN_IMK).expect("imk");
-    let icc =
-        Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(token).expect("pan"), Psn::new(0).expect("psn"));
-    TestCard {
-        pan: token.into(),
-        expiry: "2911".into(),
-        psn: "00".into(),
-        cvn: "visa18".into(),
-        icc_mk: to_hex(icc.expose()),
-        pin: String::new(),
-        balance: String::new(),
     }
 }
 
@@ -163,7 +120,7 @@ fn careless_answer(sent: &Message, rc: ResponseCode) -> Message {
 fn every_answer_to_a_token_request_carries_the_token() {
     let (p, vault) = pipeline(true);
     let t = token(1);
-    issue(&vault, &t);
+    token_vault::issue(&vault, &t, &["07"], [1; 12]);
     let device = phone(&t);
     let forward = |stan: u32, atc: u16| match begin(&p, &device, stan, atc) {
         Step::Forward(f) => f,
@@ -194,7 +151,7 @@ fn every_answer_to_a_token_request_carries_the_token() {
 fn a_token_whose_card_no_issuer_serves_is_declined_with_the_token() {
     let (p, vault) = pipeline(false);
     let t = token(2);
-    issue(&vault, &t);
+    token_vault::issue(&vault, &t, &["07"], [1; 12]);
     match begin(&p, &phone(&t), 1, 1) {
         Step::Answer(d) => {
             assert!(d.decline.is_some(), "declined");
@@ -209,7 +166,7 @@ fn a_token_whose_card_no_issuer_serves_is_declined_with_the_token() {
 fn refused_tokens_are_answered_with_what_the_acquirer_sent() {
     let (p, vault) = pipeline(true);
     let t = token(3);
-    issue(&vault, &t);
+    token_vault::issue(&vault, &t, &["07"], [1; 12]);
     vault.set_status(&t, TokenStatus::Suspended).expect("suspend");
     match begin(&p, &phone(&t), 1, 1) {
         Step::Answer(d) => {
