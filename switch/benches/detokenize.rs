@@ -14,7 +14,7 @@ use crypto::emv::{Cvn, PanDigits, Psn};
 use crypto::keys::{TdesKey, to_hex};
 use switch::detokenize::Detokenizer;
 use switch::token::{DomainControls, NewToken, TokenStatus, VaultDetokenizer};
-use terminal_sim::pos::{TestCard, Tx, chip_request};
+use terminal_kit::pos::{TestCard, Tx, chip_request};
 
 const NOW_MS: u64 = 1_764_028_800_000;
 

@@ -15,7 +15,7 @@ use crypto::emv::{Cvn, PanDigits, Psn};
 use crypto::keys::{TdesKey, to_hex};
 use switch::detokenize::{Detokenizer, retokenize};
 use switch::token::{DomainControls, NewToken, TokenStatus, TokenVault, VaultDetokenizer};
-use terminal_sim::pos::{TestCard, Tx, chip_request};
+use terminal_kit::pos::{TestCard, Tx, chip_request};
 
 const CARD_PAN: &str = "4761739001010010";
 const NOW_MS: u64 = 1_764_028_800_000; // 2025-11-25

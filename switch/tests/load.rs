@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
-use terminal_sim::load::{self, Plan, Target};
+use terminal_kit::link::Target;
+use terminal_sim::load::{self, Plan};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_load_report_adds_up() {

@@ -22,7 +22,7 @@ use switch::standin::StandIn;
 use switch::state::StateBook;
 use switch::store::sqlite::SqliteStore;
 use switch::token::{DomainControls, NewToken, TokenStatus, TokenVault, VaultDetokenizer};
-use terminal_sim::pos::{TestCard, Tx, chip_request};
+use terminal_kit::pos::{TestCard, Tx, chip_request};
 use zeroize::Zeroizing;
 
 const CARD_PAN: &str = "4761739001010010";

@@ -252,12 +252,12 @@ pub fn add_test_imk(dir: &Path) {
 }
 
 /// The test card (PAN 4761739001010010), its ICC master key derived from [`TEST_IMK`].
-pub fn test_card() -> terminal_sim::pos::TestCard {
+pub fn test_card() -> terminal_kit::pos::TestCard {
     use crypto::emv::{Cvn, PanDigits, Psn};
     let pan = "4761739001010010";
     let imk = crypto::keys::TdesKey::from_hex("imk", TEST_IMK).expect("imk");
     let icc = Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(pan).expect("pan"), Psn::new(1).expect("psn"));
-    terminal_sim::pos::TestCard {
+    terminal_kit::pos::TestCard {
         pan: pan.into(),
         expiry: "2812".into(),
         psn: "01".into(),
@@ -272,8 +272,8 @@ pub fn test_card() -> terminal_sim::pos::TestCard {
 /// card's own ARQC over them (ATC = STAN).
 pub fn purchase(spec: &str, stan: u32, amount: u64) -> Message {
     let spec = Spec::builtin(spec).expect("spec");
-    let tx = terminal_sim::pos::Tx::purchase(stan, amount, stan as u16);
-    terminal_sim::pos::chip_request(spec, &test_card(), &tx).expect("request")
+    let tx = terminal_kit::pos::Tx::purchase(stan, amount, stan as u16);
+    terminal_kit::pos::chip_request(spec, &test_card(), &tx).expect("request")
 }
 
 /// An acquirer reversal (0400) of `orig`, with DE 90 naming it.
