@@ -90,8 +90,7 @@ pub fn add_key(dir: &Path, name: &str, header: &str, hex_key: &str) {
 }
 
 /// The test acquirer: this machine's loopback, on every listener of `config`, for the terminals
-/// the switch's tests send as (TID `TERM0001`…`TERM0009` and the load generator's `LG000000`…,
-/// merchant `MERCHANT0000001`) — appended when the config registers no acquirer itself.
+/// the switch's tests send as (TID `TERM0001`…`TERM0009`, merchant `MERCHANT0000001`) — appended when the config registers no acquirer itself.
 pub fn with_test_acquirer(config: &str) -> String {
     if config.contains("[[acquirer]]") {
         return config.to_string();
@@ -106,8 +105,7 @@ pub fn with_test_acquirer(config: &str) -> String {
         "{config}\n[[acquirer]]\nid = \"400001\"\nlisteners = [{}]\nsource = [\"127.0.0.0/8\", \"::1/128\"]\n",
         listeners.join(", ")
     );
-    let tids = (1..=9).map(|i| format!("TERM{i:04}")).chain((0..64).map(terminal_sim::load::terminal_id));
-    for tid in tids {
+    for tid in (1..=9).map(|i| format!("TERM{i:04}")) {
         out.push_str(&format!("[[acquirer.terminal]]\ntid = \"{tid}\"\nmid = \"MERCHANT0000001\"\n"));
     }
     out
