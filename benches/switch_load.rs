@@ -22,8 +22,9 @@ use std::time::Duration;
 use codecs::framing::{Frame, FrameCodec, FramingKind};
 use codecs::iso8583::{Message, Spec};
 use futures_util::{SinkExt, StreamExt};
-use terminal_sim::load::{self, Plan, Report, Target};
-use terminal_sim::pos::{TestCard, Tx, chip_request};
+use terminal_kit::link::Target;
+use terminal_kit::pos::{TestCard, Tx, chip_request};
+use terminal_sim::load::{self, Plan, Report};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
 

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use common::process::{serve, workspace_bin};
 
 use atm_sim::atm::{Atm, AtmConfig};
-use atm_sim::ports::{PortsFile, card_profile};
+use atm_sim::ports::card_profile;
 use atm_sim::{Cassettes, PinPad, SwitchLink};
 use emv::card::EmvApplet;
+use terminal_kit::ports::PortsFile;
 
 fn atm_sim_bin() -> PathBuf {
     workspace_bin("atm-sim")
@@ -70,7 +71,7 @@ fn atm_sim_cli_against_paynet_serve() {
     let ports_path = dir.path().join("ports.json");
     let state = dir.path().join("atm-state");
     let _serve = serve(&ports_path, dir.path());
-    let ports = PortsFile::read(&ports_path).expect("ports file");
+    let ports = PortsFile::load(&ports_path).expect("ports file");
     let pin = |i: usize| ports.test_cards[i].pin.clone();
     let before = open_to_buy(&ports, 0, 0x7E00);
 

@@ -12,7 +12,7 @@ use common::{Client, rc};
 use emv::card::{CardKeys, EmvApplet, Luk};
 use emv::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
 use paynet::network::{self, Options};
-use terminal_sim::pos::{Tx, tap_request};
+use terminal_kit::pos::{Tx, tap_request};
 
 /// Taps `card`, sends the request, gives the answer's tag 91 to the card: (DE 39, ARPC accepted).
 async fn pay(c: &mut Client, card: &mut EmvApplet, stan: u32, amount: u64) -> (String, bool) {

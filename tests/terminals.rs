@@ -1,5 +1,7 @@
 //! The merchant-terminal tools against the real network on 127.0.0.1 (switch + issuer simulator
-//! started as `paynet serve` starts them): a short `terminal-sim load` run whose report adds up
+//! started as `paynet serve` starts them): the open-loop load generator's own report adding up over
+//! many connections (every request sent ends as exactly one outcome, answers matched to the right
+//! requests, latency percentiles ordered); a short `terminal-sim load` run whose report adds up
 //! and carries its plots; `terminal-sim certify --suite basic` passing; and a deliberately broken
 //! device on a certification-mode listener getting precise findings on the admin endpoint.
 
@@ -11,6 +13,56 @@ use codecs::framing::FramingKind;
 use codecs::tlv::{Tag, TlvBuilder};
 use common::{Client, Tx, chip_request, rc};
 use paynet::network::{self, Options};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_load_report_adds_up() {
+    use std::sync::Arc;
+
+    use codecs::iso8583::{Message, Mti, Spec};
+    use terminal_kit::link::Target;
+    use terminal_sim::load::{self, Plan};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = network::start(Options::new(&dir.path().join("net"))).await.expect("network");
+    let a = &net.ports.acquirer;
+    let spec = Spec::builtin("network").expect("spec").clone();
+    let target =
+        Target { addr: format!("{}:{}", a.host, a.port), spec: spec.clone(), framing: FramingKind::Binary2 };
+    let plan = Plan {
+        rate: 2000,
+        duration: Duration::from_secs(2),
+        connections: 4,
+        timeout: Duration::from_secs(2),
+    };
+    let source = Arc::new(move |seq: u64, conn: usize| {
+        let mut m = Message::new(spec.clone(), Mti::NETWORK_MANAGEMENT_REQUEST);
+        m.set_text(7, "1125101010").expect("DE 7");
+        m.set_text(11, &load::stan(seq)).expect("DE 11");
+        m.set_text(41, &load::terminal_id(conn)).expect("DE 41");
+        m.set_text(70, "301").expect("DE 70");
+        // Every 10th request is an unsupported MTI class: declined with 12, not an error.
+        if seq % 10 == 9 {
+            m.set_mti("0600".parse().expect("MTI"));
+        }
+        m
+    });
+    let report = load::run(target, plan, source, Arc::new(|_| {})).await;
+    net.shutdown().await;
+    assert_eq!(report.sent, 4000);
+    assert_eq!(
+        report.approved + report.declined + report.errors + report.timeouts,
+        report.sent,
+        "{report:?}"
+    );
+    assert_eq!(report.unmatched, 0);
+    assert_eq!(report.declined, 400, "{report:?}");
+    assert_eq!(report.approved, 3600, "{report:?}");
+    let l = &report.latency_us;
+    assert!(l.p50 > 0 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max, "{l:?}");
+    assert!(report.timeline.len() >= 2);
+    let json = serde_json::to_value(&report).expect("JSON");
+    testkit::assert_load_report_keys(&json);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_run_report_adds_up_and_has_its_plots() {

@@ -10,7 +10,7 @@ use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
 use common::{Client, rc};
 use paynet::network::{self, Network, Options};
-use terminal_sim::pos::{TestCard, Tx, card_accepts_arpc, chip_request};
+use terminal_kit::pos::{TestCard, Tx, card_accepts_arpc, chip_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A POST with a JSON body on the provisioning API; (status, body).
@@ -221,7 +221,7 @@ fn open_cloud_profile(encrypted: &str) -> (TestCard, Vec<(u16, crypto::keys::Tde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cloud_phone_pays_on_limited_use_keys_and_replenishes() {
-    use terminal_sim::pos::{CardKey, card_accepts_arpc_with, chip_request_with};
+    use terminal_kit::pos::{CardKey, card_accepts_arpc_with, chip_request_with};
     let dir = tempfile::tempdir().expect("tempdir");
     let net = network::start(Options::new(dir.path())).await.expect("network");
     let r = net.ports.token_requestors.iter().find(|r| r.kind == "cloud").expect("cloud requestor").clone();

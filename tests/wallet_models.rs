@@ -15,7 +15,7 @@ use emv::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
 use paynet::network::{self, Network, Options};
 use phone::Phone;
 use phone::ota::OtaScript;
-use terminal_sim::pos::{Tx, tap_request};
+use terminal_kit::pos::{Tx, tap_request};
 use wallet_sim::flows::{self, CardholderCard, Io, Model, Step};
 use wallet_sim::providers::ProviderAddrs;
 

@@ -34,8 +34,9 @@ use crate::cassette::{Cassettes, DispenseError, Plan};
 use crate::journal::{Entry, Journal};
 use crate::link::{LinkError, SwitchLink};
 use crate::pinpad::PinPad;
-use crate::state::{AtmRecord, Lock, Sealer, StateDir};
+use crate::state::{AtmRecord, Lock, StateDir};
 use crate::{Utc, now_ms, random};
+use terminal_kit::state::Sealer;
 
 /// What an ATM is configured with.
 #[derive(Debug, Clone)]
@@ -311,7 +312,7 @@ impl Atm {
             if let Some(a) = answer {
                 let rc = a.text(39).map(|c| c.into_owned());
                 // 00 (reversed) or 94 (already received): taken in charge (network-spec §2).
-                if terminal_sim::owed::verdict(Some(&a)) == terminal_sim::owed::Delivery::Acknowledged {
+                if terminal_kit::owed::verdict(Some(&a)) == terminal_kit::owed::Delivery::Acknowledged {
                     let mut e = Entry::new(&self.cfg.tid, &stan, "reversal-ack");
                     e.response_code = rc;
                     let _ = self.log(e, true);

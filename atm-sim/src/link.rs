@@ -14,14 +14,8 @@ use codecs::framing::{Frame, FrameCodec, FramingKind};
 use codecs::iso8583::{Message, Spec};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// Where the switch listens (a ports-file endpoint).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub spec: String,
-    pub framing: String,
-}
+/// Where the switch listens: a ports-file endpoint.
+pub use terminal_kit::ports::Endpoint;
 
 /// Why the link failed.
 #[derive(Debug, thiserror::Error)]

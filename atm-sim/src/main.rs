@@ -15,11 +15,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use atm_sim::atm::{Atm, AtmConfig, AtmError, Fault};
-use atm_sim::ports::{PhoneFile, PortsFile, card_profile};
+use atm_sim::ports::{PhoneFile, card_profile};
 use atm_sim::state::StateDir;
 use atm_sim::{SwitchLink, random};
 use clap::{Args, Parser, Subcommand};
 use emv::card::EmvApplet;
+use terminal_kit::ports::PortsFile;
 
 #[derive(Parser)]
 #[command(name = "atm-sim", version, about = "An ATM: contactless cash advance through the switch")]
@@ -110,7 +111,7 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
     if a.amount == 0 {
         return Err(bad_input("--amount: must be above 0".into()));
     }
-    let ports = PortsFile::read(&a.ports_file).map_err(|e| bad_input(format!("--ports-file: {e}")))?;
+    let ports = PortsFile::load(&a.ports_file).map_err(|e| bad_input(format!("--ports-file: {e}")))?;
     let test_atm = match &a.atm {
         Some(tid) => ports.atm_terminals.iter().find(|t| &t.tid == tid),
         None => ports.atm_terminals.first(),

@@ -1,43 +1,10 @@
-//! What the ATM reads: the ports file of `paynet serve` (INTERFACES.md §5: the acquirer
-//! endpoints, the test cards with their ICC master keys and PINs, the test ATMs with their DUKPT
-//! initial keys) and a phone file (a card profile as a wallet keeps it, docs/atm.md).
+//! What the ATM reads besides the ports file of `paynet serve` (INTERFACES.md §5, read by
+//! `terminal_kit::ports`): a ports-file test card as the card application it is, and a phone file
+//! (a card profile as a wallet keeps it, docs/atm.md).
 
 use std::path::Path;
 
 use emv::card::{CardKeys, CardProfile};
-use serde::Deserialize;
-
-use crate::link::Endpoint;
-
-/// A test ATM: terminal ID, TDES IPEK (32 hex) and initial KSN (20 hex).
-#[derive(Clone, Deserialize)]
-pub struct TestAtm {
-    pub tid: String,
-    pub ipek: String,
-    pub ksn: String,
-}
-
-impl std::fmt::Debug for TestAtm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestAtm").field("tid", &self.tid).field("ksn", &self.ksn).finish_non_exhaustive()
-    }
-}
-
-/// The parts of the ports file the ATM uses (other keys are ignored). No `Debug`: it holds test
-/// keys and PINs.
-#[derive(Clone, Deserialize)]
-pub struct PortsFile {
-    pub acquirer: Endpoint,
-    pub test_cards: Vec<terminal_sim::pos::TestCard>,
-    pub atm_terminals: Vec<TestAtm>,
-}
-
-impl PortsFile {
-    pub fn read(path: &Path) -> Result<PortsFile, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: not a ports file: {e}", path.display()))
-    }
-}
 
 /// The application identifier of a PAN's scheme (Visa for 4, Mastercard for 2 and 5).
 pub fn aid_for(pan: &str) -> &'static str {
@@ -49,7 +16,7 @@ pub fn aid_for(pan: &str) -> &'static str {
 
 /// The card application of a ports-file test card, personalised with its ICC master key and
 /// the last ATC it used.
-pub fn card_profile(card: &terminal_sim::pos::TestCard, atc: u16) -> CardProfile {
+pub fn card_profile(card: &terminal_kit::pos::TestCard, atc: u16) -> CardProfile {
     CardProfile {
         pan: card.pan.clone(),
         expiry: card.expiry.clone(),
@@ -95,6 +62,6 @@ impl PhoneFile {
             self.doc = p;
         }
         let bytes = serde_json::to_vec_pretty(&self.doc).map_err(std::io::Error::other)?;
-        crate::state::write_atomic(path, &bytes)
+        terminal_kit::state::write_atomic(path, &bytes)
     }
 }

@@ -8,7 +8,7 @@
 //! DIR/cards.lock, cards.json per test card (by a hash of its PAN, never the PAN): the last ATC
 //! ```
 //!
-//! Files are replaced atomically (write, sync, rename; `terminal_sim::state`, which the merchant
+//! Files are replaced atomically (write, sync, rename; `terminal_kit::state`, which the merchant
 //! terminal's state folder uses too). A reversal advice owed carries the PAN,
 //! so it is kept sealed (AES-256-GCM under a key derived from the ATM's initial key): the folder
 //! holds no clear PAN, PIN or key.
@@ -22,8 +22,7 @@ use sha2::Digest;
 
 use crate::cassette::Cassettes;
 
-/// Shared with the merchant terminal's state folder (terminal_sim::state).
-pub use terminal_sim::state::{Sealer, write_atomic};
+use terminal_kit::state::{Sealer, write_atomic};
 
 /// What an ATM keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +75,7 @@ impl StateDir {
     }
 
     fn lock_file(&self, name: &str) -> std::io::Result<Lock> {
-        terminal_sim::state::lock_file(&self.root.join(name)).map(Lock)
+        terminal_kit::state::lock_file(&self.root.join(name)).map(Lock)
     }
 
     /// Waits for and takes the ATM's lock.

@@ -1,5 +1,5 @@
 //! Fuzzes what the terminal and the ATM do with the bytes a switch sends back: the links' sans-IO
-//! answer matching (`terminal_sim::link::next_answer`, `atm_sim::link::next_answer`: framing, the
+//! answer matching (`terminal_kit::link::next_answer`, `atm_sim::link::next_answer`: framing, the
 //! message codec, the match on MTI, DE 11 and DE 41) over arbitrary bytes in each framing, then the
 //! ATM's interpretation of an 0210 as `Atm::cash_advance` runs it — DE 39 and DE 38 as text, DE 55's
 //! tag 91 handed to a card that has just made its ARQC (EXTERNAL AUTHENTICATE), DE 54 through
@@ -125,9 +125,9 @@ fuzz_target!(|data: &[u8]| {
 
     // The terminal's link: any undecodable frame is an error.
     let spec = if mode & 4 == 4 { Spec::builtin("iso87ascii").expect("spec") } else { network };
-    let key = terminal_sim::link::AnswerKey::of(&request(spec));
+    let key = terminal_kit::link::AnswerKey::of(&request(spec));
     let (mut codec, mut buf) = (FrameCodec::new(framing), BytesMut::from(rest));
-    while let Ok(Some(m)) = terminal_sim::link::next_answer(&mut codec, &mut buf, spec, &key) {
+    while let Ok(Some(m)) = terminal_kit::link::next_answer(&mut codec, &mut buf, spec, &key) {
         assert!(key.matches(&m));
     }
 });

@@ -1,5 +1,5 @@
 //! The card and terminal side of a test, for the simulator's own tests and for anyone who drives
-//! it with its generated [`ClearTestCard`]s: chip requests (built by `terminal_sim::pos`, with the
+//! it with its generated [`ClearTestCard`]s: chip requests (built by `terminal_kit::pos`, with the
 //! MTI of a purchase, cash advance or balance inquiry), ISO format-0 PIN blocks under a zone PIN
 //! key, reversals that point at their original, the ARPC check the card makes on the answer, and
 //! the switch's end of a MAC-authenticated link (a link MAC under a clear test key, and the
@@ -15,7 +15,7 @@ use crypto::hsm::Hsm;
 use crypto::keys::{AesKey, SymmetricKey, TdesKey};
 use crypto::mac::MacAlgorithm;
 use crypto::pin::{Pin, PinBlockFormat, encrypt_pin_block};
-use terminal_sim::pos;
+use terminal_kit::pos;
 
 use crate::cards::ClearTestCard;
 use crate::link_mac::LinkMac;
@@ -106,7 +106,7 @@ impl Tx {
     }
 }
 
-/// The card as the terminal simulator knows it (the ports-file form).
+/// The card as a terminal knows it (the ports-file form).
 pub fn pos_card(card: &ClearTestCard) -> pos::TestCard {
     pos::TestCard {
         pan: card.pan.clone(),
@@ -119,8 +119,8 @@ pub fn pos_card(card: &ClearTestCard) -> pos::TestCard {
     }
 }
 
-/// A contactless chip request (DE 22 = 071) for `card`, built by the terminal simulator's POS
-/// (`terminal_sim::pos`: the ARQC computed from the card's ICC master key over its CVN's data),
+/// A contactless chip request (DE 22 = 071) for `card`, built as a POS builds it
+/// (`terminal_kit::pos`: the ARQC computed from the card's ICC master key over its CVN's data),
 /// with `tx`'s MTI. Panics only on test material that does not fit (a bug in the test).
 pub fn chip_request(spec: &Arc<Spec>, card: &ClearTestCard, tx: &Tx) -> Message {
     match pos::chip_request(spec, &pos_card(card), &tx.pos()) {
@@ -173,7 +173,7 @@ pub fn tag91(rsp: &Message) -> Option<Vec<u8>> {
     tlv::find(&nodes, Tag::new(0x91)).map(|n| n.value().to_vec())
 }
 
-/// Checks tag 91 of an answer as the card would (`terminal_sim::pos::card_accepts_arpc`), and
+/// Checks tag 91 of an answer as the card would (`terminal_kit::pos::card_accepts_arpc`), and
 /// that it has the length its method gives (method 1: ARPC 8 ‖ ARC 2, where the ARC must equal
 /// DE 39; method 2: ARPC 4 ‖ CSU 4).
 pub fn card_accepts_arpc(card: &ClearTestCard, req: &Message, rsp: &Message) -> bool {

@@ -9,7 +9,7 @@ use clap::Args;
 use codecs::framing::{Frame, FrameCodec, FramingKind};
 use codecs::iso8583::{Message, Spec};
 use futures_util::{SinkExt, StreamExt};
-use terminal_sim::pos::{TestCard, Tx, card_accepts_arpc, chip_request};
+use terminal_kit::pos::{TestCard, Tx, card_accepts_arpc, chip_request};
 use tokio_util::codec::Framed;
 
 #[derive(Args)]

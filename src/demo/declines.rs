@@ -14,7 +14,7 @@ use emv::card::mask;
 use emv::kernel::{Tapped, TerminalConfig, TxData, tap};
 use phone::Phone;
 use serde_json::json;
-use terminal_sim::pos::{TestCard, Tx, chip_request, tap_request};
+use terminal_kit::pos::{TestCard, Tx, chip_request, tap_request};
 use wallet_sim::flows::Model;
 
 use super::runs::{Otp, atm_steps, phone_path, provision_with};

@@ -14,7 +14,7 @@ use crypto::pin::Pin;
 use emv::card::mask;
 use emv::kernel::{Tapped, TerminalConfig, TxData, tap};
 use phone::{OnlineTx, Phone};
-use terminal_sim::pos::{Tx, tap_request};
+use terminal_kit::pos::{Tx, tap_request};
 use wallet_sim::flows::{self, CardholderCard, Io, Model, Step};
 
 use super::{

@@ -16,7 +16,7 @@ use codecs::framing::{Frame, FrameCodec, FramingKind};
 use codecs::iso8583::{Message, Spec};
 use crypto::pin::Pin;
 use futures_util::{SinkExt, StreamExt};
-use terminal_sim::pos::TestCard;
+use terminal_kit::pos::TestCard;
 use tokio_util::codec::Framed;
 use wallet_sim::providers::ProviderAddrs;
 

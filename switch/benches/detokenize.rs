@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use codecs::iso8583::Spec;
 use criterion::{Criterion, criterion_group, criterion_main};
-use terminal_sim::pos::{Tx, chip_request};
+use terminal_kit::pos::{Tx, chip_request};
 use tsp::VaultDetokenizer;
 use tsp::detokenize::Detokenizer;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use token_vault::{CARD_PAN, phone, token};
 
 use codecs::iso8583::{Message, Spec};
-use terminal_sim::pos::{TestCard, Tx, chip_request};
+use terminal_kit::pos::{TestCard, Tx, chip_request};
 use tsp::detokenize::{Detokenizer, retokenize};
 use tsp::{TokenStatus, TokenVault, VaultDetokenizer};
 

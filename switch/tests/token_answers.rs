@@ -19,7 +19,7 @@ use switch::route::RouteTable;
 use switch::standin::StandIn;
 use switch::state::StateBook;
 use switch::store::sqlite::SqliteStore;
-use terminal_sim::pos::{TestCard, Tx, chip_request};
+use terminal_kit::pos::{TestCard, Tx, chip_request};
 use token_vault::{CARD_EXPIRY, CARD_PAN, phone, token};
 use tsp::{TokenStatus, TokenVault, VaultDetokenizer};
 use zeroize::Zeroizing;

@@ -21,10 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::error::{Error, Result};
-use crate::load::Target;
 use crate::mix::transmission_time_now;
-use crate::pos::{TestCard, Tx, card_accepts_arpc, chip_request};
+use crate::{Error, Result};
+use terminal_kit::link::Target;
+use terminal_kit::pos::{TestCard, Tx, card_accepts_arpc, chip_request};
 
 /// The suites this runner knows.
 pub const SUITES: &[&str] = &["basic"];

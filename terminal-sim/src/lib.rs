@@ -8,31 +8,21 @@
 //! * [`mix`] — the mixed traffic a load run sends (POS and ATM, approvals and declines).
 //! * [`report`] — the load report as a page with plots (SVG, inline in HTML).
 //! * [`certify`] — certification suites run against a switch, case by case.
-//! * [`ports`] — the ports file of a running network (INTERFACES.md §5).
-//! * [`pos`] — a contactless POS terminal's authorization request with the card's cryptogram,
-//!   and the card's check of the issuer's ARPC.
 //! * [`terminal`] — a merchant terminal's configuration (TOML), its clock and its STAN counter.
-//! * [`link`] — one request and its answer over an acquirer listener's framing.
-//! * [`owed`] — the reversal advices a terminal owes, kept sealed in its state folder until the
-//!   network acknowledges them, delivered before its next transaction.
-//! * [`state`] — what device simulators share for their state folders: atomic writes, locks,
-//!   the sealer of what carries a PAN.
 //! * [`receipt`] — the receipt a terminal prints, amounts by the currency's ISO 4217 exponent.
+//!
+//! What it shares with the ATM and the tests — the acquirer link, the POS request, owed reversal
+//! advices, the state folder, the ports file — is the `terminal-kit` crate's; the EMV kernel is the
+//! `emv` crate's.
 #![forbid(unsafe_code)]
 
 pub mod certify;
 pub mod checkout;
 pub mod cli;
-pub mod error;
-pub mod link;
 pub mod load;
 pub mod mix;
-pub mod owed;
-pub mod ports;
-pub mod pos;
 pub mod receipt;
 pub mod report;
-pub mod state;
 pub mod terminal;
 
-pub use error::{Error, Result};
+pub use terminal_kit::{Error, Result};

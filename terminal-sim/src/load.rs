@@ -18,23 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use codecs::framing::{Frame, FrameCodec, FramingKind};
-use codecs::iso8583::{Message, Spec};
+use codecs::framing::{Frame, FrameCodec};
+use codecs::iso8583::Message;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use terminal_kit::link::Target;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
-
-/// Where the load goes.
-#[derive(Clone)]
-pub struct Target {
-    pub addr: String,
-    pub spec: Arc<Spec>,
-    pub framing: FramingKind,
-}
 
 /// How much load, for how long.
 #[derive(Debug, Clone, Copy)]

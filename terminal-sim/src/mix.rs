@@ -21,13 +21,13 @@ use crypto::dukpt::{KeyUsage, TdesKsn};
 use crypto::keys::{SymmetricKey, TdesKey};
 use crypto::pin::{Pin, PinBlockFormat};
 
-use crate::error::{Error, Result};
 use crate::load::{self, Prepared, RequestSource};
-use crate::ports::AtmTerminal;
+use crate::{Error, Result};
+use terminal_kit::ports::AtmTerminal;
 
 /// DE 42 of the test network's ATMs (atm-sim's acceptor ID), as they are registered.
 pub const ATM_ACCEPTOR_ID: &str = "PAYNETATM000001";
-use crate::pos::{TestCard, Tx, chip_request};
+use terminal_kit::pos::{TestCard, Tx, chip_request};
 
 /// What a request of the mix is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

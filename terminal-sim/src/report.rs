@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::error::{Error, Result};
 use crate::load::Report;
+use crate::{Error, Result};
 
 /// Where the page and the plots go for the JSON report at `json`: the same name with `.html`,
 /// and `-throughput.svg`, `-latency.svg`, `-distribution.svg`.
@@ -34,7 +34,7 @@ const W: u32 = 960;
 const H: u32 = 380;
 
 fn plot_err(e: impl std::fmt::Display) -> Error {
-    Error::Plot(e.to_string())
+    Error::invalid("plot", e.to_string())
 }
 
 /// One chart of per-second lines over the run.

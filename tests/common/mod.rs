@@ -68,7 +68,7 @@ impl Client {
     }
 }
 
-pub use terminal_sim::pos::Tx;
+pub use terminal_kit::pos::Tx;
 
 /// A client on the in-process network's binary acquirer listener.
 pub async fn acquirer_client(net: &paynet::network::Network) -> Client {
@@ -92,18 +92,18 @@ pub async fn until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// The ports file's card as a terminal sees it.
-pub fn card(c: &ClearTestCard) -> terminal_sim::pos::TestCard {
+pub fn card(c: &ClearTestCard) -> terminal_kit::pos::TestCard {
     serde_json::from_value(serde_json::to_value(c).expect("json")).expect("card")
 }
 
 /// A contactless chip 0100 for `card`, its ARQC computed from the card's ICC master key.
 pub fn chip_request(spec: &str, c: &ClearTestCard, tx: &Tx) -> Message {
-    terminal_sim::pos::chip_request(Spec::builtin(spec).expect("spec"), &card(c), tx).expect("request")
+    terminal_kit::pos::chip_request(Spec::builtin(spec).expect("spec"), &card(c), tx).expect("request")
 }
 
 /// Checks tag 91 of an answer as the card would.
 pub fn card_accepts_arpc(c: &ClearTestCard, req: &Message, rsp: &Message) -> bool {
-    terminal_sim::pos::card_accepts_arpc(&card(c), req, rsp)
+    terminal_kit::pos::card_accepts_arpc(&card(c), req, rsp)
 }
 
 pub fn rc(m: &Message) -> String {

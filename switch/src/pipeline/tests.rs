@@ -9,7 +9,7 @@ use crypto::emv::{Cvn, PanDigits, Psn};
 use crypto::keyblock::Header;
 use crypto::keys::{SymmetricKey, TdesKey, to_hex};
 use crypto::keystore::{KeyName, Keystore, Lmk};
-use terminal_sim::pos::{TestCard, Tx, chip_request};
+use terminal_kit::pos::{TestCard, Tx, chip_request};
 use zeroize::Zeroizing;
 
 use super::*;

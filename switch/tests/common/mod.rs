@@ -90,8 +90,7 @@ pub fn add_key(dir: &Path, name: &str, header: &str, hex_key: &str) {
 }
 
 /// The test acquirer: this machine's loopback, on every listener of `config`, for the terminals
-/// the switch's tests send as (TID `TERM0001`…`TERM0009` and the load generator's `LG000000`…,
-/// merchant `MERCHANT0000001`) — appended when the config registers no acquirer itself.
+/// the switch's tests send as (TID `TERM0001`…`TERM0009`, merchant `MERCHANT0000001`) — appended when the config registers no acquirer itself.
 pub fn with_test_acquirer(config: &str) -> String {
     if config.contains("[[acquirer]]") {
         return config.to_string();
@@ -106,8 +105,7 @@ pub fn with_test_acquirer(config: &str) -> String {
         "{config}\n[[acquirer]]\nid = \"400001\"\nlisteners = [{}]\nsource = [\"127.0.0.0/8\", \"::1/128\"]\n",
         listeners.join(", ")
     );
-    let tids = (1..=9).map(|i| format!("TERM{i:04}")).chain((0..64).map(terminal_sim::load::terminal_id));
-    for tid in tids {
+    for tid in (1..=9).map(|i| format!("TERM{i:04}")) {
         out.push_str(&format!("[[acquirer.terminal]]\ntid = \"{tid}\"\nmid = \"MERCHANT0000001\"\n"));
     }
     out
@@ -252,12 +250,12 @@ pub fn add_test_imk(dir: &Path) {
 }
 
 /// The test card (PAN 4761739001010010), its ICC master key derived from [`TEST_IMK`].
-pub fn test_card() -> terminal_sim::pos::TestCard {
+pub fn test_card() -> terminal_kit::pos::TestCard {
     use crypto::emv::{Cvn, PanDigits, Psn};
     let pan = "4761739001010010";
     let imk = crypto::keys::TdesKey::from_hex("imk", TEST_IMK).expect("imk");
     let icc = Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(pan).expect("pan"), Psn::new(1).expect("psn"));
-    terminal_sim::pos::TestCard {
+    terminal_kit::pos::TestCard {
         pan: pan.into(),
         expiry: "2812".into(),
         psn: "01".into(),
@@ -272,8 +270,8 @@ pub fn test_card() -> terminal_sim::pos::TestCard {
 /// card's own ARQC over them (ATC = STAN).
 pub fn purchase(spec: &str, stan: u32, amount: u64) -> Message {
     let spec = Spec::builtin(spec).expect("spec");
-    let tx = terminal_sim::pos::Tx::purchase(stan, amount, stan as u16);
-    terminal_sim::pos::chip_request(spec, &test_card(), &tx).expect("request")
+    let tx = terminal_kit::pos::Tx::purchase(stan, amount, stan as u16);
+    terminal_kit::pos::chip_request(spec, &test_card(), &tx).expect("request")
 }
 
 /// An acquirer reversal (0400) of `orig`, with DE 90 naming it.

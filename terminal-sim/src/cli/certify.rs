@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::certify::{self, IssuerAdmin, Setup, SuiteReport};
-use crate::ports::{self, PortsFile};
+use terminal_kit::ports::{self, PortsFile};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {

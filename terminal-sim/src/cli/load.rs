@@ -16,8 +16,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::load::{self, Plan};
 use crate::mix::{Mix, Traffic, TrafficPlan};
-use crate::ports::{self, PortsFile};
-use crate::pos::TestCard;
+use terminal_kit::ports::{self, PortsFile};
+use terminal_kit::pos::TestCard;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {

@@ -14,16 +14,13 @@ use codecs::iso8583::Message;
 use phone::Device;
 
 use crate::checkout::Order;
-use crate::load::Target;
-use crate::owed::{self, Connection, Delivery, OwedAdvices};
-use crate::ports::PortsFile;
-use crate::pos::reversal_advice;
 use crate::receipt::{Receipt, response_meaning};
 use crate::terminal::{self, Moment, Terminal, TerminalFile};
 use emv::kernel;
-
-/// How long a terminal tries to connect.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use terminal_kit::link::{CONNECT_TIMEOUT, Target};
+use terminal_kit::owed::{self, Connection, Delivery, OwedAdvices};
+use terminal_kit::ports::PortsFile;
+use terminal_kit::pos::reversal_advice;
 
 /// A bad argument (exit status 2): which argument and why.
 #[derive(Debug, thiserror::Error)]

@@ -96,8 +96,9 @@ pub async fn execute(a: &Args) -> Result<Receipt> {
         return Ok(r);
     }
     let order = txn.order(m.amount);
-    let req = crate::pos::contactless_request(&txn.target.spec, &tapped, &order, &txn.moment.rrn(txn.stan))
-        .map_err(|e| anyhow!("building the 0100: {e}"))?;
+    let req =
+        crate::checkout::contactless_request(&txn.target.spec, &tapped, &order, &txn.moment.rrn(txn.stan))
+            .map_err(|e| anyhow!("building the 0100: {e}"))?;
     txn.authorize(&mut r, &req, m.timeout_ms, Some(device)).await?;
     Ok(r)
 }

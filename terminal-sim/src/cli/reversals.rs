@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::merchant::{self, Usage};
-use crate::owed::{self, Connection, OwedAdvice, OwedAdvices, Refused};
 use crate::receipt::Currency;
 use crate::terminal;
+use terminal_kit::owed::{self, Connection, OwedAdvice, OwedAdvices, Refused};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {

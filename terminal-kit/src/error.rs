@@ -1,5 +1,6 @@
-//! The one error type of the terminal simulators: what failed (reading the ports file, building a
-//! request, the network, writing a report) and why, never with a clear PAN, PIN or key in it.
+//! The one error type of the terminal kit (and of the terminal simulator built on it): what failed
+//! (reading the ports file, building a request, the network, writing a file) and why, never with a
+//! clear PAN, PIN or key in it.
 
 use std::path::PathBuf;
 
@@ -16,8 +17,6 @@ pub enum Error {
     Build(#[from] crate::pos::PosError),
     #[error("network: {0}")]
     Net(String),
-    #[error("plot: {0}")]
-    Plot(String),
 }
 
 impl Error {

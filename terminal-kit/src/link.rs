@@ -7,14 +7,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use codecs::framing::{Frame, FrameCodec, Tpdu};
+use codecs::framing::{Frame, FrameCodec, FramingKind, Tpdu};
 use codecs::iso8583::{Message, Mti, Spec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::{Error, Result};
-use crate::load::Target;
+
+/// Where a terminal (or the load generator) connects: an acquirer listener's address, the spec
+/// its messages are in, and its framing.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: String,
+    pub spec: Arc<Spec>,
+    pub framing: FramingKind,
+}
+
+/// How long a terminal tries to connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TPDU a terminal sends when its framing needs one and its configuration names none:
 /// protocol ID 60, destination NII 001, originator 000.

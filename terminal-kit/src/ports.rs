@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::load::Target;
+use crate::link::Target;
 use crate::pos::TestCard;
 
 /// An acquirer listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
@@ -52,19 +52,29 @@ pub fn spec_named(name: &str) -> Result<Arc<Spec>> {
     })
 }
 
-/// A test ATM: terminal ID and DUKPT initial key and KSN (test material).
-#[derive(Debug, Clone, Deserialize)]
+/// A test ATM: terminal ID, TDES DUKPT initial key (32 hex) and initial KSN (20 hex); test
+/// material, so its `Debug` leaves the key out.
+#[derive(Clone, Deserialize)]
 pub struct AtmTerminal {
     pub tid: String,
     pub ipek: String,
     pub ksn: String,
 }
 
-/// The ports file.
-#[derive(Debug, Clone, Deserialize)]
+impl std::fmt::Debug for AtmTerminal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtmTerminal").field("tid", &self.tid).field("ksn", &self.ksn).finish_non_exhaustive()
+    }
+}
+
+/// The ports file. Its `Debug` shows the endpoints and how many cards and ATMs it lists, not their
+/// keys, PINs or the admin credential.
+#[derive(Clone, Deserialize)]
 pub struct PortsFile {
     pub acquirer: Endpoint,
-    pub acquirer_ascii: Endpoint,
+    /// The `iso87ascii` listener; a file written for an ATM alone may leave it out.
+    #[serde(default)]
+    pub acquirer_ascii: Option<Endpoint>,
     #[serde(default)]
     pub admin: String,
     #[serde(default)]
@@ -79,6 +89,19 @@ pub struct PortsFile {
     pub issuer_admin_token: Option<String>,
 }
 
+impl std::fmt::Debug for PortsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortsFile")
+            .field("acquirer", &self.acquirer)
+            .field("acquirer_ascii", &self.acquirer_ascii)
+            .field("admin", &self.admin)
+            .field("test_cards", &self.test_cards.len())
+            .field("atm_terminals", &self.atm_terminals)
+            .field("issuer_admin", &self.issuer_admin)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PortsFile {
     pub fn load(path: &Path) -> Result<PortsFile> {
         let text = std::fs::read_to_string(path)
@@ -91,11 +114,11 @@ impl PortsFile {
     }
 
     /// The acquirer listener an `--endpoint` names: `acquirer` or `acquirer_ascii` (also spelt
-    /// `acquirer-ascii`); `None` for any other name.
+    /// `acquirer-ascii`); `None` for any other name, or for a listener the file does not list.
     pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
         match name {
             "acquirer" => Some(&self.acquirer),
-            "acquirer_ascii" | "acquirer-ascii" => Some(&self.acquirer_ascii),
+            "acquirer_ascii" | "acquirer-ascii" => self.acquirer_ascii.as_ref(),
             _ => None,
         }
     }

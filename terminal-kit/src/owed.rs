@@ -44,8 +44,7 @@ use codecs::iso8583::{Message, Mti, Spec};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::link::Link;
-use crate::load::Target;
+use crate::link::{CONNECT_TIMEOUT, Link, Target};
 use crate::state::{Sealer, lock_file, safe_name, write_atomic};
 
 /// The name of the sealing secret in the state folder.
@@ -323,7 +322,7 @@ impl<'a> Connection<'a> {
 
     /// Sends `advice` and waits `wait` for its 0430.
     pub async fn deliver(&mut self, advice: &Message, wait: Duration) -> Delivery {
-        let link = match self.link(crate::cli::merchant::CONNECT_TIMEOUT).await {
+        let link = match self.link(CONNECT_TIMEOUT).await {
             Ok(l) => l,
             Err(_) => return Delivery::Unreachable,
         };
