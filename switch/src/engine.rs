@@ -318,7 +318,7 @@ impl Engine {
         self.metrics.stage_latency.with_label_values(&[name]).observe(since.elapsed().as_secs_f64());
     }
 
-    /// A request of the switch's own (the token service's ID&V, through [`crate::gateway`]) to
+    /// A request of the switch's own (the token service's ID&V, through its gateway) to
     /// the issuer of `pan`, in the issuer link's spec.
     pub async fn issuer_call(&self, pan: &str, msg: &Message) -> Result<Message, LinkError> {
         let name = self.issuer_of(pan).ok_or(LinkError::Down)?;

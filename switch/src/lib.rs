@@ -12,6 +12,7 @@
 pub mod acquirer;
 pub mod admin;
 pub mod certify;
+pub mod cidr;
 pub mod clock;
 pub mod config;
 pub mod dedupe;
