@@ -18,12 +18,12 @@ use zeroize::Zeroizing;
 
 use crate::clock::{Clock, Entropy};
 use crate::issuer::{IssuerPool, LinkError};
-use crate::journal::JournalHandle;
 use crate::macing::LinkMac;
 use crate::metrics::Metrics;
 use crate::pipeline::{Done, Owed, Pipeline, Stage, Step};
 use crate::registry::Peer;
 use crate::saf::SafQueue;
+use crate::state::JournalHandle;
 use crate::store::{Direction, SafKind};
 
 pub use crate::pipeline::{ListenerCtx, pan_fingerprint};

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod node;
 pub mod pending;
 pub mod pipeline;
+pub mod records;
 pub mod registry;
 pub mod route;
 pub mod saf;
