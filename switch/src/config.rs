@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// The keystore name of the store-and-forward queue's data key unless `[saf] key` names another
+/// (one of the node's own keys, `paynet keys generate --node-keys`).
+pub const SAF_KEY: &str = "switch.saf";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SwitchConfig {
@@ -467,7 +471,7 @@ impl Default for SafConfig {
         SafConfig {
             retry_base_ms: 1_000,
             retry_max_ms: 60_000,
-            key: crate::keys::SAF_KEY.into(),
+            key: SAF_KEY.into(),
             key_version: 1,
             old_keys: Vec::new(),
         }
@@ -723,7 +727,7 @@ fn check_acquirers(
             }
         }
         for s in &a.source {
-            if let Err(e) = crate::registry::Cidr::parse(s) {
+            if let Err(e) = crate::cidr::Cidr::parse(s) {
                 p.push(format!("{at}.source: {e}"));
             }
         }

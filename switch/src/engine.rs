@@ -18,12 +18,12 @@ use zeroize::Zeroizing;
 
 use crate::clock::{Clock, Entropy};
 use crate::issuer::{IssuerPool, LinkError};
-use crate::journal::JournalHandle;
 use crate::macing::LinkMac;
 use crate::metrics::Metrics;
 use crate::pipeline::{Done, Owed, Pipeline, Stage, Step};
 use crate::registry::Peer;
 use crate::saf::SafQueue;
+use crate::state::JournalHandle;
 use crate::store::{Direction, SafKind};
 
 pub use crate::pipeline::{ListenerCtx, pan_fingerprint};
@@ -319,7 +319,7 @@ impl Engine {
         self.metrics.stage_latency.with_label_values(&[name]).observe(since.elapsed().as_secs_f64());
     }
 
-    /// A request of the switch's own (the token service's ID&V, through [`crate::gateway`]) to
+    /// A request of the switch's own (the token service's ID&V, through its gateway) to
     /// the issuer of `pan`, in the issuer link's spec.
     pub async fn issuer_call(&self, pan: &str, msg: &Message) -> Result<Message, LinkError> {
         let name = self.issuer_of(pan).ok_or(LinkError::Down)?;

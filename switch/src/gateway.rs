@@ -4,7 +4,7 @@
 //!
 //! The gateway holds the engine weakly: the token service never keeps the engine (and through it
 //! the journal writer) alive, so the node stops in one order whatever the token service still
-//! holds (see [`crate::node::RunningNode::shutdown`]). Once the engine is gone every call answers
+//! holds (the node's shutdown). Once the engine is gone every call answers
 //! as if no issuer were routed.
 
 use std::sync::{Arc, Weak};

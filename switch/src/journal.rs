@@ -1,14 +1,93 @@
 //! The journal: every exchange with an acquirer (request and answer in one row, masked), and
 //! the switch's other records, committed by the decision state's writer thread in the same
 //! transaction as the state the answer depends on (group commit: one sync for every row and
-//! change ready at once; see [`crate::state`]). The shell queues an answer's row and waits until
+//! change ready at once; see `state`). The shell queues an answer's row and waits until
 //! it is durable before the answer leaves; a store that refuses commits keeps the rows in memory
 //! and retries them, while new requests are answered 96 (see `engine`).
 
 use std::sync::Arc;
 
-use crate::state::StateBook;
-use crate::store::JournalRow;
+use codecs::iso8583::Message;
+
+/// Which way a journaled message travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From an acquirer (terminal) to the switch.
+    AcquirerIn,
+    /// From the switch back to the acquirer.
+    AcquirerOut,
+    /// From the switch to an issuer.
+    IssuerOut,
+    /// From an issuer to the switch.
+    IssuerIn,
+    /// One acquirer exchange: the request and the answer given to it, in one row.
+    AcquirerExchange,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::AcquirerIn => "acq-in",
+            Direction::AcquirerOut => "acq-out",
+            Direction::AcquirerExchange => "acq",
+            Direction::IssuerOut => "iss-out",
+            Direction::IssuerIn => "iss-in",
+        }
+    }
+}
+
+/// One journaled message. Built by the pipeline from the decoded message; never holds clear card data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    pub direction: Direction,
+    pub mti: String,
+    pub stan: Option<String>,
+    pub rrn: Option<String>,
+    pub terminal_id: Option<String>,
+    /// First 6 and last 4 digits only.
+    pub pan_masked: Option<String>,
+    /// Keyed HMAC-SHA256 fingerprint of the PAN, hex, for look-ups without the PAN.
+    pub pan_fingerprint: Option<String>,
+    pub amount_minor: Option<u64>,
+    pub currency: Option<String>,
+    pub response_code: Option<String>,
+    /// The route (issuer link) or stage that handled it.
+    pub route: Option<String>,
+    pub latency_us: Option<u64>,
+    /// The masked JSON form of the message.
+    pub message_masked: String,
+}
+
+/// The journal row of `msg` (masked; the fingerprint is computed by the caller's keyed function).
+pub fn journal_row(
+    msg: &Message,
+    direction: Direction,
+    at_ms: u64,
+    fingerprint: impl Fn(&str) -> String,
+    route: Option<&str>,
+    latency_us: Option<u64>,
+) -> JournalRow {
+    let t = |de| msg.text(de).map(|c| c.into_owned());
+    let pan = msg.card_number();
+    JournalRow {
+        at_ms,
+        direction,
+        mti: msg.mti().to_string(),
+        stan: t(11),
+        rrn: t(37),
+        terminal_id: t(41),
+        pan_masked: pan.as_deref().map(codecs::iso8583::describe::mask_pan),
+        pan_fingerprint: pan.as_deref().map(fingerprint),
+        amount_minor: msg.amount().ok().flatten().map(|a| a.0),
+        currency: t(49),
+        response_code: t(39),
+        route: route.map(str::to_string),
+        latency_us,
+        message_masked: msg.to_masked_json_string(),
+    }
+}
 
 /// A decoded message to journal: the writer thread masks it, fingerprints its PAN and builds the
 /// row, so the hot path only clones the message (a vector of `Bytes` slices).
@@ -16,7 +95,7 @@ pub struct MessageEntry {
     pub msg: codecs::iso8583::Message,
     /// The answer to `msg`, journaled in the same row (an acquirer exchange).
     pub response: Option<codecs::iso8583::Message>,
-    pub direction: crate::store::Direction,
+    pub direction: Direction,
     pub at_ms: u64,
     pub route: Option<String>,
     pub latency_us: Option<u64>,
@@ -31,39 +110,11 @@ pub enum JournalItem {
 /// The keyed PAN fingerprint the writer applies (HMAC-SHA256 under the node's key).
 pub type Fingerprint = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
-/// Cheap to clone; one per connection task.
-#[derive(Clone)]
-pub struct JournalHandle {
-    book: Arc<StateBook>,
-}
-
-impl JournalHandle {
-    pub(crate) fn new(book: Arc<StateBook>) -> Self {
-        JournalHandle { book }
-    }
-
-    /// Queues a row for the next commit; false when the store has refused so many rows that
-    /// no more are taken (see [`crate::state::MAX_PENDING_JOURNAL`]).
-    pub fn record(&self, row: JournalRow) -> bool {
-        self.book.record_journal(JournalItem::Row(Box::new(row)))
-    }
-
-    /// Queues a message; the writer builds its masked row.
-    pub fn record_message(&self, entry: MessageEntry) -> bool {
-        self.book.record_journal(JournalItem::Message(Box::new(entry)))
-    }
-
-    /// Resolves once every row queued before the call is durable.
-    pub async fn durable(&self) -> crate::Result<()> {
-        self.book.sync().await
-    }
-}
-
 pub(crate) fn to_row(item: JournalItem, fingerprint: Option<&Fingerprint>) -> JournalRow {
     match item {
         JournalItem::Row(r) => *r,
         JournalItem::Message(e) => {
-            let mut row = crate::wire::journal_row(
+            let mut row = journal_row(
                 &e.msg,
                 e.direction,
                 e.at_ms,
@@ -81,67 +132,5 @@ pub(crate) fn to_row(item: JournalItem, fingerprint: Option<&Fingerprint>) -> Jo
             }
             row
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::metrics::Metrics;
-    use crate::store::Direction;
-    use crate::store::Store;
-    use crate::store::sqlite::SqliteStore;
-
-    fn row(i: u64) -> JournalRow {
-        JournalRow {
-            at_ms: i,
-            direction: Direction::AcquirerOut,
-            mti: "0110".into(),
-            stan: Some(format!("{i:06}")),
-            rrn: None,
-            terminal_id: None,
-            pan_masked: None,
-            pan_fingerprint: None,
-            amount_minor: None,
-            currency: None,
-            response_code: Some("00".into()),
-            route: None,
-            latency_us: None,
-            message_masked: "{}".into(),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_row_is_durable_in_order_when_durable_returns() {
-        let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let (book, writer) = StateBook::open(store.clone(), 16).unwrap();
-        let metrics = Arc::new(Metrics::new("t"));
-        let handle = book.journal(Arc::new(|p: &str| p.len().to_string()), metrics.clone());
-        let senders: Vec<_> = (0..4u64)
-            .map(|t| {
-                let h = handle.clone();
-                tokio::spawn(async move {
-                    for i in 0..500 {
-                        assert!(h.record(row(t * 1000 + i)));
-                        if i % 50 == 0 {
-                            h.durable().await.unwrap();
-                        }
-                    }
-                    h.durable().await.unwrap();
-                })
-            })
-            .collect();
-        for s in senders {
-            s.await.unwrap();
-        }
-        // Durable means in the store now, not after the writer stops.
-        assert_eq!(store.journal_count().unwrap(), 2000);
-        assert_eq!(metrics.journal_rows.get(), 2000);
-        let rows = store.journal_read(0, 2000).unwrap();
-        let mine: Vec<u64> = rows.iter().map(|r| r.at_ms).filter(|a| *a < 1000).collect();
-        assert_eq!(mine, (0..500).collect::<Vec<_>>(), "per sender, rows keep their order");
-        drop(handle);
-        drop(book);
-        writer.finish();
     }
 }

@@ -29,9 +29,8 @@ use zeroize::Zeroizing;
 
 use crate::config::KeysConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::node::NodeKeys;
 
-pub const SAF_KEY: &str = "switch.saf";
+pub use crate::config::SAF_KEY;
 pub const FINGERPRINT_KEY: &str = "switch.fingerprint";
 pub const VAULT_INDEX_KEY: &str = "tsp.vault-index";
 pub const TOKEN_REF_KEY: &str = "tsp.token-ref";
@@ -219,6 +218,17 @@ pub fn node_keys(ks: &Keystore, saf: &crate::config::SafConfig) -> Result<NodeKe
         fingerprint: Zeroizing::new(fp.expose().to_vec()),
         token_service: None,
     })
+}
+
+/// Keys the node itself uses (from the keystore: `switch.saf` and `switch.fingerprint`; with the
+/// token service its vault keys too).
+pub struct NodeKeys {
+    /// Seals store-and-forward messages at rest (AES-256-GCM).
+    pub saf_seal: std::sync::Arc<Sealer>,
+    /// Keys the journal's PAN fingerprints (HMAC-SHA256).
+    pub fingerprint: Zeroizing<Vec<u8>>,
+    /// The token service's keys, when `[token_service]` is enabled.
+    pub token_service: Option<TokenServiceKeys>,
 }
 
 /// The node's keys for `cfg`: [`node_keys`], and the token service's when it is enabled.

@@ -12,6 +12,7 @@
 pub mod acquirer;
 pub mod admin;
 pub mod certify;
+pub mod cidr;
 pub mod clock;
 pub mod config;
 pub mod dedupe;
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod node;
 pub mod pending;
 pub mod pipeline;
+pub mod records;
 pub mod registry;
 pub mod route;
 pub mod saf;

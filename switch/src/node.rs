@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
-use zeroize::Zeroizing;
 
 use crate::acquirer::{self, ListenerSettings};
 use crate::admin::{self, AdminState, Readiness};
@@ -27,6 +26,7 @@ use crate::detokenize::{Detokenizer, NoTokens};
 use crate::engine::{self, Engine, IssuerHandle, ListenerCtx};
 use crate::error::{Error, ErrorKind, Result};
 use crate::issuer::{IssuerPool, LinkSettings};
+pub use crate::keys::NodeKeys;
 use crate::macing::LinkMac;
 use crate::metrics::Metrics;
 use crate::pipeline::{IssuerRules, Pipeline};
@@ -37,22 +37,10 @@ use crate::standin::StandIn;
 use crate::state::{StateBook, StateWriter};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crypto::seal::Sealer;
 
 /// Originals kept in memory for reversals and advices (about 250 bytes each); older ones are
 /// read from the store when a reversal asks for them.
 const RECENT_ORIGINALS: usize = 65_536;
-
-/// Keys the node itself uses (from the keystore: `switch.saf` and `switch.fingerprint`; with the
-/// token service its vault keys too).
-pub struct NodeKeys {
-    /// Seals store-and-forward messages at rest (AES-256-GCM).
-    pub saf_seal: Arc<Sealer>,
-    /// Keys the journal's PAN fingerprints (HMAC-SHA256).
-    pub fingerprint: Zeroizing<Vec<u8>>,
-    /// The token service's keys, when `[token_service]` is enabled.
-    pub token_service: Option<crate::keys::TokenServiceKeys>,
-}
 
 /// What the node is built from besides its config.
 pub struct NodeParts {

@@ -2,8 +2,8 @@
 //! beside the switch's store (`vault.db` in `node.data_dir`), the cloud tokens' limited-use key
 //! batches beside it (`luk_batch` keys a batch, each batch valid `luk_ttl_s`), the token ranges
 //! with their token IMKs, the detokenize stage the pipeline calls, and — once the engine exists —
-//! the provisioning service with its registered requestors and issuers. The node starts it
-//! ([`crate::node::start`]); `switch --rewrap-vault` opens only the vault.
+//! the provisioning service with its registered requestors and issuers. The node starts it;
+//! `switch --rewrap-vault` opens only the vault.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,13 +1,11 @@
 //! What the switch reads from and writes into messages, beyond the codec: the issuer-link matching
-//! identity, reversals and advices built from originals (docs/network-spec.md §2), carrying a
-//! message into another spec, and the journal row of a message (masked PAN and keyed fingerprint,
-//! never the PAN). Answers to acquirers are built in `pipeline::respond`.
+//! identity, reversals and advices built from originals (docs/network-spec.md §2), and carrying a
+//! message into another spec. Answers to acquirers are built in `pipeline::respond`.
 
 use bytes::Bytes;
 use codecs::iso8583::{Message, Mti};
 
 use crate::pending::MatchKey;
-use crate::store::{Direction, JournalRow};
 
 /// Elements a reversal or advice repeats from its original.
 const ORIGINAL: [u16; 19] = [2, 3, 4, 7, 11, 12, 13, 14, 18, 22, 23, 25, 32, 35, 37, 41, 42, 43, 49];
@@ -59,35 +57,6 @@ pub fn reversal_for(orig: &Message, rc: &str) -> Message {
     let mut m = derived(orig, Mti::REVERSAL_ADVICE, rc);
     let _ = m.set_text(90, &original_data_elements(orig));
     m
-}
-
-/// The journal row of `msg` (masked; the fingerprint is computed by the caller's keyed function).
-pub fn journal_row(
-    msg: &Message,
-    direction: Direction,
-    at_ms: u64,
-    fingerprint: impl Fn(&str) -> String,
-    route: Option<&str>,
-    latency_us: Option<u64>,
-) -> JournalRow {
-    let t = |de| msg.text(de).map(|c| c.into_owned());
-    let pan = msg.card_number();
-    JournalRow {
-        at_ms,
-        direction,
-        mti: msg.mti().to_string(),
-        stan: t(11),
-        rrn: t(37),
-        terminal_id: t(41),
-        pan_masked: pan.as_deref().map(codecs::iso8583::describe::mask_pan),
-        pan_fingerprint: pan.as_deref().map(fingerprint),
-        amount_minor: msg.amount().ok().flatten().map(|a| a.0),
-        currency: t(49),
-        response_code: t(39),
-        route: route.map(str::to_string),
-        latency_us,
-        message_masked: msg.to_masked_json_string(),
-    }
 }
 
 /// `msg` in another spec (acquirer listener ↔ issuer link): every element carried over, checked

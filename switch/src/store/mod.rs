@@ -10,57 +10,7 @@
 pub mod sqlite;
 
 use crate::error::Result;
-
-/// Which way a journaled message travelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// From an acquirer (terminal) to the switch.
-    AcquirerIn,
-    /// From the switch back to the acquirer.
-    AcquirerOut,
-    /// From the switch to an issuer.
-    IssuerOut,
-    /// From an issuer to the switch.
-    IssuerIn,
-    /// One acquirer exchange: the request and the answer given to it, in one row.
-    AcquirerExchange,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::AcquirerIn => "acq-in",
-            Direction::AcquirerOut => "acq-out",
-            Direction::AcquirerExchange => "acq",
-            Direction::IssuerOut => "iss-out",
-            Direction::IssuerIn => "iss-in",
-        }
-    }
-}
-
-/// One journaled message. Built by the pipeline from the decoded message; never holds clear card data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JournalRow {
-    /// Unix time in milliseconds.
-    pub at_ms: u64,
-    pub direction: Direction,
-    pub mti: String,
-    pub stan: Option<String>,
-    pub rrn: Option<String>,
-    pub terminal_id: Option<String>,
-    /// First 6 and last 4 digits only.
-    pub pan_masked: Option<String>,
-    /// Keyed HMAC-SHA256 fingerprint of the PAN, hex, for look-ups without the PAN.
-    pub pan_fingerprint: Option<String>,
-    pub amount_minor: Option<u64>,
-    pub currency: Option<String>,
-    pub response_code: Option<String>,
-    /// The route (issuer link) or stage that handled it.
-    pub route: Option<String>,
-    pub latency_us: Option<u64>,
-    /// The masked JSON form of the message.
-    pub message_masked: String,
-}
+pub use crate::journal::{Direction, JournalRow};
 
 /// What a store-and-forward entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +108,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commits the decision state changed since the last commit (ATC windows, stand-in totals,
     /// originals; see `state`) in one transaction.
-    fn state_commit(&self, writes: &crate::state::StateWrites) -> Result<()>;
+    fn state_commit(&self, writes: &crate::records::StateWrites) -> Result<()>;
 
     /// Every card's ATC window: (card fingerprint, stored window).
     fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>>;
@@ -167,5 +117,5 @@ pub trait Store: Send + Sync + 'static {
     fn standin_totals_load(&self) -> Result<Vec<(String, String, u64)>>;
 
     /// One original transaction by its key.
-    fn original_get(&self, key: &str) -> Result<Option<crate::state::OriginalRecord>>;
+    fn original_get(&self, key: &str) -> Result<Option<crate::records::OriginalRecord>>;
 }

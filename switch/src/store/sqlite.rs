@@ -426,7 +426,7 @@ impl Store for SqliteStore {
         Ok(n as u64)
     }
 
-    fn state_commit(&self, w: &crate::state::StateWrites) -> Result<()> {
+    fn state_commit(&self, w: &crate::records::StateWrites) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err("begin state commit"))?;
         {
@@ -491,14 +491,14 @@ impl Store for SqliteStore {
         rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db_err("read stand-in totals"))
     }
 
-    fn original_get(&self, key: &str) -> Result<Option<crate::state::OriginalRecord>> {
+    fn original_get(&self, key: &str) -> Result<Option<crate::records::OriginalRecord>> {
         let conn = self.conn()?;
         conn.query_row(
             "SELECT key, card, amount_minor, currency, response_code, issuer, settled_minor, at_ms \
              FROM original WHERE key = ?1",
             params![key],
             |r| {
-                Ok(crate::state::OriginalRecord {
+                Ok(crate::records::OriginalRecord {
                     key: r.get(0)?,
                     card: r.get(1)?,
                     amount_minor: r.get::<_, i64>(2)? as u64,
