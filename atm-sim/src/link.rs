@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use codecs::framing::{Frame, FrameCodec, FramingKind};
 use codecs::iso8583::{Message, Spec};
+use terminal_kit::link::AnswerKey;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Where the switch listens: a ports-file endpoint.
@@ -117,25 +118,20 @@ impl SwitchLink {
     }
 }
 
-/// The answer to `req` (response MTI, same DE 11 and DE 41) among the whole frames buffered in
-/// `buf` (sans-IO: the bytes come from the switch and are untrusted). Frames that do not decode as
-/// a message of `spec`, or answer something else, are consumed and dropped; `Ok(None)` when more
-/// bytes are needed; an error only when the framing itself is broken.
+/// The answer to `req` (response MTI, same DE 11 and DE 41: the terminals' [`AnswerKey`]) among the
+/// whole frames buffered in `buf` (sans-IO: the bytes come from the switch and are untrusted).
+/// Frames that do not decode as a message of `spec`, or answer something else, are consumed and
+/// dropped; `Ok(None)` when more bytes are needed; an error only when the framing itself is broken.
 pub fn next_answer(
     codec: &mut FrameCodec,
     buf: &mut BytesMut,
     spec: &Arc<Spec>,
     req: &Message,
 ) -> Result<Option<Message>, LinkError> {
-    let want = req.mti().response();
-    let stan = req.text(11).map(|c| c.into_owned());
-    let tid = req.text(41).map(|c| c.into_owned());
+    let key = AnswerKey::of(req);
     while let Some(f) = codec.decode(buf).map_err(|e| LinkError::Framing(e.to_string()))? {
         let Ok(m) = Message::decode(spec, f.payload) else { continue };
-        if Some(m.mti()) == want
-            && m.text(11).map(|c| c.into_owned()) == stan
-            && m.text(41).map(|c| c.into_owned()) == tid
-        {
+        if key.matches(&m) {
             return Ok(Some(m));
         }
     }
