@@ -264,6 +264,8 @@ pub struct ClearTestCard {
     pub balance: String,
     /// Added: the CVV2 printed on the card (card-not-present payments), test material.
     pub cvv2: String,
+    /// The card's billing currency (ISO 4217 numeric): `balance` and DE 54 are in it.
+    pub currency: String,
 }
 
 /// Test cards and the issuer keystore that goes with them.
@@ -345,6 +347,7 @@ pub fn generate_test_issuer(
             balance: format!("{limit:012}"),
             // CVV2: the CVV algorithm with service code 000.
             cvv2: crypto::cvv::cvv(&cvk, &pan, expiry, "000").map_err(|e| bad("cvv2", e))?,
+            currency: "978".into(),
         });
         cards.push(CardConfig {
             pan,

@@ -42,6 +42,8 @@ pub struct Tx {
     pub tid: String,
     /// Transaction date YYMMDD (tag 9A).
     pub date: [u8; 3],
+    /// The currency the terminal sells in (ISO 4217 numeric; DE 49 and tag 5F2A).
+    pub currency: String,
 }
 
 impl Tx {
@@ -53,6 +55,7 @@ impl Tx {
             processing_code: "000000".into(),
             tid: "TERM0001".into(),
             date: [0x26, 0x11, 0x25],
+            currency: "978".into(),
         }
     }
 }
@@ -80,7 +83,7 @@ fn tags(card: &TestCard, cvn: Cvn, tx: &Tx) -> Vec<(u32, Vec<u8>)> {
         (0x9F03, vec![0; 6]),
         (0x9F1A, vec![0x02, 0x50]),
         (0x95, vec![0; 5]),
-        (0x5F2A, vec![0x09, 0x78]),
+        (0x5F2A, hex::decode(format!("0{}", tx.currency)).unwrap_or_else(|_| vec![0x09, 0x78])),
         (0x9A, tx.date.to_vec()),
         (
             0x9C,
@@ -174,7 +177,7 @@ fn tx_request(
         (37, &format!("533014{stan}")),
         (41, &tx.tid),
         (42, "MERCHANT0000001"),
-        (49, "978"),
+        (49, &tx.currency),
     ] {
         m.set_text(de, v)?;
     }
