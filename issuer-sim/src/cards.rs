@@ -80,7 +80,7 @@ pub struct IssuerConfig {
     #[serde(default)]
     pub idle_timeout_ms: Option<u64>,
     #[serde(default, rename = "fault")]
-    pub faults: Vec<crate::server::FaultRule>,
+    pub faults: Vec<crate::faults::FaultRule>,
     /// ID&V limits (`[idv]`: max_failures, max_requestor_failures, window_ms, lock_ms, otp_tries, otp_ttl_ms, capacity).
     #[serde(default)]
     pub idv: crate::idv::IdvLimits,

@@ -181,11 +181,7 @@ fn icc_tags(icc: &[u8]) -> Option<HashMap<u32, Vec<u8>>> {
 
 /// The PAN of a request: DE 2, else the digits before the separator of track 2 (DE 35).
 pub fn pan_of(req: &Message) -> Option<String> {
-    if let Ok(Some(p)) = req.pan_clear() {
-        return Some(p.expose().to_string());
-    }
-    let t2 = req.text(35)?;
-    Some(t2.chars().take_while(char::is_ascii_digit).collect())
+    req.card_number()
 }
 
 /// The original-transaction key of a request: DE 41 | DE 11 | DE 7.

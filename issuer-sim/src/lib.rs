@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod cards;
+pub mod faults;
 pub mod host;
 pub mod idv;
 pub mod ledger;

@@ -27,7 +27,7 @@ mod world;
 
 pub use declines::declines;
 pub use report::{Channel, Decline, Report, Run};
-pub use runs::{ProvisionedPhone, card_of, pay, provision, run_all, runs, tokenized};
+pub use runs::{ProvisionedPhone, card_of, pay, provision, runs, tokenized};
 pub use world::World;
 
 use codecs::iso8583::Message;
@@ -99,6 +99,13 @@ fn arpc_words(a: Option<bool>) -> &'static str {
         Some(false) => "ARPC (tag 91) checked by the phone: REFUSED",
         None => "no ARPC in the answer",
     }
+}
+
+/// Everything: the fifteen runs, then the declines.
+pub async fn run_all(w: &mut World, out: Out<'_>) -> Report {
+    let runs = runs(w, out).await;
+    let declines = declines(w, out).await;
+    Report::new(runs, declines)
 }
 
 #[cfg(test)]

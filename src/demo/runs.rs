@@ -18,8 +18,7 @@ use terminal_kit::pos::{Tx, tap_request};
 use wallet_sim::flows::{self, CardholderCard, Io, Model, Step};
 
 use super::{
-    Channel, Out, Report, Run, TOKEN_BIN, World, arpc_check, arpc_words, atc_of, declines, eur, now, random4,
-    rc_of, say,
+    Channel, Out, Run, TOKEN_BIN, World, arpc_check, arpc_words, atc_of, eur, now, random4, rc_of, say,
 };
 
 /// The test card (index in the ports file) each model's phone carries. Card 1 is the one whose
@@ -413,11 +412,4 @@ pub async fn runs(w: &mut World, out: Out<'_>) -> Vec<Run> {
         }
     }
     runs
-}
-
-/// Everything: the fifteen runs, then the declines.
-pub async fn run_all(w: &mut World, out: Out<'_>) -> Report {
-    let runs = runs(w, out).await;
-    let declines = declines(w, out).await;
-    Report::new(runs, declines)
 }

@@ -22,7 +22,6 @@ use clap::Parser;
 use switch::clock::{Entropy, OsEntropy};
 use switch::config::SwitchConfig;
 use switch::node::{self, NodeParts};
-use switch::route::RouteTable;
 
 #[derive(Parser)]
 #[command(name = "switch", version, about = "The paynet authorization switch")]
@@ -187,7 +186,7 @@ fn reload(running: &node::RunningNode, hsm: &Arc<crypto::hsm::SoftHsm>, config: 
         }
     };
     let base = config.parent().map(Path::to_path_buf).unwrap_or_default();
-    let table = match RouteTable::from_config(&cfg) {
+    let table = match cfg.route_table() {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "reload refused: bad routes or rates; the running ones stay");

@@ -31,7 +31,6 @@ use crate::macing::LinkMac;
 use crate::metrics::Metrics;
 use crate::pipeline::{IssuerRules, Pipeline};
 use crate::registry::Registry;
-use crate::route::RouteTable;
 use crate::saf::{RetryPolicy, SafQueue};
 use crate::standin::StandIn;
 use crate::state::{StateBook, StateWriter};
@@ -226,7 +225,7 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
         );
         issuers.insert(name, IssuerHandle { link: pool, saf, saf_wake: wake });
     }
-    let routes = RouteTable::from_config(&cfg).map_err(config_err)?;
+    let routes = cfg.route_table().map_err(config_err)?;
     let engine = Arc::new(Engine {
         pipeline: Pipeline {
             registry: RwLock::new(Arc::new(registry)),

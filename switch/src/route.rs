@@ -70,29 +70,33 @@ impl RouteTable {
         Ok(RouteTable { by_len, billing: Vec::new(), rates: HashMap::new() })
     }
 
-    /// The table of a switch config: its routes, their billing currencies and its rates.
-    pub fn from_config(cfg: &crate::config::SwitchConfig) -> Result<Self, String> {
+    /// The table of routes (prefix, issuer, billing currency if any) and conversion rates
+    /// (from, to, rate), every problem named by its position.
+    pub fn with_conversion<'a>(
+        routes: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>)> + Clone,
+        rates: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    ) -> Result<Self, String> {
         use codecs::currency::{Rate, by_numeric};
-        let mut t = RouteTable::new(cfg.routes.iter().map(|r| (r.prefix.as_str(), r.issuer.as_str())))
-            .map_err(|e| e.to_string())?;
-        for (i, r) in cfg.routes.iter().enumerate() {
-            if let Some(code) = &r.billing_currency {
+        let mut t =
+            RouteTable::new(routes.clone().into_iter().map(|(p, i, _)| (p, i))).map_err(|e| e.to_string())?;
+        for (i, (prefix, _, billing)) in routes.into_iter().enumerate() {
+            if let Some(code) = billing {
                 let c = by_numeric(code).ok_or_else(|| {
                     format!("route[{i}].billing_currency: {code:?} is not an ISO 4217 numeric code")
                 })?;
-                t.billing.push((r.prefix.clone(), c));
+                t.billing.push((prefix.to_string(), c));
             }
         }
         t.billing.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        for (i, r) in cfg.rates.iter().enumerate() {
-            let from = by_numeric(&r.from)
-                .ok_or_else(|| format!("rate[{i}].from: {:?} is not an ISO 4217 numeric code", r.from))?;
-            let to = by_numeric(&r.to)
-                .ok_or_else(|| format!("rate[{i}].to: {:?} is not an ISO 4217 numeric code", r.to))?;
+        for (i, (from, to, rate)) in rates.into_iter().enumerate() {
+            let from = by_numeric(from)
+                .ok_or_else(|| format!("rate[{i}].from: {from:?} is not an ISO 4217 numeric code"))?;
+            let to = by_numeric(to)
+                .ok_or_else(|| format!("rate[{i}].to: {to:?} is not an ISO 4217 numeric code"))?;
             if from == to {
                 return Err(format!("rate[{i}]: from and to are both {}", from.alpha));
             }
-            let rate = Rate::parse_decimal(&r.rate).map_err(|e| format!("rate[{i}].rate: {e}"))?;
+            let rate = Rate::parse_decimal(rate).map_err(|e| format!("rate[{i}].rate: {e}"))?;
             if t.rates.insert((from.numeric, to.numeric), rate).is_some() {
                 return Err(format!("rate[{i}]: {} to {} given twice", from.alpha, to.alpha));
             }

@@ -222,6 +222,35 @@ pub fn get(name: &str) -> Option<&'static Arc<Spec>> {
     }
 }
 
+/// The built-in specs, and spec files, by name.
+impl Spec {
+    /// A built-in spec by name (see [`NAMES`]).
+    pub fn builtin(name: &str) -> Option<&'static std::sync::Arc<Spec>> {
+        get(name)
+    }
+
+    /// A built-in spec by name, else a spec file (`.toml` or `.json`) at `name`, relative paths
+    /// resolved against `base`. The one I/O function of this crate: config loading, not the hot path.
+    pub fn load(name: &str, base: &std::path::Path) -> crate::error::Result<std::sync::Arc<Spec>> {
+        if let Some(s) = Spec::builtin(name) {
+            return Ok(s.clone());
+        }
+        let path = base.join(name);
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        if !matches!(ext.as_deref(), Some("toml" | "json")) {
+            return Err(super::spec::spec_err(
+                name,
+                format!("neither a built-in spec ({}) nor a .toml/.json spec file", NAMES.join(", ")),
+            ));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| super::spec::spec_err(name, format!("cannot read {}: {e}", path.display())))?;
+        let spec =
+            if ext.as_deref() == Some("toml") { Spec::from_toml(&text) } else { Spec::from_json(&text) };
+        spec.map(std::sync::Arc::new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

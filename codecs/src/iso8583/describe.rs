@@ -20,37 +20,7 @@ use super::message::Message;
 use super::spec::{ContentType, MAX_FIELD, MtiEncoding, Sensitivity, Spec};
 use crate::error::{Error, Location};
 
-/// How DE `de` is masked when its spec does not say (ISO 8583:1987 meanings, which the built-in
-/// specs keep):
-///
-/// * PAN (DE 2, 34 extended PAN): first 6 / last 4 shown.
-/// * Track data (DE 35, 36, 45): the PAN part as a PAN, the rest (expiry, service code,
-///   discretionary data with the CVV/iCVV) masked.
-/// * Masked whole: the expiry (DE 14); the PIN block (DE 52); the additional-data elements
-///   (DE 46–48 — this network carries the CVV2 in DE 48 subelement 92, others carry CVV2/CVC2,
-///   3-D Secure or wallet data there); DE 96, the message security code, which networks use for
-///   key-exchange material (ISO 8583:1993 names it key management data); and every element whose
-///   content ISO 8583:1987 leaves to national or private definition (DE 56–63, 105–127) or does
-///   not define at all (DE 129–192): free-format elements into which real networks put CVV2,
-///   track or token data. A spec that gives one of them a harmless meaning says so with
-///   `mask = "none"`.
-/// * DE 55: EMV TLV, masked tag by tag.
-///
-/// Kept visible: DE 53, security-related control information (PIN block format and key index in
-/// ISO 8583:1987, the DUKPT key serial number in this network). A KSN is not secret — ANSI X9.24
-/// sends it in clear beside the PIN block it serves — and operators need it to tell which device
-/// and which key a PIN failure comes from; its counter says how many PINs a device has encrypted,
-/// not what they were. And DE 64/128: a MAC proves integrity to whoever holds the key and reveals
-/// nothing without it; a MAC failure is debugged by comparing it.
-pub const fn default_sensitivity(de: u16) -> Sensitivity {
-    match de {
-        2 | 34 => Sensitivity::Pan,
-        35 | 36 | 45 => Sensitivity::Track,
-        55 => Sensitivity::Icc,
-        14 | 46..=48 | 52 | 56..=63 | 96 | 105..=127 | 129..=MAX_FIELD => Sensitivity::Full,
-        _ => Sensitivity::None,
-    }
-}
+pub use super::spec::default_sensitivity;
 
 /// Whether DE `de` is masked by default ([`default_sensitivity`]): an element that can carry a
 /// PAN, CVV2/CVC2, track data, PIN data or key material. A message's own spec may mask more (or

@@ -228,7 +228,7 @@ pub struct FieldSpec {
     /// Fixed length, or maximum for variable elements (characters, digits or bytes).
     pub max_len: u16,
     /// Masking in logging forms; when absent, derived from the DE number
-    /// ([`super::describe::default_sensitivity`]).
+    /// ([`default_sensitivity`]).
     #[serde(default)]
     pub mask: Option<Sensitivity>,
 }
@@ -240,7 +240,7 @@ fn default_length_encoding() -> LengthEncoding {
 impl FieldSpec {
     /// The masking that applies to DE `de`.
     pub fn sensitivity(&self, de: u16) -> Sensitivity {
-        self.mask.unwrap_or_else(|| super::describe::default_sensitivity(de))
+        self.mask.unwrap_or_else(|| default_sensitivity(de))
     }
 
     /// Bytes of the length prefix on the wire (0 for fixed).
@@ -327,7 +327,7 @@ fn yes() -> bool {
     true
 }
 
-fn spec_err(name: &str, detail: String) -> Error {
+pub(super) fn spec_err(name: &str, detail: String) -> Error {
     Error::new(ErrorKind::Spec, Location::Spec(name.to_string()), None, detail)
 }
 
@@ -367,35 +367,6 @@ impl Spec {
     /// Numbers of the defined data elements, ascending.
     pub fn defined(&self) -> impl Iterator<Item = u16> + '_ {
         self.fields.iter().enumerate().filter(|(_, f)| f.is_some()).map(|(i, _)| i as u16)
-    }
-
-    /// A built-in spec by name (see [`super::builtin::NAMES`]).
-    pub fn builtin(name: &str) -> Option<&'static std::sync::Arc<Spec>> {
-        super::builtin::get(name)
-    }
-
-    /// A built-in spec by name, else a spec file (`.toml` or `.json`) at `name`, relative paths
-    /// resolved against `base`. The one I/O function of this crate: config loading, not the hot path.
-    pub fn load(name: &str, base: &std::path::Path) -> Result<std::sync::Arc<Spec>> {
-        if let Some(s) = Spec::builtin(name) {
-            return Ok(s.clone());
-        }
-        let path = base.join(name);
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        if !matches!(ext.as_deref(), Some("toml" | "json")) {
-            return Err(spec_err(
-                name,
-                format!(
-                    "neither a built-in spec ({}) nor a .toml/.json spec file",
-                    super::builtin::NAMES.join(", ")
-                ),
-            ));
-        }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| spec_err(name, format!("cannot read {}: {e}", path.display())))?;
-        let spec =
-            if ext.as_deref() == Some("toml") { Spec::from_toml(&text) } else { Spec::from_json(&text) };
-        spec.map(std::sync::Arc::new)
     }
 
     /// Parses and validates a spec file in TOML.
@@ -487,5 +458,37 @@ impl Spec {
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(spec_err(&self.name, problems.join("; "))) }
+    }
+}
+
+/// How DE `de` is masked when its spec does not say (ISO 8583:1987 meanings, which the built-in
+/// specs keep):
+///
+/// * PAN (DE 2, 34 extended PAN): first 6 / last 4 shown.
+/// * Track data (DE 35, 36, 45): the PAN part as a PAN, the rest (expiry, service code,
+///   discretionary data with the CVV/iCVV) masked.
+/// * Masked whole: the expiry (DE 14); the PIN block (DE 52); the additional-data elements
+///   (DE 46–48 — this network carries the CVV2 in DE 48 subelement 92, others carry CVV2/CVC2,
+///   3-D Secure or wallet data there); DE 96, the message security code, which networks use for
+///   key-exchange material (ISO 8583:1993 names it key management data); and every element whose
+///   content ISO 8583:1987 leaves to national or private definition (DE 56–63, 105–127) or does
+///   not define at all (DE 129–192): free-format elements into which real networks put CVV2,
+///   track or token data. A spec that gives one of them a harmless meaning says so with
+///   `mask = "none"`.
+/// * DE 55: EMV TLV, masked tag by tag.
+///
+/// Kept visible: DE 53, security-related control information (PIN block format and key index in
+/// ISO 8583:1987, the DUKPT key serial number in this network). A KSN is not secret — ANSI X9.24
+/// sends it in clear beside the PIN block it serves — and operators need it to tell which device
+/// and which key a PIN failure comes from; its counter says how many PINs a device has encrypted,
+/// not what they were. And DE 64/128: a MAC proves integrity to whoever holds the key and reveals
+/// nothing without it; a MAC failure is debugged by comparing it.
+pub const fn default_sensitivity(de: u16) -> Sensitivity {
+    match de {
+        2 | 34 => Sensitivity::Pan,
+        35 | 36 | 45 => Sensitivity::Track,
+        55 => Sensitivity::Icc,
+        14 | 46..=48 | 52 | 56..=63 | 96 | 105..=127 | 129..=MAX_FIELD => Sensitivity::Full,
+        _ => Sensitivity::None,
     }
 }

@@ -386,7 +386,7 @@ fn converting_pipeline() -> Pipeline {
         }],
         ..Default::default()
     };
-    *p.routes.write().expect("routes") = Arc::new(RouteTable::from_config(&cfg).expect("table"));
+    *p.routes.write().expect("routes") = Arc::new(cfg.route_table().expect("table"));
     p
 }
 
