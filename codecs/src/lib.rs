@@ -17,6 +17,7 @@ pub mod currency;
 pub mod error;
 pub mod framing;
 pub mod iso8583;
+pub mod pan;
 pub mod tlv;
 
 pub use error::{Error, ErrorKind, Location, Result};

@@ -371,21 +371,7 @@ pub fn generate_test_issuer(
 
 /// The Luhn check digit of `body` (digits).
 pub fn luhn(body: &str) -> char {
-    let sum: u32 = body
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 { x - 9 } else { x }
-            } else {
-                d
-            }
-        })
-        .sum();
-    char::from(b'0' + ((10 - sum % 10) % 10) as u8)
+    char::from(codecs::pan::luhn_check_digit(body.as_bytes()).unwrap_or(b'0'))
 }
 
 #[cfg(test)]

@@ -51,13 +51,8 @@ impl fmt::Debug for CardProfile {
     }
 }
 
-/// The PAN with all but the first six and last four digits hidden.
-pub fn mask(pan: &str) -> String {
-    if pan.len() < 11 || !pan.is_ascii() {
-        return "*".repeat(pan.len());
-    }
-    format!("{}{}{}", &pan[..6], "*".repeat(pan.len() - 10), &pan[pan.len() - 4..])
-}
+/// The PAN with all but the first six and last four digits hidden (the network's one mask).
+pub use codecs::pan::mask;
 
 /// The card's keys: its ICC master key (a chip card, a secure element), or limited-use keys, one
 /// per ATC (a cloud-based / HCE phone, which never holds the master key).
