@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use codecs::iso8583::{Message, Mti};
+use codecs::iso8583::Message;
 use codecs::tlv;
 use crypto::emv::{ArpcInput, Atc, CardInputs, Cvn, PanDigits, Psn, UnpredictableNumber, ac_data_from_tags};
 use crypto::hsm::{Hsm, PinSource};
@@ -859,11 +859,5 @@ pub fn tsp_says_verified(req: &Message) -> bool {
 
 /// The answer to `req` with DE 39 = `rc`: the response MTI and the echoed elements.
 pub fn answer(req: &Message, rc: &str) -> Message {
-    let mti = req.mti().response().unwrap_or(Mti::NETWORK_MANAGEMENT_RESPONSE);
-    let mut rsp = Message::new(req.spec().clone(), mti);
-    for de in [2u16, 3, 4, 7, 11, 12, 13, 22, 23, 32, 37, 41, 42, 49, 70, 90, 95] {
-        let _ = rsp.copy_from(req, de);
-    }
-    let _ = rsp.set_text(39, rc);
-    rsp
+    codecs::iso8583::reply::response(req, rc)
 }

@@ -293,30 +293,7 @@ pub async fn run_with(
 /// layout (every element taken as raw bytes, no content checks) and are valid themselves; `None`
 /// otherwise, or when the message is itself a response.
 pub fn format_error_answer(spec: &Arc<Spec>, payload: &[u8]) -> Option<Message> {
-    use codecs::iso8583::{ContentType, DataEncoding};
-    let mut lenient = (**spec).clone();
-    let defined: Vec<u16> = spec.defined().collect();
-    for de in defined {
-        let Some(f) = spec.field(de) else { continue };
-        if f.encoding == DataEncoding::Ascii {
-            let raw = codecs::iso8583::FieldSpec {
-                content: ContentType::B,
-                encoding: DataEncoding::Binary,
-                ..f.clone()
-            };
-            lenient = lenient.with_field(de, raw);
-        }
-    }
-    let lenient = Arc::new(lenient);
-    let m = Message::decode_slice(&lenient, payload).ok()?;
-    let mti = m.mti().response()?;
-    let text = |de: u16| m.field(de).and_then(|f| std::str::from_utf8(&f.data).ok().map(str::to_string));
-    let (stan, tid) = (text(11)?, text(41)?);
-    let mut rsp = Message::new(spec.clone(), mti);
-    rsp.set_text(11, &stan).ok()?;
-    rsp.set_text(41, &tid).ok()?;
-    rsp.set_text(39, "30").ok()?;
-    Some(rsp)
+    codecs::iso8583::reply::format_error(spec, Bytes::copy_from_slice(payload))
 }
 
 #[cfg(test)]

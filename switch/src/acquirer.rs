@@ -287,9 +287,5 @@ async fn connection(
 
 /// The format-error answer for an undecodable frame, when its MTI, DE 11 and DE 41 can be read.
 fn format_error_answer(ctx: &ListenerCtx, payload: Bytes) -> Option<Bytes> {
-    let partial = Message::salvage(&ctx.spec, payload)?;
-    if partial.mti().is_response() || !partial.contains(11) || !partial.contains(41) {
-        return None;
-    }
-    crate::pipeline::respond::answer(&partial, codecs::iso8583::ResponseCode::FORMAT_ERROR).encode().ok()
+    codecs::iso8583::reply::format_error(&ctx.spec, payload)?.encode().ok()
 }

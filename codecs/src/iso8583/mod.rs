@@ -20,6 +20,7 @@ pub mod json;
 pub mod mac;
 pub mod message;
 pub mod mti;
+pub mod reply;
 pub mod spec;
 
 pub use elements::{

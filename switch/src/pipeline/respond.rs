@@ -9,22 +9,12 @@ use codecs::tlv::{Tag, TlvBuilder};
 use super::{Pipeline, Txn};
 use crate::detokenize::TokenContext;
 
-/// Elements an answer carries back from its request (ISO 8583:1987 §4.4 "mandatory echo").
-const ECHO: [u16; 18] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 32, 37, 41, 42, 49, 70, 90, 95];
-
 /// The issuer's decision elements copied into the acquirer's answer.
 const DECISION: [u16; 5] = [38, 39, 44, 54, 55];
 
 /// An answer to `req` with DE 39 = `rc`: the response MTI and the echoed elements.
 pub fn answer(req: &Message, rc: ResponseCode) -> Message {
-    let mti = req.mti().response().unwrap_or(req.mti());
-    let mut rsp = Message::new(req.spec().clone(), mti);
-    for de in ECHO {
-        let _ = rsp.copy_from(req, de);
-    }
-    // DE 39 is an2 in every spec we ship; a custom spec without it gets no DE 39.
-    let _ = rsp.set_text(39, rc.as_str());
-    rsp
+    codecs::iso8583::reply::response(req, rc.as_str())
 }
 
 /// The acquirer's answer from the issuer's: the acquirer's request echoed, the decision taken.
