@@ -160,13 +160,7 @@ impl Phase {
 
 fn main() {
     // Warnings and errors of the network under load go to stderr (RUST_LOG to change).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    door::process::init_logging("warn");
     let args: Vec<String> = std::env::args().collect();
     let rate = arg(&args, "--rate", 20_000);
     let seconds = arg(&args, "--seconds", 10);

@@ -23,6 +23,7 @@ pub mod auth;
 pub mod bounded;
 pub mod config;
 mod limits;
+pub mod process;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -172,13 +172,7 @@ fn main() -> ExitCode {
         println!("{}: configuration valid ({} cards)", cli.config.display(), loaded.cards.cards.len());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    door::process::init_logging("info");
     let Ok(rt) = tokio::runtime::Builder::new_multi_thread().enable_all().build() else {
         eprintln!("issuer-sim: cannot start the runtime");
         return ExitCode::from(1);
@@ -271,7 +265,7 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
     }
     let s = stop.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        door::process::shutdown_signal().await;
         s.cancel();
     });
     let defaults = server::ConnectionLimits::default();
@@ -281,25 +275,4 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
     };
     server::run_with(listener, state, stop, limits).await;
     Ok(())
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -26,13 +26,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    door::process::init_logging("info");
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
@@ -45,31 +39,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
         let net = paynet::network::start(opts).await?;
         net.write_ports_file(&a.ports_file).with_context(|| format!("writing {}", a.ports_file.display()))?;
         tracing::info!(ports_file = %a.ports_file.display(), "network up");
-        wait_for_signal().await;
+        door::process::shutdown_signal().await;
         tracing::info!("shutting down");
         net.shutdown().await;
         drop(dir);
         Ok(())
     })
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }
