@@ -14,18 +14,8 @@ use wallet_sim::providers::http;
 
 /// One raw HTTP call: status and body.
 async fn raw(base: &str, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
-    let host = base.strip_prefix("http://").unwrap_or(base);
-    let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
-    let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let (head, rest) = out.split_once("\r\n\r\n").expect("HTTP answer");
-    (head[9..12].parse().expect("status"), rest.to_string())
+    let r = testkit::http::request(base, method, path, bearer, body).await;
+    (r.status, r.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

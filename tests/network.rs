@@ -248,15 +248,7 @@ async fn on_behalf_verification_and_stand_in_arpc() {
     net.shutdown().await;
 }
 
-/// A plain HTTP GET (the admin endpoint), without an HTTP client dependency.
+/// A plain HTTP GET (the admin endpoint): the whole answer.
 async fn reqwest_like_get(base: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = base.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
+    testkit::http::get(base, path, None).await.raw()
 }

@@ -6,18 +6,10 @@
 
 use paynet::network::{self, Options};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn get(base: &str, path: &str) -> (u16, String) {
-    let addr = base.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("api");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
-    (status, out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+    let r = testkit::http::get(base, path, None).await;
+    (r.status, r.body)
 }
 
 const SCRIPT: &str = r#"

@@ -173,15 +173,8 @@ async fn certify_basic_passes_against_the_network() {
 
 /// A plain HTTP GET on the admin endpoint: status line and body.
 async fn get(base: &str, path: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.expect("admin");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+    let r = testkit::http::get(base, path, None).await;
+    (r.status_line().to_string(), r.body)
 }
 
 /// DE 55 of `m` rebuilt: `drop` left out, `stretch` given one byte more.

@@ -11,25 +11,11 @@ use codecs::iso8583::Spec;
 use common::{Client, rc};
 use paynet::network::{self, Network, Options};
 use terminal_kit::pos::{TestCard, Tx, card_accepts_arpc, chip_request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A POST with a JSON body on the provisioning API; (status, body).
 async fn post(net: &Network, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {
-    let addr = net.ports.provisioning_api.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("api");
-    let auth = auth.map(|a| format!("Authorization: Bearer {a}\r\n")).unwrap_or_default();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let status: u16 = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
-    // Chunked or plain: take the JSON object in it.
-    let json = body.find('{').and_then(|i| body.rfind('}').map(|j| &body[i..=j])).unwrap_or("null");
-    (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+    let r = testkit::http::post(&net.ports.provisioning_api, path, auth, body).await;
+    (r.status, r.json())
 }
 
 const DEVICE_SECRET: [u8; 32] = [0x2A; 32];
@@ -298,18 +284,8 @@ async fn a_cloud_phone_pays_on_limited_use_keys_and_replenishes() {
 
 /// A GET with the requestor's credentials; the JSON body.
 async fn get(net: &Network, path: &str, auth: &str) -> (u16, serde_json::Value) {
-    let addr = net.ports.provisioning_api.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("api");
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let status: u16 = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
-    let json = body.find('{').and_then(|i| body.rfind('}').map(|j| &body[i..=j])).unwrap_or("null");
-    (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+    let r = testkit::http::get(&net.ports.provisioning_api, path, Some(auth)).await;
+    (r.status, r.json())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

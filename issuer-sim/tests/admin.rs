@@ -4,23 +4,13 @@
 use std::sync::Arc;
 
 use issuer_sim::admin::{AdminAccess, run_admin};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
 async fn call(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.expect("read");
-    let (head, rest) = raw.split_once("\r\n\r\n").expect("HTTP answer");
-    (head[9..12].parse().expect("status"), rest.to_string())
+    let r = testkit::http::request(addr, method, path, token, body).await;
+    (r.status, r.body)
 }
 
 async fn start(test_mode: bool) -> (String, Arc<issuer_sim::server::ServerState>, CancellationToken) {

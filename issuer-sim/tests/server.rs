@@ -128,18 +128,8 @@ const ADMIN_TOKEN: &str = "issuer-admin-test-credential";
 
 /// One HTTP call to the admin port: status and body.
 async fn admin_http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.expect("admin connect");
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("admin write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.expect("admin read");
-    let (head, rest) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-    (head[9..12].parse().expect("status"), rest.to_string())
+    let r = testkit::http::request(addr, method, path, token, body).await;
+    (r.status, r.body)
 }
 
 /// `faults`, `faults set JSON`: the rules as JSON, `ok N`, or `error: ...`.

@@ -4,19 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-
 use sha2::Digest;
 
 fn http(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("api");
-    let auth = auth.map(|a| format!("Authorization: Bearer {a}\r\n")).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status");
-    (status, out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+    let r = testkit::http::request_blocking(addr, method, path, auth, body);
+    (r.status, r.body)
 }
 
 #[test]

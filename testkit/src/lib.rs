@@ -6,7 +6,10 @@
 //! on stdout — so hundreds of cases cost one interpreter start. When Python or the package registry
 //! is unavailable, [`PythonOracle::new`] returns `Err(reason)` and the test prints the reason and
 //! skips, instead of failing for a reason that is not ours.
+
 #![forbid(unsafe_code)]
+
+pub mod http;
 
 use std::fs::{self, File};
 use std::hash::{DefaultHasher, Hash, Hasher};

@@ -295,13 +295,7 @@ pub fn echo(spec: &str, stan: u32) -> Message {
     m
 }
 
-/// GET on the admin endpoint.
+/// GET on the admin endpoint: the whole answer.
 pub async fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.expect("admin");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
+    testkit::http::get(addr, path, None).await.raw()
 }
