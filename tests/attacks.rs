@@ -70,7 +70,7 @@ async fn forged_flags_spoofed_terminals_and_swapped_chip_data() {
     spoofed.set_text(42, "MERCHANT0000666").expect("DE 42");
     assert_eq!(rc(&c.call(&spoofed).await), "58");
     // The same over the ASCII listener.
-    let mut ca = Client::connect(
+    let mut ca = Client::connect_to(
         &net.ports.acquirer_ascii.host,
         net.ports.acquirer_ascii.port,
         FramingKind::Ascii4,

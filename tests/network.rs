@@ -95,7 +95,7 @@ async fn approvals_declines_arpc_duplicates_balance_and_pin() {
     }
 
     // The same over the ASCII listener pyiso8583-based tools use.
-    let mut a = Client::connect(
+    let mut a = Client::connect_to(
         &net.ports.acquirer_ascii.host,
         net.ports.acquirer_ascii.port,
         FramingKind::Ascii4,

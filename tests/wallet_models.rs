@@ -36,9 +36,13 @@ async fn world() -> World {
     let net = network::start(Options::new(dir.path())).await.expect("network");
     // The providers run beside the network (the issuer's perso bureau answers from its HSM).
     let providers = net.providers().expect("providers").addrs.clone();
-    let client =
-        Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network")
-            .await;
+    let client = Client::connect_to(
+        &net.ports.acquirer.host,
+        net.ports.acquirer.port,
+        FramingKind::Binary2,
+        "network",
+    )
+    .await;
     World { net, providers: Providers { addrs: providers }, client, _dir: dir }
 }
 

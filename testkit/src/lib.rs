@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod iso;
 
 use std::fs::{self, File};
 use std::hash::{DefaultHasher, Hash, Hasher};

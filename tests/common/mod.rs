@@ -6,73 +6,20 @@ pub mod process;
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use codecs::framing::{Frame, FrameCodec, FramingKind};
+use bytes::Bytes;
+use codecs::framing::FramingKind;
 use codecs::iso8583::{Message, Spec};
 use issuer_sim::cards::ClearTestCard;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util::codec::{Decoder, Encoder};
 
-pub struct Client {
-    pub stream: TcpStream,
-    pub codec: FrameCodec,
-    pub buf: BytesMut,
-    pub spec: std::sync::Arc<Spec>,
-}
-
-impl Client {
-    pub async fn connect(host: &str, port: u16, framing: FramingKind, spec: &str) -> Client {
-        let stream = TcpStream::connect((host, port)).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        Client {
-            stream,
-            codec: FrameCodec::new(framing),
-            buf: BytesMut::new(),
-            spec: Spec::builtin(spec).expect("spec").clone(),
-        }
-    }
-
-    pub async fn send(&mut self, m: &Message) {
-        let mut out = BytesMut::new();
-        self.codec.encode(Frame::new(m.encode().expect("encode")), &mut out).expect("frame");
-        self.stream.write_all(&out).await.expect("write");
-    }
-
-    pub async fn send_many(&mut self, ms: &[Message]) {
-        let mut out = BytesMut::new();
-        for m in ms {
-            self.codec.encode(Frame::new(m.encode().expect("encode")), &mut out).expect("frame");
-        }
-        self.stream.write_all(&out).await.expect("write");
-    }
-
-    pub async fn recv(&mut self) -> Message {
-        loop {
-            if let Some(f) = self.codec.decode(&mut self.buf).expect("frame") {
-                return Message::decode(&self.spec, f.payload).expect("answer decodes");
-            }
-            let mut chunk = [0u8; 16384];
-            let n = tokio::time::timeout(Duration::from_secs(30), self.stream.read(&mut chunk))
-                .await
-                .expect("answer in time")
-                .expect("read");
-            assert!(n > 0, "connection closed");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    pub async fn call(&mut self, m: &Message) -> Message {
-        self.send(m).await;
-        self.recv().await
-    }
-}
+#[allow(unused_imports)]
+pub use testkit::iso::Client;
 
 pub use terminal_kit::pos::Tx;
 
 /// A client on the in-process network's binary acquirer listener.
 pub async fn acquirer_client(net: &paynet::network::Network) -> Client {
-    Client::connect(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network").await
+    Client::connect_to(&net.ports.acquirer.host, net.ports.acquirer.port, FramingKind::Binary2, "network")
+        .await
 }
 
 /// The issuer simulator's open-to-buy of `pan`.

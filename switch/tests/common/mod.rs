@@ -7,13 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use codecs::framing::{Frame, FrameCodec, FramingKind};
 use codecs::iso8583::{Message, Spec};
 use crypto::keystore::{Keystore, Lmk};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util::codec::{Decoder, Encoder};
 
 pub const LMK_HEX: &str = "000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F";
 
@@ -179,65 +174,8 @@ pub fn data_dir(p: &SwitchProcess) -> PathBuf {
     p.dir.path().join("data")
 }
 
-/// A framed client connection.
-pub struct Client {
-    pub stream: TcpStream,
-    pub codec: FrameCodec,
-    pub buf: BytesMut,
-    pub spec: std::sync::Arc<Spec>,
-}
-
-impl Client {
-    pub async fn connect(addr: &str, framing: FramingKind, spec: &str) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        Client {
-            stream,
-            codec: FrameCodec::new(framing),
-            buf: BytesMut::new(),
-            spec: Spec::builtin(spec).expect("spec").clone(),
-        }
-    }
-
-    pub async fn send_raw(&mut self, payload: &[u8]) {
-        let mut out = BytesMut::new();
-        self.codec.encode(Frame::new(Bytes::copy_from_slice(payload)), &mut out).expect("frame");
-        self.stream.write_all(&out).await.expect("write");
-    }
-
-    pub async fn send(&mut self, m: &Message) {
-        let b = m.encode().expect("encode");
-        self.send_raw(&b).await;
-    }
-
-    /// The next frame, or None when the connection closed.
-    pub async fn recv_raw(&mut self) -> Option<Bytes> {
-        loop {
-            if let Some(f) = self.codec.decode(&mut self.buf).expect("frame") {
-                return Some(f.payload);
-            }
-            let mut chunk = [0u8; 8192];
-            let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read(&mut chunk))
-                .await
-                .expect("answer in time")
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    pub async fn recv(&mut self) -> Message {
-        let b = self.recv_raw().await.expect("an answer");
-        Message::decode(&self.spec, b).expect("answer decodes")
-    }
-
-    pub async fn call(&mut self, m: &Message) -> Message {
-        self.send(m).await;
-        self.recv().await
-    }
-}
+#[allow(unused_imports)]
+pub use testkit::iso::Client;
 
 /// The test issuer's IMK-AC (test material), and its keystore name: a switch holding it verifies
 /// the test card's cryptograms itself, which stand-in needs.
