@@ -10,7 +10,6 @@ mod common;
 
 use std::time::Duration;
 
-use codecs::framing::FramingKind;
 use codecs::iso8583::Message;
 use common::{Client, Tx, acquirer_client, chip_request, otb, rc, until};
 use issuer_sim::cards::ClearTestCard;
@@ -70,13 +69,7 @@ async fn forged_flags_spoofed_terminals_and_swapped_chip_data() {
     spoofed.set_text(42, "MERCHANT0000666").expect("DE 42");
     assert_eq!(rc(&c.call(&spoofed).await), "58");
     // The same over the ASCII listener.
-    let mut ca = Client::connect_to(
-        &net.ports.acquirer_ascii.host,
-        net.ports.acquirer_ascii.port,
-        FramingKind::Ascii4,
-        "iso87ascii",
-    )
-    .await;
+    let mut ca = common::acquirer_ascii_client(&net).await;
     assert_eq!(rc(&ca.call(&chip_request("iso87ascii", &card, &stranger)).await), "58");
     assert_eq!(otb(&net, &card.pan), start);
 

@@ -4,9 +4,8 @@
 
 mod common;
 
-use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
-use common::{Client, rc};
+use common::rc;
 use emv::card::{CardKeys, CardProfile, EmvApplet};
 use emv::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
 use paynet::network::{self, Network, Options};
@@ -61,13 +60,7 @@ async fn in_app_with_a_token_and_card_not_present_with_cvv2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = network::start(Options::new(dir.path())).await.expect("network");
     let spec = Spec::builtin("network").expect("spec");
-    let mut c = Client::connect_to(
-        &net.ports.acquirer.host,
-        net.ports.acquirer.port,
-        FramingKind::Binary2,
-        "network",
-    )
-    .await;
+    let mut c = common::acquirer_client(&net).await;
 
     // In-app: the phone's wallet app gets an online cryptogram over the order from its card
     // application; the gateway sends it with the token.

@@ -6,8 +6,7 @@
 
 mod common;
 
-use codecs::framing::FramingKind;
-use common::{Client, Tx, acquirer_client, card_accepts_arpc, chip_request, otb, rc, until};
+use common::{Tx, acquirer_client, card_accepts_arpc, chip_request, otb, rc, until};
 use issuer_sim::server::FaultRule;
 use paynet::network::{self, Options};
 
@@ -95,13 +94,7 @@ async fn approvals_declines_arpc_duplicates_balance_and_pin() {
     }
 
     // The same over the ASCII listener pyiso8583-based tools use.
-    let mut a = Client::connect_to(
-        &net.ports.acquirer_ascii.host,
-        net.ports.acquirer_ascii.port,
-        FramingKind::Ascii4,
-        "iso87ascii",
-    )
-    .await;
+    let mut a = common::acquirer_ascii_client(&net).await;
     let req = chip_request("iso87ascii", &cards[2], &Tx::purchase(30, 2_500, 1));
     let r = a.call(&req).await;
     assert_eq!(rc(&r), "00");

@@ -5,7 +5,6 @@
 
 mod common;
 
-use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
 use common::profile;
 use common::{Client, rc};
@@ -31,13 +30,7 @@ async fn pay(c: &mut Client, card: &mut EmvApplet, stan: u32, amount: u64) -> (S
 async fn the_kernel_pays_with_a_card_and_an_hce_phone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = network::start(Options::new(dir.path())).await.expect("network");
-    let mut c = Client::connect_to(
-        &net.ports.acquirer.host,
-        net.ports.acquirer.port,
-        FramingKind::Binary2,
-        "network",
-    )
-    .await;
+    let mut c = common::acquirer_client(&net).await;
     let tc = net.ports.test_cards[0].clone();
 
     // A plastic card personalised with the issuer's ICC master key.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use codecs::framing::FramingKind;
 use codecs::tlv::{Tag, TlvBuilder};
-use common::{Client, Tx, chip_request, rc};
+use common::{Tx, chip_request, rc};
 use paynet::network::{self, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,13 +203,7 @@ async fn certification_listener_reports_a_broken_device_precisely() {
     opts.certification = true;
     let net = network::start(opts).await.expect("network");
     let card = net.ports.test_cards[0].clone();
-    let mut c = Client::connect_to(
-        &net.ports.acquirer.host,
-        net.ports.acquirer.port,
-        FramingKind::Binary2,
-        "network",
-    )
-    .await;
+    let mut c = common::acquirer_client(&net).await;
     let broken = |stan: u32, atc: u16| Tx { tid: "BROKEN01".into(), ..Tx::purchase(stan, 500, atc) };
 
     // 1. DE 55 without the unpredictable number (9F37).
@@ -240,13 +234,7 @@ async fn certification_listener_reports_a_broken_device_precisely() {
     }
     assert_eq!(rc(&c.recv().await), "30");
     // And a good device beside it.
-    let mut good = Client::connect_to(
-        &net.ports.acquirer.host,
-        net.ports.acquirer.port,
-        FramingKind::Binary2,
-        "network",
-    )
-    .await;
+    let mut good = common::acquirer_client(&net).await;
     let ok = chip_request("network", &card, &Tx { tid: "GOODDEV1".into(), ..Tx::purchase(5, 500, 105) });
     assert_eq!(rc(&good.call(&ok).await), "00");
 

@@ -6,9 +6,8 @@
 
 mod common;
 
-use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
-use common::{Client, rc};
+use common::rc;
 use paynet::network::{self, Network, Options};
 use terminal_kit::pos::{TestCard, Tx, card_accepts_arpc, chip_request};
 
@@ -80,13 +79,7 @@ async fn provision_approve_and_otp_then_pay_with_the_token() {
     assert!(phone.pan.starts_with("489537") && phone.pan != cards[0].pan);
 
     // Not yet installed: the token is inactive and declined (62).
-    let mut c = Client::connect_to(
-        &net.ports.acquirer.host,
-        net.ports.acquirer.port,
-        FramingKind::Binary2,
-        "network",
-    )
-    .await;
+    let mut c = common::acquirer_client(&net).await;
     let spec = Spec::builtin("network").expect("spec");
     let early = chip_request(spec, &phone, &Tx::purchase(1, 1_000, 1)).expect("request");
     assert_eq!(rc(&c.call(&early).await), "62");
@@ -172,13 +165,7 @@ async fn a_tampered_vault_row_is_an_error_not_a_wrong_card() {
     // (96), nothing reaches the issuer.
     let net = net.restart_switch().await.expect("restart");
     let before = net.issuer_state.issuer.lock().expect("issuer").open_to_buy(&card.pan).expect("card");
-    let mut c = Client::connect_to(
-        &net.ports.acquirer.host,
-        net.ports.acquirer.port,
-        FramingKind::Binary2,
-        "network",
-    )
-    .await;
+    let mut c = common::acquirer_client(&net).await;
     let req = chip_request(Spec::builtin("network").expect("spec"), &phone, &Tx::purchase(1, 500, 1))
         .expect("request");
     assert_eq!(rc(&c.call(&req).await), "96");
@@ -231,13 +218,7 @@ async fn a_cloud_phone_pays_on_limited_use_keys_and_replenishes() {
     assert_eq!(post(&net, &format!("/v1/tokens/{token_ref}/confirm"), Some(&auth), "").await.0, 200);
 
     let spec = Spec::builtin("network").expect("spec");
-    let mut c = Client::connect_to(
-        &net.ports.acquirer.host,
-        net.ports.acquirer.port,
-        FramingKind::Binary2,
-        "network",
-    )
-    .await;
+    let mut c = common::acquirer_client(&net).await;
     let mut stan = 0;
     let mut pay = async |atc: u16, key: &crypto::keys::TdesKey| {
         stan += 1;
@@ -285,13 +266,7 @@ async fn a_cloud_phone_pays_on_limited_use_keys_and_replenishes() {
     assert_eq!(st, 200, "{d}");
     let (_, fourth, _) = open_cloud_profile(d["encrypted_token_data"].as_str().expect("sealed"));
     assert_eq!(fourth.first().map(|k| k.0), Some(31));
-    let mut c = Client::connect_to(
-        &net.ports.acquirer.host,
-        net.ports.acquirer.port,
-        FramingKind::Binary2,
-        "network",
-    )
-    .await;
+    let mut c = common::acquirer_client(&net).await;
     let req = chip_request_with(spec, &phone, &Tx::purchase(90, 700, 31), CardKey::SessionKey(&fourth[0].1))
         .expect("request");
     assert_eq!(rc(&c.call(&req).await), "00");
@@ -344,13 +319,7 @@ async fn the_issuer_manages_its_cardholders_tokens_and_missed_notices_are_repeat
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    let mut c = Client::connect_to(
-        &net.ports.acquirer.host,
-        net.ports.acquirer.port,
-        FramingKind::Binary2,
-        "network",
-    )
-    .await;
+    let mut c = common::acquirer_client(&net).await;
     assert_eq!(rc(&c.call(&chip_request(spec, &phone, &Tx::purchase(1, 100, 1)).expect("req")).await), "00");
 
     // Only issuers, with their secret, and only for their own PANs.

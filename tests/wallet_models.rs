@@ -8,7 +8,6 @@
 
 mod common;
 
-use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
 use common::{Client, rc};
 use emv::kernel::{TerminalConfig, TxData, issuer_authenticate, tag91, tap};
@@ -36,13 +35,7 @@ async fn world() -> World {
     let net = network::start(Options::new(dir.path())).await.expect("network");
     // The providers run beside the network (the issuer's perso bureau answers from its HSM).
     let providers = net.providers().expect("providers").addrs.clone();
-    let client = Client::connect_to(
-        &net.ports.acquirer.host,
-        net.ports.acquirer.port,
-        FramingKind::Binary2,
-        "network",
-    )
-    .await;
+    let client = common::acquirer_client(&net).await;
     World { net, providers: Providers { addrs: providers }, client, _dir: dir }
 }
 

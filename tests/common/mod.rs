@@ -22,6 +22,12 @@ pub async fn acquirer_client(net: &paynet::network::Network) -> Client {
         .await
 }
 
+/// A client on the in-process network's ASCII acquirer listener (iso87ascii, 4-digit header).
+pub async fn acquirer_ascii_client(net: &paynet::network::Network) -> Client {
+    let a = &net.ports.acquirer_ascii;
+    Client::connect_to(&a.host, a.port, FramingKind::Ascii4, "iso87ascii").await
+}
+
 /// The issuer simulator's open-to-buy of `pan`.
 pub fn otb(net: &paynet::network::Network, pan: &str) -> u64 {
     net.issuer_state.issuer.lock().expect("issuer").open_to_buy(pan).expect("card")
