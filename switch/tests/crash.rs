@@ -28,17 +28,10 @@ struct Seen {
 }
 
 fn answer_to(req: &Message) -> Message {
-    let mti = Mti::from_digits(&[b'0', req.mti().digits()[1], req.mti().digits()[2] + 1, b'0']).expect("mti");
-    let mut a = Message::new(req.spec().clone(), mti);
-    for de in [2u16, 3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49, 70, 90] {
-        if req.contains(de) {
-            a.copy_from(req, de).expect("copy");
-        }
-    }
-    if mti == Mti::AUTHORIZATION_RESPONSE {
+    let mut a = codecs::iso8583::reply::response(req, "00");
+    if a.mti() == Mti::AUTHORIZATION_RESPONSE {
         a.set_text(38, "A1B2C3").expect("DE 38");
     }
-    a.set_text(39, "00").expect("DE 39");
     a
 }
 

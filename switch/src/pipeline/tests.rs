@@ -353,26 +353,15 @@ fn responses_from_acquirers_are_ignored_and_echo_is_answered_locally() {
     assert_eq!((rc(&d).as_str(), d.route.as_str()), ("00", "local"));
 }
 
-/// A purchase in another currency: DE 49 and tag 5F2A both say `currency` (the pipeline then
-/// cannot verify the card's cryptogram over the changed data, so the test issuer's IMK is off).
+/// A purchase the terminal sells in `currency` (DE 49 and tag 5F2A; the card's ARQC over it).
 fn purchase_in(currency: &str, stan: u32, amount: u64, atc: u16) -> Message {
-    let mut m = purchase(stan, amount, atc);
-    m.set_text(49, currency).expect("DE 49");
-    let mut icc = m.icc_data().expect("ok").expect("DE 55").to_vec();
-    let at = icc.windows(2).position(|w| w == [0x5F, 0x2A]).expect("5F2A") + 3;
-    let bcd = hex::decode(format!("0{currency}")).expect("bcd");
-    icc[at..at + 2].copy_from_slice(&bcd);
-    m.set_icc_data(&icc).expect("DE 55");
-    m
+    let tx = Tx { currency: currency.into(), ..Tx::purchase(stan, amount, atc) };
+    chip_request(Spec::builtin("network").expect("spec"), &card(PAN), &tx).expect("request")
 }
 
-/// The fixture's pipeline with the card range billed in EUR, a TWD → EUR rate, and no on-behalf
-/// verification.
+/// The fixture's pipeline with the card range billed in EUR and a TWD → EUR rate.
 fn converting_pipeline() -> Pipeline {
-    let mut p = pipeline();
-    for rules in p.issuers.values_mut() {
-        rules.imk_ac = None;
-    }
+    let p = pipeline();
     let cfg = crate::config::SwitchConfig {
         routes: vec![crate::config::RouteConfig {
             prefix: "476173".into(),
