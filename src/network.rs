@@ -9,7 +9,8 @@
 //! everything — the token service and its provisioning API included — from them.
 //!
 //! Keys: a fresh LMK per run, held in memory only; the switch's and the issuer's keystores (key
-//! blocks under it) live in the run's folder. The test cards' clear material (ICC master keys,
+//! blocks under it) live in the run's folder. A kept network ([`Options::keep`], `serve --state
+//! DIR`) keeps its LMK as two components in its folder instead, and comes back whole ([`kept`]). The test cards' clear material (ICC master keys,
 //! PINs) and the test ATMs' initial DUKPT keys appear only in the ports file, as INTERFACES.md §5
 //! says; nothing else the network writes holds a clear PAN, PIN or key. The ports file and both
 //! keystores are written readable by their owner only (mode 0600).
@@ -34,6 +35,8 @@ use switch::config::{
 };
 use switch::node::{NodeParts, RunningNode};
 use tokio_util::sync::CancellationToken;
+
+pub mod kept;
 
 /// How to start the network.
 #[derive(Clone)]
@@ -67,6 +70,8 @@ pub struct Options {
     /// Cloud (HCE) tokens: seconds a batch of limited-use keys stays valid
     /// (`[token_service] luk_ttl_s`).
     pub luk_ttl_s: u64,
+    /// Keep the network in `dir` ([`kept`]): a start on a folder that holds one brings it back.
+    pub keep: bool,
 }
 
 impl Options {
@@ -90,6 +95,7 @@ impl Options {
             wallet_providers: true,
             luk_batch: TokenServiceConfig::default().luk_batch,
             luk_ttl_s: TokenServiceConfig::default().luk_ttl_s,
+            keep: false,
         }
     }
 }
@@ -170,14 +176,14 @@ pub struct PortsFile {
 }
 
 /// An issuer's test credentials for `/v1/issuer/...` (`Authorization: Bearer <name>:<secret>`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TestIssuerCredential {
     pub name: String,
     pub secret: String,
 }
 
 /// A token requestor's test credentials (`Authorization: Bearer <id>:<secret>`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TestRequestor {
     pub id: String,
     pub kind: String,
@@ -202,6 +208,8 @@ pub struct Network {
     dir: PathBuf,
     /// The phone's providers, when started ([`Options::wallet_providers`]).
     providers: Option<wallet_sim::providers::Running>,
+    /// Saves the issuer's state of a kept network ([`Options::keep`]).
+    keeper: Option<kept::Keeper>,
 }
 
 fn random(buf: &mut [u8]) {
@@ -232,27 +240,81 @@ fn expiry_in_three_years() -> String {
     format!("{:02}{}", (yy + 3) % 100, &yymm[2..])
 }
 
+/// A new network's switch keystore.
+fn fresh_switch_keystore(
+    opts: &Options,
+    lmk_hex: &str,
+    test: &issuer_sim::cards::TestIssuer,
+    link_mac_key: crypto::keys::AesKey,
+) -> Result<Keystore> {
+    // The switch's keystore: its own keys, the zone PIN key it shares with the issuer, the
+    // acquirer BDK of the test ATMs.
+    let mut ks = Keystore::new(Lmk::from_hex(lmk_hex)?);
+    switch::keys::ensure_node_keys(&mut ks, &mut random)?;
+    import(&mut ks, "issuer-a.zpk", "D0000P0TB00N0000", SymmetricKey::Tdes(test.zpk_clear.clone()))?;
+    import(&mut ks, "issuer-a.mac", "D0000M6AC00N0000", SymmetricKey::Aes(link_mac_key))?;
+    if opts.on_behalf {
+        import(&mut ks, "issuer-a.imk-ac", "D0000E0TX00N0000", SymmetricKey::Tdes(test.imk_clear.clone()))?;
+    }
+    let mut bdk_raw = zeroize::Zeroizing::new([0u8; 16]);
+    random(bdk_raw.as_mut());
+    crypto::keys::adjust_odd_parity(bdk_raw.as_mut());
+    let bdk = TdesKey::from_slice(bdk_raw.as_ref())?;
+    import(&mut ks, "acquirer.bdk", "D0000B0TX00N0000", SymmetricKey::Tdes(bdk.clone()))?;
+    let mut vault_raw = zeroize::Zeroizing::new([0u8; 32]);
+    random(vault_raw.as_mut());
+    import(
+        &mut ks,
+        "switch.vault",
+        "D0000D0AB00N0000",
+        SymmetricKey::Aes(crypto::keys::AesKey::from_slice(vault_raw.as_ref())?),
+    )?;
+    let mut timk_raw = zeroize::Zeroizing::new([0u8; 16]);
+    random(timk_raw.as_mut());
+    crypto::keys::adjust_odd_parity(timk_raw.as_mut());
+    import(
+        &mut ks,
+        "token.imk-ac",
+        "D0000E0TX00N0000",
+        SymmetricKey::Tdes(TdesKey::from_slice(timk_raw.as_ref())?),
+    )?;
+    Ok(ks)
+}
+
 /// Starts issuer simulator and switch, and waits until the switch's issuer link is up.
 pub async fn start(opts: Options) -> Result<Network> {
     std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
-    let mut lmk_bytes = zeroize::Zeroizing::new([0u8; 32]);
-    random(lmk_bytes.as_mut());
-    let lmk_hex = zeroize::Zeroizing::new(to_hex(lmk_bytes.as_ref()));
+    // A kept network's LMK is in its folder; any other network's is fresh and in memory only.
+    let kept = if opts.keep { Some(kept::Kept::open(&opts.dir)?) } else { None };
+    let restored = kept.as_ref().and_then(|k| k.restored.as_ref().map(|s| (k, s)));
+    let lmk_hex = match &kept {
+        Some(k) => k.lmk_hex.clone(),
+        None => {
+            let mut lmk_bytes = zeroize::Zeroizing::new([0u8; 32]);
+            random(lmk_bytes.as_mut());
+            zeroize::Zeroizing::new(to_hex(lmk_bytes.as_ref()))
+        }
+    };
+    let expiry = restored.map_or_else(expiry_in_three_years, |(_, s)| s.expiry.clone());
 
     // The issuer: test cards and its keys.
-    let mut test = generate_test_issuer(
-        opts.cards.max(4),
-        Lmk::from_hex(&lmk_hex)?,
-        &expiry_in_three_years(),
-        &mut random,
-    )?;
+    let mut test = match restored {
+        Some((k, s)) => k.test_issuer(s)?,
+        None => generate_test_issuer(opts.cards.max(4), Lmk::from_hex(&lmk_hex)?, &expiry, &mut random)?,
+    };
     // The switch's link to the issuer is MAC-authenticated (AES-CMAC, TR-31 usage M6, under a key
     // both hold): it is how the issuer knows that a request, and the token service's word in it
     // (DE 123 DF8106), comes from the switch.
-    let mut link_mac_raw = zeroize::Zeroizing::new([0u8; 16]);
-    random(link_mac_raw.as_mut());
-    let link_mac_key = crypto::keys::AesKey::from_slice(link_mac_raw.as_ref())?;
-    import(&mut test.keystore, "issuer.mac", "D0000M6AC00N0000", SymmetricKey::Aes(link_mac_key.clone()))?;
+    let link_mac_key = match restored {
+        Some(_) => kept::link_mac_key(&test.keystore)?,
+        None => {
+            let mut link_mac_raw = zeroize::Zeroizing::new([0u8; 16]);
+            random(link_mac_raw.as_mut());
+            let key = crypto::keys::AesKey::from_slice(link_mac_raw.as_ref())?;
+            import(&mut test.keystore, "issuer.mac", "D0000M6AC00N0000", SymmetricKey::Aes(key.clone()))?;
+            key
+        }
+    };
     let issuer_keys = test.keystore.to_toml();
     crate::private_file::write_atomic(&opts.dir.join("issuer-keys.toml"), issuer_keys.as_bytes())?;
     // The cards stay in memory: an issuer's card file holds PANs, and `serve` writes none.
@@ -270,7 +332,14 @@ pub async fn start(opts: Options) -> Result<Network> {
             )
         })
         .transpose()?;
-    let issuer = Issuer::new(issuer_hsm, issuer_sim::cards::ZPK_NAME, &test.cards);
+    let mut issuer = Issuer::new(issuer_hsm, issuer_sim::cards::ZPK_NAME, &test.cards);
+    if let Some(k) = &kept {
+        k.restore_issuer(&mut issuer)?;
+        // The ports file shows the open-to-buy as it stands.
+        for c in &mut test.clear {
+            c.balance = format!("{:012}", issuer.open_to_buy(&c.pan).unwrap_or(0));
+        }
+    }
     let issuer_state = Arc::new(ServerState {
         issuer: Mutex::new(issuer),
         spec: codecs::iso8583::Spec::builtin("network").ok_or_else(|| anyhow!("network spec"))?.clone(),
@@ -306,37 +375,11 @@ pub async fn start(opts: Options) -> Result<Network> {
         issuer_admin_stop.clone(),
     ));
 
-    // The switch's keystore: its own keys, the zone PIN key it shares with the issuer, the
-    // acquirer BDK of the test ATMs.
-    let mut ks = Keystore::new(Lmk::from_hex(&lmk_hex)?);
-    switch::keys::ensure_node_keys(&mut ks, &mut random)?;
-    import(&mut ks, "issuer-a.zpk", "D0000P0TB00N0000", SymmetricKey::Tdes(test.zpk_clear.clone()))?;
-    import(&mut ks, "issuer-a.mac", "D0000M6AC00N0000", SymmetricKey::Aes(link_mac_key))?;
-    if opts.on_behalf {
-        import(&mut ks, "issuer-a.imk-ac", "D0000E0TX00N0000", SymmetricKey::Tdes(test.imk_clear.clone()))?;
-    }
-    let mut bdk_raw = zeroize::Zeroizing::new([0u8; 16]);
-    random(bdk_raw.as_mut());
-    crypto::keys::adjust_odd_parity(bdk_raw.as_mut());
-    let bdk = TdesKey::from_slice(bdk_raw.as_ref())?;
-    import(&mut ks, "acquirer.bdk", "D0000B0TX00N0000", SymmetricKey::Tdes(bdk.clone()))?;
-    let mut vault_raw = zeroize::Zeroizing::new([0u8; 32]);
-    random(vault_raw.as_mut());
-    import(
-        &mut ks,
-        "switch.vault",
-        "D0000D0AB00N0000",
-        SymmetricKey::Aes(crypto::keys::AesKey::from_slice(vault_raw.as_ref())?),
-    )?;
-    let mut timk_raw = zeroize::Zeroizing::new([0u8; 16]);
-    random(timk_raw.as_mut());
-    crypto::keys::adjust_odd_parity(timk_raw.as_mut());
-    import(
-        &mut ks,
-        "token.imk-ac",
-        "D0000E0TX00N0000",
-        SymmetricKey::Tdes(TdesKey::from_slice(timk_raw.as_ref())?),
-    )?;
+    let ks = match restored {
+        Some((k, _)) => k.switch_keystore()?,
+        None => fresh_switch_keystore(&opts, &lmk_hex, &test, link_mac_key)?,
+    };
+    let bdk = ks.get_tdes(&KeyName::new("acquirer.bdk")?, crypto::keyblock::KeyUsage::BDK)?;
     let mut atms = Vec::new();
     for i in 0..opts.atms.max(4) {
         let ksn = TdesKsn::from_hex(&format!("FFFF4761{:06X}E00000", i + 1))?;
@@ -350,22 +393,30 @@ pub async fn start(opts: Options) -> Result<Network> {
     crate::private_file::write_atomic(&opts.dir.join("switch-keys.toml"), ks.to_toml().as_bytes())?;
     // One test requestor of each type, and the test issuer's credential for the token service's
     // issuer calls (test credentials, generated per run).
-    let requestors: Vec<TestRequestor> = [
-        ("40010030273", "wallet"),
-        ("40010075001", "cloud"),
-        ("40010043210", "se-tsm"),
-        ("40010099001", "merchant"),
-    ]
-    .into_iter()
-    .map(|(id, kind)| {
+    let requestors: Vec<TestRequestor> = if let Some((_, s)) = restored {
+        s.requestors.clone()
+    } else {
+        [
+            ("40010030273", "wallet"),
+            ("40010075001", "cloud"),
+            ("40010043210", "se-tsm"),
+            ("40010099001", "merchant"),
+        ]
+        .into_iter()
+        .map(|(id, kind)| {
+            let mut secret = [0u8; 16];
+            random(&mut secret);
+            TestRequestor { id: id.into(), kind: kind.into(), secret: to_hex(&secret) }
+        })
+        .collect()
+    };
+    let token_issuers = if let Some((_, s)) = restored {
+        s.token_issuers.clone()
+    } else {
         let mut secret = [0u8; 16];
         random(&mut secret);
-        TestRequestor { id: id.into(), kind: kind.into(), secret: to_hex(&secret) }
-    })
-    .collect();
-    let mut secret = [0u8; 16];
-    random(&mut secret);
-    let token_issuers = vec![TestIssuerCredential { name: "issuer-a".into(), secret: to_hex(&secret) }];
+        vec![TestIssuerCredential { name: "issuer-a".into(), secret: to_hex(&secret) }]
+    };
     let cfg = SwitchConfig {
         node: switch::config::NodeConfig {
             name: "serve".into(),
@@ -478,6 +529,20 @@ pub async fn start(opts: Options) -> Result<Network> {
     } else {
         None
     };
+    let keeper = match kept {
+        Some(k) => {
+            let saved = kept::Saved {
+                cards: ports.test_cards.len(),
+                expiry,
+                lmk_kcv: k.lmk_kcv()?,
+                component_kcvs: Vec::new(),
+                requestors: ports.token_requestors.clone(),
+                token_issuers: ports.token_issuers.clone(),
+            };
+            Some(k.keep(saved, issuer_state.clone())?)
+        }
+        None => None,
+    };
     Ok(Network {
         switch: node,
         issuer_addr,
@@ -491,6 +556,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         lmk_hex,
         dir: opts.dir.clone(),
         providers,
+        keeper,
     })
 }
 
@@ -630,6 +696,9 @@ impl Network {
         if let Some(t) = self.issuer_task {
             let _ = t.await;
         }
+        if let Some(k) = self.keeper {
+            k.stop().await;
+        }
     }
 
     /// Takes the issuer simulator off the network (its state is kept).
@@ -668,6 +737,7 @@ impl Network {
             lmk_hex,
             dir,
             providers,
+            keeper,
         } = self;
         switch.shutdown().await;
         // The provisioning API comes back on its address: the providers keep talking to it.
@@ -696,6 +766,7 @@ impl Network {
             lmk_hex,
             dir,
             providers,
+            keeper,
         })
     }
 
