@@ -225,11 +225,8 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
         Err(e) => return Err(unknown(e.to_string())),
     };
     // The screen.
-    if out.dispensed > 0 {
-        eprintln!("{}: please take your cash: {}", atm.cfg.tid, out.dispensed);
-    }
-    if let Some(left) = out.available_after {
-        eprintln!("{}: credit available: {left}", atm.cfg.tid);
+    for line in out.screen(&atm.cfg.tid, atm.cfg.terminal.currency) {
+        eprintln!("{line}");
     }
     let json = serde_json::to_string(&out).map_err(|e| unknown(e.to_string()))?;
     println!("{json}");
