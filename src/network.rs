@@ -278,6 +278,12 @@ fn fresh_switch_keystore(
         "D0000E0TX00N0000",
         SymmetricKey::Tdes(TdesKey::from_slice(timk_raw.as_ref())?),
     )?;
+    if opts.keep {
+        let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+        random(raw.as_mut());
+        let key = SymmetricKey::Aes(crypto::keys::AesKey::from_slice(raw.as_ref())?);
+        import(&mut ks, kept::PROVIDERS_KEY, "D0000D0AB00N0000", key)?;
+    }
     Ok(ks)
 }
 
@@ -523,7 +529,12 @@ pub async fn start(opts: Options) -> Result<Network> {
         wallet_providers: None,
     };
     let providers = if opts.wallet_providers {
-        let running = start_providers(&ports, issuer_state.clone()).await?;
+        let store = match &kept {
+            Some(_) => Some(kept::ProvidersStore::open(&opts.dir, &ks)?
+                as Arc<dyn wallet_sim::providers::kept::KeptStore>),
+            None => None,
+        };
+        let running = start_providers(&ports, issuer_state.clone(), store).await?;
         ports.wallet_providers = Some(running.addrs.clone());
         Some(running)
     } else {
@@ -565,6 +576,7 @@ pub async fn start(opts: Options) -> Result<Network> {
 async fn start_providers(
     ports: &PortsFile,
     issuer: Arc<ServerState>,
+    kept: Option<Arc<dyn wallet_sim::providers::kept::KeptStore>>,
 ) -> Result<wallet_sim::providers::Running> {
     use wallet_sim::providers::{
         IssuerPerso, PersoKind, PersoOutcome, PersoRequest, ProvidersConfig, RequestorCredential,
@@ -614,6 +626,7 @@ async fn start_providers(
         token_api: ports.provisioning_api.clone(),
         requestors,
         issuer_perso: Some(perso),
+        kept,
     })
     .await
 }

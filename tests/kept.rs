@@ -2,7 +2,9 @@
 //! stopped (SIGTERM) and started again on the same DIR between a phone's provisioning and its
 //! payments — contactless POS, in-app, and an ATM cash advance — and between a test ATM's two cash
 //! advances with the same initial key (atm-sim keeps its DUKPT counter, the switch its BDK). The
-//! second start lists the same cards, ATMs and credentials; the balances continue.
+//! second start lists the same cards, ATMs and credentials; the balances continue; the providers
+//! know their phones again: the cloud platform replenishes the HCE phone's keys, the SE TSM puts
+//! a second card into the secure element it set up before the restart.
 
 mod common;
 
@@ -19,6 +21,18 @@ use terminal_kit::pos::{Tx, tap_request};
 
 fn ports_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("ports file")).expect("JSON")
+}
+
+fn wallet_sim(args: &[&str], ports: &Path, phone: &Path) {
+    let out = Command::new(workspace_bin("wallet-sim"))
+        .args(args)
+        .arg("--ports-file")
+        .arg(ports)
+        .arg("--phone")
+        .arg(phone)
+        .output()
+        .expect("wallet-sim");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn cash_advance(ports: &Path, atm_state: &Path, args: &[&str]) -> serde_json::Value {
@@ -87,14 +101,10 @@ async fn a_kept_network_comes_back_with_its_phones_atms_and_balances() {
     // First start: an HCE phone provisioned on card 5 (a token), a cash advance by card 0.
     let serve = serve_kept(&first, &state, dir.path());
     let before = ports_json(&first);
-    let out = Command::new(workspace_bin("wallet-sim"))
-        .args(["provision", "--model", "hce", "--card", "5", "--ports-file"])
-        .arg(&first)
-        .arg("--phone")
-        .arg(&phone_path)
-        .output()
-        .expect("wallet-sim");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wallet_sim(&["provision", "--model", "hce", "--card", "5"], &first, &phone_path);
+    // A second phone: a secure element the SE operator issued, card 3 put in over the air.
+    let se_phone = dir.path().join("se-phone.json");
+    wallet_sim(&["provision", "--model", "tsm-se-pan", "--card", "3"], &first, &se_phone);
     let pin = |i: usize| before["test_cards"][i]["pin"].as_str().expect("pin").to_string();
     let v = cash_advance(&first, &atm_state, &["--card", "0", "--amount", "200000", "--pin", &pin(0)]);
     assert_eq!(v["response_code"], "00", "{v}");
@@ -128,6 +138,14 @@ async fn a_kept_network_comes_back_with_its_phones_atms_and_balances() {
     let v =
         cash_advance(&second, &atm_state, &["--device", phone_arg, "--amount", "20000", "--pin", &pin(5)]);
     assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("00"), Some(20_000)), "{v}");
+
+    // The providers' state came back: the cloud platform knows the HCE phone and its token, the SE
+    // TSM the secure element and its domains' keys.
+    wallet_sim(&["replenish"], &second, &phone_path);
+    wallet_sim(&["provision", "--model", "tsm-se-token", "--card", "2"], &second, &se_phone);
+    let mut se = Phone::open(&se_phone).expect("SE phone");
+    assert_eq!(se.cards().len(), 2, "both cards in the secure element");
+    assert_eq!(pay_pos(&mut c, &mut se, 3, 700).await, ("00".to_string(), true), "the SE phone");
 
     // The test ATM's second cash advance, on the same initial key and the next KSN.
     let v = cash_advance(&second, &atm_state, &["--card", "0", "--amount", "100000", "--pin", &pin(0)]);

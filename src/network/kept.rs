@@ -12,7 +12,10 @@
 //! - `network.toml` (mode 0600): the number of cards, their expiry, the test credentials of the
 //!   token requestors and issuers (the token service keeps only their digests).
 //! - `network.db` (SQLite): the issuer simulator's changing state ([`issuer_sim::kept`]: no PAN),
-//!   saved whenever it changed, checked every [`SAVE_EVERY`], and when the network stops.
+//!   saved whenever it changed, checked every [`SAVE_EVERY`], and when the network stops; and the
+//!   phone's providers' state ([`wallet_sim::providers::kept`]), saved after each request they
+//!   answer, sealed (AES-256-GCM) under `providers.kept` of the switch's keystore: it holds the
+//!   cloud platform's real-PAN cards, the SE domains' keys and the registered credentials.
 //! - `data/`: the switch's own store, as every node keeps it.
 
 use std::path::{Path, PathBuf};
@@ -216,9 +219,57 @@ fn open_db(dir: &Path) -> Result<rusqlite::Connection> {
     let db = rusqlite::Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
     db.execute_batch(
         "PRAGMA journal_mode = WAL;
+         PRAGMA busy_timeout = 5000;
          CREATE TABLE IF NOT EXISTS kept (name TEXT PRIMARY KEY, body TEXT NOT NULL);",
     )?;
     Ok(db)
+}
+
+/// The key that seals the providers' state, in the switch's keystore.
+pub const PROVIDERS_KEY: &str = "providers.kept";
+
+/// The providers' store: rows `provider/<name>` of `network.db`, sealed.
+pub struct ProvidersStore {
+    db: std::sync::Mutex<rusqlite::Connection>,
+    sealer: terminal_kit::state::Sealer,
+}
+
+impl ProvidersStore {
+    /// The store of the kept network in `dir`, sealing under [`PROVIDERS_KEY`] of `switch_keys`.
+    pub fn open(dir: &Path, switch_keys: &Keystore) -> Result<Arc<ProvidersStore>> {
+        let key = switch_keys.get_aes(&KeyName::new(PROVIDERS_KEY)?, KeyUsage::DATA_ENCRYPTION)?;
+        let sealer = terminal_kit::state::Sealer::derived(key.expose(), b"paynet providers state v1");
+        Ok(Arc::new(ProvidersStore { db: std::sync::Mutex::new(open_db(dir)?), sealer }))
+    }
+}
+
+impl wallet_sim::providers::kept::KeptStore for ProvidersStore {
+    fn load(&self, name: &str) -> std::result::Result<Option<Vec<u8>>, String> {
+        let db = self.db.lock().map_err(|_| "store unavailable".to_string())?;
+        let row: Option<String> = db
+            .query_row("SELECT body FROM kept WHERE name = ?1", [format!("provider/{name}")], |r| r.get(0))
+            .map(Some)
+            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })
+            .map_err(|e| e.to_string())?;
+        match row {
+            Some(sealed) => Ok(Some(self.sealer.open(&sealed).map_err(|e| e.to_string())?.to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    fn save(&self, name: &str, body: &[u8]) -> std::result::Result<(), String> {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+        let sealed = self.sealer.seal(body, nonce).map_err(|e| e.to_string())?;
+        let db = self.db.lock().map_err(|_| "store unavailable".to_string())?;
+        db.execute(
+            "INSERT INTO kept (name, body) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET body = excluded.body",
+            [format!("provider/{name}"), sealed],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    }
 }
 
 /// The LMK (hex) that is the XOR of the components.
