@@ -99,14 +99,6 @@ impl IssuerLink for Approver {
     }
 }
 
-struct Sevens;
-
-impl Entropy for Sevens {
-    fn fill(&self, buf: &mut [u8]) {
-        buf.fill(7);
-    }
-}
-
 fn engine(store: Arc<Refusing>, issuer: Arc<Approver>) -> Engine {
     let pipeline = pipeline_on(store.clone());
     pipeline.state.set_commit_timeout(std::time::Duration::from_millis(300));
@@ -126,7 +118,7 @@ fn engine(store: Arc<Refusing>, issuer: Arc<Approver>) -> Engine {
         journal,
         metrics,
         clock: Arc::new(crate::clock::ManualClock(AtomicU64::new(1_795_000_000_000))),
-        entropy: Arc::new(Sevens),
+        entropy: Arc::new(testkit::TestRng::seeded(7)),
     }
 }
 
