@@ -25,7 +25,7 @@ use crypto::dukpt::TdesKsn;
 use crypto::keyblock::Header;
 use crypto::keys::{SymmetricKey, TdesKey, to_hex};
 use crypto::keystore::{KeyName, Keystore, Lmk};
-use issuer_sim::cards::{ClearTestCard, generate_test_issuer};
+use issuer_sim::cards::{ClearTestCard, generate_test_issuer_billed};
 use issuer_sim::host::Issuer;
 use issuer_sim::server::{FaultRule, ServerState};
 use serde::Serialize;
@@ -72,6 +72,9 @@ pub struct Options {
     pub luk_ttl_s: u64,
     /// Keep the network in `dir` ([`kept`]): a start on a folder that holds one brings it back.
     pub keep: bool,
+    /// Test cards (by index) billed in New Taiwan dollars, in their own range
+    /// (`issuer_sim::cards::TWD_CARD_PREFIX`); the others are billed in EUR.
+    pub twd_cards: Vec<usize>,
 }
 
 impl Options {
@@ -96,6 +99,7 @@ impl Options {
             luk_batch: TokenServiceConfig::default().luk_batch,
             luk_ttl_s: TokenServiceConfig::default().luk_ttl_s,
             keep: false,
+            twd_cards: Vec::new(),
         }
     }
 }
@@ -240,6 +244,24 @@ fn expiry_in_three_years() -> String {
     format!("{:02}{}", (yy + 3) % 100, &yymm[2..])
 }
 
+/// The routes and rates of the cards billed in TWD, when there are any: their range billed in
+/// 901, and EUR converted to TWD.
+fn with_twd_billing(mut cfg: SwitchConfig, twd_cards: &[usize]) -> SwitchConfig {
+    if !twd_cards.is_empty() {
+        cfg.routes.push(RouteConfig {
+            prefix: issuer_sim::cards::TWD_CARD_PREFIX.into(),
+            issuer: "issuer-a".into(),
+            billing_currency: Some("901".into()),
+        });
+        cfg.rates.push(switch::config::RateConfig {
+            from: "978".into(),
+            to: "901".into(),
+            rate: "35".into(),
+        });
+    }
+    cfg
+}
+
 /// A new network's switch keystore.
 fn fresh_switch_keystore(
     opts: &Options,
@@ -306,7 +328,13 @@ pub async fn start(opts: Options) -> Result<Network> {
     // The issuer: test cards and its keys.
     let mut test = match restored {
         Some((k, s)) => k.test_issuer(s)?,
-        None => generate_test_issuer(opts.cards.max(4), Lmk::from_hex(&lmk_hex)?, &expiry, &mut random)?,
+        None => generate_test_issuer_billed(
+            opts.cards.max(4),
+            &opts.twd_cards,
+            Lmk::from_hex(&lmk_hex)?,
+            &expiry,
+            &mut random,
+        )?,
     };
     // The switch's link to the issuer is MAC-authenticated (AES-CMAC, TR-31 usage M6, under a key
     // both hold): it is how the issuer knows that a request, and the token service's word in it
@@ -497,6 +525,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         // The token service runs in the node (its requestors' and issuers' secrets are generated).
         token_service: token_service_config(&opts, &requestors, &token_issuers),
     };
+    let cfg = with_twd_billing(cfg, &opts.twd_cards);
     let node = start_switch(&cfg, &lmk_hex, &opts.dir).await?;
     let token_service =
         node.token_service.clone().ok_or_else(|| anyhow!("the switch runs no token service"))?;
@@ -549,6 +578,7 @@ pub async fn start(opts: Options) -> Result<Network> {
                 component_kcvs: Vec::new(),
                 requestors: ports.token_requestors.clone(),
                 token_issuers: ports.token_issuers.clone(),
+                twd_cards: opts.twd_cards.clone(),
             };
             Some(k.keep(saved, issuer_state.clone())?)
         }

@@ -49,6 +49,9 @@ pub struct Saved {
     pub component_kcvs: Vec<String>,
     pub requestors: Vec<TestRequestor>,
     pub token_issuers: Vec<TestIssuerCredential>,
+    /// The test cards billed in TWD (`Options::twd_cards`).
+    #[serde(default)]
+    pub twd_cards: Vec<usize>,
 }
 
 /// A state folder, opened: its LMK, and what it saved when it held a network already.
@@ -129,7 +132,7 @@ impl Kept {
             Lmk::from_hex(&self.lmk_hex)?,
             &read_private(&self.dir.join("issuer-keys.toml"))?,
         )?;
-        Ok(issuer_sim::cards::test_issuer_from_keystore(saved.cards, ks, &saved.expiry)?)
+        Ok(issuer_sim::cards::test_issuer_from_keystore(saved.cards, &saved.twd_cards, ks, &saved.expiry)?)
     }
 
     /// The switch's keystore of a restored network.
