@@ -526,7 +526,9 @@ pub async fn start(opts: Options) -> Result<Network> {
         // The token service runs in the node (its requestors' and issuers' secrets are generated).
         token_service: token_service_config(&opts, &requestors, &token_issuers),
     };
-    let cfg = with_twd_billing(cfg, &opts.twd_cards);
+    // A kept network's cards are billed as they were when it was made.
+    let twd_cards = restored.map_or_else(|| opts.twd_cards.clone(), |(_, s)| s.twd_cards.clone());
+    let cfg = with_twd_billing(cfg, &twd_cards);
     let node = start_switch(&cfg, &lmk_hex, &opts.dir).await?;
     let token_service =
         node.token_service.clone().ok_or_else(|| anyhow!("the switch runs no token service"))?;
@@ -579,7 +581,7 @@ pub async fn start(opts: Options) -> Result<Network> {
                 component_kcvs: Vec::new(),
                 requestors: ports.token_requestors.clone(),
                 token_issuers: ports.token_issuers.clone(),
-                twd_cards: opts.twd_cards.clone(),
+                twd_cards,
             };
             Some(k.keep(saved, issuer_state.clone())?)
         }

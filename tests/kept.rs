@@ -108,6 +108,15 @@ async fn a_kept_network_comes_back_with_its_phones_atms_and_balances() {
     let pin = |i: usize| before["test_cards"][i]["pin"].as_str().expect("pin").to_string();
     let v = cash_advance(&first, &atm_state, &["--card", "0", "--amount", "200000", "--pin", &pin(0)]);
     assert_eq!(v["response_code"], "00", "{v}");
+    // One network per folder: a second serve on it while it runs is refused.
+    let other = Command::new(env!("CARGO_BIN_EXE_paynet"))
+        .args(["serve", "--state"])
+        .arg(&state)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("paynet serve");
+    assert_eq!(other.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("in use"), "{other:?}");
     drop(serve);
 
     // Second start on the same folder: the same network.

@@ -17,6 +17,7 @@
 //!   answer, sealed (AES-256-GCM) under `providers.kept` of the switch's keystore: it holds the
 //!   cloud platform's real-PAN cards, the SE domains' keys and the registered credentials.
 //! - `data/`: the switch's own store, as every node keeps it.
+//! - `lock`: held while the network runs; a second `serve` on the same folder is refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +62,14 @@ pub struct Kept {
     /// `None`: a new network (the folder was empty).
     pub restored: Option<Saved>,
     component_kcvs: Vec<String>,
+    lock: std::fs::File,
+}
+
+/// Locks `dir` for this process (released when the file is dropped, or the process ends).
+fn lock(dir: &Path) -> Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+    f.try_lock().map_err(|_| anyhow!("{} is in use by another running network", dir.display()))?;
+    Ok(f)
 }
 
 fn random(buf: &mut [u8]) -> Result<()> {
@@ -88,6 +97,7 @@ impl Kept {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let saved_path = dir.join(SAVED);
         if saved_path.exists() {
+            let lock = lock(dir)?;
             let saved: Saved = toml::from_str(&read_private(&saved_path)?)
                 .with_context(|| format!("reading {}", saved_path.display()))?;
             let mut components = Vec::new();
@@ -99,7 +109,7 @@ impl Kept {
                 .with_context(|| format!("the LMK of {}", dir.display()))?;
             let lmk_hex = xor_hex(&components);
             let component_kcvs = saved.component_kcvs.clone();
-            return Ok(Kept { dir: dir.to_path_buf(), lmk_hex, restored: Some(saved), component_kcvs });
+            return Ok(Kept { dir: dir.to_path_buf(), lmk_hex, restored: Some(saved), component_kcvs, lock });
         }
         #[cfg(unix)]
         {
@@ -112,6 +122,7 @@ impl Kept {
                 dir.display()
             );
         }
+        let lock = lock(dir)?;
         std::fs::create_dir_all(dir.join("lmk"))?;
         let mut components = Vec::new();
         for f in COMPONENTS {
@@ -123,7 +134,13 @@ impl Kept {
             components.push(c);
         }
         let component_kcvs = components.iter().map(|c| to_hex(&c.kcv())).collect();
-        Ok(Kept { dir: dir.to_path_buf(), lmk_hex: xor_hex(&components), restored: None, component_kcvs })
+        Ok(Kept {
+            dir: dir.to_path_buf(),
+            lmk_hex: xor_hex(&components),
+            restored: None,
+            component_kcvs,
+            lock,
+        })
     }
 
     /// The test issuer of a restored network: its keystore, and the cards derived from it.
@@ -193,7 +210,7 @@ impl Kept {
                 }
             }
         })?;
-        Ok(Keeper { stop, thread: Some(thread) })
+        Ok(Keeper { stop, thread: Some(thread), _lock: self.lock })
     }
 
     /// The LMK's check value (hex), for `network.toml`.
@@ -206,6 +223,8 @@ impl Kept {
 pub struct Keeper {
     stop: std::sync::mpsc::Sender<()>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The folder's lock, until the network has stopped.
+    _lock: std::fs::File,
 }
 
 impl Keeper {
