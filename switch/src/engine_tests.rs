@@ -132,6 +132,24 @@ fn engine(store: Arc<Refusing>, issuer: Arc<Approver>) -> Engine {
     }
 }
 
+/// A store that refuses on demand, an approving issuer (that fails the disk while it decides,
+/// with `fail_disk`), and the engine over both.
+fn setup(fail_disk: bool) -> (Arc<Refusing>, Arc<Approver>, Engine) {
+    let store = Arc::new(Refusing {
+        inner: SqliteStore::in_memory().expect("store"),
+        refuse: AtomicBool::new(false),
+    });
+    let issuer = Arc::new(Approver {
+        name: Arc::from("issuer-a"),
+        spec: Spec::builtin("network").expect("spec").clone(),
+        seen: AtomicUsize::new(0),
+        fail_disk: fail_disk.then(|| store.clone()),
+        mtis: Default::default(),
+    });
+    let e = engine(store.clone(), issuer.clone());
+    (store, issuer, e)
+}
+
 async fn call(e: &Engine, stan: u32, atc: u16) -> String {
     let req = purchase(stan, 1_000, atc);
     let raw = req.encode().expect("encode");
@@ -143,18 +161,7 @@ async fn call(e: &Engine, stan: u32, atc: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_leaves_only_with_its_row_and_a_refusing_disk_stops_authorizations() {
-    let store = Arc::new(Refusing {
-        inner: SqliteStore::in_memory().expect("store"),
-        refuse: AtomicBool::new(false),
-    });
-    let issuer = Arc::new(Approver {
-        name: Arc::from("issuer-a"),
-        spec: Spec::builtin("network").expect("spec").clone(),
-        seen: AtomicUsize::new(0),
-        fail_disk: None,
-        mtis: Default::default(),
-    });
-    let e = engine(store.clone(), issuer.clone());
+    let (store, issuer, e) = setup(false);
 
     assert_eq!(call(&e, 1, 1).await, "00");
     assert_eq!(store.journal_count().expect("count"), 1, "the row is in the store when the answer leaves");
@@ -188,18 +195,7 @@ async fn an_answer_leaves_only_with_its_row_and_a_refusing_disk_stops_authorizat
 /// at once (0420 pointing at the original), since the store that would queue it is the one failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_the_journal_cannot_keep_is_answered_96_and_reversed_at_the_issuer() {
-    let store = Arc::new(Refusing {
-        inner: SqliteStore::in_memory().expect("store"),
-        refuse: AtomicBool::new(false),
-    });
-    let issuer = Arc::new(Approver {
-        name: Arc::from("issuer-a"),
-        spec: Spec::builtin("network").expect("spec").clone(),
-        seen: AtomicUsize::new(0),
-        fail_disk: Some(store.clone()),
-        mtis: Default::default(),
-    });
-    let e = engine(store.clone(), issuer.clone());
+    let (_store, issuer, e) = setup(true);
     assert_eq!(call(&e, 7, 1).await, "96");
     let seen = issuer.mtis.lock().expect("mtis").clone();
     assert_eq!(seen.len(), 2, "the authorization, then its reversal: {seen:?}");
