@@ -244,6 +244,9 @@ impl Engine {
             tracing::error!(error = %e, "journal row not durable: answered 96 instead");
             answer = self.unjournaled(&answer);
             encoded = crate::pipeline::Pipeline::encode_answer(&answer);
+            if let Some(u) = done.undo.take() {
+                self.undo_approval(u).await;
+            }
         }
         self.pipeline.publish(dedupe.as_ref(), encoded.clone());
         Outcome::Answer { msg: answer, sign: done.sign, bytes: encoded }
@@ -267,6 +270,29 @@ impl Engine {
             latency_us: None,
         });
         a
+    }
+
+    /// Reverses at the issuer an approval the terminal was answered 96 for: at once (the store
+    /// that would queue it is the one failing), queued when the issuer does not take it now.
+    async fn undo_approval(&self, u: Owed) {
+        let Some(issuer) = self.issuers.get(&u.issuer) else { return };
+        let key = crate::wire::original_key(&u.msg);
+        match issuer.link.request(&u.msg).await {
+            Ok(a) if a.mti().is_response() => {
+                tracing::warn!(original = %key, "approval answered 96 (journal not durable): reversed at the issuer");
+            }
+            _ => {
+                if self.enqueue(issuer, u.kind, &u.msg).await {
+                    tracing::warn!(original = %key, "approval answered 96 (journal not durable): reversal queued");
+                } else {
+                    tracing::error!(
+                        original = %key,
+                        "approval answered 96 (journal not durable): its reversal could be neither \
+                         delivered nor queued; the issuer still holds it"
+                    );
+                }
+            }
+        }
     }
 
     /// While the store refuses commits: 96 at once, nothing forwarded, nothing decided.

@@ -186,6 +186,9 @@ pub struct Done {
     pub sign: Option<LinkMac>,
     /// The duplicate-cache entry this answer completes.
     pub dedupe: Option<TransmissionKey>,
+    /// What undoes the issuer's approval when this answer cannot be given after all (its journal
+    /// row did not become durable, so the terminal hears 96): a reversal of what was sent.
+    pub undo: Option<Owed>,
 }
 
 impl Done {
@@ -197,7 +200,16 @@ impl Done {
         route: impl Into<String>,
         sign: Option<LinkMac>,
     ) -> Done {
-        Done { answer, request, route: route.into(), decline: None, owed: vec![], sign, dedupe: None }
+        Done {
+            answer,
+            request,
+            route: route.into(),
+            decline: None,
+            owed: vec![],
+            sign,
+            dedupe: None,
+            undo: None,
+        }
     }
 
     /// A repeat answered with its original's answer.
@@ -413,8 +425,21 @@ impl Pipeline {
         let mut owed = Vec::new();
         let mut route = issuer.to_string();
         let mut decline = None;
+        let mut undo = None;
         let mut answer = match result {
-            Ok(issuer_answer) => respond::from_issuer(&txn, &issuer_answer),
+            Ok(issuer_answer) => {
+                if issuer_answer.text(39).and_then(|c| ResponseCode::parse(&c)).is_some_and(|c| c.approves())
+                {
+                    undo = Some(Owed {
+                        issuer: issuer.clone(),
+                        kind: SafKind::Reversal,
+                        msg: crate::wire::reversal_for(&sent, ResponseCode::TOO_LATE.as_str()),
+                        on_failure: None,
+                        online_first: true,
+                    });
+                }
+                respond::from_issuer(&txn, &issuer_answer)
+            }
             Err(LinkError::Down) => {
                 let (answer, advice) =
                     standin::decide(self, &txn, &issuer, &sent, verified, self.entropy.u32());
@@ -459,7 +484,7 @@ impl Pipeline {
         convert::show_billing(&sent, &mut answer);
         respond::for_token(self, &txn, token.as_ref(), &mut answer);
         original::record_answered(self, &txn, &issuer, &answer, now_ms);
-        Done { answer, request: Some(txn.msg), route, decline, owed, sign, dedupe }
+        Done { answer, request: Some(txn.msg), route, decline, owed, sign, dedupe, undo }
     }
 
     /// A reversal or advice: checked against its original.
