@@ -397,7 +397,10 @@ pub async fn start(opts: Options) -> Result<Network> {
     let issuer_admin_stop = CancellationToken::new();
     let mut admin_token_raw = zeroize::Zeroizing::new([0u8; 24]);
     random(admin_token_raw.as_mut());
-    let issuer_admin_token = hex::encode(admin_token_raw.as_ref());
+    let issuer_admin_token = match restored.and_then(|(_, s)| s.issuer_admin_token.clone()) {
+        Some(t) => t,
+        None => hex::encode(admin_token_raw.as_ref()),
+    };
     // Test mode: the network's own test cards, whose OTPs tools read from the admin port.
     let admin_access = issuer_sim::admin::AdminAccess::new(&issuer_admin_token, true)
         .map_err(|e| anyhow!("issuer admin: {e}"))?;
@@ -528,7 +531,10 @@ pub async fn start(opts: Options) -> Result<Network> {
     };
     // A kept network's cards are billed as they were when it was made.
     let twd_cards = restored.map_or_else(|| opts.twd_cards.clone(), |(_, s)| s.twd_cards.clone());
-    let cfg = with_twd_billing(cfg, &twd_cards);
+    let mut cfg = with_twd_billing(cfg, &twd_cards);
+    if let Some(k) = &kept {
+        k.same_ports(&mut cfg);
+    }
     let node = start_switch(&cfg, &lmk_hex, &opts.dir).await?;
     let token_service =
         node.token_service.clone().ok_or_else(|| anyhow!("the switch runs no token service"))?;
@@ -582,6 +588,7 @@ pub async fn start(opts: Options) -> Result<Network> {
                 requestors: ports.token_requestors.clone(),
                 token_issuers: ports.token_issuers.clone(),
                 twd_cards,
+                issuer_admin_token: Some(ports.issuer_admin_token.clone()),
             };
             Some(k.keep(saved, issuer_state.clone())?)
         }

@@ -122,7 +122,21 @@ async fn a_kept_network_comes_back_with_its_phones_atms_and_balances() {
     // Second start on the same folder: the same network.
     let serve = serve_kept(&second, &state, dir.path());
     let after = ports_json(&second);
-    for k in ["test_cards", "atm_terminals", "token_requestors", "token_issuers", "terminals"] {
+    let keys = [
+        "test_cards",
+        "atm_terminals",
+        "token_requestors",
+        "token_issuers",
+        "terminals",
+        "issuer_admin_token",
+        // Back on the same ports (they were free): a device configured with them reaches it.
+        "acquirer",
+        "acquirer_ascii",
+        "admin",
+        "provisioning_api",
+        "wallet_providers",
+    ];
+    for k in keys {
         if k == "test_cards" {
             let strip = |v: &serde_json::Value| {
                 let mut v = v.clone();

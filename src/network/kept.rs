@@ -53,6 +53,9 @@ pub struct Saved {
     /// The test cards billed in TWD (`Options::twd_cards`).
     #[serde(default)]
     pub twd_cards: Vec<usize>,
+    /// The issuer simulator's admin credential (test material, like the requestors').
+    #[serde(default)]
+    pub issuer_admin_token: Option<String>,
 }
 
 /// A state folder, opened: its LMK, and what it saved when it held a network already.
@@ -211,6 +214,29 @@ impl Kept {
             }
         })?;
         Ok(Keeper { stop, thread: Some(thread), _lock: self.lock })
+    }
+
+    /// The switch's listeners, admin port and provisioning API on the ports of the last run
+    /// (`ports.json`) where they are free, so that a device configured with them reaches the
+    /// network again; the others stay on ports from the OS.
+    pub fn same_ports(&self, cfg: &mut switch::config::SwitchConfig) {
+        let Ok(text) = std::fs::read_to_string(self.dir.join("ports.json")) else { return };
+        let Ok(last) = serde_json::from_str::<serde_json::Value>(&text) else { return };
+        let port_of_url = |key: &str| {
+            last[key].as_str().and_then(|u| u.rsplit(':').next()).and_then(|p| p.parse::<u16>().ok())
+        };
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let again = |port: Option<u16>, listen: &mut String| {
+            if let Some(p) = port.filter(|p| *p != 0 && free(*p)) {
+                *listen = format!("127.0.0.1:{p}");
+            }
+        };
+        for l in &mut cfg.listeners {
+            let port = last[l.name.as_str()]["port"].as_u64().and_then(|p| u16::try_from(p).ok());
+            again(port, &mut l.listen);
+        }
+        again(port_of_url("admin"), &mut cfg.admin.listen);
+        again(port_of_url("provisioning_api"), &mut cfg.token_service.listen);
     }
 
     /// The LMK's check value (hex), for `network.toml`.
