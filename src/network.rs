@@ -669,6 +669,7 @@ async fn start_providers(
         kept,
     })
     .await
+    .map_err(Into::into)
 }
 
 /// The switch's `[token_service]`: the network's token range (489537, never a card BIN) on the

@@ -49,9 +49,10 @@ impl World {
         let mut steps = Vec::new();
         let issuer = self.net.issuer_state.clone();
         let mut log = |s: &Step| steps.push(s.clone());
-        let mut otp = move || -> anyhow::Result<String> {
-            let i = issuer.issuer.lock().map_err(|_| anyhow::anyhow!("issuer"))?;
-            i.otp_outbox.values().next().cloned().ok_or_else(|| anyhow::anyhow!("no OTP sent"))
+        let mut otp = move || -> wallet_sim::Result<String> {
+            let i =
+                issuer.issuer.lock().map_err(|_| wallet_sim::Error::Otp("issuer state poisoned".into()))?;
+            i.otp_outbox.values().next().cloned().ok_or_else(|| wallet_sim::Error::Otp("none sent".into()))
         };
         let id = flows::provision(
             model,
@@ -208,7 +209,7 @@ async fn model_3_hce_pays_runs_out_of_keys_replenishes_and_pays_again() {
     let tx = TxData { amount: 100, tx_type: 0, date: [0x26, 0x11, 0x25], un: [1, 2, 3, 4] };
     assert!(tap(&mut phone, &TerminalConfig::default(), &tx).is_err(), "no limited-use key left");
     let mut log = |_: &Step| {};
-    let mut otp = || -> anyhow::Result<String> { anyhow::bail!("no OTP") };
+    let mut otp = || -> wallet_sim::Result<String> { Err(wallet_sim::Error::Otp("no OTP".into())) };
     let got = flows::replenish(&mut phone, &w.providers.addrs, &id, &mut Io { log: &mut log, otp: &mut otp })
         .await
         .expect("replenish");
@@ -274,7 +275,7 @@ async fn model_3_hce_real_pan_on_limited_use_keys_pays_replenishes_through_the_i
     assert!(tap(&mut phone, &TerminalConfig::default(), &tx).is_err(), "no limited-use key left");
     let mut steps = Vec::new();
     let mut log = |s: &Step| steps.push(s.clone());
-    let mut otp = || -> anyhow::Result<String> { anyhow::bail!("no OTP") };
+    let mut otp = || -> wallet_sim::Result<String> { Err(wallet_sim::Error::Otp("no OTP".into())) };
     let got = flows::replenish(&mut phone, &w.providers.addrs, &id, &mut Io { log: &mut log, otp: &mut otp })
         .await
         .expect("replenish");
@@ -538,7 +539,8 @@ async fn a_declined_id_and_v_leaves_nothing_on_the_phone() {
     for model in [Model::Wallet, Model::Hce, Model::HcePan, Model::TsmSeToken] {
         let mut steps = Vec::new();
         let mut log = |s: &Step| steps.push(s.clone());
-        let mut otp = || -> anyhow::Result<String> { anyhow::bail!("no OTP expected") };
+        let mut otp =
+            || -> wallet_sim::Result<String> { Err(wallet_sim::Error::Otp("no OTP expected".into())) };
         let r = flows::provision(
             model,
             &mut phone,
@@ -548,7 +550,7 @@ async fn a_declined_id_and_v_leaves_nothing_on_the_phone() {
         )
         .await;
         let err = r.expect_err("a declined ID&V provisions nothing");
-        let refused = err.downcast_ref::<flows::Refused>().unwrap_or_else(|| panic!("{model}: {err:#}"));
+        let wallet_sim::Error::Refused(refused) = &err else { panic!("{model}: {err:#}") };
         assert_eq!(
             (refused.status.as_str(), refused.response_code.as_deref()),
             ("declined", Some("05")),

@@ -382,9 +382,10 @@ async fn idv_decline(
     match provision_with(w, model, card, &path, typed_expiry, otp, out).await {
         Ok(p) => bail!("provisioned {} although ID&V should fail", p.card_id),
         Err(e) => {
-            let refused = e
-                .downcast_ref::<wallet_sim::flows::Refused>()
-                .ok_or_else(|| anyhow!("provisioning failed for another reason than ID&V: {e:#}"))?;
+            let refused = match e.downcast_ref::<wallet_sim::Error>() {
+                Some(wallet_sim::Error::Refused(r)) => r,
+                _ => bail!("provisioning failed for another reason than ID&V: {e:#}"),
+            };
             let rc = refused.response_code.clone().unwrap_or_default();
             let phone = Phone::open(&path)?;
             let n = phone.cards().len();

@@ -106,14 +106,14 @@ pub(super) async fn provision_with(
         .collect();
     let mut log = |s: &Step| out(&format!("  {s}"));
     // The cardholder reads the one-time password the issuer sent (its outbox): the new one.
-    let mut otp = move || -> Result<String> {
-        let i = issuer.issuer.lock().map_err(|_| anyhow!("issuer state poisoned"))?;
+    let mut otp = move || -> wallet_sim::Result<String> {
+        let i = issuer.issuer.lock().map_err(|_| wallet_sim::Error::Otp("issuer state poisoned".into()))?;
         let code = i
             .otp_outbox
             .iter()
             .find(|(k, _)| !sent_before.contains(*k))
             .map(|(_, v)| v.clone())
-            .ok_or_else(|| anyhow!("the issuer sent no one-time password"))?;
+            .ok_or_else(|| wallet_sim::Error::Otp("the issuer sent none".into()))?;
         Ok(match otp_answer {
             Otp::FromIssuer => code,
             Otp::Wrong => code.bytes().map(|b| char::from(b'0' + (b.wrapping_sub(b'0') + 1) % 10)).collect(),

@@ -18,6 +18,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
+use crate::Error;
 use crate::flows::{self, CardholderCard, Io, Model, Step};
 use crate::providers::{self, ProviderAddrs, ProvidersConfig, RequestorCredential};
 use anyhow::{Context, Result, anyhow, bail};
@@ -170,20 +171,21 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             let admin_token =
                 ports.get("issuer_admin_token").and_then(Value::as_str).unwrap_or_default().to_string();
             let masked = emv::mask(&holder.pan);
-            let mut ask = move || -> Result<String> {
+            let mut ask = move || -> crate::Result<String> {
                 if let Some(o) = given.take() {
                     return Ok(o);
                 }
                 // The simulated cardholder's phone receives the issuer's text message.
                 if let Some(admin) = &issuer_admin
-                    && let Some(code) = texted_otp(admin, &admin_token, &masked)?
+                    && let Some(code) =
+                        texted_otp(admin, &admin_token, &masked).map_err(|e| Error::Otp(format!("{e:#}")))?
                 {
                     return Ok(code);
                 }
                 eprint!("one-time password sent to the cardholder: ");
                 std::io::stderr().flush().ok();
                 let mut line = String::new();
-                std::io::stdin().lock().read_line(&mut line)?;
+                std::io::stdin().lock().read_line(&mut line).map_err(|e| Error::Otp(e.to_string()))?;
                 Ok(line.trim().to_string())
             };
             let r =
@@ -261,7 +263,8 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             let mut log = |s: &Step| {
                 let _ = writeln!(out, "  {s}");
             };
-            let mut no_otp = || -> Result<String> { bail!("no OTP in a replenishment") };
+            let mut no_otp =
+                || -> crate::Result<String> { Err(Error::Otp("none in a replenishment".into())) };
             let n =
                 flows::replenish(&mut p, &addrs, &id, &mut Io { log: &mut log, otp: &mut no_otp }).await?;
             writeln!(out, "{id}: {n} limited-use keys")?;

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{Context, Result, anyhow, bail};
+use crate::error::{Error, Result};
 use serde_json::{Value, json};
 
 use crate::providers::ProviderAddrs;
@@ -84,7 +84,7 @@ impl fmt::Display for Step {
 
 /// A provisioning the token service (or the issuer behind it) did not approve: its status
 /// (`declined`, `not_eligible`, `issuer_unavailable`, ...) and the response code it gave, if any.
-/// Callers find it with `anyhow::Error::downcast_ref`.
+/// Callers find it as [`Error::Refused`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// What was refused: `provisioning` or `tokenization`.
@@ -151,7 +151,7 @@ impl Io<'_> {
 }
 
 fn s<'a>(v: &'a Value, name: &str) -> Result<&'a str> {
-    v.get(name).and_then(Value::as_str).ok_or_else(|| anyhow!("answer without {name}: {v}"))
+    v.get(name).and_then(Value::as_str).ok_or_else(|| Error::answer(format!("answer without {name}: {v}")))
 }
 
 /// Runs `model`'s provisioning flow for `card` on `phone`; the new card's id, enabled (and the
@@ -212,10 +212,9 @@ async fn device_credential(phone: &mut Phone, base: &str, name: &str, io: &mut I
 
 /// The SE operator's owner credential for the phone's SE.
 fn operator_credential(phone: &Phone, addrs: &ProviderAddrs) -> Result<String> {
-    phone
-        .credential(&addrs.se_operator)
-        .map(str::to_string)
-        .ok_or_else(|| anyhow!("no SE operator credential on this phone for {}", addrs.se_operator))
+    phone.credential(&addrs.se_operator).map(str::to_string).ok_or_else(|| {
+        Error::Phone(format!("no SE operator credential on this phone for {}", addrs.se_operator))
+    })
 }
 
 async fn issuer_se(
@@ -225,7 +224,8 @@ async fn issuer_se(
     io: &mut Io<'_>,
 ) -> Result<String> {
     // The issuer's perso bureau does this, at its counter: it holds the bureau credential.
-    let bureau = addrs.bureau_token.as_deref().ok_or_else(|| anyhow!("no perso bureau credential"))?;
+    let bureau =
+        addrs.bureau_token.as_deref().ok_or_else(|| Error::Phone("no perso bureau credential".into()))?;
     let se_id = match phone.secure_element("issuer") {
         Some(s) => s.to_string(),
         None => {
@@ -253,12 +253,12 @@ async fn issuer_se(
         .await?,
     )?;
     io.provider_steps(&a);
-    let script: OtaScript =
-        serde_json::from_value(a.get("script").cloned().unwrap_or(Value::Null)).context("script")?;
+    let script: OtaScript = serde_json::from_value(a.get("script").cloned().unwrap_or(Value::Null))
+        .map_err(|e| Error::answer(format!("script: {e}")))?;
     let r = phone.deliver_script(&script)?;
     io.step("issuer SE", "perso bureau", format!("receipt: {} ({} commands)", r.sw, r.executed));
     if r.sw != "9000" {
-        bail!("the issuer SE refused the perso script: {}", r.sw);
+        return Err(Error::Phone(format!("the issuer SE refused the perso script: {}", r.sw)));
     }
     Ok(s(&a, "card_id")?.to_string())
 }
@@ -270,11 +270,14 @@ async fn operator_se(phone: &mut Phone, addrs: &ProviderAddrs, io: &mut Io<'_>) 
         return Ok(s.to_string());
     }
     if phone.secure_element("se-operator").is_some() {
-        bail!("this phone's SE came from another SE operator than {}", addrs.se_operator);
+        return Err(Error::Phone(format!(
+            "this phone's SE came from another SE operator than {}",
+            addrs.se_operator
+        )));
     }
     let (se_id, owner) =
         issue_se(phone, "SE operator", &addrs.se_operator, "/v1/se/issue", "se-operator", None).await?;
-    let owner = owner.ok_or_else(|| anyhow!("the SE operator gave no owner credential"))?;
+    let owner = owner.ok_or_else(|| Error::answer("the SE operator gave no owner credential"))?;
     phone.set_credential(&addrs.se_operator, &owner)?;
     io.step(
         "SE operator",
@@ -288,8 +291,8 @@ async fn operator_se(phone: &mut Phone, addrs: &ProviderAddrs, io: &mut Io<'_>) 
 pub async fn fetch_ota(phone: &mut Phone, addrs: &ProviderAddrs, se_id: &str, io: &mut Io<'_>) -> Result<()> {
     let owner = operator_credential(phone, addrs)?;
     let a = ok("SE TSM", http::get(&addrs.se_operator, &format!("/v1/ota/{se_id}"), Some(&owner)).await?)?;
-    let scripts: Vec<OtaScript> =
-        serde_json::from_value(a.get("scripts").cloned().unwrap_or(Value::Null)).context("scripts")?;
+    let scripts: Vec<OtaScript> = serde_json::from_value(a.get("scripts").cloned().unwrap_or(Value::Null))
+        .map_err(|e| Error::answer(format!("scripts: {e}")))?;
     io.step("SE TSM", "phone", format!("{} OTA script(s), encrypted and MACed", scripts.len()));
     let mut receipts: Vec<OtaReceipt> = Vec::new();
     for sc in &scripts {
@@ -309,7 +312,7 @@ pub async fn fetch_ota(phone: &mut Phone, addrs: &ProviderAddrs, se_id: &str, io
     )?;
     io.provider_steps(&a);
     if receipts.iter().any(|r| r.sw != "9000") {
-        bail!("the SE refused an OTA script");
+        return Err(Error::Phone("the SE refused an OTA script".into()));
     }
     Ok(())
 }
@@ -473,7 +476,8 @@ pub async fn replenish(
     card_id: &str,
     io: &mut Io<'_>,
 ) -> Result<usize> {
-    let token_ref = card_id.strip_prefix("hce:").ok_or_else(|| anyhow!("{card_id} is not an HCE card"))?;
+    let token_ref =
+        card_id.strip_prefix("hce:").ok_or_else(|| Error::Phone(format!("{card_id} is not an HCE card")))?;
     let kind = phone.state().hce.card(token_ref).map(|c| c.kind);
     io.step("phone", "cloud platform", format!("replenish limited-use keys of {card_id}"));
     let (path, field) = match kind {

@@ -8,7 +8,11 @@
 //!   HTTP servers speaking JSON to each other, to the phone and to the token service.
 //! * [`flows`] — the cardholder's and phone's steps of each model.
 //! * [`cli`] — the `wallet-sim` command line.
+//! * [`error`] — what can go wrong, for a caller to tell apart.
 
 pub mod cli;
+pub mod error;
 pub mod flows;
 pub mod providers;
+
+pub use error::{Error, Result};

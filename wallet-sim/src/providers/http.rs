@@ -1,7 +1,7 @@
 //! JSON over HTTP between the parties: a small HTTP/1.1 client (one request per connection) and the
 //! helpers the providers' axum servers share.
 
-use anyhow::{Context, Result, anyhow, bail};
+use crate::error::{Error, Result};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -32,35 +32,39 @@ async fn request(
     bearer: Option<&str>,
     body: Option<&Value>,
 ) -> Result<Answer> {
-    let addr = base.strip_prefix("http://").ok_or_else(|| anyhow!("{base}: only http:// is spoken here"))?;
+    let addr =
+        base.strip_prefix("http://").ok_or_else(|| Error::http(base, "only http:// is spoken here"))?;
     let addr = addr.trim_end_matches('/');
-    let mut s =
-        tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {base}"))?;
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| Error::http(format!("connecting to {base}"), e))?;
     let body = body.filter(|b| !b.is_null()).map(|b| b.to_string()).unwrap_or_default();
     let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.with_context(|| format!("{method} {base}{path}"))?;
+    s.write_all(req.as_bytes()).await.map_err(|e| Error::http(format!("{method} {base}{path}"), e))?;
     let mut raw = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut raw))
         .await
-        .map_err(|_| anyhow!("{method} {base}{path}: no answer in 30 s"))?
-        .with_context(|| format!("{method} {base}{path}"))?;
+        .map_err(|_| Error::http(format!("{method} {base}{path}"), "no answer in 30 s"))?
+        .map_err(|e| Error::http(format!("{method} {base}{path}"), e))?;
     let text = String::from_utf8_lossy(&raw);
-    let (head, rest) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("{base}{path}: no HTTP header"))?;
+    let (head, rest) =
+        text.split_once("\r\n\r\n").ok_or_else(|| Error::http(format!("{base}{path}"), "no HTTP header"))?;
     let status: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("{base}{path}: no HTTP status"))?;
+        .ok_or_else(|| Error::http(format!("{base}{path}"), "no HTTP status"))?;
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
     let body_text = if chunked { dechunk(rest)? } else { rest.to_string() };
     let body = if body_text.trim().is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(body_text.trim()).with_context(|| format!("{base}{path}: answer is not JSON"))?
+        serde_json::from_str(body_text.trim())
+            .map_err(|e| Error::http(format!("{base}{path}"), format!("answer is not JSON: {e}")))?
     };
     Ok(Answer { status, body })
 }
@@ -68,12 +72,13 @@ async fn request(
 fn dechunk(mut s: &str) -> Result<String> {
     let mut out = String::new();
     loop {
-        let (size, rest) = s.split_once("\r\n").ok_or_else(|| anyhow!("chunked body cut short"))?;
-        let n = usize::from_str_radix(size.trim(), 16).map_err(|_| anyhow!("bad chunk size"))?;
+        let (size, rest) = s.split_once("\r\n").ok_or_else(|| Error::http("chunked body", "cut short"))?;
+        let n = usize::from_str_radix(size.trim(), 16)
+            .map_err(|_| Error::http("chunked body", "bad chunk size"))?;
         if n == 0 {
             return Ok(out);
         }
-        let chunk = rest.get(..n).ok_or_else(|| anyhow!("chunk cut short"))?;
+        let chunk = rest.get(..n).ok_or_else(|| Error::http("chunked body", "chunk cut short"))?;
         out.push_str(chunk);
         s = rest.get(n + 2..).unwrap_or("");
     }
@@ -84,7 +89,7 @@ pub fn ok(party: &str, a: Answer) -> Result<Value> {
     if (200..300).contains(&a.status) {
         Ok(a.body)
     } else {
-        bail!("{party} answered {}: {}", a.status, a.body)
+        Err(Error::Status { party: party.to_string(), status: a.status, body: a.body.to_string() })
     }
 }
 
@@ -107,9 +112,9 @@ impl ApiError {
     }
 }
 
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        ApiError::upstream(format!("{e:#}"))
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::upstream(e)
     }
 }
 

@@ -49,12 +49,12 @@ pub fn saving<S: Snapshot>(
 pub fn load<T: serde::de::DeserializeOwned>(
     store: Option<&Arc<dyn KeptStore>>,
     name: &str,
-) -> anyhow::Result<Option<T>> {
+) -> crate::error::Result<Option<T>> {
     let Some(store) = store else { return Ok(None) };
-    match store.load(name).map_err(|e| anyhow::anyhow!("the {name} state: {e}"))? {
-        Some(b) => {
-            Ok(Some(serde_json::from_slice(&b).map_err(|e| anyhow::anyhow!("the {name} state: {e}"))?))
-        }
+    match store.load(name).map_err(|e| crate::Error::state(format!("the {name} state"), e))? {
+        Some(b) => Ok(Some(
+            serde_json::from_slice(&b).map_err(|e| crate::Error::state(format!("the {name} state"), e))?,
+        )),
         None => Ok(None),
     }
 }

@@ -26,7 +26,7 @@ pub mod token;
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -166,11 +166,15 @@ async fn bind(before: Option<&str>) -> Result<(tokio::net::TcpListener, String)>
     let l = match again {
         Some(a) => match tokio::net::TcpListener::bind(&a).await {
             Ok(l) => l,
-            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a provider")?,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| Error::start("binding a provider", e))?,
         },
-        None => tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a provider")?,
+        None => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::start("binding a provider", e))?,
     };
-    let a = format!("http://{}", l.local_addr()?);
+    let a = format!("http://{}", l.local_addr().map_err(|e| Error::start("a provider's address", e))?);
     Ok((l, a))
 }
 
@@ -188,19 +192,21 @@ pub async fn start(cfg: ProvidersConfig) -> Result<Running> {
     let (bureau_token, sp_secret, restored) = match kept::load::<(String, String)>(store, "credentials")? {
         Some((b, s)) => (b, s, true),
         None => {
-            let secret = |_| auth::new_secret().map_err(|e| anyhow::anyhow!("{}", e.2));
+            let secret = |_| auth::new_secret().map_err(|e| Error::Random(e.2));
             let pair = (secret(0)?, secret(1)?);
             if let Some(st) = store {
-                let body = kept::to_json(&pair).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let body = kept::to_json(&pair).map_err(|e| Error::state("the providers' credentials", e))?;
                 st.save("credentials", &body)
-                    .map_err(|e| anyhow::anyhow!("saving the providers' credentials: {e}"))?;
+                    .map_err(|e| Error::state("saving the providers' credentials", e))?;
             }
             (pair.0, pair.1, false)
         }
     };
     let se_tsm = se_tsm::SeTsm::open(token("se-tsm"), store)?;
     if !restored {
-        se_tsm.add_service_provider(sp_tsm::SP_ID, &sp_secret).map_err(|e| anyhow::anyhow!("{}", e.2))?;
+        se_tsm
+            .add_service_provider(sp_tsm::SP_ID, &sp_secret)
+            .map_err(|e| Error::start("registering the SP TSM with the SE TSM", e.2))?;
     }
     let se = kept::saving(se_tsm::router(se_tsm.clone()), "se-tsm", se_tsm, cfg.kept.clone());
     let sp_tsm = sp_tsm::SpTsm::open(cfg.issuer_perso.clone(), &se_addr, &bureau_token, &sp_secret, store)?;
@@ -225,8 +231,8 @@ pub async fn start(cfg: ProvidersConfig) -> Result<Running> {
     };
     if let Some(st) = store {
         let plain = ProviderAddrs { bureau_token: None, ..addrs.clone() };
-        let body = kept::to_json(&plain).map_err(|e| anyhow::anyhow!("{e}"))?;
-        st.save("addresses", &body).map_err(|e| anyhow::anyhow!("saving the providers' addresses: {e}"))?;
+        let body = kept::to_json(&plain).map_err(|e| Error::state("the providers' addresses", e))?;
+        st.save("addresses", &body).map_err(|e| Error::state("saving the providers' addresses", e))?;
     }
     Ok(Running { addrs, stop, tasks })
 }
@@ -255,16 +261,16 @@ impl Steps {
 pub(crate) fn p256_secret() -> Result<zeroize::Zeroizing<[u8; 32]>> {
     for _ in 0..8 {
         let mut b = zeroize::Zeroizing::new([0u8; 32]);
-        getrandom::fill(b.as_mut()).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+        getrandom::fill(b.as_mut()).map_err(|e| Error::Random(e.to_string()))?;
         if crypto::device::public_key(b.as_ref()).is_ok() {
             return Ok(b);
         }
     }
-    anyhow::bail!("no valid P-256 scalar drawn")
+    Err(Error::Random("no valid P-256 scalar drawn".into()))
 }
 
 pub(crate) fn random<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
-    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+    getrandom::fill(&mut b).map_err(|e| Error::Random(e.to_string()))?;
     Ok(b)
 }

@@ -136,11 +136,10 @@ impl Front {
         token: Option<TokenClient>,
         issuer: Option<IssuerPerso>,
         store: Option<&Arc<dyn super::kept::KeptStore>>,
-    ) -> anyhow::Result<Arc<Front>> {
+    ) -> crate::error::Result<Arc<Front>> {
         let front = Front::with_issuer(kind, name, token, issuer);
         let Some(saved) = super::kept::load::<SavedFront>(store, kind)? else { return Ok(front) };
-        let mut front =
-            Arc::try_unwrap(front).map_err(|_| anyhow::anyhow!("the {name} is shared already"))?;
+        let mut front = Arc::try_unwrap(front).map_err(|_| crate::Error::start(name, "shared already"))?;
         front.devices = Mutex::new(saved.devices);
         front.seq = std::sync::atomic::AtomicU64::new(saved.seq);
         front.pan_cards = Mutex::new(saved.pan_cards);

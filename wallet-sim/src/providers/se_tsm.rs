@@ -31,7 +31,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use crate::error::Result;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -128,7 +128,7 @@ struct SavedRef<'a> {
 
 fn key32(hex_text: &str) -> Result<zeroize::Zeroizing<[u8; 32]>> {
     let mut k = zeroize::Zeroizing::new([0u8; 32]);
-    hex::decode_to_slice(hex_text, k.as_mut()).map_err(|e| anyhow::anyhow!("a saved key: {e}"))?;
+    hex::decode_to_slice(hex_text, k.as_mut()).map_err(|e| crate::Error::state("a saved key", e))?;
     Ok(k)
 }
 

@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use crate::error::Result;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -122,7 +122,7 @@ impl SpTsm {
             Some(s) => {
                 let mut k = zeroize::Zeroizing::new([0u8; 32]);
                 hex::decode_to_slice(&s.bureau_secret, k.as_mut())
-                    .map_err(|e| anyhow::anyhow!("the SP TSM's saved key: {e}"))?;
+                    .map_err(|e| crate::Error::state("the SP TSM's saved key", e))?;
                 (k, s.ses, s.seq)
             }
             None => (super::p256_secret()?, HashMap::new(), 1),

@@ -1,7 +1,7 @@
 //! A token requestor's client of the token service's provisioning API (docs/token-service.md):
 //! provision, OTP step-up, confirm (the issuer is notified), replenish.
 
-use anyhow::Result;
+use crate::error::Result;
 use serde_json::{Value, json};
 
 use super::RequestorCredential;
