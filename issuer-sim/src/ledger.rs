@@ -7,7 +7,7 @@
 //! a repeated reversal or advice — store-and-forward retries one until it is acknowledged — never
 //! moves money twice. Amounts are integer minor units; an account has one currency.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Identity of an original transaction: terminal ID, STAN and transmission date-time.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,13 +81,62 @@ pub struct Conversion {
     pub rate: codecs::currency::Rate,
 }
 
-#[derive(Debug, Default)]
+/// Bookings kept by default: an issuer's authorization holds expire; this one's expire, oldest
+/// first, once it holds this many (about 60 MiB), so that its memory stays bounded under load.
+pub const MAX_BOOKINGS: usize = 262_144;
+
+#[derive(Debug)]
 pub struct Ledger {
     accounts: HashMap<AccountId, Account>,
     bookings: HashMap<OriginalKey, Booking>,
+    /// Booking keys, oldest first (for expiry).
+    order: VecDeque<OriginalKey>,
+    max_bookings: usize,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger {
+            accounts: HashMap::new(),
+            bookings: HashMap::new(),
+            order: VecDeque::new(),
+            max_bookings: MAX_BOOKINGS,
+        }
+    }
 }
 
 impl Ledger {
+    /// Keeps at most `max` bookings (at least one): past it, the oldest hold expires.
+    pub fn set_max_bookings(&mut self, max: usize) {
+        self.max_bookings = max.max(1);
+        self.expire_holds();
+    }
+
+    /// Bookings held.
+    pub fn booking_count(&self) -> usize {
+        self.bookings.len()
+    }
+
+    fn insert_booking(&mut self, key: OriginalKey, booking: Booking) {
+        if self.bookings.insert(key.clone(), booking).is_none() {
+            self.order.push_back(key);
+        }
+        self.expire_holds();
+    }
+
+    /// The oldest holds past the bound expire, as an issuer's authorization holds do: what still
+    /// stands of each is released from its account, and a reversal arriving later finds nothing.
+    fn expire_holds(&mut self) {
+        while self.bookings.len() > self.max_bookings {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some(b) = self.bookings.remove(&old)
+                && let Some(acct) = self.accounts.get_mut(&b.account)
+            {
+                acct.outstanding_minor = acct.outstanding_minor.saturating_sub(b.standing_minor);
+            }
+        }
+    }
+
     pub fn add_account(&mut self, id: AccountId, account: Account) {
         self.accounts.insert(id, account);
     }
@@ -112,7 +161,9 @@ impl Ledger {
     /// Puts back a booking saved before a restart, as it was (the account's outstanding amount
     /// is restored separately).
     pub fn restore_booking(&mut self, key: OriginalKey, booking: Booking) {
-        self.bookings.insert(key, booking);
+        if self.bookings.insert(key.clone(), booking).is_none() {
+            self.order.push_back(key);
+        }
     }
 
     /// Books an authorization. Repeating the same original returns the same result without
@@ -145,7 +196,7 @@ impl Ledger {
             return Err(LedgerError::InsufficientFunds);
         }
         acct.outstanding_minor += amount;
-        self.bookings.insert(
+        self.insert_booking(
             key.clone(),
             Booking { account: id, approved_minor: amount, standing_minor: amount, conversion: None },
         );
@@ -164,7 +215,7 @@ impl Ledger {
         }
         let acct = self.accounts.get_mut(&id).ok_or(LedgerError::NoAccount)?;
         acct.outstanding_minor = acct.outstanding_minor.saturating_add(amount);
-        self.bookings.insert(
+        self.insert_booking(
             key.clone(),
             Booking { account: id, approved_minor: amount, standing_minor: amount, conversion: None },
         );
@@ -220,6 +271,26 @@ mod tests {
 
     fn k(s: &str) -> OriginalKey {
         OriginalKey(s.into())
+    }
+
+    #[test]
+    fn holds_past_the_bound_expire_oldest_first_and_release_what_stands() {
+        let mut l = ledger(1_000_000);
+        l.set_max_bookings(3);
+        for (i, key) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            l.authorize(&k(key), AccountId(1), 1_000 * (i as u64 + 1), 901).unwrap();
+        }
+        assert_eq!(l.booking_count(), 3, "bounded");
+        assert!(l.booking(&k("a")).is_none() && l.booking(&k("b")).is_none(), "the oldest expired");
+        // What stands is c + d + e: a and b were released when they expired.
+        assert_eq!(l.account(AccountId(1)).unwrap().outstanding_minor, 3_000 + 4_000 + 5_000);
+        // A partial reversal of one still held, then its expiry, releases only what stood.
+        l.reverse(&k("c"), 1_000).unwrap();
+        l.authorize(&k("f"), AccountId(1), 100, 901).unwrap();
+        assert!(l.booking(&k("c")).is_none());
+        assert_eq!(l.account(AccountId(1)).unwrap().outstanding_minor, 4_000 + 5_000 + 100);
+        // A reversal of an expired hold finds nothing to release.
+        assert_eq!(l.reverse(&k("a"), 0), Ok(0));
     }
 
     #[test]
