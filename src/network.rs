@@ -437,6 +437,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         },
         journal: switch::config::JournalConfig::default(),
         saf: switch::config::SafConfig { retry_base_ms: 200, retry_max_ms: 5_000, ..Default::default() },
+        store: switch::config::StoreConfig::default(),
         // The token service runs in the node (its requestors' and issuers' secrets are generated).
         token_service: token_service_config(&opts, &requestors, &token_issuers),
     };

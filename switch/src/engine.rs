@@ -121,6 +121,10 @@ impl Engine {
                         tracing::error!(error = %e, "decision state not durable: request not forwarded");
                         Err(LinkError::NotSent)
                     }
+                    Ok(()) if f.pending.replayed() => {
+                        let now = self.clock.now_ms();
+                        return self.finish(self.pipeline.replayed(f.pending, now), started).await;
+                    }
                     Ok(()) => match self.issuers.get(&f.issuer) {
                         Some(h) => {
                             let t = Instant::now();

@@ -152,6 +152,28 @@ pub fn original_key(acquirer: &str, tid: &str, mti: &str, stan: &str, transmitte
     format!("{acquirer}|{}|{mti}|{stan}|{transmitted}", tid.trim_end())
 }
 
+/// A card's ATC claimed in the shared store: over several nodes, the local window only knows what
+/// its own node accepted, so the commit before forwarding also claims the ATC in the database,
+/// where one conditional insert lets exactly one node have it. The claim's outcome is set before
+/// the commit is reported durable.
+#[derive(Debug, Clone)]
+pub struct AtcClaim {
+    pub card: String,
+    pub atc: u32,
+    /// The issuer's window: a claim more than this far below a claimed ATC is too old.
+    pub width: u32,
+    pub at_ms: u64,
+    /// Set by the state writer: whether the claim was refused (another node has the ATC).
+    pub lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a commit decided beyond being durable.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// Indexes into [`StateWrites::claims`] of the claims refused.
+    pub lost: Vec<usize>,
+}
+
 /// Everything changed since the last commit.
 #[derive(Default)]
 pub struct StateWrites {
@@ -159,6 +181,8 @@ pub struct StateWrites {
     /// (issuer, card) → total.
     pub totals: HashMap<(String, String), u64>,
     pub originals: HashMap<String, OriginalRecord>,
+    /// ATCs to claim in a shared store (empty with a store of one node's own).
+    pub claims: Vec<AtcClaim>,
     /// Journal rows, oldest first, committed in the same transaction.
     pub journal: Vec<JournalRow>,
 }
@@ -168,12 +192,15 @@ impl StateWrites {
         self.windows.is_empty()
             && self.totals.is_empty()
             && self.originals.is_empty()
+            && self.claims.is_empty()
             && self.journal.is_empty()
     }
 
     pub(crate) fn merge_under(&mut self, mut older: StateWrites) {
         older.journal.append(&mut self.journal);
         self.journal = older.journal;
+        older.claims.append(&mut self.claims);
+        self.claims = older.claims;
         for (k, v) in older.windows {
             self.windows.entry(k).or_insert(v);
         }

@@ -32,6 +32,19 @@ use crate::store::Store;
 
 const SHARDS: usize = 64;
 
+/// An ATC claimed in a shared store; read it after [`StateBook::sync`] returned.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Claim {
+    /// Whether another node had the ATC first (valid once the commit is durable).
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 /// Cheap to clone; one per connection task.
 #[derive(Clone)]
 pub struct JournalHandle {
@@ -105,6 +118,8 @@ pub struct StateBook {
     journal: std::sync::OnceLock<JournalHooks>,
     /// False from a failed commit until the next one succeeds.
     healthy: std::sync::atomic::AtomicBool,
+    /// The store is shared with other nodes: ATCs are claimed in it.
+    shared: bool,
 }
 
 /// The writer thread; [`StateWriter::finish`] (or dropping the book's last handle) ends it after
@@ -159,6 +174,7 @@ impl StateBook {
             sync_timeout_ms: std::sync::atomic::AtomicU64::new(5_000),
             journal: std::sync::OnceLock::new(),
             healthy: std::sync::atomic::AtomicBool::new(true),
+            shared: store.shared(),
         });
         let weak = Arc::downgrade(&book);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -216,17 +232,36 @@ impl StateBook {
     }
 
     /// Accepts `atc` for `card` (a keyed fingerprint) once, within `width` ATCs below its highest.
-    pub fn accept_atc(&self, card: &str, atc: u32, width: u32) -> std::result::Result<(), Replay> {
+    /// Over a shared store the node's window is only its own view: the ATC is also claimed in the
+    /// store with the next commit, and the returned claim (`None` with a store of one node's own)
+    /// says after [`StateBook::sync`] whether another node had it first.
+    pub fn accept_atc(
+        &self,
+        card: &str,
+        atc: u32,
+        width: u32,
+        now_ms: u64,
+    ) -> std::result::Result<Option<Claim>, Replay> {
         let i = (self.hasher.hash_one(card) as usize) % SHARDS;
         let mut shard = Self::lock(&self.windows[i]);
         let w = shard.entry(card.to_string()).or_default();
         w.accept(atc, width)?;
         let snapshot = w.clone();
         drop(shard);
+        let claim = self.shared.then(|| Claim { lost: Arc::new(std::sync::atomic::AtomicBool::new(false)) });
         self.changed(|d| {
             d.windows.insert(card.to_string(), snapshot);
+            if let Some(c) = &claim {
+                d.claims.push(crate::records::AtcClaim {
+                    card: card.to_string(),
+                    atc,
+                    width: width.clamp(64, MAX_WINDOW),
+                    at_ms: now_ms,
+                    lost: c.lost.clone(),
+                });
+            }
         });
-        Ok(())
+        Ok(claim)
     }
 
     /// Adds `amount` to the card's stand-in total with `issuer` when the result stays within
@@ -329,7 +364,12 @@ impl StateBook {
         (writes, generation)
     }
 
-    fn committed_ok(&self, writes: &StateWrites) {
+    fn committed_ok(&self, writes: &StateWrites, outcome: &crate::records::CommitOutcome) {
+        for &i in &outcome.lost {
+            if let Some(c) = writes.claims.get(i) {
+                c.lost.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
         if let Some(h) = self.journal.get() {
             h.metrics.journal_rows.inc_by(writes.journal.len() as u64);
         }
@@ -374,13 +414,18 @@ fn writer(
         }
         let (writes, generation) = book.take();
         if stopping {
-            if !writes.is_empty()
-                && let Err(e) = store.state_commit(&writes)
-            {
-                tracing::error!(error = %e, "final state commit failed");
-                book.put_back(writes);
-            } else {
-                committed.send_replace(generation);
+            match (!writes.is_empty()).then(|| store.state_commit(&writes)) {
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "final state commit failed");
+                    book.put_back(writes);
+                }
+                Some(Ok(outcome)) => {
+                    book.committed_ok(&writes, &outcome);
+                    committed.send_replace(generation);
+                }
+                None => {
+                    committed.send_replace(generation);
+                }
             }
             return;
         }
@@ -393,9 +438,9 @@ fn writer(
             continue;
         }
         match store.state_commit(&writes) {
-            Ok(()) => {
+            Ok(outcome) => {
                 backoff = Duration::from_millis(10);
-                book.committed_ok(&writes);
+                book.committed_ok(&writes, &outcome);
                 committed.send_replace(generation);
             }
             Err(e) => {

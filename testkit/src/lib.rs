@@ -11,6 +11,7 @@
 
 pub mod http;
 pub mod iso;
+pub mod pg;
 
 use std::fs::{self, File};
 use std::hash::{DefaultHasher, Hash, Hasher};

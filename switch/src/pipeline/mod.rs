@@ -244,6 +244,16 @@ pub struct Pending {
     dedupe: Option<TransmissionKey>,
     /// The request as the issuer saw it (for the reversal or advice it may be owed).
     sent: Message,
+    /// ATCs claimed in a shared store, decided by the commit before forwarding.
+    claims: Vec<crate::state::Claim>,
+}
+
+impl Pending {
+    /// Whether another node accepted one of this request's ATCs first (read after the commit
+    /// before forwarding): it is then a replay, declined, never forwarded.
+    pub fn replayed(&self) -> bool {
+        self.claims.iter().any(|c| c.lost())
+    }
 }
 
 /// A reversal or advice waiting for its original's record (the shell reads it from the state
@@ -370,7 +380,7 @@ impl Pipeline {
             Err(step) => return step,
         };
         let dk = Some(key);
-        let (mut sent, token) = match detokenize::detokenize(self, &txn, now_ms) {
+        let (mut sent, token, token_claim) = match detokenize::detokenize(self, &txn, now_ms) {
             Ok(x) => x,
             Err(d) => return self.decided(txn, d, dk),
         };
@@ -382,19 +392,20 @@ impl Pipeline {
             Ok(m) => m,
             Err(d) => return self.decided(txn, d, dk),
         };
-        let verified = match verify::verify(self, &txn, rules, token.as_ref(), &mut sent) {
-            Ok(v) => v,
-            Err(d) => {
-                // A cryptogram failure on the issuer's behalf still gets tag 91, as the issuer
-                // would give it.
-                let mut done = self.decided_done(&txn, d, dk);
-                done.route = format!("{}:verify", rules.name);
-                if let Some(imk) = &rules.imk_ac {
-                    respond::attach_arpc(self, imk, &txn, &mut done.answer);
+        let (verified, card_claim) =
+            match verify::verify(self, &txn, rules, token.as_ref(), &mut sent, now_ms) {
+                Ok(v) => v,
+                Err(d) => {
+                    // A cryptogram failure on the issuer's behalf still gets tag 91, as the issuer
+                    // would give it.
+                    let mut done = self.decided_done(&txn, d, dk);
+                    done.route = format!("{}:verify", rules.name);
+                    if let Some(imk) = &rules.imk_ac {
+                        respond::attach_arpc(self, imk, &txn, &mut done.answer);
+                    }
+                    return Step::Answer(done);
                 }
-                return Step::Answer(done);
-            }
-        };
+            };
         if let Err(d) = convert::convert(self, &txn, &mut sent) {
             return self.decided(txn, d, dk);
         }
@@ -402,13 +413,21 @@ impl Pipeline {
         let issuer = rules.name.clone();
         Step::Forward(Box::new(Forward {
             issuer: issuer.clone(),
-            pending: Pending { txn, issuer, token, verified, dedupe: dk, sent },
+            pending: Pending {
+                txn,
+                issuer,
+                token,
+                verified,
+                dedupe: dk,
+                sent,
+                claims: token_claim.into_iter().chain(card_claim).collect(),
+            },
         }))
     }
 
     /// Finishes a forwarded request with what its issuer link gave.
     pub fn complete(&self, p: Pending, result: Result<Message, LinkError>, now_ms: u64) -> Done {
-        let Pending { txn, issuer, token, verified, dedupe, sent } = p;
+        let Pending { txn, issuer, token, verified, dedupe, sent, claims: _ } = p;
         let sign = txn.identity.terminal.mac.clone();
         let mut owed = Vec::new();
         let mut route = issuer.to_string();
@@ -460,6 +479,16 @@ impl Pipeline {
         respond::for_token(self, &txn, token.as_ref(), &mut answer);
         original::record_answered(self, &txn, &issuer, &answer, now_ms);
         Done { answer, request: Some(txn.msg), route, decline, owed, sign, dedupe }
+    }
+
+    /// A request whose ATC another node accepted first (the shared store refused its claim): a
+    /// replay, declined as the node's own window would have, never forwarded.
+    pub fn replayed(&self, p: Pending, now_ms: u64) -> Done {
+        let Pending { txn, issuer, dedupe, .. } = p;
+        let d = Decline::new(ResponseCode::CRYPTOGRAM_FAILURE, Stage::Verify, "ATC accepted by another node");
+        let done = self.decided_done(&txn, d, dedupe);
+        original::record_answered(self, &txn, &issuer, &done.answer, now_ms);
+        *done
     }
 
     /// A reversal or advice: checked against its original.

@@ -7,6 +7,7 @@
 //! Nothing stored here holds a clear PAN: journal rows carry a masked PAN and a keyed fingerprint,
 //! SAF entries carry their message sealed (see `seal`).
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::error::Result;
@@ -107,8 +108,9 @@ pub trait Store: Send + Sync + 'static {
     fn saf_pending(&self, link: Option<&str>) -> Result<u64>;
 
     /// Commits the decision state changed since the last commit (ATC windows, stand-in totals,
-    /// originals; see `state`) in one transaction.
-    fn state_commit(&self, writes: &crate::records::StateWrites) -> Result<()>;
+    /// originals; see `state`) in one transaction, with its ATC claims decided (a store of one
+    /// node has none).
+    fn state_commit(&self, writes: &crate::records::StateWrites) -> Result<crate::records::CommitOutcome>;
 
     /// Every card's ATC window: (card fingerprint, stored window).
     fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>>;
@@ -118,4 +120,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// One original transaction by its key.
     fn original_get(&self, key: &str) -> Result<Option<crate::records::OriginalRecord>>;
+
+    /// Whether several nodes share this store: the decision state is then decided in it
+    /// (ATC claims), not in one node's memory alone.
+    fn shared(&self) -> bool {
+        false
+    }
 }
