@@ -264,6 +264,45 @@ impl StateBook {
         Ok(claim)
     }
 
+    /// Claims a transmission in a shared store with the next commit (`None` with a store of one
+    /// node's own, whose duplicate cache is enough): after [`StateBook::sync`], a lost claim means
+    /// another node has the same transmission.
+    pub fn claim_transmission(&self, key: impl FnOnce() -> (String, String), now_ms: u64) -> Option<Claim> {
+        if !self.shared {
+            return None;
+        }
+        let (key, content) = key();
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.changed(|d| {
+            d.transmissions.push(crate::records::TransmissionClaim {
+                key,
+                content,
+                at_ms: now_ms,
+                lost: lost.clone(),
+            })
+        });
+        Some(Claim { lost })
+    }
+
+    /// Records the answer of a transmission claimed here, committed with the next group, so that
+    /// a retransmission reaching another node gets it.
+    pub fn record_answer(&self, key: String, answer: &[u8]) {
+        if self.shared {
+            let answer = answer.to_vec();
+            self.changed(|d| d.answers.push((key, answer)));
+        }
+    }
+
+    /// A transmission claimed in the shared store (blocking: call it off the runtime).
+    pub fn transmission(&self, key: &str) -> Result<Option<(String, Option<Vec<u8>>)>> {
+        self.store.transmission_get(key)
+    }
+
+    /// Whether the store is shared with other nodes.
+    pub fn shared(&self) -> bool {
+        self.shared
+    }
+
     /// Adds `amount` to the card's stand-in total with `issuer` when the result stays within
     /// `max`; returns whether it did.
     pub fn add_stand_in(&self, issuer: &str, card: &str, amount: u64, max: u64) -> bool {
@@ -325,6 +364,14 @@ impl StateBook {
 
     /// A transaction, from memory or else from the store (blocking: call it off the runtime).
     pub fn original(&self, key: &str) -> Result<Option<OriginalRecord>> {
+        // Over a shared store another node may have settled it since: after this node's own
+        // uncommitted changes, the store has the last word, not this node's memory.
+        if self.shared {
+            if let Some(r) = Self::lock(&self.dirty).writes.originals.get(key) {
+                return Ok(Some(r.clone()));
+            }
+            return self.store.original_get(key);
+        }
         if let Some(r) = self.recent_original(key) {
             return Ok(Some(r));
         }
@@ -367,6 +414,11 @@ impl StateBook {
     fn committed_ok(&self, writes: &StateWrites, outcome: &crate::records::CommitOutcome) {
         for &i in &outcome.lost {
             if let Some(c) = writes.claims.get(i) {
+                c.lost.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        for &i in &outcome.lost_transmissions {
+            if let Some(c) = writes.transmissions.get(i) {
                 c.lost.store(true, std::sync::atomic::Ordering::Release);
             }
         }

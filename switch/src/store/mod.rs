@@ -121,6 +121,13 @@ pub trait Store: Send + Sync + 'static {
     /// One original transaction by its key.
     fn original_get(&self, key: &str) -> Result<Option<crate::records::OriginalRecord>>;
 
+    /// A claimed transmission: its content digest and, once its node answered, the answer.
+    /// A store of one node keeps none (its duplicate cache is in memory).
+    fn transmission_get(&self, key: &str) -> Result<Option<(String, Option<Vec<u8>>)>> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Whether several nodes share this store: the decision state is then decided in it
     /// (ATC claims), not in one node's memory alone.
     fn shared(&self) -> bool {

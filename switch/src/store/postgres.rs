@@ -13,7 +13,11 @@
 //!   over by the others once its lease runs out, and never by two nodes at once;
 //! - ATC claims: a card's ATC is accepted once across every node by one conditional insert whose
 //!   returned rows say which claims won (see [`crate::records::AtcClaim`]);
-//! - originals and stand-in totals, upserted by key.
+//! - transmissions: the first node to claim one (acquirer, terminal, MTI, STAN, DE 7) forwards it,
+//!   and its answer is recorded before it leaves, so a retransmission reaching another node gets
+//!   the same answer;
+//! - originals, upserted by key without ever losing an answer or a settled amount another node
+//!   recorded; stand-in totals by key.
 //!
 //! Migrations are embedded ([`MIGRATIONS`]) and applied at open, under an advisory lock so that
 //! nodes starting together apply them once. Every table lives in the configured schema.
@@ -33,9 +37,10 @@ use crate::records::{CommitOutcome, OriginalRecord, StateWrites};
 pub const DEFAULT_LEASE_MS: u64 = 30_000;
 
 /// The schema, one step per migration, applied in order and recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "
 CREATE TABLE journal (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at_ms BIGINT NOT NULL,
@@ -101,7 +106,20 @@ CREATE TABLE original (
     at_ms BIGINT NOT NULL
 );
 ",
-)];
+    ),
+    (
+        2,
+        "
+CREATE TABLE transmission (
+    key TEXT PRIMARY KEY,
+    content TEXT NOT NULL,
+    answer BYTEA,
+    at_ms BIGINT NOT NULL
+);
+CREATE INDEX transmission_age ON transmission (at_ms);
+",
+    ),
+];
 
 /// Where and how to reach the database.
 #[derive(Debug, Clone)]
@@ -568,10 +586,43 @@ impl Store for PgStore {
         let claims: Vec<(String, i32, i32, i64)> =
             w.claims.iter().map(|c| (c.card.clone(), c.atc as i32, c.width as i32, c.at_ms as i64)).collect();
         let journal = w.journal.clone();
+        let transmissions: Vec<(String, String, i64)> =
+            w.transmissions.iter().map(|t| (t.key.clone(), t.content.clone(), t.at_ms as i64)).collect();
+        let answers = w.answers.clone();
         self.call(move |pool| async move {
             let mut c = pool.get().await.map_err(pool_err)?;
             let tx = c.transaction().await.map_err(db_err("begin state commit"))?;
             let mut outcome = CommitOutcome::default();
+            if !transmissions.is_empty() {
+                // The first node to claim a transmission forwards it; the others have a
+                // retransmission (the primary key decides, whichever commits first).
+                let keys: Vec<&str> = transmissions.iter().map(|t| t.0.as_str()).collect();
+                let contents: Vec<&str> = transmissions.iter().map(|t| t.1.as_str()).collect();
+                let ats: Vec<i64> = transmissions.iter().map(|t| t.2).collect();
+                let won = tx
+                    .query(
+                        "INSERT INTO transmission (key, content, at_ms) \
+                         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) \
+                         ON CONFLICT (key) DO NOTHING RETURNING key",
+                        &[&keys, &contents, &ats],
+                    )
+                    .await
+                    .map_err(db_err("claim transmissions"))?;
+                let won: std::collections::HashSet<String> = won.iter().map(|r| r.get(0)).collect();
+                outcome.lost_transmissions =
+                    transmissions.iter().enumerate().filter(|(_, t)| !won.contains(&t.0)).map(|(i, _)| i).collect();
+            }
+            if !answers.is_empty() {
+                let keys: Vec<&str> = answers.iter().map(|a| a.0.as_str()).collect();
+                let bytes: Vec<&[u8]> = answers.iter().map(|a| a.1.as_slice()).collect();
+                tx.execute(
+                    "UPDATE transmission t SET answer = u.a FROM UNNEST($1::TEXT[], $2::BYTEA[]) AS u(k, a) \
+                     WHERE t.key = u.k AND t.answer IS NULL",
+                    &[&keys, &bytes],
+                )
+                .await
+                .map_err(db_err("record answers"))?;
+            }
             if !claims.is_empty() {
                 // One statement decides every claim: a claim wins when no node has its ATC for
                 // the card yet (the primary key) and none has one beyond the window above it.
@@ -637,8 +688,11 @@ impl Store for PgStore {
                      settled_minor, at_ms) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], \
                      $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[], $8::BIGINT[]) \
                      ON CONFLICT (key) DO UPDATE SET card = EXCLUDED.card, amount_minor = EXCLUDED.amount_minor, \
-                     currency = EXCLUDED.currency, response_code = EXCLUDED.response_code, \
-                     issuer = EXCLUDED.issuer, settled_minor = EXCLUDED.settled_minor, at_ms = EXCLUDED.at_ms",
+                     currency = EXCLUDED.currency, \
+                     response_code = COALESCE(EXCLUDED.response_code, original.response_code), \
+                     issuer = EXCLUDED.issuer, \
+                     settled_minor = GREATEST(original.settled_minor, EXCLUDED.settled_minor), \
+                     at_ms = EXCLUDED.at_ms",
                     &[&keys, &cards, &amounts, &currencies, &codes, &issuers, &settled, &ats],
                 )
                 .await
@@ -692,6 +746,19 @@ impl Store for PgStore {
                 settled_minor: r.get::<_, i64>(6) as u64,
                 at_ms: r.get::<_, i64>(7) as u64,
             }))
+        })
+    }
+
+    fn transmission_get(&self, key: &str) -> Result<Option<(String, Option<Vec<u8>>)>> {
+        let key = key.to_string();
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let st = c
+                .prepare_cached("SELECT content, answer FROM transmission WHERE key = $1")
+                .await
+                .map_err(db_err("prepare transmission read"))?;
+            let row = c.query_opt(&st, &[&key]).await.map_err(db_err("read transmission"))?;
+            Ok(row.map(|r| (r.get(0), r.get(1))))
         })
     }
 
