@@ -305,7 +305,22 @@ impl StateBook {
 
     /// Adds `amount` to the card's stand-in total with `issuer` when the result stays within
     /// `max`; returns whether it did.
+    /// Over a shared store the database decides, with every node's approvals counted (a blocking
+    /// call, on the stand-in path only: the issuer is unreachable); a store error refuses.
     pub fn add_stand_in(&self, issuer: &str, card: &str, amount: u64, max: u64) -> bool {
+        if self.shared {
+            return match self.store.standin_add(issuer, card, amount, max) {
+                Ok(Some(new)) => {
+                    Self::lock(&self.totals).insert((issuer.to_string(), card.to_string()), new);
+                    true
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::error!(error = %e, "stand-in total not updated: stand-in refused");
+                    false
+                }
+            };
+        }
         let mut totals = Self::lock(&self.totals);
         let key = (issuer.to_string(), card.to_string());
         let total = totals.get(&key).copied().unwrap_or(0);
@@ -320,6 +335,13 @@ impl StateBook {
 
     /// The issuer has the advices: its cards' stand-in totals start again.
     pub fn reset_stand_in(&self, issuer: &str) {
+        if self.shared {
+            if let Err(e) = self.store.standin_reset(issuer) {
+                tracing::error!(error = %e, "stand-in totals not reset; kept until the next advices");
+            }
+            Self::lock(&self.totals).retain(|(i, _), _| i != issuer);
+            return;
+        }
         let mut totals = Self::lock(&self.totals);
         let keys: Vec<_> = totals.keys().filter(|(i, _)| i == issuer).cloned().collect();
         for k in &keys {

@@ -274,3 +274,43 @@ fn check_config_reaches_the_database_and_migrates_it() {
     assert!(err.contains("store.url"), "{err}");
     assert!(!err.contains("s3cret-pw"), "{err}");
 }
+
+#[test]
+fn stand_in_totals_count_every_nodes_approvals() {
+    let Some(db) = Db::new("standin_shared") else { return };
+    let books: Vec<_> = (0..3)
+        .map(|i| {
+            let store: Arc<dyn Store> = Arc::new(db.node(&format!("node-{i}")));
+            StateBook::open(store, 16).expect("book")
+        })
+        .collect();
+    let (a, b) = (&books[0].0, &books[1].0);
+    assert!(a.add_stand_in("issuer-a", "CARD", 6_000, 10_000));
+    assert!(!b.add_stand_in("issuer-a", "CARD", 6_000, 10_000), "node a's 60.00 counts on node b");
+    assert!(b.add_stand_in("issuer-a", "CARD", 4_000, 10_000));
+    assert!(b.add_stand_in("issuer-b", "CARD", 6_000, 10_000), "per issuer");
+    assert!(!a.add_stand_in("issuer-a", "OTHER", 10_001, 10_000), "one amount over the limit");
+    b.reset_stand_in("issuer-a");
+    assert!(a.add_stand_in("issuer-a", "CARD", 6_000, 10_000), "the issuer has the advices: a new total");
+
+    // Many approvals at once over three nodes: exactly as many as the limit holds.
+    let start = Arc::new(Barrier::new(3));
+    let won: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = books
+            .iter()
+            .map(|(book, _)| {
+                let start = start.clone();
+                s.spawn(move || {
+                    start.wait();
+                    (0..10).filter(|_| book.add_stand_in("issuer-c", "CARD", 1_000, 10_000)).count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("node")).sum()
+    });
+    assert_eq!(won, 10);
+    for (book, writer) in books {
+        drop(book);
+        writer.finish();
+    }
+}

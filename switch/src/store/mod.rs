@@ -128,6 +128,21 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Over a shared store: adds `amount` to the card's stand-in total with `issuer` when the
+    /// result stays within `max`, in one conditional statement (every node's approvals count);
+    /// the new total, or `None` when it would exceed `max`. A store of one node leaves the
+    /// totals to its state book's commits.
+    fn standin_add(&self, issuer: &str, card: &str, amount: u64, max: u64) -> Result<Option<u64>> {
+        let _ = (issuer, card, amount, max);
+        Ok(None)
+    }
+
+    /// Over a shared store: the issuer has the advices, its cards' totals start again.
+    fn standin_reset(&self, issuer: &str) -> Result<()> {
+        let _ = issuer;
+        Ok(())
+    }
+
     /// Whether several nodes share this store: the decision state is then decided in it
     /// (ATC claims), not in one node's memory alone.
     fn shared(&self) -> bool {

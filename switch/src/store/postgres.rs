@@ -17,7 +17,9 @@
 //!   and its answer is recorded before it leaves, so a retransmission reaching another node gets
 //!   the same answer;
 //! - originals, upserted by key without ever losing an answer or a settled amount another node
-//!   recorded; stand-in totals by key.
+//!   recorded;
+//! - stand-in totals, added to by one conditional upsert that refuses to pass the limit, so
+//!   every node's stand-in approvals of a card count against it.
 //!
 //! Migrations are embedded ([`MIGRATIONS`]) and applied at open, under an advisory lock so that
 //! nodes starting together apply them once. Every table lives in the configured schema.
@@ -759,6 +761,37 @@ impl Store for PgStore {
                 .map_err(db_err("prepare transmission read"))?;
             let row = c.query_opt(&st, &[&key]).await.map_err(db_err("read transmission"))?;
             Ok(row.map(|r| (r.get(0), r.get(1))))
+        })
+    }
+
+    fn standin_add(&self, issuer: &str, card: &str, amount: u64, max: u64) -> Result<Option<u64>> {
+        let (issuer, card) = (issuer.to_string(), card.to_string());
+        let (amount, max) =
+            (i64::try_from(amount).unwrap_or(i64::MAX), i64::try_from(max).unwrap_or(i64::MAX));
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let row = c
+                .query_opt(
+                    "INSERT INTO standin_total (issuer, card, total_minor) SELECT $1::TEXT, $2::TEXT, $3::BIGINT WHERE $3::BIGINT <= $4::BIGINT \
+                     ON CONFLICT (issuer, card) DO UPDATE \
+                     SET total_minor = standin_total.total_minor + EXCLUDED.total_minor \
+                     WHERE standin_total.total_minor + EXCLUDED.total_minor <= $4::BIGINT RETURNING total_minor",
+                    &[&issuer, &card, &amount, &max],
+                )
+                .await
+                .map_err(db_err("add to a stand-in total"))?;
+            Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+        })
+    }
+
+    fn standin_reset(&self, issuer: &str) -> Result<()> {
+        let issuer = issuer.to_string();
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            c.execute("UPDATE standin_total SET total_minor = 0 WHERE issuer = $1", &[&issuer])
+                .await
+                .map_err(db_err("reset stand-in totals"))?;
+            Ok(())
         })
     }
 
