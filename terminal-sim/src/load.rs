@@ -264,6 +264,17 @@ pub async fn run(
     source: Arc<dyn RequestSource>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Report {
+    run_spread(vec![target], plan, source, progress).await
+}
+
+/// [`run`] over several targets (the nodes of one network): connection `k` goes to target
+/// `k % targets.len()`, so the load is spread evenly; one report for all.
+pub async fn run_spread(
+    targets: Vec<Target>,
+    plan: Plan,
+    source: Arc<dyn RequestSource>,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Report {
     let conns = plan.connections.max(1);
     let total = total_requests(&plan);
     let shared = Arc::new(Shared {
@@ -276,7 +287,7 @@ pub async fn run(
     });
     let mut tasks = Vec::new();
     for k in 0..conns {
-        let target = target.clone();
+        let Some(target) = targets.get(k % targets.len().max(1)).cloned() else { break };
         let source = source.clone();
         let shared = shared.clone();
         tasks.push(tokio::spawn(connection(k, conns, total, plan, target, source, shared)));

@@ -1,0 +1,71 @@
+//! `paynet serve --nodes 3 --database-url URL`: three switch nodes over one PostgreSQL database,
+//! the second and third in processes of their own, listed in the ports file's `nodes` with their
+//! process IDs; each answers the test cards; one killed with SIGKILL leaves the others answering;
+//! stopping serve stops them all. Skipped without a database unless `PAYNET_REQUIRE_POSTGRES=1`.
+
+mod common;
+
+use codecs::framing::FramingKind;
+use codecs::iso8583::Spec;
+use common::{Client, Tx, rc};
+use terminal_kit::pos::TestCard;
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_in_their_own_processes_share_one_database() {
+    let Some(db) = testkit::pg::database("serve_nodes") else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ports = tmp.path().join("ports.json");
+    let serve = common::process::serve_with(
+        &ports,
+        tmp.path(),
+        &["--nodes", "3", "--database-url", &db.url, "--schema", &db.schema],
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ports).expect("ports file")).expect("JSON");
+    let nodes = doc["nodes"].as_array().expect("nodes").clone();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[0]["acquirer"], doc["acquirer"], "node 0 is the ports file's acquirer");
+    assert_eq!(nodes[0]["acquirer_ascii"], doc["acquirer_ascii"]);
+    let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().expect("pid")).collect();
+    assert_eq!(pids[0], u64::from(serve.0.id()));
+    assert!(pids[1] != pids[0] && pids[2] != pids[0] && pids[1] != pids[2], "{pids:?}");
+    assert!(nodes.iter().all(|n| n["admin"].as_str().is_some_and(|a| a.starts_with("http://127.0.0.1:"))));
+    let cards: Vec<TestCard> = serde_json::from_value(doc["test_cards"].clone()).expect("cards");
+
+    let purchase_at = |i: usize, stan: u32| {
+        let node = nodes[i]["acquirer"].clone();
+        let spec = Spec::builtin("network").expect("spec");
+        let req = terminal_kit::pos::chip_request(spec, &cards[i], &Tx::purchase(stan, 1_000, stan as u16))
+            .expect("request");
+        async move {
+            let mut c = Client::connect_to(
+                node["host"].as_str().expect("host"),
+                node["port"].as_u64().expect("port") as u16,
+                FramingKind::Binary2,
+                "network",
+            )
+            .await;
+            rc(&c.call(&req).await)
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(purchase_at(i, 1 + i as u32).await, "00", "node {i}");
+    }
+    // One node killed: the others go on.
+    let st = std::process::Command::new("kill").args(["-KILL", &pids[2].to_string()]).status().expect("kill");
+    assert!(st.success());
+    assert_eq!(purchase_at(0, 11).await, "00");
+    assert_eq!(purchase_at(1, 12).await, "00");
+    drop(serve);
+    assert!(!alive(pids[1]), "serve stopped its nodes");
+    let _ = switch::store::postgres::PgStore::drop_schema(&switch::store::postgres::PgOptions::new(
+        db.url.clone(),
+        db.schema.clone(),
+    ));
+}
