@@ -62,6 +62,26 @@ async fn three_nodes_in_their_own_processes_share_one_database() {
     assert!(st.success());
     assert_eq!(purchase_at(0, 11).await, "00");
     assert_eq!(purchase_at(1, 12).await, "00");
+
+    // An ATM whose ports file names the dead node first fails over to the next and is served.
+    let mut failover = doc.clone();
+    failover["acquirer"] = nodes[2]["acquirer"].clone();
+    failover["nodes"] = serde_json::json!([nodes[2], nodes[0], nodes[1]]);
+    let path = tmp.path().join("ports-dead-first.json");
+    paynet::private_file::write_atomic(&path, failover.to_string().as_bytes()).expect("write");
+    let out = std::process::Command::new(common::process::workspace_bin("atm-sim"))
+        .args(["cash-advance", "--json", "--card", "4", "--amount", "10000", "--pin"])
+        .arg(cards[4].pin.as_str())
+        .arg("--ports-file")
+        .arg(&path)
+        .arg("--state")
+        .arg(tmp.path().join("atm-state"))
+        .output()
+        .expect("atm-sim");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("00"), Some(10_000)), "{v}");
     drop(serve);
     assert!(!alive(pids[1]), "serve stopped its nodes");
     let _ = switch::store::postgres::PgStore::drop_schema(&switch::store::postgres::PgOptions::new(
