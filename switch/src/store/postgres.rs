@@ -580,8 +580,8 @@ impl Store for PgStore {
     }
 
     fn state_commit(&self, w: &StateWrites) -> Result<CommitOutcome> {
-        let windows: Vec<(String, Vec<u8>)> =
-            w.windows.iter().map(|(c, win)| (c.clone(), win.to_bytes())).collect();
+        // The ATC windows are not written: over a shared store the claims decide, and a node's
+        // window is only its own view, rebuilt from the traffic it sees.
         let totals: Vec<(String, String, i64)> =
             w.totals.iter().map(|((i, c), t)| (i.clone(), c.clone(), *t as i64)).collect();
         let originals: Vec<OriginalRecord> = w.originals.values().cloned().collect();
@@ -593,90 +593,99 @@ impl Store for PgStore {
         let answers = w.answers.clone();
         self.call(move |pool| async move {
             let mut c = pool.get().await.map_err(pool_err)?;
-            let tx = c.transaction().await.map_err(db_err("begin state commit"))?;
-            let mut outcome = CommitOutcome::default();
-            if !transmissions.is_empty() {
+            let txn = c.transaction().await.map_err(db_err("begin state commit"))?;
+            let tx = &txn;
+            // Every statement of the commit is sent at once (the connection pipelines them): one
+            // round trip to the database, not one per table.
+            let claimed = async {
+                if transmissions.is_empty() {
+                    return Ok(Vec::new());
+                }
                 // The first node to claim a transmission forwards it; the others have a
                 // retransmission (the primary key decides, whichever commits first).
                 let keys: Vec<&str> = transmissions.iter().map(|t| t.0.as_str()).collect();
                 let contents: Vec<&str> = transmissions.iter().map(|t| t.1.as_str()).collect();
                 let ats: Vec<i64> = transmissions.iter().map(|t| t.2).collect();
-                let won = tx
-                    .query(
-                        "INSERT INTO transmission (key, content, at_ms) \
+                let won = tx.query(
+&tx.prepare_cached("INSERT INTO transmission (key, content, at_ms) \
                          SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) \
-                         ON CONFLICT (key) DO NOTHING RETURNING key",
+                         ON CONFLICT (key) DO NOTHING RETURNING key").await.map_err(db_err("prepare state commit"))?,
                         &[&keys, &contents, &ats],
                     )
                     .await
                     .map_err(db_err("claim transmissions"))?;
                 let won: std::collections::HashSet<String> = won.iter().map(|r| r.get(0)).collect();
-                outcome.lost_transmissions =
-                    transmissions.iter().enumerate().filter(|(_, t)| !won.contains(&t.0)).map(|(i, _)| i).collect();
-            }
-            if !answers.is_empty() {
+                Ok::<_, Error>(
+                    transmissions.iter().enumerate().filter(|(_, t)| !won.contains(&t.0)).map(|(i, _)| i).collect(),
+                )
+            };
+            let answered = async {
+                if answers.is_empty() {
+                    return Ok(());
+                }
                 let keys: Vec<&str> = answers.iter().map(|a| a.0.as_str()).collect();
                 let bytes: Vec<&[u8]> = answers.iter().map(|a| a.1.as_slice()).collect();
                 tx.execute(
-                    "UPDATE transmission t SET answer = u.a FROM UNNEST($1::TEXT[], $2::BYTEA[]) AS u(k, a) \
-                     WHERE t.key = u.k AND t.answer IS NULL",
+&tx.prepare_cached("UPDATE transmission t SET answer = u.a FROM UNNEST($1::TEXT[], $2::BYTEA[]) AS u(k, a) \
+                     WHERE t.key = u.k AND t.answer IS NULL").await.map_err(db_err("prepare state commit"))?,
                     &[&keys, &bytes],
                 )
                 .await
                 .map_err(db_err("record answers"))?;
-            }
-            if !claims.is_empty() {
+                Ok::<_, Error>(())
+            };
+            let atcs = async {
+                if claims.is_empty() {
+                    return Ok(Vec::new());
+                }
                 // One statement decides every claim: a claim wins when no node has its ATC for
                 // the card yet (the primary key) and none has one beyond the window above it.
                 let cards: Vec<&str> = claims.iter().map(|c| c.0.as_str()).collect();
                 let atcs: Vec<i32> = claims.iter().map(|c| c.1).collect();
                 let widths: Vec<i32> = claims.iter().map(|c| c.2).collect();
                 let ats: Vec<i64> = claims.iter().map(|c| c.3).collect();
-                let won = tx
-                    .query(
-                        "INSERT INTO atc_claim (card, atc, at_ms) \
+                let won = tx.query(
+&tx.prepare_cached("INSERT INTO atc_claim (card, atc, at_ms) \
                          SELECT u.c, u.a, u.t FROM UNNEST($1::TEXT[], $2::INTEGER[], $3::INTEGER[], $4::BIGINT[]) \
                          AS u(c, a, w, t) WHERE NOT EXISTS ( \
                            SELECT 1 FROM atc_claim x WHERE x.card = u.c AND x.atc > u.a + u.w) \
-                         ON CONFLICT (card, atc) DO NOTHING RETURNING card, atc",
+                         ON CONFLICT (card, atc) DO NOTHING RETURNING card, atc").await.map_err(db_err("prepare state commit"))?,
                         &[&cards, &atcs, &widths, &ats],
                     )
                     .await
                     .map_err(db_err("claim ATCs"))?;
                 let won: std::collections::HashSet<(String, i32)> =
                     won.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1))).collect();
-                outcome.lost = claims
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| !won.contains(&(c.0.clone(), c.1)))
-                    .map(|(i, _)| i)
-                    .collect();
-            }
-            if !windows.is_empty() {
-                let cards: Vec<&str> = windows.iter().map(|w| w.0.as_str()).collect();
-                let wins: Vec<&[u8]> = windows.iter().map(|w| w.1.as_slice()).collect();
-                tx.execute(
-                    "INSERT INTO atc_window (card, win) SELECT * FROM UNNEST($1::TEXT[], $2::BYTEA[]) \
-                     ON CONFLICT (card) DO UPDATE SET win = EXCLUDED.win",
-                    &[&cards, &wins],
+                Ok::<_, Error>(
+                    claims
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| !won.contains(&(c.0.clone(), c.1)))
+                        .map(|(i, _)| i)
+                        .collect(),
                 )
-                .await
-                .map_err(db_err("write ATC windows"))?;
-            }
-            if !totals.is_empty() {
+            };
+            let summed = async {
+                if totals.is_empty() {
+                    return Ok(());
+                }
                 let issuers: Vec<&str> = totals.iter().map(|t| t.0.as_str()).collect();
                 let cards: Vec<&str> = totals.iter().map(|t| t.1.as_str()).collect();
                 let sums: Vec<i64> = totals.iter().map(|t| t.2).collect();
                 tx.execute(
-                    "INSERT INTO standin_total (issuer, card, total_minor) \
+&tx.prepare_cached("INSERT INTO standin_total (issuer, card, total_minor) \
                      SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) \
-                     ON CONFLICT (issuer, card) DO UPDATE SET total_minor = EXCLUDED.total_minor",
+                     ON CONFLICT (issuer, card) DO UPDATE SET total_minor = EXCLUDED.total_minor").await.map_err(db_err("prepare state commit"))?,
                     &[&issuers, &cards, &sums],
                 )
                 .await
                 .map_err(db_err("write stand-in totals"))?;
-            }
-            if !originals.is_empty() {
+                Ok::<_, Error>(())
+            };
+            let recorded = async {
+                if originals.is_empty() {
+                    return Ok(());
+                }
                 let keys: Vec<&str> = originals.iter().map(|o| o.key.as_str()).collect();
                 let cards: Vec<&str> = originals.iter().map(|o| o.card.as_str()).collect();
                 let amounts: Vec<i64> = originals.iter().map(|o| o.amount_minor as i64).collect();
@@ -686,7 +695,7 @@ impl Store for PgStore {
                 let settled: Vec<i64> = originals.iter().map(|o| o.settled_minor as i64).collect();
                 let ats: Vec<i64> = originals.iter().map(|o| o.at_ms as i64).collect();
                 tx.execute(
-                    "INSERT INTO original (key, card, amount_minor, currency, response_code, issuer, \
+&tx.prepare_cached("INSERT INTO original (key, card, amount_minor, currency, response_code, issuer, \
                      settled_minor, at_ms) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], \
                      $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[], $8::BIGINT[]) \
                      ON CONFLICT (key) DO UPDATE SET card = EXCLUDED.card, amount_minor = EXCLUDED.amount_minor, \
@@ -694,19 +703,23 @@ impl Store for PgStore {
                      response_code = COALESCE(EXCLUDED.response_code, original.response_code), \
                      issuer = EXCLUDED.issuer, \
                      settled_minor = GREATEST(original.settled_minor, EXCLUDED.settled_minor), \
-                     at_ms = EXCLUDED.at_ms",
+                     at_ms = EXCLUDED.at_ms").await.map_err(db_err("prepare state commit"))?,
                     &[&keys, &cards, &amounts, &currencies, &codes, &issuers, &settled, &ats],
                 )
                 .await
                 .map_err(db_err("write originals"))?;
-            }
-            insert_journal(&tx, &journal).await?;
-            tx.commit().await.map_err(db_err("commit state"))?;
-            Ok(outcome)
+                Ok::<_, Error>(())
+            };
+            let journaled = insert_journal(tx, &journal);
+            let (lost_transmissions, (), lost, (), (), ()) =
+                tokio::try_join!(claimed, answered, atcs, summed, recorded, journaled)?;
+            txn.commit().await.map_err(db_err("commit state"))?;
+            Ok(CommitOutcome { lost, lost_transmissions })
         })
     }
 
     fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        // What earlier versions wrote; new commits write claims instead (see `state_commit`).
         self.call(|pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
             let rows =
