@@ -145,6 +145,8 @@ struct Phase {
     report: Report,
     cpu_us_per_request: f64,
     rss_mib: u64,
+    /// Resident memory at every 10 s of the phase (10 s, 20 s, …).
+    rss_mib_every_10s: Vec<u64>,
 }
 
 impl Phase {
@@ -154,7 +156,7 @@ impl Phase {
             "approved": r.approved, "declined": r.declined, "errors": r.errors, "timeouts": r.timeouts,
             "unmatched": r.unmatched, "response_codes": r.response_codes, "latency_us": r.latency_us,
             "cpu_us_per_request": (self.cpu_us_per_request * 10.0).round() / 10.0,
-            "rss_mib_at_end": self.rss_mib})
+            "rss_mib_at_end": self.rss_mib, "rss_mib_every_10s": self.rss_mib_every_10s})
     }
 
     fn holds(&self, p99_us: u64) -> bool {
@@ -217,12 +219,26 @@ fn main() {
             let plan = Plan { rate, duration: Duration::from_secs(seconds), connections, timeout: Duration::from_secs(5) };
             async move {
                 let cpu = cpu_us();
+                let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+                let sampler = tokio::spawn({
+                    let samples = samples.clone();
+                    async move {
+                        let mut tick = tokio::time::interval(Duration::from_secs(10));
+                        tick.tick().await;
+                        loop {
+                            tick.tick().await;
+                            samples.lock().expect("samples").push(rss_kib() / 1024);
+                        }
+                    }
+                });
                 let targets =
                     addrs.into_iter().map(|addr| Target { addr, spec: spec.clone(), framing: FramingKind::Binary2 }).collect();
                 let report = load::run_spread(targets, plan, source, Arc::new(|_| {})).await;
+                sampler.abort();
+                let rss_mib_every_10s = std::mem::take(&mut *samples.lock().expect("samples"));
                 let used = cpu_us().saturating_sub(cpu);
                 let cpu_us_per_request = if report.sent > 0 { used as f64 / report.sent as f64 } else { 0.0 };
-                Phase { report, cpu_us_per_request, rss_mib: rss_kib() / 1024 }
+                Phase { report, cpu_us_per_request, rss_mib: rss_kib() / 1024, rss_mib_every_10s }
             }
         };
         let out = if find_max {

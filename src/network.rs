@@ -548,6 +548,7 @@ pub async fn start(opts: Options) -> Result<Network> {
             ..switch::config::KeysConfig::default()
         },
         journal: switch::config::JournalConfig::default(),
+        dedupe: switch::config::DedupeConfig::default(),
         saf: switch::config::SafConfig { retry_base_ms: 200, retry_max_ms: 5_000, ..Default::default() },
         store: opts.store.clone(),
         // The token service runs in the node (its requestors' and issuers' secrets are generated).

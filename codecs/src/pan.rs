@@ -22,6 +22,15 @@ pub fn luhn_check_digit(digits: &[u8]) -> Option<u8> {
     Some(b'0' + ((10 - (sum % 10)) % 10) as u8)
 }
 
+/// `body` (ASCII digits) followed by its Luhn check digit; `None` when `body` is not all digits.
+pub fn with_check_digit(body: &str) -> Option<String> {
+    let check = luhn_check_digit(body.as_bytes())?;
+    let mut pan = String::with_capacity(body.len() + 1);
+    pan.push_str(body);
+    pan.push(char::from(check));
+    Some(pan)
+}
+
 /// Whether `pan` (ASCII digits) ends with its Luhn check digit.
 pub fn luhn_valid(pan: &[u8]) -> bool {
     match pan.split_last() {

@@ -394,7 +394,13 @@ fn content_lookup_tables_agree_with_the_content_rules() {
     use codecs::iso8583::ContentType::*;
     for c in [N, A, An, Ans, Ns, Anp, Z, B, XN, Hex] {
         for b in 0..=255u8 {
-            assert_eq!(c.table()[usize::from(b)], c.allows(b, 1), "{} byte {b:02X}", c.name());
+            assert_eq!(c.all_allowed(&[b]), c.allows(b, 1), "{} byte {b:02X}", c.name());
+            // The long form (the vectorized predicate) agrees too, wherever the byte sits.
+            for at in [0, 17, 39] {
+                let mut long = vec![if c.allows(b'1', 1) { b'1' } else { b'A' }; 40];
+                long[at] = b;
+                assert_eq!(c.all_allowed(&long), c.allows(b, 1), "{} byte {b:02X} at {at} of 40", c.name());
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use crypto::hsm::SoftHsm;
 use crypto::keystore::Lmk;
 use issuer_sim::cards::{TestIssuer, ZPK_NAME, generate_test_issuer};
 use issuer_sim::host::{Issuer, Origin};
-use issuer_sim::testing::{Tx, chip_request, pin_block, rng};
+use issuer_sim::testing::{Tx, chip_request, pin_block};
 
 fn issuer(test: &TestIssuer, lmk: &Lmk) -> Issuer {
     let ks = crypto::keystore::Keystore::from_toml(lmk.clone(), &test.keystore.to_toml()).expect("keystore");
@@ -45,7 +45,8 @@ fn run(iters: u64, test: &TestIssuer, lmk: &Lmk, make: &dyn Fn(u16) -> Message) 
 
 fn benches(c: &mut Criterion) {
     let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("LMK");
-    let test = generate_test_issuer(4, lmk.clone(), "2912", &mut rng(1)).expect("test issuer");
+    let test = generate_test_issuer(4, lmk.clone(), "2912", &mut testkit::TestRng::seeded(1).filler())
+        .expect("test issuer");
     let spec: Arc<Spec> = Spec::builtin("network").expect("spec").clone();
     let card = test.clear[0].clone();
     let block = pin_block(&test.zpk_clear, &card.pan, &card.pin).expect("PIN block");

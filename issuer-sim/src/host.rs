@@ -26,9 +26,10 @@ use crypto::emv::{ArpcInput, Atc, CardInputs, Cvn, PanDigits, Psn, Unpredictable
 use crypto::hsm::{Hsm, PinSource};
 use crypto::pin::PinBlockFormat;
 
-use crate::cards::{CardConfig, CardsFile, mask};
+use crate::cards::{CardConfig, CardsFile};
 use crate::idv::{AttemptGuard, IdvLimits, IdvPolicy, OtpBook, OtpError};
 use crate::ledger::{Account, AccountId, AccountStatus, Ledger, LedgerError, OriginalKey};
+use codecs::pan::mask;
 
 /// A PIN tried wrong this many times blocks PIN transactions (75).
 const PIN_TRIES: u8 = 3;
@@ -177,11 +178,6 @@ pub fn subelement(de48: &str, tag: &str) -> Option<String> {
 fn icc_tags(icc: &[u8]) -> Option<HashMap<u32, Vec<u8>>> {
     let nodes = tlv::decode_lenient(icc).ok()?;
     Some(nodes.iter().map(|n| (n.tag().value(), n.value().to_vec())).collect())
-}
-
-/// The PAN of a request: DE 2, else the digits before the separator of track 2 (DE 35).
-pub fn pan_of(req: &Message) -> Option<String> {
-    req.card_number()
 }
 
 /// The original-transaction key of a request: DE 41 | DE 11 | DE 7.
@@ -469,7 +465,7 @@ impl Issuer {
         }
         if let Some(rc) = format_error(req) {
             let mut rsp = answer(req, rc);
-            if let (Some(pan), Ok(Some(chip))) = (pan_of(req), chip_of(req)) {
+            if let (Some(pan), Ok(Some(chip))) = (req.card_number(), chip_of(req)) {
                 self.attach_issuer_auth_data(&pan, &chip, &mut rsp, rc);
             }
             return Some(rsp);
@@ -502,7 +498,7 @@ impl Issuer {
         random: u32,
     ) -> Message {
         let pc = field(req, 3).unwrap_or_default();
-        let Some(pan) = pan_of(req) else { return answer(req, "30") };
+        let Some(pan) = req.card_number() else { return answer(req, "30") };
         // ID&V (token provisioning) never tells a guesser that the card does not exist.
         let idv = matches!(pc.get(..2), Some("90" | "91"));
         if !self.cards.contains_key(&pan) && !idv {
@@ -719,7 +715,7 @@ impl Issuer {
                 if self.sms_outbox.len() >= 64 {
                     self.sms_outbox.remove(0);
                 }
-                self.sms_outbox.push(Sms { card: crate::cards::mask(pan), otp: code.clone(), at_ms: now_ms });
+                self.sms_outbox.push(Sms { card: mask(pan), otp: code.clone(), at_ms: now_ms });
                 if self.otp_outbox.len() >= OTP_OUTBOX_KEPT {
                     let outstanding = &self.otps;
                     self.otp_outbox.retain(|s, _| outstanding.contains(s));
@@ -781,7 +777,7 @@ impl Issuer {
     }
 
     fn advice(&mut self, req: &Message) -> Message {
-        let Some(pan) = pan_of(req) else { return answer(req, "30") };
+        let Some(pan) = req.card_number() else { return answer(req, "30") };
         let Some(card) = self.cards.get(&pan) else { return answer(req, "14") };
         let amount = req.amount().ok().flatten().map(|a| a.0).unwrap_or(0);
         match self.ledger.advise(&own_key(req), card.account, amount) {
@@ -791,7 +787,7 @@ impl Issuer {
     }
 
     fn notice(&mut self, req: &Message) -> Message {
-        let pan = pan_of(req).unwrap_or_default();
+        let pan = req.card_number().unwrap_or_default();
         if self.notices.len() >= NOTICES_KEPT {
             self.notices.remove(0);
         }

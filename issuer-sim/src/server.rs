@@ -255,7 +255,7 @@ pub async fn run_with(
                     debug!(
                         mti = %req.mti(),
                         stan = %req.text(11).unwrap_or_default(),
-                        pan = %crate::host::pan_of(&req).map(|p| codecs::iso8583::describe::mask_pan(&p)).unwrap_or_default(),
+                        pan = %req.card_number().map(|p| codecs::pan::mask(&p)).unwrap_or_default(),
                         rc = %answer.text(39).unwrap_or_default(),
                         fault = ?fault,
                         decide_us,
@@ -348,7 +348,7 @@ mod tests {
     }
 
     fn state(link_mac: Option<LinkMac>) -> (ServerState, crate::cards::TestIssuer) {
-        crate::testing::server_state(link_mac)
+        crate::testing::server_state(link_mac, &mut testkit::TestRng::seeded(7).filler())
     }
 
     fn answer_to(state: &ServerState, req: &Message) -> Option<Message> {

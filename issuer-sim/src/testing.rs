@@ -20,25 +20,16 @@ use terminal_kit::pos;
 use crate::cards::ClearTestCard;
 use crate::link_mac::LinkMac;
 
-/// A deterministic random source (xorshift64*), so every run generates the same test keys.
-pub fn rng(seed: u64) -> impl FnMut(&mut [u8]) + Send + Sync + Clone + 'static {
-    let mut x = seed | 1;
-    move |buf: &mut [u8]| {
-        for b in buf.iter_mut() {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            *b = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
-        }
-    }
-}
-
 /// A server state over four generated test cards (expiring 2912; the clock says November 2026,
-/// authorization codes are fixed), with or without a link MAC, and the cards' clear material.
-pub fn server_state(link_mac: Option<LinkMac>) -> (crate::server::ServerState, crate::cards::TestIssuer) {
+/// authorization codes are fixed), with or without a link MAC, and the cards' clear material; the
+/// cards' keys are drawn from `random`.
+pub fn server_state(
+    link_mac: Option<LinkMac>,
+    random: &mut dyn FnMut(&mut [u8]),
+) -> (crate::server::ServerState, crate::cards::TestIssuer) {
     use crypto::keystore::{Keystore, Lmk};
     let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("LMK");
-    let t = crate::cards::generate_test_issuer(4, lmk.clone(), "2912", &mut rng(7)).expect("test issuer");
+    let t = crate::cards::generate_test_issuer(4, lmk.clone(), "2912", random).expect("test issuer");
     let ks = Keystore::from_toml(lmk, &t.keystore.to_toml()).expect("keystore");
     let hsm = Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(|b: &mut [u8]| b.fill(0x3C))));
     let state = crate::server::ServerState {

@@ -14,7 +14,7 @@ async fn call(addr: &str, method: &str, path: &str, token: Option<&str>, body: &
 }
 
 async fn start(test_mode: bool) -> (String, Arc<issuer_sim::server::ServerState>, CancellationToken) {
-    let (state, _) = issuer_sim::testing::server_state(None);
+    let (state, _) = issuer_sim::testing::server_state(None, &mut testkit::TestRng::seeded(7).filler());
     let state = Arc::new(state);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr").to_string();

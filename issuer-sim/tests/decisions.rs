@@ -12,9 +12,9 @@ use crypto::keystore::Lmk;
 use issuer_sim::cards::{ClearTestCard, TestIssuer, ZPK_NAME, generate_test_issuer};
 use issuer_sim::host::{Issuer, Origin};
 use issuer_sim::testing::{
-    Tx, card_accepts_arpc, chip_request, pin_block, reversal, rng, tag91, with_tsp_verified,
-    with_zero_cryptogram,
+    Tx, card_accepts_arpc, chip_request, pin_block, reversal, tag91, with_tsp_verified, with_zero_cryptogram,
 };
+use testkit::TestRng;
 
 /// Today for the expiry checks: November 2026. Test cards expire in December 2029.
 const NOW_YYMM: &str = "2611";
@@ -22,12 +22,11 @@ const NOW_MS: u64 = 1_795_000_000_000;
 
 fn test_issuer(edit: impl FnOnce(&mut TestIssuer)) -> (Issuer, TestIssuer) {
     let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("test LMK");
-    let mut r = rng(7);
-    let mut test = generate_test_issuer(4, lmk.clone(), "2912", &mut r).expect("test issuer");
+    let mut test =
+        generate_test_issuer(4, lmk.clone(), "2912", &mut TestRng::seeded(7).filler()).expect("test issuer");
     edit(&mut test);
     let ks = crypto::keystore::Keystore::from_toml(lmk, &test.keystore.to_toml()).expect("keystore");
-    let state = std::sync::Mutex::new(rng(9));
-    let hsm = Arc::new(SoftHsm::new(ks, Box::new(move |b: &mut [u8]| (state.lock().expect("rng"))(b))));
+    let hsm = Arc::new(SoftHsm::new(ks, TestRng::seeded(9).source()));
     (Issuer::new(hsm, ZPK_NAME, &test.cards), test)
 }
 

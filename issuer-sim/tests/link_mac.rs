@@ -40,7 +40,7 @@ impl Drop for Served {
 }
 
 async fn serve(link_mac: Option<LinkMac>) -> Served {
-    let (state, test) = server_state(link_mac);
+    let (state, test) = server_state(link_mac, &mut testkit::TestRng::seeded(7).filler());
     let state = Arc::new(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();

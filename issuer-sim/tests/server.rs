@@ -19,7 +19,8 @@ use crypto::keys::to_hex;
 use crypto::keystore::Lmk;
 use futures_util::{SinkExt, StreamExt};
 use issuer_sim::cards::{ClearTestCard, TestIssuer, generate_test_issuer};
-use issuer_sim::testing::{Tx, card_accepts_arpc, chip_request, pin_block, reversal, rng};
+use issuer_sim::testing::{Tx, card_accepts_arpc, chip_request, pin_block, reversal};
+use testkit::TestRng;
 use tokio::net::TcpStream;
 
 /// Kills the simulator when the test ends, however it ends.
@@ -50,7 +51,8 @@ fn write_config(dir: &Path, lmk_hex: &str) -> TestIssuer {
     let yy: u32 = yymm[..2].parse().expect("year");
     let expiry = format!("{:02}{}", (yy + 3) % 100, &yymm[2..]);
     let lmk = Lmk::from_hex(lmk_hex).expect("LMK");
-    let mut test = generate_test_issuer(5, lmk, &expiry, &mut rng(11)).expect("test issuer");
+    let mut test =
+        generate_test_issuer(5, lmk, &expiry, &mut TestRng::seeded(11).filler()).expect("test issuer");
     test.cards.cards[2].status = "blocked".into();
     test.cards.cards[3].expiry = format!("{:02}01", (yy + 99) % 100); // last year's January
     test.clear[3].expiry = test.cards.cards[3].expiry.clone();
@@ -155,7 +157,7 @@ async fn admin(addr: &str, line: &str) -> String {
 async fn issuer_sim_binary_answers_declines_reverses_and_injects_faults() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut lmk = [0u8; 32];
-    rng(5)(&mut lmk);
+    TestRng::seeded(5).fill(&mut lmk);
     let lmk_hex = to_hex(&lmk);
     let t = write_config(dir.path(), &lmk_hex);
     let sim = start(dir.path(), &lmk_hex);
@@ -355,7 +357,7 @@ async fn issuer_sim_binary_answers_declines_reverses_and_injects_faults() {
 fn check_config_reports_every_problem_and_accepts_a_good_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut lmk = [0u8; 32];
-    rng(6)(&mut lmk);
+    TestRng::seeded(6).fill(&mut lmk);
     let lmk_hex = to_hex(&lmk);
     write_config(dir.path(), &lmk_hex);
     let run = |lmk: &str| {
@@ -404,7 +406,7 @@ fn sample_configuration_checks() {
         std::fs::copy(root.join(f), dir.path().join(f)).expect("copy sample");
     }
     let mut lmk = [0u8; 32];
-    rng(8)(&mut lmk);
+    TestRng::seeded(8).fill(&mut lmk);
     let lmk_hex = to_hex(&lmk);
     // Without the LMK (a machine that does not hold it): everything but the keystore is checked.
     let out = Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
@@ -417,8 +419,13 @@ fn sample_configuration_checks() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("keystore is not checked"));
     // With the LMK and a keystore holding the names the samples use.
-    let test =
-        generate_test_issuer(1, Lmk::from_hex(&lmk_hex).expect("LMK"), "2912", &mut rng(3)).expect("keys");
+    let test = generate_test_issuer(
+        1,
+        Lmk::from_hex(&lmk_hex).expect("LMK"),
+        "2912",
+        &mut TestRng::seeded(3).filler(),
+    )
+    .expect("keys");
     std::fs::write(dir.path().join("issuer-keys.toml"), test.keystore.to_toml()).expect("keys");
     let out = Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
         .arg("--config")
@@ -452,7 +459,7 @@ async fn link_mac_is_checked_and_served() {
     use issuer_sim::testing::{LINK_MAC_KEY, link_mac};
     let dir = tempfile::tempdir().expect("tempdir");
     let mut lmk = [0u8; 32];
-    rng(12)(&mut lmk);
+    TestRng::seeded(12).fill(&mut lmk);
     let lmk_hex = to_hex(&lmk);
     let mut t = write_config(dir.path(), &lmk_hex);
     let cfg_path = dir.path().join("issuer-sim.toml");

@@ -40,6 +40,8 @@ pub struct SwitchConfig {
     /// Where the node's state lives: the SQLite file in `node.data_dir` (the default), or a
     /// PostgreSQL database shared by several nodes.
     pub store: StoreConfig,
+    /// The duplicate-transmission cache.
+    pub dedupe: DedupeConfig,
     /// The network's token service (vault, provisioning API, detokenization); off by default.
     pub token_service: TokenServiceConfig,
 }
@@ -514,6 +516,22 @@ impl StoreConfig {
     }
 }
 
+/// The duplicate-transmission cache: a repeat of a transmission it holds gets the original
+/// answer. Bounded by age and by size (about 350 bytes per transmission with its answer): at R
+/// requests a second it holds the last `max_entries / R` seconds, at most `window_s`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupeConfig {
+    pub window_s: u64,
+    pub max_entries: usize,
+}
+
+impl Default for DedupeConfig {
+    fn default() -> Self {
+        DedupeConfig { window_s: 600, max_entries: 262_144 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SafConfig {
@@ -565,6 +583,7 @@ impl Default for SwitchConfig {
             journal: JournalConfig::default(),
             saf: SafConfig::default(),
             store: StoreConfig::default(),
+            dedupe: DedupeConfig::default(),
             token_service: TokenServiceConfig::default(),
         }
     }
@@ -761,6 +780,12 @@ impl SwitchConfig {
         if !(10..=60_000).contains(&self.journal.commit_timeout_ms) {
             p.push("journal.commit_timeout_ms: must be between 10 and 60000".into());
         }
+        if !(1..=86_400).contains(&self.dedupe.window_s) {
+            p.push("dedupe.window_s: must be between 1 and 86400".into());
+        }
+        if !(1_024..=64 << 20).contains(&self.dedupe.max_entries) {
+            p.push("dedupe.max_entries: must be between 1024 and 67108864".into());
+        }
         if self.saf.retry_base_ms == 0 || self.saf.retry_max_ms < self.saf.retry_base_ms {
             p.push("saf: retry_base_ms must be above 0 and at most retry_max_ms".into());
         }
@@ -916,6 +941,15 @@ mod tests {
         let p = SwitchConfig::default().validate();
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("no [[acquirer]] may use this listener"), "{p:?}");
+    }
+
+    #[test]
+    fn the_duplicate_cache_is_bounded_by_age_and_size() {
+        let c = SwitchConfig::from_toml("[dedupe]\nwindow_s = 0\nmax_entries = 10\n").expect("dedupe table");
+        let p = c.validate().join("\n");
+        assert!(p.contains("dedupe.window_s: must be between 1 and 86400"), "{p}");
+        assert!(p.contains("dedupe.max_entries: must be between 1024 and 67108864"), "{p}");
+        assert_eq!(SwitchConfig::default().dedupe, DedupeConfig { window_s: 600, max_entries: 262_144 });
     }
 
     #[test]

@@ -14,25 +14,20 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::{Arc, Mutex};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 const SHARDS: usize = 64;
 
-/// Identity of a transmission: the acquirer its connection proved to be, terminal ID (DE 41),
-/// STAN (DE 11), transmission date-time (DE 7), and the request MTI (a 0100 and a 0400 with the
-/// same STAN are different transmissions).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TransmissionKey {
-    pub acquirer: Arc<str>,
-    pub mti: [u8; 4],
-    pub terminal_id: Bytes,
-    pub stan: Bytes,
-    pub transmitted_at: Bytes,
-}
+/// Identity of a transmission — the acquirer its connection proved to be, terminal ID (DE 41),
+/// STAN (DE 11), transmission date-time (DE 7) and the request MTI (a 0100 and a 0400 with the
+/// same STAN are different transmissions) — as a 128-bit digest under the cache's random keys:
+/// 16 bytes per entry, no allocation, and no sender can aim two transmissions at one digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TransmissionKey(u128);
 
 /// What the cache knows about a transmission.
 pub enum Seen {
@@ -57,28 +52,69 @@ enum State {
     Answered(Bytes),
 }
 
+/// The map's hasher: the key is already a keyed digest, uniformly spread, so its low bits are
+/// the hash (a second SipHash per lookup would buy nothing).
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 ^= (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
 struct Shard {
-    map: HashMap<TransmissionKey, (u64, Content, State)>,
+    map: HashMap<TransmissionKey, (u64, Content, State), BuildHasherDefault<DigestHasher>>,
     order: VecDeque<(u64, TransmissionKey)>,
 }
 
 pub struct DuplicateCache {
     shards: Vec<Mutex<Shard>>,
+    /// Two independent keys: the digest's two halves, and the content digest.
     hasher: RandomState,
+    hasher2: RandomState,
     ttl_ms: u64,
     max_per_shard: usize,
 }
 
 impl DuplicateCache {
+    /// A cache keeping each transmission `ttl_ms` at most, and at most about `max_entries`
+    /// transmissions (the oldest go first).
     pub fn new(ttl_ms: u64, max_entries: usize) -> Self {
         DuplicateCache {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(Shard { map: HashMap::new(), order: VecDeque::new() }))
+                .map(|_| Mutex::new(Shard { map: HashMap::default(), order: VecDeque::new() }))
                 .collect(),
             hasher: RandomState::new(),
+            hasher2: RandomState::new(),
             ttl_ms,
             max_per_shard: (max_entries / SHARDS).max(1),
         }
+    }
+
+    /// The key of a transmission.
+    pub fn key(
+        &self,
+        acquirer: &str,
+        mti: &[u8; 4],
+        terminal_id: &str,
+        stan: &str,
+        transmitted_at: &str,
+    ) -> TransmissionKey {
+        let parts = (acquirer, mti, terminal_id, stan, transmitted_at);
+        let hi = self.hasher.hash_one(parts);
+        let lo = self.hasher2.hash_one(parts);
+        TransmissionKey(u128::from(hi) << 64 | u128::from(lo))
     }
 
     /// The content digest of a request's DE 2, DE 4 and DE 49.
@@ -87,9 +123,8 @@ impl DuplicateCache {
     }
 
     fn shard(&self, key: &TransmissionKey) -> std::sync::MutexGuard<'_, Shard> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let i = (std::hash::Hasher::finish(&h) as usize) % SHARDS;
+        // The digest's top bits pick the shard (the map's hasher uses the low ones).
+        let i = ((key.0 >> 120) as usize) % SHARDS;
         // A poisoned shard only means another thread panicked mid-update of a cache; the map is
         // still structurally sound, so keep serving.
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
@@ -99,7 +134,7 @@ impl DuplicateCache {
     pub fn check(&self, key: &TransmissionKey, content: Content, now_ms: u64) -> Seen {
         let mut shard = self.shard(key);
         Self::expire(&mut shard, now_ms, self.ttl_ms, self.max_per_shard);
-        match shard.map.entry(key.clone()) {
+        match shard.map.entry(*key) {
             Entry::Occupied(e) if e.get().1 != content => Seen::Mismatch,
             Entry::Occupied(e) => match &e.get().2 {
                 State::Answered(b) => Seen::Answered(b.clone()),
@@ -108,7 +143,7 @@ impl DuplicateCache {
             Entry::Vacant(v) => {
                 let (tx, _rx) = watch::channel(None);
                 v.insert((now_ms, content, State::InFlight(tx)));
-                shard.order.push_back((now_ms, key.clone()));
+                shard.order.push_back((now_ms, *key));
                 Seen::New
             }
         }
@@ -132,6 +167,16 @@ impl DuplicateCache {
         shard.map.remove(key);
     }
 
+    /// Transmissions held (operations and tests).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).map.len()).sum()
+    }
+
+    /// Whether no transmission is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn expire(shard: &mut Shard, now_ms: u64, ttl_ms: u64, max: usize) {
         while let Some((at, _)) = shard.order.front() {
             let too_old = now_ms.saturating_sub(*at) > ttl_ms;
@@ -152,14 +197,8 @@ impl DuplicateCache {
 mod tests {
     use super::*;
 
-    fn key(stan: &str) -> TransmissionKey {
-        TransmissionKey {
-            acquirer: Arc::from("400001"),
-            mti: *b"0100",
-            terminal_id: Bytes::from_static(b"TERM0001"),
-            stan: Bytes::copy_from_slice(stan.as_bytes()),
-            transmitted_at: Bytes::from_static(b"1125101010"),
-        }
+    fn key_in(c: &DuplicateCache, acquirer: &str, stan: &str) -> TransmissionKey {
+        c.key(acquirer, b"0100", "TERM0001", stan, "1125101010")
     }
 
     fn same(c: &DuplicateCache) -> Content {
@@ -169,30 +208,29 @@ mod tests {
     #[test]
     fn second_transmission_gets_the_first_answer() {
         let c = DuplicateCache::new(60_000, 10_000);
-        assert!(matches!(c.check(&key("000001"), same(&c), 0), Seen::New));
-        c.complete(&key("000001"), Bytes::from_static(b"answer"));
-        match c.check(&key("000001"), same(&c), 10) {
+        assert!(matches!(c.check(&key_in(&c, "400001", "000001"), same(&c), 0), Seen::New));
+        c.complete(&key_in(&c, "400001", "000001"), Bytes::from_static(b"answer"));
+        match c.check(&key_in(&c, "400001", "000001"), same(&c), 10) {
             Seen::Answered(b) => assert_eq!(&b[..], b"answer"),
             _ => panic!("expected the original answer"),
         }
-        assert!(matches!(c.check(&key("000002"), same(&c), 10), Seen::New));
+        assert!(matches!(c.check(&key_in(&c, "400001", "000002"), same(&c), 10), Seen::New));
     }
 
     #[test]
     fn a_repeat_with_other_content_or_from_another_acquirer_is_not_the_original() {
         let c = DuplicateCache::new(60_000, 10_000);
-        assert!(matches!(c.check(&key("000001"), same(&c), 0), Seen::New));
-        c.complete(&key("000001"), Bytes::from_static(b"answer"));
+        assert!(matches!(c.check(&key_in(&c, "400001", "000001"), same(&c), 0), Seen::New));
+        c.complete(&key_in(&c, "400001", "000001"), Bytes::from_static(b"answer"));
         for other in [
             c.content(Some(b"4761730000000029"), Some(b"000000001000"), Some(b"978")),
             c.content(Some(b"4761730000000011"), Some(b"000000001001"), Some(b"978")),
             c.content(Some(b"4761730000000011"), Some(b"000000001000"), Some(b"840")),
             c.content(None, None, None),
         ] {
-            assert!(matches!(c.check(&key("000001"), other, 1), Seen::Mismatch));
+            assert!(matches!(c.check(&key_in(&c, "400001", "000001"), other, 1), Seen::Mismatch));
         }
-        let mut elsewhere = key("000001");
-        elsewhere.acquirer = Arc::from("400002");
+        let elsewhere = key_in(&c, "400002", "000001");
         assert!(matches!(c.check(&elsewhere, same(&c), 1), Seen::New), "another acquirer's own transaction");
         // Two caches hash differently: the shard key is random per process.
         let d = DuplicateCache::new(60_000, 10_000);
@@ -202,12 +240,14 @@ mod tests {
     #[tokio::test]
     async fn duplicate_in_flight_waits_for_the_original() {
         let c = std::sync::Arc::new(DuplicateCache::new(60_000, 10_000));
-        assert!(matches!(c.check(&key("000001"), same(&c), 0), Seen::New));
-        let Seen::InFlight(mut rx) = c.check(&key("000001"), same(&c), 1) else {
+        assert!(matches!(c.check(&key_in(&c, "400001", "000001"), same(&c), 0), Seen::New));
+        let Seen::InFlight(mut rx) = c.check(&key_in(&c, "400001", "000001"), same(&c), 1) else {
             panic!("expected in flight")
         };
         let c2 = c.clone();
-        tokio::spawn(async move { c2.complete(&key("000001"), Bytes::from_static(b"late answer")) });
+        tokio::spawn(async move {
+            c2.complete(&key_in(&c2, "400001", "000001"), Bytes::from_static(b"late answer"))
+        });
         let answer = rx.wait_for(|a| a.is_some()).await.unwrap().clone();
         assert_eq!(answer.as_deref(), Some(&b"late answer"[..]));
     }
@@ -215,22 +255,24 @@ mod tests {
     #[test]
     fn entries_expire_and_abandon_forgets() {
         let c = DuplicateCache::new(1_000, 10_000);
-        assert!(matches!(c.check(&key("1"), same(&c), 0), Seen::New));
-        c.complete(&key("1"), Bytes::from_static(b"a"));
-        assert!(matches!(c.check(&key("1"), same(&c), 2_000), Seen::New), "expired entry is new again");
-        c.abandon(&key("1"));
-        assert!(matches!(c.check(&key("1"), same(&c), 2_001), Seen::New));
+        assert!(matches!(c.check(&key_in(&c, "400001", "1"), same(&c), 0), Seen::New));
+        c.complete(&key_in(&c, "400001", "1"), Bytes::from_static(b"a"));
+        assert!(
+            matches!(c.check(&key_in(&c, "400001", "1"), same(&c), 2_000), Seen::New),
+            "expired entry is new again"
+        );
+        c.abandon(&key_in(&c, "400001", "1"));
+        assert!(matches!(c.check(&key_in(&c, "400001", "1"), same(&c), 2_001), Seen::New));
     }
 
     #[test]
     fn size_is_bounded() {
         let c = DuplicateCache::new(u64::MAX, SHARDS * 2);
         for i in 0..10_000 {
-            let k = key(&format!("{i:06}"));
+            let k = key_in(&c, "400001", &format!("{i:06}"));
             assert!(matches!(c.check(&k, same(&c), i), Seen::New));
             c.complete(&k, Bytes::new());
         }
-        let total: usize = c.shards.iter().map(|s| s.lock().unwrap().map.len()).sum();
-        assert!(total <= SHARDS * 3, "{total}");
+        assert!(c.len() <= SHARDS * 3, "{}", c.len());
     }
 }

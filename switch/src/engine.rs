@@ -246,10 +246,7 @@ impl Engine {
             let req = done.request.as_ref().unwrap_or(&done.answer);
             done.answer = crate::pipeline::respond::answer(req, ResponseCode::SYSTEM_ERROR);
         }
-        // Over a shared store, a retransmission reaching another node gets these same bytes.
-        if let (Some(key), Some(bytes)) = (done.transmission.take(), &encoded) {
-            self.pipeline.state.record_answer(key, bytes);
-        }
+        let transmission = done.transmission.take();
         if let Some(issuer) = done.route.strip_suffix(":stand-in") {
             self.metrics.stand_in_approvals.with_label_values(&[issuer]).inc();
         }
@@ -283,8 +280,16 @@ impl Engine {
             tracing::error!(error = %e, "journal row not durable: answered 96 instead");
             answer = self.unjournaled(&answer);
             encoded = crate::pipeline::Pipeline::encode_answer(&answer);
+            if let Some(u) = done.undo.take() {
+                self.undo_approval(u).await;
+            }
         }
         self.pipeline.publish(dedupe.as_ref(), encoded.clone());
+        // Over a shared store, a retransmission reaching another node gets the bytes the terminal
+        // was given (committed with the next group; that node waits for them meanwhile).
+        if let (Some(key), Some(bytes)) = (transmission, &encoded) {
+            self.pipeline.state.record_answer(key, bytes);
+        }
         Outcome::Answer { msg: answer, sign: done.sign, bytes: encoded }
     }
 
@@ -306,6 +311,29 @@ impl Engine {
             latency_us: None,
         });
         a
+    }
+
+    /// Reverses at the issuer an approval the terminal was answered 96 for: at once (the store
+    /// that would queue it is the one failing), queued when the issuer does not take it now.
+    async fn undo_approval(&self, u: Owed) {
+        let Some(issuer) = self.issuers.get(&u.issuer) else { return };
+        let key = crate::wire::original_key(&u.msg);
+        match issuer.link.request(&u.msg).await {
+            Ok(a) if a.mti().is_response() => {
+                tracing::warn!(original = %key, "approval answered 96 (journal not durable): reversed at the issuer");
+            }
+            _ => {
+                if self.enqueue(issuer, u.kind, &u.msg).await {
+                    tracing::warn!(original = %key, "approval answered 96 (journal not durable): reversal queued");
+                } else {
+                    tracing::error!(
+                        original = %key,
+                        "approval answered 96 (journal not durable): its reversal could be neither \
+                         delivered nor queued; the issuer still holds it"
+                    );
+                }
+            }
+        }
     }
 
     /// While the store refuses commits: 96 at once, nothing forwarded, nothing decided.

@@ -73,11 +73,14 @@ impl Store for Refusing {
     }
 }
 
-/// An issuer that approves everything and counts what it saw.
+/// An issuer that approves everything and counts what it saw; with `fail_disk`, the store starts
+/// refusing commits while it decides (after the request was made durable and forwarded).
 struct Approver {
     name: Arc<str>,
     spec: Arc<Spec>,
     seen: AtomicUsize,
+    fail_disk: Option<Arc<Refusing>>,
+    mtis: std::sync::Mutex<Vec<(String, Option<String>)>>,
 }
 
 impl IssuerLink for Approver {
@@ -95,15 +98,14 @@ impl IssuerLink for Approver {
         msg: &'a Message,
     ) -> Pin<Box<dyn Future<Output = std::result::Result<Message, LinkError>> + Send + 'a>> {
         self.seen.fetch_add(1, Ordering::SeqCst);
+        self.mtis
+            .lock()
+            .expect("mtis")
+            .push((msg.mti().as_str().to_string(), msg.text(90).map(|t| t.into_owned())));
+        if let Some(store) = &self.fail_disk {
+            store.refuse.store(true, Ordering::Release);
+        }
         Box::pin(async move { Ok(approval(msg)) })
-    }
-}
-
-struct Sevens;
-
-impl Entropy for Sevens {
-    fn fill(&self, buf: &mut [u8]) {
-        buf.fill(7);
     }
 }
 
@@ -126,8 +128,26 @@ fn engine(store: Arc<Refusing>, issuer: Arc<Approver>) -> Engine {
         journal,
         metrics,
         clock: Arc::new(crate::clock::ManualClock(AtomicU64::new(1_795_000_000_000))),
-        entropy: Arc::new(Sevens),
+        entropy: Arc::new(testkit::TestRng::seeded(7)),
     }
+}
+
+/// A store that refuses on demand, an approving issuer (that fails the disk while it decides,
+/// with `fail_disk`), and the engine over both.
+fn setup(fail_disk: bool) -> (Arc<Refusing>, Arc<Approver>, Engine) {
+    let store = Arc::new(Refusing {
+        inner: SqliteStore::in_memory().expect("store"),
+        refuse: AtomicBool::new(false),
+    });
+    let issuer = Arc::new(Approver {
+        name: Arc::from("issuer-a"),
+        spec: Spec::builtin("network").expect("spec").clone(),
+        seen: AtomicUsize::new(0),
+        fail_disk: fail_disk.then(|| store.clone()),
+        mtis: Default::default(),
+    });
+    let e = engine(store.clone(), issuer.clone());
+    (store, issuer, e)
 }
 
 async fn call(e: &Engine, stan: u32, atc: u16) -> String {
@@ -141,16 +161,7 @@ async fn call(e: &Engine, stan: u32, atc: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_leaves_only_with_its_row_and_a_refusing_disk_stops_authorizations() {
-    let store = Arc::new(Refusing {
-        inner: SqliteStore::in_memory().expect("store"),
-        refuse: AtomicBool::new(false),
-    });
-    let issuer = Arc::new(Approver {
-        name: Arc::from("issuer-a"),
-        spec: Spec::builtin("network").expect("spec").clone(),
-        seen: AtomicUsize::new(0),
-    });
-    let e = engine(store.clone(), issuer.clone());
+    let (store, issuer, e) = setup(false);
 
     assert_eq!(call(&e, 1, 1).await, "00");
     assert_eq!(store.journal_count().expect("count"), 1, "the row is in the store when the answer leaves");
@@ -177,4 +188,19 @@ async fn an_answer_leaves_only_with_its_row_and_a_refusing_disk_stops_authorizat
     assert!(codes.iter().filter(|c| *c == "96").count() >= 2, "the 96 answers have their rows: {codes:?}");
     assert_eq!(call(&e, 4, 4).await, "00");
     assert_eq!(issuer.seen.load(Ordering::SeqCst), 2);
+}
+
+/// The issuer approved, then the disk failed before the answer's row was durable: the terminal
+/// hears 96 — and the issuer must not keep an approval nobody was told of. The switch reverses it
+/// at once (0420 pointing at the original), since the store that would queue it is the one failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_the_journal_cannot_keep_is_answered_96_and_reversed_at_the_issuer() {
+    let (_store, issuer, e) = setup(true);
+    assert_eq!(call(&e, 7, 1).await, "96");
+    let seen = issuer.mtis.lock().expect("mtis").clone();
+    assert_eq!(seen.len(), 2, "the authorization, then its reversal: {seen:?}");
+    assert_eq!(seen[0].0, "0100");
+    assert_eq!(seen[1].0, "0420", "{seen:?}");
+    let de90 = seen[1].1.clone().expect("DE 90 names the original");
+    assert!(de90.starts_with("0100000007"), "original MTI and STAN in DE 90: {de90}");
 }

@@ -250,7 +250,7 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
             registry: RwLock::new(Arc::new(registry)),
             routes: RwLock::new(Arc::new(routes)),
             issuers: rules,
-            dedupe: DuplicateCache::new(10 * 60 * 1000, 1 << 20),
+            dedupe: DuplicateCache::new(cfg.dedupe.window_s.saturating_mul(1000), cfg.dedupe.max_entries),
             state: state.clone(),
             detokenizer,
             hsm: parts.hsm.clone(),

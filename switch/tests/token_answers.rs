@@ -26,14 +26,6 @@ use zeroize::Zeroizing;
 
 const NOW_MS: u64 = 1_764_028_800_000; // 2025-11-25
 
-struct Entropy;
-
-impl switch::clock::Entropy for Entropy {
-    fn fill(&self, buf: &mut [u8]) {
-        buf.fill(3);
-    }
-}
-
 /// A pipeline whose one issuer serves the card BIN (when `routed`), with stand-in on.
 fn pipeline(routed: bool) -> (Pipeline, Arc<TokenVault>) {
     let (hsm, vault) = token_vault::hsm_and_vault();
@@ -74,7 +66,7 @@ fn pipeline(routed: bool) -> (Pipeline, Arc<TokenVault>) {
         state,
         detokenizer,
         hsm,
-        entropy: Arc::new(Entropy),
+        entropy: Arc::new(testkit::TestRng::seeded(3)),
         fingerprint_key: Zeroizing::new(vec![5u8; 32]),
     };
     (p, vault)

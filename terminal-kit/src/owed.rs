@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use codecs::framing::Tpdu;
 use codecs::iso8583::{Message, Mti, Spec};
+use codecs::pan::mask;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -262,10 +263,6 @@ impl OwedAdvices {
         self.file.owed.retain(|a| a.stan != stan);
         self.save()
     }
-}
-
-fn mask(pan: &str) -> String {
-    emv::card::mask(pan)
 }
 
 /// What became of one send of an owed advice.

@@ -12,6 +12,9 @@
 pub mod http;
 pub mod iso;
 pub mod pg;
+pub mod rng;
+
+pub use rng::TestRng;
 
 use std::fs::{self, File};
 use std::hash::{DefaultHasher, Hash, Hasher};

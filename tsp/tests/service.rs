@@ -15,9 +15,7 @@ use sha2::Digest;
 use tsp::gateway::{GatewayError, GatewayFuture, IssuerGateway};
 use tsp::service::{Environment, PROFILE_INFO};
 use tsp::store::SqliteVaultStore;
-use tsp::{
-    Clock, Entropy, ProvisionOutcome, Requestor, TokenKeys, TokenRange, TokenService, TokenStatus, TokenVault,
-};
+use tsp::{Clock, ProvisionOutcome, Requestor, TokenKeys, TokenRange, TokenService, TokenStatus, TokenVault};
 use zeroize::Zeroizing;
 
 const PAN: &str = "4761739001010010";
@@ -69,17 +67,6 @@ impl Clock for FixedClock {
     }
 }
 
-struct Counter(Mutex<u8>);
-impl Entropy for Counter {
-    fn fill(&self, buf: &mut [u8]) {
-        let mut n = self.0.lock().expect("lock");
-        for b in buf {
-            *n = n.wrapping_add(37);
-            *b = *n;
-        }
-    }
-}
-
 fn service(issuer: Arc<Issuer>) -> TokenService {
     let mut ks = Keystore::new(
         Lmk::from_hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F").expect("lmk"),
@@ -109,7 +96,7 @@ fn service(issuer: Arc<Issuer>) -> TokenService {
     let env = Environment {
         gateway: issuer,
         clock: Arc::new(FixedClock),
-        entropy: Arc::new(Counter(Mutex::new(0))),
+        entropy: Arc::new(testkit::TestRng::seeded(37)),
     };
     TokenService::new(
         env,

@@ -152,6 +152,12 @@ impl ResponseCode {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("??")
     }
+
+    /// Whether the code approves (ISO 8583:1987: 00 approved, 08 honour with identification,
+    /// 10 approved for a partial amount, 11 approved (VIP), 16 approved, update track 3).
+    pub fn approves(&self) -> bool {
+        matches!(&self.0, b"00" | b"08" | b"10" | b"11" | b"16")
+    }
 }
 
 fn bad(de: u16, expected: &str) -> Error {

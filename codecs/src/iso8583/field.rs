@@ -33,6 +33,7 @@ fn err(
 }
 
 /// Reads the length prefix (or takes the fixed length) at `*pos`.
+#[inline]
 pub(crate) fn read_len(de: u16, f: &FieldSpec, input: &[u8], pos: &mut usize) -> Result<usize> {
     let digits = f.length.digits();
     if digits == 0 {
@@ -140,12 +141,46 @@ fn content_name(c: ContentType) -> String {
 }
 
 /// Checks `data` (wire bytes at `offset`) against the element's content type and encoding.
+/// The decoder's fast check of a BCD element: every digit nibble a digit (or `D` in track data)
+/// and the pad nibble of an odd length what the encoding puts there (0 on the left, F on the
+/// right). False sends the caller to the nibble-by-nibble check that names the byte.
+fn bcd_all_digits(f: &FieldSpec, units: usize, data: &[u8]) -> bool {
+    let z = f.content == ContentType::Z;
+    let nib_ok = |n: u8| n <= 9 || (z && n == 0xD);
+    let mut body = data;
+    if units % 2 == 1 {
+        match f.encoding {
+            DataEncoding::BcdLeft => {
+                let Some((&first, rest)) = data.split_first() else { return false };
+                if first >> 4 != 0 || !nib_ok(first & 0xF) {
+                    return false;
+                }
+                body = rest;
+            }
+            _ => {
+                let Some((&last, rest)) = data.split_last() else { return false };
+                if last & 0xF != 0xF || !nib_ok(last >> 4) {
+                    return false;
+                }
+                body = rest;
+            }
+        }
+    }
+    // No early exit (valid data is the common case): the compiler checks many bytes at once.
+    let bad = if z {
+        body.iter().fold(0u8, |bad, &b| bad | u8::from(!(nib_ok(b >> 4) & nib_ok(b & 0xF))))
+    } else {
+        body.iter().fold(0u8, |bad, &b| bad | u8::from(((b >> 4) > 9) | ((b & 0xF) > 9)))
+    };
+    bad == 0
+}
+
+#[inline]
 fn check_content(de: u16, f: &FieldSpec, units: usize, data: &[u8], offset: usize) -> Result<()> {
     match f.encoding {
         DataEncoding::Binary => Ok(()),
         DataEncoding::Ascii => {
-            let table = f.content.table();
-            if f.content != ContentType::XN && data.iter().all(|&c| table[usize::from(c)]) {
+            if f.content != ContentType::XN && f.content.all_allowed(data) {
                 return Ok(());
             }
             for (i, &c) in data.iter().enumerate() {
@@ -179,30 +214,46 @@ fn check_content(de: u16, f: &FieldSpec, units: usize, data: &[u8], offset: usiz
             Ok(())
         }
         DataEncoding::BcdLeft | DataEncoding::BcdRight => {
-            let odd = units % 2 == 1;
-            let last = data.len().saturating_sub(1);
-            for (i, &b) in data.iter().enumerate() {
-                for (k, nib) in [(0, b >> 4), (1, b & 0xF)] {
-                    let pad = odd
-                        && ((f.encoding == DataEncoding::BcdLeft && i == 0 && k == 0)
-                            || (f.encoding == DataEncoding::BcdRight && i == last && k == 1));
-                    let ok = if pad {
-                        nib == if f.encoding == DataEncoding::BcdLeft { 0 } else { 0xF }
-                    } else {
-                        nib <= 9 || (f.content == ContentType::Z && nib == 0xD)
-                    };
-                    if !ok {
-                        let what = if pad { "a pad nibble" } else { "a BCD digit" };
-                        return Err(err(ErrorKind::Content, de, offset + i, what, found_char(f, de, b)));
-                    }
-                }
+            if bcd_all_digits(f, units, data) {
+                return Ok(());
             }
-            Ok(())
+            // Something is wrong: find the first bad nibble, for the error.
+            match bcd_first_bad(f, units, data) {
+                Some((i, pad)) => {
+                    let what = if pad { "a pad nibble" } else { "a BCD digit" };
+                    Err(err(ErrorKind::Content, de, offset + i, what, found_char(f, de, data[i])))
+                }
+                None => Ok(()),
+            }
         }
     }
 }
 
+/// The first byte of a BCD element with a nibble that is not a digit (or `D` in track data), or a
+/// pad nibble that is not what the encoding puts there; and whether it was the pad.
+fn bcd_first_bad(f: &FieldSpec, units: usize, data: &[u8]) -> Option<(usize, bool)> {
+    let odd = units % 2 == 1;
+    let last = data.len().saturating_sub(1);
+    for (i, &b) in data.iter().enumerate() {
+        for (k, nib) in [(0, b >> 4), (1, b & 0xF)] {
+            let pad = odd
+                && ((f.encoding == DataEncoding::BcdLeft && i == 0 && k == 0)
+                    || (f.encoding == DataEncoding::BcdRight && i == last && k == 1));
+            let ok = if pad {
+                nib == if f.encoding == DataEncoding::BcdLeft { 0 } else { 0xF }
+            } else {
+                nib <= 9 || (f.content == ContentType::Z && nib == 0xD)
+            };
+            if !ok {
+                return Some((i, pad));
+            }
+        }
+    }
+    None
+}
+
 /// Decodes DE `de` at `*pos` of `input` (a `Bytes`, sliced without copying).
+#[inline]
 pub fn decode(de: u16, f: &FieldSpec, input: &Bytes, pos: &mut usize) -> Result<Field> {
     let mut p = *pos;
     let units = read_len(de, f, input, &mut p)?;
@@ -359,6 +410,45 @@ pub fn to_text<'a>(f: &FieldSpec, field: &'a Field) -> Cow<'a, str> {
                 .map(|n| if n <= 9 { char::from(b'0' + n) } else { 'D' })
                 .collect();
             Cow::Owned(s)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iso8583::spec::LengthKind;
+
+    fn spec(encoding: DataEncoding, content: ContentType) -> FieldSpec {
+        FieldSpec {
+            name: String::new(),
+            length: LengthKind::LL,
+            length_encoding: LengthEncoding::Bcd,
+            content,
+            encoding,
+            max_len: 99,
+            mask: None,
+        }
+    }
+
+    /// The fast BCD check accepts exactly what the nibble-by-nibble check accepts: every
+    /// two-byte element, odd and even lengths, both pad sides, digits and track data.
+    #[test]
+    fn fast_bcd_check_agrees_with_the_nibble_by_nibble_check() {
+        for encoding in [DataEncoding::BcdLeft, DataEncoding::BcdRight] {
+            for content in [ContentType::N, ContentType::Z] {
+                let f = spec(encoding, content);
+                for units in [3usize, 4] {
+                    for v in 0..=u16::MAX {
+                        let data = v.to_be_bytes();
+                        assert_eq!(
+                            bcd_all_digits(&f, units, &data),
+                            bcd_first_bad(&f, units, &data).is_none(),
+                            "{encoding:?} {content:?} {units} units {data:02X?}"
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -106,20 +106,40 @@ impl ContentType {
         }
     }
 
-    /// The set of bytes this type allows anywhere (for `x+n`: after the sign), as a lookup table:
-    /// the decoder's per-byte check is one load.
-    #[inline]
-    pub fn table(self) -> &'static [bool; 256] {
+    /// Whether every byte of `data` is one this type allows anywhere (for `x+n`: after the sign).
+    /// Branch-free over the whole slice (valid data is the common case), so the compiler checks
+    /// many bytes per instruction; the decoder falls back to [`ContentType::allows`], byte by
+    /// byte, only to name the byte that failed.
+    pub fn all_allowed(self, data: &[u8]) -> bool {
+        // Short elements (most of a message): one table load per byte. Long ones (DE 55 as hex,
+        // DE 43): a predicate the compiler vectorizes.
+        if data.len() < 32 {
+            let table = &CLASS[self.class() as usize];
+            return data.iter().fold(0u8, |bad, &c| bad | table[usize::from(c)]) == 0;
+        }
         match self {
-            ContentType::N => &TABLE_N,
-            ContentType::A => &TABLE_A,
-            ContentType::An | ContentType::Anp => &TABLE_AN,
-            ContentType::Ans => &TABLE_ANS,
-            ContentType::Ns => &TABLE_NS,
-            ContentType::Z => &TABLE_Z,
-            ContentType::B => &TABLE_ALL,
-            ContentType::XN => &TABLE_N,
-            ContentType::Hex => &TABLE_HEX,
+            ContentType::N | ContentType::XN => every(data, digit),
+            ContentType::A => every(data, letter),
+            ContentType::An | ContentType::Anp => every(data, |c| digit(c) | letter(c) | (c == b' ')),
+            ContentType::Ans => every(data, printable),
+            ContentType::Ns => every(data, |c| printable(c) & !letter(c)),
+            ContentType::Z => every(data, |c| digit(c) | (c == b'=') | (c == b'D')),
+            ContentType::B => true,
+            ContentType::Hex => every(data, |c| digit(c) | ((c | 0x20).wrapping_sub(b'a') < 6)),
+        }
+    }
+
+    /// The row of [`CLASS`] for this type.
+    fn class(self) -> u8 {
+        match self {
+            ContentType::N | ContentType::XN => 0,
+            ContentType::A => 1,
+            ContentType::An | ContentType::Anp => 2,
+            ContentType::Ans => 3,
+            ContentType::Ns => 4,
+            ContentType::Z => 5,
+            ContentType::Hex => 6,
+            ContentType::B => 7,
         }
     }
 
@@ -139,34 +159,52 @@ impl ContentType {
     }
 }
 
-const fn table(kind: u8) -> [bool; 256] {
-    let mut t = [false; 256];
+/// Per class of [`ContentType::class`], per byte: 0 when the byte is allowed, 1 when not.
+static CLASS: [[u8; 256]; 8] = {
+    let mut t = [[1u8; 256]; 8];
     let mut i = 0;
     while i < 256 {
         let c = i as u8;
-        t[i] = match kind {
-            0 => c.is_ascii_digit(),
-            1 => c.is_ascii_alphabetic(),
-            2 => c.is_ascii_alphanumeric() || c == b' ',
-            3 => c >= 0x20 && c <= 0x7E,
-            4 => c >= 0x20 && c <= 0x7E && !c.is_ascii_alphabetic(),
-            5 => c.is_ascii_digit() || c == b'=' || c == b'D',
-            6 => c.is_ascii_hexdigit(),
-            _ => true,
-        };
+        let ok = [
+            c.is_ascii_digit(),
+            c.is_ascii_alphabetic(),
+            c.is_ascii_alphanumeric() || c == b' ',
+            c >= 0x20 && c <= 0x7E,
+            c >= 0x20 && c <= 0x7E && !c.is_ascii_alphabetic(),
+            c.is_ascii_digit() || c == b'=' || c == b'D',
+            c.is_ascii_hexdigit(),
+            true,
+        ];
+        let mut k = 0;
+        while k < 8 {
+            t[k][i] = if ok[k] { 0 } else { 1 };
+            k += 1;
+        }
         i += 1;
     }
     t
+};
+
+/// Whether no byte of `data` fails `ok` (no early exit: see [`ContentType::all_allowed`]).
+#[inline(always)]
+fn every(data: &[u8], ok: impl Fn(u8) -> bool) -> bool {
+    data.iter().fold(0u8, |bad, &c| bad | u8::from(!ok(c))) == 0
 }
 
-static TABLE_N: [bool; 256] = table(0);
-static TABLE_A: [bool; 256] = table(1);
-static TABLE_AN: [bool; 256] = table(2);
-static TABLE_ANS: [bool; 256] = table(3);
-static TABLE_NS: [bool; 256] = table(4);
-static TABLE_Z: [bool; 256] = table(5);
-static TABLE_HEX: [bool; 256] = table(6);
-static TABLE_ALL: [bool; 256] = table(7);
+#[inline(always)]
+fn digit(c: u8) -> bool {
+    c.wrapping_sub(b'0') < 10
+}
+
+#[inline(always)]
+fn letter(c: u8) -> bool {
+    (c | 0x20).wrapping_sub(b'a') < 26
+}
+
+#[inline(always)]
+fn printable(c: u8) -> bool {
+    c.wrapping_sub(0x20) < 0x5F
+}
 
 /// How an element's data is written on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,13 +19,7 @@ pub enum Outcome {
 
 pub fn check(cache: &DuplicateCache, txn: &Txn, now_ms: u64) -> Outcome {
     let raw = |de| txn.msg.field(de).map(|f| &f.data[..]);
-    let key = TransmissionKey {
-        acquirer: txn.identity.acquirer.id.clone(),
-        mti: *txn.mti.digits(),
-        terminal_id: Bytes::copy_from_slice(txn.tid.as_bytes()),
-        stan: Bytes::copy_from_slice(txn.stan.as_bytes()),
-        transmitted_at: Bytes::copy_from_slice(txn.transmitted.as_bytes()),
-    };
+    let key = cache.key(&txn.identity.acquirer.id, txn.mti.digits(), &txn.tid, &txn.stan, &txn.transmitted);
     let content = cache.content(raw(2).or(raw(35)), raw(4), raw(49));
     match cache.check(&key, content, now_ms) {
         Seen::New => Outcome::New(key),

@@ -188,6 +188,9 @@ pub struct Done {
     pub dedupe: Option<TransmissionKey>,
     /// The transmission this node claimed in a shared store: its answer is recorded there too.
     pub transmission: Option<String>,
+    /// What undoes the issuer's approval when this answer cannot be given after all (its journal
+    /// row did not become durable, so the terminal hears 96): a reversal of what was sent.
+    pub undo: Option<Owed>,
 }
 
 impl Done {
@@ -208,6 +211,7 @@ impl Done {
             sign,
             dedupe: None,
             transmission: None,
+            undo: None,
         }
     }
 
@@ -460,8 +464,21 @@ impl Pipeline {
         let mut owed = Vec::new();
         let mut route = issuer.to_string();
         let mut decline = None;
+        let mut undo = None;
         let mut answer = match result {
-            Ok(issuer_answer) => respond::from_issuer(&txn, &issuer_answer),
+            Ok(issuer_answer) => {
+                if issuer_answer.text(39).and_then(|c| ResponseCode::parse(&c)).is_some_and(|c| c.approves())
+                {
+                    undo = Some(Owed {
+                        issuer: issuer.clone(),
+                        kind: SafKind::Reversal,
+                        msg: crate::wire::reversal_for(&sent, ResponseCode::TOO_LATE.as_str()),
+                        on_failure: None,
+                        online_first: true,
+                    });
+                }
+                respond::from_issuer(&txn, &issuer_answer)
+            }
             Err(LinkError::Down) => {
                 let (answer, advice) =
                     standin::decide(self, &txn, &issuer, &sent, verified, self.entropy.u32());
@@ -515,6 +532,7 @@ impl Pipeline {
             sign,
             dedupe,
             transmission: transmission.map(|t| t.key),
+            undo,
         }
     }
 

@@ -20,14 +20,6 @@ use crate::store::sqlite::SqliteStore;
 const IMK: &str = "0123456789ABCDEFFEDCBA9876543210";
 const NOW: u64 = 1_795_000_000_000;
 
-struct Fixed;
-
-impl crate::clock::Entropy for Fixed {
-    fn fill(&self, buf: &mut [u8]) {
-        buf.fill(7);
-    }
-}
-
 fn pipeline() -> Pipeline {
     pipeline_on(Arc::new(SqliteStore::in_memory().expect("store")))
 }
@@ -82,7 +74,7 @@ pub(crate) fn pipeline_on(store: Arc<dyn crate::store::Store>) -> Pipeline {
         state,
         detokenizer: Arc::new(NoTokens),
         hsm,
-        entropy: Arc::new(Fixed),
+        entropy: Arc::new(testkit::TestRng::seeded(7)),
         fingerprint_key: Zeroizing::new(vec![9u8; 32]),
     }
 }
