@@ -312,3 +312,30 @@ fn stand_in_totals_count_every_nodes_approvals() {
         writer.finish();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transmissions_are_claimed_once_and_forgotten_after_their_window() {
+    let Some(db) = Db::new("transmissions") else { return };
+    let (a, b): (Arc<PgStore>, Arc<PgStore>) = (Arc::new(db.node("a")), Arc::new(db.node("b")));
+    let (book_a, wa) = StateBook::open(a.clone(), 16).expect("book");
+    let (book_b, wb) = StateBook::open(b.clone(), 16).expect("book");
+    let key = || ("network|400001|0100|TERM0001|000001|1204101010".to_string(), "DIGEST".to_string());
+    let first = book_a.claim_transmission(key, 1_000).expect("a shared store claims");
+    let second = book_b.claim_transmission(key, 2_000).expect("a shared store claims");
+    book_a.sync().await.expect("durable");
+    book_b.sync().await.expect("durable");
+    assert!(!first.lost() && second.lost(), "the first claim wins");
+    book_a.record_answer(key().0, b"answer");
+    book_a.sync().await.expect("durable");
+    assert_eq!(
+        b.transmission_get(&key().0).expect("read"),
+        Some(("DIGEST".into(), Some(b"answer".to_vec())))
+    );
+    assert_eq!(a.prune_transmissions(1_000).expect("prune"), 0, "claimed at 1000: kept");
+    assert_eq!(a.prune_transmissions(1_001).expect("prune"), 1);
+    assert_eq!(b.transmission_get(&key().0).expect("read"), None);
+    for (book, writer) in [(book_a, wa), (book_b, wb)] {
+        drop(book);
+        writer.finish();
+    }
+}

@@ -175,7 +175,17 @@ pub struct PgStore {
     /// link, which may take its own leased entries again at once (after a failed delivery cut a
     /// batch short); other stores wait for the lease to end.
     node: String,
+    /// Commits so far: every [`PRUNE_EVERY`]th also forgets transmissions older than
+    /// [`TRANSMISSION_TTL_MS`].
+    commits: std::sync::atomic::AtomicU64,
 }
+
+/// How long a claimed transmission (and its answer) is kept for retransmissions: as long as a
+/// node's own duplicate cache keeps one by default.
+pub const TRANSMISSION_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// Commits between two prunes of the transmissions.
+const PRUNE_EVERY: u64 = 1024;
 
 impl PgStore {
     /// Connects, creates the schema when missing and applies the migrations not yet applied.
@@ -225,7 +235,13 @@ impl PgStore {
             std::process::id(),
             OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let store = PgStore { pool, runtime: Some(runtime), lease_ms: opts.lease_ms, node: owner };
+        let store = PgStore {
+            pool,
+            runtime: Some(runtime),
+            lease_ms: opts.lease_ms,
+            node: owner,
+            commits: std::sync::atomic::AtomicU64::new(0),
+        };
         let schema = opts.schema.clone();
         store.call(move |pool| async move { migrate(&pool, &schema).await })?;
         Ok(store)
@@ -241,6 +257,18 @@ impl PgStore {
             c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                 .await
                 .map_err(db_err("drop schema"))
+        })
+    }
+
+    /// Forgets the transmissions claimed before `before_ms` (their retransmissions are over);
+    /// returns how many.
+    pub fn prune_transmissions(&self, before_ms: u64) -> Result<u64> {
+        let before = before_ms as i64;
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            c.execute("DELETE FROM transmission WHERE at_ms < $1", &[&before])
+                .await
+                .map_err(db_err("prune transmissions"))
         })
     }
 
@@ -591,7 +619,7 @@ impl Store for PgStore {
         let transmissions: Vec<(String, String, i64)> =
             w.transmissions.iter().map(|t| (t.key.clone(), t.content.clone(), t.at_ms as i64)).collect();
         let answers = w.answers.clone();
-        self.call(move |pool| async move {
+        let outcome = self.call(move |pool| async move {
             let mut c = pool.get().await.map_err(pool_err)?;
             let txn = c.transaction().await.map_err(db_err("begin state commit"))?;
             let tx = &txn;
@@ -715,7 +743,17 @@ impl Store for PgStore {
                 tokio::try_join!(claimed, answered, atcs, summed, recorded, journaled)?;
             txn.commit().await.map_err(db_err("commit state"))?;
             Ok(CommitOutcome { lost, lost_transmissions })
-        })
+        })?;
+        // Now and then, off the commit that just became durable: the table stays as small as
+        // the retransmission window.
+        let n = self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % PRUNE_EVERY == PRUNE_EVERY - 1
+            && let Some(now) = w.journal.iter().map(|r| r.at_ms).max()
+            && let Err(e) = self.prune_transmissions(now.saturating_sub(TRANSMISSION_TTL_MS))
+        {
+            tracing::warn!(error = %e, "old transmissions not pruned; tried again later");
+        }
+        Ok(outcome)
     }
 
     fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {
