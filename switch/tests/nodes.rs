@@ -133,6 +133,8 @@ async fn client(addr: &str) -> Client {
 async fn two_nodes_over_one_database_decide_each_transaction_once() {
     let Some(t) = testkit::pg::database("two_nodes") else { return };
     let db = PgOptions::new(t.url, t.schema);
+    // Dropped last, pass or fail: the test's schema goes with it.
+    let _schema = DropSchema(db.clone());
     let seen = Arc::new(Seen::default());
     let port = issuer(seen.clone()).await;
     // The same keystore (the fingerprint key, the SAF sealing key) on both: one network.
@@ -184,5 +186,12 @@ async fn two_nodes_over_one_database_decide_each_transaction_once() {
     assert_eq!(seen.count("0400", "000010") + seen.count("0420", "000010"), 1, "reversed once");
 
     drop((a, b));
-    let _ = PgStore::drop_schema(&db);
+}
+
+struct DropSchema(PgOptions);
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let _ = PgStore::drop_schema(&self.0);
+    }
 }
