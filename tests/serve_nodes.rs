@@ -19,6 +19,8 @@ fn alive(pid: u64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_in_their_own_processes_share_one_database() {
     let Some(db) = testkit::pg::database("serve_nodes") else { return };
+    // Dropped last, pass or fail: the test's schema goes with it.
+    let _schema = DropSchema(switch::store::postgres::PgOptions::new(db.url.clone(), db.schema.clone()));
     let tmp = tempfile::tempdir().expect("tempdir");
     let ports = tmp.path().join("ports.json");
     let serve = common::process::serve_with(
@@ -84,8 +86,12 @@ async fn three_nodes_in_their_own_processes_share_one_database() {
     assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("00"), Some(10_000)), "{v}");
     drop(serve);
     assert!(!alive(pids[1]), "serve stopped its nodes");
-    let _ = switch::store::postgres::PgStore::drop_schema(&switch::store::postgres::PgOptions::new(
-        db.url.clone(),
-        db.schema.clone(),
-    ));
+}
+
+struct DropSchema(switch::store::postgres::PgOptions);
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let _ = switch::store::postgres::PgStore::drop_schema(&self.0);
+    }
 }
