@@ -95,3 +95,78 @@ impl Drop for DropSchema {
         let _ = switch::store::postgres::PgStore::drop_schema(&self.0);
     }
 }
+
+/// Purchases of the ports file's cards, one ATC each, from terminal `LG…` of each connection.
+struct Purchases {
+    cards: Vec<TestCard>,
+}
+
+impl terminal_sim::load::RequestSource for Purchases {
+    fn request(&self, seq: u64, conn: usize) -> codecs::iso8583::Message {
+        let n = self.cards.len() as u64;
+        let tx = Tx {
+            tid: terminal_sim::load::terminal_id(conn),
+            ..Tx::purchase(seq as u32, 100 + seq % 900, (seq / n + 1) as u16)
+        };
+        let spec = Spec::builtin("network").expect("spec");
+        let mut m =
+            terminal_kit::pos::chip_request(spec, &self.cards[(seq % n) as usize], &tx).expect("request");
+        m.set_text(11, &terminal_sim::load::stan(seq)).expect("DE 11");
+        m
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_fails_over_when_a_node_dies_under_it() {
+    let Some(db) = testkit::pg::database("load_failover") else { return };
+    let _schema = DropSchema(switch::store::postgres::PgOptions::new(db.url.clone(), db.schema.clone()));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ports = tmp.path().join("ports.json");
+    let _serve = common::process::serve_with(
+        &ports,
+        tmp.path(),
+        &["--nodes", "3", "--cards", "16", "--database-url", &db.url, "--schema", &db.schema],
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ports).expect("ports file")).expect("JSON");
+    let nodes = doc["nodes"].as_array().expect("nodes").clone();
+    let victim = nodes[2]["pid"].as_u64().expect("pid").to_string();
+    let cards: Vec<TestCard> = serde_json::from_value(doc["test_cards"].clone()).expect("cards");
+    let spec = Spec::builtin("network").expect("spec");
+    let targets: Vec<terminal_kit::link::Target> = nodes
+        .iter()
+        .map(|n| terminal_kit::link::Target {
+            addr: format!("{}:{}", n["acquirer"]["host"].as_str().expect("host"), n["acquirer"]["port"]),
+            spec: spec.clone(),
+            framing: FramingKind::Binary2,
+        })
+        .collect();
+    let plan = terminal_sim::load::Plan {
+        rate: 200,
+        duration: std::time::Duration::from_secs(4),
+        connections: 6,
+        timeout: std::time::Duration::from_secs(10),
+    };
+    // Node 2 is killed once a third of the requests went out: its connections go on at node 0.
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = {
+        let killed = killed.clone();
+        std::sync::Arc::new(move |sent: u64| {
+            if sent >= 270 && !killed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                let _ = std::process::Command::new("kill").args(["-KILL", &victim]).status();
+            }
+        })
+    };
+    let report =
+        terminal_sim::load::run_spread(targets, plan, std::sync::Arc::new(Purchases { cards }), progress)
+            .await;
+    assert!(killed.load(std::sync::atomic::Ordering::Acquire), "the node was killed during the run");
+    assert_eq!(report.sent, 800, "the whole schedule went out, the dead node's share at the next");
+    assert_eq!(report.failovers, 2, "both connections of the dead node went on elsewhere");
+    assert_eq!(report.errors, report.reversal_advices, "every answer lost with the node is reversed");
+    assert_eq!(
+        report.reversal_advices, report.reversal_advices_settled,
+        "each taken in charge, or had no original"
+    );
+    assert_eq!(report.approved + report.declined + report.errors + report.timeouts, report.sent);
+}
