@@ -9,7 +9,8 @@
 //! everything — the token service and its provisioning API included — from them.
 //!
 //! Keys: a fresh LMK per run, held in memory only; the switch's and the issuer's keystores (key
-//! blocks under it) live in the run's folder. The test cards' clear material (ICC master keys,
+//! blocks under it) live in the run's folder. A kept network ([`Options::keep`], `serve --state
+//! DIR`) keeps its LMK as two components in its folder instead, and comes back whole ([`kept`]). The test cards' clear material (ICC master keys,
 //! PINs) and the test ATMs' initial DUKPT keys appear only in the ports file, as INTERFACES.md §5
 //! says; nothing else the network writes holds a clear PAN, PIN or key. The ports file and both
 //! keystores are written readable by their owner only (mode 0600).
@@ -24,7 +25,7 @@ use crypto::dukpt::TdesKsn;
 use crypto::keyblock::Header;
 use crypto::keys::{SymmetricKey, TdesKey, to_hex};
 use crypto::keystore::{KeyName, Keystore, Lmk};
-use issuer_sim::cards::{ClearTestCard, generate_test_issuer};
+use issuer_sim::cards::{ClearTestCard, generate_test_issuer_billed};
 use issuer_sim::host::Issuer;
 use issuer_sim::server::{FaultRule, ServerState};
 use serde::Serialize;
@@ -34,6 +35,8 @@ use switch::config::{
 };
 use switch::node::{NodeParts, RunningNode};
 use tokio_util::sync::CancellationToken;
+
+pub mod kept;
 
 /// How to start the network.
 #[derive(Clone)]
@@ -76,6 +79,11 @@ pub struct Options {
     /// The program the nodes after the first run as, each in its own OS process (`paynet node`):
     /// `serve --nodes N`, so that an outside tool can kill one.
     pub node_program: Option<PathBuf>,
+    /// Keep the network in `dir` ([`kept`]): a start on a folder that holds one brings it back.
+    pub keep: bool,
+    /// Test cards (by index) billed in New Taiwan dollars, in their own range
+    /// (`issuer_sim::cards::TWD_CARD_PREFIX`); the others are billed in EUR.
+    pub twd_cards: Vec<usize>,
 }
 
 impl Options {
@@ -102,6 +110,8 @@ impl Options {
             store: switch::config::StoreConfig::default(),
             nodes: 1,
             node_program: None,
+            keep: false,
+            twd_cards: Vec::new(),
         }
     }
 }
@@ -278,14 +288,14 @@ async fn spawn_node(program: &Path, dir: &Path, lmk_hex: &str) -> Result<NodePro
 }
 
 /// An issuer's test credentials for `/v1/issuer/...` (`Authorization: Bearer <name>:<secret>`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TestIssuerCredential {
     pub name: String,
     pub secret: String,
 }
 
 /// A token requestor's test credentials (`Authorization: Bearer <id>:<secret>`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TestRequestor {
     pub id: String,
     pub kind: String,
@@ -314,6 +324,8 @@ pub struct Network {
     others: Vec<RunningNode>,
     /// The same, each in its own process ([`Options::node_program`]).
     pub processes: Vec<NodeProcess>,
+    /// Saves the issuer's state of a kept network ([`Options::keep`]).
+    keeper: Option<kept::Keeper>,
 }
 
 fn random(buf: &mut [u8]) {
@@ -344,83 +356,34 @@ fn expiry_in_three_years() -> String {
     format!("{:02}{}", (yy + 3) % 100, &yymm[2..])
 }
 
-/// Starts issuer simulator and switch, and waits until the switch's issuer link is up.
-pub async fn start(opts: Options) -> Result<Network> {
-    std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
-    let mut lmk_bytes = zeroize::Zeroizing::new([0u8; 32]);
-    random(lmk_bytes.as_mut());
-    let lmk_hex = zeroize::Zeroizing::new(to_hex(lmk_bytes.as_ref()));
+/// The routes and rates of the cards billed in TWD, when there are any: their range billed in
+/// 901, and EUR converted to TWD.
+fn with_twd_billing(mut cfg: SwitchConfig, twd_cards: &[usize]) -> SwitchConfig {
+    if !twd_cards.is_empty() {
+        cfg.routes.push(RouteConfig {
+            prefix: issuer_sim::cards::TWD_CARD_PREFIX.into(),
+            issuer: "issuer-a".into(),
+            billing_currency: Some("901".into()),
+        });
+        cfg.rates.push(switch::config::RateConfig {
+            from: "978".into(),
+            to: "901".into(),
+            rate: "35".into(),
+        });
+    }
+    cfg
+}
 
-    // The issuer: test cards and its keys.
-    let mut test = generate_test_issuer(
-        opts.cards.max(4),
-        Lmk::from_hex(&lmk_hex)?,
-        &expiry_in_three_years(),
-        &mut random,
-    )?;
-    // The switch's link to the issuer is MAC-authenticated (AES-CMAC, TR-31 usage M6, under a key
-    // both hold): it is how the issuer knows that a request, and the token service's word in it
-    // (DE 123 DF8106), comes from the switch.
-    let mut link_mac_raw = zeroize::Zeroizing::new([0u8; 16]);
-    random(link_mac_raw.as_mut());
-    let link_mac_key = crypto::keys::AesKey::from_slice(link_mac_raw.as_ref())?;
-    import(&mut test.keystore, "issuer.mac", "D0000M6AC00N0000", SymmetricKey::Aes(link_mac_key.clone()))?;
-    let issuer_keys = test.keystore.to_toml();
-    crate::private_file::write_atomic(&opts.dir.join("issuer-keys.toml"), issuer_keys.as_bytes())?;
-    // The cards stay in memory: an issuer's card file holds PANs, and `serve` writes none.
-    let issuer_hsm = Arc::new(crypto::hsm::SoftHsm::new(
-        Keystore::from_toml(Lmk::from_hex(&lmk_hex)?, &issuer_keys)?,
-        Box::new(random),
-    ));
-    let issuer_link_mac = opts
-        .issuer_link_mac
-        .then(|| {
-            issuer_sim::link_mac::LinkMac::new(
-                issuer_hsm.clone(),
-                "issuer.mac",
-                crypto::mac::MacAlgorithm::CmacAes,
-            )
-        })
-        .transpose()?;
-    let issuer = Issuer::new(issuer_hsm, issuer_sim::cards::ZPK_NAME, &test.cards);
-    let issuer_state = Arc::new(ServerState {
-        issuer: Mutex::new(issuer),
-        spec: codecs::iso8583::Spec::builtin("network").ok_or_else(|| anyhow!("network spec"))?.clone(),
-        framing: codecs::framing::FramingKind::Binary2,
-        faults: std::sync::RwLock::new(opts.issuer_faults.clone()),
-        clock: Box::new(now_ms),
-        random: Box::new(|| {
-            let mut b = [0u8; 4];
-            random(&mut b);
-            u32::from_le_bytes(b)
-        }),
-        link_mac: issuer_link_mac,
-    });
-    let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let issuer_addr = issuer_listener.local_addr()?;
-    let issuer_stop = CancellationToken::new();
-    let issuer_task =
-        tokio::spawn(issuer_sim::server::run(issuer_listener, issuer_state.clone(), issuer_stop.clone()));
-    let issuer_admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let issuer_admin = issuer_admin_listener.local_addr()?;
-    let issuer_admin_stop = CancellationToken::new();
-    let mut admin_token_raw = zeroize::Zeroizing::new([0u8; 24]);
-    random(admin_token_raw.as_mut());
-    let issuer_admin_token = hex::encode(admin_token_raw.as_ref());
-    // Test mode: the network's own test cards, whose OTPs tools read from the admin port.
-    let admin_access = issuer_sim::admin::AdminAccess::new(&issuer_admin_token, true)
-        .map_err(|e| anyhow!("issuer admin: {e}"))?;
-    tokio::spawn(issuer_sim::admin::run_admin(
-        issuer_admin_listener,
-        issuer_state.clone(),
-        admin_access,
-        door::DoorConfig::default(),
-        issuer_admin_stop.clone(),
-    ));
-
+/// A new network's switch keystore.
+fn fresh_switch_keystore(
+    opts: &Options,
+    lmk_hex: &str,
+    test: &issuer_sim::cards::TestIssuer,
+    link_mac_key: crypto::keys::AesKey,
+) -> Result<Keystore> {
     // The switch's keystore: its own keys, the zone PIN key it shares with the issuer, the
     // acquirer BDK of the test ATMs.
-    let mut ks = Keystore::new(Lmk::from_hex(&lmk_hex)?);
+    let mut ks = Keystore::new(Lmk::from_hex(lmk_hex)?);
     switch::keys::ensure_node_keys(&mut ks, &mut random)?;
     import(&mut ks, "issuer-a.zpk", "D0000P0TB00N0000", SymmetricKey::Tdes(test.zpk_clear.clone()))?;
     import(&mut ks, "issuer-a.mac", "D0000M6AC00N0000", SymmetricKey::Aes(link_mac_key))?;
@@ -449,6 +412,123 @@ pub async fn start(opts: Options) -> Result<Network> {
         "D0000E0TX00N0000",
         SymmetricKey::Tdes(TdesKey::from_slice(timk_raw.as_ref())?),
     )?;
+    if opts.keep {
+        let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+        random(raw.as_mut());
+        let key = SymmetricKey::Aes(crypto::keys::AesKey::from_slice(raw.as_ref())?);
+        import(&mut ks, kept::PROVIDERS_KEY, "D0000D0AB00N0000", key)?;
+    }
+    Ok(ks)
+}
+
+/// Starts issuer simulator and switch, and waits until the switch's issuer link is up.
+pub async fn start(opts: Options) -> Result<Network> {
+    std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
+    // A kept network's LMK is in its folder; any other network's is fresh and in memory only.
+    let kept = if opts.keep { Some(kept::Kept::open(&opts.dir)?) } else { None };
+    let restored = kept.as_ref().and_then(|k| k.restored.as_ref().map(|s| (k, s)));
+    let lmk_hex = match &kept {
+        Some(k) => k.lmk_hex.clone(),
+        None => {
+            let mut lmk_bytes = zeroize::Zeroizing::new([0u8; 32]);
+            random(lmk_bytes.as_mut());
+            zeroize::Zeroizing::new(to_hex(lmk_bytes.as_ref()))
+        }
+    };
+    let expiry = restored.map_or_else(expiry_in_three_years, |(_, s)| s.expiry.clone());
+
+    // The issuer: test cards and its keys.
+    let mut test = match restored {
+        Some((k, s)) => k.test_issuer(s)?,
+        None => generate_test_issuer_billed(
+            opts.cards.max(4),
+            &opts.twd_cards,
+            Lmk::from_hex(&lmk_hex)?,
+            &expiry,
+            &mut random,
+        )?,
+    };
+    // The switch's link to the issuer is MAC-authenticated (AES-CMAC, TR-31 usage M6, under a key
+    // both hold): it is how the issuer knows that a request, and the token service's word in it
+    // (DE 123 DF8106), comes from the switch.
+    let link_mac_key = match restored {
+        Some(_) => kept::link_mac_key(&test.keystore)?,
+        None => {
+            let mut link_mac_raw = zeroize::Zeroizing::new([0u8; 16]);
+            random(link_mac_raw.as_mut());
+            let key = crypto::keys::AesKey::from_slice(link_mac_raw.as_ref())?;
+            import(&mut test.keystore, "issuer.mac", "D0000M6AC00N0000", SymmetricKey::Aes(key.clone()))?;
+            key
+        }
+    };
+    let issuer_keys = test.keystore.to_toml();
+    crate::private_file::write_atomic(&opts.dir.join("issuer-keys.toml"), issuer_keys.as_bytes())?;
+    // The cards stay in memory: an issuer's card file holds PANs, and `serve` writes none.
+    let issuer_hsm = Arc::new(crypto::hsm::SoftHsm::new(
+        Keystore::from_toml(Lmk::from_hex(&lmk_hex)?, &issuer_keys)?,
+        Box::new(random),
+    ));
+    let issuer_link_mac = opts
+        .issuer_link_mac
+        .then(|| {
+            issuer_sim::link_mac::LinkMac::new(
+                issuer_hsm.clone(),
+                "issuer.mac",
+                crypto::mac::MacAlgorithm::CmacAes,
+            )
+        })
+        .transpose()?;
+    let mut issuer = Issuer::new(issuer_hsm, issuer_sim::cards::ZPK_NAME, &test.cards);
+    if let Some(k) = &kept {
+        k.restore_issuer(&mut issuer)?;
+        // The ports file shows the open-to-buy as it stands.
+        for c in &mut test.clear {
+            c.balance = format!("{:012}", issuer.open_to_buy(&c.pan).unwrap_or(0));
+        }
+    }
+    let issuer_state = Arc::new(ServerState {
+        issuer: Mutex::new(issuer),
+        spec: codecs::iso8583::Spec::builtin("network").ok_or_else(|| anyhow!("network spec"))?.clone(),
+        framing: codecs::framing::FramingKind::Binary2,
+        faults: std::sync::RwLock::new(opts.issuer_faults.clone()),
+        clock: Box::new(now_ms),
+        random: Box::new(|| {
+            let mut b = [0u8; 4];
+            random(&mut b);
+            u32::from_le_bytes(b)
+        }),
+        link_mac: issuer_link_mac,
+    });
+    let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let issuer_addr = issuer_listener.local_addr()?;
+    let issuer_stop = CancellationToken::new();
+    let issuer_task =
+        tokio::spawn(issuer_sim::server::run(issuer_listener, issuer_state.clone(), issuer_stop.clone()));
+    let issuer_admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let issuer_admin = issuer_admin_listener.local_addr()?;
+    let issuer_admin_stop = CancellationToken::new();
+    let mut admin_token_raw = zeroize::Zeroizing::new([0u8; 24]);
+    random(admin_token_raw.as_mut());
+    let issuer_admin_token = match restored.and_then(|(_, s)| s.issuer_admin_token.clone()) {
+        Some(t) => t,
+        None => hex::encode(admin_token_raw.as_ref()),
+    };
+    // Test mode: the network's own test cards, whose OTPs tools read from the admin port.
+    let admin_access = issuer_sim::admin::AdminAccess::new(&issuer_admin_token, true)
+        .map_err(|e| anyhow!("issuer admin: {e}"))?;
+    tokio::spawn(issuer_sim::admin::run_admin(
+        issuer_admin_listener,
+        issuer_state.clone(),
+        admin_access,
+        door::DoorConfig::default(),
+        issuer_admin_stop.clone(),
+    ));
+
+    let ks = match restored {
+        Some((k, _)) => k.switch_keystore()?,
+        None => fresh_switch_keystore(&opts, &lmk_hex, &test, link_mac_key)?,
+    };
+    let bdk = ks.get_tdes(&KeyName::new("acquirer.bdk")?, crypto::keyblock::KeyUsage::BDK)?;
     let mut atms = Vec::new();
     for i in 0..opts.atms.max(4) {
         let ksn = TdesKsn::from_hex(&format!("FFFF4761{:06X}E00000", i + 1))?;
@@ -462,22 +542,30 @@ pub async fn start(opts: Options) -> Result<Network> {
     crate::private_file::write_atomic(&opts.dir.join("switch-keys.toml"), ks.to_toml().as_bytes())?;
     // One test requestor of each type, and the test issuer's credential for the token service's
     // issuer calls (test credentials, generated per run).
-    let requestors: Vec<TestRequestor> = [
-        ("40010030273", "wallet"),
-        ("40010075001", "cloud"),
-        ("40010043210", "se-tsm"),
-        ("40010099001", "merchant"),
-    ]
-    .into_iter()
-    .map(|(id, kind)| {
+    let requestors: Vec<TestRequestor> = if let Some((_, s)) = restored {
+        s.requestors.clone()
+    } else {
+        [
+            ("40010030273", "wallet"),
+            ("40010075001", "cloud"),
+            ("40010043210", "se-tsm"),
+            ("40010099001", "merchant"),
+        ]
+        .into_iter()
+        .map(|(id, kind)| {
+            let mut secret = [0u8; 16];
+            random(&mut secret);
+            TestRequestor { id: id.into(), kind: kind.into(), secret: to_hex(&secret) }
+        })
+        .collect()
+    };
+    let token_issuers = if let Some((_, s)) = restored {
+        s.token_issuers.clone()
+    } else {
         let mut secret = [0u8; 16];
         random(&mut secret);
-        TestRequestor { id: id.into(), kind: kind.into(), secret: to_hex(&secret) }
-    })
-    .collect();
-    let mut secret = [0u8; 16];
-    random(&mut secret);
-    let token_issuers = vec![TestIssuerCredential { name: "issuer-a".into(), secret: to_hex(&secret) }];
+        vec![TestIssuerCredential { name: "issuer-a".into(), secret: to_hex(&secret) }]
+    };
     let cfg = SwitchConfig {
         node: switch::config::NodeConfig {
             name: "serve".into(),
@@ -554,6 +642,12 @@ pub async fn start(opts: Options) -> Result<Network> {
         // The token service runs in the node (its requestors' and issuers' secrets are generated).
         token_service: token_service_config(&opts, &requestors, &token_issuers),
     };
+    // A kept network's cards are billed as they were when it was made.
+    let twd_cards = restored.map_or_else(|| opts.twd_cards.clone(), |(_, s)| s.twd_cards.clone());
+    let mut cfg = with_twd_billing(cfg, &twd_cards);
+    if let Some(k) = &kept {
+        k.same_ports(&mut cfg);
+    }
     let node = start_switch(&cfg, &lmk_hex, &opts.dir).await?;
     let token_service =
         node.token_service.clone().ok_or_else(|| anyhow!("the switch runs no token service"))?;
@@ -587,7 +681,12 @@ pub async fn start(opts: Options) -> Result<Network> {
         nodes: None,
     };
     let providers = if opts.wallet_providers {
-        let running = start_providers(&ports, issuer_state.clone()).await?;
+        let store = match &kept {
+            Some(_) => Some(kept::ProvidersStore::open(&opts.dir, &ks)?
+                as Arc<dyn wallet_sim::providers::kept::KeptStore>),
+            None => None,
+        };
+        let running = start_providers(&ports, issuer_state.clone(), store).await?;
         ports.wallet_providers = Some(running.addrs.clone());
         Some(running)
     } else {
@@ -622,6 +721,22 @@ pub async fn start(opts: Options) -> Result<Network> {
         };
         ports.nodes = Some(std::iter::once(first).chain(processes.iter().map(|p| p.entry.clone())).collect());
     }
+    let keeper = match kept {
+        Some(k) => {
+            let saved = kept::Saved {
+                cards: ports.test_cards.len(),
+                expiry,
+                lmk_kcv: k.lmk_kcv()?,
+                component_kcvs: Vec::new(),
+                requestors: ports.token_requestors.clone(),
+                token_issuers: ports.token_issuers.clone(),
+                twd_cards,
+                issuer_admin_token: Some(ports.issuer_admin_token.clone()),
+            };
+            Some(k.keep(saved, issuer_state.clone())?)
+        }
+        None => None,
+    };
     Ok(Network {
         switch: node,
         issuer_addr,
@@ -637,6 +752,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         providers,
         others,
         processes,
+        keeper,
     })
 }
 
@@ -645,6 +761,7 @@ pub async fn start(opts: Options) -> Result<Network> {
 async fn start_providers(
     ports: &PortsFile,
     issuer: Arc<ServerState>,
+    kept: Option<Arc<dyn wallet_sim::providers::kept::KeptStore>>,
 ) -> Result<wallet_sim::providers::Running> {
     use wallet_sim::providers::{
         IssuerPerso, PersoKind, PersoOutcome, PersoRequest, ProvidersConfig, RequestorCredential,
@@ -694,6 +811,7 @@ async fn start_providers(
         token_api: ports.provisioning_api.clone(),
         requestors,
         issuer_perso: Some(perso),
+        kept,
     })
     .await
 }
@@ -792,6 +910,9 @@ impl Network {
         if let Some(t) = self.issuer_task {
             let _ = t.await;
         }
+        if let Some(k) = self.keeper {
+            k.stop().await;
+        }
     }
 
     /// Takes the issuer simulator off the network (its state is kept).
@@ -832,6 +953,7 @@ impl Network {
             providers,
             others,
             processes,
+            keeper,
         } = self;
         switch.shutdown().await;
         // The provisioning API comes back on its address: the providers keep talking to it.
@@ -862,6 +984,7 @@ impl Network {
             providers,
             others,
             processes,
+            keeper,
         })
     }
 

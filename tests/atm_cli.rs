@@ -82,6 +82,38 @@ fn atm_sim_cli_against_paynet_serve() {
     assert_eq!((v["reversal"].as_str(), v["reversal_acknowledged"].as_bool()), (Some("none"), Some(false)));
     assert_eq!(v["stan"].as_str().map(str::len), Some(6));
 
+    // A Taiwanese ATM (TWD 1,000.00 asked) and a card billed in EUR: the screen shows both.
+    let taipei = ports.atm_terminals[1].tid.clone();
+    let out = cash_advance(
+        &ports_path,
+        &state,
+        &[
+            "--atm",
+            &taipei,
+            "--card",
+            "0",
+            "--amount",
+            "100000",
+            "--pin",
+            &pin(0),
+            "--currency",
+            "901",
+            "--country",
+            "158",
+        ],
+    );
+    let v = ok_json(&out);
+    assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("00"), Some(100_000)), "{v}");
+    let screen = String::from_utf8_lossy(&out.stderr);
+    assert!(screen.contains("please take your cash: TWD 1000.00"), "{screen}");
+    assert!(screen.contains("your card is charged EUR 28.57 (at 0.0285714 EUR per TWD)"), "{screen}");
+    let bad = cash_advance(
+        &ports_path,
+        &state,
+        &["--card", "0", "--amount", "100", "--pin", "1", "--currency", "999"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+
     let wrong = if pin(0) == "0000" { "1111" } else { "0000" };
     let v =
         ok_json(&cash_advance(&ports_path, &state, &["--card", "0", "--amount", "100000", "--pin", wrong]));
@@ -117,7 +149,8 @@ fn atm_sim_cli_against_paynet_serve() {
     loop {
         let now = open_to_buy(&ports, 0, atc);
         atc += 1;
-        if before - now == 230_000 {
+        // EUR 2,300.00 at the euro ATM, EUR 28.57 for TWD 1,000.00 at the Taiwanese one.
+        if before - now == 230_000 + 2_857 {
             break;
         }
         assert!(Instant::now() < deadline, "issuer booked {}, the ATM gave 230000", before - now);

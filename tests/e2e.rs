@@ -56,7 +56,13 @@ async fn one(model: Model, channel: Channel) {
     assert!(run.provisioned && run.ok(), "{run:?}");
     // The issuer's ledger, read here: the card's account carries exactly the amount.
     let after = w.open_to_buy(card).expect("open-to-buy");
-    assert_eq!(before - after, run.amount_minor, "booked on the card's account: {run:?}");
+    assert_eq!(before - after, run.billed_minor, "booked on the card's account: {run:?}");
+    // The merchant sells in TWD; a card billed in EUR is charged the converted amount.
+    if w.net.ports.test_cards[card].currency == "978" {
+        assert!(run.billed_minor < run.amount_minor && run.billed_minor > 0, "converted: {run:?}");
+    } else {
+        assert_eq!(run.billed_minor, run.amount_minor, "a TWD card, nothing converted: {run:?}");
+    }
     // What the terminal read: a token of the network's range, or the card's own PAN.
     let device_pan = phone.phone.profile(&phone.card_id).expect("card").pan.clone();
     if demo::tokenized(model) {
@@ -75,7 +81,7 @@ async fn one(model: Model, channel: Channel) {
     assert!(text.contains(answer), "{text}");
     assert!(text.contains("checked by the phone: accepted"), "{text}");
     if channel == Channel::Atm {
-        assert!(text.contains(&format!("{} dispensed", demo::eur(run.amount_minor))), "{text}");
+        assert!(text.contains(&format!("{} dispensed", demo::twd(run.amount_minor))), "{text}");
     }
     assert!(!text.contains(&pan) && !text.contains(&device_pan), "a clear PAN in the output:\n{text}");
     w.shutdown().await;
@@ -129,11 +135,13 @@ async fn every_decline_gets_the_response_code_of_its_reason_and_books_nothing() 
     for r in ["wrong PIN", "over the credit line", "suspended", "tampered cryptogram", "replayed ATC"] {
         assert!(reasons.iter().any(|x| x.contains(r)), "{r} missing: {reasons:?}");
     }
-    // The issuer booked nothing for a decline: only the replay case's original (EUR 10.00) on
-    // test card 5 was approved.
+    // The issuer booked nothing for a decline: only the replay case's original (EUR 10.00 at a
+    // euro terminal) on test card 5 was approved — a card billed in TWD, charged TWD 350.00 at the
+    // network's EUR→TWD rate of 35.
+    assert_eq!(w.net.ports.test_cards[5].currency, "901");
     for (i, before) in lines.iter().enumerate() {
         let booked = before - w.open_to_buy(i).expect("open-to-buy");
-        assert_eq!(booked, if i == 5 { 1_000 } else { 0 }, "card {i}\n{text}");
+        assert_eq!(booked, if i == 5 { 35_000 } else { 0 }, "card {i}\n{text}");
     }
     // ID&V declined: the phones of those flows hold no card.
     for label in ["declines-otp", "declines-expiry"] {

@@ -154,6 +154,20 @@ fn pos_and_checkout_against_paynet_serve() {
     assert!(v["auth_code"].as_str().is_some_and(|a| !a.is_empty()), "DE 38: {v}");
     let mut stans = vec![format!("{}/{}", v["tid"], v["stan"])];
 
+    // A Taiwanese terminal sells in TWD (exponent 2, from the ISO 4217 table); the card is billed in
+    // EUR: the receipt shows both amounts, TWD 1,000.00 charged EUR 28.57 at 0.0285714.
+    let twd = ["--device", &hce_s, "--amount", "100000", "--currency", "901", "--country", "158"];
+    let out = w.terminal("pos", &twd);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("Amount     TWD 1000.00"), "{stdout}");
+    assert!(stdout.contains("Billed     EUR 28.57 (rate 0.0285714)"), "{stdout}");
+    let v = receipt(&w.terminal("pos", &[&twd[..], &["--json"]].concat()));
+    assert_eq!((v["result"].as_str(), v["amount"].as_str()), (Some("APPROVED"), Some("1000.00")), "{v}");
+    assert_eq!(
+        (v["billing"]["amount"].as_str(), v["billing"]["currency"].as_str(), v["billing"]["rate"].as_str()),
+        (Some("28.57"), Some("978"), Some("0.0285714"))
+    );
+
     // Two terminals tap the same phone file side by side: each waits for the other's tap to
     // finish, both are approved, no ATC given twice.
     let before = device_profile(&hce).atc;

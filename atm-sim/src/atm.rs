@@ -36,6 +36,7 @@ use crate::link::{LinkError, SwitchLink};
 use crate::pinpad::PinPad;
 use crate::state::{AtmRecord, Lock, StateDir};
 use crate::{Utc, now_ms, random};
+use terminal_kit::billing::{Billing, show_amount};
 use terminal_kit::state::Sealer;
 
 /// What an ATM is configured with.
@@ -122,12 +123,45 @@ pub struct Outcome {
     /// Whether the card accepted the issuer's ARPC (tag 91); `None` without an answer or tag 91.
     #[serde(skip)]
     pub arpc_accepted: Option<bool>,
+    /// The network's conversion when the card is billed in another currency (DE 6, 10, 51 of the
+    /// answer): what the approval charged, in the card's currency, and at what rate.
+    #[serde(skip)]
+    pub billing: Option<Billing>,
 }
 
 impl Outcome {
     /// Whether the issuer's final booking is known: no reversal owed, or it was acknowledged.
     pub fn settled(&self) -> bool {
         self.reversal == ReversalKind::None || self.reversal_acknowledged
+    }
+
+    /// What the ATM's screen shows: the cash to take in the ATM's currency (ISO 4217 numeric
+    /// `currency`), and — for a card billed in another — what the card is charged for it, at the
+    /// approval's rate; the credit left, in the card's currency.
+    pub fn screen(&self, tid: &str, currency: u16) -> Vec<String> {
+        let mine = format!("{currency:03}");
+        let mut lines = Vec::new();
+        if self.dispensed > 0 {
+            lines.push(format!("{tid}: please take your cash: {}", show_amount(&mine, self.dispensed)));
+        }
+        let from = codecs::currency::by_numeric(&mine);
+        if let (Some(b), Some(from)) = (&self.billing, from)
+            && let Some(charged) = b.at_same_rate(self.dispensed, from)
+            && self.dispensed > 0
+        {
+            lines.push(format!(
+                "{tid}: your card is charged {} (at {} {} per {})",
+                b.currency.show(charged),
+                b.rate,
+                b.currency.alpha,
+                from.alpha
+            ));
+        }
+        if let Some(left) = self.available_after {
+            let card_currency = self.billing.map_or(mine, |b| b.currency.numeric.to_string());
+            lines.push(format!("{tid}: credit available: {}", show_amount(&card_currency, left)));
+        }
+        lines
     }
 }
 
@@ -423,6 +457,7 @@ impl Atm {
             stan: stan.clone(),
             available_after: None,
             arpc_accepted: None,
+            billing: None,
         };
         let Some(rsp) = answer else {
             // No answer: the issuer may have approved; give it all back.
@@ -448,6 +483,7 @@ impl Atm {
             self.log(e, false)?;
         }
         let de54 = rsp.text(54).and_then(|t| available_of(&t));
+        out.billing = Billing::of(&rsp);
         if rc != "00" {
             out.available_after = de54;
             return Ok(out);
@@ -480,7 +516,17 @@ impl Atm {
             out.reversal_acknowledged = self.reverse(link, &req, out.dispensed, "22")?;
         }
         // 8. What is left on the line.
-        out.available_after = de54.map(|a| a + (amount - out.dispensed));
+        // DE 54 is in the card's currency: what comes back of a converted approval is its DE 6
+        // less the cash that left at the approval's rate (as the issuer reverses it).
+        let released =
+            match (&out.billing, codecs::currency::by_numeric(&format!("{:03}", self.cfg.terminal.currency)))
+            {
+                (Some(b), Some(mine)) => {
+                    b.at_same_rate(out.dispensed, mine).map(|d| b.amount_minor.saturating_sub(d))
+                }
+                _ => Some(amount - out.dispensed),
+            };
+        out.available_after = de54.zip(released).map(|(a, r)| a + r);
         if let Some(a) = out.available_after {
             let mut e = Entry::new(&self.cfg.tid, &stan, "balance");
             e.amount = Some(a);

@@ -2,10 +2,14 @@
 //!
 //! ```text
 //! atm-sim cash-advance --ports-file FILE (--card N | --device PHONE_FILE) --amount MINOR --pin PIN
-//!         [--atm TID] [--fault none|jam|partial:MINOR|no-response] [--state DIR] --json
+//!         [--atm TID] [--fault none|jam|partial:MINOR|no-response] [--state DIR]
+//!         [--currency NNN --country NNN] --json
 //! ```
 //!
-//! One JSON object alone on stdout; the ATM's screen (cash to take, credit left) on stderr. Exit
+//! One JSON object alone on stdout; the ATM's screen (cash to take, what the card is charged in
+//! its own currency when the network converted, credit left) on stderr. `--currency` and
+//! `--country` (added to INTERFACES.md §6) place the ATM: `--currency 901 --country 158` is a
+//! Taiwanese ATM dispensing TWD (default 978 and 250). Exit
 //! status 0 when the transaction ended as the ATM intended (a decline included), 2 on bad
 //! arguments, 1 when the outcome could not be established (no switch, a card that cannot be
 //! read, a reversal advice still unacknowledged).
@@ -68,6 +72,12 @@ struct CashAdvanceArgs {
     /// Seconds to wait for the 0210.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    /// The currency the ATM dispenses, ISO 4217 numeric (DE 49, tag 5F2A); `--amount` is in it.
+    #[arg(long, value_name = "NNN")]
+    currency: Option<u16>,
+    /// The ATM's country, ISO 3166 numeric (tag 9F1A).
+    #[arg(long, value_name = "NNN")]
+    country: Option<u16>,
 }
 
 /// A failure and its exit status.
@@ -192,6 +202,18 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
 
     let mut cfg = AtmConfig::new(&test_atm.tid);
     cfg.response_timeout = Duration::from_secs(a.timeout.max(1));
+    if let Some(c) = a.currency {
+        if codecs::currency::by_numeric(&format!("{c:03}")).is_none() {
+            return Err(bad_input(format!("--currency: {c} is not an ISO 4217 numeric code")));
+        }
+        cfg.terminal.currency = c;
+    }
+    if let Some(c) = a.country {
+        if c == 0 || c > 999 {
+            return Err(bad_input(format!("--country: {c} is not an ISO 3166 numeric code")));
+        }
+        cfg.terminal.country = c;
+    }
     // Waits here for the ATM's lock: one transaction at a time per ATM.
     let mut atm =
         Atm::open_tdes(&dir, cfg, &ipek, &ksn).map_err(|e| unknown(format!("ATM {}: {e}", test_atm.tid)))?;
@@ -226,11 +248,8 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
         Err(e) => return Err(unknown(e.to_string())),
     };
     // The screen.
-    if out.dispensed > 0 {
-        eprintln!("{}: please take your cash: {}", atm.cfg.tid, out.dispensed);
-    }
-    if let Some(left) = out.available_after {
-        eprintln!("{}: credit available: {left}", atm.cfg.tid);
+    for line in out.screen(&atm.cfg.tid, atm.cfg.terminal.currency) {
+        eprintln!("{line}");
     }
     let json = serde_json::to_string(&out).map_err(|e| unknown(e.to_string()))?;
     println!("{json}");

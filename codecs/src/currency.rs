@@ -208,6 +208,19 @@ pub enum CurrencyError {
     Overflow,
 }
 
+impl Currency {
+    /// `minor` units as the currency writes them, with its code: `1250` EUR → `EUR 12.50`, JPY →
+    /// `JPY 1250`, KWD → `KWD 1.250`. Integer arithmetic only.
+    pub fn show(&self, minor: u64) -> String {
+        if self.exponent == 0 {
+            return format!("{} {minor}", self.alpha);
+        }
+        let scale = 10u64.pow(u32::from(self.exponent));
+        let width = usize::from(self.exponent);
+        format!("{} {}.{:0width$}", self.alpha, minor / scale, minor % scale)
+    }
+}
+
 impl fmt::Display for CurrencyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -318,6 +331,14 @@ mod tests {
             assert!(seen.insert(cur.alpha), "{} twice", cur.alpha);
             assert_eq!(cur.numeric.len(), 3);
         }
+    }
+
+    #[test]
+    fn amounts_show_with_the_currency_exponent() {
+        assert_eq!(c("901").show(100_000), "TWD 1000.00");
+        assert_eq!(c("978").show(5), "EUR 0.05");
+        assert_eq!(c("392").show(1250), "JPY 1250");
+        assert_eq!(c("414").show(1250), "KWD 1.250");
     }
 
     #[test]

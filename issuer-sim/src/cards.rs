@@ -35,7 +35,7 @@
 use std::path::PathBuf;
 
 use crypto::emv::{Cvn, PanDigits, Psn};
-use crypto::keyblock::Header;
+use crypto::keyblock::{Header, KeyUsage};
 use crypto::keys::{SymmetricKey, TdesKey, to_hex};
 use crypto::keystore::{KeyName, Keystore, Lmk};
 use crypto::pin::{self, Pin};
@@ -289,6 +289,22 @@ pub fn generate_test_issuer(
     expiry: &str,
     random: &mut dyn FnMut(&mut [u8]),
 ) -> Result<TestIssuer> {
+    generate_test_issuer_billed(n, &[], lmk, expiry, random)
+}
+
+/// The test BIN range of the test cards billed in TWD (901): within Visa's test BIN 476173, so
+/// that a longer route prefix gives them their own billing currency.
+pub const TWD_CARD_PREFIX: &str = "4761739";
+
+/// [`generate_test_issuer`] with the cards whose indexes are in `twd` billed in New Taiwan
+/// dollars (901) and numbered in [`TWD_CARD_PREFIX`]; the others in EUR (978).
+pub fn generate_test_issuer_billed(
+    n: usize,
+    twd: &[usize],
+    lmk: Lmk,
+    expiry: &str,
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Result<TestIssuer> {
     let mut ks = Keystore::new(lmk);
     let mut make_key = |ks: &mut Keystore, name: &str, header: &str| -> Result<TdesKey> {
         let mut raw = zeroize::Zeroizing::new([0u8; 16]);
@@ -311,15 +327,45 @@ pub fn generate_test_issuer(
     let pvk = make_key(&mut ks, PVK_NAME, "D0000V2TC00N0000")?;
     let cvk = make_key(&mut ks, CVK_NAME, "D0000C0TC00N0000")?;
     let zpk = make_key(&mut ks, ZPK_NAME, "D0000P0TB00N0000")?;
+    let (cards, clear) = test_cards(n, twd, &imk, &pvk, &cvk, expiry)?;
+    Ok(TestIssuer { cards: CardsFile { cards }, keystore: ks, clear, zpk_clear: zpk, imk_clear: imk })
+}
+
+/// The same test issuer again from the keystore [`generate_test_issuer`] made (a kept network
+/// restarting): the cards are a function of their number, the keys and the expiry, so the same
+/// PANs, PINs, ICC master keys and CVV2s come back without any file holding them.
+pub fn test_issuer_from_keystore(n: usize, twd: &[usize], ks: Keystore, expiry: &str) -> Result<TestIssuer> {
+    let get = |name: &str, usage: KeyUsage| -> Result<TdesKey> {
+        ks.get_tdes(&KeyName::new(name).map_err(|e| bad("name", e))?, usage).map_err(|e| bad("keystore", e))
+    };
+    let imk = get(IMK_NAME, KeyUsage::EMV_IMK_AC)?;
+    let pvk = get(PVK_NAME, KeyUsage::PVK_VISA_PVV)?;
+    let cvk = get(CVK_NAME, KeyUsage::CVK)?;
+    let zpk = get(ZPK_NAME, KeyUsage::PIN_ENCRYPTION)?;
+    let (cards, clear) = test_cards(n, twd, &imk, &pvk, &cvk, expiry)?;
+    Ok(TestIssuer { cards: CardsFile { cards }, keystore: ks, clear, zpk_clear: zpk, imk_clear: imk })
+}
+
+/// `n` test cards (test BIN 476173, Luhn-valid) under these keys: the issuer's view and the clear
+/// material of the ports file.
+fn test_cards(
+    n: usize,
+    twd: &[usize],
+    imk: &TdesKey,
+    pvk: &TdesKey,
+    cvk: &TdesKey,
+    expiry: &str,
+) -> Result<(Vec<CardConfig>, Vec<ClearTestCard>)> {
     let mut cards = Vec::new();
     let mut clear = Vec::new();
     for i in 0..n {
-        let mut body = format!("476173{:09}", (i as u64 + 1) * 11);
+        let (prefix, currency) = if twd.contains(&i) { (TWD_CARD_PREFIX, "901") } else { ("476173", "978") };
+        let mut body = format!("{prefix}{:09}", (i as u64 + 1) * 11);
         body.truncate(15);
         let pan = codecs::pan::with_check_digit(&body).ok_or_else(|| bad("pan", "not digits"))?;
         let pin_text = format!("{:04}", (1234 + 1234 * i) % 10_000);
         let pin = Pin::new(&pin_text).map_err(|e| bad("pin", e))?;
-        let pvv = pin::visa_pvv(&pvk, &pan, 1, &pin).map_err(|e| bad("pvv", e))?;
+        let pvv = pin::visa_pvv(pvk, &pan, 1, &pin).map_err(|e| bad("pvv", e))?;
         let limit = if i < 2 {
             5_000_000
         } else if i + 1 == n {
@@ -330,7 +376,7 @@ pub fn generate_test_issuer(
         let cvn = "visa18".to_string();
         let pan_digits = PanDigits::new(&pan).map_err(|e| bad("pan", e))?;
         let psn = Psn::new(0).map_err(|e| bad("psn", e))?;
-        let icc_mk = Cvn::Visa18.icc_master_key(&imk, &pan_digits, psn);
+        let icc_mk = Cvn::Visa18.icc_master_key(imk, &pan_digits, psn);
         clear.push(ClearTestCard {
             pan: pan.clone(),
             expiry: expiry.to_string(),
@@ -340,15 +386,15 @@ pub fn generate_test_issuer(
             pin: pin_text,
             balance: format!("{limit:012}"),
             // CVV2: the CVV algorithm with service code 000.
-            cvv2: crypto::cvv::cvv(&cvk, &pan, expiry, "000").map_err(|e| bad("cvv2", e))?,
-            currency: "978".into(),
+            cvv2: crypto::cvv::cvv(cvk, &pan, expiry, "000").map_err(|e| bad("cvv2", e))?,
+            currency: currency.into(),
         });
         cards.push(CardConfig {
             pan,
             expiry: expiry.to_string(),
             psn: "00".into(),
             status: "active".into(),
-            currency: "978".into(),
+            currency: currency.into(),
             credit_limit: limit,
             outstanding: 0,
             cvn,
@@ -360,7 +406,7 @@ pub fn generate_test_issuer(
             idv: if i == 1 { "otp".into() } else { "approve".into() },
         });
     }
-    Ok(TestIssuer { cards: CardsFile { cards }, keystore: ks, clear, zpk_clear: zpk, imk_clear: imk })
+    Ok((cards, clear))
 }
 
 #[cfg(test)]

@@ -287,6 +287,101 @@ impl Issuer {
         (p, r, self.otps.len())
     }
 
+    /// The state a kept network saves (no PAN: cards by account, bookings by original).
+    pub fn kept(&self) -> crate::kept::KeptIssuer {
+        use crate::kept::{KeptAccount, KeptBooking, KeptCard, KeptIssuer};
+        let mut cards: Vec<KeptCard> = self
+            .cards
+            .values()
+            .map(|c| {
+                let mut atcs_seen: Vec<u16> = c.atcs_seen.iter().copied().collect();
+                atcs_seen.sort_unstable();
+                KeptCard {
+                    account: c.account.0,
+                    atcs_seen,
+                    pin_tries_left: c.pin_tries_left,
+                    luk_issued_from: c.luk_issued_from,
+                    luk_batch_first: c.luk_batch_first,
+                    luk_next_atc: c.luk_next_atc,
+                }
+            })
+            .collect();
+        cards.sort_by_key(|c| c.account);
+        let mut accounts: Vec<KeptAccount> = self
+            .cards
+            .values()
+            .filter_map(|c| {
+                let a = self.ledger.account(c.account)?;
+                Some(KeptAccount { account: c.account.0, outstanding_minor: a.outstanding_minor })
+            })
+            .collect();
+        accounts.sort_by_key(|a| a.account);
+        let mut bookings: Vec<KeptBooking> = self
+            .ledger
+            .bookings()
+            .map(|(k, b)| KeptBooking {
+                original: k.0.clone(),
+                account: b.account.0,
+                approved_minor: b.approved_minor,
+                standing_minor: b.standing_minor,
+                conversion: b
+                    .conversion
+                    .map(|c| (c.from.numeric.to_string(), c.to.numeric.to_string(), c.rate.de10())),
+            })
+            .collect();
+        bookings.sort_by(|a, b| a.original.cmp(&b.original));
+        KeptIssuer { accounts, cards, bookings }
+    }
+
+    /// Puts back what [`Issuer::kept`] saved, on the same cards (a kept network restarting).
+    /// Entries for accounts this issuer does not have, or with an unknown currency or rate, are
+    /// refused with the first one named.
+    pub fn restore(&mut self, kept: &crate::kept::KeptIssuer) -> Result<(), String> {
+        use crate::ledger::{Booking, Conversion};
+        for a in &kept.accounts {
+            let acct = self
+                .ledger
+                .account_mut(AccountId(a.account))
+                .ok_or_else(|| format!("kept account {} is not this issuer's", a.account))?;
+            acct.outstanding_minor = a.outstanding_minor;
+        }
+        for k in &kept.cards {
+            let card = self
+                .cards
+                .values_mut()
+                .find(|c| c.account.0 == k.account)
+                .ok_or_else(|| format!("kept card of account {} is not this issuer's", k.account))?;
+            card.atcs_seen = k.atcs_seen.iter().copied().collect();
+            card.pin_tries_left = k.pin_tries_left;
+            card.luk_issued_from = k.luk_issued_from;
+            card.luk_batch_first = k.luk_batch_first;
+            card.luk_next_atc = k.luk_next_atc;
+        }
+        for b in &kept.bookings {
+            let conversion = match &b.conversion {
+                None => None,
+                Some((from, to, de10)) => Some(Conversion {
+                    from: codecs::currency::by_numeric(from)
+                        .ok_or_else(|| format!("booking {}: currency {from}", b.original))?,
+                    to: codecs::currency::by_numeric(to)
+                        .ok_or_else(|| format!("booking {}: currency {to}", b.original))?,
+                    rate: codecs::currency::Rate::parse_de10(de10)
+                        .map_err(|e| format!("booking {}: {e}", b.original))?,
+                }),
+            };
+            self.ledger.restore_booking(
+                OriginalKey(b.original.clone()),
+                Booking {
+                    account: AccountId(b.account),
+                    approved_minor: b.approved_minor,
+                    standing_minor: b.standing_minor,
+                    conversion,
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// The open-to-buy of a card (tests, the ports file).
     pub fn open_to_buy(&self, pan: &str) -> Option<u64> {
         let c = self.cards.get(pan)?;

@@ -104,6 +104,17 @@ impl Ledger {
         self.bookings.get(key)
     }
 
+    /// Every booking (a kept network saves them).
+    pub fn bookings(&self) -> impl Iterator<Item = (&OriginalKey, &Booking)> {
+        self.bookings.iter()
+    }
+
+    /// Puts back a booking saved before a restart, as it was (the account's outstanding amount
+    /// is restored separately).
+    pub fn restore_booking(&mut self, key: OriginalKey, booking: Booking) {
+        self.bookings.insert(key, booking);
+    }
+
     /// Books an authorization. Repeating the same original returns the same result without
     /// booking twice.
     pub fn authorize(

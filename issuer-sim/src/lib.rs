@@ -8,6 +8,7 @@
 //!
 //! * [`cards`] — the configuration and accounts files, and [`cards::generate_test_issuer`] (test
 //!   cards and their keystore for `serve` and tests).
+//! * [`kept`] — the state a kept test network brings back after a restart.
 //! * [`ledger`] — idempotent bookings, reversals and advices; [`idv`] — ID&V policy and OTPs.
 //! * [`link_mac`] — the issuer's end of the switch's MAC-authenticated link: what lets it believe
 //!   the token service's word on a token cryptogram.
@@ -21,6 +22,7 @@ pub mod cards;
 pub mod faults;
 pub mod host;
 pub mod idv;
+pub mod kept;
 pub mod ledger;
 pub mod link_mac;
 pub mod server;

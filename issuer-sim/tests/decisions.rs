@@ -627,3 +627,34 @@ fn a_converted_sale_is_booked_in_the_billing_currency_and_reversed_at_its_rate()
     assert_eq!(rc(&call(&mut iss, &usd)), "13");
     assert_eq!(iss.open_to_buy(&card.pan), Some(start - 1_143));
 }
+
+#[test]
+fn a_kept_issuer_comes_back_with_its_balances_bookings_rates_and_atcs() {
+    let (mut iss, t) = test_issuer(|_| {});
+    let card = &t.clear[0];
+    let before = iss.open_to_buy(&card.pan).expect("card");
+    // A TWD sale converted by the network: EUR 28.57 booked at 0.0285714.
+    let mut sale = chip_request(&spec(), card, &Tx::purchase(1, 100_000, 1));
+    for (de, v) in [(49, "901"), (6, "000000002857"), (10, "70285714"), (51, "978")] {
+        sale.set_text(de, v).expect("conversion");
+    }
+    // The ARQC covers 5F2A = 0978 here: the issuer checks the chip data, not DE 49.
+    let rsp = call(&mut iss, &sale);
+    assert_eq!(rc(&rsp), "00");
+    let kept = iss.kept();
+    let saved = serde_json::to_string(&kept).expect("JSON");
+    assert!(!saved.contains(&card.pan), "no PAN in the kept state");
+
+    // The same issuer started again from its cards, then the kept state.
+    let (mut again, _) = test_issuer(|_| {});
+    again.restore(&serde_json::from_str(&saved).expect("parse")).expect("restore");
+    assert_eq!(again.kept(), kept);
+    assert_eq!(again.open_to_buy(&card.pan), Some(before - 2_857));
+    // The ATC is remembered: the same cryptogram again is refused.
+    let replay = chip_request(&spec(), card, &Tx::purchase(2, 500, 1));
+    assert_ne!(rc(&call(&mut again, &replay)), "00", "ATC 1 was used before the restart");
+    // A partial reversal of the sale (TWD 400.00 dispensed) at the sale's rate: EUR 11.43 stays.
+    let rev = reversal(&sale, "0420", 3, Some(40_000));
+    assert_eq!(rc(&call(&mut again, &rev)), "00");
+    assert_eq!(again.open_to_buy(&card.pan), Some(before - 1_143));
+}

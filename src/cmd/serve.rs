@@ -3,6 +3,10 @@
 //! listener accepts and the issuer link is up; runs until SIGINT or SIGTERM, then drains.
 //! `--nodes N --database-url URL`: N switch nodes over one PostgreSQL database, the ones after the
 //! first as their own processes (`paynet node`), listed in the ports file's `nodes`.
+//!
+//! Without `--state` every start is a new network in a temporary folder. With `--state DIR` the
+//! network lives in DIR (`paynet::network::kept`) and a start on the same DIR brings it back: the
+//! same keys, cards and ATMs, balances, tokens; the ports file is also written to `DIR/ports.json`.
 
 use std::path::PathBuf;
 
@@ -11,9 +15,13 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Where to write the ports file (JSON, INTERFACES.md §5).
-    #[arg(long, value_name = "FILE")]
-    ports_file: PathBuf,
+    /// Where to write the ports file (JSON, INTERFACES.md §5); with --state, also DIR/ports.json.
+    #[arg(long, value_name = "FILE", required_unless_present = "state")]
+    ports_file: Option<PathBuf>,
+    /// Keep the network in DIR (created when missing): LMK components, keystores, the issuer's
+    /// ledger, the token vault, the switch's store; a start on the same DIR brings it back.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
     /// Number of generated test cards (at least 4).
     #[arg(long, default_value_t = 6)]
     cards: usize,
@@ -43,9 +51,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
-        // Everything the run writes lives under the system temporary folder (honouring TMPDIR).
-        let dir = tempfile::Builder::new().prefix("paynet-serve-").tempdir().context("temporary folder")?;
-        let mut opts = paynet::network::Options::new(dir.path());
+        // Without --state, everything the run writes lives under the system temporary folder
+        // (honouring TMPDIR) and goes with it.
+        let (dir, tmp) = match &a.state {
+            Some(d) => (d.clone(), None),
+            None => {
+                let t =
+                    tempfile::Builder::new().prefix("paynet-serve-").tempdir().context("temporary folder")?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let mut opts = paynet::network::Options::new(&dir);
         opts.cards = a.cards.max(4);
         opts.luk_batch = a.luk_batch;
         opts.luk_ttl_s = a.luk_ttl_s;
@@ -57,13 +73,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
             opts.nodes = a.nodes;
             opts.node_program = Some(std::env::current_exe().context("finding this program")?);
         }
+        opts.keep = a.state.is_some();
         let net = paynet::network::start(opts).await?;
-        net.write_ports_file(&a.ports_file).with_context(|| format!("writing {}", a.ports_file.display()))?;
-        tracing::info!(ports_file = %a.ports_file.display(), "network up");
+        let files = a.ports_file.iter().cloned().chain(a.state.as_ref().map(|d| d.join("ports.json")));
+        for f in files {
+            net.write_ports_file(&f).with_context(|| format!("writing {}", f.display()))?;
+            tracing::info!(ports_file = %f.display(), "network up");
+        }
         door::process::shutdown_signal().await;
         tracing::info!("shutting down");
         net.shutdown().await;
-        drop(dir);
+        drop(tmp);
         Ok(())
     })
 }

@@ -19,7 +19,7 @@ use wallet_sim::flows::Model;
 
 use super::runs::{Otp, atm_steps, phone_path, provision_with};
 use super::{
-    Decline, Out, ProvisionedPhone, World, arpc_check, arpc_words, atc_of, eur, now, random4, rc_of, say,
+    Decline, Out, ProvisionedPhone, World, arpc_check, arpc_words, atc_of, eur, now, random4, rc_of, say, twd,
 };
 
 /// A decline's record from what came back.
@@ -154,13 +154,13 @@ fn atm_decline(
     out: Out<'_>,
 ) -> Result<(String, String)> {
     let pin = Pin::new(pin)?;
-    say(out, "cardholder", "ATM", &format!("taps the phone, enters a PIN, asks {} cash", eur(amount)));
+    say(out, "cardholder", "ATM", &format!("taps the phone, enters a PIN, asks {} cash", twd(amount)));
     let (o, read) = w.cash_advance(&mut p.phone, amount, &pin, Fault::None)?;
     atm_steps(out, &o, &read.unwrap_or_default(), false);
     if o.dispensed != 0 {
-        bail!("{} dispensed on a decline", eur(o.dispensed));
+        bail!("{} dispensed on a decline", twd(o.dispensed));
     }
-    Ok((o.response_code.unwrap_or_default(), format!("{} asked, nothing dispensed", eur(amount))))
+    Ok((o.response_code.unwrap_or_default(), format!("{} asked, nothing dispensed", twd(amount))))
 }
 
 /// The chip data (DE 55, primitive tags) again with the last bit of the ARQC (9F26) flipped.

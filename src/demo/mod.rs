@@ -52,9 +52,21 @@ fn now() -> atm_sim::Utc {
     atm_sim::Utc::from_ms(atm_sim::now_ms())
 }
 
-/// Minor units as euros: `EUR 1,234.50`.
-pub fn eur(minor: u64) -> String {
-    let units = (minor / 100).to_string();
+/// Test cards billed in New Taiwan dollars (`network::Options::twd_cards`): the `tsm-se-pan` and
+/// `hce` phones' cards and the declines' SE phone's; the others are billed in EUR.
+pub const TWD_CARDS: [usize; 3] = [2, 4, 5];
+
+/// The demo's merchants and ATM are in Taiwan (country 158): they sell in TWD (901).
+pub const MERCHANT_CURRENCY: u16 = 901;
+pub const MERCHANT_COUNTRY: u16 = 158;
+
+/// Minor units of the currency with ISO 4217 numeric code `numeric`, grouped: `TWD 1,234.50`;
+/// the decimal point placed by the currency's exponent (`codecs::currency`).
+pub fn money(numeric: &str, minor: u64) -> String {
+    let (alpha, exponent) =
+        codecs::currency::by_numeric(numeric).map_or((numeric, 0), |c| (c.alpha, c.exponent));
+    let scale = 10u64.pow(u32::from(exponent));
+    let units = (minor / scale).to_string();
     let mut grouped = String::new();
     for (i, c) in units.chars().enumerate() {
         if i > 0 && (units.len() - i).is_multiple_of(3) {
@@ -62,7 +74,21 @@ pub fn eur(minor: u64) -> String {
         }
         grouped.push(c);
     }
-    format!("EUR {grouped}.{:02}", minor % 100)
+    if exponent == 0 {
+        format!("{alpha} {grouped}")
+    } else {
+        format!("{alpha} {grouped}.{:0width$}", minor % scale, width = usize::from(exponent))
+    }
+}
+
+/// Minor units as euros: `EUR 1,234.50`.
+pub fn eur(minor: u64) -> String {
+    money("978", minor)
+}
+
+/// Minor units as New Taiwan dollars: `TWD 1,234.50`.
+pub fn twd(minor: u64) -> String {
+    money("901", minor)
 }
 
 fn say(out: Out<'_>, from: &str, to: &str, what: &str) {
@@ -118,5 +144,7 @@ mod tests {
         assert_eq!(eur(2_350), "EUR 23.50");
         assert_eq!(eur(4_972_660), "EUR 49,726.60");
         assert_eq!(eur(123_456_789), "EUR 1,234,567.89");
+        assert_eq!(twd(100_000), "TWD 1,000.00");
+        assert_eq!(money("392", 1_234_567), "JPY 1,234,567");
     }
 }

@@ -52,8 +52,11 @@ pub struct Run {
     /// DE 39 of the answer ("" when none came).
     pub response_code: String,
     pub detail: String,
-    /// Added: the amount asked, minor units (EUR).
+    /// Added: the amount asked, minor units of the merchant's currency (TWD).
     pub amount_minor: u64,
+    /// Added: what the card is charged for it, minor units of its billing currency: the amount
+    /// itself, or the network's conversion (DE 6) for a card billed in another currency.
+    pub billed_minor: u64,
     /// Added: what the issuer booked on the card's account for it, minor units.
     pub booked_minor: u64,
     /// Added: the PAN the terminal read, masked (the token for a tokenized model).
@@ -71,6 +74,7 @@ impl Run {
             response_code: String::new(),
             detail: why,
             amount_minor: 0,
+            billed_minor: 0,
             booked_minor: 0,
             device_pan: String::new(),
         }
@@ -84,7 +88,7 @@ impl Run {
             && self.cryptogram_verified
             && self.response_code == "00"
             && self.token_used == token_expected
-            && self.booked_minor == self.amount_minor
+            && self.booked_minor == self.billed_minor
             && self.amount_minor > 0
     }
 }
@@ -198,6 +202,7 @@ mod tests {
             response_code: "00".into(),
             detail: String::new(),
             amount_minor: amount,
+            billed_minor: amount,
             booked_minor: amount,
             device_pan: String::new(),
         }

@@ -18,8 +18,10 @@ use terminal_kit::pos::{Tx, tap_request};
 use wallet_sim::flows::{self, CardholderCard, Io, Model, Step};
 
 use super::{
-    Channel, Out, Run, TOKEN_BIN, World, arpc_check, arpc_words, atc_of, eur, now, random4, rc_of, say,
+    Channel, MERCHANT_COUNTRY, MERCHANT_CURRENCY, Out, Run, TOKEN_BIN, World, arpc_check, arpc_words, atc_of,
+    money, now, random4, rc_of, say, twd,
 };
+use terminal_kit::billing::Billing;
 
 /// The test card (index in the ports file) each model's phone carries. Card 1 is the one whose
 /// issuer asks for an OTP at ID&V (`issuer_sim::cards`), so the wallet flow shows the step-up.
@@ -151,9 +153,9 @@ pub async fn pay(w: &mut World, p: &mut ProvisionedPhone, channel: Channel, out:
         "[{} × {channel}] {}",
         p.model,
         match channel {
-            Channel::Pos => format!("pay {} by tap at a contactless POS", eur(amount)),
-            Channel::Online => format!("pay {} online, in the merchant's app", eur(amount)),
-            Channel::Atm => format!("take a cash advance of {} at an ATM", eur(amount)),
+            Channel::Pos => format!("pay {} by tap at a contactless POS", twd(amount)),
+            Channel::Online => format!("pay {} online, in the merchant's app", twd(amount)),
+            Channel::Atm => format!("take a cash advance of {} at an ATM", twd(amount)),
         }
     ));
     let r = match channel {
@@ -172,14 +174,41 @@ pub async fn pay(w: &mut World, p: &mut ProvisionedPhone, channel: Channel, out:
 fn booked(w: &World, card: usize, before: u64, out: Out<'_>) -> Result<u64> {
     let after = w.open_to_buy(card)?;
     let b = before.saturating_sub(after);
-    let pan = mask(&w.net.ports.test_cards[card].pan);
+    let c = &w.net.ports.test_cards[card];
     say(
         out,
         "issuer",
-        &format!("account of card {pan}"),
-        &format!("{} booked, open-to-buy {}", eur(b), eur(after)),
+        &format!(
+            "account of card {} (billed in {})",
+            mask(&c.pan),
+            codecs::currency::by_numeric(&c.currency).map_or(c.currency.as_str(), |x| x.alpha)
+        ),
+        &format!("{} booked, open-to-buy {}", money(&c.currency, b), money(&c.currency, after)),
     );
     Ok(b)
+}
+
+/// The merchant's currency (TWD) as the ISO 4217 table has it.
+fn merchant_currency() -> Result<&'static codecs::currency::Currency> {
+    codecs::currency::by_numeric(&format!("{MERCHANT_CURRENCY:03}"))
+        .ok_or_else(|| anyhow!("no TWD in the table"))
+}
+
+/// The card's charge for a sale, in its billing currency: the network's conversion (DE 6 of the
+/// answer, reported as a step) when the card is billed in another currency, else the amount.
+fn billed(rsp: &Message, amount: u64, out: Out<'_>) -> u64 {
+    match Billing::of(rsp) {
+        Some(b) => {
+            say(
+                out,
+                "switch",
+                "issuer",
+                &format!("{} converted: DE 6 {} (DE 10, DE 51)", twd(amount), b.show()),
+            );
+            b.amount_minor
+        }
+        None => amount,
+    }
 }
 
 /// Sends a tapped (or in-app) authorization and reports it; (answer, phone accepted the ARPC).
@@ -194,15 +223,16 @@ async fn authorize(
     let stan = w.next_stan();
     let mut tx = Tx::purchase(stan, amount, 0);
     tx.date = now().emv_date();
+    tx.currency = format!("{MERCHANT_CURRENCY:03}");
     tx.tid = if online { "ECOM0001".into() } else { "TERM0001".into() };
     let mut req = tap_request(&w.spec, tapped, &tx)?;
     let (terminal, what) = if online {
         // E-commerce with the phone's cryptogram (docs/network-spec.md §3: DE 22 100, no track).
         req.set_text(22, "100")?;
         req.remove(35);
-        ("merchant", format!("0100 e-commerce purchase {}, DE 22 100, STAN {stan:06}", eur(amount)))
+        ("merchant", format!("0100 e-commerce purchase {}, DE 22 100, STAN {stan:06}", twd(amount)))
     } else {
-        ("POS terminal", format!("0100 contactless purchase {}, DE 22 071, STAN {stan:06}", eur(amount)))
+        ("POS terminal", format!("0100 contactless purchase {}, DE 22 071, STAN {stan:06}", twd(amount)))
     };
     say(out, terminal, "switch", &what);
     let rsp = w.pos_call(&req).await?;
@@ -230,7 +260,12 @@ async fn pay_pos(w: &mut World, p: &mut ProvisionedPhone, amount: u64, out: Out<
     let before = w.open_to_buy(p.card)?;
     let tx = TxData { amount, tx_type: 0x00, date: now().emv_date(), un: random4() };
     say(out, "cardholder", "POS terminal", "taps the phone");
-    let tapped = tap(&mut p.phone, &TerminalConfig::default(), &tx).map_err(|e| anyhow!("tap: {e}"))?;
+    let taiwan = TerminalConfig {
+        country: MERCHANT_COUNTRY,
+        currency: MERCHANT_CURRENCY,
+        ..TerminalConfig::default()
+    };
+    let tapped = tap(&mut p.phone, &taiwan, &tx).map_err(|e| anyhow!("tap: {e}"))?;
     if tapped.cid & 0xC0 != 0x80 {
         bail!("the phone did not ask to go online (CID {:02X})", tapped.cid);
     }
@@ -247,6 +282,7 @@ async fn pay_pos(w: &mut World, p: &mut ProvisionedPhone, amount: u64, out: Out<
         ),
     );
     let (rsp, arpc, rc) = authorize(w, p, &tapped, amount, false, out).await?;
+    let billed_minor = billed(&rsp, amount, out);
     let b = booked(w, p.card, before, out)?;
     Ok(Run {
         model: p.model.name().into(),
@@ -257,12 +293,13 @@ async fn pay_pos(w: &mut World, p: &mut ProvisionedPhone, amount: u64, out: Out<
         response_code: rc,
         detail: format!(
             "{} tapped, ATC {}, auth {}, ARPC {}",
-            eur(amount),
+            twd(amount),
             atc_of(&tapped.icc),
             rsp.text(38).unwrap_or_default(),
             if arpc == Some(true) { "ok" } else { "refused" }
         ),
         amount_minor: amount,
+        billed_minor,
         booked_minor: b,
         device_pan: mask(&tapped.pan),
     })
@@ -274,13 +311,13 @@ async fn pay_online(w: &mut World, p: &mut ProvisionedPhone, amount: u64, out: O
         out,
         "merchant app",
         "phone",
-        &format!("checkout {}: asks the card for an online cryptogram", eur(amount)),
+        &format!("checkout {}: asks the card for an online cryptogram", twd(amount)),
     );
     let d = now().emv_date();
     let oc = p.phone.online_cryptogram(&OnlineTx {
         amount,
-        country: [0x02, 0x50],
-        currency: [0x09, 0x78],
+        country: MERCHANT_COUNTRY_BCD,
+        currency: MERCHANT_CURRENCY_BCD,
         date: d,
         tx_type: 0x00,
         un: random4(),
@@ -299,6 +336,7 @@ async fn pay_online(w: &mut World, p: &mut ProvisionedPhone, amount: u64, out: O
     );
     let tapped = Tapped::from(oc);
     let (rsp, arpc, rc) = authorize(w, p, &tapped, amount, true, out).await?;
+    let billed_minor = billed(&rsp, amount, out);
     let b = booked(w, p.card, before, out)?;
     Ok(Run {
         model: p.model.name().into(),
@@ -309,12 +347,13 @@ async fn pay_online(w: &mut World, p: &mut ProvisionedPhone, amount: u64, out: O
         response_code: rc,
         detail: format!(
             "{} in-app, ATC {}, auth {}, ARPC {}",
-            eur(amount),
+            twd(amount),
             atc_of(&tapped.icc),
             rsp.text(38).unwrap_or_default(),
             if arpc == Some(true) { "ok" } else { "refused" }
         ),
         amount_minor: amount,
+        billed_minor,
         booked_minor: b,
         device_pan: mask(&tapped.pan),
     })
@@ -323,13 +362,17 @@ async fn pay_online(w: &mut World, p: &mut ProvisionedPhone, amount: u64, out: O
 async fn pay_atm(w: &mut World, p: &mut ProvisionedPhone, amount: u64, out: Out<'_>) -> Result<Run> {
     let before = w.open_to_buy(p.card)?;
     let pin = Pin::new(&w.net.ports.test_cards[p.card].pin)?;
-    say(out, "cardholder", "ATM", &format!("taps the phone, enters the PIN, asks {} cash", eur(amount)));
+    say(out, "cardholder", "ATM", &format!("taps the phone, enters the PIN, asks {} cash", twd(amount)));
     let (o, read) = w.cash_advance(&mut p.phone, amount, &pin, Fault::None)?;
     let read = read.unwrap_or_default();
     let card_pan = mask(&w.net.ports.test_cards[p.card].pan);
     // The journal keeps the PAN masked: the token BIN (first six) and a PAN other than the card's.
     let token = read.starts_with(TOKEN_BIN) && read != card_pan;
     atm_steps(out, &o, &read, token);
+    let billed_minor = match o.billing {
+        Some(b) => b.at_same_rate(o.dispensed, merchant_currency()?).ok_or_else(|| anyhow!("conversion"))?,
+        None => o.dispensed,
+    };
     let b = booked(w, p.card, before, out)?;
     let rc = o.response_code.clone().unwrap_or_default();
     Ok(Run {
@@ -341,17 +384,28 @@ async fn pay_atm(w: &mut World, p: &mut ProvisionedPhone, amount: u64, out: Out<
         response_code: rc,
         detail: format!(
             "{} asked, {} dispensed ({} notes), screen: {} left, ARPC {}",
-            eur(amount),
-            eur(o.dispensed),
+            twd(amount),
+            twd(o.dispensed),
             o.dispensed / 10_000,
-            o.available_after.map(eur).unwrap_or_else(|| "?".into()),
+            o.available_after.map(|a| money(&card_currency_of(&o), a)).unwrap_or_else(|| "?".into()),
             if o.arpc_accepted == Some(true) { "ok" } else { "refused" }
         ),
         amount_minor: amount,
+        billed_minor,
         booked_minor: b,
         device_pan: read,
     })
 }
+
+/// The card's currency as the ATM's answer shows it: its billing currency when the network
+/// converted, else the ATM's own.
+fn card_currency_of(o: &Outcome) -> String {
+    o.billing.map_or_else(|| format!("{MERCHANT_CURRENCY:03}"), |b| b.currency.numeric.to_string())
+}
+
+/// The merchant's country and currency as EMV tags 9F1A and 5F2A carry them (BCD).
+const MERCHANT_COUNTRY_BCD: [u8; 2] = [0x01, 0x58];
+const MERCHANT_CURRENCY_BCD: [u8; 2] = [0x09, 0x01];
 
 /// The ATM's side of a cash advance, as steps.
 pub(super) fn atm_steps(out: Out<'_>, o: &Outcome, read: &str, token: bool) {
@@ -362,7 +416,7 @@ pub(super) fn atm_steps(out: Out<'_>, o: &Outcome, read: &str, token: bool) {
         "switch",
         &format!(
             "0200 cash advance {} (DE 3 013000), PIN block under the PIN pad's DUKPT key, STAN {}",
-            eur(o.requested),
+            twd(o.requested),
             o.stan
         ),
     );
@@ -371,15 +425,18 @@ pub(super) fn atm_steps(out: Out<'_>, o: &Outcome, read: &str, token: bool) {
         None => say(out, "switch", "ATM", "no answer"),
     }
     say(out, "ATM", "phone", arpc_words(o.arpc_accepted));
+    if let Some(b) = o.billing {
+        say(out, "switch", "ATM", &format!("{} converted: DE 6 {}", twd(o.requested), b.show()));
+    }
     say(
         out,
         "ATM",
         "cardholder",
         &format!(
             "{} dispensed{}{}",
-            eur(o.dispensed),
+            twd(o.dispensed),
             o.available_after
-                .map(|a| format!("; screen: {} left on the credit line", eur(a)))
+                .map(|a| format!("; screen: {} left on the credit line", money(&card_currency_of(o), a)))
                 .unwrap_or_default(),
             match o.reversal {
                 atm_sim::ReversalKind::None => String::new(),

@@ -48,6 +48,7 @@ impl World {
         let mut opts = Options::new(dir);
         opts.cards = CARDS;
         opts.wallet_providers = true;
+        opts.twd_cards = super::TWD_CARDS.to_vec();
         let net = network::start(opts).await?;
         let providers =
             net.providers().ok_or_else(|| anyhow!("the phone's providers did not start"))?.addrs.clone();
@@ -155,7 +156,11 @@ impl World {
     /// The demo's ATM (test ATM 0) and its link to the switch, opened on first use.
     fn atm_and_link(&mut self) -> Result<(&mut Atm, &mut SwitchLink)> {
         if self.atm.is_none() {
-            self.atm = Some(self.open_atm(0, |_| {})?);
+            // A Taiwanese ATM: it dispenses TWD.
+            self.atm = Some(self.open_atm(0, |c| {
+                c.terminal.country = super::MERCHANT_COUNTRY;
+                c.terminal.currency = super::MERCHANT_CURRENCY;
+            })?);
         }
         if self.atm_link.is_none() {
             let ep = self.atm_endpoint();

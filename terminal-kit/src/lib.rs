@@ -4,6 +4,7 @@
 //! * [`pos`] — a contactless POS terminal's authorization request with the card's cryptogram
 //!   ([`pos::chip_request`], [`pos::tap_request`]), the reversal advice it owes, the card's check
 //!   of the issuer's ARPC, and the ports file's [`pos::TestCard`].
+//! * [`billing`] — the network's currency conversion as the answer shows it (receipts, ATM screen).
 //! * [`link`] — one request and its answer over an acquirer listener's framing ([`link::Target`]).
 //! * [`owed`] — the reversal advices a terminal owes, kept sealed in its state folder until the
 //!   network acknowledges them, delivered before its next transaction.
@@ -14,6 +15,7 @@
 //! The EMV dialogue itself (the kernel and the card) is the `emv` crate's.
 #![forbid(unsafe_code)]
 
+pub mod billing;
 pub mod error;
 pub mod link;
 pub mod owed;

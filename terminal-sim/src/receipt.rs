@@ -16,171 +16,14 @@ pub struct Currency {
     pub exponent: u8,
 }
 
-/// The active ISO 4217 currencies (list one, "Current currency & funds code list"), by numeric
-/// code, with their minor unit. Funds codes and precious metals without a minor unit are left out.
-const CURRENCIES: &[(u16, &str, u8)] = &[
-    (8, "ALL", 2),
-    (12, "DZD", 2),
-    (32, "ARS", 2),
-    (36, "AUD", 2),
-    (44, "BSD", 2),
-    (48, "BHD", 3),
-    (50, "BDT", 2),
-    (51, "AMD", 2),
-    (52, "BBD", 2),
-    (60, "BMD", 2),
-    (64, "BTN", 2),
-    (68, "BOB", 2),
-    (72, "BWP", 2),
-    (84, "BZD", 2),
-    (90, "SBD", 2),
-    (96, "BND", 2),
-    (104, "MMK", 2),
-    (108, "BIF", 0),
-    (116, "KHR", 2),
-    (124, "CAD", 2),
-    (132, "CVE", 2),
-    (136, "KYD", 2),
-    (144, "LKR", 2),
-    (152, "CLP", 0),
-    (156, "CNY", 2),
-    (170, "COP", 2),
-    (174, "KMF", 0),
-    (188, "CRC", 2),
-    (192, "CUP", 2),
-    (203, "CZK", 2),
-    (208, "DKK", 2),
-    (214, "DOP", 2),
-    (222, "SVC", 2),
-    (230, "ETB", 2),
-    (232, "ERN", 2),
-    (238, "FKP", 2),
-    (242, "FJD", 2),
-    (262, "DJF", 0),
-    (270, "GMD", 2),
-    (292, "GIP", 2),
-    (320, "GTQ", 2),
-    (324, "GNF", 0),
-    (328, "GYD", 2),
-    (332, "HTG", 2),
-    (340, "HNL", 2),
-    (344, "HKD", 2),
-    (348, "HUF", 2),
-    (352, "ISK", 0),
-    (356, "INR", 2),
-    (360, "IDR", 2),
-    (364, "IRR", 2),
-    (368, "IQD", 3),
-    (376, "ILS", 2),
-    (388, "JMD", 2),
-    (392, "JPY", 0),
-    (398, "KZT", 2),
-    (400, "JOD", 3),
-    (404, "KES", 2),
-    (408, "KPW", 2),
-    (410, "KRW", 0),
-    (414, "KWD", 3),
-    (417, "KGS", 2),
-    (418, "LAK", 2),
-    (422, "LBP", 2),
-    (426, "LSL", 2),
-    (430, "LRD", 2),
-    (434, "LYD", 3),
-    (446, "MOP", 2),
-    (454, "MWK", 2),
-    (458, "MYR", 2),
-    (462, "MVR", 2),
-    (480, "MUR", 2),
-    (484, "MXN", 2),
-    (496, "MNT", 2),
-    (498, "MDL", 2),
-    (504, "MAD", 2),
-    (512, "OMR", 3),
-    (516, "NAD", 2),
-    (524, "NPR", 2),
-    (533, "AWG", 2),
-    (548, "VUV", 0),
-    (554, "NZD", 2),
-    (558, "NIO", 2),
-    (566, "NGN", 2),
-    (578, "NOK", 2),
-    (586, "PKR", 2),
-    (590, "PAB", 2),
-    (598, "PGK", 2),
-    (600, "PYG", 0),
-    (604, "PEN", 2),
-    (608, "PHP", 2),
-    (634, "QAR", 2),
-    (643, "RUB", 2),
-    (646, "RWF", 0),
-    (654, "SHP", 2),
-    (682, "SAR", 2),
-    (690, "SCR", 2),
-    (702, "SGD", 2),
-    (704, "VND", 0),
-    (706, "SOS", 2),
-    (710, "ZAR", 2),
-    (728, "SSP", 2),
-    (748, "SZL", 2),
-    (752, "SEK", 2),
-    (756, "CHF", 2),
-    (760, "SYP", 2),
-    (764, "THB", 2),
-    (776, "TOP", 2),
-    (780, "TTD", 2),
-    (784, "AED", 2),
-    (788, "TND", 3),
-    (800, "UGX", 0),
-    (807, "MKD", 2),
-    (818, "EGP", 2),
-    (826, "GBP", 2),
-    (834, "TZS", 2),
-    (840, "USD", 2),
-    (858, "UYU", 2),
-    (860, "UZS", 2),
-    (882, "WST", 2),
-    (886, "YER", 2),
-    (901, "TWD", 2),
-    (925, "SLE", 2),
-    (928, "VES", 2),
-    (929, "MRU", 2),
-    (930, "STN", 2),
-    (933, "BYN", 2),
-    (934, "TMT", 2),
-    (936, "GHS", 2),
-    (938, "SDG", 2),
-    (941, "RSD", 2),
-    (943, "MZN", 2),
-    (944, "AZN", 2),
-    (946, "RON", 2),
-    (949, "TRY", 2),
-    (950, "XAF", 0),
-    (951, "XCD", 2),
-    (952, "XOF", 0),
-    (953, "XPF", 0),
-    (967, "ZMW", 2),
-    (968, "SRD", 2),
-    (969, "MGA", 2),
-    (971, "AFN", 2),
-    (972, "TJS", 2),
-    (973, "AOA", 2),
-    (975, "BGN", 2),
-    (976, "CDF", 2),
-    (977, "BAM", 2),
-    (978, "EUR", 2),
-    (980, "UAH", 2),
-    (981, "GEL", 2),
-    (985, "PLN", 2),
-    (986, "BRL", 2),
-];
-
 impl Currency {
-    /// The currency with ISO 4217 numeric code `numeric`, when it is an active one.
+    /// The currency with ISO 4217 numeric code `numeric`, when the table knows it
+    /// (`codecs::currency`, the one table of the workspace).
     pub fn from_numeric(numeric: u16) -> Option<Currency> {
-        CURRENCIES.iter().find(|(n, _, _)| *n == numeric).map(|&(numeric, alpha, exponent)| Currency {
+        codecs::currency::by_numeric(&format!("{numeric:03}")).map(|c| Currency {
             numeric,
-            alpha,
-            exponent,
+            alpha: c.alpha,
+            exponent: c.exponent,
         })
     }
 
@@ -226,6 +69,34 @@ pub fn response_meaning(rc: &str) -> &'static str {
     }
 }
 
+/// The amount in the card's billing currency, as the network converted it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BilledAmount {
+    pub amount_minor: u64,
+    /// ISO 4217 numeric code, three digits.
+    pub currency: String,
+    pub currency_alpha: &'static str,
+    /// The amount as the currency writes it.
+    pub amount: String,
+    /// The rate applied (billing units per unit of the terminal's currency), as a decimal.
+    pub rate: String,
+}
+
+impl BilledAmount {
+    /// The conversion an answer carries (DE 6, 10, 51), if any.
+    pub fn of(answer: &codecs::iso8583::Message) -> Option<BilledAmount> {
+        let b = terminal_kit::billing::Billing::of(answer)?;
+        let shown = b.currency.show(b.amount_minor);
+        Some(BilledAmount {
+            amount_minor: b.amount_minor,
+            currency: b.currency.numeric.to_string(),
+            currency_alpha: b.currency.alpha,
+            amount: shown.split_once(' ').map(|(_, a)| a.to_string()).unwrap_or(shown),
+            rate: b.rate.to_string(),
+        })
+    }
+}
+
 /// One transaction's receipt. `pan` is always masked (first 6, last 4).
 #[derive(Debug, Clone, Serialize)]
 pub struct Receipt {
@@ -249,6 +120,10 @@ pub struct Receipt {
     pub currency_alpha: &'static str,
     /// The amount as the currency writes it.
     pub amount: String,
+    /// What the card is charged in its billing currency, when the network converted the amount
+    /// (the answer's DE 6, 10 and 51).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing: Option<BilledAmount>,
     pub stan: String,
     pub rrn: String,
     /// The card's application transaction counter (hex), for chip and in-app payments.
@@ -296,6 +171,9 @@ impl Receipt {
         let _ = writeln!(s, "Card       {}", self.pan);
         let _ = writeln!(s, "Entry      {} (DE 22 {})", self.entry_mode, self.pos_entry_mode);
         let _ = writeln!(s, "Amount     {} {}", self.currency_alpha, self.amount);
+        if let Some(b) = &self.billing {
+            let _ = writeln!(s, "Billed     {} {} (rate {})", b.currency_alpha, b.amount, b.rate);
+        }
         let _ = writeln!(s, "STAN       {}   RRN {}", self.stan, self.rrn);
         if let Some(atc) = &self.atc {
             let _ = writeln!(s, "ATC        {atc}   {}", self.cryptogram.unwrap_or(""));
@@ -351,12 +229,6 @@ mod tests {
         assert_eq!(Currency::from_numeric(414).expect("KWD").format(1250), "1.250");
         assert_eq!(Currency::from_numeric(840).expect("USD").format(999_999_999_999), "9999999999.99");
         assert!(Currency::from_numeric(999).is_none(), "not a currency");
-    }
-
-    #[test]
-    fn the_currency_table_is_sorted_and_unique() {
-        assert!(CURRENCIES.windows(2).all(|w| w[0].0 < w[1].0));
-        assert!(CURRENCIES.iter().all(|(_, a, e)| a.len() == 3 && *e <= 3));
     }
 
     #[test]

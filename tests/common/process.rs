@@ -51,6 +51,33 @@ pub fn serve(ports: &Path, tmp: &Path) -> Serve {
 
 /// [`serve`] with more of serve's options (`--luk-batch 4`, ...).
 pub fn serve_with(ports: &Path, tmp: &Path, args: &[&str]) -> Serve {
+    let s = spawn_serve(ports, tmp, args);
+    // The run's keystores, in its folder under TMPDIR, are the owner's only too.
+    let keystores: Vec<PathBuf> = std::fs::read_dir(tmp)
+        .expect("TMPDIR")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("paynet-serve-"))
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    assert!(keystores.len() >= 2, "the switch's and the issuer's keystores: {keystores:?}");
+    keystores.iter().for_each(|k| assert_private(k));
+    s
+}
+
+/// `paynet serve --state state --ports-file ports`: a kept network; its LMK components,
+/// keystores and saved credentials are the owner's only.
+pub fn serve_kept(ports: &Path, state: &Path, tmp: &Path) -> Serve {
+    let state_arg = state.to_str().expect("a UTF-8 path");
+    let s = spawn_serve(ports, tmp, &["--state", state_arg]);
+    for f in ["lmk/component-1", "lmk/component-2", "issuer-keys.toml", "switch-keys.toml", "network.toml"] {
+        assert_private(&state.join(f));
+    }
+    s
+}
+
+fn spawn_serve(ports: &Path, tmp: &Path, args: &[&str]) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_paynet"))
         .args(["serve", "--ports-file"])
         .arg(ports)
@@ -68,17 +95,6 @@ pub fn serve_with(ports: &Path, tmp: &Path, args: &[&str]) -> Serve {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_private(ports);
-    // The run's keystores, in its folder under TMPDIR, are the owner's only too.
-    let keystores: Vec<PathBuf> = std::fs::read_dir(tmp)
-        .expect("TMPDIR")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("paynet-serve-"))
-        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    assert!(keystores.len() >= 2, "the switch's and the issuer's keystores: {keystores:?}");
-    keystores.iter().for_each(|k| assert_private(k));
     s
 }
 

@@ -131,9 +131,13 @@ async fn providers_for(ports: &Value) -> Result<(ProviderAddrs, Option<providers
     let requestors: Vec<RequestorCredential> =
         serde_json::from_value(ports.get("token_requestors").cloned().unwrap_or(Value::Array(vec![])))
             .context("token_requestors")?;
-    let running =
-        providers::start(ProvidersConfig { token_api: api.to_string(), requestors, issuer_perso: None })
-            .await?;
+    let running = providers::start(ProvidersConfig {
+        token_api: api.to_string(),
+        requestors,
+        issuer_perso: None,
+        kept: None,
+    })
+    .await?;
     Ok((running.addrs.clone(), Some(running)))
 }
 

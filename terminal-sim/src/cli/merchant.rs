@@ -426,6 +426,7 @@ impl Txn {
             currency: format!("{:03}", c.numeric),
             currency_alpha: c.alpha,
             amount: c.format(amount),
+            billing: None,
             stan: format!("{:06}", self.stan),
             rrn: String::new(),
             atc: None,
@@ -452,6 +453,7 @@ pub fn answered(r: &mut Receipt, rsp: &Message) {
     let rc = rsp.text(39).map(|t| t.into_owned());
     r.response_meaning = rc.as_deref().map(response_meaning).unwrap_or("no response code");
     r.auth_code = rsp.text(38).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    r.billing = crate::receipt::BilledAmount::of(rsp);
     let network_ok = rc.as_deref() == Some("00");
     r.response_code = rc;
     r.approved = network_ok && r.arpc_verified != Some(false);

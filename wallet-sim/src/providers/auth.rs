@@ -95,6 +95,18 @@ impl Registry {
         if door::auth::same(&who, expected) { Ok(()) } else { Err(refused(door::auth::Refusal::Wrong)) }
     }
 
+    /// Every subject and its secret (a kept network seals them into its store).
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, String> {
+        let m = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), v.as_str().to_string())).collect()
+    }
+
+    /// A registry with the subjects and secrets of [`Registry::snapshot`].
+    pub fn restored(saved: &std::collections::BTreeMap<String, String>) -> Registry {
+        let secrets = saved.iter().map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.clone()))).collect();
+        Registry { secrets: Mutex::new(secrets) }
+    }
+
     pub fn len(&self) -> usize {
         self.secrets.lock().map(|m| m.len()).unwrap_or(0)
     }

@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod http;
+pub mod kept;
 pub mod requestor;
 pub mod se_tsm;
 pub mod sp_tsm;
@@ -107,6 +108,8 @@ pub struct ProvidersConfig {
     /// The issuer's perso data (models 1 and 2, and model 3's hce-pan: the real PAN); those flows
     /// are refused without.
     pub issuer_perso: Option<IssuerPerso>,
+    /// Where the providers keep their state ([`kept`]); `None`: in memory, for this run only.
+    pub kept: Option<Arc<dyn kept::KeptStore>>,
 }
 
 /// Where the providers listen (`http://127.0.0.1:port`); what a ports file lists as
@@ -155,8 +158,18 @@ fn credential(cfg: &ProvidersConfig, kind: &str) -> Option<RequestorCredential> 
     cfg.requestors.iter().find(|r| r.kind == kind).cloned()
 }
 
-async fn bind() -> Result<(tokio::net::TcpListener, String)> {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a provider")?;
+/// A listener on 127.0.0.1: on `before`'s port when given and free (a kept network's providers
+/// come back where the phones know them: a phone keeps its credentials by provider address),
+/// else on a port from the OS.
+async fn bind(before: Option<&str>) -> Result<(tokio::net::TcpListener, String)> {
+    let again = before.and_then(|b| b.strip_prefix("http://")).map(str::to_string);
+    let l = match again {
+        Some(a) => match tokio::net::TcpListener::bind(&a).await {
+            Ok(l) => l,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a provider")?,
+        },
+        None => tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a provider")?,
+    };
     let a = format!("http://{}", l.local_addr()?);
     Ok((l, a))
 }
@@ -164,42 +177,58 @@ async fn bind() -> Result<(tokio::net::TcpListener, String)> {
 /// Starts the SP TSM, the SE operator with its SE TSM, the cloud platform and the wallet server.
 pub async fn start(cfg: ProvidersConfig) -> Result<Running> {
     let stop = CancellationToken::new();
-    let (se_l, se_addr) = bind().await?;
-    let (sp_l, sp_addr) = bind().await?;
-    let (cloud_l, cloud_addr) = bind().await?;
-    let (wallet_l, wallet_addr) = bind().await?;
+    let store = cfg.kept.as_ref();
+    let before = kept::load::<ProviderAddrs>(store, "addresses")?;
+    let (se_l, se_addr) = bind(before.as_ref().map(|b| b.se_operator.as_str())).await?;
+    let (sp_l, sp_addr) = bind(before.as_ref().map(|b| b.sp_tsm.as_str())).await?;
+    let (cloud_l, cloud_addr) = bind(before.as_ref().map(|b| b.cloud.as_str())).await?;
+    let (wallet_l, wallet_addr) = bind(before.as_ref().map(|b| b.wallet.as_str())).await?;
     let token = |kind: &str| credential(&cfg, kind).map(|c| token::TokenClient::new(&cfg.token_api, &c));
-    let secret = |_| auth::new_secret().map_err(|e| anyhow::anyhow!("{}", e.2));
-    let (bureau_token, sp_secret) = (secret(0)?, secret(1)?);
-    let se_tsm = se_tsm::SeTsm::new(token("se-tsm"))?;
-    se_tsm.add_service_provider(sp_tsm::SP_ID, &sp_secret).map_err(|e| anyhow::anyhow!("{}", e.2))?;
-    let se = se_tsm::router(se_tsm);
-    let sp =
-        sp_tsm::router(sp_tsm::SpTsm::new(cfg.issuer_perso.clone(), &se_addr, &bureau_token, &sp_secret)?);
-    let cloud = requestor::router(requestor::Front::with_issuer(
-        "cloud",
-        "cloud platform",
-        token("cloud"),
-        cfg.issuer_perso.clone(),
-    ));
-    let wallet = requestor::router(requestor::Front::new("wallet", "wallet server", token("wallet")));
+    // The bureau's and the SP TSM's credentials: the kept ones, or new ones (kept at once).
+    let (bureau_token, sp_secret, restored) = match kept::load::<(String, String)>(store, "credentials")? {
+        Some((b, s)) => (b, s, true),
+        None => {
+            let secret = |_| auth::new_secret().map_err(|e| anyhow::anyhow!("{}", e.2));
+            let pair = (secret(0)?, secret(1)?);
+            if let Some(st) = store {
+                let body = kept::to_json(&pair).map_err(|e| anyhow::anyhow!("{e}"))?;
+                st.save("credentials", &body)
+                    .map_err(|e| anyhow::anyhow!("saving the providers' credentials: {e}"))?;
+            }
+            (pair.0, pair.1, false)
+        }
+    };
+    let se_tsm = se_tsm::SeTsm::open(token("se-tsm"), store)?;
+    if !restored {
+        se_tsm.add_service_provider(sp_tsm::SP_ID, &sp_secret).map_err(|e| anyhow::anyhow!("{}", e.2))?;
+    }
+    let se = kept::saving(se_tsm::router(se_tsm.clone()), "se-tsm", se_tsm, cfg.kept.clone());
+    let sp_tsm = sp_tsm::SpTsm::open(cfg.issuer_perso.clone(), &se_addr, &bureau_token, &sp_secret, store)?;
+    let sp = kept::saving(sp_tsm::router(sp_tsm.clone()), "sp-tsm", sp_tsm, cfg.kept.clone());
+    let cloud =
+        requestor::Front::open("cloud", "cloud platform", token("cloud"), cfg.issuer_perso.clone(), store)?;
+    let cloud = kept::saving(requestor::router(cloud.clone()), "cloud", cloud, cfg.kept.clone());
+    let wallet = requestor::Front::open("wallet", "wallet server", token("wallet"), None, store)?;
+    let wallet = kept::saving(requestor::router(wallet.clone()), "wallet", wallet, cfg.kept.clone());
     let tasks = vec![
         tokio::spawn(http::serve(se_l, se, stop.clone())),
         tokio::spawn(http::serve(sp_l, sp, stop.clone())),
         tokio::spawn(http::serve(cloud_l, cloud, stop.clone())),
         tokio::spawn(http::serve(wallet_l, wallet, stop.clone())),
     ];
-    Ok(Running {
-        addrs: ProviderAddrs {
-            sp_tsm: sp_addr,
-            se_operator: se_addr,
-            cloud: cloud_addr,
-            wallet: wallet_addr,
-            bureau_token: Some(bureau_token),
-        },
-        stop,
-        tasks,
-    })
+    let addrs = ProviderAddrs {
+        sp_tsm: sp_addr,
+        se_operator: se_addr,
+        cloud: cloud_addr,
+        wallet: wallet_addr,
+        bureau_token: Some(bureau_token),
+    };
+    if let Some(st) = store {
+        let plain = ProviderAddrs { bureau_token: None, ..addrs.clone() };
+        let body = kept::to_json(&plain).map_err(|e| anyhow::anyhow!("{e}"))?;
+        st.save("addresses", &body).map_err(|e| anyhow::anyhow!("saving the providers' addresses: {e}"))?;
+    }
+    Ok(Running { addrs, stop, tasks })
 }
 
 /// The steps a provider took on its side, returned with its answer for the cardholder's log.

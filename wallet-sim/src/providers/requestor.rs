@@ -61,6 +61,7 @@ fn now_ms() -> u64 {
 pub const PAN_LUK_BATCH: u16 = 5;
 
 /// A real-PAN card the cloud platform delivered: whose device it is on.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct PanCard {
     device_id: String,
     device_public_key: Vec<u8>,
@@ -126,6 +127,27 @@ impl Front {
             owners: Registry::default(),
             device_keys: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The front `kind` as `store` saved it (new when it holds nothing).
+    pub fn open(
+        kind: &'static str,
+        name: &'static str,
+        token: Option<TokenClient>,
+        issuer: Option<IssuerPerso>,
+        store: Option<&Arc<dyn super::kept::KeptStore>>,
+    ) -> anyhow::Result<Arc<Front>> {
+        let front = Front::with_issuer(kind, name, token, issuer);
+        let Some(saved) = super::kept::load::<SavedFront>(store, kind)? else { return Ok(front) };
+        let mut front =
+            Arc::try_unwrap(front).map_err(|_| anyhow::anyhow!("the {name} is shared already"))?;
+        front.devices = Mutex::new(saved.devices);
+        front.seq = std::sync::atomic::AtomicU64::new(saved.seq);
+        front.pan_cards = Mutex::new(saved.pan_cards);
+        front.pan_next_atc = Mutex::new(saved.pan_next_atc);
+        front.owners = Registry::restored(&saved.owners);
+        front.device_keys = Mutex::new(saved.device_keys);
+        Ok(Arc::new(front))
     }
 
     fn issuer(&self) -> Result<&IssuerPerso, ApiError> {
@@ -299,6 +321,44 @@ impl Front {
             Some(_) => Err(ApiError::refused("that token belongs to another device")),
             None => Err(ApiError::not_found("no such token here")),
         }
+    }
+}
+
+/// What a kept network saves of a front (sealed by the store: it holds PANs and credentials).
+#[derive(serde::Deserialize)]
+struct SavedFront {
+    devices: HashMap<String, String>,
+    seq: u64,
+    pan_cards: HashMap<String, PanCard>,
+    pan_next_atc: HashMap<String, u16>,
+    owners: std::collections::BTreeMap<String, String>,
+    device_keys: HashMap<String, String>,
+}
+
+impl super::kept::Snapshot for Front {
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        #[derive(serde::Serialize)]
+        struct SavedRef<'a> {
+            devices: &'a HashMap<String, String>,
+            seq: u64,
+            pan_cards: &'a HashMap<String, PanCard>,
+            pan_next_atc: &'a HashMap<String, u16>,
+            owners: std::collections::BTreeMap<String, String>,
+            device_keys: &'a HashMap<String, String>,
+        }
+        let gone = || format!("the {} state is unavailable", self.name);
+        let devices = self.devices.lock().map_err(|_| gone())?;
+        let pan_cards = self.pan_cards.lock().map_err(|_| gone())?;
+        let pan_next_atc = self.pan_next_atc.lock().map_err(|_| gone())?;
+        let device_keys = self.device_keys.lock().map_err(|_| gone())?;
+        super::kept::to_json(&SavedRef {
+            devices: &devices,
+            seq: self.seq.load(std::sync::atomic::Ordering::Relaxed),
+            pan_cards: &pan_cards,
+            pan_next_atc: &pan_next_atc,
+            owners: self.owners.snapshot(),
+            device_keys: &device_keys,
+        })
     }
 }
 

@@ -35,6 +35,7 @@ use anyhow::Result;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::{Registry, seal_for};
@@ -49,12 +50,14 @@ use phone::se::PersoData;
 /// The operator's ISD AID (GP's default ISD AID).
 pub const ISD_AID: &str = "A000000151000000";
 
+#[derive(Serialize, Deserialize)]
 struct Domain {
     aid: String,
     keys: KeySet,
     counter: u64,
 }
 
+#[derive(Serialize, Deserialize)]
 struct SeRecord {
     isd: Domain,
     /// Supplementary domains by service provider.
@@ -65,11 +68,12 @@ struct SeRecord {
     to_confirm: Vec<String>,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Application {
     se_id: String,
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Book {
     ses: HashMap<String, SeRecord>,
     applications: HashMap<String, Application>,
@@ -90,14 +94,70 @@ pub struct SeTsm {
     token: Option<TokenClient>,
 }
 
+/// What a kept network saves of the SE operator and SE TSM (sealed by the store).
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    book: Book,
+    owners: std::collections::BTreeMap<String, String>,
+    sps: std::collections::BTreeMap<String, String>,
+    operator_key: String,
+    tsm_secret: String,
+}
+
+impl super::kept::Snapshot for SeTsm {
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        let book = self.book.lock().map_err(|_| "operator state unavailable".to_string())?;
+        super::kept::to_json(&SavedRef {
+            book: &book,
+            owners: self.owners.snapshot(),
+            sps: self.sps.snapshot(),
+            operator_key: hex::encode(self.operator_key.as_ref()),
+            tsm_secret: hex::encode(self.tsm_secret.as_ref()),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    book: &'a Book,
+    owners: std::collections::BTreeMap<String, String>,
+    sps: std::collections::BTreeMap<String, String>,
+    operator_key: String,
+    tsm_secret: String,
+}
+
+fn key32(hex_text: &str) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(hex_text, k.as_mut()).map_err(|e| anyhow::anyhow!("a saved key: {e}"))?;
+    Ok(k)
+}
+
 impl SeTsm {
     pub fn new(token: Option<TokenClient>) -> Result<Arc<SeTsm>> {
+        SeTsm::open(token, None)
+    }
+
+    /// The SE operator and SE TSM as `store` saved them (new when it holds nothing).
+    pub fn open(
+        token: Option<TokenClient>,
+        store: Option<&Arc<dyn super::kept::KeptStore>>,
+    ) -> Result<Arc<SeTsm>> {
+        let Some(saved) = super::kept::load::<Saved>(store, "se-tsm")? else {
+            return Ok(Arc::new(SeTsm {
+                book: Mutex::new(Book::default()),
+                owners: Registry::default(),
+                sps: Registry::default(),
+                operator_key: zeroize::Zeroizing::new(random::<32>()?),
+                tsm_secret: super::p256_secret()?,
+                token,
+            }));
+        };
         Ok(Arc::new(SeTsm {
-            book: Mutex::new(Book::default()),
-            owners: Registry::default(),
-            sps: Registry::default(),
-            operator_key: zeroize::Zeroizing::new(random::<32>()?),
-            tsm_secret: super::p256_secret()?,
+            book: Mutex::new(saved.book),
+            owners: Registry::restored(&saved.owners),
+            sps: Registry::restored(&saved.sps),
+            operator_key: key32(&saved.operator_key)?,
+            tsm_secret: key32(&saved.tsm_secret)?,
             token,
         }))
     }

@@ -49,6 +49,7 @@ pub const SP_ID: &str = "issuer-a";
 
 pub use phone::se::ISD_KEYS_INFO;
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct IssuerSe {
     keys: KeySet,
     counter: u64,
@@ -68,6 +69,31 @@ pub struct SpTsm {
     seq: std::sync::atomic::AtomicU64,
 }
 
+/// What a kept network saves of the SP TSM (sealed by the store).
+#[derive(serde::Deserialize)]
+struct SavedSpTsm {
+    bureau_secret: String,
+    ses: HashMap<String, IssuerSe>,
+    seq: u64,
+}
+
+impl super::kept::Snapshot for SpTsm {
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        #[derive(serde::Serialize)]
+        struct SavedRef<'a> {
+            bureau_secret: String,
+            ses: &'a HashMap<String, IssuerSe>,
+            seq: u64,
+        }
+        let ses = self.ses.lock().map_err(|_| "SP TSM state unavailable".to_string())?;
+        super::kept::to_json(&SavedRef {
+            bureau_secret: hex::encode(self.bureau_secret.as_ref()),
+            ses: &ses,
+            seq: self.seq.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+}
+
 /// The most issuer-owned SEs one SP TSM keeps.
 pub const MAX_ISSUER_SES: usize = 100_000;
 
@@ -80,14 +106,35 @@ impl SpTsm {
         bureau_token: &str,
         sp_secret: &str,
     ) -> Result<Arc<SpTsm>> {
+        SpTsm::open(perso, se_operator, bureau_token, sp_secret, None)
+    }
+
+    /// The SP TSM as `store` saved it (new when it holds nothing).
+    pub fn open(
+        perso: Option<IssuerPerso>,
+        se_operator: &str,
+        bureau_token: &str,
+        sp_secret: &str,
+        store: Option<&Arc<dyn super::kept::KeptStore>>,
+    ) -> Result<Arc<SpTsm>> {
+        let saved = super::kept::load::<SavedSpTsm>(store, "sp-tsm")?;
+        let (bureau_secret, ses, seq) = match saved {
+            Some(s) => {
+                let mut k = zeroize::Zeroizing::new([0u8; 32]);
+                hex::decode_to_slice(&s.bureau_secret, k.as_mut())
+                    .map_err(|e| anyhow::anyhow!("the SP TSM's saved key: {e}"))?;
+                (k, s.ses, s.seq)
+            }
+            None => (super::p256_secret()?, HashMap::new(), 1),
+        };
         Ok(Arc::new(SpTsm {
             perso,
             se_operator: se_operator.to_string(),
-            bureau_secret: super::p256_secret()?,
+            bureau_secret,
             bureau_token: zeroize::Zeroizing::new(bureau_token.to_string()),
             sp_credential: zeroize::Zeroizing::new(format!("{SP_ID}:{sp_secret}")),
-            ses: Mutex::new(HashMap::new()),
-            seq: std::sync::atomic::AtomicU64::new(1),
+            ses: Mutex::new(ses),
+            seq: std::sync::atomic::AtomicU64::new(seq),
         }))
     }
 
