@@ -8,7 +8,12 @@
 //! cargo bench --bench switch_load -- [--rate 20000] [--seconds 10] [--connections 8] [--cards 64]
 //!                                    [--only switch|relay] [--report FILE]
 //!                                    [--find-max [--p99-ms 10]]
+//!                                    [--database-url postgres://… [--nodes N]]
 //! ```
+//!
+//! `--database-url` puts the switch's store in that PostgreSQL database (a schema of the run's
+//! own, dropped at the end) instead of SQLite; `--nodes N` runs N switch nodes over it in this
+//! process, the load's connections spread over them.
 //!
 //! Each phase also reports the process's CPU time per request (user + system, from
 //! `/proc/self/stat`: generator, switch and issuer simulator together — the switch's own share is
@@ -172,6 +177,9 @@ fn main() {
     let find_max = args.iter().any(|a| a == "--find-max");
     let report_path = args.iter().position(|a| a == "--report").and_then(|i| args.get(i + 1)).cloned();
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let database_url = args.iter().position(|a| a == "--database-url").and_then(|i| args.get(i + 1)).cloned();
+    let nodes = arg(&args, "--nodes", 1) as usize;
+    let schema = format!("bench_{}", std::process::id());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -180,6 +188,11 @@ fn main() {
         // The relay below talks to the issuer directly and cannot sign: both paths run without
         // the link MAC, so that they compare like with like.
         opts.issuer_link_mac = false;
+        if let Some(url) = &database_url {
+            opts.store.url = Some(url.clone());
+            opts.store.schema = schema.clone();
+        }
+        opts.nodes = nodes;
         let net = paynet::network::start(opts).await.expect("network");
         let spec = Spec::builtin("network").expect("spec").clone();
         let cards: Vec<TestCard> = net
@@ -191,10 +204,10 @@ fn main() {
         let relay_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
         let relay_addr = relay_listener.local_addr().expect("addr").to_string();
         tokio::spawn(relay(relay_listener, net.issuer_addr.to_string()));
-        let switch_addr = format!("{}:{}", net.ports.acquirer.host, net.ports.acquirer.port);
+        let switch_addr: Vec<String> = net.acquirer_nodes().iter().map(|a| a.to_string()).collect();
         // Every phase gives each card ATCs no earlier phase used (the issuer refuses a repeat).
         let mut next_atc = 0u64;
-        let mut phase = |addr: String, rate: u64| {
+        let mut phase = |addrs: Vec<String>, rate: u64| {
             let total = rate * seconds;
             let per_card = total / ncards as u64 + 1;
             let atc_base = next_atc;
@@ -218,8 +231,9 @@ fn main() {
                         }
                     }
                 });
-                let report =
-                    load::run(Target { addr, spec, framing: FramingKind::Binary2 }, plan, source, Arc::new(|_| {})).await;
+                let targets =
+                    addrs.into_iter().map(|addr| Target { addr, spec: spec.clone(), framing: FramingKind::Binary2 }).collect();
+                let report = load::run_spread(targets, plan, source, Arc::new(|_| {})).await;
                 sampler.abort();
                 let rss_mib_every_10s = std::mem::take(&mut *samples.lock().expect("samples"));
                 let used = cpu_us().saturating_sub(cpu);
@@ -229,7 +243,7 @@ fn main() {
         };
         let out = if find_max {
             let mut found = serde_json::Map::new();
-            for (name, addr) in [("relay", &relay_addr), ("switch", &switch_addr)] {
+            for (name, addr) in [("relay", &vec![relay_addr.clone()]), ("switch", &switch_addr)] {
                 if only.as_deref().is_some_and(|o| o != name) {
                     continue;
                 }
@@ -259,9 +273,10 @@ fn main() {
                 );
             }
             serde_json::json!({"find_max": found, "p99_bound_ms": p99_us / 1000, "connections": connections,
-                "seconds_per_step": seconds, "cards": ncards})
+                "seconds_per_step": seconds, "cards": ncards, "nodes": nodes,
+                "store": if database_url.is_some() { "postgres" } else { "sqlite" }})
         } else {
-            let relay = if only.as_deref() == Some("switch") { None } else { Some(phase(relay_addr.clone(), rate).await) };
+            let relay = if only.as_deref() == Some("switch") { None } else { Some(phase(vec![relay_addr.clone()], rate).await) };
             let switch = if only.as_deref() == Some("relay") { None } else { Some(phase(switch_addr.clone(), rate).await) };
             let tps = |p: &Option<Phase>| p.as_ref().map(|p| p.report.achieved_tps).unwrap_or(0.0);
             let ratio = if tps(&relay) > 0.0 { tps(&switch) / tps(&relay) } else { 0.0 };
@@ -271,7 +286,8 @@ fn main() {
                 "switch": switch.as_ref().map(Phase::json),
                 "switch_to_relay_throughput_ratio": ratio,
                 "switch_cpu_us_beyond_relay": ((cpu(&switch) - cpu(&relay)) * 10.0).round() / 10.0,
-                "connections": connections, "seconds": seconds, "cards": ncards,
+                "connections": connections, "seconds": seconds, "cards": ncards, "nodes": nodes,
+                "store": if database_url.is_some() { "postgres" } else { "sqlite" },
             })
         };
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -279,5 +295,8 @@ fn main() {
             let _ = std::fs::write(p, out.to_string());
         }
         net.shutdown().await;
+        if let Some(url) = database_url {
+            let _ = switch::store::postgres::PgStore::drop_schema(&switch::store::postgres::PgOptions::new(url, schema));
+        }
     });
 }

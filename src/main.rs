@@ -27,6 +27,9 @@ enum Command {
     Keys(cmd::keys::Keys),
     /// Run the network (switch + issuer simulator) on 127.0.0.1 and write the ports file.
     Serve(cmd::serve::ServeArgs),
+    /// One switch node from its configuration, as `serve --nodes N` runs the nodes after the first.
+    #[command(hide = true)]
+    Node(cmd::node::NodeArgs),
     /// Start the network, run a contactless terminal session against it, print the receipts.
     Tour(cmd::tour::TourArgs),
     /// The whole mission: five provisioning flows × POS, online and ATM, and the declines.
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keys(k) => cmd::keys::run(k),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Node(a) => cmd::node::run(a),
         Command::Tour(a) => cmd::tour::run(a),
         Command::Demo(a) => return cmd::demo::run(a),
     };

@@ -70,6 +70,15 @@ pub struct Options {
     /// Cloud (HCE) tokens: seconds a batch of limited-use keys stays valid
     /// (`[token_service] luk_ttl_s`).
     pub luk_ttl_s: u64,
+    /// The switch's store (`[store]`): SQLite in `dir` by default, or a PostgreSQL database.
+    pub store: switch::config::StoreConfig,
+    /// Switch nodes over that store (more than one needs PostgreSQL): the first is the network's
+    /// switch, in this process, with the token service; the others take acquirer traffic only
+    /// ([`Network::acquirer_nodes`]), in this process too unless `node_program` is set.
+    pub nodes: usize,
+    /// The program the nodes after the first run as, each in its own OS process (`paynet node`):
+    /// `serve --nodes N`, so that an outside tool can kill one.
+    pub node_program: Option<PathBuf>,
     /// Keep the network in `dir` ([`kept`]): a start on a folder that holds one brings it back.
     pub keep: bool,
     /// Test cards (by index) billed in New Taiwan dollars, in their own range
@@ -98,6 +107,9 @@ impl Options {
             wallet_providers: true,
             luk_batch: TokenServiceConfig::default().luk_batch,
             luk_ttl_s: TokenServiceConfig::default().luk_ttl_s,
+            store: switch::config::StoreConfig::default(),
+            nodes: 1,
+            node_program: None,
             keep: false,
             twd_cards: Vec::new(),
         }
@@ -177,6 +189,102 @@ pub struct PortsFile {
     /// Added: the phone's providers (`wallet-sim provision --ports-file`), when they run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wallet_providers: Option<wallet_sim::providers::ProviderAddrs>,
+    /// Added with `serve --nodes N`: every switch node, the first (`acquirer`, `acquirer_ascii`
+    /// above) first, with its process ID, so that a tool can spread load over them and kill one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeEntry>>,
+}
+
+/// One switch node in the ports file.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeEntry {
+    pub pid: u32,
+    pub acquirer: Endpoint,
+    pub acquirer_ascii: Endpoint,
+    pub admin: String,
+}
+
+/// A switch node in its own process (`paynet node`): stopped with the network, killed if dropped.
+pub struct NodeProcess {
+    pub child: std::process::Child,
+    pub entry: NodeEntry,
+}
+
+impl NodeProcess {
+    /// SIGTERM, then up to 10 s to drain, then SIGKILL.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `program node` on the node folder `dir` (config and keystore written there), the LMK in
+/// its environment only, and waits for its ready file.
+async fn spawn_node(program: &Path, dir: &Path, lmk_hex: &str) -> Result<NodeProcess> {
+    let ready = dir.join("ready.json");
+    let _ = std::fs::remove_file(&ready);
+    let mut child = std::process::Command::new(program)
+        .arg("node")
+        .arg("--config")
+        .arg(dir.join(SWITCH_CONFIG))
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("PAYNET_LMK", lmk_hex)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let doc: serde_json::Value = loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            break serde_json::from_str(&text)?;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(anyhow!("a switch node exited before it was ready: {st}"));
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(anyhow!("a switch node was not ready in 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let addr = |name: &str| -> Result<SocketAddr> {
+        doc["listeners"][name]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| anyhow!("the node's ready file lacks listener {name}"))
+    };
+    let (a, b) = (addr("acquirer")?, addr("acquirer_ascii")?);
+    let entry = NodeEntry {
+        pid: child.id(),
+        acquirer: Endpoint {
+            host: a.ip().to_string(),
+            port: a.port(),
+            spec: "network".into(),
+            framing: "2-byte-binary".into(),
+        },
+        acquirer_ascii: Endpoint {
+            host: b.ip().to_string(),
+            port: b.port(),
+            spec: "iso87ascii".into(),
+            framing: "4-ascii".into(),
+        },
+        admin: format!("http://{}", doc["admin"].as_str().unwrap_or_default()),
+    };
+    Ok(NodeProcess { child, entry })
 }
 
 /// An issuer's test credentials for `/v1/issuer/...` (`Authorization: Bearer <name>:<secret>`).
@@ -212,6 +320,10 @@ pub struct Network {
     dir: PathBuf,
     /// The phone's providers, when started ([`Options::wallet_providers`]).
     providers: Option<wallet_sim::providers::Running>,
+    /// The further switch nodes of [`Options::nodes`], over the same store.
+    others: Vec<RunningNode>,
+    /// The same, each in its own process ([`Options::node_program`]).
+    pub processes: Vec<NodeProcess>,
     /// Saves the issuer's state of a kept network ([`Options::keep`]).
     keeper: Option<kept::Keeper>,
 }
@@ -526,6 +638,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         journal: switch::config::JournalConfig::default(),
         dedupe: switch::config::DedupeConfig::default(),
         saf: switch::config::SafConfig { retry_base_ms: 200, retry_max_ms: 5_000, ..Default::default() },
+        store: opts.store.clone(),
         // The token service runs in the node (its requestors' and issuers' secrets are generated).
         token_service: token_service_config(&opts, &requestors, &token_issuers),
     };
@@ -565,6 +678,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         token_requestors: requestors,
         token_issuers,
         wallet_providers: None,
+        nodes: None,
     };
     let providers = if opts.wallet_providers {
         let store = match &kept {
@@ -578,6 +692,35 @@ pub async fn start(opts: Options) -> Result<Network> {
     } else {
         None
     };
+    if opts.nodes > 1 && cfg.store.url.is_none() {
+        return Err(anyhow!("several switch nodes need a shared store: a PostgreSQL database"));
+    }
+    let mut others = Vec::new();
+    let mut processes = Vec::new();
+    for i in 1..opts.nodes {
+        let dir = opts.dir.join(format!("node-{i}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(opts.dir.join(&cfg.keys.keystore), dir.join(&cfg.keys.keystore))?;
+        let mut node_cfg = cfg.clone();
+        node_cfg.node.name = format!("serve-{i}");
+        node_cfg.token_service.enabled = false;
+        match &opts.node_program {
+            Some(program) => {
+                crate::private_file::write_atomic(&dir.join(SWITCH_CONFIG), node_cfg.to_toml()?.as_bytes())?;
+                processes.push(spawn_node(program, &dir, &lmk_hex).await?);
+            }
+            None => others.push(start_switch(&node_cfg, &lmk_hex, &dir).await?),
+        }
+    }
+    if opts.node_program.is_some() {
+        let first = NodeEntry {
+            pid: std::process::id(),
+            acquirer: ports.acquirer.clone(),
+            acquirer_ascii: ports.acquirer_ascii.clone(),
+            admin: ports.admin.clone(),
+        };
+        ports.nodes = Some(std::iter::once(first).chain(processes.iter().map(|p| p.entry.clone())).collect());
+    }
     let keeper = match kept {
         Some(k) => {
             let saved = kept::Saved {
@@ -607,6 +750,8 @@ pub async fn start(opts: Options) -> Result<Network> {
         lmk_hex,
         dir: opts.dir.clone(),
         providers,
+        others,
+        processes,
         keeper,
     })
 }
@@ -739,11 +884,27 @@ impl Network {
         Ok(())
     }
 
+    /// The acquirer listener (`network` spec) of every switch node, the first node's first.
+    pub fn acquirer_nodes(&self) -> Vec<SocketAddr> {
+        let in_process =
+            std::iter::once(&self.switch).chain(&self.others).filter_map(|n| n.listener("acquirer"));
+        let processes = self
+            .processes
+            .iter()
+            .filter_map(|p| format!("{}:{}", p.entry.acquirer.host, p.entry.acquirer.port).parse().ok());
+        in_process.chain(processes).collect()
+    }
+
     /// Drains the switch, then stops the issuer simulator.
     pub async fn shutdown(self) {
         if let Some(p) = self.providers {
             p.shutdown().await;
         }
+        for n in self.others {
+            n.shutdown().await;
+        }
+        let processes = self.processes;
+        let _ = tokio::task::spawn_blocking(move || processes.into_iter().for_each(NodeProcess::stop)).await;
         self.switch.shutdown().await;
         self.issuer_admin_stop.cancel();
         self.issuer_stop.cancel();
@@ -791,6 +952,8 @@ impl Network {
             lmk_hex,
             dir,
             providers,
+            others,
+            processes,
             keeper,
         } = self;
         switch.shutdown().await;
@@ -820,6 +983,8 @@ impl Network {
             lmk_hex,
             dir,
             providers,
+            others,
+            processes,
             keeper,
         })
     }

@@ -33,6 +33,9 @@ pub enum LinkError {
 
 pub struct SwitchLink {
     endpoint: Endpoint,
+    /// The network's other switch nodes, in order: a reconnection after a broken link goes to
+    /// the next one (the node may have died), as an ATM configured with several hosts does.
+    others: Vec<Endpoint>,
     connect_timeout: Duration,
     stream: TcpStream,
     codec: FrameCodec,
@@ -57,6 +60,7 @@ impl SwitchLink {
         stream.set_nodelay(true)?;
         Ok(SwitchLink {
             endpoint: ep.clone(),
+            others: Vec::new(),
             connect_timeout: timeout,
             stream,
             codec: FrameCodec::new(framing),
@@ -65,9 +69,28 @@ impl SwitchLink {
         })
     }
 
-    /// A new connection to the same endpoint (after the old one broke); buffered bytes are dropped.
+    /// Connects to the first of `nodes` that answers (within `timeout` each); the others are
+    /// where [`SwitchLink::reconnect`] fails over to.
+    pub fn connect_any(nodes: &[Endpoint], timeout: Duration) -> Result<Self, LinkError> {
+        let mut last = LinkError::Endpoint("no switch endpoint".into());
+        for (i, ep) in nodes.iter().enumerate() {
+            match SwitchLink::connect(ep, timeout) {
+                Ok(mut l) => {
+                    l.others = nodes.iter().skip(i + 1).chain(nodes.iter().take(i)).cloned().collect();
+                    return Ok(l);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// A new connection after the old one broke, to the next switch node when there are several
+    /// (else the same endpoint); buffered bytes are dropped.
     pub fn reconnect(&mut self) -> Result<(), LinkError> {
-        *self = SwitchLink::connect(&self.endpoint, self.connect_timeout)?;
+        let mut order: Vec<Endpoint> = self.others.clone();
+        order.push(self.endpoint.clone());
+        *self = SwitchLink::connect_any(&order, self.connect_timeout)?;
         Ok(())
     }
 

@@ -227,7 +227,8 @@ fn cash_advance(a: CashAdvanceArgs) -> Result<u8, Failure> {
     };
     atm.cassettes.plan(a.amount).map_err(|e| bad_input(format!("--amount: {e}")))?;
     plan_check.map_err(bad_input)?;
-    let mut link = SwitchLink::connect(&ports.acquirer, Duration::from_secs(5))
+    let nodes: Vec<_> = ports.endpoints("acquirer").into_iter().cloned().collect();
+    let mut link = SwitchLink::connect_any(&nodes, Duration::from_secs(5))
         .map_err(|e| unknown(format!("switch {}:{}: {e}", ports.acquirer.host, ports.acquirer.port)))?;
     let card: &mut dyn emv::card::Contactless = match &mut device {
         Tapped::Card(c) => c.as_mut(),

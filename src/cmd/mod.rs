@@ -1,4 +1,5 @@
 pub mod demo;
 pub mod keys;
+pub mod node;
 pub mod serve;
 pub mod tour;

@@ -1,6 +1,8 @@
 //! `paynet serve --ports-file FILE` (INTERFACES.md §5): the switch and the issuer simulator on
 //! 127.0.0.1 with ports from the OS, on the embedded defaults; the ports file is written once every
 //! listener accepts and the issuer link is up; runs until SIGINT or SIGTERM, then drains.
+//! `--nodes N --database-url URL`: N switch nodes over one PostgreSQL database, the ones after the
+//! first as their own processes (`paynet node`), listed in the ports file's `nodes`.
 //!
 //! Without `--state` every start is a new network in a temporary folder. With `--state DIR` the
 //! network lives in DIR (`paynet::network::kept`) and a start on the same DIR brings it back: the
@@ -31,6 +33,17 @@ pub struct ServeArgs {
     /// switch's `[token_service] luk_ttl_s`).
     #[arg(long, value_name = "SECONDS", default_value_t = switch::config::TokenServiceConfig::default().luk_ttl_s)]
     luk_ttl_s: u64,
+    /// Run N switch nodes over one PostgreSQL database (`--database-url`): the first in this
+    /// process (with the token service), each other in its own; the ports file lists them all
+    /// under `nodes`, with their process IDs.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "database_url")]
+    nodes: usize,
+    /// The PostgreSQL database the switch nodes share (`postgres://user@host:port/database`).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// The schema of that database the network's tables go in.
+    #[arg(long, value_name = "NAME", default_value = "paynet")]
+    schema: String,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -52,6 +65,14 @@ pub fn run(a: ServeArgs) -> Result<()> {
         opts.cards = a.cards.max(4);
         opts.luk_batch = a.luk_batch;
         opts.luk_ttl_s = a.luk_ttl_s;
+        if let Some(url) = a.database_url {
+            opts.store.url = Some(url);
+            opts.store.schema = a.schema;
+        }
+        if a.nodes > 1 {
+            opts.nodes = a.nodes;
+            opts.node_program = Some(std::env::current_exe().context("finding this program")?);
+        }
         opts.keep = a.state.is_some();
         let net = paynet::network::start(opts).await?;
         let files = a.ports_file.iter().cloned().chain(a.state.as_ref().map(|d| d.join("ports.json")));

@@ -37,6 +37,9 @@ pub struct SwitchConfig {
     pub keys: KeysConfig,
     pub journal: JournalConfig,
     pub saf: SafConfig,
+    /// Where the node's state lives: the SQLite file in `node.data_dir` (the default), or a
+    /// PostgreSQL database shared by several nodes.
+    pub store: StoreConfig,
     /// The duplicate-transmission cache.
     pub dedupe: DedupeConfig,
     /// The network's token service (vault, provisioning API, detokenization); off by default.
@@ -453,6 +456,66 @@ impl Default for JournalConfig {
     }
 }
 
+/// `[store]`: without `url`, the embedded SQLite store of one node; with `url = "postgres://…"`,
+/// PostgreSQL, shared by every node given the same database and schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://user[:password]@host:port/database`; a password in it is never logged.
+    pub url: Option<String>,
+    /// The schema the tables live in (created, with the tables, at start).
+    pub schema: String,
+    /// Database connections of this node.
+    pub pool_size: usize,
+    /// How long a store-and-forward entry a node took stays its own before another node may
+    /// deliver it (the node may have died).
+    pub saf_lease_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: None,
+            schema: "paynet".into(),
+            pool_size: 8,
+            saf_lease_ms: crate::store::postgres::DEFAULT_LEASE_MS,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The PostgreSQL options of this node, when the store is PostgreSQL.
+    pub fn postgres(&self, node: &str) -> Option<crate::store::postgres::PgOptions> {
+        let url = self.url.as_ref()?;
+        Some(crate::store::postgres::PgOptions {
+            url: url.clone(),
+            schema: self.schema.clone(),
+            pool_size: self.pool_size,
+            lease_ms: self.saf_lease_ms,
+            node: node.to_string(),
+        })
+    }
+
+    fn problems(&self, p: &mut Vec<String>) {
+        if let Some(url) = &self.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            p.push("store.url: must be a postgres:// URL".into());
+        }
+        if !crate::store::postgres::valid_schema(&self.schema) {
+            p.push(
+                "store.schema: a lower-case identifier (letters, digits, _) of at most 63 characters".into(),
+            );
+        }
+        if !(1..=256).contains(&self.pool_size) {
+            p.push("store.pool_size: must be between 1 and 256".into());
+        }
+        if !(1_000..=30_000).contains(&self.saf_lease_ms) {
+            p.push("store.saf_lease_ms: must be between 1000 and 30000".into());
+        }
+    }
+}
+
 /// The duplicate-transmission cache: a repeat of a transmission it holds gets the original
 /// answer. Bounded by age and by size (about 350 bytes per transmission with its answer): at R
 /// requests a second it holds the last `max_entries / R` seconds, at most `window_s`.
@@ -519,6 +582,7 @@ impl Default for SwitchConfig {
             keys: KeysConfig::default(),
             journal: JournalConfig::default(),
             saf: SafConfig::default(),
+            store: StoreConfig::default(),
             dedupe: DedupeConfig::default(),
             token_service: TokenServiceConfig::default(),
         }
@@ -712,6 +776,7 @@ impl SwitchConfig {
                 }
             }
         }
+        self.store.problems(&mut p);
         if !(10..=60_000).contains(&self.journal.commit_timeout_ms) {
             p.push("journal.commit_timeout_ms: must be between 10 and 60000".into());
         }

@@ -28,6 +28,10 @@ use crate::store::{Direction, SafKind};
 
 pub use crate::pipeline::{ListenerCtx, pan_fingerprint};
 
+/// How long a retransmission reaching one node waits for the answer of the node that has the
+/// original in flight (that node's issuer timeout, and then some).
+const REMOTE_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(35);
+
 /// An issuer link as the shell uses it: the multiplexed TCP links in production, an in-memory
 /// issuer in tests.
 pub trait IssuerLink: Send + Sync + 'static {
@@ -121,6 +125,17 @@ impl Engine {
                         tracing::error!(error = %e, "decision state not durable: request not forwarded");
                         Err(LinkError::NotSent)
                     }
+                    Ok(()) if f.pending.retransmission().is_some() => {
+                        let found = self.remote_answer(f.pending.retransmission().unwrap_or_default()).await;
+                        let now = self.clock.now_ms();
+                        return self
+                            .finish(self.pipeline.remote_answer(f.pending, found, now), started)
+                            .await;
+                    }
+                    Ok(()) if f.pending.replayed() => {
+                        let now = self.clock.now_ms();
+                        return self.finish(self.pipeline.replayed(f.pending, now), started).await;
+                    }
                     Ok(()) => match self.issuers.get(&f.issuer) {
                         Some(h) => {
                             let t = Instant::now();
@@ -170,6 +185,26 @@ impl Engine {
         self.finish(done, started).await
     }
 
+    /// The answer another node gave to a transmission it claimed: polled in the shared store until
+    /// it is there (that node is still waiting for its issuer), for as long as an issuer may take.
+    async fn remote_answer(&self, key: &str) -> Option<(String, Vec<u8>)> {
+        let deadline = Instant::now() + REMOTE_ANSWER_WAIT;
+        loop {
+            let state = self.pipeline.state.clone();
+            let k = key.to_string();
+            match tokio::task::spawn_blocking(move || state.transmission(&k)).await {
+                Ok(Ok(Some((content, Some(answer))))) => return Some((content, answer)),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "another node's answer could not be read"),
+                Err(_) => return None,
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// A reversal's original and any earlier acceptance of the reversal itself.
     #[allow(clippy::type_complexity)]
     async fn originals(
@@ -211,6 +246,7 @@ impl Engine {
             let req = done.request.as_ref().unwrap_or(&done.answer);
             done.answer = crate::pipeline::respond::answer(req, ResponseCode::SYSTEM_ERROR);
         }
+        let transmission = done.transmission.take();
         if let Some(issuer) = done.route.strip_suffix(":stand-in") {
             self.metrics.stand_in_approvals.with_label_values(&[issuer]).inc();
         }
@@ -249,6 +285,11 @@ impl Engine {
             }
         }
         self.pipeline.publish(dedupe.as_ref(), encoded.clone());
+        // Over a shared store, a retransmission reaching another node gets the bytes the terminal
+        // was given (committed with the next group; that node waits for them meanwhile).
+        if let (Some(key), Some(bytes)) = (transmission, &encoded) {
+            self.pipeline.state.record_answer(key, bytes);
+        }
         Outcome::Answer { msg: answer, sign: done.sign, bytes: encoded }
     }
 

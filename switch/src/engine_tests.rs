@@ -56,7 +56,7 @@ impl Store for Refusing {
     fn saf_pending(&self, link: Option<&str>) -> Result<u64> {
         self.inner.saf_pending(link)
     }
-    fn state_commit(&self, writes: &StateWrites) -> Result<()> {
+    fn state_commit(&self, writes: &StateWrites) -> Result<crate::records::CommitOutcome> {
         if self.refuse.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Store, "test", "disk full"));
         }

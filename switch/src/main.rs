@@ -69,6 +69,13 @@ fn main() -> ExitCode {
                 problems.push(format!("issuer {}: {e}", i.name));
             }
         }
+        // The database is reached (and migrated) now, not at the first transaction.
+        if problems.is_empty()
+            && let Some(opts) = cfg.store.postgres(&cfg.node.name)
+            && let Err(e) = switch::store::postgres::PgStore::open(&opts)
+        {
+            problems.push(format!("store.url: {e}"));
+        }
         if problems.is_empty() {
             println!("{}: configuration valid", cli.config.display());
             return ExitCode::SUCCESS;

@@ -35,6 +35,7 @@ use crate::saf::{RetryPolicy, SafQueue};
 use crate::standin::StandIn;
 use crate::state::{StateBook, StateWriter};
 use crate::store::Store;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 
 /// Originals kept in memory for reversals and advices (about 250 bytes each); older ones are
@@ -132,6 +133,20 @@ pub fn registry(cfg: &SwitchConfig, hsm: &Arc<dyn crypto::hsm::Hsm>) -> Result<R
     Registry::new(&cfg.acquirers, |m| link_mac(Some(m), hsm)?.ok_or_else(|| config_err("terminal MAC")))
 }
 
+/// The node's store: PostgreSQL when `[store] url` is set (connected and migrated now, off the
+/// runtime's threads), else the SQLite file in the data folder.
+pub async fn open_store(cfg: &SwitchConfig, data_dir: &Path) -> Result<Arc<dyn Store>> {
+    match cfg.store.postgres(&cfg.node.name) {
+        Some(opts) => {
+            let store = tokio::task::spawn_blocking(move || PgStore::open(&opts)).await.map_err(|e| {
+                Error::new(ErrorKind::Internal, "store", format!("opening the store stopped: {e}"))
+            })??;
+            Ok(Arc::new(store))
+        }
+        None => Ok(Arc::new(SqliteStore::open(&data_dir.join("switch.db"))?)),
+    }
+}
+
 /// Starts a node. Listeners bind before this returns (port 0 takes one from the OS).
 pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNode> {
     let problems = cfg.validate();
@@ -167,8 +182,12 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
         Some(t) => t.detokenizer(),
         None => Arc::new(NoTokens),
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("switch.db"))?);
-    let (state, state_writer) = StateBook::open(store.clone(), RECENT_ORIGINALS)?;
+    let store = open_store(&cfg, &data_dir).await?;
+    let book_store = store.clone();
+    let (state, state_writer) =
+        tokio::task::spawn_blocking(move || StateBook::open(book_store, RECENT_ORIGINALS)).await.map_err(
+            |e| Error::new(ErrorKind::Internal, "state", format!("loading the state stopped: {e}")),
+        )??;
     let registry = registry(&cfg, &parts.hsm)?;
     let metrics = Arc::new(Metrics::new(&cfg.node.name));
     let fp_key = parts.keys.fingerprint.clone();

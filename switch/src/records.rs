@@ -152,6 +152,42 @@ pub fn original_key(acquirer: &str, tid: &str, mti: &str, stan: &str, transmitte
     format!("{acquirer}|{}|{mti}|{stan}|{transmitted}", tid.trim_end())
 }
 
+/// A card's ATC claimed in the shared store: over several nodes, the local window only knows what
+/// its own node accepted, so the commit before forwarding also claims the ATC in the database,
+/// where one conditional insert lets exactly one node have it. The claim's outcome is set before
+/// the commit is reported durable.
+#[derive(Debug, Clone)]
+pub struct AtcClaim {
+    pub card: String,
+    pub atc: u32,
+    /// The issuer's window: a claim more than this far below a claimed ATC is too old.
+    pub width: u32,
+    pub at_ms: u64,
+    /// Set by the state writer: whether the claim was refused (another node has the ATC).
+    pub lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A transmission (acquirer, terminal, MTI, STAN, DE 7) claimed in the shared store before it is
+/// forwarded: the node whose claim wins forwards it; a node whose claim loses has a
+/// retransmission of what another node took, and answers with that node's answer.
+#[derive(Debug, Clone)]
+pub struct TransmissionClaim {
+    pub key: String,
+    /// Keyed digest of the card, amount and currency: a retransmission must match it.
+    pub content: String,
+    pub at_ms: u64,
+    pub lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a commit decided beyond being durable.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// Indexes into [`StateWrites::claims`] of the claims refused.
+    pub lost: Vec<usize>,
+    /// Indexes into [`StateWrites::transmissions`] of the claims refused.
+    pub lost_transmissions: Vec<usize>,
+}
+
 /// Everything changed since the last commit.
 #[derive(Default)]
 pub struct StateWrites {
@@ -159,6 +195,13 @@ pub struct StateWrites {
     /// (issuer, card) → total.
     pub totals: HashMap<(String, String), u64>,
     pub originals: HashMap<String, OriginalRecord>,
+    /// ATCs to claim in a shared store (empty with a store of one node's own).
+    pub claims: Vec<AtcClaim>,
+    /// Transmissions to claim in a shared store.
+    pub transmissions: Vec<TransmissionClaim>,
+    /// The answers (as encoded for the acquirer) of claimed transmissions, by key, for a
+    /// retransmission that reaches another node.
+    pub answers: Vec<(String, Vec<u8>)>,
     /// Journal rows, oldest first, committed in the same transaction.
     pub journal: Vec<JournalRow>,
 }
@@ -168,12 +211,21 @@ impl StateWrites {
         self.windows.is_empty()
             && self.totals.is_empty()
             && self.originals.is_empty()
+            && self.claims.is_empty()
+            && self.transmissions.is_empty()
+            && self.answers.is_empty()
             && self.journal.is_empty()
     }
 
     pub(crate) fn merge_under(&mut self, mut older: StateWrites) {
         older.journal.append(&mut self.journal);
         self.journal = older.journal;
+        older.claims.append(&mut self.claims);
+        self.claims = older.claims;
+        older.transmissions.append(&mut self.transmissions);
+        self.transmissions = older.transmissions;
+        older.answers.append(&mut self.answers);
+        self.answers = older.answers;
         for (k, v) in older.windows {
             self.windows.entry(k).or_insert(v);
         }

@@ -32,6 +32,19 @@ use crate::store::Store;
 
 const SHARDS: usize = 64;
 
+/// An ATC claimed in a shared store; read it after [`StateBook::sync`] returned.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Claim {
+    /// Whether another node had the ATC first (valid once the commit is durable).
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 /// Cheap to clone; one per connection task.
 #[derive(Clone)]
 pub struct JournalHandle {
@@ -105,6 +118,8 @@ pub struct StateBook {
     journal: std::sync::OnceLock<JournalHooks>,
     /// False from a failed commit until the next one succeeds.
     healthy: std::sync::atomic::AtomicBool,
+    /// The store is shared with other nodes: ATCs are claimed in it.
+    shared: bool,
 }
 
 /// The writer thread; [`StateWriter::finish`] (or dropping the book's last handle) ends it after
@@ -159,6 +174,7 @@ impl StateBook {
             sync_timeout_ms: std::sync::atomic::AtomicU64::new(5_000),
             journal: std::sync::OnceLock::new(),
             healthy: std::sync::atomic::AtomicBool::new(true),
+            shared: store.shared(),
         });
         let weak = Arc::downgrade(&book);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -216,22 +232,95 @@ impl StateBook {
     }
 
     /// Accepts `atc` for `card` (a keyed fingerprint) once, within `width` ATCs below its highest.
-    pub fn accept_atc(&self, card: &str, atc: u32, width: u32) -> std::result::Result<(), Replay> {
+    /// Over a shared store the node's window is only its own view: the ATC is also claimed in the
+    /// store with the next commit, and the returned claim (`None` with a store of one node's own)
+    /// says after [`StateBook::sync`] whether another node had it first.
+    pub fn accept_atc(
+        &self,
+        card: &str,
+        atc: u32,
+        width: u32,
+        now_ms: u64,
+    ) -> std::result::Result<Option<Claim>, Replay> {
         let i = (self.hasher.hash_one(card) as usize) % SHARDS;
         let mut shard = Self::lock(&self.windows[i]);
         let w = shard.entry(card.to_string()).or_default();
         w.accept(atc, width)?;
         let snapshot = w.clone();
         drop(shard);
+        let claim = self.shared.then(|| Claim { lost: Arc::new(std::sync::atomic::AtomicBool::new(false)) });
         self.changed(|d| {
             d.windows.insert(card.to_string(), snapshot);
+            if let Some(c) = &claim {
+                d.claims.push(crate::records::AtcClaim {
+                    card: card.to_string(),
+                    atc,
+                    width: width.clamp(64, MAX_WINDOW),
+                    at_ms: now_ms,
+                    lost: c.lost.clone(),
+                });
+            }
         });
-        Ok(())
+        Ok(claim)
+    }
+
+    /// Claims a transmission in a shared store with the next commit (`None` with a store of one
+    /// node's own, whose duplicate cache is enough): after [`StateBook::sync`], a lost claim means
+    /// another node has the same transmission.
+    pub fn claim_transmission(&self, key: impl FnOnce() -> (String, String), now_ms: u64) -> Option<Claim> {
+        if !self.shared {
+            return None;
+        }
+        let (key, content) = key();
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.changed(|d| {
+            d.transmissions.push(crate::records::TransmissionClaim {
+                key,
+                content,
+                at_ms: now_ms,
+                lost: lost.clone(),
+            })
+        });
+        Some(Claim { lost })
+    }
+
+    /// Records the answer of a transmission claimed here, committed with the next group, so that
+    /// a retransmission reaching another node gets it.
+    pub fn record_answer(&self, key: String, answer: &[u8]) {
+        if self.shared {
+            let answer = answer.to_vec();
+            self.changed(|d| d.answers.push((key, answer)));
+        }
+    }
+
+    /// A transmission claimed in the shared store (blocking: call it off the runtime).
+    pub fn transmission(&self, key: &str) -> Result<Option<(String, Option<Vec<u8>>)>> {
+        self.store.transmission_get(key)
+    }
+
+    /// Whether the store is shared with other nodes.
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// Adds `amount` to the card's stand-in total with `issuer` when the result stays within
     /// `max`; returns whether it did.
+    /// Over a shared store the database decides, with every node's approvals counted (a blocking
+    /// call, on the stand-in path only: the issuer is unreachable); a store error refuses.
     pub fn add_stand_in(&self, issuer: &str, card: &str, amount: u64, max: u64) -> bool {
+        if self.shared {
+            return match self.store.standin_add(issuer, card, amount, max) {
+                Ok(Some(new)) => {
+                    Self::lock(&self.totals).insert((issuer.to_string(), card.to_string()), new);
+                    true
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::error!(error = %e, "stand-in total not updated: stand-in refused");
+                    false
+                }
+            };
+        }
         let mut totals = Self::lock(&self.totals);
         let key = (issuer.to_string(), card.to_string());
         let total = totals.get(&key).copied().unwrap_or(0);
@@ -246,6 +335,13 @@ impl StateBook {
 
     /// The issuer has the advices: its cards' stand-in totals start again.
     pub fn reset_stand_in(&self, issuer: &str) {
+        if self.shared {
+            if let Err(e) = self.store.standin_reset(issuer) {
+                tracing::error!(error = %e, "stand-in totals not reset; kept until the next advices");
+            }
+            Self::lock(&self.totals).retain(|(i, _), _| i != issuer);
+            return;
+        }
         let mut totals = Self::lock(&self.totals);
         let keys: Vec<_> = totals.keys().filter(|(i, _)| i == issuer).cloned().collect();
         for k in &keys {
@@ -290,6 +386,14 @@ impl StateBook {
 
     /// A transaction, from memory or else from the store (blocking: call it off the runtime).
     pub fn original(&self, key: &str) -> Result<Option<OriginalRecord>> {
+        // Over a shared store another node may have settled it since: after this node's own
+        // uncommitted changes, the store has the last word, not this node's memory.
+        if self.shared {
+            if let Some(r) = Self::lock(&self.dirty).writes.originals.get(key) {
+                return Ok(Some(r.clone()));
+            }
+            return self.store.original_get(key);
+        }
         if let Some(r) = self.recent_original(key) {
             return Ok(Some(r));
         }
@@ -329,7 +433,17 @@ impl StateBook {
         (writes, generation)
     }
 
-    fn committed_ok(&self, writes: &StateWrites) {
+    fn committed_ok(&self, writes: &StateWrites, outcome: &crate::records::CommitOutcome) {
+        for &i in &outcome.lost {
+            if let Some(c) = writes.claims.get(i) {
+                c.lost.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        for &i in &outcome.lost_transmissions {
+            if let Some(c) = writes.transmissions.get(i) {
+                c.lost.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
         if let Some(h) = self.journal.get() {
             h.metrics.journal_rows.inc_by(writes.journal.len() as u64);
         }
@@ -374,13 +488,18 @@ fn writer(
         }
         let (writes, generation) = book.take();
         if stopping {
-            if !writes.is_empty()
-                && let Err(e) = store.state_commit(&writes)
-            {
-                tracing::error!(error = %e, "final state commit failed");
-                book.put_back(writes);
-            } else {
-                committed.send_replace(generation);
+            match (!writes.is_empty()).then(|| store.state_commit(&writes)) {
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "final state commit failed");
+                    book.put_back(writes);
+                }
+                Some(Ok(outcome)) => {
+                    book.committed_ok(&writes, &outcome);
+                    committed.send_replace(generation);
+                }
+                None => {
+                    committed.send_replace(generation);
+                }
             }
             return;
         }
@@ -393,9 +512,9 @@ fn writer(
             continue;
         }
         match store.state_commit(&writes) {
-            Ok(()) => {
+            Ok(outcome) => {
                 backoff = Duration::from_millis(10);
-                book.committed_ok(&writes);
+                book.committed_ok(&writes, &outcome);
                 committed.send_replace(generation);
             }
             Err(e) => {

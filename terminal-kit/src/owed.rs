@@ -292,29 +292,70 @@ pub fn verdict(answer: Option<&Message>) -> Delivery {
     }
 }
 
-/// A connection to the acquirer listener, made when first needed and again after a failure.
+/// A connection to the acquirer listener, made when first needed and again after a failure —
+/// over one node, or over the network's several nodes in turn: a node that cannot be reached is
+/// passed over for the next, and after a failure on a link (the node may have died) the next
+/// connection goes to the next node, as a terminal configured with several hosts does.
 pub struct Connection<'a> {
-    target: &'a Target,
+    targets: &'a [Target],
+    /// The node in use (index into `targets`).
+    at: usize,
     tpdu: Option<Tpdu>,
     link: Option<Link>,
 }
 
 impl<'a> Connection<'a> {
     pub fn new(target: &'a Target, tpdu: Option<Tpdu>) -> Self {
-        Connection { target, tpdu, link: None }
+        Connection::over(std::slice::from_ref(target), tpdu)
     }
 
-    /// The open link, connecting within `timeout` when there is none.
+    /// A connection over several nodes, the first first.
+    pub fn over(targets: &'a [Target], tpdu: Option<Tpdu>) -> Self {
+        Connection { targets, at: 0, tpdu, link: None }
+    }
+
+    /// The node the connection is on, or goes to next.
+    pub fn target(&self) -> Option<&'a Target> {
+        self.targets.get(self.at)
+    }
+
+    /// The open link, connecting within `timeout` when there is none: to the current node, else
+    /// to each of the others in turn.
     pub async fn link(&mut self, timeout: Duration) -> crate::Result<&mut Link> {
+        if self.link.is_none() {
+            let mut last = None;
+            for _ in 0..self.targets.len() {
+                let Some(target) = self.targets.get(self.at) else { break };
+                match Link::connect(target, self.tpdu, timeout).await {
+                    Ok(l) => {
+                        self.link = Some(l);
+                        break;
+                    }
+                    Err(e) => {
+                        last = Some(e);
+                        self.next();
+                    }
+                }
+            }
+            if self.link.is_none() {
+                return Err(last.unwrap_or_else(|| crate::Error::Net("no acquirer endpoint".into())));
+            }
+        }
         match &mut self.link {
             Some(l) => Ok(l),
-            l @ None => Ok(l.insert(Link::connect(self.target, self.tpdu, timeout).await?)),
+            None => Err(crate::Error::Net("no acquirer endpoint".into())),
         }
     }
 
-    /// Forgets the link (after a failure on it).
+    fn next(&mut self) {
+        self.at = (self.at + 1) % self.targets.len().max(1);
+    }
+
+    /// Forgets the link after a failure on it; the next connection goes to the next node.
     pub fn drop_link(&mut self) {
-        self.link = None;
+        if self.link.take().is_some() {
+            self.next();
+        }
     }
 
     /// Sends `advice` and waits `wait` for its 0430.
@@ -326,8 +367,16 @@ impl<'a> Connection<'a> {
         match link.call(advice, wait).await {
             Ok(a) => verdict(a.as_ref()),
             Err(_) => {
+                // The node went away mid-call: once more, on the next node.
                 self.drop_link();
-                Delivery::Pending
+                let Ok(link) = self.link(CONNECT_TIMEOUT).await else { return Delivery::Unreachable };
+                match link.call(advice, wait).await {
+                    Ok(a) => verdict(a.as_ref()),
+                    Err(_) => {
+                        self.drop_link();
+                        Delivery::Pending
+                    }
+                }
             }
         }
     }
@@ -595,6 +644,43 @@ mod tests {
             store.list().iter().map(|a| a.stan.as_str()).collect::<Vec<_>>(),
             vec!["000044", "000046"]
         );
+    }
+
+    #[tokio::test]
+    async fn over_several_nodes_a_dead_one_is_passed_over_and_a_lost_link_moves_to_the_next() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let spec = Spec::builtin("network").expect("spec");
+        let mut store = OwedAdvices::open(d.path(), "TERM0001").expect("open");
+        store.add(&advice(43)).expect("add");
+        store.add(&advice(44)).expect("add");
+        // Node 0: nothing listens any more (it died). Node 1: takes the connection, reads the
+        // first advice and dies without answering. Node 2: answers.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let dead = free.local_addr().expect("addr").to_string();
+        drop(free);
+        let dying = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let dying_addr = dying.local_addr().expect("addr").to_string();
+        let dies = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut s, _) = dying.accept().await.expect("accept");
+            let mut chunk = [0u8; 4096];
+            let _ = s.read(&mut chunk).await;
+        });
+        let (live, host) =
+            scripted_host(d.path().to_path_buf(), vec![("000043", Some("00")), ("000044", Some("00"))]).await;
+        let framing = codecs::framing::FramingKind::Binary2Tpdu;
+        let nodes = vec![
+            Target { addr: dead, spec: spec.clone(), framing },
+            Target { addr: dying_addr, spec: spec.clone(), framing },
+            live,
+        ];
+        let mut conn = Connection::over(&nodes, None);
+        let s = settle(&mut store, &mut conn, spec, Duration::from_millis(2_000)).await.expect("settle");
+        dies.await.expect("node 1");
+        assert_eq!((s.delivered, s.remaining.len()), (2, 0), "both taken in charge by node 2");
+        assert_eq!(conn.target().map(|t| t.addr.clone()), Some(nodes[2].addr.clone()));
+        let seen = host.await.expect("host");
+        assert_eq!(seen.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["000043", "000044"]);
     }
 
     #[tokio::test]

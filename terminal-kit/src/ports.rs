@@ -87,6 +87,22 @@ pub struct PortsFile {
     /// Its bearer credential.
     #[serde(default)]
     pub issuer_admin_token: Option<String>,
+    /// The network's switch nodes, when it runs several (`serve --nodes N`): a terminal fails
+    /// over from one to the next.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+}
+
+/// One switch node of the ports file's `nodes`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Node {
+    #[serde(default)]
+    pub pid: u32,
+    pub acquirer: Endpoint,
+    #[serde(default)]
+    pub acquirer_ascii: Option<Endpoint>,
+    #[serde(default)]
+    pub admin: String,
 }
 
 impl std::fmt::Debug for PortsFile {
@@ -121,5 +137,23 @@ impl PortsFile {
             "acquirer_ascii" | "acquirer-ascii" => self.acquirer_ascii.as_ref(),
             _ => None,
         }
+    }
+
+    /// The listener `name` of every switch node, the file's own first then the others in the
+    /// order of `nodes`: where a terminal fails over to. One endpoint without `nodes`.
+    pub fn endpoints(&self, name: &str) -> Vec<&Endpoint> {
+        let first = self.endpoint(name);
+        let others = self.nodes.iter().filter_map(|n| match name {
+            "acquirer" => Some(&n.acquirer),
+            "acquirer_ascii" | "acquirer-ascii" => n.acquirer_ascii.as_ref(),
+            _ => None,
+        });
+        let mut out: Vec<&Endpoint> = first.into_iter().collect();
+        for e in others {
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+        out
     }
 }

@@ -139,6 +139,13 @@ pub struct Report {
     pub response_codes: BTreeMap<String, u64>,
     /// The outcomes per request kind (see [`RequestSource::kind`]).
     pub by_kind: BTreeMap<String, KindTally>,
+    /// Connections that lost their node and went on at the next one (with several targets).
+    pub failovers: u64,
+    /// Reversal advices (0420) sent at the next node for requests whose answer was lost with a
+    /// node, and how many got the network's final word: taken in charge (00, 94), or nothing to
+    /// reverse (25: the original never reached an issuer).
+    pub reversal_advices: u64,
+    pub reversal_advices_settled: u64,
 }
 
 /// The quantiles the distribution chart shows: the body, then ever more nines of the tail.
@@ -164,6 +171,9 @@ struct Tally {
     per_second: HashMap<u64, (Second, Option<Histogram<u64>>)>,
     response_codes: BTreeMap<String, u64>,
     by_kind: BTreeMap<&'static str, KindTally>,
+    failovers: u64,
+    reversal_advices: u64,
+    reversal_advices_settled: u64,
 }
 
 impl Tally {
@@ -182,10 +192,13 @@ impl Tally {
 }
 
 /// What an outstanding request remembers.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Pending {
     intended: Instant,
     kind: &'static str,
+    /// The request as sent, kept while several targets are in use: its reversal advice is built
+    /// from it when the node goes away with its answer.
+    sent: Option<Bytes>,
 }
 
 struct Shared {
@@ -264,6 +277,17 @@ pub async fn run(
     source: Arc<dyn RequestSource>,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Report {
+    run_spread(vec![target], plan, source, progress).await
+}
+
+/// [`run`] over several targets (the nodes of one network): connection `k` goes to target
+/// `k % targets.len()`, so the load is spread evenly; one report for all.
+pub async fn run_spread(
+    targets: Vec<Target>,
+    plan: Plan,
+    source: Arc<dyn RequestSource>,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Report {
     let conns = plan.connections.max(1);
     let total = total_requests(&plan);
     let shared = Arc::new(Shared {
@@ -275,11 +299,12 @@ pub async fn run(
         start: Instant::now() + Duration::from_millis(200),
     });
     let mut tasks = Vec::new();
+    let targets = Arc::new(targets);
     for k in 0..conns {
-        let target = target.clone();
+        let targets = targets.clone();
         let source = source.clone();
         let shared = shared.clone();
-        tasks.push(tokio::spawn(connection(k, conns, total, plan, target, source, shared)));
+        tasks.push(tokio::spawn(connection(k, conns, total, plan, targets, source, shared)));
     }
     let reporter = {
         let shared = shared.clone();
@@ -338,6 +363,9 @@ pub async fn run(
         percentiles,
         response_codes: t.response_codes.clone(),
         by_kind: t.by_kind.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        failovers: t.failovers,
+        reversal_advices: t.reversal_advices,
+        reversal_advices_settled: t.reversal_advices_settled,
     }
 }
 
@@ -348,29 +376,116 @@ pub fn total_requests(plan: &Plan) -> u64 {
 
 type Outstanding = Arc<Mutex<HashMap<Key, Pending>>>;
 
+/// Connection `k`'s share of the schedule, on its node and — when there are several targets —
+/// on the next one after its node went away: the requests whose answers went with it are counted
+/// as errors and reversed by advices sent to the next node, and the schedule goes on there.
 async fn connection(
     k: usize,
     conns: usize,
     total: u64,
     plan: Plan,
-    target: Target,
+    targets: Arc<Vec<Target>>,
     source: Arc<dyn RequestSource>,
     shared: Arc<Shared>,
 ) {
+    let n = targets.len().max(1);
+    let mut at = k % n;
+    let mut seq = k as u64;
+    let mut unreachable = 0;
+    let mut advice_stan = 999_999u32;
+    while seq < total {
+        let Some(target) = targets.get(at) else { return };
+        match leg(k, conns, total, plan, target, &source, &shared, &mut seq, n > 1).await {
+            Leg::Done => return,
+            Leg::Unreachable if n > 1 && unreachable + 1 < n => {
+                unreachable += 1;
+                at = (at + 1) % n;
+            }
+            Leg::Unreachable => {
+                // Nothing can be sent on this connection any more: its share is counted as errors.
+                let interval_ns = 1_000_000_000u64 / plan.rate.max(1);
+                for s in (seq..total).step_by(conns) {
+                    let intended = shared.start + Duration::from_nanos(s.saturating_mul(interval_ns));
+                    let p = Pending { intended, kind: source.kind(s), sent: None };
+                    shared.sent(p.intended, p.kind);
+                    shared.finish(p, End::Error, None);
+                }
+                return;
+            }
+            Leg::Broken(lost) => {
+                if n == 1 {
+                    return;
+                }
+                unreachable = 0;
+                at = (at + 1) % n;
+                shared.tally.lock().unwrap_or_else(|p| p.into_inner()).failovers += 1;
+                let Some(next) = targets.get(at) else { return };
+                reverse_lost(next, lost, &mut advice_stan, &shared).await;
+            }
+        }
+    }
+}
+
+/// Reversal advices for the requests in `lost` (their answers went with a node), sent to `next`
+/// one at a time, each waited for up to 5 s.
+async fn reverse_lost(next: &Target, lost: Vec<Bytes>, advice_stan: &mut u32, shared: &Shared) {
+    if lost.is_empty() {
+        return;
+    }
+    let Ok(mut link) = terminal_kit::link::Link::connect(next, None, Duration::from_secs(5)).await else {
+        return;
+    };
+    let transmitted = crate::terminal::Moment::now().transmitted();
+    for bytes in lost {
+        let Ok(req) = Message::decode(&next.spec, bytes) else { continue };
+        let advice = match terminal_kit::pos::reversal_advice(&req, *advice_stan, &transmitted, "68") {
+            Ok(a) => a,
+            Err(_) => continue,
+        };
+        *advice_stan = advice_stan.saturating_sub(1).max(900_000);
+        shared.tally.lock().unwrap_or_else(|p| p.into_inner()).reversal_advices += 1;
+        if let Ok(Some(a)) = link.call(&advice, Duration::from_secs(5)).await {
+            use terminal_kit::owed::Delivery;
+            let settled = match terminal_kit::owed::verdict(Some(&a)) {
+                Delivery::Acknowledged => true,
+                Delivery::Refused(rc) => rc == "25",
+                Delivery::Pending | Delivery::Unreachable => false,
+            };
+            if settled {
+                shared.tally.lock().unwrap_or_else(|p| p.into_inner()).reversal_advices_settled += 1;
+            }
+        }
+    }
+}
+
+/// How a leg of a connection ended.
+enum Leg {
+    /// Its whole share was sent and answered (or timed out).
+    Done,
+    /// Its node could not be reached; nothing was sent.
+    Unreachable,
+    /// The node went away: the requests whose answers were lost (as sent, when kept).
+    Broken(Vec<Bytes>),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn leg(
+    k: usize,
+    conns: usize,
+    total: u64,
+    plan: Plan,
+    target: &Target,
+    source: &Arc<dyn RequestSource>,
+    shared: &Arc<Shared>,
+    next_seq: &mut u64,
+    keep_sent: bool,
+) -> Leg {
     let outstanding: Outstanding = Arc::new(Mutex::new(HashMap::new()));
     let interval_ns = 1_000_000_000u64 / plan.rate.max(1);
     let intended_of = |seq: u64| shared.start + Duration::from_nanos(seq.saturating_mul(interval_ns));
     let stream = match TcpStream::connect(&target.addr).await {
         Ok(s) => s,
-        Err(_) => {
-            // Nothing can be sent on this connection: its share is counted as errors.
-            for seq in (k as u64..total).step_by(conns) {
-                let p = Pending { intended: intended_of(seq), kind: source.kind(seq) };
-                shared.sent(p.intended, p.kind);
-                shared.finish(p, End::Error, None);
-            }
-            return;
-        }
+        Err(_) => return Leg::Unreachable,
     };
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
@@ -403,11 +518,16 @@ async fn connection(
             }
         })
     };
-    let mut seq = k as u64;
+    let mut seq = *next_seq;
     let mut codec = codec;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut broken = false;
     while seq < total {
+        if reader.is_finished() {
+            // The node closed the connection: what is left goes elsewhere.
+            broken = true;
+            break;
+        }
         let intended = intended_of(seq);
         if intended > Instant::now() {
             if !buf.is_empty() {
@@ -420,7 +540,7 @@ async fn connection(
             tokio::time::sleep_until(intended).await;
         }
         let kind = source.kind(seq);
-        let p = Pending { intended, kind };
+        let p = Pending { intended, kind, sent: None };
         let prepared = source.prepared(seq, k).or_else(|| {
             let msg = source.request(seq, k);
             let (stan, tid) = key(&msg)?;
@@ -433,6 +553,7 @@ async fn connection(
             seq += conns as u64;
             continue;
         };
+        let p = Pending { sent: keep_sent.then(|| prepared.bytes.clone()), ..p };
         outstanding.lock().unwrap_or_else(|p| p.into_inner()).insert((prepared.stan, prepared.tid), p);
         shared.sent(intended, kind);
         if codec.encode(Frame::new(prepared.bytes), &mut buf).is_err() {
@@ -459,11 +580,18 @@ async fn connection(
     reader.abort();
     let left: Vec<Pending> =
         outstanding.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, p)| p).collect();
-    for p in left {
+    let mut lost = Vec::new();
+    for mut p in left {
+        if broken && let Some(b) = p.sent.take() {
+            lost.push(b);
+        }
         shared.finish(p, if broken { End::Error } else { End::Timeout }, None);
     }
-    // Requests never sent because the connection broke are not counted as sent.
+    // Requests never sent because the connection broke are not counted as sent: with several
+    // targets they are sent at the next one.
     let _ = wr.shutdown().await;
+    *next_seq = seq;
+    if broken { Leg::Broken(lost) } else { Leg::Done }
 }
 
 /// A unique terminal ID for connection `conn` (DE 41, 8 characters).

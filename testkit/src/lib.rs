@@ -11,6 +11,7 @@
 
 pub mod http;
 pub mod iso;
+pub mod pg;
 pub mod rng;
 
 pub use rng::TestRng;

@@ -8,18 +8,25 @@ use codecs::iso8583::{Message, ResponseCode};
 
 use super::{Decline, Pipeline, Stage, Txn};
 use crate::detokenize::TokenContext;
+use crate::state::Claim;
 
-/// The request as it goes on towards the issuer, and what detokenization did.
-pub fn detokenize(p: &Pipeline, txn: &Txn, now_ms: u64) -> Result<(Message, Option<TokenContext>), Decline> {
+/// The request as it goes on towards the issuer, what detokenization did, and the token ATC
+/// claimed in a shared store.
+pub fn detokenize(
+    p: &Pipeline,
+    txn: &Txn,
+    now_ms: u64,
+) -> Result<(Message, Option<TokenContext>, Option<Claim>), Decline> {
     let mut sent = txn.msg.clone();
     let token = p.detokenizer.detokenize(&mut sent, now_ms).map_err(|r| {
         let code = ResponseCode::parse(r.0).unwrap_or(ResponseCode::SYSTEM_ERROR);
         Decline::new(code, Stage::Detokenize, format!("the token service refused the token ({})", r.0))
     })?;
+    let mut claim = None;
     if let Some(ctx) = &token
         && let (Some(atc), Some(card)) = (ctx.atc, txn.card.as_deref())
     {
-        p.state.accept_atc(card, u32::from(atc), crate::state::WINDOW).map_err(|why| {
+        claim = p.state.accept_atc(card, u32::from(atc), crate::state::WINDOW, now_ms).map_err(|why| {
             Decline::new(
                 ResponseCode::CRYPTOGRAM_FAILURE,
                 Stage::Detokenize,
@@ -27,5 +34,5 @@ pub fn detokenize(p: &Pipeline, txn: &Txn, now_ms: u64) -> Result<(Message, Opti
             )
         })?;
     }
-    Ok((sent, token))
+    Ok((sent, token, claim))
 }

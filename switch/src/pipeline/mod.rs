@@ -186,6 +186,8 @@ pub struct Done {
     pub sign: Option<LinkMac>,
     /// The duplicate-cache entry this answer completes.
     pub dedupe: Option<TransmissionKey>,
+    /// The transmission this node claimed in a shared store: its answer is recorded there too.
+    pub transmission: Option<String>,
     /// What undoes the issuer's approval when this answer cannot be given after all (its journal
     /// row did not become durable, so the terminal hears 96): a reversal of what was sent.
     pub undo: Option<Owed>,
@@ -208,6 +210,7 @@ impl Done {
             owed: vec![],
             sign,
             dedupe: None,
+            transmission: None,
             undo: None,
         }
     }
@@ -256,6 +259,31 @@ pub struct Pending {
     dedupe: Option<TransmissionKey>,
     /// The request as the issuer saw it (for the reversal or advice it may be owed).
     sent: Message,
+    /// ATCs claimed in a shared store, decided by the commit before forwarding.
+    claims: Vec<crate::state::Claim>,
+    /// The transmission claimed in a shared store, decided by the same commit.
+    transmission: Option<Transmission>,
+}
+
+/// A transmission claimed in a shared store.
+struct Transmission {
+    key: String,
+    content: String,
+    claim: crate::state::Claim,
+}
+
+impl Pending {
+    /// The key of this transmission when another node claimed it first (read after the commit
+    /// before forwarding): a retransmission, to be answered with that node's answer.
+    pub fn retransmission(&self) -> Option<&str> {
+        self.transmission.as_ref().filter(|t| t.claim.lost()).map(|t| t.key.as_str())
+    }
+
+    /// Whether another node accepted one of this request's ATCs first (read after the commit
+    /// before forwarding): it is then a replay, declined, never forwarded.
+    pub fn replayed(&self) -> bool {
+        self.claims.iter().any(|c| c.lost())
+    }
 }
 
 /// A reversal or advice waiting for its original's record (the shell reads it from the state
@@ -381,8 +409,9 @@ impl Pipeline {
             Ok(x) => x,
             Err(step) => return step,
         };
+        let transmission = self.claim_transmission(&txn, now_ms);
         let dk = Some(key);
-        let (mut sent, token) = match detokenize::detokenize(self, &txn, now_ms) {
+        let (mut sent, token, token_claim) = match detokenize::detokenize(self, &txn, now_ms) {
             Ok(x) => x,
             Err(d) => return self.decided(txn, d, dk),
         };
@@ -394,19 +423,20 @@ impl Pipeline {
             Ok(m) => m,
             Err(d) => return self.decided(txn, d, dk),
         };
-        let verified = match verify::verify(self, &txn, rules, token.as_ref(), &mut sent) {
-            Ok(v) => v,
-            Err(d) => {
-                // A cryptogram failure on the issuer's behalf still gets tag 91, as the issuer
-                // would give it.
-                let mut done = self.decided_done(&txn, d, dk);
-                done.route = format!("{}:verify", rules.name);
-                if let Some(imk) = &rules.imk_ac {
-                    respond::attach_arpc(self, imk, &txn, &mut done.answer);
+        let (verified, card_claim) =
+            match verify::verify(self, &txn, rules, token.as_ref(), &mut sent, now_ms) {
+                Ok(v) => v,
+                Err(d) => {
+                    // A cryptogram failure on the issuer's behalf still gets tag 91, as the issuer
+                    // would give it.
+                    let mut done = self.decided_done(&txn, d, dk);
+                    done.route = format!("{}:verify", rules.name);
+                    if let Some(imk) = &rules.imk_ac {
+                        respond::attach_arpc(self, imk, &txn, &mut done.answer);
+                    }
+                    return Step::Answer(done);
                 }
-                return Step::Answer(done);
-            }
-        };
+            };
         if let Err(d) = convert::convert(self, &txn, &mut sent) {
             return self.decided(txn, d, dk);
         }
@@ -414,13 +444,22 @@ impl Pipeline {
         let issuer = rules.name.clone();
         Step::Forward(Box::new(Forward {
             issuer: issuer.clone(),
-            pending: Pending { txn, issuer, token, verified, dedupe: dk, sent },
+            pending: Pending {
+                txn,
+                issuer,
+                token,
+                verified,
+                dedupe: dk,
+                sent,
+                claims: token_claim.into_iter().chain(card_claim).collect(),
+                transmission,
+            },
         }))
     }
 
     /// Finishes a forwarded request with what its issuer link gave.
     pub fn complete(&self, p: Pending, result: Result<Message, LinkError>, now_ms: u64) -> Done {
-        let Pending { txn, issuer, token, verified, dedupe, sent } = p;
+        let Pending { txn, issuer, token, verified, dedupe, sent, claims: _, transmission } = p;
         let sign = txn.identity.terminal.mac.clone();
         let mut owed = Vec::new();
         let mut route = issuer.to_string();
@@ -484,7 +523,93 @@ impl Pipeline {
         convert::show_billing(&sent, &mut answer);
         respond::for_token(self, &txn, token.as_ref(), &mut answer);
         original::record_answered(self, &txn, &issuer, &answer, now_ms);
-        Done { answer, request: Some(txn.msg), route, decline, owed, sign, dedupe, undo }
+        Done {
+            answer,
+            request: Some(txn.msg),
+            route,
+            decline,
+            owed,
+            sign,
+            dedupe,
+            transmission: transmission.map(|t| t.key),
+            undo,
+        }
+    }
+
+    /// Claims the transmission in a shared store (nothing with a store of one node's own): its
+    /// identifiers, with the spec it came in (the answer is kept encoded in it), and a keyed
+    /// digest of its card, amount and currency.
+    fn claim_transmission(&self, txn: &Txn, now_ms: u64) -> Option<Transmission> {
+        let mut parts = None;
+        let claim = self.state.claim_transmission(
+            || {
+                let key = format!(
+                    "{}|{}|{}|{}|{}|{}",
+                    txn.msg.spec().name,
+                    txn.identity.acquirer.id,
+                    txn.mti.as_str(),
+                    txn.tid.trim_end(),
+                    txn.stan,
+                    txn.transmitted
+                );
+                let raw = |de| txn.msg.field(de).map(|f| hex::encode(&f.data[..])).unwrap_or_default();
+                let pan = txn.msg.field(2).or_else(|| txn.msg.field(35)).map(|f| hex::encode(&f.data[..]));
+                let content =
+                    self.fingerprint(&format!("{}|{}|{}", pan.unwrap_or_default(), raw(4), raw(49)));
+                parts = Some((key.clone(), content.clone()));
+                (key, content)
+            },
+            now_ms,
+        )?;
+        let (key, content) = parts?;
+        Some(Transmission { key, content, claim })
+    }
+
+    /// A retransmission another node claimed first: answered with that node's answer (`found`:
+    /// its content digest and answer), 94 when the identifiers are another transaction's, 96 when
+    /// no answer came in time. Nothing is forwarded or booked here.
+    pub fn remote_answer(&self, p: Pending, found: Option<(String, Vec<u8>)>, now_ms: u64) -> Done {
+        let Pending { txn, issuer, dedupe, transmission, .. } = p;
+        let sign = txn.identity.terminal.mac.clone();
+        let mine = transmission.map(|t| t.content).unwrap_or_default();
+        match found {
+            Some((content, bytes)) if content == mine => {
+                let answer = dedupe::decode_cached(&txn.msg, Bytes::from(bytes));
+                original::record_answered(self, &txn, &issuer, &answer, now_ms);
+                let mut done = Done::duplicate(answer, txn.msg, sign);
+                done.dedupe = dedupe;
+                done
+            }
+            Some(_) => {
+                let d = Decline::new(
+                    ResponseCode::DUPLICATE,
+                    Stage::Dedupe,
+                    "terminal, STAN and DE 7 of another node's transaction with another card, amount or currency",
+                );
+                Done::declined(&txn.msg, d, sign, dedupe)
+            }
+            None => {
+                if let Some(k) = &dedupe {
+                    self.dedupe.abandon(k);
+                }
+                let d = Decline::new(
+                    ResponseCode::SYSTEM_ERROR,
+                    Stage::Dedupe,
+                    "another node's answer did not come",
+                );
+                Done::declined(&txn.msg, d, sign, None)
+            }
+        }
+    }
+
+    /// A request whose ATC another node accepted first (the shared store refused its claim): a
+    /// replay, declined as the node's own window would have, never forwarded.
+    pub fn replayed(&self, p: Pending, now_ms: u64) -> Done {
+        let Pending { txn, issuer, dedupe, .. } = p;
+        let d = Decline::new(ResponseCode::CRYPTOGRAM_FAILURE, Stage::Verify, "ATC accepted by another node");
+        let done = self.decided_done(&txn, d, dedupe);
+        original::record_answered(self, &txn, &issuer, &done.answer, now_ms);
+        *done
     }
 
     /// A reversal or advice: checked against its original.

@@ -7,22 +7,25 @@ use codecs::iso8583::{Message, ResponseCode};
 
 use super::{Decline, IssuerRules, Pipeline, Stage, Txn};
 use crate::detokenize::TokenContext;
+use crate::state::Claim;
 
 fn fail(code: ResponseCode, reason: impl Into<String>) -> Decline {
     Decline::new(code, Stage::Verify, reason)
 }
 
-/// Returns whether the switch verified the cryptogram (itself, or the token service did).
+/// Returns whether the switch verified the cryptogram (itself, or the token service did), and
+/// the ATC claimed in a shared store when it accepted one.
 pub fn verify(
     p: &Pipeline,
     txn: &Txn,
     rules: &IssuerRules,
     token: Option<&TokenContext>,
     sent: &mut Message,
-) -> Result<bool, Decline> {
+    now_ms: u64,
+) -> Result<(bool, Option<Claim>), Decline> {
     let verified = match token {
-        Some(t) => t.arpc_imk.is_some(),
-        None => on_behalf(p, txn, rules)?,
+        Some(t) => (t.arpc_imk.is_some(), None),
+        None => on_behalf(p, txn, rules, now_ms)?,
     };
     translate_pin(p, txn, rules, token, sent)?;
     Ok(verified)
@@ -40,11 +43,18 @@ pub fn card_inputs<'a>(txn: &Txn, pan: &'a crypto::emv::PanDigits) -> Option<cry
     })
 }
 
-fn on_behalf(p: &Pipeline, txn: &Txn, rules: &IssuerRules) -> Result<bool, Decline> {
-    let (Some(imk), Some(chip), Some(pan)) = (&rules.imk_ac, &txn.chip, &txn.pan) else { return Ok(false) };
+fn on_behalf(
+    p: &Pipeline,
+    txn: &Txn,
+    rules: &IssuerRules,
+    now_ms: u64,
+) -> Result<(bool, Option<Claim>), Decline> {
+    let (Some(imk), Some(chip), Some(pan)) = (&rules.imk_ac, &txn.chip, &txn.pan) else {
+        return Ok((false, None));
+    };
     let Some(cvn) = chip.tag(0x9F10).and_then(|iad| crypto::emv::Cvn::from_iad(pan.expose(), iad)) else {
         tracing::debug!("CVN not recognised from the IAD: left to the issuer");
-        return Ok(false);
+        return Ok((false, None));
     };
     let data = crypto::emv::ac_data_from_tags(cvn, |t| chip.tag(t))
         .map_err(|e| fail(ResponseCode::FORMAT_ERROR, format!("DE 55: {e}")))?;
@@ -65,10 +75,11 @@ fn on_behalf(p: &Pipeline, txn: &Txn, rules: &IssuerRules) -> Result<bool, Decli
         }
     }
     let card = txn.card.as_deref().unwrap_or_default();
-    p.state
-        .accept_atc(card, u32::from(atc), rules.atc_window)
+    let claim = p
+        .state
+        .accept_atc(card, u32::from(atc), rules.atc_window, now_ms)
         .map_err(|why| fail(ResponseCode::CRYPTOGRAM_FAILURE, format!("ATC {atc}: {why:?}")))?;
-    Ok(true)
+    Ok((true, claim))
 }
 
 /// The PIN block of a DUKPT terminal (DE 52, its KSN in DE 53) translated to the issuer's zone PIN

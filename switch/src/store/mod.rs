@@ -7,6 +7,7 @@
 //! Nothing stored here holds a clear PAN: journal rows carry a masked PAN and a keyed fingerprint,
 //! SAF entries carry their message sealed (see `seal`).
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::error::Result;
@@ -107,8 +108,9 @@ pub trait Store: Send + Sync + 'static {
     fn saf_pending(&self, link: Option<&str>) -> Result<u64>;
 
     /// Commits the decision state changed since the last commit (ATC windows, stand-in totals,
-    /// originals; see `state`) in one transaction.
-    fn state_commit(&self, writes: &crate::records::StateWrites) -> Result<()>;
+    /// originals; see `state`) in one transaction, with its ATC claims decided (a store of one
+    /// node has none).
+    fn state_commit(&self, writes: &crate::records::StateWrites) -> Result<crate::records::CommitOutcome>;
 
     /// Every card's ATC window: (card fingerprint, stored window).
     fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>>;
@@ -118,4 +120,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// One original transaction by its key.
     fn original_get(&self, key: &str) -> Result<Option<crate::records::OriginalRecord>>;
+
+    /// A claimed transmission: its content digest and, once its node answered, the answer.
+    /// A store of one node keeps none (its duplicate cache is in memory).
+    fn transmission_get(&self, key: &str) -> Result<Option<(String, Option<Vec<u8>>)>> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Over a shared store: adds `amount` to the card's stand-in total with `issuer` when the
+    /// result stays within `max`, in one conditional statement (every node's approvals count);
+    /// the new total, or `None` when it would exceed `max`. A store of one node leaves the
+    /// totals to its state book's commits.
+    fn standin_add(&self, issuer: &str, card: &str, amount: u64, max: u64) -> Result<Option<u64>> {
+        let _ = (issuer, card, amount, max);
+        Ok(None)
+    }
+
+    /// Over a shared store: the issuer has the advices, its cards' totals start again.
+    fn standin_reset(&self, issuer: &str) -> Result<()> {
+        let _ = issuer;
+        Ok(())
+    }
+
+    /// Whether several nodes share this store: the decision state is then decided in it
+    /// (ATC claims), not in one node's memory alone.
+    fn shared(&self) -> bool {
+        false
+    }
 }

@@ -446,7 +446,7 @@ impl Store for SqliteStore {
         Ok(n as u64)
     }
 
-    fn state_commit(&self, w: &crate::records::StateWrites) -> Result<()> {
+    fn state_commit(&self, w: &crate::records::StateWrites) -> Result<crate::records::CommitOutcome> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err("begin state commit"))?;
         {
@@ -485,7 +485,9 @@ impl Store for SqliteStore {
             }
         }
         insert_journal(&tx, &w.journal)?;
-        tx.commit().map_err(db_err("commit state"))
+        tx.commit().map_err(db_err("commit state"))?;
+        // One node: its in-memory window decided every ATC.
+        Ok(crate::records::CommitOutcome::default())
     }
 
     fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {

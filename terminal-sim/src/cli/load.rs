@@ -104,6 +104,9 @@ pub async fn execute(a: &Args) -> Result<Outcome> {
         bail!("--rate and --duration must be above 0");
     }
     let ports = a.ports_file.as_ref().map(|p| PortsFile::load(p)).transpose()?;
+    // With the ports file of a network of several switch nodes, the connections are spread over
+    // every node's listener.
+    let mut others = Vec::new();
     let (target, cards, atms) = match (&a.target, &ports) {
         (Some(addr), _) => {
             let cards: Vec<TestCard> = match (&a.cards, &ports) {
@@ -121,6 +124,9 @@ pub async fn execute(a: &Args) -> Result<Outcome> {
             let Some(ep) = p.endpoint(&a.endpoint) else {
                 bail!("--endpoint {:?}: expected acquirer or acquirer_ascii", a.endpoint)
             };
+            for node in p.endpoints(&a.endpoint).into_iter().skip(1) {
+                others.push(node.target()?);
+            }
             (ep.target()?, p.test_cards.clone(), p.atm_terminals.clone())
         }
         (None, None) => bail!("give --ports-file, or --target with --cards"),
@@ -186,7 +192,9 @@ pub async fn execute(a: &Args) -> Result<Outcome> {
     let addr = target.addr.clone();
     let spec_name = target.spec.name.clone();
     let framing = target.framing.to_string();
-    let report = load::run(target, plan, Arc::new(traffic), progress).await;
+    let report =
+        load::run_spread(std::iter::once(target).chain(others).collect(), plan, Arc::new(traffic), progress)
+            .await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

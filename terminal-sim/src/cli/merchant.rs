@@ -93,6 +93,8 @@ pub struct Txn {
     /// The ports file as JSON (for what [`PortsFile`] does not type, e.g. the cards' CVV2).
     pub ports_json: serde_json::Value,
     pub target: Target,
+    /// Every node's listener, `target` first: where the terminal fails over to.
+    pub targets: Vec<Target>,
     pub stan: u32,
     /// Where the STAN counter lives (None with `--stan`).
     pub state_dir: Option<PathBuf>,
@@ -178,6 +180,12 @@ impl MerchantArgs {
     /// Reads the ports file, picks the listener, takes the STAN and the moment.
     pub fn context(&self, terminal: Terminal) -> Result<Txn> {
         let (ports, ports_json, target) = acquirer(&self.ports_file, &self.endpoint)?;
+        let mut targets = vec![target.clone()];
+        for ep in ports.endpoints(&self.endpoint).into_iter().skip(1) {
+            targets.push(
+                ep.target().with_context(|| format!("--ports-file {}: nodes", self.ports_file.display()))?,
+            );
+        }
         let owed_dir = self.state.clone().unwrap_or_else(terminal::default_state_dir);
         let state_dir = match self.stan {
             Some(_) => None,
@@ -193,6 +201,7 @@ impl MerchantArgs {
             ports,
             ports_json,
             target,
+            targets,
             stan,
             state_dir,
             owed_dir,
@@ -257,7 +266,7 @@ impl Txn {
         let dir = &self.owed_dir;
         let kept_in = || format!("the reversal advices owed in {}", dir.display());
         let mut store = OwedAdvices::open(dir, &self.terminal.tid).with_context(kept_in)?;
-        let mut conn = Connection::new(&self.target, self.terminal.tpdu);
+        let mut conn = Connection::over(&self.targets, self.terminal.tpdu);
         self.settle_owed(r, &mut store, &mut conn).await.with_context(kept_in)?;
         r.owed_advices_left = store.list().len();
 
@@ -306,9 +315,9 @@ impl Txn {
                             // The same advice (same DE 11), now saying why.
                             let kept = store.add(&rev82);
                             let rev = if kept.is_ok() { rev82 } else { rev };
-                            r.reversal = Some(self.send_kept(&mut store, &rev).await);
+                            r.reversal = Some(self.send_kept(&mut store, &rev, &mut conn).await);
                         }
-                        Err(_) => r.reversal = Some(self.send_kept(&mut store, &rev).await),
+                        Err(_) => r.reversal = Some(self.send_kept(&mut store, &rev, &mut conn).await),
                     }
                 } else if let Err(e) = store.remove(&rev_de11) {
                     r.note = Some(format!(
@@ -321,7 +330,9 @@ impl Txn {
             Ok(None) | Err(_) => {
                 r.response_meaning = "no answer";
                 r.note = Some(format!("no answer from the network within {timeout_ms} ms"));
-                r.reversal = Some(self.send_kept(&mut store, &rev).await);
+                // The node may be gone: the advice goes to the next one.
+                conn.drop_link();
+                r.reversal = Some(self.send_kept(&mut store, &rev, &mut conn).await);
             }
         }
         r.owed_advices_left = store.list().len();
@@ -351,13 +362,17 @@ impl Txn {
         Ok(())
     }
 
-    /// Sends the kept reversal advice `rev` on a fresh connection and waits for its
-    /// acknowledgement: `acknowledged`, `refused`, or `owed` (still kept).
-    async fn send_kept(&self, store: &mut OwedAdvices, rev: &Message) -> &'static str {
+    /// Sends the kept reversal advice `rev` over `conn` (after a lost link, to the next node) and
+    /// waits for its acknowledgement: `acknowledged`, `refused`, or `owed` (still kept).
+    async fn send_kept(
+        &self,
+        store: &mut OwedAdvices,
+        rev: &Message,
+        conn: &mut Connection<'_>,
+    ) -> &'static str {
         let stan = rev.text(11).map(|c| c.into_owned()).unwrap_or_default();
         let Some(entry) = store.list().iter().find(|a| a.stan == stan).cloned() else { return "not sent" };
-        let mut conn = Connection::new(&self.target, self.terminal.tpdu);
-        match owed::send_owed(store, &entry, rev, &mut conn, self.advice_wait).await {
+        match owed::send_owed(store, &entry, rev, conn, self.advice_wait).await {
             Ok(Delivery::Acknowledged) => "acknowledged",
             Ok(Delivery::Refused(_)) => "refused",
             Ok(Delivery::Pending | Delivery::Unreachable) | Err(_) => "owed",

@@ -1,0 +1,341 @@
+//! The PostgreSQL store against a real database (`DATABASE_URL`, else the local one; each test in
+//! a schema of its own): the journal, the SAF queue leased by one node at a time and taken over
+//! when a lease runs out, ATC claims decided once across nodes, state reloaded, migrations applied
+//! once. Skipped without a database unless `PAYNET_REQUIRE_POSTGRES=1`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Barrier};
+
+use switch::records::{OriginalRecord, StateWrites};
+use switch::state::StateBook;
+use switch::store::postgres::{PgOptions, PgStore};
+use switch::store::{Direction, JournalRow, NewSafEntry, SafKind, Store};
+
+/// A schema of the test's own, dropped when the test ends.
+struct Db {
+    opts: PgOptions,
+}
+
+impl Db {
+    fn new(name: &str) -> Option<Db> {
+        let t = testkit::pg::database(name)?;
+        Some(Db { opts: PgOptions::new(t.url, t.schema) })
+    }
+
+    fn node(&self, node: &str) -> PgStore {
+        let mut o = self.opts.clone();
+        o.node = node.into();
+        PgStore::open(&o).expect("open the store")
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = PgStore::drop_schema(&self.opts);
+    }
+}
+
+fn row(i: u64, fp: &str) -> JournalRow {
+    JournalRow {
+        at_ms: 1000 + i,
+        direction: Direction::AcquirerExchange,
+        mti: "0100".into(),
+        stan: Some(format!("{i:06}")),
+        rrn: None,
+        terminal_id: Some("TERM0001".into()),
+        pan_masked: Some("476173******0011".into()),
+        pan_fingerprint: Some(fp.into()),
+        amount_minor: Some(1000 + i),
+        currency: Some("978".into()),
+        response_code: if i.is_multiple_of(2) { Some("00".into()) } else { None },
+        route: Some("issuer-a".into()),
+        latency_us: None,
+        message_masked: format!("{{\"i\":{i}}}"),
+    }
+}
+
+#[test]
+fn journal_rows_and_decision_state_round_trip_and_migrations_apply_once() {
+    let Some(db) = Db::new("journal_round_trip") else { return };
+    let s = db.node("a");
+    let rows: Vec<_> = (0..300).map(|i| row(i, if i.is_multiple_of(3) { "AA" } else { "BB" })).collect();
+    s.journal_append(&rows[..100]).expect("append");
+    let mut w = StateWrites { journal: rows[100..].to_vec(), ..StateWrites::default() };
+    w.windows.insert("CARD1".into(), switch::records::AtcWindow { highest: Some(77), below: vec![5] });
+    w.totals.insert(("issuer-a".into(), "CARD1".into()), 4_500);
+    w.totals.insert(("issuer-a".into(), "CARD2".into()), 0);
+    let original = OriginalRecord {
+        key: "400001|TERM0001|0100|000001|1125101010".into(),
+        card: "CARD1".into(),
+        amount_minor: 1234,
+        currency: "978".into(),
+        response_code: None,
+        issuer: "issuer-a".into(),
+        settled_minor: 0,
+        at_ms: 5,
+    };
+    w.originals.insert(original.key.clone(), original.clone());
+    assert!(s.state_commit(&w).expect("commit").lost.is_empty());
+    assert_eq!(s.journal_count().expect("count"), 300);
+    assert_eq!(s.journal_read(0, 300).expect("read"), rows, "insertion order, every column");
+    assert_eq!(s.journal_read(250, 10).expect("read"), rows[250..260].to_vec());
+    let aa = s.journal_by_card("AA", 1000).expect("by card");
+    assert_eq!(aa.len(), 100);
+    assert!(aa.iter().all(|r| r.pan_fingerprint.as_deref() == Some("AA")));
+    assert_eq!(
+        s.journal_by_card("AA", 3).expect("by card"),
+        vec![rows[0].clone(), rows[3].clone(), rows[6].clone()]
+    );
+
+    // Another node over the same schema (migrations found applied) sees the same state.
+    let t = db.node("b");
+    // The windows stay each node's own view: the shared store decides by ATC claims.
+    assert!(t.atc_windows_load().expect("windows").is_empty());
+    assert_eq!(t.standin_totals_load().expect("totals"), vec![("issuer-a".into(), "CARD1".into(), 4_500)]);
+    assert_eq!(t.original_get(&original.key).expect("original"), Some(original.clone()));
+    assert_eq!(t.original_get("nothing").expect("original"), None);
+    let settled =
+        OriginalRecord { settled_minor: 1234, response_code: Some("00".into()), ..original.clone() };
+    let mut w2 = StateWrites::default();
+    w2.originals.insert(settled.key.clone(), settled.clone());
+    t.state_commit(&w2).expect("commit");
+    assert_eq!(s.original_get(&original.key).expect("original"), Some(settled), "upserted by key");
+}
+
+#[test]
+fn saf_entries_are_leased_by_one_node_and_taken_over_when_the_lease_runs_out() {
+    let Some(db) = Db::new("saf_lease") else { return };
+    let (a, b) = (db.node("node-a"), db.node("node-b"));
+    let put = |s: &PgStore, i: usize, now| {
+        s.saf_put(NewSafEntry {
+            kind: SafKind::Reversal,
+            link: "issuer-a",
+            original_key: &format!("TERM0001:{i:06}"),
+            sealed: b"sealed",
+            now_ms: now,
+        })
+        .expect("put")
+    };
+    let ids: Vec<i64> = (0..5).map(|i| put(&a, i, 100)).collect();
+    assert_eq!(put(&b, 0, 200), ids[0], "the same original and kind is one entry, whichever node queues it");
+    assert_eq!(a.saf_pending(Some("issuer-a")).expect("pending"), 5);
+
+    let leased = a.saf_due("issuer-a", 1_000, 3).expect("due");
+    assert_eq!(leased.iter().map(|e| e.id).collect::<Vec<_>>(), ids[..3]);
+    let rest = b.saf_due("issuer-a", 1_000, 10).expect("due");
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), ids[3..], "node b skips what node a holds");
+    let own = a.saf_due("issuer-a", 1_000, 10).expect("due");
+    assert_eq!(
+        own.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[..3],
+        "a node takes its own leases again, not others'"
+    );
+
+    // Node a dies holding ids[0..3]: once the lease runs out, node b delivers them.
+    let later = 1_000 + switch::store::postgres::DEFAULT_LEASE_MS;
+    assert!(b.saf_due("issuer-a", later - 1, 10).expect("due").iter().all(|e| !ids[..3].contains(&e.id)));
+    let taken = b.saf_due("issuer-a", later, 10).expect("due");
+    assert_eq!(taken.iter().map(|e| e.id).collect::<Vec<_>>(), ids, "every entry, node a's too");
+    for e in &taken[..4] {
+        b.saf_done(e.id).expect("done");
+    }
+    b.saf_reschedule(ids[4], 1, later + 5_000).expect("reschedule");
+    assert!(a.saf_due("issuer-a", later + 4_999, 10).expect("due").is_empty());
+    let again = a.saf_due("issuer-a", later + 5_000, 10).expect("due");
+    assert_eq!((again.len(), again[0].attempts), (1, 1), "a rescheduled entry is free for any node");
+    a.saf_quarantine(ids[4], "does not open", later).expect("quarantine");
+    assert_eq!(a.saf_pending(None).expect("pending"), 0);
+    assert_eq!(b.saf_quarantined("issuer-a").expect("quarantined"), 1);
+    a.saf_done(ids[4]).expect("removing an absent entry is not an error");
+}
+
+#[test]
+fn concurrent_nodes_lease_each_entry_once() {
+    let Some(db) = Db::new("saf_concurrent") else { return };
+    let nodes: Vec<Arc<PgStore>> = (0..6).map(|i| Arc::new(db.node(&format!("node-{i}")))).collect();
+    for i in 0..200 {
+        nodes[i % 3]
+            .saf_put(NewSafEntry {
+                kind: SafKind::Advice,
+                link: "issuer-a",
+                original_key: &format!("K{i}"),
+                sealed: b"x",
+                now_ms: 1,
+            })
+            .expect("put");
+    }
+    let start = Arc::new(Barrier::new(6));
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let (s, start) = (nodes[w].clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut mine = Vec::new();
+                loop {
+                    let due = s.saf_due("issuer-a", 10, 7).expect("due");
+                    if due.is_empty() {
+                        return mine;
+                    }
+                    for e in due {
+                        s.saf_done(e.id).expect("done");
+                        mine.push(e.id);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashMap::new();
+    for w in workers {
+        for id in w.join().expect("worker") {
+            *seen.entry(id).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(seen.len(), 200, "every entry delivered");
+    assert!(seen.values().all(|n| *n == 1), "none delivered twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_atc_is_accepted_once_across_nodes() {
+    let Some(db) = Db::new("atc_claims") else { return };
+    let books: Vec<_> = (0..3)
+        .map(|i| {
+            let store: Arc<dyn Store> = Arc::new(db.node(&format!("node-{i}")));
+            StateBook::open(store, 16).expect("book")
+        })
+        .collect();
+    // Every node accepts ATCs 1..=40 of one card in its own window; after the commits, each ATC
+    // was won by exactly one node.
+    let mut claims = Vec::new();
+    for atc in 1..=40u32 {
+        for (i, (book, _)) in books.iter().enumerate() {
+            let claim = book
+                .accept_atc("CARD", atc, 256, 1)
+                .expect("new to this node")
+                .expect("a shared store claims");
+            claims.push((atc, i, claim));
+        }
+    }
+    let syncs = books.iter().map(|(b, _)| b.sync());
+    for r in futures_util::future::join_all(syncs).await {
+        r.expect("durable");
+    }
+    for atc in 1..=40u32 {
+        let won = claims.iter().filter(|(a, _, c)| *a == atc && !c.lost()).count();
+        assert_eq!(won, 1, "ATC {atc} won {won} times");
+    }
+    // Too old: 40 is claimed, so 40 - 300 (beyond the window of 256) is refused anywhere.
+    let (b0, _) = &books[0];
+    let high = b0.accept_atc("CARD2", 400, 256, 1).expect("new").expect("claim");
+    b0.sync().await.expect("durable");
+    assert!(!high.lost());
+    let (b1, _) = &books[1];
+    let old = b1.accept_atc("CARD2", 100, 256, 1).expect("new to node 1").expect("claim");
+    b1.sync().await.expect("durable");
+    assert!(old.lost(), "an ATC further below another node's than the window reaches");
+    for (book, writer) in books {
+        drop(book);
+        writer.finish();
+    }
+}
+
+#[test]
+fn check_config_reaches_the_database_and_migrates_it() {
+    let Some(db) = Db::new("check_config") else { return };
+    let bin = env!("CARGO_BIN_EXE_switch");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/switch.toml");
+    let text = std::fs::read_to_string(sample).expect("sample config");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_store = |url: &str| {
+        let cfg = text.replace(
+            "# url = \"postgres://postgres@127.0.0.1:5432/paynet\"\nschema = \"paynet\"",
+            &format!("url = \"{url}\"\nschema = \"{}\"", db.opts.schema),
+        );
+        assert_ne!(cfg, text, "the sample's [store] section");
+        let path = dir.path().join("switch.toml");
+        std::fs::write(&path, cfg).expect("write");
+        std::process::Command::new(bin)
+            .args(["--config", path.to_str().expect("path"), "--check-config"])
+            .output()
+            .expect("run")
+    };
+    let out = with_store(&db.opts.url);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(db.node("ops").journal_count().expect("the tables exist"), 0);
+
+    // A database that is not there is a problem of the config, and the password is not shown.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let out = with_store(&format!("postgres://paynet:s3cret-pw@127.0.0.1:{port}/nowhere"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("store.url"), "{err}");
+    assert!(!err.contains("s3cret-pw"), "{err}");
+}
+
+#[test]
+fn stand_in_totals_count_every_nodes_approvals() {
+    let Some(db) = Db::new("standin_shared") else { return };
+    let books: Vec<_> = (0..3)
+        .map(|i| {
+            let store: Arc<dyn Store> = Arc::new(db.node(&format!("node-{i}")));
+            StateBook::open(store, 16).expect("book")
+        })
+        .collect();
+    let (a, b) = (&books[0].0, &books[1].0);
+    assert!(a.add_stand_in("issuer-a", "CARD", 6_000, 10_000));
+    assert!(!b.add_stand_in("issuer-a", "CARD", 6_000, 10_000), "node a's 60.00 counts on node b");
+    assert!(b.add_stand_in("issuer-a", "CARD", 4_000, 10_000));
+    assert!(b.add_stand_in("issuer-b", "CARD", 6_000, 10_000), "per issuer");
+    assert!(!a.add_stand_in("issuer-a", "OTHER", 10_001, 10_000), "one amount over the limit");
+    b.reset_stand_in("issuer-a");
+    assert!(a.add_stand_in("issuer-a", "CARD", 6_000, 10_000), "the issuer has the advices: a new total");
+
+    // Many approvals at once over three nodes: exactly as many as the limit holds.
+    let start = Arc::new(Barrier::new(3));
+    let won: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = books
+            .iter()
+            .map(|(book, _)| {
+                let start = start.clone();
+                s.spawn(move || {
+                    start.wait();
+                    (0..10).filter(|_| book.add_stand_in("issuer-c", "CARD", 1_000, 10_000)).count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("node")).sum()
+    });
+    assert_eq!(won, 10);
+    for (book, writer) in books {
+        drop(book);
+        writer.finish();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transmissions_are_claimed_once_and_forgotten_after_their_window() {
+    let Some(db) = Db::new("transmissions") else { return };
+    let (a, b): (Arc<PgStore>, Arc<PgStore>) = (Arc::new(db.node("a")), Arc::new(db.node("b")));
+    let (book_a, wa) = StateBook::open(a.clone(), 16).expect("book");
+    let (book_b, wb) = StateBook::open(b.clone(), 16).expect("book");
+    let key = || ("network|400001|0100|TERM0001|000001|1204101010".to_string(), "DIGEST".to_string());
+    let first = book_a.claim_transmission(key, 1_000).expect("a shared store claims");
+    let second = book_b.claim_transmission(key, 2_000).expect("a shared store claims");
+    book_a.sync().await.expect("durable");
+    book_b.sync().await.expect("durable");
+    assert!(!first.lost() && second.lost(), "the first claim wins");
+    book_a.record_answer(key().0, b"answer");
+    book_a.sync().await.expect("durable");
+    assert_eq!(
+        b.transmission_get(&key().0).expect("read"),
+        Some(("DIGEST".into(), Some(b"answer".to_vec())))
+    );
+    assert_eq!(a.prune_transmissions(1_000).expect("prune"), 0, "claimed at 1000: kept");
+    assert_eq!(a.prune_transmissions(1_001).expect("prune"), 1);
+    assert_eq!(b.transmission_get(&key().0).expect("read"), None);
+    for (book, writer) in [(book_a, wa), (book_b, wb)] {
+        drop(book);
+        writer.finish();
+    }
+}

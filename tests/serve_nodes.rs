@@ -1,0 +1,172 @@
+//! `paynet serve --nodes 3 --database-url URL`: three switch nodes over one PostgreSQL database,
+//! the second and third in processes of their own, listed in the ports file's `nodes` with their
+//! process IDs; each answers the test cards; one killed with SIGKILL leaves the others answering;
+//! stopping serve stops them all. Skipped without a database unless `PAYNET_REQUIRE_POSTGRES=1`.
+
+mod common;
+
+use codecs::framing::FramingKind;
+use codecs::iso8583::Spec;
+use common::{Client, Tx, rc};
+use terminal_kit::pos::TestCard;
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_in_their_own_processes_share_one_database() {
+    let Some(db) = testkit::pg::database("serve_nodes") else { return };
+    // Dropped last, pass or fail: the test's schema goes with it.
+    let _schema = DropSchema(switch::store::postgres::PgOptions::new(db.url.clone(), db.schema.clone()));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ports = tmp.path().join("ports.json");
+    let serve = common::process::serve_with(
+        &ports,
+        tmp.path(),
+        &["--nodes", "3", "--database-url", &db.url, "--schema", &db.schema],
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ports).expect("ports file")).expect("JSON");
+    let nodes = doc["nodes"].as_array().expect("nodes").clone();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[0]["acquirer"], doc["acquirer"], "node 0 is the ports file's acquirer");
+    assert_eq!(nodes[0]["acquirer_ascii"], doc["acquirer_ascii"]);
+    let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().expect("pid")).collect();
+    assert_eq!(pids[0], u64::from(serve.0.id()));
+    assert!(pids[1] != pids[0] && pids[2] != pids[0] && pids[1] != pids[2], "{pids:?}");
+    assert!(nodes.iter().all(|n| n["admin"].as_str().is_some_and(|a| a.starts_with("http://127.0.0.1:"))));
+    let cards: Vec<TestCard> = serde_json::from_value(doc["test_cards"].clone()).expect("cards");
+
+    let purchase_at = |i: usize, stan: u32| {
+        let node = nodes[i]["acquirer"].clone();
+        let spec = Spec::builtin("network").expect("spec");
+        let req = terminal_kit::pos::chip_request(spec, &cards[i], &Tx::purchase(stan, 1_000, stan as u16))
+            .expect("request");
+        async move {
+            let mut c = Client::connect_to(
+                node["host"].as_str().expect("host"),
+                node["port"].as_u64().expect("port") as u16,
+                FramingKind::Binary2,
+                "network",
+            )
+            .await;
+            rc(&c.call(&req).await)
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(purchase_at(i, 1 + i as u32).await, "00", "node {i}");
+    }
+    // One node killed: the others go on.
+    let st = std::process::Command::new("kill").args(["-KILL", &pids[2].to_string()]).status().expect("kill");
+    assert!(st.success());
+    assert_eq!(purchase_at(0, 11).await, "00");
+    assert_eq!(purchase_at(1, 12).await, "00");
+
+    // An ATM whose ports file names the dead node first fails over to the next and is served.
+    let mut failover = doc.clone();
+    failover["acquirer"] = nodes[2]["acquirer"].clone();
+    failover["nodes"] = serde_json::json!([nodes[2], nodes[0], nodes[1]]);
+    let path = tmp.path().join("ports-dead-first.json");
+    paynet::private_file::write_atomic(&path, failover.to_string().as_bytes()).expect("write");
+    let out = std::process::Command::new(common::process::workspace_bin("atm-sim"))
+        .args(["cash-advance", "--json", "--card", "4", "--amount", "10000", "--pin"])
+        .arg(cards[4].pin.as_str())
+        .arg("--ports-file")
+        .arg(&path)
+        .arg("--state")
+        .arg(tmp.path().join("atm-state"))
+        .output()
+        .expect("atm-sim");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("00"), Some(10_000)), "{v}");
+    drop(serve);
+    assert!(!alive(pids[1]), "serve stopped its nodes");
+}
+
+struct DropSchema(switch::store::postgres::PgOptions);
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let _ = switch::store::postgres::PgStore::drop_schema(&self.0);
+    }
+}
+
+/// Purchases of the ports file's cards, one ATC each, from terminal `LG…` of each connection.
+struct Purchases {
+    cards: Vec<TestCard>,
+}
+
+impl terminal_sim::load::RequestSource for Purchases {
+    fn request(&self, seq: u64, conn: usize) -> codecs::iso8583::Message {
+        let n = self.cards.len() as u64;
+        let tx = Tx {
+            tid: terminal_sim::load::terminal_id(conn),
+            ..Tx::purchase(seq as u32, 100 + seq % 900, (seq / n + 1) as u16)
+        };
+        let spec = Spec::builtin("network").expect("spec");
+        let mut m =
+            terminal_kit::pos::chip_request(spec, &self.cards[(seq % n) as usize], &tx).expect("request");
+        m.set_text(11, &terminal_sim::load::stan(seq)).expect("DE 11");
+        m
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_fails_over_when_a_node_dies_under_it() {
+    let Some(db) = testkit::pg::database("load_failover") else { return };
+    let _schema = DropSchema(switch::store::postgres::PgOptions::new(db.url.clone(), db.schema.clone()));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ports = tmp.path().join("ports.json");
+    let _serve = common::process::serve_with(
+        &ports,
+        tmp.path(),
+        &["--nodes", "3", "--cards", "16", "--database-url", &db.url, "--schema", &db.schema],
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ports).expect("ports file")).expect("JSON");
+    let nodes = doc["nodes"].as_array().expect("nodes").clone();
+    let victim = nodes[2]["pid"].as_u64().expect("pid").to_string();
+    let cards: Vec<TestCard> = serde_json::from_value(doc["test_cards"].clone()).expect("cards");
+    let spec = Spec::builtin("network").expect("spec");
+    let targets: Vec<terminal_kit::link::Target> = nodes
+        .iter()
+        .map(|n| terminal_kit::link::Target {
+            addr: format!("{}:{}", n["acquirer"]["host"].as_str().expect("host"), n["acquirer"]["port"]),
+            spec: spec.clone(),
+            framing: FramingKind::Binary2,
+        })
+        .collect();
+    let plan = terminal_sim::load::Plan {
+        rate: 200,
+        duration: std::time::Duration::from_secs(4),
+        connections: 6,
+        timeout: std::time::Duration::from_secs(10),
+    };
+    // Node 2 is killed once a third of the requests went out: its connections go on at node 0.
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = {
+        let killed = killed.clone();
+        std::sync::Arc::new(move |sent: u64| {
+            if sent >= 270 && !killed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                let _ = std::process::Command::new("kill").args(["-KILL", &victim]).status();
+            }
+        })
+    };
+    let report =
+        terminal_sim::load::run_spread(targets, plan, std::sync::Arc::new(Purchases { cards }), progress)
+            .await;
+    assert!(killed.load(std::sync::atomic::Ordering::Acquire), "the node was killed during the run");
+    assert_eq!(report.sent, 800, "the whole schedule went out, the dead node's share at the next");
+    assert_eq!(report.failovers, 2, "both connections of the dead node went on elsewhere");
+    assert_eq!(report.errors, report.reversal_advices, "every answer lost with the node is reversed");
+    assert_eq!(
+        report.reversal_advices, report.reversal_advices_settled,
+        "each taken in charge, or had no original"
+    );
+    assert_eq!(report.approved + report.declined + report.errors + report.timeouts, report.sent);
+}
