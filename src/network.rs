@@ -116,22 +116,9 @@ impl Options {
     }
 }
 
-/// An acquirer endpoint in the ports file.
-#[derive(Debug, Clone, Serialize)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub spec: String,
-    pub framing: String,
-}
-
-/// A test ATM: its terminal ID and DUKPT initial key (test material).
-#[derive(Debug, Clone, Serialize)]
-pub struct TestAtm {
-    pub tid: String,
-    pub ipek: String,
-    pub ksn: String,
-}
+/// The ports file's parts as terminals read them (one definition, `terminal_kit::ports`): an
+/// acquirer endpoint, a test ATM (terminal ID and DUKPT initial key: test material), a node.
+pub use terminal_kit::ports::{AtmTerminal as TestAtm, Endpoint, Node as NodeEntry};
 
 /// A registered test terminal: outside tools may use it on both acquirer listeners.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -193,15 +180,6 @@ pub struct PortsFile {
     /// above) first, with its process ID, so that a tool can spread load over them and kill one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<NodeEntry>>,
-}
-
-/// One switch node in the ports file.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeEntry {
-    pub pid: u32,
-    pub acquirer: Endpoint,
-    pub acquirer_ascii: Endpoint,
-    pub admin: String,
 }
 
 /// A switch node in its own process (`paynet node`): stopped with the network, killed if dropped.
@@ -276,12 +254,12 @@ async fn spawn_node(program: &Path, dir: &Path, lmk_hex: &str) -> Result<NodePro
             spec: "network".into(),
             framing: "2-byte-binary".into(),
         },
-        acquirer_ascii: Endpoint {
+        acquirer_ascii: Some(Endpoint {
             host: b.ip().to_string(),
             port: b.port(),
             spec: "iso87ascii".into(),
             framing: "4-ascii".into(),
-        },
+        }),
         admin: format!("http://{}", doc["admin"].as_str().unwrap_or_default()),
     };
     Ok(NodeProcess { child, entry })
@@ -716,7 +694,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         let first = NodeEntry {
             pid: std::process::id(),
             acquirer: ports.acquirer.clone(),
-            acquirer_ascii: ports.acquirer_ascii.clone(),
+            acquirer_ascii: Some(ports.acquirer_ascii.clone()),
             admin: ports.admin.clone(),
         };
         ports.nodes = Some(std::iter::once(first).chain(processes.iter().map(|p| p.entry.clone())).collect());

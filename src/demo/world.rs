@@ -108,8 +108,7 @@ impl World {
 
     /// The switch's acquirer listener as an ATM reads it from the ports file.
     pub fn atm_endpoint(&self) -> Endpoint {
-        let a = &self.net.ports.acquirer;
-        Endpoint { host: a.host.clone(), port: a.port, spec: a.spec.clone(), framing: a.framing.clone() }
+        self.net.ports.acquirer.clone()
     }
 
     /// Test ATM `n` of the ports file with its state folder (`atm-state` in the demo's folder):

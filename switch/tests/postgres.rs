@@ -320,9 +320,10 @@ async fn transmissions_are_claimed_once_and_forgotten_after_their_window() {
     let (book_a, wa) = StateBook::open(a.clone(), 16).expect("book");
     let (book_b, wb) = StateBook::open(b.clone(), 16).expect("book");
     let key = || ("network|400001|0100|TERM0001|000001|1204101010".to_string(), "DIGEST".to_string());
+    // Each node's writer commits on its own thread: the claim made durable first wins.
     let first = book_a.claim_transmission(key, 1_000).expect("a shared store claims");
-    let second = book_b.claim_transmission(key, 2_000).expect("a shared store claims");
     book_a.sync().await.expect("durable");
+    let second = book_b.claim_transmission(key, 2_000).expect("a shared store claims");
     book_b.sync().await.expect("durable");
     assert!(!first.lost() && second.lost(), "the first claim wins");
     book_a.record_answer(key().0, b"answer");

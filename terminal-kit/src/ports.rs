@@ -54,7 +54,7 @@ pub fn spec_named(name: &str) -> Result<Arc<Spec>> {
 
 /// A test ATM: terminal ID, TDES DUKPT initial key (32 hex) and initial KSN (20 hex); test
 /// material, so its `Debug` leaves the key out.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 pub struct AtmTerminal {
     pub tid: String,
     pub ipek: String,
@@ -94,12 +94,12 @@ pub struct PortsFile {
 }
 
 /// One switch node of the ports file's `nodes`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Node {
     #[serde(default)]
     pub pid: u32,
     pub acquirer: Endpoint,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acquirer_ascii: Option<Endpoint>,
     #[serde(default)]
     pub admin: String,
