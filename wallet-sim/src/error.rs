@@ -2,8 +2,6 @@
 //! refusal of the network (a declined provisioning) from a party that could not be reached or
 //! answered something unusable, from the phone refusing a step, from local state or randomness.
 
-use crate::flows::Refused;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The token service (or the issuer behind it) did not approve a provisioning.
@@ -58,3 +56,26 @@ impl Error {
         Error::Http { what: what.into(), detail: detail.to_string() }
     }
 }
+
+/// A provisioning the token service (or the issuer behind it) did not approve: its status
+/// (`declined`, `not_eligible`, `issuer_unavailable`, ...) and the response code it gave, if any.
+/// Callers find it as [`Error::Refused`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// What was refused: `provisioning` or `tokenization`.
+    pub what: &'static str,
+    pub status: String,
+    pub response_code: Option<String>,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.what, self.status)?;
+        if let Some(rc) = &self.response_code {
+            write!(f, " (response code {rc})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Refused {}

@@ -82,16 +82,7 @@ impl fmt::Display for Step {
     }
 }
 
-/// A provisioning the token service (or the issuer behind it) did not approve: its status
-/// (`declined`, `not_eligible`, `issuer_unavailable`, ...) and the response code it gave, if any.
-/// Callers find it as [`Error::Refused`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    /// What was refused: `provisioning` or `tokenization`.
-    pub what: &'static str,
-    pub status: String,
-    pub response_code: Option<String>,
-}
+pub use crate::error::Refused;
 
 impl Refused {
     fn from_answer(what: &'static str, a: &Value) -> Refused {
@@ -103,18 +94,6 @@ impl Refused {
         }
     }
 }
-
-impl fmt::Display for Refused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.what, self.status)?;
-        if let Some(rc) = &self.response_code {
-            write!(f, " (response code {rc})")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Refused {}
 
 /// The card the cardholder holds.
 #[derive(Clone)]
