@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use codecs::framing::{Frame, FrameCodec, FramingKind};
 use codecs::iso8583::{Message, Spec};
-use terminal_kit::link::AnswerKey;
-use tokio_util::codec::{Decoder, Encoder};
+use terminal_kit::link::{AnswerError, AnswerKey};
+use tokio_util::codec::Encoder;
 
 /// Where the switch listens: a ports-file endpoint.
 pub use terminal_kit::ports::Endpoint;
@@ -152,11 +152,52 @@ pub fn next_answer(
     req: &Message,
 ) -> Result<Option<Message>, LinkError> {
     let key = AnswerKey::of(req);
-    while let Some(f) = codec.decode(buf).map_err(|e| LinkError::Framing(e.to_string()))? {
-        let Ok(m) = Message::decode(spec, f.payload) else { continue };
-        if key.matches(&m) {
-            return Ok(Some(m));
+    loop {
+        match terminal_kit::link::next_answer(codec, buf, spec, &key) {
+            Ok(m) => return Ok(m),
+            // A frame that is no message was consumed: the ATM waits on for its own answer.
+            Err(AnswerError::Message(_)) => continue,
+            Err(AnswerError::Framing(e)) => return Err(LinkError::Framing(e)),
         }
     }
-    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codecs::iso8583::Mti;
+
+    fn msg(spec: &Arc<Spec>, mti: Mti, stan: &str) -> Message {
+        let mut m = Message::new(spec.clone(), mti);
+        m.set_text(11, stan).expect("DE 11");
+        m.set_text(41, "ATM00001").expect("DE 41");
+        m
+    }
+
+    /// The same matcher as the merchant terminal's, but a frame that is no message is dropped and
+    /// the ATM reads on; a stray answer is skipped.
+    #[test]
+    fn the_atm_drops_what_does_not_decode_and_takes_its_own_answer() {
+        let spec = Spec::builtin("network").expect("spec").clone();
+        let mut codec = FrameCodec::new(FramingKind::Binary2);
+        let mut buf = BytesMut::new();
+        codec.encode(Frame::new(bytes::Bytes::from_static(b"\x01\x02garbage")), &mut buf).expect("frame");
+        let stray = msg(&spec, Mti::FINANCIAL_RESPONSE, "000999");
+        codec.encode(Frame::new(stray.encode().expect("encode")), &mut buf).expect("frame");
+        let mine = msg(&spec, Mti::FINANCIAL_RESPONSE, "000007");
+        codec.encode(Frame::new(mine.encode().expect("encode")), &mut buf).expect("frame");
+        let req = msg(&spec, Mti::FINANCIAL_REQUEST, "000007");
+        let got =
+            next_answer(&mut codec, &mut buf, &spec, &req).expect("no framing error").expect("an answer");
+        assert_eq!(got.text(11).as_deref(), Some("000007"));
+        assert!(buf.is_empty());
+        // The merchant terminal's use of the same matcher stops at the undecodable frame.
+        let mut buf2 = BytesMut::new();
+        codec.encode(Frame::new(bytes::Bytes::from_static(b"\x01\x02garbage")), &mut buf2).expect("frame");
+        let key = AnswerKey::of(&req);
+        assert!(matches!(
+            terminal_kit::link::next_answer(&mut codec, &mut buf2, &spec, &key),
+            Err(AnswerError::Message(_))
+        ));
+    }
 }

@@ -90,7 +90,12 @@ impl Link {
                 match next_answer(&mut self.codec, &mut self.buf, &self.target.spec, &key) {
                     Ok(Some(m)) => return Ok(m),
                     Ok(None) => {}
-                    Err((what, e)) => return Err(Error::Net(format!("{what} {addr}: {e}"))),
+                    Err(AnswerError::Framing(e)) => {
+                        return Err(Error::Net(format!("framing from {addr}: {e}")));
+                    }
+                    Err(AnswerError::Message(e)) => {
+                        return Err(Error::Net(format!("an answer from {addr}: {e}")));
+                    }
                 }
                 let mut chunk = [0u8; 8192];
                 let n = self
@@ -139,18 +144,29 @@ impl AnswerKey {
     }
 }
 
+/// Why no answer could be taken from the bytes received.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// The stream's framing is broken: nothing after it can be trusted.
+    #[error("{0}")]
+    Framing(String),
+    /// A whole frame that is no message of the spec (consumed: the next call reads on).
+    #[error("{0}")]
+    Message(String),
+}
+
 /// The answer to `key` among the whole frames buffered in `buf` (sans-IO: the bytes come from the
 /// switch and are untrusted); frames answering something else are consumed and skipped. `Ok(None)`
-/// when more bytes are needed; an error names the stage ("framing from", "an answer from") and
-/// the codec's error.
+/// when more bytes are needed. The one matcher of every terminal: the merchant terminal stops at a
+/// frame that does not decode ([`AnswerError::Message`]), the ATM drops it and reads on.
 pub fn next_answer(
     codec: &mut FrameCodec,
     buf: &mut BytesMut,
     spec: &Arc<Spec>,
     key: &AnswerKey,
-) -> std::result::Result<Option<Message>, (&'static str, String)> {
-    while let Some(f) = codec.decode(buf).map_err(|e| ("framing from", e.to_string()))? {
-        let m = Message::decode(spec, f.payload).map_err(|e| ("an answer from", e.to_string()))?;
+) -> std::result::Result<Option<Message>, AnswerError> {
+    while let Some(f) = codec.decode(buf).map_err(|e| AnswerError::Framing(e.to_string()))? {
+        let m = Message::decode(spec, f.payload).map_err(|e| AnswerError::Message(e.to_string()))?;
         if key.matches(&m) {
             return Ok(Some(m));
         }
