@@ -67,35 +67,7 @@ async fn issuer(seen: Arc<Seen>) -> u16 {
 }
 
 fn config(port: u16) -> String {
-    format!(
-        r#"
-[node]
-name = "crash-switch"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[listener]]
-name = "acquirer"
-listen = "127.0.0.1:0"
-spec = "network"
-framing = "2-byte-binary"
-
-[[issuer]]
-name = "issuer-a"
-connect = ["127.0.0.1:{port}"]
-connections = 1
-timeout_ms = 300
-
-[[route]]
-prefix = "476173"
-issuer = "issuer-a"
-
-[saf]
-retry_base_ms = 100
-retry_max_ms = 500
-"#
-    )
+    common::node_config("crash-switch", port, 300, "", "\n[saf]\nretry_base_ms = 100\nretry_max_ms = 500\n")
 }
 
 /// What one terminal connection was answered: (STAN, MTI of the answer, DE 39).

@@ -67,47 +67,13 @@ async fn issuer(ledger: Arc<Ledger>) -> u16 {
 }
 
 fn config(node: &str, port: u16, db: &PgOptions) -> String {
-    format!(
-        r#"
-[node]
-name = "{node}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[listener]]
-name = "acquirer"
-listen = "127.0.0.1:0"
-spec = "network"
-framing = "2-byte-binary"
-
-[[issuer]]
-name = "issuer-a"
-connect = ["127.0.0.1:{port}"]
-connections = 1
-timeout_ms = 1000
-imk_ac = "{imk}"
-# One test card for every terminal, each its own ATC range: the whole ATC space is remembered.
-atc_window = 65536
-
-[[route]]
-prefix = "476173"
-issuer = "issuer-a"
-
-[saf]
-retry_base_ms = 100
-retry_max_ms = 500
-
-[store]
-url = "{url}"
-schema = "{schema}"
-pool_size = 4
-saf_lease_ms = 1000
-"#,
-        imk = common::TEST_IMK_NAME,
-        url = db.url,
-        schema = db.schema,
-    )
+    // One test card for every terminal, each its own ATC range: the whole ATC space is remembered.
+    let issuer = format!("imk_ac = \"{}\"\natc_window = 65536", common::TEST_IMK_NAME);
+    let more = format!(
+        "\n[saf]\nretry_base_ms = 100\nretry_max_ms = 500\n\n[store]\nurl = \"{}\"\nschema = \"{}\"\npool_size = 4\nsaf_lease_ms = 1000\n",
+        db.url, db.schema
+    );
+    common::node_config(node, port, 1000, &issuer, &more)
 }
 
 /// What one terminal saw.

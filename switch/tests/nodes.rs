@@ -85,40 +85,8 @@ async fn issuer(seen: Arc<Seen>) -> u16 {
 }
 
 fn config(node: &str, port: u16, db: &PgOptions) -> String {
-    format!(
-        r#"
-[node]
-name = "{node}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[listener]]
-name = "acquirer"
-listen = "127.0.0.1:0"
-spec = "network"
-framing = "2-byte-binary"
-
-[[issuer]]
-name = "issuer-a"
-connect = ["127.0.0.1:{port}"]
-connections = 1
-timeout_ms = 5000
-imk_ac = "{imk}"
-
-[[route]]
-prefix = "476173"
-issuer = "issuer-a"
-
-[store]
-url = "{url}"
-schema = "{schema}"
-pool_size = 4
-"#,
-        imk = common::TEST_IMK_NAME,
-        url = db.url,
-        schema = db.schema,
-    )
+    let store = format!("\n[store]\nurl = \"{}\"\nschema = \"{}\"\npool_size = 4\n", db.url, db.schema);
+    common::node_config(node, port, 5000, &format!("imk_ac = \"{}\"", common::TEST_IMK_NAME), &store)
 }
 
 fn rc(m: &Message) -> String {

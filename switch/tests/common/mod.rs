@@ -84,6 +84,39 @@ pub fn add_key(dir: &Path, name: &str, header: &str, hex_key: &str) {
     std::fs::write(path, ks.to_toml()).expect("write");
 }
 
+/// A node's configuration as the system tests run it: `[node] name`, an admin port, the `network`
+/// acquirer listener, `issuer-a` at `127.0.0.1:port` answering within `timeout_ms` (with
+/// `issuer_keys`, more keys of its table, e.g. `imk_ac`), the test BIN routed to it, then `more`
+/// (tables of its own: `[saf]`, `[store]`).
+pub fn node_config(node: &str, port: u16, timeout_ms: u64, issuer_keys: &str, more: &str) -> String {
+    format!(
+        r#"
+[node]
+name = "{node}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "acquirer"
+listen = "127.0.0.1:0"
+spec = "network"
+framing = "2-byte-binary"
+
+[[issuer]]
+name = "issuer-a"
+connect = ["127.0.0.1:{port}"]
+connections = 1
+timeout_ms = {timeout_ms}
+{issuer_keys}
+
+[[route]]
+prefix = "476173"
+issuer = "issuer-a"
+{more}"#
+    )
+}
+
 /// The test acquirer: this machine's loopback, on every listener of `config`, for the terminals
 /// the switch's tests send as (TID `TERM0001`…`TERM0009`, merchant `MERCHANT0000001`) — appended when the config registers no acquirer itself.
 pub fn with_test_acquirer(config: &str) -> String {
