@@ -37,6 +37,12 @@ impl TestRng {
         Self { seed, inner: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))) }
     }
 
+    /// The generator of one property-test case: `seed` is the case's own (the property-test
+    /// runner draws it, reports it on failure and replays it), so nothing is mixed in or printed.
+    pub fn from_case(seed: u64) -> Self {
+        Self { seed, inner: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))) }
+    }
+
     /// The seed in use.
     pub fn seed(&self) -> u64 {
         self.seed

@@ -6,18 +6,15 @@
 use codecs::iso8583::{ContentType, Spec};
 use serde_json::{Map, Value, json};
 
-/// xorshift64*: a small, seedable generator (test data only).
-pub struct Rng(u64);
+/// The tests' seeded source (testkit), one per property-test case, with the draws used here.
+pub struct Rng(testkit::TestRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Rng(testkit::TestRng::from_case(seed))
     }
     pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.u64()
     }
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
