@@ -5,6 +5,7 @@
 //! No I/O, no clocks, no randomness of its own: callers pass random bytes in.
 #![forbid(unsafe_code)]
 
+pub mod custody;
 pub mod cvv;
 pub mod device;
 pub mod dukpt;

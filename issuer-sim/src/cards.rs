@@ -130,8 +130,30 @@ fn binary2() -> String {
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
     pub keystore: PathBuf,
+    /// The environment variable holding the LMK (hex), or...
     #[serde(default = "lmk_env")]
     pub lmk_env: String,
+    /// ...a file holding it (mode 0600, owned by the simulator's user), or...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmk_file: Option<PathBuf>,
+    /// ...2 or 3 custodians' component files with their KCVs (the LMK is their XOR).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lmk_components: Vec<crypto::custody::LmkComponentConfig>,
+    /// The LMK's expected KCV: required with components, checked whenever set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmk_kcv: Option<String>,
+}
+
+impl KeysConfig {
+    /// Where the LMK comes from.
+    pub fn lmk_source(&self) -> crypto::custody::LmkSource<'_> {
+        crypto::custody::LmkSource {
+            env: &self.lmk_env,
+            file: self.lmk_file.as_deref(),
+            components: &self.lmk_components,
+            kcv: self.lmk_kcv.as_deref(),
+        }
+    }
 }
 
 fn lmk_env() -> String {

@@ -4,7 +4,8 @@
 //! issuer-sim --config issuer-sim.toml [--listen ADDR] [--admin ADDR] [--ready-file FILE]
 //! issuer-sim --config issuer-sim.toml --check-config
 //! ```
-//! The LMK comes from the environment variable the config names (`PAYNET_LMK` by default).
+//! The LMK comes from the environment variable the config names (`PAYNET_LMK` by default), a
+//! private file (`lmk_file`), or 2–3 custodians' component files (`lmk_components` with `lmk_kcv`).
 
 /// mimalloc: measurably faster than the system allocator under many small allocations.
 #[global_allocator]
@@ -115,8 +116,8 @@ fn load(path: &Path, check_only: bool) -> Result<Loaded, String> {
             None
         }
     };
-    let lmk_set = std::env::var_os(&cfg.keys.lmk_env).is_some();
-    let keystore = if check_only && !lmk_set {
+    problems.extend(cfg.keys.lmk_source().problems("keys"));
+    let keystore = if check_only && !cfg.keys.lmk_source().available() {
         eprintln!("issuer-sim: {} is not set: the keystore is not checked", cfg.keys.lmk_env);
         None
     } else {
@@ -144,13 +145,10 @@ fn load(path: &Path, check_only: bool) -> Result<Loaded, String> {
     }
 }
 
-/// The keystore the configuration names, unwrapped under the LMK from its environment variable.
+/// The keystore the configuration names, unwrapped under the LMK its `[keys]` table names (the
+/// environment variable, a private file, or 2–3 custodians' component files).
 fn load_keystore(cfg: &IssuerConfig, base: &Path) -> Result<crypto::keystore::Keystore, String> {
-    let lmk_hex = zeroize::Zeroizing::new(
-        std::env::var(&cfg.keys.lmk_env)
-            .map_err(|_| format!("the LMK variable {} is not set", cfg.keys.lmk_env))?,
-    );
-    let lmk = crypto::keystore::Lmk::from_hex(lmk_hex.trim()).map_err(|e| format!("LMK: {e}"))?;
+    let lmk = cfg.keys.lmk_source().load(base).map_err(|e| e.to_string())?;
     let ks_path = base.join(&cfg.keys.keystore);
     let ks_text =
         std::fs::read_to_string(&ks_path).map_err(|e| format!("cannot read {}: {e}", ks_path.display()))?;

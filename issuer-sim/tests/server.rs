@@ -511,3 +511,67 @@ async fn link_mac_is_checked_and_served() {
     assert_eq!((r.mti().as_str(), rc(&r).as_str()), ("0810", "00"));
     switch.verify(&f.payload, &r).expect("the answer is signed under the shared key");
 }
+
+/// The LMK from two custodians' component files (each 0600 with its KCV, the LMK their XOR): the
+/// configuration checks and the keystore unwraps; a component readable by others, or a KCV that is
+/// not its component's, is refused with the file named and no key material in the message.
+#[test]
+fn the_lmk_from_custodians_components() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lmk = [0u8; 32];
+    TestRng::seeded(21).fill(&mut lmk);
+    write_config(dir.path(), &to_hex(&lmk));
+    let mut c1 = [0u8; 32];
+    TestRng::seeded(22).fill(&mut c1);
+    let c2: Vec<u8> = c1.iter().zip(&lmk).map(|(a, b)| a ^ b).collect();
+    let (h1, h2) = (to_hex(&c1), to_hex(&c2));
+    let kcv = |h: &str| to_hex(&crypto::AesKey::from_hex("c", h).expect("key").kcv());
+    let lmk_kcv = to_hex(&Lmk::from_hex(&to_hex(&lmk)).expect("LMK").kcv());
+    let write = |name: &str, text: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("component");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    write("c1.hex", &format!("{h1}\n"), 0o600);
+    write("c2.hex", &h2, 0o400);
+    let cfg_path = dir.path().join("issuer-sim.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).expect("config");
+    let with_components = |k2: &str| {
+        let keys = format!(
+            "lmk_components = [{{ file = \"c1.hex\", kcv = \"{}\" }}, {{ file = \"c2.hex\", kcv = \"{k2}\" }}]\nlmk_kcv = \"{lmk_kcv}\"",
+            kcv(&h1)
+        );
+        std::fs::write(&cfg_path, cfg.replace("lmk_env = \"ISSUER_SIM_TEST_LMK\"", &keys)).expect("config");
+    };
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("--check-config")
+            .env_remove("ISSUER_SIM_TEST_LMK")
+            .env_remove("PAYNET_LMK")
+            .output()
+            .expect("runs")
+    };
+    with_components(&kcv(&h2));
+    let out = check();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 cards"), "the keystore was checked");
+
+    // Component 2's KCV is not its own: refused, the component named, no component shown.
+    with_components(&kcv(&h1));
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("component 2"), "{err}");
+    assert!(!err.contains(&h1) && !err.contains(&h2), "no component in the message: {err}");
+
+    // Component 1 readable by others: refused, its file and mode named.
+    with_components(&kcv(&h2));
+    write("c1.hex", &h1, 0o644);
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("c1.hex") && err.contains("0644"), "{err}");
+}

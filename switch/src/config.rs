@@ -395,50 +395,22 @@ impl Default for KeysConfig {
     }
 }
 
-/// One LMK component: the custodian's file and the KCV they read out at the ceremony.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LmkComponentConfig {
-    pub file: PathBuf,
-    pub kcv: String,
-}
+pub use crypto::custody::LmkComponentConfig;
 
 impl KeysConfig {
+    /// Where the LMK comes from.
+    pub fn lmk_source(&self) -> crypto::custody::LmkSource<'_> {
+        crypto::custody::LmkSource {
+            env: &self.lmk_env,
+            file: self.lmk_file.as_deref(),
+            components: &self.lmk_components,
+            kcv: self.lmk_kcv.as_deref(),
+        }
+    }
+
     /// Every problem of the `[keys]` table.
     pub fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        let kcv_ok = |k: &str| matches!(k.len(), 4 | 6) && k.bytes().all(|b| b.is_ascii_hexdigit());
-        if !self.lmk_components.is_empty() {
-            if !matches!(self.lmk_components.len(), 2 | 3) {
-                p.push(format!(
-                    "keys.lmk_components: expected 2 or 3 components, found {}",
-                    self.lmk_components.len()
-                ));
-            }
-            if self.lmk_file.is_some() {
-                p.push("keys: lmk_file and lmk_components are exclusive; the LMK comes from one".into());
-            }
-            if self.lmk_kcv.is_none() {
-                p.push("keys.lmk_kcv: required with lmk_components (the combined LMK's KCV)".into());
-            }
-            for (i, c) in self.lmk_components.iter().enumerate() {
-                if !kcv_ok(&c.kcv) {
-                    p.push(format!(
-                        "keys.lmk_components[{i}].kcv: expected 4 or 6 hex digits, found {:?}",
-                        c.kcv
-                    ));
-                }
-                if c.file.as_os_str().is_empty() {
-                    p.push(format!("keys.lmk_components[{i}].file: must not be empty"));
-                }
-            }
-        }
-        if let Some(k) = &self.lmk_kcv
-            && !kcv_ok(k)
-        {
-            p.push(format!("keys.lmk_kcv: expected 4 or 6 hex digits, found {k:?}"));
-        }
-        p
+        self.lmk_source().problems("keys")
     }
 }
 

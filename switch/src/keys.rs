@@ -16,14 +16,15 @@
 //! generate --node-keys` (or `ensure_node_keys`) adds whichever of them a keystore lacks.
 //!
 //! Files holding an LMK or a component are read only when private to the node's user (unix mode
-//! 0600 or stricter, owned by the effective user); their contents stay in zeroizing buffers, and
-//! no error names more than the file, its mode or a check value.
+//! 0600 or stricter, owned by the effective user; [`crypto::custody`], which the issuer simulator
+//! shares); their contents stay in zeroizing buffers, and no error names more than the file, its
+//! mode or a check value.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crypto::custody;
 use crypto::keyblock::{Header, KeyUsage};
-use crypto::keystore::{KeyName, Keystore, Lmk, LmkComponent};
+use crypto::keystore::{KeyName, Keystore, Lmk};
 use crypto::seal::Sealer;
 use zeroize::Zeroizing;
 
@@ -50,135 +51,33 @@ fn key_err(detail: impl Into<String>) -> Error {
     Error::new(ErrorKind::Crypto, "keys", detail)
 }
 
-/// Reads a file of secret material (`what` names it in errors, e.g. "LMK component 2 file"): it
-/// must be a regular file owned by this process's effective user with no permission for group or
-/// others. The contents are returned in a zeroizing buffer, read without reallocation.
+/// Reads a file of secret material (see [`crypto::custody::read_secret_file`]).
 pub fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| key_err(format!("cannot read the {what} {}: {e}", path.display())))?;
-    // The checks are on the opened file, so the file read is the file checked.
-    let meta =
-        f.metadata().map_err(|e| key_err(format!("cannot stat the {what} {}: {e}", path.display())))?;
-    if !meta.is_file() {
-        return Err(key_err(format!("the {what} {} is not a regular file", path.display())));
-    }
-    check_private(path, what, &meta)?;
-    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
-    if len > 4096 {
-        return Err(key_err(format!(
-            "the {what} {} holds {len} bytes; a key file holds at most 64 hex digits",
-            path.display()
-        )));
-    }
-    let mut buf = Zeroizing::new(Vec::with_capacity(len + 1));
-    f.by_ref()
-        .take(4096)
-        .read_to_end(&mut buf)
-        .map_err(|e| key_err(format!("cannot read the {what} {}: {e}", path.display())))?;
-    Ok(buf)
+    custody::read_secret_file(path, what).map_err(custody_err)
 }
 
-#[cfg(unix)]
-fn check_private(path: &Path, what: &str, meta: &std::fs::Metadata) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(key_err(format!(
-            "the {what} {} has mode {mode:04o}: it must be readable by its owner only \
-             (0600 or stricter: chmod 600 {})",
-            path.display(),
-            path.display()
-        )));
-    }
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(key_err(format!(
-            "the {what} {} is owned by uid {}, not by this process's user (uid {me})",
-            path.display(),
-            meta.uid()
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &Path, _what: &str, _meta: &std::fs::Metadata) -> Result<()> {
-    Ok(())
-}
-
-/// The text of a secret file, trimmed (no copy: a view into the zeroizing buffer).
-fn secret_text<'a>(bytes: &'a [u8], path: &Path, what: &str) -> Result<&'a str> {
-    std::str::from_utf8(bytes)
-        .map(str::trim)
-        .map_err(|_| key_err(format!("the {what} {} is not text (expected hex digits)", path.display())))
+fn custody_err(e: crypto::Error) -> Error {
+    key_err(e.to_string())
 }
 
 /// The LMK from a file holding it in hex, checked against `kcv` when given.
 pub fn lmk_from_file(path: &Path, kcv: Option<&str>) -> Result<Lmk> {
-    let bytes = read_secret_file(path, "LMK file")?;
-    let lmk = Lmk::from_hex(secret_text(&bytes, path, "LMK file")?)
-        .map_err(|e| key_err(format!("the LMK file {}: {}", path.display(), e.detail)))?;
-    check_lmk_kcv(&lmk, kcv)?;
-    Ok(lmk)
+    custody::lmk_from_file(path, kcv).map_err(custody_err)
 }
 
 /// The LMK from an environment variable holding it in hex, checked against `kcv` when given.
 pub fn lmk_from_env(var: &str, kcv: Option<&str>) -> Result<Lmk> {
-    let hex = Zeroizing::new(
-        std::env::var(var).map_err(|_| key_err(format!("the LMK variable {var} is not set")))?,
-    );
-    let lmk = Lmk::from_hex(hex.trim()).map_err(|e| key_err(format!("LMK: {e}")))?;
-    check_lmk_kcv(&lmk, kcv)?;
-    Ok(lmk)
+    custody::lmk_from_env(var, kcv).map_err(custody_err)
 }
 
-/// The LMK as the XOR of the components in `files` (2 or 3: each a file and its expected KCV),
-/// checked against their KCVs and the combined `lmk_kcv`. Errors name the component and its file.
+/// The LMK as the XOR of the components in `files` (2 or 3: each a file and its expected KCV).
 pub fn lmk_from_component_files(files: &[(PathBuf, String)], lmk_kcv: &str) -> Result<Lmk> {
-    if !matches!(files.len(), 2 | 3) {
-        return Err(key_err(format!("the LMK needs 2 or 3 components, found {}", files.len())));
-    }
-    let mut components = Vec::with_capacity(files.len());
-    for (i, (path, _)) in files.iter().enumerate() {
-        let what = format!("LMK component {} file", i + 1);
-        let bytes = read_secret_file(path, &what)?;
-        let c = LmkComponent::from_hex(i + 1, secret_text(&bytes, path, &what)?)
-            .map_err(|e| key_err(format!("{}: {}", path.display(), e.detail)))?;
-        components.push(c);
-    }
-    let expected: Vec<&str> = files.iter().map(|(_, k)| k.as_str()).collect();
-    Lmk::from_components(&components, &expected, lmk_kcv).map_err(|e| {
-        // Name the file of the component at fault, when one is.
-        let file = (1..=files.len())
-            .find(|i| e.detail.contains(&format!("LMK component {i} ")))
-            .map(|i| format!(" (file {})", files[i - 1].0.display()))
-            .unwrap_or_default();
-        key_err(format!("{}{file}", e.detail))
-    })
-}
-
-fn check_lmk_kcv(lmk: &Lmk, kcv: Option<&str>) -> Result<()> {
-    match kcv {
-        Some(k) => lmk.check_kcv(k).map_err(|e| key_err(e.detail)),
-        None => Ok(()),
-    }
+    custody::lmk_from_component_files(files, lmk_kcv).map_err(custody_err)
 }
 
 /// The LMK the `[keys]` table names (relative paths against `base`).
 pub fn load_lmk(cfg: &KeysConfig, base: &Path) -> Result<Lmk> {
-    if !cfg.lmk_components.is_empty() {
-        let problems = cfg.problems();
-        if !problems.is_empty() {
-            return Err(key_err(problems.join("; ")));
-        }
-        let files: Vec<(PathBuf, String)> =
-            cfg.lmk_components.iter().map(|c| (base.join(&c.file), c.kcv.clone())).collect();
-        return lmk_from_component_files(&files, cfg.lmk_kcv.as_deref().unwrap_or_default());
-    }
-    match &cfg.lmk_file {
-        Some(p) => lmk_from_file(&base.join(p), cfg.lmk_kcv.as_deref()),
-        None => lmk_from_env(&cfg.lmk_env, cfg.lmk_kcv.as_deref()),
-    }
+    cfg.lmk_source().load(base).map_err(custody_err)
 }
 
 /// Reads the LMK (env var, file or components) and the keystore file, unwrapping and checking
