@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::dukpt;
-use crate::emv::{ArpcInput, CardInputs, Cvn};
+use crate::emv::{ArpcInput, CardInputs, Cvn, VerifiedArqc};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keyblock::{Header, KeyUsage, ModeOfUse};
 use crate::keys::SymmetricKey;
@@ -56,6 +56,16 @@ pub trait Hsm: Send + Sync + 'static {
         arqc: &[u8],
         arpc: Option<&ArpcInput>,
     ) -> Result<Option<Vec<u8>>>;
+    /// Verifies an ARQC under `imk` and keeps the card's keys for the ARPC the issuer makes once it
+    /// has decided ([`VerifiedArqc::arpc`]): one derivation per chip authorization.
+    fn verify_arqc_keeping_keys(
+        &self,
+        imk: &str,
+        cvn: Cvn,
+        card: &CardInputs<'_>,
+        data: &[u8],
+        arqc: &[u8],
+    ) -> Result<VerifiedArqc>;
     /// Makes the ARPC for an ARQC without verifying it (an issuer declining before verification).
     fn generate_arpc(
         &self,
@@ -285,6 +295,18 @@ impl Hsm for SoftHsm {
             Some(input) => cvn.verify_ac_and_arpc(&k, card, data, arqc, input).map(Some),
             None => cvn.verify_ac(&k, card, data, arqc).map(|_| None),
         }
+    }
+
+    fn verify_arqc_keeping_keys(
+        &self,
+        imk: &str,
+        cvn: Cvn,
+        card: &CardInputs<'_>,
+        data: &[u8],
+        arqc: &[u8],
+    ) -> Result<VerifiedArqc> {
+        let k = self.key(imk, KeyUsage::EMV_IMK_AC, ModeOfUse::DERIVE)?;
+        cvn.verify_arqc_keeping_keys(&k, card, data, arqc)
     }
 
     fn generate_arpc(

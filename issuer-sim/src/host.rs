@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use codecs::iso8583::Message;
 use codecs::tlv;
-use crypto::emv::{ArpcInput, Atc, CardInputs, Cvn, PanDigits, Psn, UnpredictableNumber, ac_data_from_tags};
+use crypto::emv::{
+    ArpcInput, Atc, CardInputs, Cvn, PanDigits, Psn, UnpredictableNumber, VerifiedArqc, ac_data_from_tags,
+};
 use crypto::hsm::{Hsm, PinSource};
 use crypto::pin::PinBlockFormat;
 
@@ -561,7 +563,7 @@ impl Issuer {
         if let Some(rc) = format_error(req) {
             let mut rsp = answer(req, rc);
             if let (Some(pan), Ok(Some(chip))) = (req.card_number(), chip_of(req)) {
-                self.attach_issuer_auth_data(&pan, &chip, &mut rsp, rc);
+                self.attach_issuer_auth_data(&pan, &chip, &mut rsp, rc, None);
             }
             return Some(rsp);
         }
@@ -603,7 +605,9 @@ impl Issuer {
         if let Some(c) = chip.as_mut() {
             c.verified_by_tsp = origin == Origin::AuthenticatedLink && tsp_says_verified(req);
         }
-        let rc = self.decide(req, &pan, &pc, chip.as_ref(), now_ms, now_yymm, random);
+        // The ARQC's verification keeps the card's keys for the ARPC made once the answer is known.
+        let mut verified = None;
+        let rc = self.decide(req, &pan, &pc, chip.as_ref(), now_ms, now_yymm, random, &mut verified);
         let mut rsp = answer(req, rc.code);
         if let Some(code) = rc.auth_code {
             let _ = rsp.set_text(38, &code);
@@ -614,16 +618,24 @@ impl Issuer {
         // A token's cryptogram is under token keys the token service holds: it verified it and
         // makes the ARPC; the issuer sends none.
         if let Some(chip) = chip.as_ref().filter(|c| !c.verified_by_tsp) {
-            self.attach_issuer_auth_data(&pan, chip, &mut rsp, rc.code);
+            self.attach_issuer_auth_data(&pan, chip, &mut rsp, rc.code, verified.as_ref());
         }
         rsp
     }
 
     /// Puts tag 91 in the answer's DE 55 (INTERFACES.md §5: on every chip answer, approval or
     /// decline) when the card is known; nothing when the ARPC cannot be made.
-    fn attach_issuer_auth_data(&self, pan: &str, chip: &Chip, rsp: &mut Message, rc: &str) {
+    /// `verified`: the ARQC's verification with its keys, when the decision got that far.
+    fn attach_issuer_auth_data(
+        &self,
+        pan: &str,
+        chip: &Chip,
+        rsp: &mut Message,
+        rc: &str,
+        verified: Option<&VerifiedArqc>,
+    ) {
         let Some(card) = self.cards.get(pan) else { return };
-        if let Some(tag91) = self.issuer_auth_data(pan, card.cvn, chip, rc) {
+        if let Some(tag91) = self.issuer_auth_data(pan, card.cvn, chip, rc, verified) {
             let mut b = tlv::TlvBuilder::new();
             if b.primitive(tlv::Tag::new(0x91), &tag91).is_ok() {
                 let _ = rsp.set_icc_data(&b.finish());
@@ -641,6 +653,7 @@ impl Issuer {
         now_ms: u64,
         now_yymm: &str,
         random: u32,
+        verified: &mut Option<VerifiedArqc>,
     ) -> Decision {
         let tx = pc.get(..2).unwrap_or("");
         // Token provisioning: ID&V and OTP checks come before any spending rule, and any mismatch
@@ -685,8 +698,9 @@ impl Issuer {
                 return Decision::rc("30");
             };
             let inputs = CardInputs { pan: &pan_d, psn: card.psn, atc: chip.atc, un: chip.un };
-            if self.hsm.verify_arqc(&card.cfg.imk_ac, card.cvn, &inputs, &data, &chip.arqc, None).is_err() {
-                return Decision::rc("82");
+            match self.hsm.verify_arqc_keeping_keys(&card.cfg.imk_ac, card.cvn, &inputs, &data, &chip.arqc) {
+                Ok(v) => *verified = Some(v),
+                Err(_) => return Decision::rc("82"),
             }
             // Replay protection: a cryptogram's ATC is accepted once per card.
             let Some(card) = self.cards.get_mut(pan) else { return Decision::rc("14") };
@@ -827,7 +841,15 @@ impl Issuer {
     }
 
     /// Tag 91: method 1 → ARPC ‖ ARC (the response code in ASCII); method 2 → ARPC ‖ CSU.
-    fn issuer_auth_data(&self, pan: &str, cvn: Cvn, chip: &Chip, rc: &str) -> Option<Vec<u8>> {
+    /// With `verified` (the ARQC verified under this card's keys), no key is derived again.
+    fn issuer_auth_data(
+        &self,
+        pan: &str,
+        cvn: Cvn,
+        chip: &Chip,
+        rc: &str,
+        verified: Option<&VerifiedArqc>,
+    ) -> Option<Vec<u8>> {
         let card = self.cards.get(pan)?;
         let pan_d = PanDigits::new(pan).ok()?;
         let inputs = CardInputs { pan: &pan_d, psn: card.psn, atc: chip.atc, un: chip.un };
@@ -840,7 +862,10 @@ impl Issuer {
             }
             _ => (ArpcInput::Arc(arc), arc.to_vec()),
         };
-        let mut out = self.hsm.generate_arpc(&card.cfg.imk_ac, cvn, &inputs, &chip.arqc, &input).ok()?;
+        let mut out = match verified.filter(|v| v.cvn() == cvn) {
+            Some(v) => v.arpc(&input).ok()?,
+            None => self.hsm.generate_arpc(&card.cfg.imk_ac, cvn, &inputs, &chip.arqc, &input).ok()?,
+        };
         out.extend_from_slice(&tail);
         Some(out)
     }

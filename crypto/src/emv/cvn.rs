@@ -143,6 +143,33 @@ enum Keys {
     Aes { session: AesKey },
 }
 
+/// An ARQC that verified, with the card's keys for this transaction (zeroized when dropped): what
+/// [`Cvn::verify_arqc_keeping_keys`] hands back for the ARPC.
+pub struct VerifiedArqc {
+    cvn: Cvn,
+    keys: Keys,
+    arqc: [u8; 8],
+}
+
+impl VerifiedArqc {
+    /// The ARPC for the verified ARQC: 8 bytes (method 1) or 4 (method 2), no key derived again.
+    pub fn arpc(&self, input: &ArpcInput) -> Result<Vec<u8>> {
+        self.cvn.check_arpc_input(input)?;
+        self.cvn.arpc_with(&self.keys, &self.arqc, input)
+    }
+
+    /// The cryptogram version the ARQC was verified under.
+    pub fn cvn(&self) -> Cvn {
+        self.cvn
+    }
+}
+
+impl std::fmt::Debug for VerifiedArqc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedArqc").field("cvn", &self.cvn).finish_non_exhaustive()
+    }
+}
+
 impl Cvn {
     fn keys(self, imk: &SymmetricKey, card: &CardInputs<'_>) -> Result<Keys> {
         let option = MasterKeyOption::for_pan(card.pan);
@@ -276,6 +303,24 @@ impl Cvn {
             return Err(Error::new(ErrorKind::Verification, "arqc", "the cryptogram does not verify"));
         }
         self.arpc_with(&keys, &ac, input)
+    }
+
+    /// Verifies the ARQC and keeps the keys that verified it, for the ARPC the issuer makes once
+    /// it has decided (its response code goes into the ARPC): one key derivation per chip
+    /// authorization, however long the decision between the two.
+    pub fn verify_arqc_keeping_keys(
+        self,
+        imk: &SymmetricKey,
+        card: &CardInputs<'_>,
+        data: &[u8],
+        arqc: &[u8],
+    ) -> Result<VerifiedArqc> {
+        let keys = self.keys(imk, card)?;
+        let ac = self.ac_with(&keys, data)?;
+        if arqc.len() != 8 || !bool::from(ac.ct_eq(arqc)) {
+            return Err(Error::new(ErrorKind::Verification, "arqc", "the cryptogram does not verify"));
+        }
+        Ok(VerifiedArqc { cvn: self, keys, arqc: ac })
     }
 
     fn ac_with(self, keys: &Keys, data: &[u8]) -> Result<[u8; 8]> {
@@ -517,6 +562,58 @@ mod tests {
             .expect("arpc");
         assert_eq!(to_hex(&arpc), "76503F48");
         assert!(Cvn::Visa18.generate_arpc(&imk, &card, &arqc, &ArpcInput::Arc(*b"00")).is_err());
+    }
+
+    #[test]
+    fn a_kept_verification_answers_the_arpc_the_master_key_does() {
+        let imk =
+            SymmetricKey::Tdes(TdesKey::from_hex("imk", "0123456789ABCDEFFEDCBA9876543210").expect("key"));
+        let aes = SymmetricKey::Aes(crate::keys::AesKey::from_slice(&[0x3C; 16]).expect("aes"));
+        let pan = PanDigits::new("4761739001010010").expect("pan");
+        let card = CardInputs {
+            pan: &pan,
+            psn: Psn::new(1).expect("psn"),
+            atc: Atc(0x0042),
+            un: Some(UnpredictableNumber([1, 2, 3, 4])),
+        };
+        let data = [0x5Au8; 37];
+        for cvn in Cvn::ALL {
+            let imk = if cvn == Cvn::EmvCsk { &aes } else { &imk };
+            let arqc = cvn.generate_ac(imk, &card, &data).expect("ac");
+            let verified = cvn.verify_arqc_keeping_keys(imk, &card, &data, &arqc).expect("verifies");
+            assert_eq!(verified.cvn(), cvn);
+            for rc in [*b"00", *b"51"] {
+                let input = match cvn.arpc_method() {
+                    Some(2) => ArpcInput::Csu {
+                        csu: [0, 0, 0, if rc == *b"00" { 0x80 } else { 0 }],
+                        proprietary: vec![],
+                    },
+                    _ => ArpcInput::Arc(rc),
+                };
+                assert_eq!(
+                    verified.arpc(&input).expect("kept"),
+                    cvn.generate_arpc(imk, &card, &arqc, &input).expect("derived again"),
+                    "{cvn}"
+                );
+            }
+            // The wrong kind of ARPC input is refused as it is without the kept keys.
+            let wrong = match cvn.arpc_method() {
+                Some(2) => Some(ArpcInput::Arc(*b"00")),
+                Some(_) => Some(ArpcInput::Csu { csu: [0; 4], proprietary: vec![] }),
+                None => None,
+            };
+            if let Some(wrong) = wrong {
+                assert!(verified.arpc(&wrong).is_err(), "{cvn}");
+            }
+            let mut bad = arqc;
+            bad[7] ^= 1;
+            assert_eq!(
+                cvn.verify_arqc_keeping_keys(imk, &card, &data, &bad).expect_err("forged").kind,
+                ErrorKind::Verification,
+                "{cvn}"
+            );
+            assert!(!format!("{verified:?}").contains("icc_mk"), "no key in Debug");
+        }
     }
 
     #[test]
