@@ -44,6 +44,29 @@ pub struct SwitchConfig {
     pub dedupe: DedupeConfig,
     /// The network's token service (vault, provisioning API, detokenization); off by default.
     pub token_service: TokenServiceConfig,
+    /// How much stand-in state the node holds (`[stand_in]`; each issuer's limits are in its
+    /// `[issuer.stand_in]`).
+    pub stand_in: StandInStateConfig,
+}
+
+/// The bounds of the running stand-in totals the node keeps (in memory and in the store's
+/// `standin_total` table), whatever the issuers' limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StandInStateConfig {
+    /// Cards (per issuer) with a running total at once. When as many are held, stand-in for
+    /// another card is declined 91 (`paynet_stand_in_refused_full_total`): a live total is never
+    /// evicted, since forgetting it would reopen that card's limit.
+    pub max_cards: usize,
+    /// The stand-in period: a card's total counts from its first stand-in approval for this long
+    /// (unless the issuer has the advices first, which resets it); then it is gone.
+    pub period_s: u64,
+}
+
+impl Default for StandInStateConfig {
+    fn default() -> Self {
+        StandInStateConfig { max_cards: 100_000, period_s: 86_400 }
+    }
 }
 
 /// The token service of this node.
@@ -585,6 +608,7 @@ impl Default for SwitchConfig {
             store: StoreConfig::default(),
             dedupe: DedupeConfig::default(),
             token_service: TokenServiceConfig::default(),
+            stand_in: StandInStateConfig::default(),
         }
     }
 }
@@ -612,6 +636,12 @@ impl SwitchConfig {
             p.push("node.name: must not be empty".to_string());
         }
         check_addr(&mut p, "admin.listen", &self.admin.listen);
+        if self.stand_in.max_cards == 0 {
+            p.push("stand_in.max_cards: must be at least 1".into());
+        }
+        if self.stand_in.period_s == 0 {
+            p.push("stand_in.period_s: must be at least 1".into());
+        }
         check_door(&mut p, "admin", &self.admin.listen, &self.admin.door);
         if self.listeners.is_empty() {
             p.push("listener: at least one acquirer listener is needed".into());

@@ -65,8 +65,11 @@ impl Store for Refusing {
     fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {
         self.inner.atc_windows_load()
     }
-    fn standin_totals_load(&self) -> Result<Vec<(String, String, u64)>> {
+    fn standin_totals_load(&self) -> Result<Vec<(String, String, crate::records::StandInTotal)>> {
         self.inner.standin_totals_load()
+    }
+    fn standin_expire(&self, before_ms: u64) -> Result<u64> {
+        self.inner.standin_expire(before_ms)
     }
     fn original_get(&self, key: &str) -> Result<Option<OriginalRecord>> {
         self.inner.original_get(key)

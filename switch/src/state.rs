@@ -4,7 +4,10 @@
 //!   the highest ATC accepted plus a bitmap of the [`WINDOW`] ATCs below it, so a cryptogram is
 //!   accepted once whatever order the card's ATCs arrive in, and one older than the window is
 //!   refused.
-//! - **Stand-in totals** per issuer and card, until the issuer has the advices.
+//! - **Stand-in totals** per issuer and card, until the issuer has the advices or the stand-in
+//!   period is over ([`StandInBounds`]): at most `max_cards` at once (stand-in for another card is
+//!   then declined, never a live total evicted), each gone once its period ends (the writer prunes
+//!   the expired ones from memory and from the store).
 //! - **Originals**: every authorization the switch answered or forwarded (and every reversal or
 //!   advice it accepted), by acquirer, terminal, MTI, STAN and DE 7, so that a reversal or advice
 //!   is accepted only against an original of the same acquirer and terminal, for no more than its
@@ -24,10 +27,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::journal::{Fingerprint, JournalItem, JournalRow, MessageEntry};
 use crate::metrics::Metrics;
-pub use crate::records::{AtcWindow, MAX_WINDOW, OriginalRecord, Replay, StateWrites, WINDOW, original_key};
+pub use crate::records::{
+    AtcWindow, MAX_WINDOW, OriginalRecord, Replay, StandInTotal, StateWrites, WINDOW, original_key,
+};
 use crate::store::Store;
 
 const SHARDS: usize = 64;
@@ -104,10 +110,75 @@ struct Recent {
     max: usize,
 }
 
+/// How much stand-in state the book holds (`[stand_in]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandInBounds {
+    /// Cards (per issuer) with a running total at once.
+    pub max_cards: usize,
+    /// How long a total counts from its first approval.
+    pub period_ms: u64,
+}
+
+impl Default for StandInBounds {
+    fn default() -> Self {
+        let c = crate::config::StandInStateConfig::default();
+        StandInBounds { max_cards: c.max_cards, period_ms: c.period_s.saturating_mul(1000) }
+    }
+}
+
+/// How often the writer forgets the expired stand-in totals, in memory and in the store.
+const EXPIRE_EVERY: Duration = Duration::from_secs(30);
+
+/// When stand-in finds the totals full, it sweeps the expired ones first, at most this often
+/// (a flood of new cards then costs one sweep per interval, not one per request).
+const FULL_SWEEP_EVERY_MS: u64 = 1_000;
+
+/// The running stand-in totals, bounded in number and age.
+struct Totals {
+    map: HashMap<(String, String), StandInTotal>,
+    bounds: StandInBounds,
+    last_sweep_ms: u64,
+}
+
+impl Totals {
+    fn live(&self, t: &StandInTotal, now_ms: u64) -> bool {
+        now_ms < t.since_ms.saturating_add(self.bounds.period_ms)
+    }
+
+    /// Forgets the expired totals; their keys.
+    fn sweep(&mut self, now_ms: u64) -> Vec<(String, String)> {
+        self.last_sweep_ms = now_ms;
+        let period = self.bounds.period_ms;
+        let gone: Vec<_> = self
+            .map
+            .iter()
+            .filter(|(_, t)| now_ms >= t.since_ms.saturating_add(period))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &gone {
+            self.map.remove(k);
+        }
+        gone
+    }
+
+    /// Whether a total for a card not held yet may be started (after sweeping the expired
+    /// ones when full, at most every [`FULL_SWEEP_EVERY_MS`]); the keys swept.
+    fn room(&mut self, now_ms: u64) -> (bool, Vec<(String, String)>) {
+        let mut gone = Vec::new();
+        if self.map.len() >= self.bounds.max_cards
+            && now_ms >= self.last_sweep_ms.saturating_add(FULL_SWEEP_EVERY_MS)
+        {
+            gone = self.sweep(now_ms);
+        }
+        (self.map.len() < self.bounds.max_cards, gone)
+    }
+}
+
 pub struct StateBook {
     windows: Vec<Mutex<HashMap<String, AtcWindow>>>,
     hasher: RandomState,
-    totals: Mutex<HashMap<(String, String), u64>>,
+    totals: Mutex<Totals>,
+    clock: Arc<dyn Clock>,
     recent: Mutex<Recent>,
     dirty: Mutex<Dirty>,
     doorbell: std::sync::mpsc::SyncSender<()>,
@@ -140,8 +211,22 @@ impl StateWriter {
 }
 
 impl StateBook {
-    /// Loads the windows and totals from `store` and starts the writer.
+    /// Loads the windows and totals from `store` and starts the writer, with the default stand-in
+    /// bounds and the system clock.
     pub fn open(store: Arc<dyn Store>, max_recent_originals: usize) -> Result<(Arc<StateBook>, StateWriter)> {
+        Self::open_with(store, max_recent_originals, StandInBounds::default(), Arc::new(SystemClock))
+    }
+
+    /// Loads the windows and the live stand-in totals (those whose period is not over by `clock`)
+    /// from `store` and starts the writer. Every live total is loaded, even beyond
+    /// `bounds.max_cards` (a lowered bound): forgetting one would reopen its card's limit; new
+    /// cards are then refused until the totals drain.
+    pub fn open_with(
+        store: Arc<dyn Store>,
+        max_recent_originals: usize,
+        bounds: StandInBounds,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Arc<StateBook>, StateWriter)> {
         let hasher = RandomState::new();
         let mut windows: Vec<HashMap<String, AtcWindow>> = (0..SHARDS).map(|_| HashMap::new()).collect();
         for (card, bytes) in store.atc_windows_load()? {
@@ -155,13 +240,20 @@ impl StateBook {
             let i = (hasher.hash_one(&card) as usize) % SHARDS;
             windows[i].insert(card, w);
         }
-        let totals = store.standin_totals_load()?.into_iter().map(|(i, c, t)| ((i, c), t)).collect();
+        let now = clock.now_ms();
+        let mut totals = Totals { map: HashMap::new(), bounds, last_sweep_ms: now };
+        for (issuer, card, t) in store.standin_totals_load()? {
+            if totals.live(&t, now) {
+                totals.map.insert((issuer, card), t);
+            }
+        }
         let (tx, committed) = watch::channel(0u64);
         let (doorbell, ring) = std::sync::mpsc::sync_channel::<()>(1);
         let book = Arc::new(StateBook {
             windows: windows.into_iter().map(Mutex::new).collect(),
             hasher,
             totals: Mutex::new(totals),
+            clock,
             recent: Mutex::new(Recent {
                 map: HashMap::new(),
                 order: VecDeque::new(),
@@ -304,14 +396,34 @@ impl StateBook {
     }
 
     /// Adds `amount` to the card's stand-in total with `issuer` when the result stays within
-    /// `max`; returns whether it did.
+    /// `max`; returns whether it did. A total whose period is over starts again; a card without a
+    /// total gets one only while fewer than `max_cards` are held (else refused, and counted).
     /// Over a shared store the database decides, with every node's approvals counted (a blocking
     /// call, on the stand-in path only: the issuer is unreachable); a store error refuses.
     pub fn add_stand_in(&self, issuer: &str, card: &str, amount: u64, max: u64) -> bool {
+        let now = self.clock.now_ms();
+        let key = (issuer.to_string(), card.to_string());
+        let mut totals = Self::lock(&self.totals);
+        let held = totals.map.get(&key).copied();
+        if held.is_none() {
+            let (room, gone) = totals.room(now);
+            if !gone.is_empty() && !self.shared {
+                self.changed(|d| d.totals.extend(gone.into_iter().map(|k| (k, None))));
+            }
+            if !room {
+                drop(totals);
+                tracing::warn!(issuer, "stand-in totals full: stand-in refused");
+                if let Some(h) = self.journal.get() {
+                    h.metrics.stand_in_full.with_label_values(&[issuer]).inc();
+                }
+                return false;
+            }
+        }
         if self.shared {
-            return match self.store.standin_add(issuer, card, amount, max) {
-                Ok(Some(new)) => {
-                    Self::lock(&self.totals).insert((issuer.to_string(), card.to_string()), new);
+            // The lock is held across the call: this node's view of the card stays in step.
+            return match self.store.standin_add(issuer, card, amount, max, now, totals.bounds.period_ms) {
+                Ok(Some(t)) => {
+                    totals.map.insert(key, t);
                     true
                 }
                 Ok(None) => false,
@@ -321,45 +433,65 @@ impl StateBook {
                 }
             };
         }
-        let mut totals = Self::lock(&self.totals);
-        let key = (issuer.to_string(), card.to_string());
-        let total = totals.get(&key).copied().unwrap_or(0);
-        let Some(new) = total.checked_add(amount).filter(|n| *n <= max) else { return false };
-        totals.insert(key.clone(), new);
+        let current =
+            held.filter(|t| totals.live(t, now)).unwrap_or(StandInTotal { total_minor: 0, since_ms: now });
+        let Some(sum) = current.total_minor.checked_add(amount).filter(|n| *n <= max) else { return false };
+        let new = StandInTotal { total_minor: sum, ..current };
+        totals.map.insert(key.clone(), new);
         drop(totals);
         self.changed(|d| {
-            d.totals.insert(key, new);
+            d.totals.insert(key, Some(new));
         });
         true
     }
 
-    /// The issuer has the advices: its cards' stand-in totals start again.
+    /// The issuer has the advices: its cards' stand-in totals are gone (from memory and from
+    /// the store), and start again from nothing.
     pub fn reset_stand_in(&self, issuer: &str) {
         if self.shared {
             if let Err(e) = self.store.standin_reset(issuer) {
                 tracing::error!(error = %e, "stand-in totals not reset; kept until the next advices");
             }
-            Self::lock(&self.totals).retain(|(i, _), _| i != issuer);
+            Self::lock(&self.totals).map.retain(|(i, _), _| i != issuer);
             return;
         }
         let mut totals = Self::lock(&self.totals);
-        let keys: Vec<_> = totals.keys().filter(|(i, _)| i == issuer).cloned().collect();
+        let keys: Vec<_> = totals.map.keys().filter(|(i, _)| i == issuer).cloned().collect();
         for k in &keys {
-            totals.insert(k.clone(), 0);
+            totals.map.remove(k);
         }
         drop(totals);
         if !keys.is_empty() {
-            self.changed(|d| {
-                for k in keys {
-                    d.totals.insert(k, 0);
-                }
-            });
+            self.changed(|d| d.totals.extend(keys.into_iter().map(|k| (k, None))));
         }
     }
 
-    /// A card's running stand-in total with `issuer`.
+    /// Forgets the stand-in totals whose period is over, in memory and in the store; how many
+    /// were in memory. The writer calls it every [`EXPIRE_EVERY`] (blocking: the store is asked).
+    pub fn expire_stand_in(&self) -> Result<usize> {
+        let now = self.clock.now_ms();
+        let mut totals = Self::lock(&self.totals);
+        let before = now.saturating_sub(totals.bounds.period_ms);
+        let gone = totals.sweep(now).len();
+        drop(totals);
+        self.store.standin_expire(before)?;
+        Ok(gone)
+    }
+
+    /// A card's running stand-in total with `issuer` (0 once its period is over).
     pub fn stand_in_total(&self, issuer: &str, card: &str) -> u64 {
-        Self::lock(&self.totals).get(&(issuer.to_string(), card.to_string())).copied().unwrap_or(0)
+        let now = self.clock.now_ms();
+        let totals = Self::lock(&self.totals);
+        totals
+            .map
+            .get(&(issuer.to_string(), card.to_string()))
+            .filter(|t| totals.live(t, now))
+            .map_or(0, |t| t.total_minor)
+    }
+
+    /// Cards' stand-in totals held in memory (every issuer), expired ones not yet swept included.
+    pub fn stand_in_cards(&self) -> usize {
+        Self::lock(&self.totals).map.len()
     }
 
     /// Records (or updates) a transaction.
@@ -472,6 +604,7 @@ fn writer(
 ) {
     let mut backoff = Duration::from_millis(10);
     let mut last_commit = std::time::Instant::now() - GROUP_WINDOW;
+    let mut last_expire = std::time::Instant::now();
     loop {
         // Woken by a change, or every 100 ms to notice a stop or that the book is gone.
         let rung = ring.recv_timeout(Duration::from_millis(100));
@@ -485,6 +618,12 @@ fn writer(
         let Some(book) = book.upgrade() else { return };
         if matches!(rung, Err(std::sync::mpsc::RecvTimeoutError::Disconnected)) {
             return;
+        }
+        if !stopping && last_expire.elapsed() >= EXPIRE_EVERY {
+            last_expire = std::time::Instant::now();
+            if let Err(e) = book.expire_stand_in() {
+                tracing::warn!(error = %e, "expired stand-in totals not pruned from the store; retried");
+            }
         }
         let (writes, generation) = book.take();
         if stopping {
@@ -659,6 +798,139 @@ mod journal_tests {
         let mine: Vec<u64> = rows.iter().map(|r| r.at_ms).filter(|a| *a < 1000).collect();
         assert_eq!(mine, (0..500).collect::<Vec<_>>(), "per sender, rows keep their order");
         drop(handle);
+        drop(book);
+        writer.finish();
+    }
+}
+
+#[cfg(test)]
+mod stand_in_tests {
+    //! The stand-in totals: bounded in number and in age, in memory and in the store.
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::sqlite::SqliteStore;
+
+    const T0: u64 = 1_795_000_000_000;
+    const PERIOD: u64 = 3_600_000;
+
+    fn book(
+        store: &Arc<SqliteStore>,
+        clock: &Arc<ManualClock>,
+        max_cards: usize,
+    ) -> (Arc<StateBook>, StateWriter, Arc<Metrics>) {
+        let bounds = StandInBounds { max_cards, period_ms: PERIOD };
+        let (book, writer) = StateBook::open_with(store.clone(), 16, bounds, clock.clone()).expect("book");
+        let metrics = Arc::new(Metrics::new("t"));
+        let _ = book.journal(Arc::new(|p: &str| p.len().to_string()), metrics.clone());
+        (book, writer, metrics)
+    }
+
+    fn stored(store: &SqliteStore) -> Vec<(String, String, StandInTotal)> {
+        let mut rows = store.standin_totals_load().expect("load");
+        rows.sort_by(|a, b| a.1.cmp(&b.1));
+        rows
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_distinct_cards_stays_at_the_cap_and_is_refused_not_evicted() {
+        let store = Arc::new(SqliteStore::in_memory().expect("store"));
+        let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
+        let (book, writer, metrics) = book(&store, &clock, 100);
+        for i in 0..100 {
+            assert!(book.add_stand_in("issuer-a", &format!("CARD{i}"), 1_000, 5_000), "card {i}");
+        }
+        let refused =
+            (100..10_000).filter(|i| !book.add_stand_in("issuer-a", &format!("CARD{i}"), 1_000, 5_000));
+        assert_eq!(refused.count(), 9_900, "every new card beyond the cap is refused");
+        assert_eq!(book.stand_in_cards(), 100);
+        assert_eq!(metrics.stand_in_full.with_label_values(&["issuer-a"]).get(), 9_900);
+        // The cards held keep their totals (none was evicted to make room) and their limits.
+        assert_eq!(book.stand_in_total("issuer-a", "CARD0"), 1_000);
+        assert!(book.add_stand_in("issuer-a", "CARD0", 4_000, 5_000), "a held card goes on to its limit");
+        assert!(!book.add_stand_in("issuer-a", "CARD0", 1, 5_000), "and not beyond");
+        assert_eq!(
+            metrics.stand_in_full.with_label_values(&["issuer-a"]).get(),
+            9_900,
+            "over the limit is not 'full'"
+        );
+        book.sync().await.expect("durable");
+        assert_eq!(stored(&store).len(), 100, "the table holds the cards held, no more");
+
+        // The issuer has the advices: its totals are deleted (not kept as zeros), and there is room.
+        book.reset_stand_in("issuer-a");
+        book.sync().await.expect("durable");
+        assert_eq!(book.stand_in_cards(), 0);
+        assert!(stored(&store).is_empty(), "a reset deletes the rows");
+        assert!(book.add_stand_in("issuer-a", "CARD5000", 1_000, 5_000));
+        drop(book);
+        writer.finish();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_total_is_gone_once_its_period_is_over() {
+        let store = Arc::new(SqliteStore::in_memory().expect("store"));
+        let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
+        let (book, writer, metrics) = book(&store, &clock, 2);
+        assert!(book.add_stand_in("issuer-a", "OLD", 5_000, 5_000));
+        clock.0.store(T0 + PERIOD / 2, Ordering::Release);
+        assert!(book.add_stand_in("issuer-a", "NEW", 1_000, 5_000));
+        assert!(!book.add_stand_in("issuer-a", "OLD", 1, 5_000), "within its period the limit holds");
+        book.sync().await.expect("durable");
+
+        // OLD's period is over: its total is gone, in memory and, once expired, in the table.
+        clock.0.store(T0 + PERIOD, Ordering::Release);
+        assert_eq!(book.stand_in_total("issuer-a", "OLD"), 0);
+        assert_eq!(book.stand_in_total("issuer-a", "NEW"), 1_000);
+        assert_eq!(book.expire_stand_in().expect("expire"), 1);
+        assert_eq!(book.stand_in_cards(), 1);
+        let rows = stored(&store);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].1, "NEW");
+
+        // Full with live totals only; an expired one makes room when a new card comes.
+        assert!(book.add_stand_in("issuer-a", "THIRD", 1_000, 5_000));
+        assert!(!book.add_stand_in("issuer-a", "FOURTH", 1_000, 5_000), "two live totals: full");
+        assert_eq!(metrics.stand_in_full.with_label_values(&["issuer-a"]).get(), 1);
+        clock.0.store(T0 + PERIOD / 2 + PERIOD, Ordering::Release);
+        assert!(book.add_stand_in("issuer-a", "FOURTH", 1_000, 5_000), "NEW expired: room again");
+        // A held total whose period is over starts again from the amount.
+        clock.0.store(T0 + 3 * PERIOD, Ordering::Release);
+        assert!(book.add_stand_in("issuer-a", "FOURTH", 5_000, 5_000));
+        assert_eq!(book.stand_in_total("issuer-a", "FOURTH"), 5_000);
+        book.sync().await.expect("durable");
+        let rows = stored(&store);
+        let fourth = rows.iter().find(|r| r.1 == "FOURTH").expect("FOURTH stored");
+        assert_eq!(fourth.2, StandInTotal { total_minor: 5_000, since_ms: T0 + 3 * PERIOD });
+        drop(book);
+        writer.finish();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_reloads_only_the_live_totals() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("switch.db");
+        let clock = Arc::new(ManualClock(AtomicU64::new(T0)));
+        {
+            let store = Arc::new(SqliteStore::open(&path).expect("store"));
+            let (book, writer, _) = book(&store, &clock, 10);
+            assert!(book.add_stand_in("issuer-a", "EXPIRING", 3_000, 5_000));
+            clock.0.store(T0 + PERIOD / 2, Ordering::Release);
+            assert!(book.add_stand_in("issuer-a", "LIVE", 2_000, 5_000));
+            assert!(book.add_stand_in("issuer-b", "RESET", 2_000, 5_000));
+            book.reset_stand_in("issuer-b");
+            book.sync().await.expect("durable");
+            drop(book);
+            writer.finish();
+        }
+        clock.0.store(T0 + PERIOD, Ordering::Release);
+        let store = Arc::new(SqliteStore::open(&path).expect("store"));
+        let (book, writer, _) = book(&store, &clock, 10);
+        assert_eq!(book.stand_in_cards(), 1, "the expired total and the reset one are not loaded");
+        assert_eq!(book.stand_in_total("issuer-a", "LIVE"), 2_000);
+        assert!(!book.add_stand_in("issuer-a", "LIVE", 3_001, 5_000), "the reloaded total still counts");
+        assert!(book.add_stand_in("issuer-a", "EXPIRING", 5_000, 5_000), "a new period");
         drop(book);
         writer.finish();
     }

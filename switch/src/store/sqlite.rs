@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS standin_total (
     issuer TEXT NOT NULL,
     card TEXT NOT NULL,
     total_minor INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL,
     PRIMARY KEY (issuer, card)
 );
 CREATE TABLE IF NOT EXISTS original (
@@ -223,6 +224,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(db_err("set synchronous"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
         conn.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
+        upgrade_standin_totals(&conn)?;
         Ok(SqliteStore { conn: Mutex::new(conn), checkpointer: None })
     }
 
@@ -257,6 +259,32 @@ impl SqliteStore {
             .lock()
             .map_err(|_| Error::new(ErrorKind::Internal, "store.sqlite", "connection mutex poisoned"))
     }
+}
+
+/// A database of an earlier version has stand-in totals without the start of their period, and
+/// the zero totals its resets left: the zeros go, and the others' periods start now (not at the
+/// epoch, which would expire every total, and reopen every card's limit, at once).
+fn upgrade_standin_totals(conn: &Connection) -> Result<()> {
+    let has_since: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('standin_total') WHERE name = 'since_ms'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(db_err("read stand-in total columns"))?
+        > 0;
+    if has_since {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    conn.execute_batch(&format!(
+        "BEGIN; DELETE FROM standin_total WHERE total_minor = 0; \
+         ALTER TABLE standin_total ADD COLUMN since_ms INTEGER NOT NULL DEFAULT {now}; COMMIT;"
+    ))
+    .map_err(db_err("upgrade stand-in totals"))
 }
 
 fn direction_from(s: &str) -> Direction {
@@ -456,13 +484,21 @@ impl Store for SqliteStore {
             for (card, win) in &w.windows {
                 st.execute(params![card, win.to_bytes()]).map_err(db_err("write ATC window"))?;
             }
-            let mut st = tx
+            let mut put = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO standin_total (issuer, card, total_minor) VALUES (?1, ?2, ?3)",
+                    "INSERT OR REPLACE INTO standin_total (issuer, card, total_minor, since_ms) \
+                     VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(db_err("prepare stand-in total"))?;
+            let mut gone = tx
+                .prepare_cached("DELETE FROM standin_total WHERE issuer = ?1 AND card = ?2")
+                .map_err(db_err("prepare stand-in total"))?;
             for ((issuer, card), total) in &w.totals {
-                st.execute(params![issuer, card, *total as i64]).map_err(db_err("write stand-in total"))?;
+                match total {
+                    Some(t) => put.execute(params![issuer, card, t.total_minor as i64, t.since_ms as i64]),
+                    None => gone.execute(params![issuer, card]),
+                }
+                .map_err(db_err("write stand-in total"))?;
             }
             let mut st = tx
                 .prepare_cached(
@@ -500,17 +536,32 @@ impl Store for SqliteStore {
         rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db_err("read ATC windows"))
     }
 
-    fn standin_totals_load(&self) -> Result<Vec<(String, String, u64)>> {
+    fn standin_totals_load(&self) -> Result<Vec<(String, String, crate::records::StandInTotal)>> {
         let conn = self.conn()?;
         let mut st = conn
-            .prepare("SELECT issuer, card, total_minor FROM standin_total WHERE total_minor > 0")
+            .prepare("SELECT issuer, card, total_minor, since_ms FROM standin_total WHERE total_minor > 0")
             .map_err(db_err("read stand-in totals"))?;
         let rows = st
             .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    crate::records::StandInTotal {
+                        total_minor: r.get::<_, i64>(2)? as u64,
+                        since_ms: r.get::<_, i64>(3)? as u64,
+                    },
+                ))
             })
             .map_err(db_err("read stand-in totals"))?;
         rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db_err("read stand-in totals"))
+    }
+
+    fn standin_expire(&self, before_ms: u64) -> Result<u64> {
+        let conn = self.conn()?;
+        let n = conn
+            .execute("DELETE FROM standin_total WHERE since_ms <= ?1", params![before_ms as i64])
+            .map_err(db_err("expire stand-in totals"))?;
+        Ok(n as u64)
     }
 
     fn original_get(&self, key: &str) -> Result<Option<crate::records::OriginalRecord>> {
