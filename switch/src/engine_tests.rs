@@ -62,8 +62,11 @@ impl Store for Refusing {
         }
         self.inner.state_commit(writes)
     }
-    fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        self.inner.atc_windows_load()
+    fn atc_windows_load(&self, limit: u64) -> Result<Vec<(String, Vec<u8>)>> {
+        self.inner.atc_windows_load(limit)
+    }
+    fn atc_window_get(&self, card: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.atc_window_get(card)
     }
     fn standin_totals_load(&self) -> Result<Vec<(String, String, crate::records::StandInTotal)>> {
         self.inner.standin_totals_load()

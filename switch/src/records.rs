@@ -28,6 +28,9 @@ pub enum Replay {
     Repeated,
     /// The ATC is further below the highest accepted than the window reaches.
     TooOld,
+    /// The card's window could not be read from the store: refused rather than accepted against
+    /// a blank window.
+    Unavailable,
 }
 
 impl AtcWindow {

@@ -5,7 +5,7 @@
 //!   accepted once whatever order the card's ATCs arrive in, and one older than the window is
 //!   refused.
 //! - **Stand-in totals** per issuer and card, until the issuer has the advices or the stand-in
-//!   period is over ([`StandInBounds`]): at most `max_cards` at once (stand-in for another card is
+//!   period is over ([`StateBounds`]): at most `max_cards` at once (stand-in for another card is
 //!   then declined, never a live total evicted), each gone once its period ends (the writer prunes
 //!   the expired ones from memory and from the store).
 //! - **Originals**: every authorization the switch answered or forwarded (and every reversal or
@@ -110,19 +110,76 @@ struct Recent {
     max: usize,
 }
 
-/// How much stand-in state the book holds (`[stand_in]` in the config).
+/// How much decision state the book holds in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StandInBounds {
-    /// Cards (per issuer) with a running total at once.
+pub struct StateBounds {
+    /// Cards (per issuer) with a running stand-in total at once (`[stand_in] max_cards`).
     pub max_cards: usize,
-    /// How long a total counts from its first approval.
+    /// How long a stand-in total counts from its first approval (`[stand_in] period_s`).
     pub period_ms: u64,
+    /// ATC windows kept in memory: a cache of the store's `atc_window` table, from which a card's
+    /// window is read again when it is needed after it was evicted ([`DEFAULT_ATC_WINDOWS`]).
+    pub atc_windows: usize,
 }
 
-impl Default for StandInBounds {
+/// ATC windows kept in memory by default: at about 200 bytes each (fingerprint, window of 256
+/// ATCs, map entry), about 50 MiB.
+pub const DEFAULT_ATC_WINDOWS: usize = 262_144;
+
+impl Default for StateBounds {
     fn default() -> Self {
         let c = crate::config::StandInStateConfig::default();
-        StandInBounds { max_cards: c.max_cards, period_ms: c.period_s.saturating_mul(1000) }
+        StateBounds {
+            max_cards: c.max_cards,
+            period_ms: c.period_s.saturating_mul(1000),
+            atc_windows: DEFAULT_ATC_WINDOWS,
+        }
+    }
+}
+
+/// A card's window in memory.
+struct Cached {
+    window: AtcWindow,
+    /// The change ([`Dirty::generation`]) that last wrote it: once the writer has committed it,
+    /// the store has this window, and it may be evicted.
+    changed: u64,
+    /// The shard's tick of its last use (the least recently used go first).
+    used: u64,
+}
+
+/// One shard of the ATC window cache.
+struct Shard {
+    map: HashMap<String, Cached>,
+    /// Every window of the store whose card hashes to this shard is in `map` (nothing was evicted
+    /// or left out at load): a card missing from `map` has no window, without asking the store.
+    complete: bool,
+    tick: u64,
+}
+
+impl Shard {
+    /// Evicts the least recently used windows the store already has, down to 7/8 of `max`.
+    fn evict(&mut self, max: usize, committed: u64) {
+        if self.map.len() <= max {
+            return;
+        }
+        let target = max - max / 8;
+        let mut durable: Vec<(u64, String)> = self
+            .map
+            .iter()
+            .filter(|(_, c)| c.changed <= committed)
+            .map(|(k, c)| (c.used, k.clone()))
+            .collect();
+        let n = (self.map.len() - target).min(durable.len());
+        if n == 0 {
+            return;
+        }
+        if n < durable.len() {
+            durable.select_nth_unstable(n - 1);
+        }
+        for (_, k) in durable.into_iter().take(n) {
+            self.map.remove(&k);
+        }
+        self.complete = false;
     }
 }
 
@@ -136,7 +193,7 @@ const FULL_SWEEP_EVERY_MS: u64 = 1_000;
 /// The running stand-in totals, bounded in number and age.
 struct Totals {
     map: HashMap<(String, String), StandInTotal>,
-    bounds: StandInBounds,
+    bounds: StateBounds,
     last_sweep_ms: u64,
 }
 
@@ -175,7 +232,9 @@ impl Totals {
 }
 
 pub struct StateBook {
-    windows: Vec<Mutex<HashMap<String, AtcWindow>>>,
+    windows: Vec<Mutex<Shard>>,
+    /// Windows per shard before the least recently used durable ones are evicted.
+    shard_windows: usize,
     hasher: RandomState,
     totals: Mutex<Totals>,
     clock: Arc<dyn Clock>,
@@ -214,7 +273,7 @@ impl StateBook {
     /// Loads the windows and totals from `store` and starts the writer, with the default stand-in
     /// bounds and the system clock.
     pub fn open(store: Arc<dyn Store>, max_recent_originals: usize) -> Result<(Arc<StateBook>, StateWriter)> {
-        Self::open_with(store, max_recent_originals, StandInBounds::default(), Arc::new(SystemClock))
+        Self::open_with(store, max_recent_originals, StateBounds::default(), Arc::new(SystemClock))
     }
 
     /// Loads the windows and the live stand-in totals (those whose period is not over by `clock`)
@@ -224,12 +283,18 @@ impl StateBook {
     pub fn open_with(
         store: Arc<dyn Store>,
         max_recent_originals: usize,
-        bounds: StandInBounds,
+        bounds: StateBounds,
         clock: Arc<dyn Clock>,
     ) -> Result<(Arc<StateBook>, StateWriter)> {
         let hasher = RandomState::new();
-        let mut windows: Vec<HashMap<String, AtcWindow>> = (0..SHARDS).map(|_| HashMap::new()).collect();
-        for (card, bytes) in store.atc_windows_load()? {
+        // The windows, up to the cache's size: when the table holds more, the rest are read from
+        // the store when their cards come.
+        let limit = bounds.atc_windows.max(1);
+        let rows = store.atc_windows_load(limit as u64 + 1)?;
+        let complete = rows.len() <= limit;
+        let mut windows: Vec<Shard> =
+            (0..SHARDS).map(|_| Shard { map: HashMap::new(), complete, tick: 0 }).collect();
+        for (card, bytes) in rows.into_iter().take(limit) {
             let w = AtcWindow::from_bytes(&bytes).ok_or_else(|| {
                 Error::new(
                     ErrorKind::Store,
@@ -238,7 +303,7 @@ impl StateBook {
                 )
             })?;
             let i = (hasher.hash_one(&card) as usize) % SHARDS;
-            windows[i].insert(card, w);
+            windows[i].map.insert(card, Cached { window: w, changed: 0, used: 0 });
         }
         let now = clock.now_ms();
         let mut totals = Totals { map: HashMap::new(), bounds, last_sweep_ms: now };
@@ -251,6 +316,7 @@ impl StateBook {
         let (doorbell, ring) = std::sync::mpsc::sync_channel::<()>(1);
         let book = Arc::new(StateBook {
             windows: windows.into_iter().map(Mutex::new).collect(),
+            shard_windows: (bounds.atc_windows / SHARDS).max(1),
             hasher,
             totals: Mutex::new(totals),
             clock,
@@ -283,12 +349,15 @@ impl StateBook {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn changed(&self, f: impl FnOnce(&mut StateWrites)) {
+    /// Records a change for the next commit; its generation.
+    fn changed(&self, f: impl FnOnce(&mut StateWrites)) -> u64 {
         let mut d = Self::lock(&self.dirty);
         f(&mut d.writes);
         d.generation += 1;
+        let generation = d.generation;
         drop(d);
         let _ = self.doorbell.try_send(());
+        generation
     }
 
     /// Makes this book the journal's writer too: rows get their PAN fingerprint from
@@ -336,12 +405,30 @@ impl StateBook {
     ) -> std::result::Result<Option<Claim>, Replay> {
         let i = (self.hasher.hash_one(card) as usize) % SHARDS;
         let mut shard = Self::lock(&self.windows[i]);
-        let w = shard.entry(card.to_string()).or_default();
-        w.accept(atc, width)?;
-        let snapshot = w.clone();
-        drop(shard);
+        shard.tick += 1;
+        let tick = shard.tick;
+        let fresh = !shard.map.contains_key(card);
+        if fresh {
+            // Evicted (or never loaded): the store has the card's window. Over a shared store the
+            // node's window is only its own view (the claims decide): a blank one will do.
+            let window =
+                if shard.complete || self.shared { AtcWindow::default() } else { self.stored_window(card)? };
+            shard.map.insert(card.to_string(), Cached { window, changed: 0, used: tick });
+        }
+        let Some(c) = shard.map.get_mut(card) else { return Err(Replay::Unavailable) };
+        c.used = tick;
+        if let Err(why) = c.window.accept(atc, width) {
+            // Refused: the window is unchanged (still what the store has), and a new one in memory
+            // counts against the bound like any other.
+            if fresh {
+                shard.evict(self.shard_windows, *self.committed.borrow());
+            }
+            return Err(why);
+        }
+        let snapshot = c.window.clone();
         let claim = self.shared.then(|| Claim { lost: Arc::new(std::sync::atomic::AtomicBool::new(false)) });
-        self.changed(|d| {
+        // Under the shard's lock: the window's generation is the one that commits this snapshot.
+        let generation = self.changed(|d| {
             d.windows.insert(card.to_string(), snapshot);
             if let Some(c) = &claim {
                 d.claims.push(crate::records::AtcClaim {
@@ -353,7 +440,35 @@ impl StateBook {
                 });
             }
         });
+        if let Some(c) = shard.map.get_mut(card) {
+            c.changed = generation;
+        }
+        if fresh {
+            shard.evict(self.shard_windows, *self.committed.borrow());
+        }
         Ok(claim)
+    }
+
+    /// A card's window read back from the store (a blocking point read, only for a card whose
+    /// window was evicted); a store that cannot say refuses the ATC rather than accept it against
+    /// a blank window.
+    fn stored_window(&self, card: &str) -> std::result::Result<AtcWindow, Replay> {
+        match self.store.atc_window_get(card) {
+            Ok(None) => Ok(AtcWindow::default()),
+            Ok(Some(bytes)) => AtcWindow::from_bytes(&bytes).ok_or_else(|| {
+                tracing::error!("an ATC window row is malformed: the ATC is refused");
+                Replay::Unavailable
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "ATC window not read from the store: the ATC is refused");
+                Err(Replay::Unavailable)
+            }
+        }
+    }
+
+    /// ATC windows held in memory.
+    pub fn atc_windows_held(&self) -> usize {
+        self.windows.iter().map(|s| Self::lock(s).map.len()).sum()
     }
 
     /// Claims a transmission in a shared store with the next commit (`None` with a store of one
@@ -820,7 +935,7 @@ mod stand_in_tests {
         clock: &Arc<ManualClock>,
         max_cards: usize,
     ) -> (Arc<StateBook>, StateWriter, Arc<Metrics>) {
-        let bounds = StandInBounds { max_cards, period_ms: PERIOD };
+        let bounds = StateBounds { max_cards, period_ms: PERIOD, ..StateBounds::default() };
         let (book, writer) = StateBook::open_with(store.clone(), 16, bounds, clock.clone()).expect("book");
         let metrics = Arc::new(Metrics::new("t"));
         let _ = book.journal(Arc::new(|p: &str| p.len().to_string()), metrics.clone());
@@ -933,5 +1048,101 @@ mod stand_in_tests {
         assert!(book.add_stand_in("issuer-a", "EXPIRING", 5_000, 5_000), "a new period");
         drop(book);
         writer.finish();
+    }
+}
+
+#[cfg(test)]
+mod window_cache_tests {
+    //! The ATC windows in memory: a bounded cache of the store's table.
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::sqlite::SqliteStore;
+
+    fn bounds(atc_windows: usize) -> StateBounds {
+        StateBounds { atc_windows, ..StateBounds::default() }
+    }
+
+    fn open(store: &Arc<SqliteStore>, atc_windows: usize) -> (Arc<StateBook>, StateWriter) {
+        let clock = Arc::new(ManualClock(std::sync::atomic::AtomicU64::new(1_795_000_000_000)));
+        StateBook::open_with(store.clone(), 16, bounds(atc_windows), clock).expect("book")
+    }
+
+    fn cached(book: &StateBook, card: &str) -> bool {
+        let i = (book.hasher.hash_one(card) as usize) % SHARDS;
+        StateBook::lock(&book.windows[i]).map.contains_key(card)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_cards_stays_bounded_and_an_evicted_window_still_refuses_its_replays() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Arc::new(SqliteStore::open(&dir.path().join("s.db")).expect("store"));
+        let (book, writer) = open(&store, 640);
+        assert!(book.accept_atc("CARD0", 100, WINDOW, 0).expect("first").is_none(), "one node's store");
+        assert_eq!(book.accept_atc("CARD0", 98, WINDOW, 0).map(|_| ()), Ok(()));
+        for i in 1..10_000 {
+            book.accept_atc(&format!("CARD{i}"), 1, WINDOW, 0).expect("a new card's first ATC");
+            if i % 50 == 0 {
+                book.sync().await.expect("durable");
+                // At most the windows not yet durable (50) beyond the bound.
+                assert!(book.atc_windows_held() <= 640 + 50, "{} held", book.atc_windows_held());
+            }
+        }
+        assert!(!cached(&book, "CARD0"), "the least recently used window was evicted");
+        // Read back from the store: its ATCs are still spent, and the window still reaches back.
+        assert_eq!(book.accept_atc("CARD0", 100, WINDOW, 0).map(|_| ()), Err(Replay::Repeated));
+        assert!(cached(&book, "CARD0"));
+        assert_eq!(book.accept_atc("CARD0", 98, WINDOW, 0).map(|_| ()), Err(Replay::Repeated));
+        assert_eq!(book.accept_atc("CARD0", 99, WINDOW, 0).map(|_| ()), Ok(()));
+        assert_eq!(book.accept_atc("CARD0", 1_000, WINDOW, 0).map(|_| ()), Ok(()));
+        assert_eq!(book.accept_atc("CARD0", 101, WINDOW, 0).map(|_| ()), Err(Replay::TooOld));
+        drop(book);
+        writer.finish();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_loads_up_to_the_bound_and_reads_the_rest_when_their_cards_come() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.db");
+        {
+            let store = Arc::new(SqliteStore::open(&path).expect("store"));
+            let (book, writer) = open(&store, DEFAULT_ATC_WINDOWS);
+            for i in 0..500 {
+                book.accept_atc(&format!("CARD{i}"), 5, WINDOW, 0).expect("first ATC");
+            }
+            book.sync().await.expect("durable");
+            drop(book);
+            writer.finish();
+        }
+        let store = Arc::new(SqliteStore::open(&path).expect("store"));
+        let (book, writer) = open(&store, 128);
+        assert_eq!(book.atc_windows_held(), 128, "loaded up to the bound");
+        for i in 0..500 {
+            let card = format!("CARD{i}");
+            assert_eq!(book.accept_atc(&card, 5, WINDOW, 0).map(|_| ()), Err(Replay::Repeated), "{card}");
+        }
+        assert!(book.atc_windows_held() <= 128 + 64, "replays read back count against the bound too");
+        assert!(book.accept_atc("NEWCARD", 5, WINDOW, 0).is_ok(), "a card the store has no window of");
+        drop(book);
+        writer.finish();
+    }
+
+    #[test]
+    fn only_windows_the_store_has_are_evicted() {
+        let mut shard = Shard { map: HashMap::new(), complete: true, tick: 0 };
+        for i in 0..16u64 {
+            let w = AtcWindow { highest: Some(i as u32), below: Vec::new() };
+            // Cards 0..8 committed by generation 8; 8..16 changed after it, not yet durable.
+            shard.map.insert(format!("C{i}"), Cached { window: w, changed: i + 1, used: 100 - i });
+        }
+        shard.evict(4, 8);
+        assert!(!shard.complete);
+        assert_eq!(shard.map.len(), 8, "the durable ones went, the others stay whatever the bound");
+        assert!((8..16).all(|i| shard.map.contains_key(&format!("C{i}"))));
+        // Once durable, the least recently used go first, down to 7/8 of the bound.
+        let mut shard = Shard { map: shard.map, complete: false, tick: 0 };
+        shard.evict(4, u64::MAX);
+        let mut left: Vec<_> = shard.map.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["C10", "C11", "C8", "C9"], "the four least recently used went");
     }
 }

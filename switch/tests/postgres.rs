@@ -91,7 +91,7 @@ fn journal_rows_and_decision_state_round_trip_and_migrations_apply_once() {
     // Another node over the same schema (migrations found applied) sees the same state.
     let t = db.node("b");
     // The windows stay each node's own view: the shared store decides by ATC claims.
-    assert!(t.atc_windows_load().expect("windows").is_empty());
+    assert!(t.atc_windows_load(u64::MAX).expect("windows").is_empty());
     assert_eq!(t.standin_totals_load().expect("totals"), vec![("issuer-a".into(), "CARD1".into(), total)]);
     assert_eq!(t.original_get(&original.key).expect("original"), Some(original.clone()));
     assert_eq!(t.original_get("nothing").expect("original"), None);

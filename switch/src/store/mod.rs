@@ -112,8 +112,11 @@ pub trait Store: Send + Sync + 'static {
     /// node has none).
     fn state_commit(&self, writes: &crate::records::StateWrites) -> Result<crate::records::CommitOutcome>;
 
-    /// Every card's ATC window: (card fingerprint, stored window).
-    fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>>;
+    /// Cards' ATC windows, at most `limit`: (card fingerprint, stored window).
+    fn atc_windows_load(&self, limit: u64) -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// One card's stored ATC window (the state book reads it back after evicting it from memory).
+    fn atc_window_get(&self, card: &str) -> Result<Option<Vec<u8>>>;
 
     /// Every stand-in total: (issuer, card fingerprint, total and the start of its period).
     fn standin_totals_load(&self) -> Result<Vec<(String, String, crate::records::StandInTotal)>>;

@@ -804,13 +804,28 @@ impl Store for PgStore {
         Ok(outcome)
     }
 
-    fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    fn atc_windows_load(&self, limit: u64) -> Result<Vec<(String, Vec<u8>)>> {
         // What earlier versions wrote; new commits write claims instead (see `state_commit`).
-        self.call(|pool| async move {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
-            let rows =
-                c.query("SELECT card, win FROM atc_window", &[]).await.map_err(db_err("read ATC windows"))?;
+            let rows = c
+                .query("SELECT card, win FROM atc_window LIMIT $1", &[&limit])
+                .await
+                .map_err(db_err("read ATC windows"))?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
+    fn atc_window_get(&self, card: &str) -> Result<Option<Vec<u8>>> {
+        let card = card.to_string();
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let row = c
+                .query_opt("SELECT win FROM atc_window WHERE card = $1", &[&card])
+                .await
+                .map_err(db_err("read an ATC window"))?;
+            Ok(row.map(|r| r.get(0)))
         })
     }
 

@@ -93,6 +93,8 @@ fn db_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// A file database's read connection (ATC windows read back after eviction).
+    reader: Option<Mutex<Connection>>,
     /// Stops the checkpointer thread of a file database when the store goes.
     checkpointer: Option<Checkpointer>,
 }
@@ -199,6 +201,9 @@ impl SqliteStore {
         // The checkpointer takes over from SQLite's automatic checkpoint.
         store.conn()?.pragma_update(None, "wal_autocheckpoint", 0).map_err(db_err("set WAL checkpoint"))?;
         store.checkpointer = Some(Checkpointer::start(path)?);
+        let reader = Connection::open(path).map_err(db_err("open read connection"))?;
+        reader.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
+        store.reader = Some(Mutex::new(reader));
         Ok(store)
     }
 
@@ -225,7 +230,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
         conn.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
         upgrade_standin_totals(&conn)?;
-        Ok(SqliteStore { conn: Mutex::new(conn), checkpointer: None })
+        Ok(SqliteStore { conn: Mutex::new(conn), reader: None, checkpointer: None })
     }
 
     fn journal_query(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<JournalRow>> {
@@ -526,14 +531,39 @@ impl Store for SqliteStore {
         Ok(crate::records::CommitOutcome::default())
     }
 
-    fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    fn atc_windows_load(&self, limit: u64) -> Result<Vec<(String, Vec<u8>)>> {
         let conn = self.conn()?;
-        let mut st =
-            conn.prepare("SELECT card, window FROM atc_window").map_err(db_err("read ATC windows"))?;
+        let mut st = conn
+            .prepare("SELECT card, window FROM atc_window LIMIT ?1")
+            .map_err(db_err("read ATC windows"))?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
             .map_err(db_err("read ATC windows"))?;
         rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db_err("read ATC windows"))
+    }
+
+    fn atc_window_get(&self, card: &str) -> Result<Option<Vec<u8>>> {
+        // A file database reads on a connection of its own: in WAL mode it does not wait for the
+        // writer's commit in progress.
+        let read = |conn: &Connection| {
+            conn.prepare_cached("SELECT window FROM atc_window WHERE card = ?1")
+                .and_then(|mut st| st.query_row(params![card], |r| r.get::<_, Vec<u8>>(0)).optional())
+                .map_err(db_err("read an ATC window"))
+        };
+        match &self.reader {
+            Some(r) => {
+                let conn = r
+                    .lock()
+                    .map_err(|_| Error::new(ErrorKind::Internal, "store.sqlite", "reader mutex poisoned"))?;
+                read(&conn)
+            }
+            None => {
+                let conn = self.conn()?;
+                read(&conn)
+            }
+        }
     }
 
     fn standin_totals_load(&self) -> Result<Vec<(String, String, crate::records::StandInTotal)>> {
