@@ -219,15 +219,15 @@ impl Totals {
     }
 
     /// Whether a total for a card not held yet may be started (after sweeping the expired
-    /// ones when full, at most every [`FULL_SWEEP_EVERY_MS`]); the keys swept.
-    fn room(&mut self, now_ms: u64) -> (bool, Vec<(String, String)>) {
-        let mut gone = Vec::new();
+    /// ones when full, at most every [`FULL_SWEEP_EVERY_MS`]); the keys swept, when a sweep ran.
+    fn room(&mut self, now_ms: u64) -> (bool, Option<Vec<(String, String)>>) {
+        let mut swept = None;
         if self.map.len() >= self.bounds.max_cards
             && now_ms >= self.last_sweep_ms.saturating_add(FULL_SWEEP_EVERY_MS)
         {
-            gone = self.sweep(now_ms);
+            swept = Some(self.sweep(now_ms));
         }
-        (self.map.len() < self.bounds.max_cards, gone)
+        (self.map.len() < self.bounds.max_cards, swept)
     }
 }
 
@@ -521,13 +521,19 @@ impl StateBook {
         let mut totals = Self::lock(&self.totals);
         let held = totals.map.get(&key).copied();
         if held.is_none() {
-            let (room, gone) = totals.room(now);
-            if !gone.is_empty() && !self.shared {
-                self.changed(|d| d.totals.extend(gone.into_iter().map(|k| (k, None))));
+            let (room, swept) = totals.room(now);
+            if let Some(gone) = &swept
+                && !gone.is_empty()
+                && !self.shared
+            {
+                self.changed(|d| d.totals.extend(gone.iter().map(|k| (k.clone(), None))));
             }
             if !room {
                 drop(totals);
-                tracing::warn!(issuer, "stand-in totals full: stand-in refused");
+                // Logged at most once per sweep interval; every refusal is counted.
+                if swept.is_some() {
+                    tracing::warn!(issuer, "stand-in totals full: stand-in for new cards refused");
+                }
                 if let Some(h) = self.journal.get() {
                     h.metrics.stand_in_full.with_label_values(&[issuer]).inc();
                 }
@@ -535,10 +541,14 @@ impl StateBook {
             }
         }
         if self.shared {
-            // The lock is held across the call: this node's view of the card stays in step.
-            return match self.store.standin_add(issuer, card, amount, max, now, totals.bounds.period_ms) {
+            // The database decides, without holding the totals during the round trip (stand-in
+            // for other cards goes on meanwhile; concurrent new cards may pass the bound by as
+            // many as are in that round trip at once).
+            let period = totals.bounds.period_ms;
+            drop(totals);
+            return match self.store.standin_add(issuer, card, amount, max, now, period) {
                 Ok(Some(t)) => {
-                    totals.map.insert(key, t);
+                    Self::lock(&self.totals).map.insert(key, t);
                     true
                 }
                 Ok(None) => false,
