@@ -384,3 +384,45 @@ fn shared_stand_in_totals_start_again_after_their_period_and_are_deleted_not_zer
     let rows = db.node("b").standin_expire(u64::MAX >> 1).expect("expire");
     assert_eq!(rows, 0, "a reset deletes the rows: nothing is left to expire");
 }
+
+/// A database of the version before stand-in periods: its zero totals (left by resets) go, the
+/// others are kept and their period starts at the upgrade, not at the epoch (which would expire
+/// them all, and reopen every card's limit, at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_databases_stand_in_totals_are_upgraded_without_reopening_any_limit() {
+    let Some(db) = Db::new("standin_upgrade") else { return };
+    let (client, conn) = tokio_postgres::connect(&db.opts.url, tokio_postgres::NoTls).await.expect("connect");
+    let task = tokio::spawn(conn);
+    let schema = &db.opts.schema;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path = {schema}; \
+             CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+        ))
+        .await
+        .expect("schema");
+    for (version, sql) in &switch::store::postgres::MIGRATIONS[..2] {
+        client.batch_execute(sql).await.expect("an earlier migration");
+        client
+            .execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
+            .await
+            .expect("record");
+    }
+    client
+        .batch_execute(
+            "INSERT INTO standin_total (issuer, card, total_minor) VALUES ('issuer-a', 'LIVE', 2500), \
+             ('issuer-a', 'RESET', 0)",
+        )
+        .await
+        .expect("earlier totals");
+    drop(client);
+    let _ = task.await;
+    let before =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_millis() as u64;
+    // The store may be called from a runtime's thread (it waits on its own runtime).
+    let s = PgStore::open(&db.opts).expect("open and migrate");
+    let rows = s.standin_totals_load().expect("load");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].1.as_str(), rows[0].2.total_minor), ("LIVE", 2500));
+    assert!(rows[0].2.since_ms >= before, "the period starts at the upgrade: {rows:?}");
+}

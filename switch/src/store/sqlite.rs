@@ -714,6 +714,38 @@ mod tests {
         assert_eq!(idx, 0);
     }
 
+    /// A database of the version before stand-in periods: its zero totals (left by resets) go,
+    /// the others are kept with their period starting at the upgrade (not at the epoch, which
+    /// would expire them all and reopen every card's limit at once).
+    #[test]
+    fn an_earlier_databases_stand_in_totals_are_upgraded_without_reopening_any_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switch.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE standin_total (issuer TEXT NOT NULL, card TEXT NOT NULL, \
+                 total_minor INTEGER NOT NULL, PRIMARY KEY (issuer, card)); \
+                 INSERT INTO standin_total VALUES ('issuer-a', 'LIVE', 2500), ('issuer-a', 'RESET', 0);",
+            )
+            .unwrap();
+        }
+        let before =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let s = SqliteStore::open(&path).unwrap();
+        let rows = s.standin_totals_load().unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].1.as_str(), rows[0].2.total_minor), ("LIVE", 2500));
+        assert!(rows[0].2.since_ms >= before, "the period starts at the upgrade: {rows:?}");
+        let zeros: i64 =
+            s.conn().unwrap().query_row("SELECT COUNT(*) FROM standin_total", [], |r| r.get(0)).unwrap();
+        assert_eq!(zeros, 1, "the zero total's row is gone");
+        drop(s);
+        // Opened again: already upgraded, nothing changes.
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.standin_totals_load().unwrap(), rows);
+    }
+
     #[test]
     fn saf_lifecycle_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
