@@ -3,7 +3,9 @@
 //! - **ATC windows** per card and per token (keyed by the keyed PAN fingerprint, never the PAN):
 //!   the highest ATC accepted plus a bitmap of the [`WINDOW`] ATCs below it, so a cryptogram is
 //!   accepted once whatever order the card's ATCs arrive in, and one older than the window is
-//!   refused.
+//!   refused. In memory they are a bounded cache of the store's table ([`StateBounds`]): only a
+//!   window the store already has is evicted (the least recently used first), and it is read back
+//!   when its card comes again.
 //! - **Stand-in totals** per issuer and card, until the issuer has the advices or the stand-in
 //!   period is over ([`StateBounds`]): at most `max_cards` at once (stand-in for another card is
 //!   then declined, never a live total evicted), each gone once its period ends (the writer prunes
@@ -592,7 +594,7 @@ impl StateBook {
     }
 
     /// Forgets the stand-in totals whose period is over, in memory and in the store; how many
-    /// were in memory. The writer calls it every [`EXPIRE_EVERY`] (blocking: the store is asked).
+    /// were in memory. The writer calls it every 30 s (blocking: the store is asked).
     pub fn expire_stand_in(&self) -> Result<usize> {
         let now = self.clock.now_ms();
         let mut totals = Self::lock(&self.totals);
