@@ -619,6 +619,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         store: opts.store.clone(),
         // The token service runs in the node (its requestors' and issuers' secrets are generated).
         token_service: token_service_config(&opts, &requestors, &token_issuers),
+        stand_in: switch::config::StandInStateConfig::default(),
     };
     // A kept network's cards are billed as they were when it was made.
     let twd_cards = restored.map_or_else(|| opts.twd_cards.clone(), |(_, s)| s.twd_cards.clone());

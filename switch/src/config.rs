@@ -44,6 +44,29 @@ pub struct SwitchConfig {
     pub dedupe: DedupeConfig,
     /// The network's token service (vault, provisioning API, detokenization); off by default.
     pub token_service: TokenServiceConfig,
+    /// How much stand-in state the node holds (`[stand_in]`; each issuer's limits are in its
+    /// `[issuer.stand_in]`).
+    pub stand_in: StandInStateConfig,
+}
+
+/// The bounds of the running stand-in totals the node keeps (in memory and in the store's
+/// `standin_total` table), whatever the issuers' limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StandInStateConfig {
+    /// Cards (per issuer) with a running total at once. When as many are held, stand-in for
+    /// another card is declined 91 (`paynet_stand_in_refused_full_total`): a live total is never
+    /// evicted, since forgetting it would reopen that card's limit.
+    pub max_cards: usize,
+    /// The stand-in period: a card's total counts from its first stand-in approval for this long
+    /// (unless the issuer has the advices first, which resets it); then it is gone.
+    pub period_s: u64,
+}
+
+impl Default for StandInStateConfig {
+    fn default() -> Self {
+        StandInStateConfig { max_cards: 100_000, period_s: 86_400 }
+    }
 }
 
 /// The token service of this node.
@@ -557,6 +580,7 @@ impl Default for SwitchConfig {
             store: StoreConfig::default(),
             dedupe: DedupeConfig::default(),
             token_service: TokenServiceConfig::default(),
+            stand_in: StandInStateConfig::default(),
         }
     }
 }
@@ -584,7 +608,27 @@ impl SwitchConfig {
             p.push("node.name: must not be empty".to_string());
         }
         check_addr(&mut p, "admin.listen", &self.admin.listen);
+        if self.stand_in.max_cards == 0 {
+            p.push("stand_in.max_cards: must be at least 1".into());
+        }
+        if self.stand_in.period_s == 0 {
+            p.push("stand_in.period_s: must be at least 1".into());
+        }
         check_door(&mut p, "admin", &self.admin.listen, &self.admin.door);
+        // Off loopback the admin endpoint needs a credential: a bearer token, or client
+        // certificates (mutual TLS). Anyone reaching the port otherwise reads the metrics and the
+        // certification reports.
+        let mutual_tls = self.admin.door.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if let Ok(a) = self.admin.listen.parse::<SocketAddr>()
+            && !a.ip().is_loopback()
+            && self.admin.token_env.as_deref().is_none_or(|v| v.trim().is_empty())
+            && !mutual_tls
+        {
+            p.push(format!(
+                "admin.listen: {a} is not loopback and the admin endpoint has no credential: set \
+                 admin.token_env (or admin.door.tls.client_ca)"
+            ));
+        }
         if self.listeners.is_empty() {
             p.push("listener: at least one acquirer listener is needed".into());
         }
@@ -931,13 +975,28 @@ mod tests {
         let p = c.validate().join("\n");
         assert!(p.contains("admin.listen: 0.0.0.0:9000 is not loopback: set admin.door.tls"), "{p}");
         c.admin.door.insecure_plaintext = true;
+        let p = c.validate().join("\n");
+        assert!(!p.contains("set admin.door.tls"), "{p}");
+        assert!(
+            p.contains("admin.listen: 0.0.0.0:9000 is not loopback and the admin endpoint has no credential"),
+            "{p}"
+        );
+        c.admin.token_env = Some("PAYNET_ADMIN_TOKEN".into());
         assert!(!c.validate().join("\n").contains("admin.listen"));
+        c.admin.token_env = None;
         c.admin.door.insecure_plaintext = false;
         c.admin.door.max_connections = 0;
         c.admin.door.tls = Some(door::DoorTls { cert: "a.pem".into(), key: "".into(), client_ca: None });
         let p = c.validate().join("\n");
         assert!(p.contains("admin.door: max_connections must be at least 1"), "{p}");
         assert!(p.contains("admin.door.tls: cert and key are both required"), "{p}");
+        assert!(
+            p.contains("admin.listen: 0.0.0.0:9000 is not loopback and the admin endpoint has no credential")
+        );
+        // Client certificates are a credential too.
+        c.admin.door.tls =
+            Some(door::DoorTls { cert: "a.pem".into(), key: "".into(), client_ca: Some("ca.pem".into()) });
+        let p = c.validate().join("\n");
         assert!(!p.contains("admin.listen"), "{p}");
         let t =
             SwitchConfig::from_toml("[admin]\nlisten = \"127.0.0.1:0\"\n[admin.door]\nbody_limit = 1024\n")

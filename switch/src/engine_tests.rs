@@ -62,11 +62,17 @@ impl Store for Refusing {
         }
         self.inner.state_commit(writes)
     }
-    fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        self.inner.atc_windows_load()
+    fn atc_windows_load(&self, limit: u64) -> Result<Vec<(String, Vec<u8>)>> {
+        self.inner.atc_windows_load(limit)
     }
-    fn standin_totals_load(&self) -> Result<Vec<(String, String, u64)>> {
+    fn atc_window_get(&self, card: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.atc_window_get(card)
+    }
+    fn standin_totals_load(&self) -> Result<Vec<(String, String, crate::records::StandInTotal)>> {
         self.inner.standin_totals_load()
+    }
+    fn standin_expire(&self, before_ms: u64) -> Result<u64> {
+        self.inner.standin_expire(before_ms)
     }
     fn original_get(&self, key: &str) -> Result<Option<OriginalRecord>> {
         self.inner.original_get(key)
@@ -203,4 +209,97 @@ async fn an_approval_the_journal_cannot_keep_is_answered_96_and_reversed_at_the_
     assert_eq!(seen[1].0, "0420", "{seen:?}");
     let de90 = seen[1].1.clone().expect("DE 90 names the original");
     assert!(de90.starts_with("0100000007"), "original MTI and STAN in DE 90: {de90}");
+}
+
+/// A store-and-forward row that does not open (sealed under a key the node does not have, or not
+/// sealed at all) is moved to quarantine by the issuer's SAF worker, and the quarantine is
+/// counted in `paynet_saf_quarantined_total`; nothing of it reaches the issuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saf_row_that_does_not_open_is_quarantined_and_counted() {
+    use tokio::io::AsyncReadExt;
+    let store = Arc::new(SqliteStore::in_memory().expect("store"));
+    let sealer = |k: u8| {
+        Arc::new(Sealer::new(1, &crypto::keys::AesKey::from_slice(&[k; 32]).expect("key")).expect("sealer"))
+    };
+    let saf = Arc::new(SafQueue::new(store.clone(), sealer(4), RetryPolicy::default(), "issuer-a"));
+    // Sealed under another node's key, and garbage: neither opens here.
+    let foreign = SafQueue::new(store.clone(), sealer(5), RetryPolicy::default(), "issuer-a");
+    foreign
+        .enqueue(SafKind::Advice, "400001|TERM0001|0100|000001|1204101010", b"0120", 1_000, [1; 12])
+        .expect("put");
+    store
+        .saf_put(NewSafEntry {
+            kind: SafKind::Reversal,
+            link: "issuer-a",
+            original_key: "400001|TERM0001|0100|000002|1204101010",
+            sealed: b"not sealed at all",
+            now_ms: 1_000,
+        })
+        .expect("put");
+
+    // The issuer: a connection that is up and hears whatever the worker sends.
+    let issuer = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = issuer.local_addr().expect("addr").port();
+    let heard = Arc::new(AtomicUsize::new(0));
+    let ears = heard.clone();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = issuer.accept().await.expect("accept");
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            ears.fetch_add(n, Ordering::SeqCst);
+        }
+    });
+    let metrics = Arc::new(Metrics::new("t"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pool = IssuerPool::start(
+        crate::issuer::LinkSettings {
+            name: Arc::from("issuer-a"),
+            addrs: vec![format!("127.0.0.1:{port}")],
+            connections: 1,
+            spec: Spec::builtin("network").expect("spec").clone(),
+            framing: codecs::framing::FramingKind::Binary2,
+            timeout: std::time::Duration::from_secs(5),
+            echo_interval: std::time::Duration::from_secs(3600),
+            sign_on: false,
+            tls: None,
+            mac: None,
+        },
+        metrics.clone(),
+        stop.clone(),
+    );
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let resets = Arc::new(AtomicUsize::new(0));
+    let counted = resets.clone();
+    let worker = tokio::spawn(saf_worker(
+        SafWorker {
+            issuer: pool,
+            saf: saf.clone(),
+            wake: wake.clone(),
+            clock: Arc::new(crate::clock::ManualClock(AtomicU64::new(1_795_000_000_000))),
+            entropy: Arc::new(testkit::TestRng::seeded(7)),
+            metrics: metrics.clone(),
+        },
+        move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        },
+        stop.clone(),
+    ));
+    let quarantined = || metrics.saf_quarantined.with_label_values(&["issuer-a"]).get();
+    let mut rounds = 0;
+    while saf.quarantined().expect("quarantined") < 2 {
+        assert!(rounds < 600, "the rows were not quarantined");
+        wake.notify_one();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        rounds += 1;
+    }
+    assert_eq!(quarantined(), 2, "each quarantined row is counted");
+    assert_eq!(saf.pending().expect("pending"), 0, "out of the queue");
+    assert_eq!(heard.load(Ordering::SeqCst), 0, "nothing of them reached the issuer");
+    assert_eq!(resets.load(Ordering::SeqCst), 0, "no advice was delivered: the stand-in totals stay");
+    stop.cancel();
+    worker.await.expect("worker");
+    server.abort();
 }

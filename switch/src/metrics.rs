@@ -33,6 +33,8 @@ pub struct Metrics {
     /// Entries moved out of a SAF queue because they cannot be delivered (alert on any).
     pub saf_quarantined: IntCounterVec,
     pub stand_in_approvals: IntCounterVec,
+    /// Stand-in refused because the node already holds `[stand_in] max_cards` running totals.
+    pub stand_in_full: IntCounterVec,
     pub duplicates: IntCounter,
     pub journal_rows: IntCounter,
     pub journal_errors: IntCounter,
@@ -98,6 +100,11 @@ impl Metrics {
                 &["issuer"],
             ),
             stand_in_approvals: c("stand_in_approvals_total", "Approvals given in stand-in", &["issuer"]),
+            stand_in_full: c(
+                "stand_in_refused_full_total",
+                "Stand-in refused (91) because the node holds as many cards' stand-in totals as it may",
+                &["issuer"],
+            ),
             duplicates: reg(
                 r,
                 IntCounter::new("duplicate_transmissions_total", "Duplicates answered from the original")

@@ -184,10 +184,17 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
     };
     let store = open_store(&cfg, &data_dir).await?;
     let book_store = store.clone();
-    let (state, state_writer) =
-        tokio::task::spawn_blocking(move || StateBook::open(book_store, RECENT_ORIGINALS)).await.map_err(
-            |e| Error::new(ErrorKind::Internal, "state", format!("loading the state stopped: {e}")),
-        )??;
+    let bounds = crate::state::StateBounds {
+        max_cards: cfg.stand_in.max_cards,
+        period_ms: cfg.stand_in.period_s.saturating_mul(1000),
+        atc_windows: crate::state::DEFAULT_ATC_WINDOWS,
+    };
+    let book_clock = parts.clock.clone();
+    let (state, state_writer) = tokio::task::spawn_blocking(move || {
+        StateBook::open_with(book_store, RECENT_ORIGINALS, bounds, book_clock)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Internal, "state", format!("loading the state stopped: {e}")))??;
     let registry = registry(&cfg, &parts.hsm)?;
     let metrics = Arc::new(Metrics::new(&cfg.node.name));
     let fp_key = parts.keys.fingerprint.clone();

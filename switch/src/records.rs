@@ -28,6 +28,9 @@ pub enum Replay {
     Repeated,
     /// The ATC is further below the highest accepted than the window reaches.
     TooOld,
+    /// The card's window could not be read from the store: refused rather than accepted against
+    /// a blank window.
+    Unavailable,
 }
 
 impl AtcWindow {
@@ -179,6 +182,14 @@ pub struct TransmissionClaim {
     pub lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// A card's running stand-in total with one issuer, and when its stand-in period began (the first
+/// approval since the last reset or expiry): once the period is over, the total is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandInTotal {
+    pub total_minor: u64,
+    pub since_ms: u64,
+}
+
 /// What a commit decided beyond being durable.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -192,8 +203,8 @@ pub struct CommitOutcome {
 #[derive(Default)]
 pub struct StateWrites {
     pub windows: HashMap<String, AtcWindow>,
-    /// (issuer, card) → total.
-    pub totals: HashMap<(String, String), u64>,
+    /// (issuer, card) → total; `None`: the total is gone (reset or expired), its row deleted.
+    pub totals: HashMap<(String, String), Option<StandInTotal>>,
     pub originals: HashMap<String, OriginalRecord>,
     /// ATCs to claim in a shared store (empty with a store of one node's own).
     pub claims: Vec<AtcClaim>,

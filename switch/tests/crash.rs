@@ -1,8 +1,10 @@
 //! The switch killed with SIGKILL while it answers under load, then started again on the same
 //! data: every answer a terminal received has its journal row; every reversal advice the switch
-//! acknowledged (0430) is still owed after the crash and reaches the issuer afterwards, once.
+//! acknowledged (0430) is still owed after the crash and reaches the issuer afterwards, once; and
+//! every stand-in approval a terminal received (the issuer unreachable, the switch deciding on its
+//! behalf) has its 0120 advice delivered to the issuer once it is back, once.
 //! Real `switch` process on 127.0.0.1 (ports from the OS); the issuer is a small host in the test
-//! that answers authorizations and, after the restart only, takes the reversals in charge — so
+//! that answers authorizations and, after the restart only, takes the advices in charge — so
 //! that what it counts is exactly what the switch delivered.
 
 mod common;
@@ -175,4 +177,169 @@ async fn a_killed_switch_forgets_nothing_it_answered_and_owes_what_it_acknowledg
             counts.get(stan)
         );
     }
+}
+
+/// An issuer host that can be made unreachable: while down it closes its connections and every
+/// new one at once (the switch's link cannot sign on, so the switch stands in). It counts the
+/// advices it took in charge (0120 and 0420) by MTI and STAN.
+struct Host {
+    up: tokio::sync::watch::Sender<bool>,
+    advices: Mutex<HashMap<(String, String), u32>>,
+}
+
+async fn host(h: Arc<Host>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            if !*h.up.borrow() {
+                drop(s);
+                continue;
+            }
+            let h = h.clone();
+            let mut up = h.up.subscribe();
+            tokio::spawn(async move {
+                let spec = Spec::builtin("network").expect("spec").clone();
+                let mut framed = Framed::new(s, FrameCodec::new(FramingKind::Binary2));
+                loop {
+                    let frame = tokio::select! {
+                        f = framed.next() => f,
+                        _ = up.wait_for(|u| !*u) => return,
+                    };
+                    let Some(Ok(frame)) = frame else { return };
+                    let Ok(req) = Message::decode(&spec, frame.payload.clone()) else { continue };
+                    if req.mti() == Mti::AUTHORIZATION_ADVICE || req.mti() == Mti::REVERSAL_ADVICE {
+                        let stan = req.text(11).map(|t| t.into_owned()).unwrap_or_default();
+                        let key = (req.mti().as_str().to_string(), stan);
+                        *h.advices.lock().expect("lock").entry(key).or_default() += 1;
+                    }
+                    let bytes = answer_to(&req).encode().expect("encode");
+                    if framed.send(Frame::new(bytes)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// What the terminals were answered: (STAN, MTI of the answer, DE 39, DE 38).
+type Approvals = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+/// Sends purchases of the test card on one connection (STANs from `first_stan`, the ATC the
+/// STAN) until the switch goes away, recording each answer as it comes.
+async fn purchaser(addr: String, first_stan: u32, answered: Approvals) {
+    let Ok(mut c) =
+        tokio::time::timeout(Duration::from_secs(5), Client::connect(&addr, FramingKind::Binary2, "network"))
+            .await
+    else {
+        return;
+    };
+    for i in 0..4_000u32 {
+        let stan = first_stan + i;
+        c.send(&purchase("network", stan, 100 + u64::from(i % 50))).await;
+        let Some(raw) = c.recv_raw().await else { return };
+        let Ok(a) = Message::decode(&c.spec, raw) else { return };
+        let text = |de| a.text(de).map(|t| t.into_owned()).unwrap_or_default();
+        answered.lock().expect("lock").push((
+            format!("{stan:06}"),
+            a.mti().as_str().to_string(),
+            text(39),
+            text(38),
+        ));
+    }
+}
+
+fn stand_in_config(port: u16) -> String {
+    let issuer = format!(
+        "imk_ac = \"{}\"\natc_window = 65536\n\n[issuer.stand_in]\nenabled = true\nmax_amount_minor = 10000\n\
+         currency = \"978\"\nmax_total_per_card_minor = 100000000\ntransaction_types = [\"00\"]\n",
+        common::TEST_IMK_NAME
+    );
+    common::node_config(
+        "crash-stand-in",
+        port,
+        300,
+        &issuer,
+        "\n[saf]\nretry_base_ms = 100\nretry_max_ms = 500\n",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_switch_delivers_every_stand_in_advice_it_acknowledged_once() {
+    let h = Arc::new(Host { up: tokio::sync::watch::channel(true).0, advices: Mutex::default() });
+    let port = host(h.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::add_test_imk(dir.path());
+    let mut sw = start_in(dir, &stand_in_config(port));
+    let addr = sw.addr("acquirer");
+    let answered: Approvals = Arc::default();
+    let stand_ins = |a: &Approvals| {
+        a.lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, m, rc, code)| m == "0110" && rc == "00" && code.starts_with('S'))
+            .map(|(stan, ..)| stan.clone())
+            .collect::<HashSet<String>>()
+    };
+
+    // Three terminals under load with the issuer answering; then the issuer becomes unreachable
+    // and the switch stands in; SIGKILL while it does.
+    let terminals: Vec<_> =
+        (0..3u32).map(|t| tokio::spawn(purchaser(addr.clone(), 1 + t * 10_000, answered.clone()))).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.lock().expect("lock").iter().filter(|(_, _, rc, _)| rc == "00").count() < 20 {
+        assert!(Instant::now() < deadline, "no approvals from the issuer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.up.send_replace(false);
+    while stand_ins(&answered).len() < 30 {
+        assert!(Instant::now() < deadline, "the switch did not stand in for the unreachable issuer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sw.child.kill().expect("SIGKILL");
+    sw.child.wait().expect("wait");
+    for t in terminals {
+        t.await.expect("terminal");
+    }
+    let acknowledged = stand_ins(&answered);
+    assert!(!acknowledged.is_empty());
+    {
+        let db = sw.dir.path().join("data").join("switch.db");
+        let store = switch::store::sqlite::SqliteStore::open(&db).expect("open the store");
+        let owed = store.saf_pending(Some("issuer-a")).expect("pending");
+        assert!(
+            owed >= acknowledged.len() as u64,
+            "{owed} owed for {} stand-in approvals",
+            acknowledged.len()
+        );
+    }
+    let early: Vec<_> =
+        h.advices.lock().expect("lock").keys().filter(|(mti, _)| mti == "0120").cloned().collect();
+    assert!(early.is_empty(), "no stand-in advice could reach the issuer while it was down: {early:?}");
+
+    // Started again on the same data, and the issuer back: every acknowledged stand-in approval's
+    // advice is delivered, and nothing twice.
+    common::restart(&mut sw);
+    h.up.send_replace(true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let advised = |h: &Host| -> HashSet<String> {
+        let seen = h.advices.lock().expect("lock");
+        seen.keys().filter(|(mti, _)| mti == "0120").map(|(_, stan)| stan.clone()).collect()
+    };
+    while !acknowledged.is_subset(&advised(&h)) {
+        assert!(
+            Instant::now() < deadline,
+            "stand-in advices never delivered after the restart: {:?}",
+            acknowledged.difference(&advised(&h)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give the SAF worker time to (wrongly) repeat anything.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let counts = h.advices.lock().expect("lock").clone();
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    sw.terminate();
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 
-use switch::records::{OriginalRecord, StateWrites};
+use switch::records::{OriginalRecord, StandInTotal, StateWrites};
 use switch::state::StateBook;
 use switch::store::postgres::{PgOptions, PgStore};
 use switch::store::{Direction, JournalRow, NewSafEntry, SafKind, Store};
@@ -62,8 +62,9 @@ fn journal_rows_and_decision_state_round_trip_and_migrations_apply_once() {
     s.journal_append(&rows[..100]).expect("append");
     let mut w = StateWrites { journal: rows[100..].to_vec(), ..StateWrites::default() };
     w.windows.insert("CARD1".into(), switch::records::AtcWindow { highest: Some(77), below: vec![5] });
-    w.totals.insert(("issuer-a".into(), "CARD1".into()), 4_500);
-    w.totals.insert(("issuer-a".into(), "CARD2".into()), 0);
+    let total = StandInTotal { total_minor: 4_500, since_ms: 7 };
+    w.totals.insert(("issuer-a".into(), "CARD1".into()), Some(total));
+    w.totals.insert(("issuer-a".into(), "CARD2".into()), None);
     let original = OriginalRecord {
         key: "400001|TERM0001|0100|000001|1125101010".into(),
         card: "CARD1".into(),
@@ -90,8 +91,8 @@ fn journal_rows_and_decision_state_round_trip_and_migrations_apply_once() {
     // Another node over the same schema (migrations found applied) sees the same state.
     let t = db.node("b");
     // The windows stay each node's own view: the shared store decides by ATC claims.
-    assert!(t.atc_windows_load().expect("windows").is_empty());
-    assert_eq!(t.standin_totals_load().expect("totals"), vec![("issuer-a".into(), "CARD1".into(), 4_500)]);
+    assert!(t.atc_windows_load(u64::MAX).expect("windows").is_empty());
+    assert_eq!(t.standin_totals_load().expect("totals"), vec![("issuer-a".into(), "CARD1".into(), total)]);
     assert_eq!(t.original_get(&original.key).expect("original"), Some(original.clone()));
     assert_eq!(t.original_get("nothing").expect("original"), None);
     let settled =
@@ -339,4 +340,89 @@ async fn transmissions_are_claimed_once_and_forgotten_after_their_window() {
         drop(book);
         writer.finish();
     }
+}
+
+#[test]
+fn every_pooled_connection_commits_synchronously() {
+    let Some(db) = Db::new("synchronous_commit") else { return };
+    let mut opts = db.opts.clone();
+    opts.pool_size = 3;
+    // Even when the client asks for asynchronous commits, the store's connections commit
+    // synchronously.
+    let sep = if opts.url.contains('?') { '&' } else { '?' };
+    opts.url = format!("{}{sep}options=-c%20synchronous_commit%3Doff", opts.url);
+    let s = PgStore::open(&opts).expect("open the store");
+    assert_eq!(s.connection_setting("synchronous_commit").expect("setting"), vec!["on"; 3]);
+}
+
+#[test]
+fn shared_stand_in_totals_start_again_after_their_period_and_are_deleted_not_zeroed() {
+    let Some(db) = Db::new("standin_period") else { return };
+    let s = db.node("a");
+    const T0: u64 = 1_795_000_000_000;
+    const PERIOD: u64 = 3_600_000;
+    let add =
+        |card: &str, amount, now| s.standin_add("issuer-a", card, amount, 5_000, now, PERIOD).expect("add");
+    assert_eq!(add("OLD", 5_000, T0), Some(StandInTotal { total_minor: 5_000, since_ms: T0 }));
+    assert_eq!(add("OLD", 1, T0 + PERIOD - 1), None, "within its period the limit holds");
+    assert_eq!(
+        add("NEW", 1_000, T0 + PERIOD / 2),
+        Some(StandInTotal { total_minor: 1_000, since_ms: T0 + PERIOD / 2 })
+    );
+    // OLD's period is over: the next approval starts a new total.
+    assert_eq!(
+        add("OLD", 4_000, T0 + PERIOD),
+        Some(StandInTotal { total_minor: 4_000, since_ms: T0 + PERIOD })
+    );
+    assert_eq!(add("OLD", 1_001, T0 + PERIOD), None);
+    // The prune deletes the totals over by then, and only those.
+    assert_eq!(s.standin_expire(T0 + PERIOD / 2 + PERIOD - PERIOD).expect("expire"), 1, "NEW");
+    let cards: Vec<String> = s.standin_totals_load().expect("load").into_iter().map(|t| t.1).collect();
+    assert_eq!(cards, ["OLD"]);
+    s.standin_reset("issuer-a").expect("reset");
+    assert!(s.standin_totals_load().expect("load").is_empty());
+    let rows = db.node("b").standin_expire(u64::MAX >> 1).expect("expire");
+    assert_eq!(rows, 0, "a reset deletes the rows: nothing is left to expire");
+}
+
+/// A database of the version before stand-in periods: its zero totals (left by resets) go, the
+/// others are kept and their period starts at the upgrade, not at the epoch (which would expire
+/// them all, and reopen every card's limit, at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_databases_stand_in_totals_are_upgraded_without_reopening_any_limit() {
+    let Some(db) = Db::new("standin_upgrade") else { return };
+    let (client, conn) = tokio_postgres::connect(&db.opts.url, tokio_postgres::NoTls).await.expect("connect");
+    let task = tokio::spawn(conn);
+    let schema = &db.opts.schema;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path = {schema}; \
+             CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+        ))
+        .await
+        .expect("schema");
+    for (version, sql) in &switch::store::postgres::MIGRATIONS[..2] {
+        client.batch_execute(sql).await.expect("an earlier migration");
+        client
+            .execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
+            .await
+            .expect("record");
+    }
+    client
+        .batch_execute(
+            "INSERT INTO standin_total (issuer, card, total_minor) VALUES ('issuer-a', 'LIVE', 2500), \
+             ('issuer-a', 'RESET', 0)",
+        )
+        .await
+        .expect("earlier totals");
+    drop(client);
+    let _ = task.await;
+    let before =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_millis() as u64;
+    // The store may be called from a runtime's thread (it waits on its own runtime).
+    let s = PgStore::open(&db.opts).expect("open and migrate");
+    let rows = s.standin_totals_load().expect("load");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].1.as_str(), rows[0].2.total_minor), ("LIVE", 2500));
+    assert!(rows[0].2.since_ms >= before, "the period starts at the upgrade: {rows:?}");
 }

@@ -112,11 +112,18 @@ pub trait Store: Send + Sync + 'static {
     /// node has none).
     fn state_commit(&self, writes: &crate::records::StateWrites) -> Result<crate::records::CommitOutcome>;
 
-    /// Every card's ATC window: (card fingerprint, stored window).
-    fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>>;
+    /// Cards' ATC windows, at most `limit`: (card fingerprint, stored window).
+    fn atc_windows_load(&self, limit: u64) -> Result<Vec<(String, Vec<u8>)>>;
 
-    /// Every stand-in total: (issuer, card fingerprint, total in minor units).
-    fn standin_totals_load(&self) -> Result<Vec<(String, String, u64)>>;
+    /// One card's stored ATC window (the state book reads it back after evicting it from memory).
+    fn atc_window_get(&self, card: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Every stand-in total: (issuer, card fingerprint, total and the start of its period).
+    fn standin_totals_load(&self) -> Result<Vec<(String, String, crate::records::StandInTotal)>>;
+
+    /// Deletes the stand-in totals whose period began at or before `before_ms` (now less the
+    /// period: they are over); returns how many.
+    fn standin_expire(&self, before_ms: u64) -> Result<u64>;
 
     /// One original transaction by its key.
     fn original_get(&self, key: &str) -> Result<Option<crate::records::OriginalRecord>>;
@@ -130,14 +137,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Over a shared store: adds `amount` to the card's stand-in total with `issuer` when the
     /// result stays within `max`, in one conditional statement (every node's approvals count);
-    /// the new total, or `None` when it would exceed `max`. A store of one node leaves the
-    /// totals to its state book's commits.
-    fn standin_add(&self, issuer: &str, card: &str, amount: u64, max: u64) -> Result<Option<u64>> {
-        let _ = (issuer, card, amount, max);
+    /// a total whose period (`period_ms` from its start) is over by `now_ms` starts again at
+    /// `now_ms`. The new total, or `None` when it would exceed `max`. A store of one node leaves
+    /// the totals to its state book's commits.
+    fn standin_add(
+        &self,
+        issuer: &str,
+        card: &str,
+        amount: u64,
+        max: u64,
+        now_ms: u64,
+        period_ms: u64,
+    ) -> Result<Option<crate::records::StandInTotal>> {
+        let _ = (issuer, card, amount, max, now_ms, period_ms);
         Ok(None)
     }
 
-    /// Over a shared store: the issuer has the advices, its cards' totals start again.
+    /// Over a shared store: the issuer has the advices, its cards' totals are deleted.
     fn standin_reset(&self, issuer: &str) -> Result<()> {
         let _ = issuer;
         Ok(())

@@ -33,7 +33,7 @@ use tokio_postgres::NoTls;
 
 use super::{Direction, JournalRow, NewSafEntry, SafEntry, SafKind, Store};
 use crate::error::{Error, ErrorKind, Result};
-use crate::records::{CommitOutcome, OriginalRecord, StateWrites};
+use crate::records::{CommitOutcome, OriginalRecord, StandInTotal, StateWrites};
 
 /// A SAF entry leased by a node stays its own this long (then another node may take it).
 pub const DEFAULT_LEASE_MS: u64 = 30_000;
@@ -121,6 +121,18 @@ CREATE TABLE transmission (
 CREATE INDEX transmission_age ON transmission (at_ms);
 ",
     ),
+    (
+        3,
+        // Stand-in totals are deleted on a reset and when their period is over: the zeros earlier
+        // resets left go, and the totals kept start their period now.
+        "
+DELETE FROM standin_total WHERE total_minor = 0;
+ALTER TABLE standin_total ADD COLUMN since_ms BIGINT;
+UPDATE standin_total SET since_ms = (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT;
+ALTER TABLE standin_total ALTER COLUMN since_ms SET NOT NULL;
+CREATE INDEX standin_total_age ON standin_total (since_ms);
+",
+    ),
 ];
 
 /// Where and how to reach the database.
@@ -201,7 +213,12 @@ impl PgStore {
         let mut cfg = tokio_postgres::Config::from_str(&opts.url).map_err(|_| {
             Error::new(ErrorKind::Config, "store.postgres", "url: not a PostgreSQL connection string")
         })?;
-        cfg.options(format!("-c search_path={}", opts.schema));
+        // Every connection commits synchronously, whatever the server's, the role's or the URL's
+        // default (the URL's own options are kept, these come after and win): a commit
+        // acknowledges money (journal rows of answers, decision state, SAF entries) only once it
+        // is on the database's disk.
+        let given = cfg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+        cfg.options(format!("{given}-c search_path={} -c synchronous_commit=on", opts.schema));
         cfg.application_name(format!("paynet-{}", opts.node));
         cfg.connect_timeout(Duration::from_secs(5));
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -269,6 +286,28 @@ impl PgStore {
             c.execute("DELETE FROM transmission WHERE at_ms < $1", &[&before])
                 .await
                 .map_err(db_err("prune transmissions"))
+        })
+    }
+
+    /// A setting (`current_setting`) as each connection of the pool has it, every connection
+    /// held at once so that each is asked (operations: `synchronous_commit` must be `on`).
+    pub fn connection_setting(&self, name: &str) -> Result<Vec<String>> {
+        let name = name.to_string();
+        let size = self.pool.status().max_size;
+        self.call(move |pool| async move {
+            let mut held = Vec::with_capacity(size);
+            for _ in 0..size {
+                held.push(pool.get().await.map_err(pool_err)?);
+            }
+            let mut out = Vec::with_capacity(size);
+            for c in &held {
+                let row = c
+                    .query_one("SELECT current_setting($1)", &[&name])
+                    .await
+                    .map_err(db_err("read a setting"))?;
+                out.push(row.get(0));
+            }
+            Ok(out)
         })
     }
 
@@ -610,8 +649,16 @@ impl Store for PgStore {
     fn state_commit(&self, w: &StateWrites) -> Result<CommitOutcome> {
         // The ATC windows are not written: over a shared store the claims decide, and a node's
         // window is only its own view, rebuilt from the traffic it sees.
-        let totals: Vec<(String, String, i64)> =
-            w.totals.iter().map(|((i, c), t)| (i.clone(), c.clone(), *t as i64)).collect();
+        // Over a shared store the totals are added to in the database (`standin_add`) and deleted
+        // there (`standin_reset`, `standin_expire`); a commit only carries what a node of an
+        // earlier version may have queued.
+        let totals: Vec<(String, String, i64, i64)> = w
+            .totals
+            .iter()
+            .filter_map(|((i, c), t)| {
+                t.map(|t| (i.clone(), c.clone(), t.total_minor as i64, t.since_ms as i64))
+            })
+            .collect();
         let originals: Vec<OriginalRecord> = w.originals.values().cloned().collect();
         let claims: Vec<(String, i32, i32, i64)> =
             w.claims.iter().map(|c| (c.card.clone(), c.atc as i32, c.width as i32, c.at_ms as i64)).collect();
@@ -700,11 +747,12 @@ impl Store for PgStore {
                 let issuers: Vec<&str> = totals.iter().map(|t| t.0.as_str()).collect();
                 let cards: Vec<&str> = totals.iter().map(|t| t.1.as_str()).collect();
                 let sums: Vec<i64> = totals.iter().map(|t| t.2).collect();
+                let since: Vec<i64> = totals.iter().map(|t| t.3).collect();
                 tx.execute(
-&tx.prepare_cached("INSERT INTO standin_total (issuer, card, total_minor) \
-                     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[]) \
-                     ON CONFLICT (issuer, card) DO UPDATE SET total_minor = EXCLUDED.total_minor").await.map_err(db_err("prepare state commit"))?,
-                    &[&issuers, &cards, &sums],
+&tx.prepare_cached("INSERT INTO standin_total (issuer, card, total_minor, since_ms) \
+                     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[]) \
+                     ON CONFLICT (issuer, card) DO UPDATE SET total_minor = EXCLUDED.total_minor, since_ms = EXCLUDED.since_ms").await.map_err(db_err("prepare state commit"))?,
+                    &[&issuers, &cards, &sums, &since],
                 )
                 .await
                 .map_err(db_err("write stand-in totals"))?;
@@ -756,24 +804,61 @@ impl Store for PgStore {
         Ok(outcome)
     }
 
-    fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    fn atc_windows_load(&self, limit: u64) -> Result<Vec<(String, Vec<u8>)>> {
         // What earlier versions wrote; new commits write claims instead (see `state_commit`).
-        self.call(|pool| async move {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
-            let rows =
-                c.query("SELECT card, win FROM atc_window", &[]).await.map_err(db_err("read ATC windows"))?;
+            let rows = c
+                .query("SELECT card, win FROM atc_window LIMIT $1", &[&limit])
+                .await
+                .map_err(db_err("read ATC windows"))?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
 
-    fn standin_totals_load(&self) -> Result<Vec<(String, String, u64)>> {
+    fn atc_window_get(&self, card: &str) -> Result<Option<Vec<u8>>> {
+        let card = card.to_string();
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let row = c
+                .query_opt("SELECT win FROM atc_window WHERE card = $1", &[&card])
+                .await
+                .map_err(db_err("read an ATC window"))?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    fn standin_totals_load(&self) -> Result<Vec<(String, String, StandInTotal)>> {
         self.call(|pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
             let rows = c
-                .query("SELECT issuer, card, total_minor FROM standin_total WHERE total_minor > 0", &[])
+                .query(
+                    "SELECT issuer, card, total_minor, since_ms FROM standin_total WHERE total_minor > 0",
+                    &[],
+                )
                 .await
                 .map_err(db_err("read stand-in totals"))?;
-            Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2) as u64)).collect())
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let t = StandInTotal {
+                        total_minor: r.get::<_, i64>(2) as u64,
+                        since_ms: r.get::<_, i64>(3) as u64,
+                    };
+                    (r.get(0), r.get(1), t)
+                })
+                .collect())
+        })
+    }
+
+    fn standin_expire(&self, before_ms: u64) -> Result<u64> {
+        let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            c.execute("DELETE FROM standin_total WHERE since_ms <= $1", &[&before])
+                .await
+                .map_err(db_err("expire stand-in totals"))
         })
     }
 
@@ -815,23 +900,39 @@ impl Store for PgStore {
         })
     }
 
-    fn standin_add(&self, issuer: &str, card: &str, amount: u64, max: u64) -> Result<Option<u64>> {
+    fn standin_add(
+        &self,
+        issuer: &str,
+        card: &str,
+        amount: u64,
+        max: u64,
+        now_ms: u64,
+        period_ms: u64,
+    ) -> Result<Option<StandInTotal>> {
         let (issuer, card) = (issuer.to_string(), card.to_string());
-        let (amount, max) =
-            (i64::try_from(amount).unwrap_or(i64::MAX), i64::try_from(max).unwrap_or(i64::MAX));
+        let big = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let (amount, max, now) = (big(amount), big(max), big(now_ms));
+        // A total whose period began at or before this starts again.
+        let over = now.saturating_sub(big(period_ms));
         self.call(move |pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
             let row = c
                 .query_opt(
-                    "INSERT INTO standin_total (issuer, card, total_minor) SELECT $1::TEXT, $2::TEXT, $3::BIGINT WHERE $3::BIGINT <= $4::BIGINT \
-                     ON CONFLICT (issuer, card) DO UPDATE \
-                     SET total_minor = standin_total.total_minor + EXCLUDED.total_minor \
-                     WHERE standin_total.total_minor + EXCLUDED.total_minor <= $4::BIGINT RETURNING total_minor",
-                    &[&issuer, &card, &amount, &max],
+                    "INSERT INTO standin_total (issuer, card, total_minor, since_ms) \
+                     SELECT $1::TEXT, $2::TEXT, $3::BIGINT, $5::BIGINT WHERE $3::BIGINT <= $4::BIGINT \
+                     ON CONFLICT (issuer, card) DO UPDATE SET \
+                       total_minor = CASE WHEN standin_total.since_ms <= $6::BIGINT THEN EXCLUDED.total_minor \
+                                     ELSE standin_total.total_minor + EXCLUDED.total_minor END, \
+                       since_ms = CASE WHEN standin_total.since_ms <= $6::BIGINT THEN EXCLUDED.since_ms \
+                                  ELSE standin_total.since_ms END \
+                     WHERE standin_total.since_ms <= $6::BIGINT \
+                        OR standin_total.total_minor + EXCLUDED.total_minor <= $4::BIGINT \
+                     RETURNING total_minor, since_ms",
+                    &[&issuer, &card, &amount, &max, &now, &over],
                 )
                 .await
                 .map_err(db_err("add to a stand-in total"))?;
-            Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+            Ok(row.map(|r| StandInTotal { total_minor: r.get::<_, i64>(0) as u64, since_ms: r.get::<_, i64>(1) as u64 }))
         })
     }
 
@@ -839,7 +940,7 @@ impl Store for PgStore {
         let issuer = issuer.to_string();
         self.call(move |pool| async move {
             let c = pool.get().await.map_err(pool_err)?;
-            c.execute("UPDATE standin_total SET total_minor = 0 WHERE issuer = $1", &[&issuer])
+            c.execute("DELETE FROM standin_total WHERE issuer = $1", &[&issuer])
                 .await
                 .map_err(db_err("reset stand-in totals"))?;
             Ok(())

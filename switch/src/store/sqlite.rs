@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS standin_total (
     issuer TEXT NOT NULL,
     card TEXT NOT NULL,
     total_minor INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL,
     PRIMARY KEY (issuer, card)
 );
 CREATE TABLE IF NOT EXISTS original (
@@ -92,6 +93,8 @@ fn db_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// A file database's read connection (ATC windows read back after eviction).
+    reader: Option<Mutex<Connection>>,
     /// Stops the checkpointer thread of a file database when the store goes.
     checkpointer: Option<Checkpointer>,
 }
@@ -198,6 +201,9 @@ impl SqliteStore {
         // The checkpointer takes over from SQLite's automatic checkpoint.
         store.conn()?.pragma_update(None, "wal_autocheckpoint", 0).map_err(db_err("set WAL checkpoint"))?;
         store.checkpointer = Some(Checkpointer::start(path)?);
+        let reader = Connection::open(path).map_err(db_err("open read connection"))?;
+        reader.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
+        store.reader = Some(Mutex::new(reader));
         Ok(store)
     }
 
@@ -223,7 +229,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(db_err("set synchronous"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
         conn.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
-        Ok(SqliteStore { conn: Mutex::new(conn), checkpointer: None })
+        upgrade_standin_totals(&conn)?;
+        Ok(SqliteStore { conn: Mutex::new(conn), reader: None, checkpointer: None })
     }
 
     fn journal_query(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<JournalRow>> {
@@ -257,6 +264,32 @@ impl SqliteStore {
             .lock()
             .map_err(|_| Error::new(ErrorKind::Internal, "store.sqlite", "connection mutex poisoned"))
     }
+}
+
+/// A database of an earlier version has stand-in totals without the start of their period, and
+/// the zero totals its resets left: the zeros go, and the others' periods start now (not at the
+/// epoch, which would expire every total, and reopen every card's limit, at once).
+fn upgrade_standin_totals(conn: &Connection) -> Result<()> {
+    let has_since: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('standin_total') WHERE name = 'since_ms'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(db_err("read stand-in total columns"))?
+        > 0;
+    if has_since {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    conn.execute_batch(&format!(
+        "BEGIN; DELETE FROM standin_total WHERE total_minor = 0; \
+         ALTER TABLE standin_total ADD COLUMN since_ms INTEGER NOT NULL DEFAULT {now}; COMMIT;"
+    ))
+    .map_err(db_err("upgrade stand-in totals"))
 }
 
 fn direction_from(s: &str) -> Direction {
@@ -456,13 +489,21 @@ impl Store for SqliteStore {
             for (card, win) in &w.windows {
                 st.execute(params![card, win.to_bytes()]).map_err(db_err("write ATC window"))?;
             }
-            let mut st = tx
+            let mut put = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO standin_total (issuer, card, total_minor) VALUES (?1, ?2, ?3)",
+                    "INSERT OR REPLACE INTO standin_total (issuer, card, total_minor, since_ms) \
+                     VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(db_err("prepare stand-in total"))?;
+            let mut gone = tx
+                .prepare_cached("DELETE FROM standin_total WHERE issuer = ?1 AND card = ?2")
+                .map_err(db_err("prepare stand-in total"))?;
             for ((issuer, card), total) in &w.totals {
-                st.execute(params![issuer, card, *total as i64]).map_err(db_err("write stand-in total"))?;
+                match total {
+                    Some(t) => put.execute(params![issuer, card, t.total_minor as i64, t.since_ms as i64]),
+                    None => gone.execute(params![issuer, card]),
+                }
+                .map_err(db_err("write stand-in total"))?;
             }
             let mut st = tx
                 .prepare_cached(
@@ -490,27 +531,67 @@ impl Store for SqliteStore {
         Ok(crate::records::CommitOutcome::default())
     }
 
-    fn atc_windows_load(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    fn atc_windows_load(&self, limit: u64) -> Result<Vec<(String, Vec<u8>)>> {
         let conn = self.conn()?;
-        let mut st =
-            conn.prepare("SELECT card, window FROM atc_window").map_err(db_err("read ATC windows"))?;
+        let mut st = conn
+            .prepare("SELECT card, window FROM atc_window LIMIT ?1")
+            .map_err(db_err("read ATC windows"))?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
             .map_err(db_err("read ATC windows"))?;
         rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db_err("read ATC windows"))
     }
 
-    fn standin_totals_load(&self) -> Result<Vec<(String, String, u64)>> {
+    fn atc_window_get(&self, card: &str) -> Result<Option<Vec<u8>>> {
+        // A file database reads on a connection of its own: in WAL mode it does not wait for the
+        // writer's commit in progress.
+        let read = |conn: &Connection| {
+            conn.prepare_cached("SELECT window FROM atc_window WHERE card = ?1")
+                .and_then(|mut st| st.query_row(params![card], |r| r.get::<_, Vec<u8>>(0)).optional())
+                .map_err(db_err("read an ATC window"))
+        };
+        match &self.reader {
+            Some(r) => {
+                let conn = r
+                    .lock()
+                    .map_err(|_| Error::new(ErrorKind::Internal, "store.sqlite", "reader mutex poisoned"))?;
+                read(&conn)
+            }
+            None => {
+                let conn = self.conn()?;
+                read(&conn)
+            }
+        }
+    }
+
+    fn standin_totals_load(&self) -> Result<Vec<(String, String, crate::records::StandInTotal)>> {
         let conn = self.conn()?;
         let mut st = conn
-            .prepare("SELECT issuer, card, total_minor FROM standin_total WHERE total_minor > 0")
+            .prepare("SELECT issuer, card, total_minor, since_ms FROM standin_total WHERE total_minor > 0")
             .map_err(db_err("read stand-in totals"))?;
         let rows = st
             .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    crate::records::StandInTotal {
+                        total_minor: r.get::<_, i64>(2)? as u64,
+                        since_ms: r.get::<_, i64>(3)? as u64,
+                    },
+                ))
             })
             .map_err(db_err("read stand-in totals"))?;
         rows.collect::<std::result::Result<Vec<_>, _>>().map_err(db_err("read stand-in totals"))
+    }
+
+    fn standin_expire(&self, before_ms: u64) -> Result<u64> {
+        let conn = self.conn()?;
+        let n = conn
+            .execute("DELETE FROM standin_total WHERE since_ms <= ?1", params![before_ms as i64])
+            .map_err(db_err("expire stand-in totals"))?;
+        Ok(n as u64)
     }
 
     fn original_get(&self, key: &str) -> Result<Option<crate::records::OriginalRecord>> {
@@ -631,6 +712,38 @@ mod tests {
             )
             .unwrap();
         assert_eq!(idx, 0);
+    }
+
+    /// A database of the version before stand-in periods: its zero totals (left by resets) go,
+    /// the others are kept with their period starting at the upgrade (not at the epoch, which
+    /// would expire them all and reopen every card's limit at once).
+    #[test]
+    fn an_earlier_databases_stand_in_totals_are_upgraded_without_reopening_any_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switch.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE standin_total (issuer TEXT NOT NULL, card TEXT NOT NULL, \
+                 total_minor INTEGER NOT NULL, PRIMARY KEY (issuer, card)); \
+                 INSERT INTO standin_total VALUES ('issuer-a', 'LIVE', 2500), ('issuer-a', 'RESET', 0);",
+            )
+            .unwrap();
+        }
+        let before =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let s = SqliteStore::open(&path).unwrap();
+        let rows = s.standin_totals_load().unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].1.as_str(), rows[0].2.total_minor), ("LIVE", 2500));
+        assert!(rows[0].2.since_ms >= before, "the period starts at the upgrade: {rows:?}");
+        let zeros: i64 =
+            s.conn().unwrap().query_row("SELECT COUNT(*) FROM standin_total", [], |r| r.get(0)).unwrap();
+        assert_eq!(zeros, 1, "the zero total's row is gone");
+        drop(s);
+        // Opened again: already upgraded, nothing changes.
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.standin_totals_load().unwrap(), rows);
     }
 
     #[test]

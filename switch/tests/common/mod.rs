@@ -17,6 +17,8 @@ pub struct SwitchProcess {
     pub dir: tempfile::TempDir,
     pub listeners: serde_json::Value,
     pub admin: String,
+    /// Environment variables the process is started with (beyond the LMK), again on a restart.
+    pub env: Vec<(String, String)>,
 }
 
 impl Drop for SwitchProcess {
@@ -141,13 +143,44 @@ pub fn with_test_acquirer(config: &str) -> String {
 
 /// Starts the switch with `config` (TOML without [keys]/[node] data_dir, added here) in `dir`.
 pub fn start_in(dir: tempfile::TempDir, config: &str) -> SwitchProcess {
+    start_in_with_env(dir, config, &[])
+}
+
+/// [`start_in`] with more environment variables (an admin credential named by `token_env`).
+pub fn start_in_with_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> SwitchProcess {
     keystore(dir.path());
     let cfg_path = dir.path().join("switch.toml");
     std::fs::write(&cfg_path, with_test_acquirer(config)).expect("write config");
-    let child = launch(dir.path());
-    let mut p = SwitchProcess { child, dir, listeners: serde_json::Value::Null, admin: String::new() };
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let child = launch(dir.path(), &env, Stdio::inherit());
+    let mut p = SwitchProcess { child, dir, listeners: serde_json::Value::Null, admin: String::new(), env };
     wait_ready(&mut p);
     p
+}
+
+/// Starts the switch with `config` expecting it to refuse to start: its exit status and what it
+/// wrote on stderr (it is killed, and the test fails, if it is still running after 30 s).
+pub fn start_refused(config: &str) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    keystore(dir.path());
+    std::fs::write(dir.path().join("switch.toml"), with_test_acquirer(config)).expect("write config");
+    let mut child = launch(dir.path(), &[], Stdio::piped());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the switch started with a configuration it must refuse");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    (status, err)
 }
 
 /// Starts the switch again on the same folder (config, keystore and data), after the running
@@ -155,11 +188,11 @@ pub fn start_in(dir: tempfile::TempDir, config: &str) -> SwitchProcess {
 pub fn restart(p: &mut SwitchProcess) {
     let _ = p.child.kill();
     let _ = p.child.wait();
-    p.child = launch(p.dir.path());
+    p.child = launch(p.dir.path(), &p.env, Stdio::inherit());
     wait_ready(p);
 }
 
-fn launch(dir: &Path) -> Child {
+fn launch(dir: &Path, env: &[(String, String)], stderr: Stdio) -> Child {
     let _ = std::fs::remove_file(dir.join("ready.json"));
     Command::new(env!("CARGO_BIN_EXE_switch"))
         .arg("--config")
@@ -168,8 +201,9 @@ fn launch(dir: &Path) -> Child {
         .arg(dir.join("ready.json"))
         .env("PAYNET_LMK", LMK_HEX)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("start switch")
 }
