@@ -294,6 +294,36 @@ async fn a_token_provisioned_on_node_0_pays_on_node_1_until_node_0_suspends_it()
     assert_eq!((st, s["status"].as_str()), (200, Some("active")), "{s}");
     until_node_1_answers("00", "57").await;
 
+    // A step-up (the second test card's issuer asks for an OTP) is kept in the shared database
+    // and completed with the OTP the cardholder got; the token pays on node 1.
+    let stepped: TestCard = serde_json::from_value(doc["test_cards"][1].clone()).expect("card");
+    let body = serde_json::json!({"request_id": "nodes-w2", "pan": stepped.pan, "expiry": stepped.expiry, "device_public_key": device});
+    let (st, a) = call("/v1/provision".into(), &wallet, body.to_string()).await;
+    assert_eq!((st, a["status"].as_str()), (202, Some("otp_required")), "{a}");
+    let id = a["provisioning_id"].as_str().expect("id").to_string();
+    let sms = testkit::http::get(
+        doc["issuer_admin"].as_str().expect("issuer admin"),
+        "/v1/sms",
+        doc["issuer_admin_token"].as_str(),
+    )
+    .await
+    .json();
+    let last4 = &stepped.pan[stepped.pan.len() - 4..];
+    let otp = sms
+        .as_array()
+        .expect("messages")
+        .iter()
+        .rev()
+        .find(|m| m["card"].as_str().is_some_and(|c| c.ends_with(last4)));
+    let otp = otp.and_then(|m| m["otp"].as_str()).expect("the cardholder's OTP").to_string();
+    let (st, a) = call(format!("/v1/provision/{id}/otp"), &wallet, format!("{{\"otp\":\"{otp}\"}}")).await;
+    assert_eq!((st, a["status"].as_str()), (200, Some("approved")), "{a}");
+    let token_ref = a["token_ref"].as_str().expect("ref").to_string();
+    call(format!("/v1/tokens/{token_ref}/confirm"), &wallet, String::new()).await;
+    let (second, _) = open_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    let req = chip_request(spec, &second, &Tx::purchase(30, 500, 1)).expect("request");
+    assert_eq!(send(1, req).await.0, "00", "the stepped-up token pays on node 1");
+
     // A cloud token: a limited-use key spent on node 0 does not pay again on node 1; the batch
     // node 0 issued is known on node 1.
     let (_, cloud, luks) = provision(&requestor("cloud"), "nodes-c1").await;

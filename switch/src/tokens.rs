@@ -106,6 +106,7 @@ pub struct Assembled {
     token_ref_key: zeroize::Zeroizing<Vec<u8>>,
     hsm: Arc<dyn crypto::hsm::Hsm>,
     cfg: crate::config::TokenServiceConfig,
+    store: TokenStore,
 }
 
 /// Opens the vault and the limited-use key registry of `cfg` (in `data_dir`, or in the shared
@@ -150,7 +151,7 @@ pub fn assemble(
             }
         })?;
     }
-    Ok(Assembled { vault, luks, ranges, token_ref_key, hsm, cfg: ts.clone() })
+    Ok(Assembled { vault, luks, ranges, token_ref_key, hsm, cfg: ts.clone(), store })
 }
 
 impl Assembled {
@@ -163,10 +164,22 @@ impl Assembled {
     }
 
     /// The provisioning service over `env` (the engine as its gateway, the node's clock and
-    /// entropy), with the configured requestors and issuers.
+    /// entropy), with the configured requestors and issuers; over the shared database, its OTP
+    /// step-ups are kept there (any node's API completes them).
     pub fn service(self, env: Environment) -> TokenService {
-        TokenService::new(env, self.vault, self.hsm, self.ranges, self.cfg.requestors, self.token_ref_key)
-            .with_luks(self.luks)
-            .with_issuers(self.cfg.issuers)
+        let svc = TokenService::new(
+            env,
+            self.vault,
+            self.hsm,
+            self.ranges,
+            self.cfg.requestors,
+            self.token_ref_key,
+        )
+        .with_luks(self.luks)
+        .with_issuers(self.cfg.issuers);
+        match self.store {
+            TokenStore::Postgres(pg) => svc.with_shared_pending(pg),
+            TokenStore::Sqlite(_) => svc,
+        }
     }
 }

@@ -228,3 +228,45 @@ fn a_lost_listener_says_so_and_listens_again() {
     a.vault_put(&record("4895370000000021", "FP1")).expect("put");
     until(&changes, &Change::Token("4895370000000021".into()));
 }
+
+#[test]
+fn a_step_up_begun_on_one_node_is_completed_on_another_and_its_card_is_sealed() {
+    use tsp::pending::{Pending, PendingBook, PendingStore};
+    let Some(db) = Db::new("token_store_pending") else { return };
+    let (a, b) = (db.node("a"), db.node("b"));
+    let (book_a, book_b) = (
+        PendingBook::shared(a.clone(), vault(a.clone()), 3, 60_000),
+        PendingBook::shared(b.clone(), vault(b.clone()), 3, 60_000),
+    );
+    let step_up = |request: &str| Pending {
+        requestor: "40010030273".into(),
+        pan: Zeroizing::new(PAN.into()),
+        expiry: "2812".into(),
+        device_key: vec![4; 65],
+        entry_modes: vec!["07".into(), "81".into()],
+        request_id: request.into(),
+    };
+    book_a.insert("000000000001".into(), step_up("r1"), 1_000, [1; 12]).expect("record");
+    // Node b completes it: the card opens there.
+    let p = book_b.get("000000000001", 2_000).expect("read").expect("pending");
+    assert_eq!((p.pan.as_str(), p.expiry.as_str(), p.request_id.as_str()), (PAN, "2812", "r1"));
+    assert_eq!(p.entry_modes, ["07", "81"]);
+    // The row holds no clear PAN nor expiry, and moved onto another id it does not open.
+    let row = b.pending_get("000000000001", 0).expect("read").expect("row");
+    let sealed = String::from_utf8_lossy(&row.sealed).to_string();
+    assert!(!sealed.contains(PAN) && !hex::encode(&row.sealed).contains(PAN), "sealed");
+    b.pending_put(&tsp::pending::StoredPending { id: "000000000009".into(), ..row }, 0, 10).expect("moved");
+    assert!(book_b.get("000000000009", 2_000).is_err(), "a moved row is an error, never a card");
+    book_b.remove("000000000009").expect("remove");
+    // Too old: gone; over the bound: the oldest go.
+    assert!(book_a.get("000000000001", 61_001).expect("read").is_none(), "expired");
+    for (i, at) in [(2, 2_000), (3, 3_000), (4, 4_000)] {
+        book_a.insert(format!("00000000000{i}"), step_up("r"), at, [i as u8; 12]).expect("record");
+    }
+    assert_eq!(book_b.len(4_000).expect("count"), 3, "at the bound");
+    assert!(book_b.get("000000000001", 4_000).expect("read").is_none(), "the oldest went");
+    book_b.remove("000000000004").expect("completed");
+    assert_eq!(book_a.len(4_000).expect("count"), 2);
+    book_a.set_limits(1, 60_000, 4_000).expect("limits");
+    assert_eq!(book_b.len(4_000).expect("count"), 1, "trimmed to the new bound");
+}

@@ -495,6 +495,17 @@ impl TokenVault {
         Ok(n)
     }
 
+    /// Seals other card data under the vault's current data key, bound to `aad` (the pending
+    /// step-ups' cards: see [`crate::pending`]).
+    pub fn seal_data(&self, nonce: [u8; 12], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
+        Ok(self.sealer.read().unwrap_or_else(|p| p.into_inner()).seal(nonce, aad, plain)?)
+    }
+
+    /// Opens what [`TokenVault::seal_data`] sealed with the same `aad`.
+    pub fn open_data(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        Ok(self.sealer.read().unwrap_or_else(|p| p.into_inner()).open(aad, sealed)?)
+    }
+
     /// Adds a data key version (before [`TokenVault::rewrap`] to it).
     pub fn add_key(&self, version: u32, key: &crypto::AesKey) -> Result<()> {
         Ok(self.sealer.write().unwrap_or_else(|p| p.into_inner()).add_key(version, key)?)

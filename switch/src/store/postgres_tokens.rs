@@ -20,6 +20,9 @@
 //! answering its health check) it says so ([`Change::Lost`]: the caches must not be trusted, a
 //! change may be missed), reconnects with a growing pause, and says [`Change::Listening`] once it
 //! listens again. Payloads carry the token, never a PAN.
+//!
+//! Provisionings waiting for the cardholder's OTP are kept here too (`token_pending`, their card
+//! sealed: see [`tsp::pending`]), so that any node's provisioning API completes them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +31,7 @@ use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tsp::luk::{LukStore, StoredBatch};
+use tsp::pending::{PendingStore, StoredPending};
 use tsp::vault::{TokenRecord, TokenStatus, VaultStore, domain_to_text};
 
 use super::postgres::{PgOptions, call_on, connect_config, migrate, pool, runtime};
@@ -37,9 +41,10 @@ use crate::error::{Error, ErrorKind, Result};
 pub const CHANNEL: &str = "paynet_tokens";
 
 /// The token service's tables, one step per migration, recorded in `token_migrations`.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "
 CREATE TABLE token_vault (
     token TEXT PRIMARY KEY,
     pan_sealed BYTEA NOT NULL,
@@ -72,7 +77,23 @@ CREATE TRIGGER token_vault_changed AFTER INSERT OR UPDATE OR DELETE ON token_vau
 CREATE TRIGGER token_luk_changed AFTER INSERT OR UPDATE OR DELETE ON token_luk
     FOR EACH ROW EXECUTE FUNCTION token_changed();
 ",
-)];
+    ),
+    (
+        2,
+        "
+CREATE TABLE token_pending (
+    id TEXT PRIMARY KEY,
+    requestor TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    sealed BYTEA NOT NULL,
+    device_key BYTEA NOT NULL,
+    entry_modes TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX token_pending_age ON token_pending (created_ms);
+",
+    ),
+];
 
 /// What the listener reports (see the module's documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -414,4 +435,105 @@ async fn listen_once(
     }
     driver.abort();
     Ok(())
+}
+
+/// Forgets the step-ups created before `oldest` and the oldest beyond `capacity`.
+async fn trim_pending(c: &deadpool_postgres::Object, oldest: i64, capacity: i64) -> Result<()> {
+    c.execute("DELETE FROM token_pending WHERE created_ms < $1", &[&oldest])
+        .await
+        .map_err(db_err("forget old step-ups"))?;
+    c.execute(
+        "DELETE FROM token_pending WHERE id IN \
+         (SELECT id FROM token_pending ORDER BY created_ms DESC, id OFFSET $1)",
+        &[&capacity],
+    )
+    .await
+    .map_err(db_err("forget step-ups over the bound"))?;
+    Ok(())
+}
+
+impl PendingStore for PgTokenStore {
+    fn pending_put(&self, p: &StoredPending, oldest_ms: u64, capacity: usize) -> tsp::Result<()> {
+        let p = p.clone();
+        let (oldest, room) = (oldest_ms as i64, capacity.saturating_sub(1) as i64);
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            // Room for this one within the bound.
+            trim_pending(&c, oldest, room).await?;
+            c.execute(
+                "INSERT INTO token_pending (id, requestor, request_id, sealed, device_key, entry_modes, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET requestor = $2, \
+                 request_id = $3, sealed = $4, device_key = $5, entry_modes = $6, created_ms = $7",
+                &[&p.id, &p.requestor, &p.request_id, &p.sealed, &p.device_key, &p.entry_modes, &(p.created_ms as i64)],
+            )
+            .await
+            .map_err(db_err("record step-up"))?;
+            Ok(())
+        })
+        .map_err(tsp_err("record step-up"))
+    }
+
+    fn pending_get(&self, id: &str, oldest_ms: u64) -> tsp::Result<Option<StoredPending>> {
+        let (id, oldest) = (id.to_string(), oldest_ms as i64);
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let row = c
+                .query_opt(
+                    "SELECT id, requestor, request_id, sealed, device_key, entry_modes, created_ms \
+                     FROM token_pending WHERE id = $1 AND created_ms >= $2",
+                    &[&id, &oldest],
+                )
+                .await
+                .map_err(db_err("read step-up"))?;
+            row.map(|r| {
+                Ok(StoredPending {
+                    id: r.try_get(0)?,
+                    requestor: r.try_get(1)?,
+                    request_id: r.try_get(2)?,
+                    sealed: r.try_get(3)?,
+                    device_key: r.try_get(4)?,
+                    entry_modes: r.try_get(5)?,
+                    created_ms: r.try_get::<_, i64>(6)?.max(0) as u64,
+                })
+            })
+            .transpose()
+            .map_err(db_err("read step-up row"))
+        })
+        .map_err(tsp_err("read step-up"))
+    }
+
+    fn pending_remove(&self, id: &str) -> tsp::Result<()> {
+        let id = id.to_string();
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            c.execute("DELETE FROM token_pending WHERE id = $1", &[&id])
+                .await
+                .map_err(db_err("forget step-up"))?;
+            Ok(())
+        })
+        .map_err(tsp_err("forget step-up"))
+    }
+
+    fn pending_count(&self, oldest_ms: u64) -> tsp::Result<usize> {
+        let oldest = oldest_ms as i64;
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let n: i64 = c
+                .query_one("SELECT count(*) FROM token_pending WHERE created_ms >= $1", &[&oldest])
+                .await
+                .map_err(db_err("count step-ups"))?
+                .get(0);
+            Ok(n.max(0) as usize)
+        })
+        .map_err(tsp_err("count step-ups"))
+    }
+
+    fn pending_trim(&self, oldest_ms: u64, capacity: usize) -> tsp::Result<()> {
+        let (oldest, capacity) = (oldest_ms as i64, capacity as i64);
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            trim_pending(&c, oldest, capacity).await
+        })
+        .map_err(tsp_err("trim step-ups"))
+    }
 }
