@@ -135,19 +135,24 @@ pub fn assemble(
     if let TokenStore::Postgres(pg) = &store {
         // A token changed by another node is read again; while changes may be missed, every read
         // goes to the database (a suspended token is refused on every node at once).
-        let (v, l) = (vault.clone(), luks.clone());
-        pg.listen(move |change| match change {
-            Change::Token(token) => {
-                v.evict(&token);
-                l.evict(&token);
-            }
-            Change::Listening => {
-                v.set_live(true);
-                l.set_live(true);
-            }
-            Change::Lost => {
-                v.set_live(false);
-                l.set_live(false);
+        // Weak: the store's runtime runs the listener, and the vault holds the store — the node
+        // dropping its vault stops the listener with the store.
+        let (v, l) = (Arc::downgrade(&vault), Arc::downgrade(&luks));
+        pg.listen(move |change| {
+            let (Some(v), Some(l)) = (v.upgrade(), l.upgrade()) else { return };
+            match change {
+                Change::Token(token) => {
+                    v.evict(&token);
+                    l.evict(&token);
+                }
+                Change::Listening => {
+                    v.set_live(true);
+                    l.set_live(true);
+                }
+                Change::Lost => {
+                    v.set_live(false);
+                    l.set_live(false);
+                }
             }
         })?;
     }

@@ -511,3 +511,139 @@ impl TokenVault {
         Ok(self.sealer.write().unwrap_or_else(|p| p.into_inner()).add_key(version, key)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::store::SqliteVaultStore;
+
+    /// A store other processes write too: SQLite in memory, counting its one-token reads.
+    struct Shared {
+        inner: SqliteVaultStore,
+        reads: AtomicUsize,
+        /// A vault whose token gets evicted during the next read (a change notice arriving while
+        /// the read is in flight).
+        evict_during_read: std::sync::Mutex<Option<std::sync::Weak<TokenVault>>>,
+    }
+
+    impl VaultStore for Shared {
+        fn vault_put(&self, rec: &TokenRecord) -> Result<()> {
+            self.inner.vault_put(rec)
+        }
+        fn vault_set_status(&self, token: &str, from: TokenStatus, to: TokenStatus) -> Result<bool> {
+            self.inner.vault_set_status(token, from, to)
+        }
+        fn vault_set_sealed(&self, token: &str, sealed: &[u8]) -> Result<()> {
+            self.inner.vault_set_sealed(token, sealed)
+        }
+        fn vault_all(&self) -> Result<Vec<TokenRecord>> {
+            self.inner.vault_all()
+        }
+        fn vault_get(&self, token: &str) -> Result<Option<TokenRecord>> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let row = self.inner.vault_get(token);
+            let hook = self.evict_during_read.lock().expect("lock").take();
+            if let Some(v) = hook.and_then(|w| w.upgrade()) {
+                v.evict(token);
+            }
+            row
+        }
+        fn vault_of_fingerprint(&self, fingerprint: &str) -> Result<Vec<TokenRecord>> {
+            self.inner.vault_of_fingerprint(fingerprint)
+        }
+        fn shared(&self) -> bool {
+            true
+        }
+    }
+
+    const T: &str = "4895370000000013";
+
+    fn setup() -> (Arc<Shared>, TokenVault) {
+        let store = Arc::new(Shared {
+            inner: SqliteVaultStore::in_memory().expect("store"),
+            reads: AtomicUsize::new(0),
+            evict_during_read: std::sync::Mutex::new(None),
+        });
+        let key = crypto::AesKey::from_slice(&[3; 32]).expect("aes");
+        let v = TokenVault::open(
+            store.clone(),
+            Sealer::new(1, &key).expect("sealer"),
+            Zeroizing::new(vec![9; 32]),
+        )
+        .expect("vault");
+        let domain = DomainControls {
+            entry_modes: vec!["07".into()],
+            transaction_types: vec!["00".into()],
+            requestor_id: "40010030273".into(),
+        };
+        let new = NewToken {
+            token: T,
+            pan: "4761739001010010",
+            pan_expiry: "2812",
+            par: "P",
+            expiry: "2912",
+            domain,
+        };
+        v.insert(new, 1, [1; 12]).expect("insert");
+        (store, v)
+    }
+
+    fn reads(s: &Shared) -> usize {
+        s.reads.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn over_a_shared_store_reads_go_through_until_changes_are_heard_then_the_cache_answers() {
+        let (store, v) = setup();
+        // Not listening yet: every look-up reads the store, nothing is kept.
+        let before = reads(&store);
+        assert!(v.get(T).is_some() && v.get(T).is_some());
+        assert_eq!(reads(&store), before + 2);
+        // Listening: read once, then answered from the cache — an unknown token too.
+        v.set_live(true);
+        let before = reads(&store);
+        assert!(v.get(T).is_some() && v.get(T).is_some());
+        assert!(v.get("4895370000000021").is_none() && v.get("4895370000000021").is_none());
+        assert_eq!(reads(&store), before + 2, "one read per token");
+        // Another process suspends it: the cached copy holds until the notice evicts it.
+        assert!(
+            store.inner.vault_set_status(T, TokenStatus::Inactive, TokenStatus::Suspended).expect("write")
+        );
+        assert_eq!(v.get(T).map(|r| r.status), Some(TokenStatus::Inactive), "not heard of yet");
+        v.evict(T);
+        assert_eq!(v.get(T).map(|r| r.status), Some(TokenStatus::Suspended));
+        // Lifecycle changes are decided on the stored status, whatever the cache says.
+        assert!(
+            store.inner.vault_set_status(T, TokenStatus::Suspended, TokenStatus::Deleted).expect("write")
+        );
+        assert!(matches!(
+            v.set_status(T, TokenStatus::Active),
+            Err(Error::Lifecycle { from: "deleted", .. })
+        ));
+        // The listener lost: the cache is dropped and the store read every time again.
+        v.set_live(false);
+        let before = reads(&store);
+        assert_eq!(v.get(T).map(|r| r.status), Some(TokenStatus::Deleted));
+        v.get(T);
+        assert_eq!(reads(&store), before + 2);
+    }
+
+    #[test]
+    fn a_read_that_began_before_an_eviction_does_not_fill_the_cache() {
+        let (store, v) = setup();
+        let v = Arc::new(v);
+        v.set_live(true);
+        // The notice of a change arrives while a look-up is reading: what it read is not kept.
+        *store.evict_during_read.lock().expect("lock") = Some(Arc::downgrade(&v));
+        assert!(v.get(T).is_some());
+        let before = reads(&store);
+        assert!(v.get(T).is_some());
+        assert_eq!(reads(&store), before + 1, "read again, not answered from a stale fill");
+        // Without an eviction in between, the read fills the cache.
+        let before = reads(&store);
+        assert!(v.get(T).is_some());
+        assert_eq!(reads(&store), before, "cached");
+    }
+}
