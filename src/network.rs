@@ -682,7 +682,9 @@ pub async fn start(opts: Options) -> Result<Network> {
         std::fs::copy(opts.dir.join(&cfg.keys.keystore), dir.join(&cfg.keys.keystore))?;
         let mut node_cfg = cfg.clone();
         node_cfg.node.name = format!("serve-{i}");
-        node_cfg.token_service.enabled = false;
+        // Every node detokenizes (a token pays on any of them) over the vault in the shared
+        // database; requestors are given node 0's provisioning API, the others' listen unnamed.
+        node_cfg.token_service.listen = "127.0.0.1:0".into();
         match &opts.node_program {
             Some(program) => {
                 crate::private_file::write_atomic(&dir.join(SWITCH_CONFIG), node_cfg.to_toml()?.as_bytes())?;

@@ -1,7 +1,10 @@
 //! `paynet serve --nodes 3 --database-url URL`: three switch nodes over one PostgreSQL database,
 //! the second and third in processes of their own, listed in the ports file's `nodes` with their
 //! process IDs; each answers the test cards; one killed with SIGKILL leaves the others answering;
-//! stopping serve stops them all. Skipped without a database unless `PAYNET_REQUIRE_POSTGRES=1`.
+//! stopping serve stops them all. Every node runs the token service over the shared vault: a token
+//! provisioned through node 0's API pays on node 1, a suspension on node 0 is refused on node 1,
+//! and a cloud token's limited-use key spent on one node does not pay again on the other.
+//! Skipped without a database unless `PAYNET_REQUIRE_POSTGRES=1`.
 
 mod common;
 
@@ -169,4 +172,167 @@ async fn the_load_generator_fails_over_when_a_node_dies_under_it() {
         "each taken in charge, or had no original"
     );
     assert_eq!(report.approved + report.declined + report.errors + report.timeouts, report.sent);
+}
+
+const DEVICE_SECRET: [u8; 32] = [0x2A; 32];
+
+/// The phone's card profile, opened with its device key: the token card, and its limited-use keys
+/// (none for a wallet token, which holds its ICC master key).
+fn open_profile(encrypted: &str) -> (TestCard, Vec<(u16, crypto::keys::TdesKey)>) {
+    let sealed = hex::decode(encrypted).expect("hex");
+    let plain = crypto::device::open(&DEVICE_SECRET, tsp::service::PROFILE_INFO, &sealed).expect("opens");
+    let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
+    let luks = v["luks"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let luks = luks
+        .iter()
+        .map(|k| {
+            let atc = u16::from_str_radix(k["atc"].as_str().expect("atc"), 16).expect("atc hex");
+            (atc, crypto::keys::TdesKey::from_hex("luk", k["key"].as_str().expect("key")).expect("key"))
+        })
+        .collect();
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let card = TestCard {
+        pan: text("token"),
+        expiry: text("expiry"),
+        psn: text("psn"),
+        cvn: text("cvn"),
+        icc_mk: text("icc_mk"),
+        pin: String::new(),
+        balance: String::new(),
+    };
+    (card, luks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_provisioned_on_node_0_pays_on_node_1_until_node_0_suspends_it() {
+    use terminal_kit::pos::{CardKey, chip_request, chip_request_with};
+    let Some(db) = testkit::pg::database("serve_tokens") else { return };
+    let _schema = DropSchema(switch::store::postgres::PgOptions::new(db.url.clone(), db.schema.clone()));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ports = tmp.path().join("ports.json");
+    let _serve = common::process::serve_with(
+        &ports,
+        tmp.path(),
+        &["--nodes", "2", "--database-url", &db.url, "--schema", &db.schema],
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ports).expect("ports file")).expect("JSON");
+    let api = doc["provisioning_api"].as_str().expect("node 0's provisioning API").to_string();
+    let nodes = doc["nodes"].as_array().expect("nodes").clone();
+    let card: TestCard = serde_json::from_value(doc["test_cards"][0].clone()).expect("card");
+    let requestor = |kind: &str| {
+        let r = doc["token_requestors"]
+            .as_array()
+            .expect("requestors")
+            .iter()
+            .find(|r| r["kind"] == kind)
+            .expect("requestor")
+            .clone();
+        format!("{}:{}", r["id"].as_str().expect("id"), r["secret"].as_str().expect("secret"))
+    };
+    let call = async |path: String, auth: &str, body: String| {
+        let r = testkit::http::post(&api, &path, Some(auth), &body).await;
+        (r.status, r.json())
+    };
+    let device = hex::encode(crypto::device::public_key(&DEVICE_SECRET).expect("public key"));
+    let provision = async |auth: &str, id: &str| {
+        let body = serde_json::json!({"request_id": id, "pan": card.pan, "expiry": card.expiry, "device_public_key": device});
+        let (st, a) = call("/v1/provision".into(), auth, body.to_string()).await;
+        assert_eq!((st, a["status"].as_str()), (200, Some("approved")), "{a}");
+        let token_ref = a["token_ref"].as_str().expect("ref").to_string();
+        let (st, c) = call(format!("/v1/tokens/{token_ref}/confirm"), auth, String::new()).await;
+        assert_eq!((st, c["status"].as_str()), (200, Some("active")), "{c}");
+        let (phone, luks) = open_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+        (token_ref, phone, luks)
+    };
+    let spec = Spec::builtin("network").expect("spec");
+    let send = async |node: usize, req: codecs::iso8583::Message| {
+        let a = &nodes[node]["acquirer"];
+        let mut c = Client::connect_to(
+            a["host"].as_str().expect("host"),
+            a["port"].as_u64().expect("port") as u16,
+            FramingKind::Binary2,
+            "network",
+        )
+        .await;
+        let rsp = c.call(&req).await;
+        (rc(&rsp), rsp.text(2).map(|t| t.into_owned()))
+    };
+
+    // A wallet token provisioned through node 0 pays on node 1 (the issuer sees the card, the
+    // terminal gets the token back), and on node 0.
+    let wallet = requestor("wallet");
+    let (token_ref, phone, _) = provision(&wallet, "nodes-w1").await;
+    assert!(phone.pan.starts_with("489537"), "a token");
+    let pay =
+        |stan: u32| chip_request(spec, &phone, &Tx::purchase(stan, 1_000, stan as u16)).expect("request");
+    assert_eq!(send(1, pay(1)).await, ("00".to_string(), Some(phone.pan.clone())), "paid on node 1");
+    assert_eq!(send(0, pay(2)).await.0, "00", "and on node 0");
+    // Its ATC, once spent on node 1, does not pay again on node 0.
+    let mut replay = pay(1);
+    replay.set_text(11, "000091").expect("DE 11");
+    assert_eq!(send(0, replay).await.0, "82", "an ATC of the token is accepted once across the nodes");
+    // Suspended through node 0: refused on node 1 once the change notice reached it (node 1 had
+    // the token cached as active); resumed: paid there again.
+    let mut stan = 2;
+    let mut until_node_1_answers = async |want: &str, meanwhile: &str| {
+        for _ in 0..200 {
+            stan += 1;
+            let got = send(1, pay(stan)).await.0;
+            if got == want {
+                return;
+            }
+            assert_eq!(got, meanwhile, "only the previous state's answer until the notice lands");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("node 1 never answered {want}");
+    };
+    let (st, s) = call(format!("/v1/tokens/{token_ref}/suspend"), &wallet, String::new()).await;
+    assert_eq!((st, s["status"].as_str()), (200, Some("suspended")), "{s}");
+    until_node_1_answers("57", "00").await;
+    let (st, s) = call(format!("/v1/tokens/{token_ref}/resume"), &wallet, String::new()).await;
+    assert_eq!((st, s["status"].as_str()), (200, Some("active")), "{s}");
+    until_node_1_answers("00", "57").await;
+
+    // A step-up (the second test card's issuer asks for an OTP) is kept in the shared database
+    // and completed with the OTP the cardholder got; the token pays on node 1.
+    let stepped: TestCard = serde_json::from_value(doc["test_cards"][1].clone()).expect("card");
+    let body = serde_json::json!({"request_id": "nodes-w2", "pan": stepped.pan, "expiry": stepped.expiry, "device_public_key": device});
+    let (st, a) = call("/v1/provision".into(), &wallet, body.to_string()).await;
+    assert_eq!((st, a["status"].as_str()), (202, Some("otp_required")), "{a}");
+    let id = a["provisioning_id"].as_str().expect("id").to_string();
+    let sms = testkit::http::get(
+        doc["issuer_admin"].as_str().expect("issuer admin"),
+        "/v1/sms",
+        doc["issuer_admin_token"].as_str(),
+    )
+    .await
+    .json();
+    let last4 = &stepped.pan[stepped.pan.len() - 4..];
+    let otp = sms
+        .as_array()
+        .expect("messages")
+        .iter()
+        .rev()
+        .find(|m| m["card"].as_str().is_some_and(|c| c.ends_with(last4)));
+    let otp = otp.and_then(|m| m["otp"].as_str()).expect("the cardholder's OTP").to_string();
+    let (st, a) = call(format!("/v1/provision/{id}/otp"), &wallet, format!("{{\"otp\":\"{otp}\"}}")).await;
+    assert_eq!((st, a["status"].as_str()), (200, Some("approved")), "{a}");
+    let token_ref = a["token_ref"].as_str().expect("ref").to_string();
+    call(format!("/v1/tokens/{token_ref}/confirm"), &wallet, String::new()).await;
+    let (second, _) = open_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    let req = chip_request(spec, &second, &Tx::purchase(30, 500, 1)).expect("request");
+    assert_eq!(send(1, req).await.0, "00", "the stepped-up token pays on node 1");
+
+    // A cloud token: a limited-use key spent on node 0 does not pay again on node 1; the batch
+    // node 0 issued is known on node 1.
+    let (_, cloud, luks) = provision(&requestor("cloud"), "nodes-c1").await;
+    assert!(luks.len() >= 2, "a batch of limited-use keys");
+    let spend = |stan: u32, (atc, key): &(u16, crypto::keys::TdesKey)| {
+        chip_request_with(spec, &cloud, &Tx::purchase(stan, 700, *atc), CardKey::SessionKey(key))
+            .expect("request")
+    };
+    assert_eq!(send(0, spend(10, &luks[0])).await.0, "00", "paid on node 0");
+    assert_eq!(send(1, spend(11, &luks[0])).await.0, "82", "the same key again, on node 1");
+    assert_eq!(send(1, spend(12, &luks[1])).await.0, "00", "the batch's next key pays on node 1");
 }

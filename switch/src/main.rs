@@ -132,8 +132,9 @@ fn rewrap_vault(cfg: &SwitchConfig, ks: &crypto::keystore::Keystore, base: &Path
         return Err("--rewrap-vault: the token service is not enabled in this configuration".into());
     }
     let keys = switch::keys::token_service_keys(ks, &cfg.token_service).map_err(|e| e.to_string())?;
-    let store = switch::tokens::open_store(&base.join(&cfg.node.data_dir)).map_err(|e| e.to_string())?;
-    let vault = switch::tokens::open_vault(store, keys).map_err(|e| e.to_string())?;
+    let store =
+        switch::tokens::TokenStore::open(cfg, &base.join(&cfg.node.data_dir)).map_err(|e| e.to_string())?;
+    let vault = switch::tokens::open_vault(&store, keys).map_err(|e| e.to_string())?;
     let n = vault
         .rewrap(cfg.token_service.vault_key_version, || {
             let mut nonce = [0u8; 12];

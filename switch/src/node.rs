@@ -172,7 +172,17 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
     // The token service: its vault and detokenize stage now, its provisioning service once the
     // engine exists to be its gateway.
     let tokens = match (cfg.token_service.enabled, parts.keys.token_service.take()) {
-        (true, Some(keys)) => Some(crate::tokens::assemble(&cfg, keys, parts.hsm.clone(), &data_dir)?),
+        (true, Some(keys)) => {
+            // Off the runtime's threads: a shared store connects and migrates now.
+            let (c, hsm, dir) = (cfg.clone(), parts.hsm.clone(), data_dir.clone());
+            Some(
+                tokio::task::spawn_blocking(move || crate::tokens::assemble(&c, keys, hsm, &dir))
+                    .await
+                    .map_err(|e| {
+                        Error::new(ErrorKind::Internal, "token_service", format!("opening it stopped: {e}"))
+                    })??,
+            )
+        }
         (true, None) => {
             return Err(config_err("token_service: enabled, but the node has no token service keys"));
         }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod gateway;
 pub mod luk;
 pub mod number;
+pub mod pending;
 pub mod service;
 pub mod store;
 pub mod vault;

@@ -3,22 +3,36 @@
 //! valid until the batch's time to live. The detokenize stage accepts a cloud token's cryptogram
 //! only for an ATC of an unexpired batch (each ATC once, by the replay window); when the phone has
 //! used or outlived its keys it must replenish.
+//!
+//! Over a store several processes write ([`LukStore::shared`]) the registry reads through like the
+//! vault: a token's batch is read from the store when not cached (its absence cached too), evicted
+//! on the store's change notices ([`LukRegistry::evict`]), and read from the store every time while
+//! the notices may be missed ([`LukRegistry::set_live`] false). A new batch replaces the stored one
+//! only if that is still the one it follows, so two processes never hand out the same ATCs.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crypto::hsm::LukBatch;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Where issued batches are kept, so that a restarted switch still accepts the keys its phones
 /// hold. The store holds tokens and ATC ranges only (no key, no PAN).
 pub trait LukStore: Send + Sync + 'static {
     /// Records `token`'s current batch and the device key its keys are sealed for, replacing the
-    /// previous batch.
-    fn luk_put(&self, token: &str, batch: &StoredBatch) -> Result<()>;
+    /// previous batch — only if the stored batch starts at `follows` (`None`: the token has none
+    /// yet). `false` when another batch was recorded in between (nothing is written then).
+    fn luk_put(&self, token: &str, follows: Option<u16>, batch: &StoredBatch) -> Result<bool>;
+    /// `token`'s current batch.
+    fn luk_get(&self, token: &str) -> Result<Option<StoredBatch>>;
     /// Every token's current batch.
     fn luk_all(&self) -> Result<Vec<(String, StoredBatch)>>;
+    /// Whether other processes write to this store too (see the module's documentation).
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A token's current batch as the store keeps it.
@@ -31,17 +45,27 @@ pub struct StoredBatch {
     pub device_key: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Batch {
-    first: u16,
-    count: u16,
-    expires_ms: u64,
+impl StoredBatch {
+    fn allows(&self, atc: u16, now_ms: u64) -> bool {
+        now_ms <= self.expires_ms
+            && atc >= self.first_atc
+            && u32::from(atc) < u32::from(self.first_atc) + u32::from(self.count)
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    /// `None`: the token has no batch (not a cloud token), as the store said.
+    batches: HashMap<String, Option<StoredBatch>>,
+    /// Bumped by every eviction (see the vault's cache).
+    epoch: u64,
 }
 
 pub struct LukRegistry {
-    batches: Mutex<HashMap<String, Vec<Batch>>>,
-    devices: Mutex<HashMap<String, Vec<u8>>>,
+    cache: Mutex<Cache>,
     store: Option<std::sync::Arc<dyn LukStore>>,
+    shared: bool,
+    live: AtomicBool,
     pub batch_size: u16,
     pub ttl_ms: u64,
 }
@@ -49,9 +73,10 @@ pub struct LukRegistry {
 impl LukRegistry {
     pub fn new(batch_size: u16, ttl_ms: u64) -> Self {
         LukRegistry {
-            batches: Mutex::new(HashMap::new()),
-            devices: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             store: None,
+            shared: false,
+            live: AtomicBool::new(false),
             batch_size: batch_size.clamp(1, 100),
             ttl_ms,
         }
@@ -59,72 +84,132 @@ impl LukRegistry {
 
     /// A registry whose batches are written through to `store` and read back from it.
     pub fn persistent(store: std::sync::Arc<dyn LukStore>, batch_size: u16, ttl_ms: u64) -> Result<Self> {
+        let shared = store.shared();
         let mut batches = HashMap::new();
-        let mut devices = HashMap::new();
-        for (token, b) in store.luk_all()? {
-            batches.insert(
-                token.clone(),
-                vec![Batch { first: b.first_atc, count: b.count, expires_ms: b.expires_ms }],
-            );
-            devices.insert(token, b.device_key);
+        if !shared {
+            for (token, b) in store.luk_all()? {
+                batches.insert(token, Some(b));
+            }
         }
         Ok(LukRegistry {
-            batches: Mutex::new(batches),
-            devices: Mutex::new(devices),
+            cache: Mutex::new(Cache { batches, epoch: 0 }),
             store: Some(store),
+            shared,
+            live: AtomicBool::new(false),
             batch_size: batch_size.clamp(1, 100),
             ttl_ms,
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Another process changed `token`'s batch in the shared store.
+    pub fn evict(&self, token: &str) {
+        let mut c = self.lock();
+        c.epoch = c.epoch.wrapping_add(1);
+        c.batches.remove(token);
+    }
+
+    /// Over a shared store: whether its change notices are being received (see
+    /// [`crate::TokenVault::set_live`]).
+    pub fn set_live(&self, live: bool) {
+        let mut c = self.lock();
+        c.epoch = c.epoch.wrapping_add(1);
+        c.batches.clear();
+        self.live.store(live, Ordering::Release);
+    }
+
+    /// `token`'s current batch: from the cache, or (over a shared store, when not cached) from
+    /// the store.
+    fn batch(&self, token: &str) -> Result<Option<StoredBatch>> {
+        let (Some(store), true) = (&self.store, self.shared) else {
+            return Ok(self.lock().batches.get(token).cloned().flatten());
+        };
+        let live = self.live.load(Ordering::Acquire);
+        let epoch = {
+            let c = self.lock();
+            if live && let Some(b) = c.batches.get(token) {
+                return Ok(b.clone());
+            }
+            c.epoch
+        };
+        let found = store.luk_get(token)?;
+        if live {
+            let mut c = self.lock();
+            if c.epoch == epoch && self.live.load(Ordering::Acquire) {
+                c.batches.insert(token.to_string(), found.clone());
+            }
+        }
+        Ok(found)
     }
 
     /// A new batch for `token`, following the previous one. `Ok(None)` when the token's ATC
     /// space is used up (the token must be replaced); an error when the batch could not be
     /// recorded (nothing is issued then).
     pub fn issue(&self, token: &str, device_key: &[u8], now_ms: u64) -> Result<Option<LukBatch>> {
-        let mut all = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        let list = all.entry(token.to_string()).or_default();
-        let first = list.last().map(|b| u32::from(b.first) + u32::from(b.count)).unwrap_or(1);
-        if first + u32::from(self.batch_size) > 0xFFFF {
-            return Ok(None);
-        }
-        let first = first as u16;
-        let batch = Batch { first, count: self.batch_size, expires_ms: now_ms.saturating_add(self.ttl_ms) };
-        if let Some(store) = &self.store {
-            let stored = StoredBatch {
-                first_atc: batch.first,
-                count: batch.count,
-                expires_ms: batch.expires_ms,
+        // Over a store of one process, the lock keeps two issues of one token apart; over a
+        // shared store, the conditional write does (a lost race reads the winner and follows it).
+        for _ in 0..8 {
+            let mut local = (!self.shared).then(|| self.lock());
+            let prev = match &local {
+                Some(c) => c.batches.get(token).cloned().flatten(),
+                None => match &self.store {
+                    Some(store) => store.luk_get(token)?,
+                    None => None,
+                },
+            };
+            let first = prev.as_ref().map(|b| u32::from(b.first_atc) + u32::from(b.count)).unwrap_or(1);
+            if first + u32::from(self.batch_size) > 0xFFFF {
+                return Ok(None);
+            }
+            let first = first as u16;
+            let batch = StoredBatch {
+                first_atc: first,
+                count: self.batch_size,
+                expires_ms: now_ms.saturating_add(self.ttl_ms),
                 device_key: device_key.to_vec(),
             };
-            store.luk_put(token, &stored)?;
+            if let Some(store) = &self.store
+                && !store.luk_put(token, prev.as_ref().map(|b| b.first_atc), &batch)?
+            {
+                drop(local.take());
+                self.evict(token);
+                continue;
+            }
+            // Older batches stop counting once a new one is issued.
+            match local.as_mut() {
+                Some(c) => {
+                    c.batches.insert(token.to_string(), Some(batch));
+                }
+                None => self.evict(token),
+            }
+            return Ok(Some(LukBatch { first_atc: first, count: self.batch_size }));
         }
-        self.devices.lock().unwrap_or_else(|p| p.into_inner()).insert(token.to_string(), device_key.to_vec());
-        // Older batches stop counting once a new one is issued.
-        list.clear();
-        list.push(batch);
-        Ok(Some(LukBatch { first_atc: first, count: self.batch_size }))
+        Err(Error::Store { what: "the token's limited-use keys keep changing", source: None })
     }
 
     /// The device key `token`'s keys are sealed for.
     pub fn device_key(&self, token: &str) -> Option<Vec<u8>> {
-        self.devices.lock().unwrap_or_else(|p| p.into_inner()).get(token).cloned()
+        self.batch(token).ok().flatten().map(|b| b.device_key)
     }
 
     /// Whether `token` is a cloud token (it has limited-use keys).
     pub fn is_cloud(&self, token: &str) -> bool {
-        self.batches.lock().unwrap_or_else(|p| p.into_inner()).contains_key(token)
+        self.batch(token).ok().flatten().is_some()
     }
 
     /// Whether `atc` belongs to an unexpired batch of `token`.
     pub fn allows(&self, token: &str, atc: u16, now_ms: u64) -> bool {
-        let all = self.batches.lock().unwrap_or_else(|p| p.into_inner());
-        all.get(token).is_some_and(|list| {
-            list.iter().any(|b| {
-                now_ms <= b.expires_ms
-                    && atc >= b.first
-                    && u32::from(atc) < u32::from(b.first) + u32::from(b.count)
-            })
-        })
+        self.batch(token).ok().flatten().is_some_and(|b| b.allows(atc, now_ms))
+    }
+
+    /// Whether a cryptogram of `token` at `atc` may be accepted: always for a token without
+    /// limited-use keys, for a cloud token only from a live key. An error when the store could
+    /// not say (the cryptogram is refused then).
+    pub fn permits(&self, token: &str, atc: u16, now_ms: u64) -> Result<bool> {
+        Ok(self.batch(token)?.is_none_or(|b| b.allows(atc, now_ms)))
     }
 }
 

@@ -22,6 +22,7 @@ use crate::clock::{Clock, Entropy};
 use crate::gateway::IssuerGateway;
 use crate::luk::LukRegistry;
 use crate::number::luhn_valid;
+use crate::pending::{Pending, PendingBook, PendingStore};
 use crate::vault::{DomainControls, NewToken, TokenStatus, TokenVault};
 use crate::vault_detokenizer::TokenKeys;
 
@@ -145,15 +146,6 @@ pub enum TspError {
     Conflict(String),
 }
 
-struct Pending {
-    requestor: String,
-    pan: Zeroizing<String>,
-    expiry: String,
-    device_key: Vec<u8>,
-    entry_modes: Vec<String>,
-    request_id: String,
-}
-
 /// How much the token service keeps in memory between requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateLimits {
@@ -198,7 +190,7 @@ pub struct TokenService {
     /// Answers to repeat for a repeated request id: bounded, for a day.
     answered: Mutex<door::bounded::BoundedMap<(String, String), ProvisionOutcome>>,
     /// Step-ups waiting for the cardholder's OTP: bounded, for a quarter of an hour.
-    pending: Mutex<door::bounded::BoundedMap<String, Pending>>,
+    pending: PendingBook,
     refs: Mutex<HashMap<String, String>>,
     stan: AtomicU32,
     cvn: Cvn,
@@ -248,10 +240,10 @@ impl TokenService {
                 StateLimits::default().answered,
                 StateLimits::default().answered_ttl_ms,
             )),
-            pending: Mutex::new(door::bounded::BoundedMap::new(
+            pending: PendingBook::in_memory(
                 StateLimits::default().pending,
                 StateLimits::default().pending_ttl_ms,
-            )),
+            ),
             refs: Mutex::new(refs),
             stan: AtomicU32::new(1),
             cvn: Cvn::Visa18,
@@ -265,6 +257,14 @@ impl TokenService {
     /// Cloud (HCE) requestors get limited-use keys from this registry instead of the master key.
     pub fn with_luks(mut self, luks: Arc<LukRegistry>) -> Self {
         self.luks = Some(luks);
+        self
+    }
+
+    /// Step-ups kept in a store every node shares (any node completes them), sealed with the
+    /// vault's data key.
+    pub fn with_shared_pending(mut self, store: Arc<dyn PendingStore>) -> Self {
+        let l = StateLimits::default();
+        self.pending = PendingBook::shared(store, self.vault.clone(), l.pending, l.pending_ttl_ms);
         self
     }
 
@@ -377,18 +377,19 @@ impl TokenService {
             l.answered_ttl_ms,
             now_ms,
         );
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).set_limits(
-            l.pending,
-            l.pending_ttl_ms,
-            now_ms,
-        );
+        if let Err(e) = self.pending.set_limits(l.pending, l.pending_ttl_ms, now_ms) {
+            tracing::error!(error = %e, "pending step-ups could not be trimmed");
+        }
     }
 
     /// Entries kept now: (answers to repeat, step-ups pending).
     pub fn state_sizes(&self) -> (usize, usize) {
         (
             self.answered.lock().unwrap_or_else(|p| p.into_inner()).len(),
-            self.pending.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            self.pending.len(self.clock.now_ms()).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "pending step-ups could not be counted");
+                0
+            }),
         )
     }
 
@@ -487,18 +488,19 @@ impl TokenService {
             "00" => self.issue(requestor, &pan, &req.expiry, &device_key, entry_modes).await?,
             "1A" => {
                 let now_ms = self.clock.now_ms();
-                self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                    session.clone(),
-                    Pending {
-                        requestor: requestor.id.clone(),
-                        pan,
-                        expiry: req.expiry.clone(),
-                        device_key,
-                        entry_modes,
-                        request_id: req.request_id.clone(),
-                    },
-                    now_ms,
-                );
+                let nonce: [u8; 12] = self.random(12).try_into().unwrap_or([0; 12]);
+                let p = Pending {
+                    requestor: requestor.id.clone(),
+                    pan,
+                    expiry: req.expiry.clone(),
+                    device_key,
+                    entry_modes,
+                    request_id: req.request_id.clone(),
+                };
+                self.pending.insert(session.clone(), p, now_ms, nonce).map_err(|e| {
+                    tracing::error!(error = %e, "step-up could not be recorded");
+                    TspError::Conflict("the step-up could not be recorded: try again".into())
+                })?;
                 ProvisionOutcome::OtpRequired { provisioning_id: session }
             }
             other => ProvisionOutcome::Declined { response_code: other.to_string() },
@@ -519,18 +521,12 @@ impl TokenService {
         provisioning_id: &str,
         otp: &str,
     ) -> Result<ProvisionOutcome, TspError> {
-        let p = {
-            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            match pending.get(provisioning_id, self.clock.now_ms()) {
-                Some(p) if p.requestor == requestor.id => Pending {
-                    requestor: p.requestor.clone(),
-                    pan: p.pan.clone(),
-                    expiry: p.expiry.clone(),
-                    device_key: p.device_key.clone(),
-                    entry_modes: p.entry_modes.clone(),
-                    request_id: p.request_id.clone(),
-                },
-                _ => return Err(TspError::NotFound),
+        let p = match self.pending.get(provisioning_id, self.clock.now_ms()) {
+            Ok(Some(p)) if p.requestor == requestor.id => p,
+            Ok(_) => return Err(TspError::NotFound),
+            Err(e) => {
+                tracing::error!(error = %e, "step-up could not be read");
+                return Err(TspError::Conflict("the step-up could not be read: try again".into()));
             }
         };
         if otp.len() != 6 || !otp.bytes().all(|b| b.is_ascii_digit()) {
@@ -547,7 +543,9 @@ impl TokenService {
             "05" => return Ok(ProvisionOutcome::Declined { response_code: rc }),
             other => ProvisionOutcome::Declined { response_code: other.to_string() },
         };
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(provisioning_id);
+        if let Err(e) = self.pending.remove(provisioning_id) {
+            tracing::error!(error = %e, "completed step-up could not be forgotten");
+        }
         self.remember((p.requestor.clone(), p.request_id.clone()), outcome)
     }
 

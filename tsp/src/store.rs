@@ -10,7 +10,7 @@ use rusqlite::{Connection, params};
 
 use crate::error::{Error, Result};
 use crate::luk::{LukStore, StoredBatch};
-use crate::vault::{TokenRecord, TokenStatus, VaultStore, domain_from_text, domain_to_text};
+use crate::vault::{TokenRecord, TokenStatus, VaultStore, domain_to_text};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS vault (
@@ -90,11 +90,15 @@ impl VaultStore for SqliteVaultStore {
         Ok(())
     }
 
-    fn vault_set_status(&self, token: &str, status: TokenStatus) -> Result<()> {
-        self.conn()
-            .execute("UPDATE vault SET status = ?1 WHERE token = ?2", params![status.as_str(), token])
+    fn vault_set_status(&self, token: &str, from: TokenStatus, to: TokenStatus) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE vault SET status = ?1 WHERE token = ?2 AND status = ?3",
+                params![to.as_str(), token, from.as_str()],
+            )
             .map_err(db_err("update token status"))?;
-        Ok(())
+        Ok(n == 1)
     }
 
     fn vault_set_sealed(&self, token: &str, sealed: &[u8]) -> Result<()> {
@@ -105,12 +109,29 @@ impl VaultStore for SqliteVaultStore {
     }
 
     fn vault_all(&self) -> Result<Vec<TokenRecord>> {
+        self.vault_query("", [])
+    }
+
+    fn vault_get(&self, token: &str) -> Result<Option<TokenRecord>> {
+        Ok(self.vault_query(" WHERE token = ?1", [token])?.pop())
+    }
+
+    fn vault_of_fingerprint(&self, fingerprint: &str) -> Result<Vec<TokenRecord>> {
+        self.vault_query(" WHERE pan_fingerprint = ?1", [fingerprint])
+    }
+}
+
+impl SqliteVaultStore {
+    /// Vault rows, selected by `filter` (a `WHERE` clause, or nothing).
+    fn vault_query(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<TokenRecord>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT token, pan_sealed, pan_fingerprint, par, expiry, status, domain, created_ms FROM vault")
+            .prepare(&format!(
+                "SELECT token, pan_sealed, pan_fingerprint, par, expiry, status, domain, created_ms FROM vault{filter}"
+            ))
             .map_err(db_err("read vault"))?;
         let rows = stmt
-            .query_map([], |row| {
+            .query_map(args, |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, Vec<u8>>(1)?,
@@ -127,41 +148,56 @@ impl VaultStore for SqliteVaultStore {
         for r in rows {
             let (token, pan_sealed, pan_fingerprint, par, expiry, status, domain, created) =
                 r.map_err(db_err("read vault row"))?;
-            let bad = |field| Error::BadRow { table: "vault", field };
-            out.push(TokenRecord {
-                status: TokenStatus::parse(&status).ok_or_else(|| bad("status"))?,
-                domain: domain_from_text(&domain).ok_or_else(|| bad("domain"))?,
+            out.push(TokenRecord::from_row(
                 token,
                 pan_sealed,
                 pan_fingerprint,
                 par,
                 expiry,
-                created_ms: created.max(0) as u64,
-            });
+                &status,
+                &domain,
+                created,
+            )?);
         }
         Ok(out)
     }
 }
 
 impl LukStore for SqliteVaultStore {
-    fn luk_put(&self, token: &str, b: &StoredBatch) -> Result<()> {
-        self.conn()
-            .execute(
+    fn luk_put(&self, token: &str, follows: Option<u16>, b: &StoredBatch) -> Result<bool> {
+        let n = match follows {
+            None => self.conn().execute(
                 "INSERT INTO luk (token, first_atc, count, expires_ms, device_key) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(token) DO UPDATE SET first_atc = ?2, count = ?3, expires_ms = ?4, device_key = ?5",
+                 ON CONFLICT(token) DO NOTHING",
                 params![token, b.first_atc, b.count, b.expires_ms as i64, b.device_key],
-            )
-            .map_err(db_err("record limited-use keys"))?;
-        Ok(())
+            ),
+            Some(prev) => self.conn().execute(
+                "UPDATE luk SET first_atc = ?2, count = ?3, expires_ms = ?4, device_key = ?5
+                 WHERE token = ?1 AND first_atc = ?6",
+                params![token, b.first_atc, b.count, b.expires_ms as i64, b.device_key, prev],
+            ),
+        }
+        .map_err(db_err("record limited-use keys"))?;
+        Ok(n == 1)
+    }
+
+    fn luk_get(&self, token: &str) -> Result<Option<StoredBatch>> {
+        Ok(self.luk_query(" WHERE token = ?1", [token])?.pop().map(|(_, b)| b))
     }
 
     fn luk_all(&self) -> Result<Vec<(String, StoredBatch)>> {
+        self.luk_query("", [])
+    }
+}
+
+impl SqliteVaultStore {
+    fn luk_query(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<(String, StoredBatch)>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT token, first_atc, count, expires_ms, device_key FROM luk")
+            .prepare(&format!("SELECT token, first_atc, count, expires_ms, device_key FROM luk{filter}"))
             .map_err(db_err("read luk"))?;
         let rows = stmt
-            .query_map([], |row| {
+            .query_map(args, |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     StoredBatch {

@@ -1,5 +1,6 @@
 //! The detokenize stage over the token vault (ARCHITECTURE.md, the hot path): a PAN in one of the
-//! network's token BIN ranges is a token — looked up in the vault's cache (no query), checked
+//! network's token BIN ranges is a token — looked up in the vault's cache (no query once it is
+//! cached; over a shared store a token not yet cached is read from it), checked
 //! (status, expiry, domain restriction controls), its cryptogram verified with the token keys
 //! (ICC keys derived by option A over the token PAN from the range's token IMK) inside an ATC
 //! replay window, then replaced towards the issuer by the card's PAN and expiry (DE 2, 14, 35)
@@ -53,6 +54,17 @@ impl VaultDetokenizer {
         self
     }
 
+    /// The token's vault record: unknown is 14, a store that cannot answer 96.
+    fn record(&self, token: &str) -> Result<Arc<crate::vault::TokenRecord>, Refusal> {
+        self.vault
+            .lookup(token)
+            .map_err(|e| {
+                tracing::error!(error = %e, "vault could not be read");
+                refuse("96")
+            })?
+            .ok_or(refuse("14"))
+    }
+
     /// Verifies the token cryptogram; returns its ATC, which the pipeline accepts once in the
     /// token's durable window (replay protection lives there, shared by every path).
     fn verify_cryptogram(
@@ -73,11 +85,14 @@ impl VaultDetokenizer {
         let (Some(arqc), Some(atc)) = (tag(0x9F26), tag(0x9F36)) else { return Err(refuse("30")) };
         let atc = Atc::from_slice(atc).map_err(|_| refuse("30"))?;
         // A cloud token's cryptogram must come from a live limited-use key.
-        if let Some(luks) = &self.luks
-            && luks.is_cloud(token)
-            && !luks.allows(token, atc.0, now_ms)
-        {
-            return Err(refuse("82"));
+        if let Some(luks) = &self.luks {
+            let permitted = luks.permits(token, atc.0, now_ms).map_err(|e| {
+                tracing::error!(error = %e, "limited-use keys could not be read");
+                refuse("96")
+            })?;
+            if !permitted {
+                return Err(refuse("82"));
+            }
         }
         let pan = PanDigits::new(token).map_err(|_| refuse("14"))?;
         let psn = req.text(23).and_then(|p| p.get(1..).and_then(|x| x.parse().ok())).unwrap_or_default();
@@ -96,7 +111,7 @@ impl Detokenizer for VaultDetokenizer {
     fn detokenize(&self, req: &mut Message, now_ms: u64) -> Result<Option<TokenContext>, Refusal> {
         let Some(token) = req.card_number() else { return Ok(None) };
         let Some(keys) = self.ranges.iter().find(|k| k.range.contains(&token)) else { return Ok(None) };
-        let rec = self.vault.get(&token).ok_or(refuse("14"))?;
+        let rec = self.record(&token)?;
         match rec.status {
             TokenStatus::Active => {}
             TokenStatus::Suspended => return Err(refuse("57")),
@@ -159,7 +174,7 @@ impl Detokenizer for VaultDetokenizer {
         if !self.ranges.iter().any(|k| k.range.contains(&token)) {
             return Ok(None);
         }
-        let rec = self.vault.get(&token).ok_or(refuse("14"))?;
+        let rec = self.record(&token)?;
         let (pan, card_expiry) = self.vault.card(&rec).map_err(|e| {
             tracing::error!(error = %e, "vault row does not open");
             refuse("96")

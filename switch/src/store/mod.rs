@@ -8,6 +8,7 @@
 //! SAF entries carry their message sealed (see `seal`).
 
 pub mod postgres;
+pub mod postgres_tokens;
 pub mod sqlite;
 
 use crate::error::Result;

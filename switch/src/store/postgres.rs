@@ -202,47 +202,9 @@ const PRUNE_EVERY: u64 = 1024;
 impl PgStore {
     /// Connects, creates the schema when missing and applies the migrations not yet applied.
     pub fn open(opts: &PgOptions) -> Result<PgStore> {
-        if !valid_schema(&opts.schema) {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "store.postgres",
-                "schema: a lower-case identifier (letters, digits, _) of at most 63 characters",
-            ));
-        }
-        // The URL may hold a password: it is never part of an error.
-        let mut cfg = tokio_postgres::Config::from_str(&opts.url).map_err(|_| {
-            Error::new(ErrorKind::Config, "store.postgres", "url: not a PostgreSQL connection string")
-        })?;
-        // Every connection commits synchronously, whatever the server's, the role's or the URL's
-        // default (the URL's own options are kept, these come after and win): a commit
-        // acknowledges money (journal rows of answers, decision state, SAF entries) only once it
-        // is on the database's disk.
-        let given = cfg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
-        cfg.options(format!("{given}-c search_path={} -c synchronous_commit=on", opts.schema));
-        cfg.application_name(format!("paynet-{}", opts.node));
-        cfg.connect_timeout(Duration::from_secs(5));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("store-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                Error::new(ErrorKind::Internal, "store.postgres", format!("cannot start its runtime: {e}"))
-            })?;
-        let pool = {
-            let _guard = runtime.enter();
-            let mgr =
-                Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-            Pool::builder(mgr)
-                .max_size(opts.pool_size.max(1))
-                .wait_timeout(Some(Duration::from_secs(10)))
-                .create_timeout(Some(Duration::from_secs(5)))
-                .runtime(deadpool_postgres::Runtime::Tokio1)
-                .build()
-                .map_err(|e| {
-                    Error::new(ErrorKind::Internal, "store.postgres", format!("cannot build the pool: {e}"))
-                })?
-        };
+        let cfg = connect_config(opts)?;
+        let runtime = runtime("store-postgres", 2)?;
+        let pool = pool(&runtime, cfg, opts.pool_size)?;
         // The lease owner is this store (this process), not the node's name alone: a node
         // restarted under the same name must not take the dead process's leases before they end.
         static OPENED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -260,7 +222,9 @@ impl PgStore {
             commits: std::sync::atomic::AtomicU64::new(0),
         };
         let schema = opts.schema.clone();
-        store.call(move |pool| async move { migrate(&pool, &schema).await })?;
+        store.call(
+            move |pool| async move { migrate(&pool, &schema, "schema_migrations", MIGRATIONS).await },
+        )?;
         Ok(store)
     }
 
@@ -318,15 +282,7 @@ impl PgStore {
         Fut: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let Some(rt) = &self.runtime else {
-            return Err(Error::new(ErrorKind::Internal, "store.postgres", "the store is closed"));
-        };
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let fut = f(self.pool.clone());
-        rt.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        rx.recv().map_err(|_| Error::new(ErrorKind::Internal, "store.postgres", "the call was dropped"))?
+        call_on(self.runtime.as_ref(), &self.pool, f)
     }
 
     fn journal_query(
@@ -358,7 +314,88 @@ impl Drop for PgStore {
     }
 }
 
-async fn migrate(pool: &Pool, schema: &str) -> Result<()> {
+/// The connection settings of `opts`: its URL, every table in its schema (`search_path`), the
+/// node's name as the application name.
+pub(crate) fn connect_config(opts: &PgOptions) -> Result<tokio_postgres::Config> {
+    if !valid_schema(&opts.schema) {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "store.postgres",
+            "schema: a lower-case identifier (letters, digits, _) of at most 63 characters",
+        ));
+    }
+    // The URL may hold a password: it is never part of an error.
+    let mut cfg = tokio_postgres::Config::from_str(&opts.url).map_err(|_| {
+        Error::new(ErrorKind::Config, "store.postgres", "url: not a PostgreSQL connection string")
+    })?;
+    // Every connection commits synchronously, whatever the server's, the role's or the URL's
+    // default (the URL's own options are kept, these come after and win): a commit acknowledges
+    // money (journal rows of answers, decision state, SAF entries, tokens) only once it is on the
+    // database's disk.
+    let given = cfg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+    cfg.options(format!("{given}-c search_path={} -c synchronous_commit=on", opts.schema));
+    cfg.application_name(format!("paynet-{}", opts.node));
+    cfg.connect_timeout(Duration::from_secs(5));
+    Ok(cfg)
+}
+
+/// A store's own runtime for its database connections (see the module's documentation).
+pub(crate) fn runtime(name: &str, threads: usize) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Error::new(ErrorKind::Internal, "store.postgres", format!("cannot start its runtime: {e}"))
+        })
+}
+
+/// A pool of `size` connections on `runtime`.
+pub(crate) fn pool(
+    runtime: &tokio::runtime::Runtime,
+    cfg: tokio_postgres::Config,
+    size: usize,
+) -> Result<Pool> {
+    let _guard = runtime.enter();
+    let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(mgr)
+        .max_size(size.max(1))
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Internal, "store.postgres", format!("cannot build the pool: {e}")))
+}
+
+/// Runs `f` on `runtime` and waits for it on this thread. The caller may be anywhere, a thread
+/// of another runtime included: the future never needs the caller's runtime, so the wait cannot
+/// deadlock, and no `block_in_place` is needed (which a current-thread runtime refuses).
+pub(crate) fn call_on<T, F, Fut>(runtime: Option<&tokio::runtime::Runtime>, pool: &Pool, f: F) -> Result<T>
+where
+    F: FnOnce(Pool) -> Fut,
+    Fut: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let Some(rt) = runtime else {
+        return Err(Error::new(ErrorKind::Internal, "store.postgres", "the store is closed"));
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let fut = f(pool.clone());
+    rt.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().map_err(|_| Error::new(ErrorKind::Internal, "store.postgres", "the call was dropped"))?
+}
+
+/// Applies the `migrations` not yet recorded in the table `ledger` of `schema` (created when
+/// missing), under an advisory lock: nodes starting together apply them once.
+pub(crate) async fn migrate(
+    pool: &Pool,
+    schema: &str,
+    ledger: &str,
+    migrations: &[(i32, &str)],
+) -> Result<()> {
     let mut c = pool.get().await.map_err(pool_err)?;
     let tx = c.transaction().await.map_err(db_err("begin migrations"))?;
     // One node migrates at a time; the others find the work done.
@@ -367,23 +404,23 @@ async fn migrate(pool: &Pool, schema: &str) -> Result<()> {
         .map_err(db_err("lock for migrations"))?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {schema}; \
-         CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+         CREATE TABLE IF NOT EXISTS {schema}.{ledger} (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
     ))
     .await
     .map_err(db_err("create schema"))?;
     let done: Vec<i32> = tx
-        .query("SELECT version FROM schema_migrations", &[])
+        .query(&format!("SELECT version FROM {ledger}"), &[])
         .await
         .map_err(db_err("read migrations"))?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for (version, sql) in MIGRATIONS {
+    for (version, sql) in migrations {
         if done.contains(version) {
             continue;
         }
         tx.batch_execute(sql).await.map_err(db_err("apply migration"))?;
-        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
+        tx.execute(&format!("INSERT INTO {ledger} (version) VALUES ($1)"), &[version])
             .await
             .map_err(db_err("record migration"))?;
     }
