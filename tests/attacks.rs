@@ -23,6 +23,19 @@ async fn genuine(net: &Network, c: &mut Client, card: &ClearTestCard, stan: u32,
     assert_eq!(otb(net, &card.pan), before - 123);
 }
 
+/// The routes (an issuer, or the stage that refused) of the journal rows written since row `from`,
+/// each once, in order.
+fn decided_by(net: &Network, from: u64) -> Vec<String> {
+    let rows = net.switch.store.journal_read(from, 1_000).expect("journal");
+    let mut routes: Vec<String> = Vec::new();
+    for r in rows.into_iter().filter_map(|r| r.route) {
+        if !routes.contains(&r) {
+            routes.push(r);
+        }
+    }
+    routes
+}
+
 fn with_icc(m: &mut Message, f: impl FnOnce(&mut Vec<u8>)) {
     let mut icc = m.icc_data().expect("ok").expect("DE 55").to_vec();
     f(&mut icc);
@@ -101,14 +114,22 @@ async fn forged_flags_spoofed_terminals_and_swapped_chip_data() {
     let mut keyed = chip_request("network", &card, &Tx::purchase(9, 100, 47));
     keyed.set_text(22, "012").expect("DE 22");
     assert_eq!(rc(&c.call(&keyed).await), "12", "DE 22 says keyed, the request carries chip data");
+    // Another card's PAN (DE 2), or another PAN sequence number (DE 23), under this card's valid
+    // cryptogram: the card named itself in its chip data (5A, 5F34), so the switch refuses it (12)
+    // and nothing reaches the issuer.
     let other_before = otb(&net, &net.ports.test_cards[1].pan);
+    let journal_before = net.switch.store.journal_count().expect("journal");
     let mut other_card = chip_request("network", &card, &Tx::purchase(10, 100, 48));
     other_card.set_text(2, &net.ports.test_cards[1].pan).expect("DE 2");
     let r = c.call(&other_card).await;
-    assert!(
-        ["12", "14", "82"].contains(&rc(&r).as_str()),
-        "another card's PAN under this card's cryptogram: {r:?}"
-    );
+    assert_eq!(rc(&r), "12", "another card's PAN under this card's cryptogram: {r:?}");
+    assert!(!r.contains(38));
+    let mut other_psn = chip_request("network", &card, &Tx::purchase(13, 100, 51));
+    assert_eq!(other_psn.text(23).as_deref(), Some("000"));
+    other_psn.set_text(23, "001").expect("DE 23");
+    let r = c.call(&other_psn).await;
+    assert_eq!(rc(&r), "12", "another PAN sequence number under this card's cryptogram: {r:?}");
+    assert_eq!(decided_by(&net, journal_before), ["validate"], "refused at the edge, nothing forwarded");
     assert_eq!(otb(&net, &net.ports.test_cards[1].pan), other_before);
     assert_eq!(otb(&net, &card.pan), start);
 
@@ -124,7 +145,7 @@ async fn forged_flags_spoofed_terminals_and_swapped_chip_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reversals_need_their_own_original_and_the_cache_answers_only_the_same_transaction() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let net = network::start(Options::new(dir.path())).await.expect("network");
+    let mut net = network::start(Options::new(dir.path())).await.expect("network");
     let card = net.ports.test_cards[0].clone();
     let other = net.ports.test_cards[1].clone();
     let mut c = acquirer_client(&net).await;
@@ -180,7 +201,33 @@ async fn reversals_need_their_own_original_and_the_cache_answers_only_the_same_t
     assert_eq!(rc(&c.call(&repeat).await), "00", "a second reversal of the same original");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(otb(&net, &card.pan), booked + 5_000, "released once");
+    assert_eq!(net.switch.store.saf_pending(None).expect("saf"), 0);
+    let journal_before = net.switch.store.journal_count().expect("journal");
 
+    // With the issuer away, anything still owed to it would wait in the store-and-forward queue:
+    // a third reversal under a new STAN, the first one's repeat as 0401 and a 0421 under another
+    // STAN are all answered from the switch's own record, and nothing is queued for the issuer.
+    net.stop_issuer().await;
+    until("the link notices", || !net.switch.engine.issuers.values().any(|h| h.link.is_up())).await;
+    let mut c = acquirer_client(&net).await;
+    let mut repeat_mti = reversal_by("TERM0001", 5_000, 94);
+    repeat_mti.set_mti(codecs::iso8583::Mti::from_digits(b"0401").expect("MTI"));
+    let mut repeat_advice = reversal_by("TERM0001", 5_000, 97);
+    repeat_advice.set_mti(codecs::iso8583::Mti::from_digits(b"0421").expect("MTI"));
+    for (m, answer_mti) in
+        [(reversal_by("TERM0001", 5_000, 96), "0410"), (repeat_mti, "0411"), (repeat_advice, "0431")]
+    {
+        let r = c.call(&m).await;
+        assert_eq!((r.mti().as_str(), rc(&r).as_str()), (answer_mti, "00"), "{r:?}");
+    }
+    assert_eq!(net.switch.store.saf_pending(None).expect("saf"), 0, "nothing owed to the issuer");
+    assert_eq!(decided_by(&net, journal_before), ["local", "duplicate"], "nothing sent");
+    net.start_issuer().await.expect("issuer back");
+    until("the link is back", || net.switch.engine.issuers.values().all(|h| h.link.is_up())).await;
+    assert_eq!(otb(&net, &card.pan), booked + 5_000, "the ledger did not move");
+    assert_eq!(net.switch.store.saf_pending(None).expect("saf"), 0);
+
+    let mut c = acquirer_client(&net).await;
     genuine(&net, &mut c, &card, 30, 62).await;
     net.shutdown().await;
 }

@@ -197,11 +197,13 @@ fn chip_data_must_agree_with_the_message() {
     assert_eq!(rc(&answered(begin(&p, currency))), "13");
     // The card gave its PSN (5F34 = 01); DE 23 says 02.
     let mut psn = purchase(3, 100, 3);
-    let mut icc = psn.icc_data().expect("ok").expect("DE 55").to_vec();
-    icc.extend_from_slice(&[0x5F, 0x34, 0x01, 0x01]);
-    psn.set_icc_data(&icc).expect("DE 55");
     psn.set_text(23, "002").expect("DE 23");
     assert_eq!(rc(&answered(begin(&p, psn))), "12");
+    // The card gave its PAN (5A); DE 2 names another card.
+    let mut pan = purchase(5, 100, 5);
+    pan.set_text(2, "4761739001010028").expect("DE 2");
+    let d = answered(begin(&p, pan));
+    assert_eq!((rc(&d).as_str(), d.decline.map(|d| d.stage)), ("12", Some(Stage::Validate)));
     let mut magstripe = purchase(4, 100, 4);
     magstripe.set_text(22, "901").expect("DE 22");
     assert_eq!(rc(&answered(begin(&p, magstripe))), "12");
