@@ -278,3 +278,86 @@ async fn without_the_issuers_key_stand_in_approves_nothing() {
     assert!(!r.contains(38));
     net.shutdown().await;
 }
+
+/// Sends `m` and returns its answer's bytes as received, and the answer.
+async fn exchange(c: &mut Client, m: &Message) -> (bytes::Bytes, Message) {
+    c.send(m).await;
+    let raw = c.recv_raw().await.expect("an answer");
+    let answer = Message::decode(&c.spec, raw.clone()).expect("the answer decodes");
+    (raw, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_to_a_token_request_carries_the_token_and_never_the_cards_pan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = Options::new(dir.path());
+    opts.issuer_timeout_ms = 1_000;
+    let mut net = network::start(opts).await.expect("network");
+    let card = net.ports.test_cards[0].clone();
+    let phone = common::provision_token(&net, "edge-1", &card).await;
+    assert_ne!(phone.pan, card.pan);
+    let start = otb(&net, &card.pan);
+    let mut c = acquirer_client(&net).await;
+    // The check below finds the card's PAN where a message carries it.
+    let own = chip_request("network", &card, &Tx::purchase(99, 100, 99));
+    assert!(common::holds_pan(&common::bytes_of(&own), &card.pan));
+    let token_answer = |what: &str, raw: &[u8], r: &Message| {
+        assert_eq!(r.text(2).as_deref(), Some(phone.pan.as_str()), "{what}: DE 2 is the token");
+        assert!(!common::holds_pan(raw, &card.pan), "{what}: the card's PAN is in the answer");
+        assert!(!r.contains(35), "{what}: no track 2");
+    };
+
+    // The issuer declines: more than the card's open-to-buy.
+    let (raw, r) = exchange(&mut c, &common::chip_request_for(&phone, &Tx::purchase(1, start + 1, 1))).await;
+    assert!(!["00", "91", "96"].contains(&rc(&r).as_str()), "the issuer's decline: {r:?}");
+    token_answer("issuer decline", &raw, &r);
+
+    // The request is malformed (no processing code): 30 at the edge.
+    let mut malformed = common::chip_request_for(&phone, &Tx::purchase(2, 100, 2));
+    malformed.remove(3);
+    let (raw, r) = exchange(&mut c, &malformed).await;
+    assert_eq!(rc(&r), "30", "{r:?}");
+    token_answer("format error", &raw, &r);
+
+    // The issuer takes the request and its answer is lost: the switch times out (91) and owes the
+    // issuer a reversal, which puts the ledger back.
+    net.issuer_state.faults.write().expect("faults").push(issuer_sim::server::FaultRule::on_amount(
+        777,
+        Some("0100"),
+        "drop",
+    ));
+    let (raw, r) = exchange(&mut c, &common::chip_request_for(&phone, &Tx::purchase(3, 777, 3))).await;
+    assert_eq!(rc(&r), "91", "{r:?}");
+    token_answer("timeout", &raw, &r);
+    // Its answer garbled on the way back: no answer the switch can read.
+    net.issuer_state.faults.write().expect("faults").push(issuer_sim::server::FaultRule::on_amount(
+        778,
+        Some("0100"),
+        "garble",
+    ));
+    let (raw, r) = exchange(&mut c, &common::chip_request_for(&phone, &Tx::purchase(4, 778, 4))).await;
+    assert_ne!(rc(&r), "00", "{r:?}");
+    token_answer("garbled issuer answer", &raw, &r);
+    net.issuer_state.faults.write().expect("faults").clear();
+    until("the reversals put the ledger back", || otb(&net, &card.pan) == start).await;
+
+    // The issuer is down: more than stand-in may approve, 91.
+    net.stop_issuer().await;
+    until("the link notices", || !net.switch.engine.issuers.values().any(|h| h.link.is_up())).await;
+    let mut c = acquirer_client(&net).await;
+    let (raw, r) = exchange(&mut c, &common::chip_request_for(&phone, &Tx::purchase(5, 20_000, 5))).await;
+    assert_eq!(rc(&r), "91", "{r:?}");
+    token_answer("issuer down", &raw, &r);
+    net.start_issuer().await.expect("issuer back");
+    until("the link is back", || net.switch.engine.issuers.values().all(|h| h.link.is_up())).await;
+    until("nothing owed", || net.switch.store.saf_pending(None).is_ok_and(|n| n == 0)).await;
+    assert_eq!(otb(&net, &card.pan), start, "nothing booked on the card's account");
+
+    // A genuine token payment: approved on the card's account, the token in the answer.
+    let mut c = acquirer_client(&net).await;
+    let (raw, r) = exchange(&mut c, &common::chip_request_for(&phone, &Tx::purchase(6, 250, 6))).await;
+    assert_eq!(rc(&r), "00", "{r:?}");
+    token_answer("approval", &raw, &r);
+    assert_eq!(otb(&net, &card.pan), start - 250);
+    net.shutdown().await;
+}
