@@ -240,28 +240,61 @@ async fn an_atc_is_accepted_once_across_a_restart_and_in_stand_in() {
     opts.on_behalf = true;
     let net = network::start(opts).await.expect("network");
     let card = net.ports.test_cards[2].clone();
+    let token_card = net.ports.test_cards[3].clone();
+    let phone = common::provision_token(&net, "replay-1", &token_card).await;
     let mut c = acquirer_client(&net).await;
     let r = c.call(&chip_request("network", &card, &Tx::purchase(1, 1_000, 7))).await;
     assert_eq!(rc(&r), "00");
+    let booked = otb(&net, &card.pan);
+    let r = c.call(&common::chip_request_for(&phone, &Tx::purchase(2, 500, 1))).await;
+    assert_eq!(rc(&r), "00", "the token pays once");
+    let token_booked = otb(&net, &token_card.pan);
+
+    // The approved ATC replayed under a new STAN while the issuer is up: refused before it.
+    let replay = c.call(&chip_request("network", &card, &Tx::purchase(3, 1_000, 7))).await;
+    assert_eq!(rc(&replay), "82", "a replayed ATC, online");
+    assert!(!replay.contains(38));
+    assert_eq!(otb(&net, &card.pan), booked, "nothing booked");
     drop(c);
 
-    // The switch restarts, then the issuer goes away: stand-in is the switch's own decision.
+    // The switch restarts: the windows are read back from its store.
     let mut net = net.restart_switch().await.expect("restart");
+    let mut c = acquirer_client(&net).await;
+    let replay = c.call(&chip_request("network", &card, &Tx::purchase(4, 1_000, 7))).await;
+    assert_eq!(rc(&replay), "82", "the ATC used before the restart, with the issuer up");
+    let token_replay = c.call(&common::chip_request_for(&phone, &Tx::purchase(5, 500, 1))).await;
+    assert_eq!(rc(&token_replay), "82", "the token's ATC used before the restart");
+    assert_eq!(token_replay.text(2).as_deref(), Some(phone.pan.as_str()));
+    assert_eq!(otb(&net, &card.pan), booked);
+    assert_eq!(otb(&net, &token_card.pan), token_booked);
+    drop(c);
+
+    // Then the issuer goes away: stand-in is the switch's own decision.
     net.stop_issuer().await;
     until("the link notices", || !net.switch.engine.issuers.values().any(|h| h.link.is_up())).await;
     let mut c = acquirer_client(&net).await;
-    let replay = c.call(&chip_request("network", &card, &Tx::purchase(2, 1_000, 7))).await;
+    let replay = c.call(&chip_request("network", &card, &Tx::purchase(6, 1_000, 7))).await;
     assert_eq!(rc(&replay), "82", "the ATC used before the restart is refused, in stand-in too");
     // A fresh ATC is approved in stand-in; the same ATC again is not.
-    assert_eq!(rc(&c.call(&chip_request("network", &card, &Tx::purchase(3, 1_000, 8))).await), "00");
-    assert_eq!(rc(&c.call(&chip_request("network", &card, &Tx::purchase(4, 1_000, 8))).await), "82");
+    assert_eq!(rc(&c.call(&chip_request("network", &card, &Tx::purchase(7, 1_000, 8))).await), "00");
+    assert_eq!(rc(&c.call(&chip_request("network", &card, &Tx::purchase(8, 1_000, 8))).await), "82");
     // A card the switch cannot verify (a tampered cryptogram) is never approved in stand-in.
-    let mut bad = chip_request("network", &card, &Tx::purchase(5, 1_000, 9));
+    let mut bad = chip_request("network", &card, &Tx::purchase(9, 1_000, 9));
     with_icc(&mut bad, |icc| {
         let at = value_at(icc, [0x9F, 0x26]);
         icc[at] ^= 1;
     });
     assert_eq!(rc(&c.call(&bad).await), "82");
+
+    // The issuer back: the one stand-in approval reaches it as an advice, nothing else.
+    net.start_issuer().await.expect("issuer back");
+    until("the stand-in advice is delivered", || {
+        net.switch.store.saf_pending(None).is_ok_and(|n| n == 0) && otb(&net, &card.pan) == booked - 1_000
+    })
+    .await;
+    assert_eq!(otb(&net, &token_card.pan), token_booked);
+    let mut c = acquirer_client(&net).await;
+    genuine(&net, &mut c, &card, 10, 10).await;
     net.shutdown().await;
 }
 
@@ -270,12 +303,19 @@ async fn without_the_issuers_key_stand_in_approves_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut net = network::start(Options::new(dir.path())).await.expect("network");
     let card = net.ports.test_cards[0].clone();
+    let start = otb(&net, &card.pan);
     net.stop_issuer().await;
     until("the link notices", || !net.switch.engine.issuers.values().any(|h| h.link.is_up())).await;
     let mut c = acquirer_client(&net).await;
     let r = c.call(&chip_request("network", &card, &Tx::purchase(1, 1_000, 1))).await;
     assert_eq!(rc(&r), "91", "a cryptogram the switch could not verify is not approved in stand-in");
     assert!(!r.contains(38));
+    net.start_issuer().await.expect("issuer back");
+    until("the link is back", || net.switch.engine.issuers.values().all(|h| h.link.is_up())).await;
+    assert_eq!(net.switch.store.saf_pending(None).expect("saf"), 0, "no advice owed");
+    assert_eq!(otb(&net, &card.pan), start, "nothing booked");
+    let mut c = acquirer_client(&net).await;
+    genuine(&net, &mut c, &card, 2, 2).await;
     net.shutdown().await;
 }
 
