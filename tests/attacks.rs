@@ -319,6 +319,57 @@ async fn without_the_issuers_key_stand_in_approves_nothing() {
     net.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cards_stand_in_total_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The switch verifies on the issuer's behalf (so stand-in may approve) and keeps its decision
+    // state in its own SQLite store.
+    let mut opts = Options::new(dir.path());
+    opts.on_behalf = true;
+    assert!(opts.store.url.is_none(), "the node's own SQLite store");
+    let max_total = opts.stand_in.max_total_per_card_minor;
+    let each = opts.stand_in.max_amount_minor;
+    assert!(max_total.is_multiple_of(each), "the limit is reached exactly");
+    let mut net = network::start(opts).await.expect("network");
+    let card = net.ports.test_cards[4].clone();
+    let start = otb(&net, &card.pan);
+    net.stop_issuer().await;
+    until("the link notices", || !net.switch.engine.issuers.values().any(|h| h.link.is_up())).await;
+    let mut c = acquirer_client(&net).await;
+    let mut atc = 0u16;
+    let mut stan = 0u32;
+    let mut next = |amount: u64| {
+        atc += 1;
+        stan += 1;
+        chip_request("network", &card, &Tx::purchase(stan, amount, atc))
+    };
+    // Stand-in approves up to the card's total.
+    for _ in 0..max_total / each {
+        let r = c.call(&next(each)).await;
+        assert_eq!(rc(&r), "00", "within the card's stand-in total: {r:?}");
+    }
+    drop(c);
+
+    // The switch restarts, the issuer still away: the card's total is read back, and one minor
+    // unit more is over it.
+    let mut net = net.restart_switch().await.expect("restart");
+    until("the link is down", || !net.switch.engine.issuers.values().any(|h| h.link.is_up())).await;
+    let mut c = acquirer_client(&net).await;
+    let r = c.call(&next(1)).await;
+    assert_eq!(rc(&r), "91", "over the card's stand-in total after the restart: {r:?}");
+    assert!(!r.contains(38));
+
+    // The issuer back: exactly the stand-in approvals reach it as advices.
+    net.start_issuer().await.expect("issuer back");
+    until("the advices are delivered", || {
+        net.switch.store.saf_pending(None).is_ok_and(|n| n == 0) && otb(&net, &card.pan) == start - max_total
+    })
+    .await;
+    let mut c = acquirer_client(&net).await;
+    genuine(&net, &mut c, &card, 100, 100).await;
+    net.shutdown().await;
+}
+
 /// Sends `m` and returns its answer's bytes as received, and the answer.
 async fn exchange(c: &mut Client, m: &Message) -> (bytes::Bytes, Message) {
     c.send(m).await;
