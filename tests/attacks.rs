@@ -1,10 +1,12 @@
 //! The switch's edge, attacked by clients that know the wire (the network as `paynet serve` runs
 //! it, on 127.0.0.1): forged token-service flags, unregistered and spoofed terminals, advices and
-//! reversals without an original or against someone else's, amount and currency swapped under a
-//! valid cryptogram, a card's decline sent online, network-reserved processing codes, duplicate-
-//! cache probing, and ATC replays before and after a restart (in stand-in too). Each is answered
-//! as docs/network-spec.md says, the issuer's ledger does not move, and a genuine approval is
-//! still served afterwards.
+//! reversals without an original or against someone else's, repeated reversals and repeat MTIs,
+//! amount, currency, PAN and PAN sequence number swapped under a valid cryptogram, a card's
+//! decline sent online, network-reserved processing codes, duplicate-cache probing, ATC replays
+//! before and after a restart (online, in stand-in, and a token's), stand-in totals across a
+//! restart, token answers on every failure path, and a CVV2, track 2 and PIN block looked for at
+//! rest and in the logs. Each is answered as docs/network-spec.md says, the issuer's ledger does
+//! not move, and a genuine approval is still served afterwards.
 
 mod common;
 
@@ -451,4 +453,126 @@ async fn every_answer_to_a_token_request_carries_the_token_and_never_the_cards_p
     token_answer("approval", &raw, &r);
     assert_eq!(otb(&net, &card.pan), start - 250);
     net.shutdown().await;
+}
+
+/// The files of `dir` and below.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(files_under(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+#[test]
+fn cvv2_track_2_and_pin_blocks_are_nowhere_at_rest_or_in_the_logs() {
+    use common::process::serve_kept_logged;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ports_path, state) = (dir.path().join("ports.json"), dir.path().join("state"));
+    let (out, err) = (dir.path().join("serve.out"), dir.path().join("serve.err"));
+    // Everything logged, as verbosely as an operator could ask for.
+    let serve = serve_kept_logged(&ports_path, &state, dir.path(), &out, &err, "debug");
+    let ports = terminal_kit::ports::PortsFile::load(&ports_path).expect("ports file");
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ports_path).expect("read")).expect("JSON");
+    let card = ports.test_cards[0].clone();
+    let cvv2 = raw["test_cards"][0]["cvv2"].as_str().expect("cvv2").to_string();
+    let spec = codecs::iso8583::Spec::builtin("network").expect("spec");
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let (track2, block) = rt.block_on(async {
+        let a = &ports.acquirer;
+        let mut c =
+            Client::connect_to(&a.host, a.port, codecs::framing::FramingKind::Binary2, "network").await;
+        // Card not present: the CVV2 in DE 48 subelement 92.
+        let order = terminal_sim::checkout::Order {
+            stan: 1,
+            amount: 1_500,
+            currency: 978,
+            tid: "WEB00001".into(),
+            mid: "SHOP00000000001".into(),
+            mcc: "5999".into(),
+            transmitted: "1125101010".into(),
+        };
+        let m = terminal_sim::checkout::key_entered_request(spec, &card.pan, &card.expiry, &cvv2, &order)
+            .expect("request");
+        assert_eq!(rc(&c.call(&m).await), "00", "the right CVV2");
+        // At an ATM: the card's track 2 (DE 35) and its PIN block under the ATM's DUKPT key (DE 52).
+        let atm = &ports.atm_terminals[0];
+        let ipek = crypto::keys::TdesKey::from_hex("ipek", &atm.ipek).expect("ipek");
+        let ksn0 = crypto::dukpt::TdesKsn::from_hex(&atm.ksn).expect("ksn");
+        let mut device =
+            crypto::dukpt::tdes::TdesDukptDevice::load_initial_key(&ipek, &ksn0).expect("device");
+        let (ksn, key) = device.next_transaction().expect("dukpt");
+        let pek = crypto::dukpt::tdes::working_key(&key, crypto::dukpt::KeyUsage::Pin).expect("pek");
+        let block = crypto::pin::encrypt_pin_block(
+            &crypto::keys::SymmetricKey::Tdes(pek),
+            crypto::pin::PinBlockFormat::Iso0,
+            &crypto::pin::Pin::new(&card.pin).expect("pin"),
+            &card.pan,
+            &[0xFF; 8],
+        )
+        .expect("block");
+        let track2 = format!("{}D{}2010000093715", card.pan, card.expiry);
+        let mut m = terminal_kit::pos::chip_request(
+            spec,
+            &card,
+            &Tx { tid: atm.tid.clone(), ..Tx::purchase(2, 500, 2) },
+        )
+        .expect("request");
+        m.set_text(35, &track2).expect("DE 35");
+        m.set_bytes(52, block.clone()).expect("DE 52");
+        m.set_bytes(53, ksn.as_bytes().to_vec()).expect("DE 53");
+        m.set_text(42, terminal_sim::mix::ATM_ACCEPTOR_ID).expect("DE 42");
+        assert_eq!(rc(&c.call(&m).await), "00", "the right PIN");
+        (track2, block)
+    });
+    // Stopped as an operator stops it: what it wrote is all on disk.
+    drop(serve);
+
+    let hex_forms =
+        |b: &[u8]| vec![b.to_vec(), hex::encode(b).into_bytes(), hex::encode_upper(b).into_bytes()];
+    let mut secrets: Vec<(&str, Vec<u8>)> = Vec::new();
+    for form in hex_forms(&block) {
+        secrets.push(("the PIN block", form));
+    }
+    secrets.push(("track 2", track2.as_bytes().to_vec()));
+    secrets.push(("track 2", track2.replace('D', "=").into_bytes()));
+    secrets.push(("track 2 (packed)", hex::decode(&track2).expect("even digits")));
+    secrets.push(("track 2 (packed, in hex)", track2.clone().into_bytes().to_ascii_lowercase()));
+    let subelement = format!("92{:02}{cvv2}", cvv2.len());
+    for form in hex_forms(subelement.as_bytes()) {
+        secrets.push(("the CVV2 subelement", form));
+    }
+    secrets.push(("the CVV2", format!("\"{cvv2}\"").into_bytes()));
+    secrets.push(("the CVV2", format!("={cvv2}").into_bytes()));
+    secrets.push(("the PIN", format!("\"{}\"", card.pin).into_bytes()));
+    secrets.push(("the PAN", card.pan.as_bytes().to_vec()));
+
+    // The switch's SQLite files (the databases and their journals), and both logs.
+    let databases: Vec<_> = files_under(&state)
+        .into_iter()
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(".db")))
+        .collect();
+    assert!(databases.len() >= 2, "the switch's store and the token vault: {databases:?}");
+    let logs = [out, err];
+    let logged = std::fs::read(&logs[1]).expect("stderr");
+    assert!(logged.len() > 1_000, "the switch logged (at debug)");
+    // The journal did keep both transactions (masked).
+    let masked = codecs::pan::mask(&card.pan);
+    let journal = std::fs::read(state.join("data/switch.db")).expect("the switch's store");
+    assert!(journal.windows(masked.len()).any(|w| w == masked.as_bytes()), "journal rows of the card");
+    let shown = format!("92{:02}{}", cvv2.len(), "*".repeat(cvv2.len()));
+    assert!(journal.windows(shown.len()).any(|w| w == shown.as_bytes()), "DE 48 journaled masked");
+    for f in databases.iter().chain(logs.iter()) {
+        let bytes = std::fs::read(f).expect("read");
+        for (what, s) in &secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_slice()),
+                "{what} is in {}",
+                f.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+            );
+        }
+    }
 }
