@@ -138,13 +138,13 @@ pub fn chip_request_with(
         CardKey::SessionKey(sk) => cvn.session_ac(sk, &data)?,
     };
     let mut icc = TlvBuilder::new();
-    // The card's own PAN and sequence number first, as a real card's records give them: whoever
-    // swaps DE 2 or DE 23 under this cryptogram is caught before the issuer.
+    icc.primitive(Tag::new(0x9F26), &arqc)?;
+    icc.primitive(Tag::new(0x9F27), &[0x80])?;
+    // The card's own PAN and sequence number, as a real card's records give them: whoever swaps
+    // DE 2 or DE 23 under this cryptogram is caught before the issuer.
     PanDigits::new(&card.pan)?;
     icc.primitive(Tag::PAN, &pan_bcd(&card.pan))?;
     icc.primitive(Tag::PAN_SEQUENCE_NUMBER, &[psn_bcd(&card.psn)?])?;
-    icc.primitive(Tag::new(0x9F26), &arqc)?;
-    icc.primitive(Tag::new(0x9F27), &[0x80])?;
     for (t, v) in &tags {
         icc.primitive(Tag::new(*t), v)?;
     }
