@@ -593,7 +593,7 @@ impl Pipeline {
         let mine = transmission.map(|t| t.content).unwrap_or_default();
         match found {
             Some((content, bytes)) if content == mine => {
-                let answer = dedupe::decode_cached(&txn.msg, Bytes::from(bytes));
+                let answer = dedupe::cached_answer(&txn, Bytes::from(bytes));
                 original::record_answered(self, &txn, &issuer, &answer, now_ms);
                 let mut done = Done::duplicate(answer, txn.msg, sign);
                 done.dedupe = dedupe;
@@ -653,11 +653,7 @@ impl Pipeline {
         match dedupe::check(&self.dedupe, &txn, now_ms) {
             dedupe::Outcome::New(k) => Ok((txn, k)),
             dedupe::Outcome::Answered(bytes) => {
-                let mut answer = dedupe::decode_cached(&txn.msg, bytes);
-                // A repeat MTI (0401) gets its own response MTI (0411) on the first one's answer.
-                if let Some(r) = txn.mti.response() {
-                    answer.set_mti(r);
-                }
+                let answer = dedupe::cached_answer(&txn, bytes);
                 Err(Step::Answer(Box::new(Done::duplicate(answer, txn.msg, sign))))
             }
             dedupe::Outcome::InFlight(rx) => {
