@@ -357,6 +357,13 @@ async fn a_cards_stand_in_total_survives_a_restart() {
     let mut net = net.restart_switch().await.expect("restart");
     until("the link is down", || !net.switch.engine.issuers.values().any(|h| h.link.is_up())).await;
     let mut c = acquirer_client(&net).await;
+    // Stand-in is deciding after the restart: another card is approved by it...
+    let other = net.ports.test_cards[5].clone();
+    let other_start = otb(&net, &other.pan);
+    let r = c.call(&chip_request("network", &other, &Tx::purchase(50, each, 1))).await;
+    assert_eq!(rc(&r), "00", "stand-in decides after the restart: {r:?}");
+    assert!(r.text(38).is_some_and(|a| a.starts_with('S')), "a stand-in approval code: {r:?}");
+    // ...and this card, whose total is reached, is not.
     let r = c.call(&next(1)).await;
     assert_eq!(rc(&r), "91", "over the card's stand-in total after the restart: {r:?}");
     assert!(!r.contains(38));
@@ -364,7 +371,9 @@ async fn a_cards_stand_in_total_survives_a_restart() {
     // The issuer back: exactly the stand-in approvals reach it as advices.
     net.start_issuer().await.expect("issuer back");
     until("the advices are delivered", || {
-        net.switch.store.saf_pending(None).is_ok_and(|n| n == 0) && otb(&net, &card.pan) == start - max_total
+        net.switch.store.saf_pending(None).is_ok_and(|n| n == 0)
+            && otb(&net, &card.pan) == start - max_total
+            && otb(&net, &other.pan) == other_start - each
     })
     .await;
     let mut c = acquirer_client(&net).await;
