@@ -2,7 +2,9 @@
 //! state book), and accepts a reversal or advice only against one of them — the same acquirer
 //! (proven by the connection), the same terminal, the same card and currency, for no more than
 //! its amount. Without an original: 25; against someone else's, or for more: 12. Nothing reaches
-//! an issuer otherwise. A repeat of an accepted reversal is answered again and sends nothing new.
+//! an issuer otherwise. A repeat of an accepted reversal (its first MTI's repeat too: 0401, 0421)
+//! is answered again and sends nothing new, and so is a reversal under a new STAN that gives back
+//! no more than the original's earlier reversals already did.
 
 use std::sync::Arc;
 
@@ -23,7 +25,7 @@ pub fn keys(txn: &Txn) -> (String, String) {
     let orig = txn
         .msg
         .text(90)
-        .filter(|d| d.len() >= 20 && d.is_char_boundary(20))
+        .filter(|d| d.len() >= 20 && d.is_ascii())
         .map(|d| {
             // DE 90 may name the original by its repeat MTI: it is keyed under its first.
             let mti = Mti::from_digits(&d.as_bytes()[..4]).map(super::first_mti);
