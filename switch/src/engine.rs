@@ -339,7 +339,14 @@ impl Engine {
     /// While the store refuses commits: 96 at once, nothing forwarded, nothing decided.
     async fn refuse_unjournaled(&self, req: Message, started: Instant) -> Outcome {
         let answer = crate::pipeline::respond::answer(&req, ResponseCode::SYSTEM_ERROR);
-        self.metrics.responses.with_label_values(&[req.mti().as_str(), "96", "journal-unavailable"]).inc();
+        self.metrics
+            .responses
+            .with_label_values(&[
+                req.mti().as_str(),
+                ResponseCode::SYSTEM_ERROR.as_str(),
+                "journal-unavailable",
+            ])
+            .inc();
         let entry = crate::journal::MessageEntry {
             msg: req,
             response: Some(answer.clone()),

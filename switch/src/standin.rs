@@ -9,6 +9,8 @@
 //! stand-in total, which the caller keeps durably (`state::StateBook`), by the card's keyed PAN
 //! fingerprint, never the PAN.
 
+use codecs::iso8583::ResponseCode;
+
 use crate::config::StandInConfig;
 
 /// What stand-in needs to know about a request.
@@ -29,13 +31,13 @@ pub struct StandInRequest<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StandInDecision {
     Approve,
-    Decline(&'static str),
+    Decline(ResponseCode),
 }
 
 impl StandInDecision {
-    pub fn response_code(self) -> &'static str {
+    pub fn response_code(self) -> ResponseCode {
         match self {
-            StandInDecision::Approve => "00",
+            StandInDecision::Approve => ResponseCode::APPROVED,
             StandInDecision::Decline(rc) => rc,
         }
     }
@@ -60,23 +62,27 @@ impl StandIn {
         let r = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
         let r = &r;
         if !r.enabled || !req.verified {
-            return StandInDecision::Decline("91");
+            return StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE);
         }
         let tx_type = req.processing_code.get(..2).unwrap_or("");
         if !r.transaction_types.iter().any(|t| t == tx_type) {
-            return StandInDecision::Decline("91");
+            return StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE);
         }
         if req.has_pin {
-            return StandInDecision::Decline("91");
+            return StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE);
         }
         if req.currency != r.currency {
-            return StandInDecision::Decline("91");
+            return StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE);
         }
         if req.amount_minor == 0 || req.amount_minor > r.max_amount_minor {
-            return StandInDecision::Decline(if req.amount_minor == 0 { "13" } else { "91" });
+            return StandInDecision::Decline(if req.amount_minor == 0 {
+                ResponseCode::INVALID_AMOUNT
+            } else {
+                ResponseCode::ISSUER_UNAVAILABLE
+            });
         }
         if !reserve(req.amount_minor, r.max_total_per_card_minor) {
-            return StandInDecision::Decline("91");
+            return StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE);
         }
         StandInDecision::Approve
     }
@@ -126,7 +132,7 @@ mod tests {
         assert_eq!(s.decide(&req(10_000), totals(&fp1)), StandInDecision::Approve);
         assert_eq!(
             s.decide(&req(6_000), totals(&fp1)),
-            StandInDecision::Decline("91"),
+            StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE),
             "over the per-card total"
         );
         assert_eq!(s.decide(&req(5_000), totals(&fp1)), StandInDecision::Approve);
@@ -137,26 +143,32 @@ mod tests {
     fn declines_outside_the_rules_and_what_it_could_not_verify() {
         let s = StandIn::new(rules());
         let t = std::cell::Cell::new(0);
-        assert_eq!(s.decide(&req(10_001), totals(&t)), StandInDecision::Decline("91"));
-        assert_eq!(s.decide(&req(0), totals(&t)), StandInDecision::Decline("13"));
+        assert_eq!(
+            s.decide(&req(10_001), totals(&t)),
+            StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE)
+        );
+        assert_eq!(s.decide(&req(0), totals(&t)), StandInDecision::Decline(ResponseCode::INVALID_AMOUNT));
         assert_eq!(
             s.decide(&StandInRequest { currency: "840", ..req(100) }, totals(&t)),
-            StandInDecision::Decline("91")
+            StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE)
         );
         assert_eq!(
             s.decide(&StandInRequest { processing_code: "013000", ..req(100) }, totals(&t)),
-            StandInDecision::Decline("91")
+            StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE)
         );
         assert_eq!(
             s.decide(&StandInRequest { has_pin: true, ..req(100) }, totals(&t)),
-            StandInDecision::Decline("91")
+            StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE)
         );
         assert_eq!(
             s.decide(&StandInRequest { verified: false, ..req(100) }, totals(&t)),
-            StandInDecision::Decline("91")
+            StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE)
         );
         let off = StandIn::new(StandInConfig { enabled: false, ..rules() });
-        assert_eq!(off.decide(&req(100), totals(&t)), StandInDecision::Decline("91"));
+        assert_eq!(
+            off.decide(&req(100), totals(&t)),
+            StandInDecision::Decline(ResponseCode::ISSUER_UNAVAILABLE)
+        );
         assert_eq!(t.get(), 0, "no refusal adds to the total");
     }
 }

@@ -19,21 +19,40 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
-/// A CA, a server certificate for 127.0.0.1 / localhost, and a client certificate, as PEM files.
+/// A CA, a server certificate for 127.0.0.1 / localhost, and client certificates all signed by
+/// the CA, as PEM files: `client` (acquirer-1), `named` (subject `CN=acquirer-2,O=Bank B`) and
+/// `stranger` (acquirer-x, which no acquirer registers).
 fn pki(dir: &Path) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
     std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
-    for (name, sans) in [
-        ("server", vec!["localhost".to_string(), "127.0.0.1".to_string()]),
-        ("client", vec!["acquirer-1".to_string()]),
+    for (name, sans, subject) in [
+        ("server", vec!["localhost".to_string(), "127.0.0.1".to_string()], None),
+        ("client", vec!["acquirer-1".to_string()], None),
+        ("named", vec!["acquirer-2".to_string()], Some(("acquirer-2", "Bank B"))),
+        ("stranger", vec!["acquirer-x".to_string()], None),
     ] {
         let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(sans).expect("params").signed_by(&key, &ca).expect("sign");
+        let mut params = CertificateParams::new(sans).expect("params");
+        if let Some((cn, o)) = subject {
+            let mut dn = rcgen::DistinguishedName::new();
+            dn.push(rcgen::DnType::CommonName, cn);
+            dn.push(rcgen::DnType::OrganizationName, o);
+            params.distinguished_name = dn;
+        }
+        let cert = params.signed_by(&key, &ca).expect("sign");
         std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).expect("write");
         std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write");
     }
+}
+
+/// The SHA-256 fingerprint (hex) of the certificate in `dir/name.pem`, as `client_cert_sha256`
+/// takes it.
+fn fingerprint(dir: &Path, name: &str) -> String {
+    use sha2::Digest;
+    let der = CertificateDer::from_pem_file(dir.join(format!("{name}.pem"))).expect("certificate");
+    hex::encode(sha2::Sha256::digest(der.as_ref()))
 }
 
 fn node_config(listener_tls: &str, issuer: &str) -> String {
@@ -62,7 +81,7 @@ const MTLS: &str = "[listener.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\
 async fn tls_client(
     addr: &str,
     dir: &Path,
-    with_cert: bool,
+    client: Option<&str>,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(dir.join("ca.pem")).expect("ca") {
@@ -73,12 +92,12 @@ async fn tls_client(
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("tls13")
             .with_root_certificates(roots);
-    let config = if with_cert {
-        let chain: Vec<_> = CertificateDer::pem_file_iter(dir.join("client.pem"))
+    let config = if let Some(name) = client {
+        let chain: Vec<_> = CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
             .expect("pem")
             .map(|c| c.expect("cert"))
             .collect();
-        let key = PrivateKeyDer::from_pem_file(dir.join("client.key")).expect("key");
+        let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).expect("key");
         builder.with_client_auth_cert(chain, key).expect("client auth")
     } else {
         builder.with_no_client_auth()
@@ -130,12 +149,12 @@ async fn mutual_tls_on_listener_and_issuer_link() {
     let b_addr = b.addr("acquirer");
 
     // An acquirer without a client certificate is refused; with one it is served.
-    let refused = match tls_client(&b_addr, b.dir.path(), false).await {
+    let refused = match tls_client(&b_addr, b.dir.path(), None).await {
         Err(_) => true,
         Ok(mut s) => exchange(&mut s, &echo("network", 1)).await.is_err(),
     };
     assert!(refused, "a client without a certificate must not be served");
-    let mut s = tls_client(&b_addr, b.dir.path(), true).await.expect("mutual TLS handshake");
+    let mut s = tls_client(&b_addr, b.dir.path(), Some("client")).await.expect("mutual TLS handshake");
     let a = exchange(&mut s, &echo("network", 2)).await.expect("echo over TLS");
     assert_eq!(a.text(39).as_deref(), Some("00"));
 
@@ -161,4 +180,73 @@ async fn mutual_tls_on_listener_and_issuer_link() {
     }
     let r = answer.expect("an approval through the TLS issuer link");
     assert!(r.text(38).expect("DE 38").starts_with('S'), "approved by node B's stand-in");
+}
+
+/// A purchase of the test card from terminal `tid` (its merchant, `MERCHANT0000001`).
+fn purchase_at(tid: &str, stan: u32) -> Message {
+    let mut m = purchase("network", stan, 1_500);
+    m.set_text(41, tid).expect("DE 41");
+    m
+}
+
+/// Sends `m` over a fresh connection as `client`: its answer, or `None` when the switch closed the
+/// connection instead.
+async fn answer_as(addr: &str, dir: &Path, client: &str, m: &Message) -> Option<Message> {
+    let mut s = tls_client(addr, dir, Some(client)).await.ok()?;
+    exchange(&mut s, m).await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquirer_is_proven_by_its_registered_certificate_not_by_any_the_ca_signed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    pki(dir.path());
+    common::add_test_imk(dir.path());
+    // Acquirer 400001 by its certificate's fingerprint, 400002 by its subject; no address range,
+    // so being on 127.0.0.1 proves nothing. The issuer is unreachable: a verified request is
+    // approved in stand-in, which only an identified terminal's request reaches.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let config = format!(
+        "[[issuer]]\nname = \"nowhere\"\nconnect = [\"127.0.0.1:{dead}\"]\nconnections = 1\ntimeout_ms = 300\nimk_ac = \"issuer-a.imk-ac\"\n[issuer.stand_in]\nenabled = true\nmax_amount_minor = 50000\ncurrency = \"978\"\nmax_total_per_card_minor = 1000000\ntransaction_types = [\"00\"]\n[[route]]\nprefix = \"4\"\nissuer = \"nowhere\"\n\
+         [[acquirer]]\nid = \"400001\"\nlisteners = [\"acquirer\"]\nclient_cert_sha256 = [\"{}\"]\n[[acquirer.terminal]]\ntid = \"TERM0001\"\nmid = \"MERCHANT0000001\"\n\
+         [[acquirer]]\nid = \"400002\"\nlisteners = [\"acquirer\"]\nclient_cert_subject = [\"CN=acquirer-2, O=Bank B\"]\n[[acquirer.terminal]]\ntid = \"TERM0002\"\nmid = \"MERCHANT0000001\"\n",
+        fingerprint(dir.path(), "client")
+    );
+    let node = start_in(dir, &node_config(MTLS, &config));
+    let addr = node.addr("acquirer");
+    let path = node.dir.path();
+
+    // The registered certificate is served: approved in stand-in once the link is known down.
+    let mut approved = None;
+    for stan in 1..100u32 {
+        let r = answer_as(&addr, path, "client", &purchase_at("TERM0001", stan)).await.expect("served");
+        if r.text(39).as_deref() == Some("00") {
+            approved = Some(r);
+            break;
+        }
+        assert_eq!(r.text(39).as_deref(), Some("91"), "only the issuer's absence may refuse it: {r:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let r = approved.expect("an approval for the registered certificate");
+    assert!(r.text(38).expect("DE 38").starts_with('S'), "by stand-in");
+    // The same registered certificate speaking for another acquirer's terminal: 58.
+    let r = answer_as(&addr, path, "client", &purchase_at("TERM0002", 200)).await.expect("answered");
+    assert_eq!(r.text(39).as_deref(), Some("58"));
+    // The acquirer registered by subject is served for its own terminal.
+    let r = answer_as(&addr, path, "named", &purchase_at("TERM0002", 201)).await.expect("served");
+    assert_eq!(r.text(39).as_deref(), Some("00"), "{r:?}");
+
+    // A certificate the CA signed but no acquirer registered: its connection is closed, or its
+    // request refused 58 — never served.
+    for (stan, tid) in [(300, "TERM0001"), (301, "TERM0002")] {
+        if let Some(r) = answer_as(&addr, path, "stranger", &purchase_at(tid, stan)).await {
+            assert_eq!(r.text(39).as_deref(), Some("58"), "an unregistered certificate: {r:?}");
+            assert!(!r.contains(38));
+        }
+    }
+    // And one with no certificate at all: refused at the handshake or on its first request.
+    let refused = match tls_client(&addr, path, None).await {
+        Err(_) => true,
+        Ok(mut s) => exchange(&mut s, &purchase_at("TERM0001", 302)).await.is_err(),
+    };
+    assert!(refused, "a client without a certificate must not be served");
 }

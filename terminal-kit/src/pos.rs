@@ -140,12 +140,32 @@ pub fn chip_request_with(
     let mut icc = TlvBuilder::new();
     icc.primitive(Tag::new(0x9F26), &arqc)?;
     icc.primitive(Tag::new(0x9F27), &[0x80])?;
+    // The card's own PAN and sequence number, as a real card's records give them: whoever swaps
+    // DE 2 or DE 23 under this cryptogram is caught before the issuer.
+    PanDigits::new(&card.pan)?;
+    icc.primitive(Tag::PAN, &pan_bcd(&card.pan))?;
+    icc.primitive(Tag::PAN_SEQUENCE_NUMBER, &[psn_bcd(&card.psn)?])?;
     for (t, v) in &tags {
         icc.primitive(Tag::new(*t), v)?;
     }
     let mut m = tx_request(spec, tx, "1125", &card.pan, &card.expiry, &card.psn)?;
     m.set_icc_data(&icc.finish())?;
     Ok(m)
+}
+
+/// Tag 5A (cn) of a PAN of digits: two to a byte, an odd one padded with F.
+fn pan_bcd(pan: &str) -> Vec<u8> {
+    let mut nibbles: Vec<u8> = pan.bytes().map(|b| b.wrapping_sub(b'0') & 0x0F).collect();
+    if nibbles.len() % 2 == 1 {
+        nibbles.push(0x0F);
+    }
+    nibbles.chunks(2).map(|p| (p[0] << 4) | p[1]).collect()
+}
+
+/// Tag 5F34 (n 2): the PAN sequence number's two digits in one byte.
+fn psn_bcd(psn: &str) -> Result<u8, PosError> {
+    let n = psn.parse::<Psn>()?.value();
+    Ok(((n / 10) << 4) | (n % 10))
 }
 
 /// The contactless 0100 of a test transaction `tx` at the test merchant, for the card `pan`,
@@ -269,5 +289,45 @@ pub fn card_accepts_arpc_with(card: &TestCard, req: &Message, rsp: &Message, key
     match expected {
         Ok(expected) => t91.get(..n) == Some(expected.as_slice()),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(pan: &str, psn: &str) -> TestCard {
+        TestCard {
+            pan: pan.into(),
+            expiry: "2812".into(),
+            psn: psn.into(),
+            cvn: "visa18".into(),
+            icc_mk: "0123456789ABCDEFFEDCBA9876543210".into(),
+            pin: String::new(),
+            balance: String::new(),
+        }
+    }
+
+    fn tag(m: &Message, t: u32) -> Option<Vec<u8>> {
+        let icc = m.icc_data().ok()??;
+        let nodes = codecs::tlv::decode_lenient(&icc).ok()?;
+        nodes.iter().find(|n| n.tag().value() == t).map(|n| n.value().to_vec())
+    }
+
+    #[test]
+    fn the_chip_data_names_the_card_as_de_2_and_de_23_do() {
+        let spec = Spec::builtin("network").expect("spec");
+        let m =
+            chip_request(spec, &card("4761739001010010", "01"), &Tx::purchase(1, 100, 1)).expect("request");
+        assert_eq!(tag(&m, 0x5A), Some(vec![0x47, 0x61, 0x73, 0x90, 0x01, 0x01, 0x00, 0x10]));
+        assert_eq!(tag(&m, 0x5F34), Some(vec![0x01]));
+        assert_eq!(m.text(23).as_deref(), Some("001"));
+        // An odd number of digits is padded with F; PSN 12 is the byte 0x12.
+        let m = chip_request(spec, &card("4761739001010010123", "12"), &Tx::purchase(2, 100, 2))
+            .expect("request");
+        assert_eq!(tag(&m, 0x5A), Some(vec![0x47, 0x61, 0x73, 0x90, 0x01, 0x01, 0x00, 0x10, 0x12, 0x3F]));
+        assert_eq!(tag(&m, 0x5F34), Some(vec![0x12]));
+        // A PAN that is not digits is an error, not a tag of garbage.
+        assert!(chip_request(spec, &card("47617390010100AB", "01"), &Tx::purchase(3, 100, 3)).is_err());
     }
 }

@@ -91,3 +91,62 @@ pub fn profile(pan: &str, expiry: &str, cvn: &str, keys: emv::card::CardKeys) ->
         atc: 0,
     }
 }
+
+/// The device key pair of the test phones that [`provision_token`] provisions for.
+pub const DEVICE_SECRET: [u8; 32] = [0x2A; 32];
+
+/// Provisions a wallet token for the ports file's `card` through the provisioning API (the first
+/// token requestor, ID&V approved by the issuer), confirms its installation, and returns the
+/// phone's card: the token as its PAN, the token's keys.
+pub async fn provision_token(
+    net: &paynet::network::Network,
+    request_id: &str,
+    card: &ClearTestCard,
+) -> terminal_kit::pos::TestCard {
+    let r = &net.ports.token_requestors[0];
+    let auth = format!("{}:{}", r.id, r.secret);
+    let device = hex::encode(crypto::device::public_key(&DEVICE_SECRET).expect("public key"));
+    let body = serde_json::json!({"request_id": request_id, "pan": card.pan, "expiry": card.expiry, "device_public_key": device}).to_string();
+    let api = &net.ports.provisioning_api;
+    let a = testkit::http::post(api, "/v1/provision", Some(&auth), &body).await;
+    let a = a.json();
+    assert_eq!(a["status"], "approved", "provisioning: {a}");
+    let token_ref = a["token_ref"].as_str().expect("token_ref");
+    let sealed = hex::decode(a["encrypted_token_data"].as_str().expect("sealed")).expect("hex");
+    let plain = crypto::device::open(&DEVICE_SECRET, tsp::service::PROFILE_INFO, &sealed)
+        .expect("opens on the device");
+    let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
+    let confirmed =
+        testkit::http::post(api, &format!("/v1/tokens/{token_ref}/confirm"), Some(&auth), "").await;
+    assert_eq!(confirmed.status, 200, "confirming the token");
+    let text = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("profile {k}")).to_string();
+    terminal_kit::pos::TestCard {
+        pan: text("token"),
+        expiry: text("expiry"),
+        psn: text("psn"),
+        cvn: text("cvn"),
+        icc_mk: text("icc_mk"),
+        pin: String::new(),
+        balance: String::new(),
+    }
+}
+
+/// Whether `bytes` hold `pan` in any form an answer could carry it: its ASCII digits, or its
+/// digits packed two to a byte (BCD, an odd one padded with F or 0, right or left).
+pub fn holds_pan(bytes: &[u8], pan: &str) -> bool {
+    let packed = |digits: &str| hex::decode(digits).unwrap_or_default();
+    let mut forms = vec![pan.as_bytes().to_vec()];
+    if pan.len().is_multiple_of(2) {
+        forms.push(packed(pan));
+    } else {
+        for padded in [format!("{pan}F"), format!("{pan}0"), format!("0{pan}"), format!("F{pan}")] {
+            forms.push(packed(&padded));
+        }
+    }
+    forms.iter().any(|f| !f.is_empty() && bytes.windows(f.len()).any(|w| w == f.as_slice()))
+}
+
+/// A contactless chip 0100 on the network spec for a terminal-side card (a phone's token).
+pub fn chip_request_for(card: &terminal_kit::pos::TestCard, tx: &Tx) -> Message {
+    terminal_kit::pos::chip_request(Spec::builtin("network").expect("spec"), card, tx).expect("request")
+}

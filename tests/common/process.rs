@@ -108,3 +108,36 @@ pub fn assert_private(path: &Path) {
         assert_eq!(mode, 0o600, "{} has mode {mode:04o}, not 0600", path.display());
     }
 }
+
+/// [`serve_kept`] with everything the process writes captured: its standard output in `out`, its
+/// standard error in `err`, logging at `log_level` (`RUST_LOG`), so that a test can read what an
+/// operator's log collector would keep.
+pub fn serve_kept_logged(
+    ports: &Path,
+    state: &Path,
+    tmp: &Path,
+    out: &Path,
+    err: &Path,
+    log_level: &str,
+) -> Serve {
+    let file = |p: &Path| Stdio::from(std::fs::File::create(p).expect("log file"));
+    let child = Command::new(env!("CARGO_BIN_EXE_paynet"))
+        .args(["serve", "--ports-file"])
+        .arg(ports)
+        .arg("--state")
+        .arg(state)
+        .env("TMPDIR", tmp)
+        .env("RUST_LOG", log_level)
+        .stdout(file(out))
+        .stderr(file(err))
+        .spawn()
+        .expect("paynet serve");
+    let s = Serve(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ports.exists() {
+        assert!(Instant::now() < deadline, "no ports file within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_private(ports);
+    s
+}

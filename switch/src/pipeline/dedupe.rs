@@ -1,6 +1,7 @@
 //! Dedupe: a terminal that did not hear its answer sends the same request again; it gets the
 //! original answer, never a second authorization. A repeat is the same acquirer (proven by its
-//! connection), terminal, MTI, STAN and DE 7, with the same DE 2, 4 and 49; identifiers reused
+//! connection), terminal, MTI, STAN and DE 7, with the same DE 2, 4 and 49 — a repeat MTI (0401,
+//! 0421, 0101) counting as its first transmission's (0400, 0420, 0100); identifiers reused
 //! with another card or amount get 94 and never see the cached answer. Runs after identify and
 //! validate, so nothing unidentified or malformed is cached.
 
@@ -19,7 +20,8 @@ pub enum Outcome {
 
 pub fn check(cache: &DuplicateCache, txn: &Txn, now_ms: u64) -> Outcome {
     let raw = |de| txn.msg.field(de).map(|f| &f.data[..]);
-    let key = cache.key(&txn.identity.acquirer.id, txn.mti.digits(), &txn.tid, &txn.stan, &txn.transmitted);
+    let key =
+        cache.key(&txn.identity.acquirer.id, txn.first_mti().digits(), &txn.tid, &txn.stan, &txn.transmitted);
     let content = cache.content(raw(2).or(raw(35)), raw(4), raw(49));
     match cache.check(&key, content, now_ms) {
         Seen::New => Outcome::New(key),
@@ -37,4 +39,14 @@ pub fn check(cache: &DuplicateCache, txn: &Txn, now_ms: u64) -> Outcome {
 pub fn decode_cached(req: &Message, bytes: Bytes) -> Message {
     Message::decode(req.spec(), bytes)
         .unwrap_or_else(|_| super::respond::answer(req, ResponseCode::SYSTEM_ERROR))
+}
+
+/// The answer a repeat of `txn` gets: the cached answer of its first transmission, under the
+/// repeat's own response MTI (a 0401 is answered 0411 with its 0400's answer).
+pub fn cached_answer(txn: &Txn, bytes: Bytes) -> Message {
+    let mut answer = decode_cached(&txn.msg, bytes);
+    if let Some(r) = txn.mti.response() {
+        answer.set_mti(r);
+    }
+    answer
 }

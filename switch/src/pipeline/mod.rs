@@ -154,7 +154,23 @@ pub struct Txn {
     pub chip: Option<Chip>,
 }
 
+/// The MTI a repeat (origin 1: 0401, 0421, 0101...) repeats: the same transaction under the same
+/// keys as its first transmission, never a second one.
+pub fn first_mti(mti: Mti) -> Mti {
+    if mti.origin() != 1 {
+        return mti;
+    }
+    let mut d = *mti.digits();
+    d[3] = b'0';
+    Mti::from_digits(&d).unwrap_or(mti)
+}
+
 impl Txn {
+    /// The MTI this transaction is keyed under: its first transmission's.
+    pub fn first_mti(&self) -> Mti {
+        first_mti(self.mti)
+    }
+
     /// The PAN entry mode: DE 22 positions 1–2.
     pub fn pan_entry(&self) -> &str {
         self.entry.as_deref().and_then(|e| e.get(..2)).unwrap_or("")
@@ -358,11 +374,14 @@ impl Pipeline {
         if mti.is_response() {
             return Step::Ignore;
         }
-        let class = match (mti.class(), mti.function()) {
-            (1 | 2, 0) => Class::Authorization,
-            (4, 0 | 2) => Class::Reversal,
-            (1, 2) => Class::Advice,
-            (8, 0) => Class::NetworkManagement,
+        // An acquirer's message (origin 0) or its repeat (origin 1); anything else is not an
+        // acquirer's to send.
+        let class = match (mti.class(), mti.function(), mti.origin()) {
+            (_, _, 2..) => Class::Other,
+            (1 | 2, 0, _) => Class::Authorization,
+            (4, 0 | 2, _) => Class::Reversal,
+            (1, 2, _) => Class::Advice,
+            (8, 0, _) => Class::NetworkManagement,
             _ => Class::Other,
         };
         if class == Class::NetworkManagement {
@@ -501,7 +520,7 @@ impl Pipeline {
                 owed.push(Owed {
                     issuer: issuer.clone(),
                     kind: SafKind::Reversal,
-                    msg: crate::wire::reversal_for(&sent, "68"),
+                    msg: crate::wire::reversal_for(&sent, ResponseCode::TOO_LATE.as_str()),
                     on_failure: None,
                     online_first: false,
                 });
@@ -547,7 +566,7 @@ impl Pipeline {
                     "{}|{}|{}|{}|{}|{}",
                     txn.msg.spec().name,
                     txn.identity.acquirer.id,
-                    txn.mti.as_str(),
+                    txn.first_mti().as_str(),
                     txn.tid.trim_end(),
                     txn.stan,
                     txn.transmitted
@@ -574,7 +593,7 @@ impl Pipeline {
         let mine = transmission.map(|t| t.content).unwrap_or_default();
         match found {
             Some((content, bytes)) if content == mine => {
-                let answer = dedupe::decode_cached(&txn.msg, Bytes::from(bytes));
+                let answer = dedupe::cached_answer(&txn, Bytes::from(bytes));
                 original::record_answered(self, &txn, &issuer, &answer, now_ms);
                 let mut done = Done::duplicate(answer, txn.msg, sign);
                 done.dedupe = dedupe;
@@ -634,7 +653,7 @@ impl Pipeline {
         match dedupe::check(&self.dedupe, &txn, now_ms) {
             dedupe::Outcome::New(k) => Ok((txn, k)),
             dedupe::Outcome::Answered(bytes) => {
-                let answer = dedupe::decode_cached(&txn.msg, bytes);
+                let answer = dedupe::cached_answer(&txn, bytes);
                 Err(Step::Answer(Box::new(Done::duplicate(answer, txn.msg, sign))))
             }
             dedupe::Outcome::InFlight(rx) => {
@@ -665,7 +684,7 @@ impl Pipeline {
             original::Settled::Owed { issuer, kind, msg } => {
                 let mut done = Done::plain(answer, None, format!("{issuer}:saf"), sign);
                 done.owed.push(Owed {
-                    online_first: txn.mti == Mti::REVERSAL_REQUEST,
+                    online_first: txn.first_mti() == Mti::REVERSAL_REQUEST,
                     issuer,
                     kind,
                     msg,

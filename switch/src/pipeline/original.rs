@@ -2,7 +2,9 @@
 //! state book), and accepts a reversal or advice only against one of them — the same acquirer
 //! (proven by the connection), the same terminal, the same card and currency, for no more than
 //! its amount. Without an original: 25; against someone else's, or for more: 12. Nothing reaches
-//! an issuer otherwise. A repeat of an accepted reversal is answered again and sends nothing new.
+//! an issuer otherwise. A repeat of an accepted reversal (its first MTI's repeat too: 0401, 0421)
+//! is answered again and sends nothing new, and so is a reversal under a new STAN that gives back
+//! no more than the original's earlier reversals already did.
 
 use std::sync::Arc;
 
@@ -19,12 +21,17 @@ fn refuse(code: ResponseCode, reason: impl Into<String>) -> Decline {
 /// The original's key (from DE 90: original MTI, STAN, DE 7) and the reversal's own key.
 pub fn keys(txn: &Txn) -> (String, String) {
     let acquirer = &txn.identity.acquirer.id;
-    let own = original_key(acquirer, &txn.tid, txn.mti.as_str(), &txn.stan, &txn.transmitted);
+    let own = original_key(acquirer, &txn.tid, txn.first_mti().as_str(), &txn.stan, &txn.transmitted);
     let orig = txn
         .msg
         .text(90)
-        .filter(|d| d.len() >= 20)
-        .map(|d| original_key(acquirer, &txn.tid, &d[..4], &d[4..10], &d[10..20]))
+        .filter(|d| d.len() >= 20 && d.is_ascii())
+        .map(|d| {
+            // DE 90 may name the original by its repeat MTI: it is keyed under its first.
+            let mti = Mti::from_digits(&d.as_bytes()[..4]).map(super::first_mti);
+            let mti = mti.as_ref().map(Mti::as_str).unwrap_or(&d[..4]);
+            original_key(acquirer, &txn.tid, mti, &d[4..10], &d[10..20])
+        })
         .unwrap_or_default();
     (orig, own)
 }
@@ -42,7 +49,13 @@ pub fn record_answered(p: &Pipeline, txn: &Txn, issuer: &str, answer: &Message, 
 
 fn record(txn: &Txn, issuer: &str, rc: Option<String>, now_ms: u64) -> OriginalRecord {
     OriginalRecord {
-        key: original_key(&txn.identity.acquirer.id, &txn.tid, txn.mti.as_str(), &txn.stan, &txn.transmitted),
+        key: original_key(
+            &txn.identity.acquirer.id,
+            &txn.tid,
+            txn.first_mti().as_str(),
+            &txn.stan,
+            &txn.transmitted,
+        ),
         card: txn.card.clone().unwrap_or_default(),
         amount_minor: txn.amount,
         currency: txn.currency.clone(),
@@ -103,8 +116,15 @@ pub fn settle(
     if already.is_some() {
         return Ok(Settled::Nothing);
     }
-    if matches!(orig.response_code.as_deref(), Some(rc) if rc != "00") {
+    if matches!(orig.response_code.as_deref(), Some(rc) if rc != ResponseCode::APPROVED.as_str()) {
         // The original was declined: nothing was authorized, nothing to put right.
+        own_record(p, txn, &orig.issuer, now_ms);
+        return Ok(Settled::Nothing);
+    }
+    if is_reversal && orig.settled_minor > 0 && wanted <= orig.settled_minor {
+        // An earlier reversal already gave back at least as much (a second reversal under a new
+        // STAN, a terminal's and a host's both): the switch's own record answers it, and the
+        // issuer, who already reversed it, is owed nothing more.
         own_record(p, txn, &orig.issuer, now_ms);
         return Ok(Settled::Nothing);
     }
@@ -141,5 +161,5 @@ pub fn settle(
 }
 
 fn own_record(p: &Pipeline, txn: &Txn, issuer: &str, now_ms: u64) {
-    p.state.record_original(record(txn, issuer, Some("00".into()), now_ms));
+    p.state.record_original(record(txn, issuer, Some(ResponseCode::APPROVED.as_str().into()), now_ms));
 }

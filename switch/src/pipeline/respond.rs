@@ -62,7 +62,7 @@ fn arpc(p: &Pipeline, imk: &str, txn: &Txn, rc: &str) -> Option<Vec<u8>> {
     let arc: [u8; 2] = rc.as_bytes().try_into().ok()?;
     let (input, tail) = match cvn.arpc_method() {
         Some(2) => {
-            let csu = [0, 0, 0, if rc == "00" { 0x80 } else { 0 }];
+            let csu = [0, 0, 0, if rc == ResponseCode::APPROVED.as_str() { 0x80 } else { 0 }];
             (crypto::emv::ArpcInput::Csu { csu, proprietary: vec![] }, csu.to_vec())
         }
         _ => (crypto::emv::ArpcInput::Arc(arc), arc.to_vec()),

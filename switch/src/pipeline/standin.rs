@@ -30,7 +30,7 @@ pub fn decide(
         },
         |amount, max| p.state.add_stand_in(issuer, &card, amount, max),
     );
-    let rc = ResponseCode::parse(decision.response_code()).unwrap_or(ResponseCode::ISSUER_UNAVAILABLE);
+    let rc = decision.response_code();
     let mut rsp = super::respond::answer(&txn.msg, rc);
     if let Some(imk) = &rules.imk_ac {
         super::respond::attach_arpc(p, imk, txn, &mut rsp);
@@ -39,7 +39,7 @@ pub fn decide(
         return (rsp, None);
     }
     let _ = rsp.set_text(38, &format!("S{:05}", random % 100_000));
-    let mut advice = crate::wire::derived(sent, Mti::AUTHORIZATION_ADVICE, "00");
+    let mut advice = crate::wire::derived(sent, Mti::AUTHORIZATION_ADVICE, ResponseCode::APPROVED.as_str());
     let _ = advice.copy_from(sent, 55);
     (rsp, Some(advice))
 }

@@ -197,11 +197,13 @@ fn chip_data_must_agree_with_the_message() {
     assert_eq!(rc(&answered(begin(&p, currency))), "13");
     // The card gave its PSN (5F34 = 01); DE 23 says 02.
     let mut psn = purchase(3, 100, 3);
-    let mut icc = psn.icc_data().expect("ok").expect("DE 55").to_vec();
-    icc.extend_from_slice(&[0x5F, 0x34, 0x01, 0x01]);
-    psn.set_icc_data(&icc).expect("DE 55");
     psn.set_text(23, "002").expect("DE 23");
     assert_eq!(rc(&answered(begin(&p, psn))), "12");
+    // The card gave its PAN (5A); DE 2 names another card.
+    let mut pan = purchase(5, 100, 5);
+    pan.set_text(2, "4761739001010028").expect("DE 2");
+    let d = answered(begin(&p, pan));
+    assert_eq!((rc(&d).as_str(), d.decline.map(|d| d.stage)), ("12", Some(Stage::Validate)));
     let mut magstripe = purchase(4, 100, 4);
     magstripe.set_text(22, "901").expect("DE 22");
     assert_eq!(rc(&answered(begin(&p, magstripe))), "12");
@@ -310,9 +312,74 @@ fn a_reversal_needs_its_own_original_for_no_more_than_its_amount() {
     let d = reverse(&p, reversal_of(&orig, "TERM0001", 52, 5_000));
     assert_eq!((rc(&d).as_str(), d.route.as_str()), ("00", "duplicate"));
     assert!(d.owed.is_empty());
-    // Another reversal of the same original: accepted (reversals replace), still once per message.
+    // Another reversal of the same original: accepted, and the original being fully reversed
+    // already, nothing more owed.
     let d = reverse(&p, reversal_of(&orig, "TERM0001", 53, 5_000));
     assert_eq!(rc(&d), "00");
+    assert!(d.owed.is_empty());
+}
+
+fn repeat_mti(mut m: Message, mti: &[u8; 4]) -> Message {
+    m.set_mti(Mti::from_digits(mti).expect("MTI"));
+    m
+}
+
+#[test]
+fn a_reversal_already_covered_or_repeated_is_answered_here_and_owes_the_issuer_nothing() {
+    let p = pipeline();
+    let orig = purchase(1, 5_000, 1);
+    let f = forwarded(begin(&p, orig.clone()));
+    assert_eq!(rc(&approve(&p, f)), "00");
+    // A partial reversal (3,000 of 5,000 given back) goes to the issuer.
+    let mut partial = reversal_of(&orig, "TERM0001", 40, 5_000);
+    partial.set_text(95, &format!("{:012}{:012}C00000000C00000000", 2_000, 2_000)).expect("DE 95");
+    let d = reverse(&p, partial);
+    assert_eq!((rc(&d).as_str(), d.owed.len()), ("00", 1));
+    // Another one giving back less than that (1,000): already covered, nothing owed.
+    let mut less = reversal_of(&orig, "TERM0001", 41, 5_000);
+    less.set_text(95, &format!("{:012}{:012}C00000000C00000000", 4_000, 4_000)).expect("DE 95");
+    let d = reverse(&p, less);
+    assert_eq!((rc(&d).as_str(), d.route.as_str()), ("00", "local"));
+    assert!(d.owed.is_empty(), "covered by the first reversal: {:?}", d.owed.len());
+    // The full reversal: the rest goes to the issuer.
+    let d = reverse(&p, reversal_of(&orig, "TERM0001", 42, 5_000));
+    assert_eq!((rc(&d).as_str(), d.owed.len()), ("00", 1));
+    // A second full reversal under a new STAN: the original is fully reversed, nothing owed.
+    let d = reverse(&p, reversal_of(&orig, "TERM0001", 43, 5_000));
+    assert_eq!((rc(&d).as_str(), d.route.as_str()), ("00", "local"));
+    assert!(d.owed.is_empty(), "a fully reversed original owes the issuer nothing more");
+    // Its retransmission as 0401 is the same message, and a 0421 under a new STAN is covered too.
+    let d = reverse(&p, repeat_mti(reversal_of(&orig, "TERM0001", 42, 5_000), b"0401"));
+    assert_eq!(rc(&d), "00");
+    assert_eq!(d.answer.mti().as_str(), "0411");
+    assert!(d.owed.is_empty(), "a repeat MTI is its first MTI's repeat");
+    let mut advice = repeat_mti(reversal_of(&orig, "TERM0001", 42, 5_000), b"0421");
+    advice.set_text(11, "000044").expect("DE 11");
+    let d = reverse(&p, advice);
+    assert_eq!((rc(&d).as_str(), d.owed.len()), ("00", 0));
+}
+
+#[test]
+fn a_repeat_mti_of_a_reversal_never_seen_is_decided_as_its_first_and_only_once() {
+    let p = pipeline();
+    let orig = purchase(1, 5_000, 1);
+    let f = forwarded(begin(&p, orig.clone()));
+    assert_eq!(rc(&approve(&p, f)), "00");
+    // The 0400 was lost on the way; its 0401 is the first the switch sees: it goes to the issuer.
+    let d = reverse(&p, repeat_mti(reversal_of(&orig, "TERM0001", 50, 5_000), b"0401"));
+    assert_eq!((rc(&d).as_str(), d.owed.len()), ("00", 1));
+    assert!(d.owed[0].online_first, "offered to the issuer at once, as its 0400 would be");
+    // The 0400 arriving late, and another 0401: the same transaction, answered again.
+    for m in [
+        reversal_of(&orig, "TERM0001", 50, 5_000),
+        repeat_mti(reversal_of(&orig, "TERM0001", 50, 5_000), b"0401"),
+    ] {
+        let d = reverse(&p, m);
+        assert_eq!((rc(&d).as_str(), d.owed.len()), ("00", 0));
+    }
+    // Issuer-originated MTIs are not an acquirer's to send.
+    let d = answered(begin(&p, repeat_mti(reversal_of(&orig, "TERM0001", 51, 5_000), b"0402")));
+    assert_eq!(rc(&d), "12");
 }
 
 #[test]
