@@ -84,6 +84,13 @@ pub struct Options {
     /// Test cards (by index) billed in New Taiwan dollars, in their own range
     /// (`issuer_sim::cards::TWD_CARD_PREFIX`); the others are billed in EUR.
     pub twd_cards: Vec<usize>,
+    /// Kinds of test requestors (`wallet`, `cloud`, `se-tsm`, `merchant`) configured
+    /// `cvv2 = "required"`: their provisioning requests must carry the card's CVV2. None by
+    /// default.
+    pub cvv2_required: Vec<String>,
+    /// The issuer simulator's ID&V limits (`[idv]`: failures before a PAN or a requestor is
+    /// locked, OTP tries and lifetime).
+    pub idv: issuer_sim::idv::IdvLimits,
 }
 
 impl Options {
@@ -112,6 +119,8 @@ impl Options {
             node_program: None,
             keep: false,
             twd_cards: Vec::new(),
+            cvv2_required: Vec::new(),
+            idv: issuer_sim::idv::IdvLimits::default(),
         }
     }
 }
@@ -456,7 +465,8 @@ pub async fn start(opts: Options) -> Result<Network> {
             )
         })
         .transpose()?;
-    let mut issuer = Issuer::new(issuer_hsm, issuer_sim::cards::ZPK_NAME, &test.cards);
+    let mut issuer =
+        Issuer::new(issuer_hsm, issuer_sim::cards::ZPK_NAME, &test.cards).with_idv_limits(opts.idv);
     if let Some(k) = &kept {
         k.restore_issuer(&mut issuer)?;
         // The ports file shows the open-to-buy as it stands.
@@ -815,6 +825,11 @@ fn token_service_config(
                 id: r.id.clone(),
                 kind: r.kind.clone(),
                 secret_sha256: sha256_hex(r.secret.as_bytes()),
+                cvv2: if opts.cvv2_required.contains(&r.kind) {
+                    tsp::Cvv2Policy::Required
+                } else {
+                    tsp::Cvv2Policy::Optional
+                },
             })
             .collect(),
         issuers: issuers

@@ -288,3 +288,119 @@ async fn the_token_service_state_stays_bounded_under_a_flood() {
     assert_eq!(net.token_service.state_sizes(), (40, 10));
     net.shutdown().await;
 }
+
+/// The CVV2 where the requestor has it: the test wallet is configured `cvv2 = "required"`. The
+/// wallet-sim flow sends the card's CVV2 and is approved; a provisioning without it is refused
+/// with its own error before the issuer hears of it; a wrong one is the generic decline and
+/// counts as an ID&V failure (two lock the card here), so the right one no longer helps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requestor_that_must_send_the_cvv2_is_refused_without_it_and_a_wrong_one_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = Options::new(dir.path());
+    opts.cvv2_required = vec!["wallet".into()];
+    opts.idv = issuer_sim::idv::IdvLimits { max_failures: 2, ..Default::default() };
+    let net = network::start(opts).await.expect("network");
+    let api = net.ports.provisioning_api.clone();
+    let wallet = net.ports.token_requestors.iter().find(|r| r.kind == "wallet").expect("wallet").clone();
+    let auth = format!("{}:{}", wallet.id, wallet.secret);
+    let dpk = Phone::new().expect("device").device_public_key().expect("dpk");
+    let tracked = || net.issuer_state.issuer.lock().expect("issuer").idv_tracked();
+
+    // Without the CVV2 (card 1 steps up: had the issuer been asked, an OTP would be out).
+    let before = tracked();
+    let card = net.ports.test_cards[1].clone();
+    let body = json!({"request_id": "no-cvv2", "pan": card.pan, "expiry": card.expiry,
+                      "device_public_key": dpk});
+    let (s, b) = raw(&api, "POST", "/v1/provision", Some(&auth), &body.to_string()).await;
+    assert_eq!(s, 400, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("JSON");
+    assert_eq!(v["error"], "cvv2_required", "{b}");
+    assert!(!b.contains(&card.pan), "a clear PAN in the refusal: {b}");
+    assert_eq!(tracked(), before, "nothing reached the issuer");
+    // Another requestor (cvv2 optional) is not held to it.
+    let cloud = net.ports.token_requestors.iter().find(|r| r.kind == "cloud").expect("cloud");
+    let v = common::post(&api, "/v1/provision", &format!("{}:{}", cloud.id, cloud.secret), &body.to_string())
+        .await;
+    assert_eq!(v["status"], "otp_required", "{v}");
+
+    // Through the wallet server, as a phone adds a card: the flow sends the card's CVV2.
+    let providers = net.providers().expect("providers").addrs.clone();
+    let holder = |n: usize, cvv2: Option<String>| {
+        let c = &net.ports.test_cards[n];
+        wallet_sim::flows::CardholderCard { pan: c.pan.clone(), expiry: c.expiry.clone(), cvv2 }
+    };
+    let add = |mut phone: Phone, card: wallet_sim::flows::CardholderCard| {
+        let providers = providers.clone();
+        async move {
+            let mut log = |_: &wallet_sim::flows::Step| {};
+            let mut otp = || Err(wallet_sim::Error::Otp("no step-up expected".into()));
+            let io = &mut wallet_sim::flows::Io { log: &mut log, otp: &mut otp };
+            wallet_sim::flows::provision(wallet_sim::flows::Model::Wallet, &mut phone, &providers, &card, io)
+                .await
+        }
+    };
+    let right = |n: usize| Some(net.ports.test_cards[n].cvv2.clone());
+    add(Phone::new().expect("phone"), holder(0, right(0))).await.expect("approved with the CVV2");
+    // No CVV2 at hand: the wallet server passes the token service's refusal on, as it is.
+    let e = add(Phone::new().expect("phone"), holder(2, None)).await.expect_err("refused");
+    assert!(
+        matches!(&e, wallet_sim::Error::Status { status: 400, body, .. } if body.contains("cvv2_required")),
+        "{e}"
+    );
+    // A wrong CVV2, twice: the generic decline each time, and the card is locked.
+    let c2 = net.ports.test_cards[2].clone();
+    let wrong = format!("{:03}", (c2.cvv2.parse::<u32>().expect("digits") + 1) % 1000);
+    for _ in 0..2 {
+        let e =
+            add(Phone::new().expect("phone"), holder(2, Some(wrong.clone()))).await.expect_err("declined");
+        let wallet_sim::Error::Refused(r) = &e else { panic!("not a decline: {e}") };
+        assert_eq!((r.status.as_str(), r.response_code.as_deref()), ("declined", Some("05")), "{e}");
+    }
+    let e = add(Phone::new().expect("phone"), holder(2, right(2))).await.expect_err("locked");
+    let wallet_sim::Error::Refused(r) = &e else { panic!("not a decline: {e}") };
+    assert_eq!(r.response_code.as_deref(), Some("05"), "the wrong CVV2s counted: {e}");
+    net.shutdown().await;
+}
+
+/// The per-requestor lock: one requestor's failures on many different PANs — each PAN far from
+/// its own limit — lock that requestor; another requestor is still served on the same cards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_on_many_pans_lock_the_requestor_and_others_are_still_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = Options::new(dir.path());
+    opts.idv =
+        issuer_sim::idv::IdvLimits { max_failures: 5, max_requestor_failures: 4, ..Default::default() };
+    let net = network::start(opts).await.expect("network");
+    let api = net.ports.provisioning_api.clone();
+    let cred = |kind: &str| {
+        let r = net.ports.token_requestors.iter().find(|r| r.kind == kind).expect("requestor");
+        format!("{}:{}", r.id, r.secret)
+    };
+    let (guesser, other) = (cred("wallet"), cred("cloud"));
+    let dpk = Phone::new().expect("device").device_public_key().expect("dpk");
+    let provision = |id: String, n: usize, expiry: Option<&str>| {
+        let c = &net.ports.test_cards[n];
+        json!({"request_id": id, "pan": c.pan, "expiry": expiry.unwrap_or(&c.expiry),
+               "device_public_key": dpk, "cvv2": c.cvv2})
+        .to_string()
+    };
+    let answer = |v: &Value| {
+        (v["status"].as_str().map(str::to_string), v["response_code"].as_str().map(str::to_string))
+    };
+    let declined = (Some("declined".to_string()), Some("05".to_string()));
+    // Four cards, one wrong expiry each: no card is near its own limit of five.
+    for (i, n) in [0usize, 2, 3, 4].into_iter().enumerate() {
+        let v =
+            common::post(&api, "/v1/provision", &guesser, &provision(format!("g{i}"), n, Some("0101"))).await;
+        assert_eq!(answer(&v), declined, "{v}");
+    }
+    // The guesser is locked: even a card's right data is declined for it, unchecked.
+    let v = common::post(&api, "/v1/provision", &guesser, &provision("g-right".into(), 5, None)).await;
+    assert_eq!(answer(&v), declined, "the requestor is locked: {v}");
+    // Another requestor is served, on the same cards the guesser tried.
+    for (i, n) in [5usize, 0].into_iter().enumerate() {
+        let v = common::post(&api, "/v1/provision", &other, &provision(format!("o{i}"), n, None)).await;
+        assert_eq!(v["status"], "approved", "card {n}: {v}");
+    }
+    net.shutdown().await;
+}

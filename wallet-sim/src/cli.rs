@@ -154,6 +154,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             let holder = CardholderCard {
                 pan: tc.get("pan").and_then(Value::as_str).unwrap_or("").to_string(),
                 expiry: tc.get("expiry").and_then(Value::as_str).unwrap_or("").to_string(),
+                cvv2: tc.get("cvv2").and_then(Value::as_str).map(str::to_string),
             };
             let (addrs, running) = providers_for(&ports).await?;
             if running.is_some() && matches!(model, Model::IssuerSe | Model::TsmSePan | Model::HcePan) {

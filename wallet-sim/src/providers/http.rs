@@ -93,6 +93,19 @@ pub fn ok(party: &str, a: Answer) -> Result<Value> {
     }
 }
 
+/// The token service's answer to pass on to the phone: a refusal of the call itself (4xx: bad
+/// input, a CVV2 the requestor must send, an unknown session) is passed on with its status, kind
+/// and detail — the token service's errors never hold card data — instead of being read as an
+/// outcome; anything else is the outcome.
+pub fn relay(a: Answer) -> std::result::Result<Answer, ApiError> {
+    if !(400..500).contains(&a.status) {
+        return Ok(a);
+    }
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let text = |k: &str| a.body.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    Err(ApiError(status, text("error"), format!("the token service refused the call: {}", text("detail"))))
+}
+
 /// A provider's error answer: `{"error": kind, "detail"}`.
 #[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String, pub String);
