@@ -286,6 +286,87 @@ async fn the_token_service_state_stays_bounded_under_a_flood() {
         assert!(answered <= 40 && pending <= 10, "{answered} answers, {pending} step-ups after {n}");
     }
     assert_eq!(net.token_service.state_sizes(), (40, 10));
+
+    // The issuer simulator's side of the same flood: every step-up texted an OTP (both outboxes),
+    // every lifecycle change sent a notice (0620). Its admin port shows the texts.
+    let issuer_kept = || net.issuer_state.issuer.lock().expect("issuer").kept_sizes();
+    let (notices, sms, otps) = issuer_kept();
+    assert!(sms <= 64 && otps <= 256 && notices <= 1024, "{notices} {sms} {otps}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis();
+    let small = issuer_sim::host::KeptLimits { notices: 8, sms: 6, otps: 5, ..Default::default() };
+    net.issuer_state.issuer.lock().expect("issuer").limit_kept(small, now as u64);
+    let admin = net.ports.issuer_admin.clone();
+    let admin_token = net.ports.issuer_admin_token.clone();
+    for n in 0..30 {
+        let body = json!({"request_id": format!("flood-sms-{n}"), "pan": card.pan, "expiry": card.expiry,
+                          "device_public_key": dpk, "entry_modes": ["07"]});
+        let v = common::post(&api, "/v1/provision", &auth, &body.to_string()).await;
+        assert_eq!(v["status"], "otp_required", "{v}");
+        let (_, sms, otps) = issuer_kept();
+        assert!(sms <= 6 && otps <= 5, "{sms} texts, {otps} OTPs after {n}");
+    }
+    let (s, b) = raw(&admin, "GET", "/v1/sms", Some(&admin_token), "").await;
+    assert_eq!(s, 200, "{b}");
+    let texts: Vec<Value> = serde_json::from_str(&b).expect("JSON");
+    assert_eq!(texts.len(), 6, "the admin port shows the bounded outbox: {b}");
+    assert!(!b.contains(&card.pan), "a clear PAN in the outbox");
+    let approve = net.ports.test_cards[0].clone();
+    let body = json!({"request_id": "flood-notices", "pan": approve.pan, "expiry": approve.expiry,
+                      "device_public_key": dpk, "entry_modes": ["07"]});
+    let v = common::post(&api, "/v1/provision", &auth, &body.to_string()).await;
+    let token_ref = v["token_ref"].as_str().expect("approved").to_string();
+    let mut sent = 0;
+    for action in ["confirm"].into_iter().chain(["suspend", "resume"].into_iter().cycle().take(20)) {
+        let v = common::post(&api, &format!("/v1/tokens/{token_ref}/{action}"), &auth, "").await;
+        assert!(v["status"].is_string(), "{action}: {v}");
+        sent += 1;
+        assert!(issuer_kept().0 <= 8, "{} notices after {sent}", issuer_kept().0);
+    }
+    common::until("the notices reach the bound", || issuer_kept().0 == 8).await;
+    net.shutdown().await;
+}
+
+/// A flood of made-up terminal IDs on a certification listener: the certification log keeps at
+/// most its 10,000 terminals, the newest among them, as its admin endpoint shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certification_log_stays_bounded_under_a_flood_of_terminal_ids() {
+    use codecs::iso8583::{Message, Mti, Spec};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = Options::new(dir.path());
+    opts.certification = true;
+    opts.wallet_providers = false;
+    let net = network::start(opts).await.expect("network");
+    let bound = switch::certify::MAX_TERMINALS;
+    let spec = Spec::builtin("network").expect("spec").clone();
+    let mut c = common::acquirer_client(&net).await;
+    let total = bound + 100;
+    for chunk in (0..total).collect::<Vec<_>>().chunks(200) {
+        let batch: Vec<Message> = chunk
+            .iter()
+            .map(|i| {
+                let mut m = Message::new(spec.clone(), Mti::NETWORK_MANAGEMENT_REQUEST);
+                m.set_text(7, "1204120000").expect("DE 7");
+                m.set_text(11, &format!("{:06}", i % 999_999 + 1)).expect("DE 11");
+                m.set_text(41, &format!("F{i:07}")).expect("DE 41");
+                m.set_text(70, "301").expect("DE 70");
+                m
+            })
+            .collect();
+        c.send_many(&batch).await;
+        for _ in chunk {
+            c.recv().await;
+        }
+    }
+    let r = testkit::http::request(&net.ports.admin, "GET", "/certification", None, "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let terminals = r.json()["terminals"].as_array().expect("terminals").clone();
+    assert_eq!(terminals.len(), bound, "the log stayed at its bound");
+    let newest = format!("F{:07}", total - 1);
+    let r =
+        testkit::http::request(&net.ports.admin, "GET", &format!("/certification/{newest}"), None, "").await;
+    assert_eq!(r.status, 200, "the newest terminal is kept: {}", r.body);
+    let r = testkit::http::request(&net.ports.admin, "GET", "/certification/F0000000", None, "").await;
+    assert_eq!(r.status, 404, "the stalest made room");
     net.shutdown().await;
 }
 
