@@ -485,3 +485,83 @@ async fn failures_on_many_pans_lock_the_requestor_and_others_are_still_served() 
     }
     net.shutdown().await;
 }
+
+/// A test CA and a server certificate for 127.0.0.1 and localhost signed by it, as PEM files in
+/// `dir`: the door TLS of a server on this machine.
+fn test_pki(dir: &std::path::Path) -> door::DoorTls {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("sign");
+    std::fs::write(dir.join("server.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
+    door::DoorTls { cert: dir.join("server.pem"), key: dir.join("server.key"), client_ca: None }
+}
+
+/// TLS on every door a phone's card goes through: the provisioning API and the four providers
+/// serve HTTPS with certificates of a test CA. A client trusting that CA provisions a token on
+/// the provisioning API directly, and phones provision through the wallet server (wallet server →
+/// token service) and the TSM path (SE operator, SP TSM → SE TSM) end to end; a plaintext
+/// connection to any of them gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provisioning_api_and_every_provider_serve_https_to_clients_trusting_the_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = tempfile::tempdir().expect("pki dir");
+    let tls = test_pki(pki.path());
+    http::trust(&pki.path().join("ca.pem")).expect("the test CA");
+    let mut opts = Options::new(dir.path());
+    opts.provisioning_tls = Some(tls.clone());
+    opts.provider_doors = wallet_sim::providers::ProviderDoors::all(door::DoorConfig {
+        tls: Some(tls),
+        ..door::DoorConfig::default()
+    });
+    let net = network::start(opts).await.expect("network");
+    let api = net.ports.provisioning_api.clone();
+    let a = net.providers().expect("providers").addrs.clone();
+    let doors = [&api, &a.sp_tsm, &a.se_operator, &a.cloud, &a.wallet];
+    assert!(doors.iter().all(|d| d.starts_with("https://127.0.0.1:")), "{doors:?}");
+
+    // The provisioning API over TLS, as a requestor calls it.
+    let r = net.ports.token_requestors.iter().find(|r| r.kind == "wallet").expect("wallet");
+    let auth = format!("{}:{}", r.id, r.secret);
+    let card = net.ports.test_cards[0].clone();
+    let dpk = Phone::new().expect("device").device_public_key().expect("dpk");
+    let body = json!({"request_id": "tls-1", "pan": card.pan, "expiry": card.expiry, "cvv2": card.cvv2,
+                      "device_public_key": dpk});
+    let v = common::post(&api, "/v1/provision", &auth, &body.to_string()).await;
+    assert_eq!(v["status"], "approved", "{v}");
+
+    // Phones through the providers, every hop over TLS.
+    let mut log = |_: &wallet_sim::flows::Step| {};
+    let issuer = net.issuer_state.clone();
+    let mut otp = move || {
+        let i = issuer.issuer.lock().map_err(|_| wallet_sim::Error::Otp("issuer".into()))?;
+        i.otp_outbox.values().next().cloned().ok_or_else(|| wallet_sim::Error::Otp("none sent".into()))
+    };
+    for (model, n) in [(wallet_sim::flows::Model::Wallet, 3), (wallet_sim::flows::Model::TsmSePan, 2)] {
+        let c = &net.ports.test_cards[n];
+        let holder = wallet_sim::flows::CardholderCard {
+            pan: c.pan.clone(),
+            expiry: c.expiry.clone(),
+            cvv2: Some(c.cvv2.clone()),
+        };
+        let mut phone = Phone::new().expect("phone");
+        let io = &mut wallet_sim::flows::Io { log: &mut log, otp: &mut otp };
+        let id = wallet_sim::flows::provision(model, &mut phone, &a, &holder, io).await;
+        assert!(id.is_ok(), "{model}: {:?}", id.err());
+    }
+
+    // In clear, no door answers.
+    for d in doors {
+        let plain = d.replace("https://", "http://");
+        let r = http::get(&plain, "/openapi.json", None).await;
+        assert!(r.is_err(), "{plain} answered in clear: {:?}", r.map(|a| a.status));
+    }
+    net.shutdown().await;
+}
