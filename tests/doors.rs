@@ -505,7 +505,9 @@ fn test_pki(dir: &std::path::Path) -> door::DoorTls {
 }
 
 /// TLS on every door a phone's card goes through: the provisioning API and the four providers
-/// serve HTTPS with certificates of a test CA. A client trusting that CA provisions a token on
+/// serve HTTPS with certificates of a test CA. A client trusting no CA refuses to call them;
+/// wallet-sim's command line, given the CA with `--ca-file`, provisions a phone; a client
+/// trusting that CA provisions a token on
 /// the provisioning API directly, and phones provision through the wallet server (wallet server →
 /// token service) and the TSM path (SE operator, SP TSM → SE TSM) end to end; a plaintext
 /// connection to any of them gets no answer.
@@ -514,7 +516,6 @@ async fn the_provisioning_api_and_every_provider_serve_https_to_clients_trusting
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = tempfile::tempdir().expect("pki dir");
     let tls = test_pki(pki.path());
-    http::trust(&pki.path().join("ca.pem")).expect("the test CA");
     let mut opts = Options::new(dir.path());
     opts.provisioning_tls = Some(tls.clone());
     opts.provider_doors = wallet_sim::providers::ProviderDoors::all(door::DoorConfig {
@@ -526,6 +527,37 @@ async fn the_provisioning_api_and_every_provider_serve_https_to_clients_trusting
     let a = net.providers().expect("providers").addrs.clone();
     let doors = [&api, &a.sp_tsm, &a.se_operator, &a.cloud, &a.wallet];
     assert!(doors.iter().all(|d| d.starts_with("https://127.0.0.1:")), "{doors:?}");
+    // Trusting no CA yet, the client refuses to call them.
+    let e = http::get(&api, "/openapi.json", None).await.expect_err("no trusted CA");
+    assert!(e.to_string().contains("trusted CA"), "{e}");
+    // wallet-sim, told the CA with --ca-file, provisions a phone from the ports file.
+    {
+        use clap::Parser;
+        let ports_file = dir.path().join("ports.json");
+        net.write_ports_file(&ports_file).expect("ports file");
+        let (pf, ph) =
+            (ports_file.display().to_string(), dir.path().join("phone.json").display().to_string());
+        let ca = pki.path().join("ca.pem").display().to_string();
+        let args = [
+            "provision",
+            "--model",
+            "wallet",
+            "--ports-file",
+            &pf,
+            "--card",
+            "4",
+            "--phone",
+            &ph,
+            "--ca-file",
+            &ca,
+        ];
+        let cli =
+            wallet_sim::cli::Cli::try_parse_from(std::iter::once("wallet-sim").chain(args)).expect("args");
+        let mut out = Vec::new();
+        wallet_sim::cli::run(cli, &mut out).await.expect("provisioned over TLS");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("provisioned and enabled"), "{text}");
+    }
 
     // The provisioning API over TLS, as a requestor calls it.
     let r = net.ports.token_requestors.iter().find(|r| r.kind == "wallet").expect("wallet");
