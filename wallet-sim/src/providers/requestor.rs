@@ -410,7 +410,7 @@ async fn otp(State(f): State<Arc<Front>>, headers: HeaderMap, Json(b): Json<Valu
     let mut steps = Steps::default();
     steps.push(f.name, "token service", "the cardholder's one-time password");
     steps.push("token service", "issuer", "OTP verification");
-    let a = f.token()?.otp(id, code).await?;
+    let a = super::http::relay(f.token()?.otp(id, code).await?)?;
     f.outcome(&device, a.body, steps)
 }
 

@@ -422,7 +422,7 @@ async fn tokens_otp(State(s): State<Arc<SeTsm>>, headers: HeaderMap, Json(b): Js
     let token = s.token.as_ref().ok_or_else(|| ApiError::refused("no token service credentials"))?;
     let mut steps = Steps::default();
     steps.push("SE TSM", "token service", "the cardholder's one-time password");
-    let a = token.otp(id, field(&b, "otp")?).await?;
+    let a = http::relay(token.otp(id, field(&b, "otp")?).await?)?;
     // Settled one way or the other (a wrong OTP leaves it open for the next try).
     if a.body.get("status").and_then(Value::as_str) != Some("declined")
         || a.body.get("response_code").and_then(Value::as_str) != Some("05")
