@@ -81,17 +81,14 @@ fn client_config() -> Option<Arc<rustls::ClientConfig>> {
     CLIENT_TLS.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|t| t.config.clone())
 }
 
-/// Writes `req` and reads the whole answer (the server closes the connection after it). A TLS
-/// peer that closes without its close_notify has still sent a whole answer when it sent bytes.
+/// Writes `req` and reads the whole answer (the server closes the connection after it; over TLS
+/// with its close_notify — an answer cut short without one is an error, never taken as whole).
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, req: &[u8]) -> std::io::Result<Vec<u8>> {
     s.write_all(req).await?;
     s.flush().await?;
     let mut raw = Vec::new();
-    match s.read_to_end(&mut raw).await {
-        Ok(_) => Ok(raw),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
-        Err(e) => Err(e),
-    }
+    s.read_to_end(&mut raw).await?;
+    Ok(raw)
 }
 
 /// A call's answer: HTTP status and JSON body (Null when empty).
