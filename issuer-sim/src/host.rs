@@ -152,9 +152,18 @@ pub struct Notice {
 
 /// The OTPs "sent to the cardholder", by provisioning session: read like a map, bounded in size
 /// and age ([`KeptLimits`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OtpOutbox {
     sent: HashMap<String, (u64, String)>,
+    /// No code kept was sent before this (a lower bound): ageing has nothing to do until it is
+    /// past its time.
+    oldest_ms: u64,
+}
+
+impl Default for OtpOutbox {
+    fn default() -> Self {
+        OtpOutbox { sent: HashMap::new(), oldest_ms: u64::MAX }
+    }
 }
 
 impl OtpOutbox {
@@ -194,7 +203,10 @@ impl OtpOutbox {
 
     /// Drops the codes past `ttl_ms`, then the oldest while over `capacity`.
     fn expire(&mut self, now_ms: u64, ttl_ms: u64, capacity: usize) {
-        self.sent.retain(|_, (at, _)| now_ms.saturating_sub(*at) <= ttl_ms);
+        if now_ms.saturating_sub(self.oldest_ms) > ttl_ms {
+            self.sent.retain(|_, (at, _)| now_ms.saturating_sub(*at) <= ttl_ms);
+            self.oldest_ms = self.sent.values().map(|(at, _)| *at).min().unwrap_or(u64::MAX);
+        }
         while self.sent.len() > capacity {
             let Some(oldest) = self.sent.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) else {
                 break;
@@ -204,18 +216,19 @@ impl OtpOutbox {
     }
 
     fn insert(&mut self, session: String, code: String, now_ms: u64, l: &KeptLimits) {
+        self.oldest_ms = self.oldest_ms.min(now_ms);
         self.sent.insert(session, (now_ms, code));
         self.expire(now_ms, l.otp_ttl_ms, l.otps.max(1));
     }
 }
 
-/// Drops the entries of a time-ordered list past `ttl_ms` (by `at`), then the oldest while over
-/// `capacity`.
+/// Drops the entries of a list kept in arrival order (oldest first) past `ttl_ms` (by `at`),
+/// then the oldest while over `capacity`: only the stale head is looked at, so an idle list costs
+/// one comparison per request.
 fn expire_list<T>(list: &mut Vec<T>, at: impl Fn(&T) -> u64, now_ms: u64, ttl_ms: u64, capacity: usize) {
-    list.retain(|x| now_ms.saturating_sub(at(x)) <= ttl_ms);
-    if list.len() > capacity {
-        list.drain(..list.len() - capacity);
-    }
+    let stale = list.iter().take_while(|x| now_ms.saturating_sub(at(x)) > ttl_ms).count();
+    let over = list.len().saturating_sub(capacity);
+    list.drain(..stale.max(over));
 }
 
 pub struct Issuer {

@@ -16,7 +16,7 @@
 //! The findings are additive: the message is still processed as on any listener (and answered
 //! 30 when it does not decode).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use codecs::iso8583::describe;
@@ -105,7 +105,7 @@ pub const TERMINAL_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// heard from longest ago makes room) and in age (a terminal silent for longer than the
 /// time-to-live is forgotten — when a message is recorded, and when the log is read).
 pub struct CertificationLog {
-    terminals: Mutex<BTreeMap<String, TerminalReport>>,
+    terminals: Mutex<Terminals>,
     keep: usize,
     max_terminals: usize,
     ttl_ms: u64,
@@ -117,13 +117,36 @@ fn last_heard(r: &TerminalReport) -> u64 {
     r.recent.back().map(|m| m.at_ms).unwrap_or(0)
 }
 
+/// The reports by terminal, and the terminals by when they were last heard from (the stalest
+/// first): ageing and making room cost a lookup, not a scan.
+#[derive(Default)]
+struct Terminals {
+    by_tid: BTreeMap<String, TerminalReport>,
+    by_age: BTreeSet<(u64, String)>,
+}
+
+impl Terminals {
+    fn remove_stalest(&mut self) {
+        if let Some((_, tid)) = self.by_age.pop_first() {
+            self.by_tid.remove(&tid);
+        }
+    }
+
+    /// Forgets the terminals silent for longer than `ttl_ms` at `now_ms`.
+    fn expire(&mut self, now_ms: u64, ttl_ms: u64) {
+        while self.by_age.first().is_some_and(|(at, _)| now_ms.saturating_sub(*at) > ttl_ms) {
+            self.remove_stalest();
+        }
+    }
+}
+
 impl CertificationLog {
     /// Keeps the last `keep` messages of each terminal, for at most [`MAX_TERMINALS`] terminals,
     /// each for [`TERMINAL_TTL_MS`] after its last message (the system clock ages them when the
     /// log is read).
     pub fn new(keep: usize) -> Self {
         CertificationLog {
-            terminals: Mutex::new(BTreeMap::new()),
+            terminals: Mutex::new(Terminals::default()),
             keep: keep.max(1),
             max_terminals: MAX_TERMINALS,
             ttl_ms: TERMINAL_TTL_MS,
@@ -151,31 +174,27 @@ impl CertificationLog {
 
     /// Terminals kept now.
     pub fn len(&self) -> usize {
-        self.terminals.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.terminals.lock().unwrap_or_else(|p| p.into_inner()).by_tid.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Forgets the terminals silent for longer than `ttl_ms` at `now_ms`.
-    fn expire(t: &mut BTreeMap<String, TerminalReport>, now_ms: u64, ttl_ms: u64) {
-        t.retain(|_, r| now_ms.saturating_sub(last_heard(r)) <= ttl_ms);
-    }
-
     fn record(&self, tid: String, report: MessageReport) {
-        let mut t = self.terminals.lock().unwrap_or_else(|p| p.into_inner());
-        Self::expire(&mut t, report.at_ms, self.ttl_ms);
+        let mut guard = self.terminals.lock().unwrap_or_else(|p| p.into_inner());
+        let t = &mut *guard;
+        t.expire(report.at_ms, self.ttl_ms);
         // Full: the terminal heard from longest ago makes room (a flood of made-up TIDs must
         // neither grow the log nor lock real terminals out of it).
-        if !t.contains_key(&tid) && t.len() >= self.max_terminals {
-            let stalest = t.iter().min_by_key(|(_, r)| last_heard(r)).map(|(k, _)| k.clone());
-            if let Some(k) = stalest {
-                t.remove(&k);
-            }
+        if !t.by_tid.contains_key(&tid) && t.by_tid.len() >= self.max_terminals {
+            t.remove_stalest();
         }
-        let r =
-            t.entry(tid.clone()).or_insert_with(|| TerminalReport { terminal_id: tid, ..Default::default() });
+        let r = t
+            .by_tid
+            .entry(tid.clone())
+            .or_insert_with(|| TerminalReport { terminal_id: tid.clone(), ..Default::default() });
+        t.by_age.remove(&(last_heard(r), tid.clone()));
         r.messages += 1;
         match report.verdict {
             Verdict::Pass => r.passed += 1,
@@ -186,6 +205,7 @@ impl CertificationLog {
             r.recent.pop_front();
         }
         r.recent.push_back(report);
+        t.by_age.insert((last_heard(r), tid));
     }
 
     /// Checks a decoded message (`raw` as received; `mac`: the listener's MAC verdict when it
@@ -215,18 +235,19 @@ impl CertificationLog {
     }
 
     /// The locked reports, the stale ones gone.
-    fn current(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, TerminalReport>> {
+    fn current(&self) -> std::sync::MutexGuard<'_, Terminals> {
         let mut t = self.terminals.lock().unwrap_or_else(|p| p.into_inner());
-        Self::expire(&mut t, self.clock.now_ms(), self.ttl_ms);
+        t.expire(self.clock.now_ms(), self.ttl_ms);
         t
     }
 
     pub fn terminal(&self, tid: &str) -> Option<TerminalReport> {
-        self.current().get(tid).cloned()
+        self.current().by_tid.get(tid).cloned()
     }
 
     pub fn terminals(&self) -> Vec<TerminalSummary> {
         self.current()
+            .by_tid
             .values()
             .map(|r| TerminalSummary {
                 terminal_id: r.terminal_id.clone(),
@@ -636,6 +657,7 @@ mod tests {
             log.record_message(&x, &raw, None, i);
         }
         assert_eq!(log.terminals().len(), 50);
+        assert_eq!(log.terminals.lock().unwrap().by_age.len(), 50, "the age index is bounded too");
         assert!(log.terminal("T0001999").is_some(), "the newest terminal is recorded");
         assert!(log.terminal("T0000000").is_none(), "the stalest made room");
     }
@@ -710,8 +732,8 @@ mod tests {
     }
 
     fn assert_no_secret(log: &CertificationLog, what: &str) {
-        let json =
-            serde_json::to_string(&log.terminals.lock().unwrap().values().collect::<Vec<_>>()).unwrap();
+        let json = serde_json::to_string(&log.terminals.lock().unwrap().by_tid.values().collect::<Vec<_>>())
+            .unwrap();
         for s in secrets() {
             assert!(!json.contains(&s), "{what}: the report shows {s:?}: {json}");
         }
@@ -719,7 +741,7 @@ mod tests {
 
     /// The report of the one terminal `log` knows (DE 41 is unreadable when the error comes first).
     fn only(log: &CertificationLog) -> TerminalReport {
-        let t = log.terminals.lock().unwrap();
+        let t = &log.terminals.lock().unwrap().by_tid;
         assert_eq!(t.len(), 1, "{:?}", t.keys());
         t.values().next().unwrap().clone()
     }
