@@ -84,6 +84,19 @@ pub struct Options {
     /// Test cards (by index) billed in New Taiwan dollars, in their own range
     /// (`issuer_sim::cards::TWD_CARD_PREFIX`); the others are billed in EUR.
     pub twd_cards: Vec<usize>,
+    /// Kinds of test requestors (`wallet`, `cloud`, `se-tsm`, `merchant`) configured
+    /// `cvv2 = "required"`: their provisioning requests must carry the card's CVV2. None by
+    /// default.
+    pub cvv2_required: Vec<String>,
+    /// The issuer simulator's ID&V limits (`[idv]`: failures before a PAN or a requestor is
+    /// locked, OTP tries and lifetime).
+    pub idv: issuer_sim::idv::IdvLimits,
+    /// TLS of the provisioning API (`[token_service.door] tls`): then `provisioning_api` is
+    /// `https://`, and its clients (the providers among them) need the CA
+    /// (`wallet_sim::providers::http::trust`).
+    pub provisioning_tls: Option<door::DoorTls>,
+    /// The phone's providers' doors (TLS: `https://` addresses).
+    pub provider_doors: wallet_sim::providers::ProviderDoors,
 }
 
 impl Options {
@@ -112,6 +125,10 @@ impl Options {
             node_program: None,
             keep: false,
             twd_cards: Vec::new(),
+            cvv2_required: Vec::new(),
+            idv: issuer_sim::idv::IdvLimits::default(),
+            provisioning_tls: None,
+            provider_doors: wallet_sim::providers::ProviderDoors::default(),
         }
     }
 }
@@ -456,7 +473,8 @@ pub async fn start(opts: Options) -> Result<Network> {
             )
         })
         .transpose()?;
-    let mut issuer = Issuer::new(issuer_hsm, issuer_sim::cards::ZPK_NAME, &test.cards);
+    let mut issuer =
+        Issuer::new(issuer_hsm, issuer_sim::cards::ZPK_NAME, &test.cards).with_idv_limits(opts.idv);
     if let Some(k) = &kept {
         k.restore_issuer(&mut issuer)?;
         // The ports file shows the open-to-buy as it stands.
@@ -646,7 +664,7 @@ pub async fn start(opts: Options) -> Result<Network> {
     let mut ports = PortsFile {
         acquirer: endpoint("acquirer", "network", "2-byte-binary")?,
         acquirer_ascii: endpoint("acquirer_ascii", "iso87ascii", "4-ascii")?,
-        provisioning_api: format!("http://{api_addr}"),
+        provisioning_api: format!("{}://{api_addr}", scheme(&cfg.token_service.door)),
         admin: format!("http://{}", node.admin),
         terminals: test_terminals(&atms),
         test_cards: test.clear.clone(),
@@ -665,7 +683,8 @@ pub async fn start(opts: Options) -> Result<Network> {
                 as Arc<dyn wallet_sim::providers::kept::KeptStore>),
             None => None,
         };
-        let running = start_providers(&ports, issuer_state.clone(), store).await?;
+        let running =
+            start_providers(&ports, issuer_state.clone(), store, opts.provider_doors.clone()).await?;
         ports.wallet_providers = Some(running.addrs.clone());
         Some(running)
     } else {
@@ -743,6 +762,7 @@ async fn start_providers(
     ports: &PortsFile,
     issuer: Arc<ServerState>,
     kept: Option<Arc<dyn wallet_sim::providers::kept::KeptStore>>,
+    doors: wallet_sim::providers::ProviderDoors,
 ) -> Result<wallet_sim::providers::Running> {
     use wallet_sim::providers::{
         IssuerPerso, PersoKind, PersoOutcome, PersoRequest, ProvidersConfig, RequestorCredential,
@@ -793,6 +813,7 @@ async fn start_providers(
         requestors,
         issuer_perso: Some(perso),
         kept,
+        doors,
     })
     .await
     .map_err(Into::into)
@@ -818,6 +839,11 @@ fn token_service_config(
                 id: r.id.clone(),
                 kind: r.kind.clone(),
                 secret_sha256: sha256_hex(r.secret.as_bytes()),
+                cvv2: if opts.cvv2_required.contains(&r.kind) {
+                    tsp::Cvv2Policy::Required
+                } else {
+                    tsp::Cvv2Policy::Optional
+                },
             })
             .collect(),
         issuers: issuers
@@ -829,8 +855,14 @@ fn token_service_config(
             .collect(),
         luk_batch: opts.luk_batch,
         luk_ttl_s: opts.luk_ttl_s,
+        door: door::DoorConfig { tls: opts.provisioning_tls.clone(), ..door::DoorConfig::default() },
         ..TokenServiceConfig::default()
     }
+}
+
+/// The scheme of a door's URL.
+fn scheme(d: &door::DoorConfig) -> &'static str {
+    if d.tls.is_some() { "https" } else { "http" }
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -939,12 +971,13 @@ impl Network {
         } = self;
         switch.shutdown().await;
         // The provisioning API comes back on its address: the providers keep talking to it.
-        switch_cfg.token_service.listen = ports.provisioning_api.trim_start_matches("http://").to_string();
+        switch_cfg.token_service.listen =
+            ports.provisioning_api.split_once("://").map_or("", |(_, a)| a).to_string();
         let node = start_switch(&switch_cfg, &lmk_hex, &dir).await?;
         let token_service =
             node.token_service.clone().ok_or_else(|| anyhow!("the switch runs no token service"))?;
         if let Some(a) = node.provisioning_api {
-            ports.provisioning_api = format!("http://{a}");
+            ports.provisioning_api = format!("{}://{a}", scheme(&switch_cfg.token_service.door));
         }
         if let (Some(a), Some(b)) = (node.listener("acquirer"), node.listener("acquirer_ascii")) {
             ports.acquirer.port = a.port();

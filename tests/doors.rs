@@ -286,5 +286,314 @@ async fn the_token_service_state_stays_bounded_under_a_flood() {
         assert!(answered <= 40 && pending <= 10, "{answered} answers, {pending} step-ups after {n}");
     }
     assert_eq!(net.token_service.state_sizes(), (40, 10));
+
+    // The issuer simulator's side of the same flood: every step-up texted an OTP (both outboxes),
+    // every lifecycle change sent a notice (0620). Its admin port shows the texts.
+    let issuer_kept = || net.issuer_state.issuer.lock().expect("issuer").kept_sizes();
+    let (notices, sms, otps) = issuer_kept();
+    assert!(sms <= 64 && otps <= 256 && notices <= 1024, "{notices} {sms} {otps}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_millis();
+    let small = issuer_sim::host::KeptLimits { notices: 8, sms: 6, otps: 5, ..Default::default() };
+    net.issuer_state.issuer.lock().expect("issuer").limit_kept(small, now as u64);
+    let admin = net.ports.issuer_admin.clone();
+    let admin_token = net.ports.issuer_admin_token.clone();
+    for n in 0..30 {
+        let body = json!({"request_id": format!("flood-sms-{n}"), "pan": card.pan, "expiry": card.expiry,
+                          "device_public_key": dpk, "entry_modes": ["07"]});
+        let v = common::post(&api, "/v1/provision", &auth, &body.to_string()).await;
+        assert_eq!(v["status"], "otp_required", "{v}");
+        let (_, sms, otps) = issuer_kept();
+        assert!(sms <= 6 && otps <= 5, "{sms} texts, {otps} OTPs after {n}");
+    }
+    let (s, b) = raw(&admin, "GET", "/v1/sms", Some(&admin_token), "").await;
+    assert_eq!(s, 200, "{b}");
+    let texts: Vec<Value> = serde_json::from_str(&b).expect("JSON");
+    assert_eq!(texts.len(), 6, "the admin port shows the bounded outbox: {b}");
+    assert!(!b.contains(&card.pan), "a clear PAN in the outbox");
+    let approve = net.ports.test_cards[0].clone();
+    let body = json!({"request_id": "flood-notices", "pan": approve.pan, "expiry": approve.expiry,
+                      "device_public_key": dpk, "entry_modes": ["07"]});
+    let v = common::post(&api, "/v1/provision", &auth, &body.to_string()).await;
+    let token_ref = v["token_ref"].as_str().expect("approved").to_string();
+    let mut sent = 0;
+    for action in ["confirm"].into_iter().chain(["suspend", "resume"].into_iter().cycle().take(20)) {
+        let v = common::post(&api, &format!("/v1/tokens/{token_ref}/{action}"), &auth, "").await;
+        assert!(v["status"].is_string(), "{action}: {v}");
+        sent += 1;
+        assert!(issuer_kept().0 <= 8, "{} notices after {sent}", issuer_kept().0);
+    }
+    common::until("the notices reach the bound", || issuer_kept().0 == 8).await;
+    net.shutdown().await;
+}
+
+/// A flood of made-up terminal IDs on a certification listener: the certification log keeps at
+/// most its 10,000 terminals, the newest among them, as its admin endpoint shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certification_log_stays_bounded_under_a_flood_of_terminal_ids() {
+    use codecs::iso8583::{Message, Mti, Spec};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = Options::new(dir.path());
+    opts.certification = true;
+    opts.wallet_providers = false;
+    let net = network::start(opts).await.expect("network");
+    let bound = switch::certify::MAX_TERMINALS;
+    let spec = Spec::builtin("network").expect("spec").clone();
+    let mut c = common::acquirer_client(&net).await;
+    let total = bound + 100;
+    for chunk in (0..total).collect::<Vec<_>>().chunks(200) {
+        let batch: Vec<Message> = chunk
+            .iter()
+            .map(|i| {
+                let mut m = Message::new(spec.clone(), Mti::NETWORK_MANAGEMENT_REQUEST);
+                m.set_text(7, "1204120000").expect("DE 7");
+                m.set_text(11, &format!("{:06}", i % 999_999 + 1)).expect("DE 11");
+                m.set_text(41, &format!("F{i:07}")).expect("DE 41");
+                m.set_text(70, "301").expect("DE 70");
+                m
+            })
+            .collect();
+        c.send_many(&batch).await;
+        for _ in chunk {
+            c.recv().await;
+        }
+    }
+    let r = testkit::http::request(&net.ports.admin, "GET", "/certification", None, "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let terminals = r.json()["terminals"].as_array().expect("terminals").clone();
+    assert_eq!(terminals.len(), bound, "the log stayed at its bound");
+    let newest = format!("F{:07}", total - 1);
+    let r =
+        testkit::http::request(&net.ports.admin, "GET", &format!("/certification/{newest}"), None, "").await;
+    assert_eq!(r.status, 200, "the newest terminal is kept: {}", r.body);
+    let r = testkit::http::request(&net.ports.admin, "GET", "/certification/F0000000", None, "").await;
+    assert_eq!(r.status, 404, "the stalest made room");
+    net.shutdown().await;
+}
+
+/// The CVV2 where the requestor has it: the test wallet is configured `cvv2 = "required"`. The
+/// wallet-sim flow sends the card's CVV2 and is approved; a provisioning without it is refused
+/// with its own error before the issuer hears of it; a wrong one is the generic decline and
+/// counts as an ID&V failure (two lock the card here), so the right one no longer helps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requestor_that_must_send_the_cvv2_is_refused_without_it_and_a_wrong_one_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = Options::new(dir.path());
+    opts.cvv2_required = vec!["wallet".into()];
+    opts.idv = issuer_sim::idv::IdvLimits { max_failures: 2, ..Default::default() };
+    let net = network::start(opts).await.expect("network");
+    let api = net.ports.provisioning_api.clone();
+    let wallet = net.ports.token_requestors.iter().find(|r| r.kind == "wallet").expect("wallet").clone();
+    let auth = format!("{}:{}", wallet.id, wallet.secret);
+    let dpk = Phone::new().expect("device").device_public_key().expect("dpk");
+    let tracked = || net.issuer_state.issuer.lock().expect("issuer").idv_tracked();
+
+    // Without the CVV2 (card 1 steps up: had the issuer been asked, an OTP would be out).
+    let before = tracked();
+    let card = net.ports.test_cards[1].clone();
+    let body = json!({"request_id": "no-cvv2", "pan": card.pan, "expiry": card.expiry,
+                      "device_public_key": dpk});
+    let (s, b) = raw(&api, "POST", "/v1/provision", Some(&auth), &body.to_string()).await;
+    assert_eq!(s, 400, "{b}");
+    let v: Value = serde_json::from_str(&b).expect("JSON");
+    assert_eq!(v["error"], "cvv2_required", "{b}");
+    assert!(!b.contains(&card.pan), "a clear PAN in the refusal: {b}");
+    assert_eq!(tracked(), before, "nothing reached the issuer");
+    // Another requestor (cvv2 optional) is not held to it.
+    let cloud = net.ports.token_requestors.iter().find(|r| r.kind == "cloud").expect("cloud");
+    let v = common::post(&api, "/v1/provision", &format!("{}:{}", cloud.id, cloud.secret), &body.to_string())
+        .await;
+    assert_eq!(v["status"], "otp_required", "{v}");
+
+    // Through the wallet server, as a phone adds a card: the flow sends the card's CVV2.
+    let providers = net.providers().expect("providers").addrs.clone();
+    let holder = |n: usize, cvv2: Option<String>| {
+        let c = &net.ports.test_cards[n];
+        wallet_sim::flows::CardholderCard { pan: c.pan.clone(), expiry: c.expiry.clone(), cvv2 }
+    };
+    let add = |mut phone: Phone, card: wallet_sim::flows::CardholderCard| {
+        let providers = providers.clone();
+        async move {
+            let mut log = |_: &wallet_sim::flows::Step| {};
+            let mut otp = || Err(wallet_sim::Error::Otp("no step-up expected".into()));
+            let io = &mut wallet_sim::flows::Io { log: &mut log, otp: &mut otp };
+            wallet_sim::flows::provision(wallet_sim::flows::Model::Wallet, &mut phone, &providers, &card, io)
+                .await
+        }
+    };
+    let right = |n: usize| Some(net.ports.test_cards[n].cvv2.clone());
+    add(Phone::new().expect("phone"), holder(0, right(0))).await.expect("approved with the CVV2");
+    // No CVV2 at hand: the wallet server passes the token service's refusal on, as it is.
+    let e = add(Phone::new().expect("phone"), holder(2, None)).await.expect_err("refused");
+    assert!(
+        matches!(&e, wallet_sim::Error::Status { status: 400, body, .. } if body.contains("cvv2_required")),
+        "{e}"
+    );
+    // A wrong CVV2, twice: the generic decline each time, and the card is locked.
+    let c2 = net.ports.test_cards[2].clone();
+    let wrong = format!("{:03}", (c2.cvv2.parse::<u32>().expect("digits") + 1) % 1000);
+    for _ in 0..2 {
+        let e =
+            add(Phone::new().expect("phone"), holder(2, Some(wrong.clone()))).await.expect_err("declined");
+        let wallet_sim::Error::Refused(r) = &e else { panic!("not a decline: {e}") };
+        assert_eq!((r.status.as_str(), r.response_code.as_deref()), ("declined", Some("05")), "{e}");
+    }
+    let e = add(Phone::new().expect("phone"), holder(2, right(2))).await.expect_err("locked");
+    let wallet_sim::Error::Refused(r) = &e else { panic!("not a decline: {e}") };
+    assert_eq!(r.response_code.as_deref(), Some("05"), "the wrong CVV2s counted: {e}");
+    net.shutdown().await;
+}
+
+/// The per-requestor lock: one requestor's failures on many different PANs — each PAN far from
+/// its own limit — lock that requestor; another requestor is still served on the same cards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_on_many_pans_lock_the_requestor_and_others_are_still_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = Options::new(dir.path());
+    opts.idv =
+        issuer_sim::idv::IdvLimits { max_failures: 5, max_requestor_failures: 4, ..Default::default() };
+    let net = network::start(opts).await.expect("network");
+    let api = net.ports.provisioning_api.clone();
+    let cred = |kind: &str| {
+        let r = net.ports.token_requestors.iter().find(|r| r.kind == kind).expect("requestor");
+        format!("{}:{}", r.id, r.secret)
+    };
+    let (guesser, other) = (cred("wallet"), cred("cloud"));
+    let dpk = Phone::new().expect("device").device_public_key().expect("dpk");
+    let provision = |id: String, n: usize, expiry: Option<&str>| {
+        let c = &net.ports.test_cards[n];
+        json!({"request_id": id, "pan": c.pan, "expiry": expiry.unwrap_or(&c.expiry),
+               "device_public_key": dpk, "cvv2": c.cvv2})
+        .to_string()
+    };
+    let answer = |v: &Value| {
+        (v["status"].as_str().map(str::to_string), v["response_code"].as_str().map(str::to_string))
+    };
+    let declined = (Some("declined".to_string()), Some("05".to_string()));
+    // Four cards, one wrong expiry each: no card is near its own limit of five.
+    for (i, n) in [0usize, 2, 3, 4].into_iter().enumerate() {
+        let v =
+            common::post(&api, "/v1/provision", &guesser, &provision(format!("g{i}"), n, Some("0101"))).await;
+        assert_eq!(answer(&v), declined, "{v}");
+    }
+    // The guesser is locked: even a card's right data is declined for it, unchecked.
+    let v = common::post(&api, "/v1/provision", &guesser, &provision("g-right".into(), 5, None)).await;
+    assert_eq!(answer(&v), declined, "the requestor is locked: {v}");
+    // Another requestor is served, on the same cards the guesser tried.
+    for (i, n) in [5usize, 0].into_iter().enumerate() {
+        let v = common::post(&api, "/v1/provision", &other, &provision(format!("o{i}"), n, None)).await;
+        assert_eq!(v["status"], "approved", "card {n}: {v}");
+    }
+    net.shutdown().await;
+}
+
+/// A test CA and a server certificate for 127.0.0.1 and localhost signed by it, as PEM files in
+/// `dir`: the door TLS of a server on this machine.
+fn test_pki(dir: &std::path::Path) -> door::DoorTls {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("sign");
+    std::fs::write(dir.join("server.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
+    door::DoorTls { cert: dir.join("server.pem"), key: dir.join("server.key"), client_ca: None }
+}
+
+/// TLS on every door a phone's card goes through: the provisioning API and the four providers
+/// serve HTTPS with certificates of a test CA. A client trusting no CA refuses to call them;
+/// wallet-sim's command line, given the CA with `--ca-file`, provisions a phone; a client
+/// trusting that CA provisions a token on
+/// the provisioning API directly, and phones provision through the wallet server (wallet server →
+/// token service) and the TSM path (SE operator, SP TSM → SE TSM) end to end; a plaintext
+/// connection to any of them gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provisioning_api_and_every_provider_serve_https_to_clients_trusting_the_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = tempfile::tempdir().expect("pki dir");
+    let tls = test_pki(pki.path());
+    let mut opts = Options::new(dir.path());
+    opts.provisioning_tls = Some(tls.clone());
+    opts.provider_doors = wallet_sim::providers::ProviderDoors::all(door::DoorConfig {
+        tls: Some(tls),
+        ..door::DoorConfig::default()
+    });
+    let net = network::start(opts).await.expect("network");
+    let api = net.ports.provisioning_api.clone();
+    let a = net.providers().expect("providers").addrs.clone();
+    let doors = [&api, &a.sp_tsm, &a.se_operator, &a.cloud, &a.wallet];
+    assert!(doors.iter().all(|d| d.starts_with("https://127.0.0.1:")), "{doors:?}");
+    // Trusting no CA yet, the client refuses to call them.
+    let e = http::get(&api, "/openapi.json", None).await.expect_err("no trusted CA");
+    assert!(e.to_string().contains("trusted CA"), "{e}");
+    // wallet-sim, told the CA with --ca-file, provisions a phone from the ports file.
+    {
+        use clap::Parser;
+        let ports_file = dir.path().join("ports.json");
+        net.write_ports_file(&ports_file).expect("ports file");
+        let (pf, ph) =
+            (ports_file.display().to_string(), dir.path().join("phone.json").display().to_string());
+        let ca = pki.path().join("ca.pem").display().to_string();
+        let args = [
+            "provision",
+            "--model",
+            "wallet",
+            "--ports-file",
+            &pf,
+            "--card",
+            "4",
+            "--phone",
+            &ph,
+            "--ca-file",
+            &ca,
+        ];
+        let cli =
+            wallet_sim::cli::Cli::try_parse_from(std::iter::once("wallet-sim").chain(args)).expect("args");
+        let mut out = Vec::new();
+        wallet_sim::cli::run(cli, &mut out).await.expect("provisioned over TLS");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.contains("provisioned and enabled"), "{text}");
+    }
+
+    // The provisioning API over TLS, as a requestor calls it.
+    let r = net.ports.token_requestors.iter().find(|r| r.kind == "wallet").expect("wallet");
+    let auth = format!("{}:{}", r.id, r.secret);
+    let card = net.ports.test_cards[0].clone();
+    let dpk = Phone::new().expect("device").device_public_key().expect("dpk");
+    let body = json!({"request_id": "tls-1", "pan": card.pan, "expiry": card.expiry, "cvv2": card.cvv2,
+                      "device_public_key": dpk});
+    let v = common::post(&api, "/v1/provision", &auth, &body.to_string()).await;
+    assert_eq!(v["status"], "approved", "{v}");
+
+    // Phones through the providers, every hop over TLS.
+    let mut log = |_: &wallet_sim::flows::Step| {};
+    let issuer = net.issuer_state.clone();
+    let mut otp = move || {
+        let i = issuer.issuer.lock().map_err(|_| wallet_sim::Error::Otp("issuer".into()))?;
+        i.otp_outbox.values().next().cloned().ok_or_else(|| wallet_sim::Error::Otp("none sent".into()))
+    };
+    for (model, n) in [(wallet_sim::flows::Model::Wallet, 3), (wallet_sim::flows::Model::TsmSePan, 2)] {
+        let c = &net.ports.test_cards[n];
+        let holder = wallet_sim::flows::CardholderCard {
+            pan: c.pan.clone(),
+            expiry: c.expiry.clone(),
+            cvv2: Some(c.cvv2.clone()),
+        };
+        let mut phone = Phone::new().expect("phone");
+        let io = &mut wallet_sim::flows::Io { log: &mut log, otp: &mut otp };
+        let id = wallet_sim::flows::provision(model, &mut phone, &a, &holder, io).await;
+        assert!(id.is_ok(), "{model}: {:?}", id.err());
+    }
+
+    // In clear, no door answers.
+    for d in doors {
+        let plain = d.replace("https://", "http://");
+        let r = http::get(&plain, "/openapi.json", None).await;
+        assert!(r.is_err(), "{plain} answered in clear: {:?}", r.map(|a| a.status));
+    }
     net.shutdown().await;
 }

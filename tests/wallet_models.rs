@@ -42,7 +42,7 @@ async fn world() -> World {
 impl World {
     fn card(&self, n: usize) -> CardholderCard {
         let c = &self.net.ports.test_cards[n];
-        CardholderCard { pan: c.pan.clone(), expiry: c.expiry.clone() }
+        CardholderCard { pan: c.pan.clone(), expiry: c.expiry.clone(), cvv2: Some(c.cvv2.clone()) }
     }
 
     async fn provision(&self, model: Model, phone: &mut Phone, card: usize) -> (String, Vec<Step>) {

@@ -111,12 +111,126 @@ pub const NOTICES_KEPT: usize = 1024;
 /// The most OTPs kept in the test outbox.
 pub const OTP_OUTBOX_KEPT: usize = 256;
 
+/// The most text messages kept in the SMS outbox.
+pub const SMS_KEPT: usize = 64;
+
+/// How much the issuer keeps for inspection between requests, and for how long: every kept list
+/// is bounded in size (the oldest go first) and in age (entries past it go at the next request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptLimits {
+    /// Notices (0620) received, and for how long.
+    pub notices: usize,
+    pub notices_ttl_ms: u64,
+    /// Text messages in the SMS outbox.
+    pub sms: usize,
+    /// OTPs in the OTP outbox.
+    pub otps: usize,
+    /// How long a texted OTP stays in both outboxes: its lifetime (`[idv] otp_ttl_ms`), after
+    /// which it is of no use to anyone.
+    pub otp_ttl_ms: u64,
+}
+
+impl Default for KeptLimits {
+    fn default() -> Self {
+        KeptLimits {
+            notices: NOTICES_KEPT,
+            notices_ttl_ms: 60 * 60 * 1000,
+            sms: SMS_KEPT,
+            otps: OTP_OUTBOX_KEPT,
+            otp_ttl_ms: IdvLimits::default().otp_ttl_ms,
+        }
+    }
+}
+
 /// A notification the issuer received (0620), kept for inspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
     pub processing_code: String,
     pub pan_masked: String,
     pub token_data_len: usize,
+    /// When it arrived (milliseconds since the epoch).
+    pub at_ms: u64,
+}
+
+/// The OTPs "sent to the cardholder", by provisioning session: read like a map, bounded in size
+/// and age ([`KeptLimits`]).
+#[derive(Debug)]
+pub struct OtpOutbox {
+    sent: HashMap<String, (u64, String)>,
+    /// No code kept was sent before this (a lower bound): ageing has nothing to do until it is
+    /// past its time.
+    oldest_ms: u64,
+}
+
+impl Default for OtpOutbox {
+    fn default() -> Self {
+        OtpOutbox { sent: HashMap::new(), oldest_ms: u64::MAX }
+    }
+}
+
+impl OtpOutbox {
+    /// The code sent for `session`.
+    pub fn get(&self, session: &str) -> Option<&String> {
+        self.sent.get(session).map(|(_, c)| c)
+    }
+
+    pub fn contains_key(&self, session: &str) -> bool {
+        self.sent.contains_key(session)
+    }
+
+    /// (session, code) of every OTP kept.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.sent.iter().map(|(s, (_, c))| (s, c))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.sent.keys()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &String> {
+        self.sent.values().map(|(_, c)| c)
+    }
+
+    pub fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+
+    fn remove(&mut self, session: &str) {
+        self.sent.remove(session);
+    }
+
+    /// Drops the codes past `ttl_ms`, then the oldest while over `capacity`.
+    fn expire(&mut self, now_ms: u64, ttl_ms: u64, capacity: usize) {
+        if now_ms.saturating_sub(self.oldest_ms) > ttl_ms {
+            self.sent.retain(|_, (at, _)| now_ms.saturating_sub(*at) <= ttl_ms);
+            self.oldest_ms = self.sent.values().map(|(at, _)| *at).min().unwrap_or(u64::MAX);
+        }
+        while self.sent.len() > capacity {
+            let Some(oldest) = self.sent.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            self.sent.remove(&oldest);
+        }
+    }
+
+    fn insert(&mut self, session: String, code: String, now_ms: u64, l: &KeptLimits) {
+        self.oldest_ms = self.oldest_ms.min(now_ms);
+        self.sent.insert(session, (now_ms, code));
+        self.expire(now_ms, l.otp_ttl_ms, l.otps.max(1));
+    }
+}
+
+/// Drops the entries of a list kept in arrival order (oldest first) past `ttl_ms` (by `at`),
+/// then the oldest while over `capacity`: only the stale head is looked at, so an idle list costs
+/// one comparison per request.
+fn expire_list<T>(list: &mut Vec<T>, at: impl Fn(&T) -> u64, now_ms: u64, ttl_ms: u64, capacity: usize) {
+    let stale = list.iter().take_while(|x| now_ms.saturating_sub(at(x)) > ttl_ms).count();
+    let over = list.len().saturating_sub(capacity);
+    list.drain(..stale.max(over));
 }
 
 pub struct Issuer {
@@ -128,13 +242,16 @@ pub struct Issuer {
     /// Failed ID&V attempts per PAN and per requestor.
     guard: AttemptGuard,
     /// OTPs "sent to the cardholder" (by SMS in real life): provisioning session → code (the
-    /// outstanding ones, at most [`OTP_OUTBOX_KEPT`]).
-    pub otp_outbox: HashMap<String, String>,
+    /// outstanding ones, at most [`KeptLimits::otps`], for the OTP's lifetime).
+    pub otp_outbox: OtpOutbox,
     /// The same OTPs as the cardholder's phone receives them, newest last: by masked PAN (what
-    /// the admin port's `sms` command shows; at most the last 64).
+    /// the admin port's `sms` command shows; at most the last [`KeptLimits::sms`], for the OTP's
+    /// lifetime).
     pub sms_outbox: Vec<Sms>,
-    /// The last [`NOTICES_KEPT`] notices.
+    /// The notices received, oldest first: at most the last [`KeptLimits::notices`], for
+    /// [`KeptLimits::notices_ttl_ms`].
     pub notices: Vec<Notice>,
+    kept_limits: KeptLimits,
 }
 
 /// A one-time password "texted" to a cardholder.
@@ -270,17 +387,47 @@ impl Issuer {
             ledger,
             otps: OtpBook::new(IdvLimits::default().otp_ttl_ms, IdvLimits::default().otp_tries),
             guard: AttemptGuard::new(IdvLimits::default()),
-            otp_outbox: HashMap::new(),
+            otp_outbox: OtpOutbox::default(),
             sms_outbox: Vec::new(),
             notices: Vec::new(),
+            kept_limits: KeptLimits::default(),
         }
     }
 
-    /// The same issuer with other ID&V limits (attempts, locks, OTP tries and lifetime).
+    /// The same issuer with other ID&V limits (attempts, locks, OTP tries and lifetime; the
+    /// outboxes keep an OTP for its lifetime).
     pub fn with_idv_limits(mut self, limits: IdvLimits) -> Self {
         self.otps = OtpBook::new(limits.otp_ttl_ms, limits.otp_tries).with_capacity(limits.capacity);
         self.guard = AttemptGuard::new(limits);
+        self.kept_limits.otp_ttl_ms = limits.otp_ttl_ms;
         self
+    }
+
+    /// Changes how much is kept for inspection, and for how long; what is over the new bounds
+    /// goes now.
+    pub fn limit_kept(&mut self, limits: KeptLimits, now_ms: u64) {
+        self.kept_limits = limits;
+        self.expire_kept(now_ms);
+    }
+
+    /// The bounds of what is kept for inspection.
+    pub fn kept_limits(&self) -> KeptLimits {
+        self.kept_limits
+    }
+
+    /// Entries kept for inspection now: (notices, texts in the SMS outbox, OTPs in the outbox).
+    pub fn kept_sizes(&self) -> (usize, usize, usize) {
+        (self.notices.len(), self.sms_outbox.len(), self.otp_outbox.len())
+    }
+
+    /// Drops what is kept past its age or over its bound (at every request, and when the bounds
+    /// change), and the OTPs past their lifetime.
+    pub fn expire_kept(&mut self, now_ms: u64) {
+        let l = self.kept_limits;
+        expire_list(&mut self.notices, |n| n.at_ms, now_ms, l.notices_ttl_ms, l.notices.max(1));
+        expire_list(&mut self.sms_outbox, |s| s.at_ms, now_ms, l.otp_ttl_ms, l.sms.max(1));
+        self.otp_outbox.expire(now_ms, l.otp_ttl_ms, l.otps.max(1));
+        self.otps.expire(now_ms);
     }
 
     /// ID&V entries tracked: (PANs, requestors, OTPs outstanding).
@@ -421,6 +568,7 @@ impl Issuer {
         now_yymm: &str,
         random: u32,
     ) -> CardholderCheck {
+        self.expire_kept(now_ms);
         match self.check_identity(ask, now_ms, now_yymm, random).code {
             "00" => CardholderCheck::Approved,
             "1A" => CardholderCheck::OtpSent,
@@ -560,6 +708,7 @@ impl Issuer {
         if mti.is_response() {
             return None;
         }
+        self.expire_kept(now_ms);
         if let Some(rc) = format_error(req) {
             let mut rsp = answer(req, rc);
             if let (Some(pan), Ok(Some(chip))) = (req.card_number(), chip_of(req)) {
@@ -572,7 +721,7 @@ impl Issuer {
             (1 | 2, 0) => self.authorize(req, origin, now_ms, now_yymm, random),
             (4, 0 | 2) => self.reverse(req),
             (1, 2) => self.advice(req),
-            (6, 2) => self.notice(req),
+            (6, 2) => self.notice(req, now_ms),
             _ => answer(req, "12"),
         })
     }
@@ -821,20 +970,10 @@ impl Issuer {
             crate::idv::IdvDecision::Declined => Decision::rc("05"),
             crate::idv::IdvDecision::StepUp { session } => {
                 let code = self.otps.issue(&session, now_ms, random);
-                if self.sms_outbox.len() >= 64 {
-                    self.sms_outbox.remove(0);
-                }
+                let l = self.kept_limits;
                 self.sms_outbox.push(Sms { card: mask(pan), otp: code.clone(), at_ms: now_ms });
-                if self.otp_outbox.len() >= OTP_OUTBOX_KEPT {
-                    let outstanding = &self.otps;
-                    self.otp_outbox.retain(|s, _| outstanding.contains(s));
-                    if self.otp_outbox.len() >= OTP_OUTBOX_KEPT
-                        && let Some(k) = self.otp_outbox.keys().next().cloned()
-                    {
-                        self.otp_outbox.remove(&k);
-                    }
-                }
-                self.otp_outbox.insert(session, code);
+                expire_list(&mut self.sms_outbox, |s| s.at_ms, now_ms, l.otp_ttl_ms, l.sms.max(1));
+                self.otp_outbox.insert(session, code, now_ms, &l);
                 Decision::rc("1A")
             }
         }
@@ -906,16 +1045,16 @@ impl Issuer {
         }
     }
 
-    fn notice(&mut self, req: &Message) -> Message {
+    fn notice(&mut self, req: &Message, now_ms: u64) -> Message {
         let pan = req.card_number().unwrap_or_default();
-        if self.notices.len() >= NOTICES_KEPT {
-            self.notices.remove(0);
-        }
         self.notices.push(Notice {
             processing_code: field(req, 3).unwrap_or_default(),
             pan_masked: mask(&pan),
             token_data_len: req.field(123).map(|f| f.data.len()).unwrap_or(0),
+            at_ms: now_ms,
         });
+        let l = self.kept_limits;
+        expire_list(&mut self.notices, |n| n.at_ms, now_ms, l.notices_ttl_ms, l.notices.max(1));
         answer(req, "00")
     }
 }
@@ -976,4 +1115,117 @@ pub fn tsp_says_verified(req: &Message) -> bool {
 /// The answer to `req` with DE 39 = `rc`: the response MTI and the echoed elements.
 pub fn answer(req: &Message, rc: &str) -> Message {
     codecs::iso8583::reply::response(req, rc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cards::{TestIssuer, generate_test_issuer};
+    use codecs::iso8583::Spec;
+    use crypto::keystore::Lmk;
+    use testkit::TestRng;
+
+    const T0: u64 = 1_795_000_000_000;
+
+    fn issuer() -> (Issuer, TestIssuer) {
+        let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("test LMK");
+        let test =
+            generate_test_issuer(4, lmk.clone(), "2912", &mut TestRng::seeded(7).filler()).expect("cards");
+        let ks = crypto::keystore::Keystore::from_toml(lmk, &test.keystore.to_toml()).expect("keystore");
+        let hsm = Arc::new(crypto::hsm::SoftHsm::new(ks, TestRng::seeded(9).source()));
+        (Issuer::new(hsm, crate::cards::ZPK_NAME, &test.cards), test)
+    }
+
+    fn spec() -> Arc<Spec> {
+        Spec::builtin("network").expect("network spec").clone()
+    }
+
+    fn call(i: &mut Issuer, m: &Message, now_ms: u64) -> String {
+        let a = i.handle(m, Origin::Unauthenticated, now_ms, "2611", 123_456).expect("an answer");
+        a.text(39).map(|c| c.into_owned()).unwrap_or_default()
+    }
+
+    /// A step-up ID&V request for card 1 (its policy is `otp`) in provisioning session `rrn`.
+    fn step_up(t: &TestIssuer, rrn: &str) -> Message {
+        let c = &t.clear[1];
+        let mut m = Message::new(spec(), "0100".parse().expect("mti"));
+        m.set_text(2, &c.pan).expect("DE 2");
+        m.set_text(3, "900000").expect("DE 3");
+        m.set_text(11, "000001").expect("DE 11");
+        m.set_text(14, &c.expiry).expect("DE 14");
+        m.set_text(37, rrn).expect("DE 37");
+        let mut tok = tlv::TlvBuilder::new();
+        tok.primitive(tlv::Tag::new(0x9F19), b"40010030273").expect("tlv");
+        m.set_bytes(123, tok.finish().freeze()).expect("DE 123");
+        m
+    }
+
+    fn notice(t: &TestIssuer) -> Message {
+        let mut m = Message::new(spec(), "0620".parse().expect("mti"));
+        m.set_text(2, &t.clear[0].pan).expect("DE 2");
+        m.set_text(3, "920000").expect("DE 3");
+        m.set_text(11, "000002").expect("DE 11");
+        m
+    }
+
+    fn echo() -> Message {
+        let mut m = Message::new(spec(), "0800".parse().expect("mti"));
+        m.set_text(11, "000003").expect("DE 11");
+        m.set_text(70, "301").expect("DE 70");
+        m
+    }
+
+    #[test]
+    fn texted_otps_go_with_their_lifetime_and_notices_after_theirs() {
+        let (mut i, t) = issuer();
+        let l = i.kept_limits();
+        assert_eq!(call(&mut i, &step_up(&t, "000000000001"), T0), "1A");
+        assert_eq!(call(&mut i, &notice(&t), T0), "00");
+        assert_eq!(i.kept_sizes(), (1, 1, 1));
+        assert!(i.otp_outbox.get("000000000001").is_some());
+        // At the OTP's last moment both outboxes still hold it.
+        assert_eq!(call(&mut i, &echo(), T0 + l.otp_ttl_ms), "00");
+        assert_eq!(i.kept_sizes(), (1, 1, 1));
+        // Past it, any request sweeps it out (the OTP book too); the notice stays its hour.
+        assert_eq!(call(&mut i, &echo(), T0 + l.otp_ttl_ms + 1), "00");
+        assert_eq!(i.kept_sizes(), (1, 0, 0));
+        assert_eq!(i.idv_tracked().2, 0, "the expired OTP left the book");
+        assert_eq!(call(&mut i, &echo(), T0 + l.notices_ttl_ms), "00");
+        assert_eq!(i.kept_sizes().0, 1);
+        assert_eq!(call(&mut i, &echo(), T0 + l.notices_ttl_ms + 1), "00");
+        assert_eq!(i.kept_sizes(), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_flood_of_step_ups_and_notices_stays_at_the_bounds_and_keeps_the_newest() {
+        let (mut i, t) = issuer();
+        let small = KeptLimits { notices: 5, sms: 4, otps: 3, ..KeptLimits::default() };
+        i.limit_kept(small, T0);
+        for n in 0..50u64 {
+            assert_eq!(call(&mut i, &step_up(&t, &format!("{n:012}")), T0 + n), "1A");
+            assert_eq!(call(&mut i, &notice(&t), T0 + n), "00");
+            let (notices, sms, otps) = i.kept_sizes();
+            assert!(notices <= 5 && sms <= 4 && otps <= 3, "{notices} {sms} {otps} after {n}");
+        }
+        assert_eq!(i.kept_sizes(), (5, 4, 3));
+        assert!(i.otp_outbox.get("000000000049").is_some(), "the newest OTP is kept");
+        assert!(i.otp_outbox.get("000000000046").is_none(), "the oldest made room");
+        assert_eq!(i.notices.last().map(|n| n.at_ms), Some(T0 + 49));
+        // Tighter bounds take effect at once.
+        i.limit_kept(KeptLimits { notices: 1, sms: 1, otps: 1, ..small }, T0 + 50);
+        assert_eq!(i.kept_sizes(), (1, 1, 1));
+    }
+
+    #[test]
+    fn the_otp_book_forgets_expired_otps() {
+        let mut b = OtpBook::new(1_000, 3);
+        b.issue("a", 0, 1);
+        b.issue("b", 500, 2);
+        b.expire(1_000);
+        assert_eq!(b.len(), 2, "not past its lifetime yet");
+        b.expire(1_001);
+        assert_eq!((b.len(), b.contains("a"), b.contains("b")), (1, false, true));
+        b.expire(1_501);
+        assert!(b.is_empty());
+    }
 }

@@ -72,6 +72,9 @@ pub struct OtpBook {
     max_tries: u8,
     capacity: usize,
     issued: HashMap<String, Otp>,
+    /// No OTP issued expires before this (a lower bound): [`OtpBook::expire`] has nothing to do
+    /// until then.
+    first_expiry_ms: u64,
 }
 
 /// The most OTPs outstanding at once (an unanswered step-up must not grow the book forever).
@@ -79,7 +82,13 @@ pub const OTP_BOOK_CAPACITY: usize = 10_000;
 
 impl OtpBook {
     pub fn new(ttl_ms: u64, max_tries: u8) -> Self {
-        OtpBook { ttl_ms, max_tries: max_tries.max(1), capacity: OTP_BOOK_CAPACITY, issued: HashMap::new() }
+        OtpBook {
+            ttl_ms,
+            max_tries: max_tries.max(1),
+            capacity: OTP_BOOK_CAPACITY,
+            issued: HashMap::new(),
+            first_expiry_ms: u64::MAX,
+        }
     }
 
     /// The same with room for `capacity` outstanding OTPs.
@@ -100,6 +109,15 @@ impl OtpBook {
 
     pub fn is_empty(&self) -> bool {
         self.issued.is_empty()
+    }
+
+    /// Drops every OTP past its lifetime (they could only be refused as expired).
+    pub fn expire(&mut self, now_ms: u64) {
+        if now_ms <= self.first_expiry_ms {
+            return;
+        }
+        self.issued.retain(|_, o| o.expires_ms >= now_ms);
+        self.first_expiry_ms = self.issued.values().map(|o| o.expires_ms).min().unwrap_or(u64::MAX);
     }
 
     /// Makes room for one more: expired OTPs go, then the one that expires first.
@@ -127,10 +145,9 @@ impl OtpBook {
         if !self.issued.contains_key(session) {
             self.make_room(now_ms);
         }
-        self.issued.insert(
-            session.to_string(),
-            Otp { code, expires_ms: now_ms.saturating_add(self.ttl_ms), tries_left: self.max_tries },
-        );
+        let expires_ms = now_ms.saturating_add(self.ttl_ms);
+        self.first_expiry_ms = self.first_expiry_ms.min(expires_ms);
+        self.issued.insert(session.to_string(), Otp { code, expires_ms, tries_left: self.max_tries });
         text
     }
 

@@ -14,14 +14,50 @@ async fn call(addr: &str, method: &str, path: &str, token: Option<&str>, body: &
 }
 
 async fn start(test_mode: bool) -> (String, Arc<issuer_sim::server::ServerState>, CancellationToken) {
-    let (state, _) = issuer_sim::testing::server_state(None, &mut testkit::TestRng::seeded(7).filler());
+    let (addr, state, stop, _) = start_with_cards(test_mode).await;
+    (addr, state, stop)
+}
+
+async fn start_with_cards(
+    test_mode: bool,
+) -> (String, Arc<issuer_sim::server::ServerState>, CancellationToken, issuer_sim::cards::TestIssuer) {
+    let (state, cards) = issuer_sim::testing::server_state(None, &mut testkit::TestRng::seeded(7).filler());
     let state = Arc::new(state);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
     let stop = CancellationToken::new();
     let access = AdminAccess::new(TOKEN, test_mode).expect("access");
     tokio::spawn(run_admin(l, state.clone(), access, door::DoorConfig::default(), stop.clone()));
-    (addr, state, stop)
+    (addr, state, stop, cards)
+}
+
+/// A text is shown for its OTP's lifetime only, even when no request came since to sweep it.
+#[tokio::test]
+async fn a_text_past_its_otps_lifetime_is_not_shown() {
+    let (addr, state, stop, cards) = start_with_cards(true).await;
+    let now = (state.clock)();
+    let ttl = issuer_sim::idv::IdvLimits::default().otp_ttl_ms;
+    // Card 1 steps up: two OTPs texted, one just past its lifetime by now, one within it.
+    for (session, at) in [("old", now - ttl - 1), ("new", now - ttl)] {
+        let c = &cards.clear[1];
+        let ask = issuer_sim::host::IdvAsk {
+            pan: &c.pan,
+            expiry: &c.expiry,
+            cvv2: None,
+            requestor: "wallet",
+            session,
+            otp: None,
+        };
+        let mut i = state.issuer.lock().expect("issuer");
+        assert_eq!(i.verify_cardholder(&ask, at, "2611", 7), issuer_sim::host::CardholderCheck::OtpSent);
+    }
+    let (s, b) = call(&addr, "GET", "/v1/sms", Some(TOKEN), "").await;
+    assert_eq!(s, 200, "{b}");
+    let texts: Vec<serde_json::Value> = serde_json::from_str(&b).expect("JSON");
+    assert_eq!(texts.len(), 1, "{b}");
+    assert_eq!(texts[0]["at_ms"], now - ttl);
+    assert_eq!(state.issuer.lock().expect("issuer").kept_sizes(), (0, 1, 1), "the OTP outbox too");
+    stop.cancel();
 }
 
 #[tokio::test]

@@ -119,7 +119,11 @@ pub(super) async fn provision_with(
             Otp::Wrong => code.bytes().map(|b| char::from(b'0' + (b.wrapping_sub(b'0') + 1) % 10)).collect(),
         })
     };
-    let holder = CardholderCard { pan: c.pan.clone(), expiry: typed_expiry.unwrap_or(&c.expiry).to_string() };
+    let holder = CardholderCard {
+        pan: c.pan.clone(),
+        expiry: typed_expiry.unwrap_or(&c.expiry).to_string(),
+        cvv2: w.net.ports.test_cards.get(card).map(|t| t.cvv2.clone()),
+    };
     let card_id =
         flows::provision(model, &mut phone, &w.providers, &holder, &mut Io { log: &mut log, otp: &mut otp })
             .await?;

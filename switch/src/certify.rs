@@ -16,8 +16,8 @@
 //! The findings are additive: the message is still processed as on any listener (and answered
 //! 30 when it does not decode).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use codecs::iso8583::describe;
 use codecs::iso8583::spec::Sensitivity;
@@ -25,6 +25,7 @@ use codecs::iso8583::{Message, Spec};
 use codecs::tlv::{self, DecodeOptions, Node, Tag};
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::validate::{
     AUTHORIZATION_REQUIRED, ICC_TAG_LENGTHS, POS_ENTRY_MODES, RECOMMENDED_ICC_TAGS, REQUIRED_ICC_TAGS,
     REVERSAL_REQUIRED, is_chip, required_for_entry,
@@ -94,17 +95,63 @@ pub struct TerminalSummary {
 /// DE 41 of messages whose DE 41 could not be read.
 pub const UNREADABLE_TID: &str = "(unreadable)";
 
-/// The per-terminal reports of a node's certification listeners.
+/// The most terminals a log keeps by default.
+pub const MAX_TERMINALS: usize = 10_000;
+
+/// How long a terminal's report is kept after its last message, by default: a day.
+pub const TERMINAL_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The per-terminal reports of a node's certification listeners: bounded in terminals (the one
+/// heard from longest ago makes room) and in age (a terminal silent for longer than the
+/// time-to-live is forgotten — when a message is recorded, and when the log is read).
 pub struct CertificationLog {
-    terminals: Mutex<BTreeMap<String, TerminalReport>>,
+    terminals: Mutex<Terminals>,
     keep: usize,
     max_terminals: usize,
+    ttl_ms: u64,
+    clock: Arc<dyn Clock>,
+}
+
+/// When a terminal was last heard from.
+fn last_heard(r: &TerminalReport) -> u64 {
+    r.recent.back().map(|m| m.at_ms).unwrap_or(0)
+}
+
+/// The reports by terminal, and the terminals by when they were last heard from (the stalest
+/// first): ageing and making room cost a lookup, not a scan.
+#[derive(Default)]
+struct Terminals {
+    by_tid: BTreeMap<String, TerminalReport>,
+    by_age: BTreeSet<(u64, String)>,
+}
+
+impl Terminals {
+    fn remove_stalest(&mut self) {
+        if let Some((_, tid)) = self.by_age.pop_first() {
+            self.by_tid.remove(&tid);
+        }
+    }
+
+    /// Forgets the terminals silent for longer than `ttl_ms` at `now_ms`.
+    fn expire(&mut self, now_ms: u64, ttl_ms: u64) {
+        while self.by_age.first().is_some_and(|(at, _)| now_ms.saturating_sub(*at) > ttl_ms) {
+            self.remove_stalest();
+        }
+    }
 }
 
 impl CertificationLog {
-    /// Keeps the last `keep` messages of each terminal, for at most 10,000 terminals.
+    /// Keeps the last `keep` messages of each terminal, for at most [`MAX_TERMINALS`] terminals,
+    /// each for [`TERMINAL_TTL_MS`] after its last message (the system clock ages them when the
+    /// log is read).
     pub fn new(keep: usize) -> Self {
-        CertificationLog { terminals: Mutex::new(BTreeMap::new()), keep: keep.max(1), max_terminals: 10_000 }
+        CertificationLog {
+            terminals: Mutex::new(Terminals::default()),
+            keep: keep.max(1),
+            max_terminals: MAX_TERMINALS,
+            ttl_ms: TERMINAL_TTL_MS,
+            clock: Arc::new(crate::clock::SystemClock),
+        }
     }
 
     /// The same log for at most `max_terminals` terminals.
@@ -113,21 +160,41 @@ impl CertificationLog {
         self
     }
 
+    /// The same log keeping a terminal for `ttl_ms` after its last message.
+    pub fn with_ttl(mut self, ttl_ms: u64) -> Self {
+        self.ttl_ms = ttl_ms;
+        self
+    }
+
+    /// The same log aged by `clock` when it is read (the node's clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Terminals kept now.
+    pub fn len(&self) -> usize {
+        self.terminals.lock().unwrap_or_else(|p| p.into_inner()).by_tid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn record(&self, tid: String, report: MessageReport) {
-        let mut t = self.terminals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.terminals.lock().unwrap_or_else(|p| p.into_inner());
+        let t = &mut *guard;
+        t.expire(report.at_ms, self.ttl_ms);
         // Full: the terminal heard from longest ago makes room (a flood of made-up TIDs must
         // neither grow the log nor lock real terminals out of it).
-        if !t.contains_key(&tid) && t.len() >= self.max_terminals {
-            let stalest = t
-                .iter()
-                .min_by_key(|(_, r)| r.recent.back().map(|m| m.at_ms).unwrap_or(0))
-                .map(|(k, _)| k.clone());
-            if let Some(k) = stalest {
-                t.remove(&k);
-            }
+        if !t.by_tid.contains_key(&tid) && t.by_tid.len() >= self.max_terminals {
+            t.remove_stalest();
         }
-        let r =
-            t.entry(tid.clone()).or_insert_with(|| TerminalReport { terminal_id: tid, ..Default::default() });
+        let r = t
+            .by_tid
+            .entry(tid.clone())
+            .or_insert_with(|| TerminalReport { terminal_id: tid.clone(), ..Default::default() });
+        t.by_age.remove(&(last_heard(r), tid.clone()));
         r.messages += 1;
         match report.verdict {
             Verdict::Pass => r.passed += 1,
@@ -138,6 +205,7 @@ impl CertificationLog {
             r.recent.pop_front();
         }
         r.recent.push_back(report);
+        t.by_age.insert((last_heard(r), tid));
     }
 
     /// Checks a decoded message (`raw` as received; `mac`: the listener's MAC verdict when it
@@ -166,14 +234,20 @@ impl CertificationLog {
         self.record(tid, report);
     }
 
+    /// The locked reports, the stale ones gone.
+    fn current(&self) -> std::sync::MutexGuard<'_, Terminals> {
+        let mut t = self.terminals.lock().unwrap_or_else(|p| p.into_inner());
+        t.expire(self.clock.now_ms(), self.ttl_ms);
+        t
+    }
+
     pub fn terminal(&self, tid: &str) -> Option<TerminalReport> {
-        self.terminals.lock().unwrap_or_else(|p| p.into_inner()).get(tid).cloned()
+        self.current().by_tid.get(tid).cloned()
     }
 
     pub fn terminals(&self) -> Vec<TerminalSummary> {
-        self.terminals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.current()
+            .by_tid
             .values()
             .map(|r| TerminalSummary {
                 terminal_id: r.terminal_id.clone(),
@@ -542,9 +616,39 @@ mod tests {
         assert!(f[0].expected.contains("DE 22 = 071"), "{f:?}");
     }
 
+    fn clock_at(ms: u64) -> Arc<crate::clock::ManualClock> {
+        Arc::new(crate::clock::ManualClock(std::sync::atomic::AtomicU64::new(ms)))
+    }
+
+    #[test]
+    fn a_silent_terminal_is_forgotten_after_the_time_to_live() {
+        let clock = clock_at(1_000);
+        let log = CertificationLog::new(5).with_ttl(10_000).with_clock(clock.clone());
+        let m = chip("network", None, false);
+        let raw = m.encode().unwrap();
+        let with_tid = |tid: &str| {
+            let mut x = m.clone();
+            x.set_text(41, tid).unwrap();
+            x
+        };
+        log.record_message(&with_tid("OLD00001"), &raw, None, 1_000);
+        log.record_message(&with_tid("NEW00001"), &raw, None, 6_000);
+        clock.0.store(11_000, std::sync::atomic::Ordering::Release);
+        assert_eq!(log.terminals().len(), 2, "both within their time-to-live");
+        // Read later: the terminal silent for longer is gone; a message renews the other.
+        clock.0.store(11_001, std::sync::atomic::Ordering::Release);
+        assert!(log.terminal("OLD00001").is_none());
+        log.record_message(&with_tid("NEW00001"), &raw, None, 15_000);
+        clock.0.store(24_000, std::sync::atomic::Ordering::Release);
+        assert_eq!(log.terminal("NEW00001").map(|r| r.messages), Some(2));
+        // Recording ages the log too, with no read in between.
+        log.record_message(&with_tid("LATE0001"), &raw, None, 40_000);
+        assert_eq!(log.len(), 1);
+    }
+
     #[test]
     fn a_flood_of_made_up_terminals_stays_at_the_bound_and_the_newest_is_kept() {
-        let log = CertificationLog::new(2).with_max_terminals(50);
+        let log = CertificationLog::new(2).with_max_terminals(50).with_clock(clock_at(2_000));
         let m = chip("network", None, false);
         let raw = m.encode().unwrap();
         for i in 0..2_000u64 {
@@ -553,13 +657,14 @@ mod tests {
             log.record_message(&x, &raw, None, i);
         }
         assert_eq!(log.terminals().len(), 50);
+        assert_eq!(log.terminals.lock().unwrap().by_age.len(), 50, "the age index is bounded too");
         assert!(log.terminal("T0001999").is_some(), "the newest terminal is recorded");
         assert!(log.terminal("T0000000").is_none(), "the stalest made room");
     }
 
     #[test]
     fn undecodable_messages_are_recorded_per_terminal_with_masked_bytes() {
-        let log = CertificationLog::new(10);
+        let log = CertificationLog::new(10).with_clock(clock_at(1));
         let m = chip("network", None, false);
         let mut raw = m.encode().unwrap().to_vec();
         let mut head = m.clone();
@@ -627,8 +732,8 @@ mod tests {
     }
 
     fn assert_no_secret(log: &CertificationLog, what: &str) {
-        let json =
-            serde_json::to_string(&log.terminals.lock().unwrap().values().collect::<Vec<_>>()).unwrap();
+        let json = serde_json::to_string(&log.terminals.lock().unwrap().by_tid.values().collect::<Vec<_>>())
+            .unwrap();
         for s in secrets() {
             assert!(!json.contains(&s), "{what}: the report shows {s:?}: {json}");
         }
@@ -636,7 +741,7 @@ mod tests {
 
     /// The report of the one terminal `log` knows (DE 41 is unreadable when the error comes first).
     fn only(log: &CertificationLog) -> TerminalReport {
-        let t = log.terminals.lock().unwrap();
+        let t = &log.terminals.lock().unwrap().by_tid;
         assert_eq!(t.len(), 1, "{:?}", t.keys());
         t.values().next().unwrap().clone()
     }
@@ -664,7 +769,7 @@ mod tests {
         // length of DE 48.
         let cases = [(2, 2 + 7, b'X'), (35, 2 + 20, b'X'), (48, 3 + 5, 0x7F), (48, 3 + 3, 0x01)];
         for (de, at, byte) in cases {
-            let log = CertificationLog::new(10);
+            let log = CertificationLog::new(10).with_clock(clock_at(1));
             let raw = corrupt(&m, start_of(&m, de) + at, byte);
             let err = Message::decode(m.spec(), raw.clone()).unwrap_err();
             log.record_undecodable(m.spec(), &raw, &err, 1);
@@ -678,7 +783,7 @@ mod tests {
             assert_no_secret(&log, &format!("DE {de}"));
         }
         // DE 35 cut short.
-        let log = CertificationLog::new(10);
+        let log = CertificationLog::new(10).with_clock(clock_at(1));
         let raw = m.encode().unwrap().slice(..start_of(&m, 35) + 12);
         let err = Message::decode(m.spec(), raw.clone()).unwrap_err();
         log.record_undecodable(m.spec(), &raw, &err, 1);
@@ -689,7 +794,7 @@ mod tests {
     #[test]
     fn a_malformed_harmless_element_shows_its_bytes_and_not_the_next_elements() {
         let m = sensitive();
-        let log = CertificationLog::new(10);
+        let log = CertificationLog::new(10).with_clock(clock_at(1));
         let at = start_of(&m, 32) + 2 + 5;
         let raw = corrupt(&m, at, b'X');
         log.record_undecodable(m.spec(), &raw, &Message::decode(m.spec(), raw.clone()).unwrap_err(), 1);
@@ -719,7 +824,7 @@ mod tests {
         let checks = check_message(&Message::decode(m.spec(), raw.clone()).unwrap(), &raw, None);
         let c = checks.iter().find(|c| c.check == "icc-format").expect("a TLV finding");
         assert!(c.bytes.is_some(), "{c:?}");
-        let log = CertificationLog::new(10);
+        let log = CertificationLog::new(10).with_clock(clock_at(1));
         log.record_message(&Message::decode(m.spec(), raw.clone()).unwrap(), &raw, None, 1);
         assert_no_secret(&log, "DE 55");
     }
@@ -732,7 +837,7 @@ mod tests {
         // can second-guess. Non-digits in length prefixes make the codec refuse, not realign.)
         let m = sensitive();
         let len = m.encode().unwrap().len();
-        let log = CertificationLog::new(1000);
+        let log = CertificationLog::new(1000).with_clock(clock_at(1));
         for at in 12..len {
             for byte in [b'X', 0x01] {
                 let raw = corrupt(&m, at, byte);

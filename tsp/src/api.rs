@@ -3,7 +3,7 @@
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
-//! | `POST /v1/provision` | `{request_id, pan, expiry, device_public_key, entry_modes?}` | 200 approved, 202 otp_required, 200 declined / not_eligible, 503 issuer_unavailable |
+//! | `POST /v1/provision` | `{request_id, pan, expiry, device_public_key, entry_modes?, cvv2?}` | 200 approved, 202 otp_required, 200 declined / not_eligible, 503 issuer_unavailable; 400 `cvv2_required` without `cvv2` from a requestor configured `cvv2 = "required"` |
 //! | `POST /v1/provision/{id}/otp` | `{otp}` | as above |
 //! | `POST /v1/tokens/{ref}/confirm` | — | `{status: "active"}` |
 //! | `POST /v1/tokens/{ref}/suspend`, `/resume`, `/delete` | — | `{status}` |
@@ -40,6 +40,7 @@ impl IntoResponse for TspError {
             TspError::BadRequest(d) => error(StatusCode::BAD_REQUEST, "bad_request", d),
             TspError::NotFound => error(StatusCode::NOT_FOUND, "not_found", &self.to_string()),
             TspError::Conflict(d) => error(StatusCode::CONFLICT, "conflict", d),
+            TspError::Cvv2Required => error(StatusCode::BAD_REQUEST, "cvv2_required", &self.to_string()),
         }
     }
 }
@@ -102,7 +103,7 @@ pub struct OtpBody {
 /// An error: its kind and what was wrong.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// `unauthorized`, `bad_request`, `not_found` or `conflict`.
+    /// `unauthorized`, `bad_request`, `cvv2_required`, `not_found` or `conflict`.
     error: String,
     detail: String,
 }

@@ -29,6 +29,8 @@ pub use error::{Error, Result};
 pub use gateway::{GatewayError, IssuerGateway};
 pub use luk::{LukRegistry, LukStore, StoredBatch};
 pub use number::{RangeError, TokenRange, luhn_check_digit, luhn_valid};
-pub use service::{IssuerCredential, ProvisionOutcome, ProvisionRequest, Requestor, TokenService, TspError};
+pub use service::{
+    Cvv2Policy, IssuerCredential, ProvisionOutcome, ProvisionRequest, Requestor, TokenService, TspError,
+};
 pub use vault::{DomainControls, NewToken, TokenRecord, TokenStatus, TokenVault, VaultStore};
 pub use vault_detokenizer::{TokenKeys, VaultDetokenizer};

@@ -36,6 +36,27 @@ pub struct Requestor {
     pub kind: String,
     /// SHA-256 of the requestor's secret, hex.
     pub secret_sha256: String,
+    /// Whether its provisioning requests must carry the card's CVV2 (`cvv2 = "required"`: the
+    /// requestor's app always asks the cardholder for it) or may (`"optional"`, the default).
+    #[serde(default, skip_serializing_if = "Cvv2Policy::is_optional")]
+    pub cvv2: Cvv2Policy,
+}
+
+/// A requestor's CVV2 setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cvv2Policy {
+    /// Sent when the requestor has it; the issuer verifies it then.
+    #[default]
+    Optional,
+    /// Every provisioning must carry it: one without is refused before the issuer is asked.
+    Required,
+}
+
+impl Cvv2Policy {
+    pub fn is_optional(&self) -> bool {
+        *self == Cvv2Policy::Optional
+    }
 }
 
 /// An issuer's credential for the issuer-facing calls (lifecycle of its cardholders' tokens).
@@ -144,6 +165,9 @@ pub enum TspError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    /// The requestor must send the card's CVV2 (`cvv2 = "required"`) and did not.
+    #[error("cvv2: this requestor must send the card's CVV2 with every provisioning request")]
+    Cvv2Required,
 }
 
 /// How much the token service keeps in memory between requests.
@@ -462,6 +486,13 @@ impl TokenService {
         if entry_modes.iter().any(|m| m.len() != 2 || !m.bytes().all(|b| b.is_ascii_digit())) {
             return Err(bad("entry_modes: two digits each (DE 22)"));
         }
+        match &req.cvv2 {
+            Some(c) if !((3..=4).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit())) => {
+                return Err(bad("cvv2: 3 or 4 digits"));
+            }
+            None if requestor.cvv2 == Cvv2Policy::Required => return Err(TspError::Cvv2Required),
+            _ => {}
+        }
         if self.ranges.iter().any(|r| r.range.contains(&req.pan)) || !self.gateway.routes(&req.pan) {
             return self.remember(key, ProvisionOutcome::NotEligible);
         }
@@ -469,11 +500,6 @@ impl TokenService {
             "{:012}",
             u64::from_be_bytes(self.random(8).try_into().unwrap_or([0; 8])) % 1_000_000_000_000
         );
-        if let Some(c) = &req.cvv2
-            && !((3..=4).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(bad("cvv2: 3 or 4 digits"));
-        }
         let mut msg = self.idv_message(&req.pan, &req.expiry, "900000", &session, requestor, None)?;
         if let Some(c) = &req.cvv2 {
             msg.set_text(48, &format!("92{:02}{c}", c.len())).map_err(|e| bad(e.to_string()))?;

@@ -15,7 +15,10 @@ use sha2::Digest;
 use tsp::gateway::{GatewayError, GatewayFuture, IssuerGateway};
 use tsp::service::{Environment, PROFILE_INFO};
 use tsp::store::SqliteVaultStore;
-use tsp::{Clock, ProvisionOutcome, Requestor, TokenKeys, TokenRange, TokenService, TokenStatus, TokenVault};
+use tsp::{
+    Clock, Cvv2Policy, ProvisionOutcome, Requestor, TokenKeys, TokenRange, TokenService, TokenStatus,
+    TokenVault, TspError,
+};
 use zeroize::Zeroizing;
 
 const PAN: &str = "4761739001010010";
@@ -92,7 +95,14 @@ fn service(issuer: Arc<Issuer>) -> TokenService {
         id: "40010030273".into(),
         kind: "wallet".into(),
         secret_sha256: hex::encode(sha2::Sha256::digest(b"s3cret")),
+        cvv2: Cvv2Policy::Optional,
     };
+    // A wallet whose app always asks the cardholder for the CVV2.
+    let strict: Requestor = serde_json::from_value(serde_json::json!({
+        "id": "40010075001", "kind": "wallet", "cvv2": "required",
+        "secret_sha256": hex::encode(sha2::Sha256::digest(b"s3cret2")),
+    }))
+    .expect("a requestor with cvv2 = required");
     let env = Environment {
         gateway: issuer,
         clock: Arc::new(FixedClock),
@@ -103,7 +113,7 @@ fn service(issuer: Arc<Issuer>) -> TokenService {
         vault,
         hsm,
         vec![TokenKeys { range, imk_ac: "token.imk-ac".into() }],
-        vec![requestor],
+        vec![requestor, strict],
         Zeroizing::new(vec![5; 32]),
     )
 }
@@ -149,4 +159,39 @@ async fn a_pan_no_issuer_is_routed_for_is_not_eligible() {
     .expect("request");
     assert_eq!(svc.provision(&r, req).await.expect("answer"), ProvisionOutcome::NotEligible);
     assert!(issuer.requests.lock().expect("lock").is_empty(), "no ID&V for an unroutable PAN");
+}
+
+#[tokio::test]
+async fn a_requestor_that_must_send_the_cvv2_is_refused_without_it_and_the_issuer_never_asked() {
+    let issuer = Arc::new(Issuer::default());
+    let svc = service(issuer.clone());
+    let strict = svc.authenticate("40010075001", "s3cret2").expect("requestor").clone();
+    assert_eq!(strict.cvv2, Cvv2Policy::Required);
+    let dpk = hex::encode(crypto::device::public_key(&DEVICE_SECRET).expect("key"));
+    let req = |id: &str, cvv2: Option<&str>| -> tsp::ProvisionRequest {
+        let mut b =
+            serde_json::json!({"request_id": id, "pan": PAN, "expiry": "2912", "device_public_key": dpk});
+        if let Some(c) = cvv2 {
+            b["cvv2"] = serde_json::json!(c);
+        }
+        serde_json::from_value(b).expect("request")
+    };
+    let e = svc.provision(&strict, req("c1", None)).await.expect_err("refused");
+    assert_eq!(e, TspError::Cvv2Required);
+    assert!(e.to_string().contains("CVV2") && !e.to_string().contains(PAN), "{e}");
+    assert!(issuer.requests.lock().expect("lock").is_empty(), "nothing reached the issuer");
+    // Malformed is a bad request, not a missing one.
+    assert!(matches!(svc.provision(&strict, req("c2", Some("12"))).await, Err(TspError::BadRequest(_))));
+    // With it, the ID&V goes to the issuer; the lenient requestor needs none.
+    assert!(matches!(
+        svc.provision(&strict, req("c3", Some("123"))).await,
+        Ok(ProvisionOutcome::Approved { .. })
+    ));
+    let lenient = svc.authenticate("40010030273", "s3cret").expect("requestor").clone();
+    assert!(matches!(svc.provision(&lenient, req("c4", None)).await, Ok(ProvisionOutcome::Approved { .. })));
+    assert_eq!(issuer.requests.lock().expect("lock").len(), 2);
+    // An unknown setting does not load.
+    let bad = serde_json::from_value::<Requestor>(serde_json::json!({
+        "id": "1", "kind": "wallet", "secret_sha256": "00", "cvv2": "sometimes"}));
+    assert!(bad.is_err());
 }

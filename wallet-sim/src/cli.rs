@@ -2,9 +2,9 @@
 //! stands. `src/main.rs` runs [`run`]; tests run it in process.
 //!
 //! ```text
-//! wallet-sim provision --model issuer-se|tsm-se-pan|tsm-se-token|hce|hce-pan|wallet --ports-file F --card N --phone PHONE
+//! wallet-sim provision --model issuer-se|tsm-se-pan|tsm-se-token|hce|hce-pan|wallet --ports-file F --card N --phone PHONE [--ca-file PEM]
 //! wallet-sim status --phone PHONE [--json]
-//! wallet-sim replenish --ports-file F --phone PHONE [--card ID]
+//! wallet-sim replenish --ports-file F --phone PHONE [--card ID] [--ca-file PEM]
 //! wallet-sim default --phone PHONE --card ID
 //! wallet-sim export-card --phone PHONE [--card ID] --out CARD.json
 //! ```
@@ -50,6 +50,10 @@ pub enum Command {
         /// sent, read from the ports file's `issuer_admin`, or else read from stdin).
         #[arg(long)]
         otp: Option<String>,
+        /// A PEM file of the CA(s) that sign the providers' and the token service's certificates,
+        /// when they are served over TLS (`https://` in the ports file).
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
     },
     /// Shows the phone's secure elements, cards and keys left.
     Status {
@@ -66,6 +70,9 @@ pub enum Command {
         phone: PathBuf,
         #[arg(long)]
         card: Option<String>,
+        /// As for `provision`: the CA(s) of providers served over TLS.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
     },
     /// Makes an enabled card the one a tap uses.
     Default {
@@ -120,6 +127,14 @@ fn texted_otp(admin: &str, token: &str, masked_pan: &str) -> Result<Option<Strin
         .map(str::to_string))
 }
 
+/// Trusts the CAs of `--ca-file` for the `https://` calls of this command.
+fn trust(ca_file: Option<&std::path::Path>) -> Result<()> {
+    if let Some(f) = ca_file {
+        providers::http::trust(f).with_context(|| format!("--ca-file {}", f.display()))?;
+    }
+    Ok(())
+}
+
 /// The providers the ports file names, or ones started here for this command.
 async fn providers_for(ports: &Value) -> Result<(ProviderAddrs, Option<providers::Running>)> {
     if let Some(p) = ports.get("wallet_providers") {
@@ -137,6 +152,7 @@ async fn providers_for(ports: &Value) -> Result<(ProviderAddrs, Option<providers
         requestors,
         issuer_perso: None,
         kept: None,
+        doors: providers::ProviderDoors::default(),
     })
     .await?;
     Ok((running.addrs.clone(), Some(running)))
@@ -145,7 +161,8 @@ async fn providers_for(ports: &Value) -> Result<(ProviderAddrs, Option<providers
 /// Runs one command, writing what it shows to `out`.
 pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
     match cli.command {
-        Command::Provision { model, ports_file, card, phone, otp } => {
+        Command::Provision { model, ports_file, card, phone, otp, ca_file } => {
+            trust(ca_file.as_deref())?;
             let ports = read_ports(&ports_file)?;
             let tc = ports
                 .get("test_cards")
@@ -154,6 +171,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             let holder = CardholderCard {
                 pan: tc.get("pan").and_then(Value::as_str).unwrap_or("").to_string(),
                 expiry: tc.get("expiry").and_then(Value::as_str).unwrap_or("").to_string(),
+                cvv2: tc.get("cvv2").and_then(Value::as_str).map(str::to_string),
             };
             let (addrs, running) = providers_for(&ports).await?;
             if running.is_some() && matches!(model, Model::IssuerSe | Model::TsmSePan | Model::HcePan) {
@@ -247,7 +265,8 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<()> {
             }
             Ok(())
         }
-        Command::Replenish { ports_file, phone, card } => {
+        Command::Replenish { ports_file, phone, card, ca_file } => {
+            trust(ca_file.as_deref())?;
             let ports = read_ports(&ports_file)?;
             let (addrs, running) = providers_for(&ports).await?;
             if running.is_some() {

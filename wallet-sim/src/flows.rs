@@ -95,11 +95,26 @@ impl Refused {
     }
 }
 
-/// The card the cardholder holds.
+/// The card the cardholder holds: the number, the expiry and — when the cardholder has it at hand
+/// (printed on the back of the card) — the CVV2, which every flow sends where the provider's app
+/// asks for it (the issuer verifies it in ID&V).
 #[derive(Clone)]
 pub struct CardholderCard {
     pub pan: String,
     pub expiry: String,
+    pub cvv2: Option<String>,
+}
+
+impl CardholderCard {
+    /// The card's number, expiry and CVV2 in a provider's request `body` (the CVV2 when known).
+    fn typed_in(&self, mut body: Value) -> Value {
+        body["pan"] = json!(self.pan);
+        body["expiry"] = json!(self.expiry);
+        if let Some(c) = &self.cvv2 {
+            body["cvv2"] = json!(c);
+        }
+        body
+    }
 }
 
 impl fmt::Debug for CardholderCard {
@@ -324,8 +339,8 @@ async fn tsm_pan(
             &addrs.sp_tsm,
             "/v1/applications",
             None,
-            &json!({"pan": card.pan, "expiry": card.expiry, "se_id": se_id, "application_id": app_id,
-                    "auth_code": s(&app, "auth_code")?, "cross_check": true}),
+            &card.typed_in(json!({"se_id": se_id, "application_id": app_id,
+                    "auth_code": s(&app, "auth_code")?, "cross_check": true})),
         )
         .await?,
     )?;
@@ -370,7 +385,7 @@ async fn tsm_token(
     let se_id = operator_se(phone, addrs, io).await?;
     let owner = operator_credential(phone, addrs)?;
     io.step("cardholder", "SE TSM", format!("add card {} as a token in SE {se_id}", mask(&card.pan)));
-    let body = json!({"se_id": se_id, "pan": card.pan, "expiry": card.expiry});
+    let body = card.typed_in(json!({"se_id": se_id}));
     let a =
         add_with_idv("SE TSM", &addrs.se_operator, "/v1/tokens", &owner, &body, "tokenization", io).await?;
     fetch_ota(phone, addrs, &se_id, io).await?;
@@ -389,8 +404,7 @@ async fn token_requestor(
     let cred = device_credential(phone, base, name, io).await?;
     io.step("cardholder", &format!("{name} app"), format!("card number {} typed in", mask(&card.pan)));
     io.step("phone", name, "add card (with the device's public key)");
-    let body =
-        json!({"device_id": device_id, "device_public_key": dpk, "pan": card.pan, "expiry": card.expiry});
+    let body = card.typed_in(json!({"device_id": device_id, "device_public_key": dpk}));
     let a = add_with_idv(name, base, "/v1/cards", &cred, &body, "provisioning", io).await?;
     let token_ref = s(&a, "token_ref")?.to_string();
     let card_id = phone.install_token(
@@ -431,8 +445,7 @@ async fn hce_pan(
     let cred = device_credential(phone, &addrs.cloud, NAME, io).await?;
     io.step("cardholder", "cloud platform app", format!("card number {} typed in", mask(&card.pan)));
     io.step("phone", NAME, "add the card itself, real PAN (with the device's public key)");
-    let body =
-        json!({"device_id": device_id, "device_public_key": dpk, "pan": card.pan, "expiry": card.expiry});
+    let body = card.typed_in(json!({"device_id": device_id, "device_public_key": dpk}));
     let a = add_with_idv(NAME, &addrs.cloud, "/v1/pan-cards", &cred, &body, "provisioning", io).await?;
     let card_id = phone.install_pan_card(s(&a, "card_ref")?, "cloud", s(&a, "encrypted_card_data")?)?;
     let n = phone.profile(&card_id).and_then(|p| p.luks_left()).unwrap_or(0);

@@ -98,10 +98,29 @@ pub struct RequestorCredential {
     pub secret: String,
 }
 
+/// Each provider's door: limits and TLS (certificate, key, optional client CA for mutual TLS,
+/// `insecure_plaintext`). With TLS a provider's address is `https://`; callers then need its CA
+/// ([`http::trust`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderDoors {
+    pub sp_tsm: door::DoorConfig,
+    pub se_operator: door::DoorConfig,
+    pub cloud: door::DoorConfig,
+    pub wallet: door::DoorConfig,
+}
+
+impl ProviderDoors {
+    /// The same door (TLS and limits) for all four.
+    pub fn all(door: door::DoorConfig) -> Self {
+        ProviderDoors { sp_tsm: door.clone(), se_operator: door.clone(), cloud: door.clone(), wallet: door }
+    }
+}
+
 /// What the providers need.
 #[derive(Clone)]
 pub struct ProvidersConfig {
-    /// The token service's provisioning API, `http://host:port`.
+    /// The token service's provisioning API, `http://host:port` or `https://host:port`.
     pub token_api: String,
     /// Requestor credentials; the providers take the ones of kind `se-tsm`, `cloud`, `wallet`.
     pub requestors: Vec<RequestorCredential>,
@@ -110,10 +129,12 @@ pub struct ProvidersConfig {
     pub issuer_perso: Option<IssuerPerso>,
     /// Where the providers keep their state ([`kept`]); `None`: in memory, for this run only.
     pub kept: Option<Arc<dyn kept::KeptStore>>,
+    /// Their doors (limits, TLS).
+    pub doors: ProviderDoors,
 }
 
-/// Where the providers listen (`http://127.0.0.1:port`); what a ports file lists as
-/// `wallet_providers`.
+/// Where the providers listen (`http://127.0.0.1:port`, `https://` behind TLS); what a ports file
+/// lists as `wallet_providers`.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProviderAddrs {
     pub sp_tsm: String,
@@ -158,11 +179,15 @@ fn credential(cfg: &ProvidersConfig, kind: &str) -> Option<RequestorCredential> 
     cfg.requestors.iter().find(|r| r.kind == kind).cloned()
 }
 
-/// A listener on 127.0.0.1: on `before`'s port when given and free (a kept network's providers
-/// come back where the phones know them: a phone keeps its credentials by provider address),
-/// else on a port from the OS.
-async fn bind(before: Option<&str>) -> Result<(tokio::net::TcpListener, String)> {
-    let again = before.and_then(|b| b.strip_prefix("http://")).map(str::to_string);
+/// A listener on 127.0.0.1 for a provider behind `door`: on `before`'s port when given and free
+/// (a kept network's providers come back where the phones know them: a phone keeps its
+/// credentials by provider address), else on a port from the OS; its address, `https://` with
+/// TLS. A door that cannot open (TLS files that do not load) is refused here, before anything
+/// is served.
+async fn bind(before: Option<&str>, door: &door::DoorConfig) -> Result<(tokio::net::TcpListener, String)> {
+    let again = before
+        .and_then(|b| b.strip_prefix("https://").or_else(|| b.strip_prefix("http://")))
+        .map(str::to_string);
     let l = match again {
         Some(a) => match tokio::net::TcpListener::bind(&a).await {
             Ok(l) => l,
@@ -174,8 +199,10 @@ async fn bind(before: Option<&str>) -> Result<(tokio::net::TcpListener, String)>
             .await
             .map_err(|e| Error::start("binding a provider", e))?,
     };
-    let a = format!("http://{}", l.local_addr().map_err(|e| Error::start("a provider's address", e))?);
-    Ok((l, a))
+    let addr = l.local_addr().map_err(|e| Error::start("a provider's address", e))?;
+    door::open(addr, door).map_err(|e| Error::start("a provider's door", e))?;
+    let scheme = if door.tls.is_some() { "https" } else { "http" };
+    Ok((l, format!("{scheme}://{addr}")))
 }
 
 /// Starts the SP TSM, the SE operator with its SE TSM, the cloud platform and the wallet server.
@@ -183,10 +210,11 @@ pub async fn start(cfg: ProvidersConfig) -> Result<Running> {
     let stop = CancellationToken::new();
     let store = cfg.kept.as_ref();
     let before = kept::load::<ProviderAddrs>(store, "addresses")?;
-    let (se_l, se_addr) = bind(before.as_ref().map(|b| b.se_operator.as_str())).await?;
-    let (sp_l, sp_addr) = bind(before.as_ref().map(|b| b.sp_tsm.as_str())).await?;
-    let (cloud_l, cloud_addr) = bind(before.as_ref().map(|b| b.cloud.as_str())).await?;
-    let (wallet_l, wallet_addr) = bind(before.as_ref().map(|b| b.wallet.as_str())).await?;
+    let d = &cfg.doors;
+    let (se_l, se_addr) = bind(before.as_ref().map(|b| b.se_operator.as_str()), &d.se_operator).await?;
+    let (sp_l, sp_addr) = bind(before.as_ref().map(|b| b.sp_tsm.as_str()), &d.sp_tsm).await?;
+    let (cloud_l, cloud_addr) = bind(before.as_ref().map(|b| b.cloud.as_str()), &d.cloud).await?;
+    let (wallet_l, wallet_addr) = bind(before.as_ref().map(|b| b.wallet.as_str()), &d.wallet).await?;
     let token = |kind: &str| credential(&cfg, kind).map(|c| token::TokenClient::new(&cfg.token_api, &c));
     // The bureau's and the SP TSM's credentials: the kept ones, or new ones (kept at once).
     let (bureau_token, sp_secret, restored) = match kept::load::<(String, String)>(store, "credentials")? {
@@ -217,10 +245,10 @@ pub async fn start(cfg: ProvidersConfig) -> Result<Running> {
     let wallet = requestor::Front::open("wallet", "wallet server", token("wallet"), None, store)?;
     let wallet = kept::saving(requestor::router(wallet.clone()), "wallet", wallet, cfg.kept.clone());
     let tasks = vec![
-        tokio::spawn(http::serve(se_l, se, stop.clone())),
-        tokio::spawn(http::serve(sp_l, sp, stop.clone())),
-        tokio::spawn(http::serve(cloud_l, cloud, stop.clone())),
-        tokio::spawn(http::serve(wallet_l, wallet, stop.clone())),
+        tokio::spawn(http::serve(se_l, se, d.se_operator.clone(), stop.clone())),
+        tokio::spawn(http::serve(sp_l, sp, d.sp_tsm.clone(), stop.clone())),
+        tokio::spawn(http::serve(cloud_l, cloud, d.cloud.clone(), stop.clone())),
+        tokio::spawn(http::serve(wallet_l, wallet, d.wallet.clone(), stop.clone())),
     ];
     let addrs = ProviderAddrs {
         sp_tsm: sp_addr,

@@ -7,11 +7,11 @@
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `POST /v1/devices` | `{device_id, device_public_key}` | `{device_token}`: the device's credential (registration; an id registered once only) |
-//! | `POST /v1/cards` | `{device_id, device_public_key, pan, expiry}` | the token service's outcome: `{status: approved, token_ref, encrypted_token_data, ...}`, `{status: otp_required, provisioning_id}`, `{status: declined ...}` |
+//! | `POST /v1/cards` | `{device_id, device_public_key, pan, expiry, cvv2?}` | the token service's outcome: `{status: approved, token_ref, encrypted_token_data, ...}`, `{status: otp_required, provisioning_id}`, `{status: declined ...}` |
 //! | `POST /v1/cards/otp` | `{provisioning_id, otp}` | as above |
 //! | `POST /v1/cards/{token_ref}/loaded` | `{device_id}` | `{status: active}` |
 //! | `POST /v1/cards/{token_ref}/replenish` | `{device_id}` | `{encrypted_token_data}` |
-//! | `POST /v1/pan-cards` | `{device_id, device_public_key, pan, expiry}` | the cloud platform only, the real PAN (`hce-pan`): the issuer's ID&V, then `{status: approved, card_ref, encrypted_card_data, luks}`, `{status: otp_required, provisioning_id}`, `{status: declined, response_code}` |
+//! | `POST /v1/pan-cards` | `{device_id, device_public_key, pan, expiry, cvv2?}` | the cloud platform only, the real PAN (`hce-pan`): the issuer's ID&V, then `{status: approved, card_ref, encrypted_card_data, luks}`, `{status: otp_required, provisioning_id}`, `{status: declined, response_code}` |
 //! | `POST /v1/pan-cards/otp` | `{provisioning_id, otp}` | as above |
 //! | `POST /v1/pan-cards/{card_ref}/replenish` | `{device_id}` | `{encrypted_card_data, luks}` |
 //!
@@ -390,7 +390,8 @@ async fn add_card(State(f): State<Arc<Front>>, headers: HeaderMap, Json(b): Json
         format!("provision (requestor {}, device key of {device_id})", f.token()?.requestor_id),
     );
     steps.push("token service", "issuer", "ID&V request");
-    let a = f.token()?.provision(&request_id, pan, expiry, dpk).await?;
+    let cvv2 = b.get("cvv2").and_then(Value::as_str);
+    let a = super::http::relay(f.token()?.provision(&request_id, pan, expiry, cvv2, dpk).await?)?;
     f.outcome(device_id, a.body, steps)
 }
 
@@ -409,7 +410,7 @@ async fn otp(State(f): State<Arc<Front>>, headers: HeaderMap, Json(b): Json<Valu
     let mut steps = Steps::default();
     steps.push(f.name, "token service", "the cardholder's one-time password");
     steps.push("token service", "issuer", "OTP verification");
-    let a = f.token()?.otp(id, code).await?;
+    let a = super::http::relay(f.token()?.otp(id, code).await?)?;
     f.outcome(&device, a.body, steps)
 }
 

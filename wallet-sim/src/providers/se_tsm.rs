@@ -19,7 +19,7 @@
 //! | `POST /v1/auth/verify` | SP | `{se_id, application_id, auth_code}` | `{verified}` |
 //! | `GET /v1/tsm-key` | — | — | `{public_key}` (P-256, for perso data in transit) |
 //! | `POST /v1/perso` | SP | `{se_id, sp_id, perso_data}` | `{card_id, scripts}` |
-//! | `POST /v1/tokens` | owner | `{se_id, pan, expiry}` | `{status: approved, card_id}` or `otp_required` |
+//! | `POST /v1/tokens` | owner | `{se_id, pan, expiry, cvv2?}` | `{status: approved, card_id}` or `otp_required` |
 //! | `POST /v1/tokens/otp` | owner | `{provisioning_id, otp}` | as above |
 //! | `GET /v1/ota/{se_id}` | owner | — | `{scripts: [OtaScript]}` (and clears them) |
 //! | `POST /v1/ota/{se_id}/receipt` | owner | `{receipts: [OtaReceipt]}` | `{status}` |
@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::{Registry, seal_for};
-use super::http::{ApiError, ApiResult, field};
+use super::http::{self, ApiError, ApiResult, field};
 use super::token::TokenClient;
 use super::{PERSO_INFO, Steps, random};
 use axum::http::HeaderMap;
@@ -402,8 +402,12 @@ async fn tokens(State(s): State<Arc<SeTsm>>, headers: HeaderMap, Json(b): Json<V
         b.seq += 1;
         b.seq
     };
-    let a =
-        token.provision(&format!("se-tsm-{se_id}-{n}"), field(&b, "pan")?, field(&b, "expiry")?, &pk).await?;
+    let cvv2 = b.get("cvv2").and_then(Value::as_str);
+    let a = http::relay(
+        token
+            .provision(&format!("se-tsm-{se_id}-{n}"), field(&b, "pan")?, field(&b, "expiry")?, cvv2, &pk)
+            .await?,
+    )?;
     s.token_outcome(&se_id, a.body, steps).await
 }
 
@@ -418,7 +422,7 @@ async fn tokens_otp(State(s): State<Arc<SeTsm>>, headers: HeaderMap, Json(b): Js
     let token = s.token.as_ref().ok_or_else(|| ApiError::refused("no token service credentials"))?;
     let mut steps = Steps::default();
     steps.push("SE TSM", "token service", "the cardholder's one-time password");
-    let a = token.otp(id, field(&b, "otp")?).await?;
+    let a = http::relay(token.otp(id, field(&b, "otp")?).await?)?;
     // Settled one way or the other (a wrong OTP leaves it open for the next try).
     if a.body.get("status").and_then(Value::as_str) != Some("declined")
         || a.body.get("response_code").and_then(Value::as_str) != Some("05")

@@ -38,17 +38,23 @@ impl TokenClient {
 
     /// `POST /v1/provision`: the answer as the token service gives it (status approved,
     /// otp_required, declined, not_eligible, issuer_unavailable). The token's domain: contactless
-    /// (DE 22 `07`) and in-app with an online cryptogram (`10`).
+    /// (DE 22 `07`) and in-app with an online cryptogram (`10`). `cvv2`: the card's CVV2 as the
+    /// cardholder typed it, when the app asked for it (the issuer verifies it; a requestor
+    /// configured `cvv2 = "required"` is refused without it).
     pub async fn provision(
         &self,
         request_id: &str,
         pan: &str,
         expiry: &str,
+        cvv2: Option<&str>,
         device_public_key: &str,
     ) -> Result<Answer> {
-        let body = json!({"request_id": request_id, "pan": pan, "expiry": expiry,
-                          "device_public_key": device_public_key,
-                          "entry_modes": ENTRY_MODES});
+        let mut body = json!({"request_id": request_id, "pan": pan, "expiry": expiry,
+                              "device_public_key": device_public_key,
+                              "entry_modes": ENTRY_MODES});
+        if let Some(c) = cvv2 {
+            body["cvv2"] = json!(c);
+        }
         http::post(&self.api, "/v1/provision", Some(&self.bearer), &body).await
     }
 
