@@ -503,11 +503,13 @@ impl Pipeline {
                     standin::decide(self, &txn, &issuer, &sent, verified, self.entropy.u32());
                 if let Some(a) = advice {
                     route = format!("{issuer}:stand-in");
+                    // A stand-in approval leaves only once its advice is durable: the issuer
+                    // must hear of every approval given in its name.
                     owed.push(Owed {
                         issuer: issuer.clone(),
                         kind: SafKind::Advice,
                         msg: a,
-                        on_failure: None,
+                        on_failure: Some(ResponseCode::SYSTEM_ERROR),
                         online_first: false,
                     });
                 } else {

@@ -252,6 +252,9 @@ fn the_issuer_down_means_stand_in_for_what_was_verified_and_an_advice_owed() {
     assert_eq!(done.route, "issuer-a:stand-in");
     assert_eq!(done.owed.len(), 1);
     assert_eq!(done.owed[0].kind, SafKind::Advice);
+    // The approval stands only with its advice made durable: otherwise the terminal is told 96
+    // (an approval the issuer would never hear of is money nobody books).
+    assert_eq!(done.owed[0].on_failure, Some(ResponseCode::SYSTEM_ERROR));
     // Over the card's running total (15,000): 91, nothing owed.
     let f = forwarded(begin(&p, purchase(2, 9_000, 2)));
     let done = p.complete(f.pending, Err(LinkError::Down), NOW);
