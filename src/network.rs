@@ -72,13 +72,11 @@ pub struct Options {
     pub luk_ttl_s: u64,
     /// The switch's store (`[store]`): SQLite in `dir` by default, or a PostgreSQL database.
     pub store: switch::config::StoreConfig,
-    /// Switch nodes over that store (more than one needs PostgreSQL): the first is the network's
-    /// switch, in this process, with the token service; the others take acquirer traffic only
-    /// ([`Network::acquirer_nodes`]), in this process too unless `node_program` is set.
+    /// Switch nodes over that store (more than one needs PostgreSQL), each with the token
+    /// service over the shared vault: with [`start`], all in this process, the first being the
+    /// network's switch and the others taking acquirer traffic ([`Network::acquirer_nodes`]);
+    /// with [`start_in_processes`], each in its own OS process.
     pub nodes: usize,
-    /// The program the nodes after the first run as, each in its own OS process (`paynet node`):
-    /// `serve --nodes N`, so that an outside tool can kill one.
-    pub node_program: Option<PathBuf>,
     /// Keep the network in `dir` ([`kept`]): a start on a folder that holds one brings it back.
     pub keep: bool,
     /// Test cards (by index) billed in New Taiwan dollars, in their own range
@@ -122,7 +120,6 @@ impl Options {
             luk_ttl_s: TokenServiceConfig::default().luk_ttl_s,
             store: switch::config::StoreConfig::default(),
             nodes: 1,
-            node_program: None,
             keep: false,
             twd_cards: Vec::new(),
             cvv2_required: Vec::new(),
@@ -193,26 +190,114 @@ pub struct PortsFile {
     /// Added: the phone's providers (`wallet-sim provision --ports-file`), when they run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wallet_providers: Option<wallet_sim::providers::ProviderAddrs>,
-    /// Added with `serve --nodes N`: every switch node, the first (`acquirer`, `acquirer_ascii`
-    /// above) first, with its process ID, so that a tool can spread load over them and kill one.
+    /// Added with `serve --nodes N`: every switch node, the first (`acquirer`, `acquirer_ascii`,
+    /// `admin`, `provisioning_api` above) first, with its process ID (each node is a process of
+    /// its own), so that a tool can spread load over them and kill one, and its own provisioning
+    /// API.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub nodes: Option<Vec<NodeEntry>>,
+    pub nodes: Option<Vec<NodeListing>>,
 }
 
-/// A switch node in its own process (`paynet node`): stopped with the network, killed if dropped.
+/// A switch node of `serve --nodes N` in the ports file's `nodes`: the keys of
+/// [`NodeEntry`], and the node's own provisioning API (every node serves it over the shared
+/// vault; a step-up started on one is completed on any).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeListing {
+    #[serde(flatten)]
+    pub node: NodeEntry,
+    pub provisioning_api: String,
+}
+
+/// A switch node in its own process (`paynet node --stop-with-stdin`): stopped with the network,
+/// killed if dropped. The node's standard input is a pipe that only this process holds open, so
+/// the node also stops (draining) when this process dies, however it dies — SIGKILL included.
 pub struct NodeProcess {
-    pub child: std::process::Child,
-    pub entry: NodeEntry,
+    child: std::process::Child,
+    ready_file: PathBuf,
 }
 
 impl NodeProcess {
-    /// SIGTERM, then up to 10 s to drain, then SIGKILL.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    /// Starts `program node` on the node folder `dir` (its config and keystore written there),
+    /// the LMK in its environment only.
+    fn spawn(program: &Path, dir: &Path, lmk_hex: &str) -> Result<NodeProcess> {
+        let ready_file = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready_file);
+        let child = std::process::Command::new(program)
+            .arg("node")
+            .arg("--config")
+            .arg(dir.join(SWITCH_CONFIG))
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .arg("--stop-with-stdin")
+            .env("PAYNET_LMK", lmk_hex)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        Ok(NodeProcess { child, ready_file })
+    }
+
+    /// The node's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (up to 30 s) for the node's ready file: its addresses.
+    async fn ready(&mut self) -> Result<NodeListing> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let doc: serde_json::Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&self.ready_file) {
+                break serde_json::from_str(&text)?;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Err(anyhow!("a switch node exited before it was ready: {st}"));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(anyhow!("a switch node was not ready in 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let addr = |name: &str| -> Result<SocketAddr> {
+            doc["listeners"][name]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| anyhow!("the node's ready file lacks listener {name}"))
+        };
+        let (a, b) = (addr("acquirer")?, addr("acquirer_ascii")?);
+        let provisioning_api = doc["provisioning_api"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the node's ready file lacks its provisioning API"))?
+            .to_string();
+        Ok(NodeListing {
+            node: NodeEntry {
+                pid: self.pid(),
+                acquirer: Endpoint {
+                    host: a.ip().to_string(),
+                    port: a.port(),
+                    spec: "network".into(),
+                    framing: "2-byte-binary".into(),
+                },
+                acquirer_ascii: Some(Endpoint {
+                    host: b.ip().to_string(),
+                    port: b.port(),
+                    spec: "iso87ascii".into(),
+                    framing: "4-ascii".into(),
+                }),
+                admin: format!("http://{}", doc["admin"].as_str().unwrap_or_default()),
+            },
+            provisioning_api,
+        })
+    }
+
+    /// SIGTERM to every node, then up to 10 s for them all to drain; one still running then is
+    /// killed when dropped.
+    fn stop_all(mut nodes: Vec<NodeProcess>) {
+        for n in &nodes {
+            let _ = std::process::Command::new("kill").args(["-TERM", &n.pid().to_string()]).status();
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            nodes.retain_mut(|n| !matches!(n.child.try_wait(), Ok(Some(_))));
+            if nodes.is_empty() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -222,64 +307,59 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
 
-/// Starts `program node` on the node folder `dir` (config and keystore written there), the LMK in
-/// its environment only, and waits for its ready file.
-async fn spawn_node(program: &Path, dir: &Path, lmk_hex: &str) -> Result<NodeProcess> {
-    let ready = dir.join("ready.json");
-    let _ = std::fs::remove_file(&ready);
-    let mut child = std::process::Command::new(program)
-        .arg("node")
-        .arg("--config")
-        .arg(dir.join(SWITCH_CONFIG))
-        .arg("--ready-file")
-        .arg(&ready)
-        .env("PAYNET_LMK", lmk_hex)
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let doc: serde_json::Value = loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            break serde_json::from_str(&text)?;
+/// A network whose switch nodes each run in their own process ([`start_in_processes`]): this
+/// process keeps the issuer simulator, its admin port and the phone's providers.
+pub struct NodesNetwork {
+    pub ports: PortsFile,
+    pub issuer_state: Arc<ServerState>,
+    issuer_stop: CancellationToken,
+    issuer_task: tokio::task::JoinHandle<()>,
+    issuer_admin_stop: CancellationToken,
+    providers: Option<wallet_sim::providers::Running>,
+    nodes: Vec<NodeProcess>,
+    keeper: Option<kept::Keeper>,
+}
+
+impl NodesNetwork {
+    /// Writes the ports file as [`Network::write_ports_file`] does.
+    pub fn write_ports_file(&self, path: &Path) -> Result<()> {
+        write_ports_file(&self.ports, path)
+    }
+
+    /// The nodes' process IDs, node 0's first.
+    pub fn node_pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(NodeProcess::pid).collect()
+    }
+
+    /// Stops the providers, drains and stops every node, then stops the issuer simulator.
+    pub async fn shutdown(self) {
+        if let Some(p) = self.providers {
+            p.shutdown().await;
         }
-        if let Ok(Some(st)) = child.try_wait() {
-            return Err(anyhow!("a switch node exited before it was ready: {st}"));
+        let nodes = self.nodes;
+        let _ = tokio::task::spawn_blocking(move || NodeProcess::stop_all(nodes)).await;
+        self.issuer_admin_stop.cancel();
+        self.issuer_stop.cancel();
+        let _ = self.issuer_task.await;
+        if let Some(k) = self.keeper {
+            k.stop().await;
         }
-        if tokio::time::Instant::now() > deadline {
-            let _ = child.kill();
-            return Err(anyhow!("a switch node was not ready in 30 s"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let addr = |name: &str| -> Result<SocketAddr> {
-        doc["listeners"][name]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| anyhow!("the node's ready file lacks listener {name}"))
-    };
-    let (a, b) = (addr("acquirer")?, addr("acquirer_ascii")?);
-    let entry = NodeEntry {
-        pid: child.id(),
-        acquirer: Endpoint {
-            host: a.ip().to_string(),
-            port: a.port(),
-            spec: "network".into(),
-            framing: "2-byte-binary".into(),
-        },
-        acquirer_ascii: Some(Endpoint {
-            host: b.ip().to_string(),
-            port: b.port(),
-            spec: "iso87ascii".into(),
-            framing: "4-ascii".into(),
-        }),
-        admin: format!("http://{}", doc["admin"].as_str().unwrap_or_default()),
-    };
-    Ok(NodeProcess { child, entry })
+    }
+}
+
+/// Writes the ports file atomically (a temporary file, then a rename), readable by its owner
+/// only: it holds the test cards' keys and PINs and the test ATMs' initial keys.
+fn write_ports_file(ports: &PortsFile, path: &Path) -> Result<()> {
+    let json = zeroize::Zeroizing::new(serde_json::to_string_pretty(ports)?);
+    crate::private_file::write_atomic(path, json.as_bytes())?;
+    Ok(())
 }
 
 /// An issuer's test credentials for `/v1/issuer/...` (`Authorization: Bearer <name>:<secret>`).
@@ -317,8 +397,6 @@ pub struct Network {
     providers: Option<wallet_sim::providers::Running>,
     /// The further switch nodes of [`Options::nodes`], over the same store.
     others: Vec<RunningNode>,
-    /// The same, each in its own process ([`Options::node_program`]).
-    pub processes: Vec<NodeProcess>,
     /// Saves the issuer's state of a kept network ([`Options::keep`]).
     keeper: Option<kept::Keeper>,
 }
@@ -416,8 +494,151 @@ fn fresh_switch_keystore(
     Ok(ks)
 }
 
-/// Starts issuer simulator and switch, and waits until the switch's issuer link is up.
+/// What a network has before its switch nodes start: the issuer simulator (and its admin port)
+/// running, the keys and test material, the switch's configuration.
+struct Backbone {
+    kept: Option<kept::Kept>,
+    expiry: String,
+    twd_cards: Vec<usize>,
+    lmk_hex: zeroize::Zeroizing<String>,
+    test_cards: Vec<ClearTestCard>,
+    issuer_addr: SocketAddr,
+    issuer_state: Arc<ServerState>,
+    issuer_stop: CancellationToken,
+    issuer_task: tokio::task::JoinHandle<()>,
+    issuer_admin: SocketAddr,
+    issuer_admin_stop: CancellationToken,
+    issuer_admin_token: String,
+    ks: Keystore,
+    atms: Vec<TestAtm>,
+    requestors: Vec<TestRequestor>,
+    token_issuers: Vec<TestIssuerCredential>,
+    cfg: SwitchConfig,
+}
+
+/// Waits (up to 10 s) until every issuer link of `node` is signed on: a node is ready then.
+pub async fn until_signed_on(node: &RunningNode) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !node.engine.issuers.values().all(|h| h.link.is_up()) {
+        if tokio::time::Instant::now() > deadline {
+            return Err(anyhow!("the switch did not sign on to its issuers in 10 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Starts issuer simulator and switch, and waits until the switch's issuer link is up. The nodes
+/// after the first ([`Options::nodes`]) run in this process too; [`start_in_processes`] runs each
+/// in its own.
 pub async fn start(opts: Options) -> Result<Network> {
+    if opts.nodes > 1 && opts.store.url.is_none() {
+        return Err(anyhow!("several switch nodes need a shared store: a PostgreSQL database"));
+    }
+    let b = backbone(&opts).await?;
+    let node = start_switch(&b.cfg, &b.lmk_hex, &opts.dir).await?;
+    let token_service =
+        node.token_service.clone().ok_or_else(|| anyhow!("the switch runs no token service"))?;
+    let api_addr = node.provisioning_api.ok_or_else(|| anyhow!("the switch serves no provisioning API"))?;
+    // Ready when the issuer link is signed on.
+    until_signed_on(&node).await?;
+    let endpoint = |name: &str, spec: &str, framing: &str| -> Result<Endpoint> {
+        let a = node.listener(name).ok_or_else(|| anyhow!("listener {name}"))?;
+        Ok(Endpoint { host: a.ip().to_string(), port: a.port(), spec: spec.into(), framing: framing.into() })
+    };
+    let mut ports = b.ports(
+        endpoint("acquirer", "network", "2-byte-binary")?,
+        endpoint("acquirer_ascii", "iso87ascii", "4-ascii")?,
+        format!("{}://{api_addr}", scheme(&b.cfg.token_service.door)),
+        format!("http://{}", node.admin),
+    );
+    let providers = b.providers(&opts, &mut ports).await?;
+    let mut others = Vec::new();
+    for i in 1..opts.nodes {
+        let (dir, node_cfg) = b.node_config(&opts.dir, i)?;
+        others.push(start_switch(&node_cfg, &b.lmk_hex, &dir).await?);
+    }
+    let Backbone {
+        kept,
+        expiry,
+        twd_cards,
+        lmk_hex,
+        issuer_addr,
+        issuer_state,
+        issuer_stop,
+        issuer_task,
+        issuer_admin_stop,
+        cfg,
+        ..
+    } = b;
+    let keeper = keeper(kept, &ports, expiry, twd_cards, &issuer_state)?;
+    Ok(Network {
+        switch: node,
+        issuer_addr,
+        ports,
+        issuer_state,
+        issuer_stop,
+        issuer_task: Some(issuer_task),
+        issuer_admin_stop,
+        token_service,
+        switch_cfg: cfg,
+        lmk_hex,
+        dir: opts.dir.clone(),
+        providers,
+        others,
+        keeper,
+    })
+}
+
+/// `serve --nodes N`: every switch node in its own OS process (`program node`, node 0 too), so
+/// that an outside tool can kill any one of them and leave the rest of the network — the issuer
+/// simulator, the phone's providers, the other nodes — running. Needs a PostgreSQL store
+/// ([`Options::store`]). Returns once every node is ready (its listeners accept, its issuer link
+/// is signed on); the ports file's `nodes` lists them, node 0 (the file's `acquirer`,
+/// `acquirer_ascii`, `admin` and `provisioning_api`) first.
+pub async fn start_in_processes(opts: Options, program: &Path) -> Result<NodesNetwork> {
+    if opts.store.url.is_none() {
+        return Err(anyhow!(
+            "switch nodes in processes of their own need a shared store: a PostgreSQL database"
+        ));
+    }
+    let b = backbone(&opts).await?;
+    // Node 0 first, alone: it makes the database's tables; the others then start side by side.
+    crate::private_file::write_atomic(&opts.dir.join(SWITCH_CONFIG), b.cfg.to_toml()?.as_bytes())?;
+    let mut nodes = vec![NodeProcess::spawn(program, &opts.dir, &b.lmk_hex)?];
+    let mut listings = vec![nodes[0].ready().await?];
+    for i in 1..opts.nodes.max(1) {
+        let (dir, node_cfg) = b.node_config(&opts.dir, i)?;
+        crate::private_file::write_atomic(&dir.join(SWITCH_CONFIG), node_cfg.to_toml()?.as_bytes())?;
+        nodes.push(NodeProcess::spawn(program, &dir, &b.lmk_hex)?);
+    }
+    for n in &mut nodes[1..] {
+        listings.push(n.ready().await?);
+    }
+    let first = listings[0].clone();
+    let ascii = first.node.acquirer_ascii.clone().ok_or_else(|| anyhow!("node 0 has no ASCII listener"))?;
+    let mut ports = b.ports(first.node.acquirer, ascii, first.provisioning_api, first.node.admin);
+    ports.nodes = Some(listings);
+    let providers = b.providers(&opts, &mut ports).await?;
+    let Backbone {
+        kept, expiry, twd_cards, issuer_state, issuer_stop, issuer_task, issuer_admin_stop, ..
+    } = b;
+    let keeper = keeper(kept, &ports, expiry, twd_cards, &issuer_state)?;
+    Ok(NodesNetwork {
+        ports,
+        issuer_state,
+        issuer_stop,
+        issuer_task,
+        issuer_admin_stop,
+        providers,
+        nodes,
+        keeper,
+    })
+}
+
+/// Starts the issuer simulator and its admin port, and makes (or, kept, brings back) the keys,
+/// the test material and the switch's configuration.
+async fn backbone(opts: &Options) -> Result<Backbone> {
     std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
     // A kept network's LMK is in its folder; any other network's is fresh and in memory only.
     let kept = if opts.keep { Some(kept::Kept::open(&opts.dir)?) } else { None };
@@ -522,7 +743,7 @@ pub async fn start(opts: Options) -> Result<Network> {
 
     let ks = match restored {
         Some((k, _)) => k.switch_keystore()?,
-        None => fresh_switch_keystore(&opts, &lmk_hex, &test, link_mac_key)?,
+        None => fresh_switch_keystore(opts, &lmk_hex, &test, link_mac_key)?,
     };
     let bdk = ks.get_tdes(&KeyName::new("acquirer.bdk")?, crypto::keyblock::KeyUsage::BDK)?;
     let mut atms = Vec::new();
@@ -636,7 +857,7 @@ pub async fn start(opts: Options) -> Result<Network> {
         saf: switch::config::SafConfig { retry_base_ms: 200, retry_max_ms: 5_000, ..Default::default() },
         store: opts.store.clone(),
         // The token service runs in the node (its requestors' and issuers' secrets are generated).
-        token_service: token_service_config(&opts, &requestors, &token_issuers),
+        token_service: token_service_config(opts, &requestors, &token_issuers),
         stand_in: switch::config::StandInStateConfig::default(),
     };
     // A kept network's cards are billed as they were when it was made.
@@ -645,115 +866,115 @@ pub async fn start(opts: Options) -> Result<Network> {
     if let Some(k) = &kept {
         k.same_ports(&mut cfg);
     }
-    let node = start_switch(&cfg, &lmk_hex, &opts.dir).await?;
-    let token_service =
-        node.token_service.clone().ok_or_else(|| anyhow!("the switch runs no token service"))?;
-    let api_addr = node.provisioning_api.ok_or_else(|| anyhow!("the switch serves no provisioning API"))?;
-    // Ready when the issuer link is signed on.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !node.engine.issuers.values().all(|h| h.link.is_up()) {
-        if tokio::time::Instant::now() > deadline {
-            return Err(anyhow!("the switch did not sign on to the issuer simulator in 10 s"));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let endpoint = |name: &str, spec: &str, framing: &str| -> Result<Endpoint> {
-        let a = node.listener(name).ok_or_else(|| anyhow!("listener {name}"))?;
-        Ok(Endpoint { host: a.ip().to_string(), port: a.port(), spec: spec.into(), framing: framing.into() })
-    };
-    let mut ports = PortsFile {
-        acquirer: endpoint("acquirer", "network", "2-byte-binary")?,
-        acquirer_ascii: endpoint("acquirer_ascii", "iso87ascii", "4-ascii")?,
-        provisioning_api: format!("{}://{api_addr}", scheme(&cfg.token_service.door)),
-        admin: format!("http://{}", node.admin),
-        terminals: test_terminals(&atms),
-        test_cards: test.clear.clone(),
-        atm_terminals: atms,
-        issuer: issuer_addr.to_string(),
-        issuer_admin: format!("http://{issuer_admin}"),
+    let test_cards = test.clear.clone();
+    Ok(Backbone {
+        kept,
+        expiry,
+        twd_cards,
+        lmk_hex,
+        test_cards,
+        issuer_addr,
+        issuer_state,
+        issuer_stop,
+        issuer_task,
+        issuer_admin,
+        issuer_admin_stop,
         issuer_admin_token,
-        token_requestors: requestors,
+        ks,
+        atms,
+        requestors,
         token_issuers,
-        wallet_providers: None,
-        nodes: None,
-    };
-    let providers = if opts.wallet_providers {
-        let store = match &kept {
-            Some(_) => Some(kept::ProvidersStore::open(&opts.dir, &ks)?
+        cfg,
+    })
+}
+
+impl Backbone {
+    /// The ports file of a network whose node 0 has these addresses.
+    fn ports(
+        &self,
+        acquirer: Endpoint,
+        acquirer_ascii: Endpoint,
+        provisioning_api: String,
+        admin: String,
+    ) -> PortsFile {
+        PortsFile {
+            acquirer,
+            acquirer_ascii,
+            provisioning_api,
+            admin,
+            terminals: test_terminals(&self.atms),
+            test_cards: self.test_cards.clone(),
+            atm_terminals: self.atms.clone(),
+            issuer: self.issuer_addr.to_string(),
+            issuer_admin: format!("http://{}", self.issuer_admin),
+            issuer_admin_token: self.issuer_admin_token.clone(),
+            token_requestors: self.requestors.clone(),
+            token_issuers: self.token_issuers.clone(),
+            wallet_providers: None,
+            nodes: None,
+        }
+    }
+
+    /// The phone's providers ([`Options::wallet_providers`]) against the ports file's
+    /// provisioning API; their addresses go in the ports file.
+    async fn providers(
+        &self,
+        opts: &Options,
+        ports: &mut PortsFile,
+    ) -> Result<Option<wallet_sim::providers::Running>> {
+        if !opts.wallet_providers {
+            return Ok(None);
+        }
+        let store = match &self.kept {
+            Some(_) => Some(kept::ProvidersStore::open(&opts.dir, &self.ks)?
                 as Arc<dyn wallet_sim::providers::kept::KeptStore>),
             None => None,
         };
         let running =
-            start_providers(&ports, issuer_state.clone(), store, opts.provider_doors.clone()).await?;
+            start_providers(ports, self.issuer_state.clone(), store, opts.provider_doors.clone()).await?;
         ports.wallet_providers = Some(running.addrs.clone());
-        Some(running)
-    } else {
-        None
-    };
-    if opts.nodes > 1 && cfg.store.url.is_none() {
-        return Err(anyhow!("several switch nodes need a shared store: a PostgreSQL database"));
+        Ok(Some(running))
     }
-    let mut others = Vec::new();
-    let mut processes = Vec::new();
-    for i in 1..opts.nodes {
-        let dir = opts.dir.join(format!("node-{i}"));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::copy(opts.dir.join(&cfg.keys.keystore), dir.join(&cfg.keys.keystore))?;
-        let mut node_cfg = cfg.clone();
-        node_cfg.node.name = format!("serve-{i}");
-        // Every node detokenizes (a token pays on any of them) over the vault in the shared
-        // database; requestors are given node 0's provisioning API, the others' listen unnamed.
-        node_cfg.token_service.listen = "127.0.0.1:0".into();
-        match &opts.node_program {
-            Some(program) => {
-                crate::private_file::write_atomic(&dir.join(SWITCH_CONFIG), node_cfg.to_toml()?.as_bytes())?;
-                processes.push(spawn_node(program, &dir, &lmk_hex).await?);
-            }
-            None => others.push(start_switch(&node_cfg, &lmk_hex, &dir).await?),
+
+    /// Node `i`'s folder (`node-i` in `dir`, with a copy of the switch's keystore) and
+    /// configuration: node 0's, under its own name, every listener on a port from the OS. Every
+    /// node runs the token service (a token pays on any of them) over the vault in the shared
+    /// database, its provisioning API included.
+    fn node_config(&self, dir: &Path, i: usize) -> Result<(PathBuf, SwitchConfig)> {
+        let node_dir = dir.join(format!("node-{i}"));
+        std::fs::create_dir_all(&node_dir)?;
+        std::fs::copy(dir.join(&self.cfg.keys.keystore), node_dir.join(&self.cfg.keys.keystore))?;
+        let mut cfg = self.cfg.clone();
+        cfg.node.name = format!("serve-{i}");
+        for l in &mut cfg.listeners {
+            l.listen = "127.0.0.1:0".into();
         }
+        cfg.admin.listen = "127.0.0.1:0".into();
+        cfg.token_service.listen = "127.0.0.1:0".into();
+        Ok((node_dir, cfg))
     }
-    if opts.node_program.is_some() {
-        let first = NodeEntry {
-            pid: std::process::id(),
-            acquirer: ports.acquirer.clone(),
-            acquirer_ascii: Some(ports.acquirer_ascii.clone()),
-            admin: ports.admin.clone(),
-        };
-        ports.nodes = Some(std::iter::once(first).chain(processes.iter().map(|p| p.entry.clone())).collect());
-    }
-    let keeper = match kept {
-        Some(k) => {
-            let saved = kept::Saved {
-                cards: ports.test_cards.len(),
-                expiry,
-                lmk_kcv: k.lmk_kcv()?,
-                component_kcvs: Vec::new(),
-                requestors: ports.token_requestors.clone(),
-                token_issuers: ports.token_issuers.clone(),
-                twd_cards,
-                issuer_admin_token: Some(ports.issuer_admin_token.clone()),
-            };
-            Some(k.keep(saved, issuer_state.clone())?)
-        }
-        None => None,
+}
+
+/// Saves the issuer's state of a kept network ([`Options::keep`]) while it runs.
+fn keeper(
+    kept: Option<kept::Kept>,
+    ports: &PortsFile,
+    expiry: String,
+    twd_cards: Vec<usize>,
+    issuer: &Arc<ServerState>,
+) -> Result<Option<kept::Keeper>> {
+    let Some(k) = kept else { return Ok(None) };
+    let saved = kept::Saved {
+        cards: ports.test_cards.len(),
+        expiry,
+        lmk_kcv: k.lmk_kcv()?,
+        component_kcvs: Vec::new(),
+        requestors: ports.token_requestors.clone(),
+        token_issuers: ports.token_issuers.clone(),
+        twd_cards,
+        issuer_admin_token: Some(ports.issuer_admin_token.clone()),
     };
-    Ok(Network {
-        switch: node,
-        issuer_addr,
-        ports,
-        issuer_state,
-        issuer_stop,
-        issuer_task: Some(issuer_task),
-        issuer_admin_stop,
-        token_service,
-        switch_cfg: cfg,
-        lmk_hex,
-        dir: opts.dir.clone(),
-        providers,
-        others,
-        processes,
-        keeper,
-    })
+    Ok(Some(k.keep(saved, issuer.clone())?))
 }
 
 /// The phone's providers against the network's token service, with the issuer's perso bureau
@@ -892,20 +1113,12 @@ impl Network {
     /// Writes the ports file atomically (a temporary file, then a rename), readable by its owner
     /// only: it holds the test cards' keys and PINs and the test ATMs' initial keys.
     pub fn write_ports_file(&self, path: &Path) -> Result<()> {
-        let json = zeroize::Zeroizing::new(serde_json::to_string_pretty(&self.ports)?);
-        crate::private_file::write_atomic(path, json.as_bytes())?;
-        Ok(())
+        write_ports_file(&self.ports, path)
     }
 
     /// The acquirer listener (`network` spec) of every switch node, the first node's first.
     pub fn acquirer_nodes(&self) -> Vec<SocketAddr> {
-        let in_process =
-            std::iter::once(&self.switch).chain(&self.others).filter_map(|n| n.listener("acquirer"));
-        let processes = self
-            .processes
-            .iter()
-            .filter_map(|p| format!("{}:{}", p.entry.acquirer.host, p.entry.acquirer.port).parse().ok());
-        in_process.chain(processes).collect()
+        std::iter::once(&self.switch).chain(&self.others).filter_map(|n| n.listener("acquirer")).collect()
     }
 
     /// Drains the switch, then stops the issuer simulator.
@@ -916,8 +1129,6 @@ impl Network {
         for n in self.others {
             n.shutdown().await;
         }
-        let processes = self.processes;
-        let _ = tokio::task::spawn_blocking(move || processes.into_iter().for_each(NodeProcess::stop)).await;
         self.switch.shutdown().await;
         self.issuer_admin_stop.cancel();
         self.issuer_stop.cancel();
@@ -966,7 +1177,6 @@ impl Network {
             dir,
             providers,
             others,
-            processes,
             keeper,
         } = self;
         switch.shutdown().await;
@@ -998,7 +1208,6 @@ impl Network {
             dir,
             providers,
             others,
-            processes,
             keeper,
         })
     }

@@ -1,7 +1,8 @@
 //! `paynet serve --nodes 3 --database-url URL`: three switch nodes over one PostgreSQL database,
-//! the second and third in processes of their own, listed in the ports file's `nodes` with their
-//! process IDs; each answers the test cards; one killed with SIGKILL leaves the others answering;
-//! stopping serve stops them all. Every node runs the token service over the shared vault: a token
+//! each in a process of its own (serve keeps the issuer simulator and the providers), listed in
+//! the ports file's `nodes` with their process IDs and provisioning APIs; each answers the test
+//! cards; one killed with SIGKILL — node 0 too, under load — leaves the others and the issuer
+//! simulator answering; stopping serve stops them all, and so does killing it. Every node runs the token service over the shared vault: a token
 //! provisioned through node 0's API pays on node 1, a suspension on node 0 is refused on node 1,
 //! and a cloud token's limited-use key spent on one node does not pay again on the other.
 //! Skipped without a database unless `PAYNET_REQUIRE_POSTGRES=1`.
@@ -38,9 +39,18 @@ async fn three_nodes_in_their_own_processes_share_one_database() {
     assert_eq!(nodes[0]["acquirer"], doc["acquirer"], "node 0 is the ports file's acquirer");
     assert_eq!(nodes[0]["acquirer_ascii"], doc["acquirer_ascii"]);
     let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().expect("pid")).collect();
-    assert_eq!(pids[0], u64::from(serve.0.id()));
+    let serve_pid = u64::from(serve.0.id());
+    assert!(
+        pids.iter().all(|p| *p != serve_pid && alive(*p)),
+        "every node is a process of its own: {pids:?}"
+    );
     assert!(pids[1] != pids[0] && pids[2] != pids[0] && pids[1] != pids[2], "{pids:?}");
     assert!(nodes.iter().all(|n| n["admin"].as_str().is_some_and(|a| a.starts_with("http://127.0.0.1:"))));
+    assert_eq!(nodes[0]["admin"], doc["admin"]);
+    assert_eq!(nodes[0]["provisioning_api"], doc["provisioning_api"], "node 0's API is the network's");
+    let apis: std::collections::BTreeSet<&str> =
+        nodes.iter().map(|n| n["provisioning_api"].as_str().expect("each node's API")).collect();
+    assert_eq!(apis.len(), 3, "each node serves its own provisioning API: {apis:?}");
     let cards: Vec<TestCard> = serde_json::from_value(doc["test_cards"].clone()).expect("cards");
 
     let purchase_at = |i: usize, stan: u32| {
@@ -88,7 +98,7 @@ async fn three_nodes_in_their_own_processes_share_one_database() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
     assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("00"), Some(10_000)), "{v}");
     drop(serve);
-    assert!(!alive(pids[1]), "serve stopped its nodes");
+    assert!(!alive(pids[0]) && !alive(pids[1]), "serve stopped its nodes");
 }
 
 struct DropSchema(switch::store::postgres::PgOptions);
@@ -119,13 +129,46 @@ impl terminal_sim::load::RequestSource for Purchases {
     }
 }
 
+/// Waits (up to 30 s: a node drains before it exits) until process `pid` is gone.
+async fn until_gone(pid: u64, what: &str) {
+    for _ in 0..300 {
+        if !alive(pid) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: process {pid} is still running");
+}
+
+/// A purchase of `card` at the binary acquirer listener of node `node` of the ports file: the
+/// answer's response code.
+async fn purchase_on(node: &serde_json::Value, card: &TestCard, stan: u32, atc: u16) -> String {
+    let spec = Spec::builtin("network").expect("spec");
+    let req = terminal_kit::pos::chip_request(spec, card, &Tx::purchase(stan, 1_000, atc)).expect("request");
+    let a = &node["acquirer"];
+    let mut c = Client::connect_to(
+        a["host"].as_str().expect("host"),
+        a["port"].as_u64().expect("port") as u16,
+        FramingKind::Binary2,
+        "network",
+    )
+    .await;
+    rc(&c.call(&req).await)
+}
+
+/// Node 0 — the ports file's `acquirer`, `admin` and `provisioning_api` — killed with SIGKILL
+/// under load: the load generator's connections to it go on at the others, and everything is
+/// reconciled; the issuer simulator (in serve) is untouched; a token provisioned through node 0
+/// pays on the others; an ATM whose ports file names node 0 first is served; provisioning goes on
+/// through the other nodes' APIs, an OTP step-up started on one completed on another. Serve
+/// killed with SIGKILL takes its nodes with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_load_generator_fails_over_when_a_node_dies_under_it() {
+async fn the_load_generator_fails_over_when_node_0_dies_under_it() {
     let Some(db) = testkit::pg::database("load_failover") else { return };
     let _schema = DropSchema(switch::store::postgres::PgOptions::new(db.url.clone(), db.schema.clone()));
     let tmp = tempfile::tempdir().expect("tempdir");
     let ports = tmp.path().join("ports.json");
-    let _serve = common::process::serve_with(
+    let mut serve = common::process::serve_with(
         &ports,
         tmp.path(),
         &["--nodes", "3", "--cards", "16", "--database-url", &db.url, "--schema", &db.schema],
@@ -133,8 +176,20 @@ async fn the_load_generator_fails_over_when_a_node_dies_under_it() {
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&ports).expect("ports file")).expect("JSON");
     let nodes = doc["nodes"].as_array().expect("nodes").clone();
-    let victim = nodes[2]["pid"].as_u64().expect("pid").to_string();
+    let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().expect("pid")).collect();
+    let victim = pids[0].to_string();
     let cards: Vec<TestCard> = serde_json::from_value(doc["test_cards"].clone()).expect("cards");
+    let requestor = doc["token_requestors"]
+        .as_array()
+        .expect("requestors")
+        .iter()
+        .find(|r| r["kind"] == "wallet")
+        .map(|r| format!("{}:{}", r["id"].as_str().expect("id"), r["secret"].as_str().expect("secret")))
+        .expect("a wallet requestor");
+    // A token provisioned through node 0's API (the ports file's), before it dies.
+    let api_0 = doc["provisioning_api"].as_str().expect("API");
+    let phone =
+        common::provision_token_at(api_0, &requestor, "kill0-w1", &cards[0].pan, &cards[0].expiry).await;
     let spec = Spec::builtin("network").expect("spec");
     let targets: Vec<terminal_kit::link::Target> = nodes
         .iter()
@@ -150,7 +205,7 @@ async fn the_load_generator_fails_over_when_a_node_dies_under_it() {
         connections: 6,
         timeout: std::time::Duration::from_secs(10),
     };
-    // Node 2 is killed once a third of the requests went out: its connections go on at node 0.
+    // Node 0 is killed once a third of the requests went out: its connections go on at the next.
     let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress = {
         let killed = killed.clone();
@@ -160,9 +215,13 @@ async fn the_load_generator_fails_over_when_a_node_dies_under_it() {
             }
         })
     };
-    let report =
-        terminal_sim::load::run_spread(targets, plan, std::sync::Arc::new(Purchases { cards }), progress)
-            .await;
+    let report = terminal_sim::load::run_spread(
+        targets,
+        plan,
+        std::sync::Arc::new(Purchases { cards: cards.clone() }),
+        progress,
+    )
+    .await;
     assert!(killed.load(std::sync::atomic::Ordering::Acquire), "the node was killed during the run");
     assert_eq!(report.sent, 800, "the whole schedule went out, the dead node's share at the next");
     assert_eq!(report.failovers, 2, "both connections of the dead node went on elsewhere");
@@ -172,6 +231,82 @@ async fn the_load_generator_fails_over_when_a_node_dies_under_it() {
         "each taken in charge, or had no original"
     );
     assert_eq!(report.approved + report.declined + report.errors + report.timeouts, report.sent);
+    assert!(!alive(pids[0]), "node 0 is dead");
+    assert!(matches!(serve.0.try_wait(), Ok(None)), "serve, with the issuer simulator, runs on");
+
+    // The issuer simulator is untouched: its admin port answers, and the other nodes' payments
+    // reach it (an ATC beyond the load's, each card's own).
+    let sms = testkit::http::get(
+        doc["issuer_admin"].as_str().expect("issuer admin"),
+        "/v1/sms",
+        doc["issuer_admin_token"].as_str(),
+    )
+    .await;
+    assert_eq!(sms.status, 200, "the issuer's admin port answers");
+    assert_eq!(purchase_on(&nodes[1], &cards[2], 901, 900).await, "00", "a card pays on node 1");
+    assert_eq!(purchase_on(&nodes[2], &cards[3], 902, 900).await, "00", "and on node 2");
+    // The token node 0 provisioned pays on node 1 and node 2.
+    assert_eq!(purchase_on(&nodes[1], &phone, 903, 1).await, "00", "the token pays on node 1");
+    assert_eq!(purchase_on(&nodes[2], &phone, 904, 2).await, "00", "and on node 2");
+
+    // An ATM reading the ports file as serve wrote it (node 0 first) fails over and is served.
+    let out = std::process::Command::new(common::process::workspace_bin("atm-sim"))
+        .args(["cash-advance", "--json", "--card", "5", "--amount", "10000", "--pin"])
+        .arg(cards[5].pin.as_str())
+        .arg("--ports-file")
+        .arg(&ports)
+        .arg("--state")
+        .arg(tmp.path().join("atm-state"))
+        .output()
+        .expect("atm-sim");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("00"), Some(10_000)), "{v}");
+
+    // Provisioning goes on through node 1's API; a step-up started there (the second test card's
+    // issuer asks for an OTP) is completed through node 2's, and the token pays on node 1.
+    let api = |i: usize| nodes[i]["provisioning_api"].as_str().expect("node's API").to_string();
+    let other =
+        common::provision_token_at(&api(1), &requestor, "kill0-w2", &cards[4].pan, &cards[4].expiry).await;
+    assert_eq!(purchase_on(&nodes[2], &other, 905, 1).await, "00", "a token provisioned on node 1");
+    let device = hex::encode(crypto::device::public_key(&DEVICE_SECRET).expect("public key"));
+    let body = serde_json::json!({"request_id": "kill0-w3", "pan": cards[1].pan, "expiry": cards[1].expiry, "device_public_key": device});
+    let a = testkit::http::post(&api(1), "/v1/provision", Some(&requestor), &body.to_string()).await;
+    let a = a.json();
+    assert_eq!(a["status"], "otp_required", "{a}");
+    let id = a["provisioning_id"].as_str().expect("id");
+    let sms = testkit::http::get(
+        doc["issuer_admin"].as_str().expect("issuer admin"),
+        "/v1/sms",
+        doc["issuer_admin_token"].as_str(),
+    )
+    .await
+    .json();
+    let last4 = &cards[1].pan[cards[1].pan.len() - 4..];
+    let otp = sms
+        .as_array()
+        .expect("messages")
+        .iter()
+        .rev()
+        .find(|m| m["card"].as_str().is_some_and(|c| c.ends_with(last4)));
+    let otp = otp.and_then(|m| m["otp"].as_str()).expect("the cardholder's OTP");
+    let done = testkit::http::post(
+        &api(2),
+        &format!("/v1/provision/{id}/otp"),
+        Some(&requestor),
+        &format!("{{\"otp\":\"{otp}\"}}"),
+    )
+    .await
+    .json();
+    assert_eq!(done["status"], "approved", "the step-up completed on node 2: {done}");
+
+    // Serve killed outright: its nodes see their standard input close and stop.
+    let st =
+        std::process::Command::new("kill").args(["-KILL", &serve.0.id().to_string()]).status().expect("kill");
+    assert!(st.success());
+    until_gone(pids[1], "node 1 outlived serve").await;
+    until_gone(pids[2], "node 2 outlived serve").await;
 }
 
 const DEVICE_SECRET: [u8; 32] = [0x2A; 32];

@@ -1,8 +1,10 @@
 //! `paynet serve --ports-file FILE` (INTERFACES.md §5): the switch and the issuer simulator on
 //! 127.0.0.1 with ports from the OS, on the embedded defaults; the ports file is written once every
 //! listener accepts and the issuer link is up; runs until SIGINT or SIGTERM, then drains.
-//! `--nodes N --database-url URL`: N switch nodes over one PostgreSQL database, the ones after the
-//! first as their own processes (`paynet node`), listed in the ports file's `nodes`.
+//! `--nodes N --database-url URL`: N switch nodes over one PostgreSQL database, each in its own
+//! process (`paynet node`), listed in the ports file's `nodes`; this process keeps the issuer
+//! simulator and the phone's providers, writes the ports file once every node is ready, and stops
+//! the nodes when it stops (they also stop by themselves if it dies: see `paynet::network`).
 //!
 //! Without `--state` every start is a new network in a temporary folder. With `--state DIR` the
 //! network lives in DIR (`paynet::network::kept`) and a start on the same DIR brings it back: the
@@ -33,9 +35,9 @@ pub struct ServeArgs {
     /// switch's `[token_service] luk_ttl_s`).
     #[arg(long, value_name = "SECONDS", default_value_t = switch::config::TokenServiceConfig::default().luk_ttl_s)]
     luk_ttl_s: u64,
-    /// Run N switch nodes over one PostgreSQL database (`--database-url`): the first in this
-    /// process (with the token service), each other in its own; the ports file lists them all
-    /// under `nodes`, with their process IDs.
+    /// Run N switch nodes over one PostgreSQL database (`--database-url`), each in its own
+    /// process with the token service and its provisioning API; the ports file lists them all
+    /// under `nodes`, with their process IDs and provisioning APIs.
     #[arg(long, value_name = "N", default_value_t = 1, requires = "database_url")]
     nodes: usize,
     /// The PostgreSQL database the switch nodes share (`postgres://user@host:port/database`).
@@ -69,20 +71,31 @@ pub fn run(a: ServeArgs) -> Result<()> {
             opts.store.url = Some(url);
             opts.store.schema = a.schema;
         }
+        opts.keep = a.state.is_some();
+        let files: Vec<PathBuf> =
+            a.ports_file.iter().cloned().chain(a.state.as_ref().map(|d| d.join("ports.json"))).collect();
+        let announce = |write: &dyn Fn(&std::path::Path) -> Result<()>| -> Result<()> {
+            for f in &files {
+                write(f).with_context(|| format!("writing {}", f.display()))?;
+                tracing::info!(ports_file = %f.display(), "network up");
+            }
+            Ok(())
+        };
         if a.nodes > 1 {
             opts.nodes = a.nodes;
-            opts.node_program = Some(std::env::current_exe().context("finding this program")?);
+            let program = std::env::current_exe().context("finding this program")?;
+            let net = paynet::network::start_in_processes(opts, &program).await?;
+            announce(&|f| net.write_ports_file(f))?;
+            door::process::shutdown_signal().await;
+            tracing::info!("shutting down");
+            net.shutdown().await;
+        } else {
+            let net = paynet::network::start(opts).await?;
+            announce(&|f| net.write_ports_file(f))?;
+            door::process::shutdown_signal().await;
+            tracing::info!("shutting down");
+            net.shutdown().await;
         }
-        opts.keep = a.state.is_some();
-        let net = paynet::network::start(opts).await?;
-        let files = a.ports_file.iter().cloned().chain(a.state.as_ref().map(|d| d.join("ports.json")));
-        for f in files {
-            net.write_ports_file(&f).with_context(|| format!("writing {}", f.display()))?;
-            tracing::info!(ports_file = %f.display(), "network up");
-        }
-        door::process::shutdown_signal().await;
-        tracing::info!("shutting down");
-        net.shutdown().await;
         drop(tmp);
         Ok(())
     })

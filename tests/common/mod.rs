@@ -105,10 +105,21 @@ pub async fn provision_token(
 ) -> terminal_kit::pos::TestCard {
     let r = &net.ports.token_requestors[0];
     let auth = format!("{}:{}", r.id, r.secret);
+    provision_token_at(&net.ports.provisioning_api, &auth, request_id, &card.pan, &card.expiry).await
+}
+
+/// [`provision_token`] through the provisioning API at `api` (one node's, of `serve --nodes N`),
+/// as the requestor `auth` (`id:secret`), for the card `pan`/`expiry`.
+pub async fn provision_token_at(
+    api: &str,
+    auth: &str,
+    request_id: &str,
+    pan: &str,
+    expiry: &str,
+) -> terminal_kit::pos::TestCard {
     let device = hex::encode(crypto::device::public_key(&DEVICE_SECRET).expect("public key"));
-    let body = serde_json::json!({"request_id": request_id, "pan": card.pan, "expiry": card.expiry, "device_public_key": device}).to_string();
-    let api = &net.ports.provisioning_api;
-    let a = testkit::http::post(api, "/v1/provision", Some(&auth), &body).await;
+    let body = serde_json::json!({"request_id": request_id, "pan": pan, "expiry": expiry, "device_public_key": device}).to_string();
+    let a = testkit::http::post(api, "/v1/provision", Some(auth), &body).await;
     let a = a.json();
     assert_eq!(a["status"], "approved", "provisioning: {a}");
     let token_ref = a["token_ref"].as_str().expect("token_ref");
@@ -117,7 +128,7 @@ pub async fn provision_token(
         .expect("opens on the device");
     let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
     let confirmed =
-        testkit::http::post(api, &format!("/v1/tokens/{token_ref}/confirm"), Some(&auth), "").await;
+        testkit::http::post(api, &format!("/v1/tokens/{token_ref}/confirm"), Some(auth), "").await;
     assert_eq!(confirmed.status, 200, "confirming the token");
     let text = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("profile {k}")).to_string();
     terminal_kit::pos::TestCard {
