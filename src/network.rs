@@ -323,8 +323,32 @@ pub struct NodesNetwork {
     issuer_task: tokio::task::JoinHandle<()>,
     issuer_admin_stop: CancellationToken,
     providers: Option<wallet_sim::providers::Running>,
-    nodes: Vec<NodeProcess>,
+    /// The nodes, node 0 first; a watcher reaps (and logs) one that exits.
+    nodes: Arc<Mutex<Vec<NodeProcess>>>,
+    watch_stop: CancellationToken,
     keeper: Option<kept::Keeper>,
+}
+
+/// Watches the nodes every 250 ms until `stop`: one that exited (killed by an operator's tool,
+/// crashed) is reaped at once — its process ID is gone, not left a zombie — and logged.
+fn watch_nodes(nodes: Arc<Mutex<Vec<NodeProcess>>>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut logged = std::collections::BTreeSet::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            let mut nodes = nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (i, n) in nodes.iter_mut().enumerate() {
+                if let Ok(Some(status)) = n.child.try_wait()
+                    && logged.insert(i)
+                {
+                    tracing::warn!(node = i, pid = n.pid(), %status, "a switch node exited; the others go on");
+                }
+            }
+        }
+    });
 }
 
 impl NodesNetwork {
@@ -335,7 +359,12 @@ impl NodesNetwork {
 
     /// The nodes' process IDs, node 0's first.
     pub fn node_pids(&self) -> Vec<u32> {
-        self.nodes.iter().map(NodeProcess::pid).collect()
+        self.nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(NodeProcess::pid)
+            .collect()
     }
 
     /// Stops the providers, drains and stops every node, then stops the issuer simulator.
@@ -343,7 +372,9 @@ impl NodesNetwork {
         if let Some(p) = self.providers {
             p.shutdown().await;
         }
-        let nodes = self.nodes;
+        self.watch_stop.cancel();
+        let nodes =
+            std::mem::take(&mut *self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let _ = tokio::task::spawn_blocking(move || NodeProcess::stop_all(nodes)).await;
         self.issuer_admin_stop.cancel();
         self.issuer_stop.cancel();
@@ -624,6 +655,9 @@ pub async fn start_in_processes(opts: Options, program: &Path) -> Result<NodesNe
         kept, expiry, twd_cards, issuer_state, issuer_stop, issuer_task, issuer_admin_stop, ..
     } = b;
     let keeper = keeper(kept, &ports, expiry, twd_cards, &issuer_state)?;
+    let nodes = Arc::new(Mutex::new(nodes));
+    let watch_stop = CancellationToken::new();
+    watch_nodes(nodes.clone(), watch_stop.clone());
     Ok(NodesNetwork {
         ports,
         issuer_state,
@@ -632,6 +666,7 @@ pub async fn start_in_processes(opts: Options, program: &Path) -> Result<NodesNe
         issuer_admin_stop,
         providers,
         nodes,
+        watch_stop,
         keeper,
     })
 }

@@ -232,6 +232,15 @@ async fn the_load_generator_fails_over_when_node_0_dies_under_it() {
     );
     assert_eq!(report.approved + report.declined + report.errors + report.timeouts, report.sent);
     assert!(!alive(pids[0]), "node 0 is dead");
+    // Serve notices and reaps it: its process ID is gone, not left a zombie.
+    let proc_0 = std::path::PathBuf::from(format!("/proc/{}", pids[0]));
+    for _ in 0..100 {
+        if !proc_0.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!proc_0.exists(), "serve reaped node 0");
     assert!(matches!(serve.0.try_wait(), Ok(None)), "serve, with the issuer simulator, runs on");
 
     // The issuer simulator is untouched: its admin port answers, and the other nodes' payments
