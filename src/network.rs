@@ -8,6 +8,11 @@
 //! lifetime, requestors and issuers) and its keystore into the run's folder, and the node builds
 //! everything — the token service and its provisioning API included — from them.
 //!
+//! [`start`] runs the switch node (and any further ones of [`Options::nodes`]) in this process;
+//! [`start_in_processes`] (`serve --nodes N`) runs each node in an OS process of its own
+//! (`paynet node`), this process keeping the issuer simulator, its admin port and the phone's
+//! providers, so that any node can be killed alone.
+//!
 //! Keys: a fresh LMK per run, held in memory only; the switch's and the issuer's keystores (key
 //! blocks under it) live in the run's folder. A kept network ([`Options::keep`], `serve --state
 //! DIR`) keeps its LMK as two components in its folder instead, and comes back whole ([`kept`]). The test cards' clear material (ICC master keys,
