@@ -5,7 +5,7 @@
 
 mod common;
 
-use codecs::iso8583::Spec;
+use codecs::iso8583::{Message, Spec};
 use common::profile;
 use common::{Client, rc};
 use emv::card::{CardKeys, EmvApplet, Luk};
@@ -20,10 +20,31 @@ async fn pay(c: &mut Client, card: &mut EmvApplet, stan: u32, amount: u64) -> (S
     let tapped = tap(card, &TerminalConfig::default(), &tx).expect("tap");
     assert_eq!(tapped.cid, 0x80, "an ARQC");
     let req = tap_request(spec, &tapped, &Tx::purchase(stan, amount, 0)).expect("request");
+    assert_card_named(&req);
     let rsp = c.call(&req).await;
     let icc = rsp.icc_data().ok().flatten().expect("DE 55 in the answer");
     let t91 = tag91(&icc).expect("tag 91");
     (rc(&rsp), issuer_authenticate(card, &t91))
+}
+
+/// The value of `tag` in the request's DE 55.
+fn chip_tag(req: &Message, tag: u32) -> Option<Vec<u8>> {
+    let icc = req.icc_data().ok().flatten()?;
+    let nodes = codecs::tlv::decode_strict(&icc).ok()?;
+    codecs::tlv::find(&nodes, codecs::tlv::Tag::new(tag)).map(|n| n.value().to_vec())
+}
+
+/// The tap's DE 55 names the card as DE 2 and DE 23 do: 5A is DE 2 in BCD (F-padded), 5F34 is
+/// DE 23's last two digits.
+fn assert_card_named(req: &Message) {
+    let pan = req.text(2).expect("DE 2").into_owned();
+    let mut nibbles = pan.clone();
+    if nibbles.len() % 2 == 1 {
+        nibbles.push('F');
+    }
+    assert_eq!(chip_tag(req, 0x5A), Some(hex::decode(&nibbles).expect("digits")), "5A is DE 2");
+    let de23 = req.text(23).expect("DE 23").into_owned();
+    assert_eq!(chip_tag(req, 0x5F34), Some(hex::decode(&de23[1..]).expect("digits")), "5F34 is DE 23");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,6 +64,24 @@ async fn the_kernel_pays_with_a_card_and_an_hce_phone() {
     assert_eq!(after, before - 2_000);
     // Over the open-to-buy: declined, and the card still checks the issuer's ARPC on the decline.
     assert_eq!(pay(&mut c, &mut card, 3, after + 1).await, ("51".to_string(), true));
+
+    // Another card's PAN (DE 2) or another PAN sequence number (DE 23) under this tap's valid
+    // cryptogram: the card named itself in DE 55 (5A, 5F34), so the switch refuses it (12) and the
+    // other card's issuer never hears of it.
+    let other = net.ports.test_cards.iter().find(|o| o.pan != tc.pan).expect("a second test card").clone();
+    let other_before = net.issuer_state.issuer.lock().expect("issuer").open_to_buy(&other.pan).expect("card");
+    let spec = Spec::builtin("network").expect("spec");
+    let tx = TxData { amount: 500, tx_type: 0x00, date: [0x26, 0x11, 0x25], un: [5, 0x11, 0x22, 0x33] };
+    let tapped = tap(&mut card, &TerminalConfig::default(), &tx).expect("tap");
+    let mut swapped = tap_request(spec, &tapped, &Tx::purchase(5, 500, 0)).expect("request");
+    swapped.set_text(2, &other.pan).expect("DE 2");
+    assert_eq!(rc(&c.call(&swapped).await), "12", "DE 2 is not the card's 5A");
+    let tapped = tap(&mut card, &TerminalConfig::default(), &tx).expect("tap");
+    let mut psn = tap_request(spec, &tapped, &Tx::purchase(6, 500, 0)).expect("request");
+    psn.set_text(23, "001").expect("DE 23");
+    assert_eq!(rc(&c.call(&psn).await), "12", "DE 23 is not the card's 5F34");
+    let other_after = net.issuer_state.issuer.lock().expect("issuer").open_to_buy(&other.pan).expect("card");
+    assert_eq!(other_after, other_before, "nothing booked on the other card");
 
     // A card with a wrong key: the switch verifies on behalf of the issuer — declined (82), and
     // the card refuses the answer's ARPC.

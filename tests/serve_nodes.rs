@@ -11,7 +11,7 @@ mod common;
 
 use codecs::framing::FramingKind;
 use codecs::iso8583::Spec;
-use common::{Client, Tx, rc};
+use common::{Client, DEVICE_SECRET, Tx, rc};
 use terminal_kit::pos::TestCard;
 
 fn alive(pid: u64) -> bool {
@@ -318,35 +318,6 @@ async fn the_load_generator_fails_over_when_node_0_dies_under_it() {
     until_gone(pids[2], "node 2 outlived serve").await;
 }
 
-const DEVICE_SECRET: [u8; 32] = [0x2A; 32];
-
-/// The phone's card profile, opened with its device key: the token card, and its limited-use keys
-/// (none for a wallet token, which holds its ICC master key).
-fn open_profile(encrypted: &str) -> (TestCard, Vec<(u16, crypto::keys::TdesKey)>) {
-    let sealed = hex::decode(encrypted).expect("hex");
-    let plain = crypto::device::open(&DEVICE_SECRET, tsp::service::PROFILE_INFO, &sealed).expect("opens");
-    let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
-    let luks = v["luks"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let luks = luks
-        .iter()
-        .map(|k| {
-            let atc = u16::from_str_radix(k["atc"].as_str().expect("atc"), 16).expect("atc hex");
-            (atc, crypto::keys::TdesKey::from_hex("luk", k["key"].as_str().expect("key")).expect("key"))
-        })
-        .collect();
-    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-    let card = TestCard {
-        pan: text("token"),
-        expiry: text("expiry"),
-        psn: text("psn"),
-        cvn: text("cvn"),
-        icc_mk: text("icc_mk"),
-        pin: String::new(),
-        balance: String::new(),
-    };
-    (card, luks)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_provisioned_on_node_0_pays_on_node_1_until_node_0_suspends_it() {
     use terminal_kit::pos::{CardKey, chip_request, chip_request_with};
@@ -386,7 +357,8 @@ async fn a_token_provisioned_on_node_0_pays_on_node_1_until_node_0_suspends_it()
         let token_ref = a["token_ref"].as_str().expect("ref").to_string();
         let (st, c) = call(format!("/v1/tokens/{token_ref}/confirm"), auth, String::new()).await;
         assert_eq!((st, c["status"].as_str()), (200, Some("active")), "{c}");
-        let (phone, luks) = open_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+        let (phone, luks, _) =
+            common::open_token_profile(a["encrypted_token_data"].as_str().expect("sealed"));
         (token_ref, phone, luks)
     };
     let spec = Spec::builtin("network").expect("spec");
@@ -464,7 +436,7 @@ async fn a_token_provisioned_on_node_0_pays_on_node_1_until_node_0_suspends_it()
     assert_eq!((st, a["status"].as_str()), (200, Some("approved")), "{a}");
     let token_ref = a["token_ref"].as_str().expect("ref").to_string();
     call(format!("/v1/tokens/{token_ref}/confirm"), &wallet, String::new()).await;
-    let (second, _) = open_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    let (second, _, _) = common::open_token_profile(a["encrypted_token_data"].as_str().expect("sealed"));
     let req = chip_request(spec, &second, &Tx::purchase(30, 500, 1)).expect("request");
     assert_eq!(send(1, req).await.0, "00", "the stepped-up token pays on node 1");
 

@@ -7,9 +7,9 @@
 mod common;
 
 use codecs::iso8583::Spec;
-use common::rc;
+use common::{DEVICE_SECRET, rc};
 use paynet::network::{self, Network, Options};
-use terminal_kit::pos::{TestCard, Tx, card_accepts_arpc, chip_request};
+use terminal_kit::pos::{Tx, card_accepts_arpc, chip_request};
 
 /// A POST with a JSON body on the provisioning API; (status, body).
 async fn post(net: &Network, path: &str, auth: Option<&str>, body: &str) -> (u16, serde_json::Value) {
@@ -17,27 +17,8 @@ async fn post(net: &Network, path: &str, auth: Option<&str>, body: &str) -> (u16
     (r.status, r.json())
 }
 
-const DEVICE_SECRET: [u8; 32] = [0x2A; 32];
-
 fn device_key_hex() -> String {
     hex::encode(crypto::device::public_key(&DEVICE_SECRET).expect("public key"))
-}
-
-/// The phone opens its sealed card profile.
-fn open_profile(encrypted: &str) -> TestCard {
-    let sealed = hex::decode(encrypted).expect("hex");
-    let plain = crypto::device::open(&DEVICE_SECRET, tsp::service::PROFILE_INFO, &sealed)
-        .expect("opens on the device");
-    let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
-    TestCard {
-        pan: v["token"].as_str().expect("token").into(),
-        expiry: v["expiry"].as_str().expect("expiry").into(),
-        psn: v["psn"].as_str().expect("psn").into(),
-        cvn: v["cvn"].as_str().expect("cvn").into(),
-        icc_mk: v["icc_mk"].as_str().expect("icc_mk").into(),
-        pin: String::new(),
-        balance: String::new(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +56,7 @@ async fn provision_approve_and_otp_then_pay_with_the_token() {
     let (_, again) = post(&net, "/v1/provision", Some(&auth), &body).await;
     assert_eq!(again, a);
     let token_ref = a["token_ref"].as_str().expect("ref").to_string();
-    let phone = open_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    let (phone, _, _) = common::open_token_profile(a["encrypted_token_data"].as_str().expect("sealed"));
     assert!(phone.pan.starts_with("489537") && phone.pan != cards[0].pan);
 
     // Not yet installed: the token is inactive and declined (62).
@@ -146,7 +127,7 @@ async fn a_tampered_vault_row_is_an_error_not_a_wrong_card() {
     let body = serde_json::json!({"request_id": "t1", "pan": card.pan, "expiry": card.expiry, "device_public_key": device_key_hex()}).to_string();
     let (_, a) = post(&net, "/v1/provision", Some(&auth), &body).await;
     let token_ref = a["token_ref"].as_str().expect("ref").to_string();
-    let phone = open_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    let (phone, _, _) = common::open_token_profile(a["encrypted_token_data"].as_str().expect("sealed"));
     assert_eq!(post(&net, &format!("/v1/tokens/{token_ref}/confirm"), Some(&auth), "").await.0, 200);
 
     // Someone with write access to the database flips one bit of the sealed card data.
@@ -173,33 +154,6 @@ async fn a_tampered_vault_row_is_an_error_not_a_wrong_card() {
     net.shutdown().await;
 }
 
-/// A cloud (HCE) phone: the limited-use keys it was given for one ATC each.
-fn open_cloud_profile(encrypted: &str) -> (TestCard, Vec<(u16, crypto::keys::TdesKey)>, serde_json::Value) {
-    let sealed = hex::decode(encrypted).expect("hex");
-    let plain = crypto::device::open(&DEVICE_SECRET, tsp::service::PROFILE_INFO, &sealed)
-        .expect("opens on the device");
-    let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
-    let luks = v["luks"]
-        .as_array()
-        .expect("limited-use keys")
-        .iter()
-        .map(|k| {
-            let atc = u16::from_str_radix(k["atc"].as_str().expect("atc"), 16).expect("atc hex");
-            (atc, crypto::keys::TdesKey::from_hex("luk", k["key"].as_str().expect("key")).expect("key"))
-        })
-        .collect();
-    let card = TestCard {
-        pan: v["token"].as_str().expect("token").into(),
-        expiry: v["expiry"].as_str().expect("expiry").into(),
-        psn: v["psn"].as_str().expect("psn").into(),
-        cvn: v["cvn"].as_str().expect("cvn").into(),
-        icc_mk: String::new(),
-        pin: String::new(),
-        balance: String::new(),
-    };
-    (card, luks, v)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cloud_phone_pays_on_limited_use_keys_and_replenishes() {
     use terminal_kit::pos::{CardKey, card_accepts_arpc_with, chip_request_with};
@@ -212,7 +166,8 @@ async fn a_cloud_phone_pays_on_limited_use_keys_and_replenishes() {
     let (st, a) = post(&net, "/v1/provision", Some(&auth), &body).await;
     assert_eq!(st, 200, "{a}");
     let token_ref = a["token_ref"].as_str().expect("ref").to_string();
-    let (phone, luks, profile) = open_cloud_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    let (phone, luks, profile) =
+        common::open_token_profile(a["encrypted_token_data"].as_str().expect("sealed"));
     assert!(profile.get("icc_mk").is_none(), "a cloud phone never holds the master key");
     assert_eq!(luks.iter().map(|(a, _)| *a).collect::<Vec<_>>(), (1..=10).collect::<Vec<u16>>());
     assert_eq!(post(&net, &format!("/v1/tokens/{token_ref}/confirm"), Some(&auth), "").await.0, 200);
@@ -238,13 +193,13 @@ async fn a_cloud_phone_pays_on_limited_use_keys_and_replenishes() {
     let replenish = format!("/v1/tokens/{token_ref}/replenish");
     let (st, b) = post(&net, &replenish, Some(&auth), "").await;
     assert_eq!(st, 200, "{b}");
-    let (_, second, _) = open_cloud_profile(b["encrypted_token_data"].as_str().expect("sealed"));
+    let (_, second, _) = common::open_token_profile(b["encrypted_token_data"].as_str().expect("sealed"));
     assert_eq!(second.first().map(|k| k.0), Some(11));
     assert_eq!(pay(second[0].0, &second[0].1).await, ("00".to_string(), true));
     // Another replenishment retires the second batch: its unused keys no longer pay, the third
     // batch's do.
     let (_, c3) = post(&net, &replenish, Some(&auth), "").await;
-    let (_, third, _) = open_cloud_profile(c3["encrypted_token_data"].as_str().expect("sealed"));
+    let (_, third, _) = common::open_token_profile(c3["encrypted_token_data"].as_str().expect("sealed"));
     assert_eq!(third.first().map(|k| k.0), Some(21));
     assert_eq!(pay(second[1].0, &second[1].1).await.0, "82", "a retired batch");
     assert_eq!(pay(third[0].0, &third[0].1).await.0, "00");
@@ -264,7 +219,7 @@ async fn a_cloud_phone_pays_on_limited_use_keys_and_replenishes() {
     let net = net.restart_switch().await.expect("restart");
     let (st, d) = post(&net, &replenish, Some(&auth), "").await;
     assert_eq!(st, 200, "{d}");
-    let (_, fourth, _) = open_cloud_profile(d["encrypted_token_data"].as_str().expect("sealed"));
+    let (_, fourth, _) = common::open_token_profile(d["encrypted_token_data"].as_str().expect("sealed"));
     assert_eq!(fourth.first().map(|k| k.0), Some(31));
     let mut c = common::acquirer_client(&net).await;
     let req = chip_request_with(spec, &phone, &Tx::purchase(90, 700, 31), CardKey::SessionKey(&fourth[0].1))
@@ -305,7 +260,7 @@ async fn the_issuer_manages_its_cardholders_tokens_and_missed_notices_are_repeat
     let body = serde_json::json!({"request_id": "i1", "pan": card.pan, "expiry": card.expiry, "device_public_key": device_key_hex()}).to_string();
     let (_, a) = post(&net, "/v1/provision", Some(&auth), &body).await;
     let token_ref = a["token_ref"].as_str().expect("ref").to_string();
-    let phone = open_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    let (phone, _, _) = common::open_token_profile(a["encrypted_token_data"].as_str().expect("sealed"));
     assert_eq!(post(&net, &format!("/v1/tokens/{token_ref}/confirm"), Some(&auth), "").await.0, 200);
     let unanswered = net.issuer_state.issuer.lock().expect("issuer").notices.len();
     net.issuer_state.faults.write().expect("faults").clear();
@@ -432,6 +387,6 @@ fn serve_honours_the_token_service_settings() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let a = rt.block_on(common::post(&api, "/v1/provision", &auth, &body));
     assert_eq!(a["status"], "approved", "{a}");
-    let (_, luks, _) = open_cloud_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    let (_, luks, _) = common::open_token_profile(a["encrypted_token_data"].as_str().expect("sealed"));
     assert_eq!(luks.iter().map(|(atc, _)| *atc).collect::<Vec<_>>(), vec![1, 2, 3, 4], "a batch of 4 keys");
 }

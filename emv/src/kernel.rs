@@ -4,7 +4,8 @@
 //! AUTHENTICATE with tag 91 so the card checks the ARPC.
 //!
 //! The kernel knows nothing of the card's keys: it sees only APDUs, and it builds DE 55 from the
-//! card's answers and the terminal's own data (9F02, 9F03, 9F1A, 95, 5F2A, 9A, 9C, 9F37, 9F66).
+//! card's answers, the card's PAN (5A) and PAN sequence number (5F34) as its records gave them,
+//! and the terminal's own data (9F02, 9F03, 9F1A, 95, 5F2A, 9A, 9C, 9F37).
 
 use crate::apdu::{Command, Sw, split_response};
 use crate::card::{Contactless, applet::PPSE};
@@ -146,6 +147,22 @@ fn digits(b: &[u8]) -> String {
     s
 }
 
+/// The digits of a `cn` value (EMV Book 3 §4.3): digits, then F padding to the end; `None` for
+/// anything else (a nibble A to E, a digit after the padding, no digit at all).
+fn cn_digits(b: &[u8]) -> Option<String> {
+    let nibbles = b.iter().flat_map(|x| [x >> 4, x & 0x0F]);
+    let mut s = String::with_capacity(b.len() * 2);
+    let mut padded = false;
+    for n in nibbles {
+        match n {
+            0..=9 if !padded => s.push(char::from(b'0' + n)),
+            0x0F => padded = true,
+            _ => return None,
+        }
+    }
+    (!s.is_empty()).then_some(s)
+}
+
 /// Runs the kernel dialogue with `card` for `tx`.
 pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Result<Tapped, TapError> {
     // The terminal's data, by tag.
@@ -251,7 +268,11 @@ pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Re
     }
     let rec = |t: u32| records.iter().find(|(k, _)| *k == t).map(|(_, v)| v.as_slice());
     let missing = |what: &str| TapError::Data { step: "READ RECORD", what: format!("no {what}") };
-    let pan = digits(rec(0x5A).ok_or_else(|| missing("PAN (5A)"))?);
+    let pan_cn = rec(0x5A).ok_or_else(|| missing("PAN (5A)"))?;
+    let pan = cn_digits(pan_cn).ok_or(TapError::Data {
+        step: "READ RECORD",
+        what: "a PAN (5A) that is not digits padded with F".into(),
+    })?;
     let expiry_full = digits(rec(0x5F24).ok_or_else(|| missing("expiry (5F24)"))?);
     let expiry = expiry_full.get(..4).ok_or_else(|| missing("4-digit expiry"))?.to_string();
     let psn = rec(0x5F34).map(digits).unwrap_or_else(|| "00".into());
@@ -298,6 +319,12 @@ pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Re
     };
     put(&mut icc, 0x9F26, &ac)?;
     put(&mut icc, 0x9F27, &cid)?;
+    // The card's PAN (a phone's: its token) and PAN sequence number as its records gave them, so
+    // the switch can check DE 2 and DE 23 against the card under this cryptogram.
+    put(&mut icc, 0x5A, pan_cn)?;
+    if let Some(psn) = rec(0x5F34) {
+        put(&mut icc, 0x5F34, psn)?;
+    }
     for (t, v) in &terminal {
         if *t != 0x9F66 {
             put(&mut icc, *t, v)?;
@@ -307,7 +334,6 @@ pub fn tap(card: &mut dyn Contactless, term: &TerminalConfig, tx: &TxData) -> Re
     put(&mut icc, 0x9F36, &atc)?;
     put(&mut icc, 0x9F10, &iad)?;
     put(&mut icc, 0x84, &aid)?;
-    put(&mut icc, 0x5F34, &rec(0x5F34).map(<[u8]>::to_vec).unwrap_or_else(|| vec![0]))?;
     let icc = icc.finish().to_vec();
     // The card's values go into DE 55 as they came: one outside its format (an empty 5F34, a
     // 9F27 of two bytes, ...) would make a request the acquirer refuses as a format error (EMV
@@ -383,6 +409,44 @@ mod tests {
         assert_eq!(expired.cid, 0x00, "an expired application is declined offline (AAC)");
         let nodes = tlv::decode_lenient(&expired.icc).expect("DE 55");
         assert_eq!(tlv::find(&nodes, Tag::new(0x95)).expect("TVR").value(), &[0x80, 0x40, 0, 0, 0]);
+    }
+
+    fn card_of(pan: &str, psn: &str) -> EmvApplet {
+        EmvApplet::new(CardProfile { pan: pan.into(), psn: psn.into(), ..card("2912").profile().clone() })
+    }
+
+    #[test]
+    fn de55_names_the_card_as_its_records_do() {
+        let tag = |icc: &[u8], t: u32| {
+            let nodes = tlv::decode_strict(icc).expect("DE 55");
+            tlv::find(&nodes, Tag::new(t)).map(|n| n.value().to_vec())
+        };
+        let t = tap(&mut card_of("4761739001010010", "01"), &TerminalConfig::default(), &tx(1)).expect("tap");
+        assert_eq!((t.pan.as_str(), t.psn.as_str()), ("4761739001010010", "01"));
+        assert_eq!(tag(&t.icc, 0x5A), Some(vec![0x47, 0x61, 0x73, 0x90, 0x01, 0x01, 0x00, 0x10]));
+        assert_eq!(tag(&t.icc, 0x5F34), Some(vec![0x01]));
+        // The cryptogram keeps its place at the start of DE 55, the card's PAN right after it.
+        let nodes = tlv::decode_strict(&t.icc).expect("DE 55");
+        let order: Vec<u32> = nodes.iter().take(4).map(|n| n.tag().value()).collect();
+        assert_eq!(order, [0x9F26, 0x9F27, 0x5A, 0x5F34]);
+        // An odd number of digits (a 19-digit token): the card's F padding, as it came.
+        let t =
+            tap(&mut card_of("4895370012345678901", "12"), &TerminalConfig::default(), &tx(1)).expect("tap");
+        assert_eq!(t.pan, "4895370012345678901");
+        assert_eq!(tag(&t.icc, 0x5A), Some(vec![0x48, 0x95, 0x37, 0x00, 0x12, 0x34, 0x56, 0x78, 0x90, 0x1F]));
+        assert_eq!(tag(&t.icc, 0x5F34), Some(vec![0x12]));
+    }
+
+    #[test]
+    fn a_pan_that_is_not_digits_ends_the_tap() {
+        // 5A with a D nibble inside, and with a digit after the F padding.
+        for pan in ["4761739001010D10", "47617390010100A1"] {
+            let e = tap(&mut card_of(pan, "01"), &TerminalConfig::default(), &tx(1)).expect_err(pan);
+            assert_eq!(e.to_string(), "READ RECORD: a PAN (5A) that is not digits padded with F");
+            assert!(!e.to_string().contains("4761"), "no PAN digits in the error");
+        }
+        assert_eq!(cn_digits(&[0xFF]), None, "no digit at all");
+        assert_eq!(cn_digits(&[0x12, 0x3F]).as_deref(), Some("123"));
     }
 
     /// A card that answers from a script (then `90 00` with no data to everything, as a hostile

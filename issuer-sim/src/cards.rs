@@ -11,6 +11,10 @@
 //! [keys]
 //! keystore = "issuer-keys.toml"    # key blocks under the LMK
 //! lmk_env = "PAYNET_LMK"
+//! [idv]                            # ID&V limits (attempts, locks, OTP tries and lifetime)
+//! otp_ttl_ms = 300000
+//! [kept]                           # what is kept for inspection: notices, sms, otps, notices_ttl_ms
+//! notices = 1024
 //! ```
 //!
 //! ```toml
@@ -84,6 +88,10 @@ pub struct IssuerConfig {
     /// ID&V limits (`[idv]`: max_failures, max_requestor_failures, window_ms, lock_ms, otp_tries, otp_ttl_ms, capacity).
     #[serde(default)]
     pub idv: crate::idv::IdvLimits,
+    /// What is kept for inspection and for how long (`[kept]`: notices, notices_ttl_ms, sms,
+    /// otps); an OTP is kept for its lifetime, `idv.otp_ttl_ms`.
+    #[serde(default)]
+    pub kept: crate::host::KeptLimits,
     /// Message MACs on the switch's link (`link_mac = { key = "issuer.mac", alg = "cmac" }`):
     /// unsigned or wrongly signed requests are answered 63, answers are signed, and only then
     /// does the issuer believe the token service's "cryptogram verified" (DE 123 DF8106).

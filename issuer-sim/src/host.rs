@@ -27,6 +27,7 @@ use crypto::emv::{
 };
 use crypto::hsm::{Hsm, PinSource};
 use crypto::pin::PinBlockFormat;
+use serde::{Deserialize, Serialize};
 
 use crate::cards::{CardConfig, CardsFile};
 use crate::idv::{AttemptGuard, IdvLimits, IdvPolicy, OtpBook, OtpError};
@@ -114,9 +115,15 @@ pub const OTP_OUTBOX_KEPT: usize = 256;
 /// The most text messages kept in the SMS outbox.
 pub const SMS_KEPT: usize = 64;
 
+/// The most entries any kept list may be configured to hold.
+pub const KEPT_MAX: usize = 100_000;
+
 /// How much the issuer keeps for inspection between requests, and for how long: every kept list
 /// is bounded in size (the oldest go first) and in age (entries past it go at the next request).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The configuration's `[kept]` table sets the sizes and the notices' age; an OTP's age is its
+/// lifetime, `[idv] otp_ttl_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct KeptLimits {
     /// Notices (0620) received, and for how long.
     pub notices: usize,
@@ -127,7 +134,24 @@ pub struct KeptLimits {
     pub otps: usize,
     /// How long a texted OTP stays in both outboxes: its lifetime (`[idv] otp_ttl_ms`), after
     /// which it is of no use to anyone.
+    #[serde(skip)]
     pub otp_ttl_ms: u64,
+}
+
+impl KeptLimits {
+    /// Every problem, at once (the `[kept]` table's sizes and age).
+    pub fn validate(&self) -> Result<(), String> {
+        let mut bad = Vec::new();
+        for (name, n) in [("notices", self.notices), ("sms", self.sms), ("otps", self.otps)] {
+            if !(1..=KEPT_MAX).contains(&n) {
+                bad.push(format!("kept.{name} must be from 1 to {KEPT_MAX} (it is {n})"));
+            }
+        }
+        if self.notices_ttl_ms == 0 {
+            bad.push("kept.notices_ttl_ms must be at least 1".to_string());
+        }
+        if bad.is_empty() { Ok(()) } else { Err(bad.join("; ")) }
+    }
 }
 
 impl Default for KeptLimits {
@@ -400,6 +424,13 @@ impl Issuer {
         self.otps = OtpBook::new(limits.otp_ttl_ms, limits.otp_tries).with_capacity(limits.capacity);
         self.guard = AttemptGuard::new(limits);
         self.kept_limits.otp_ttl_ms = limits.otp_ttl_ms;
+        self
+    }
+
+    /// The same issuer keeping `limits` for inspection (the `[kept]` table): the sizes and the
+    /// notices' age; an OTP stays kept for its lifetime, as the ID&V limits set it.
+    pub fn with_kept_limits(mut self, limits: KeptLimits) -> Self {
+        self.kept_limits = KeptLimits { otp_ttl_ms: self.kept_limits.otp_ttl_ms, ..limits };
         self
     }
 
@@ -1214,6 +1245,42 @@ mod tests {
         // Tighter bounds take effect at once.
         i.limit_kept(KeptLimits { notices: 1, sms: 1, otps: 1, ..small }, T0 + 50);
         assert_eq!(i.kept_sizes(), (1, 1, 1));
+    }
+
+    #[test]
+    fn kept_limits_from_the_configuration_keep_the_otp_lifetime_of_the_idv_limits() {
+        let parsed: KeptLimits = toml::from_str("notices = 2\nsms = 3\n").expect("[kept]");
+        assert_eq!(parsed, KeptLimits { notices: 2, sms: 3, ..KeptLimits::default() });
+        let (i, t) = issuer();
+        let mut i = i
+            .with_idv_limits(IdvLimits { otp_ttl_ms: 1_000, ..IdvLimits::default() })
+            .with_kept_limits(parsed);
+        assert_eq!(
+            i.kept_limits(),
+            KeptLimits { notices: 2, sms: 3, otp_ttl_ms: 1_000, ..KeptLimits::default() }
+        );
+        for n in 0..5u64 {
+            assert_eq!(call(&mut i, &step_up(&t, &format!("{n:012}")), T0 + n), "1A");
+            assert_eq!(call(&mut i, &notice(&t), T0 + n), "00");
+        }
+        assert_eq!(i.kept_sizes(), (2, 3, 5));
+        // The texts and OTPs go with the OTP's lifetime of 1 s; the notices stay their hour.
+        assert_eq!(call(&mut i, &echo(), T0 + 4 + 1_001), "00");
+        assert_eq!(i.kept_sizes(), (2, 0, 0));
+    }
+
+    #[test]
+    fn kept_limits_out_of_range_are_named_all_at_once() {
+        assert_eq!(KeptLimits::default().validate(), Ok(()));
+        let bad = KeptLimits { notices: 0, otps: KEPT_MAX + 1, notices_ttl_ms: 0, ..KeptLimits::default() };
+        let e = bad.validate().expect_err("out of range");
+        assert!(e.contains("kept.notices must be from 1 to 100000 (it is 0)"), "{e}");
+        assert!(e.contains("kept.otps must be from 1 to 100000 (it is 100001)"), "{e}");
+        assert!(e.contains("kept.notices_ttl_ms must be at least 1"), "{e}");
+        assert!(!e.contains("kept.sms"), "{e}");
+        // An OTP's age is the ID&V's lifetime, not a kept setting.
+        let e = toml::from_str::<KeptLimits>("otp_ttl_ms = 5\n").expect_err("not a [kept] key");
+        assert!(e.to_string().contains("unknown field `otp_ttl_ms`"), "{e}");
     }
 
     #[test]

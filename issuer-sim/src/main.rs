@@ -56,13 +56,22 @@ struct Loaded {
 fn load(path: &Path, check_only: bool) -> Result<Loaded, String> {
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let cfg: IssuerConfig =
-        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    // The line of the setting at fault, when the parser knows it (a value of the wrong type).
+    let cfg: IssuerConfig = toml::from_str(&text).map_err(|e| match e.span() {
+        Some(span) => {
+            let line = text.get(..span.start).map_or(0, |t| t.matches('\n').count()) + 1;
+            format!("{} line {line}: {}", path.display(), e.message())
+        }
+        None => format!("{}: {}", path.display(), e.message()),
+    })?;
     let mut problems = Vec::new();
     if let Err(e) = server::check_faults(&cfg.faults) {
         problems.push(e);
     }
     if let Err(e) = cfg.idv.validate() {
+        problems.push(e);
+    }
+    if let Err(e) = cfg.kept.validate() {
         problems.push(e);
     }
     if let Some(admin) = &cfg.admin {
@@ -205,7 +214,8 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
         }
         None => None,
     };
-    let issuer = Issuer::new(hsm, &l.cfg.zpk, &l.cards).with_idv_limits(l.cfg.idv);
+    let issuer =
+        Issuer::new(hsm, &l.cfg.zpk, &l.cards).with_idv_limits(l.cfg.idv).with_kept_limits(l.cfg.kept);
     let state = Arc::new(ServerState {
         issuer: Mutex::new(issuer),
         spec,

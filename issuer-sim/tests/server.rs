@@ -396,6 +396,57 @@ fn check_config_reports_every_problem_and_accepts_a_good_one() {
     assert!(!err.contains(first_pan.expect("a pan")), "no clear PAN in errors");
 }
 
+/// `[idv]` and `[kept]` are checked with the rest: values in range pass, every value out of range
+/// is named at once, and a setting that belongs elsewhere is refused by name.
+#[test]
+fn check_config_checks_the_idv_and_kept_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lmk = [0u8; 32];
+    TestRng::seeded(31).fill(&mut lmk);
+    let lmk_hex = to_hex(&lmk);
+    write_config(dir.path(), &lmk_hex);
+    let cfg_path = dir.path().join("issuer-sim.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).expect("config");
+    let check = |tables: &str| {
+        std::fs::write(&cfg_path, cfg.replace("[keys]", &format!("{tables}\n[keys]"))).expect("config");
+        let out = Command::new(env!("CARGO_BIN_EXE_issuer-sim"))
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("--check-config")
+            .env("ISSUER_SIM_TEST_LMK", &lmk_hex)
+            .output()
+            .expect("runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = check(
+        "[idv]\nmax_failures = 3\notp_tries = 2\notp_ttl_ms = 60000\n\
+         [kept]\nnotices = 10\nnotices_ttl_ms = 60000\nsms = 5\notps = 5",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    // Out of range, in both tables: every problem at once, exit 2.
+    let (code, err) = check("[idv]\notp_tries = 0\n[kept]\nnotices = 0\nsms = 100001\nnotices_ttl_ms = 0");
+    assert_eq!(code, Some(2), "{err}");
+    for what in [
+        "idv.otp_tries must be at least 1",
+        "kept.notices must be from 1 to 100000 (it is 0)",
+        "kept.sms must be from 1 to 100000 (it is 100001)",
+        "kept.notices_ttl_ms must be at least 1",
+    ] {
+        assert!(err.contains(what), "{what}: {err}");
+    }
+    assert!(!err.contains("kept.otps"), "{err}");
+    // An OTP is kept for its lifetime: that is [idv] otp_ttl_ms, not a [kept] setting.
+    let (code, err) = check("[kept]\notp_ttl_ms = 1000");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown field `otp_ttl_ms`"), "{err}");
+    // Not a size: the line named, no panic.
+    let (code, err) = check("[kept]\nnotices = -1");
+    assert_eq!(code, Some(2), "{err}");
+    let line = cfg.lines().position(|l| l == "[keys]").expect("[keys]") + 2;
+    assert!(err.contains(&format!("issuer-sim.toml line {line}: invalid value: integer `-1`")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 /// The samples in config/ parse and validate as the binary would read them (with a generated
 /// keystore holding the key names they use).
 #[test]

@@ -123,23 +123,44 @@ pub async fn provision_token_at(
     let a = a.json();
     assert_eq!(a["status"], "approved", "provisioning: {a}");
     let token_ref = a["token_ref"].as_str().expect("token_ref");
-    let sealed = hex::decode(a["encrypted_token_data"].as_str().expect("sealed")).expect("hex");
-    let plain = crypto::device::open(&DEVICE_SECRET, tsp::service::PROFILE_INFO, &sealed)
-        .expect("opens on the device");
-    let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
+    let (phone, _, v) = open_token_profile(a["encrypted_token_data"].as_str().expect("sealed"));
+    assert!(v["icc_mk"].is_string(), "a wallet token's profile holds its ICC master key");
     let confirmed =
         testkit::http::post(api, &format!("/v1/tokens/{token_ref}/confirm"), Some(auth), "").await;
     assert_eq!(confirmed.status, 200, "confirming the token");
-    let text = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("profile {k}")).to_string();
-    terminal_kit::pos::TestCard {
-        pan: text("token"),
-        expiry: text("expiry"),
-        psn: text("psn"),
-        cvn: text("cvn"),
+    phone
+}
+
+/// The phone opens its sealed card profile (hex, as `encrypted_token_data` gives it) with its
+/// device key [`DEVICE_SECRET`]: the token card (the token as its PAN; the ICC master key of a
+/// wallet token, none for a cloud one), its limited-use keys by ATC (none for a wallet token), and
+/// the profile's JSON.
+pub fn open_token_profile(
+    encrypted: &str,
+) -> (terminal_kit::pos::TestCard, Vec<(u16, crypto::keys::TdesKey)>, serde_json::Value) {
+    let sealed = hex::decode(encrypted).expect("hex");
+    let plain = crypto::device::open(&DEVICE_SECRET, tsp::service::PROFILE_INFO, &sealed)
+        .expect("opens on the device");
+    let v: serde_json::Value = serde_json::from_slice(&plain).expect("profile JSON");
+    let luks = v["luks"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let luks = luks
+        .iter()
+        .map(|k| {
+            let atc = u16::from_str_radix(k["atc"].as_str().expect("atc"), 16).expect("atc hex");
+            (atc, crypto::keys::TdesKey::from_hex("luk", k["key"].as_str().expect("key")).expect("key"))
+        })
+        .collect();
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let card = terminal_kit::pos::TestCard {
+        pan: v["token"].as_str().expect("token").into(),
+        expiry: v["expiry"].as_str().expect("expiry").into(),
+        psn: v["psn"].as_str().expect("psn").into(),
+        cvn: v["cvn"].as_str().expect("cvn").into(),
         icc_mk: text("icc_mk"),
         pin: String::new(),
         balance: String::new(),
-    }
+    };
+    (card, luks, v)
 }
 
 /// Whether `bytes` hold `pan` in any form an answer could carry it: its ASCII digits, or its
