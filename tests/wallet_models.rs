@@ -104,6 +104,16 @@ impl World {
         let tapped = emv::kernel::Tapped::from(oc);
         let mut req = tap_request(spec, &tapped, &Tx::purchase(stan, amount, 0)).expect("request");
         req.set_text(22, "100").expect("DE 22");
+        // The card's own PAN (the token) and sequence number travel in DE 55, as a tap's do, for
+        // the network to hold DE 2 and DE 23 against.
+        let de55 = req.icc_data().expect("DE 55").expect("DE 55 present");
+        let nodes = codecs::tlv::decode_lenient(&de55).expect("TLV");
+        let tag = |t: u32| codecs::tlv::find(&nodes, codecs::tlv::Tag::new(t)).map(|n| n.value().to_vec());
+        let de2 = req.text(2).expect("DE 2").into_owned();
+        assert_eq!(tag(0x5A), codecs::pan::to_cn(&de2), "5A is DE 2");
+        let de23 = req.text(23).expect("DE 23");
+        let psn = codecs::pan::psn_n2(&de23[de23.len().saturating_sub(2)..]).expect("DE 23 digits");
+        assert_eq!(tag(0x5F34), Some(vec![psn]), "5F34 is DE 23");
         let rsp = self.client.call(&req).await;
         let icc =
             rsp.icc_data().ok().flatten().unwrap_or_else(|| panic!("DE 55 in the answer: {}", rc(&rsp)));

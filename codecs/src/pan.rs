@@ -39,6 +39,29 @@ pub fn luhn_valid(pan: &[u8]) -> bool {
     }
 }
 
+/// Tag 5A's form (cn, EMV Book 3 §4.3): the PAN's digits two to a byte, an odd count padded
+/// with F. `None` when `pan` is empty or not all digits.
+pub fn to_cn(pan: &str) -> Option<Vec<u8>> {
+    if pan.is_empty() || !pan.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut nibbles: Vec<u8> = pan.bytes().map(|b| b - b'0').collect();
+    if nibbles.len() % 2 == 1 {
+        nibbles.push(0x0F);
+    }
+    Some(nibbles.chunks(2).map(|p| (p[0] << 4) | p[1]).collect())
+}
+
+/// Tag 5F34's form (n 2): the PAN sequence number's two digits in one byte. `None` unless `psn`
+/// is one or two digits.
+pub fn psn_n2(psn: &str) -> Option<u8> {
+    let n: u8 = psn
+        .parse()
+        .ok()
+        .filter(|_| (1..=2).contains(&psn.len()) && psn.bytes().all(|b| b.is_ascii_digit()))?;
+    Some(((n / 10) << 4) | (n % 10))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +75,20 @@ mod tests {
         assert!(!luhn_valid(b"4111111111111112"));
         assert!(!luhn_valid(b"4"));
         assert_eq!(luhn_check_digit(b"12a"), None);
+    }
+
+    #[test]
+    fn a_pan_and_its_sequence_number_in_the_card_forms() {
+        assert_eq!(to_cn("4761739001010010"), Some(vec![0x47, 0x61, 0x73, 0x90, 0x01, 0x01, 0x00, 0x10]));
+        assert_eq!(to_cn("476173900101001"), Some(vec![0x47, 0x61, 0x73, 0x90, 0x01, 0x01, 0x00, 0x1F]));
+        assert_eq!(to_cn("4761A"), None);
+        assert_eq!(to_cn(""), None);
+        assert_eq!(psn_n2("01"), Some(0x01));
+        assert_eq!(psn_n2("12"), Some(0x12));
+        assert_eq!(psn_n2("7"), Some(0x07));
+        assert_eq!(psn_n2("123"), None);
+        assert_eq!(psn_n2("+1"), None);
+        assert_eq!(psn_n2(""), None);
     }
 
     #[test]

@@ -490,6 +490,16 @@ impl Phone {
             (0x9F36, atc.clone()),
             (0x9F26, arqc.clone()),
             (0x9F27, vec![cid]),
+            // The card's PAN (the token) and sequence number, as a tap carries them, so the
+            // network can hold DE 2 and DE 23 against the card's own data.
+            (0x5A, codecs::pan::to_cn(&profile.pan).ok_or_else(|| PhoneError::Refused("card PAN".into()))?),
+            (
+                0x5F34,
+                vec![
+                    codecs::pan::psn_n2(&profile.psn)
+                        .ok_or_else(|| PhoneError::Refused("card PSN".into()))?,
+                ],
+            ),
             (0x9F10, iad.clone()),
         ] {
             b.primitive(t(tg), &v).map_err(|e| PhoneError::Refused(e.to_string()))?;

@@ -143,29 +143,17 @@ pub fn chip_request_with(
     // The card's own PAN and sequence number, as a real card's records give them: whoever swaps
     // DE 2 or DE 23 under this cryptogram is caught before the issuer.
     PanDigits::new(&card.pan)?;
-    icc.primitive(Tag::PAN, &pan_bcd(&card.pan))?;
-    icc.primitive(Tag::PAN_SEQUENCE_NUMBER, &[psn_bcd(&card.psn)?])?;
+    let bad = |what: &'static str, why: &str| crypto::Error::new(crypto::error::ErrorKind::Pan, what, why);
+    let pan = codecs::pan::to_cn(&card.pan).ok_or_else(|| bad("pan", "not digits"))?;
+    let psn = codecs::pan::psn_n2(&card.psn).ok_or_else(|| bad("psn", "not one or two digits"))?;
+    icc.primitive(Tag::PAN, &pan)?;
+    icc.primitive(Tag::PAN_SEQUENCE_NUMBER, &[psn])?;
     for (t, v) in &tags {
         icc.primitive(Tag::new(*t), v)?;
     }
     let mut m = tx_request(spec, tx, "1125", &card.pan, &card.expiry, &card.psn)?;
     m.set_icc_data(&icc.finish())?;
     Ok(m)
-}
-
-/// Tag 5A (cn) of a PAN of digits: two to a byte, an odd one padded with F.
-fn pan_bcd(pan: &str) -> Vec<u8> {
-    let mut nibbles: Vec<u8> = pan.bytes().map(|b| b.wrapping_sub(b'0') & 0x0F).collect();
-    if nibbles.len() % 2 == 1 {
-        nibbles.push(0x0F);
-    }
-    nibbles.chunks(2).map(|p| (p[0] << 4) | p[1]).collect()
-}
-
-/// Tag 5F34 (n 2): the PAN sequence number's two digits in one byte.
-fn psn_bcd(psn: &str) -> Result<u8, PosError> {
-    let n = psn.parse::<Psn>()?.value();
-    Ok(((n / 10) << 4) | (n % 10))
 }
 
 /// The contactless 0100 of a test transaction `tx` at the test merchant, for the card `pan`,
