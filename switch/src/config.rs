@@ -465,7 +465,15 @@ pub struct StoreConfig {
     /// How long a store-and-forward entry a node took stays its own before another node may
     /// deliver it (the node may have died).
     pub saf_lease_ms: u64,
+    /// Cards whose ATC window the node keeps in memory (about 200 bytes each), a cache of the
+    /// store's: the least recently used windows already committed go, and a card's window is read
+    /// back from the store when the card comes again. Whatever the store (SQLite or PostgreSQL).
+    pub atc_windows: usize,
 }
+
+/// The bounds `[store] atc_windows` may take: at least a few windows per shard of the cache, at
+/// most about 3 GiB of windows.
+pub const ATC_WINDOWS_RANGE: std::ops::RangeInclusive<usize> = 1_024..=16 << 20;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -474,6 +482,7 @@ impl Default for StoreConfig {
             schema: "paynet".into(),
             pool_size: 8,
             saf_lease_ms: crate::store::postgres::DEFAULT_LEASE_MS,
+            atc_windows: crate::state::DEFAULT_ATC_WINDOWS,
         }
     }
 }
@@ -507,6 +516,14 @@ impl StoreConfig {
         }
         if !(1_000..=30_000).contains(&self.saf_lease_ms) {
             p.push("store.saf_lease_ms: must be between 1000 and 30000".into());
+        }
+        if !ATC_WINDOWS_RANGE.contains(&self.atc_windows) {
+            p.push(format!(
+                "store.atc_windows: must be between {} and {}, found {}",
+                ATC_WINDOWS_RANGE.start(),
+                ATC_WINDOWS_RANGE.end(),
+                self.atc_windows
+            ));
         }
     }
 }
@@ -966,6 +983,23 @@ mod tests {
         assert!(p.contains("dedupe.window_s: must be between 1 and 86400"), "{p}");
         assert!(p.contains("dedupe.max_entries: must be between 1024 and 67108864"), "{p}");
         assert_eq!(SwitchConfig::default().dedupe, DedupeConfig { window_s: 600, max_entries: 262_144 });
+    }
+
+    #[test]
+    fn the_atc_window_cache_is_bounded_by_the_configuration() {
+        assert_eq!(SwitchConfig::default().store.atc_windows, crate::state::DEFAULT_ATC_WINDOWS);
+        let c = SwitchConfig::from_toml("[store]\natc_windows = 5000\n").expect("store table");
+        assert_eq!(c.store.atc_windows, 5000);
+        for bad in [0, 1_023, (16 << 20) + 1] {
+            let c = SwitchConfig::from_toml(&format!("[store]\natc_windows = {bad}\n")).expect("store table");
+            let p = c.validate().join("\n");
+            assert!(
+                p.contains(&format!("store.atc_windows: must be between 1024 and 16777216, found {bad}")),
+                "{p}"
+            );
+        }
+        let c = SwitchConfig::from_toml("[store]\natc_windows = -1\n");
+        assert!(c.is_err(), "a negative bound is not a number of windows");
     }
 
     #[test]

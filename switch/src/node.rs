@@ -197,7 +197,7 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
     let bounds = crate::state::StateBounds {
         max_cards: cfg.stand_in.max_cards,
         period_ms: cfg.stand_in.period_s.saturating_mul(1000),
-        atc_windows: crate::state::DEFAULT_ATC_WINDOWS,
+        atc_windows: cfg.store.atc_windows,
     };
     let book_clock = parts.clock.clone();
     let (state, state_writer) = tokio::task::spawn_blocking(move || {
