@@ -74,6 +74,11 @@ impl Default for StandInStateConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TokenServiceConfig {
     pub enabled: bool,
+    /// Whether this node serves the provisioning API on `listen` (the default). `false`: the
+    /// node detokenizes and verifies tokens (and its token service is there for an embedding
+    /// process) but listens for no requestor — several nodes over one database, requestors sent
+    /// to some of them.
+    pub api: bool,
     /// The provisioning API (HTTP). Port 0 takes one from the OS.
     pub listen: String,
     /// Keystore name of the vault's current data key (AES-256, usage D0): new rows are sealed
@@ -104,6 +109,7 @@ impl Default for TokenServiceConfig {
     fn default() -> Self {
         TokenServiceConfig {
             enabled: false,
+            api: true,
             listen: "127.0.0.1:0".into(),
             vault_key: "switch.vault".into(),
             vault_key_version: 1,
@@ -1000,6 +1006,17 @@ mod tests {
         }
         let c = SwitchConfig::from_toml("[store]\natc_windows = -1\n");
         assert!(c.is_err(), "a negative bound is not a number of windows");
+    }
+
+    #[test]
+    fn the_provisioning_api_is_served_unless_a_node_says_otherwise() {
+        assert!(SwitchConfig::default().token_service.api);
+        let c = SwitchConfig::from_toml("[token_service]\nenabled = true\n").expect("token service");
+        assert!(c.token_service.api, "served by default");
+        let c =
+            SwitchConfig::from_toml("[token_service]\nenabled = true\napi = false\n").expect("token service");
+        assert!(!c.token_service.api);
+        assert!(SwitchConfig::from_toml("[token_service]\napi = \"no\"\n").is_err(), "a boolean only");
     }
 
     #[test]
