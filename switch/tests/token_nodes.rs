@@ -1,6 +1,7 @@
 //! Two `switch` processes running the token service over one PostgreSQL database (a schema of the
 //! test's own), in front of one issuer that steps every ID&V up to an OTP: a provisioning begun on
-//! node A's API is completed on node B's, the token B issued pays on A (which never saw it) and on
+//! node A's API is completed on node B's (a retried request id gets the same answer on either
+//! node), the token B issued pays on A (which never saw it) and on
 //! a third node C that publishes no provisioning API (`[token_service] api = false`), and a
 //! suspension through B is refused by A. Skipped without a database unless
 //! `PAYNET_REQUIRE_POSTGRES=1`.
@@ -112,12 +113,23 @@ async fn a_step_up_begun_on_one_node_completes_on_the_other_and_its_token_pays_o
     let (st, s) = post(&api_a, "/v1/provision", &body.to_string()).await;
     assert_eq!((st, s["status"].as_str()), (202, Some("otp_required")), "{s}");
     let id = s["provisioning_id"].as_str().expect("id");
+    // The requestor lost that answer and retries on node B: the same answer, the same step-up
+    // (the answers to request ids are shared), not a second one.
+    let (st, again) = post(&api_b, "/v1/provision", &body.to_string()).await;
+    assert_eq!((st, &again), (202, &s), "the answer node A gave");
     // Node B completes it with the cardholder's OTP, issues the token and activates it.
     let (st, s) = post(&api_b, &format!("/v1/provision/{id}/otp"), "{\"otp\":\"123456\"}").await;
     assert_eq!((st, s["status"].as_str()), (200, Some("approved")), "{s}");
     let token_ref = s["token_ref"].as_str().expect("ref").to_string();
     let (st, c) = post(&api_b, &format!("/v1/tokens/{token_ref}/confirm"), "").await;
     assert_eq!((st, c["status"].as_str()), (200, Some("active")), "{c}");
+    // Retried once more, on node A: now the answer node B gave when the OTP completed it.
+    let (st, again) = post(&api_a, "/v1/provision", &body.to_string()).await;
+    assert_eq!(
+        (st, again["status"].as_str(), again["token_ref"].as_str()),
+        (200, Some("approved"), Some(token_ref.as_str()))
+    );
+    assert_eq!(again["encrypted_token_data"], s["encrypted_token_data"], "{again}");
     // A step-up is completed once: gone from every node.
     assert_eq!(post(&api_a, &format!("/v1/provision/{id}/otp"), "{\"otp\":\"123456\"}").await.0, 404);
 
