@@ -591,3 +591,48 @@ async fn an_earlier_databases_stand_in_totals_are_upgraded_without_reopening_any
     assert_eq!((rows[0].1.as_str(), rows[0].2.total_minor), ("LIVE", 2500));
     assert!(rows[0].2.since_ms >= before, "the period starts at the upgrade: {rows:?}");
 }
+
+/// A database of the version before `atc_high`: its cards' highest ATCs are taken from their
+/// claims at the upgrade, so an old ATC is refused at once, and the history is pruned by the
+/// cards' next commits.
+#[test]
+fn an_earlier_databases_atc_claims_are_upgraded_with_their_highest() {
+    let Some(db) = Db::new("atc_upgrade") else { return };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+    let (client, conn) = tokio_postgres::connect(&db.opts.url, tokio_postgres::NoTls).await.expect("connect");
+    let task = tokio::spawn(conn);
+    let schema = &db.opts.schema;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path = {schema}; \
+             CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+        ))
+        .await
+        .expect("schema");
+    for (version, sql) in &switch::store::postgres::MIGRATIONS[..3] {
+        client.batch_execute(sql).await.expect("an earlier migration");
+        client
+            .execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
+            .await
+            .expect("record");
+    }
+    client
+        .batch_execute(
+            "INSERT INTO atc_claim (card, atc, at_ms) SELECT 'CARD', g, 1 FROM generate_series(100, 400) g",
+        )
+        .await
+        .expect("earlier claims");
+    drop(client);
+    let _ = task.await;
+    });
+    let s = PgStore::open(&db.opts).expect("open and migrate");
+    assert_eq!(claim(&s, &[("CARD", 300)], 64), vec![false], "too old: 400 is the highest");
+    assert_eq!(claim(&s, &[("CARD", 380)], 64), vec![false], "claimed before the upgrade");
+    assert_eq!(claim(&s, &[("CARD", 401)], 64), vec![true]);
+    assert_eq!(
+        claim_rows(&db, "CARD"),
+        (337..=401).collect::<Vec<i32>>(),
+        "the history below the window went"
+    );
+}
