@@ -74,6 +74,11 @@ impl Default for StandInStateConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TokenServiceConfig {
     pub enabled: bool,
+    /// Whether this node serves the provisioning API on `listen` (the default). `false`: the
+    /// node detokenizes and verifies tokens (and its token service is there for an embedding
+    /// process) but listens for no requestor — several nodes over one database, requestors sent
+    /// to some of them.
+    pub api: bool,
     /// The provisioning API (HTTP). Port 0 takes one from the OS.
     pub listen: String,
     /// Keystore name of the vault's current data key (AES-256, usage D0): new rows are sealed
@@ -104,6 +109,7 @@ impl Default for TokenServiceConfig {
     fn default() -> Self {
         TokenServiceConfig {
             enabled: false,
+            api: true,
             listen: "127.0.0.1:0".into(),
             vault_key: "switch.vault".into(),
             vault_key_version: 1,
@@ -465,7 +471,15 @@ pub struct StoreConfig {
     /// How long a store-and-forward entry a node took stays its own before another node may
     /// deliver it (the node may have died).
     pub saf_lease_ms: u64,
+    /// Cards whose ATC window the node keeps in memory (about 200 bytes each), a cache of the
+    /// store's: the least recently used windows already committed go, and a card's window is read
+    /// back from the store when the card comes again. Whatever the store (SQLite or PostgreSQL).
+    pub atc_windows: usize,
 }
+
+/// The bounds `[store] atc_windows` may take: at least a few windows per shard of the cache, at
+/// most about 3 GiB of windows.
+pub const ATC_WINDOWS_RANGE: std::ops::RangeInclusive<usize> = 1_024..=16 << 20;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -474,6 +488,7 @@ impl Default for StoreConfig {
             schema: "paynet".into(),
             pool_size: 8,
             saf_lease_ms: crate::store::postgres::DEFAULT_LEASE_MS,
+            atc_windows: crate::state::DEFAULT_ATC_WINDOWS,
         }
     }
 }
@@ -507,6 +522,14 @@ impl StoreConfig {
         }
         if !(1_000..=30_000).contains(&self.saf_lease_ms) {
             p.push("store.saf_lease_ms: must be between 1000 and 30000".into());
+        }
+        if !ATC_WINDOWS_RANGE.contains(&self.atc_windows) {
+            p.push(format!(
+                "store.atc_windows: must be between {} and {}, found {}",
+                ATC_WINDOWS_RANGE.start(),
+                ATC_WINDOWS_RANGE.end(),
+                self.atc_windows
+            ));
         }
     }
 }
@@ -966,6 +989,34 @@ mod tests {
         assert!(p.contains("dedupe.window_s: must be between 1 and 86400"), "{p}");
         assert!(p.contains("dedupe.max_entries: must be between 1024 and 67108864"), "{p}");
         assert_eq!(SwitchConfig::default().dedupe, DedupeConfig { window_s: 600, max_entries: 262_144 });
+    }
+
+    #[test]
+    fn the_atc_window_cache_is_bounded_by_the_configuration() {
+        assert_eq!(SwitchConfig::default().store.atc_windows, crate::state::DEFAULT_ATC_WINDOWS);
+        let c = SwitchConfig::from_toml("[store]\natc_windows = 5000\n").expect("store table");
+        assert_eq!(c.store.atc_windows, 5000);
+        for bad in [0, 1_023, (16 << 20) + 1] {
+            let c = SwitchConfig::from_toml(&format!("[store]\natc_windows = {bad}\n")).expect("store table");
+            let p = c.validate().join("\n");
+            assert!(
+                p.contains(&format!("store.atc_windows: must be between 1024 and 16777216, found {bad}")),
+                "{p}"
+            );
+        }
+        let c = SwitchConfig::from_toml("[store]\natc_windows = -1\n");
+        assert!(c.is_err(), "a negative bound is not a number of windows");
+    }
+
+    #[test]
+    fn the_provisioning_api_is_served_unless_a_node_says_otherwise() {
+        assert!(SwitchConfig::default().token_service.api);
+        let c = SwitchConfig::from_toml("[token_service]\nenabled = true\n").expect("token service");
+        assert!(c.token_service.api, "served by default");
+        let c =
+            SwitchConfig::from_toml("[token_service]\nenabled = true\napi = false\n").expect("token service");
+        assert!(!c.token_service.api);
+        assert!(SwitchConfig::from_toml("[token_service]\napi = \"no\"\n").is_err(), "a boolean only");
     }
 
     #[test]

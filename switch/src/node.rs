@@ -94,7 +94,8 @@ pub struct RunningNode {
     /// The token service, when `[token_service]` is enabled. It reaches issuers through the
     /// engine held weakly ([`crate::gateway`]), so a clone kept elsewhere never delays shutdown.
     pub token_service: Option<Arc<tsp::TokenService>>,
-    /// The provisioning API's bound address, with the token service.
+    /// The provisioning API's bound address, with the token service unless `[token_service] api`
+    /// is `false`.
     pub provisioning_api: Option<SocketAddr>,
     api: Option<ProvisioningApi>,
     stop_accepting: CancellationToken,
@@ -197,7 +198,7 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
     let bounds = crate::state::StateBounds {
         max_cards: cfg.stand_in.max_cards,
         period_ms: cfg.stand_in.period_s.saturating_mul(1000),
-        atc_windows: crate::state::DEFAULT_ATC_WINDOWS,
+        atc_windows: cfg.store.atc_windows,
     };
     let book_clock = parts.clock.clone();
     let (state, state_writer) = tokio::task::spawn_blocking(move || {
@@ -374,8 +375,13 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
                 entropy: parts.entropy.clone(),
             };
             let svc = Arc::new(t.service(env));
-            let (addr, api) = serve_provisioning(&cfg, &base, svc.clone(), &stop_all).await?;
-            (Some(svc), Some(addr), Some(api))
+            if cfg.token_service.api {
+                let (addr, api) = serve_provisioning(&cfg, &base, svc.clone(), &stop_all).await?;
+                (Some(svc), Some(addr), Some(api))
+            } else {
+                info!("token service without its provisioning API ([token_service] api = false)");
+                (Some(svc), None, None)
+            }
         }
         None => (None, None, None),
     };

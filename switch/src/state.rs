@@ -120,11 +120,12 @@ pub struct StateBounds {
     /// How long a stand-in total counts from its first approval (`[stand_in] period_s`).
     pub period_ms: u64,
     /// ATC windows kept in memory: a cache of the store's `atc_window` table, from which a card's
-    /// window is read again when it is needed after it was evicted ([`DEFAULT_ATC_WINDOWS`]).
+    /// window is read again when it is needed after it was evicted (`[store] atc_windows`,
+    /// [`DEFAULT_ATC_WINDOWS`] by default).
     pub atc_windows: usize,
 }
 
-/// ATC windows kept in memory by default: at about 200 bytes each (fingerprint, window of 256
+/// ATC windows kept in memory unless `[store] atc_windows` says otherwise: at about 200 bytes each (fingerprint, window of 256
 /// ATCs, map entry), about 50 MiB.
 pub const DEFAULT_ATC_WINDOWS: usize = 262_144;
 

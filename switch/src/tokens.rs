@@ -183,7 +183,7 @@ impl Assembled {
         .with_luks(self.luks)
         .with_issuers(self.cfg.issuers);
         match self.store {
-            TokenStore::Postgres(pg) => svc.with_shared_pending(pg),
+            TokenStore::Postgres(pg) => svc.with_shared_pending(pg.clone()).with_shared_answered(pg),
             TokenStore::Sqlite(_) => svc,
         }
     }

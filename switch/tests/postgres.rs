@@ -239,6 +239,171 @@ async fn an_atc_is_accepted_once_across_nodes() {
     }
 }
 
+/// One commit of `claims` (card, ATC) with window `width`: which of them won.
+fn claim(s: &PgStore, claims: &[(&str, u32)], width: u32) -> Vec<bool> {
+    let mut w = StateWrites::default();
+    for (card, atc) in claims {
+        w.claims.push(switch::records::AtcClaim {
+            card: card.to_string(),
+            atc: *atc,
+            width,
+            at_ms: 1,
+            lost: Arc::default(),
+        });
+    }
+    let lost = s.state_commit(&w).expect("commit").lost;
+    (0..claims.len()).map(|i| !lost.contains(&i)).collect()
+}
+
+/// The ATCs of `card` still in the `atc_claim` table, ascending.
+fn claim_rows(db: &Db, card: &str) -> Vec<i32> {
+    let (url, schema, card) = (db.opts.url.clone(), db.opts.schema.clone(), card.to_string());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+        let task = tokio::spawn(conn);
+        let rows = client
+            .query(&format!("SELECT atc FROM {schema}.atc_claim WHERE card = $1 ORDER BY atc"), &[&card])
+            .await
+            .expect("claims");
+        drop(client);
+        let _ = task.await;
+        rows.iter().map(|r| r.get(0)).collect()
+    })
+}
+
+/// Six nodes, each on its own connections, race claims of two cards around the highest ATC so
+/// far: fresh ones, ones just below it and replays of ones already pruned. The claims of a card
+/// are decided one after another across the nodes: no ATC is accepted twice (a pruned one
+/// included), and no claim that began after a higher ATC's commit was durable is accepted when
+/// it is further below it than the window.
+#[test]
+fn racing_nodes_accept_each_atc_once_and_never_one_below_a_durable_highest() {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    let Some(db) = Db::new("atc_race") else { return };
+    const WIDTH: u32 = 64;
+    const NODES: usize = 6;
+    let nodes: Vec<Arc<PgStore>> = (0..NODES).map(|i| Arc::new(db.node(&format!("node-{i}")))).collect();
+    let clock = Arc::new(AtomicU64::new(0));
+    let highest = Arc::new([AtomicU32::new(WIDTH), AtomicU32::new(WIDTH)]);
+    let start = Arc::new(Barrier::new(NODES));
+    let workers: Vec<_> = (0..NODES)
+        .map(|n| {
+            let (s, clock, highest, start) =
+                (nodes[n].clone(), clock.clone(), highest.clone(), start.clone());
+            std::thread::spawn(move || {
+                let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (n as u64 + 1);
+                let mut next = move || {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed
+                };
+                // (card, ATC, began, durable) of every claim this node won.
+                let mut won = Vec::new();
+                start.wait();
+                for _ in 0..150 {
+                    let mut batch: Vec<(&str, u32)> = Vec::new();
+                    for (c, card) in ["CARD-A", "CARD-B"].iter().enumerate() {
+                        if c == 1 && next() % 2 == 0 {
+                            continue;
+                        }
+                        let h = highest[c].load(Ordering::SeqCst);
+                        // From twice the window below the highest (pruned replays) to a few above.
+                        let atc = (h + 8).saturating_sub((next() % u64::from(2 * WIDTH + 8)) as u32);
+                        batch.push((card, atc));
+                    }
+                    // Half the batches name the cards in the other order: the commits still never
+                    // wait for each other in a circle.
+                    if next() % 2 == 0 {
+                        batch.reverse();
+                    }
+                    let began = clock.fetch_add(1, Ordering::SeqCst);
+                    let results = claim(&s, &batch, WIDTH);
+                    let durable = clock.fetch_add(1, Ordering::SeqCst);
+                    for ((card, atc), ok) in batch.into_iter().zip(results) {
+                        if ok {
+                            let c = usize::from(card == "CARD-B");
+                            highest[c].fetch_max(atc, Ordering::SeqCst);
+                            won.push((card, atc, began, durable));
+                        }
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for w in workers {
+        won.extend(w.join().expect("node"));
+    }
+    let mut seen = HashMap::new();
+    for (card, atc, _, _) in &won {
+        *seen.entry((*card, *atc)).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "ATCs accepted more than once: {twice:?}");
+    for card in ["CARD-A", "CARD-B"] {
+        let mine: Vec<_> = won.iter().filter(|w| w.0 == card).collect();
+        assert!(mine.len() > 50, "{card}: the race accepted {} claims", mine.len());
+        for old in &mine {
+            for high in &mine {
+                assert!(
+                    !(old.1 + WIDTH < high.1 && old.2 > high.3),
+                    "{card}: ATC {} accepted after ATC {} was durable",
+                    old.1,
+                    high.1
+                );
+            }
+        }
+        // One more claim after the race: what is left of the card is its window, nothing below.
+        let h = mine.iter().map(|w| w.1).max().expect("claims");
+        assert_eq!(claim(&nodes[0], &[(card, h + 1)], WIDTH), vec![true]);
+        let rows = claim_rows(&db, card);
+        assert!(rows.iter().all(|a| *a as u32 + WIDTH > h), "{card}: claims below the window kept: {rows:?}");
+        assert!(rows.len() as u32 <= WIDTH + 1, "{card}: {} claims kept", rows.len());
+    }
+}
+
+/// Claims below a card's window are deleted by the commits of the card, a bounded number each
+/// time; a deleted ATC is still refused (it is too old), and so is one the window never reached.
+#[test]
+fn claims_below_the_window_are_pruned_in_bounded_batches_and_stay_refused() {
+    let Some(db) = Db::new("atc_prune") else { return };
+    let (a, b) = (db.node("node-a"), db.node("node-b"));
+    for atc in 1..=300u32 {
+        assert_eq!(claim(if atc % 2 == 0 { &a } else { &b }, &[("CARD", atc)], 64), vec![true]);
+    }
+    assert_eq!(claim_rows(&db, "CARD"), (236..=300).collect::<Vec<i32>>(), "the window only");
+    assert_eq!(claim(&a, &[("CARD", 10)], 64), vec![false], "a pruned ATC is refused");
+    assert_eq!(claim(&b, &[("CARD", 250)], 64), vec![false], "one still claimed is refused");
+    assert_eq!(claim(&b, &[("CARD", 235)], 64), vec![false], "just below the window");
+    assert_eq!(claim(&b, &[("CARD", 320)], 64), vec![true], "beyond the highest");
+    assert_eq!(claim(&a, &[("CARD", 255)], 64), vec![false], "below the new window");
+    assert_eq!(claim(&a, &[("CARD", 310)], 64), vec![true], "in the window, unclaimed");
+    assert_eq!(claim_rows(&db, "CARD"), (256..=300).chain([310, 320]).collect::<Vec<i32>>());
+
+    // A card with a long history (claims of an earlier version, never pruned): each commit of
+    // the card deletes a bounded batch, until only the window is left.
+    let backlog = 2 * switch::store::postgres::PRUNE_CLAIMS_PER_COMMIT as u32 + 500;
+    let old: Vec<(&str, u32)> = (1..=backlog).map(|atc| ("LONG", atc)).collect();
+    assert!(claim(&a, &old, u32::from(u16::MAX)).iter().all(|w| *w), "a window as wide as the ATCs");
+    let mut left = claim_rows(&db, "LONG").len() as u32;
+    assert_eq!(left, backlog);
+    let mut atc = backlog;
+    while left > 65 {
+        atc += 1;
+        assert_eq!(claim(&b, &[("LONG", atc)], 64), vec![true]);
+        let now = claim_rows(&db, "LONG").len() as u32;
+        let batch = switch::store::postgres::PRUNE_CLAIMS_PER_COMMIT as u32;
+        assert!(now + batch + 1 >= left, "at most one batch deleted: {left} then {now}");
+        assert!(now < left, "some deleted: {left} then {now}");
+        left = now;
+    }
+    assert_eq!(atc, backlog + 3, "three commits: two full batches, then the rest");
+    assert_eq!(claim_rows(&db, "LONG"), ((atc - 64) as i32..=atc as i32).collect::<Vec<_>>());
+}
+
 #[test]
 fn check_config_reaches_the_database_and_migrates_it() {
     let Some(db) = Db::new("check_config") else { return };
@@ -425,4 +590,49 @@ async fn an_earlier_databases_stand_in_totals_are_upgraded_without_reopening_any
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!((rows[0].1.as_str(), rows[0].2.total_minor), ("LIVE", 2500));
     assert!(rows[0].2.since_ms >= before, "the period starts at the upgrade: {rows:?}");
+}
+
+/// A database of the version before `atc_high`: its cards' highest ATCs are taken from their
+/// claims at the upgrade, so an old ATC is refused at once, and the history is pruned by the
+/// cards' next commits.
+#[test]
+fn an_earlier_databases_atc_claims_are_upgraded_with_their_highest() {
+    let Some(db) = Db::new("atc_upgrade") else { return };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+    let (client, conn) = tokio_postgres::connect(&db.opts.url, tokio_postgres::NoTls).await.expect("connect");
+    let task = tokio::spawn(conn);
+    let schema = &db.opts.schema;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path = {schema}; \
+             CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+        ))
+        .await
+        .expect("schema");
+    for (version, sql) in &switch::store::postgres::MIGRATIONS[..3] {
+        client.batch_execute(sql).await.expect("an earlier migration");
+        client
+            .execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
+            .await
+            .expect("record");
+    }
+    client
+        .batch_execute(
+            "INSERT INTO atc_claim (card, atc, at_ms) SELECT 'CARD', g, 1 FROM generate_series(100, 400) g",
+        )
+        .await
+        .expect("earlier claims");
+    drop(client);
+    let _ = task.await;
+    });
+    let s = PgStore::open(&db.opts).expect("open and migrate");
+    assert_eq!(claim(&s, &[("CARD", 300)], 64), vec![false], "too old: 400 is the highest");
+    assert_eq!(claim(&s, &[("CARD", 380)], 64), vec![false], "claimed before the upgrade");
+    assert_eq!(claim(&s, &[("CARD", 401)], 64), vec![true]);
+    assert_eq!(
+        claim_rows(&db, "CARD"),
+        (337..=401).collect::<Vec<i32>>(),
+        "the history below the window went"
+    );
 }

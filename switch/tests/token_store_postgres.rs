@@ -270,3 +270,49 @@ fn a_step_up_begun_on_one_node_is_completed_on_another_and_its_card_is_sealed() 
     book_a.set_limits(1, 60_000, 4_000).expect("limits");
     assert_eq!(book_b.len(4_000).expect("count"), 1, "trimmed to the new bound");
 }
+
+#[test]
+fn an_answer_given_on_one_node_is_given_again_on_another_sealed_bounded_and_aged() {
+    use tsp::ProvisionOutcome;
+    use tsp::answered::{AnsweredBook, AnsweredStore, StoredAnswer};
+    let Some(db) = Db::new("token_store_answered") else { return };
+    let (a, b) = (db.node("a"), db.node("b"));
+    let (book_a, book_b) = (
+        AnsweredBook::shared(a.clone(), vault(a.clone()), 3, 60_000),
+        AnsweredBook::shared(b.clone(), vault(b.clone()), 3, 60_000),
+    );
+    const REQUESTOR: &str = "40010030273";
+    let approved = ProvisionOutcome::Approved {
+        token_ref: "tr_0011223344556677".into(),
+        token_last4: "0019".into(),
+        token_expiry: "2812".into(),
+        par: "Q1J4AWSCZWKZW8T7QKN4VT7PQ2F21".into(),
+        encrypted_token_data: "04aabbcc".into(),
+    };
+    let step_up = ProvisionOutcome::OtpRequired { provisioning_id: "000000000001".into() };
+    book_a.insert(REQUESTOR, "r1", &step_up, 1_000, [1; 12]).expect("record");
+    assert_eq!(book_b.get(REQUESTOR, "r1", 2_000).expect("read"), Some(step_up), "node b repeats it");
+    assert_eq!(book_b.get("40010030274", "r1", 2_000).expect("read"), None, "another requestor's");
+    // The step-up completed on node b: its answer replaces the earlier one, on every node.
+    book_b.insert(REQUESTOR, "r1", &approved, 2_000, [2; 12]).expect("record");
+    assert_eq!(book_a.get(REQUESTOR, "r1", 3_000).expect("read"), Some(approved.clone()));
+    // The row names no token reference in clear, and moved onto another request it does not open.
+    let row = b.answered_get(REQUESTOR, "r1", 0).expect("read").expect("row");
+    assert!(!String::from_utf8_lossy(&row.sealed).contains("tr_0011223344556677"), "sealed");
+    b.answered_put(&StoredAnswer { request_id: "r9".into(), ..row }, 0, 10).expect("moved");
+    assert!(book_a.get(REQUESTOR, "r9", 3_000).is_err(), "a moved row is an error, never an answer");
+    // Too old: gone; over the bound: the oldest go.
+    assert_eq!(book_a.get(REQUESTOR, "r1", 62_001).expect("read"), None, "expired");
+    for (i, at) in [(2u8, 3_000), (3, 4_000), (4, 5_000)] {
+        let o = ProvisionOutcome::Declined { response_code: format!("0{i}") };
+        book_a.insert(REQUESTOR, &format!("r{i}"), &o, at, [i; 12]).expect("record");
+    }
+    assert_eq!(book_b.len(5_000).expect("count"), 3, "at the bound");
+    assert_eq!(book_b.get(REQUESTOR, "r1", 5_000).expect("read"), None, "the oldest went");
+    assert_eq!(
+        book_b.get(REQUESTOR, "r4", 5_000).expect("read"),
+        Some(ProvisionOutcome::Declined { response_code: "04".into() })
+    );
+    book_a.set_limits(1, 60_000, 5_000).expect("limits");
+    assert_eq!(book_b.len(5_000).expect("count"), 1, "trimmed to the new bound");
+}

@@ -10,6 +10,7 @@
 //! the embedded default ([`store::SqliteVaultStore`]).
 #![forbid(unsafe_code)]
 
+pub mod answered;
 pub mod api;
 pub mod clock;
 pub mod detokenize;

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::answered::{AnsweredBook, AnsweredStore};
 use crate::clock::{Clock, Entropy};
 use crate::gateway::IssuerGateway;
 use crate::luk::LukRegistry;
@@ -133,7 +134,7 @@ impl std::fmt::Debug for ProvisionRequest {
 }
 
 /// What a provisioning call answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ProvisionOutcome {
     Approved {
@@ -212,7 +213,7 @@ pub struct TokenService {
     requestors: HashMap<String, Requestor>,
     spec: Arc<Spec>,
     /// Answers to repeat for a repeated request id: bounded, for a day.
-    answered: Mutex<door::bounded::BoundedMap<(String, String), ProvisionOutcome>>,
+    answered: AnsweredBook,
     /// Step-ups waiting for the cardholder's OTP: bounded, for a quarter of an hour.
     pending: PendingBook,
     refs: Mutex<HashMap<String, String>>,
@@ -260,10 +261,10 @@ impl TokenService {
             ranges,
             requestors: requestors.into_iter().map(|r| (r.id.clone(), r)).collect(),
             spec: Spec::builtin("network").cloned().unwrap_or_else(|| unreachable!("built-in spec")),
-            answered: Mutex::new(door::bounded::BoundedMap::new(
+            answered: AnsweredBook::in_memory(
                 StateLimits::default().answered,
                 StateLimits::default().answered_ttl_ms,
-            )),
+            ),
             pending: PendingBook::in_memory(
                 StateLimits::default().pending,
                 StateLimits::default().pending_ttl_ms,
@@ -289,6 +290,14 @@ impl TokenService {
     pub fn with_shared_pending(mut self, store: Arc<dyn PendingStore>) -> Self {
         let l = StateLimits::default();
         self.pending = PendingBook::shared(store, self.vault.clone(), l.pending, l.pending_ttl_ms);
+        self
+    }
+
+    /// Answers to repeated request ids kept in a store every node shares (a requestor retrying
+    /// on another node gets the same answer), sealed with the vault's data key.
+    pub fn with_shared_answered(mut self, store: Arc<dyn AnsweredStore>) -> Self {
+        let l = StateLimits::default();
+        self.answered = AnsweredBook::shared(store, self.vault.clone(), l.answered, l.answered_ttl_ms);
         self
     }
 
@@ -396,11 +405,9 @@ impl TokenService {
     /// oldest first).
     pub fn limit_state(&self, l: StateLimits) {
         let now_ms = self.clock.now_ms();
-        self.answered.lock().unwrap_or_else(|p| p.into_inner()).set_limits(
-            l.answered,
-            l.answered_ttl_ms,
-            now_ms,
-        );
+        if let Err(e) = self.answered.set_limits(l.answered, l.answered_ttl_ms, now_ms) {
+            tracing::error!(error = %e, "answers to repeat could not be trimmed");
+        }
         if let Err(e) = self.pending.set_limits(l.pending, l.pending_ttl_ms, now_ms) {
             tracing::error!(error = %e, "pending step-ups could not be trimmed");
         }
@@ -409,7 +416,10 @@ impl TokenService {
     /// Entries kept now: (answers to repeat, step-ups pending).
     pub fn state_sizes(&self) -> (usize, usize) {
         (
-            self.answered.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            self.answered.len(self.clock.now_ms()).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "answers to repeat could not be counted");
+                0
+            }),
             self.pending.len(self.clock.now_ms()).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "pending step-ups could not be counted");
                 0
@@ -465,8 +475,14 @@ impl TokenService {
     ) -> Result<ProvisionOutcome, TspError> {
         let key = (requestor.id.clone(), req.request_id.clone());
         let now_ms = self.clock.now_ms();
-        if let Some(done) = self.answered.lock().unwrap_or_else(|p| p.into_inner()).get(&key, now_ms) {
-            return Ok(done.clone());
+        match self.answered.get(&key.0, &key.1, now_ms) {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => {}
+            // Provisioning again could issue a second token for one request: the requestor retries.
+            Err(e) => {
+                tracing::error!(error = %e, "answers to repeat could not be read");
+                return Err(TspError::Conflict("the request could not be checked: try again".into()));
+            }
         }
         if req.request_id.is_empty() || req.request_id.len() > 64 {
             return Err(bad("request_id: 1 to 64 characters"));
@@ -536,7 +552,12 @@ impl TokenService {
 
     fn remember(&self, key: (String, String), o: ProvisionOutcome) -> Result<ProvisionOutcome, TspError> {
         let now_ms = self.clock.now_ms();
-        self.answered.lock().unwrap_or_else(|p| p.into_inner()).insert(key, o.clone(), now_ms);
+        let nonce: [u8; 12] = self.random(12).try_into().unwrap_or([0; 12]);
+        // What was done stays done: the answer leaves even when it could not be kept (a retry
+        // then provisions anew).
+        if let Err(e) = self.answered.insert(&key.0, &key.1, &o, now_ms, nonce) {
+            tracing::error!(error = %e, "answer to repeat could not be recorded");
+        }
         Ok(o)
     }
 

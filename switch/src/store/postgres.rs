@@ -11,8 +11,11 @@
 //! - the store-and-forward queue: due entries are leased by one node at a time (`FOR UPDATE SKIP
 //!   LOCKED`, lease expiry [`DEFAULT_LEASE_MS`] by default), so a dead node's entries are taken
 //!   over by the others once its lease runs out, and never by two nodes at once;
-//! - ATC claims: a card's ATC is accepted once across every node by one conditional insert whose
-//!   returned rows say which claims won (see [`crate::records::AtcClaim`]);
+//! - ATC claims: a card's ATC is accepted once across every node by one statement whose returned
+//!   rows say which claims won (see [`crate::records::AtcClaim`]). It first raises the card's
+//!   highest ATC in its own row (`atc_high`), which orders the claims of a card across nodes (the
+//!   "too old" check reads the highest as the last commit left it, not as a snapshot had it), and
+//!   deletes the claims that fell below the window (bounded per commit), which can never win;
 //! - transmissions: the first node to claim one (acquirer, terminal, MTI, STAN, DE 7) forwards it,
 //!   and its answer is recorded before it leaves, so a retransmission reaching another node gets
 //!   the same answer;
@@ -133,7 +136,23 @@ ALTER TABLE standin_total ALTER COLUMN since_ms SET NOT NULL;
 CREATE INDEX standin_total_age ON standin_total (since_ms);
 ",
     ),
+    (
+        4,
+        // Each card's highest claimed ATC, one row that every claim of the card updates (and so
+        // waits for): the claims of a card are decided one transaction after another.
+        "
+CREATE TABLE atc_high (
+    card TEXT PRIMARY KEY,
+    highest INTEGER NOT NULL
+);
+INSERT INTO atc_high (card, highest) SELECT card, max(atc) FROM atc_claim GROUP BY card;
+",
+    ),
 ];
+
+/// Claims below their card's window deleted by one commit at most (the rest by later commits of
+/// the card): a commit's own cost stays bounded, even for a card with a long history.
+pub const PRUNE_CLAIMS_PER_COMMIT: i64 = 1024;
 
 /// Where and how to reach the database.
 #[derive(Debug, Clone)]
@@ -750,19 +769,34 @@ impl Store for PgStore {
                 if claims.is_empty() {
                     return Ok(Vec::new());
                 }
-                // One statement decides every claim: a claim wins when no node has its ATC for
-                // the card yet (the primary key) and none has one beyond the window above it.
+                // One statement decides every claim. First it raises each card's highest ATC
+                // (`atc_high`, cards in order so that two commits never wait for each other's
+                // rows): that row stays locked until this commit ends, so a concurrent claim of the
+                // same card on another node waits, then reads the highest this one left. A claim
+                // wins when no node has its ATC for the card yet (the primary key) and it is not
+                // more than its window below the card's highest. The claims below the window are
+                // deleted (at most [`PRUNE_CLAIMS_PER_COMMIT`]): none of them can win again.
                 let cards: Vec<&str> = claims.iter().map(|c| c.0.as_str()).collect();
                 let atcs: Vec<i32> = claims.iter().map(|c| c.1).collect();
                 let widths: Vec<i32> = claims.iter().map(|c| c.2).collect();
                 let ats: Vec<i64> = claims.iter().map(|c| c.3).collect();
                 let won = tx.query(
-&tx.prepare_cached("INSERT INTO atc_claim (card, atc, at_ms) \
-                         SELECT u.c, u.a, u.t FROM UNNEST($1::TEXT[], $2::INTEGER[], $3::INTEGER[], $4::BIGINT[]) \
-                         AS u(c, a, w, t) WHERE NOT EXISTS ( \
-                           SELECT 1 FROM atc_claim x WHERE x.card = u.c AND x.atc > u.a + u.w) \
+&tx.prepare_cached("WITH u AS (SELECT * FROM UNNEST($1::TEXT[], $2::INTEGER[], $3::INTEGER[], $4::BIGINT[]) \
+                           AS u(c, a, w, t)), \
+                         high AS (INSERT INTO atc_high (card, highest) \
+                           SELECT c, max(a) FROM u GROUP BY c ORDER BY c \
+                           ON CONFLICT (card) DO UPDATE SET highest = GREATEST(atc_high.highest, EXCLUDED.highest) \
+                           RETURNING card, highest), \
+                         lim AS (SELECT h.card, h.highest::BIGINT - max(u.w) AS f \
+                           FROM high h JOIN u ON u.c = h.card GROUP BY h.card, h.highest), \
+                         pruned AS (DELETE FROM atc_claim x WHERE (x.card, x.atc) IN ( \
+                           SELECT y.card, y.atc FROM atc_claim y JOIN lim ON y.card = lim.card \
+                           WHERE y.atc < lim.f LIMIT $5)) \
+                         INSERT INTO atc_claim (card, atc, at_ms) \
+                         SELECT u.c, u.a, u.t FROM u JOIN high h ON h.card = u.c \
+                         WHERE u.a::BIGINT + u.w >= h.highest \
                          ON CONFLICT (card, atc) DO NOTHING RETURNING card, atc").await.map_err(db_err("prepare state commit"))?,
-                        &[&cards, &atcs, &widths, &ats],
+                        &[&cards, &atcs, &widths, &ats, &PRUNE_CLAIMS_PER_COMMIT],
                     )
                     .await
                     .map_err(db_err("claim ATCs"))?;

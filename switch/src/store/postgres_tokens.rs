@@ -22,7 +22,9 @@
 //! listens again. Payloads carry the token, never a PAN.
 //!
 //! Provisionings waiting for the cardholder's OTP are kept here too (`token_pending`, their card
-//! sealed: see [`tsp::pending`]), so that any node's provisioning API completes them.
+//! sealed: see [`tsp::pending`]), so that any node's provisioning API completes them, and so are
+//! the answers given to request ids (`token_answered`, sealed: see [`tsp::answered`]), so that a
+//! requestor retrying on another node gets the same answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
+use tsp::answered::{AnsweredStore, StoredAnswer};
 use tsp::luk::{LukStore, StoredBatch};
 use tsp::pending::{PendingStore, StoredPending};
 use tsp::vault::{TokenRecord, TokenStatus, VaultStore, domain_to_text};
@@ -91,6 +94,19 @@ CREATE TABLE token_pending (
     created_ms BIGINT NOT NULL
 );
 CREATE INDEX token_pending_age ON token_pending (created_ms);
+",
+    ),
+    (
+        3,
+        "
+CREATE TABLE token_answered (
+    requestor TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    sealed BYTEA NOT NULL,
+    created_ms BIGINT NOT NULL,
+    PRIMARY KEY (requestor, request_id)
+);
+CREATE INDEX token_answered_age ON token_answered (created_ms);
 ",
     ),
 ];
@@ -535,5 +551,100 @@ impl PendingStore for PgTokenStore {
             trim_pending(&c, oldest, capacity).await
         })
         .map_err(tsp_err("trim step-ups"))
+    }
+}
+
+/// Forgets the answers created before `oldest` and the oldest beyond `capacity`.
+async fn trim_answered(c: &deadpool_postgres::Object, oldest: i64, capacity: i64) -> Result<()> {
+    c.execute("DELETE FROM token_answered WHERE created_ms < $1", &[&oldest])
+        .await
+        .map_err(db_err("forget old answers"))?;
+    c.execute(
+        "DELETE FROM token_answered WHERE (requestor, request_id) IN \
+         (SELECT requestor, request_id FROM token_answered ORDER BY created_ms DESC, requestor, request_id \
+         OFFSET $1)",
+        &[&capacity],
+    )
+    .await
+    .map_err(db_err("forget answers over the bound"))?;
+    Ok(())
+}
+
+impl AnsweredStore for PgTokenStore {
+    fn answered_put(&self, a: &StoredAnswer, oldest_ms: u64, capacity: usize) -> tsp::Result<()> {
+        let a = a.clone();
+        let (oldest, room) = (oldest_ms as i64, capacity.saturating_sub(1) as i64);
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            // Room for this one within the bound.
+            trim_answered(&c, oldest, room).await?;
+            // The latest answer to a request replaces the earlier one (a step-up's answer, once
+            // the OTP completed it), as in a node's memory.
+            c.execute(
+                "INSERT INTO token_answered (requestor, request_id, sealed, created_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (requestor, request_id) DO UPDATE SET \
+                 sealed = EXCLUDED.sealed, created_ms = EXCLUDED.created_ms",
+                &[&a.requestor, &a.request_id, &a.sealed, &(a.created_ms as i64)],
+            )
+            .await
+            .map_err(db_err("record answer"))?;
+            Ok(())
+        })
+        .map_err(tsp_err("record answer"))
+    }
+
+    fn answered_get(
+        &self,
+        requestor: &str,
+        request_id: &str,
+        oldest_ms: u64,
+    ) -> tsp::Result<Option<StoredAnswer>> {
+        let (requestor, request_id, oldest) =
+            (requestor.to_string(), request_id.to_string(), oldest_ms as i64);
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let row = c
+                .query_opt(
+                    "SELECT requestor, request_id, sealed, created_ms FROM token_answered \
+                     WHERE requestor = $1 AND request_id = $2 AND created_ms >= $3",
+                    &[&requestor, &request_id, &oldest],
+                )
+                .await
+                .map_err(db_err("read answer"))?;
+            row.map(|r| {
+                Ok(StoredAnswer {
+                    requestor: r.try_get(0)?,
+                    request_id: r.try_get(1)?,
+                    sealed: r.try_get(2)?,
+                    created_ms: r.try_get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .transpose()
+            .map_err(db_err("read answer row"))
+        })
+        .map_err(tsp_err("read answer"))
+    }
+
+    fn answered_count(&self, oldest_ms: u64) -> tsp::Result<usize> {
+        let oldest = oldest_ms as i64;
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            let n: i64 = c
+                .query_one("SELECT count(*) FROM token_answered WHERE created_ms >= $1", &[&oldest])
+                .await
+                .map_err(db_err("count answers"))?
+                .get(0);
+            Ok(n.max(0) as usize)
+        })
+        .map_err(tsp_err("count answers"))
+    }
+
+    fn answered_trim(&self, oldest_ms: u64, capacity: usize) -> tsp::Result<()> {
+        let (oldest, capacity) = (oldest_ms as i64, capacity as i64);
+        self.call(move |pool| async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            trim_answered(&c, oldest, capacity).await
+        })
+        .map_err(tsp_err("trim answers"))
     }
 }
