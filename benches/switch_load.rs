@@ -17,7 +17,9 @@
 //!
 //! Each phase also reports the process's CPU time per request (user + system, from
 //! `/proc/self/stat`: generator, switch and issuer simulator together — the switch's own share is
-//! the switch phase's figure minus the relay phase's) and its resident memory at the phase's end.
+//! the switch phase's figure minus the relay phase's) and its resident memory at the phase's end,
+//! and the load generator's own CPU per request (`generator_cpu_us_per_request`: the CPU time of the
+//! thread it runs on, from its report).
 //! `--find-max` searches (bisection, `--seconds` per step) the highest offered rate each path holds
 //! with p99 within `--p99-ms` and no timeouts.
 
@@ -156,6 +158,7 @@ impl Phase {
             "approved": r.approved, "declined": r.declined, "errors": r.errors, "timeouts": r.timeouts,
             "unmatched": r.unmatched, "response_codes": r.response_codes, "latency_us": r.latency_us,
             "cpu_us_per_request": (self.cpu_us_per_request * 10.0).round() / 10.0,
+            "generator_cpu_us_per_request": r.generator_cpu_us_per_request,
             "rss_mib_at_end": self.rss_mib, "rss_mib_every_10s": self.rss_mib_every_10s})
     }
 

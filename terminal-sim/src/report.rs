@@ -257,6 +257,9 @@ pub fn html(r: &Report, title: &str, params: &[(&str, String)], svgs: &[String; 
     for (k, v) in rows {
         let _ = writeln!(h, "<tr><th>{k}</th><td class=\"n\">{}</td></tr>", esc(&v));
     }
+    if let Some(us) = r.generator_cpu_us_per_request {
+        let _ = writeln!(h, "<tr><th>generator CPU per request</th><td class=\"n\">{us:.2} µs</td></tr>");
+    }
     h.push_str("</table>\n");
     if !r.by_kind.is_empty() {
         h.push_str(
@@ -361,6 +364,7 @@ mod tests {
                 PercentilePoint { percentile: 50.0, us: 850 },
                 PercentilePoint { percentile: 99.0, us: 2400 },
             ],
+            generator_cpu_us_per_request: Some(4.25),
             ..Report::default()
         };
         let svgs = [throughput_svg(&r).unwrap(), latency_svg(&r).unwrap(), distribution_svg(&r).unwrap()];
@@ -371,6 +375,9 @@ mod tests {
         assert!(page.contains("Load &lt;test&gt;"));
         assert_eq!(page.matches("<svg").count(), 3);
         assert!(page.contains("Throughput per second") && page.contains("approved + declined"));
+        assert!(page.contains("<tr><th>generator CPU per request</th><td class=\"n\">4.25 µs</td></tr>"));
+        let unmeasured = Report { generator_cpu_us_per_request: None, ..r.clone() };
+        assert!(!html(&unmeasured, "Load", &[], &svgs).contains("generator CPU"));
         assert!((nines(99.0) - 2.0).abs() < 1e-9);
     }
 }
