@@ -22,18 +22,11 @@ fn alive(pid: u64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_in_their_own_processes_share_one_database() {
-    let Some(db) = testkit::pg::database("serve_nodes") else { return };
-    // Dropped last, pass or fail: the test's schema goes with it.
-    let _schema = DropSchema(switch::store::postgres::PgOptions::new(db.url.clone(), db.schema.clone()));
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let ports = tmp.path().join("ports.json");
-    let serve = common::process::serve_with(
-        &ports,
-        tmp.path(),
-        &["--nodes", "3", "--database-url", &db.url, "--schema", &db.schema],
-    );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ports).expect("ports file")).expect("JSON");
+    let Some((Nodes { schema: _schema, tmp, ports: _ports, serve }, doc)) =
+        serve_over_postgres("serve_nodes", &["--nodes", "3"])
+    else {
+        return;
+    };
     let nodes = doc["nodes"].as_array().expect("nodes").clone();
     assert_eq!(nodes.len(), 3);
     assert_eq!(nodes[0]["acquirer"], doc["acquirer"], "node 0 is the ports file's acquirer");
@@ -101,6 +94,29 @@ async fn three_nodes_in_their_own_processes_share_one_database() {
     assert!(!alive(pids[0]) && !alive(pids[1]), "serve stopped its nodes");
 }
 
+/// `paynet serve` with `args` over a schema of the test's own (gone with the returned guard, pass
+/// or fail), and its ports file; `None` when no database is reachable (and allowed to be absent).
+fn serve_over_postgres(name: &str, args: &[&str]) -> Option<(Nodes, serde_json::Value)> {
+    let db = testkit::pg::database(name)?;
+    let schema = DropSchema(switch::store::postgres::PgOptions::new(db.url.clone(), db.schema.clone()));
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ports = tmp.path().join("ports.json");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--database-url", &db.url, "--schema", &db.schema]);
+    let serve = common::process::serve_with(&ports, tmp.path(), &all);
+    let doc = serde_json::from_str(&std::fs::read_to_string(&ports).expect("ports file")).expect("JSON");
+    Some((Nodes { schema, tmp, ports, serve }, doc))
+}
+
+/// A running `serve --nodes`, its folder, ports file and schema. Bound by a pattern listing them
+/// in this order, they are dropped in the reverse: serve (and its nodes) first, the schema last.
+struct Nodes {
+    schema: DropSchema,
+    tmp: tempfile::TempDir,
+    ports: std::path::PathBuf,
+    serve: common::process::Serve,
+}
+
 struct DropSchema(switch::store::postgres::PgOptions);
 
 impl Drop for DropSchema {
@@ -164,17 +180,11 @@ async fn purchase_on(node: &serde_json::Value, card: &TestCard, stan: u32, atc: 
 /// killed with SIGKILL takes its nodes with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_fails_over_when_node_0_dies_under_it() {
-    let Some(db) = testkit::pg::database("load_failover") else { return };
-    let _schema = DropSchema(switch::store::postgres::PgOptions::new(db.url.clone(), db.schema.clone()));
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let ports = tmp.path().join("ports.json");
-    let mut serve = common::process::serve_with(
-        &ports,
-        tmp.path(),
-        &["--nodes", "3", "--cards", "16", "--database-url", &db.url, "--schema", &db.schema],
-    );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ports).expect("ports file")).expect("JSON");
+    let Some((Nodes { schema: _schema, tmp, ports, mut serve }, doc)) =
+        serve_over_postgres("load_failover", &["--nodes", "3", "--cards", "16"])
+    else {
+        return;
+    };
     let nodes = doc["nodes"].as_array().expect("nodes").clone();
     let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().expect("pid")).collect();
     let victim = pids[0].to_string();
@@ -321,17 +331,11 @@ async fn the_load_generator_fails_over_when_node_0_dies_under_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_provisioned_on_node_0_pays_on_node_1_until_node_0_suspends_it() {
     use terminal_kit::pos::{CardKey, chip_request, chip_request_with};
-    let Some(db) = testkit::pg::database("serve_tokens") else { return };
-    let _schema = DropSchema(switch::store::postgres::PgOptions::new(db.url.clone(), db.schema.clone()));
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let ports = tmp.path().join("ports.json");
-    let _serve = common::process::serve_with(
-        &ports,
-        tmp.path(),
-        &["--nodes", "2", "--database-url", &db.url, "--schema", &db.schema],
-    );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&ports).expect("ports file")).expect("JSON");
+    let Some((Nodes { schema: _schema, tmp: _tmp, ports: _ports, serve: _serve }, doc)) =
+        serve_over_postgres("serve_tokens", &["--nodes", "2"])
+    else {
+        return;
+    };
     let api = doc["provisioning_api"].as_str().expect("node 0's provisioning API").to_string();
     let nodes = doc["nodes"].as_array().expect("nodes").clone();
     let card: TestCard = serde_json::from_value(doc["test_cards"][0].clone()).expect("card");

@@ -77,6 +77,17 @@ pub fn serve_kept(ports: &Path, state: &Path, tmp: &Path) -> Serve {
     s
 }
 
+/// `serve` once its ports file is written (private to its user, as it must be).
+fn ready(s: Serve, ports: &Path) -> Serve {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ports.exists() {
+        assert!(Instant::now() < deadline, "no ports file within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_private(ports);
+    s
+}
+
 fn spawn_serve(ports: &Path, tmp: &Path, args: &[&str]) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_paynet"))
         .args(["serve", "--ports-file"])
@@ -88,14 +99,7 @@ fn spawn_serve(ports: &Path, tmp: &Path, args: &[&str]) -> Serve {
         .stderr(Stdio::null())
         .spawn()
         .expect("paynet serve");
-    let s = Serve(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ports.exists() {
-        assert!(Instant::now() < deadline, "no ports file within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_private(ports);
-    s
+    ready(Serve(child), ports)
 }
 
 /// Asserts that `path` (the ports file, a keystore: files holding keys) is readable and writable
@@ -132,12 +136,5 @@ pub fn serve_kept_logged(
         .stderr(file(err))
         .spawn()
         .expect("paynet serve");
-    let s = Serve(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ports.exists() {
-        assert!(Instant::now() < deadline, "no ports file within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_private(ports);
-    s
+    ready(Serve(child), ports)
 }
