@@ -97,12 +97,11 @@ async fn three_nodes_in_their_own_processes_share_one_database() {
 /// `paynet serve` with `args` over a schema of the test's own (gone with the returned guard, pass
 /// or fail), and its ports file; `None` when no database is reachable (and allowed to be absent).
 fn serve_over_postgres(name: &str, args: &[&str]) -> Option<(Nodes, serde_json::Value)> {
-    let db = testkit::pg::database(name)?;
-    let schema = DropSchema(switch::store::postgres::PgOptions::new(db.url.clone(), db.schema.clone()));
+    let schema = testkit::pg::database(name)?;
     let tmp = tempfile::tempdir().expect("tempdir");
     let ports = tmp.path().join("ports.json");
     let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--database-url", &db.url, "--schema", &db.schema]);
+    all.extend(["--database-url", &schema.url, "--schema", &schema.schema]);
     let serve = common::process::serve_with(&ports, tmp.path(), &all);
     let doc = serde_json::from_str(&std::fs::read_to_string(&ports).expect("ports file")).expect("JSON");
     Some((Nodes { schema, tmp, ports, serve }, doc))
@@ -111,18 +110,10 @@ fn serve_over_postgres(name: &str, args: &[&str]) -> Option<(Nodes, serde_json::
 /// A running `serve --nodes`, its folder, ports file and schema. Bound by a pattern listing them
 /// in this order, they are dropped in the reverse: serve (and its nodes) first, the schema last.
 struct Nodes {
-    schema: DropSchema,
+    schema: testkit::pg::PgTest,
     tmp: tempfile::TempDir,
     ports: std::path::PathBuf,
     serve: common::process::Serve,
-}
-
-struct DropSchema(switch::store::postgres::PgOptions);
-
-impl Drop for DropSchema {
-    fn drop(&mut self) {
-        let _ = switch::store::postgres::PgStore::drop_schema(&self.0);
-    }
 }
 
 /// Purchases of the ports file's cards, one ATC each, from terminal `LG…` of each connection.

@@ -182,9 +182,8 @@ async fn terminal(nodes: Vec<String>, mut at: usize, first: u32, stop: Arc<Atomi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_load_loses_no_money() {
     let Some(t) = testkit::pg::database("failover") else { return };
-    let db = PgOptions::new(t.url, t.schema);
-    // Dropped last, pass or fail: the test's schema goes with it.
-    let _schema = DropSchema(db.clone());
+    // `t` is dropped last, pass or fail: the test's schema goes with it.
+    let db = PgOptions::new(t.url.clone(), t.schema.clone());
     let ledger = Arc::new(Ledger::default());
     let port = issuer(ledger.clone()).await;
     let mut nodes: Vec<_> =
@@ -275,12 +274,4 @@ async fn a_node_killed_under_load_loses_no_money() {
     };
     assert_eq!(pending, 0, "nothing left owed");
     drop(nodes);
-}
-
-struct DropSchema(PgOptions);
-
-impl Drop for DropSchema {
-    fn drop(&mut self) {
-        let _ = PgStore::drop_schema(&self.0);
-    }
 }

@@ -16,7 +16,7 @@ use codecs::framing::{Frame, FrameCodec, FramingKind};
 use codecs::iso8583::{Message, Mti, Spec};
 use common::{Client, purchase, reversal};
 use futures_util::{SinkExt, StreamExt};
-use switch::store::postgres::{PgOptions, PgStore};
+use switch::store::postgres::PgOptions;
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
@@ -100,9 +100,8 @@ async fn client(addr: &str) -> Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_over_one_database_decide_each_transaction_once() {
     let Some(t) = testkit::pg::database("two_nodes") else { return };
-    let db = PgOptions::new(t.url, t.schema);
-    // Dropped last, pass or fail: the test's schema goes with it.
-    let _schema = DropSchema(db.clone());
+    // `t` is dropped last, pass or fail: the test's schema goes with it.
+    let db = PgOptions::new(t.url.clone(), t.schema.clone());
     let seen = Arc::new(Seen::default());
     let port = issuer(seen.clone()).await;
     // The same keystore (the fingerprint key, the SAF sealing key) on both: one network.
@@ -154,12 +153,4 @@ async fn two_nodes_over_one_database_decide_each_transaction_once() {
     assert_eq!(seen.count("0400", "000010") + seen.count("0420", "000010"), 1, "reversed once");
 
     drop((a, b));
-}
-
-struct DropSchema(PgOptions);
-
-impl Drop for DropSchema {
-    fn drop(&mut self) {
-        let _ = PgStore::drop_schema(&self.0);
-    }
 }

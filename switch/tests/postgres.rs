@@ -14,24 +14,19 @@ use switch::store::{Direction, JournalRow, NewSafEntry, SafKind, Store};
 /// A schema of the test's own, dropped when the test ends.
 struct Db {
     opts: PgOptions,
+    _schema: testkit::pg::PgTest,
 }
 
 impl Db {
     fn new(name: &str) -> Option<Db> {
         let t = testkit::pg::database(name)?;
-        Some(Db { opts: PgOptions::new(t.url, t.schema) })
+        Some(Db { opts: PgOptions::new(t.url.clone(), t.schema.clone()), _schema: t })
     }
 
     fn node(&self, node: &str) -> PgStore {
         let mut o = self.opts.clone();
         o.node = node.into();
         PgStore::open(&o).expect("open the store")
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let _ = PgStore::drop_schema(&self.opts);
     }
 }
 
@@ -556,32 +551,13 @@ fn shared_stand_in_totals_start_again_after_their_period_and_are_deleted_not_zer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_earlier_databases_stand_in_totals_are_upgraded_without_reopening_any_limit() {
     let Some(db) = Db::new("standin_upgrade") else { return };
-    let (client, conn) = tokio_postgres::connect(&db.opts.url, tokio_postgres::NoTls).await.expect("connect");
-    let task = tokio::spawn(conn);
-    let schema = &db.opts.schema;
-    client
-        .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; SET search_path = {schema}; \
-             CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
-        ))
-        .await
-        .expect("schema");
-    for (version, sql) in &switch::store::postgres::MIGRATIONS[..2] {
-        client.batch_execute(sql).await.expect("an earlier migration");
-        client
-            .execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
-            .await
-            .expect("record");
-    }
-    client
-        .batch_execute(
-            "INSERT INTO standin_total (issuer, card, total_minor) VALUES ('issuer-a', 'LIVE', 2500), \
-             ('issuer-a', 'RESET', 0)",
-        )
-        .await
-        .expect("earlier totals");
-    drop(client);
-    let _ = task.await;
+    earlier_database(
+        &db,
+        2,
+        "INSERT INTO standin_total (issuer, card, total_minor) VALUES ('issuer-a', 'LIVE', 2500), \
+         ('issuer-a', 'RESET', 0)",
+    )
+    .await;
     let before =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_millis() as u64;
     // The store may be called from a runtime's thread (it waits on its own runtime).
@@ -599,33 +575,11 @@ async fn an_earlier_databases_stand_in_totals_are_upgraded_without_reopening_any
 fn an_earlier_databases_atc_claims_are_upgraded_with_their_highest() {
     let Some(db) = Db::new("atc_upgrade") else { return };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-    let (client, conn) = tokio_postgres::connect(&db.opts.url, tokio_postgres::NoTls).await.expect("connect");
-    let task = tokio::spawn(conn);
-    let schema = &db.opts.schema;
-    client
-        .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; SET search_path = {schema}; \
-             CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
-        ))
-        .await
-        .expect("schema");
-    for (version, sql) in &switch::store::postgres::MIGRATIONS[..3] {
-        client.batch_execute(sql).await.expect("an earlier migration");
-        client
-            .execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
-            .await
-            .expect("record");
-    }
-    client
-        .batch_execute(
-            "INSERT INTO atc_claim (card, atc, at_ms) SELECT 'CARD', g, 1 FROM generate_series(100, 400) g",
-        )
-        .await
-        .expect("earlier claims");
-    drop(client);
-    let _ = task.await;
-    });
+    rt.block_on(earlier_database(
+        &db,
+        3,
+        "INSERT INTO atc_claim (card, atc, at_ms) SELECT 'CARD', g, 1 FROM generate_series(100, 400) g",
+    ));
     let s = PgStore::open(&db.opts).expect("open and migrate");
     assert_eq!(claim(&s, &[("CARD", 300)], 64), vec![false], "too old: 400 is the highest");
     assert_eq!(claim(&s, &[("CARD", 380)], 64), vec![false], "claimed before the upgrade");
@@ -635,4 +589,29 @@ fn an_earlier_databases_atc_claims_are_upgraded_with_their_highest() {
         (337..=401).collect::<Vec<i32>>(),
         "the history below the window went"
     );
+}
+
+/// The schema of `db` as an earlier version left it: its first `versions` migrations applied and
+/// recorded, then `rows` (SQL) run in it.
+async fn earlier_database(db: &Db, versions: usize, rows: &str) {
+    let (client, conn) = tokio_postgres::connect(&db.opts.url, tokio_postgres::NoTls).await.expect("connect");
+    let task = tokio::spawn(conn);
+    let schema = &db.opts.schema;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path = {schema}; CREATE TABLE schema_migrations \
+             (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+        ))
+        .await
+        .expect("schema");
+    for (version, sql) in &switch::store::postgres::MIGRATIONS[..versions] {
+        client.batch_execute(sql).await.expect("an earlier migration");
+        client
+            .execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
+            .await
+            .expect("record");
+    }
+    client.batch_execute(rows).await.expect("the earlier version's rows");
+    drop(client);
+    let _ = task.await;
 }

@@ -13,7 +13,7 @@ use codecs::iso8583::{Message, Spec};
 use common::Client;
 use futures_util::{SinkExt, StreamExt};
 use sha2::Digest;
-use switch::store::postgres::{PgOptions, PgStore};
+use switch::store::postgres::PgOptions;
 use terminal_kit::pos::{TestCard, Tx, chip_request};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
@@ -100,8 +100,8 @@ fn rc(m: &Message) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_up_begun_on_one_node_completes_on_the_other_and_its_token_pays_on_every_node() {
     let Some(t) = testkit::pg::database("token_nodes") else { return };
-    let db = PgOptions::new(t.url, t.schema);
-    let _schema = DropSchema(db.clone());
+    // `t` is dropped last, pass or fail: the test's schema goes with it.
+    let db = PgOptions::new(t.url.clone(), t.schema.clone());
     let port = issuer().await;
     let (a, api_a) = node(&config("node-a", port, &db));
     let (b, api_b) = node(&config("node-b", port, &db));
@@ -180,12 +180,4 @@ async fn a_step_up_begun_on_one_node_completes_on_the_other_and_its_token_pays_o
     };
     assert_eq!(refused, "57", "a suspended token is refused on the other node");
     drop((a, b, c));
-}
-
-struct DropSchema(PgOptions);
-
-impl Drop for DropSchema {
-    fn drop(&mut self) {
-        let _ = PgStore::drop_schema(&self.0);
-    }
 }

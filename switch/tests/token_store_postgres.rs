@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crypto::AesKey;
 use crypto::seal::Sealer;
-use switch::store::postgres::{PgOptions, PgStore};
+use switch::store::postgres::PgOptions;
 use switch::store::postgres_tokens::{Change, PgTokenStore};
 use tsp::luk::{LukRegistry, LukStore, StoredBatch};
 use tsp::vault::VaultStore;
@@ -24,12 +24,13 @@ const PAN: &str = "4761739001010010";
 /// A schema of the test's own, dropped when the test ends.
 struct Db {
     opts: PgOptions,
+    _schema: testkit::pg::PgTest,
 }
 
 impl Db {
     fn new(name: &str) -> Option<Db> {
         let t = testkit::pg::database(name)?;
-        Some(Db { opts: PgOptions::new(t.url, t.schema) })
+        Some(Db { opts: PgOptions::new(t.url.clone(), t.schema.clone()), _schema: t })
     }
 
     /// One node's token store.
@@ -37,12 +38,6 @@ impl Db {
         let mut o = self.opts.clone();
         o.node = node.into();
         Arc::new(PgTokenStore::open(&o).expect("open the token store"))
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let _ = PgStore::drop_schema(&self.opts);
     }
 }
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// Where a test's tables go.
-#[derive(Debug, Clone)]
+/// Where a test's tables go: the schema is dropped with every table in it when this goes, pass or
+/// fail (declare it first, so that whatever uses the schema has gone before it).
+#[derive(Debug)]
 pub struct PgTest {
     pub url: String,
     /// A fresh schema name, unique to this call.
@@ -55,4 +56,23 @@ fn reachable(url: &str) -> Result<(), String> {
         }
     }
     Err(format!("nothing listens at {with_port}"))
+}
+
+impl Drop for PgTest {
+    fn drop(&mut self) {
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        // On a thread and runtime of its own: a test's runtime may be the one dropping it.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.ok()?;
+                let task = tokio::spawn(conn);
+                let dropped = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+                drop(client);
+                let _ = task.await;
+                dropped.ok()
+            })
+        })
+        .join();
+    }
 }

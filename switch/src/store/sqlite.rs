@@ -114,6 +114,15 @@ impl Checkpointer {
     fn start(path: &Path) -> Result<Checkpointer> {
         let conn = Connection::open(path).map_err(db_err("open checkpoint connection"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
+        // The background passes' commits are not synced each (they hold the write lock, and the
+        // writer's commits wait for them meanwhile): they only re-file what is already durable
+        // (journal rows into look-up tables, the state log into its tables, atomically with
+        // deleting what they filed). The log is sequential, so the writer's next synced commit
+        // makes every earlier frame durable with it; a power loss can only take the passes done
+        // since the last synced commit, which leaves the rows where they were, read the same,
+        // and filed again by the next pass. Checkpoints still sync the log before copying it and
+        // the database file after.
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err("set synchronous"))?;
         let stop = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
