@@ -272,6 +272,21 @@ fn bad_component_arguments_are_clear_errors() {
     assert!(e.contains("--lmk-components argument 1: expected FILE:KCV"), "{e}");
     let e = fails(&["keys", "check", "--keystore", ks, "--lmk-components", "a:123456", "b:123456"], &[]);
     assert!(e.contains("needs the combined LMK's KCV"), "{e}");
+    // `--new-lmk FILE` is `--new-lmk-file FILE`: the file is what is named, not the option.
+    let e = fails(
+        &[
+            "keys",
+            "rewrap",
+            "--keystore",
+            ks,
+            "--lmk-file",
+            "/nonexistent/lmk",
+            "--new-lmk",
+            "/nonexistent/new",
+        ],
+        &[],
+    );
+    assert!(!e.contains("unexpected argument") && e.contains("/nonexistent/"), "{e}");
     let e = fails(&["keys", "check", "--keystore", ks], &[]);
     assert!(e.contains("PAYNET_LMK"), "{e}");
     let e = fails(

@@ -78,8 +78,8 @@ pub enum Keys {
         /// The new LMK's components: 2 or 3 of FILE:KCV (with --new-lmk-kcv).
         #[arg(long, value_name = "FILE:KCV", num_args = 2..=3, conflicts_with = "new_lmk_file")]
         new_lmk_components: Vec<String>,
-        /// Or the new LMK whole, from a file (hex, mode 0600).
-        #[arg(long, value_name = "FILE")]
+        /// Or the new LMK whole, from a file (hex, mode 0600); `--new-lmk FILE` says the same.
+        #[arg(long, value_name = "FILE", visible_alias = "new-lmk")]
         new_lmk_file: Option<PathBuf>,
         /// The new LMK's KCV (required with --new-lmk-components).
         #[arg(long, value_name = "KCV")]
