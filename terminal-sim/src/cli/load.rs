@@ -93,6 +93,9 @@ pub async fn run(a: Args) -> Result<ExitCode> {
             r.latency_us.p99 as f64 / 1000.0,
             r.latency_us.p999 as f64 / 1000.0
         );
+        if let Some(us) = r.generator_cpu_us_per_request {
+            println!("generator CPU {us:.1} µs per request");
+        }
         println!("report: {} and {}", a.report.display(), out.html.display());
     }
     Ok(ExitCode::SUCCESS)
