@@ -77,21 +77,27 @@ async fn three_nodes_in_their_own_processes_share_one_database() {
     failover["nodes"] = serde_json::json!([nodes[2], nodes[0], nodes[1]]);
     let path = tmp.path().join("ports-dead-first.json");
     paynet::private_file::write_atomic(&path, failover.to_string().as_bytes()).expect("write");
+    cash_advance_is_dispensed(&path, &cards, 4, &tmp.path().join("atm-state"));
+    drop(serve);
+    assert!(!alive(pids[0]) && !alive(pids[1]), "serve stopped its nodes");
+}
+
+/// `atm-sim cash-advance` of 100.00 on test card `n` through the network of the ports file `ports`
+/// (failing over as its `nodes` say): approved and dispensed.
+fn cash_advance_is_dispensed(ports: &std::path::Path, cards: &[TestCard], n: usize, state: &std::path::Path) {
     let out = std::process::Command::new(common::process::workspace_bin("atm-sim"))
-        .args(["cash-advance", "--json", "--card", "4", "--amount", "10000", "--pin"])
-        .arg(cards[4].pin.as_str())
+        .args(["cash-advance", "--json", "--card", &n.to_string(), "--amount", "10000", "--pin"])
+        .arg(cards[n].pin.as_str())
         .arg("--ports-file")
-        .arg(&path)
+        .arg(ports)
         .arg("--state")
-        .arg(tmp.path().join("atm-state"))
+        .arg(state)
         .output()
         .expect("atm-sim");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
     assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("00"), Some(10_000)), "{v}");
-    drop(serve);
-    assert!(!alive(pids[0]) && !alive(pids[1]), "serve stopped its nodes");
 }
 
 /// `paynet serve` with `args` over a schema of the test's own (gone with the returned guard, pass
@@ -260,19 +266,7 @@ async fn the_load_generator_fails_over_when_node_0_dies_under_it() {
     assert_eq!(purchase_on(&nodes[2], &phone, 904, 2).await, "00", "and on node 2");
 
     // An ATM reading the ports file as serve wrote it (node 0 first) fails over and is served.
-    let out = std::process::Command::new(common::process::workspace_bin("atm-sim"))
-        .args(["cash-advance", "--json", "--card", "5", "--amount", "10000", "--pin"])
-        .arg(cards[5].pin.as_str())
-        .arg("--ports-file")
-        .arg(&ports)
-        .arg("--state")
-        .arg(tmp.path().join("atm-state"))
-        .output()
-        .expect("atm-sim");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
-    assert_eq!((v["response_code"].as_str(), v["dispensed"].as_u64()), (Some("00"), Some(10_000)), "{v}");
+    cash_advance_is_dispensed(&ports, &cards, 5, &tmp.path().join("atm-state"));
 
     // Provisioning goes on through node 1's API; a step-up started there (the second test card's
     // issuer asks for an OTP) is completed through node 2's, and the token pays on node 1.

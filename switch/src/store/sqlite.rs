@@ -173,8 +173,14 @@ const INDEX_BATCH: i64 = 1_000;
 /// Files the journal rows written since the last pass into the look-up tables, a batch per
 /// transaction, until caught up (or after a bounded number of batches: the next pass goes on).
 fn index_journal(conn: &Connection) -> rusqlite::Result<()> {
+    in_batches(conn, index_journal_batch)
+}
+
+/// Runs `batch` (one transaction; whether there may be more) until caught up, or for at most 64
+/// batches: the next pass goes on from there.
+fn in_batches(conn: &Connection, batch: fn(&Connection) -> rusqlite::Result<bool>) -> rusqlite::Result<()> {
     for _ in 0..64 {
-        if !index_journal_batch(conn)? {
+        if !batch(conn)? {
             break;
         }
     }
@@ -220,12 +226,7 @@ const FOLD_BATCH: i64 = 1_000;
 /// batches. Readers see the log's newest row of a key over the table's (same snapshot), so
 /// nothing reads differently before, during or after a pass.
 fn fold_state(conn: &Connection) -> rusqlite::Result<()> {
-    for _ in 0..64 {
-        if !fold_state_batch(conn)? {
-            break;
-        }
-    }
-    Ok(())
+    in_batches(conn, fold_state_batch)
 }
 
 /// One batch; whether there may be more (write lock from the start, as the journal's pass).
