@@ -68,19 +68,7 @@ async fn pay_pos(c: &mut Client, phone: &mut Phone, stan: u32, amount: u64) -> (
 
 /// The phone's in-app cryptogram in an e-commerce 0100.
 async fn pay_online(c: &mut Client, phone: &mut Phone, stan: u32, amount: u64) -> (String, bool) {
-    let tx = phone::OnlineTx {
-        amount,
-        country: [0x02, 0x50],
-        currency: [0x09, 0x78],
-        date: [0x26, 0x11, 0x25],
-        tx_type: 0x00,
-        un: [stan as u8, 0x0E, 0xC0, 0x11],
-    };
-    let tapped = emv::kernel::Tapped::from(phone.online_cryptogram(&tx).expect("online cryptogram"));
-    let mut req =
-        tap_request(Spec::builtin("network").expect("spec"), &tapped, &Tx::purchase(stan, amount, 0))
-            .expect("request");
-    req.set_text(22, "100").expect("DE 22");
+    let req = common::in_app_request(phone, stan, amount);
     let rsp = c.call(&req).await;
     let t91 = rsp.icc_data().ok().flatten().and_then(|icc| tag91(&icc)).expect("tag 91");
     (rc(&rsp), issuer_authenticate(phone, &t91))

@@ -46,22 +46,7 @@ async fn three_nodes_in_their_own_processes_share_one_database() {
     assert_eq!(apis.len(), 3, "each node serves its own provisioning API: {apis:?}");
     let cards: Vec<TestCard> = serde_json::from_value(doc["test_cards"].clone()).expect("cards");
 
-    let purchase_at = |i: usize, stan: u32| {
-        let node = nodes[i]["acquirer"].clone();
-        let spec = Spec::builtin("network").expect("spec");
-        let req = terminal_kit::pos::chip_request(spec, &cards[i], &Tx::purchase(stan, 1_000, stan as u16))
-            .expect("request");
-        async move {
-            let mut c = Client::connect_to(
-                node["host"].as_str().expect("host"),
-                node["port"].as_u64().expect("port") as u16,
-                FramingKind::Binary2,
-                "network",
-            )
-            .await;
-            rc(&c.call(&req).await)
-        }
-    };
+    let purchase_at = |i: usize, stan: u32| purchase_on(&nodes[i], &cards[i], stan, stan as u16);
     for i in 0..3 {
         assert_eq!(purchase_at(i, 1 + i as u32).await, "00", "node {i}");
     }

@@ -91,19 +91,7 @@ impl World {
 
     /// Pays in-app: the phone's online cryptogram in an e-commerce 0100, the ARPC back to the phone.
     async fn pay_online(&mut self, phone: &mut Phone, stan: u32, amount: u64) -> (String, bool) {
-        let spec = Spec::builtin("network").expect("spec");
-        let tx = phone::OnlineTx {
-            amount,
-            country: [0x02, 0x50],
-            currency: [0x09, 0x78],
-            date: [0x26, 0x11, 0x25],
-            tx_type: 0x00,
-            un: [stan as u8, 0x0E, 0xC0, 0x11],
-        };
-        let oc = phone.online_cryptogram(&tx).expect("online cryptogram");
-        let tapped = emv::kernel::Tapped::from(oc);
-        let mut req = tap_request(spec, &tapped, &Tx::purchase(stan, amount, 0)).expect("request");
-        req.set_text(22, "100").expect("DE 22");
+        let req = common::in_app_request(phone, stan, amount);
         // The card's own PAN (the token) and sequence number travel in DE 55, as a tap's do, for
         // the network to hold DE 2 and DE 23 against.
         let de55 = req.icc_data().expect("DE 55").expect("DE 55 present");

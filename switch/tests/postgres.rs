@@ -3,30 +3,20 @@
 //! when a lease runs out, ATC claims decided once across nodes, state reloaded, migrations applied
 //! once. Skipped without a database unless `PAYNET_REQUIRE_POSTGRES=1`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 
+use common::Db;
 use switch::records::{OriginalRecord, StandInTotal, StateWrites};
 use switch::state::StateBook;
-use switch::store::postgres::{PgOptions, PgStore};
+use switch::store::postgres::PgStore;
 use switch::store::{Direction, JournalRow, NewSafEntry, SafKind, Store};
 
-/// A schema of the test's own, dropped when the test ends.
-struct Db {
-    opts: PgOptions,
-    _schema: testkit::pg::PgTest,
-}
-
 impl Db {
-    fn new(name: &str) -> Option<Db> {
-        let t = testkit::pg::database(name)?;
-        Some(Db { opts: PgOptions::new(t.url.clone(), t.schema.clone()), _schema: t })
-    }
-
     fn node(&self, node: &str) -> PgStore {
-        let mut o = self.opts.clone();
-        o.node = node.into();
-        PgStore::open(&o).expect("open the store")
+        PgStore::open(&self.node_opts(node)).expect("open the store")
     }
 }
 

@@ -6,13 +6,15 @@
 //! its connection says so and listens again. Skipped without a database unless
 //! `PAYNET_REQUIRE_POSTGRES=1`.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
+use common::Db;
 use crypto::AesKey;
 use crypto::seal::Sealer;
-use switch::store::postgres::PgOptions;
 use switch::store::postgres_tokens::{Change, PgTokenStore};
 use tsp::luk::{LukRegistry, LukStore, StoredBatch};
 use tsp::vault::VaultStore;
@@ -21,23 +23,10 @@ use zeroize::Zeroizing;
 
 const PAN: &str = "4761739001010010";
 
-/// A schema of the test's own, dropped when the test ends.
-struct Db {
-    opts: PgOptions,
-    _schema: testkit::pg::PgTest,
-}
-
 impl Db {
-    fn new(name: &str) -> Option<Db> {
-        let t = testkit::pg::database(name)?;
-        Some(Db { opts: PgOptions::new(t.url.clone(), t.schema.clone()), _schema: t })
-    }
-
     /// One node's token store.
     fn node(&self, node: &str) -> Arc<PgTokenStore> {
-        let mut o = self.opts.clone();
-        o.node = node.into();
-        Arc::new(PgTokenStore::open(&o).expect("open the token store"))
+        Arc::new(PgTokenStore::open(&self.node_opts(node)).expect("open the token store"))
     }
 }
 

@@ -182,3 +182,23 @@ pub fn holds_pan(bytes: &[u8], pan: &str) -> bool {
 pub fn chip_request_for(card: &terminal_kit::pos::TestCard, tx: &Tx) -> Message {
     terminal_kit::pos::chip_request(Spec::builtin("network").expect("spec"), card, tx).expect("request")
 }
+
+/// The e-commerce 0100 of an in-app payment: the phone's online cryptogram for `amount` (EUR, at
+/// a merchant in France) in a request of STAN `stan`, DE 22 `100`.
+pub fn in_app_request(phone: &mut phone::Phone, stan: u32, amount: u64) -> Message {
+    let tx = phone::OnlineTx {
+        amount,
+        country: [0x02, 0x50],
+        currency: [0x09, 0x78],
+        date: [0x26, 0x11, 0x25],
+        tx_type: 0x00,
+        un: [stan as u8, 0x0E, 0xC0, 0x11],
+    };
+    let tapped = emv::kernel::Tapped::from(phone.online_cryptogram(&tx).expect("online cryptogram"));
+    let spec = Spec::builtin("network").expect("spec");
+    let mut req =
+        terminal_kit::pos::tap_request(spec, &tapped, &terminal_kit::pos::Tx::purchase(stan, amount, 0))
+            .expect("request");
+    req.set_text(22, "100").expect("DE 22");
+    req
+}

@@ -304,3 +304,27 @@ pub fn echo(spec: &str, stan: u32) -> Message {
 pub async fn http_get(addr: &str, path: &str) -> String {
     testkit::http::get(addr, path, None).await.raw()
 }
+
+/// A PostgreSQL schema of the test's own (dropped when the test ends, pass or fail) and the store
+/// options over it; `None` when there is no database and none is required.
+pub struct Db {
+    pub opts: switch::store::postgres::PgOptions,
+    _schema: testkit::pg::PgTest,
+}
+
+impl Db {
+    pub fn new(name: &str) -> Option<Db> {
+        let t = testkit::pg::database(name)?;
+        Some(Db {
+            opts: switch::store::postgres::PgOptions::new(t.url.clone(), t.schema.clone()),
+            _schema: t,
+        })
+    }
+
+    /// The options of node `node` over the schema.
+    pub fn node_opts(&self, node: &str) -> switch::store::postgres::PgOptions {
+        let mut o = self.opts.clone();
+        o.node = node.into();
+        o
+    }
+}
