@@ -143,15 +143,19 @@ async fn until_gone(pid: u64, what: &str) {
 async fn purchase_on(node: &serde_json::Value, card: &TestCard, stan: u32, atc: u16) -> String {
     let spec = Spec::builtin("network").expect("spec");
     let req = terminal_kit::pos::chip_request(spec, card, &Tx::purchase(stan, 1_000, atc)).expect("request");
+    rc(&connect(node).await.call(&req).await)
+}
+
+/// A client of the binary acquirer listener of node `node` of the ports file.
+async fn connect(node: &serde_json::Value) -> Client {
     let a = &node["acquirer"];
-    let mut c = Client::connect_to(
+    Client::connect_to(
         a["host"].as_str().expect("host"),
         a["port"].as_u64().expect("port") as u16,
         FramingKind::Binary2,
         "network",
     )
-    .await;
-    rc(&c.call(&req).await)
+    .await
 }
 
 /// Node 0 — the ports file's `acquirer`, `admin` and `provisioning_api` — killed with SIGKILL
@@ -337,15 +341,7 @@ async fn a_token_provisioned_on_node_0_pays_on_node_1_until_node_0_suspends_it()
     };
     let spec = Spec::builtin("network").expect("spec");
     let send = async |node: usize, req: codecs::iso8583::Message| {
-        let a = &nodes[node]["acquirer"];
-        let mut c = Client::connect_to(
-            a["host"].as_str().expect("host"),
-            a["port"].as_u64().expect("port") as u16,
-            FramingKind::Binary2,
-            "network",
-        )
-        .await;
-        let rsp = c.call(&req).await;
+        let rsp = connect(&nodes[node]).await.call(&req).await;
         (rc(&rsp), rsp.text(2).map(|t| t.into_owned()))
     };
 

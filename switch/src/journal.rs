@@ -245,18 +245,6 @@ pub mod stored {
         out.push(v as u8);
     }
 
-    /// Writes `text` as a JSON string's content, escaped as the masked form escapes it.
-    fn escape_into(out: &mut String, text: &str) {
-        for ch in text.chars() {
-            match ch {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-    }
-
     struct Cursor<'a> {
         s: &'a [u8],
         at: usize,
@@ -403,7 +391,7 @@ pub mod stored {
                 out.push('"');
                 out.push_str(&de.to_string());
                 out.push_str("\":\"");
-                escape_into(out, &text);
+                codecs::iso8583::json::escape_into(out, &text);
                 out.push('"');
                 fields.push((de, text));
             }

@@ -18,6 +18,20 @@ fn jerr(path: &str, expected: &str, found: impl std::fmt::Display) -> Error {
     Error::expected(ErrorKind::Json, Location::Json(path.to_string()), None, expected, found)
 }
 
+/// Writes `text` as a JSON string's content (without its quotes), escaped as the masked form
+/// escapes it: `"` and `\` by a backslash, control characters as `\u00XX`. The journal's
+/// compact form renders messages back through it, to the same bytes.
+pub fn escape_into(out: &mut String, text: &str) {
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+}
+
 impl Message {
     /// The clear JSON form (for paytool and test data; use [`Message::to_masked_json`] in logs).
     pub fn to_json(&self) -> Value {
@@ -49,14 +63,7 @@ impl Message {
             out.push('"');
             out.push_str(&fl.de.to_string());
             out.push_str("\":\"");
-            for ch in text.chars() {
-                match ch {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-                    c => out.push(c),
-                }
-            }
+            escape_into(&mut out, &text);
             out.push('"');
         }
         out.push_str("}}");
