@@ -16,10 +16,12 @@
 //! process, the load's connections spread over them.
 //!
 //! Each phase also reports the process's CPU time per request (user + system, from
-//! `/proc/self/stat`: generator, switch and issuer simulator together — the switch's own share is
-//! the switch phase's figure minus the relay phase's) and its resident memory at the phase's end,
-//! and the load generator's own CPU per request (`generator_cpu_us_per_request`: the CPU time of the
-//! thread it runs on, from its report).
+//! `/proc/self/stat`: generator, switch and issuer simulator together) and its parts: the load
+//! generator's (`generator_cpu_us_per_request`: the CPU time of the thread it runs on, from its
+//! report), the issuer simulator's (`issuer_simulator_cpu_us_per_request`: its thread,
+//! `issuer-sim`, from `/proc/self/task`) and the rest (`switch_cpu_us_per_request`: the switch in
+//! the switch phase, the relay in the relay phase); and the resident memory at the phase's end
+//! and every 10 s.
 //! `--find-max` searches (bisection, `--seconds` per step) the highest offered rate each path holds
 //! with p99 within `--p99-ms` and no timeouts.
 
@@ -131,6 +133,24 @@ fn cpu_us() -> u64 {
     (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10_000
 }
 
+/// CPU time so far (user + system) of this process's threads named `name`, in µs.
+fn threads_cpu_us(name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, after) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1;
+            (comm == name).then_some(after.to_string())
+        })
+        .map(|after| {
+            let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+            (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10_000
+        })
+        .sum()
+}
+
 /// Resident memory of this process, in KiB.
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -146,9 +166,15 @@ fn rss_kib() -> u64 {
 struct Phase {
     report: Report,
     cpu_us_per_request: f64,
+    /// The issuer simulator's share (its thread, `issuer-sim`).
+    issuer_cpu_us_per_request: f64,
     rss_mib: u64,
     /// Resident memory at every 10 s of the phase (10 s, 20 s, …).
     rss_mib_every_10s: Vec<u64>,
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
 
 impl Phase {
@@ -157,8 +183,13 @@ impl Phase {
         serde_json::json!({"offered_tps": r.offered_tps, "achieved_tps": r.achieved_tps, "sent": r.sent,
             "approved": r.approved, "declined": r.declined, "errors": r.errors, "timeouts": r.timeouts,
             "unmatched": r.unmatched, "response_codes": r.response_codes, "latency_us": r.latency_us,
-            "cpu_us_per_request": (self.cpu_us_per_request * 10.0).round() / 10.0,
+            "cpu_us_per_request": round1(self.cpu_us_per_request),
             "generator_cpu_us_per_request": r.generator_cpu_us_per_request,
+            "issuer_simulator_cpu_us_per_request": round1(self.issuer_cpu_us_per_request),
+            // What is left: the switch (or the relay) and the bench's own sampling.
+            "switch_cpu_us_per_request": round1(self.cpu_us_per_request
+                - self.issuer_cpu_us_per_request
+                - r.generator_cpu_us_per_request.unwrap_or(0.0)),
             "rss_mib_at_end": self.rss_mib, "rss_mib_every_10s": self.rss_mib_every_10s})
     }
 
@@ -222,6 +253,7 @@ fn main() {
             let plan = Plan { rate, duration: Duration::from_secs(seconds), connections, timeout: Duration::from_secs(5) };
             async move {
                 let cpu = cpu_us();
+                let issuer_cpu = threads_cpu_us("issuer-sim");
                 let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
                 let sampler = tokio::spawn({
                     let samples = samples.clone();
@@ -240,8 +272,10 @@ fn main() {
                 sampler.abort();
                 let rss_mib_every_10s = std::mem::take(&mut *samples.lock().expect("samples"));
                 let used = cpu_us().saturating_sub(cpu);
-                let cpu_us_per_request = if report.sent > 0 { used as f64 / report.sent as f64 } else { 0.0 };
-                Phase { report, cpu_us_per_request, rss_mib: rss_kib() / 1024, rss_mib_every_10s }
+                let issuer_used = threads_cpu_us("issuer-sim").saturating_sub(issuer_cpu);
+                let per = |us: u64| if report.sent > 0 { us as f64 / report.sent as f64 } else { 0.0 };
+                let (cpu_us_per_request, issuer_cpu_us_per_request) = (per(used), per(issuer_used));
+                Phase { report, cpu_us_per_request, issuer_cpu_us_per_request, rss_mib: rss_kib() / 1024, rss_mib_every_10s }
             }
         };
         let out = if find_max {

@@ -759,8 +759,7 @@ async fn backbone(opts: &Options) -> Result<Backbone> {
     let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let issuer_addr = issuer_listener.local_addr()?;
     let issuer_stop = CancellationToken::new();
-    let issuer_task =
-        tokio::spawn(issuer_sim::server::run(issuer_listener, issuer_state.clone(), issuer_stop.clone()));
+    let issuer_task = spawn_issuer(issuer_listener, issuer_state.clone(), issuer_stop.clone())?;
     let issuer_admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let issuer_admin = issuer_admin_listener.local_addr()?;
     let issuer_admin_stop = CancellationToken::new();
@@ -1192,11 +1191,7 @@ impl Network {
     pub async fn start_issuer(&mut self) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(self.issuer_addr).await?;
         self.issuer_stop = CancellationToken::new();
-        self.issuer_task = Some(tokio::spawn(issuer_sim::server::run(
-            listener,
-            self.issuer_state.clone(),
-            self.issuer_stop.clone(),
-        )));
+        self.issuer_task = Some(spawn_issuer(listener, self.issuer_state.clone(), self.issuer_stop.clone())?);
         Ok(())
     }
 
@@ -1256,4 +1251,30 @@ impl Network {
     pub fn providers(&self) -> Option<&wallet_sim::providers::Running> {
         self.providers.as_ref()
     }
+}
+
+/// Runs the issuer simulator's listener on a thread of its own, named `issuer-sim`, with a
+/// single-threaded runtime: its work never competes with the switch's for the switch's workers,
+/// its mutex is never contended, and its CPU time can be read apart from the switch's (per
+/// thread, `/proc/self/task`). The handle completes when the listener has stopped.
+fn spawn_issuer(
+    listener: tokio::net::TcpListener,
+    state: Arc<ServerState>,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = listener.into_std()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new().name("issuer-sim".into()).spawn(move || {
+        rt.block_on(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => issuer_sim::server::run(listener, state, stop).await,
+                Err(e) => tracing::error!(error = %e, "issuer simulator listener"),
+            }
+        });
+        let _ = done_tx.send(());
+    })?;
+    Ok(tokio::spawn(async move {
+        let _ = done_rx.await;
+    }))
 }

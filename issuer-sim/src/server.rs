@@ -120,6 +120,25 @@ impl ServerState {
     }
 }
 
+impl ServerState {
+    /// [`Self::answer`] encoded, logged at debug level (masked PAN only, PCI DSS 3.4; never the
+    /// PIN block, DE 55 or keys) with the fault it will meet.
+    fn answer_bytes(&self, raw: &[u8], req: &Message, fault: Option<&Fault>) -> Option<Bytes> {
+        let started = Instant::now();
+        let answer = self.answer(raw, req)?;
+        debug!(
+            mti = %req.mti(),
+            stan = %req.text(11).unwrap_or_default(),
+            pan = %req.card_number().map(|p| codecs::pan::mask(&p)).unwrap_or_default(),
+            rc = %answer.text(39).unwrap_or_default(),
+            fault = ?fault,
+            decide_us = started.elapsed().as_micros(),
+            "answered"
+        );
+        answer.encode().ok()
+    }
+}
+
 /// Today's YYMM from milliseconds since the epoch (civil calendar, UTC).
 pub fn yymm(now_ms: u64) -> String {
     codecs::iso8583::datetime::Utc::from_ms(now_ms).yymm()
@@ -146,9 +165,10 @@ pub async fn run(listener: TcpListener, state: Arc<ServerState>, stop: Cancellat
     run_with(listener, state, stop, ConnectionLimits::default()).await
 }
 
-/// Serves until `stop`: one task per connection reading frames, one task per request deciding
-/// it (under the state's mutex, briefly) and one writer per connection sending the answers as
-/// they complete, in whatever order that is.
+/// Serves until `stop`: one task per connection reading frames and deciding each (under the
+/// state's mutex, briefly), one writer per connection sending every answer ready in one write; a
+/// request with an injected delay waits on a task of its own, so answers leave as they complete,
+/// in whatever order that is.
 pub async fn run_with(
     listener: TcpListener,
     state: Arc<ServerState>,
@@ -185,14 +205,25 @@ pub async fn run_with(
             let (tx, mut rx) = mpsc::channel::<Option<Frame>>(1024);
             let conn_stop = stop.child_token();
             let w_stop = conn_stop.clone();
+            // Writer: every answer ready when it wakes goes out in one flush.
             let writer_task = tokio::spawn(async move {
-                while let Some(item) = rx.recv().await {
-                    // None: the fault "disconnect".
-                    let Some(frame) = item else { break };
-                    if writer.send(frame).await.is_err() {
+                'conn: while let Some(mut item) = rx.recv().await {
+                    loop {
+                        // None: the fault "disconnect".
+                        let Some(frame) = item else { break 'conn };
+                        if writer.feed(frame).await.is_err() {
+                            break 'conn;
+                        }
+                        match rx.try_recv() {
+                            Ok(next) => item = next,
+                            Err(_) => break,
+                        }
+                    }
+                    if SinkExt::<Frame>::flush(&mut writer).await.is_err() {
                         break;
                     }
                 }
+                let _ = SinkExt::<Frame>::flush(&mut writer).await;
                 w_stop.cancel();
             });
             let mut partial_since: Option<Instant> = None;
@@ -242,44 +273,35 @@ pub async fn run_with(
                         }
                     }
                 };
-                let state = state.clone();
-                let tx = tx.clone();
-                let raw = frame.payload;
-                tokio::spawn(async move {
-                    let fault = state.fault_for(&req);
-                    let started = Instant::now();
-                    let answer = state.answer(&raw, &req);
-                    let decide_us = started.elapsed().as_micros();
-                    let Some(answer) = answer else { return };
-                    // Masked PAN only (PCI DSS 3.4); never PIN block, DE 55 or keys.
-                    debug!(
-                        mti = %req.mti(),
-                        stan = %req.text(11).unwrap_or_default(),
-                        pan = %req.card_number().map(|p| codecs::pan::mask(&p)).unwrap_or_default(),
-                        rc = %answer.text(39).unwrap_or_default(),
-                        fault = ?fault,
-                        decide_us,
-                        "answered"
-                    );
-                    let Ok(mut bytes) = answer.encode() else { return };
-                    match fault {
-                        Some(Fault::Drop) => return,
-                        Some(Fault::Delay(ms)) => tokio::time::sleep(Duration::from_millis(ms)).await,
-                        Some(Fault::Garble) => {
-                            let mut b = bytes.to_vec();
-                            for x in b.iter_mut().skip(4) {
-                                *x ^= 0x5A;
-                            }
-                            bytes = Bytes::from(b);
-                        }
-                        Some(Fault::Disconnect) => {
-                            let _ = tx.send(None).await;
-                            return;
-                        }
-                        None => {}
+                // Decided here, on the task that read it (the decision is brief); only an
+                // injected delay waits on a task of its own, so that it holds up nothing else.
+                let fault = state.fault_for(&req);
+                let Some(bytes) = state.answer_bytes(&frame.payload, &req, fault.as_ref()) else { continue };
+                match fault {
+                    Some(Fault::Drop) => {}
+                    Some(Fault::Delay(ms)) => {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            let _ = tx.send(Some(Frame { tpdu, payload: bytes })).await;
+                        });
                     }
-                    let _ = tx.send(Some(Frame { tpdu, payload: bytes })).await;
-                });
+                    Some(Fault::Garble) => {
+                        let mut b = bytes.to_vec();
+                        for x in b.iter_mut().skip(4) {
+                            *x ^= 0x5A;
+                        }
+                        let _ = tx.send(Some(Frame { tpdu, payload: Bytes::from(b) })).await;
+                    }
+                    Some(Fault::Disconnect) => {
+                        let _ = tx.send(None).await;
+                    }
+                    None => {
+                        if tx.send(Some(Frame { tpdu, payload: bytes })).await.is_err() {
+                            break;
+                        }
+                    }
+                }
             }
             drop(tx);
             conn_stop.cancel();
