@@ -199,6 +199,7 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
         max_cards: cfg.stand_in.max_cards,
         period_ms: cfg.stand_in.period_s.saturating_mul(1000),
         atc_windows: cfg.store.atc_windows,
+        group_commit: Duration::from_micros(cfg.store.group_commit_us),
     };
     let book_clock = parts.clock.clone();
     let (state, state_writer) = tokio::task::spawn_blocking(move || {
