@@ -749,11 +749,7 @@ async fn backbone(opts: &Options) -> Result<Backbone> {
         framing: codecs::framing::FramingKind::Binary2,
         faults: std::sync::RwLock::new(opts.issuer_faults.clone()),
         clock: Box::new(now_ms),
-        random: Box::new(|| {
-            let mut b = [0u8; 4];
-            random(&mut b);
-            u32::from_le_bytes(b)
-        }),
+        random: Box::new(issuer_sim::server::thread_random),
         link_mac: issuer_link_mac,
     });
     let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

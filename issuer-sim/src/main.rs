@@ -227,11 +227,7 @@ async fn run(cli: Cli, l: Loaded) -> Result<(), String> {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0)
         }),
-        random: Box::new(|| {
-            let mut b = [0u8; 4];
-            let _ = getrandom::fill(&mut b);
-            u32::from_le_bytes(b)
-        }),
+        random: Box::new(issuer_sim::server::thread_random),
         link_mac,
     });
     let addr = cli.listen.clone().unwrap_or_else(|| l.cfg.listen.clone());

@@ -139,6 +139,14 @@ impl ServerState {
     }
 }
 
+/// 32 unpredictable bits for [`ServerState::random`] (one-time passwords, approval codes): the
+/// calling thread's generator (ChaCha12, seeded and reseeded from the operating system), so an
+/// authorization costs no system call for them.
+pub fn thread_random() -> u32 {
+    use rand::Rng;
+    rand::rng().next_u32()
+}
+
 /// Today's YYMM from milliseconds since the epoch (civil calendar, UTC).
 pub fn yymm(now_ms: u64) -> String {
     codecs::iso8583::datetime::Utc::from_ms(now_ms).yymm()
