@@ -281,7 +281,7 @@ impl Engine {
             answer = self.unjournaled(&answer);
             encoded = crate::pipeline::Pipeline::encode_answer(&answer);
             if let Some(u) = done.undo.take() {
-                self.undo_approval(u).await;
+                self.undo_approval(u.reversal()).await;
             }
         }
         self.pipeline.publish(dedupe.as_ref(), encoded.clone());

@@ -206,7 +206,27 @@ pub struct Done {
     pub transmission: Option<String>,
     /// What undoes the issuer's approval when this answer cannot be given after all (its journal
     /// row did not become durable, so the terminal hears 96): a reversal of what was sent.
-    pub undo: Option<Owed>,
+    pub undo: Option<Undo>,
+}
+
+/// An approval that may have to be undone: the request as its issuer received it. The reversal
+/// is built only when it is needed (rarely: the journal refusing the approval's row).
+pub struct Undo {
+    pub issuer: Arc<str>,
+    pub sent: Message,
+}
+
+impl Undo {
+    /// The reversal (0420, DE 39 `68`) owed to the issuer, offered to it at once.
+    pub fn reversal(&self) -> Owed {
+        Owed {
+            issuer: self.issuer.clone(),
+            kind: SafKind::Reversal,
+            msg: crate::wire::reversal_for(&self.sent, ResponseCode::TOO_LATE.as_str()),
+            on_failure: None,
+            online_first: true,
+        }
+    }
 }
 
 impl Done {
@@ -483,18 +503,12 @@ impl Pipeline {
         let mut owed = Vec::new();
         let mut route = issuer.to_string();
         let mut decline = None;
-        let mut undo = None;
+        let mut approved = false;
         let mut answer = match result {
             Ok(issuer_answer) => {
                 if issuer_answer.text(39).and_then(|c| ResponseCode::parse(&c)).is_some_and(|c| c.approves())
                 {
-                    undo = Some(Owed {
-                        issuer: issuer.clone(),
-                        kind: SafKind::Reversal,
-                        msg: crate::wire::reversal_for(&sent, ResponseCode::TOO_LATE.as_str()),
-                        on_failure: None,
-                        online_first: true,
-                    });
+                    approved = true;
                 }
                 respond::from_issuer(&txn, &issuer_answer)
             }
@@ -544,6 +558,7 @@ impl Pipeline {
         convert::show_billing(&sent, &mut answer);
         respond::for_token(self, &txn, token.as_ref(), &mut answer);
         original::record_answered(self, &txn, &issuer, &answer, now_ms);
+        let undo = approved.then(|| Undo { issuer: issuer.clone(), sent });
         Done {
             answer,
             request: Some(txn.msg),
