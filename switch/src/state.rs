@@ -328,9 +328,10 @@ impl StateBook {
             hasher,
             totals: Mutex::new(totals),
             clock,
+            // Sized for its bound at once: it never stops to grow (rehash) under load.
             recent: Mutex::new(Recent {
-                map: HashMap::new(),
-                order: VecDeque::new(),
+                map: HashMap::with_capacity(max_recent_originals.max(1) + 1),
+                order: VecDeque::with_capacity(max_recent_originals.max(1) + 1),
                 max: max_recent_originals.max(1),
             }),
             dirty: Mutex::new(Dirty { writes: StateWrites::default(), entries: Vec::new(), generation: 0 }),
@@ -630,7 +631,11 @@ impl StateBook {
     /// Records (or updates) a transaction.
     pub fn record_original(&self, rec: OriginalRecord) {
         let mut recent = Self::lock(&self.recent);
-        if recent.map.insert(rec.key.clone(), rec.clone()).is_none() {
+        if let Some(r) = recent.map.get_mut(&rec.key) {
+            // An update (the answer to a forwarded request): no new key to remember.
+            r.clone_from(&rec);
+        } else {
+            recent.map.insert(rec.key.clone(), rec.clone());
             recent.order.push_back(rec.key.clone());
             while recent.order.len() > recent.max {
                 if let Some(old) = recent.order.pop_front() {

@@ -3,10 +3,12 @@
 use codecs::tlv;
 
 /// A request's chip data: every primitive tag as sent, with typed views of those the switch
-/// checks against the message.
+/// checks against the message. DE 55 is kept once, each tag as where its value lies in it.
 #[derive(Debug, Clone, Default)]
 pub struct Chip {
-    tags: Vec<(u32, Vec<u8>)>,
+    data: Vec<u8>,
+    /// Tag, value offset and value length in `data`.
+    tags: Vec<(u32, usize, usize)>,
 }
 
 /// Packed BCD digits as a string (`F` nibbles, padding, end it).
@@ -26,12 +28,14 @@ impl Chip {
     /// Parses DE 55 (BER-TLV; constructed templates are walked into).
     pub fn parse(icc: &[u8]) -> Result<Chip, String> {
         let nodes = tlv::decode_lenient(icc).map_err(|e| format!("DE 55: {e}"))?;
-        Ok(Chip { tags: nodes.iter().map(|n| (n.tag().value(), n.value().to_vec())).collect() })
+        let tags = nodes.iter().map(|n| (n.tag().value(), n.tlv.value_offset(), n.value().len())).collect();
+        Ok(Chip { data: icc.to_vec(), tags })
     }
 
     /// The value of `tag`, the first occurrence.
     pub fn tag(&self, tag: u32) -> Option<&[u8]> {
-        self.tags.iter().find(|(t, _)| *t == tag).map(|(_, v)| v.as_slice())
+        let &(_, at, len) = self.tags.iter().find(|(t, _, _)| *t == tag)?;
+        self.data.get(at..at + len)
     }
 
     pub fn has(&self, tag: u32) -> bool {
