@@ -138,6 +138,9 @@ impl Checkpointer {
         // and filed again by the next pass. Checkpoints still sync the log before copying it and
         // the database file after.
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err("set synchronous"))?;
+        // Its passes read what the last commits wrote: a page cache as large as the writer's
+        // keeps those pages in memory instead of reading them again from the file.
+        conn.pragma_update(None, "cache_size", -65536).map_err(db_err("set cache size"))?;
         let stop = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -255,6 +258,15 @@ fn fold_state_batch(conn: &Connection) -> rusqlite::Result<bool> {
     Ok(top < newest)
 }
 
+/// The writer's busy handler: another try in 100 µs, for at most 50,000 tries (5 s and more).
+fn retry_soon(tries: i32) -> bool {
+    if tries >= 50_000 {
+        return false;
+    }
+    std::thread::sleep(std::time::Duration::from_micros(100));
+    true
+}
+
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         let (lock, cv) = &*self.stop;
@@ -302,7 +314,10 @@ impl SqliteStore {
         // store-and-forward entries — so NORMAL (which may lose the last commits on
         // power loss) is not enough. Group commit keeps the cost to one sync per batch.
         conn.pragma_update(None, "synchronous", "FULL").map_err(db_err("set synchronous"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
+        // While a background pass holds the write lock, the writer retries every 100 µs (for
+        // about 5 s): SQLite's own busy timeout sleeps 1, 2, 5, 10 … ms between tries, which
+        // would hold every answer waiting for this commit that much longer than the pass.
+        conn.busy_handler(Some(retry_soon)).map_err(db_err("set busy handler"))?;
         conn.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
         upgrade_standin_totals(&conn)?;
         Ok(SqliteStore { conn: Mutex::new(conn), reader: None, checkpointer: None, fold_inline: false })
