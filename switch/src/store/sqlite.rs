@@ -138,9 +138,6 @@ impl Checkpointer {
         // and filed again by the next pass. Checkpoints still sync the log before copying it and
         // the database file after.
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err("set synchronous"))?;
-        // Its passes read what the last commits wrote: a page cache as large as the writer's
-        // keeps those pages in memory instead of reading them again from the file.
-        conn.pragma_update(None, "cache_size", -65536).map_err(db_err("set cache size"))?;
         let stop = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
