@@ -67,13 +67,19 @@ impl Purchases {
 /// that during the run the generator spends its CPU on sending, not on being the cards.
 struct Prebuilt {
     spec: Arc<Spec>,
-    wire: Vec<bytes::Bytes>,
+    /// Each request encoded, with its DE 11 and DE 41 (what its answer is matched by).
+    wire: Vec<load::Prepared>,
 }
 
 impl Prebuilt {
     fn new(p: &Purchases, total: u64, conns: usize) -> Self {
         let wire = (0..total)
-            .map(|seq| p.build(seq, (seq % conns as u64) as usize).encode().unwrap_or_default())
+            .map(|seq| {
+                let m = p.build(seq, (seq % conns as u64) as usize);
+                let element =
+                    |de| m.field(de).map(|f| bytes::Bytes::copy_from_slice(&f.data[..])).unwrap_or_default();
+                load::Prepared { bytes: m.encode().unwrap_or_default(), stan: element(11), tid: element(41) }
+            })
             .collect();
         Prebuilt { spec: p.spec.clone(), wire }
     }
@@ -81,8 +87,14 @@ impl Prebuilt {
 
 impl load::RequestSource for Prebuilt {
     fn request(&self, seq: u64, _conn: usize) -> Message {
-        let bytes = self.wire.get(seq as usize).cloned().unwrap_or_default();
+        let bytes = self.wire.get(seq as usize).map(|p| p.bytes.clone()).unwrap_or_default();
         Message::decode(&self.spec, bytes).unwrap_or_else(|e| panic!("prebuilt request {seq}: {e}"))
+    }
+
+    /// The generator sends the bytes as built: its CPU goes to sending, not to decoding and
+    /// encoding each request again.
+    fn prepared(&self, seq: u64, _conn: usize) -> Option<load::Prepared> {
+        self.wire.get(seq as usize).cloned()
     }
 }
 
