@@ -110,7 +110,8 @@ pub enum JournalItem {
 /// The keyed PAN fingerprint the writer applies (HMAC-SHA256 under the node's key).
 pub type Fingerprint = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
-pub(crate) fn to_row(item: JournalItem, fingerprint: Option<&Fingerprint>) -> JournalRow {
+/// The row of a journal item (the writer's work per row: masking, fingerprint, the JSON).
+pub fn to_row(item: JournalItem, fingerprint: Option<&Fingerprint>) -> JournalRow {
     match item {
         JournalItem::Row(r) => *r,
         JournalItem::Message(e) => {

@@ -280,6 +280,26 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// A file database without the background thread: the caller runs its pass
+    /// ([`SqliteStore::background_pass`]) when it chooses (benchmarks: the same work, measured).
+    #[doc(hidden)]
+    pub fn open_without_background(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(db_err("open database"))?;
+        let store = Self::init(conn)?;
+        store.conn()?.pragma_update(None, "wal_autocheckpoint", 0).map_err(db_err("set WAL checkpoint"))?;
+        Ok(store)
+    }
+
+    /// What the background thread does every [`CHECKPOINT_EVERY`] (filing the state log and the
+    /// journal's look-up tables, then a passive checkpoint), here on the writer's connection.
+    #[doc(hidden)]
+    pub fn background_pass(&self) -> Result<()> {
+        let conn = self.conn()?;
+        fold_state(&conn).map_err(db_err("file the state log"))?;
+        index_journal(&conn).map_err(db_err("index the journal"))?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(db_err("checkpoint"))
+    }
+
     /// An in-memory database (tests, benchmarks).
     pub fn in_memory() -> Result<Self> {
         let conn = Connection::open_in_memory().map_err(db_err("open in-memory database"))?;
