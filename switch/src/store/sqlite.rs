@@ -95,9 +95,11 @@ CREATE TABLE IF NOT EXISTS state_log (
 );
 ";
 
-/// `state_log.kind` of a card's ATC window (`key` the card, `window` its stored form).
+/// `state_log.kind` of a card's ATC window (`key` the card, `window` its stored form; written as
+/// a literal by `state_commit`).
 const LOG_WINDOW: i64 = 0;
-/// `state_log.kind` of an original (`key` its key, the record in the other columns).
+/// `state_log.kind` of an original (`key` its key, the record in the other columns; written as a
+/// literal by `state_commit`).
 const LOG_ORIGINAL: i64 = 1;
 
 fn db_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
@@ -323,6 +325,8 @@ impl SqliteStore {
         // power loss) is not enough. Group commit keeps the cost to one sync per batch.
         conn.pragma_update(None, "synchronous", "FULL").map_err(db_err("set synchronous"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
+        // The commits' multi-row INSERTs (six sizes per table, see `insert_rows`) beside the rest.
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
         upgrade_standin_totals(&conn)?;
         Ok(SqliteStore { conn: Mutex::new(conn), reader: None, checkpointer: None, fold_inline: false })
@@ -408,43 +412,77 @@ fn direction_from(s: &str) -> Direction {
     }
 }
 
-fn insert_journal(tx: &rusqlite::Transaction<'_>, rows: &[JournalRow]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut st = tx
-        .prepare_cached(
-            "INSERT INTO journal (at_ms, direction, mti, stan, rrn, terminal_id, pan_masked, \
-             pan_fingerprint, amount_minor, currency, response_code, route, latency_us, message_masked) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )
-        .map_err(db_err("prepare journal insert"))?;
-    for r in rows {
-        // The masked message in its compact form (see `journal::stored`); JSON of another shape
-        // is kept as it is. Either way readers get the same text back.
-        let message = match crate::journal::stored::compact(&r.message_masked) {
-            Some(b) => rusqlite::types::Value::Blob(b),
-            None => rusqlite::types::Value::Text(r.message_masked.clone()),
-        };
-        st.execute(params![
-            r.at_ms as i64,
-            r.direction.as_str(),
-            r.mti,
-            r.stan,
-            r.rrn,
-            r.terminal_id,
-            r.pan_masked,
-            r.pan_fingerprint,
-            r.amount_minor.map(|a| a as i64),
-            r.currency,
-            r.response_code,
-            r.route,
-            r.latency_us.map(|l| l as i64),
-            message,
-        ])
-        .map_err(db_err("insert journal row"))?;
+/// Rows per INSERT statement at most: a commit inserts its rows of a table with one statement
+/// per binary digit of their count (37 rows: 32, 4 and 1), each prepared once and cached, instead
+/// of a statement per row.
+const ROWS_PER_INSERT: usize = 32;
+
+/// Inserts `rows` with `head` (`INSERT INTO t (a, b) VALUES `) and `row`, the values of one row
+/// (`(0, ?, ?)`); `bind` binds a row's parameters from the index given.
+fn insert_rows<T>(
+    conn: &Connection,
+    head: &str,
+    row: &str,
+    rows: &[T],
+    mut bind: impl FnMut(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let per_row = row.bytes().filter(|&c| c == b'?').count();
+    let mut rest = rows;
+    let mut sql = String::new();
+    while !rest.is_empty() {
+        let n = 1usize << (usize::BITS - 1 - rest.len().min(ROWS_PER_INSERT).leading_zeros());
+        sql.clear();
+        sql.reserve(head.len() + n * (row.len() + 1));
+        sql.push_str(head);
+        for i in 0..n {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(row);
+        }
+        let mut st = conn.prepare_cached(&sql)?;
+        for (i, r) in rest[..n].iter().enumerate() {
+            bind(&mut st, i * per_row + 1, r)?;
+        }
+        st.raw_execute()?;
+        rest = &rest[n..];
     }
     Ok(())
+}
+
+fn insert_journal(conn: &Connection, rows: &[JournalRow]) -> Result<()> {
+    // The masked message in its compact form (see `journal::stored`), built into one buffer
+    // (SQLite copies what is bound); JSON of another shape is kept as it is. Either way readers
+    // get the same text back.
+    let mut compact = Vec::new();
+    insert_rows(
+        conn,
+        "INSERT INTO journal (at_ms, direction, mti, stan, rrn, terminal_id, pan_masked, pan_fingerprint, \
+         amount_minor, currency, response_code, route, latency_us, message_masked) VALUES ",
+        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+        |st, at, r| {
+            st.raw_bind_parameter(at, r.at_ms as i64)?;
+            st.raw_bind_parameter(at + 1, r.direction.as_str())?;
+            st.raw_bind_parameter(at + 2, &r.mti)?;
+            st.raw_bind_parameter(at + 3, &r.stan)?;
+            st.raw_bind_parameter(at + 4, &r.rrn)?;
+            st.raw_bind_parameter(at + 5, &r.terminal_id)?;
+            st.raw_bind_parameter(at + 6, &r.pan_masked)?;
+            st.raw_bind_parameter(at + 7, &r.pan_fingerprint)?;
+            st.raw_bind_parameter(at + 8, r.amount_minor.map(|a| a as i64))?;
+            st.raw_bind_parameter(at + 9, &r.currency)?;
+            st.raw_bind_parameter(at + 10, &r.response_code)?;
+            st.raw_bind_parameter(at + 11, &r.route)?;
+            st.raw_bind_parameter(at + 12, r.latency_us.map(|l| l as i64))?;
+            if crate::journal::stored::compact_into(&r.message_masked, &mut compact) {
+                st.raw_bind_parameter(at + 13, compact.as_slice())
+            } else {
+                st.raw_bind_parameter(at + 13, r.message_masked.as_str())
+            }
+        },
+    )
+    .map_err(db_err("insert journal rows"))
 }
 
 impl Store for SqliteStore {
@@ -596,12 +634,18 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(db_err("begin state commit"))?;
         {
             // Windows and originals go to the end of the state log (see `fold_state`).
-            let mut st = tx
-                .prepare_cached("INSERT INTO state_log (kind, key, window) VALUES (?1, ?2, ?3)")
-                .map_err(db_err("prepare ATC window"))?;
-            for (card, win) in &w.windows {
-                st.execute(params![LOG_WINDOW, card, win.to_bytes()]).map_err(db_err("write ATC window"))?;
-            }
+            let windows: Vec<_> = w.windows.iter().collect();
+            insert_rows(
+                &tx,
+                "INSERT INTO state_log (kind, key, window) VALUES ",
+                "(0,?,?)", // LOG_WINDOW
+                &windows,
+                |st, at, (card, win)| {
+                    st.raw_bind_parameter(at, card.as_str())?;
+                    st.raw_bind_parameter(at + 1, win.to_bytes())
+                },
+            )
+            .map_err(db_err("write ATC windows"))?;
             let mut put = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO standin_total (issuer, card, total_minor, since_ms) \
@@ -618,26 +662,25 @@ impl Store for SqliteStore {
                 }
                 .map_err(db_err("write stand-in total"))?;
             }
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO state_log (kind, key, card, amount_minor, currency, response_code, issuer, \
-                     settled_minor, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
-                .map_err(db_err("prepare original"))?;
-            for o in w.originals.values() {
-                st.execute(params![
-                    LOG_ORIGINAL,
-                    o.key,
-                    o.card,
-                    o.amount_minor as i64,
-                    o.currency,
-                    o.response_code,
-                    o.issuer,
-                    o.settled_minor as i64,
-                    o.at_ms as i64
-                ])
-                .map_err(db_err("write original"))?;
-            }
+            let originals: Vec<_> = w.originals.values().collect();
+            insert_rows(
+                &tx,
+                "INSERT INTO state_log (kind, key, card, amount_minor, currency, response_code, issuer, \
+                 settled_minor, at_ms) VALUES ",
+                "(1,?,?,?,?,?,?,?,?)", // LOG_ORIGINAL
+                &originals,
+                |st, at, o| {
+                    st.raw_bind_parameter(at, o.key.as_str())?;
+                    st.raw_bind_parameter(at + 1, o.card.as_str())?;
+                    st.raw_bind_parameter(at + 2, o.amount_minor as i64)?;
+                    st.raw_bind_parameter(at + 3, o.currency.as_str())?;
+                    st.raw_bind_parameter(at + 4, &o.response_code)?;
+                    st.raw_bind_parameter(at + 5, o.issuer.as_str())?;
+                    st.raw_bind_parameter(at + 6, o.settled_minor as i64)?;
+                    st.raw_bind_parameter(at + 7, o.at_ms as i64)
+                },
+            )
+            .map_err(db_err("write originals"))?;
         }
         insert_journal(&tx, &w.journal)?;
         tx.commit().map_err(db_err("commit state"))?;
