@@ -311,22 +311,36 @@ pub mod stored {
                 if !fields.is_empty() && !self.eat(",") {
                     return None;
                 }
-                let de = self.string()?;
-                // As `u16` prints it: digits, no leading zero.
-                if de.is_empty()
-                    || de.len() > 5
-                    || (de.len() > 1 && de.starts_with('0'))
-                    || !de.bytes().all(|c| c.is_ascii_digit())
-                {
-                    return None;
-                }
-                let de = de.parse::<u16>().ok()?;
-                if !self.eat(":") {
+                let de = self.number()?;
+                if !self.eat("\":") {
                     return None;
                 }
                 fields.push((de, self.string()?));
             }
             Some(Parsed { mti, fields })
+        }
+
+        /// An element's number as its key: `"` and the number as `u16` prints it (digits, no
+        /// leading zero); the closing quote is left.
+        fn number(&mut self) -> Option<u16> {
+            if !self.eat("\"") {
+                return None;
+            }
+            let b = self.s.as_bytes();
+            let start = self.at;
+            let mut v = 0u32;
+            while let Some(&c @ b'0'..=b'9') = b.get(self.at) {
+                v = v * 10 + u32::from(c - b'0');
+                self.at += 1;
+                if self.at - start > 5 {
+                    return None;
+                }
+            }
+            let digits = self.at - start;
+            if digits == 0 || (digits > 1 && b[start] == b'0') {
+                return None;
+            }
+            u16::try_from(v).ok()
         }
 
         /// A JSON string with the masked form's escapes only, as `escape_into` writes them.
@@ -497,6 +511,43 @@ mod tests {
         let single = msg.to_masked_json_string();
         let packed = stored::compact(&single).expect("a message packs");
         assert_eq!(stored::render(&packed).as_deref(), Some(single.as_str()));
+    }
+
+    proptest::proptest! {
+        /// Any texts, escaped as the masked form escapes them, pack and render back exactly; and
+        /// any text at all either is refused or renders back exactly (the parse accepts only
+        /// what it can give back).
+        #[test]
+        fn any_text_round_trips_and_nothing_packs_that_does_not(
+            texts in proptest::collection::vec(("[0-9]{1,3}", ".{0,40}"), 0..6),
+            raw in "[{}\"\\\\:,a-z0-9 \\x00-\\x1f\u{e9}]{0,60}",
+        ) {
+            let mut json = String::from("{\"mti\":\"0100\",\"fields\":{");
+            let mut seen = std::collections::HashSet::new();
+            for (de, text) in &texts {
+                let de = de.parse::<u16>().expect("digits");
+                if !seen.insert(de) {
+                    continue;
+                }
+                if seen.len() > 1 {
+                    json.push(',');
+                }
+                json.push_str(&format!("\"{de}\":\""));
+                codecs::iso8583::json::escape_into(&mut json, text);
+                json.push('"');
+            }
+            json.push_str("}}");
+            let packed = stored::compact(&json).expect("packs");
+            let back = stored::render(&packed);
+            proptest::prop_assert_eq!(back.as_deref(), Some(json.as_str()));
+            let inside = format!("{{\"mti\":\"0100\",\"fields\":{{\"3\":\"{raw}\"}}}}");
+            for other in [raw.clone(), inside] {
+                if let Some(p) = stored::compact(&other) {
+                    let back = stored::render(&p);
+                    proptest::prop_assert_eq!(back.as_deref(), Some(other.as_str()));
+                }
+            }
+        }
     }
 
     #[test]

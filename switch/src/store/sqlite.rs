@@ -232,6 +232,8 @@ fn fold_state(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// One batch; whether there may be more (write lock from the start, as the journal's pass).
+/// Each key's newest row in one grouping (SQLite gives a bare column in a `MAX()` aggregate the
+/// value of the row with the maximum), which also gives the keys in order for the table.
 fn fold_state_batch(conn: &Connection) -> rusqlite::Result<bool> {
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let (first, newest): (Option<i64>, Option<i64>) =
@@ -241,15 +243,15 @@ fn fold_state_batch(conn: &Connection) -> rusqlite::Result<bool> {
     };
     let top = newest.min(first + FOLD_BATCH - 1);
     tx.execute(
-        "INSERT OR REPLACE INTO atc_window (card, window) SELECT key, window FROM state_log \
-         WHERE seq IN (SELECT MAX(seq) FROM state_log WHERE kind = ?1 AND seq <= ?2 GROUP BY key) ORDER BY key",
+        "INSERT OR REPLACE INTO atc_window (card, window) SELECT key, window FROM \
+         (SELECT key, window, MAX(seq) FROM state_log WHERE seq <= ?2 AND kind = ?1 GROUP BY key)",
         params![LOG_WINDOW, top],
     )?;
     tx.execute(
         "INSERT OR REPLACE INTO original (key, card, amount_minor, currency, response_code, issuer, \
          settled_minor, at_ms) SELECT key, card, amount_minor, currency, response_code, issuer, settled_minor, \
-         at_ms FROM state_log \
-         WHERE seq IN (SELECT MAX(seq) FROM state_log WHERE kind = ?1 AND seq <= ?2 GROUP BY key) ORDER BY key",
+         at_ms FROM (SELECT key, card, amount_minor, currency, response_code, issuer, settled_minor, at_ms, \
+         MAX(seq) FROM state_log WHERE seq <= ?2 AND kind = ?1 GROUP BY key)",
         params![LOG_ORIGINAL, top],
     )?;
     tx.execute("DELETE FROM state_log WHERE seq <= ?1", params![top])?;
