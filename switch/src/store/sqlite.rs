@@ -232,8 +232,11 @@ fn fold_state(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// One batch; whether there may be more (write lock from the start, as the journal's pass).
-/// Each key's newest row in one grouping (SQLite gives a bare column in a `MAX()` aggregate the
-/// value of the row with the maximum), which also gives the keys in order for the table.
+/// A card's window is logged by nearly every commit that saw the card: each card's newest in one
+/// grouping (SQLite gives a bare column in a `MAX()` aggregate the value of the row with the
+/// maximum), which also gives the cards in order for the table. An original is logged once or
+/// twice (settled later): they are filed in log order, a later one replacing an earlier, with
+/// nothing to sort.
 fn fold_state_batch(conn: &Connection) -> rusqlite::Result<bool> {
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let (first, newest): (Option<i64>, Option<i64>) =
@@ -250,8 +253,7 @@ fn fold_state_batch(conn: &Connection) -> rusqlite::Result<bool> {
     tx.execute(
         "INSERT OR REPLACE INTO original (key, card, amount_minor, currency, response_code, issuer, \
          settled_minor, at_ms) SELECT key, card, amount_minor, currency, response_code, issuer, settled_minor, \
-         at_ms FROM (SELECT key, card, amount_minor, currency, response_code, issuer, settled_minor, at_ms, \
-         MAX(seq) FROM state_log WHERE seq <= ?2 AND kind = ?1 GROUP BY key)",
+         at_ms FROM state_log WHERE seq <= ?2 AND kind = ?1 ORDER BY seq",
         params![LOG_ORIGINAL, top],
     )?;
     tx.execute("DELETE FROM state_log WHERE seq <= ?1", params![top])?;
