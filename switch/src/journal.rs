@@ -363,7 +363,7 @@ pub mod stored {
                     _ => self.at += 1,
                 }
             }
-            let mut out = self.s[start..self.at].as_bytes().to_vec();
+            let mut out = b[start..self.at].to_vec();
             loop {
                 let c = *b.get(self.at)?;
                 self.at += 1;

@@ -101,6 +101,7 @@ const LOG_WINDOW: i64 = 0;
 /// `state_log.kind` of an original (`key` its key, the record in the other columns; written as a
 /// literal by `state_commit`).
 const LOG_ORIGINAL: i64 = 1;
+const _: () = assert!(LOG_WINDOW == 0 && LOG_ORIGINAL == 1, "the literals of `state_commit`'s inserts");
 
 fn db_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
     move |e| Error::new(ErrorKind::Store, "store.sqlite", what).with_source(e).retryable()
