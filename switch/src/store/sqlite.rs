@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS saf_quarantine (
 CREATE TABLE IF NOT EXISTS atc_window (
     card TEXT PRIMARY KEY,
     window BLOB NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS standin_total (
     issuer TEXT NOT NULL,
     card TEXT NOT NULL,
@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS original (
     issuer TEXT NOT NULL,
     settled_minor INTEGER NOT NULL,
     at_ms INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state_log (
     seq INTEGER PRIMARY KEY,
     kind INTEGER NOT NULL,
@@ -334,6 +334,7 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
         upgrade_standin_totals(&conn)?;
+        upgrade_keyed_tables(&conn)?;
         Ok(SqliteStore { conn: Mutex::new(conn), reader: None, checkpointer: None, fold_inline: false })
     }
 
@@ -405,6 +406,37 @@ fn upgrade_standin_totals(conn: &Connection) -> Result<()> {
          ALTER TABLE standin_total ADD COLUMN since_ms INTEGER NOT NULL DEFAULT {now}; COMMIT;"
     ))
     .map_err(db_err("upgrade stand-in totals"))
+}
+
+/// A database of an earlier version keeps its ATC windows and originals in rowid tables, each
+/// beside an index of its key: every row the background pass files is written to two B-trees.
+/// They move to tables keyed by the key alone (`WITHOUT ROWID`), once, in one transaction.
+fn upgrade_keyed_tables(conn: &Connection) -> Result<()> {
+    for (table, columns, definition) in [
+        ("atc_window", "card, window", "card TEXT PRIMARY KEY, window BLOB NOT NULL"),
+        (
+            "original",
+            "key, card, amount_minor, currency, response_code, issuer, settled_minor, at_ms",
+            "key TEXT PRIMARY KEY, card TEXT NOT NULL, amount_minor INTEGER NOT NULL, currency TEXT NOT NULL, \
+             response_code TEXT, issuer TEXT NOT NULL, settled_minor INTEGER NOT NULL, at_ms INTEGER NOT NULL",
+        ),
+    ] {
+        let sql: String = conn
+            .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| {
+                r.get(0)
+            })
+            .map_err(db_err("read a table's definition"))?;
+        if sql.to_ascii_uppercase().contains("WITHOUT ROWID") {
+            continue;
+        }
+        conn.execute_batch(&format!(
+            "BEGIN; CREATE TABLE {table}_keyed ({definition}) WITHOUT ROWID; \
+             INSERT INTO {table}_keyed ({columns}) SELECT {columns} FROM {table}; \
+             DROP TABLE {table}; ALTER TABLE {table}_keyed RENAME TO {table}; COMMIT;"
+        ))
+        .map_err(db_err("upgrade a keyed table"))?;
+    }
+    Ok(())
 }
 
 fn direction_from(s: &str) -> Direction {
@@ -1157,6 +1189,14 @@ mod tests {
                 .unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
+        for table in ["atc_window", "original"] {
+            let sql: String = s
+                .conn()
+                .unwrap()
+                .query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [table], |r| r.get(0))
+                .unwrap();
+            assert!(sql.ends_with("WITHOUT ROWID"), "{table} keyed by its key alone: {sql}");
+        }
         assert_eq!(s.journal_read(0, 10).unwrap(), vec![old_row.clone()]);
         assert_eq!(s.original_get(&old_original.key).unwrap(), Some(old_original.clone()));
         assert_eq!(s.atc_window_get("CARD").unwrap(), Some(old_window.to_bytes()));
