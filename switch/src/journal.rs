@@ -110,7 +110,8 @@ pub enum JournalItem {
 /// The keyed PAN fingerprint the writer applies (HMAC-SHA256 under the node's key).
 pub type Fingerprint = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
-pub(crate) fn to_row(item: JournalItem, fingerprint: Option<&Fingerprint>) -> JournalRow {
+/// The row of a journal item (the writer's work per row: masking, fingerprint, the JSON).
+pub fn to_row(item: JournalItem, fingerprint: Option<&Fingerprint>) -> JournalRow {
     match item {
         JournalItem::Row(r) => *r,
         JournalItem::Message(e) => {
@@ -124,11 +125,14 @@ pub(crate) fn to_row(item: JournalItem, fingerprint: Option<&Fingerprint>) -> Jo
             );
             if let Some(rsp) = &e.response {
                 row.response_code = rsp.text(39).map(|c| c.into_owned());
-                row.message_masked = format!(
-                    "{{\"request\":{},\"response\":{}}}",
-                    row.message_masked,
-                    rsp.to_masked_json_string()
-                );
+                let answer = rsp.to_masked_json_string();
+                let mut both = String::with_capacity(row.message_masked.len() + answer.len() + 26);
+                both.push_str("{\"request\":");
+                both.push_str(&row.message_masked);
+                both.push_str(",\"response\":");
+                both.push_str(&answer);
+                both.push('}');
+                row.message_masked = both;
             }
             row
         }
@@ -153,38 +157,63 @@ pub mod stored {
     const HEX: u64 = 1;
     const SAME: u64 = 2;
 
-    /// A message's MTI and its elements' numbers and texts.
-    struct Parsed {
-        mti: String,
-        fields: Vec<(u16, String)>,
+    use std::borrow::Cow;
+
+    /// A message's MTI and its elements' numbers and texts (borrowed from the JSON unless a
+    /// text had escapes).
+    struct Parsed<'a> {
+        mti: &'a str,
+        fields: Vec<(u16, Cow<'a, str>)>,
     }
 
     /// The compact form of `json`, or `None` when it is not the form of a message or an exchange
     /// (it is then stored as it is). The compact form always renders back to `json` exactly.
     pub fn compact(json: &str) -> Option<Vec<u8>> {
-        let mut p = Cursor { s: json.as_bytes(), at: 0 };
-        let mut out = vec![VERSION];
-        if p.eat(b"{\"request\":") {
-            let request = p.message()?;
-            if !p.eat(b",\"response\":") {
-                return None;
-            }
-            let response = p.message()?;
-            if !p.eat(b"}") || !p.done() {
-                return None;
-            }
-            out.push(1);
-            put_message(&mut out, &request, None);
-            put_message(&mut out, &response, Some(&request));
+        let mut out = Vec::new();
+        compact_into(json, &mut out).then_some(out)
+    }
+
+    /// [`compact`] into `out` (cleared first; a buffer reused from row to row); whether `json`
+    /// had the form (`out` is then to be ignored).
+    ///
+    /// Only the text the masked form gives is accepted — every JSON string as
+    /// `codecs::iso8583::json::escape_into` writes it (`\"`, `\\` and `\u00xx` below 0x20 the
+    /// only escapes, nothing else below 0x20), element numbers as `u16` prints them — so what is
+    /// accepted renders back to the same bytes by construction.
+    pub fn compact_into(json: &str, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        // The stored form is about a third of the JSON: one allocation at most.
+        out.reserve(json.len() / 2);
+        out.push(VERSION);
+        let mut p = Cursor { s: json, at: 0 };
+        let packed = if p.eat("{\"request\":") {
+            (|| {
+                let request = p.message()?;
+                if !p.eat(",\"response\":") {
+                    return None;
+                }
+                let response = p.message()?;
+                if !p.eat("}") || !p.done() {
+                    return None;
+                }
+                out.push(1);
+                put_message(out, &request, None);
+                put_message(out, &response, Some(&request));
+                Some(())
+            })()
         } else {
-            let msg = p.message()?;
-            if !p.done() {
-                return None;
-            }
-            out.push(0);
-            put_message(&mut out, &msg, None);
-        }
-        (render(&out).as_deref() == Some(json)).then_some(out)
+            (|| {
+                let msg = p.message()?;
+                if !p.done() {
+                    return None;
+                }
+                out.push(0);
+                put_message(out, &msg, None);
+                Some(())
+            })()
+        };
+        debug_assert!(packed.is_none() || render(out).as_deref() == Some(json), "{json}");
+        packed.is_some()
     }
 
     /// The JSON of a compact form; `None` when `b` is not one.
@@ -210,11 +239,12 @@ pub mod stored {
         (r.at == b.len()).then_some(out)
     }
 
-    fn put_message(out: &mut Vec<u8>, m: &Parsed, request: Option<&Parsed>) {
+    fn put_message(out: &mut Vec<u8>, m: &Parsed<'_>, request: Option<&Parsed<'_>>) {
         out.extend_from_slice(m.mti.as_bytes());
         put_varint(out, m.fields.len() as u64);
         for (de, text) in &m.fields {
             put_varint(out, u64::from(*de));
+            let text: &str = text;
             if request.and_then(|r| r.fields.iter().find(|(d, _)| d == de)).is_some_and(|(_, t)| t == text) {
                 put_varint(out, SAME);
             } else if is_hex(text) {
@@ -246,13 +276,13 @@ pub mod stored {
     }
 
     struct Cursor<'a> {
-        s: &'a [u8],
+        s: &'a str,
         at: usize,
     }
 
-    impl Cursor<'_> {
-        fn eat(&mut self, lit: &[u8]) -> bool {
-            let hit = self.s[self.at..].starts_with(lit);
+    impl<'a> Cursor<'a> {
+        fn eat(&mut self, lit: &str) -> bool {
+            let hit = self.s.as_bytes()[self.at..].starts_with(lit.as_bytes());
             if hit {
                 self.at += lit.len();
             }
@@ -264,26 +294,25 @@ pub mod stored {
         }
 
         /// `{"mti":"NNNN","fields":{"de":"text",…}}`
-        fn message(&mut self) -> Option<Parsed> {
-            if !self.eat(b"{\"mti\":\"") {
+        fn message(&mut self) -> Option<Parsed<'a>> {
+            if !self.eat("{\"mti\":\"") {
                 return None;
             }
             let mti = self.s.get(self.at..self.at + 4)?;
-            if !mti.iter().all(u8::is_ascii_alphanumeric) {
+            if !mti.bytes().all(|c| c.is_ascii_alphanumeric()) {
                 return None;
             }
-            let mti = String::from_utf8(mti.to_vec()).ok()?;
             self.at += 4;
-            if !self.eat(b"\",\"fields\":{") {
+            if !self.eat("\",\"fields\":{") {
                 return None;
             }
-            let mut fields = Vec::new();
-            while !self.eat(b"}}") {
-                if !fields.is_empty() && !self.eat(b",") {
+            let mut fields = Vec::with_capacity(32);
+            while !self.eat("}}") {
+                if !fields.is_empty() && !self.eat(",") {
                     return None;
                 }
-                let de = self.string()?.parse::<u16>().ok()?;
-                if !self.eat(b":") {
+                let de = self.number()?;
+                if !self.eat("\":") {
                     return None;
                 }
                 fields.push((de, self.string()?));
@@ -291,34 +320,79 @@ pub mod stored {
             Some(Parsed { mti, fields })
         }
 
-        /// A JSON string with the masked form's escapes only.
-        fn string(&mut self) -> Option<String> {
-            if !self.eat(b"\"") {
+        /// An element's number as its key: `"` and the number as `u16` prints it (digits, no
+        /// leading zero); the closing quote is left.
+        fn number(&mut self) -> Option<u16> {
+            if !self.eat("\"") {
                 return None;
             }
-            let mut out = Vec::new();
+            let b = self.s.as_bytes();
+            let start = self.at;
+            let mut v = 0u32;
+            while let Some(&c @ b'0'..=b'9') = b.get(self.at) {
+                v = v * 10 + u32::from(c - b'0');
+                self.at += 1;
+                if self.at - start > 5 {
+                    return None;
+                }
+            }
+            let digits = self.at - start;
+            if digits == 0 || (digits > 1 && b[start] == b'0') {
+                return None;
+            }
+            u16::try_from(v).ok()
+        }
+
+        /// A JSON string with the masked form's escapes only, as `escape_into` writes them.
+        fn string(&mut self) -> Option<Cow<'a, str>> {
+            if !self.eat("\"") {
+                return None;
+            }
+            let b = self.s.as_bytes();
+            let start = self.at;
+            // No escape (nearly always): the text is the JSON's own.
             loop {
-                let c = *self.s.get(self.at)?;
+                match *b.get(self.at)? {
+                    b'"' => {
+                        let text = &self.s[start..self.at];
+                        self.at += 1;
+                        return Some(Cow::Borrowed(text));
+                    }
+                    b'\\' => break,
+                    c if c < 0x20 => return None,
+                    _ => self.at += 1,
+                }
+            }
+            let mut out = b[start..self.at].to_vec();
+            loop {
+                let c = *b.get(self.at)?;
                 self.at += 1;
                 match c {
-                    b'"' => return String::from_utf8(out).ok(),
+                    // Cut at ASCII bytes only: the bytes are UTF-8.
+                    b'"' => return String::from_utf8(out).ok().map(Cow::Owned),
                     b'\\' => {
-                        let e = *self.s.get(self.at)?;
+                        let e = *b.get(self.at)?;
                         self.at += 1;
                         match e {
                             b'"' | b'\\' => out.push(e),
+                            // `\u00` and two lower-case hex digits, below 0x20.
                             b'u' => {
-                                let hex = std::str::from_utf8(self.s.get(self.at..self.at + 4)?).ok()?;
-                                let v = u8::try_from(u32::from_str_radix(hex, 16).ok()?).ok()?;
-                                if v >= 0x20 {
+                                let hex = b.get(self.at..self.at + 4)?;
+                                let low = |c: u8| match c {
+                                    b'0'..=b'9' => Some(c - b'0'),
+                                    b'a'..=b'f' => Some(c - b'a' + 10),
+                                    _ => None,
+                                };
+                                if hex[0] != b'0' || hex[1] != b'0' || !matches!(hex[2], b'0' | b'1') {
                                     return None;
                                 }
-                                out.push(v);
+                                out.push(((hex[2] - b'0') << 4) | low(hex[3])?);
                                 self.at += 4;
                             }
                             _ => return None,
                         }
                     }
+                    c if c < 0x20 => return None,
                     c => out.push(c),
                 }
             }
@@ -437,6 +511,43 @@ mod tests {
         let single = msg.to_masked_json_string();
         let packed = stored::compact(&single).expect("a message packs");
         assert_eq!(stored::render(&packed).as_deref(), Some(single.as_str()));
+    }
+
+    proptest::proptest! {
+        /// Any texts, escaped as the masked form escapes them, pack and render back exactly; and
+        /// any text at all either is refused or renders back exactly (the parse accepts only
+        /// what it can give back).
+        #[test]
+        fn any_text_round_trips_and_nothing_packs_that_does_not(
+            texts in proptest::collection::vec(("[0-9]{1,3}", ".{0,40}"), 0..6),
+            raw in "[{}\"\\\\:,a-z0-9 \\x00-\\x1f\u{e9}]{0,60}",
+        ) {
+            let mut json = String::from("{\"mti\":\"0100\",\"fields\":{");
+            let mut seen = std::collections::HashSet::new();
+            for (de, text) in &texts {
+                let de = de.parse::<u16>().expect("digits");
+                if !seen.insert(de) {
+                    continue;
+                }
+                if seen.len() > 1 {
+                    json.push(',');
+                }
+                json.push_str(&format!("\"{de}\":\""));
+                codecs::iso8583::json::escape_into(&mut json, text);
+                json.push('"');
+            }
+            json.push_str("}}");
+            let packed = stored::compact(&json).expect("packs");
+            let back = stored::render(&packed);
+            proptest::prop_assert_eq!(back.as_deref(), Some(json.as_str()));
+            let inside = format!("{{\"mti\":\"0100\",\"fields\":{{\"3\":\"{raw}\"}}}}");
+            for other in [raw.clone(), inside] {
+                if let Some(p) = stored::compact(&other) {
+                    let back = stored::render(&p);
+                    proptest::prop_assert_eq!(back.as_deref(), Some(other.as_str()));
+                }
+            }
+        }
     }
 
     #[test]

@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS saf_quarantine (
 CREATE TABLE IF NOT EXISTS atc_window (
     card TEXT PRIMARY KEY,
     window BLOB NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS standin_total (
     issuer TEXT NOT NULL,
     card TEXT NOT NULL,
@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS original (
     issuer TEXT NOT NULL,
     settled_minor INTEGER NOT NULL,
     at_ms INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state_log (
     seq INTEGER PRIMARY KEY,
     kind INTEGER NOT NULL,
@@ -95,10 +95,13 @@ CREATE TABLE IF NOT EXISTS state_log (
 );
 ";
 
-/// `state_log.kind` of a card's ATC window (`key` the card, `window` its stored form).
+/// `state_log.kind` of a card's ATC window (`key` the card, `window` its stored form; written as
+/// a literal by `state_commit`).
 const LOG_WINDOW: i64 = 0;
-/// `state_log.kind` of an original (`key` its key, the record in the other columns).
+/// `state_log.kind` of an original (`key` its key, the record in the other columns; written as a
+/// literal by `state_commit`).
 const LOG_ORIGINAL: i64 = 1;
+const _: () = assert!(LOG_WINDOW == 0 && LOG_ORIGINAL == 1, "the literals of `state_commit`'s inserts");
 
 fn db_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
     move |e| Error::new(ErrorKind::Store, "store.sqlite", what).with_source(e).retryable()
@@ -230,6 +233,11 @@ fn fold_state(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// One batch; whether there may be more (write lock from the start, as the journal's pass).
+/// A card's window is logged by nearly every commit that saw the card: each card's newest in one
+/// grouping (SQLite gives a bare column in a `MAX()` aggregate the value of the row with the
+/// maximum), which also gives the cards in order for the table. An original is logged once or
+/// twice (settled later): they are filed in log order, a later one replacing an earlier, with
+/// nothing to sort.
 fn fold_state_batch(conn: &Connection) -> rusqlite::Result<bool> {
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let (first, newest): (Option<i64>, Option<i64>) =
@@ -239,15 +247,14 @@ fn fold_state_batch(conn: &Connection) -> rusqlite::Result<bool> {
     };
     let top = newest.min(first + FOLD_BATCH - 1);
     tx.execute(
-        "INSERT OR REPLACE INTO atc_window (card, window) SELECT key, window FROM state_log \
-         WHERE seq IN (SELECT MAX(seq) FROM state_log WHERE kind = ?1 AND seq <= ?2 GROUP BY key) ORDER BY key",
+        "INSERT OR REPLACE INTO atc_window (card, window) SELECT key, window FROM \
+         (SELECT key, window, MAX(seq) FROM state_log WHERE seq <= ?2 AND kind = ?1 GROUP BY key)",
         params![LOG_WINDOW, top],
     )?;
     tx.execute(
         "INSERT OR REPLACE INTO original (key, card, amount_minor, currency, response_code, issuer, \
          settled_minor, at_ms) SELECT key, card, amount_minor, currency, response_code, issuer, settled_minor, \
-         at_ms FROM state_log \
-         WHERE seq IN (SELECT MAX(seq) FROM state_log WHERE kind = ?1 AND seq <= ?2 GROUP BY key) ORDER BY key",
+         at_ms FROM state_log WHERE seq <= ?2 AND kind = ?1 ORDER BY seq",
         params![LOG_ORIGINAL, top],
     )?;
     tx.execute("DELETE FROM state_log WHERE seq <= ?1", params![top])?;
@@ -289,6 +296,26 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// A file database without the background thread: the caller runs its pass
+    /// ([`SqliteStore::background_pass`]) when it chooses (benchmarks: the same work, measured).
+    #[doc(hidden)]
+    pub fn open_without_background(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(db_err("open database"))?;
+        let store = Self::init(conn)?;
+        store.conn()?.pragma_update(None, "wal_autocheckpoint", 0).map_err(db_err("set WAL checkpoint"))?;
+        Ok(store)
+    }
+
+    /// What the background thread does every [`CHECKPOINT_EVERY`] (filing the state log and the
+    /// journal's look-up tables, then a passive checkpoint), here on the writer's connection.
+    #[doc(hidden)]
+    pub fn background_pass(&self) -> Result<()> {
+        let conn = self.conn()?;
+        fold_state(&conn).map_err(db_err("file the state log"))?;
+        index_journal(&conn).map_err(db_err("index the journal"))?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(db_err("checkpoint"))
+    }
+
     /// An in-memory database (tests, benchmarks).
     pub fn in_memory() -> Result<Self> {
         let conn = Connection::open_in_memory().map_err(db_err("open in-memory database"))?;
@@ -315,8 +342,11 @@ impl SqliteStore {
         // about 5 s): SQLite's own busy timeout sleeps 1, 2, 5, 10 … ms between tries, which
         // would hold every answer waiting for this commit that much longer than the pass.
         conn.busy_handler(Some(retry_soon)).map_err(db_err("set busy handler"))?;
+        // The commits' multi-row INSERTs (six sizes per table, see `insert_rows`) beside the rest.
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(SCHEMA).map_err(db_err("create schema"))?;
         upgrade_standin_totals(&conn)?;
+        upgrade_keyed_tables(&conn)?;
         Ok(SqliteStore { conn: Mutex::new(conn), reader: None, checkpointer: None, fold_inline: false })
     }
 
@@ -390,6 +420,37 @@ fn upgrade_standin_totals(conn: &Connection) -> Result<()> {
     .map_err(db_err("upgrade stand-in totals"))
 }
 
+/// A database of an earlier version keeps its ATC windows and originals in rowid tables, each
+/// beside an index of its key: every row the background pass files is written to two B-trees.
+/// They move to tables keyed by the key alone (`WITHOUT ROWID`), once, in one transaction.
+fn upgrade_keyed_tables(conn: &Connection) -> Result<()> {
+    for (table, columns, definition) in [
+        ("atc_window", "card, window", "card TEXT PRIMARY KEY, window BLOB NOT NULL"),
+        (
+            "original",
+            "key, card, amount_minor, currency, response_code, issuer, settled_minor, at_ms",
+            "key TEXT PRIMARY KEY, card TEXT NOT NULL, amount_minor INTEGER NOT NULL, currency TEXT NOT NULL, \
+             response_code TEXT, issuer TEXT NOT NULL, settled_minor INTEGER NOT NULL, at_ms INTEGER NOT NULL",
+        ),
+    ] {
+        let sql: String = conn
+            .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1", [table], |r| {
+                r.get(0)
+            })
+            .map_err(db_err("read a table's definition"))?;
+        if sql.to_ascii_uppercase().contains("WITHOUT ROWID") {
+            continue;
+        }
+        conn.execute_batch(&format!(
+            "BEGIN; CREATE TABLE {table}_keyed ({definition}) WITHOUT ROWID; \
+             INSERT INTO {table}_keyed ({columns}) SELECT {columns} FROM {table}; \
+             DROP TABLE {table}; ALTER TABLE {table}_keyed RENAME TO {table}; COMMIT;"
+        ))
+        .map_err(db_err("upgrade a keyed table"))?;
+    }
+    Ok(())
+}
+
 fn direction_from(s: &str) -> Direction {
     match s {
         "acq-in" => Direction::AcquirerIn,
@@ -400,43 +461,77 @@ fn direction_from(s: &str) -> Direction {
     }
 }
 
-fn insert_journal(tx: &rusqlite::Transaction<'_>, rows: &[JournalRow]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut st = tx
-        .prepare_cached(
-            "INSERT INTO journal (at_ms, direction, mti, stan, rrn, terminal_id, pan_masked, \
-             pan_fingerprint, amount_minor, currency, response_code, route, latency_us, message_masked) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )
-        .map_err(db_err("prepare journal insert"))?;
-    for r in rows {
-        // The masked message in its compact form (see `journal::stored`); JSON of another shape
-        // is kept as it is. Either way readers get the same text back.
-        let message = match crate::journal::stored::compact(&r.message_masked) {
-            Some(b) => rusqlite::types::Value::Blob(b),
-            None => rusqlite::types::Value::Text(r.message_masked.clone()),
-        };
-        st.execute(params![
-            r.at_ms as i64,
-            r.direction.as_str(),
-            r.mti,
-            r.stan,
-            r.rrn,
-            r.terminal_id,
-            r.pan_masked,
-            r.pan_fingerprint,
-            r.amount_minor.map(|a| a as i64),
-            r.currency,
-            r.response_code,
-            r.route,
-            r.latency_us.map(|l| l as i64),
-            message,
-        ])
-        .map_err(db_err("insert journal row"))?;
+/// Rows per INSERT statement at most: a commit inserts its rows of a table with one statement
+/// per binary digit of their count (37 rows: 32, 4 and 1), each prepared once and cached, instead
+/// of a statement per row.
+const ROWS_PER_INSERT: usize = 32;
+
+/// Inserts `rows` with `head` (`INSERT INTO t (a, b) VALUES `) and `row`, the values of one row
+/// (`(0, ?, ?)`); `bind` binds a row's parameters from the index given.
+fn insert_rows<T>(
+    conn: &Connection,
+    head: &str,
+    row: &str,
+    rows: &[T],
+    mut bind: impl FnMut(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let per_row = row.bytes().filter(|&c| c == b'?').count();
+    let mut rest = rows;
+    let mut sql = String::new();
+    while !rest.is_empty() {
+        let n = 1usize << (usize::BITS - 1 - rest.len().min(ROWS_PER_INSERT).leading_zeros());
+        sql.clear();
+        sql.reserve(head.len() + n * (row.len() + 1));
+        sql.push_str(head);
+        for i in 0..n {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(row);
+        }
+        let mut st = conn.prepare_cached(&sql)?;
+        for (i, r) in rest[..n].iter().enumerate() {
+            bind(&mut st, i * per_row + 1, r)?;
+        }
+        st.raw_execute()?;
+        rest = &rest[n..];
     }
     Ok(())
+}
+
+fn insert_journal(conn: &Connection, rows: &[JournalRow]) -> Result<()> {
+    // The masked message in its compact form (see `journal::stored`), built into one buffer
+    // (SQLite copies what is bound); JSON of another shape is kept as it is. Either way readers
+    // get the same text back.
+    let mut compact = Vec::new();
+    insert_rows(
+        conn,
+        "INSERT INTO journal (at_ms, direction, mti, stan, rrn, terminal_id, pan_masked, pan_fingerprint, \
+         amount_minor, currency, response_code, route, latency_us, message_masked) VALUES ",
+        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+        |st, at, r| {
+            st.raw_bind_parameter(at, r.at_ms as i64)?;
+            st.raw_bind_parameter(at + 1, r.direction.as_str())?;
+            st.raw_bind_parameter(at + 2, &r.mti)?;
+            st.raw_bind_parameter(at + 3, &r.stan)?;
+            st.raw_bind_parameter(at + 4, &r.rrn)?;
+            st.raw_bind_parameter(at + 5, &r.terminal_id)?;
+            st.raw_bind_parameter(at + 6, &r.pan_masked)?;
+            st.raw_bind_parameter(at + 7, &r.pan_fingerprint)?;
+            st.raw_bind_parameter(at + 8, r.amount_minor.map(|a| a as i64))?;
+            st.raw_bind_parameter(at + 9, &r.currency)?;
+            st.raw_bind_parameter(at + 10, &r.response_code)?;
+            st.raw_bind_parameter(at + 11, &r.route)?;
+            st.raw_bind_parameter(at + 12, r.latency_us.map(|l| l as i64))?;
+            if crate::journal::stored::compact_into(&r.message_masked, &mut compact) {
+                st.raw_bind_parameter(at + 13, compact.as_slice())
+            } else {
+                st.raw_bind_parameter(at + 13, r.message_masked.as_str())
+            }
+        },
+    )
+    .map_err(db_err("insert journal rows"))
 }
 
 impl Store for SqliteStore {
@@ -588,12 +683,18 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(db_err("begin state commit"))?;
         {
             // Windows and originals go to the end of the state log (see `fold_state`).
-            let mut st = tx
-                .prepare_cached("INSERT INTO state_log (kind, key, window) VALUES (?1, ?2, ?3)")
-                .map_err(db_err("prepare ATC window"))?;
-            for (card, win) in &w.windows {
-                st.execute(params![LOG_WINDOW, card, win.to_bytes()]).map_err(db_err("write ATC window"))?;
-            }
+            let windows: Vec<_> = w.windows.iter().collect();
+            insert_rows(
+                &tx,
+                "INSERT INTO state_log (kind, key, window) VALUES ",
+                "(0,?,?)", // LOG_WINDOW
+                &windows,
+                |st, at, (card, win)| {
+                    st.raw_bind_parameter(at, card.as_str())?;
+                    st.raw_bind_parameter(at + 1, win.to_bytes())
+                },
+            )
+            .map_err(db_err("write ATC windows"))?;
             let mut put = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO standin_total (issuer, card, total_minor, since_ms) \
@@ -610,26 +711,25 @@ impl Store for SqliteStore {
                 }
                 .map_err(db_err("write stand-in total"))?;
             }
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO state_log (kind, key, card, amount_minor, currency, response_code, issuer, \
-                     settled_minor, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
-                .map_err(db_err("prepare original"))?;
-            for o in w.originals.values() {
-                st.execute(params![
-                    LOG_ORIGINAL,
-                    o.key,
-                    o.card,
-                    o.amount_minor as i64,
-                    o.currency,
-                    o.response_code,
-                    o.issuer,
-                    o.settled_minor as i64,
-                    o.at_ms as i64
-                ])
-                .map_err(db_err("write original"))?;
-            }
+            let originals: Vec<_> = w.originals.values().collect();
+            insert_rows(
+                &tx,
+                "INSERT INTO state_log (kind, key, card, amount_minor, currency, response_code, issuer, \
+                 settled_minor, at_ms) VALUES ",
+                "(1,?,?,?,?,?,?,?,?)", // LOG_ORIGINAL
+                &originals,
+                |st, at, o| {
+                    st.raw_bind_parameter(at, o.key.as_str())?;
+                    st.raw_bind_parameter(at + 1, o.card.as_str())?;
+                    st.raw_bind_parameter(at + 2, o.amount_minor as i64)?;
+                    st.raw_bind_parameter(at + 3, o.currency.as_str())?;
+                    st.raw_bind_parameter(at + 4, &o.response_code)?;
+                    st.raw_bind_parameter(at + 5, o.issuer.as_str())?;
+                    st.raw_bind_parameter(at + 6, o.settled_minor as i64)?;
+                    st.raw_bind_parameter(at + 7, o.at_ms as i64)
+                },
+            )
+            .map_err(db_err("write originals"))?;
         }
         insert_journal(&tx, &w.journal)?;
         tx.commit().map_err(db_err("commit state"))?;
@@ -1101,6 +1201,14 @@ mod tests {
                 .unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
+        for table in ["atc_window", "original"] {
+            let sql: String = s
+                .conn()
+                .unwrap()
+                .query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [table], |r| r.get(0))
+                .unwrap();
+            assert!(sql.ends_with("WITHOUT ROWID"), "{table} keyed by its key alone: {sql}");
+        }
         assert_eq!(s.journal_read(0, 10).unwrap(), vec![old_row.clone()]);
         assert_eq!(s.original_get(&old_original.key).unwrap(), Some(old_original.clone()));
         assert_eq!(s.atc_window_get("CARD").unwrap(), Some(old_window.to_bytes()));
