@@ -1,16 +1,21 @@
 //! An ISO 8583 message: MTI plus data elements, decoded from and encoded to the wire by a [`Spec`].
 //!
 //! Decoding checks the size cap first, then reads MTI, bitmaps and each element in bitmap order
-//! (ISO 8583:1987 §4.1), keeping every element as a `Bytes` slice of the input. Encoding derives
-//! the bitmaps from the elements present and writes into a `BytesMut`; decode → encode is
-//! byte-exact.
+//! (ISO 8583:1987 §4.1). A decoded message keeps its input once, as one `Bytes`, and each element
+//! as a small slot: its number, its length in units and where its data sits in that input (offset
+//! and length, no reference count per element). An element set afterwards ([`Message::set_text`],
+//! [`Message::set_bytes`], [`Message::copy_from`]) owns its data in its slot. [`Message::field`]
+//! and [`Message::fields`] give borrowed [`FieldRef`] views either way; [`Message::bytes`] gives an
+//! element's data as a `Bytes` (a slice of the input, without a copy) for whoever must keep it.
+//! Encoding derives the bitmaps from the elements present and writes into a `BytesMut`; decode →
+//! encode is byte-exact.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use super::bitmap::{self, Bitmap};
-use super::field::{self, Field};
+use super::field::{self, Field, FieldRef};
 use super::mti::Mti;
 use super::spec::{MAX_FIELD, MtiEncoding, Spec};
 use crate::error::{Error, ErrorKind, Location, Result};
@@ -20,12 +25,125 @@ use crate::error::{Error, ErrorKind, Location, Result};
 pub struct Message {
     spec: Arc<Spec>,
     mti: Mti,
-    fields: Vec<Field>,
+    /// The input the message was decoded from (empty for a message built element by element).
+    wire: Bytes,
+    slots: Vec<Slot>,
 }
 
+/// One element: its number, its length in units and where its data is.
+#[derive(Clone)]
+struct Slot {
+    de: u16,
+    units: u16,
+    data: Data,
+}
+
+/// Where an element's data is: a range of the message's input, or its own bytes.
+#[derive(Clone)]
+enum Data {
+    Wire { start: usize, len: usize },
+    Owned(Bytes),
+}
+
+impl Slot {
+    #[inline]
+    fn view<'a>(&'a self, wire: &'a [u8]) -> FieldRef<'a> {
+        let data = match &self.data {
+            // In range by construction: the slot was read from `wire`.
+            Data::Wire { start, len } => &wire[*start..*start + *len],
+            Data::Owned(b) => b,
+        };
+        FieldRef { de: self.de, units: self.units, data }
+    }
+}
+
+impl From<Field> for Slot {
+    fn from(f: Field) -> Slot {
+        Slot { de: f.de, units: f.units, data: Data::Owned(f.data) }
+    }
+}
+
+/// The elements of a message, ascending by DE number: a slice-like view of [`FieldRef`]s.
+#[derive(Clone, Copy)]
+pub struct Fields<'a> {
+    slots: &'a [Slot],
+    wire: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn iter(&self) -> FieldIter<'a> {
+        FieldIter { slots: self.slots.iter(), wire: self.wire }
+    }
+
+    /// The `i`-th element present (not DE `i`).
+    pub fn get(&self, i: usize) -> Option<FieldRef<'a>> {
+        self.slots.get(i).map(|s| s.view(self.wire))
+    }
+
+    pub fn first(&self) -> Option<FieldRef<'a>> {
+        self.slots.first().map(|s| s.view(self.wire))
+    }
+
+    /// The element with the highest number.
+    pub fn last(&self) -> Option<FieldRef<'a>> {
+        self.slots.last().map(|s| s.view(self.wire))
+    }
+}
+
+impl<'a> IntoIterator for Fields<'a> {
+    type Item = FieldRef<'a>;
+    type IntoIter = FieldIter<'a>;
+
+    fn into_iter(self) -> FieldIter<'a> {
+        self.iter()
+    }
+}
+
+/// An iterator over a message's elements, ascending by DE number.
+#[derive(Clone)]
+pub struct FieldIter<'a> {
+    slots: std::slice::Iter<'a, Slot>,
+    wire: &'a [u8],
+}
+
+impl<'a> Iterator for FieldIter<'a> {
+    type Item = FieldRef<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<FieldRef<'a>> {
+        self.slots.next().map(|s| s.view(self.wire))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.slots.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for FieldIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.slots.next_back().map(|s| s.view(self.wire))
+    }
+}
+
+impl ExactSizeIterator for FieldIter<'_> {}
+
+impl std::iter::FusedIterator for FieldIter<'_> {}
+
 impl PartialEq for Message {
+    /// Same spec name, MTI and element values (however each element's data is kept).
     fn eq(&self, other: &Self) -> bool {
-        self.spec.name == other.spec.name && self.mti == other.mti && self.fields == other.fields
+        self.spec.name == other.spec.name
+            && self.mti == other.mti
+            && self.slots.len() == other.slots.len()
+            && self.fields().iter().eq(other.fields())
     }
 }
 
@@ -44,7 +162,7 @@ fn undefined(spec: &Spec, de: u16, offset: Option<usize>) -> Error {
 impl Message {
     /// An empty message.
     pub fn new(spec: Arc<Spec>, mti: Mti) -> Self {
-        Message { spec, mti, fields: Vec::with_capacity(32) }
+        Message { spec, mti, wire: Bytes::new(), slots: Vec::with_capacity(32) }
     }
 
     pub fn spec(&self) -> &Arc<Spec> {
@@ -59,24 +177,24 @@ impl Message {
         self.mti = mti;
     }
 
-    /// Decodes one whole message; its elements are slices of `input`.
+    /// Decodes one whole message; it keeps `input`, its elements are ranges of it.
     pub fn decode(spec: &Arc<Spec>, input: Bytes) -> Result<Message> {
-        let mut fields = Vec::with_capacity(32);
-        let mti = Self::decode_into(spec, &input, &mut fields, &mut 0)?;
-        Ok(Message { spec: spec.clone(), mti, fields })
+        let mut slots = Vec::new();
+        let mti = Self::decode_into(spec, &input, &mut slots, &mut 0)?;
+        Ok(Message { spec: spec.clone(), mti, wire: input, slots })
     }
 
     /// For answering a message that does not decode: the MTI and the elements read before the
     /// first error (a switch answers a format error to whoever DE 11 and DE 41 name, when they
     /// could be read). `None` when not even the MTI and primary bitmap could be read.
     pub fn salvage(spec: &Arc<Spec>, input: Bytes) -> Option<Message> {
-        let mut fields = Vec::with_capacity(32);
-        match Self::decode_into(spec, &input, &mut fields, &mut 0) {
-            Ok(mti) => Some(Message { spec: spec.clone(), mti, fields }),
+        let mut slots = Vec::new();
+        match Self::decode_into(spec, &input, &mut slots, &mut 0) {
+            Ok(mti) => Some(Message { spec: spec.clone(), mti, wire: input, slots }),
             Err(_) => {
                 let mut pos = 0;
                 let mti = read_mti(spec.mti, &input, &mut pos).ok()?;
-                Some(Message { spec: spec.clone(), mti, fields })
+                Some(Message { spec: spec.clone(), mti, wire: input, slots })
             }
         }
     }
@@ -88,13 +206,13 @@ impl Message {
     /// know that part's bounds to show its bytes without showing its neighbours'.
     pub fn failure_start(spec: &Arc<Spec>, input: &Bytes) -> Option<usize> {
         let mut pos = 0;
-        Self::decode_into(spec, input, &mut Vec::with_capacity(32), &mut pos).err().map(|_| pos)
+        Self::decode_into(spec, input, &mut Vec::new(), &mut pos).err().map(|_| pos)
     }
 
-    /// Decodes into `fields`, the read position in `*pos`; on an error `*pos` is left at the start
-    /// of the part (MTI, bitmap, element, trailing bytes) that failed: every reader advances it
-    /// only on success.
-    fn decode_into(spec: &Arc<Spec>, input: &Bytes, fields: &mut Vec<Field>, pos: &mut usize) -> Result<Mti> {
+    /// Decodes into `slots` (ranges of `input`), the read position in `*pos`; on an error `*pos`
+    /// is left at the start of the part (MTI, bitmap, element, trailing bytes) that failed: every
+    /// reader advances it only on success.
+    fn decode_into(spec: &Spec, input: &[u8], slots: &mut Vec<Slot>, pos: &mut usize) -> Result<Mti> {
         if input.len() > spec.max_message_len {
             return Err(Error::expected(
                 ErrorKind::TooLarge,
@@ -135,13 +253,18 @@ impl Message {
                 }
             }
         }
+        // At most as many elements as bits set, bitmap bits included.
+        slots.reserve_exact(bm.0.iter().map(|w| w.count_ones() as usize).sum());
         for w in 0..3 {
             for de in bm.iter_word(w) {
                 if de == 1 || (de == 65 && spec.tertiary_bitmap) {
                     continue;
                 }
                 let f = spec.field(de).ok_or_else(|| undefined(spec, de, Some(*pos)))?;
-                fields.push(field::decode(de, f, input, pos)?);
+                let e = field::decode(de, f, input, pos)?;
+                // `*pos` is now just past the element's data.
+                let len = e.data.len();
+                slots.push(Slot { de, units: e.units, data: Data::Wire { start: *pos - len, len } });
             }
         }
         if *pos != input.len() {
@@ -165,8 +288,8 @@ impl Message {
     pub fn encode_into(&self, out: &mut BytesMut) -> Result<()> {
         let spec = &*self.spec;
         let mut bm = Bitmap::default();
-        for f in &self.fields {
-            bm.set(f.de);
+        for s in &self.slots {
+            bm.set(s.de);
         }
         if bm.0[2] != 0 {
             bm.set(65);
@@ -174,7 +297,7 @@ impl Message {
         if bm.0[1] != 0 {
             bm.set(1);
         }
-        out.reserve(self.fields.iter().map(|f| f.data.len() + 4).sum::<usize>() + 64);
+        out.reserve(self.fields().iter().map(|f| f.data.len() + 4).sum::<usize>() + 64);
         write_mti(spec.mti, self.mti, out);
         bitmap::write(spec.bitmap, bm.0[0], out);
         if bm.contains(1) {
@@ -183,7 +306,7 @@ impl Message {
         if bm.0[2] != 0 {
             bitmap::write(spec.bitmap, bm.0[2], out);
         }
-        for f in &self.fields {
+        for f in self.fields() {
             let fs = spec.field(f.de).ok_or_else(|| undefined(spec, f.de, None))?;
             field::encode(fs, f, out);
         }
@@ -197,19 +320,36 @@ impl Message {
         Ok(out.freeze())
     }
 
+    fn slot(&self, de: u16) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.de == de)
+    }
+
     /// The element as carried, if present.
     #[inline]
-    pub fn field(&self, de: u16) -> Option<&Field> {
-        self.fields.iter().find(|f| f.de == de)
+    pub fn field(&self, de: u16) -> Option<FieldRef<'_>> {
+        self.slot(de).map(|s| s.view(&self.wire))
+    }
+
+    /// The data of DE `de` as a `Bytes`, for keeping beyond the message: a slice of the decoded
+    /// input (no copy), or the element's own bytes.
+    pub fn bytes(&self, de: u16) -> Option<Bytes> {
+        Some(self.slot_bytes(self.slot(de)?))
+    }
+
+    fn slot_bytes(&self, s: &Slot) -> Bytes {
+        match &s.data {
+            Data::Wire { start, len } => self.wire.slice(*start..*start + *len),
+            Data::Owned(b) => b.clone(),
+        }
     }
 
     /// The elements present, ascending.
-    pub fn fields(&self) -> &[Field] {
-        &self.fields
+    pub fn fields(&self) -> Fields<'_> {
+        Fields { slots: &self.slots, wire: &self.wire }
     }
 
     pub fn contains(&self, de: u16) -> bool {
-        self.field(de).is_some()
+        self.slot(de).is_some()
     }
 
     /// The text form of DE `de` (see [`field::to_text`]); `None` when absent.
@@ -250,10 +390,10 @@ impl Message {
     /// carried, without a copy of its data, when both specs define it alike; otherwise by its text
     /// form, checked against this message's spec.
     pub fn copy_from(&mut self, other: &Message, de: u16) -> Result<()> {
-        let Some(f) = other.field(de) else { return Ok(()) };
+        let Some(s) = other.slot(de) else { return Ok(()) };
         let mine = self.field_spec(de)?;
         if Arc::ptr_eq(&self.spec, &other.spec) || Some(mine) == other.spec.field(de) {
-            self.insert(f.clone());
+            self.insert(Field { de, units: s.units, data: other.slot_bytes(s) });
             return Ok(());
         }
         let text = other.text(de).map(|t| t.into_owned()).unwrap_or_default();
@@ -261,16 +401,17 @@ impl Message {
     }
 
     fn insert(&mut self, f: Field) {
-        match self.fields.binary_search_by_key(&f.de, |x| x.de) {
-            Ok(i) => self.fields[i] = f,
-            Err(i) => self.fields.insert(i, f),
+        match self.slots.binary_search_by_key(&f.de, |x| x.de) {
+            Ok(i) => self.slots[i] = f.into(),
+            Err(i) => self.slots.insert(i, f.into()),
         }
     }
 
-    /// Removes DE `de`, returning it.
-    pub fn remove(&mut self, de: u16) -> Option<Field> {
-        let i = self.fields.iter().position(|f| f.de == de)?;
-        Some(self.fields.remove(i))
+    /// Removes DE `de`; whether it was present.
+    pub fn remove(&mut self, de: u16) -> bool {
+        let Some(i) = self.slots.iter().position(|s| s.de == de) else { return false };
+        self.slots.remove(i);
+        true
     }
 }
 
