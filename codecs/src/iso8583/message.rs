@@ -2,9 +2,10 @@
 //!
 //! Decoding checks the size cap first, then reads MTI, bitmaps and each element in bitmap order
 //! (ISO 8583:1987 §4.1). A decoded message keeps its input once, as one `Bytes`, and each element
-//! as a small slot: its number, its length in units and where its data sits in that input (offset
-//! and length, no reference count per element). An element set afterwards ([`Message::set_text`],
-//! [`Message::set_bytes`], [`Message::copy_from`]) owns its data in its slot. [`Message::field`]
+//! as a small `Copy` slot: its number, its length in units and where its data sits in that input
+//! (offset and length: no reference count per element, nothing to drop per element). An element
+//! set afterwards ([`Message::set_text`], [`Message::set_bytes`], [`Message::copy_from`]) keeps
+//! its own `Bytes` in a side list that its slot points into (empty, unallocated, after a decode). [`Message::field`]
 //! and [`Message::fields`] give borrowed [`FieldRef`] views either way; [`Message::bytes`] gives an
 //! element's data as a `Bytes` (a slice of the input, without a copy) for whoever must keep it.
 //! Encoding derives the bitmaps from the elements present and writes into a `BytesMut`; decode →
@@ -28,38 +29,42 @@ pub struct Message {
     /// The input the message was decoded from (empty for a message built element by element).
     wire: Bytes,
     slots: Vec<Slot>,
+    /// The data of elements set after decoding, each named by one slot's [`Data::Owned`].
+    owned: Vec<Bytes>,
 }
 
 /// One element: its number, its length in units and where its data is.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct Slot {
     de: u16,
     units: u16,
     data: Data,
 }
 
-/// Where an element's data is: a range of the message's input, or its own bytes.
-#[derive(Clone)]
+/// Where an element's data is: a range of the message's input (a decoded input is at most
+/// `u32::MAX` bytes, see [`Message::decode`]), or an index into the message's own `Bytes`.
+#[derive(Clone, Copy)]
 enum Data {
-    Wire { start: usize, len: usize },
-    Owned(Bytes),
+    Wire { start: u32, len: u32 },
+    Owned(u32),
 }
 
-impl Slot {
+/// The storage a [`Slot`] points into.
+#[derive(Clone, Copy)]
+struct Store<'a> {
+    wire: &'a [u8],
+    owned: &'a [Bytes],
+}
+
+impl<'a> Store<'a> {
     #[inline]
-    fn view<'a>(&'a self, wire: &'a [u8]) -> FieldRef<'a> {
-        let data = match &self.data {
-            // In range by construction: the slot was read from `wire`.
-            Data::Wire { start, len } => &wire[*start..*start + *len],
-            Data::Owned(b) => b,
+    fn view(self, s: &Slot) -> FieldRef<'a> {
+        let data: &'a [u8] = match s.data {
+            // In range by construction: the slot was read from `wire`, or set with its own bytes.
+            Data::Wire { start, len } => &self.wire[start as usize..][..len as usize],
+            Data::Owned(i) => &self.owned[i as usize],
         };
-        FieldRef { de: self.de, units: self.units, data }
-    }
-}
-
-impl From<Field> for Slot {
-    fn from(f: Field) -> Slot {
-        Slot { de: f.de, units: f.units, data: Data::Owned(f.data) }
+        FieldRef { de: s.de, units: s.units, data }
     }
 }
 
@@ -67,7 +72,7 @@ impl From<Field> for Slot {
 #[derive(Clone, Copy)]
 pub struct Fields<'a> {
     slots: &'a [Slot],
-    wire: &'a [u8],
+    store: Store<'a>,
 }
 
 impl<'a> Fields<'a> {
@@ -80,21 +85,21 @@ impl<'a> Fields<'a> {
     }
 
     pub fn iter(&self) -> FieldIter<'a> {
-        FieldIter { slots: self.slots.iter(), wire: self.wire }
+        FieldIter { slots: self.slots.iter(), store: self.store }
     }
 
     /// The `i`-th element present (not DE `i`).
     pub fn get(&self, i: usize) -> Option<FieldRef<'a>> {
-        self.slots.get(i).map(|s| s.view(self.wire))
+        self.slots.get(i).map(|s| self.store.view(s))
     }
 
     pub fn first(&self) -> Option<FieldRef<'a>> {
-        self.slots.first().map(|s| s.view(self.wire))
+        self.slots.first().map(|s| self.store.view(s))
     }
 
     /// The element with the highest number.
     pub fn last(&self) -> Option<FieldRef<'a>> {
-        self.slots.last().map(|s| s.view(self.wire))
+        self.slots.last().map(|s| self.store.view(s))
     }
 }
 
@@ -111,7 +116,7 @@ impl<'a> IntoIterator for Fields<'a> {
 #[derive(Clone)]
 pub struct FieldIter<'a> {
     slots: std::slice::Iter<'a, Slot>,
-    wire: &'a [u8],
+    store: Store<'a>,
 }
 
 impl<'a> Iterator for FieldIter<'a> {
@@ -119,7 +124,7 @@ impl<'a> Iterator for FieldIter<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<FieldRef<'a>> {
-        self.slots.next().map(|s| s.view(self.wire))
+        self.slots.next().map(|s| self.store.view(s))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -129,7 +134,7 @@ impl<'a> Iterator for FieldIter<'a> {
 
 impl DoubleEndedIterator for FieldIter<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        self.slots.next_back().map(|s| s.view(self.wire))
+        self.slots.next_back().map(|s| self.store.view(s))
     }
 }
 
@@ -162,7 +167,7 @@ fn undefined(spec: &Spec, de: u16, offset: Option<usize>) -> Error {
 impl Message {
     /// An empty message.
     pub fn new(spec: Arc<Spec>, mti: Mti) -> Self {
-        Message { spec, mti, wire: Bytes::new(), slots: Vec::with_capacity(32) }
+        Message { spec, mti, wire: Bytes::new(), slots: Vec::with_capacity(32), owned: Vec::new() }
     }
 
     pub fn spec(&self) -> &Arc<Spec> {
@@ -181,7 +186,7 @@ impl Message {
     pub fn decode(spec: &Arc<Spec>, input: Bytes) -> Result<Message> {
         let mut slots = Vec::new();
         let mti = Self::decode_into(spec, &input, &mut slots, &mut 0)?;
-        Ok(Message { spec: spec.clone(), mti, wire: input, slots })
+        Ok(Message { spec: spec.clone(), mti, wire: input, slots, owned: Vec::new() })
     }
 
     /// For answering a message that does not decode: the MTI and the elements read before the
@@ -190,11 +195,11 @@ impl Message {
     pub fn salvage(spec: &Arc<Spec>, input: Bytes) -> Option<Message> {
         let mut slots = Vec::new();
         match Self::decode_into(spec, &input, &mut slots, &mut 0) {
-            Ok(mti) => Some(Message { spec: spec.clone(), mti, wire: input, slots }),
+            Ok(mti) => Some(Message { spec: spec.clone(), mti, wire: input, slots, owned: Vec::new() }),
             Err(_) => {
                 let mut pos = 0;
                 let mti = read_mti(spec.mti, &input, &mut pos).ok()?;
-                Some(Message { spec: spec.clone(), mti, wire: input, slots })
+                Some(Message { spec: spec.clone(), mti, wire: input, slots, owned: Vec::new() })
             }
         }
     }
@@ -213,12 +218,14 @@ impl Message {
     /// is left at the start of the part (MTI, bitmap, element, trailing bytes) that failed: every
     /// reader advances it only on success.
     fn decode_into(spec: &Spec, input: &[u8], slots: &mut Vec<Slot>, pos: &mut usize) -> Result<Mti> {
-        if input.len() > spec.max_message_len {
+        // A spec caps messages at 16 MiB; offsets are kept as u32 whatever a spec says.
+        let max = spec.max_message_len.min(u32::MAX as usize);
+        if input.len() > max {
             return Err(Error::expected(
                 ErrorKind::TooLarge,
                 Location::Message,
                 Some(0),
-                format!("at most {} bytes", spec.max_message_len),
+                format!("at most {max} bytes"),
                 format!("{} bytes", input.len()),
             ));
         }
@@ -264,7 +271,8 @@ impl Message {
                 let e = field::decode(de, f, input, pos)?;
                 // `*pos` is now just past the element's data.
                 let len = e.data.len();
-                slots.push(Slot { de, units: e.units, data: Data::Wire { start: *pos - len, len } });
+                let (start, len) = ((*pos - len) as u32, len as u32);
+                slots.push(Slot { de, units: e.units, data: Data::Wire { start, len } });
             }
         }
         if *pos != input.len() {
@@ -327,7 +335,7 @@ impl Message {
     /// The element as carried, if present.
     #[inline]
     pub fn field(&self, de: u16) -> Option<FieldRef<'_>> {
-        self.slot(de).map(|s| s.view(&self.wire))
+        self.slot(de).map(|s| self.store().view(s))
     }
 
     /// The data of DE `de` as a `Bytes`, for keeping beyond the message: a slice of the decoded
@@ -337,15 +345,22 @@ impl Message {
     }
 
     fn slot_bytes(&self, s: &Slot) -> Bytes {
-        match &s.data {
-            Data::Wire { start, len } => self.wire.slice(*start..*start + *len),
-            Data::Owned(b) => b.clone(),
+        match s.data {
+            Data::Wire { start, len } => {
+                let start = start as usize;
+                self.wire.slice(start..start + len as usize)
+            }
+            Data::Owned(i) => self.owned[i as usize].clone(),
         }
     }
 
     /// The elements present, ascending.
     pub fn fields(&self) -> Fields<'_> {
-        Fields { slots: &self.slots, wire: &self.wire }
+        Fields { slots: &self.slots, store: self.store() }
+    }
+
+    fn store(&self) -> Store<'_> {
+        Store { wire: &self.wire, owned: &self.owned }
     }
 
     pub fn contains(&self, de: u16) -> bool {
@@ -401,16 +416,44 @@ impl Message {
     }
 
     fn insert(&mut self, f: Field) {
-        match self.slots.binary_search_by_key(&f.de, |x| x.de) {
-            Ok(i) => self.slots[i] = f.into(),
-            Err(i) => self.slots.insert(i, f.into()),
+        let i = self.slots.binary_search_by_key(&f.de, |x| x.de);
+        // An element replaced keeps its place in `owned`, if it had one.
+        let k = match i {
+            Ok(i) => match self.slots[i].data {
+                Data::Owned(k) => {
+                    self.owned[k as usize] = f.data;
+                    k
+                }
+                Data::Wire { .. } => self.push_owned(f.data),
+            },
+            Err(_) => self.push_owned(f.data),
+        };
+        let slot = Slot { de: f.de, units: f.units, data: Data::Owned(k) };
+        match i {
+            Ok(i) => self.slots[i] = slot,
+            Err(i) => self.slots.insert(i, slot),
         }
+    }
+
+    fn push_owned(&mut self, data: Bytes) -> u32 {
+        self.owned.push(data);
+        // At most one entry per element (192).
+        (self.owned.len() - 1) as u32
     }
 
     /// Removes DE `de`; whether it was present.
     pub fn remove(&mut self, de: u16) -> bool {
         let Some(i) = self.slots.iter().position(|s| s.de == de) else { return false };
-        self.slots.remove(i);
+        if let Data::Owned(k) = self.slots.remove(i).data {
+            // Keep `owned` one entry per owning slot: the last entry moves into the hole.
+            let last = (self.owned.len() - 1) as u32;
+            self.owned.swap_remove(k as usize);
+            if k != last
+                && let Some(s) = self.slots.iter_mut().find(|s| matches!(s.data, Data::Owned(j) if j == last))
+            {
+                s.data = Data::Owned(k);
+            }
+        }
         true
     }
 }
