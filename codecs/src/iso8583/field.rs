@@ -297,6 +297,7 @@ pub fn decode<'a>(de: u16, f: &FieldSpec, input: &'a [u8], pos: &mut usize) -> R
 }
 
 /// Appends an element (prefix and data) to `out`.
+#[inline]
 pub fn encode(f: &FieldSpec, field: FieldRef<'_>, out: &mut BytesMut) {
     write_len(f, usize::from(field.units), out);
     out.extend_from_slice(field.data);

@@ -305,7 +305,9 @@ impl Message {
         if bm.0[1] != 0 {
             bm.set(1);
         }
-        out.reserve(self.fields().iter().map(|f| f.data.len() + 4).sum::<usize>() + 64);
+        // Room for every element (its data is in `wire` or in `owned`), its prefix, MTI and bitmaps.
+        let data = self.wire.len() + self.owned.iter().map(Bytes::len).sum::<usize>();
+        out.reserve(data + 4 * self.slots.len() + 64);
         write_mti(spec.mti, self.mti, out);
         bitmap::write(spec.bitmap, bm.0[0], out);
         if bm.contains(1) {
