@@ -139,6 +139,13 @@ fn decoded_and_set_elements_mix() {
     }
 }
 
+/// A message is moved through every stage of the switch (and returned inside errors): its elements
+/// live behind its vectors, not in it.
+#[test]
+fn a_message_is_small_to_move() {
+    assert!(std::mem::size_of::<Message>() <= 80, "{} bytes", std::mem::size_of::<Message>());
+}
+
 // ------------------------------------------------------------------------------------------------
 // Refusals: which element, which byte, what was expected
 

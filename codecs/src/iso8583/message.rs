@@ -29,8 +29,10 @@ pub struct Message {
     /// The input the message was decoded from (empty for a message built element by element).
     wire: Bytes,
     slots: Vec<Slot>,
-    /// The data of elements set after decoding, each named by one slot's [`Data::Owned`].
-    owned: Vec<Bytes>,
+    /// The data of elements set after decoding, each named by one slot's [`Data::Owned`]; boxed,
+    /// and absent until the first such element, to keep a decoded message small to move.
+    #[expect(clippy::box_collection, reason = "8 bytes in the message instead of 24")]
+    owned: Option<Box<Vec<Bytes>>>,
 }
 
 /// One element: its number, its length in units and where its data is.
@@ -167,7 +169,7 @@ fn undefined(spec: &Spec, de: u16, offset: Option<usize>) -> Error {
 impl Message {
     /// An empty message.
     pub fn new(spec: Arc<Spec>, mti: Mti) -> Self {
-        Message { spec, mti, wire: Bytes::new(), slots: Vec::with_capacity(32), owned: Vec::new() }
+        Message { spec, mti, wire: Bytes::new(), slots: Vec::with_capacity(32), owned: None }
     }
 
     pub fn spec(&self) -> &Arc<Spec> {
@@ -186,7 +188,7 @@ impl Message {
     pub fn decode(spec: &Arc<Spec>, input: Bytes) -> Result<Message> {
         let mut slots = Vec::new();
         let mti = Self::decode_into(spec, &input, &mut slots, &mut 0)?;
-        Ok(Message { spec: spec.clone(), mti, wire: input, slots, owned: Vec::new() })
+        Ok(Message { spec: spec.clone(), mti, wire: input, slots, owned: None })
     }
 
     /// For answering a message that does not decode: the MTI and the elements read before the
@@ -195,11 +197,11 @@ impl Message {
     pub fn salvage(spec: &Arc<Spec>, input: Bytes) -> Option<Message> {
         let mut slots = Vec::new();
         match Self::decode_into(spec, &input, &mut slots, &mut 0) {
-            Ok(mti) => Some(Message { spec: spec.clone(), mti, wire: input, slots, owned: Vec::new() }),
+            Ok(mti) => Some(Message { spec: spec.clone(), mti, wire: input, slots, owned: None }),
             Err(_) => {
                 let mut pos = 0;
                 let mti = read_mti(spec.mti, &input, &mut pos).ok()?;
-                Some(Message { spec: spec.clone(), mti, wire: input, slots, owned: Vec::new() })
+                Some(Message { spec: spec.clone(), mti, wire: input, slots, owned: None })
             }
         }
     }
@@ -306,7 +308,7 @@ impl Message {
             bm.set(1);
         }
         // Room for every element (its data is in `wire` or in `owned`), its prefix, MTI and bitmaps.
-        let data = self.wire.len() + self.owned.iter().map(Bytes::len).sum::<usize>();
+        let data = self.wire.len() + self.owned().iter().map(Bytes::len).sum::<usize>();
         out.reserve(data + 4 * self.slots.len() + 64);
         write_mti(spec.mti, self.mti, out);
         bitmap::write(spec.bitmap, bm.0[0], out);
@@ -352,7 +354,7 @@ impl Message {
                 let start = start as usize;
                 self.wire.slice(start..start + len as usize)
             }
-            Data::Owned(i) => self.owned[i as usize].clone(),
+            Data::Owned(i) => self.owned()[i as usize].clone(),
         }
     }
 
@@ -362,7 +364,16 @@ impl Message {
     }
 
     fn store(&self) -> Store<'_> {
-        Store { wire: &self.wire, owned: &self.owned }
+        Store { wire: &self.wire, owned: self.owned() }
+    }
+
+    fn owned(&self) -> &[Bytes] {
+        self.owned.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// The owned list (there is one once an element owns its data).
+    fn owned_mut(&mut self) -> &mut Vec<Bytes> {
+        self.owned.get_or_insert_default()
     }
 
     pub fn contains(&self, de: u16) -> bool {
@@ -423,7 +434,7 @@ impl Message {
         let k = match i {
             Ok(i) => match self.slots[i].data {
                 Data::Owned(k) => {
-                    self.owned[k as usize] = f.data;
+                    self.owned_mut()[k as usize] = f.data;
                     k
                 }
                 Data::Wire { .. } => self.push_owned(f.data),
@@ -438,9 +449,10 @@ impl Message {
     }
 
     fn push_owned(&mut self, data: Bytes) -> u32 {
-        self.owned.push(data);
+        let owned = self.owned_mut();
+        owned.push(data);
         // At most one entry per element (192).
-        (self.owned.len() - 1) as u32
+        (owned.len() - 1) as u32
     }
 
     /// Removes DE `de`; whether it was present.
@@ -448,8 +460,9 @@ impl Message {
         let Some(i) = self.slots.iter().position(|s| s.de == de) else { return false };
         if let Data::Owned(k) = self.slots.remove(i).data {
             // Keep `owned` one entry per owning slot: the last entry moves into the hole.
-            let last = (self.owned.len() - 1) as u32;
-            self.owned.swap_remove(k as usize);
+            let owned = self.owned_mut();
+            let last = (owned.len() - 1) as u32;
+            owned.swap_remove(k as usize);
             if k != last
                 && let Some(s) = self.slots.iter_mut().find(|s| matches!(s.data, Data::Owned(j) if j == last))
             {
