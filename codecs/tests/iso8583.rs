@@ -460,6 +460,15 @@ fn content_lookup_tables_agree_with_the_content_rules() {
                 long[at] = b;
                 assert_eq!(c.all_allowed(&long), c.allows(b, 1), "{} byte {b:02X} at {at} of 40", c.name());
             }
+            // Every short length, the byte at every place (numeric elements go a word at a time).
+            for len in 1..=24 {
+                for at in 0..len {
+                    let mut short = vec![if c.allows(b'1', 1) { b'1' } else { b'A' }; len];
+                    short[at] = b;
+                    let want = c.allows(b, 1);
+                    assert_eq!(c.all_allowed(&short), want, "{} byte {b:02X} at {at} of {len}", c.name());
+                }
+            }
         }
     }
 }
