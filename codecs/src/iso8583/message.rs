@@ -5,11 +5,11 @@
 //! as a small `Copy` slot: its number, its length in units and where its data sits in that input
 //! (offset and length: no reference count per element, nothing to drop per element). An element
 //! set afterwards ([`Message::set_text`], [`Message::set_bytes`], [`Message::copy_from`]) keeps
-//! its own `Bytes` in a side list that its slot points into (empty, unallocated, after a decode). [`Message::field`]
-//! and [`Message::fields`] give borrowed [`FieldRef`] views either way; [`Message::bytes`] gives an
-//! element's data as a `Bytes` (a slice of the input, without a copy) for whoever must keep it.
-//! Encoding derives the bitmaps from the elements present and writes into a `BytesMut`; decode →
-//! encode is byte-exact.
+//! its own `Bytes` in a side list that its slot points into (absent, unallocated, after a decode).
+//! [`Message::field`] and [`Message::fields`] give borrowed [`FieldRef`] views either way;
+//! [`Message::bytes`] gives an element's data as a `Bytes` (a slice of the input, without a copy)
+//! for whoever must keep it. Encoding derives the bitmaps from the elements present and writes into
+//! a `BytesMut`; decode → encode is byte-exact.
 
 use std::sync::Arc;
 
@@ -43,8 +43,8 @@ struct Slot {
     data: Data,
 }
 
-/// Where an element's data is: a range of the message's input (a decoded input is at most
-/// `u32::MAX` bytes, see [`Message::decode`]), or an index into the message's own `Bytes`.
+/// Where an element's data is: a range of the message's input (the decoder refuses an input of
+/// more than `u32::MAX` bytes), or an index into the message's own `Bytes`.
 #[derive(Clone, Copy)]
 enum Data {
     Wire { start: u32, len: u32 },
