@@ -39,7 +39,7 @@ fn fake_switch(ack_reversals: Arc<AtomicBool>, seen: Seen) -> Endpoint {
                     }
                     let Ok(m) = Message::decode_slice(spec, &b) else { return };
                     let t = |de| m.text(de).map(|c| c.into_owned()).unwrap_or_default();
-                    let ksn = m.field(53).map(|f| hex::encode_upper(&f.data)).unwrap_or_default();
+                    let ksn = m.field(53).map(|f| hex::encode_upper(f.data)).unwrap_or_default();
                     seen.lock().expect("seen").push((m.mti().to_string(), t(11), ksn));
                     if m.mti() == Mti::REVERSAL_ADVICE && !ack.load(Ordering::SeqCst) {
                         continue;

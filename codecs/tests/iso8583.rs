@@ -87,6 +87,65 @@ fn building_a_response() {
     assert!(!back.contains(35) && !back.contains(55));
 }
 
+/// Elements read from the input and elements set afterwards mix freely: replacing, removing and
+/// re-setting either kind leaves the same values as building the message afresh, and equality
+/// compares values, not where they are kept.
+#[test]
+fn decoded_and_set_elements_mix() {
+    for spec in [ascii(), binary()] {
+        let (built, bytes) = sample(spec);
+        let mut m = Message::decode(spec, bytes.clone()).expect("decode");
+        assert_eq!(m, built, "decoded equals built");
+        assert_eq!(m.bytes(41).as_deref(), built.field(41).map(|f| f.data), "bytes() is the element's data");
+        assert_eq!(m.bytes(39), None);
+        // Set over decoded elements, add new ones, remove some of each kind, set again.
+        let mut want = built.clone();
+        for (de, text) in [(11, "000777"), (39, "00"), (38, "ABC123"), (41, "TERM0002"), (44, "5")] {
+            m.set_text(de, text).expect("set");
+            want.set_text(de, text).expect("set");
+        }
+        assert_eq!(m, want);
+        for de in [39, 2, 11, 55] {
+            assert!(m.remove(de), "DE {de} present");
+            assert!(want.remove(de));
+            assert!(!m.remove(de), "DE {de} removed once");
+            assert_eq!(m, want);
+        }
+        for (de, text) in [(11, "000888"), (39, "05"), (41, "TERM0003")] {
+            m.set_text(de, text).expect("set");
+            want.set_text(de, text).expect("set");
+        }
+        assert_eq!(m, want);
+        assert_ne!(m, built);
+        let fresh = Message::from_json(spec, &m.to_json()).expect("valid");
+        assert_eq!(m, fresh);
+        assert_eq!(m.encode().expect("encode"), fresh.encode().expect("encode"));
+        assert_eq!(m.text(11).as_deref(), Some("000888"));
+        assert_eq!(m.text(38).as_deref(), Some("ABC123"));
+        assert_eq!(m.bytes(41).as_deref(), fresh.field(41).map(|f| f.data));
+        let des: Vec<u16> = m.fields().iter().map(|f| f.de).collect();
+        assert!(des.windows(2).all(|w| w[0] < w[1]), "ascending: {des:?}");
+        assert_eq!(m.fields().len(), des.len());
+        assert_eq!(m.fields().last().map(|f| f.de), des.last().copied());
+        // An answer echoing elements of a decoded request: copied without a copy of the data.
+        let req = Message::decode(spec, bytes.clone()).expect("decode");
+        let mut rsp = Message::new(spec.clone(), Mti::AUTHORIZATION_RESPONSE);
+        for de in [2, 3, 4, 11, 41, 55] {
+            rsp.copy_from(&req, de).expect("copy");
+            assert_eq!(rsp.field(de), req.field(de));
+        }
+        let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
+        assert!(rsp.fields().iter().all(|f| range.contains(&(f.data.as_ptr() as usize))), "copied data");
+    }
+}
+
+/// A message is moved through every stage of the switch (and returned inside errors): its elements
+/// live behind its vectors, not in it.
+#[test]
+fn a_message_is_small_to_move() {
+    assert!(std::mem::size_of::<Message>() <= 80, "{} bytes", std::mem::size_of::<Message>());
+}
+
 // ------------------------------------------------------------------------------------------------
 // Refusals: which element, which byte, what was expected
 
@@ -400,6 +459,15 @@ fn content_lookup_tables_agree_with_the_content_rules() {
                 let mut long = vec![if c.allows(b'1', 1) { b'1' } else { b'A' }; 40];
                 long[at] = b;
                 assert_eq!(c.all_allowed(&long), c.allows(b, 1), "{} byte {b:02X} at {at} of 40", c.name());
+            }
+            // Every short length, the byte at every place (numeric elements go a word at a time).
+            for len in 1..=24 {
+                for at in 0..len {
+                    let mut short = vec![if c.allows(b'1', 1) { b'1' } else { b'A' }; len];
+                    short[at] = b;
+                    let want = c.allows(b, 1);
+                    assert_eq!(c.all_allowed(&short), want, "{} byte {b:02X} at {at} of {len}", c.name());
+                }
             }
         }
     }

@@ -897,7 +897,7 @@ impl Issuer {
         if tx == "01" && !req.contains(52) {
             return Decision::rc("55");
         }
-        if let Some(block) = req.field(52).map(|f| f.data.clone()) {
+        if let Some(block) = req.bytes(52) {
             let block =
                 if block.len() == 16 { hex::decode(&block).unwrap_or_default() } else { block.to_vec() };
             let Some(card) = self.cards.get_mut(pan) else { return Decision::rc("14") };
@@ -970,7 +970,7 @@ impl Issuer {
         random: u32,
     ) -> Decision {
         let session = field(req, 37).unwrap_or_else(|| field(req, 11).unwrap_or_default());
-        let tags = req.field(123).and_then(|f| icc_tags(&f.data)).unwrap_or_default();
+        let tags = req.field(123).and_then(|f| icc_tags(f.data)).unwrap_or_default();
         let text = |tag: u32| tags.get(&tag).map(|v| String::from_utf8_lossy(v).into_owned());
         let otp = (tx == "91").then(|| text(0xDF8110).unwrap_or_default());
         // Who asks: the token requestor's id (9F19); without one, the acquiring terminal.
@@ -1136,7 +1136,7 @@ impl Decision {
 pub fn tsp_says_verified(req: &Message) -> bool {
     req.field(123)
         .and_then(|f| {
-            codecs::tlv::decode_lenient(&f.data)
+            codecs::tlv::decode_lenient(f.data)
                 .ok()
                 .map(|n| n.iter().any(|x| x.tag().value() == 0xDF8106 && x.value() == b"1"))
         })

@@ -104,7 +104,7 @@ async fn over_the_macd_link_a_wrong_mac_is_63_and_a_genuine_request_is_answered_
     assert_eq!(rc(&a), "00");
     switch.verify(&raw, &a).expect("the answer's MAC verifies");
     let mac = &raw[raw.len() - 8..];
-    assert_eq!(a.field(64).map(|f| &f.data[..]), Some(mac), "DE 64, last");
+    assert_eq!(a.field(64).map(|f| f.data), Some(mac), "DE 64, last");
     MacAlgorithm::CmacAes
         .verify(&LINK_KEY, &raw[..raw.len() - 8], mac)
         .expect("AES-CMAC over the bytes before it");

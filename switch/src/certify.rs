@@ -403,24 +403,24 @@ fn check_entry_mode(msg: &Message, raw: &[u8], out: &mut Vec<Check>) {
         Ok(None) => return,
         Err(e) => {
             out.push(Check {
-                offset: offset_in(raw, &f22.data),
-                bytes: quotable(spec, 22).then(|| hex_upper(&f22.data)),
+                offset: offset_in(raw, f22.data),
+                bytes: quotable(spec, 22).then(|| hex_upper(f22.data)),
                 ..fail("pos-entry-mode", "DE 22", "3 digits", e.detail.clone())
             });
             return;
         }
     };
-    let value = String::from_utf8_lossy(&f22.data).into_owned();
+    let value = String::from_utf8_lossy(f22.data).into_owned();
     let known = format!("one of {}", POS_ENTRY_MODES.join(" "));
     out.push(if POS_ENTRY_MODES.contains(&value.as_str()) {
         pass("pos-entry-mode", "DE 22", known)
     } else {
         let (found, bytes) = if quotable(spec, 22) {
-            (format!("{value:?}"), Some(hex_upper(&f22.data)))
+            (format!("{value:?}"), Some(hex_upper(f22.data)))
         } else {
             ("a mode it does not know (value withheld: sensitive element)".to_string(), None)
         };
-        Check { offset: offset_in(raw, &f22.data), bytes, ..fail("pos-entry-mode", "DE 22", known, found) }
+        Check { offset: offset_in(raw, f22.data), bytes, ..fail("pos-entry-mode", "DE 22", known, found) }
     });
     let pan_entry = entry.pan_entry();
     let why = format!("required by DE 22 = {value}{}", if is_chip(pan_entry) { " (chip)" } else { "" });
@@ -451,7 +451,7 @@ fn check_entry_mode(msg: &Message, raw: &[u8], out: &mut Vec<Check>) {
         )
     });
     let Some(f55) = msg.field(55) else { return };
-    let base = offset_in(raw, &f55.data);
+    let base = offset_in(raw, f55.data);
     let icc = match msg.icc_data() {
         Ok(Some(b)) => b,
         Ok(None) => return,

@@ -142,7 +142,7 @@ impl IssuerPool {
                 signed.encode().map_err(|_| LinkError::Encode)?
             }
         };
-        let rrn = msg.field(37).map(|f| f.data.clone());
+        let rrn = msg.bytes(37);
         let rx = self.pending.register(key.clone(), rrn).map_err(|e| match e {
             PendingError::AlreadyPending => LinkError::Duplicate,
         })?;
@@ -315,7 +315,7 @@ impl IssuerPool {
                     metrics.unmatched.with_label_values(&[&name]).inc();
                     continue;
                 };
-                let rrn = msg.field(37).map(|f| f.data.clone());
+                let rrn = msg.bytes(37);
                 if let Err((why, _)) = pending.resolve(&key, rrn.as_deref(), msg) {
                     metrics.unmatched.with_label_values(&[&name]).inc();
                     warn!(issuer = %name, reason = ?why, "issuer answer matched no outstanding request");

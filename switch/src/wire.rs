@@ -2,7 +2,6 @@
 //! identity, reversals and advices built from originals (docs/network-spec.md §2), and carrying a
 //! message into another spec. Answers to acquirers are built in `pipeline::respond`.
 
-use bytes::Bytes;
 use codecs::iso8583::{Message, Mti};
 
 use crate::pending::MatchKey;
@@ -10,18 +9,14 @@ use crate::pending::MatchKey;
 /// Elements a reversal or advice repeats from its original.
 const ORIGINAL: [u16; 19] = [2, 3, 4, 7, 11, 12, 13, 14, 18, 22, 23, 25, 32, 35, 37, 41, 42, 43, 49];
 
-fn raw(msg: &Message, de: u16) -> Option<&Bytes> {
-    msg.field(de).map(|f| &f.data)
-}
-
 /// The issuer-link matching identity: MTI class, DE 11, DE 41 (empty when absent).
 pub fn match_key(msg: &Message) -> Option<MatchKey> {
     let d = msg.mti();
     let d = d.digits();
     Some(MatchKey {
         class: [d[0], d[1]],
-        stan: raw(msg, 11)?.clone(),
-        terminal_id: raw(msg, 41).cloned().unwrap_or_default(),
+        stan: msg.bytes(11)?,
+        terminal_id: msg.bytes(41).unwrap_or_default(),
     })
 }
 

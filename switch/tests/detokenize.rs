@@ -43,7 +43,7 @@ fn token_becomes_the_card_towards_the_issuer_and_the_token_comes_back() {
     let ctx = s.det.detokenize(&mut req, NOW_MS).expect("accepted").expect("a token");
     assert_eq!(req.text(2).as_deref(), Some(CARD_PAN), "the issuer sees the card's PAN");
     assert_eq!(req.text(14).as_deref(), Some("2812"), "and the card's expiry");
-    let data = req.field(123).expect("DE 123").data.clone();
+    let data = req.bytes(123).expect("DE 123");
     let nodes = codecs::tlv::decode_lenient(&data).expect("tlv");
     let get = |t: u32| nodes.iter().find(|n| n.tag().value() == t).map(|n| n.value().to_vec());
     assert_eq!(get(0xDF8101), Some(t.clone().into_bytes()));

@@ -55,7 +55,7 @@ alg = "retail"
     let raw = c.recv_raw().await.expect("answer");
     let a = Message::decode(&c.spec, raw.clone()).expect("decode");
     assert_eq!(a.text(39).as_deref(), Some("00"));
-    let mac = a.field(mac_de(&a)).expect("answer MAC").data.clone();
+    let mac = a.bytes(mac_de(&a)).expect("answer MAC");
     assert_eq!(a.fields().last().map(|f| f.de), Some(128), "the MAC is the last element");
     MacAlgorithm::Retail
         .verify(&hex::decode(MAC_KEY).expect("hex"), &raw[..raw.len() - 8], &mac)

@@ -167,7 +167,7 @@ const DISTRIBUTION: [f64; 20] = [
 type Key = (Bytes, Bytes);
 
 fn key(m: &Message) -> Option<Key> {
-    Some((m.field(11)?.data.clone(), m.field(41).map(|f| f.data.clone()).unwrap_or_default()))
+    Some((m.bytes(11)?, m.bytes(41).unwrap_or_default()))
 }
 
 #[derive(Default)]
@@ -682,7 +682,7 @@ fn take_answers(
                 batch.ended.push(Ended { pending, end: End::Timeout, rc: None });
             }
             Some(pending) => {
-                let rc = msg.field(39).map(|f| f.data.clone());
+                let rc = msg.bytes(39);
                 let end = if rc.as_deref() == Some(b"00") { End::Approved } else { End::Declined };
                 batch.ended.push(Ended { pending, end, rc });
             }

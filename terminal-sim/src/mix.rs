@@ -319,7 +319,7 @@ impl Traffic {
                 pin_block(&mut m, a, card)?;
             }
             let bytes = m.encode().map_err(|e| Error::invalid("request", e.to_string()))?;
-            let field = |de| m.field(de).map(|f| f.data.clone()).unwrap_or_default();
+            let field = |de| m.bytes(de).unwrap_or_default();
             wire.push(Prepared { bytes, stan: field(11), tid: field(41) });
             kinds.push(kind);
         }

@@ -217,6 +217,13 @@ impl fmt::Debug for field::Field {
     }
 }
 
+impl fmt::Debug for field::FieldRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The spec is not at hand: never print the data.
+        write!(f, "Field(DE {}, {} units, {} bytes)", self.de, self.units, self.data.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

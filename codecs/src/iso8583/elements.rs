@@ -266,11 +266,11 @@ impl Message {
     pub fn icc_data(&self) -> Result<Option<Bytes>> {
         let (Some(f), Some(fs)) = (self.field(55), self.spec().field(55)) else { return Ok(None) };
         if fs.content == ContentType::Hex {
-            hex::decode(&f.data)
+            hex::decode(f.data)
                 .map(|v| Some(Bytes::from(v)))
                 .map_err(|_| bad(55, "an even number of hex digits"))
         } else {
-            Ok(Some(f.data.clone()))
+            Ok(self.bytes(55))
         }
     }
 

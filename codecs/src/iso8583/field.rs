@@ -1,8 +1,10 @@
 //! One data element on the wire: its length prefix and its data, checked against its
 //! [`FieldSpec`] (ISO 8583:1987 §4.2 length attributes, §4.3 content types).
 //!
-//! A decoded element keeps its wire data as a `Bytes` slice of the input (zero-copy) plus its
-//! length in units, so re-encoding writes exactly the bytes that were read.
+//! [`decode`] checks one element of the input and returns a [`FieldRef`], a borrowed view of its
+//! data and its length in units; a [`Message`](super::Message) keeps where that data sits in its
+//! input, so re-encoding writes exactly the bytes that were read. [`Field`] is an element that owns
+//! its data, as built from its text form ([`from_text`]) or its bytes ([`from_bytes`]).
 
 use std::borrow::Cow;
 
@@ -20,6 +22,26 @@ pub struct Field {
     pub units: u16,
     /// The data bytes without the length prefix.
     pub data: Bytes,
+}
+
+impl Field {
+    /// The element as a borrowed view.
+    #[inline]
+    pub fn view(&self) -> FieldRef<'_> {
+        FieldRef { de: self.de, units: self.units, data: &self.data }
+    }
+}
+
+/// A data element as a message carries it, borrowed from the message: its number, its length in
+/// units and its wire data (without the length prefix). Two views are equal when their number,
+/// units and data are, wherever the data is kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FieldRef<'a> {
+    pub de: u16,
+    /// Characters, digits or bytes, as the length prefix counts them.
+    pub units: u16,
+    /// The data bytes without the length prefix.
+    pub data: &'a [u8],
 }
 
 fn err(
@@ -252,9 +274,10 @@ fn bcd_first_bad(f: &FieldSpec, units: usize, data: &[u8]) -> Option<(usize, boo
     None
 }
 
-/// Decodes DE `de` at `*pos` of `input` (a `Bytes`, sliced without copying).
+/// Decodes DE `de` at `*pos` of `input`, moving `*pos` past it (only on success): the element's
+/// data is the last `data.len()` bytes before the new `*pos`.
 #[inline]
-pub fn decode(de: u16, f: &FieldSpec, input: &Bytes, pos: &mut usize) -> Result<Field> {
+pub fn decode<'a>(de: u16, f: &FieldSpec, input: &'a [u8], pos: &mut usize) -> Result<FieldRef<'a>> {
     let mut p = *pos;
     let units = read_len(de, f, input, &mut p)?;
     let n = f.encoding.wire_len(units);
@@ -267,16 +290,17 @@ pub fn decode(de: u16, f: &FieldSpec, input: &Bytes, pos: &mut usize) -> Result<
             format!("{} bytes", input.len() - p),
         ));
     }
-    check_content(de, f, units, &input[p..p + n], p)?;
-    let data = input.slice(p..p + n);
+    let data = &input[p..p + n];
+    check_content(de, f, units, data, p)?;
     *pos = p + n;
-    Ok(Field { de, units: units as u16, data })
+    Ok(FieldRef { de, units: units as u16, data })
 }
 
 /// Appends an element (prefix and data) to `out`.
-pub fn encode(f: &FieldSpec, field: &Field, out: &mut BytesMut) {
+#[inline]
+pub fn encode(f: &FieldSpec, field: FieldRef<'_>, out: &mut BytesMut) {
     write_len(f, usize::from(field.units), out);
-    out.extend_from_slice(&field.data);
+    out.extend_from_slice(field.data);
 }
 
 /// Builds an element from its text form (binary elements: uppercase or lowercase hex).
@@ -390,14 +414,14 @@ fn unit_name(f: &FieldSpec) -> &'static str {
 
 /// The text form of an element: characters as carried, BCD digits without the pad, binary as
 /// uppercase hex.
-pub fn to_text<'a>(f: &FieldSpec, field: &'a Field) -> Cow<'a, str> {
+pub fn to_text<'a>(f: &FieldSpec, field: FieldRef<'a>) -> Cow<'a, str> {
     match f.encoding {
         // Checked on decode and on construction: printable ASCII.
-        DataEncoding::Ascii => String::from_utf8_lossy(&field.data),
+        DataEncoding::Ascii => String::from_utf8_lossy(field.data),
         DataEncoding::Ebcdic => Cow::Owned(
             field.data.iter().map(|&b| char::from(ebcdic::from_ebcdic(b).unwrap_or(b'?'))).collect(),
         ),
-        DataEncoding::Binary => Cow::Owned(hex::encode_upper(&field.data)),
+        DataEncoding::Binary => Cow::Owned(hex::encode_upper(field.data)),
         DataEncoding::BcdLeft | DataEncoding::BcdRight => {
             let units = usize::from(field.units);
             let skip = usize::from(units % 2 == 1 && f.encoding == DataEncoding::BcdLeft);

@@ -206,7 +206,7 @@ pub fn received<'a>(raw: &'a [u8], msg: &Message) -> Result<Received<'a>> {
     }
     let slot = MacSlot::in_spec(msg.spec(), last.de)?;
     let n = slot.wire_len();
-    if last.data.len() != n || !raw.ends_with(&last.data) {
+    if last.data.len() != n || !raw.ends_with(last.data) {
         return Err(Error::expected(
             ErrorKind::Field,
             Location::Field(last.de),
@@ -217,7 +217,7 @@ pub fn received<'a>(raw: &'a [u8], msg: &Message) -> Result<Received<'a>> {
     }
     let mut mac = [0u8; MAC_LEN];
     match slot.form {
-        MacForm::Binary => mac.copy_from_slice(&last.data),
+        MacForm::Binary => mac.copy_from_slice(last.data),
         MacForm::Hex => {
             let text = msg.spec().field(last.de).map(|f| to_text(f, last)).unwrap_or_default();
             hex::decode_to_slice(text.as_bytes(), &mut mac)

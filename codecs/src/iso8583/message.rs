@@ -1,16 +1,22 @@
 //! An ISO 8583 message: MTI plus data elements, decoded from and encoded to the wire by a [`Spec`].
 //!
 //! Decoding checks the size cap first, then reads MTI, bitmaps and each element in bitmap order
-//! (ISO 8583:1987 §4.1), keeping every element as a `Bytes` slice of the input. Encoding derives
-//! the bitmaps from the elements present and writes into a `BytesMut`; decode → encode is
-//! byte-exact.
+//! (ISO 8583:1987 §4.1). A decoded message keeps its input once, as one `Bytes`, and each element
+//! as a small `Copy` slot: its number, its length in units and where its data sits in that input
+//! (offset and length: no reference count per element, nothing to drop per element). An element
+//! set afterwards ([`Message::set_text`], [`Message::set_bytes`], [`Message::copy_from`]) keeps
+//! its own `Bytes` in a side list that its slot points into (absent, unallocated, after a decode).
+//! [`Message::field`] and [`Message::fields`] give borrowed [`FieldRef`] views either way;
+//! [`Message::bytes`] gives an element's data as a `Bytes` (a slice of the input, without a copy)
+//! for whoever must keep it. Encoding derives the bitmaps from the elements present and writes into
+//! a `BytesMut`; decode → encode is byte-exact.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use super::bitmap::{self, Bitmap};
-use super::field::{self, Field};
+use super::field::{self, Field, FieldRef};
 use super::mti::Mti;
 use super::spec::{MAX_FIELD, MtiEncoding, Spec};
 use crate::error::{Error, ErrorKind, Location, Result};
@@ -20,12 +26,131 @@ use crate::error::{Error, ErrorKind, Location, Result};
 pub struct Message {
     spec: Arc<Spec>,
     mti: Mti,
-    fields: Vec<Field>,
+    /// The input the message was decoded from (empty for a message built element by element).
+    wire: Bytes,
+    slots: Vec<Slot>,
+    /// The data of elements set after decoding, each named by one slot's [`Data::Owned`]; boxed,
+    /// and absent until the first such element, to keep a decoded message small to move.
+    #[expect(clippy::box_collection, reason = "8 bytes in the message instead of 24")]
+    owned: Option<Box<Vec<Bytes>>>,
 }
 
+/// One element: its number, its length in units and where its data is.
+#[derive(Clone, Copy)]
+struct Slot {
+    de: u16,
+    units: u16,
+    data: Data,
+}
+
+/// Where an element's data is: a range of the message's input (the decoder refuses an input of
+/// more than `u32::MAX` bytes), or an index into the message's own `Bytes`.
+#[derive(Clone, Copy)]
+enum Data {
+    Wire { start: u32, len: u32 },
+    Owned(u32),
+}
+
+/// The storage a [`Slot`] points into.
+#[derive(Clone, Copy)]
+struct Store<'a> {
+    wire: &'a [u8],
+    owned: &'a [Bytes],
+}
+
+impl<'a> Store<'a> {
+    #[inline]
+    fn view(self, s: &Slot) -> FieldRef<'a> {
+        let data: &'a [u8] = match s.data {
+            // In range by construction: the slot was read from `wire`, or set with its own bytes.
+            Data::Wire { start, len } => &self.wire[start as usize..][..len as usize],
+            Data::Owned(i) => &self.owned[i as usize],
+        };
+        FieldRef { de: s.de, units: s.units, data }
+    }
+}
+
+/// The elements of a message, ascending by DE number: a slice-like view of [`FieldRef`]s.
+#[derive(Clone, Copy)]
+pub struct Fields<'a> {
+    slots: &'a [Slot],
+    store: Store<'a>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn iter(&self) -> FieldIter<'a> {
+        FieldIter { slots: self.slots.iter(), store: self.store }
+    }
+
+    /// The `i`-th element present (not DE `i`).
+    pub fn get(&self, i: usize) -> Option<FieldRef<'a>> {
+        self.slots.get(i).map(|s| self.store.view(s))
+    }
+
+    pub fn first(&self) -> Option<FieldRef<'a>> {
+        self.slots.first().map(|s| self.store.view(s))
+    }
+
+    /// The element with the highest number.
+    pub fn last(&self) -> Option<FieldRef<'a>> {
+        self.slots.last().map(|s| self.store.view(s))
+    }
+}
+
+impl<'a> IntoIterator for Fields<'a> {
+    type Item = FieldRef<'a>;
+    type IntoIter = FieldIter<'a>;
+
+    fn into_iter(self) -> FieldIter<'a> {
+        self.iter()
+    }
+}
+
+/// An iterator over a message's elements, ascending by DE number.
+#[derive(Clone)]
+pub struct FieldIter<'a> {
+    slots: std::slice::Iter<'a, Slot>,
+    store: Store<'a>,
+}
+
+impl<'a> Iterator for FieldIter<'a> {
+    type Item = FieldRef<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<FieldRef<'a>> {
+        self.slots.next().map(|s| self.store.view(s))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.slots.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for FieldIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.slots.next_back().map(|s| self.store.view(s))
+    }
+}
+
+impl ExactSizeIterator for FieldIter<'_> {}
+
+impl std::iter::FusedIterator for FieldIter<'_> {}
+
 impl PartialEq for Message {
+    /// Same spec name, MTI and element values (however each element's data is kept).
     fn eq(&self, other: &Self) -> bool {
-        self.spec.name == other.spec.name && self.mti == other.mti && self.fields == other.fields
+        self.spec.name == other.spec.name
+            && self.mti == other.mti
+            && self.slots.len() == other.slots.len()
+            && self.fields().iter().eq(other.fields())
     }
 }
 
@@ -44,7 +169,7 @@ fn undefined(spec: &Spec, de: u16, offset: Option<usize>) -> Error {
 impl Message {
     /// An empty message.
     pub fn new(spec: Arc<Spec>, mti: Mti) -> Self {
-        Message { spec, mti, fields: Vec::with_capacity(32) }
+        Message { spec, mti, wire: Bytes::new(), slots: Vec::with_capacity(32), owned: None }
     }
 
     pub fn spec(&self) -> &Arc<Spec> {
@@ -59,24 +184,24 @@ impl Message {
         self.mti = mti;
     }
 
-    /// Decodes one whole message; its elements are slices of `input`.
+    /// Decodes one whole message; it keeps `input`, its elements are ranges of it.
     pub fn decode(spec: &Arc<Spec>, input: Bytes) -> Result<Message> {
-        let mut fields = Vec::with_capacity(32);
-        let mti = Self::decode_into(spec, &input, &mut fields, &mut 0)?;
-        Ok(Message { spec: spec.clone(), mti, fields })
+        let mut slots = Vec::new();
+        let mti = Self::decode_into(spec, &input, &mut slots, &mut 0)?;
+        Ok(Message { spec: spec.clone(), mti, wire: input, slots, owned: None })
     }
 
     /// For answering a message that does not decode: the MTI and the elements read before the
     /// first error (a switch answers a format error to whoever DE 11 and DE 41 name, when they
     /// could be read). `None` when not even the MTI and primary bitmap could be read.
     pub fn salvage(spec: &Arc<Spec>, input: Bytes) -> Option<Message> {
-        let mut fields = Vec::with_capacity(32);
-        match Self::decode_into(spec, &input, &mut fields, &mut 0) {
-            Ok(mti) => Some(Message { spec: spec.clone(), mti, fields }),
+        let mut slots = Vec::new();
+        match Self::decode_into(spec, &input, &mut slots, &mut 0) {
+            Ok(mti) => Some(Message { spec: spec.clone(), mti, wire: input, slots, owned: None }),
             Err(_) => {
                 let mut pos = 0;
                 let mti = read_mti(spec.mti, &input, &mut pos).ok()?;
-                Some(Message { spec: spec.clone(), mti, fields })
+                Some(Message { spec: spec.clone(), mti, wire: input, slots, owned: None })
             }
         }
     }
@@ -88,19 +213,21 @@ impl Message {
     /// know that part's bounds to show its bytes without showing its neighbours'.
     pub fn failure_start(spec: &Arc<Spec>, input: &Bytes) -> Option<usize> {
         let mut pos = 0;
-        Self::decode_into(spec, input, &mut Vec::with_capacity(32), &mut pos).err().map(|_| pos)
+        Self::decode_into(spec, input, &mut Vec::new(), &mut pos).err().map(|_| pos)
     }
 
-    /// Decodes into `fields`, the read position in `*pos`; on an error `*pos` is left at the start
-    /// of the part (MTI, bitmap, element, trailing bytes) that failed: every reader advances it
-    /// only on success.
-    fn decode_into(spec: &Arc<Spec>, input: &Bytes, fields: &mut Vec<Field>, pos: &mut usize) -> Result<Mti> {
-        if input.len() > spec.max_message_len {
+    /// Decodes into `slots` (ranges of `input`), the read position in `*pos`; on an error `*pos`
+    /// is left at the start of the part (MTI, bitmap, element, trailing bytes) that failed: every
+    /// reader advances it only on success.
+    fn decode_into(spec: &Spec, input: &[u8], slots: &mut Vec<Slot>, pos: &mut usize) -> Result<Mti> {
+        // A spec caps messages at 16 MiB; offsets are kept as u32 whatever a spec says.
+        let max = spec.max_message_len.min(u32::MAX as usize);
+        if input.len() > max {
             return Err(Error::expected(
                 ErrorKind::TooLarge,
                 Location::Message,
                 Some(0),
-                format!("at most {} bytes", spec.max_message_len),
+                format!("at most {max} bytes"),
                 format!("{} bytes", input.len()),
             ));
         }
@@ -135,13 +262,19 @@ impl Message {
                 }
             }
         }
+        // At most as many elements as bits set, bitmap bits included.
+        slots.reserve_exact(bm.0.iter().map(|w| w.count_ones() as usize).sum());
         for w in 0..3 {
             for de in bm.iter_word(w) {
                 if de == 1 || (de == 65 && spec.tertiary_bitmap) {
                     continue;
                 }
                 let f = spec.field(de).ok_or_else(|| undefined(spec, de, Some(*pos)))?;
-                fields.push(field::decode(de, f, input, pos)?);
+                let e = field::decode(de, f, input, pos)?;
+                // `*pos` is now just past the element's data.
+                let len = e.data.len();
+                let (start, len) = ((*pos - len) as u32, len as u32);
+                slots.push(Slot { de, units: e.units, data: Data::Wire { start, len } });
             }
         }
         if *pos != input.len() {
@@ -165,8 +298,8 @@ impl Message {
     pub fn encode_into(&self, out: &mut BytesMut) -> Result<()> {
         let spec = &*self.spec;
         let mut bm = Bitmap::default();
-        for f in &self.fields {
-            bm.set(f.de);
+        for s in &self.slots {
+            bm.set(s.de);
         }
         if bm.0[2] != 0 {
             bm.set(65);
@@ -174,7 +307,9 @@ impl Message {
         if bm.0[1] != 0 {
             bm.set(1);
         }
-        out.reserve(self.fields.iter().map(|f| f.data.len() + 4).sum::<usize>() + 64);
+        // Room for every element (its data is in `wire` or in `owned`), its prefix, MTI and bitmaps.
+        let data = self.wire.len() + self.owned().iter().map(Bytes::len).sum::<usize>();
+        out.reserve(data + 4 * self.slots.len() + 64);
         write_mti(spec.mti, self.mti, out);
         bitmap::write(spec.bitmap, bm.0[0], out);
         if bm.contains(1) {
@@ -183,7 +318,7 @@ impl Message {
         if bm.0[2] != 0 {
             bitmap::write(spec.bitmap, bm.0[2], out);
         }
-        for f in &self.fields {
+        for f in self.fields() {
             let fs = spec.field(f.de).ok_or_else(|| undefined(spec, f.de, None))?;
             field::encode(fs, f, out);
         }
@@ -197,19 +332,52 @@ impl Message {
         Ok(out.freeze())
     }
 
+    fn slot(&self, de: u16) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.de == de)
+    }
+
     /// The element as carried, if present.
     #[inline]
-    pub fn field(&self, de: u16) -> Option<&Field> {
-        self.fields.iter().find(|f| f.de == de)
+    pub fn field(&self, de: u16) -> Option<FieldRef<'_>> {
+        self.slot(de).map(|s| self.store().view(s))
+    }
+
+    /// The data of DE `de` as a `Bytes`, for keeping beyond the message: a slice of the decoded
+    /// input (no copy), or the element's own bytes.
+    pub fn bytes(&self, de: u16) -> Option<Bytes> {
+        Some(self.slot_bytes(self.slot(de)?))
+    }
+
+    fn slot_bytes(&self, s: &Slot) -> Bytes {
+        match s.data {
+            Data::Wire { start, len } => {
+                let start = start as usize;
+                self.wire.slice(start..start + len as usize)
+            }
+            Data::Owned(i) => self.owned()[i as usize].clone(),
+        }
     }
 
     /// The elements present, ascending.
-    pub fn fields(&self) -> &[Field] {
-        &self.fields
+    pub fn fields(&self) -> Fields<'_> {
+        Fields { slots: &self.slots, store: self.store() }
+    }
+
+    fn store(&self) -> Store<'_> {
+        Store { wire: &self.wire, owned: self.owned() }
+    }
+
+    fn owned(&self) -> &[Bytes] {
+        self.owned.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// The owned list (there is one once an element owns its data).
+    fn owned_mut(&mut self) -> &mut Vec<Bytes> {
+        self.owned.get_or_insert_default()
     }
 
     pub fn contains(&self, de: u16) -> bool {
-        self.field(de).is_some()
+        self.slot(de).is_some()
     }
 
     /// The text form of DE `de` (see [`field::to_text`]); `None` when absent.
@@ -250,10 +418,10 @@ impl Message {
     /// carried, without a copy of its data, when both specs define it alike; otherwise by its text
     /// form, checked against this message's spec.
     pub fn copy_from(&mut self, other: &Message, de: u16) -> Result<()> {
-        let Some(f) = other.field(de) else { return Ok(()) };
+        let Some(s) = other.slot(de) else { return Ok(()) };
         let mine = self.field_spec(de)?;
         if Arc::ptr_eq(&self.spec, &other.spec) || Some(mine) == other.spec.field(de) {
-            self.insert(f.clone());
+            self.insert(Field { de, units: s.units, data: other.slot_bytes(s) });
             return Ok(());
         }
         let text = other.text(de).map(|t| t.into_owned()).unwrap_or_default();
@@ -261,16 +429,47 @@ impl Message {
     }
 
     fn insert(&mut self, f: Field) {
-        match self.fields.binary_search_by_key(&f.de, |x| x.de) {
-            Ok(i) => self.fields[i] = f,
-            Err(i) => self.fields.insert(i, f),
+        let i = self.slots.binary_search_by_key(&f.de, |x| x.de);
+        // An element replaced keeps its place in `owned`, if it had one.
+        let k = match i {
+            Ok(i) => match self.slots[i].data {
+                Data::Owned(k) => {
+                    self.owned_mut()[k as usize] = f.data;
+                    k
+                }
+                Data::Wire { .. } => self.push_owned(f.data),
+            },
+            Err(_) => self.push_owned(f.data),
+        };
+        let slot = Slot { de: f.de, units: f.units, data: Data::Owned(k) };
+        match i {
+            Ok(i) => self.slots[i] = slot,
+            Err(i) => self.slots.insert(i, slot),
         }
     }
 
-    /// Removes DE `de`, returning it.
-    pub fn remove(&mut self, de: u16) -> Option<Field> {
-        let i = self.fields.iter().position(|f| f.de == de)?;
-        Some(self.fields.remove(i))
+    fn push_owned(&mut self, data: Bytes) -> u32 {
+        let owned = self.owned_mut();
+        owned.push(data);
+        // At most one entry per element (192).
+        (owned.len() - 1) as u32
+    }
+
+    /// Removes DE `de`; whether it was present.
+    pub fn remove(&mut self, de: u16) -> bool {
+        let Some(i) = self.slots.iter().position(|s| s.de == de) else { return false };
+        if let Data::Owned(k) = self.slots.remove(i).data {
+            // Keep `owned` one entry per owning slot: the last entry moves into the hole.
+            let owned = self.owned_mut();
+            let last = (owned.len() - 1) as u32;
+            owned.swap_remove(k as usize);
+            if k != last
+                && let Some(s) = self.slots.iter_mut().find(|s| matches!(s.data, Data::Owned(j) if j == last))
+            {
+                s.data = Data::Owned(k);
+            }
+        }
+        true
     }
 }
 

@@ -27,8 +27,8 @@ pub use elements::{
     Amount, CurrencyCode, Expiry, MerchantId, Pan, PosEntryMode, ProcessingCode, ResponseCode, Rrn, Stan,
     TerminalId, TransmissionDateTime,
 };
-pub use field::Field;
-pub use message::Message;
+pub use field::{Field, FieldRef};
+pub use message::{FieldIter, Fields, Message};
 pub use mti::Mti;
 pub use spec::{
     BitmapEncoding, ContentType, DataEncoding, FieldSpec, LengthEncoding, LengthKind, MtiEncoding,

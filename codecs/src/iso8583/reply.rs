@@ -34,7 +34,7 @@ pub fn format_error(spec: &Arc<Spec>, payload: Bytes) -> Option<Message> {
         .ok()
         .map(|m| {
             let text =
-                |de: u16| m.field(de).and_then(|f| std::str::from_utf8(&f.data).ok().map(str::to_string));
+                |de: u16| m.field(de).and_then(|f| std::str::from_utf8(f.data).ok().map(str::to_string));
             let mut back = Message::new(spec.clone(), m.mti());
             for de in ECHO {
                 if let Some(t) = text(de) {

@@ -19,7 +19,7 @@ pub enum Outcome {
 }
 
 pub fn check(cache: &DuplicateCache, txn: &Txn, now_ms: u64) -> Outcome {
-    let raw = |de| txn.msg.field(de).map(|f| &f.data[..]);
+    let raw = |de| txn.msg.field(de).map(|f| f.data);
     let key =
         cache.key(&txn.identity.acquirer.id, txn.first_mti().digits(), &txn.tid, &txn.stan, &txn.transmitted);
     let content = cache.content(raw(2).or(raw(35)), raw(4), raw(49));

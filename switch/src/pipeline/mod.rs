@@ -588,8 +588,8 @@ impl Pipeline {
                     txn.stan,
                     txn.transmitted
                 );
-                let raw = |de| txn.msg.field(de).map(|f| hex::encode(&f.data[..])).unwrap_or_default();
-                let pan = txn.msg.field(2).or_else(|| txn.msg.field(35)).map(|f| hex::encode(&f.data[..]));
+                let raw = |de| txn.msg.field(de).map(|f| hex::encode(f.data)).unwrap_or_default();
+                let pan = txn.msg.field(2).or_else(|| txn.msg.field(35)).map(|f| hex::encode(f.data));
                 let content =
                     self.fingerprint(&format!("{}|{}|{}", pan.unwrap_or_default(), raw(4), raw(49)));
                 parts = Some((key.clone(), content.clone()));

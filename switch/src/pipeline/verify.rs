@@ -93,7 +93,7 @@ fn translate_pin(
     token: Option<&TokenContext>,
     sent: &mut Message,
 ) -> Result<(), Decline> {
-    let Some(block) = sent.field(52).map(|f| f.data.clone()) else { return Ok(()) };
+    let Some(block) = sent.bytes(52) else { return Ok(()) };
     let bdk = txn.bdk.as_deref();
     let (Some(bdk), Some(zpk)) = (bdk, &rules.zpk) else {
         return Err(fail(
@@ -101,7 +101,7 @@ fn translate_pin(
             "PIN block received but the listener has no BDK or the issuer no ZPK",
         ));
     };
-    let Some(ksn) = txn.msg.field(53).map(|f| f.data.clone()) else {
+    let Some(ksn) = txn.msg.bytes(53) else {
         return Err(fail(ResponseCode::FORMAT_ERROR, "PIN block without its KSN (DE 53)"));
     };
     let card_pan = sent.card_number().unwrap_or_default();
