@@ -76,8 +76,7 @@ impl Prebuilt {
         let wire = (0..total)
             .map(|seq| {
                 let m = p.build(seq, (seq % conns as u64) as usize);
-                let element =
-                    |de| m.field(de).map(|f| bytes::Bytes::copy_from_slice(&f.data[..])).unwrap_or_default();
+                let element = |de| m.bytes(de).unwrap_or_default();
                 load::Prepared { bytes: m.encode().unwrap_or_default(), stan: element(11), tid: element(41) }
             })
             .collect();
