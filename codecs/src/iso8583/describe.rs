@@ -10,14 +10,15 @@
 //! [`crate::tlv::mask_sensitive`] (PAN, track, cardholder name and PIN tags inside the ICC data).
 //! [`error_excerpt`] bounds what a report may show of a message that does not decode.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::field;
+use super::field::{self, FieldRef};
 use super::message::Message;
-use super::spec::{ContentType, MAX_FIELD, MtiEncoding, Sensitivity, Spec};
+use super::spec::{ContentType, DataEncoding, FieldSpec, MAX_FIELD, MtiEncoding, Sensitivity, Spec};
 use crate::error::{Error, Location};
 
 pub use super::spec::default_sensitivity;
@@ -119,6 +120,18 @@ fn mask_subelements(text: &str) -> String {
 
 /// The masked text form of DE `de` whose clear text form is `text` (the same number of
 /// characters: a masked element still shows its length).
+/// [`mask_text`] of an element as carried, without a copy where nothing is masked (its text
+/// borrowed) and without a round trip through hex for binary chip data (masked as bytes).
+pub fn masked_element_text<'a>(msg: &Message, fs: &FieldSpec, fl: FieldRef<'a>) -> Cow<'a, str> {
+    match fs.sensitivity(fl.de) {
+        Sensitivity::None => field::to_text(fs, fl),
+        Sensitivity::Icc if fs.encoding == DataEncoding::Binary => {
+            Cow::Owned(hex::encode_upper(crate::tlv::mask_sensitive(fl.data)))
+        }
+        _ => Cow::Owned(mask_text(msg, fl.de, field::to_text(fs, fl).into_owned())),
+    }
+}
+
 pub fn mask_text(msg: &Message, de: u16, text: String) -> String {
     let Some(fs) = msg.spec().field(de) else { return stars(&text) };
     let text_content = fs.content != ContentType::B;

@@ -22,6 +22,11 @@ fn jerr(path: &str, expected: &str, found: impl std::fmt::Display) -> Error {
 /// escapes it: `"` and `\` by a backslash, control characters as `\u00XX`. The journal's
 /// compact form renders messages back through it, to the same bytes.
 pub fn escape_into(out: &mut String, text: &str) {
+    // Nearly every element's text needs no escape: copied as it is.
+    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(text);
+        return;
+    }
     for ch in text.chars() {
         match ch {
             '"' => out.push_str("\\\""),
@@ -55,13 +60,13 @@ impl Message {
         let mut first = true;
         for fl in self.fields() {
             let Some(fs) = spec.field(fl.de) else { continue };
-            let text = super::describe::mask_text(self, fl.de, field::to_text(fs, fl).into_owned());
+            let text = super::describe::masked_element_text(self, fs, fl);
             if !first {
                 out.push(',');
             }
             first = false;
             out.push('"');
-            out.push_str(&fl.de.to_string());
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{}", fl.de));
             out.push_str("\":\"");
             escape_into(&mut out, &text);
             out.push('"');
