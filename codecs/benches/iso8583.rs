@@ -28,6 +28,10 @@ fn benches(c: &mut Criterion) {
         c.bench_function(&format!("iso8583_masked_json_0100_{name}"), |b| {
             b.iter(|| black_box(&msg).to_masked_json())
         });
+        // The journal's form of the same (each request and answer is written so).
+        c.bench_function(&format!("iso8583_masked_json_text_0100_{name}"), |b| {
+            b.iter(|| black_box(&msg).to_masked_json_string())
+        });
     }
 }
 
