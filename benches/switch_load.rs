@@ -9,11 +9,13 @@
 //!                                    [--only switch|relay] [--report FILE]
 //!                                    [--find-max [--p99-ms 10]]
 //!                                    [--database-url postgres://… [--nodes N]]
+//!                                    [--group-commit-us 1000]
 //! ```
 //!
 //! `--database-url` puts the switch's store in that PostgreSQL database (a schema of the run's
 //! own, dropped at the end) instead of SQLite; `--nodes N` runs N switch nodes over it in this
-//! process, the load's connections spread over them.
+//! process, the load's connections spread over them. `--group-commit-us` sets the switch's
+//! `[store] group_commit_us` (the shortest time between two group commits).
 //!
 //! Each phase also reports the process's CPU time per request (user + system, from
 //! `/proc/self/stat`: generator, switch and issuer simulator together) and its parts: the load
@@ -224,6 +226,8 @@ fn main() {
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let database_url = args.iter().position(|a| a == "--database-url").and_then(|i| args.get(i + 1)).cloned();
     let nodes = arg(&args, "--nodes", 1) as usize;
+    let group_commit_us =
+        args.iter().any(|a| a == "--group-commit-us").then(|| arg(&args, "--group-commit-us", 1000));
     let schema = format!("bench_{}", std::process::id());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async move {
@@ -238,6 +242,9 @@ fn main() {
             opts.store.schema = schema.clone();
         }
         opts.nodes = nodes;
+        if let Some(us) = group_commit_us {
+            opts.store.group_commit_us = us;
+        }
         let net = paynet::network::start(opts).await.expect("network");
         let spec = Spec::builtin("network").expect("spec").clone();
         let cards: Vec<TestCard> = net
