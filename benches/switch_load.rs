@@ -49,18 +49,23 @@ struct Purchases {
     cards: Vec<TestCard>,
     /// Offsets the ATCs of the second phase so that no (card, ATC) repeats across phases.
     atc_base: u64,
+    /// Offsets the STANs (and so DE 7) of every phase after the first, so that no request repeats
+    /// an earlier phase's transmission: the switch would answer it from its duplicate cache,
+    /// forwarding nothing.
+    stan_base: u64,
 }
 
 impl Purchases {
     fn build(&self, seq: u64, conn: usize) -> Message {
         let n = self.cards.len() as u64;
         let card = &self.cards[(seq % n) as usize];
+        let stan = self.stan_base + seq;
         let tx = Tx {
             tid: load::terminal_id(conn),
-            ..Tx::purchase(seq as u32, 100 + seq % 900, (self.atc_base + seq / n + 1) as u16)
+            ..Tx::purchase(stan as u32, 100 + seq % 900, (self.atc_base + seq / n + 1) as u16)
         };
         let mut m = chip_request(&self.spec, card, &tx).unwrap_or_else(|e| panic!("request: {e}"));
-        let _ = m.set_text(11, &load::stan(seq));
+        let _ = m.set_text(11, &load::stan(stan));
         m
     }
 }
@@ -259,14 +264,18 @@ fn main() {
         let switch_addr: Vec<String> = net.acquirer_nodes().iter().map(|a| a.to_string()).collect();
         // Every phase gives each card ATCs no earlier phase used (the issuer refuses a repeat).
         let mut next_atc = 0u64;
+        let mut next_stan = 0u64;
         let mut phase = |addrs: Vec<String>, rate: u64| {
             let total = rate * seconds;
             let per_card = total / ncards as u64 + 1;
             let atc_base = next_atc;
             next_atc += per_card;
+            let stan_base = next_stan;
+            next_stan += total;
+            assert!(next_stan < 1_000_000, "the STANs are used up: fewer or shorter phases");
             assert!(next_atc < 65_000, "the cards' ATCs are used up: raise --cards or lower the rates");
             let spec = spec.clone();
-            let purchases = Purchases { spec: spec.clone(), cards: cards.clone(), atc_base };
+            let purchases = Purchases { spec: spec.clone(), cards: cards.clone(), atc_base, stan_base };
             let source = Arc::new(Prebuilt::new(&purchases, total, connections));
             let plan = Plan { rate, duration: Duration::from_secs(seconds), connections, timeout: Duration::from_secs(5) };
             async move {
