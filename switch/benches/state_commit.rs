@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use codecs::iso8583::{Message, ResponseCode, Spec};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
-use crypto::emv::{Cvn, PanDigits, Psn};
-use crypto::keys::{TdesKey, to_hex};
+use crypto::keys::TdesKey;
 use switch::journal::{Direction, Fingerprint, JournalItem, MessageEntry, to_row};
 use switch::records::{AtcWindow, OriginalRecord, StateWrites, WINDOW, original_key};
 use switch::store::Store;
@@ -51,18 +50,7 @@ struct Load {
 impl Load {
     fn new() -> Load {
         let imk = TdesKey::from_hex("imk", "0123456789ABCDEFFEDCBA9876543210").expect("imk");
-        let pan = "4761739001010010";
-        let icc =
-            Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(pan).expect("pan"), Psn::new(1).expect("psn"));
-        let card = TestCard {
-            pan: pan.into(),
-            expiry: "2812".into(),
-            psn: "01".into(),
-            cvn: "visa18".into(),
-            icc_mk: to_hex(icc.expose()),
-            pin: String::new(),
-            balance: String::new(),
-        };
+        let card = TestCard::visa18(&imk, "4761739001010010").expect("test card");
         let spec = Spec::builtin("network").expect("spec");
         let pool = (1..=256u32)
             .map(|i| {

@@ -22,6 +22,25 @@ pub struct TestCard {
     pub balance: String,
 }
 
+impl TestCard {
+    /// A `visa18` test card of `pan` (expiry 2812, PSN 01, no PIN) whose ICC master key is derived
+    /// from the issuer master key `imk`, as the issuer simulator's cards are; `None` for a PAN that
+    /// is not 12 to 19 digits.
+    pub fn visa18(imk: &crypto::keys::TdesKey, pan: &str) -> Option<TestCard> {
+        use crypto::emv::{Cvn, PanDigits, Psn};
+        let icc = Cvn::Visa18.icc_master_key(imk, &PanDigits::new(pan).ok()?, Psn::new(1).ok()?);
+        Some(TestCard {
+            pan: pan.into(),
+            expiry: "2812".into(),
+            psn: "01".into(),
+            cvn: "visa18".into(),
+            icc_mk: crypto::keys::to_hex(icc.expose()),
+            pin: String::new(),
+            balance: String::new(),
+        })
+    }
+}
+
 impl std::fmt::Debug for TestCard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestCard")

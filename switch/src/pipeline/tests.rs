@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use codecs::iso8583::{Message, Mti, ResponseCode, Spec};
-use crypto::emv::{Cvn, PanDigits, Psn};
 use crypto::keyblock::Header;
-use crypto::keys::{SymmetricKey, TdesKey, to_hex};
+use crypto::keys::{SymmetricKey, TdesKey};
 use crypto::keystore::{KeyName, Keystore, Lmk};
 use terminal_kit::pos::{TestCard, Tx, chip_request};
 use zeroize::Zeroizing;
@@ -88,17 +87,7 @@ pub(crate) fn local() -> Peer {
 }
 
 fn card(pan: &str) -> TestCard {
-    let imk = TdesKey::from_hex("imk", IMK).expect("imk");
-    let icc = Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(pan).expect("pan"), Psn::new(1).expect("psn"));
-    TestCard {
-        pan: pan.into(),
-        expiry: "2812".into(),
-        psn: "01".into(),
-        cvn: "visa18".into(),
-        icc_mk: to_hex(icc.expose()),
-        pin: String::new(),
-        balance: String::new(),
-    }
+    TestCard::visa18(&TdesKey::from_hex("imk", IMK).expect("imk"), pan).expect("test card")
 }
 
 const PAN: &str = "4761739001010010";

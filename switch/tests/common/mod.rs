@@ -256,19 +256,8 @@ pub fn add_test_imk(dir: &Path) {
 
 /// The test card (PAN 4761739001010010), its ICC master key derived from [`TEST_IMK`].
 pub fn test_card() -> terminal_kit::pos::TestCard {
-    use crypto::emv::{Cvn, PanDigits, Psn};
-    let pan = "4761739001010010";
     let imk = crypto::keys::TdesKey::from_hex("imk", TEST_IMK).expect("imk");
-    let icc = Cvn::Visa18.icc_master_key(&imk, &PanDigits::new(pan).expect("pan"), Psn::new(1).expect("psn"));
-    terminal_kit::pos::TestCard {
-        pan: pan.into(),
-        expiry: "2812".into(),
-        psn: "01".into(),
-        cvn: "visa18".into(),
-        icc_mk: crypto::keys::to_hex(icc.expose()),
-        pin: String::new(),
-        balance: String::new(),
-    }
+    terminal_kit::pos::TestCard::visa18(&imk, "4761739001010010").expect("test card")
 }
 
 /// A contactless 0100 of the test card in the given spec, with STAN and amount set and the
