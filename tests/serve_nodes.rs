@@ -269,21 +269,7 @@ async fn the_load_generator_fails_over_when_node_0_dies_under_it() {
     let a = a.json();
     assert_eq!(a["status"], "otp_required", "{a}");
     let id = a["provisioning_id"].as_str().expect("id");
-    let sms = testkit::http::get(
-        doc["issuer_admin"].as_str().expect("issuer admin"),
-        "/v1/sms",
-        doc["issuer_admin_token"].as_str(),
-    )
-    .await
-    .json();
-    let last4 = &cards[1].pan[cards[1].pan.len() - 4..];
-    let otp = sms
-        .as_array()
-        .expect("messages")
-        .iter()
-        .rev()
-        .find(|m| m["card"].as_str().is_some_and(|c| c.ends_with(last4)));
-    let otp = otp.and_then(|m| m["otp"].as_str()).expect("the cardholder's OTP");
+    let otp = last_otp(&doc, &cards[1].pan).await;
     let done = testkit::http::post(
         &api(2),
         &format!("/v1/provision/{id}/otp"),
@@ -387,21 +373,7 @@ async fn a_token_provisioned_on_node_0_pays_on_node_1_until_node_0_suspends_it()
     let (st, a) = call("/v1/provision".into(), &wallet, body.to_string()).await;
     assert_eq!((st, a["status"].as_str()), (202, Some("otp_required")), "{a}");
     let id = a["provisioning_id"].as_str().expect("id").to_string();
-    let sms = testkit::http::get(
-        doc["issuer_admin"].as_str().expect("issuer admin"),
-        "/v1/sms",
-        doc["issuer_admin_token"].as_str(),
-    )
-    .await
-    .json();
-    let last4 = &stepped.pan[stepped.pan.len() - 4..];
-    let otp = sms
-        .as_array()
-        .expect("messages")
-        .iter()
-        .rev()
-        .find(|m| m["card"].as_str().is_some_and(|c| c.ends_with(last4)));
-    let otp = otp.and_then(|m| m["otp"].as_str()).expect("the cardholder's OTP").to_string();
+    let otp = last_otp(&doc, &stepped.pan).await;
     let (st, a) = call(format!("/v1/provision/{id}/otp"), &wallet, format!("{{\"otp\":\"{otp}\"}}")).await;
     assert_eq!((st, a["status"].as_str()), (200, Some("approved")), "{a}");
     let token_ref = a["token_ref"].as_str().expect("ref").to_string();
@@ -421,4 +393,25 @@ async fn a_token_provisioned_on_node_0_pays_on_node_1_until_node_0_suspends_it()
     assert_eq!(send(0, spend(10, &luks[0])).await.0, "00", "paid on node 0");
     assert_eq!(send(1, spend(11, &luks[0])).await.0, "82", "the same key again, on node 1");
     assert_eq!(send(1, spend(12, &luks[1])).await.0, "00", "the batch's next key pays on node 1");
+}
+
+/// The last one-time password the issuer simulator texted to the cardholder of `pan` (its SMS
+/// outbox on the admin port the ports file `doc` names; messages name the card by its last four
+/// digits).
+async fn last_otp(doc: &serde_json::Value, pan: &str) -> String {
+    let sms = testkit::http::get(
+        doc["issuer_admin"].as_str().expect("issuer admin"),
+        "/v1/sms",
+        doc["issuer_admin_token"].as_str(),
+    )
+    .await
+    .json();
+    let last4 = &pan[pan.len() - 4..];
+    let otp = sms
+        .as_array()
+        .expect("messages")
+        .iter()
+        .rev()
+        .find(|m| m["card"].as_str().is_some_and(|c| c.ends_with(last4)));
+    otp.and_then(|m| m["otp"].as_str()).expect("the cardholder's OTP").to_string()
 }
