@@ -1,12 +1,13 @@
 //! DE 55 parsed once, at the edge, into the chip data the stages read.
 
+use bytes::Bytes;
 use codecs::tlv;
 
 /// A request's chip data: every primitive tag as sent, with typed views of those the switch
 /// checks against the message. DE 55 is kept once, each tag as where its value lies in it.
 #[derive(Debug, Clone, Default)]
 pub struct Chip {
-    data: Vec<u8>,
+    data: Bytes,
     /// Tag, value offset and value length in `data`.
     tags: Vec<(u32, usize, usize)>,
 }
@@ -26,10 +27,10 @@ fn bcd_digits(b: &[u8]) -> Option<String> {
 
 impl Chip {
     /// Parses DE 55 (BER-TLV; constructed templates are walked into).
-    pub fn parse(icc: &[u8]) -> Result<Chip, String> {
-        let nodes = tlv::decode_lenient(icc).map_err(|e| format!("DE 55: {e}"))?;
+    pub fn parse(icc: Bytes) -> Result<Chip, String> {
+        let nodes = tlv::decode_lenient(&icc).map_err(|e| format!("DE 55: {e}"))?;
         let tags = nodes.iter().map(|n| (n.tag().value(), n.tlv.value_offset(), n.value().len())).collect();
-        Ok(Chip { data: icc.to_vec(), tags })
+        Ok(Chip { data: icc, tags })
     }
 
     /// The value of `tag`, the first occurrence.
@@ -117,7 +118,7 @@ mod tests {
         for (t, v) in tags {
             b.primitive(tlv::Tag::new(*t), v).expect("tag");
         }
-        Chip::parse(&b.finish()).expect("parse")
+        Chip::parse(b.finish().into()).expect("parse")
     }
 
     #[test]

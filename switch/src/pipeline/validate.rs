@@ -52,7 +52,7 @@ pub fn parse(
         Err(_) => return Err((msg, format_error("DE 4 is not digits"))),
     };
     let chip = match msg.icc_data() {
-        Ok(Some(icc)) => match Chip::parse(&icc) {
+        Ok(Some(icc)) => match Chip::parse(icc) {
             Ok(c) => Some(c),
             Err(e) => return Err((msg, format_error(e))),
         },
