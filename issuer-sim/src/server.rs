@@ -118,9 +118,7 @@ impl ServerState {
             }
         }
     }
-}
 
-impl ServerState {
     /// [`Self::answer`] encoded, logged at debug level (masked PAN only, PCI DSS 3.4; never the
     /// PIN block, DE 55 or keys) with the fault it will meet.
     fn answer_bytes(&self, raw: &[u8], req: &Message, fault: Option<&Fault>) -> Option<Bytes> {

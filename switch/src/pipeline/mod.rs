@@ -506,10 +506,10 @@ impl Pipeline {
         let mut approved = false;
         let mut answer = match result {
             Ok(issuer_answer) => {
-                if issuer_answer.text(39).and_then(|c| ResponseCode::parse(&c)).is_some_and(|c| c.approves())
-                {
-                    approved = true;
-                }
+                approved = issuer_answer
+                    .text(39)
+                    .and_then(|c| ResponseCode::parse(&c))
+                    .is_some_and(|c| c.approves());
                 respond::from_issuer(&txn, &issuer_answer)
             }
             Err(LinkError::Down) => {
