@@ -141,14 +141,19 @@ fn arg(args: &[String], name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The name and CPU time (user + system, in µs) of a `/proc/…/stat` line: fields 14 and 15
+/// (after the parenthesised name) are utime and stime in clock ticks; Linux's USER_HZ is 100.
+fn stat_cpu_us(stat: &str) -> Option<(&str, u64)> {
+    let (head, after) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1;
+    let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    Some((comm, (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10_000))
+}
+
 /// CPU time of this process so far (all threads, user + system), in µs.
 fn cpu_us() -> u64 {
-    // Fields 14 and 15 of /proc/self/stat (after the parenthesised name) are utime and stime in
-    // clock ticks; Linux's USER_HZ is 100.
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10_000
+    stat_cpu_us(&stat).map_or(0, |(_, us)| us)
 }
 
 /// CPU time so far (user + system) of this process's threads named `name`, in µs.
@@ -157,15 +162,7 @@ fn threads_cpu_us(name: &str) -> u64 {
     tasks
         .flatten()
         .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-        .filter_map(|stat| {
-            let (head, after) = stat.rsplit_once(')')?;
-            let comm = head.split_once('(')?.1;
-            (comm == name).then_some(after.to_string())
-        })
-        .map(|after| {
-            let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-            (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10_000
-        })
+        .filter_map(|stat| stat_cpu_us(&stat).filter(|(comm, _)| *comm == name).map(|(_, us)| us))
         .sum()
 }
 

@@ -322,6 +322,7 @@ impl StateBook {
         }
         let (tx, committed) = watch::channel(0u64);
         let (doorbell, ring) = std::sync::mpsc::sync_channel::<()>(1);
+        let recent_max = max_recent_originals.max(1);
         let book = Arc::new(StateBook {
             windows: windows.into_iter().map(Mutex::new).collect(),
             shard_windows: (bounds.atc_windows / SHARDS).max(1),
@@ -330,9 +331,9 @@ impl StateBook {
             clock,
             // Sized for its bound at once: it never stops to grow (rehash) under load.
             recent: Mutex::new(Recent {
-                map: HashMap::with_capacity(max_recent_originals.max(1) + 1),
-                order: VecDeque::with_capacity(max_recent_originals.max(1) + 1),
-                max: max_recent_originals.max(1),
+                map: HashMap::with_capacity(recent_max + 1),
+                order: VecDeque::with_capacity(recent_max + 1),
+                max: recent_max,
             }),
             dirty: Mutex::new(Dirty { writes: StateWrites::default(), entries: Vec::new(), generation: 0 }),
             doorbell,
