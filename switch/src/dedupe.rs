@@ -90,15 +90,27 @@ pub struct DuplicateCache {
 impl DuplicateCache {
     /// A cache keeping each transmission `ttl_ms` at most, and at most about `max_entries`
     /// transmissions (the oldest go first).
+    ///
+    /// Each shard takes the room for its share at once: a map that doubled as it filled would
+    /// move its entries at each doubling, with its lock held and every request of the shard
+    /// waiting, and the process's memory would grow for as long as the cache fills. Twice its
+    /// share: a map cleans the slots its removals leave marked in place only while it is at most
+    /// half full, and grows otherwise.
     pub fn new(ttl_ms: u64, max_entries: usize) -> Self {
+        let max_per_shard = (max_entries / SHARDS).max(1);
         DuplicateCache {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(Shard { map: HashMap::default(), order: VecDeque::new() }))
+                .map(|_| {
+                    Mutex::new(Shard {
+                        map: HashMap::with_capacity_and_hasher(2 * (max_per_shard + 1), Default::default()),
+                        order: VecDeque::with_capacity(max_per_shard + 1),
+                    })
+                })
                 .collect(),
             hasher: RandomState::new(),
             hasher2: RandomState::new(),
             ttl_ms,
-            max_per_shard: (max_entries / SHARDS).max(1),
+            max_per_shard,
         }
     }
 
@@ -274,5 +286,27 @@ mod tests {
             c.complete(&k, Bytes::new());
         }
         assert!(c.len() <= SHARDS * 3, "{}", c.len());
+    }
+
+    #[test]
+    fn each_shard_has_the_room_for_its_share_from_the_start_and_never_grows() {
+        let c = DuplicateCache::new(u64::MAX, SHARDS * 100);
+        let rooms = |c: &DuplicateCache| {
+            c.shards
+                .iter()
+                .map(|s| s.lock().map(|s| (s.map.capacity(), s.order.capacity())).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let start = rooms(&c);
+        assert!(start.iter().all(|&(m, o)| m > 100 && o > 100), "{start:?}");
+        for i in 0..40_000 {
+            let k = key_in(&c, "400001", &format!("{i:06}"));
+            assert!(matches!(c.check(&k, same(&c), i), Seen::New));
+            c.complete(&k, Bytes::new());
+        }
+        // The maps' capacities only go down by the slots removals leave marked; none doubled.
+        for ((m, o), (m0, o0)) in rooms(&c).into_iter().zip(start) {
+            assert!(m <= m0 && m >= 100 && o == o0, "{m} {m0} {o} {o0}");
+        }
     }
 }

@@ -329,9 +329,11 @@ impl StateBook {
             hasher,
             totals: Mutex::new(totals),
             clock,
-            // Sized for its bound at once: it never stops to grow (rehash) under load.
+            // Sized for its bound at once: it never stops to grow (rehash) under load. The map
+            // twice that: it cleans the slots its removals leave marked in place only while it is
+            // at most half full, and grows otherwise.
             recent: Mutex::new(Recent {
-                map: HashMap::with_capacity(recent_max + 1),
+                map: HashMap::with_capacity(2 * (recent_max + 1)),
                 order: VecDeque::with_capacity(recent_max + 1),
                 max: recent_max,
             }),
