@@ -215,6 +215,8 @@ impl Phase {
 }
 
 fn main() {
+    // As the network's binaries do (see `door::process::no_huge_pages`).
+    door::process::no_huge_pages();
     // Warnings and errors of the network under load go to stderr (RUST_LOG to change).
     door::process::init_logging("warn");
     let args: Vec<String> = std::env::args().collect();

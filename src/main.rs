@@ -37,6 +37,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    door::process::no_huge_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keys(k) => cmd::keys::run(k),

@@ -165,6 +165,7 @@ fn load_keystore(cfg: &IssuerConfig, base: &Path) -> Result<crypto::keystore::Ke
 }
 
 fn main() -> ExitCode {
+    door::process::no_huge_pages();
     let cli = Cli::parse();
     let loaded = match load(&cli.config, cli.check_config) {
         Ok(l) => l,

@@ -48,6 +48,7 @@ fn load(path: &Path) -> Result<SwitchConfig, String> {
 }
 
 fn main() -> ExitCode {
+    door::process::no_huge_pages();
     let cli = Cli::parse();
     let cfg = match load(&cli.config) {
         Ok(c) => c,

@@ -4,5 +4,6 @@
 //! The subcommands live in the library's [`terminal_sim::cli`].
 
 fn main() -> std::process::ExitCode {
+    door::process::no_huge_pages();
     terminal_sim::cli::main()
 }

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    door::process::no_huge_pages();
     let cli = wallet_sim::cli::Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
