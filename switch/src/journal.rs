@@ -56,12 +56,45 @@ pub struct JournalRow {
     /// The route (issuer link) or stage that handled it.
     pub route: Option<String>,
     pub latency_us: Option<u64>,
-    /// The masked JSON form of the message.
+    /// The masked JSON form of the message (empty when [`JournalRow::message_packed`] holds it).
     pub message_masked: String,
+    /// The masked JSON's compact stored form ([`stored`]) when the writer built the row from the
+    /// messages: it renders to the JSON, which is then not written out at all. `None` in rows
+    /// read back from a store (their `message_masked` is the JSON).
+    pub message_packed: Option<Vec<u8>>,
+}
+
+impl JournalRow {
+    /// The masked JSON form of the message, rendered from the packed form when that is what the
+    /// row holds.
+    pub fn masked_json(&self) -> std::borrow::Cow<'_, str> {
+        match &self.message_packed {
+            Some(p) if self.message_masked.is_empty() => {
+                // Packed by `stored::pack_into`, which renders back by construction.
+                std::borrow::Cow::Owned(stored::render(p).unwrap_or_default())
+            }
+            _ => std::borrow::Cow::Borrowed(&self.message_masked),
+        }
+    }
 }
 
 /// The journal row of `msg` (masked; the fingerprint is computed by the caller's keyed function).
 pub fn journal_row(
+    msg: &Message,
+    direction: Direction,
+    at_ms: u64,
+    fingerprint: impl Fn(&str) -> String,
+    route: Option<&str>,
+    latency_us: Option<u64>,
+) -> JournalRow {
+    JournalRow {
+        message_masked: msg.to_masked_json_string(),
+        ..row_without_message(msg, direction, at_ms, fingerprint, route, latency_us)
+    }
+}
+
+/// [`journal_row`] without the masked message (left empty).
+fn row_without_message(
     msg: &Message,
     direction: Direction,
     at_ms: u64,
@@ -85,7 +118,8 @@ pub fn journal_row(
         response_code: t(39),
         route: route.map(str::to_string),
         latency_us,
-        message_masked: msg.to_masked_json_string(),
+        message_masked: String::new(),
+        message_packed: None,
     }
 }
 
@@ -110,12 +144,13 @@ pub enum JournalItem {
 /// The keyed PAN fingerprint the writer applies (HMAC-SHA256 under the node's key).
 pub type Fingerprint = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
-/// The row of a journal item (the writer's work per row: masking, fingerprint, the JSON).
+/// The row of a journal item (the writer's work per row: masking, fingerprint, the message's
+/// stored form packed straight from the messages).
 pub fn to_row(item: JournalItem, fingerprint: Option<&Fingerprint>) -> JournalRow {
     match item {
         JournalItem::Row(r) => *r,
         JournalItem::Message(e) => {
-            let mut row = journal_row(
+            let mut row = row_without_message(
                 &e.msg,
                 e.direction,
                 e.at_ms,
@@ -125,18 +160,33 @@ pub fn to_row(item: JournalItem, fingerprint: Option<&Fingerprint>) -> JournalRo
             );
             if let Some(rsp) = &e.response {
                 row.response_code = rsp.text(39).map(|c| c.into_owned());
-                let answer = rsp.to_masked_json_string();
-                let mut both = String::with_capacity(row.message_masked.len() + answer.len() + 26);
-                both.push_str("{\"request\":");
-                both.push_str(&row.message_masked);
-                both.push_str(",\"response\":");
-                both.push_str(&answer);
-                both.push('}');
-                row.message_masked = both;
             }
+            let mut packed = Vec::new();
+            stored::pack_into(&mut packed, &e.msg, e.response.as_ref());
+            debug_assert_eq!(
+                stored::render(&packed),
+                Some(masked_json_text(&e.msg, e.response.as_ref())),
+                "the packed form renders to the masked JSON"
+            );
+            row.message_packed = Some(packed);
             row
         }
     }
+}
+
+/// The masked JSON of a message, or of an exchange (`{"request":…,"response":…}`): what a row's
+/// message reads as.
+pub fn masked_json_text(msg: &Message, response: Option<&Message>) -> String {
+    let request = msg.to_masked_json_string();
+    let Some(rsp) = response else { return request };
+    let answer = rsp.to_masked_json_string();
+    let mut both = String::with_capacity(request.len() + answer.len() + 26);
+    both.push_str("{\"request\":");
+    both.push_str(&request);
+    both.push_str(",\"response\":");
+    both.push_str(&answer);
+    both.push('}');
+    both
 }
 
 /// A journal row's masked message in a compact stored form, rendered back to exactly the JSON
@@ -214,6 +264,46 @@ pub mod stored {
         };
         debug_assert!(packed.is_none() || render(out).as_deref() == Some(json), "{json}");
         packed.is_some()
+    }
+
+    /// The compact form of `msg`'s masked JSON — or, with `response`, of the exchange's — into
+    /// `out` (cleared first), built from the messages: the bytes [`compact_into`] gives for the
+    /// JSON [`super::masked_json_text`] writes, without writing that JSON and parsing it back.
+    pub fn pack_into(
+        out: &mut Vec<u8>,
+        msg: &codecs::iso8583::Message,
+        response: Option<&codecs::iso8583::Message>,
+    ) {
+        out.clear();
+        out.reserve(256 + msg.fields().iter().map(|f| f.data.len() + 3).sum::<usize>());
+        out.push(VERSION);
+        let mti = msg.mti();
+        let request = Parsed { mti: mti.as_str(), fields: masked_fields(msg) };
+        match response {
+            None => {
+                out.push(0);
+                put_message(out, &request, None);
+            }
+            Some(rsp) => {
+                let rsp_mti = rsp.mti();
+                let answer = Parsed { mti: rsp_mti.as_str(), fields: masked_fields(rsp) };
+                out.push(1);
+                put_message(out, &request, None);
+                put_message(out, &answer, Some(&request));
+            }
+        }
+    }
+
+    /// A message's elements as its masked JSON gives them (those its spec knows, masked).
+    fn masked_fields(msg: &codecs::iso8583::Message) -> Vec<(u16, Cow<'_, str>)> {
+        let spec = msg.spec();
+        let mut fields = Vec::with_capacity(msg.fields().len());
+        for fl in msg.fields() {
+            if let Some(fs) = spec.field(fl.de) {
+                fields.push((fl.de, codecs::iso8583::describe::masked_element_text(msg, fs, fl)));
+            }
+        }
+        fields
     }
 
     /// The JSON of a compact form; `None` when `b` is not one.
@@ -481,8 +571,37 @@ mod tests {
 
     fn exchange() -> (Message, Message) {
         let msg = crate::pipeline::tests::purchase(42, 1234, 7);
-        let answer = crate::pipeline::tests::approval(&msg);
+        let answer = answer_of(&msg);
         (msg, answer)
+    }
+
+    fn answer_of(msg: &Message) -> Message {
+        crate::pipeline::tests::approval(msg)
+    }
+
+    #[test]
+    fn rows_packed_from_the_messages_are_the_json_packed_whatever_the_texts_hold() {
+        // What DE 43 (ans) may hold, JSON's own punctuation and escapes among it.
+        let names = ["PLAIN SHOP", "QUOTE\" AND \\ BACKSLASH", "{\"fields\":{}},[]:", "\\u0041 \\\""];
+        for (i, name) in names.iter().enumerate() {
+            let mut msg = crate::pipeline::tests::purchase(100 + i as u32, 500 + i as u64, 3);
+            msg.set_text(43, &format!("{name:<40}")).expect("DE 43");
+            let mut answer = answer_of(&msg);
+            // An answer element that differs from the request's is kept, one that is equal
+            // refers to it.
+            let _ = answer.set_text(43, "DIFFERENT NAME");
+            for response in [None, Some(&answer)] {
+                let mut packed = Vec::new();
+                stored::pack_into(&mut packed, &msg, response);
+                let json = masked_json_text(&msg, response);
+                assert_eq!(
+                    Some(packed.clone()),
+                    stored::compact(&json),
+                    "{name:?}: same bytes as the JSON packed"
+                );
+                assert_eq!(stored::render(&packed), Some(json));
+            }
+        }
     }
 
     #[test]
@@ -497,14 +616,12 @@ mod tests {
             latency_us: None,
         };
         let row = to_row(JournalItem::Message(Box::new(entry)), None);
-        let packed = stored::compact(&row.message_masked).expect("an exchange packs");
-        assert_eq!(stored::render(&packed).as_deref(), Some(row.message_masked.as_str()));
-        assert!(
-            packed.len() * 2 < row.message_masked.len(),
-            "{} bytes for {} of JSON",
-            packed.len(),
-            row.message_masked.len()
-        );
+        let json = row.masked_json().into_owned();
+        assert_eq!(json, masked_json_text(&msg, Some(&answer_of(&msg))));
+        let packed = stored::compact(&json).expect("an exchange packs");
+        assert_eq!(row.message_packed.as_ref(), Some(&packed), "packed from the messages as from the JSON");
+        assert_eq!(stored::render(&packed).as_deref(), Some(json.as_str()));
+        assert!(packed.len() * 2 < json.len(), "{} bytes for {} of JSON", packed.len(), json.len());
         // The masked PAN stays masked in the stored form too.
         let pan = msg.card_number().expect("PAN");
         assert!(!packed.windows(pan.len()).any(|w| w == pan.as_bytes()));

@@ -907,6 +907,7 @@ mod journal_tests {
             route: None,
             latency_us: None,
             message_masked: "{}".into(),
+            message_packed: None,
         }
     }
 

@@ -36,6 +36,7 @@ fn row(i: u64, fp: &str) -> JournalRow {
         route: Some("issuer-a".into()),
         latency_us: None,
         message_masked: format!("{{\"i\":{i}}}"),
+        message_packed: None,
     }
 }
 

@@ -62,7 +62,11 @@ pub const SENSITIVE_ELEMENTS: &[u16] = &SENSITIVE_TABLE;
 pub fn mask_pan(pan: &str) -> String {
     let n = pan.chars().count();
     if n > 10 {
-        pan.chars().enumerate().map(|(i, c)| if i < 6 || i >= n - 4 { c } else { '*' }).collect()
+        let mut out = String::with_capacity(pan.len());
+        for (i, c) in pan.chars().enumerate() {
+            out.push(if i < 6 || i >= n - 4 { c } else { '*' });
+        }
+        out
     } else {
         "*".repeat(n)
     }
@@ -126,7 +130,7 @@ pub fn masked_element_text<'a>(msg: &Message, fs: &FieldSpec, fl: FieldRef<'a>) 
     match fs.sensitivity(fl.de) {
         Sensitivity::None => field::to_text(fs, fl),
         Sensitivity::Icc if fs.encoding == DataEncoding::Binary => {
-            Cow::Owned(hex::encode_upper(crate::tlv::mask_sensitive(fl.data)))
+            Cow::Owned(crate::hex_upper(&crate::tlv::mask_sensitive(fl.data)))
         }
         _ => Cow::Owned(mask_text(msg, fl.de, field::to_text(fs, fl).into_owned())),
     }
@@ -143,7 +147,7 @@ pub fn mask_text(msg: &Message, de: u16, text: String) -> String {
         Sensitivity::Subelements if text_content => mask_subelements(&text),
         Sensitivity::Pan | Sensitivity::Track | Sensitivity::Subelements => stars(&text),
         Sensitivity::Icc => match hex::decode(&text) {
-            Ok(raw) => hex::encode_upper(crate::tlv::mask_sensitive(&raw)),
+            Ok(raw) => crate::hex_upper(&crate::tlv::mask_sensitive(&raw)),
             Err(_) => stars(&text),
         },
     }

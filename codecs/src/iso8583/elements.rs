@@ -278,7 +278,7 @@ impl Message {
     pub fn set_icc_data(&mut self, data: &[u8]) -> Result<()> {
         match self.spec().field(55).map(|f| f.content) {
             Some(ContentType::B) => self.set_bytes(55, Bytes::copy_from_slice(data)),
-            _ => self.set_text(55, &hex::encode_upper(data)),
+            _ => self.set_text(55, &crate::hex_upper(data)),
         }
     }
 

@@ -421,18 +421,14 @@ pub fn to_text<'a>(f: &FieldSpec, field: FieldRef<'a>) -> Cow<'a, str> {
         DataEncoding::Ebcdic => Cow::Owned(
             field.data.iter().map(|&b| char::from(ebcdic::from_ebcdic(b).unwrap_or(b'?'))).collect(),
         ),
-        DataEncoding::Binary => Cow::Owned(hex::encode_upper(field.data)),
+        DataEncoding::Binary => Cow::Owned(crate::hex_upper(field.data)),
         DataEncoding::BcdLeft | DataEncoding::BcdRight => {
             let units = usize::from(field.units);
             let skip = usize::from(units % 2 == 1 && f.encoding == DataEncoding::BcdLeft);
-            let s: String = field
-                .data
-                .iter()
-                .flat_map(|&b| [b >> 4, b & 0xF])
-                .skip(skip)
-                .take(units)
-                .map(|n| if n <= 9 { char::from(b'0' + n) } else { 'D' })
-                .collect();
+            let mut s = String::with_capacity(units);
+            for n in field.data.iter().flat_map(|&b| [b >> 4, b & 0xF]).skip(skip).take(units) {
+                s.push(if n <= 9 { char::from(b'0' + n) } else { 'D' });
+            }
             Cow::Owned(s)
         }
     }

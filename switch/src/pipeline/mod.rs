@@ -380,7 +380,7 @@ pub struct Pipeline {
 /// The keyed fingerprint of a PAN: HMAC-SHA256 under the node's fingerprint key, first 16 bytes,
 /// hex — the journal's and the state's card identity, never reversible without the key.
 pub fn pan_fingerprint(key: &[u8], pan: &str) -> String {
-    hex::encode_upper(&crypto::mac::hmac_sha256(key, pan.as_bytes())[..16])
+    codecs::hex_upper(&crypto::mac::hmac_sha256(key, pan.as_bytes())[..16])
 }
 
 impl Pipeline {

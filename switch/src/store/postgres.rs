@@ -473,6 +473,7 @@ fn journal_row(r: &tokio_postgres::Row) -> Result<JournalRow> {
         route: r.try_get(11).map_err(get)?,
         latency_us: r.try_get::<_, Option<i64>>(12).map_err(get)?.map(|a| a as u64),
         message_masked: r.try_get(13).map_err(get)?,
+        message_packed: None,
     })
 }
 
@@ -494,7 +495,8 @@ async fn insert_journal(tx: &deadpool_postgres::Transaction<'_>, rows: &[Journal
     let rc: Vec<Option<&str>> = rows.iter().map(|r| r.response_code.as_deref()).collect();
     let route: Vec<Option<&str>> = rows.iter().map(|r| r.route.as_deref()).collect();
     let latency: Vec<Option<i64>> = rows.iter().map(|r| r.latency_us.map(|l| l as i64)).collect();
-    let message: Vec<&str> = rows.iter().map(|r| r.message_masked.as_str()).collect();
+    let json: Vec<std::borrow::Cow<'_, str>> = rows.iter().map(JournalRow::masked_json).collect();
+    let message: Vec<&str> = json.iter().map(|m| m.as_ref()).collect();
     let st = tx
         .prepare_cached(
             "INSERT INTO journal (at_ms, direction, mti, stan, rrn, terminal_id, pan_masked, \

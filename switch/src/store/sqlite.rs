@@ -449,6 +449,7 @@ impl SqliteStore {
                         }
                         _ => r.get(13)?,
                     },
+                    message_packed: None,
                 })
             })
             .map_err(db_err("read journal"))?;
@@ -592,7 +593,9 @@ fn insert_journal(conn: &Connection, rows: &[JournalRow]) -> Result<()> {
             st.raw_bind_parameter(at + 10, &r.response_code)?;
             st.raw_bind_parameter(at + 11, &r.route)?;
             st.raw_bind_parameter(at + 12, r.latency_us.map(|l| l as i64))?;
-            if crate::journal::stored::compact_into(&r.message_masked, &mut compact) {
+            if let Some(packed) = r.message_packed.as_deref().filter(|_| r.message_masked.is_empty()) {
+                st.raw_bind_parameter(at + 13, packed)
+            } else if crate::journal::stored::compact_into(&r.message_masked, &mut compact) {
                 st.raw_bind_parameter(at + 13, compact.as_slice())
             } else {
                 st.raw_bind_parameter(at + 13, r.message_masked.as_str())
@@ -931,6 +934,7 @@ mod tests {
             route: None,
             latency_us: Some(10),
             message_masked: "{}".into(),
+            message_packed: None,
         }
     }
 
@@ -1039,8 +1043,8 @@ mod tests {
         assert_eq!(s.standin_totals_load().unwrap(), rows);
     }
 
-    /// The journal row of an acquirer exchange as the writer builds it: a chip purchase and its
-    /// approval, masked, with the card's keyed fingerprint.
+    /// The journal row of an acquirer exchange as the writer builds it (in the form it reads back
+    /// in): a chip purchase and its approval, masked, with the card's keyed fingerprint.
     fn exchange_row(i: u64) -> JournalRow {
         use crate::journal::{JournalItem, MessageEntry, to_row};
         let msg = crate::pipeline::tests::purchase((i % 999_999) as u32, 100 + i % 900, (i / 128 + 1) as u16);
@@ -1055,7 +1059,9 @@ mod tests {
             route: Some("issuer-a".into()),
             latency_us: Some(900),
         };
-        to_row(JournalItem::Message(Box::new(entry)), Some(&fingerprint))
+        let row = to_row(JournalItem::Message(Box::new(entry)), Some(&fingerprint));
+        // As it reads back: the JSON (the packed form it was built with is the stored form).
+        JournalRow { message_masked: row.masked_json().into_owned(), message_packed: None, ..row }
     }
 
     fn original(i: u64, card: &str, settled_minor: u64) -> crate::records::OriginalRecord {
