@@ -162,7 +162,13 @@ impl DuplicateCache {
     }
 
     /// Records the answer of a transmission and wakes any duplicate waiting for it.
+    ///
+    /// The cache keeps a copy of its own size: an encoded answer is often a slice of a larger
+    /// buffer (room reserved for the request it answers, its chip data included), which the
+    /// cache would otherwise keep alive whole for as long as it holds the answer — about three
+    /// times the memory, for every transmission of the window.
     pub fn complete(&self, key: &TransmissionKey, answer: Bytes) {
+        let answer = Bytes::copy_from_slice(&answer);
         let mut shard = self.shard(key);
         if let Some((_, _, state)) = shard.map.get_mut(key) {
             if let State::InFlight(tx) = state {
@@ -286,6 +292,20 @@ mod tests {
             c.complete(&k, Bytes::new());
         }
         assert!(c.len() <= SHARDS * 3, "{}", c.len());
+    }
+
+    #[test]
+    fn a_cached_answer_keeps_no_larger_buffer_it_was_a_slice_of() {
+        let c = DuplicateCache::new(u64::MAX, SHARDS * 4);
+        let k = key_in(&c, "400001", "000001");
+        assert!(matches!(c.check(&k, same(&c), 1), Seen::New));
+        let buffer = Bytes::from(vec![0x30u8; 4096]);
+        let answer = buffer.slice(..120);
+        c.complete(&k, answer.clone());
+        drop(buffer);
+        let Seen::Answered(cached) = c.check(&k, same(&c), 2) else { panic!("answered") };
+        assert_eq!(cached, answer, "the same bytes");
+        assert!(!std::ptr::eq(cached.as_ptr(), answer.as_ptr()), "in an allocation of their own");
     }
 
     #[test]
