@@ -78,22 +78,8 @@ impl JournalRow {
     }
 }
 
-/// The journal row of `msg` (masked; the fingerprint is computed by the caller's keyed function).
-pub fn journal_row(
-    msg: &Message,
-    direction: Direction,
-    at_ms: u64,
-    fingerprint: impl Fn(&str) -> String,
-    route: Option<&str>,
-    latency_us: Option<u64>,
-) -> JournalRow {
-    JournalRow {
-        message_masked: msg.to_masked_json_string(),
-        ..row_without_message(msg, direction, at_ms, fingerprint, route, latency_us)
-    }
-}
-
-/// [`journal_row`] without the masked message (left empty).
+/// The journal row of `msg` but its message (masked; the fingerprint is computed by the caller's
+/// keyed function): [`to_row`] packs the message beside it.
 fn row_without_message(
     msg: &Message,
     direction: Direction,
