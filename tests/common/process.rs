@@ -85,7 +85,18 @@ fn ready(s: Serve, ports: &Path) -> Serve {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_private(ports);
+    assert_no_huge_pages(&s);
     s
+}
+
+/// Asserts that the running network takes no transparent huge pages (every long-running binary
+/// asks so first thing: `door::process::no_huge_pages`), where Linux says (`THP_enabled` in
+/// `/proc/PID/status`, since Linux 6.0).
+fn assert_no_huge_pages(s: &Serve) {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", s.0.id())) else { return };
+    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "paynet serve: {line}");
+    }
 }
 
 fn spawn_serve(ports: &Path, tmp: &Path, args: &[&str]) -> Serve {
