@@ -91,18 +91,19 @@ impl DuplicateCache {
     /// A cache keeping each transmission `ttl_ms` at most, and at most about `max_entries`
     /// transmissions (the oldest go first).
     ///
-    /// Each shard takes the room for its share at once: a map that doubled as it filled would
-    /// move its entries at each doubling, with its lock held and every request of the shard
-    /// waiting, and the process's memory would grow for as long as the cache fills. Twice its
-    /// share: a map cleans the slots its removals leave marked in place only while it is at most
-    /// half full, and grows otherwise.
+    /// Each shard takes the room for its share at once ([`crate::map_room`]): a map that doubled
+    /// as it filled would move its entries at each doubling, with its lock held and every request
+    /// of the shard waiting, and the process's memory would grow for as long as the cache fills.
     pub fn new(ttl_ms: u64, max_entries: usize) -> Self {
         let max_per_shard = (max_entries / SHARDS).max(1);
         DuplicateCache {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        map: HashMap::with_capacity_and_hasher(2 * (max_per_shard + 1), Default::default()),
+                        map: HashMap::with_capacity_and_hasher(
+                            crate::map_room(max_per_shard),
+                            Default::default(),
+                        ),
                         order: VecDeque::with_capacity(max_per_shard + 1),
                     })
                 })

@@ -329,11 +329,9 @@ impl StateBook {
             hasher,
             totals: Mutex::new(totals),
             clock,
-            // Sized for its bound at once: it never stops to grow (rehash) under load. The map
-            // twice that: it cleans the slots its removals leave marked in place only while it is
-            // at most half full, and grows otherwise.
+            // Sized for its bound at once.
             recent: Mutex::new(Recent {
-                map: HashMap::with_capacity(2 * (recent_max + 1)),
+                map: HashMap::with_capacity(crate::map_room(recent_max)),
                 order: VecDeque::with_capacity(recent_max + 1),
                 max: recent_max,
             }),

@@ -151,14 +151,10 @@ impl Checkpointer {
                 let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
                 while !*stopped {
                     stopped = cv.wait_timeout(stopped, CHECKPOINT_EVERY).unwrap_or_else(|p| p.into_inner()).0;
-                    if let Err(e) = state_backlog(&conn)
-                        .and_then(|n| if n >= BACKGROUND_FILING_FROM { fold_state(&conn) } else { Ok(()) })
-                    {
+                    if let Err(e) = file_long_backlog(&conn, state_backlog, fold_state) {
                         tracing::warn!(error = %e, "logged decision state not filed into its tables; retried");
                     }
-                    if let Err(e) = journal_backlog(&conn)
-                        .and_then(|n| if n >= BACKGROUND_FILING_FROM { index_journal(&conn) } else { Ok(()) })
-                    {
+                    if let Err(e) = file_long_backlog(&conn, journal_backlog, index_journal) {
                         tracing::warn!(error = %e, "journal look-up tables not brought up to date; retried");
                     }
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -177,7 +173,7 @@ impl Checkpointer {
 /// pass: the writer waits for the write lock while one runs, so each stays short. The writer
 /// files as it commits (see [`file_in_commit`]); a pass has work only after a restart or while
 /// the writer is idle.
-const INDEX_BATCH: i64 = 1_000;
+const PASS_BATCH: i64 = 1_000;
 
 /// Files the journal rows written since the last pass into the look-up tables, a batch per
 /// transaction, until caught up (or after a bounded number of batches: the next pass goes on).
@@ -212,7 +208,7 @@ fn immediate(
 
 /// One batch of the journal's look-up tables in a transaction of its own; whether there may be more.
 fn index_journal_batch(conn: &Connection) -> rusqlite::Result<bool> {
-    immediate(conn, INDEX_BATCH, index_journal_upto)
+    immediate(conn, PASS_BATCH, index_journal_upto)
 }
 
 /// Files up to `limit` of the oldest journal rows not yet in the look-up tables, in the caller's
@@ -252,7 +248,7 @@ fn fold_state(conn: &Connection) -> rusqlite::Result<()> {
 
 /// One batch of the state log in a transaction of its own; whether there may be more.
 fn fold_state_batch(conn: &Connection) -> rusqlite::Result<bool> {
-    immediate(conn, INDEX_BATCH, fold_state_upto)
+    immediate(conn, PASS_BATCH, fold_state_upto)
 }
 
 /// Files up to `limit` of the state log's oldest rows, in the caller's transaction; whether there
@@ -292,6 +288,15 @@ const FILE_CHUNK: i64 = 256;
 /// pass on its own connection would hold the write lock for milliseconds while every commit
 /// waited behind it (measured at 8,000/s: 2–23 ms per 1,000-row batch, commits waiting as long).
 const BACKGROUND_FILING_FROM: i64 = 4 * FILE_CHUNK;
+
+/// Runs `file` when `backlog` is at least [`BACKGROUND_FILING_FROM`] rows.
+fn file_long_backlog(
+    conn: &Connection,
+    backlog: fn(&Connection) -> rusqlite::Result<i64>,
+    file: fn(&Connection) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    if backlog(conn)? >= BACKGROUND_FILING_FROM { file(conn) } else { Ok(()) }
+}
 
 /// Rows in the state log (filed ones are deleted from it).
 fn state_backlog(conn: &Connection) -> rusqlite::Result<i64> {
@@ -952,7 +957,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.db");
         let s = SqliteStore::open(&path).unwrap();
-        let n = INDEX_BATCH as u64 * 2 + 500;
+        let n = PASS_BATCH as u64 * 2 + 500;
         let rows: Vec<_> =
             (1..=n).map(|i| JournalRow { pan_fingerprint: Some(format!("F{}", i % 7)), ..row(i) }).collect();
         s.journal_append(&rows).unwrap();
