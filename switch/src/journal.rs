@@ -523,15 +523,7 @@ pub mod stored {
                 let len = usize::try_from(head >> 2).ok()?;
                 let text = match head & 3 {
                     TEXT => std::str::from_utf8(self.take(len)?).ok()?.to_string(),
-                    HEX => {
-                        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-                        let mut t = String::with_capacity(len * 2);
-                        for b in self.take(len)? {
-                            t.push(char::from(DIGITS[usize::from(b >> 4)]));
-                            t.push(char::from(DIGITS[usize::from(b & 0xf)]));
-                        }
-                        t
-                    }
+                    HEX => codecs::hex_upper(self.take(len)?),
                     SAME if len == 0 => request?.iter().find(|(d, _)| *d == de)?.1.clone(),
                     _ => return None,
                 };
