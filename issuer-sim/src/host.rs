@@ -325,20 +325,14 @@ fn icc_tags(icc: &[u8]) -> Option<HashMap<u32, Vec<u8>>> {
 
 /// The original-transaction key of a request: DE 41 | DE 11 | DE 7.
 fn own_key(m: &Message) -> OriginalKey {
-    OriginalKey(format!(
-        "{}|{}|{}",
-        field(m, 41).unwrap_or_default(),
-        field(m, 11).unwrap_or_default(),
-        field(m, 7).unwrap_or_default()
-    ))
+    let text = |de| m.text(de).unwrap_or_default();
+    OriginalKey::new(&text(41), &text(11), &text(7))
 }
 
 /// The key of the original a reversal refers to, from its DE 90 and DE 41.
 fn original_key(m: &Message) -> OriginalKey {
     match field(m, 90) {
-        Some(d) if d.len() >= 20 => {
-            OriginalKey(format!("{}|{}|{}", field(m, 41).unwrap_or_default(), &d[4..10], &d[10..20]))
-        }
+        Some(d) if d.len() >= 20 => OriginalKey::new(&m.text(41).unwrap_or_default(), &d[4..10], &d[10..20]),
         _ => own_key(m),
     }
 }
@@ -500,7 +494,7 @@ impl Issuer {
             .ledger
             .bookings()
             .map(|(k, b)| KeptBooking {
-                original: k.0.clone(),
+                original: k.as_str().to_owned(),
                 account: b.account.0,
                 approved_minor: b.approved_minor,
                 standing_minor: b.standing_minor,
@@ -550,7 +544,7 @@ impl Issuer {
                 }),
             };
             self.ledger.restore_booking(
-                OriginalKey(b.original.clone()),
+                OriginalKey::from_text(&b.original),
                 Booking {
                     account: AccountId(b.account),
                     approved_minor: b.approved_minor,

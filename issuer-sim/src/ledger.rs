@@ -9,9 +9,86 @@
 
 use std::collections::{HashMap, VecDeque};
 
-/// Identity of an original transaction: terminal ID, STAN and transmission date-time.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OriginalKey(pub String);
+/// Identity of an original transaction: terminal ID, STAN and transmission date-time, as the text
+/// `TID|STAN|DE 7`.
+///
+/// Held inline (26 bytes for the elements' fixed lengths): the ledger keeps a key twice per
+/// booking (its map and its expiry order) for up to [`MAX_BOOKINGS`] bookings, and a key on the
+/// heap would be two allocations per authorization and memory that grows while the ledger fills.
+/// A longer text (another element specification) is kept on the heap; a text is always kept the
+/// same way, so two keys are equal exactly when their texts are.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct OriginalKey(KeyText);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum KeyText {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Long(Box<str>),
+}
+
+/// The longest key text held inline.
+const INLINE_KEY: usize = 30;
+
+impl OriginalKey {
+    /// The key `terminal|stan|transmitted_at`.
+    pub fn new(terminal: &str, stan: &str, transmitted_at: &str) -> Self {
+        let len = terminal.len() + stan.len() + transmitted_at.len() + 2;
+        if len > INLINE_KEY {
+            return OriginalKey(KeyText::Long(format!("{terminal}|{stan}|{transmitted_at}").into()));
+        }
+        let mut bytes = [0u8; INLINE_KEY];
+        let mut at = 0;
+        for (i, part) in [terminal, stan, transmitted_at].into_iter().enumerate() {
+            if i > 0 {
+                bytes[at] = b'|';
+                at += 1;
+            }
+            bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
+        }
+        OriginalKey(KeyText::Inline { len: len as u8, bytes })
+    }
+
+    /// A key from its text (as [`OriginalKey::as_str`] gave it).
+    pub fn from_text(text: &str) -> Self {
+        if text.len() > INLINE_KEY {
+            return OriginalKey(KeyText::Long(text.into()));
+        }
+        let mut bytes = [0u8; INLINE_KEY];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        OriginalKey(KeyText::Inline { len: text.len() as u8, bytes })
+    }
+
+    /// The key's text, `TID|STAN|DE 7`.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Only whole `&str`s and ASCII '|' are ever copied in, so the bytes are UTF-8.
+            KeyText::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            KeyText::Long(s) => s,
+        }
+    }
+}
+
+/// Keys order as their texts do.
+impl Ord for OriginalKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for OriginalKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Debug for OriginalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OriginalKey").field(&self.as_str()).finish()
+    }
+}
 
 /// An account's index in the ledger (the simulator maps card → account elsewhere).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -284,7 +361,41 @@ mod tests {
     }
 
     fn k(s: &str) -> OriginalKey {
-        OriginalKey(s.into())
+        OriginalKey::from_text(s)
+    }
+
+    #[test]
+    fn a_key_is_its_text_inline_or_not() {
+        let k = OriginalKey::new("TERM0001", "000123", "1204101500");
+        assert_eq!(k.as_str(), "TERM0001|000123|1204101500");
+        assert_eq!(k, OriginalKey::from_text("TERM0001|000123|1204101500"));
+        assert!(matches!(k.0, KeyText::Inline { .. }), "the elements' fixed lengths fit inline");
+        assert_eq!(format!("{k:?}"), "OriginalKey(\"TERM0001|000123|1204101500\")");
+        // Missing elements leave their parts empty.
+        assert_eq!(OriginalKey::new("", "000123", "").as_str(), "|000123|");
+        // Longer than the inline room: kept on the heap, still equal to the same text.
+        let long = OriginalKey::new("A-TERMINAL-ID-LONGER", "000123", "1204101500");
+        assert!(matches!(long.0, KeyText::Long(_)));
+        assert_eq!(long.as_str(), "A-TERMINAL-ID-LONGER|000123|1204101500");
+        assert_eq!(long, OriginalKey::from_text(long.as_str()));
+        assert_ne!(long, k);
+        // The bound between the two: 30 bytes inline, 31 on the heap.
+        let at = OriginalKey::new("TERMINAL0001", "000123", "1204101500");
+        assert_eq!(at.as_str().len(), INLINE_KEY);
+        assert!(matches!(at.0, KeyText::Inline { .. }));
+        let past = OriginalKey::new("TERMINAL00012", "000123", "1204101500");
+        assert!(matches!(past.0, KeyText::Long(_)));
+        assert_ne!(OriginalKey::new("AB", "C", ""), OriginalKey::new("A", "BC", ""));
+    }
+
+    proptest! {
+        #[test]
+        fn keys_equal_exactly_when_texts_do(a in "[ -~]{0,40}", b in "[ -~]{0,40}") {
+            let (ka, kb) = (OriginalKey::from_text(&a), OriginalKey::from_text(&b));
+            prop_assert_eq!(ka.as_str(), a.as_str());
+            prop_assert_eq!(ka == kb, a == b);
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+        }
     }
 
     #[test]
