@@ -551,8 +551,9 @@ impl StoreConfig {
 }
 
 /// The duplicate-transmission cache: a repeat of a transmission it holds gets the original
-/// answer. Bounded by age and by size (about 350 bytes per transmission with its answer): at R
-/// requests a second it holds the last `max_entries / R` seconds, at most `window_s`.
+/// answer. Bounded by age and by size (about 470 bytes per transmission with the room for its
+/// answer, taken at start; see [`crate::dedupe::ANSWER_ROOM`]): at R requests a second it holds
+/// the last `max_entries / R` seconds, at most `window_s`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupeConfig {

@@ -5,7 +5,10 @@
 //!
 //! The cache is sharded (no global lock on the hot path; the shard comes from a hash keyed at
 //! random per process, so no sender can aim every request at one shard), bounded in time
-//! (entries expire after `ttl`) and in size (per shard, the oldest entries go first).
+//! (entries expire after `ttl`) and in size (per shard, the oldest entries go first): in
+//! transmissions, and in the bytes of their answers, which each shard keeps in a ring of bytes
+//! taken and touched at start ([`ANSWER_ROOM`] per transmission). The cache's memory is the same
+//! from its first request to its millionth, and caching an answer allocates nothing.
 //!
 //! A repeat is answered from the cache only when it is the same transaction: the same acquirer
 //! (proven by its connection), terminal, STAN, DE 7, and the same card, amount and currency as
@@ -49,7 +52,105 @@ pub struct Content(u64);
 
 enum State {
     InFlight(watch::Sender<Option<Bytes>>),
-    Answered(Bytes),
+    /// The answer's bytes in the shard's ring, written by the `seq`-th answer stored there.
+    Answered {
+        at: u32,
+        len: u32,
+        seq: u64,
+    },
+    /// An answer larger than a shard's whole ring (kept on the heap; no answer of ISO 8583's
+    /// sizes is, with the default bounds).
+    AnsweredLarge(Bytes),
+}
+
+/// Room for answers per transmission the cache holds: an authorization's answer with its chip
+/// data is 150 to 200 bytes. Answers larger on average make the byte bound the one reached.
+pub const ANSWER_ROOM: usize = 256;
+
+/// A shard's answers: a ring of bytes, oldest overwritten first.
+struct Answers {
+    bytes: Box<[u8]>,
+    /// Where the next answer goes.
+    head: usize,
+    /// The answers in the ring, oldest first: where, how long, the key, and the answer's number.
+    spans: VecDeque<(u32, u32, TransmissionKey, u64)>,
+    /// Answers stored so far (numbers each, so that a span evicted late cannot remove a newer
+    /// answer of the same key).
+    stored: u64,
+}
+
+impl Answers {
+    /// A ring of `room` bytes, every page touched now rather than on the first answers.
+    fn new(room: usize, max_spans: usize) -> Self {
+        // Written with a non-zero byte: zeroed room would come as pages the kernel maps on
+        // first write.
+        let bytes = vec![0xFFu8; room];
+        let spans = touched_deque(max_spans + 1, (0, 0, TransmissionKey(0), 0));
+        Answers { bytes: bytes.into_boxed_slice(), head: 0, spans, stored: 0 }
+    }
+
+    /// Copies `answer` into the ring and returns where; the answers it overwrote are pushed to
+    /// `evicted` (their keys and numbers). `None` when it is larger than the ring.
+    fn store(
+        &mut self,
+        key: TransmissionKey,
+        answer: &[u8],
+        evicted: &mut Vec<(TransmissionKey, u64)>,
+    ) -> Option<(u32, u32, u64)> {
+        let (len, cap) = (answer.len(), self.bytes.len());
+        if len > cap {
+            return None;
+        }
+        if len == 0 {
+            // Nothing to keep, nothing to overwrite.
+            return Some((0, 0, 0));
+        }
+        // Live answers lie in write order from the oldest (the front) round to the head: those
+        // at or past the head are the last lap's, those before it this lap's.
+        let start = if self.head + len <= cap {
+            self.head
+        } else {
+            // Wrapping: the last lap's answers (between the head and the end) are the oldest and
+            // go; the new one starts at 0, over the oldest of this lap.
+            while let Some(&(at, _, k, n)) = self.spans.front()
+                && at as usize >= self.head
+            {
+                evicted.push((k, n));
+                self.spans.pop_front();
+            }
+            0
+        };
+        let end = start + len;
+        // The answers the new one overwrites are the oldest: from the front, while they start
+        // inside it (none starts before `start` and reaches into it: an answer before the head
+        // ends at the head at most).
+        while let Some(&(at, _, k, n)) = self.spans.front()
+            && (start..end).contains(&(at as usize))
+        {
+            evicted.push((k, n));
+            self.spans.pop_front();
+        }
+        self.bytes[start..end].copy_from_slice(answer);
+        self.head = end;
+        self.stored += 1;
+        let seq = self.stored;
+        self.spans.push_back((start as u32, len as u32, key, seq));
+        Some((start as u32, len as u32, seq))
+    }
+
+    fn get(&self, at: u32, len: u32) -> Bytes {
+        Bytes::copy_from_slice(&self.bytes[at as usize..at as usize + len as usize])
+    }
+}
+
+/// An empty queue with room for `room` items, its memory written once now (a queue's room is
+/// only reserved by the allocator until first written: it would grow the process while it
+/// fills, and fault its pages in on the hot path).
+fn touched_deque<T: Clone>(room: usize, filler: T) -> VecDeque<T> {
+    let mut q = VecDeque::with_capacity(room);
+    q.resize(room, filler);
+    q.clear();
+    q
 }
 
 /// The map's hasher: the key is already a keyed digest, uniformly spread, so its low bits are
@@ -76,6 +177,9 @@ impl Hasher for DigestHasher {
 struct Shard {
     map: HashMap<TransmissionKey, (u64, Content, State), BuildHasherDefault<DigestHasher>>,
     order: VecDeque<(u64, TransmissionKey)>,
+    answers: Answers,
+    /// The answers one store overwrote (kept to reuse its room).
+    evicted: Vec<(TransmissionKey, u64)>,
 }
 
 pub struct DuplicateCache {
@@ -104,7 +208,9 @@ impl DuplicateCache {
                             crate::map_room(max_per_shard),
                             Default::default(),
                         ),
-                        order: VecDeque::with_capacity(max_per_shard + 1),
+                        order: touched_deque(max_per_shard + 1, (0, TransmissionKey(0))),
+                        answers: Answers::new(max_per_shard * ANSWER_ROOM, max_per_shard),
+                        evicted: Vec::with_capacity(64),
                     })
                 })
                 .collect(),
@@ -147,16 +253,18 @@ impl DuplicateCache {
     pub fn check(&self, key: &TransmissionKey, content: Content, now_ms: u64) -> Seen {
         let mut shard = self.shard(key);
         Self::expire(&mut shard, now_ms, self.ttl_ms, self.max_per_shard);
-        match shard.map.entry(*key) {
+        let Shard { map, order, answers, .. } = &mut *shard;
+        match map.entry(*key) {
             Entry::Occupied(e) if e.get().1 != content => Seen::Mismatch,
             Entry::Occupied(e) => match &e.get().2 {
-                State::Answered(b) => Seen::Answered(b.clone()),
+                State::Answered { at, len, .. } => Seen::Answered(answers.get(*at, *len)),
+                State::AnsweredLarge(b) => Seen::Answered(b.clone()),
                 State::InFlight(tx) => Seen::InFlight(tx.subscribe()),
             },
             Entry::Vacant(v) => {
                 let (tx, _rx) = watch::channel(None);
                 v.insert((now_ms, content, State::InFlight(tx)));
-                shard.order.push_back((now_ms, *key));
+                order.push_back((now_ms, *key));
                 Seen::New
             }
         }
@@ -164,18 +272,25 @@ impl DuplicateCache {
 
     /// Records the answer of a transmission and wakes any duplicate waiting for it.
     ///
-    /// The cache keeps a copy of its own size: an encoded answer is often a slice of a larger
-    /// buffer (room reserved for the request it answers, its chip data included), which the
-    /// cache would otherwise keep alive whole for as long as it holds the answer — about three
-    /// times the memory, for every transmission of the window.
+    /// The cache keeps a copy in the shard's ring: an encoded answer is often a slice of a larger
+    /// buffer (room reserved for the request it answers, its chip data included), which the cache
+    /// would otherwise keep alive whole for as long as it holds the answer. The answers the copy
+    /// overwrites (the shard's oldest) are forgotten with their transmissions.
     pub fn complete(&self, key: &TransmissionKey, answer: Bytes) {
-        let answer = Bytes::copy_from_slice(&answer);
         let mut shard = self.shard(key);
-        if let Some((_, _, state)) = shard.map.get_mut(key) {
-            if let State::InFlight(tx) = state {
-                tx.send_replace(Some(answer.clone()));
+        let Shard { map, answers, evicted, .. } = &mut *shard;
+        let Some((_, _, state)) = map.get_mut(key) else { return };
+        if let State::InFlight(tx) = state {
+            tx.send_replace(Some(answer.clone()));
+        }
+        *state = match answers.store(*key, &answer, evicted) {
+            Some((at, len, seq)) => State::Answered { at, len, seq },
+            None => State::AnsweredLarge(Bytes::copy_from_slice(&answer)),
+        };
+        for (k, n) in evicted.drain(..) {
+            if map.get(&k).is_some_and(|(_, _, s)| matches!(s, State::Answered { seq, .. } if *seq == n)) {
+                map.remove(&k);
             }
-            *state = State::Answered(answer);
         }
     }
 
@@ -293,6 +408,117 @@ mod tests {
             c.complete(&k, Bytes::new());
         }
         assert!(c.len() <= SHARDS * 3, "{}", c.len());
+    }
+
+    /// Keys of `c` that fall in one shard.
+    fn keys_in_one_shard(c: &DuplicateCache, n: usize) -> Vec<TransmissionKey> {
+        let first = key_in(c, "400001", "000000");
+        let shard = |k: &TransmissionKey| (k.0 >> 120) as usize % SHARDS;
+        (1..)
+            .map(|i| key_in(c, "400001", &format!("{i:06}")))
+            .filter(|k| shard(k) == shard(&first))
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn answers_past_the_shards_bytes_are_forgotten_oldest_first() {
+        // Four transmissions a shard, so 1,024 bytes of answers: three 400-byte answers do not fit.
+        let c = DuplicateCache::new(u64::MAX, SHARDS * 4);
+        let keys = keys_in_one_shard(&c, 4);
+        for (i, k) in keys.iter().enumerate() {
+            assert!(matches!(c.check(k, same(&c), i as u64), Seen::New));
+        }
+        for (i, k) in keys[..3].iter().enumerate() {
+            c.complete(k, Bytes::from(vec![b'0' + i as u8; 400]));
+        }
+        // The third wrapped to the ring's start over the first: the first is forgotten (a repeat
+        // is new again), the second and third answer with their own bytes.
+        assert!(matches!(c.check(&keys[0], same(&c), 10), Seen::New));
+        for (i, k) in keys.iter().enumerate().skip(1).take(2) {
+            let Seen::Answered(b) = c.check(k, same(&c), 10) else { panic!("answer {i} kept") };
+            assert_eq!(b, vec![b'0' + i as u8; 400]);
+        }
+        // Still in flight: untouched by the ring.
+        assert!(matches!(c.check(&keys[3], same(&c), 10), Seen::InFlight(_)));
+        // Larger than the whole ring: kept apart, still answered.
+        c.complete(&keys[3], Bytes::from(vec![b'L'; 2_000]));
+        let Seen::Answered(b) = c.check(&keys[3], same(&c), 11) else { panic!("large answer kept") };
+        assert_eq!(b.len(), 2_000);
+        let Seen::Answered(b) = c.check(&keys[2], same(&c), 11) else { panic!("third kept") };
+        assert_eq!(b, vec![b'2'; 400]);
+    }
+
+    #[test]
+    fn an_answer_overwritten_after_its_key_was_reused_does_not_forget_the_new_one() {
+        let c = DuplicateCache::new(u64::MAX, SHARDS * 4);
+        let keys = keys_in_one_shard(&c, 3);
+        assert!(matches!(c.check(&keys[0], same(&c), 0), Seen::New));
+        c.complete(&keys[0], Bytes::from(vec![b'a'; 400]));
+        // Forgotten (as a transmission that produced no answer is), then processed afresh.
+        c.abandon(&keys[0]);
+        assert!(matches!(c.check(&keys[0], same(&c), 1), Seen::New));
+        c.complete(&keys[0], Bytes::from(vec![b'b'; 100]));
+        // Two more answers overwrite the ring's first 400 bytes, the old answer's.
+        for k in &keys[1..] {
+            assert!(matches!(c.check(k, same(&c), 2), Seen::New));
+            c.complete(k, Bytes::from(vec![b'c'; 400]));
+        }
+        let Seen::Answered(b) = c.check(&keys[0], same(&c), 3) else { panic!("the new answer stays") };
+        assert_eq!(b, vec![b'b'; 100]);
+    }
+
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS");
+        line.trim().trim_end_matches("kB").trim().parse().expect("VmRSS in kB")
+    }
+
+    #[test]
+    fn the_answers_room_is_in_memory_from_the_start() {
+        let before = rss_kib();
+        let c = DuplicateCache::new(u64::MAX, SHARDS * 4_096);
+        let grown = rss_kib().saturating_sub(before);
+        let room_kib = (SHARDS * 4_096 * ANSWER_ROOM / 1_024) as u64;
+        // 64 MiB of rings: the process holds them now, not as answers arrive.
+        assert!(grown >= room_kib * 9 / 10, "grew {grown} KiB for {room_kib} KiB of rings");
+        drop(c);
+    }
+
+    proptest::proptest! {
+        /// Whatever the lengths, the answers the ring keeps are intact, never overlap, and the
+        /// ones it drops are the oldest.
+        #[test]
+        fn the_ring_keeps_the_newest_answers_intact(lens in proptest::collection::vec(0usize..700, 1..200)) {
+            let mut ring = Answers::new(1_000, 64);
+            let mut evicted = Vec::new();
+            let mut written: Vec<(TransmissionKey, Vec<u8>)> = Vec::new();
+            let mut dropped_upto = 0u64;
+            for (i, len) in lens.into_iter().enumerate() {
+                let key = TransmissionKey(i as u128);
+                let answer: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+                let placed = ring.store(key, &answer, &mut evicted);
+                written.push((key, answer.clone()));
+                for (_, n) in evicted.drain(..) {
+                    proptest::prop_assert!(n > dropped_upto, "oldest first");
+                    dropped_upto = n;
+                }
+                if len > 0 {
+                    let (at, l, seq) = placed.expect("fits");
+                    proptest::prop_assert_eq!(ring.get(at, l), answer);
+                    proptest::prop_assert_eq!(ring.spans.back().map(|s| s.3), Some(seq));
+                }
+                let mut spans: Vec<_> = ring.spans.iter().copied().collect();
+                for &(at, l, k, _) in &spans {
+                    let expect = &written[k.0 as usize].1;
+                    proptest::prop_assert_eq!(&ring.get(at, l)[..], &expect[..]);
+                }
+                spans.sort_by_key(|s| s.0);
+                for w in spans.windows(2) {
+                    proptest::prop_assert!(w[0].0 + w[0].1 <= w[1].0, "{:?}", w);
+                }
+            }
+        }
     }
 
     #[test]
