@@ -416,8 +416,12 @@ fn unit_name(f: &FieldSpec) -> &'static str {
 /// uppercase hex.
 pub fn to_text<'a>(f: &FieldSpec, field: FieldRef<'a>) -> Cow<'a, str> {
     match f.encoding {
-        // Checked on decode and on construction: printable ASCII.
-        DataEncoding::Ascii => String::from_utf8_lossy(field.data),
+        // Checked on decode and on construction: printable ASCII, so valid UTF-8 (the strict
+        // check is the fast one; the lossy form only for what was not checked).
+        DataEncoding::Ascii => match std::str::from_utf8(field.data) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(field.data),
+        },
         DataEncoding::Ebcdic => Cow::Owned(
             field.data.iter().map(|&b| char::from(ebcdic::from_ebcdic(b).unwrap_or(b'?'))).collect(),
         ),
