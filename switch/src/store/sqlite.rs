@@ -25,22 +25,9 @@ CREATE TABLE IF NOT EXISTS journal (
 );
 DROP INDEX IF EXISTS journal_fp;
 DROP INDEX IF EXISTS journal_tid_stan;
-CREATE TABLE IF NOT EXISTS journal_card (
-    pan_fingerprint TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (pan_fingerprint, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS journal_terminal (
-    terminal_id TEXT NOT NULL,
-    stan TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (terminal_id, stan, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS journal_indexed (
-    one INTEGER PRIMARY KEY CHECK (one = 1),
-    last_seq INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO journal_indexed (one, last_seq) VALUES (1, 0);
+DROP TABLE IF EXISTS main.journal_card;
+DROP TABLE IF EXISTS main.journal_terminal;
+DROP TABLE IF EXISTS main.journal_indexed;
 CREATE TABLE IF NOT EXISTS saf (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -95,6 +82,93 @@ CREATE TABLE IF NOT EXISTS state_log (
 );
 ";
 
+/// The journal's look-up tables, in a database of their own (attached as `lookup`; a file
+/// beside the store's, see [`lookup_path`]): filing them takes only that database's write lock,
+/// so the background thread files them in large batches while the writer commits on, and their
+/// pages (a random leaf per row: a card's fingerprint, a terminal's STAN) never go through the
+/// commits that answers wait for. What they hold is derived from the journal: `last_seq` is the
+/// last journal row filed, with its time (`last_at_ms`) to recognise a journal that is no longer
+/// the one they were filed from.
+const LOOKUP_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS lookup.journal_card (
+    pan_fingerprint TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (pan_fingerprint, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lookup.journal_terminal (
+    terminal_id TEXT NOT NULL,
+    stan TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (terminal_id, stan, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS lookup.journal_indexed (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    last_seq INTEGER NOT NULL,
+    last_at_ms INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO lookup.journal_indexed (one, last_seq, last_at_ms) VALUES (1, 0, 0);
+";
+
+/// The file of a store's journal look-up tables: the store's path with `-lookup` appended (beside
+/// its `-wal` and `-shm`). Losing it loses nothing: it is filed again from the journal.
+pub fn lookup_path(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-lookup");
+    p.into()
+}
+
+/// Attaches the look-up tables' database as `lookup` (`None`: in memory, for an in-memory store)
+/// and creates its tables.
+fn attach_lookup(conn: &Connection, file: Option<&Path>) -> Result<()> {
+    let target = match file {
+        None => ":memory:",
+        Some(p) => p.to_str().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Store,
+                "store.sqlite",
+                "the database path is not UTF-8: cannot attach its look-up file",
+            )
+        })?,
+    };
+    conn.execute("ATTACH DATABASE ?1 AS lookup", params![target])
+        .map_err(db_err("attach the look-up database"))?;
+    let lookup = "lookup";
+    conn.pragma_update(Some(lookup), "page_size", 4096).map_err(db_err("set look-up page size"))?;
+    if file.is_some() {
+        conn.pragma_update(Some(lookup), "journal_mode", "WAL").map_err(db_err("set look-up WAL mode"))?;
+        // Derived data: a power loss may take the last batches, which are filed again (the
+        // watermark is in the same transactions as the rows).
+        conn.pragma_update(Some(lookup), "synchronous", "NORMAL")
+            .map_err(db_err("set look-up synchronous"))?;
+    }
+    conn.execute_batch(LOOKUP_SCHEMA).map_err(db_err("create look-up schema"))
+}
+
+/// Whether the look-up tables were filed from this journal: the row they were last filed up to
+/// is there with the time they recorded. When not (the database restored from a copy older than
+/// the look-up file, or replaced), they are emptied, to be filed again from the journal's first
+/// row; `true` then.
+fn reset_foreign_lookup(conn: &Connection) -> rusqlite::Result<bool> {
+    let (last, at): (i64, i64) =
+        conn.query_row("SELECT last_seq, last_at_ms FROM lookup.journal_indexed WHERE one = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    if last == 0 {
+        return Ok(false);
+    }
+    let found: Option<i64> = conn
+        .query_row("SELECT at_ms FROM main.journal WHERE seq = ?1", params![last], |r| r.get(0))
+        .optional()?;
+    if found == Some(at) {
+        return Ok(false);
+    }
+    conn.execute_batch(
+        "BEGIN; DELETE FROM lookup.journal_card; DELETE FROM lookup.journal_terminal; \
+         UPDATE lookup.journal_indexed SET last_seq = 0, last_at_ms = 0 WHERE one = 1; COMMIT;",
+    )?;
+    Ok(true)
+}
+
 /// `state_log.kind` of a card's ATC window (`key` the card, `window` its stored form; written as
 /// a literal by `state_commit`).
 const LOG_WINDOW: i64 = 0;
@@ -121,7 +195,8 @@ pub struct SqliteStore {
 /// [`CHECKPOINT_EVERY`], so that the commits on the hot path never pay for it (SQLite's automatic
 /// checkpoint would run inside whichever commit crosses the threshold). Passive: it never blocks
 /// the writer; the log restarts from its beginning once everything in it was copied. It also
-/// files a backlog the writer has not (see [`BACKGROUND_FILING_FROM`]).
+/// files the journal's look-up tables (their own database: every pass) and a backlog of the
+/// state log the writer has not filed (see [`BACKGROUND_FILING_FROM`]).
 struct Checkpointer {
     stop: std::sync::Arc<(Mutex<bool>, std::sync::Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -133,6 +208,7 @@ impl Checkpointer {
     fn start(path: &Path) -> Result<Checkpointer> {
         let conn = Connection::open(path).map_err(db_err("open checkpoint connection"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
+        attach_lookup(&conn, Some(&lookup_path(path)))?;
         // The background filing's commits are not synced each (they hold the write lock, and the
         // writer's commits wait for them meanwhile): they only re-file what is already durable
         // (journal rows into look-up tables, the state log into its tables, atomically with
@@ -154,7 +230,8 @@ impl Checkpointer {
                     if let Err(e) = file_long_backlog(&conn, state_backlog, fold_state) {
                         tracing::warn!(error = %e, "logged decision state not filed into its tables; retried");
                     }
-                    if let Err(e) = file_long_backlog(&conn, journal_backlog, index_journal) {
+                    // Every pass: its own database, nobody waits for it.
+                    if let Err(e) = index_journal(&conn) {
                         tracing::warn!(error = %e, "journal look-up tables not brought up to date; retried");
                     }
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -206,33 +283,55 @@ fn immediate(
     Ok(more)
 }
 
-/// One batch of the journal's look-up tables in a transaction of its own; whether there may be more.
+/// One batch of the journal's look-up tables in a transaction of its own; whether there may be
+/// more. Deferred, not IMMEDIATE: an immediate transaction takes the write lock of every attached
+/// database, the store's own included, and this one only reads the journal. Nothing else writes
+/// the look-up database while the store is open, so its read never goes stale before its write.
 fn index_journal_batch(conn: &Connection) -> rusqlite::Result<bool> {
-    immediate(conn, PASS_BATCH, index_journal_upto)
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Deferred)?;
+    let more = index_journal_upto(&tx, LOOKUP_BATCH)?;
+    tx.commit()?;
+    Ok(more)
 }
+
+/// Journal rows filed into the look-up tables per transaction: as many as a few passes of the
+/// background thread see at a high rate, so that a leaf page of a table takes several rows at
+/// once (each row lands on a random leaf: the fewer transactions, the fewer times each page is
+/// written). Nothing waits for these transactions.
+const LOOKUP_BATCH: i64 = 8_192;
 
 /// Files up to `limit` of the oldest journal rows not yet in the look-up tables, in the caller's
 /// transaction; whether there may be more.
 fn index_journal_upto(conn: &Connection, limit: i64) -> rusqlite::Result<bool> {
-    let last: i64 = conn.query_row("SELECT last_seq FROM journal_indexed WHERE one = 1", [], |r| r.get(0))?;
-    let newest: i64 = conn.query_row("SELECT IFNULL(MAX(seq), 0) FROM journal", [], |r| r.get(0))?;
+    let last: i64 =
+        conn.query_row("SELECT last_seq FROM lookup.journal_indexed WHERE one = 1", [], |r| r.get(0))?;
+    let newest: i64 = conn.query_row("SELECT IFNULL(MAX(seq), 0) FROM main.journal", [], |r| r.get(0))?;
     if newest <= last {
         return Ok(false);
     }
-    let top = newest.min(last.saturating_add(limit));
+    // The last row of the batch that is there (so that its time can be recorded with it).
+    let top: i64 = conn
+        .prepare_cached(
+            "SELECT MAX(seq) FROM (SELECT seq FROM main.journal WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
+        )?
+        .query_row(params![last, limit], |r| r.get(0))?;
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO journal_card (pan_fingerprint, seq) SELECT pan_fingerprint, seq FROM journal \
+        "INSERT OR IGNORE INTO lookup.journal_card (pan_fingerprint, seq) SELECT pan_fingerprint, seq FROM main.journal \
          WHERE seq > ?1 AND seq <= ?2 AND pan_fingerprint IS NOT NULL AND pan_fingerprint != '' \
          ORDER BY pan_fingerprint, seq",
     )?
     .execute(params![last, top])?;
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO journal_terminal (terminal_id, stan, seq) SELECT terminal_id, stan, seq \
-         FROM journal WHERE seq > ?1 AND seq <= ?2 AND terminal_id IS NOT NULL AND stan IS NOT NULL \
+        "INSERT OR IGNORE INTO lookup.journal_terminal (terminal_id, stan, seq) SELECT terminal_id, stan, seq \
+         FROM main.journal WHERE seq > ?1 AND seq <= ?2 AND terminal_id IS NOT NULL AND stan IS NOT NULL \
          ORDER BY terminal_id, stan, seq",
     )?
     .execute(params![last, top])?;
-    conn.prepare_cached("UPDATE journal_indexed SET last_seq = ?1 WHERE one = 1")?.execute(params![top])?;
+    conn.prepare_cached(
+        "UPDATE lookup.journal_indexed SET last_seq = ?1, \
+         last_at_ms = (SELECT at_ms FROM main.journal WHERE seq = ?1) WHERE one = 1",
+    )?
+    .execute(params![top])?;
     Ok(top < newest)
 }
 
@@ -305,20 +404,23 @@ fn state_backlog(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Journal rows not in the look-up tables yet.
+#[cfg(test)]
 fn journal_backlog(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached(
-        "SELECT IFNULL((SELECT MAX(seq) FROM journal), 0) - (SELECT last_seq FROM journal_indexed WHERE one = 1)",
+        "SELECT IFNULL((SELECT MAX(seq) FROM main.journal), 0) - \
+         (SELECT last_seq FROM lookup.journal_indexed WHERE one = 1)",
     )?
     .query_row([], |r| r.get(0))
 }
 
 /// The writer's filing, inside its commit and on its connection: once [`FILE_CHUNK`] rows wait in
-/// the state log (or unindexed in the journal), the oldest chunk is filed with the commit, under
-/// its one sync. A chunk's rows share pages (a card's window written once per chunk, a card's
-/// look-up rows on one leaf), so a commit carries about a millisecond of filing now and then
-/// instead of a few pages per row every time; and the writer's page cache stays warm (a write
-/// from another connection makes every connection drop its cache). `all`: the whole backlog (an
-/// in-memory database, which has no background pass).
+/// the state log, the oldest chunk is filed with the commit, under its one sync. A chunk's rows
+/// share pages (a card's window written once per chunk), so a commit carries about a millisecond
+/// of filing now and then instead of a few pages per row every time; and the writer's page cache
+/// stays warm (a write from another connection makes every connection drop its cache). The
+/// journal's look-up tables are not the writer's: they are in a database of their own, filed by
+/// the background thread ([`LOOKUP_SCHEMA`]). `all`: the whole backlog, look-up tables included
+/// (an in-memory database, which has no background thread).
 fn file_in_commit(conn: &Connection, all: bool) -> rusqlite::Result<()> {
     if all {
         fold_state_upto(conn, i64::MAX / 2)?;
@@ -327,9 +429,6 @@ fn file_in_commit(conn: &Connection, all: bool) -> rusqlite::Result<()> {
     }
     if state_backlog(conn)? >= FILE_CHUNK {
         fold_state_upto(conn, FILE_CHUNK)?;
-    }
-    if journal_backlog(conn)? >= FILE_CHUNK {
-        index_journal_upto(conn, FILE_CHUNK)?;
     }
     Ok(())
 }
@@ -359,6 +458,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(db_err("open database"))?;
         let mut store = Self::init(conn)?;
+        store.attach_lookup(Some(&lookup_path(path)))?;
         // The checkpointer takes over from SQLite's automatic checkpoint.
         store.conn()?.pragma_update(None, "wal_autocheckpoint", 0).map_err(db_err("set WAL checkpoint"))?;
         store.checkpointer = Some(Checkpointer::start(path)?);
@@ -374,6 +474,7 @@ impl SqliteStore {
     pub fn open_without_background(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(db_err("open database"))?;
         let store = Self::init(conn)?;
+        store.attach_lookup(Some(&lookup_path(path)))?;
         store.conn()?.pragma_update(None, "wal_autocheckpoint", 0).map_err(db_err("set WAL checkpoint"))?;
         Ok(store)
     }
@@ -393,6 +494,7 @@ impl SqliteStore {
     pub fn in_memory() -> Result<Self> {
         let conn = Connection::open_in_memory().map_err(db_err("open in-memory database"))?;
         let mut store = Self::init(conn)?;
+        store.attach_lookup(None)?;
         store.file_all = true;
         Ok(store)
     }
@@ -421,6 +523,22 @@ impl SqliteStore {
         upgrade_standin_totals(&conn)?;
         upgrade_keyed_tables(&conn)?;
         Ok(SqliteStore { conn: Mutex::new(conn), reader: None, checkpointer: None, file_all: false })
+    }
+
+    /// Attaches the journal's look-up database to the writer's connection (which reads it for
+    /// look-ups by card, and files it itself only in memory: its commits never touch it
+    /// otherwise, and a deferred transaction locks only what it writes), and empties it when it
+    /// was not filed from this journal.
+    fn attach_lookup(&self, file: Option<&Path>) -> Result<()> {
+        let conn = self.conn()?;
+        attach_lookup(&conn, file)?;
+        if reset_foreign_lookup(&conn).map_err(db_err("check the look-up database"))? {
+            tracing::warn!(
+                "the journal look-up file was not filed from this journal (the database restored or \
+                 replaced?): emptied, filed again from the journal's first row"
+            );
+        }
+        Ok(())
     }
 
     fn journal_query(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<JournalRow>> {
@@ -627,12 +745,13 @@ impl Store for SqliteStore {
     }
 
     fn journal_by_card(&self, fingerprint: &str, limit: u32) -> Result<Vec<JournalRow>> {
-        // The look-up table, and the few rows committed since its last pass.
+        // The look-up table, and the rows committed since its last pass; each row's own
+        // fingerprint checked as well (a look-up file is derived data, never trusted alone).
         self.journal_query(
             "SELECT at_ms, direction, mti, stan, rrn, terminal_id, pan_masked, pan_fingerprint, \
              amount_minor, currency, response_code, route, latency_us, message_masked FROM journal \
-             WHERE seq IN (SELECT seq FROM journal_card WHERE pan_fingerprint = ?1) \
-             OR (seq > (SELECT last_seq FROM journal_indexed WHERE one = 1) AND pan_fingerprint = ?1) \
+             WHERE (seq IN (SELECT seq FROM lookup.journal_card WHERE pan_fingerprint = ?1) \
+             OR seq > (SELECT last_seq FROM lookup.journal_indexed WHERE one = 1)) AND pan_fingerprint = ?1 \
              ORDER BY seq LIMIT ?2",
             params![fingerprint, limit as i64],
         )
@@ -953,11 +1072,11 @@ mod tests {
     }
 
     #[test]
-    fn the_background_pass_files_a_long_tail_in_short_batches_while_another_connection_writes() {
+    fn the_background_pass_files_a_long_tail_in_batches_while_another_connection_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.db");
-        let s = SqliteStore::open(&path).unwrap();
-        let n = PASS_BATCH as u64 * 2 + 500;
+        let s = SqliteStore::open_without_background(&path).unwrap();
+        let n = LOOKUP_BATCH as u64 * 2 + 500;
         let rows: Vec<_> =
             (1..=n).map(|i| JournalRow { pan_fingerprint: Some(format!("F{}", i % 7)), ..row(i) }).collect();
         s.journal_append(&rows).unwrap();
@@ -965,6 +1084,7 @@ mod tests {
         // neither side gives up with a busy snapshot.
         let other = Connection::open(&path).unwrap();
         other.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        attach_lookup(&other, Some(&lookup_path(&path))).unwrap();
         let writer = std::thread::scope(|sc| {
             let h = sc.spawn(|| {
                 for i in 0..20 {
@@ -976,11 +1096,121 @@ mod tests {
         });
         assert!(writer.is_ok());
         index_journal(&other).unwrap();
-        let filed: i64 =
-            other.query_row("SELECT last_seq FROM journal_indexed WHERE one = 1", [], |r| r.get(0)).unwrap();
+        let filed: i64 = other
+            .query_row("SELECT last_seq FROM lookup.journal_indexed WHERE one = 1", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(filed as u64, n + 20, "caught up, over several batches");
-        let by_card: i64 = other.query_row("SELECT COUNT(*) FROM journal_card", [], |r| r.get(0)).unwrap();
+        let by_card: i64 =
+            other.query_row("SELECT COUNT(*) FROM lookup.journal_card", [], |r| r.get(0)).unwrap();
         assert_eq!(by_card as u64, n + 20, "every row with a card fingerprint, once");
+    }
+
+    #[test]
+    fn the_writer_commits_and_cards_are_looked_up_while_the_look_up_database_is_being_filed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let s = SqliteStore::open(&path).unwrap();
+        // Another connection holds the look-up database's write lock (as a long filing batch
+        // does) and keeps it for the whole test.
+        let filer = Connection::open(lookup_path(&path)).unwrap();
+        filer.execute_batch("BEGIN IMMEDIATE; UPDATE journal_indexed SET last_seq = last_seq").unwrap();
+        // Neither the commits nor the reads wait for it (the writer's busy handler would give
+        // up after about 5 s with an error, failing the test, if they needed that lock).
+        let card = |i: u64| JournalRow { pan_fingerprint: Some("FP".into()), ..row(i) };
+        for i in 1..=3 {
+            let w = crate::records::StateWrites { journal: vec![card(i)], ..Default::default() };
+            s.state_commit(&w).unwrap();
+        }
+        assert_eq!(s.journal_by_card("FP", 10).unwrap().len(), 3, "from the journal's unfiled tail");
+        filer.execute_batch("ROLLBACK").unwrap();
+        index_journal(&filer_of(&path)).unwrap();
+        assert_eq!(s.journal_by_card("FP", 10).unwrap().len(), 3, "from the look-up table");
+    }
+
+    /// A connection that files the look-up tables, as the background thread's does.
+    fn filer_of(path: &Path) -> Connection {
+        let c = Connection::open(path).unwrap();
+        c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        attach_lookup(&c, Some(&lookup_path(path))).unwrap();
+        c
+    }
+
+    #[test]
+    fn a_look_up_file_filed_from_another_journal_is_emptied_and_never_misleads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let card = |i: u64, fp: &str| JournalRow { pan_fingerprint: Some(fp.into()), ..row(i) };
+        {
+            let s = SqliteStore::open_without_background(&path).unwrap();
+            s.journal_append(&(1..=10).map(|i| card(i, "OLD")).collect::<Vec<_>>()).unwrap();
+            s.background_pass().unwrap();
+        }
+        // The database replaced (restored from an older copy, say) while its look-up file stays.
+        for f in ["j.db", "j.db-wal", "j.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
+        let s = SqliteStore::open_without_background(&path).unwrap();
+        s.journal_append(&(1..=12).map(|i| card(i, "NEW")).collect::<Vec<_>>()).unwrap();
+        let last: i64 = s
+            .conn()
+            .unwrap()
+            .query_row("SELECT last_seq FROM lookup.journal_indexed WHERE one = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(last, 0, "emptied at open: filed from another journal");
+        assert!(s.journal_by_card("OLD", 100).unwrap().is_empty());
+        assert_eq!(s.journal_by_card("NEW", 100).unwrap().len(), 12);
+        s.background_pass().unwrap();
+        assert!(s.journal_by_card("OLD", 100).unwrap().is_empty());
+        assert_eq!(s.journal_by_card("NEW", 100).unwrap().len(), 12);
+        // Even a stale entry that escaped the check (same seq and time) finds no row of another
+        // card: each row's own fingerprint is checked.
+        s.conn().unwrap().execute("INSERT INTO lookup.journal_card VALUES ('OLD', 3)", []).unwrap();
+        assert!(s.journal_by_card("OLD", 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_earlier_databases_look_up_tables_leave_it_and_are_filed_again_in_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        {
+            let s = SqliteStore::open_without_background(&path).unwrap();
+            let rows: Vec<_> =
+                (1..=5).map(|i| JournalRow { pan_fingerprint: Some("FP".into()), ..row(i) }).collect();
+            s.journal_append(&rows).unwrap();
+        }
+        {
+            // As the look-up tables were kept before: in the database itself, filed.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE journal_card (pan_fingerprint TEXT NOT NULL, seq INTEGER NOT NULL, \
+                 PRIMARY KEY (pan_fingerprint, seq)) WITHOUT ROWID; \
+                 INSERT INTO journal_card SELECT pan_fingerprint, seq FROM journal; \
+                 CREATE TABLE journal_indexed (one INTEGER PRIMARY KEY CHECK (one = 1), last_seq INTEGER NOT NULL); \
+                 INSERT INTO journal_indexed VALUES (1, 5);",
+            )
+            .unwrap();
+        }
+        let _ = std::fs::remove_file(lookup_path(&path));
+        let s = SqliteStore::open_without_background(&path).unwrap();
+        let main_tables: i64 = s
+            .conn()
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM main.sqlite_master WHERE name IN ('journal_card', 'journal_indexed')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(main_tables, 0, "gone from the database");
+        assert_eq!(s.journal_by_card("FP", 10).unwrap().len(), 5, "found in the tail meanwhile");
+        s.background_pass().unwrap();
+        let filed: i64 = s
+            .conn()
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM lookup.journal_card", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(filed, 5, "filed again in the look-up database");
+        assert_eq!(s.journal_by_card("FP", 10).unwrap().len(), 5);
     }
 
     #[test]
@@ -1000,8 +1230,11 @@ mod tests {
         assert_eq!(stans(s.journal_by_card("AA", 10).unwrap()), ["000001", "000003", "000004"]);
         assert_eq!(stans(s.journal_by_card("CC", 10).unwrap()), ["000005"]);
         assert!(s.journal_by_card("DD", 10).unwrap().is_empty());
-        let n: i64 =
-            s.conn().unwrap().query_row("SELECT COUNT(*) FROM journal_terminal", [], |r| r.get(0)).unwrap();
+        let n: i64 = s
+            .conn()
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM lookup.journal_terminal", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 5, "every row by terminal and STAN too");
         // The hot table has no random-key index left to update on every commit.
         let idx: i64 = s
@@ -1120,16 +1353,16 @@ mod tests {
     /// Bytes a file database's write-ahead log takes per authorization, as the switch writes
     /// them: per authorization a journal row (the chip request and its approval, masked), its
     /// original and its card's ATC window (128 cards), five authorizations per group commit,
-    /// each commit filing the state log and the journal's look-up tables a chunk at a time.
-    /// Returns the bytes per authorization and the longest backlog seen after a commit (state
-    /// log, unindexed journal rows), from the log's size (no checkpoint runs meanwhile: every
-    /// frame written stays in it).
-    fn wal_bytes_per_authorization(n: u64) -> (f64, i64, i64) {
+    /// each commit filing the state log a chunk at a time. Returns the bytes per authorization
+    /// the commits wrote, those the journal's look-up tables took in their own database (filed
+    /// after the commits, as the background thread does), and the longest backlogs seen after a
+    /// commit (state log, journal rows not in the look-up tables), from the logs' sizes (no
+    /// checkpoint runs meanwhile: every frame written stays in them).
+    fn wal_bytes_per_authorization(n: u64) -> WalFigures {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("switch.db");
-        let s = SqliteStore::init(Connection::open(&path).unwrap()).unwrap();
-        s.conn().unwrap().pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        let wal = || std::fs::metadata(dir.path().join("switch.db-wal")).map(|m| m.len()).unwrap_or(0);
+        let s = SqliteStore::open_without_background(&path).unwrap();
+        let wal = |name: &str| std::fs::metadata(dir.path().join(name)).map(|m| m.len()).unwrap_or(0);
         let mut windows: std::collections::HashMap<String, crate::records::AtcWindow> = Default::default();
         let (mut state_backlog_max, mut journal_backlog_max) = (0, 0);
         let mut writes = crate::records::StateWrites::default();
@@ -1148,27 +1381,47 @@ mod tests {
                 journal_backlog_max = journal_backlog_max.max(journal_backlog(&conn).unwrap());
             }
         }
-        (wal() as f64 / n as f64, state_backlog_max, journal_backlog_max)
+        let commits = wal("switch.db-wal") as f64 / n as f64;
+        index_journal(&s.conn().unwrap()).unwrap();
+        let lookup = wal("switch.db-lookup-wal") as f64 / n as f64;
+        let filed = journal_backlog(&s.conn().unwrap()).unwrap();
+        assert_eq!(filed, 0, "the look-up tables caught up");
+        WalFigures { commits, lookup, state_backlog_max, journal_backlog_max }
+    }
+
+    struct WalFigures {
+        commits: f64,
+        lookup: f64,
+        state_backlog_max: i64,
+        journal_backlog_max: i64,
     }
 
     /// The figure the store's layout is judged by (printed; `cargo test -p switch --lib
     /// wal_bytes -- --nocapture`): what the group commits sync before their answers leave,
-    /// filing included. With the originals and ATC windows in random-key tables and the masked
-    /// JSON as text, the commits wrote 9,886 bytes per authorization; the bound keeps the layout
-    /// from sliding back. And the writer keeps the backlog (what readers find in the log and the
-    /// journal's tail instead of the tables) under a chunk and a commit.
+    /// filing of the state log included. With the originals and ATC windows in random-key
+    /// tables and the masked JSON as text, the commits wrote 9,886 bytes per authorization; with
+    /// the journal's look-up tables filed in the commits, 4,443; the bound keeps the layout from
+    /// sliding back. The writer keeps the state log's backlog under a chunk and a commit, and
+    /// leaves every journal row to the look-up tables' own database.
     #[test]
     fn wal_bytes_per_authorization_are_reported_and_the_writer_keeps_the_backlog_short() {
         let n = 5_000;
-        let (bytes, state, journal) = wal_bytes_per_authorization(n);
+        let f = wal_bytes_per_authorization(n);
         println!(
-            "WAL bytes per authorization over {n}: {bytes:.0}, filing included; longest backlog after a \
-             commit: {state} rows of state log, {journal} journal rows not in the look-up tables"
+            "WAL bytes per authorization over {n}: {:.0} in the commits (state log filing included), {:.0} \
+             in the look-up tables' own database; longest backlog after a commit: {} rows of state log, {} \
+             journal rows not in the look-up tables",
+            f.commits, f.lookup, f.state_backlog_max, f.journal_backlog_max
         );
-        assert!(bytes < 5_000.0, "{bytes:.0} bytes per authorization");
+        assert!(f.commits < 5_000.0, "{:.0} bytes per authorization", f.commits);
+        assert!(f.lookup > 0.0, "the look-up tables are filed in their own database");
         // Two rows of state log and one journal row per authorization, five per commit.
-        assert!(state > 0 && state < FILE_CHUNK + 10, "state log backlog {state}");
-        assert!(journal > 0 && journal < FILE_CHUNK + 5, "journal backlog {journal}");
+        assert!(
+            f.state_backlog_max > 0 && f.state_backlog_max < FILE_CHUNK + 10,
+            "state log backlog {}",
+            f.state_backlog_max
+        );
+        assert_eq!(f.journal_backlog_max as u64, n, "the writer files no look-up row");
     }
 
     /// Originals and ATC windows read the same — the newest of each — while they are only in
