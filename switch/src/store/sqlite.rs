@@ -227,7 +227,7 @@ impl Checkpointer {
                 let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
                 while !*stopped {
                     stopped = cv.wait_timeout(stopped, CHECKPOINT_EVERY).unwrap_or_else(|p| p.into_inner()).0;
-                    if let Err(e) = file_long_backlog(&conn, state_backlog, fold_state) {
+                    if let Err(e) = file_long_state_backlog(&conn) {
                         tracing::warn!(error = %e, "logged decision state not filed into its tables; retried");
                     }
                     // Every pass: its own database, nobody waits for it.
@@ -246,10 +246,10 @@ impl Checkpointer {
     }
 }
 
-/// Rows filed into the look-up tables (or from the state log) per transaction of a background
-/// pass: the writer waits for the write lock while one runs, so each stays short. The writer
-/// files as it commits (see [`file_in_commit`]); a pass has work only after a restart or while
-/// the writer is idle.
+/// Rows filed from the state log per transaction of a background pass: the writer waits for the
+/// write lock while one runs, so each stays short. The writer files as it commits (see
+/// [`file_in_commit`]); a pass has work only after a restart or while the writer is idle. (The
+/// journal's look-up tables have a database and a batch of their own: [`LOOKUP_BATCH`].)
 const PASS_BATCH: i64 = 1_000;
 
 /// Files the journal rows written since the last pass into the look-up tables, a batch per
@@ -388,13 +388,9 @@ const FILE_CHUNK: i64 = 256;
 /// waited behind it (measured at 8,000/s: 2–23 ms per 1,000-row batch, commits waiting as long).
 const BACKGROUND_FILING_FROM: i64 = 4 * FILE_CHUNK;
 
-/// Runs `file` when `backlog` is at least [`BACKGROUND_FILING_FROM`] rows.
-fn file_long_backlog(
-    conn: &Connection,
-    backlog: fn(&Connection) -> rusqlite::Result<i64>,
-    file: fn(&Connection) -> rusqlite::Result<()>,
-) -> rusqlite::Result<()> {
-    if backlog(conn)? >= BACKGROUND_FILING_FROM { file(conn) } else { Ok(()) }
+/// Files the state log when at least [`BACKGROUND_FILING_FROM`] rows wait in it.
+fn file_long_state_backlog(conn: &Connection) -> rusqlite::Result<()> {
+    if state_backlog(conn)? >= BACKGROUND_FILING_FROM { fold_state(conn) } else { Ok(()) }
 }
 
 /// Rows in the state log (filed ones are deleted from it).
@@ -1151,11 +1147,7 @@ mod tests {
         }
         let s = SqliteStore::open_without_background(&path).unwrap();
         s.journal_append(&(1..=12).map(|i| card(i, "NEW")).collect::<Vec<_>>()).unwrap();
-        let last: i64 = s
-            .conn()
-            .unwrap()
-            .query_row("SELECT last_seq FROM lookup.journal_indexed WHERE one = 1", [], |r| r.get(0))
-            .unwrap();
+        let last = scalar(&s, "SELECT last_seq FROM lookup.journal_indexed WHERE one = 1");
         assert_eq!(last, 0, "emptied at open: filed from another journal");
         assert!(s.journal_by_card("OLD", 100).unwrap().is_empty());
         assert_eq!(s.journal_by_card("NEW", 100).unwrap().len(), 12);
@@ -1192,23 +1184,14 @@ mod tests {
         }
         let _ = std::fs::remove_file(lookup_path(&path));
         let s = SqliteStore::open_without_background(&path).unwrap();
-        let main_tables: i64 = s
-            .conn()
-            .unwrap()
-            .query_row(
-                "SELECT COUNT(*) FROM main.sqlite_master WHERE name IN ('journal_card', 'journal_indexed')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let main_tables = scalar(
+            &s,
+            "SELECT COUNT(*) FROM main.sqlite_master WHERE name IN ('journal_card', 'journal_indexed')",
+        );
         assert_eq!(main_tables, 0, "gone from the database");
         assert_eq!(s.journal_by_card("FP", 10).unwrap().len(), 5, "found in the tail meanwhile");
         s.background_pass().unwrap();
-        let filed: i64 = s
-            .conn()
-            .unwrap()
-            .query_row("SELECT COUNT(*) FROM lookup.journal_card", [], |r| r.get(0))
-            .unwrap();
+        let filed = scalar(&s, "SELECT COUNT(*) FROM lookup.journal_card");
         assert_eq!(filed, 5, "filed again in the look-up database");
         assert_eq!(s.journal_by_card("FP", 10).unwrap().len(), 5);
     }
@@ -1230,22 +1213,11 @@ mod tests {
         assert_eq!(stans(s.journal_by_card("AA", 10).unwrap()), ["000001", "000003", "000004"]);
         assert_eq!(stans(s.journal_by_card("CC", 10).unwrap()), ["000005"]);
         assert!(s.journal_by_card("DD", 10).unwrap().is_empty());
-        let n: i64 = s
-            .conn()
-            .unwrap()
-            .query_row("SELECT COUNT(*) FROM lookup.journal_terminal", [], |r| r.get(0))
-            .unwrap();
+        let n = scalar(&s, "SELECT COUNT(*) FROM lookup.journal_terminal");
         assert_eq!(n, 5, "every row by terminal and STAN too");
         // The hot table has no random-key index left to update on every commit.
-        let idx: i64 = s
-            .conn()
-            .unwrap()
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'journal'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let idx =
+            scalar(&s, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'journal'");
         assert_eq!(idx, 0);
     }
 
@@ -1346,8 +1318,13 @@ mod tests {
         s.state_commit(&w).unwrap();
     }
 
+    /// The one integer `sql` gives on the store's connection.
+    fn scalar(s: &SqliteStore, sql: &str) -> i64 {
+        s.conn().unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
     fn logged(s: &SqliteStore) -> i64 {
-        s.conn().unwrap().query_row("SELECT COUNT(*) FROM state_log", [], |r| r.get(0)).unwrap()
+        scalar(s, "SELECT COUNT(*) FROM state_log")
     }
 
     /// Bytes a file database's write-ahead log takes per authorization, as the switch writes
