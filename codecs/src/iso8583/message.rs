@@ -36,7 +36,7 @@ pub struct Message {
 }
 
 /// One element: its number, its length in units and where its data is.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Slot {
     de: u16,
     units: u16,
@@ -45,7 +45,7 @@ struct Slot {
 
 /// Where an element's data is: a range of the message's input (the decoder refuses an input of
 /// more than `u32::MAX` bytes), or an index into the message's own `Bytes`.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Data {
     Wire { start: u32, len: u32 },
     Owned(u32),
@@ -220,6 +220,17 @@ impl Message {
     /// is left at the start of the part (MTI, bitmap, element, trailing bytes) that failed: every
     /// reader advances it only on success.
     fn decode_into(spec: &Spec, input: &[u8], slots: &mut Vec<Slot>, pos: &mut usize) -> Result<Mti> {
+        Self::decode_with::<true>(spec, input, slots, pos)
+    }
+
+    /// The decoder; `FAST`: ASCII elements through [`super::spec::Fast`] first (the general path
+    /// alone is kept to check that both read every input the same).
+    fn decode_with<const FAST: bool>(
+        spec: &Spec,
+        input: &[u8],
+        slots: &mut Vec<Slot>,
+        pos: &mut usize,
+    ) -> Result<Mti> {
         // A spec caps messages at 16 MiB; offsets are kept as u32 whatever a spec says.
         let max = spec.max_message_len.min(u32::MAX as usize);
         if input.len() > max {
@@ -267,6 +278,18 @@ impl Message {
         for w in 0..3 {
             for de in bm.iter_word(w) {
                 if de == 1 || (de == 65 && spec.tertiary_bitmap) {
+                    continue;
+                }
+                if FAST
+                    && let Some(fast) = spec.fast.get(de as usize)
+                    && let Some((start, units)) = fast.read(input, *pos)
+                {
+                    slots.push(Slot {
+                        de,
+                        units: units as u16,
+                        data: Data::Wire { start: start as u32, len: units as u32 },
+                    });
+                    *pos = start + units;
                     continue;
                 }
                 let f = spec.field(de).ok_or_else(|| undefined(spec, de, Some(*pos)))?;
@@ -507,6 +530,95 @@ fn write_mti(enc: MtiEncoding, mti: Mti, out: &mut BytesMut) {
         MtiEncoding::Ebcdic => out.extend_from_slice(&d.map(|c| c - b'0' + 0xF0)),
         MtiEncoding::Bcd => {
             out.extend_from_slice(&[(d[0] - b'0') << 4 | (d[1] - b'0'), (d[2] - b'0') << 4 | (d[3] - b'0')])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The sample 0100 encoded under each built-in spec.
+    fn samples() -> Vec<(Arc<Spec>, Vec<u8>)> {
+        let json: serde_json::Value =
+            serde_json::from_str(include_str!("../../../examples/0100-contactless.json")).expect("sample");
+        ["iso87ascii", "iso87binary", "network"]
+            .into_iter()
+            .filter_map(|name| {
+                let spec = Spec::builtin(name).expect("built-in");
+                let msg = Message::from_json(spec, &json).ok()?;
+                Some((spec.clone(), msg.encode().expect("encodes").to_vec()))
+            })
+            .collect()
+    }
+
+    fn both(spec: &Spec, input: &[u8]) -> [(Result<Mti>, Vec<Slot>, usize); 2] {
+        let run = |fast: bool| {
+            let (mut slots, mut pos) = (Vec::new(), 0);
+            let r = if fast {
+                Message::decode_with::<true>(spec, input, &mut slots, &mut pos)
+            } else {
+                Message::decode_with::<false>(spec, input, &mut slots, &mut pos)
+            };
+            (r, slots, pos)
+        };
+        [run(true), run(false)]
+    }
+
+    #[test]
+    fn the_samples_decode_the_same_both_ways_and_the_fast_path_serves_them() {
+        let samples = samples();
+        assert!(samples.len() >= 2, "the sample encodes under at least two built-ins");
+        for (spec, wire) in &samples {
+            let [fast, general] = both(spec, wire);
+            assert!(fast.0.is_ok(), "{}: {:?}", spec.name, fast.0);
+            assert_eq!(fast, general, "{}", spec.name);
+        }
+        let ascii = Spec::builtin("iso87ascii").expect("built-in");
+        for de in [3u16, 4, 11, 35, 41, 43] {
+            assert!(matches!(ascii.fast[de as usize], super::super::spec::Fast::Ascii { .. }), "DE {de}");
+        }
+        assert_eq!(
+            ascii.fast[55],
+            super::super::spec::Fast::Ascii {
+                prefix: 3,
+                max: 510,
+                content: ascii.field(55).unwrap().content
+            }
+        );
+    }
+
+    proptest! {
+        /// Whatever the bytes — a sample with some of them changed, cut short or lengthened — the
+        /// decoder with the fast path and without it gives the same elements, the same error and
+        /// stops at the same place.
+        #[test]
+        fn the_fast_path_reads_every_input_as_the_general_one(
+            which in 0usize..3,
+            edits in proptest::collection::vec(
+                (any::<proptest::sample::Index>(), prop_oneof![
+                    Just(b'0'), Just(b'9'), Just(b'A'), Just(b'z'), Just(b' '), Just(b'='),
+                    Just(b'D'), Just(b'C'), Just(0x00u8), Just(0xFFu8), Just(b'/'), Just(b':'), any::<u8>()
+                ]),
+                0..6,
+            ),
+            cut in proptest::option::of(any::<proptest::sample::Index>()),
+            extra in proptest::collection::vec(any::<u8>(), 0..3),
+        ) {
+            let samples = samples();
+            let (spec, wire) = &samples[which % samples.len()];
+            let mut input = wire.clone();
+            for (at, b) in edits {
+                let i = at.index(input.len());
+                input[i] = b;
+            }
+            if let Some(at) = cut {
+                input.truncate(at.index(input.len() + 1));
+            }
+            input.extend(extra);
+            let [fast, general] = both(spec, &input);
+            prop_assert_eq!(fast, general);
         }
     }
 }
