@@ -109,8 +109,9 @@ impl ContentType {
     /// Whether every byte of `data` is one this type allows anywhere (for `x+n`: after the sign).
     /// Branch-free over the whole slice (valid data is the common case), so the compiler checks
     /// many bytes per instruction; the decoder falls back to [`ContentType::allows`], byte by
-    /// byte, only to name the byte that failed.
-    #[inline]
+    /// byte, only to name the byte that failed. The short cases are inlined where it is called
+    /// (the decoder's per-element check), the long ones are a call.
+    #[inline(always)]
     pub fn all_allowed(self, data: &[u8]) -> bool {
         // Numeric elements (most of a message): a word at a time. Other short elements: one table
         // load per byte. Long ones (DE 55 as hex, DE 43): a predicate the compiler vectorizes.
@@ -121,6 +122,11 @@ impl ContentType {
             let table = &CLASS[self.class() as usize];
             return data.iter().fold(0u8, |bad, &c| bad | table[usize::from(c)]) == 0;
         }
+        self.all_allowed_long(data)
+    }
+
+    /// [`ContentType::all_allowed`] of 32 bytes or more.
+    fn all_allowed_long(self, data: &[u8]) -> bool {
         match self {
             ContentType::N | ContentType::XN => every(data, digit),
             ContentType::A => every(data, letter),
@@ -414,17 +420,7 @@ impl Fast {
             (pos + usize::from(prefix), n)
         };
         let data = input.get(start..start + units)?;
-        // Short texts (all but chip data and names) checked here, without a call: digits a word
-        // at a time, others a table load a byte; long ones by the content type's own check.
-        let ok = if content == ContentType::N {
-            all_digits(data)
-        } else if data.len() < 32 {
-            let table = &CLASS[content.class() as usize];
-            data.iter().fold(0u8, |bad, &c| bad | table[usize::from(c)]) == 0
-        } else {
-            content.all_allowed(data)
-        };
-        ok.then_some((start, units))
+        content.all_allowed(data).then_some((start, units))
     }
 }
 
