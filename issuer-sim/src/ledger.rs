@@ -32,13 +32,23 @@ const INLINE_KEY: usize = 30;
 impl OriginalKey {
     /// The key `terminal|stan|transmitted_at`.
     pub fn new(terminal: &str, stan: &str, transmitted_at: &str) -> Self {
-        let len = terminal.len() + stan.len() + transmitted_at.len() + 2;
+        Self::joined(&[terminal, stan, transmitted_at])
+    }
+
+    /// A key from its text (as [`OriginalKey::as_str`] gave it).
+    pub fn from_text(text: &str) -> Self {
+        Self::joined(&[text])
+    }
+
+    /// The key whose text is `parts` joined by `|`: inline when it fits.
+    fn joined(parts: &[&str]) -> Self {
+        let len = parts.iter().map(|p| p.len()).sum::<usize>() + parts.len().saturating_sub(1);
         if len > INLINE_KEY {
-            return OriginalKey(KeyText::Long(format!("{terminal}|{stan}|{transmitted_at}").into()));
+            return OriginalKey(KeyText::Long(parts.join("|").into()));
         }
         let mut bytes = [0u8; INLINE_KEY];
         let mut at = 0;
-        for (i, part) in [terminal, stan, transmitted_at].into_iter().enumerate() {
+        for (i, part) in parts.iter().enumerate() {
             if i > 0 {
                 bytes[at] = b'|';
                 at += 1;
@@ -47,16 +57,6 @@ impl OriginalKey {
             at += part.len();
         }
         OriginalKey(KeyText::Inline { len: len as u8, bytes })
-    }
-
-    /// A key from its text (as [`OriginalKey::as_str`] gave it).
-    pub fn from_text(text: &str) -> Self {
-        if text.len() > INLINE_KEY {
-            return OriginalKey(KeyText::Long(text.into()));
-        }
-        let mut bytes = [0u8; INLINE_KEY];
-        bytes[..text.len()].copy_from_slice(text.as_bytes());
-        OriginalKey(KeyText::Inline { len: text.len() as u8, bytes })
     }
 
     /// The key's text, `TID|STAN|DE 7`.
