@@ -232,9 +232,7 @@ pub mod stored {
                 if !p.eat("}") || !p.done() {
                     return None;
                 }
-                out.push(1);
-                put_message(out, &request, None);
-                put_message(out, &response, Some(&request));
+                put_form(out, &request, Some(&response));
                 Some(())
             })()
         } else {
@@ -243,8 +241,7 @@ pub mod stored {
                 if !p.done() {
                     return None;
                 }
-                out.push(0);
-                put_message(out, &msg, None);
+                put_form(out, &msg, None);
                 Some(())
             })()
         };
@@ -263,20 +260,21 @@ pub mod stored {
         out.clear();
         out.reserve(256 + msg.fields().iter().map(|f| f.data.len() + 3).sum::<usize>());
         out.push(VERSION);
-        let mti = msg.mti();
+        let (mti, rsp_mti) = (msg.mti(), response.map(|r| r.mti()));
         let request = Parsed { mti: mti.as_str(), fields: masked_fields(msg) };
-        match response {
-            None => {
-                out.push(0);
-                put_message(out, &request, None);
-            }
-            Some(rsp) => {
-                let rsp_mti = rsp.mti();
-                let answer = Parsed { mti: rsp_mti.as_str(), fields: masked_fields(rsp) };
-                out.push(1);
-                put_message(out, &request, None);
-                put_message(out, &answer, Some(&request));
-            }
+        let answer = response
+            .zip(rsp_mti.as_ref())
+            .map(|(rsp, m)| Parsed { mti: m.as_str(), fields: masked_fields(rsp) });
+        put_form(out, &request, answer.as_ref());
+    }
+
+    /// After the version byte: a message (`0`, then it), or an exchange (`1`, the request, then
+    /// the answer, its elements equal to the request's as references).
+    fn put_form(out: &mut Vec<u8>, request: &Parsed<'_>, answer: Option<&Parsed<'_>>) {
+        out.push(u8::from(answer.is_some()));
+        put_message(out, request, None);
+        if let Some(answer) = answer {
+            put_message(out, answer, Some(request));
         }
     }
 
