@@ -249,9 +249,13 @@ impl DuplicateCache {
         Content(self.hasher.hash_one((pan, amount, currency)))
     }
 
+    /// The shard of a key: the digest's top bits (the map's hasher uses the low ones).
+    fn shard_index(key: &TransmissionKey) -> usize {
+        ((key.0 >> 120) as usize) % SHARDS
+    }
+
     fn shard(&self, key: &TransmissionKey) -> std::sync::MutexGuard<'_, Shard> {
-        // The digest's top bits pick the shard (the map's hasher uses the low ones).
-        let i = ((key.0 >> 120) as usize) % SHARDS;
+        let i = Self::shard_index(key);
         // A poisoned shard only means another thread panicked mid-update of a cache; the map is
         // still structurally sound, so keep serving.
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
@@ -420,11 +424,10 @@ mod tests {
 
     /// Keys of `c` that fall in one shard.
     fn keys_in_one_shard(c: &DuplicateCache, n: usize) -> Vec<TransmissionKey> {
-        let first = key_in(c, "400001", "000000");
-        let shard = |k: &TransmissionKey| (k.0 >> 120) as usize % SHARDS;
+        let first = DuplicateCache::shard_index(&key_in(c, "400001", "000000"));
         (1..)
             .map(|i| key_in(c, "400001", &format!("{i:06}")))
-            .filter(|k| shard(k) == shard(&first))
+            .filter(|k| DuplicateCache::shard_index(k) == first)
             .take(n)
             .collect()
     }
