@@ -206,18 +206,7 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Checkpointer> {
-        let conn = Connection::open(path).map_err(db_err("open checkpoint connection"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
-        attach_lookup(&conn, Some(&lookup_path(path)))?;
-        // The background filing's commits are not synced each (they hold the write lock, and the
-        // writer's commits wait for them meanwhile): they only re-file what is already durable
-        // (journal rows into look-up tables, the state log into its tables, atomically with
-        // deleting what they filed). The log is sequential, so the writer's next synced commit
-        // makes every earlier frame durable with it; a power loss can only take the passes done
-        // since the last synced commit, which leaves the rows where they were, read the same,
-        // and filed again by the next pass. Checkpoints still sync the log before copying it and
-        // the database file after.
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err("set synchronous"))?;
+        let conn = background_connection(path)?;
         let stop = std::sync::Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -244,6 +233,24 @@ impl Checkpointer {
             })?;
         Ok(Checkpointer { stop, thread: Some(thread) })
     }
+}
+
+/// The background thread's connection to the store at `path`, with the look-up database
+/// attached.
+fn background_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(db_err("open checkpoint connection"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
+    attach_lookup(&conn, Some(&lookup_path(path)))?;
+    // The background filing's commits in the store's database are not synced each (they hold
+    // the write lock, and the writer's commits wait for them meanwhile): they only re-file what
+    // is already durable (the state log into its tables, atomically with deleting what they
+    // filed). The log is sequential, so the writer's next synced commit makes every earlier
+    // frame durable with it; a power loss can only take the passes done since the last synced
+    // commit, which leaves the rows where they were, read the same, and filed again by the next
+    // pass. Checkpoints still sync the log before copying it and the database file after. (The
+    // look-up database is `NORMAL` too: see `attach_lookup`.)
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err("set synchronous"))?;
+    Ok(conn)
 }
 
 /// Rows filed from the state log per transaction of a background pass: the writer waits for the
@@ -1078,9 +1085,7 @@ mod tests {
         s.journal_append(&rows).unwrap();
         // A second connection (the checkpointer's) files them while the store's own writes go on:
         // neither side gives up with a busy snapshot.
-        let other = Connection::open(&path).unwrap();
-        other.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-        attach_lookup(&other, Some(&lookup_path(&path))).unwrap();
+        let other = background_connection(&path).unwrap();
         let writer = std::thread::scope(|sc| {
             let h = sc.spawn(|| {
                 for i in 0..20 {
@@ -1119,16 +1124,8 @@ mod tests {
         }
         assert_eq!(s.journal_by_card("FP", 10).unwrap().len(), 3, "from the journal's unfiled tail");
         filer.execute_batch("ROLLBACK").unwrap();
-        index_journal(&filer_of(&path)).unwrap();
+        index_journal(&background_connection(&path).unwrap()).unwrap();
         assert_eq!(s.journal_by_card("FP", 10).unwrap().len(), 3, "from the look-up table");
-    }
-
-    /// A connection that files the look-up tables, as the background thread's does.
-    fn filer_of(path: &Path) -> Connection {
-        let c = Connection::open(path).unwrap();
-        c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-        attach_lookup(&c, Some(&lookup_path(path))).unwrap();
-        c
     }
 
     #[test]
