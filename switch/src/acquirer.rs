@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use codecs::framing::{Frame, FrameCodec, FramingKind};
 use codecs::iso8583::Message;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -135,23 +135,10 @@ async fn connection(
     let mut writer = FramedWrite::new(wr, codec);
     let (tx, mut rx) = mpsc::channel::<Frame>(1024);
     let conn_stop = CancellationToken::new();
-    // Writer: everything answered so far goes out in one flush.
+    // Writer: the answers ready together leave in one write.
     let w_stop = conn_stop.clone();
     let writer_task = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            if writer.feed(first).await.is_err() {
-                break;
-            }
-            while let Ok(f) = rx.try_recv() {
-                if writer.feed(f).await.is_err() {
-                    w_stop.cancel();
-                    return;
-                }
-            }
-            if SinkExt::<Frame>::flush(&mut writer).await.is_err() {
-                break;
-            }
-        }
+        crate::outbox::write_queued(&mut writer, &mut rx).await;
         w_stop.cancel();
     });
     let in_flight = Arc::new(Semaphore::new(s.max_in_flight.max(1)));

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use codecs::framing::{Frame, FrameCodec, FramingKind};
+use codecs::framing::{FrameCodec, FramingKind};
 use codecs::iso8583::{Message, Mti, Spec};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -245,23 +245,10 @@ impl IssuerPool {
         // Writer: batches whatever is queued into one flush.
         let w_stop = link_stop.clone();
         let writer_task = tokio::spawn(async move {
-            loop {
-                let first = tokio::select! {
-                    _ = w_stop.cancelled() => break,
-                    m = rx.recv() => match m { Some(m) => m, None => break },
-                };
-                if writer.feed(Frame::new(first)).await.is_err() {
-                    break;
-                }
-                while let Ok(m) = rx.try_recv() {
-                    if writer.feed(Frame::new(m)).await.is_err() {
-                        w_stop.cancel();
-                        return;
-                    }
-                }
-                if SinkExt::<Frame>::flush(&mut writer).await.is_err() {
-                    break;
-                }
+            // The requests forwarded together leave in one write.
+            tokio::select! {
+                _ = w_stop.cancelled() => {}
+                _ = crate::outbox::write_queued(&mut writer, &mut rx) => {}
             }
             w_stop.cancel();
         });

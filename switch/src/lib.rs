@@ -25,6 +25,7 @@ pub mod keys;
 pub mod macing;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
 pub mod pending;
 pub mod pipeline;
 pub mod records;
