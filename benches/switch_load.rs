@@ -168,13 +168,7 @@ fn threads_cpu_us(name: &str) -> u64 {
 
 /// Resident memory of this process, in KiB.
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    door::process::resident_kib().unwrap_or(0)
 }
 
 /// One phase's report with its cost.

@@ -172,33 +172,44 @@ pub struct Ledger {
 }
 
 impl Default for Ledger {
-    /// Room for [`MAX_BOOKINGS`] taken at once: a table that doubled as it filled would move every
-    /// booking at each doubling (at 131,072 bookings, a stall of about 100 ms in the load bench,
-    /// every answer waiting behind it) and its memory would grow for as long as it fills. The map
-    /// twice that: it cleans the slots its removals leave marked in place only while it is at
-    /// most half full, and grows otherwise.
+    /// A ledger keeping [`MAX_BOOKINGS`] holds.
     fn default() -> Self {
-        Ledger {
-            accounts: HashMap::new(),
-            bookings: HashMap::with_capacity(2 * (MAX_BOOKINGS + 1)),
-            order: VecDeque::with_capacity(MAX_BOOKINGS + 1),
-            max_bookings: MAX_BOOKINGS,
-        }
+        Ledger::with_max_bookings(MAX_BOOKINGS)
     }
 }
 
 impl Ledger {
+    /// A ledger keeping at most `max` holds (at least one), the room for them taken at once and
+    /// written (`door::process::touched_map`): a table that doubled as it filled would move every
+    /// booking at each doubling (at 131,072 bookings, a stall of about 100 ms in the load bench,
+    /// every answer waiting behind it), and one only reserved would fault its pages in on the hot
+    /// path; either way its memory would grow for as long as it fills.
+    pub fn with_max_bookings(max: usize) -> Self {
+        let max = max.max(1);
+        let filler =
+            || Booking { account: AccountId(0), approved_minor: 0, standing_minor: 0, conversion: None };
+        Ledger {
+            accounts: HashMap::new(),
+            bookings: door::process::touched_map(door::process::map_room(max), Default::default(), |i| {
+                (OriginalKey::new(&i.to_string(), "", ""), filler())
+            }),
+            order: door::process::touched_deque(max + 1, OriginalKey::new("", "", "")),
+            max_bookings: max,
+        }
+    }
+
     /// Keeps at most `max` bookings (at least one): past it, the oldest hold expires. The room for
-    /// them is taken now (see [`Ledger::default`]).
+    /// them is taken now (not written: see [`Ledger::with_max_bookings`]).
     pub fn set_max_bookings(&mut self, max: usize) {
         self.max_bookings = max.max(1);
         self.expire_holds();
         let room = self.max_bookings + 1;
-        if 2 * room < self.bookings.capacity() / 2 {
-            self.bookings.shrink_to(2 * room);
+        let map_room = door::process::map_room(self.max_bookings);
+        if map_room < self.bookings.capacity() / 2 {
+            self.bookings.shrink_to(map_room);
             self.order.shrink_to(room);
         } else {
-            self.bookings.reserve((2 * room).saturating_sub(self.bookings.len()));
+            self.bookings.reserve(map_room.saturating_sub(self.bookings.len()));
             self.order.reserve(room.saturating_sub(self.order.len()));
         }
     }
@@ -347,7 +358,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn ledger(limit: u64) -> Ledger {
-        let mut l = Ledger::default();
+        let mut l = Ledger::with_max_bookings(4_096);
         l.add_account(
             AccountId(1),
             Account {

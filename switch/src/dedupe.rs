@@ -21,6 +21,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use door::process::{map_room, spread, touched_deque, touched_map};
 use tokio::sync::watch;
 
 const SHARDS: usize = 64;
@@ -151,16 +152,6 @@ impl Answers {
     }
 }
 
-/// An empty queue with room for `room` items, its memory written once now (a queue's room is
-/// only reserved by the allocator until first written: it would grow the process while it
-/// fills, and fault its pages in on the hot path).
-fn touched_deque<T: Clone>(room: usize, filler: T) -> VecDeque<T> {
-    let mut q = VecDeque::with_capacity(room);
-    q.resize(room, filler);
-    q.clear();
-    q
-}
-
 /// The map's hasher: the key is already a keyed digest, uniformly spread, so its low bits are
 /// the hash (a second SipHash per lookup would buy nothing).
 #[derive(Default)]
@@ -203,19 +194,20 @@ impl DuplicateCache {
     /// A cache keeping each transmission `ttl_ms` at most, and at most about `max_entries`
     /// transmissions (the oldest go first).
     ///
-    /// Each shard takes the room for its share at once ([`crate::map_room`]): a map that doubled
-    /// as it filled would move its entries at each doubling, with its lock held and every request
-    /// of the shard waiting, and the process's memory would grow for as long as the cache fills.
+    /// Each shard takes the room for its share at once ([`map_room`]), and writes it
+    /// ([`touched_map`]): a map that doubled as it filled would move its entries at each
+    /// doubling, with its lock held and every request of the shard waiting, and the process's
+    /// memory would grow for as long as the cache fills.
     pub fn new(ttl_ms: u64, max_entries: usize) -> Self {
         let max_per_shard = (max_entries / SHARDS).max(1);
         DuplicateCache {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        map: HashMap::with_capacity_and_hasher(
-                            crate::map_room(max_per_shard),
-                            Default::default(),
-                        ),
+                        map: touched_map(map_room(max_per_shard), Default::default(), |i| {
+                            let key = (u128::from(spread(i)) << 64) | u128::from(spread(!i));
+                            (TransmissionKey(key), (0, Content(0), State::Answered { at: 0, len: 0, seq: 0 }))
+                        }),
                         order: touched_deque(max_per_shard + 1, (0, TransmissionKey(0))),
                         answers: Answers::new(max_per_shard * ANSWER_ROOM, max_per_shard),
                         evicted: Vec::with_capacity(64),
@@ -480,9 +472,7 @@ mod tests {
     }
 
     fn rss_kib() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-        let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).expect("VmRSS");
-        line.trim().trim_end_matches("kB").trim().parse().expect("VmRSS in kB")
+        door::process::resident_kib().expect("VmRSS")
     }
 
     #[test]

@@ -42,12 +42,5 @@ pub mod wire;
 
 pub use error::{Error, ErrorKind, Result};
 
-/// The capacity to give at start to a map that holds at most `bound` entries, one more inserted
-/// before the oldest is evicted: it never stops to grow (rehash every entry) under load. Twice
-/// that: a map cleans the slots its removals leave marked in place only while it is at most half
-/// full, and grows otherwise.
-pub(crate) fn map_room(bound: usize) -> usize {
-    2 * (bound + 1)
-}
 /// The detokenize stage's contract lives with the token service that implements it.
 pub use tsp::detokenize;

@@ -329,10 +329,26 @@ impl StateBook {
             hasher,
             totals: Mutex::new(totals),
             clock,
-            // Sized for its bound at once.
+            // Sized for its bound at once, and written (see `door::process::touched_map`).
             recent: Mutex::new(Recent {
-                map: HashMap::with_capacity(crate::map_room(recent_max)),
-                order: VecDeque::with_capacity(recent_max + 1),
+                map: door::process::touched_map(
+                    door::process::map_room(recent_max),
+                    Default::default(),
+                    |i| {
+                        let record = OriginalRecord {
+                            key: String::new(),
+                            card: String::new(),
+                            amount_minor: 0,
+                            currency: String::new(),
+                            response_code: None,
+                            issuer: String::new(),
+                            settled_minor: 0,
+                            at_ms: 0,
+                        };
+                        (i.to_string(), record)
+                    },
+                ),
+                order: door::process::touched_deque(recent_max + 1, String::new()),
                 max: recent_max,
             }),
             dirty: Mutex::new(Dirty { writes: StateWrites::default(), entries: Vec::new(), generation: 0 }),
