@@ -434,7 +434,7 @@ fn fold_state_batch(conn: &Connection) -> rusqlite::Result<bool> {
 /// with nothing to sort.
 fn fold_state_upto(conn: &Connection, limit: i64) -> rusqlite::Result<bool> {
     let (first, newest): (Option<i64>, Option<i64>) =
-        conn.query_row("SELECT MIN(seq), MAX(seq) FROM state_log", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        conn.prepare_cached(STATE_LOG_ENDS)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let (Some(first), Some(newest)) = (first, newest) else {
         return Ok(false);
     };
@@ -469,11 +469,19 @@ fn file_long_state_backlog(conn: &Connection) -> rusqlite::Result<()> {
     if state_backlog(conn)? >= BACKGROUND_FILING_FROM { fold_state(conn) } else { Ok(()) }
 }
 
-/// Rows in the state log (filed ones are deleted from it).
+/// Rows in the state log (filed ones are deleted from it), asked at every commit.
 fn state_backlog(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT IFNULL(MAX(seq) - MIN(seq) + 1, 0) FROM state_log")?
-        .query_row([], |r| r.get(0))
+    conn.prepare_cached(STATE_BACKLOG)?.query_row([], |r| r.get(0))
 }
+
+/// The state log's first and last rows. Each end in a subquery of its own: SQLite reads a lone
+/// `MIN` or `MAX` of the key at one end of its b-tree, but both in one `SELECT` scan the whole
+/// log (hundreds of rows at every commit).
+const STATE_LOG_ENDS: &str = "SELECT (SELECT MIN(seq) FROM state_log), (SELECT MAX(seq) FROM state_log)";
+
+/// The state log's length, from its two ends (see [`STATE_LOG_ENDS`]).
+const STATE_BACKLOG: &str =
+    "SELECT IFNULL((SELECT MAX(seq) FROM state_log) - (SELECT MIN(seq) FROM state_log) + 1, 0)";
 
 /// Journal rows not in the look-up tables yet.
 #[cfg(test)]
@@ -1471,6 +1479,32 @@ mod tests {
             f.state_backlog_max
         );
         assert_eq!(f.journal_backlog_max as u64, n, "the writer files no look-up row");
+    }
+
+    /// What every commit asks of the state log is read at the ends of its key, never by scanning
+    /// it (as `MIN` and `MAX` in one `SELECT` did).
+    #[test]
+    fn the_state_logs_ends_are_searched_not_scanned() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open_without_background(&dir.path().join("switch.db")).unwrap();
+        for n in 1..=3 {
+            commit(&s, &[original(n, "CARD", 0)], &[], &[]);
+        }
+        let conn = s.conn().unwrap();
+        assert_eq!(state_backlog(&conn).unwrap(), 3);
+        let ends: (i64, i64) = conn.query_row(STATE_LOG_ENDS, [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!(ends.1 - ends.0, 2);
+        for sql in [STATE_LOG_ENDS, STATE_BACKLOG] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert!(plan.iter().any(|p| p.starts_with("SEARCH state_log")), "{sql}: {plan:?}");
+            assert!(!plan.iter().any(|p| p.starts_with("SCAN state_log")), "{sql}: {plan:?}");
+        }
     }
 
     /// The number of times a write-ahead log restarted from its beginning: its header's checkpoint
