@@ -9,11 +9,11 @@
 //! not unwrap a TR-31 block per transaction. Randomness comes from the source given at
 //! construction, so tests are deterministic.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::dukpt;
-use crate::emv::{ArpcInput, CardInputs, Cvn, VerifiedArqc};
+use crate::emv::{ArpcInput, CardInputs, CardMasterKey, Cvn, Psn, VerifiedArqc};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keyblock::{Header, KeyUsage, ModeOfUse};
 use crate::keys::SymmetricKey;
@@ -172,7 +172,61 @@ type KeyCache = HashMap<(String, [u8; 2], u8), Arc<SymmetricKey>>;
 pub struct SoftHsm {
     store: RwLock<Keystore>,
     cache: RwLock<KeyCache>,
+    cards: Mutex<CardKeys>,
     random: RandomSource,
+}
+
+/// Card master keys kept at most: the most recent cards' (about 200 bytes each).
+pub const CARD_KEYS_KEPT: usize = 65_536;
+
+/// The card master keys derived for ARQC verification, kept so that a card's next transactions
+/// derive only their session key (the master key's derivation was a third of the DES an issuer
+/// runs per chip authorization). Found by a digest of the master key's name, the PAN and the PAN
+/// sequence number (no PAN is kept); bounded (the oldest go first); dropped with the keystore or
+/// the master key they came from; zeroized when dropped.
+#[derive(Default)]
+struct CardKeys {
+    map: HashMap<[u8; 32], (String, CardMasterKey)>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl CardKeys {
+    fn id(imk: &str, pan: &str, psn: Psn) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update((imk.len() as u64).to_be_bytes());
+        h.update(imk.as_bytes());
+        h.update(pan.as_bytes());
+        h.update([psn.value()]);
+        h.finalize().into()
+    }
+
+    fn get(&self, id: &[u8; 32]) -> Option<CardMasterKey> {
+        self.map.get(id).map(|(_, mk)| mk.clone())
+    }
+
+    fn insert(&mut self, id: [u8; 32], imk: &str, mk: CardMasterKey) {
+        if self.map.insert(id, (imk.to_string(), mk)).is_none() {
+            self.order.push_back(id);
+        }
+        while self.map.len() > CARD_KEYS_KEPT {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.map.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn forget(&mut self, imk: Option<&str>) {
+        match imk {
+            None => self.map.clear(),
+            Some(name) => self.map.retain(|_, (n, _)| n != name),
+        }
+        let map = &self.map;
+        self.order.retain(|id| map.contains_key(id));
+    }
 }
 
 fn name(s: &str) -> Result<KeyName> {
@@ -181,13 +235,19 @@ fn name(s: &str) -> Result<KeyName> {
 
 impl SoftHsm {
     pub fn new(store: Keystore, random: RandomSource) -> Self {
-        SoftHsm { store: RwLock::new(store), cache: RwLock::new(HashMap::new()), random }
+        SoftHsm {
+            store: RwLock::new(store),
+            cache: RwLock::new(HashMap::new()),
+            cards: Mutex::new(CardKeys::default()),
+            random,
+        }
     }
 
     /// Replaces the keystore (a reload after the operator changed keys); cached keys are dropped.
     pub fn replace_keystore(&self, store: Keystore) {
         *self.store.write().unwrap_or_else(|p| p.into_inner()) = store;
         self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.cards.lock().unwrap_or_else(|p| p.into_inner()).forget(None);
     }
 
     /// The keystore as it now stands (to save after generating or importing).
@@ -209,6 +269,7 @@ impl SoftHsm {
 
     fn forget(&self, key: &str) {
         self.cache.write().unwrap_or_else(|p| p.into_inner()).retain(|(n, _, _), _| n != key);
+        self.cards.lock().unwrap_or_else(|p| p.into_inner()).forget(Some(key));
     }
 
     fn mac_key(&self, key: &str, alg: MacAlgorithm, mode: ModeOfUse) -> Result<Arc<SymmetricKey>> {
@@ -305,8 +366,20 @@ impl Hsm for SoftHsm {
         data: &[u8],
         arqc: &[u8],
     ) -> Result<VerifiedArqc> {
+        // The master key is asked for every time: its usage and mode are checked whether or
+        // not the card's key is kept.
         let k = self.key(imk, KeyUsage::EMV_IMK_AC, ModeOfUse::DERIVE)?;
-        cvn.verify_arqc_keeping_keys(&k, card, data, arqc)
+        let id = CardKeys::id(imk, card.pan.expose(), card.psn);
+        let kept = self.cards.lock().unwrap_or_else(|p| p.into_inner()).get(&id);
+        let mk = match kept {
+            Some(mk) => mk,
+            None => {
+                let mk = cvn.card_master_key(&k, card.pan, card.psn)?;
+                self.cards.lock().unwrap_or_else(|p| p.into_inner()).insert(id, imk, mk.clone());
+                mk
+            }
+        };
+        cvn.verify_arqc_keeping_keys_from(&mk, card, data, arqc)
     }
 
     fn generate_arpc(
@@ -466,6 +539,34 @@ mod tests {
                 }
             }),
         )
+    }
+
+    /// The kept card keys are bounded, the oldest going first, and a master key's forgotten
+    /// alone.
+    #[test]
+    fn kept_card_keys_are_bounded_and_forgotten_by_master_key() {
+        let mk = || {
+            CardMasterKey::Tdes(
+                crate::keys::TdesKey::from_hex("k", "0123456789ABCDEFFEDCBA9876543210").expect("key"),
+            )
+        };
+        let mut keys = CardKeys::default();
+        let psn = Psn::new(0).expect("psn");
+        let imk = |i: usize| if i.is_multiple_of(2) { "a.imk" } else { "b.imk" };
+        let id = |i: usize| CardKeys::id(imk(i), &format!("{i:016}"), psn);
+        for i in 0..CARD_KEYS_KEPT + 5 {
+            keys.insert(id(i), imk(i), mk());
+        }
+        assert_eq!(keys.map.len(), CARD_KEYS_KEPT);
+        assert_eq!(keys.order.len(), CARD_KEYS_KEPT);
+        assert!((0..5).all(|i| keys.get(&id(i)).is_none()), "the oldest went");
+        assert!(keys.get(&id(5)).is_some() && keys.get(&id(CARD_KEYS_KEPT + 4)).is_some());
+        keys.forget(Some("a.imk"));
+        assert_eq!(keys.map.len(), CARD_KEYS_KEPT / 2);
+        assert!(keys.map.values().all(|(n, _)| n == "b.imk"));
+        assert_eq!(keys.order.len(), keys.map.len());
+        keys.forget(None);
+        assert!(keys.map.is_empty() && keys.order.is_empty());
     }
 
     /// A token's PIN block (format 0 binds the token) translated to the issuer's zone key bound to

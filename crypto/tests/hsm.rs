@@ -118,3 +118,80 @@ fn pin_translation_from_dukpt_and_zone_keys_and_pvv() {
     h.verify_cvv("iss.cvk", PAN, "2812", "101", &cvv).expect("cvv verifies");
     assert!(h.verify_cvv("iss.cvk", PAN, "2812", "101", "000").is_err() || cvv == "000");
 }
+
+/// The issuer's verification keeps each card's master key: a card's later cryptograms (other
+/// ATCs) verify against it as against a fresh derivation, under every cryptogram version; cards
+/// that share a PAN with another sequence number, or share nothing, get their own; a wrong
+/// cryptogram still fails.
+#[test]
+fn a_kept_card_master_key_verifies_as_a_derived_one() {
+    let h = hsm();
+    let imk = SymmetricKey::Tdes(tdes("0123456789ABCDEFFEDCBA9876543210"));
+    let (pan_a, pan_b) =
+        (PanDigits::new(PAN).expect("pan"), PanDigits::new("4761739001010028").expect("pan"));
+    let data = b"transaction data for the cryptogram".to_vec();
+    for cvn in Cvn::ALL {
+        let input = if cvn.arpc_method() == Some(2) {
+            ArpcInput::Csu { csu: [0, 0, 0, 0x80], proprietary: vec![] }
+        } else {
+            ArpcInput::Arc(*b"00")
+        };
+        for atc in [0x1E, 0x1F, 0x200] {
+            for (pan, psn) in [(&pan_a, 1), (&pan_a, 2), (&pan_b, 1)] {
+                let card = CardInputs {
+                    pan,
+                    psn: Psn::new(psn).expect("psn"),
+                    atc: Atc(atc),
+                    un: Some(UnpredictableNumber([1, 2, 3, 4])),
+                };
+                let arqc = cvn.generate_ac(&imk, &card, &data).expect("ac");
+                let verified = h
+                    .verify_arqc_keeping_keys("iss.imk", cvn, &card, &data, &arqc)
+                    .unwrap_or_else(|e| panic!("{cvn} ATC {atc} PSN {psn}: {e}"));
+                assert_eq!(
+                    verified.arpc(&input).expect("arpc"),
+                    cvn.generate_arpc(&imk, &card, &arqc, &input).expect("arpc"),
+                    "{cvn}"
+                );
+                let mut bad = arqc;
+                bad[0] ^= 0x80;
+                let e = h.verify_arqc_keeping_keys("iss.imk", cvn, &card, &data, &bad).expect_err("bad ARQC");
+                assert_eq!(e.kind, ErrorKind::Verification);
+            }
+        }
+    }
+}
+
+/// A master key replaced (the keystore reloaded with another key under the same name): no card
+/// key kept from the old one verifies anything; cryptograms under the new one verify. And a key
+/// of another usage is still refused, kept card keys or not.
+#[test]
+fn kept_card_keys_go_with_their_master_key() {
+    let h = hsm();
+    let old = SymmetricKey::Tdes(tdes("0123456789ABCDEFFEDCBA9876543210"));
+    let new = SymmetricKey::Tdes(tdes("F1E2D3C4B5A6978812345678ABCDEF01"));
+    let pan = PanDigits::new(PAN).expect("pan");
+    let card = CardInputs { pan: &pan, psn: Psn::new(1).expect("psn"), atc: Atc(7), un: None };
+    let data = b"transaction data".to_vec();
+    let under_old = Cvn::Visa18.generate_ac(&old, &card, &data).expect("ac");
+    h.verify_arqc_keeping_keys("iss.imk", Cvn::Visa18, &card, &data, &under_old).expect("kept now");
+    let mut ks = Keystore::new(Lmk::from_hex(LMK).expect("lmk"));
+    ks.import(
+        KeyName::new("iss.imk").expect("name"),
+        &Header::parse_template("D0000E0TX00N0000").expect("header"),
+        &new,
+        &[0x5A; 64],
+    )
+    .expect("import");
+    h.replace_keystore(ks);
+    let e = h
+        .verify_arqc_keeping_keys("iss.imk", Cvn::Visa18, &card, &data, &under_old)
+        .expect_err("the old master key's card key is gone");
+    assert_eq!(e.kind, ErrorKind::Verification);
+    let under_new = Cvn::Visa18.generate_ac(&new, &card, &data).expect("ac");
+    h.verify_arqc_keeping_keys("iss.imk", Cvn::Visa18, &card, &data, &under_new).expect("the new one's");
+    let h = hsm();
+    h.verify_arqc_keeping_keys("iss.imk", Cvn::Visa18, &card, &data, &under_old).expect("kept");
+    let e = h.verify_arqc_keeping_keys("iss.zpk", Cvn::Visa18, &card, &data, &under_old).expect_err("usage");
+    assert_eq!(e.kind, ErrorKind::KeyUsage);
+}

@@ -170,24 +170,62 @@ impl std::fmt::Debug for VerifiedArqc {
     }
 }
 
+/// A card's own master key (the ICC master key), derived from the issuer's master key, the PAN
+/// and the PAN sequence number: the same for every transaction of the card, so an issuer may keep
+/// it rather than derive it again for each (zeroized when dropped).
+#[derive(Clone)]
+pub enum CardMasterKey {
+    Tdes(TdesKey),
+    Aes(AesKey),
+}
+
+impl fmt::Debug for CardMasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CardMasterKey::Tdes(_) => "CardMasterKey::Tdes(..)",
+            CardMasterKey::Aes(_) => "CardMasterKey::Aes(..)",
+        })
+    }
+}
+
 impl Cvn {
-    fn keys(self, imk: &SymmetricKey, card: &CardInputs<'_>) -> Result<Keys> {
-        let option = MasterKeyOption::for_pan(card.pan);
+    /// The card's master key under this cryptogram version: EMV option A or B (by the PAN's
+    /// length) from a TDES master key; an AES master key serves emv-csk only.
+    pub fn card_master_key(self, imk: &SymmetricKey, pan: &PanDigits, psn: Psn) -> Result<CardMasterKey> {
         match imk {
             SymmetricKey::Tdes(imk) => {
-                let icc_mk = derive_icc_mk(imk, card.pan, card.psn, option);
-                self.card_keys(icc_mk, card)
+                Ok(CardMasterKey::Tdes(derive_icc_mk(imk, pan, psn, MasterKeyOption::for_pan(pan))))
             }
             SymmetricKey::Aes(imk) => {
-                if self != Cvn::EmvCsk {
-                    return Err(Error::new(
-                        ErrorKind::Unsupported,
-                        "imk",
-                        format!("{self} is a TDES cryptogram version; AES master keys are for emv-csk only"),
-                    ));
-                }
-                let icc_mk = derive_icc_mk_aes(imk, card.pan, card.psn);
-                Ok(Keys::Aes { session: common_session_key_aes(&icc_mk, card.atc) })
+                self.aes_allowed()?;
+                Ok(CardMasterKey::Aes(derive_icc_mk_aes(imk, pan, psn)))
+            }
+        }
+    }
+
+    /// AES master keys are for emv-csk only.
+    fn aes_allowed(self) -> Result<()> {
+        if self != Cvn::EmvCsk {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "imk",
+                format!("{self} is a TDES cryptogram version; AES master keys are for emv-csk only"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn keys(self, imk: &SymmetricKey, card: &CardInputs<'_>) -> Result<Keys> {
+        self.keys_from(&self.card_master_key(imk, card.pan, card.psn)?, card)
+    }
+
+    /// The transaction's keys from the card's master key.
+    fn keys_from(self, mk: &CardMasterKey, card: &CardInputs<'_>) -> Result<Keys> {
+        match mk {
+            CardMasterKey::Tdes(icc_mk) => self.card_keys(icc_mk.clone(), card),
+            CardMasterKey::Aes(icc_mk) => {
+                self.aes_allowed()?;
+                Ok(Keys::Aes { session: common_session_key_aes(icc_mk, card.atc) })
             }
         }
     }
@@ -315,7 +353,19 @@ impl Cvn {
         data: &[u8],
         arqc: &[u8],
     ) -> Result<VerifiedArqc> {
-        let keys = self.keys(imk, card)?;
+        self.verify_arqc_keeping_keys_from(&self.card_master_key(imk, card.pan, card.psn)?, card, data, arqc)
+    }
+
+    /// [`Cvn::verify_arqc_keeping_keys`] from the card's master key the issuer kept
+    /// ([`Cvn::card_master_key`]): the same answer, without deriving it again.
+    pub fn verify_arqc_keeping_keys_from(
+        self,
+        mk: &CardMasterKey,
+        card: &CardInputs<'_>,
+        data: &[u8],
+        arqc: &[u8],
+    ) -> Result<VerifiedArqc> {
+        let keys = self.keys_from(mk, card)?;
         let ac = self.ac_with(&keys, data)?;
         if arqc.len() != 8 || !bool::from(ac.ct_eq(arqc)) {
             return Err(Error::new(ErrorKind::Verification, "arqc", "the cryptogram does not verify"));

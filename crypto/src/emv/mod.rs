@@ -19,7 +19,7 @@ use zeroize::Zeroize;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::from_hex;
 
-pub use cvn::{ArpcInput, CardInputs, Cvn, VerifiedArqc, ac_data_from_tags};
+pub use cvn::{ArpcInput, CardInputs, CardMasterKey, Cvn, VerifiedArqc, ac_data_from_tags};
 pub use icc_mk::{MasterKeyOption, derive_icc_mk, derive_icc_mk_aes};
 pub use session::{common_session_key, common_session_key_aes, mastercard_session_key};
 
