@@ -170,6 +170,15 @@ impl std::fmt::Debug for VerifiedArqc {
     }
 }
 
+/// Whether the cryptogram received is the one computed, compared in constant time.
+fn same_cryptogram(computed: &[u8; 8], received: &[u8]) -> Result<()> {
+    if received.len() == 8 && bool::from(computed.ct_eq(received)) {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Verification, "arqc", "the cryptogram does not verify"))
+    }
+}
+
 /// A card's own master key (the ICC master key), derived from the issuer's master key, the PAN
 /// and the PAN sequence number: the same for every transaction of the card, so an issuer may keep
 /// it rather than derive it again for each (zeroized when dropped).
@@ -327,9 +336,7 @@ impl Cvn {
         {
             let mac = crate::mac::RetailMacKey::new(sk)?;
             let ac = mac.mac(data, self.padding());
-            if arqc.len() != 8 || !bool::from(ac.ct_eq(arqc)) {
-                return Err(Error::new(ErrorKind::Verification, "arqc", "the cryptogram does not verify"));
-            }
+            same_cryptogram(&ac, arqc)?;
             let mut m = Vec::with_capacity(20);
             m.extend_from_slice(&ac);
             m.extend_from_slice(csu);
@@ -337,9 +344,7 @@ impl Cvn {
             return Ok(mac.mac(&m, Padding::Method2)[..4].to_vec());
         }
         let ac = self.ac_with(&keys, data)?;
-        if arqc.len() != 8 || !bool::from(ac.ct_eq(arqc)) {
-            return Err(Error::new(ErrorKind::Verification, "arqc", "the cryptogram does not verify"));
-        }
+        same_cryptogram(&ac, arqc)?;
         self.arpc_with(&keys, &ac, input)
     }
 
@@ -367,9 +372,7 @@ impl Cvn {
     ) -> Result<VerifiedArqc> {
         let keys = self.keys_from(mk, card)?;
         let ac = self.ac_with(&keys, data)?;
-        if arqc.len() != 8 || !bool::from(ac.ct_eq(arqc)) {
-            return Err(Error::new(ErrorKind::Verification, "arqc", "the cryptogram does not verify"));
-        }
+        same_cryptogram(&ac, arqc)?;
         Ok(VerifiedArqc { cvn: self, keys, arqc: ac })
     }
 
@@ -395,12 +398,7 @@ impl Cvn {
         data: &[u8],
         received: &[u8],
     ) -> Result<()> {
-        let ac = self.generate_ac(imk, card, data)?;
-        if received.len() == 8 && bool::from(ac.ct_eq(received)) {
-            Ok(())
-        } else {
-            Err(Error::new(ErrorKind::Verification, "arqc", "the cryptogram does not verify"))
-        }
+        same_cryptogram(&self.generate_ac(imk, card, data)?, received)
     }
 
     /// The ARPC for `arqc`: 8 bytes (method 1) or 4 (method 2).
