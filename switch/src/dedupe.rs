@@ -52,13 +52,11 @@ pub enum Seen {
 pub struct Content(u64);
 
 enum State {
-    InFlight(watch::Sender<Option<Bytes>>),
+    /// Being processed; the channel its repeats wait on, made when the first of them comes (most
+    /// transmissions have none: no channel is allocated for them).
+    InFlight(Option<watch::Sender<Option<Bytes>>>),
     /// The answer's bytes in the shard's ring, written by the `seq`-th answer stored there.
-    Answered {
-        at: u32,
-        len: u32,
-        seq: u64,
-    },
+    Answered { at: u32, len: u32, seq: u64 },
     /// An answer larger than a shard's whole ring (kept on the heap; no answer of ISO 8583's
     /// sizes is, with the default bounds).
     AnsweredLarge(Bytes),
@@ -260,14 +258,15 @@ impl DuplicateCache {
         let Shard { map, order, answers, .. } = &mut *shard;
         match map.entry(*key) {
             Entry::Occupied(e) if e.get().1 != content => Seen::Mismatch,
-            Entry::Occupied(e) => match &e.get().2 {
+            Entry::Occupied(mut e) => match &mut e.get_mut().2 {
                 State::Answered { at, len, .. } => Seen::Answered(answers.get(*at, *len)),
                 State::AnsweredLarge(b) => Seen::Answered(b.clone()),
-                State::InFlight(tx) => Seen::InFlight(tx.subscribe()),
+                State::InFlight(waiting) => {
+                    Seen::InFlight(waiting.get_or_insert_with(|| watch::channel(None).0).subscribe())
+                }
             },
             Entry::Vacant(v) => {
-                let (tx, _rx) = watch::channel(None);
-                v.insert((now_ms, content, State::InFlight(tx)));
+                v.insert((now_ms, content, State::InFlight(None)));
                 order.push_back((now_ms, *key));
                 Seen::New
             }
@@ -284,7 +283,7 @@ impl DuplicateCache {
         let mut shard = self.shard(key);
         let Shard { map, answers, evicted, .. } = &mut *shard;
         let Some((_, _, state)) = map.get_mut(key) else { return };
-        if let State::InFlight(tx) = state {
+        if let State::InFlight(Some(tx)) = state {
             tx.send_replace(Some(answer.clone()));
         }
         *state = match answers.store(*key, &answer, evicted) {
@@ -388,6 +387,31 @@ mod tests {
         });
         let answer = rx.wait_for(|a| a.is_some()).await.unwrap().clone();
         assert_eq!(answer.as_deref(), Some(&b"late answer"[..]));
+    }
+
+    /// The channel repeats wait on is made by the first of them: a second repeat waits on the
+    /// same one, and both get the answer; the repeats of an abandoned transmission see it end.
+    #[tokio::test]
+    async fn every_waiting_repeat_gets_the_answer_and_an_abandoned_ones_see_it_end() {
+        let c = DuplicateCache::new(60_000, 10_000);
+        let (k, gone) = (key_in(&c, "400001", "000001"), key_in(&c, "400001", "000002"));
+        assert!(matches!(c.check(&k, same(&c), 0), Seen::New));
+        assert!(matches!(c.check(&gone, same(&c), 0), Seen::New));
+        let waiting: Vec<_> = (1..=2)
+            .map(|t| match c.check(&k, same(&c), t) {
+                Seen::InFlight(rx) => rx,
+                _ => panic!("expected in flight"),
+            })
+            .collect();
+        let Seen::InFlight(mut orphan) = c.check(&gone, same(&c), 1) else { panic!("expected in flight") };
+        c.complete(&k, Bytes::from_static(b"the answer"));
+        c.abandon(&gone);
+        for mut rx in waiting {
+            let answer = rx.wait_for(|a| a.is_some()).await.unwrap().clone();
+            assert_eq!(answer.as_deref(), Some(&b"the answer"[..]));
+        }
+        assert!(orphan.changed().await.is_err(), "the abandoned transmission's repeat sees it end");
+        assert!(matches!(c.check(&k, same(&c), 3), Seen::Answered(b) if &b[..] == b"the answer"));
     }
 
     #[test]
