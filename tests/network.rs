@@ -229,6 +229,18 @@ async fn on_behalf_verification_and_stand_in_arpc() {
     let r = c.call(&good).await;
     assert_eq!(rc(&r), "00");
     assert_eq!(otb(&net, &card.pan), start - 100);
+    // Where its time went: the wait for the decision state before forwarding, the issuer's
+    // round trip, the wait for its row before answering.
+    let metrics = reqwest_like_get(&net.ports.admin, "/metrics").await;
+    for stage in ["state_sync", "issuer", "journal_durable"] {
+        let label = format!("stage=\"{stage}\"");
+        let n = metrics
+            .lines()
+            .find(|l| l.starts_with("paynet_stage_latency_seconds_count{") && l.contains(&label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(n.is_some_and(|n| n >= 1), "{stage}: {metrics}");
+    }
 
     // Issuer down: the stand-in approval carries an ARPC made with the issuer's key, which the
     // card accepts.

@@ -120,7 +120,10 @@ impl Engine {
             Step::Answer(d) => *d,
             Step::Forward(f) => {
                 // What the issuer is about to see (the original, the ATC accepted) is durable first.
-                let result = match self.pipeline.state.sync().await {
+                let t = Instant::now();
+                let synced = self.pipeline.state.sync().await;
+                self.stage("state_sync", t);
+                let result = match synced {
                     Err(e) => {
                         tracing::error!(error = %e, "decision state not durable: request not forwarded");
                         Err(LinkError::NotSent)
@@ -276,7 +279,10 @@ impl Engine {
             }
         }
         // The answer's row, and the decision state it rests on, are durable before it leaves.
-        if let Err(e) = self.journal.durable().await {
+        let t = Instant::now();
+        let durable = self.journal.durable().await;
+        self.stage("journal_durable", t);
+        if let Err(e) = durable {
             tracing::error!(error = %e, "journal row not durable: answered 96 instead");
             answer = self.unjournaled(&answer);
             encoded = crate::pipeline::Pipeline::encode_answer(&answer);
