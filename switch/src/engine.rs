@@ -122,7 +122,7 @@ impl Engine {
                 // What the issuer is about to see (the original, the ATC accepted) is durable first.
                 let t = Instant::now();
                 let synced = self.pipeline.state.sync().await;
-                self.stage("state_sync", t);
+                stage(&self.metrics.stages.state_sync, t);
                 let result = match synced {
                     Err(e) => {
                         tracing::error!(error = %e, "decision state not durable: request not forwarded");
@@ -143,7 +143,7 @@ impl Engine {
                         Some(h) => {
                             let t = Instant::now();
                             let r = h.link.request(f.msg()).await;
-                            self.stage("issuer", t);
+                            stage(&self.metrics.stages.issuer, t);
                             r
                         }
                         None => Err(LinkError::Down),
@@ -281,7 +281,7 @@ impl Engine {
         // The answer's row, and the decision state it rests on, are durable before it leaves.
         let t = Instant::now();
         let durable = self.journal.durable().await;
-        self.stage("journal_durable", t);
+        stage(&self.metrics.stages.journal_durable, t);
         if let Err(e) = durable {
             tracing::error!(error = %e, "journal row not durable: answered 96 instead");
             answer = self.unjournaled(&answer);
@@ -393,10 +393,6 @@ impl Engine {
         {
             let _ = answer.set_text(39, rc.as_str());
         }
-    }
-
-    fn stage(&self, name: &str, since: Instant) {
-        self.metrics.stage_latency.with_label_values(&[name]).observe(since.elapsed().as_secs_f64());
     }
 
     /// A request of the switch's own (the token service's ID&V, through its gateway) to
@@ -546,6 +542,11 @@ pub async fn saf_worker(
             stand_in_reset();
         }
     }
+}
+
+/// Times a stage since `since`.
+fn stage(h: &prometheus::Histogram, since: Instant) {
+    h.observe(since.elapsed().as_secs_f64());
 }
 
 #[cfg(test)]
