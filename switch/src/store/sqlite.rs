@@ -197,9 +197,9 @@ pub struct SqliteStore {
 /// [`CHECKPOINT_EVERY`], so that the commits on the hot path never pay for it (SQLite's automatic
 /// checkpoint would run inside whichever commit crosses the threshold). Passive, so the writer
 /// goes on meanwhile, then a short stop of the writer to copy the last frames and restart the log
-/// from its beginning ([`checkpoint`]). It also
-/// files the journal's look-up tables (their own database: every pass) and a backlog of the
-/// state log the writer has not filed (see [`BACKGROUND_FILING_FROM`]).
+/// from its beginning ([`checkpoint`]). It also files the journal's look-up tables (their own
+/// database: every pass) and a backlog of the state log the writer has not filed (see
+/// [`BACKGROUND_FILING_FROM`]).
 struct Checkpointer {
     stop: std::sync::Arc<(Mutex<bool>, std::sync::Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -257,8 +257,8 @@ const RESTART_READERS_WAIT: std::time::Duration = std::time::Duration::from_mill
 
 /// One pass of the checkpointer: the look-up database's log copied (passive: only the background
 /// thread writes there), the store's copied in passive passes until what remains is short, then
-/// that remainder copied and the log restarted ([`restart_log`]). Returns whether it restarted.
-fn checkpoint(conn: &Connection, writer: &Mutex<Connection>) -> rusqlite::Result<bool> {
+/// that remainder copied and the log restarted ([`restart_log`]).
+fn checkpoint(conn: &Connection, writer: &Mutex<Connection>) -> rusqlite::Result<()> {
     let passive = |schema: &str| -> rusqlite::Result<i64> {
         conn.query_row(&format!("PRAGMA {schema}.wal_checkpoint(PASSIVE)"), [], |r| {
             // (busy, frames in the log, frames copied); -1s when not in WAL mode.
@@ -275,7 +275,7 @@ fn checkpoint(conn: &Connection, writer: &Mutex<Connection>) -> rusqlite::Result
     }
     if left > RESTART_FRAMES {
         // The writer outruns the copy (an overload): the log grows until a quieter pass.
-        return Ok(false);
+        return Ok(());
     }
     restart_log(conn, writer)
 }
@@ -283,13 +283,14 @@ fn checkpoint(conn: &Connection, writer: &Mutex<Connection>) -> rusqlite::Result
 /// Copies the last frames of the store's log and restarts it, holding the writer's connection
 /// so that no commit starts meanwhile (the writer waits between two commits, never inside one),
 /// and waiting at most [`RESTART_READERS_WAIT`] for readers. The next commit then writes from the
-/// log's beginning, over blocks the file already has.
-fn restart_log(conn: &Connection, writer: &Mutex<Connection>) -> rusqlite::Result<bool> {
+/// log's beginning, over blocks the file already has. Readers still busy leave the restart to a
+/// later pass (the checkpoint reports them; nothing waits on that).
+fn restart_log(conn: &Connection, writer: &Mutex<Connection>) -> rusqlite::Result<()> {
     let _writer = writer.lock().unwrap_or_else(|p| p.into_inner());
     conn.busy_timeout(RESTART_READERS_WAIT)?;
-    let done = conn.query_row("PRAGMA main.wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+    let done = conn.query_row("PRAGMA main.wal_checkpoint(RESTART)", [], |_| Ok(()));
     conn.busy_timeout(BACKGROUND_BUSY_WAIT)?;
-    Ok(done? == 0)
+    done
 }
 
 /// How long the background thread's statements wait for the writer's lock.
@@ -433,9 +434,7 @@ fn fold_state_batch(conn: &Connection) -> rusqlite::Result<bool> {
 /// once or twice (settled later): they are filed in log order, a later one replacing an earlier,
 /// with nothing to sort.
 fn fold_state_upto(conn: &Connection, limit: i64) -> rusqlite::Result<bool> {
-    let (first, newest): (Option<i64>, Option<i64>) =
-        conn.prepare_cached(STATE_LOG_ENDS)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let (Some(first), Some(newest)) = (first, newest) else {
+    let Some((first, newest)) = state_log_ends(conn)? else {
         return Ok(false);
     };
     let top = newest.min(first.saturating_add(limit - 1));
@@ -471,17 +470,20 @@ fn file_long_state_backlog(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Rows in the state log (filed ones are deleted from it), asked at every commit.
 fn state_backlog(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached(STATE_BACKLOG)?.query_row([], |r| r.get(0))
+    Ok(state_log_ends(conn)?.map_or(0, |(first, last)| last - first + 1))
+}
+
+/// The state log's first and last `seq`, when it holds any row.
+fn state_log_ends(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+    let (first, last): (Option<i64>, Option<i64>) =
+        conn.prepare_cached(STATE_LOG_ENDS)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(first.zip(last))
 }
 
 /// The state log's first and last rows. Each end in a subquery of its own: SQLite reads a lone
 /// `MIN` or `MAX` of the key at one end of its b-tree, but both in one `SELECT` scan the whole
 /// log (hundreds of rows at every commit).
 const STATE_LOG_ENDS: &str = "SELECT (SELECT MIN(seq) FROM state_log), (SELECT MAX(seq) FROM state_log)";
-
-/// The state log's length, from its two ends (see [`STATE_LOG_ENDS`]).
-const STATE_BACKLOG: &str =
-    "SELECT IFNULL((SELECT MAX(seq) FROM state_log) - (SELECT MIN(seq) FROM state_log) + 1, 0)";
 
 /// Journal rows not in the look-up tables yet.
 #[cfg(test)]
@@ -536,11 +538,8 @@ impl Drop for Checkpointer {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and its schema.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path).map_err(db_err("open database"))?;
-        let mut store = Self::init(conn)?;
-        store.attach_lookup(Some(&lookup_path(path)))?;
-        // The checkpointer takes over from SQLite's automatic checkpoint.
-        store.conn()?.pragma_update(None, "wal_autocheckpoint", 0).map_err(db_err("set WAL checkpoint"))?;
+        // The checkpointer takes over from SQLite's automatic checkpoint (off in this one).
+        let mut store = Self::open_without_background(path)?;
         store.checkpointer = Some(Checkpointer::start(path, store.conn.clone())?);
         let reader = Connection::open(path).map_err(db_err("open read connection"))?;
         reader.busy_timeout(std::time::Duration::from_secs(5)).map_err(db_err("set busy timeout"))?;
@@ -1492,19 +1491,20 @@ mod tests {
         }
         let conn = s.conn().unwrap();
         assert_eq!(state_backlog(&conn).unwrap(), 3);
-        let ends: (i64, i64) = conn.query_row(STATE_LOG_ENDS, [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        assert_eq!(ends.1 - ends.0, 2);
-        for sql in [STATE_LOG_ENDS, STATE_BACKLOG] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map([], |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            assert!(plan.iter().any(|p| p.starts_with("SEARCH state_log")), "{sql}: {plan:?}");
-            assert!(!plan.iter().any(|p| p.starts_with("SCAN state_log")), "{sql}: {plan:?}");
-        }
+        let (first, last) = state_log_ends(&conn).unwrap().expect("rows in the log");
+        assert_eq!(last - first, 2);
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {STATE_LOG_ENDS}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(plan.iter().any(|p| p.starts_with("SEARCH state_log")), "{plan:?}");
+        assert!(!plan.iter().any(|p| p.starts_with("SCAN state_log")), "{plan:?}");
+        drop(conn);
+        let empty = SqliteStore::open_without_background(&dir.path().join("empty.db")).unwrap();
+        assert_eq!(state_backlog(&empty.conn().unwrap()).unwrap(), 0, "an empty log");
     }
 
     /// The number of times a write-ahead log restarted from its beginning: its header's checkpoint
