@@ -241,6 +241,13 @@ async fn on_behalf_verification_and_stand_in_arpc() {
             .and_then(|n| n.parse::<u64>().ok());
         assert!(n.is_some_and(|n| n >= 1), "{stage}: {metrics}");
     }
+    // The group commits it waited for, timed apart (the disk's share).
+    let commits = metrics
+        .lines()
+        .find(|l| l.starts_with("paynet_store_commit_seconds_count{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(commits.is_some_and(|n| n >= 2), "{metrics}");
 
     // Issuer down: the stand-in approval carries an ARPC made with the issuer's key, which the
     // card accepts.

@@ -39,6 +39,9 @@ pub struct Metrics {
     /// Stand-in refused because the node already holds `[stand_in] max_cards` running totals.
     pub stand_in_full: IntCounterVec,
     pub duplicates: IntCounter,
+    /// The state writer's group commits (decision state and journal rows, one sync of the disk
+    /// each), from their start to durable: what every authorization waits for twice.
+    pub store_commit: Histogram,
     pub journal_rows: IntCounter,
     pub journal_errors: IntCounter,
 }
@@ -130,6 +133,17 @@ impl Metrics {
                 r,
                 IntCounter::new("duplicate_transmissions_total", "Duplicates answered from the original")
                     .expect("valid"),
+            ),
+            store_commit: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "store_commit_seconds",
+                        "Group commits of the decision state and journal rows, from start to durable",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("valid"),
             ),
             journal_rows: reg(
                 r,

@@ -720,7 +720,8 @@ impl StateBook {
         (writes, generation)
     }
 
-    fn committed_ok(&self, writes: &StateWrites, outcome: &crate::records::CommitOutcome) {
+    /// `writes` committed in `took` (from the commit's start to durable).
+    fn committed_ok(&self, writes: &StateWrites, outcome: &crate::records::CommitOutcome, took: Duration) {
         for &i in &outcome.lost {
             if let Some(c) = writes.claims.get(i) {
                 c.lost.store(true, std::sync::atomic::Ordering::Release);
@@ -733,6 +734,7 @@ impl StateBook {
         }
         if let Some(h) = self.journal.get() {
             h.metrics.journal_rows.inc_by(writes.journal.len() as u64);
+            h.metrics.store_commit.observe(took.as_secs_f64());
         }
         self.healthy.store(true, std::sync::atomic::Ordering::Release);
     }
@@ -783,13 +785,14 @@ fn writer(
         }
         let (writes, generation) = book.take();
         if stopping {
+            let started = std::time::Instant::now();
             match (!writes.is_empty()).then(|| store.state_commit(&writes)) {
                 Some(Err(e)) => {
                     tracing::error!(error = %e, "final state commit failed");
                     book.put_back(writes);
                 }
                 Some(Ok(outcome)) => {
-                    book.committed_ok(&writes, &outcome);
+                    book.committed_ok(&writes, &outcome, started.elapsed());
                     committed.send_replace(generation);
                 }
                 None => {
@@ -806,10 +809,11 @@ fn writer(
             });
             continue;
         }
+        let started = std::time::Instant::now();
         match store.state_commit(&writes) {
             Ok(outcome) => {
                 backoff = Duration::from_millis(10);
-                book.committed_ok(&writes, &outcome);
+                book.committed_ok(&writes, &outcome, started.elapsed());
                 committed.send_replace(generation);
             }
             Err(e) => {
