@@ -97,8 +97,9 @@ struct JournalHooks {
 
 /// The time between the starts of two full commits unless `[store] group_commit_us` says
 /// otherwise: everything that changes within it is committed together, with one sync of the
-/// disk (a lighter commit's successor waits less: [`pause`]). 1 ms: at 10,000/s the load bench's p99 is 22 ms with it against 79 ms with 400 µs
-/// (fewer, larger commits write fewer log pages).
+/// disk (a lighter commit's successor waits less: [`pause`]). 1 ms: at 10,000/s the load
+/// bench's p99 is 22 ms with it against 79 ms with 400 µs (fewer, larger commits write fewer
+/// log pages).
 pub const DEFAULT_GROUP_COMMIT: Duration = Duration::from_micros(1000);
 
 /// Journal entries waiting beyond this many (the store refusing them) hold their senders back:
@@ -752,9 +753,8 @@ impl StateBook {
     }
 }
 
-/// A commit carrying this many originals and journal rows (about a dozen authorizations' worth:
-/// what a 1 ms window gathers at 6,000/s) is a full batch: the commit after it waits for the
-/// whole group window.
+/// A commit carrying this many originals and journal rows (about a dozen authorizations' worth)
+/// is a full batch: the commit after it waits for the whole group window.
 const FULL_BATCH: usize = 32;
 
 /// The writer's wait before its next commit, `since_last` after the start of its last one, which
