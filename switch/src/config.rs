@@ -475,10 +475,9 @@ pub struct StoreConfig {
     /// store's: the least recently used windows already committed go, and a card's window is read
     /// back from the store when the card comes again. Whatever the store (SQLite or PostgreSQL).
     pub atc_windows: usize,
-    /// The time between the starts of two group commits under load, in µs: everything changed
+    /// The shortest time between the starts of two group commits, in µs: everything changed
     /// within it shares one commit and one sync of the disk. Longer: fewer, larger commits (less
-    /// CPU and fewer log pages per authorization) for a little more latency. After a lighter
-    /// commit the next waits for a share of it only (see `state::pause`).
+    /// CPU and fewer log pages per authorization) for a little more latency.
     pub group_commit_us: u64,
 }
 

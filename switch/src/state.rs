@@ -95,11 +95,10 @@ struct JournalHooks {
     metrics: Arc<Metrics>,
 }
 
-/// The time between the starts of two full commits unless `[store] group_commit_us` says
+/// The shortest time between the starts of two commits unless `[store] group_commit_us` says
 /// otherwise: everything that changes within it is committed together, with one sync of the
-/// disk (a lighter commit's successor waits less: [`pause`]). 1 ms: at 10,000/s the load
-/// bench's p99 is 22 ms with it against 79 ms with 400 µs (fewer, larger commits write fewer
-/// log pages).
+/// disk. 1 ms: at 10,000/s the load bench's p99 is 22 ms with it against 79 ms with 400 µs
+/// (fewer, larger commits write fewer log pages).
 pub const DEFAULT_GROUP_COMMIT: Duration = Duration::from_micros(1000);
 
 /// Journal entries waiting beyond this many (the store refusing them) hold their senders back:
@@ -125,8 +124,8 @@ pub struct StateBounds {
     /// window is read again when it is needed after it was evicted (`[store] atc_windows`,
     /// [`DEFAULT_ATC_WINDOWS`] by default).
     pub atc_windows: usize,
-    /// The time between the starts of two full commits (`[store] group_commit_us`,
-    /// [`DEFAULT_GROUP_COMMIT`] by default; see [`pause`]).
+    /// The shortest time between the starts of two commits (`[store] group_commit_us`,
+    /// [`DEFAULT_GROUP_COMMIT`] by default).
     pub group_commit: Duration,
 }
 
@@ -753,23 +752,6 @@ impl StateBook {
     }
 }
 
-/// A commit carrying this many originals and journal rows (about a dozen authorizations' worth)
-/// is a full batch: the commit after it waits for the whole group window.
-const FULL_BATCH: usize = 32;
-
-/// The writer's wait before its next commit, `since_last` after the start of its last one, which
-/// carried `last_batch` originals and journal rows: what is left of the group window, the
-/// window shortened in proportion to how far that commit was from a full batch. Under load the
-/// commits are full and start a window apart, their syncs shared by all they carry (at 10,000
-/// authorizations/s a 1 ms window costs 18 % less CPU per authorization than 0.1 ms, and holds
-/// a higher rate within p99 10 ms); at a few thousand a second a commit carries a few changes,
-/// and waiting the whole window only delayed them (the load bench at 1,000/s: p50 3.3 ms with
-/// the window always whole, 1.8 ms so).
-fn pause(window: Duration, since_last: Duration, last_batch: usize) -> Duration {
-    let fill = last_batch.min(FULL_BATCH) as u32;
-    (window * fill / FULL_BATCH as u32).saturating_sub(since_last)
-}
-
 fn writer(
     book: std::sync::Weak<StateBook>,
     ring: std::sync::mpsc::Receiver<()>,
@@ -780,15 +762,13 @@ fn writer(
 ) {
     let mut backoff = Duration::from_millis(10);
     let mut last_commit = std::time::Instant::now() - group_window;
-    let mut last_batch = 0;
     let mut last_expire = std::time::Instant::now();
     loop {
         // Woken by a change, or every 100 ms to notice a stop or that the book is gone.
         let rung = ring.recv_timeout(Duration::from_millis(100));
         // Under load, commits start at most every `group_window`: what arrives meanwhile shares
-        // the next one's sync. A lightly loaded book waits less, an idle one not at all.
-        let wait = pause(group_window, last_commit.elapsed(), last_batch);
-        if !wait.is_zero() {
+        // the next one's sync. An idle book commits at once.
+        if let Some(wait) = group_window.checked_sub(last_commit.elapsed()) {
             std::thread::sleep(wait);
         }
         last_commit = std::time::Instant::now();
@@ -804,7 +784,6 @@ fn writer(
             }
         }
         let (writes, generation) = book.take();
-        last_batch = writes.originals.len() + writes.journal.len();
         if stopping {
             let started = std::time::Instant::now();
             match (!writes.is_empty()).then(|| store.state_commit(&writes)) {
@@ -864,20 +843,6 @@ impl Drop for StateBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_writer_waits_the_whole_window_after_a_full_commit_and_less_after_a_smaller_one() {
-        let ms = Duration::from_millis;
-        let us = Duration::from_micros;
-        let window = ms(1);
-        assert_eq!(pause(window, us(200), FULL_BATCH), us(800), "full: the rest of the window");
-        assert_eq!(pause(window, us(200), 10 * FULL_BATCH), us(800), "never more than the window");
-        assert_eq!(pause(window, ms(2), FULL_BATCH), Duration::ZERO, "the window has passed");
-        assert_eq!(pause(window, us(100), FULL_BATCH / 2), us(400), "half full: half the window");
-        assert_eq!(pause(window, Duration::ZERO, 2), us(62) + Duration::from_nanos(500));
-        assert_eq!(pause(window, us(100), 2), Duration::ZERO, "two changes: commits nearly at once");
-        assert_eq!(pause(window, Duration::ZERO, 0), Duration::ZERO, "idle: at once");
-    }
 
     #[test]
     fn window_accepts_each_atc_once_in_any_order() {
