@@ -233,20 +233,11 @@ async fn on_behalf_verification_and_stand_in_arpc() {
     // round trip, the wait for its row before answering.
     let metrics = reqwest_like_get(&net.ports.admin, "/metrics").await;
     for stage in ["state_sync", "issuer", "journal_durable"] {
-        let label = format!("stage=\"{stage}\"");
-        let n = metrics
-            .lines()
-            .find(|l| l.starts_with("paynet_stage_latency_seconds_count{") && l.contains(&label))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse::<u64>().ok());
+        let n = count(&metrics, "paynet_stage_latency_seconds", &format!("stage=\"{stage}\""));
         assert!(n.is_some_and(|n| n >= 1), "{stage}: {metrics}");
     }
     // The group commits it waited for, timed apart (the disk's share).
-    let commits = metrics
-        .lines()
-        .find(|l| l.starts_with("paynet_store_commit_seconds_count{"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<u64>().ok());
+    let commits = count(&metrics, "paynet_store_commit_seconds", "");
     assert!(commits.is_some_and(|n| n >= 2), "{metrics}");
 
     // Issuer down: the stand-in approval carries an ARPC made with the issuer's key, which the
@@ -261,6 +252,17 @@ async fn on_behalf_verification_and_stand_in_arpc() {
 }
 
 /// A plain HTTP GET (the admin endpoint): the whole answer.
+/// The observation count of `histogram`'s series whose labels contain `label`, in the
+/// Prometheus text of `metrics`.
+fn count(metrics: &str, histogram: &str, label: &str) -> Option<u64> {
+    let prefix = format!("{histogram}_count{{");
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&prefix) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+}
+
 async fn reqwest_like_get(base: &str, path: &str) -> String {
     testkit::http::get(base, path, None).await.raw()
 }

@@ -11,27 +11,26 @@ use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 
-/// Writes what arrives on `rx` until it closes (true) or a write fails (false). After the first
-/// frame of a wake-up the task yields once, so that every task ready to queue on this connection
-/// does so first; then everything queued goes out in one flush.
-pub async fn write_queued<W, T>(writer: &mut FramedWrite<W, FrameCodec>, rx: &mut mpsc::Receiver<T>) -> bool
+/// Writes what arrives on `rx` until it closes or a write fails. After the first frame of a
+/// wake-up the task yields once, so that every task ready to queue on this connection does so
+/// first; then everything queued goes out in one flush.
+pub async fn write_queued<W, T>(writer: &mut FramedWrite<W, FrameCodec>, rx: &mut mpsc::Receiver<T>)
 where
     W: AsyncWrite + Unpin,
     T: Into<Frame>,
 {
     while let Some(first) = rx.recv().await {
         if writer.feed(first.into()).await.is_err() {
-            return false;
+            return;
         }
         tokio::task::yield_now().await;
         while let Ok(next) = rx.try_recv() {
             if writer.feed(next.into()).await.is_err() {
-                return false;
+                return;
             }
         }
         if SinkExt::<Frame>::flush(writer).await.is_err() {
-            return false;
+            return;
         }
     }
-    true
 }

@@ -1571,9 +1571,8 @@ mod tests {
     }
 
     /// Commits one after the other, as the writer makes them under load: the checkpointer still
-    /// restarts the log (a passive checkpoint alone never catches up with
-    /// them, and the log grew by every commit), the writer's commits go on around it, and every
-    /// row is there after.
+    /// restarts the log (a passive checkpoint alone never catches up with them, and the log grew
+    /// by every commit), the writer's commits go on around it, and every row is there after.
     #[test]
     fn the_log_restarts_from_its_beginning_under_continuous_commits() {
         let dir = tempfile::tempdir().unwrap();
