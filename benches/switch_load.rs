@@ -194,6 +194,7 @@ impl Phase {
         serde_json::json!({"offered_tps": r.offered_tps, "achieved_tps": r.achieved_tps, "sent": r.sent,
             "approved": r.approved, "declined": r.declined, "errors": r.errors, "timeouts": r.timeouts,
             "unmatched": r.unmatched, "response_codes": r.response_codes, "latency_us": r.latency_us,
+            "send_lag_us": r.send_lag_us,
             "cpu_us_per_request": round1(self.cpu_us_per_request),
             "generator_cpu_us_per_request": r.generator_cpu_us_per_request,
             "issuer_simulator_cpu_us_per_request": round1(self.issuer_cpu_us_per_request),

@@ -156,6 +156,11 @@ pub struct Report {
     /// µs: what the load itself costs the machine, apart from the target's work. `None` where the
     /// thread's CPU time cannot be read (no `/proc`), or nothing was sent.
     pub generator_cpu_us_per_request: Option<f64>,
+    /// How late each request was put on its connection after its intended send time, over every
+    /// request sent: the generator's own lag (its timer's millisecond, its thread waiting for a
+    /// core, a target that stopped reading). `latency_us` includes it; where the two come close,
+    /// the generator, not the target, set the latency.
+    pub send_lag_us: Latency,
 }
 
 /// The quantiles the distribution chart shows: the body, then ever more nines of the tail.
@@ -189,7 +194,7 @@ struct Tally {
 impl Tally {
     fn second(&mut self, second: u64) -> &mut (Second, Option<Histogram<u64>>) {
         self.per_second.entry(second).or_insert_with(|| {
-            (Second { t: second, ..Second::default() }, Histogram::new_with_bounds(1, 60_000_000, 2).ok())
+            (Second { t: second, ..Second::default() }, Histogram::new_with_bounds(1, MAX_US, 2).ok())
         })
     }
 
@@ -217,6 +222,8 @@ type Outstanding = HashMap<Key, Pending>;
 struct Shared {
     tally: Mutex<Tally>,
     hist: Mutex<Histogram<u64>>,
+    /// The send lags (see [`Report::send_lag_us`]).
+    lag: Mutex<Histogram<u64>>,
     start: Instant,
 }
 
@@ -240,13 +247,15 @@ struct Ended {
 #[derive(Default)]
 struct Batch {
     sent: Vec<(Instant, &'static str)>,
+    /// The send lag of each request put on the connection, in µs (see [`Report::send_lag_us`]).
+    lags_us: Vec<u64>,
     ended: Vec<Ended>,
     unmatched: u64,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.sent.is_empty() && self.ended.is_empty() && self.unmatched == 0
+        self.sent.is_empty() && self.ended.is_empty() && self.unmatched == 0 && self.lags_us.is_empty()
     }
 }
 
@@ -276,12 +285,18 @@ impl Shared {
             t.sent(self.second_of(intended), kind);
         }
         t.unmatched += std::mem::take(&mut batch.unmatched);
+        if !batch.lags_us.is_empty() {
+            let mut lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
+            for us in batch.lags_us.drain(..) {
+                let _ = lag.record(us.min(MAX_US));
+            }
+        }
         if batch.ended.is_empty() {
             return;
         }
         let mut hist = self.hist.lock().unwrap_or_else(|p| p.into_inner());
         for Ended { pending: p, end, rc } in batch.ended.drain(..) {
-            let us = now.saturating_duration_since(p.intended).as_micros().clamp(1, 60_000_000) as u64;
+            let us = now.saturating_duration_since(p.intended).as_micros().clamp(1, MAX_US as u128) as u64;
             let second = self.second_of(p.intended);
             if let Some(rc) = rc {
                 let code = String::from_utf8_lossy(&rc);
@@ -397,9 +412,8 @@ async fn generate(
     let total = total_requests(&plan);
     let shared = Arc::new(Shared {
         tally: Mutex::new(Tally::default()),
-        hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| {
-            Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"))
-        })),
+        hist: Mutex::new(histogram()),
+        lag: Mutex::new(histogram()),
         // Connections open first; the schedule starts once they are all up.
         start: Instant::now() + Duration::from_millis(200),
     });
@@ -428,6 +442,7 @@ async fn generate(
     let cpu_ns = cpu_start.zip(thread_cpu_ns()).map(|(a, b)| b.saturating_sub(a));
     let t = shared.tally.lock().unwrap_or_else(|p| p.into_inner());
     let h = shared.hist.lock().unwrap_or_else(|p| p.into_inner());
+    let lag = shared.lag.lock().unwrap_or_else(|p| p.into_inner());
     let duration_s = plan.duration.as_secs_f64();
     let mut timeline: Vec<Second> = t
         .per_second
@@ -457,13 +472,7 @@ async fn generate(
         duration_s,
         offered_tps: plan.rate,
         achieved_tps: if duration_s > 0.0 { (t.approved + t.declined) as f64 / duration_s } else { 0.0 },
-        latency_us: Latency {
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        },
+        latency_us: Latency::of(&h),
         connections: conns,
         timeline,
         percentiles,
@@ -475,6 +484,29 @@ async fn generate(
         generator_cpu_us_per_request: cpu_ns
             .filter(|_| t.sent > 0)
             .map(|ns| (ns as f64 / 1000.0 / t.sent as f64 * 100.0).round() / 100.0),
+        send_lag_us: Latency::of(&lag),
+    }
+}
+
+/// The longest latency or lag recorded, in µs (a minute: far beyond any timeout).
+const MAX_US: u64 = 60_000_000;
+
+/// A histogram of µs from 1 to [`MAX_US`], three significant figures.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).unwrap_or_else(|_| {
+        Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"))
+    })
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        Latency {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
     }
 }
 
@@ -652,6 +684,7 @@ impl Sender<'_> {
             let pending = Pending { sent: self.keep_sent.then(|| prepared.bytes.clone()), ..pending };
             outstanding.insert((prepared.stan, prepared.tid), pending);
             self.codec.encode(Frame::new(prepared.bytes), out)?;
+            batch.lags_us.push(now.saturating_duration_since(intended).as_micros() as u64);
         }
         Ok(())
     }
@@ -939,6 +972,8 @@ mod tests {
         }
         assert_eq!(stans, ["000000", "000002", "000004"]);
         assert_eq!(batch.sent.len(), 3);
+        // Each as late as the time since it was due.
+        assert_eq!(batch.lags_us, [4_500, 2_500, 500]);
         assert!(waiting.values().all(|p| p.sent.is_some()), "kept for a reversal advice");
         assert_eq!(schedule.next_due(), Some(start + Duration::from_millis(6)));
         // Nothing more is due at the same moment; at the end the share is all queued.
@@ -1003,6 +1038,10 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(report.generator_cpu_us_per_request.is_some_and(|us| us > 0.0), "{report:?}");
         }
+        // Every request's latency includes its send lag, so each point of the one distribution
+        // is at or above the other's.
+        let (lag, lat) = (&report.send_lag_us, &report.latency_us);
+        assert!(lag.p50 <= lat.p50 && lag.p99 <= lat.p99 && lag.max <= lat.max, "{report:?}");
     }
 
     #[tokio::test]

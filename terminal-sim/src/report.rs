@@ -232,7 +232,7 @@ pub fn html(r: &Report, title: &str, params: &[(&str, String)], svgs: &[String; 
         let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
     }
     h.push_str("</table>\n<h2>Summary</h2>\n<table>\n");
-    let rows: [(&str, String); 13] = [
+    let rows: [(&str, String); 14] = [
         ("sent", r.sent.to_string()),
         ("approved", r.approved.to_string()),
         ("declined", r.declined.to_string()),
@@ -245,6 +245,10 @@ pub fn html(r: &Report, title: &str, params: &[(&str, String)], svgs: &[String; 
         ("latency p50 / p90", format!("{} / {}", ms(r.latency_us.p50), ms(r.latency_us.p90))),
         ("latency p99 / p99.9", format!("{} / {}", ms(r.latency_us.p99), ms(r.latency_us.p999))),
         ("latency max", ms(r.latency_us.max)),
+        (
+            "send lag p50 / p99 / max (the generator's, included above)",
+            format!("{} / {} / {}", ms(r.send_lag_us.p50), ms(r.send_lag_us.p99), ms(r.send_lag_us.max)),
+        ),
         (
             "accounting",
             if accounted {
@@ -329,7 +333,7 @@ pub fn write(r: &Report, json: &Path, title: &str, params: &[(&str, String)]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::{PercentilePoint, Second};
+    use crate::load::{Latency, PercentilePoint, Second};
 
     #[test]
     fn page_has_the_three_plots_and_the_summary() {
@@ -365,6 +369,7 @@ mod tests {
                 PercentilePoint { percentile: 99.0, us: 2400 },
             ],
             generator_cpu_us_per_request: Some(4.25),
+            send_lag_us: Latency { p50: 450, p99: 980, max: 1_500, ..Latency::default() },
             ..Report::default()
         };
         let svgs = [throughput_svg(&r).unwrap(), latency_svg(&r).unwrap(), distribution_svg(&r).unwrap()];
@@ -376,6 +381,10 @@ mod tests {
         assert_eq!(page.matches("<svg").count(), 3);
         assert!(page.contains("Throughput per second") && page.contains("approved + declined"));
         assert!(page.contains("<tr><th>generator CPU per request</th><td class=\"n\">4.25 µs</td></tr>"));
+        assert!(
+            page.contains("included above)</th><td class=\"n\">0.45 ms / 0.98 ms / 1.50 ms</td>"),
+            "{page}"
+        );
         let unmeasured = Report { generator_cpu_us_per_request: None, ..r.clone() };
         assert!(!html(&unmeasured, "Load", &[], &svgs).contains("generator CPU"));
         assert!((nines(99.0) - 2.0).abs() < 1e-9);

@@ -96,6 +96,12 @@ pub async fn run(a: Args) -> Result<ExitCode> {
         if let Some(us) = r.generator_cpu_us_per_request {
             println!("generator CPU {us:.1} µs per request");
         }
+        println!(
+            "send lag (after the intended time) p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
+            r.send_lag_us.p50 as f64 / 1000.0,
+            r.send_lag_us.p99 as f64 / 1000.0,
+            r.send_lag_us.max as f64 / 1000.0
+        );
         println!("report: {} and {}", a.report.display(), out.html.display());
     }
     Ok(ExitCode::SUCCESS)
