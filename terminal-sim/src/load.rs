@@ -972,8 +972,22 @@ mod tests {
         }
         assert_eq!(stans, ["000000", "000002", "000004"]);
         assert_eq!(batch.sent.len(), 3);
-        // Each as late as the time since it was due.
+        // Each as late as the time since it was due; counted when the batch is applied (one sent
+        // exactly on time too).
         assert_eq!(batch.lags_us, [4_500, 2_500, 500]);
+        let shared = Shared {
+            tally: Mutex::new(Tally::default()),
+            hist: Mutex::new(histogram()),
+            lag: Mutex::new(histogram()),
+            start,
+        };
+        let mut lags = Batch { lags_us: [batch.lags_us.clone(), vec![0]].concat(), ..Batch::default() };
+        shared.apply(&mut lags, now);
+        let lag = shared.lag.lock().expect("lag");
+        assert_eq!((lag.len(), lag.min()), (4, 0), "every lag counted, none lost");
+        assert!(lag.equivalent(lag.max(), 4_500), "{}", lag.max());
+        assert!(lags.lags_us.is_empty());
+        drop(lag);
         assert!(waiting.values().all(|p| p.sent.is_some()), "kept for a reversal advice");
         assert_eq!(schedule.next_due(), Some(start + Duration::from_millis(6)));
         // Nothing more is due at the same moment; at the end the share is all queued.
