@@ -195,11 +195,19 @@ pub mod stored {
 
     use std::borrow::Cow;
 
-    /// A message's MTI and its elements' numbers and texts (borrowed from the JSON unless a
-    /// text had escapes).
+    /// A message's MTI and its elements' numbers and values (texts borrowed from the JSON unless
+    /// a text had escapes).
     struct Parsed<'a> {
         mti: &'a str,
-        fields: Vec<(u16, Cow<'a, str>)>,
+        fields: Vec<(u16, Element<'a>)>,
+    }
+
+    /// An element's masked value: its text, or — a binary element, whose text is the upper-case
+    /// hex of its bytes — those bytes, packed as they are instead of through their hex text.
+    #[derive(PartialEq)]
+    enum Element<'a> {
+        Text(Cow<'a, str>),
+        Bytes(Cow<'a, [u8]>),
     }
 
     /// The compact form of `json`, or `None` when it is not the form of a message or an exchange
@@ -279,12 +287,22 @@ pub mod stored {
     }
 
     /// A message's elements as its masked JSON gives them (those its spec knows, masked).
-    fn masked_fields(msg: &codecs::iso8583::Message) -> Vec<(u16, Cow<'_, str>)> {
+    fn masked_fields(msg: &codecs::iso8583::Message) -> Vec<(u16, Element<'_>)> {
+        use codecs::iso8583::{DataEncoding, Sensitivity};
         let spec = msg.spec();
         let mut fields = Vec::with_capacity(msg.fields().len());
         for fl in msg.fields() {
             if let Some(fs) = spec.field(fl.de) {
-                fields.push((fl.de, codecs::iso8583::describe::masked_element_text(msg, fs, fl)));
+                // What `masked_element_text` gives as the hex of these bytes (a binary element
+                // shown as it is, or chip data with its sensitive tags masked), as the bytes.
+                let value = match (fs.encoding, fs.sensitivity(fl.de)) {
+                    (DataEncoding::Binary, Sensitivity::None) => Element::Bytes(Cow::Borrowed(fl.data)),
+                    (DataEncoding::Binary, Sensitivity::Icc) => {
+                        Element::Bytes(Cow::Owned(codecs::tlv::mask_sensitive(fl.data)))
+                    }
+                    _ => Element::Text(codecs::iso8583::describe::masked_element_text(msg, fs, fl)),
+                };
+                fields.push((fl.de, value));
             }
         }
         fields
@@ -321,9 +339,8 @@ pub mod stored {
         // request's for all of the answer's. Out of order (a hand-written JSON), a search.
         let ordered = request.is_sorted_by_key(|(d, _)| *d) && m.fields.is_sorted_by_key(|(d, _)| *d);
         let mut r = 0;
-        for (de, text) in &m.fields {
+        for (de, value) in &m.fields {
             put_varint(out, u64::from(*de));
-            let text: &str = text;
             let same = if ordered {
                 while r < request.len() && request[r].0 < *de {
                     r += 1;
@@ -332,9 +349,22 @@ pub mod stored {
             } else {
                 request.iter().find(|(d, _)| d == de)
             };
-            if same.is_some_and(|(_, t)| t == text) {
+            // The same value, the same way (a text and bytes are never both: one spec).
+            if same.is_some_and(|(_, v)| v == value) {
                 put_varint(out, SAME);
-            } else if is_hex(text) {
+                continue;
+            }
+            let text: &str = match value {
+                Element::Text(text) => text,
+                // Bytes whose hex text would be empty are an empty text, as that text would be.
+                Element::Bytes(bytes) if bytes.is_empty() => "",
+                Element::Bytes(bytes) => {
+                    put_varint(out, (bytes.len() as u64) << 2 | HEX);
+                    out.extend_from_slice(bytes);
+                    continue;
+                }
+            };
+            if is_hex(text) {
                 put_varint(out, ((text.len() / 2) as u64) << 2 | HEX);
                 out.extend(text.as_bytes().chunks_exact(2).map(|c| (nibble(c[0]) << 4) | nibble(c[1])));
             } else {
@@ -402,7 +432,7 @@ pub mod stored {
                 if !self.eat("\":") {
                     return None;
                 }
-                fields.push((de, self.string()?));
+                fields.push((de, Element::Text(self.string()?)));
             }
             Some(Parsed { mti, fields })
         }
@@ -590,6 +620,30 @@ mod tests {
                 );
                 assert_eq!(stored::render(&packed), Some(json));
             }
+        }
+    }
+
+    /// Binary elements are packed from their bytes, not through their hex text: the same bytes
+    /// as the JSON packed, for chip data equal in the answer, different, or empty.
+    #[test]
+    fn binary_elements_pack_as_their_json_packs() {
+        let (msg, answer) = exchange();
+        let chip = msg.bytes(55).expect("DE 55");
+        let mut other = answer.clone();
+        other
+            .set_bytes(55, bytes::Bytes::from_static(&[0x91, 0x0A, 1, 2, 3, 4, 5, 6, 7, 8, 0x30, 0x30]))
+            .expect("DE 55");
+        let mut same = answer.clone();
+        same.set_bytes(55, chip.clone()).expect("DE 55");
+        let mut empty = msg.clone();
+        empty.set_bytes(55, bytes::Bytes::new()).expect("an empty DE 55");
+        let cases = [(&msg, Some(&other)), (&msg, Some(&same)), (&empty, Some(&answer)), (&empty, None)];
+        for (request, response) in cases {
+            let mut packed = Vec::new();
+            stored::pack_into(&mut packed, request, response);
+            let json = masked_json_text(request, response);
+            assert_eq!(Some(packed.clone()), stored::compact(&json), "{json}");
+            assert_eq!(stored::render(&packed), Some(json));
         }
     }
 
