@@ -60,6 +60,18 @@ pub const SENSITIVE_ELEMENTS: &[u16] = &SENSITIVE_TABLE;
 
 /// Masks a PAN: first 6 and last 4 digits kept when it has more than 10, else all masked.
 pub fn mask_pan(pan: &str) -> String {
+    // Digits (every PAN that decoded): the kept ends copied as they are.
+    if pan.is_ascii() {
+        let n = pan.len();
+        if n <= 10 {
+            return "*".repeat(n);
+        }
+        let mut out = String::with_capacity(n);
+        out.push_str(&pan[..6]);
+        out.extend(std::iter::repeat_n('*', n - 10));
+        out.push_str(&pan[n - 4..]);
+        return out;
+    }
     let n = pan.chars().count();
     if n > 10 {
         let mut out = String::with_capacity(pan.len());
@@ -287,6 +299,12 @@ mod tests {
     fn pan_and_track_masks() {
         assert_eq!(mask_pan("4761739001010010"), "476173******0010");
         assert_eq!(mask_pan("123456"), "******");
+        assert_eq!(mask_pan("4761739001"), "**********", "ten digits: nothing shown");
+        assert_eq!(mask_pan("47617390010"), "476173*0010");
+        assert_eq!(mask_pan("4761739001010010123"), "476173*********0123");
+        // Not ASCII (never a decoded PAN): masked by characters all the same.
+        assert_eq!(mask_pan("47617é9001010010"), "47617é******0010");
+        assert_eq!(mask_pan("é12345678"), "*********");
         assert_eq!(
             mask_track("4761739001010010=22122011143804400000"),
             "476173******0010*********************"
