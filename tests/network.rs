@@ -251,7 +251,6 @@ async fn on_behalf_verification_and_stand_in_arpc() {
     net.shutdown().await;
 }
 
-/// A plain HTTP GET (the admin endpoint): the whole answer.
 /// The observation count of `histogram`'s series whose labels contain `label`, in the
 /// Prometheus text of `metrics`.
 fn count(metrics: &str, histogram: &str, label: &str) -> Option<u64> {
@@ -263,6 +262,7 @@ fn count(metrics: &str, histogram: &str, label: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// A plain HTTP GET (the admin endpoint): the whole answer.
 async fn reqwest_like_get(base: &str, path: &str) -> String {
     testkit::http::get(base, path, None).await.raw()
 }

@@ -243,18 +243,25 @@ fn claim(s: &PgStore, claims: &[(&str, u32)], width: u32) -> Vec<bool> {
 
 /// The ATCs of `card` still in the `atc_claim` table, ascending.
 fn claim_rows(db: &Db, card: &str) -> Vec<i32> {
-    let (url, schema, card) = (db.opts.url.clone(), db.opts.schema.clone(), card.to_string());
+    let sql = format!("SELECT atc FROM {}.atc_claim WHERE card = $1 ORDER BY atc", db.opts.schema);
+    query(db, &sql, &[&card]).iter().map(|r| r.get(0)).collect()
+}
+
+/// The rows `sql` gives, on a connection of its own (not the store's).
+fn query(
+    db: &Db,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<tokio_postgres::Row> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async move {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    rt.block_on(async {
+        let (client, conn) =
+            tokio_postgres::connect(&db.opts.url, tokio_postgres::NoTls).await.expect("connect");
         let task = tokio::spawn(conn);
-        let rows = client
-            .query(&format!("SELECT atc FROM {schema}.atc_claim WHERE card = $1 ORDER BY atc"), &[&card])
-            .await
-            .expect("claims");
+        let rows = client.query(sql, params).await.expect("query");
         drop(client);
         let _ = task.await;
-        rows.iter().map(|r| r.get(0)).collect()
+        rows
     })
 }
 
@@ -609,19 +616,8 @@ async fn earlier_database(db: &Db, versions: usize, rows: &str) {
 
 /// The pages of each transmission's row before and after its answer was recorded (`ctid`'s page).
 fn transmission_pages(db: &Db) -> HashMap<String, String> {
-    let (url, schema) = (db.opts.url.clone(), db.opts.schema.clone());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async move {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
-        let task = tokio::spawn(conn);
-        let rows = client
-            .query(&format!("SELECT key, split_part(ctid::TEXT, ',', 1) FROM {schema}.transmission"), &[])
-            .await
-            .expect("pages");
-        drop(client);
-        let _ = task.await;
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
-    })
+    let sql = format!("SELECT key, split_part(ctid::TEXT, ',', 1) FROM {}.transmission", db.opts.schema);
+    query(db, &sql, &[]).iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
 /// A transmission's answer is recorded moments after it was claimed: the new version of its row
