@@ -288,19 +288,14 @@ pub mod stored {
 
     /// A message's elements as its masked JSON gives them (those its spec knows, masked).
     fn masked_fields(msg: &codecs::iso8583::Message) -> Vec<(u16, Element<'_>)> {
-        use codecs::iso8583::{DataEncoding, Sensitivity};
+        use codecs::iso8583::describe::{masked_element_bytes, masked_element_text};
         let spec = msg.spec();
         let mut fields = Vec::with_capacity(msg.fields().len());
         for fl in msg.fields() {
             if let Some(fs) = spec.field(fl.de) {
-                // What `masked_element_text` gives as the hex of these bytes (a binary element
-                // shown as it is, or chip data with its sensitive tags masked), as the bytes.
-                let value = match (fs.encoding, fs.sensitivity(fl.de)) {
-                    (DataEncoding::Binary, Sensitivity::None) => Element::Bytes(Cow::Borrowed(fl.data)),
-                    (DataEncoding::Binary, Sensitivity::Icc) => {
-                        Element::Bytes(Cow::Owned(codecs::tlv::mask_sensitive(fl.data)))
-                    }
-                    _ => Element::Text(codecs::iso8583::describe::masked_element_text(msg, fs, fl)),
+                let value = match masked_element_bytes(fs, fl) {
+                    Some(bytes) => Element::Bytes(bytes),
+                    None => Element::Text(masked_element_text(msg, fs, fl)),
                 };
                 fields.push((fl.de, value));
             }

@@ -139,12 +139,27 @@ fn mask_subelements(text: &str) -> String {
 /// [`mask_text`] of an element as carried, without a copy where nothing is masked (its text
 /// borrowed) and without a round trip through hex for binary chip data (masked as bytes).
 pub fn masked_element_text<'a>(msg: &Message, fs: &FieldSpec, fl: FieldRef<'a>) -> Cow<'a, str> {
+    if let Some(bytes) = masked_element_bytes(fs, fl) {
+        return Cow::Owned(crate::hex_upper(&bytes));
+    }
     match fs.sensitivity(fl.de) {
         Sensitivity::None => field::to_text(fs, fl),
-        Sensitivity::Icc if fs.encoding == DataEncoding::Binary => {
-            Cow::Owned(crate::hex_upper(&crate::tlv::mask_sensitive(fl.data)))
-        }
         _ => Cow::Owned(mask_text(msg, fl.de, field::to_text(fs, fl).into_owned())),
+    }
+}
+
+/// The bytes whose upper-case hex is [`masked_element_text`] of a binary element that keeps its
+/// form when masked — one not sensitive (borrowed), or chip data with its sensitive tags masked —
+/// for a caller that stores bytes; `None` for every other element (its masked text is not hex of
+/// its bytes: a text element, or a sensitive binary one shown as stars).
+pub fn masked_element_bytes<'a>(fs: &FieldSpec, fl: FieldRef<'a>) -> Option<Cow<'a, [u8]>> {
+    if fs.encoding != DataEncoding::Binary {
+        return None;
+    }
+    match fs.sensitivity(fl.de) {
+        Sensitivity::None => Some(Cow::Borrowed(fl.data)),
+        Sensitivity::Icc => Some(Cow::Owned(crate::tlv::mask_sensitive(fl.data))),
+        _ => None,
     }
 }
 
