@@ -152,7 +152,15 @@ pub struct OriginalRecord {
 
 /// The key of a transaction: acquirer ID | TID | MTI | STAN | DE 7.
 pub fn original_key(acquirer: &str, tid: &str, mti: &str, stan: &str, transmitted: &str) -> String {
-    format!("{acquirer}|{}|{mti}|{stan}|{transmitted}", tid.trim_end())
+    let parts = [acquirer, tid.trim_end(), mti, stan, transmitted];
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            key.push('|');
+        }
+        key.push_str(part);
+    }
+    key
 }
 
 /// A card's ATC claimed in the shared store: over several nodes, the local window only knows what
@@ -246,5 +254,21 @@ impl StateWrites {
         for (k, v) in older.originals {
             self.originals.entry(k).or_insert(v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_original_key_is_its_parts_between_bars_the_tid_trimmed() {
+        // Keys are stored: this form is what every store already holds.
+        assert_eq!(
+            original_key("400001", "TERM0001", "0100", "000123", "1205101010"),
+            "400001|TERM0001|0100|000123|1205101010"
+        );
+        assert_eq!(original_key("400001", "TERM1   ", "0200", "1", ""), "400001|TERM1|0200|1|");
+        assert_eq!(original_key("", "", "", "", ""), "||||");
     }
 }

@@ -81,6 +81,16 @@ fn need(req: &Message, des: &[u16]) -> Result<(), Invalid> {
 
 /// Checks an authorization or financial request (0100, 0200).
 pub fn authorization(req: &Message) -> Result<(), Invalid> {
+    check_authorization(req, None)
+}
+
+/// [`authorization`] for a request whose DE 55 was parsed already (at the edge): `has_tag` says
+/// whether a tag is among its top-level objects.
+pub fn authorization_parsed(req: &Message, has_tag: &dyn Fn(u32) -> bool) -> Result<(), Invalid> {
+    check_authorization(req, Some(has_tag))
+}
+
+fn check_authorization(req: &Message, has_tag: Option<&dyn Fn(u32) -> bool>) -> Result<(), Invalid> {
     need(req, &AUTHORIZATION_REQUIRED)?;
     if !req.contains(2) && !req.contains(35) {
         return Err(invalid("missing DE 2 and DE 35 (no PAN)"));
@@ -89,13 +99,14 @@ pub fn authorization(req: &Message) -> Result<(), Invalid> {
     let pan_entry = entry.pan_entry();
     if is_chip(pan_entry) {
         need(req, required_for_entry(pan_entry))?;
-        let icc = req.icc_data().map_err(|e| invalid(e.to_string()))?.unwrap_or_default();
-        let nodes = tlv::decode_lenient(&icc).map_err(|e| invalid(format!("DE 55: {e}")))?;
-        let missing: Vec<String> = REQUIRED_ICC_TAGS
-            .iter()
-            .filter(|t| !nodes.iter().any(|n| u32::from(**t) == n.tag().value()))
-            .map(|t| format!("{t:X}"))
-            .collect();
+        let missing: Vec<String> = match has_tag {
+            Some(has) => missing_tags(has),
+            None => {
+                let icc = req.icc_data().map_err(|e| invalid(e.to_string()))?.unwrap_or_default();
+                let nodes = tlv::decode_lenient(&icc).map_err(|e| invalid(format!("DE 55: {e}")))?;
+                missing_tags(|t| nodes.iter().any(|n| t == n.tag().value()))
+            }
+        };
         if !missing.is_empty() {
             return Err(invalid(format!("DE 55 lacks tags {}", missing.join(" "))));
         }
@@ -105,6 +116,11 @@ pub fn authorization(req: &Message) -> Result<(), Invalid> {
     }
     req.amount().map_err(|e| invalid(e.to_string()))?;
     Ok(())
+}
+
+/// The tags of [`REQUIRED_ICC_TAGS`] DE 55 lacks, by `has`.
+fn missing_tags(has: impl Fn(u32) -> bool) -> Vec<String> {
+    REQUIRED_ICC_TAGS.iter().filter(|t| !has(u32::from(**t))).map(|t| format!("{t:X}")).collect()
 }
 
 /// Checks a reversal or advice (0400, 0420, 0120).

@@ -26,7 +26,8 @@ use crate::error::{Error, ErrorKind, Location, Result};
 pub struct Message {
     spec: Arc<Spec>,
     mti: Mti,
-    /// The input the message was decoded from (empty for a message built element by element).
+    /// The input the message was decoded from (empty for a message built element by element; an
+    /// echo's is the message it echoes, see [`Message::echo`]).
     wire: Bytes,
     slots: Vec<Slot>,
     /// The data of elements set after decoding, each named by one slot's [`Data::Owned`]; boxed,
@@ -170,6 +171,32 @@ impl Message {
     /// An empty message.
     pub fn new(spec: Arc<Spec>, mti: Mti) -> Self {
         Message { spec, mti, wire: Bytes::new(), slots: Vec::with_capacity(32), owned: None }
+    }
+
+    /// A message of `mti` in `from`'s spec carrying those of `from`'s elements `des` names that
+    /// `from` has, their data shared with `from` (the same input, the same owned `Bytes`): an
+    /// answer echoing its request, without an element copied or counted one by one.
+    pub fn echo(from: &Message, mti: Mti, des: &[u16]) -> Message {
+        let mut wanted = Bitmap::default();
+        for &de in des {
+            wanted.set(de);
+        }
+        let mut m = Message {
+            spec: from.spec.clone(),
+            mti,
+            wire: from.wire.clone(),
+            slots: Vec::with_capacity(32),
+            owned: None,
+        };
+        // `from`'s slots are ascending, and so are those taken.
+        for s in from.slots.iter().filter(|s| wanted.contains(s.de)) {
+            let data = match s.data {
+                Data::Wire { .. } => s.data,
+                Data::Owned(k) => Data::Owned(m.push_owned(from.owned()[k as usize].clone())),
+            };
+            m.slots.push(Slot { data, ..*s });
+        }
+        m
     }
 
     pub fn spec(&self) -> &Arc<Spec> {

@@ -15,10 +15,7 @@ pub const ECHO: [u16; 18] = [2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 32, 37, 41, 42,
 /// when it has none) and the echoed elements the request carries.
 pub fn response(req: &Message, rc: &str) -> Message {
     let mti = req.mti().response().unwrap_or(req.mti());
-    let mut rsp = Message::new(req.spec().clone(), mti);
-    for de in ECHO {
-        let _ = rsp.copy_from(req, de);
-    }
+    let mut rsp = Message::echo(req, mti, &ECHO);
     // DE 39 is an2 in every spec we ship; a custom spec without it gets no DE 39.
     let _ = rsp.set_text(39, rc);
     rsp
@@ -93,6 +90,43 @@ mod tests {
         assert_eq!(r.text(39).as_deref(), Some("05"));
         assert_eq!(r.text(11).as_deref(), Some("000123"));
         assert!(!r.contains(52), "a PIN block is never echoed");
+    }
+
+    #[test]
+    fn an_echo_is_the_element_by_element_copy() {
+        let mut req = Message::new(spec(), Mti::AUTHORIZATION_REQUEST);
+        for (de, v) in [
+            (2, "4761739001010010"),
+            (3, "000000"),
+            (4, "000000001000"),
+            (7, "1205101010"),
+            (11, "000123"),
+            (41, "TERM0001"),
+            (49, "978"),
+            (52, "0123456789ABCDEF"),
+        ] {
+            req.set_text(de, v).expect("set");
+        }
+        // Decoded (its elements in its input), then one replaced and one added (owned data).
+        let mut decoded = Message::decode(&spec(), req.encode().expect("encode")).expect("decode");
+        decoded.set_text(4, "000000002000").expect("set");
+        decoded.set_text(42, "MERCHANT0000001").expect("set");
+        let mut by_copy = Message::new(spec(), Mti::AUTHORIZATION_RESPONSE);
+        for de in ECHO {
+            by_copy.copy_from(&decoded, de).expect("copy");
+        }
+        let echo = Message::echo(&decoded, Mti::AUTHORIZATION_RESPONSE, &ECHO);
+        assert_eq!(echo.encode().expect("encode"), by_copy.encode().expect("encode"));
+        assert!(!echo.contains(52), "only what is named");
+        assert_eq!(echo.text(4).as_deref(), Some("000000002000"));
+        assert_eq!(echo.text(42).as_deref(), Some("MERCHANT0000001"));
+        // Changing the echo leaves what it echoes alone, and the other way round.
+        let mut changed = echo.clone();
+        changed.set_text(11, "000999").expect("set");
+        changed.remove(42);
+        decoded.set_text(41, "TERM0002").expect("set");
+        assert_eq!((decoded.text(11).as_deref(), decoded.contains(42)), (Some("000123"), true));
+        assert_eq!(echo.text(41).as_deref(), Some("TERM0001"));
     }
 
     #[test]

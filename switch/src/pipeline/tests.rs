@@ -199,6 +199,30 @@ fn chip_data_must_agree_with_the_message() {
 }
 
 #[test]
+fn chip_data_without_a_required_tag_or_unparsable_is_a_format_error() {
+    let p = pipeline();
+    // The same chip data without 9F37 (the unpredictable number the cryptogram covers).
+    let mut m = purchase(1, 100, 1);
+    let icc = m.icc_data().expect("DE 55").expect("present");
+    let mut b = codecs::tlv::TlvBuilder::new();
+    for n in codecs::tlv::decode_lenient(&icc).expect("parses") {
+        if n.tag().value() != 0x9F37 {
+            b.primitive(n.tag(), n.value()).expect("tag");
+        }
+    }
+    m.set_icc_data(&b.finish()).expect("DE 55");
+    let d = answered(begin(&p, m));
+    let decline = d.decline.as_ref().expect("declined");
+    assert_eq!((rc(&d).as_str(), decline.stage), ("30", Stage::Validate));
+    assert!(decline.reason.contains("9F37"), "{}", decline.reason);
+    // A tag announcing more bytes than DE 55 has.
+    let mut broken = purchase(2, 100, 2);
+    broken.set_icc_data(&[0x9F, 0x26, 0x08, 0x01, 0x02]).expect("DE 55");
+    let d = answered(begin(&p, broken));
+    assert_eq!((rc(&d).as_str(), d.decline.map(|d| d.stage)), ("30", Some(Stage::Validate)));
+}
+
+#[test]
 fn verify_refuses_a_bad_cryptogram_and_a_replayed_atc_before_the_issuer() {
     let p = pipeline();
     let f = forwarded(begin(&p, purchase(1, 100, 5)));

@@ -81,7 +81,12 @@ pub fn parse(
 
 /// An authorization or financial request (0100, 0200).
 pub fn authorization(txn: &Txn) -> Result<(), Decline> {
-    crate::validate::authorization(&txn.msg).map_err(|e| format_error(e.reason))?;
+    // DE 55 was parsed by `parse` (a request whose DE 55 does not parse goes no further).
+    let checked = match &txn.chip {
+        Some(chip) => crate::validate::authorization_parsed(&txn.msg, &|t| chip.has(t)),
+        None => crate::validate::authorization(&txn.msg),
+    };
+    checked.map_err(|e| format_error(e.reason))?;
     entry_mode_matches(txn)?;
     if let Some(chip) = &txn.chip {
         chip_matches(txn, chip)?;
