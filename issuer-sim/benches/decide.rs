@@ -3,13 +3,22 @@
 //! same with a PIN (format-0 block decrypted under the ZPK, PVV checked), a balance inquiry, and
 //! an echo. Each chip request carries a fresh ATC; a new issuer is built (untimed) before the
 //! 65,536 ATCs of a card run out.
+//!
+//! `DECIDE_FIXED=n` runs n contactless purchases instead, for an instruction count, e.g.
+//!
+//! ```text
+//! DECIDE_FIXED=4096 valgrind --tool=callgrind --toggle-collect='*measured_*' \
+//!     target/release/deps/decide-… --bench
+//! ```
+//!
+//! then `callgrind_annotate --inclusive=yes` gives `measured_handle` (divide by n).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use codecs::iso8583::{Message, Spec};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use crypto::hsm::SoftHsm;
 use crypto::keystore::Lmk;
 use issuer_sim::cards::{TestIssuer, ZPK_NAME, generate_test_issuer};
@@ -43,10 +52,37 @@ fn run(iters: u64, test: &TestIssuer, lmk: &Lmk, make: &dyn Fn(u16) -> Message) 
     total
 }
 
-fn benches(c: &mut Criterion) {
+#[inline(never)]
+fn measured_handle(iss: &mut Issuer, req: &Message) -> Option<Message> {
+    iss.handle(req, Origin::AuthenticatedLink, 1_795_000_000_000, "2611", 1)
+}
+
+fn test_issuer() -> (Lmk, TestIssuer) {
     let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("LMK");
     let test = generate_test_issuer(4, lmk.clone(), "2912", &mut testkit::TestRng::seeded(1).filler())
         .expect("test issuer");
+    (lmk, test)
+}
+
+/// `n` contactless purchases on the test issuer's four cards in turn, each with its card's next ATC.
+fn fixed(n: u32) {
+    let (lmk, test) = test_issuer();
+    let spec: Arc<Spec> = Spec::builtin("network").expect("spec").clone();
+    let reqs: Vec<Message> = (0..n)
+        .map(|i| {
+            let card = &test.clear[(i % 4) as usize];
+            let atc = (i / 4 + 1) as u16;
+            chip_request(&spec, card, &Tx::purchase(i % 999_999 + 1, 100, atc))
+        })
+        .collect();
+    let mut iss = issuer(&test, &lmk);
+    for r in &reqs {
+        black_box(measured_handle(&mut iss, r));
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let (lmk, test) = test_issuer();
     let spec: Arc<Spec> = Spec::builtin("network").expect("spec").clone();
     let card = test.clear[0].clone();
     let block = pin_block(&test.zpk_clear, &card.pan, &card.pin).expect("PIN block");
@@ -74,4 +110,12 @@ criterion_group! {
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
     targets = benches
 }
-criterion_main!(decide);
+
+fn main() {
+    if let Some(n) = std::env::var("DECIDE_FIXED").ok().and_then(|v| v.parse().ok()) {
+        fixed(n);
+        return;
+    }
+    decide();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -318,9 +318,39 @@ pub fn subelement(de48: &str, tag: &str) -> Option<String> {
 }
 
 /// The tag → value map of a DE 55.
-fn icc_tags(icc: &[u8]) -> Option<HashMap<u32, Vec<u8>>> {
-    let nodes = tlv::decode_lenient(icc).ok()?;
-    Some(nodes.iter().map(|n| (n.tag().value(), n.value().to_vec())).collect())
+fn icc_tags(icc: &[u8]) -> Option<IccTags> {
+    IccTags::parse(icc)
+}
+
+/// The top-level objects of chip data (DE 55, DE 123): each tag with where its value lies in one
+/// copy of the data.
+#[derive(Debug, Default)]
+struct IccTags {
+    data: Vec<u8>,
+    /// Tag, value offset, value length.
+    tags: Vec<(u32, usize, usize)>,
+}
+
+impl IccTags {
+    /// `None` when the data is not TLV, or names a tag twice: which of two values a cryptogram
+    /// covers, and which one a check before it read, would be anyone's guess.
+    fn parse(icc: &[u8]) -> Option<IccTags> {
+        let nodes = tlv::decode_lenient(icc).ok()?;
+        let mut tags: Vec<(u32, usize, usize)> = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            let tag = n.tag().value();
+            if tags.iter().any(|t| t.0 == tag) {
+                return None;
+            }
+            tags.push((tag, n.tlv.value_offset(), n.value().len()));
+        }
+        Some(IccTags { data: icc.to_vec(), tags })
+    }
+
+    fn get(&self, tag: u32) -> Option<&[u8]> {
+        let &(_, at, len) = self.tags.iter().find(|t| t.0 == tag)?;
+        self.data.get(at..at + len)
+    }
 }
 
 /// The original-transaction key of a request: DE 41 | DE 11 | DE 7.
@@ -342,9 +372,9 @@ fn original_key(m: &Message) -> OriginalKey {
 fn chip_of(req: &Message) -> Result<Option<Chip>, ()> {
     let Some(icc) = req.icc_data().map_err(|_| ())? else { return Ok(None) };
     let tags = icc_tags(&icc).ok_or(())?;
-    let arqc = tags.get(&0x9F26).cloned().unwrap_or_default();
-    let atc = tags.get(&0x9F36).and_then(|v| Atc::from_slice(v).ok());
-    let un = tags.get(&0x9F37).and_then(|v| UnpredictableNumber::from_slice(v).ok());
+    let arqc = tags.get(0x9F26).map(<[u8]>::to_vec).unwrap_or_default();
+    let atc = tags.get(0x9F36).and_then(|v| Atc::from_slice(v).ok());
+    let un = tags.get(0x9F37).and_then(|v| UnpredictableNumber::from_slice(v).ok());
     match atc {
         Some(atc) if arqc.len() == 8 => Ok(Some(Chip { tags, arqc, atc, un, verified_by_tsp: false })),
         _ => Err(()),
@@ -353,7 +383,7 @@ fn chip_of(req: &Message) -> Result<Option<Chip>, ()> {
 
 /// What the chip part of a request gives the ARPC.
 struct Chip {
-    tags: HashMap<u32, Vec<u8>>,
+    tags: IccTags,
     arqc: Vec<u8>,
     atc: Atc,
     un: Option<UnpredictableNumber>,
@@ -868,7 +898,7 @@ impl Issuer {
                 Ok(p) => p,
                 Err(_) => return Decision::rc("14"),
             };
-            let Ok(data) = ac_data_from_tags(card.cvn, |t| chip.tags.get(&t).map(Vec::as_slice)) else {
+            let Ok(data) = ac_data_from_tags(card.cvn, |t| chip.tags.get(t)) else {
                 return Decision::rc("30");
             };
             let inputs = CardInputs { pan: &pan_d, psn: card.psn, atc: chip.atc, un: chip.un };
@@ -965,7 +995,7 @@ impl Issuer {
     ) -> Decision {
         let session = field(req, 37).unwrap_or_else(|| field(req, 11).unwrap_or_default());
         let tags = req.field(123).and_then(|f| icc_tags(f.data)).unwrap_or_default();
-        let text = |tag: u32| tags.get(&tag).map(|v| String::from_utf8_lossy(v).into_owned());
+        let text = |tag: u32| tags.get(tag).map(|v| String::from_utf8_lossy(v).into_owned());
         let otp = (tx == "91").then(|| text(0xDF8110).unwrap_or_default());
         // Who asks: the token requestor's id (9F19); without one, the acquiring terminal.
         let requestor = text(0x9F19).or_else(|| field(req, 41)).unwrap_or_default();
@@ -1198,6 +1228,23 @@ mod tests {
         m.set_text(11, "000003").expect("DE 11");
         m.set_text(70, "301").expect("DE 70");
         m
+    }
+
+    #[test]
+    fn chip_data_naming_a_tag_twice_is_a_format_error_and_uses_nothing() {
+        let (mut i, t) = issuer();
+        let card = &t.clear[0];
+        let purchase = |stan, atc| {
+            crate::testing::chip_request(&spec(), card, &crate::testing::Tx::purchase(stan, 100, atc))
+        };
+        // The card's own data with a second 9F02 after it (another amount): refused whole.
+        let mut twice = purchase(1, 1);
+        let mut icc = twice.icc_data().expect("DE 55").expect("present").to_vec();
+        icc.extend_from_slice(&[0x9F, 0x02, 0x06, 0x00, 0x00, 0x00, 0x00, 0x99, 0x99]);
+        twice.set_icc_data(&icc).expect("DE 55");
+        assert_eq!(call(&mut i, &twice, T0), "30");
+        // Its ATC was not used up, nor its amount booked: the untouched request is approved.
+        assert_eq!(call(&mut i, &purchase(2, 1), T0), "00");
     }
 
     #[test]

@@ -26,14 +26,23 @@ fn bcd_digits(b: &[u8]) -> Option<String> {
 }
 
 impl Chip {
-    /// Parses DE 55 (BER-TLV; constructed templates are walked into).
+    /// Parses DE 55 (BER-TLV, its top-level objects; templates must be well formed too). A tag
+    /// named twice is refused: the switch's checks would read one value and the issuer's
+    /// cryptogram might cover the other (a 9F02 of the amount asked for before the card's own).
     pub fn parse(icc: Bytes) -> Result<Chip, String> {
         let nodes = tlv::decode_lenient(&icc).map_err(|e| format!("DE 55: {e}"))?;
-        let tags = nodes.iter().map(|n| (n.tag().value(), n.tlv.value_offset(), n.value().len())).collect();
+        let mut tags: Vec<(u32, usize, usize)> = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            let tag = n.tag().value();
+            if tags.iter().any(|t| t.0 == tag) {
+                return Err(format!("DE 55: tag {tag:X} appears more than once"));
+            }
+            tags.push((tag, n.tlv.value_offset(), n.value().len()));
+        }
         Ok(Chip { data: icc, tags })
     }
 
-    /// The value of `tag`, the first occurrence.
+    /// The value of `tag`.
     pub fn tag(&self, tag: u32) -> Option<&[u8]> {
         let &(_, at, len) = self.tags.iter().find(|(t, _, _)| *t == tag)?;
         self.data.get(at..at + len)

@@ -223,6 +223,26 @@ fn chip_data_without_a_required_tag_or_unparsable_is_a_format_error() {
 }
 
 #[test]
+fn chip_data_naming_a_tag_twice_is_refused_before_anything_is_checked_or_sent() {
+    let p = pipeline();
+    // The card signed 1.00; a 9F02 of 50.00 put before its own, and DE 4 to match: the switch
+    // would read one amount and the issuer's cryptogram cover the other.
+    let mut m = purchase(1, 100, 1);
+    let icc = m.icc_data().expect("DE 55").expect("present");
+    let mut forged = vec![0x9F, 0x02, 0x06, 0x00, 0x00, 0x00, 0x00, 0x50, 0x00];
+    forged.extend_from_slice(&icc);
+    m.set_icc_data(&forged).expect("DE 55");
+    m.set_text(4, "000000005000").expect("DE 4");
+    let d = answered(begin(&p, m));
+    let decline = d.decline.as_ref().expect("declined");
+    assert_eq!((rc(&d).as_str(), decline.stage), ("30", Stage::Validate));
+    assert!(decline.reason.contains("9F02"), "{}", decline.reason);
+    // Nothing was used up: the card's own request with the same ATC goes to the issuer.
+    let f = forwarded(begin(&p, purchase(2, 100, 1)));
+    assert_eq!(rc(&approve(&p, f)), "00");
+}
+
+#[test]
 fn verify_refuses_a_bad_cryptogram_and_a_replayed_atc_before_the_issuer() {
     let p = pipeline();
     let f = forwarded(begin(&p, purchase(1, 100, 5)));
