@@ -83,7 +83,7 @@ fn fixture() -> Fixture {
         }),
     };
     let store = Arc::new(SqliteStore::in_memory().expect("store"));
-    let (state, writer) = StateBook::open(store, 65_536).expect("state");
+    let (state, writer) = StateBook::open(store).expect("state");
     let pipeline = Pipeline {
         registry: RwLock::new(Arc::new(registry)),
         routes: RwLock::new(Arc::new(RouteTable::new([("476173", "issuer-a")]).expect("routes"))),

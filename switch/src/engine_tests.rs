@@ -16,10 +16,21 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{JournalRow, NewSafEntry, SafEntry, Store};
 use crypto::seal::Sealer;
 
-/// SQLite, except that state commits (which carry the journal rows) fail while `refuse` is set.
+/// SQLite, except that state commits (which carry the journal rows) fail while `refuse` is set,
+/// and wait (`holding` set meanwhile) while `held` is.
 struct Refusing {
     inner: SqliteStore,
     refuse: AtomicBool,
+    held: std::sync::Mutex<bool>,
+    released: std::sync::Condvar,
+    holding: AtomicBool,
+}
+
+impl Refusing {
+    fn hold(&self, on: bool) {
+        *self.held.lock().expect("held") = on;
+        self.released.notify_all();
+    }
 }
 
 impl Store for Refusing {
@@ -57,6 +68,13 @@ impl Store for Refusing {
         self.inner.saf_pending(link)
     }
     fn state_commit(&self, writes: &StateWrites) -> Result<crate::records::CommitOutcome> {
+        let mut held = self.held.lock().expect("held");
+        while *held {
+            self.holding.store(true, Ordering::Release);
+            held = self.released.wait(held).expect("held");
+        }
+        self.holding.store(false, Ordering::Release);
+        drop(held);
         if self.refuse.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Store, "test", "disk full"));
         }
@@ -144,6 +162,9 @@ fn setup(fail_disk: bool) -> (Arc<Refusing>, Arc<Approver>, Engine) {
     let store = Arc::new(Refusing {
         inner: SqliteStore::in_memory().expect("store"),
         refuse: AtomicBool::new(false),
+        held: std::sync::Mutex::new(false),
+        released: std::sync::Condvar::new(),
+        holding: AtomicBool::new(false),
     });
     let issuer = Arc::new(Approver {
         name: Arc::from("issuer-a"),
@@ -302,4 +323,44 @@ async fn a_saf_row_that_does_not_open_is_quarantined_and_counted() {
     stop.cancel();
     worker.await.expect("worker");
     server.abort();
+}
+
+/// A reversal read while its original's newest version is being committed (taken from the
+/// uncommitted writes, not yet in the store) sees that version, not the one the store still has.
+#[tokio::test]
+async fn an_original_being_committed_reads_as_its_newest_version() {
+    let (store, _issuer, e) = setup(false);
+    let book = e.pipeline.state.clone();
+    let record = |settled_minor| OriginalRecord {
+        key: "400001|TERM0001|0100|000001|1205101010".into(),
+        card: "fp16".into(),
+        amount_minor: 1_000,
+        currency: "978".into(),
+        response_code: Some("00".into()),
+        issuer: "issuer-a".into(),
+        settled_minor,
+        at_ms: 1,
+    };
+    let key = record(0).key;
+    let settled = |r: Result<Option<OriginalRecord>>| r.expect("read").map(|o| o.settled_minor);
+    book.record_original(record(0));
+    book.sync().await.expect("durable");
+    // A reversal of 400 recorded; its commit held in the store.
+    store.hold(true);
+    book.record_original(record(400));
+    let b = book.clone();
+    let commit = tokio::spawn(async move { b.sync().await });
+    for _ in 0..400 {
+        if store.holding.load(Ordering::Acquire) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(store.holding.load(Ordering::Acquire), "the writer is committing");
+    assert_eq!(settled(store.inner.original_get(&key)), Some(0), "the store has the older version");
+    assert_eq!(settled(book.original(&key)), Some(400));
+    store.hold(false);
+    commit.await.expect("joined").expect("durable");
+    assert_eq!(settled(store.inner.original_get(&key)), Some(400));
+    assert_eq!(settled(book.original(&key)), Some(400));
 }

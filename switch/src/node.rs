@@ -38,10 +38,6 @@ use crate::store::Store;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 
-/// Originals kept in memory for reversals and advices (about 250 bytes each); older ones are
-/// read from the store when a reversal asks for them.
-const RECENT_ORIGINALS: usize = 65_536;
-
 /// What the node is built from besides its config.
 pub struct NodeParts {
     pub keys: NodeKeys,
@@ -202,11 +198,12 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
         group_commit: Duration::from_micros(cfg.store.group_commit_us),
     };
     let book_clock = parts.clock.clone();
-    let (state, state_writer) = tokio::task::spawn_blocking(move || {
-        StateBook::open_with(book_store, RECENT_ORIGINALS, bounds, book_clock)
-    })
-    .await
-    .map_err(|e| Error::new(ErrorKind::Internal, "state", format!("loading the state stopped: {e}")))??;
+    let (state, state_writer) =
+        tokio::task::spawn_blocking(move || StateBook::open_with(book_store, bounds, book_clock))
+            .await
+            .map_err(|e| {
+                Error::new(ErrorKind::Internal, "state", format!("loading the state stopped: {e}"))
+            })??;
     let registry = registry(&cfg, &parts.hsm)?;
     let metrics = Arc::new(Metrics::new(&cfg.node.name));
     let fp_key = parts.keys.fingerprint.clone();

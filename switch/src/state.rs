@@ -22,7 +22,7 @@
 //! and before an answer leaves, so nothing a terminal was told, and nothing an issuer saw, is
 //! forgotten by a crash.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,6 +83,9 @@ impl JournalHandle {
 
 struct Dirty {
     writes: StateWrites,
+    /// The originals of the commit in progress, until it is durable (or put back): a reversal read
+    /// meanwhile finds them here rather than an older version in the store.
+    committing: HashMap<String, OriginalRecord>,
     /// Journal entries not yet made rows (the writer builds them: masking, fingerprint).
     entries: Vec<JournalItem>,
     /// Incremented by every change.
@@ -104,14 +107,6 @@ pub const DEFAULT_GROUP_COMMIT: Duration = Duration::from_micros(1000);
 /// Journal entries waiting beyond this many (the store refusing them) hold their senders back:
 /// a request is then not answered rather than answered without its row.
 pub const MAX_PENDING_JOURNAL: usize = 200_000;
-
-/// Originals kept in memory: the most recent, bounded in number; older ones are read from the
-/// store when a reversal asks for them.
-struct Recent {
-    map: HashMap<String, OriginalRecord>,
-    order: VecDeque<String>,
-    max: usize,
-}
 
 /// How much decision state the book holds in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,7 +241,6 @@ pub struct StateBook {
     hasher: RandomState,
     totals: Mutex<Totals>,
     clock: Arc<dyn Clock>,
-    recent: Mutex<Recent>,
     dirty: Mutex<Dirty>,
     doorbell: std::sync::mpsc::SyncSender<()>,
     committed: watch::Receiver<u64>,
@@ -280,8 +274,8 @@ impl StateWriter {
 impl StateBook {
     /// Loads the windows and totals from `store` and starts the writer, with the default stand-in
     /// bounds and the system clock.
-    pub fn open(store: Arc<dyn Store>, max_recent_originals: usize) -> Result<(Arc<StateBook>, StateWriter)> {
-        Self::open_with(store, max_recent_originals, StateBounds::default(), Arc::new(SystemClock))
+    pub fn open(store: Arc<dyn Store>) -> Result<(Arc<StateBook>, StateWriter)> {
+        Self::open_with(store, StateBounds::default(), Arc::new(SystemClock))
     }
 
     /// Loads the windows and the live stand-in totals (those whose period is not over by `clock`)
@@ -290,7 +284,6 @@ impl StateBook {
     /// cards are then refused until the totals drain.
     pub fn open_with(
         store: Arc<dyn Store>,
-        max_recent_originals: usize,
         bounds: StateBounds,
         clock: Arc<dyn Clock>,
     ) -> Result<(Arc<StateBook>, StateWriter)> {
@@ -322,36 +315,18 @@ impl StateBook {
         }
         let (tx, committed) = watch::channel(0u64);
         let (doorbell, ring) = std::sync::mpsc::sync_channel::<()>(1);
-        let recent_max = max_recent_originals.max(1);
         let book = Arc::new(StateBook {
             windows: windows.into_iter().map(Mutex::new).collect(),
             shard_windows: (bounds.atc_windows / SHARDS).max(1),
             hasher,
             totals: Mutex::new(totals),
             clock,
-            // Sized for its bound at once, and written (see `door::process::touched_map`).
-            recent: Mutex::new(Recent {
-                map: door::process::touched_map(
-                    door::process::map_room(recent_max),
-                    Default::default(),
-                    |i| {
-                        let record = OriginalRecord {
-                            key: String::new(),
-                            card: String::new(),
-                            amount_minor: 0,
-                            currency: String::new(),
-                            response_code: None,
-                            issuer: String::new(),
-                            settled_minor: 0,
-                            at_ms: 0,
-                        };
-                        (i.to_string(), record)
-                    },
-                ),
-                order: door::process::touched_deque(recent_max + 1, String::new()),
-                max: recent_max,
+            dirty: Mutex::new(Dirty {
+                writes: StateWrites::default(),
+                committing: HashMap::new(),
+                entries: Vec::new(),
+                generation: 0,
             }),
-            dirty: Mutex::new(Dirty { writes: StateWrites::default(), entries: Vec::new(), generation: 0 }),
             doorbell,
             committed,
             store: store.clone(),
@@ -645,47 +620,24 @@ impl StateBook {
         Self::lock(&self.totals).map.len()
     }
 
-    /// Records (or updates) a transaction.
+    /// Records (or updates) a transaction: committed with the next group, read back from the
+    /// writes not yet committed or from the store (a reversal or advice is rare; an in-memory copy
+    /// of every authorization's record cost each one more than all the reads it saved).
     pub fn record_original(&self, rec: OriginalRecord) {
-        let mut recent = Self::lock(&self.recent);
-        if let Some(r) = recent.map.get_mut(&rec.key) {
-            // An update (the answer to a forwarded request): no new key to remember.
-            r.clone_from(&rec);
-        } else {
-            recent.map.insert(rec.key.clone(), rec.clone());
-            recent.order.push_back(rec.key.clone());
-            while recent.order.len() > recent.max {
-                if let Some(old) = recent.order.pop_front() {
-                    recent.map.remove(&old);
-                }
-            }
-        }
-        drop(recent);
         self.changed(|d| {
             d.originals.insert(rec.key.clone(), rec);
         });
     }
 
-    /// A transaction recorded in memory (the recent ones).
-    pub fn recent_original(&self, key: &str) -> Option<OriginalRecord> {
-        Self::lock(&self.recent).map.get(key).cloned()
-    }
-
-    /// A transaction, from memory or else from the store (blocking: call it off the runtime).
+    /// A transaction, from the writes not yet committed or else from the store (blocking: call it
+    /// off the runtime). Over a shared store another node may have settled it since: after this
+    /// node's own uncommitted changes, the store has the last word.
     pub fn original(&self, key: &str) -> Result<Option<OriginalRecord>> {
-        // Over a shared store another node may have settled it since: after this node's own
-        // uncommitted changes, the store has the last word, not this node's memory.
-        if self.shared {
-            if let Some(r) = Self::lock(&self.dirty).writes.originals.get(key) {
+        {
+            let d = Self::lock(&self.dirty);
+            if let Some(r) = d.writes.originals.get(key).or_else(|| d.committing.get(key)) {
                 return Ok(Some(r.clone()));
             }
-            return self.store.original_get(key);
-        }
-        if let Some(r) = self.recent_original(key) {
-            return Ok(Some(r));
-        }
-        if let Some(r) = Self::lock(&self.dirty).writes.originals.get(key) {
-            return Ok(Some(r.clone()));
         }
         self.store.original_get(key)
     }
@@ -710,6 +662,7 @@ impl StateBook {
     fn take(&self) -> (StateWrites, u64) {
         let mut d = Self::lock(&self.dirty);
         let mut writes = std::mem::take(&mut d.writes);
+        d.committing.clone_from(&writes.originals);
         let entries = std::mem::take(&mut d.entries);
         let generation = d.generation;
         drop(d);
@@ -736,6 +689,7 @@ impl StateBook {
             h.metrics.journal_rows.inc_by(writes.journal.len() as u64);
             h.metrics.store_commit.observe(took.as_secs_f64());
         }
+        Self::lock(&self.dirty).committing.clear();
         self.healthy.store(true, std::sync::atomic::Ordering::Release);
     }
 
@@ -749,6 +703,7 @@ impl StateBook {
     fn put_back(&self, writes: StateWrites) {
         let mut d = Self::lock(&self.dirty);
         d.writes.merge_under(writes);
+        d.committing.clear();
     }
 }
 
@@ -932,7 +887,7 @@ mod journal_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_row_is_durable_in_order_when_durable_returns() {
         let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let (book, writer) = StateBook::open(store.clone(), 16).unwrap();
+        let (book, writer) = StateBook::open(store.clone()).unwrap();
         let metrics = Arc::new(Metrics::new("t"));
         let handle = book.journal(Arc::new(|p: &str| p.len().to_string()), metrics.clone());
         let senders: Vec<_> = (0..4u64)
@@ -982,7 +937,7 @@ mod stand_in_tests {
         max_cards: usize,
     ) -> (Arc<StateBook>, StateWriter, Arc<Metrics>) {
         let bounds = StateBounds { max_cards, period_ms: PERIOD, ..StateBounds::default() };
-        let (book, writer) = StateBook::open_with(store.clone(), 16, bounds, clock.clone()).expect("book");
+        let (book, writer) = StateBook::open_with(store.clone(), bounds, clock.clone()).expect("book");
         let metrics = Arc::new(Metrics::new("t"));
         let _ = book.journal(Arc::new(|p: &str| p.len().to_string()), metrics.clone());
         (book, writer, metrics)
@@ -1110,7 +1065,7 @@ mod window_cache_tests {
 
     fn open(store: &Arc<SqliteStore>, atc_windows: usize) -> (Arc<StateBook>, StateWriter) {
         let clock = Arc::new(ManualClock(std::sync::atomic::AtomicU64::new(1_795_000_000_000)));
-        StateBook::open_with(store.clone(), 16, bounds(atc_windows), clock).expect("book")
+        StateBook::open_with(store.clone(), bounds(atc_windows), clock).expect("book")
     }
 
     fn cached(book: &StateBook, card: &str) -> bool {

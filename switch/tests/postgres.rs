@@ -187,7 +187,7 @@ async fn an_atc_is_accepted_once_across_nodes() {
     let books: Vec<_> = (0..3)
         .map(|i| {
             let store: Arc<dyn Store> = Arc::new(db.node(&format!("node-{i}")));
-            StateBook::open(store, 16).expect("book")
+            StateBook::open(store).expect("book")
         })
         .collect();
     // Every node accepts ATCs 1..=40 of one card in its own window; after the commits, each ATC
@@ -438,7 +438,7 @@ fn stand_in_totals_count_every_nodes_approvals() {
     let books: Vec<_> = (0..3)
         .map(|i| {
             let store: Arc<dyn Store> = Arc::new(db.node(&format!("node-{i}")));
-            StateBook::open(store, 16).expect("book")
+            StateBook::open(store).expect("book")
         })
         .collect();
     let (a, b) = (&books[0].0, &books[1].0);
@@ -476,8 +476,8 @@ fn stand_in_totals_count_every_nodes_approvals() {
 async fn transmissions_are_claimed_once_and_forgotten_after_their_window() {
     let Some(db) = Db::new("transmissions") else { return };
     let (a, b): (Arc<PgStore>, Arc<PgStore>) = (Arc::new(db.node("a")), Arc::new(db.node("b")));
-    let (book_a, wa) = StateBook::open(a.clone(), 16).expect("book");
-    let (book_b, wb) = StateBook::open(b.clone(), 16).expect("book");
+    let (book_a, wa) = StateBook::open(a.clone()).expect("book");
+    let (book_b, wb) = StateBook::open(b.clone()).expect("book");
     let key = || ("network|400001|0100|TERM0001|000001|1204101010".to_string(), "DIGEST".to_string());
     // Each node's writer commits on its own thread: the claim made durable first wins.
     let first = book_a.claim_transmission(key, 1_000).expect("a shared store claims");

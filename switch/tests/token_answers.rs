@@ -56,7 +56,7 @@ fn pipeline(routed: bool) -> (Pipeline, Arc<TokenVault>) {
     let routes: Vec<(&str, &str)> =
         if routed { vec![("476173", "issuer-a")] } else { vec![("999999", "issuer-a")] };
     let store: Arc<dyn switch::store::Store> = Arc::new(SqliteStore::in_memory().expect("store"));
-    let (state, writer) = StateBook::open(store, 1_000).expect("state");
+    let (state, writer) = StateBook::open(store).expect("state");
     std::mem::forget(writer);
     let p = Pipeline {
         registry: RwLock::new(Arc::new(registry)),

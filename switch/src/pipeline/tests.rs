@@ -64,7 +64,7 @@ pub(crate) fn pipeline_on(store: Arc<dyn crate::store::Store>) -> Pipeline {
             transaction_types: vec!["00".into()],
         }),
     };
-    let (state, _writer) = StateBook::open(store, 1_000).expect("state");
+    let (state, _writer) = StateBook::open(store).expect("state");
     Pipeline {
         registry: RwLock::new(Arc::new(registry)),
         routes: RwLock::new(Arc::new(RouteTable::new([("476173", "issuer-a")]).expect("routes"))),
