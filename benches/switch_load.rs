@@ -7,7 +7,7 @@
 //! ```text
 //! cargo bench --bench switch_load -- [--rate 20000] [--seconds 10] [--connections 8] [--cards 64]
 //!                                    [--only switch|relay] [--report FILE]
-//!                                    [--find-max [--p99-ms 10]]
+//!                                    [--find-max [--p99-ms 10] [--settle-s 3]]
 //!                                    [--database-url postgres://… [--nodes N]]
 //!                                    [--group-commit-us 1000]
 //! ```
@@ -26,7 +26,10 @@
 //! and every 10 s.
 //! `--find-max` searches (`--seconds` per step) the highest offered rate each path holds with p99
 //! within `--p99-ms` and no timeouts: from `--rate` doubling while it holds (up to 16 times it:
-//! `held_at_cap` then), then by bisection; with both paths, `switch_to_relay_held_ratio`.
+//! `held_at_cap` then), then by bisection; with both paths, `switch_to_relay_held_ratio`. Each
+//! step after the first starts `--settle-s` seconds after the one before ended, so that a step
+//! the network did not hold (its queues, its store's background filing of what it wrote) does
+//! not weigh on the next.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,6 +229,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rate = arg(&args, "--rate", 20_000);
     let seconds = arg(&args, "--seconds", 10);
+    let settle = Duration::from_secs(arg(&args, "--settle-s", 3));
     let connections = arg(&args, "--connections", 8) as usize;
     let ncards = arg(&args, "--cards", 64) as usize;
     let p99_us = arg(&args, "--p99-ms", 10) * 1000;
@@ -330,6 +334,9 @@ fn main() {
                 let mut best: Option<Phase> = None;
                 while growing || hi - lo > hi / 20 {
                     let r = if growing { hi } else { (lo + hi) / 2 };
+                    if !steps.is_empty() {
+                        tokio::time::sleep(settle).await;
+                    }
                     let p = phase(addr.clone(), r).await;
                     let held = p.holds(p99_us);
                     eprintln!("{name}: {r}/s p99 {} µs {}", p.report.latency_us.p99, if held { "held" } else { "not held" });
@@ -361,7 +368,7 @@ fn main() {
                 found.insert("switch_to_relay_held_ratio".into(), serde_json::json!(switch as f64 / relay as f64));
             }
             serde_json::json!({"find_max": found, "p99_bound_ms": p99_us / 1000, "connections": connections,
-                "seconds_per_step": seconds, "cards": ncards, "nodes": nodes,
+                "seconds_per_step": seconds, "settle_s": settle.as_secs(), "cards": ncards, "nodes": nodes,
                 "store": if database_url.is_some() { "postgres" } else { "sqlite" }})
         } else {
             let relay = if only.as_deref() == Some("switch") { None } else { Some(phase(vec![relay_addr.clone()], rate).await) };
