@@ -17,26 +17,19 @@
 //! then `callgrind_annotate --inclusive=yes` gives `measured_begin`, `measured_complete` and
 //! `measured_answer` (divide by n).
 
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use codecs::iso8583::{Message, ResponseCode, Spec};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use crypto::keys::TdesKey;
 use crypto::keystore::{Keystore, Lmk};
-use switch::config::{AcquirerConfig, StandInConfig, TerminalConfig};
-use switch::dedupe::DuplicateCache;
 use switch::detokenize::NoTokens;
-use switch::pipeline::{Done, IssuerRules, ListenerCtx, Pipeline, Step};
-use switch::registry::{Peer, Registry};
-use switch::route::RouteTable;
-use switch::standin::StandIn;
-use switch::state::{StateBook, StateWriter};
+use switch::pipeline::{Done, ListenerCtx, Pipeline, Step, fixture};
+use switch::registry::Peer;
 use switch::store::sqlite::SqliteStore;
 use terminal_kit::pos::{TestCard, Tx, chip_request};
-use zeroize::Zeroizing;
 
 /// The switch's allocator (see its `main`).
 #[global_allocator]
@@ -46,57 +39,29 @@ const CARDS: u32 = 128;
 /// A fixed "now" (the pipeline takes the clock as an input).
 const NOW: u64 = 1_795_000_000_000;
 
-/// The pipeline as a node builds it for one acquirer and one issuer, on an in-memory store.
+/// The pipeline for one acquirer and one issuer (the switch's test fixture), on an in-memory
+/// store, with the node's default bounds for the duplicate cache.
 struct Fixture {
     pipeline: Pipeline,
     listener: ListenerCtx,
     peer: Peer,
-    _writer: StateWriter,
 }
 
 fn fixture() -> Fixture {
     let lmk = Lmk::from_hex(&"0123456789ABCDEF".repeat(4)).expect("LMK");
-    let hsm: Arc<dyn crypto::hsm::Hsm> =
-        Arc::new(crypto::hsm::SoftHsm::new(Keystore::new(lmk), Box::new(|b: &mut [u8]| b.fill(1))));
-    let acquirers = [AcquirerConfig {
-        id: "400001".into(),
-        listeners: vec!["pos".into()],
-        source: vec!["127.0.0.0/8".into()],
-        terminals: vec![TerminalConfig { tid: "TERM0001".into(), mid: "MERCHANT0000001".into(), mac: None }],
-        ..AcquirerConfig::default()
-    }];
-    let registry = Registry::new(&acquirers, |_| unreachable!("no terminal MAC keys")).expect("registry");
-    let spec = Spec::builtin("network").expect("spec").clone();
-    let name: Arc<str> = Arc::from("issuer-a");
-    let rules = IssuerRules {
-        name: name.clone(),
-        spec: spec.clone(),
-        zpk: None,
-        imk_ac: None,
-        atc_window: switch::records::WINDOW,
-        stand_in: StandIn::new(StandInConfig {
-            enabled: true,
-            max_amount_minor: 10_000,
-            currency: "978".into(),
-            max_total_per_card_minor: 15_000,
-            transaction_types: vec!["00".into()],
-        }),
-    };
-    let store = Arc::new(SqliteStore::in_memory().expect("store"));
-    let (state, writer) = StateBook::open(store).expect("state");
-    let pipeline = Pipeline {
-        registry: RwLock::new(Arc::new(registry)),
-        routes: RwLock::new(Arc::new(RouteTable::new([("476173", "issuer-a")]).expect("routes"))),
-        issuers: HashMap::from([(name, rules)]),
-        dedupe: DuplicateCache::new(600_000, 262_144),
-        state,
+    let (pipeline, _writer) = switch::pipeline::fixture::Fixture {
+        hsm: Arc::new(crypto::hsm::SoftHsm::new(Keystore::new(lmk), Box::new(|b: &mut [u8]| b.fill(1)))),
         detokenizer: Arc::new(NoTokens),
-        hsm,
+        imk_ac: None,
+        routes: vec!["476173"],
+        stand_in_max_minor: (10_000, 15_000),
+        dedupe: (600_000, 262_144),
         entropy: Arc::new(testkit::TestRng::seeded(7)),
-        fingerprint_key: Zeroizing::new(vec![9u8; 32]),
-    };
-    let listener = ListenerCtx { name: Arc::from("pos"), spec, bdk: None };
-    Fixture { pipeline, listener, peer: Peer::tcp("127.0.0.1".parse().expect("ip")), _writer: writer }
+        fingerprint_key: 9,
+    }
+    .build(Arc::new(SqliteStore::in_memory().expect("store")))
+    .expect("pipeline");
+    Fixture { pipeline, listener: fixture::listener(), peer: fixture::local() }
 }
 
 /// Chip purchases on 128 cards, in turn: each one's wire bytes (building one runs the card's

@@ -6,23 +6,15 @@
 #[path = "fixtures/token_vault.rs"]
 mod token_vault;
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use codecs::iso8583::{Message, ResponseCode, Spec};
-use switch::config::{AcquirerConfig, StandInConfig, TerminalConfig};
-use switch::dedupe::DuplicateCache;
 use switch::issuer::LinkError;
-use switch::pipeline::{IssuerRules, ListenerCtx, Pipeline, Step, respond};
-use switch::registry::{Peer, Registry};
-use switch::route::RouteTable;
-use switch::standin::StandIn;
-use switch::state::StateBook;
+use switch::pipeline::{Pipeline, Step, respond};
 use switch::store::sqlite::SqliteStore;
 use terminal_kit::pos::{TestCard, Tx, chip_request};
 use token_vault::{CARD_EXPIRY, CARD_PAN, phone, token};
 use tsp::{TokenStatus, TokenVault, VaultDetokenizer};
-use zeroize::Zeroizing;
 
 const NOW_MS: u64 = 1_764_028_800_000; // 2025-11-25
 
@@ -30,57 +22,28 @@ const NOW_MS: u64 = 1_764_028_800_000; // 2025-11-25
 fn pipeline(routed: bool) -> (Pipeline, Arc<TokenVault>) {
     let (hsm, vault) = token_vault::hsm_and_vault();
     let detokenizer = Arc::new(VaultDetokenizer::new(vault.clone(), hsm.clone(), token_vault::token_keys()));
-    let acquirers = [AcquirerConfig {
-        id: "400001".into(),
-        listeners: vec!["pos".into()],
-        source: vec!["127.0.0.0/8".into()],
-        terminals: vec![TerminalConfig { tid: "TERM0001".into(), mid: "MERCHANT0000001".into(), mac: None }],
-        ..AcquirerConfig::default()
-    }];
-    let registry = Registry::new(&acquirers, |_| unreachable!("no terminal MAC keys")).expect("registry");
-    let name: Arc<str> = Arc::from("issuer-a");
-    let rules = IssuerRules {
-        name: name.clone(),
-        spec: Spec::builtin("network").expect("spec").clone(),
-        zpk: None,
-        imk_ac: None,
-        atc_window: switch::state::WINDOW,
-        stand_in: StandIn::new(StandInConfig {
-            enabled: true,
-            max_amount_minor: 100_000,
-            currency: "978".into(),
-            max_total_per_card_minor: 100_000,
-            transaction_types: vec!["00".into()],
-        }),
-    };
-    let routes: Vec<(&str, &str)> =
-        if routed { vec![("476173", "issuer-a")] } else { vec![("999999", "issuer-a")] };
-    let store: Arc<dyn switch::store::Store> = Arc::new(SqliteStore::in_memory().expect("store"));
-    let (state, writer) = StateBook::open(store).expect("state");
-    std::mem::forget(writer);
-    let p = Pipeline {
-        registry: RwLock::new(Arc::new(registry)),
-        routes: RwLock::new(Arc::new(RouteTable::new(routes).expect("routes"))),
-        issuers: HashMap::from([(name, rules)]),
-        dedupe: DuplicateCache::new(60_000, 1_000),
-        state,
-        detokenizer,
+    let (p, _writer) = switch::pipeline::fixture::Fixture {
         hsm,
+        detokenizer,
+        imk_ac: None,
+        routes: if routed { vec!["476173"] } else { vec!["999999"] },
+        stand_in_max_minor: (100_000, 100_000),
+        dedupe: (60_000, 1_000),
         entropy: Arc::new(testkit::TestRng::seeded(3)),
-        fingerprint_key: Zeroizing::new(vec![5u8; 32]),
-    };
+        fingerprint_key: 5,
+    }
+    .build(Arc::new(SqliteStore::in_memory().expect("store")))
+    .expect("pipeline");
     (p, vault)
 }
 
-fn listener() -> ListenerCtx {
-    ListenerCtx { name: Arc::from("pos"), spec: Spec::builtin("network").expect("spec").clone(), bdk: None }
-}
+use switch::pipeline::fixture::{listener, local};
 
 fn begin(p: &Pipeline, card: &TestCard, stan: u32, atc: u16) -> Step {
     let spec = Spec::builtin("network").expect("spec");
     let req = chip_request(spec, card, &Tx::purchase(stan, 1_000, atc)).expect("request");
     let raw = req.encode().expect("encode");
-    p.begin(&listener(), &Peer::tcp("127.0.0.1".parse().expect("ip")), &raw, req, NOW_MS)
+    p.begin(&listener(), &local(), &raw, req, NOW_MS)
 }
 
 /// The answer must carry the token and hold nothing of the card: not its PAN in any element or

@@ -21,6 +21,7 @@ pub mod chip;
 pub mod convert;
 pub mod dedupe;
 pub mod detokenize;
+pub mod fixture;
 pub mod identify;
 pub mod original;
 pub mod respond;

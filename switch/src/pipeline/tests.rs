@@ -1,18 +1,15 @@
 //! The pipeline without sockets: a registry with one loopback acquirer, one issuer whose IMK-AC
 //! the switch holds, the state book on an in-memory store, and the issuer's answers made up here.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use codecs::iso8583::{Message, Mti, ResponseCode, Spec};
 use crypto::keyblock::Header;
 use crypto::keys::{SymmetricKey, TdesKey};
 use crypto::keystore::{KeyName, Keystore, Lmk};
 use terminal_kit::pos::{TestCard, Tx, chip_request};
-use zeroize::Zeroizing;
 
 use super::*;
-use crate::config::{AcquirerConfig, StandInConfig, TerminalConfig};
 use crate::detokenize::NoTokens;
 use crate::store::sqlite::SqliteStore;
 
@@ -35,56 +32,23 @@ pub(crate) fn pipeline_on(store: Arc<dyn crate::store::Store>) -> Pipeline {
         &[0u8; 64],
     )
     .expect("import");
-    let hsm: Arc<dyn crypto::hsm::Hsm> =
-        Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(|b: &mut [u8]| b.fill(1))));
-    let acquirers = [AcquirerConfig {
-        id: "400001".into(),
-        listeners: vec!["pos".into()],
-        source: vec!["127.0.0.0/8".into()],
-        terminals: vec![
-            TerminalConfig { tid: "TERM0001".into(), mid: "MERCHANT0000001".into(), mac: None },
-            TerminalConfig { tid: "TERM0002".into(), mid: "MERCHANT0000001".into(), mac: None },
-        ],
-        ..AcquirerConfig::default()
-    }];
-    let registry = Registry::new(&acquirers, |_| unreachable!("no terminal MAC keys")).expect("registry");
-    let spec = Spec::builtin("network").expect("spec").clone();
-    let name: Arc<str> = Arc::from("issuer-a");
-    let rules = IssuerRules {
-        name: name.clone(),
-        spec,
-        zpk: None,
-        imk_ac: Some("issuer-a.imk-ac".into()),
-        atc_window: crate::state::WINDOW,
-        stand_in: StandIn::new(StandInConfig {
-            enabled: true,
-            max_amount_minor: 10_000,
-            currency: "978".into(),
-            max_total_per_card_minor: 15_000,
-            transaction_types: vec!["00".into()],
-        }),
-    };
-    let (state, _writer) = StateBook::open(store).expect("state");
-    Pipeline {
-        registry: RwLock::new(Arc::new(registry)),
-        routes: RwLock::new(Arc::new(RouteTable::new([("476173", "issuer-a")]).expect("routes"))),
-        issuers: HashMap::from([(name, rules)]),
-        dedupe: DuplicateCache::new(60_000, 10_000),
-        state,
+    // The writer goes on as long as the state book lives.
+    let (pipeline, _writer) = fixture::Fixture {
+        hsm: Arc::new(crypto::hsm::SoftHsm::new(ks, Box::new(|b: &mut [u8]| b.fill(1)))),
         detokenizer: Arc::new(NoTokens),
-        hsm,
+        imk_ac: Some("issuer-a.imk-ac".into()),
+        routes: vec!["476173"],
+        stand_in_max_minor: (10_000, 15_000),
+        dedupe: (60_000, 10_000),
         entropy: Arc::new(testkit::TestRng::seeded(7)),
-        fingerprint_key: Zeroizing::new(vec![9u8; 32]),
+        fingerprint_key: 9,
     }
+    .build(store)
+    .expect("pipeline");
+    pipeline
 }
 
-pub(crate) fn listener() -> ListenerCtx {
-    ListenerCtx { name: Arc::from("pos"), spec: Spec::builtin("network").expect("spec").clone(), bdk: None }
-}
-
-pub(crate) fn local() -> Peer {
-    Peer::tcp("127.0.0.1".parse().expect("ip"))
-}
+pub(crate) use fixture::{listener, local};
 
 fn card(pan: &str) -> TestCard {
     TestCard::visa18(&TdesKey::from_hex("imk", IMK).expect("imk"), pan).expect("test card")
