@@ -205,14 +205,17 @@ struct Checkpointer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// 50 ms: each pass writes what the commits of the last 50 ms changed into the database files
-/// and syncs them. The writer's own syncs share the disk with those: under load, a commit whose
-/// sync met a pass's writes took several times longer (at 10,000/s, three in four of the commits
-/// over 2 ms met a pass, while passes filled 7 % of the time), and a pass every 250 ms wrote
-/// five times as much at once. Passes five times as often, each a fifth as large: at 10,000/s
-/// the load bench's p99 7.2 ms against 8.2 ms, its longest answer 11 ms against 15 ms (medians
-/// of ten runs each), for about 3.5 % more CPU per authorization.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+/// 20 ms: each pass writes what the commits of the last 20 ms changed into the database files
+/// and syncs them, on one of the cores the requests need. The writer's own syncs share the disk
+/// with those: under load, a commit whose sync met a pass's writes took several times longer (at
+/// 10,000/s, three in four of the commits over 2 ms met a pass, while passes filled 7 % of the
+/// time), and a pass every 250 ms wrote five times as much at once as one every 50 ms (the load
+/// bench's p99 at 10,000/s 8.2 ms against 7.2, its longest answer 15 against 11 ms; about 3.5 %
+/// more CPU per authorization). Shorter again, the passes' bursts of work take a core for less
+/// time at once: at 25,000/s (`paynet serve`, the load from another process, 15 runs each,
+/// alternately) p99's median 8.9 ms against 10.9 ms with 50 ms, and within 10 ms in 10 runs
+/// against 5, for the same CPU (medians 43.9 and 43.5 µs per authorization).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Checkpointer {
     fn start(path: &Path, writer: std::sync::Arc<Mutex<Connection>>) -> Result<Checkpointer> {
@@ -1555,7 +1558,7 @@ mod tests {
         u32::from_be_bytes([header[12], header[13], header[14], header[15]])
     }
 
-    /// However often the checkpointer passes (every 50 ms), the log restarts — holding the
+    /// However often the checkpointer passes (every 20 ms), the log restarts — holding the
     /// writer — at most once in [`RESTART_EVERY`], and the first pass may restart it.
     #[test]
     fn restarts_of_the_log_are_a_quarter_second_apart_at_least() {
