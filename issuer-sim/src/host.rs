@@ -317,11 +317,6 @@ pub fn subelement(de48: &str, tag: &str) -> Option<String> {
     None
 }
 
-/// The tag → value map of a DE 55.
-fn icc_tags(icc: &[u8]) -> Option<IccTags> {
-    IccTags::parse(icc)
-}
-
 /// The top-level objects of chip data (DE 55, DE 123): each tag with where its value lies in one
 /// copy of the data.
 #[derive(Debug, Default)]
@@ -371,7 +366,7 @@ fn original_key(m: &Message) -> OriginalKey {
 /// but is not TLV or lacks an 8-byte ARQC (9F26) or an ATC (9F36): a format error.
 fn chip_of(req: &Message) -> Result<Option<Chip>, ()> {
     let Some(icc) = req.icc_data().map_err(|_| ())? else { return Ok(None) };
-    let tags = icc_tags(&icc).ok_or(())?;
+    let tags = IccTags::parse(&icc).ok_or(())?;
     let arqc = tags.get(0x9F26).map(<[u8]>::to_vec).unwrap_or_default();
     let atc = tags.get(0x9F36).and_then(|v| Atc::from_slice(v).ok());
     let un = tags.get(0x9F37).and_then(|v| UnpredictableNumber::from_slice(v).ok());
@@ -994,7 +989,7 @@ impl Issuer {
         random: u32,
     ) -> Decision {
         let session = field(req, 37).unwrap_or_else(|| field(req, 11).unwrap_or_default());
-        let tags = req.field(123).and_then(|f| icc_tags(f.data)).unwrap_or_default();
+        let tags = req.field(123).and_then(|f| IccTags::parse(f.data)).unwrap_or_default();
         let text = |tag: u32| tags.get(tag).map(|v| String::from_utf8_lossy(v).into_owned());
         let otp = (tx == "91").then(|| text(0xDF8110).unwrap_or_default());
         // Who asks: the token requestor's id (9F19); without one, the acquiring terminal.
