@@ -488,6 +488,25 @@ fn check_entry_mode(msg: &Message, raw: &[u8], out: &mut Vec<Check>) {
             return;
         }
     };
+    // A tag named twice at the top level: the switch refuses the request (30; network spec §3).
+    // Where the repeat starts, never its bytes (it may be the PAN's 5A).
+    let mut seen: Vec<u32> = Vec::with_capacity(nodes.len());
+    for n in &nodes {
+        let t = n.tag().value();
+        if seen.contains(&t) {
+            out.push(Check {
+                offset: at(n.tlv.offset),
+                ..fail(
+                    "icc-tag-repeated",
+                    format!("tag {t:02X}"),
+                    "each tag once in DE 55 (network spec §3)",
+                    "named again",
+                )
+            });
+        } else {
+            seen.push(t);
+        }
+    }
     let find = |t: u16| nodes.iter().find(|n: &&Node<'_>| n.tag().value() == u32::from(t));
     for t in REQUIRED_ICC_TAGS {
         out.push(if find(t).is_some() {
@@ -827,6 +846,30 @@ mod tests {
         let log = CertificationLog::new(10).with_clock(clock_at(1));
         log.record_message(&Message::decode(m.spec(), raw.clone()).unwrap(), &raw, None, 1);
         assert_no_secret(&log, "DE 55");
+    }
+
+    #[test]
+    fn chip_data_naming_a_tag_twice_is_a_finding_at_the_repeat() {
+        let mut m = sensitive();
+        m.set_text(22, "071").unwrap();
+        // 9F36 (the ATC) once, then the PAN, then 9F36 again.
+        let icc = hex::decode(format!("9F360200015A08{PAN}9F36020002")).unwrap();
+        m.set_icc_data(&icc).unwrap();
+        let raw = m.encode().unwrap();
+        let checks = check_message(&Message::decode(m.spec(), raw.clone()).unwrap(), &raw, None);
+        let repeated: Vec<_> = checks.iter().filter(|c| c.check == "icc-tag-repeated").collect();
+        assert_eq!(repeated.len(), 1, "{checks:?}");
+        let c = repeated[0];
+        assert_eq!((c.element.as_str(), c.verdict, c.bytes.as_deref()), ("tag 9F36", Verdict::Fail, None));
+        // The offset is the second 9F36's, in the message as received.
+        let at = c.offset.expect("an offset");
+        assert_eq!(raw.get(at..at + 5), Some(&[0x9F, 0x36, 0x02, 0x00, 0x02][..]), "{c:?}");
+        let first =
+            checks.iter().find(|c| c.check == "icc-tag" && c.element == "tag 9F36").expect("9F36 found");
+        assert_eq!(first.verdict, Verdict::Pass);
+        let log = CertificationLog::new(10).with_clock(clock_at(1));
+        log.record_message(&Message::decode(m.spec(), raw.clone()).unwrap(), &raw, None, 1);
+        assert_no_secret(&log, "DE 55 with a repeated tag");
     }
 
     #[test]
