@@ -317,37 +317,6 @@ pub fn subelement(de48: &str, tag: &str) -> Option<String> {
     None
 }
 
-/// The top-level objects of chip data (DE 55, DE 123): each tag with where its value lies in one
-/// copy of the data.
-#[derive(Debug, Default)]
-struct IccTags {
-    data: Vec<u8>,
-    /// Tag, value offset, value length.
-    tags: Vec<(u32, usize, usize)>,
-}
-
-impl IccTags {
-    /// `None` when the data is not TLV, or names a tag twice: which of two values a cryptogram
-    /// covers, and which one a check before it read, would be anyone's guess.
-    fn parse(icc: &[u8]) -> Option<IccTags> {
-        let nodes = tlv::decode_lenient(icc).ok()?;
-        let mut tags: Vec<(u32, usize, usize)> = Vec::with_capacity(nodes.len());
-        for n in &nodes {
-            let tag = n.tag().value();
-            if tags.iter().any(|t| t.0 == tag) {
-                return None;
-            }
-            tags.push((tag, n.tlv.value_offset(), n.value().len()));
-        }
-        Some(IccTags { data: icc.to_vec(), tags })
-    }
-
-    fn get(&self, tag: u32) -> Option<&[u8]> {
-        let &(_, at, len) = self.tags.iter().find(|t| t.0 == tag)?;
-        self.data.get(at..at + len)
-    }
-}
-
 /// The original-transaction key of a request: DE 41 | DE 11 | DE 7.
 fn own_key(m: &Message) -> OriginalKey {
     let text = |de| m.text(de).unwrap_or_default();
@@ -366,7 +335,7 @@ fn original_key(m: &Message) -> OriginalKey {
 /// but is not TLV or lacks an 8-byte ARQC (9F26) or an ATC (9F36): a format error.
 fn chip_of(req: &Message) -> Result<Option<Chip>, ()> {
     let Some(icc) = req.icc_data().map_err(|_| ())? else { return Ok(None) };
-    let tags = IccTags::parse(&icc).ok_or(())?;
+    let tags = tlv::TopLevel::parse(icc).map_err(|_| ())?;
     let arqc = tags.get(0x9F26).map(<[u8]>::to_vec).unwrap_or_default();
     let atc = tags.get(0x9F36).and_then(|v| Atc::from_slice(v).ok());
     let un = tags.get(0x9F37).and_then(|v| UnpredictableNumber::from_slice(v).ok());
@@ -378,7 +347,7 @@ fn chip_of(req: &Message) -> Result<Option<Chip>, ()> {
 
 /// What the chip part of a request gives the ARPC.
 struct Chip {
-    tags: IccTags,
+    tags: tlv::TopLevel,
     arqc: Vec<u8>,
     atc: Atc,
     un: Option<UnpredictableNumber>,
@@ -989,7 +958,7 @@ impl Issuer {
         random: u32,
     ) -> Decision {
         let session = field(req, 37).unwrap_or_else(|| field(req, 11).unwrap_or_default());
-        let tags = req.field(123).and_then(|f| IccTags::parse(f.data)).unwrap_or_default();
+        let tags = req.bytes(123).and_then(|b| tlv::TopLevel::parse(b).ok()).unwrap_or_default();
         let text = |tag: u32| tags.get(tag).map(|v| String::from_utf8_lossy(v).into_owned());
         let otp = (tx == "91").then(|| text(0xDF8110).unwrap_or_default());
         // Who asks: the token requestor's id (9F19); without one, the acquiring terminal.

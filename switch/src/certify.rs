@@ -489,23 +489,18 @@ fn check_entry_mode(msg: &Message, raw: &[u8], out: &mut Vec<Check>) {
         }
     };
     // A tag named twice at the top level: the switch refuses the request (30; network spec §3).
-    // Where the repeat starts, never its bytes (it may be the PAN's 5A).
-    let mut seen: Vec<u32> = Vec::with_capacity(nodes.len());
-    for n in &nodes {
+    // Where each repeat starts, never its bytes (it may be the PAN's 5A).
+    for n in tlv::repeated(&nodes) {
         let t = n.tag().value();
-        if seen.contains(&t) {
-            out.push(Check {
-                offset: at(n.tlv.offset),
-                ..fail(
-                    "icc-tag-repeated",
-                    format!("tag {t:02X}"),
-                    "each tag once in DE 55 (network spec §3)",
-                    "named again",
-                )
-            });
-        } else {
-            seen.push(t);
-        }
+        out.push(Check {
+            offset: at(n.tlv.offset),
+            ..fail(
+                "icc-tag-repeated",
+                format!("tag {t:02X}"),
+                "each tag once in DE 55 (network spec §3)",
+                "named again",
+            )
+        });
     }
     let find = |t: u16| nodes.iter().find(|n: &&Node<'_>| n.tag().value() == u32::from(t));
     for t in REQUIRED_ICC_TAGS {

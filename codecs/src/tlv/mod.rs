@@ -9,10 +9,12 @@
 //! * [`dol`] — Data Object Lists (PDOL, CDOL1/2, DDOL, TDOL) and the data they ask for.
 //! * [`dictionary`] — names, sources, formats, lengths, templates and sensitivity of EMV tags.
 //! * [`mask`] — [`mask_sensitive`]: the same TLV with PAN, track data, name, expiry… overwritten.
+//! * [`index`] — [`TopLevel`]: the top-level objects indexed by tag, each tag once.
 
 pub mod dictionary;
 pub mod dol;
 pub mod encoder;
+pub mod index;
 pub mod length;
 pub mod mask;
 pub mod parser;
@@ -21,6 +23,7 @@ pub mod tag;
 pub use dictionary::{Format, Sensitivity, Source, TagInfo, lookup};
 pub use dol::{DolEntry, build_dol_data, parse_dol};
 pub use encoder::{TlvBuilder, encode_nodes, put_object};
+pub use index::{TopLevel, repeated};
 pub use mask::mask_sensitive;
 pub use parser::{
     DecodeOptions, Mode, Node, Tlv, TlvIter, decode, decode_lenient, decode_strict, find, primitives,

@@ -3,13 +3,11 @@
 use bytes::Bytes;
 use codecs::tlv;
 
-/// A request's chip data: every primitive tag as sent, with typed views of those the switch
-/// checks against the message. DE 55 is kept once, each tag as where its value lies in it.
+/// A request's chip data: its top-level tags as sent (each once), with typed views of those the
+/// switch checks against the message. DE 55 is kept once, each tag as where its value lies in it.
 #[derive(Debug, Clone, Default)]
 pub struct Chip {
-    data: Bytes,
-    /// Tag, value offset and value length in `data`.
-    tags: Vec<(u32, usize, usize)>,
+    tags: tlv::TopLevel,
 }
 
 /// Packed BCD digits as a string (`F` nibbles, padding, end it).
@@ -26,30 +24,19 @@ fn bcd_digits(b: &[u8]) -> Option<String> {
 }
 
 impl Chip {
-    /// Parses DE 55 (BER-TLV, its top-level objects; templates must be well formed too). A tag
-    /// named twice is refused: the switch's checks would read one value and the issuer's
-    /// cryptogram might cover the other (a 9F02 of the amount asked for before the card's own).
+    /// Parses DE 55 (see [`tlv::TopLevel::parse`]: a tag named twice is refused — the switch's
+    /// checks would read one value and the issuer's cryptogram might cover the other).
     pub fn parse(icc: Bytes) -> Result<Chip, String> {
-        let nodes = tlv::decode_lenient(&icc).map_err(|e| format!("DE 55: {e}"))?;
-        let mut tags: Vec<(u32, usize, usize)> = Vec::with_capacity(nodes.len());
-        for n in &nodes {
-            let tag = n.tag().value();
-            if tags.iter().any(|t| t.0 == tag) {
-                return Err(format!("DE 55: tag {tag:X} appears more than once"));
-            }
-            tags.push((tag, n.tlv.value_offset(), n.value().len()));
-        }
-        Ok(Chip { data: icc, tags })
+        tlv::TopLevel::parse(icc).map(|tags| Chip { tags }).map_err(|e| format!("DE 55: {e}"))
     }
 
     /// The value of `tag`.
     pub fn tag(&self, tag: u32) -> Option<&[u8]> {
-        let &(_, at, len) = self.tags.iter().find(|(t, _, _)| *t == tag)?;
-        self.data.get(at..at + len)
+        self.tags.get(tag)
     }
 
     pub fn has(&self, tag: u32) -> bool {
-        self.tag(tag).is_some()
+        self.tags.has(tag)
     }
 
     /// 9F26, the application cryptogram.
