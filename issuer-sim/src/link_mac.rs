@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use codecs::iso8583::Message;
 use codecs::iso8583::mac::{self, MAC_LEN};
 use crypto::hsm::Hsm;
@@ -73,14 +75,15 @@ impl LinkMac {
         self.alg
     }
 
-    /// Signs `msg` in place (any MAC it carries is replaced).
-    pub fn sign(&self, msg: &mut Message) -> Result<()> {
+    /// Signs `msg` in place (any MAC it carries is replaced) and returns it encoded, as it goes on
+    /// the link (encoded once: the MAC's bytes written over the placeholder it was encoded with).
+    pub fn sign(&self, msg: &mut Message) -> Result<Bytes> {
         let unsigned = mac::prepare(msg).map_err(|e| Error::Mac(format!("signing: {e}")))?;
         let tag = self
             .hsm
             .generate_mac(&self.key, self.alg, unsigned.covered(), MAC_LEN)
             .map_err(|e| Error::Mac(format!("signing under {}: {e}", self.key)))?;
-        unsigned.slot().set(msg, &tag).map_err(|e| Error::Mac(format!("signing: {e}")))
+        unsigned.signed(msg, &tag).map_err(|e| Error::Mac(format!("signing: {e}")))
     }
 
     /// `Ok` when `raw` (the request as received, decoded into `msg`) carries a valid MAC as its

@@ -69,6 +69,13 @@ impl ServerState {
     /// switch ([`Origin::AuthenticatedLink`]); without a link MAC every request is
     /// [`Origin::Unauthenticated`].
     pub fn answer(&self, raw: &[u8], req: &Message) -> Option<Message> {
+        let mut answer = self.unsigned_answer(raw, req)?;
+        self.wire(&mut answer)?;
+        Some(answer)
+    }
+
+    /// [`Self::answer`] before it is signed.
+    fn unsigned_answer(&self, raw: &[u8], req: &Message) -> Option<Message> {
         let origin = match &self.link_mac {
             None => {
                 if crate::host::tsp_says_verified(req) {
@@ -93,25 +100,23 @@ impl ServerState {
                         error = %e,
                         "request refused on the switch's link: answered 63"
                     );
-                    return self.signed(crate::host::answer(req, "63"));
+                    return Some(crate::host::answer(req, "63"));
                 }
             },
         };
         let now = (self.clock)();
         let rnd = (self.random)();
-        let answer = {
-            let mut issuer = self.issuer.lock().unwrap_or_else(|p| p.into_inner());
-            issuer.handle(req, origin, now, &yymm(now), rnd)
-        }?;
-        self.signed(answer)
+        let mut issuer = self.issuer.lock().unwrap_or_else(|p| p.into_inner());
+        issuer.handle(req, origin, now, &yymm(now), rnd)
     }
 
-    /// `msg` as it goes on the link: signed when the listener has a link MAC. `None` (logged) when
-    /// it cannot be signed: an answer the switch would drop is not sent.
-    pub fn signed(&self, mut msg: Message) -> Option<Message> {
-        let Some(link) = &self.link_mac else { return Some(msg) };
-        match link.sign(&mut msg) {
-            Ok(()) => Some(msg),
+    /// `msg` encoded as it goes on the link: signed (in place, and on the wire) when the listener
+    /// has a link MAC. `None` (logged) when it cannot be signed or encoded: an answer the switch
+    /// would drop is not sent.
+    pub fn wire(&self, msg: &mut Message) -> Option<Bytes> {
+        let Some(link) = &self.link_mac else { return msg.encode().ok() };
+        match link.sign(msg) {
+            Ok(bytes) => Some(bytes),
             Err(e) => {
                 warn!(mti = %msg.mti(), error = %e, "answer not sent: it cannot be signed");
                 None
@@ -123,7 +128,8 @@ impl ServerState {
     /// PIN block, DE 55 or keys) with the fault it will meet.
     fn answer_bytes(&self, raw: &[u8], req: &Message, fault: Option<&Fault>) -> Option<Bytes> {
         let started = Instant::now();
-        let answer = self.answer(raw, req)?;
+        let mut answer = self.unsigned_answer(raw, req)?;
+        let bytes = self.wire(&mut answer)?;
         debug!(
             mti = %req.mti(),
             stan = %req.text(11).unwrap_or_default(),
@@ -133,7 +139,7 @@ impl ServerState {
             decide_us = started.elapsed().as_micros(),
             "answered"
         );
-        answer.encode().ok()
+        Some(bytes)
     }
 }
 
@@ -264,8 +270,7 @@ pub async fn run_with(
                         // INTERFACES.md §5: answer 30 when MTI, DE 11 and DE 41 can be read,
                         // otherwise close the connection (the stream cannot be trusted).
                         let answer = format_error_answer(&state.spec, &frame.payload)
-                            .and_then(|m| state.signed(m))
-                            .and_then(|m| m.encode().ok());
+                            .and_then(|mut m| state.wire(&mut m));
                         match answer {
                             Some(bytes) => {
                                 warn!(%peer, error = %e, "request breaks the spec: answered 30");

@@ -252,12 +252,12 @@ async fn connection(
                 })
             };
             if let Some((mut m, sign)) = answer {
-                if let Some(mac) = &sign
-                    && let Err(e) = mac.sign(&mut m)
-                {
-                    warn!(listener = %ctx.name, error = %e, "cannot sign the answer");
-                }
-                match m.encode() {
+                let signed = sign.as_ref().and_then(|mac| {
+                    mac.sign(&mut m)
+                        .map_err(|e| warn!(listener = %ctx.name, error = %e, "cannot sign the answer"))
+                        .ok()
+                });
+                match signed.map_or_else(|| m.encode(), Ok) {
                     Ok(bytes) => {
                         let _ = tx.send(frame.reply(bytes)).await;
                     }

@@ -136,11 +136,7 @@ impl IssuerPool {
         let key = wire::match_key(msg).ok_or(LinkError::Encode)?;
         let bytes = match &self.settings.mac {
             None => msg.encode().map_err(|_| LinkError::Encode)?,
-            Some(mac) => {
-                let mut signed = msg.clone();
-                mac.sign(&mut signed).map_err(|_| LinkError::Encode)?;
-                signed.encode().map_err(|_| LinkError::Encode)?
-            }
+            Some(mac) => mac.sign(&mut msg.clone()).map_err(|_| LinkError::Encode)?,
         };
         let rrn = msg.bytes(37);
         let rx = self.pending.register(key.clone(), rrn).map_err(|e| match e {
@@ -289,10 +285,11 @@ impl IssuerPool {
                     if msg.mti().class() == 8 {
                         let mut rsp =
                             crate::pipeline::respond::answer(&msg, codecs::iso8583::ResponseCode::APPROVED);
-                        if let Some(m) = &mac {
-                            let _ = m.sign(&mut rsp);
-                        }
-                        if let Ok(b) = rsp.encode() {
+                        let wire = match &mac {
+                            Some(m) => m.sign(&mut rsp).ok(),
+                            None => rsp.encode().ok(),
+                        };
+                        if let Some(b) = wire {
                             let _ = reply_tx.send(b).await;
                         }
                     }

@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use codecs::iso8583::Message;
 use codecs::iso8583::mac::{self, MAC_LEN};
 use crypto::hsm::Hsm;
@@ -23,14 +25,15 @@ pub struct LinkMac {
 }
 
 impl LinkMac {
-    /// Signs `msg` in place (replacing any MAC it carries).
-    pub fn sign(&self, msg: &mut Message) -> Result<(), String> {
+    /// Signs `msg` in place (replacing any MAC it carries) and returns it encoded, as it goes on
+    /// the link (encoded once: the MAC's bytes written over the placeholder it was encoded with).
+    pub fn sign(&self, msg: &mut Message) -> Result<Bytes, String> {
         let unsigned = mac::prepare(msg).map_err(|e| e.to_string())?;
         let tag = self
             .hsm
             .generate_mac(&self.key, self.alg, unsigned.covered(), MAC_LEN)
             .map_err(|e| e.to_string())?;
-        unsigned.slot().set(msg, &tag).map_err(|e| e.to_string())
+        unsigned.signed(msg, &tag).map_err(|e| e.to_string())
     }
 
     /// Whether `raw` (the message as received, decoded into `msg`) carries a valid MAC as its
