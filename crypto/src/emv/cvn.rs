@@ -26,7 +26,7 @@ use super::session::{common_session_key, common_session_key_aes, mastercard_sess
 use super::{Atc, PanDigits, Psn, UnpredictableNumber};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{AesKey, SymmetricKey, TdesKey};
-use crate::mac::{Padding, retail_mac};
+use crate::mac::{Padding, RetailMacKey, retail_mac};
 
 /// A cryptogram version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,12 +149,21 @@ pub struct VerifiedArqc {
     cvn: Cvn,
     keys: Keys,
     arqc: [u8; 8],
+    /// The retail-MAC schedules the ARQC was computed with (TDES): an ARPC MACed under the same
+    /// key (method 2 of Visa 18/22 and emv-csk) uses them again instead of preparing its own.
+    ac_mac: Option<RetailMacKey>,
 }
 
 impl VerifiedArqc {
     /// The ARPC for the verified ARQC: 8 bytes (method 1) or 4 (method 2), no key derived again.
     pub fn arpc(&self, input: &ArpcInput) -> Result<Vec<u8>> {
         self.cvn.check_arpc_input(input)?;
+        if let (Keys::Tdes { icc_mk, session }, ArpcInput::Csu { csu, proprietary }, Some(mac)) =
+            (&self.keys, input, &self.ac_mac)
+            && std::ptr::eq(self.cvn.arpc_key(icc_mk, session.as_ref()), session.as_ref().unwrap_or(icc_mk))
+        {
+            return Ok(csu_arpc(mac, &self.arqc, csu, proprietary));
+        }
         self.cvn.arpc_with(&self.keys, &self.arqc, input)
     }
 
@@ -171,6 +180,16 @@ impl std::fmt::Debug for VerifiedArqc {
 }
 
 /// Whether the cryptogram received is the one computed, compared in constant time.
+/// ARPC method 2 (Visa CVN 18/22, emv-csk): the first 4 bytes of the retail MAC of ARQC ‖ CSU ‖
+/// proprietary authentication data, under the cryptogram's key.
+fn csu_arpc(mac: &RetailMacKey, arqc: &[u8; 8], csu: &[u8], proprietary: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(8 + csu.len() + proprietary.len());
+    data.extend_from_slice(arqc);
+    data.extend_from_slice(csu);
+    data.extend_from_slice(proprietary);
+    mac.mac(&data, Padding::Method2)[..4].to_vec()
+}
+
 fn same_cryptogram(computed: &[u8; 8], received: &[u8]) -> Result<()> {
     if received.len() == 8 && bool::from(computed.ct_eq(received)) {
         Ok(())
@@ -328,24 +347,7 @@ impl Cvn {
         input: &ArpcInput,
     ) -> Result<Vec<u8>> {
         self.check_arpc_input(input)?;
-        let keys = self.keys(imk, card)?;
-        // Visa 18/22 (and emv-csk method 2) MAC the ARPC under the cryptogram's own key: prepare
-        // its schedules once.
-        if let (Keys::Tdes { session: Some(sk), .. }, ArpcInput::Csu { csu, proprietary }) = (&keys, input)
-            && matches!(self, Cvn::Visa18 | Cvn::Visa22 | Cvn::EmvCsk)
-        {
-            let mac = crate::mac::RetailMacKey::new(sk)?;
-            let ac = mac.mac(data, self.padding());
-            same_cryptogram(&ac, arqc)?;
-            let mut m = Vec::with_capacity(20);
-            m.extend_from_slice(&ac);
-            m.extend_from_slice(csu);
-            m.extend_from_slice(proprietary);
-            return Ok(mac.mac(&m, Padding::Method2)[..4].to_vec());
-        }
-        let ac = self.ac_with(&keys, data)?;
-        same_cryptogram(&ac, arqc)?;
-        self.arpc_with(&keys, &ac, input)
+        self.verified(self.keys(imk, card)?, data, arqc)?.arpc(input)
     }
 
     /// Verifies the ARQC and keeps the keys that verified it, for the ARPC the issuer makes once
@@ -370,10 +372,30 @@ impl Cvn {
         data: &[u8],
         arqc: &[u8],
     ) -> Result<VerifiedArqc> {
-        let keys = self.keys_from(mk, card)?;
-        let ac = self.ac_with(&keys, data)?;
+        self.verified(self.keys_from(mk, card)?, data, arqc)
+    }
+
+    /// The ARQC checked under `keys`, kept with them (and, TDES, with the MAC schedules that
+    /// computed it) for the ARPC.
+    fn verified(self, keys: Keys, data: &[u8], arqc: &[u8]) -> Result<VerifiedArqc> {
+        let (ac, ac_mac) = match &keys {
+            Keys::Tdes { icc_mk, session } => {
+                let mac = RetailMacKey::new(session.as_ref().unwrap_or(icc_mk))?;
+                (mac.mac(data, self.padding()), Some(mac))
+            }
+            Keys::Aes { .. } => (self.ac_with(&keys, data)?, None),
+        };
         same_cryptogram(&ac, arqc)?;
-        Ok(VerifiedArqc { cvn: self, keys, arqc: ac })
+        Ok(VerifiedArqc { cvn: self, keys, arqc: ac, ac_mac })
+    }
+
+    /// The TDES key an ARPC is made under: visa10 and mc16/17 answer under the ICC master key,
+    /// the others under the session key.
+    fn arpc_key<'k>(self, icc_mk: &'k TdesKey, session: Option<&'k TdesKey>) -> &'k TdesKey {
+        match self {
+            Cvn::Visa10 | Cvn::Mc16 | Cvn::Mc17 => icc_mk,
+            _ => session.unwrap_or(icc_mk),
+        }
     }
 
     fn ac_with(self, keys: &Keys, data: &[u8]) -> Result<[u8; 8]> {
@@ -448,11 +470,7 @@ impl Cvn {
         let arqc = *arqc;
         match keys {
             Keys::Tdes { icc_mk, session } => {
-                // visa10 and mc16/17 answer under the ICC master key, the others under the session key.
-                let key = match self {
-                    Cvn::Visa10 | Cvn::Mc16 | Cvn::Mc17 => icc_mk,
-                    _ => session.as_ref().unwrap_or(icc_mk),
-                };
+                let key = self.arpc_key(icc_mk, session.as_ref());
                 match input {
                     ArpcInput::Arc(arc) => {
                         let mut y = arqc;
@@ -461,11 +479,7 @@ impl Cvn {
                         Ok(key.encrypt(y).to_vec())
                     }
                     ArpcInput::Csu { csu, proprietary } => {
-                        let mut data = Vec::with_capacity(20);
-                        data.extend_from_slice(&arqc);
-                        data.extend_from_slice(csu);
-                        data.extend_from_slice(proprietary);
-                        Ok(retail_mac(key, &data, Padding::Method2)?[..4].to_vec())
+                        Ok(csu_arpc(&RetailMacKey::new(key)?, &arqc, csu, proprietary))
                     }
                 }
             }
