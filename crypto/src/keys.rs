@@ -608,6 +608,24 @@ pub(crate) fn block16(c: &[u8]) -> [u8; 16] {
 mod tests {
     use super::*;
 
+    /// Every key schedule the crates build from our keys wipes itself when dropped (their
+    /// `zeroize` features): a TDES or AES schedule, a CMAC's keyed state, a SHA-256 state (HMAC's
+    /// inner and outer), an AES-GCM cipher. Without the features this does not compile.
+    #[test]
+    fn key_schedules_are_wiped_when_dropped() {
+        fn wiped<T: zeroize::ZeroizeOnDrop>() {}
+        wiped::<des::Des>();
+        wiped::<des::TdesEde2>();
+        wiped::<des::TdesEde3>();
+        wiped::<aes::Aes128>();
+        wiped::<aes::Aes192>();
+        wiped::<aes::Aes256>();
+        wiped::<cmac::block_api::CmacCore<aes::Aes128>>();
+        wiped::<cmac::block_api::CmacCore<des::TdesEde2>>();
+        wiped::<sha2::Sha256>();
+        wiped::<aes_gcm::Aes256Gcm>();
+    }
+
     #[test]
     fn tdes_kcv_known_answer() {
         // Test key 0123456789ABCDEFFEDCBA9876543210: KCV 08D7B4 (widely published, e.g. in
