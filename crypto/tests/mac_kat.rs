@@ -136,6 +136,12 @@ The key needs to be hashed before being used by the HMAC algorithm."
         let k = from_hex("k", &key)?;
         assert_eq!(to_hex(&mac::hmac_sha256(&k, &data)), tag);
         MacAlgorithm::HmacSha256.verify(&k, &data, &from_hex("t", tag)?)?;
+        // Keyed once, the same tag every time it is used.
+        let keyed = mac::HmacSha256Key::new(&k);
+        for _ in 0..2 {
+            assert_eq!(to_hex(&keyed.mac(&data)), tag);
+        }
+        assert_eq!(format!("{keyed:?}"), "HmacSha256Key(..)", "no key material in Debug");
     }
     // Test case 5: truncation to 128 bits.
     let k = from_hex("k", &"0c".repeat(20))?;

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use codecs::iso8583::Spec;
-use zeroize::Zeroizing;
 
 use super::{IssuerRules, ListenerCtx, Pipeline};
 use crate::config::{AcquirerConfig, StandInConfig, TerminalConfig};
@@ -80,7 +79,7 @@ impl Fixture {
             detokenizer: self.detokenizer,
             hsm: self.hsm,
             entropy: self.entropy,
-            fingerprint_key: Zeroizing::new(vec![self.fingerprint_key; 32]),
+            fingerprint_key: crypto::mac::HmacSha256Key::new(&[self.fingerprint_key; 32]),
         };
         Ok((pipeline, writer))
     }

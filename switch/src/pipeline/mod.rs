@@ -37,7 +37,6 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use codecs::iso8583::{Message, Mti, Pan, ResponseCode, Spec};
-use zeroize::Zeroizing;
 
 use crate::dedupe::{DuplicateCache, TransmissionKey};
 use crate::detokenize::{Detokenizer, TokenContext};
@@ -374,14 +373,14 @@ pub struct Pipeline {
     pub hsm: Arc<dyn crypto::hsm::Hsm>,
     /// Randomness (stand-in authorization codes): an input, so tests are deterministic.
     pub entropy: Arc<dyn crate::clock::Entropy>,
-    /// HMAC-SHA256 key of the PAN fingerprints.
-    pub fingerprint_key: Zeroizing<Vec<u8>>,
+    /// HMAC-SHA256 key of the PAN fingerprints (keyed once).
+    pub fingerprint_key: crypto::mac::HmacSha256Key,
 }
 
 /// The keyed fingerprint of a PAN: HMAC-SHA256 under the node's fingerprint key, first 16 bytes,
 /// hex — the journal's and the state's card identity, never reversible without the key.
-pub fn pan_fingerprint(key: &[u8], pan: &str) -> String {
-    codecs::hex_upper(&crypto::mac::hmac_sha256(key, pan.as_bytes())[..16])
+pub fn pan_fingerprint(key: &crypto::mac::HmacSha256Key, pan: &str) -> String {
+    codecs::hex_upper(&key.mac(pan.as_bytes())[..16])
 }
 
 impl Pipeline {
