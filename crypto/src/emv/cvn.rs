@@ -179,7 +179,6 @@ impl std::fmt::Debug for VerifiedArqc {
     }
 }
 
-/// Whether the cryptogram received is the one computed, compared in constant time.
 /// ARPC method 2 (Visa CVN 18/22, emv-csk): the first 4 bytes of the retail MAC of ARQC ‖ CSU ‖
 /// proprietary authentication data, under the cryptogram's key.
 fn csu_arpc(mac: &RetailMacKey, arqc: &[u8; 8], csu: &[u8], proprietary: &[u8]) -> Vec<u8> {
@@ -190,6 +189,7 @@ fn csu_arpc(mac: &RetailMacKey, arqc: &[u8; 8], csu: &[u8], proprietary: &[u8]) 
     mac.mac(&data, Padding::Method2)[..4].to_vec()
 }
 
+/// Whether the cryptogram received is the one computed, compared in constant time.
 fn same_cryptogram(computed: &[u8; 8], received: &[u8]) -> Result<()> {
     if received.len() == 8 && bool::from(computed.ct_eq(received)) {
         Ok(())
