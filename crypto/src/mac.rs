@@ -149,7 +149,8 @@ pub fn cmac_aes(key: &AesKey, data: &[u8]) -> [u8; 16] {
 
 /// An HMAC-SHA256 key with its inner and outer pads hashed once: a MAC under it then costs the
 /// message's compressions only, not the key's two more (a PAN fingerprint per authorization).
-/// The keyed state wipes itself when dropped; `Debug` shows nothing of it.
+/// Its inner and outer SHA-256 states wipe themselves when dropped (sha2's `zeroize`); `Debug`
+/// shows nothing of it.
 #[derive(Clone)]
 pub struct HmacSha256Key(Hmac<Sha256>);
 
