@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::parser::{Node, decode_lenient};
+use super::parser::{DecodeOptions, Node, walk_top};
 use crate::error::{Error, ErrorKind, Location, Result};
 
 /// The top-level objects of TLV data, each tag once.
@@ -19,17 +19,26 @@ impl TopLevel {
     /// the top level is refused: a check that read one of its values and a cryptogram that covers
     /// the other would disagree (a 9F02 of the amount asked for put before the card's own).
     pub fn parse(data: Bytes) -> Result<TopLevel> {
-        let nodes = decode_lenient(&data)?;
-        if let Some(n) = repeated(&nodes).next() {
+        // Walked, not decoded into a tree: only the top level is kept. A decoding error anywhere
+        // comes before a repeat, as when the whole was decoded first.
+        let mut tags: Vec<(u32, usize, usize)> = Vec::with_capacity(16);
+        let mut repeat = None;
+        walk_top(&data, DecodeOptions::lenient(), |tlv| {
+            let tag = tlv.tag.value();
+            if repeat.is_none() && tags.iter().any(|t| t.0 == tag) {
+                repeat = Some((tag, tlv.offset));
+            }
+            tags.push((tag, tlv.value_offset(), tlv.value.len()));
+        })?;
+        if let Some((tag, offset)) = repeat {
             return Err(Error::expected(
                 ErrorKind::Tlv,
-                Location::Tag(n.tag().value()),
-                Some(n.tlv.offset),
+                Location::Tag(tag),
+                Some(offset),
                 "each tag once at the top level",
                 "the tag again",
             ));
         }
-        let tags = nodes.iter().map(|n| (n.tag().value(), n.tlv.value_offset(), n.value().len())).collect();
         Ok(TopLevel { data, tags })
     }
 
@@ -53,6 +62,57 @@ pub fn repeated<'n, 'a>(nodes: &'n [Node<'a>]) -> impl Iterator<Item = &'n Node<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tlv::parser::decode_lenient;
+
+    /// What decoding the whole tree and then looking for a repeat gives (the way `parse` worked
+    /// before it walked the top level only): the same error, or the same tags and values.
+    fn by_the_tree(data: &[u8]) -> std::result::Result<Vec<(u32, Vec<u8>)>, Error> {
+        let nodes = decode_lenient(data)?;
+        if let Some(n) = repeated(&nodes).next() {
+            return Err(Error::expected(
+                ErrorKind::Tlv,
+                Location::Tag(n.tag().value()),
+                Some(n.tlv.offset),
+                "each tag once at the top level",
+                "the tag again",
+            ));
+        }
+        Ok(nodes.iter().map(|n| (n.tag().value(), n.value().to_vec())).collect())
+    }
+
+    fn walked(data: &[u8]) -> std::result::Result<Vec<(u32, Vec<u8>)>, Error> {
+        let t = TopLevel::parse(Bytes::copy_from_slice(data))?;
+        Ok(t.tags.iter().map(|&(tag, at, len)| (tag, data[at..at + len].to_vec())).collect())
+    }
+
+    proptest::proptest! {
+        /// Any bytes: walking the top level accepts exactly what the tree accepts, with the same
+        /// tags and values, and refuses the rest with the same error (kind, place, offset, text).
+        #[test]
+        fn walking_the_top_level_agrees_with_the_tree(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            proptest::prop_assert_eq!(walked(&data), by_the_tree(&data));
+        }
+
+        /// TLV-shaped input (templates, repeats, padding), where the random bytes above rarely land.
+        #[test]
+        fn walking_agrees_on_tlv_shaped_input(parts in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::prelude::Just(vec![0x9F, 0x36, 0x02, 0x00, 0x01]),
+                proptest::prelude::Just(vec![0x82, 0x02, 0x19, 0x80]),
+                proptest::prelude::Just(vec![0x70, 0x04, 0x5A, 0x02, 0x47, 0x61]),
+                proptest::prelude::Just(vec![0x70, 0x06, 0x70, 0x04, 0x70, 0x02, 0x70, 0x00]),
+                proptest::prelude::Just(vec![0x00]),
+                proptest::prelude::Just(vec![0xFF]),
+                proptest::prelude::Just(vec![0x9F, 0x02, 0x06, 0, 0, 0, 0, 0x12, 0x34]),
+                proptest::prelude::Just(vec![0x9F, 0x10, 0x81, 0x01, 0xAA]),
+                proptest::prelude::Just(vec![0x5A, 0x05, 0x01]),
+            ],
+            0..8,
+        )) {
+            let data: Vec<u8> = parts.concat();
+            proptest::prop_assert_eq!(walked(&data), by_the_tree(&data));
+        }
+    }
 
     #[test]
     fn each_tag_once_its_value_by_tag_and_a_repeat_refused_where_it_is() {

@@ -422,15 +422,7 @@ fn decode_level(level: &[u8], base: usize, depth: usize, opts: DecodeOptions) ->
     for item in TlvIter::at(level, base, opts.mode) {
         let tlv = item?;
         let children = if tlv.tag.is_constructed() {
-            if depth >= opts.max_depth {
-                return Err(Error::expected(
-                    ErrorKind::Tlv,
-                    Location::Tag(tlv.tag.value()),
-                    Some(tlv.offset),
-                    format_args!("templates nested at most {} deep", opts.max_depth),
-                    "a deeper template",
-                ));
-            }
+            too_deep(&tlv, depth, opts)?;
             decode_level(tlv.value, tlv.value_offset(), depth + 1, opts)?
         } else {
             Vec::new()
@@ -438,6 +430,45 @@ fn decode_level(level: &[u8], base: usize, depth: usize, opts: DecodeOptions) ->
         out.push(Node { tlv, children });
     }
     Ok(out)
+}
+
+/// A template at `depth` may hold objects only while `depth` is under the options' bound.
+fn too_deep(tlv: &Tlv<'_>, depth: usize, opts: DecodeOptions) -> Result<()> {
+    if depth < opts.max_depth {
+        return Ok(());
+    }
+    Err(Error::expected(
+        ErrorKind::Tlv,
+        Location::Tag(tlv.tag.value()),
+        Some(tlv.offset),
+        format_args!("templates nested at most {} deep", opts.max_depth),
+        "a deeper template",
+    ))
+}
+
+/// Each top-level object of `input`, in order, checked as [`decode`] checks it (the templates
+/// inside well formed, nested within bounds; the same error for the same input), without
+/// building the tree under them: for a caller that only indexes the top level.
+pub fn walk_top<'a>(input: &'a [u8], opts: DecodeOptions, mut each: impl FnMut(&Tlv<'a>)) -> Result<()> {
+    fn check(level: &[u8], base: usize, depth: usize, opts: DecodeOptions) -> Result<()> {
+        for item in TlvIter::at(level, base, opts.mode) {
+            let tlv = item?;
+            if tlv.tag.is_constructed() {
+                too_deep(&tlv, depth, opts)?;
+                check(tlv.value, tlv.value_offset(), depth + 1, opts)?;
+            }
+        }
+        Ok(())
+    }
+    for item in TlvIter::at(input, 0, opts.mode) {
+        let tlv = item?;
+        if tlv.tag.is_constructed() {
+            too_deep(&tlv, 0, opts)?;
+            check(tlv.value, tlv.value_offset(), 1, opts)?;
+        }
+        each(&tlv);
+    }
+    Ok(())
 }
 
 /// The first object with `tag`, searching depth-first through templates.
