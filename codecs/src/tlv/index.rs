@@ -30,16 +30,10 @@ impl TopLevel {
             }
             tags.push((tag, tlv.value_offset(), tlv.value.len()));
         })?;
-        if let Some((tag, offset)) = repeat {
-            return Err(Error::expected(
-                ErrorKind::Tlv,
-                Location::Tag(tag),
-                Some(offset),
-                "each tag once at the top level",
-                "the tag again",
-            ));
+        match repeat {
+            Some((tag, offset)) => Err(repeat_error(tag, offset)),
+            None => Ok(TopLevel { data, tags }),
         }
-        Ok(TopLevel { data, tags })
     }
 
     /// The value of `tag`.
@@ -51,6 +45,17 @@ impl TopLevel {
     pub fn has(&self, tag: u32) -> bool {
         self.get(tag).is_some()
     }
+}
+
+/// A top-level tag named again at `offset`.
+fn repeat_error(tag: u32, offset: usize) -> Error {
+    Error::expected(
+        ErrorKind::Tlv,
+        Location::Tag(tag),
+        Some(offset),
+        "each tag once at the top level",
+        "the tag again",
+    )
 }
 
 /// The objects of `nodes` whose tag an earlier one of them has, in order: what [`TopLevel::parse`]
@@ -69,13 +74,7 @@ mod tests {
     fn by_the_tree(data: &[u8]) -> std::result::Result<Vec<(u32, Vec<u8>)>, Error> {
         let nodes = decode_lenient(data)?;
         if let Some(n) = repeated(&nodes).next() {
-            return Err(Error::expected(
-                ErrorKind::Tlv,
-                Location::Tag(n.tag().value()),
-                Some(n.tlv.offset),
-                "each tag once at the top level",
-                "the tag again",
-            ));
+            return Err(repeat_error(n.tag().value(), n.tlv.offset));
         }
         Ok(nodes.iter().map(|n| (n.tag().value(), n.value().to_vec())).collect())
     }

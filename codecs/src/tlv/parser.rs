@@ -450,25 +450,29 @@ fn too_deep(tlv: &Tlv<'_>, depth: usize, opts: DecodeOptions) -> Result<()> {
 /// inside well formed, nested within bounds; the same error for the same input), without
 /// building the tree under them: for a caller that only indexes the top level.
 pub fn walk_top<'a>(input: &'a [u8], opts: DecodeOptions, mut each: impl FnMut(&Tlv<'a>)) -> Result<()> {
-    fn check(level: &[u8], base: usize, depth: usize, opts: DecodeOptions) -> Result<()> {
+    /// `level` at `depth`, each object after the templates inside it are checked.
+    fn walk<'a, F: FnMut(usize, &Tlv<'a>)>(
+        level: &'a [u8],
+        base: usize,
+        depth: usize,
+        opts: DecodeOptions,
+        each: &mut F,
+    ) -> Result<()> {
         for item in TlvIter::at(level, base, opts.mode) {
             let tlv = item?;
             if tlv.tag.is_constructed() {
                 too_deep(&tlv, depth, opts)?;
-                check(tlv.value, tlv.value_offset(), depth + 1, opts)?;
+                walk(tlv.value, tlv.value_offset(), depth + 1, opts, each)?;
             }
+            each(depth, &tlv);
         }
         Ok(())
     }
-    for item in TlvIter::at(input, 0, opts.mode) {
-        let tlv = item?;
-        if tlv.tag.is_constructed() {
-            too_deep(&tlv, 0, opts)?;
-            check(tlv.value, tlv.value_offset(), 1, opts)?;
+    walk(input, 0, 0, opts, &mut |depth, tlv| {
+        if depth == 0 {
+            each(tlv)
         }
-        each(&tlv);
-    }
-    Ok(())
+    })
 }
 
 /// The first object with `tag`, searching depth-first through templates.
