@@ -217,6 +217,10 @@ impl Unfiled {
         if kind == LOG_WINDOW { &self.windows } else { &self.originals }
     }
 
+    fn of_mut(&mut self, kind: i64) -> &mut std::collections::HashMap<String, i64> {
+        if kind == LOG_WINDOW { &mut self.windows } else { &mut self.originals }
+    }
+
     /// The `seq` of `key`'s newest unfiled row of `kind`; `NO_ROW` when none is.
     fn seq(&self, kind: i64, key: &str) -> i64 {
         self.of(kind).get(key).copied().unwrap_or(NO_ROW)
@@ -224,7 +228,7 @@ impl Unfiled {
 
     /// `keys` were appended in this order, the last at `last`.
     fn note<'k>(&mut self, kind: i64, keys: impl ExactSizeIterator<Item = &'k str>, last: i64) {
-        let map = if kind == LOG_WINDOW { &mut self.windows } else { &mut self.originals };
+        let map = self.of_mut(kind);
         let first = last - keys.len() as i64 + 1;
         for (i, key) in keys.enumerate() {
             let seq = first + i as i64;
@@ -252,8 +256,7 @@ impl Unfiled {
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             let (kind, key, seq): (i64, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            let map = if kind == LOG_WINDOW { &mut unfiled.windows } else { &mut unfiled.originals };
-            map.insert(key, seq);
+            unfiled.of_mut(kind).insert(key, seq);
         }
         Ok(unfiled)
     }
@@ -1186,17 +1189,16 @@ impl Store for SqliteStore {
         });
         tx.commit().map_err(db_err("commit state"))?;
         // The rows just appended, in the order they were (the maps are the same, unchanged); then
-        // what the commit filed forgotten.
-        // The commit is durable whatever follows: a failure to read the log's end only leaves
-        // the filed rows noted until the next filing (a noted row that is gone reads as absent).
-        let ends = filed.then(|| state_log_ends(&conn));
-        let mut unfiled = self.unfiled.lock().unwrap_or_else(|p| p.into_inner());
-        unfiled.note(LOG_WINDOW, w.windows.keys().map(String::as_str), windows_last);
-        unfiled.note(LOG_ORIGINAL, w.originals.keys().map(String::as_str), originals_last);
-        match ends {
-            Some(Ok(ends)) => unfiled.filed_before(ends.map(|(first, _)| first)),
-            Some(Err(e)) => tracing::warn!(error = %e, "the state log's end not read after filing"),
-            None => {}
+        // what the commit filed forgotten. The commit is durable whatever follows: a failure to
+        // read the log's end only leaves the filed rows noted until the next filing (a noted row
+        // that is gone reads as absent).
+        {
+            let mut unfiled = self.unfiled.lock().unwrap_or_else(|p| p.into_inner());
+            unfiled.note(LOG_WINDOW, w.windows.keys().map(String::as_str), windows_last);
+            unfiled.note(LOG_ORIGINAL, w.originals.keys().map(String::as_str), originals_last);
+        }
+        if filed && let Err(e) = Unfiled::after_filing(&self.unfiled, &conn) {
+            tracing::warn!(error = %e, "the state log's end not read after filing");
         }
         // One node: its in-memory window decided every ATC.
         Ok(crate::records::CommitOutcome::default())
