@@ -180,15 +180,7 @@ impl std::fmt::Debug for HmacSha256Key {
 
 /// HMAC-SHA256 (RFC 2104 / FIPS 198-1) with a key of any length: 32 bytes.
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut m = match <Hmac<Sha256> as KeyInit>::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC accepts keys of any length"),
-    };
-    m.update(data);
-    let t = m.finalize().into_bytes();
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&t);
-    out
+    HmacSha256Key::new(key).mac(data)
 }
 
 /// The leftmost `len` bytes of a MAC (ISO/IEC 9797-1 truncation: the MAC is the leftmost m bits).
