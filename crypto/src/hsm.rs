@@ -186,7 +186,7 @@ pub const CARD_KEYS_KEPT: usize = 65_536;
 /// the master key they came from; zeroized when dropped.
 #[derive(Default)]
 struct CardKeys {
-    map: HashMap<[u8; 32], (String, CardMasterKey)>,
+    map: HashMap<[u8; 32], (String, Arc<CardMasterKey>)>,
     order: VecDeque<[u8; 32]>,
 }
 
@@ -201,11 +201,11 @@ impl CardKeys {
         h.finalize().into()
     }
 
-    fn get(&self, id: &[u8; 32]) -> Option<CardMasterKey> {
-        self.map.get(id).map(|(_, mk)| mk.clone())
+    fn get(&self, id: &[u8; 32]) -> Option<Arc<CardMasterKey>> {
+        self.map.get(id).map(|(_, mk)| Arc::clone(mk))
     }
 
-    fn insert(&mut self, id: [u8; 32], imk: &str, mk: CardMasterKey) {
+    fn insert(&mut self, id: [u8; 32], imk: &str, mk: Arc<CardMasterKey>) {
         if self.map.insert(id, (imk.to_string(), mk)).is_none() {
             self.order.push_back(id);
         }
@@ -374,8 +374,8 @@ impl Hsm for SoftHsm {
         let mk = match kept {
             Some(mk) => mk,
             None => {
-                let mk = cvn.card_master_key(&k, card.pan, card.psn)?;
-                self.cards.lock().unwrap_or_else(|p| p.into_inner()).insert(id, imk, mk.clone());
+                let mk = Arc::new(cvn.card_master_key(&k, card.pan, card.psn)?);
+                self.cards.lock().unwrap_or_else(|p| p.into_inner()).insert(id, imk, Arc::clone(&mk));
                 mk
             }
         };
@@ -545,11 +545,10 @@ mod tests {
     /// alone.
     #[test]
     fn kept_card_keys_are_bounded_and_forgotten_by_master_key() {
-        let mk = || {
-            CardMasterKey::Tdes(
-                crate::keys::TdesKey::from_hex("k", "0123456789ABCDEFFEDCBA9876543210").expect("key"),
-            )
-        };
+        let key = Arc::new(CardMasterKey::tdes(
+            crate::keys::TdesKey::from_hex("k", "0123456789ABCDEFFEDCBA9876543210").expect("key"),
+        ));
+        let mk = || Arc::clone(&key);
         let mut keys = CardKeys::default();
         let psn = Psn::new(0).expect("psn");
         let imk = |i: usize| if i.is_multiple_of(2) { "a.imk" } else { "b.imk" };

@@ -321,7 +321,8 @@ impl fmt::Debug for AesCipher {
     }
 }
 
-/// A prepared TDES key schedule (see [`TdesKey::cipher`]).
+/// A prepared TDES key schedule (see [`TdesKey::cipher`]); wiped when dropped.
+#[derive(Clone)]
 pub enum TdesCipher {
     Two(TdesEde2),
     Three(TdesEde3),

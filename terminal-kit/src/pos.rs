@@ -5,7 +5,9 @@
 
 use codecs::iso8583::{Message, Mti, Spec};
 use codecs::tlv::{Tag, TlvBuilder};
-use crypto::emv::{ArpcInput, Atc, CardInputs, Cvn, PanDigits, Psn, UnpredictableNumber, ac_data_from_tags};
+use crypto::emv::{
+    ArpcInput, Atc, CardInputs, CardMasterKey, Cvn, PanDigits, Psn, UnpredictableNumber, ac_data_from_tags,
+};
 use crypto::keys::TdesKey;
 use serde::Deserialize;
 
@@ -128,6 +130,9 @@ pub enum CardKey<'a> {
     MasterKey,
     /// A limited-use key for the transaction's ATC (a cloud-based / HCE phone).
     SessionKey(&'a TdesKey),
+    /// Its ICC master key, prepared once (`CardMasterKey::tdes`) for many transactions of the
+    /// card (the load generator's).
+    Prepared(&'a CardMasterKey),
 }
 
 /// A contactless chip 0100 for `card`, its ARQC computed as the card computes it.
@@ -147,14 +152,16 @@ pub fn chip_request_with(
     let get = |t: u32| tags.iter().find(|(k, _)| *k == t).map(|(_, v)| v.as_slice());
     let data = ac_data_from_tags(cvn, get)?;
     let arqc = match key {
-        CardKey::MasterKey => {
-            let icc_mk = TdesKey::from_hex("icc_mk", &card.icc_mk)?;
+        CardKey::SessionKey(sk) => cvn.session_ac(sk, &data)?,
+        CardKey::MasterKey | CardKey::Prepared(_) => {
             let pan = PanDigits::new(&card.pan)?;
             let un = get(0x9F37).map(UnpredictableNumber::from_slice).transpose()?;
             let inputs = CardInputs { pan: &pan, psn: card.psn.parse::<Psn>()?, atc: Atc(tx.atc), un };
-            cvn.card_ac(&icc_mk, &inputs, &data)?
+            match key {
+                CardKey::Prepared(mk) => cvn.card_ac_from(mk, &inputs, &data)?,
+                _ => cvn.card_ac(&TdesKey::from_hex("icc_mk", &card.icc_mk)?, &inputs, &data)?,
+            }
         }
-        CardKey::SessionKey(sk) => cvn.session_ac(sk, &data)?,
     };
     let mut icc = TlvBuilder::new();
     icc.primitive(Tag::new(0x9F26), &arqc)?;
@@ -279,19 +286,21 @@ pub fn card_accepts_arpc_with(card: &TestCard, req: &Message, rsp: &Message, key
         },
     };
     let expected = match key {
-        CardKey::MasterKey => {
-            let (Ok(icc_mk), Ok(pan), Ok(psn)) = (
-                TdesKey::from_hex("icc_mk", &card.icc_mk),
-                PanDigits::new(&card.pan),
-                card.psn.parse::<Psn>(),
-            ) else {
+        CardKey::SessionKey(sk) => cvn.session_arpc(sk, &arqc, &input),
+        CardKey::MasterKey | CardKey::Prepared(_) => {
+            let (Ok(pan), Ok(psn)) = (PanDigits::new(&card.pan), card.psn.parse::<Psn>()) else {
                 return false;
             };
             let un = get(0x9F37).and_then(|u| UnpredictableNumber::from_slice(&u).ok());
             let inputs = CardInputs { pan: &pan, psn, atc, un };
-            cvn.card_arpc(&icc_mk, &inputs, &arqc, &input)
+            match key {
+                CardKey::Prepared(mk) => cvn.card_arpc_from(mk, &inputs, &arqc, &input),
+                _ => match TdesKey::from_hex("icc_mk", &card.icc_mk) {
+                    Ok(icc_mk) => cvn.card_arpc(&icc_mk, &inputs, &arqc, &input),
+                    Err(_) => return false,
+                },
+            }
         }
-        CardKey::SessionKey(sk) => cvn.session_arpc(sk, &arqc, &input),
     };
     match expected {
         Ok(expected) => t91.get(..n) == Some(expected.as_slice()),

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use codecs::iso8583::{Message, Mti, Spec};
 use crypto::dukpt::tdes::TdesDukptDevice;
 use crypto::dukpt::{KeyUsage, TdesKsn};
+use crypto::emv::CardMasterKey;
 use crypto::keys::{SymmetricKey, TdesKey};
 use crypto::pin::{Pin, PinBlockFormat};
 
@@ -27,7 +28,7 @@ use terminal_kit::ports::AtmTerminal;
 
 /// DE 42 of the test network's ATMs (atm-sim's acceptor ID), as they are registered.
 pub const ATM_ACCEPTOR_ID: &str = "PAYNETATM000001";
-use terminal_kit::pos::{TestCard, Tx, chip_request};
+use terminal_kit::pos::{CardKey, TestCard, Tx, chip_request_with};
 
 /// What a request of the mix is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -234,11 +235,18 @@ impl Traffic {
         // open-to-buy, unless there is only one.
         let balance = |c: &TestCard| c.balance.parse::<u64>().unwrap_or(0);
         let smallest = p.cards.iter().map(balance).min().unwrap_or(0);
-        let roomy: Vec<&TestCard> = {
-            let r: Vec<&TestCard> = p.cards.iter().filter(|c| balance(c) > smallest).collect();
-            if r.is_empty() { p.cards.iter().collect() } else { r }
+        let all: Vec<usize> = (0..p.cards.len()).collect();
+        let roomy: Vec<usize> = {
+            let r: Vec<usize> = all.iter().copied().filter(|&i| balance(&p.cards[i]) > smallest).collect();
+            if r.is_empty() { all.clone() } else { r }
         };
-        let all: Vec<&TestCard> = p.cards.iter().collect();
+        // Each card's master key prepared once for all of its cryptograms (a key that does not
+        // parse is refused, naming it, when the first request is built).
+        let keys: Vec<Option<CardMasterKey>> = p
+            .cards
+            .iter()
+            .map(|c| TdesKey::from_hex("icc_mk", &c.icc_mk).ok().map(CardMasterKey::tdes))
+            .collect();
         let mut atms = p
             .atms
             .iter()
@@ -267,8 +275,8 @@ impl Traffic {
             let i = *n;
             *n += 1;
             let pool = if matches!(kind, Kind::Purchase | Kind::AtmCash) { &roomy } else { &all };
-            let card = pool[(i % pool.len() as u64) as usize];
-            let idx = p.cards.iter().position(|c| std::ptr::eq(c, card)).unwrap_or(0);
+            let idx = pool[(i % pool.len() as u64) as usize];
+            let card = &p.cards[idx];
             let slot = &mut atc[idx];
             if slot.1 > u32::from(u16::MAX) {
                 return Err(Error::invalid(
@@ -304,7 +312,8 @@ impl Traffic {
             {
                 tx.tid = a.tid.clone();
             }
-            let mut m = chip_request(&p.spec, card, &tx)?;
+            let key = keys[idx].as_ref().map_or(CardKey::MasterKey, CardKey::Prepared);
+            let mut m = chip_request_with(&p.spec, card, &tx, key)?;
             m.set_text(7, &de7).map_err(|e| Error::invalid("DE 7", e.to_string()))?;
             if kind == Kind::DeclineExpiry {
                 let wrong = if card.expiry == "2001" { "2002" } else { "2001" };

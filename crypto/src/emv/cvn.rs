@@ -22,10 +22,10 @@ use std::str::FromStr;
 use subtle::ConstantTimeEq;
 
 use super::icc_mk::{MasterKeyOption, derive_icc_mk, derive_icc_mk_aes};
-use super::session::{common_session_key, common_session_key_aes, mastercard_session_key};
+use super::session::{common_session_key_aes, common_session_key_with, mastercard_session_key_with};
 use super::{Atc, PanDigits, Psn, UnpredictableNumber};
 use crate::error::{Error, ErrorKind, Result};
-use crate::keys::{AesKey, SymmetricKey, TdesKey};
+use crate::keys::{AesKey, SymmetricKey, TdesCipher, TdesKey};
 use crate::mac::{Padding, RetailMacKey, retail_mac};
 
 /// A cryptogram version.
@@ -199,18 +199,31 @@ fn same_cryptogram(computed: &[u8; 8], received: &[u8]) -> Result<()> {
 }
 
 /// A card's own master key (the ICC master key), derived from the issuer's master key, the PAN
-/// and the PAN sequence number: the same for every transaction of the card, so an issuer may keep
-/// it rather than derive it again for each (zeroized when dropped).
+/// and the PAN sequence number: the same for every transaction of the card, so an issuer (or a
+/// card) may keep it rather than derive it again for each — a TDES one with its key schedule
+/// prepared, each transaction's session key enciphered under it at once (zeroized when dropped).
 #[derive(Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the TDES schedule is what is kept; one per card, held behind an Arc or in a per-card table"
+)]
 pub enum CardMasterKey {
-    Tdes(TdesKey),
+    Tdes(TdesKey, TdesCipher),
     Aes(AesKey),
+}
+
+impl CardMasterKey {
+    /// A TDES ICC master key, its schedule prepared once.
+    pub fn tdes(key: TdesKey) -> Self {
+        let cipher = key.cipher();
+        CardMasterKey::Tdes(key, cipher)
+    }
 }
 
 impl fmt::Debug for CardMasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            CardMasterKey::Tdes(_) => "CardMasterKey::Tdes(..)",
+            CardMasterKey::Tdes(..) => "CardMasterKey::Tdes(..)",
             CardMasterKey::Aes(_) => "CardMasterKey::Aes(..)",
         })
     }
@@ -222,7 +235,7 @@ impl Cvn {
     pub fn card_master_key(self, imk: &SymmetricKey, pan: &PanDigits, psn: Psn) -> Result<CardMasterKey> {
         match imk {
             SymmetricKey::Tdes(imk) => {
-                Ok(CardMasterKey::Tdes(derive_icc_mk(imk, pan, psn, MasterKeyOption::for_pan(pan))))
+                Ok(CardMasterKey::tdes(derive_icc_mk(imk, pan, psn, MasterKeyOption::for_pan(pan))))
             }
             SymmetricKey::Aes(imk) => {
                 self.aes_allowed()?;
@@ -250,7 +263,7 @@ impl Cvn {
     /// The transaction's keys from the card's master key.
     fn keys_from(self, mk: &CardMasterKey, card: &CardInputs<'_>) -> Result<Keys> {
         match mk {
-            CardMasterKey::Tdes(icc_mk) => self.card_keys(icc_mk.clone(), card),
+            CardMasterKey::Tdes(icc_mk, cipher) => self.card_keys(icc_mk, cipher, card),
             CardMasterKey::Aes(icc_mk) => {
                 self.aes_allowed()?;
                 Ok(Keys::Aes { session: common_session_key_aes(icc_mk, card.atc) })
@@ -259,7 +272,7 @@ impl Cvn {
     }
 
     /// The transaction keys from a TDES ICC master key (what the card holds).
-    fn card_keys(self, icc_mk: TdesKey, card: &CardInputs<'_>) -> Result<Keys> {
+    fn card_keys(self, icc_mk: &TdesKey, cipher: &TdesCipher, card: &CardInputs<'_>) -> Result<Keys> {
         let session = match self {
             Cvn::Visa10 => None,
             Cvn::Mc16 | Cvn::Mc17 => {
@@ -270,17 +283,23 @@ impl Cvn {
                         format!("{self} needs the unpredictable number (9F37)"),
                     )
                 })?;
-                Some(mastercard_session_key(&icc_mk, card.atc, un))
+                Some(mastercard_session_key_with(cipher, card.atc, un))
             }
-            _ => Some(common_session_key(&icc_mk, card.atc)),
+            _ => Some(common_session_key_with(cipher, card.atc)),
         };
-        Ok(Keys::Tdes { icc_mk, session })
+        Ok(Keys::Tdes { icc_mk: icc_mk.clone(), session })
     }
 
     /// The cryptogram as the card computes it, from its ICC master key (TDES) — what card and
     /// phone simulators call; the issuer side derives the same key from the IMK.
     pub fn card_ac(self, icc_mk: &TdesKey, card: &CardInputs<'_>, data: &[u8]) -> Result<[u8; 8]> {
-        self.ac_with(&self.card_keys(icc_mk.clone(), card)?, data)
+        self.ac_with(&self.card_keys(icc_mk, &icc_mk.cipher(), card)?, data)
+    }
+
+    /// [`Cvn::card_ac`] from a master key kept prepared ([`CardMasterKey::tdes`]): a card, or a
+    /// load generator making many cryptograms per card, prepares its key's schedule once.
+    pub fn card_ac_from(self, mk: &CardMasterKey, card: &CardInputs<'_>, data: &[u8]) -> Result<[u8; 8]> {
+        self.ac_with(&self.keys_from(mk, card)?, data)
     }
 
     /// The cryptogram from a session key the card was handed rather than derived (cloud-based
@@ -328,7 +347,20 @@ impl Cvn {
     ) -> Result<Vec<u8>> {
         let arqc: [u8; 8] = super::fixed("arqc", arqc)?;
         self.check_arpc_input(input)?;
-        self.arpc_with(&self.card_keys(icc_mk.clone(), card)?, &arqc, input)
+        self.arpc_with(&self.card_keys(icc_mk, &icc_mk.cipher(), card)?, &arqc, input)
+    }
+
+    /// [`Cvn::card_arpc`] from a master key kept prepared ([`CardMasterKey::tdes`]).
+    pub fn card_arpc_from(
+        self,
+        mk: &CardMasterKey,
+        card: &CardInputs<'_>,
+        arqc: &[u8],
+        input: &ArpcInput,
+    ) -> Result<Vec<u8>> {
+        let arqc: [u8; 8] = super::fixed("arqc", arqc)?;
+        self.check_arpc_input(input)?;
+        self.arpc_with(&self.keys_from(mk, card)?, &arqc, input)
     }
 
     /// The application cryptogram (ARQC, TC or AAC) over `data` — the transaction data already
@@ -592,6 +624,41 @@ mod tests {
                 assert!(cvn.session_ac(&luk, &data).is_err(), "{cvn} cannot run on a session key");
             }
         }
+    }
+
+    /// A card key prepared once gives, transaction after transaction, the cryptogram the key
+    /// gives unprepared and the one the issuer derives from its master key.
+    #[test]
+    fn a_prepared_card_key_computes_what_the_key_does() {
+        let imk = TdesKey::from_hex("imk", "0123456789ABCDEFFEDCBA9876543210").expect("key");
+        let issuer = SymmetricKey::Tdes(imk.clone());
+        let pan = PanDigits::new("4761739001010010").expect("pan");
+        let psn = Psn::new(1).expect("psn");
+        for cvn in Cvn::ALL {
+            let icc = cvn.icc_master_key(&imk, &pan, psn);
+            let prepared = CardMasterKey::tdes(icc.clone());
+            let mut seen = std::collections::HashSet::new();
+            for atc in [0u16, 1, 0x0042, 0xFFFF] {
+                let card =
+                    CardInputs { pan: &pan, psn, atc: Atc(atc), un: Some(UnpredictableNumber([9, 8, 7, 6])) };
+                let data = [atc as u8; 41];
+                let ac = cvn.card_ac_from(&prepared, &card, &data).expect("prepared");
+                assert_eq!(ac, cvn.card_ac(&icc, &card, &data).expect("unprepared"), "{cvn} {atc}");
+                assert_eq!(ac, cvn.generate_ac(&issuer, &card, &data).expect("issuer"), "{cvn} {atc}");
+                let input = match cvn.arpc_method() {
+                    Some(2) => ArpcInput::Csu { csu: [0, 0, 0, 0x80], proprietary: vec![] },
+                    _ => ArpcInput::Arc(*b"00"),
+                };
+                assert_eq!(
+                    cvn.card_arpc_from(&prepared, &card, &ac, &input).expect("prepared arpc"),
+                    cvn.card_arpc(&icc, &card, &ac, &input).expect("unprepared arpc"),
+                    "{cvn} {atc}"
+                );
+                seen.insert(ac);
+            }
+            assert_eq!(seen.len(), 4, "{cvn}: each transaction its own cryptogram");
+        }
+        assert_eq!(format!("{:?}", CardMasterKey::tdes(imk)), "CardMasterKey::Tdes(..)");
     }
 
     #[test]

@@ -10,13 +10,17 @@
 //!   32-byte master keys a second block AES(MK)[ATC ‖ 0F ‖ 00 × 13], the key being the leftmost
 //!   bytes of the two, as long as MK.
 
-use crate::keys::{AesKey, TdesKey, adjust_odd_parity};
+use crate::keys::{AesKey, TdesCipher, TdesKey, adjust_odd_parity};
 
 use super::{Atc, UnpredictableNumber};
 
 /// The §A1.3.1 derivation from an 8-byte diversification value.
 pub fn derive_from_r(icc_mk: &TdesKey, r: [u8; 8]) -> TdesKey {
-    let cipher = icc_mk.cipher();
+    derive_from_r_with(&icc_mk.cipher(), r)
+}
+
+/// [`derive_from_r`] under the ICC master key's prepared schedule (a kept card key).
+pub fn derive_from_r_with(cipher: &TdesCipher, r: [u8; 8]) -> TdesKey {
     let mut ra = r;
     ra[2] = 0xF0;
     let mut rb = r;
@@ -33,16 +37,26 @@ pub fn derive_from_r(icc_mk: &TdesKey, r: [u8; 8]) -> TdesKey {
 
 /// The EMV common session key for `atc` (R = ATC ‖ 00 × 6).
 pub fn common_session_key(icc_mk: &TdesKey, atc: Atc) -> TdesKey {
+    common_session_key_with(&icc_mk.cipher(), atc)
+}
+
+/// [`common_session_key`] under the ICC master key's prepared schedule.
+pub fn common_session_key_with(icc_mk: &TdesCipher, atc: Atc) -> TdesKey {
     let a = atc.to_bytes();
-    derive_from_r(icc_mk, [a[0], a[1], 0, 0, 0, 0, 0, 0])
+    derive_from_r_with(icc_mk, [a[0], a[1], 0, 0, 0, 0, 0, 0])
 }
 
 /// The Mastercard session key for `atc` and the terminal's unpredictable number
 /// (R = ATC ‖ 00 00 ‖ UN).
 pub fn mastercard_session_key(icc_mk: &TdesKey, atc: Atc, un: UnpredictableNumber) -> TdesKey {
+    mastercard_session_key_with(&icc_mk.cipher(), atc, un)
+}
+
+/// [`mastercard_session_key`] under the ICC master key's prepared schedule.
+pub fn mastercard_session_key_with(icc_mk: &TdesCipher, atc: Atc, un: UnpredictableNumber) -> TdesKey {
     let a = atc.to_bytes();
     let u = un.0;
-    derive_from_r(icc_mk, [a[0], a[1], 0, 0, u[0], u[1], u[2], u[3]])
+    derive_from_r_with(icc_mk, [a[0], a[1], 0, 0, u[0], u[1], u[2], u[3]])
 }
 
 /// The EMV common session key for an AES ICC master key.
