@@ -203,11 +203,13 @@ pub mod stored {
     }
 
     /// An element's masked value: its text, or — a binary element, whose text is the upper-case
-    /// hex of its bytes — those bytes, packed as they are instead of through their hex text.
+    /// hex of its bytes — those bytes, packed as they are instead of through their hex text; or,
+    /// in an answer, the request's element of that number, carried alike (so masked alike).
     #[derive(PartialEq)]
     enum Element<'a> {
         Text(Cow<'a, str>),
         Bytes(Cow<'a, [u8]>),
+        Echo,
     }
 
     /// The compact form of `json`, or `None` when it is not the form of a message or an exchange
@@ -269,10 +271,10 @@ pub mod stored {
         out.reserve(256 + msg.fields().iter().map(|f| f.data.len() + 3).sum::<usize>());
         out.push(VERSION);
         let (mti, rsp_mti) = (msg.mti(), response.map(|r| r.mti()));
-        let request = Parsed { mti: mti.as_str(), fields: masked_fields(msg) };
+        let request = Parsed { mti: mti.as_str(), fields: masked_fields(msg, None) };
         let answer = response
             .zip(rsp_mti.as_ref())
-            .map(|(rsp, m)| Parsed { mti: m.as_str(), fields: masked_fields(rsp) });
+            .map(|(rsp, m)| Parsed { mti: m.as_str(), fields: masked_fields(rsp, Some(msg)) });
         put_form(out, &request, answer.as_ref());
     }
 
@@ -286,13 +288,26 @@ pub mod stored {
         }
     }
 
-    /// A message's elements as its masked JSON gives them (those its spec knows, masked).
-    fn masked_fields(msg: &codecs::iso8583::Message) -> Vec<(u16, Element<'_>)> {
+    /// A message's elements as its masked JSON gives them (those its spec knows, masked). An
+    /// answer's element carried as its request's (same length, same bytes, same definition) is
+    /// [`Element::Echo`], not masked a second time: masking depends on nothing else.
+    fn masked_fields<'a>(
+        msg: &'a codecs::iso8583::Message,
+        request: Option<&codecs::iso8583::Message>,
+    ) -> Vec<(u16, Element<'a>)> {
         use codecs::iso8583::describe::{masked_element_bytes, masked_element_text};
         let spec = msg.spec();
         let mut fields = Vec::with_capacity(msg.fields().len());
         for fl in msg.fields() {
             if let Some(fs) = spec.field(fl.de) {
+                let echoed = request.is_some_and(|r| {
+                    r.field(fl.de).is_some_and(|q| q.units == fl.units && q.data == fl.data)
+                        && (std::sync::Arc::ptr_eq(r.spec(), spec) || r.spec().field(fl.de) == Some(fs))
+                });
+                if echoed {
+                    fields.push((fl.de, Element::Echo));
+                    continue;
+                }
                 let value = match masked_element_bytes(fs, fl) {
                     Some(bytes) => Element::Bytes(bytes),
                     None => Element::Text(masked_element_text(msg, fs, fl)),
@@ -350,6 +365,10 @@ pub mod stored {
                 continue;
             }
             let text: &str = match value {
+                Element::Echo => {
+                    put_varint(out, SAME);
+                    continue;
+                }
                 Element::Text(text) => text,
                 // Bytes whose hex text would be empty are an empty text, as that text would be.
                 Element::Bytes(bytes) if bytes.is_empty() => "",
@@ -638,6 +657,27 @@ mod tests {
             stored::pack_into(&mut packed, request, response);
             let json = masked_json_text(request, response);
             assert_eq!(Some(packed.clone()), stored::compact(&json), "{json}");
+            assert_eq!(stored::render(&packed), Some(json));
+        }
+    }
+
+    /// An answer's elements carried as the request's are packed as references to them without
+    /// being masked again — also when the answer is under another spec, whose definitions of
+    /// the same elements may differ: the same bytes as the JSON packed either way.
+    #[test]
+    fn an_answer_under_another_spec_packs_as_its_json_packs() {
+        let (msg, answer) = exchange();
+        for name in ["network", "iso87binary", "iso87ascii"] {
+            let spec = codecs::iso8583::Spec::builtin(name).expect("builtin spec");
+            let mut other = Message::new(spec.clone(), answer.mti());
+            for f in answer.fields() {
+                other.copy_from(&answer, f.de).expect("copied");
+            }
+            let mut packed = Vec::new();
+            stored::pack_into(&mut packed, &msg, Some(&other));
+            let json = masked_json_text(&msg, Some(&other));
+            assert_eq!(Some(packed.clone()), stored::compact(&json), "{name}: {json}");
+            assert!(!json.contains("4761739001010010"), "masked: {json}");
             assert_eq!(stored::render(&packed), Some(json));
         }
     }
