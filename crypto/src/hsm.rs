@@ -13,10 +13,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::dukpt;
-use crate::emv::{ArpcInput, CardInputs, CardMasterKey, Cvn, Psn, VerifiedArqc};
+use crate::emv::{ArpcInput, CardInputs, CardMasterKey, Cvn, VerifiedArqc};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keyblock::{Header, KeyUsage, ModeOfUse};
-use crate::keys::SymmetricKey;
+use crate::keys::{SymmetricKey, TdesKey};
 use crate::keystore::{KeyName, Keystore};
 use crate::mac::MacAlgorithm;
 use crate::pin::{self, PinBlockFormat};
@@ -172,44 +172,57 @@ type KeyCache = HashMap<(String, [u8; 2], u8), Arc<SymmetricKey>>;
 pub struct SoftHsm {
     store: RwLock<Keystore>,
     cache: RwLock<KeyCache>,
-    cards: Mutex<CardKeys>,
+    cards: Mutex<Kept<Arc<CardMasterKey>>>,
+    devices: Mutex<Kept<dukpt::tdes::HostDevice>>,
     random: RandomSource,
 }
 
-/// Card master keys kept at most: the most recent cards' (about 200 bytes each).
+/// Card master keys kept at most: the most recent cards' (about 500 bytes each, with their key
+/// schedules).
 pub const CARD_KEYS_KEPT: usize = 65_536;
 
-/// The card master keys derived for ARQC verification, kept so that a card's next transactions
-/// derive only their session key (the master key's derivation was a third of the DES an issuer
-/// runs per chip authorization). Found by a digest of the master key's name, the PAN and the PAN
-/// sequence number (no PAN is kept); bounded (the oldest go first); dropped with the keystore or
-/// the master key they came from; zeroized when dropped.
-#[derive(Default)]
-struct CardKeys {
-    map: HashMap<[u8; 32], (String, Arc<CardMasterKey>)>,
+/// DUKPT devices whose derivation is kept at most: the most recently seen (about 200 bytes each).
+pub const DUKPT_DEVICES_KEPT: usize = 16_384;
+
+/// Keys derived from a master key the keystore holds, kept so that its next use derives less:
+/// the card master keys derived for ARQC verification (a card's next transactions derive only
+/// their session key; the master key's derivation was a third of the DES an issuer runs per chip
+/// authorization), and each DUKPT device's derivation (its next PIN block resumes from the steps
+/// its counter shares with the last one, [`dukpt::tdes::HostDevice`]). Found by a digest of the
+/// master key's name and what was derived for (no PAN is kept); bounded (the oldest go first);
+/// dropped with the keystore or the master key they came from; wiped when dropped.
+struct Kept<V> {
+    map: HashMap<[u8; 32], (String, V)>,
     order: VecDeque<[u8; 32]>,
+    max: usize,
 }
 
-impl CardKeys {
-    fn id(imk: &str, pan: &str, psn: Psn) -> [u8; 32] {
+impl<V> Kept<V> {
+    fn new(max: usize) -> Self {
+        Kept { map: HashMap::new(), order: VecDeque::new(), max }
+    }
+
+    /// The digest naming what was derived under `master` for `parts`.
+    fn id(master: &str, parts: &[&[u8]]) -> [u8; 32] {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
-        h.update((imk.len() as u64).to_be_bytes());
-        h.update(imk.as_bytes());
-        h.update(pan.as_bytes());
-        h.update([psn.value()]);
+        h.update((master.len() as u64).to_be_bytes());
+        h.update(master.as_bytes());
+        for p in parts {
+            h.update(p);
+        }
         h.finalize().into()
     }
 
-    fn get(&self, id: &[u8; 32]) -> Option<Arc<CardMasterKey>> {
-        self.map.get(id).map(|(_, mk)| Arc::clone(mk))
+    fn get_mut(&mut self, id: &[u8; 32]) -> Option<&mut V> {
+        self.map.get_mut(id).map(|(_, v)| v)
     }
 
-    fn insert(&mut self, id: [u8; 32], imk: &str, mk: Arc<CardMasterKey>) {
-        if self.map.insert(id, (imk.to_string(), mk)).is_none() {
+    fn insert(&mut self, id: [u8; 32], master: &str, v: V) {
+        if self.map.insert(id, (master.to_string(), v)).is_none() {
             self.order.push_back(id);
         }
-        while self.map.len() > CARD_KEYS_KEPT {
+        while self.map.len() > self.max {
             match self.order.pop_front() {
                 Some(oldest) => {
                     self.map.remove(&oldest);
@@ -219,8 +232,9 @@ impl CardKeys {
         }
     }
 
-    fn forget(&mut self, imk: Option<&str>) {
-        match imk {
+    /// Drops what was derived under `master`, or everything.
+    fn forget(&mut self, master: Option<&str>) {
+        match master {
             None => self.map.clear(),
             Some(name) => self.map.retain(|_, (n, _)| n != name),
         }
@@ -238,7 +252,8 @@ impl SoftHsm {
         SoftHsm {
             store: RwLock::new(store),
             cache: RwLock::new(HashMap::new()),
-            cards: Mutex::new(CardKeys::default()),
+            cards: Mutex::new(Kept::new(CARD_KEYS_KEPT)),
+            devices: Mutex::new(Kept::new(DUKPT_DEVICES_KEPT)),
             random,
         }
     }
@@ -248,6 +263,7 @@ impl SoftHsm {
         *self.store.write().unwrap_or_else(|p| p.into_inner()) = store;
         self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
         self.cards.lock().unwrap_or_else(|p| p.into_inner()).forget(None);
+        self.devices.lock().unwrap_or_else(|p| p.into_inner()).forget(None);
     }
 
     /// The keystore as it now stands (to save after generating or importing).
@@ -270,6 +286,7 @@ impl SoftHsm {
     fn forget(&self, key: &str) {
         self.cache.write().unwrap_or_else(|p| p.into_inner()).retain(|(n, _, _), _| n != key);
         self.cards.lock().unwrap_or_else(|p| p.into_inner()).forget(Some(key));
+        self.devices.lock().unwrap_or_else(|p| p.into_inner()).forget(Some(key));
     }
 
     fn mac_key(&self, key: &str, alg: MacAlgorithm, mode: ModeOfUse) -> Result<Arc<SymmetricKey>> {
@@ -282,12 +299,13 @@ impl SoftHsm {
             PinSource::Zone { key, format } => {
                 Ok(((*self.key(key, KeyUsage::PIN_ENCRYPTION, ModeOfUse::DECRYPT)?).clone(), *format))
             }
-            PinSource::Dukpt { bdk, ksn, format } => {
-                let bdk = self.key(bdk, KeyUsage::BDK, ModeOfUse::DERIVE)?;
+            PinSource::Dukpt { bdk: name, ksn, format } => {
+                let bdk = self.key(name, KeyUsage::BDK, ModeOfUse::DERIVE)?;
                 let key = match &*bdk {
                     SymmetricKey::Tdes(b) => {
                         let ksn = dukpt::TdesKsn::from_slice(ksn)?;
-                        SymmetricKey::Tdes(dukpt::tdes::derive_working_key(b, &ksn, dukpt::KeyUsage::Pin)?)
+                        let tk = self.dukpt_transaction_key(name, b, &ksn)?;
+                        SymmetricKey::Tdes(dukpt::tdes::working_key(&tk, dukpt::KeyUsage::Pin)?)
                     }
                     SymmetricKey::Aes(b) => {
                         let ksn = dukpt::AesKsn::from_slice(ksn)?;
@@ -297,6 +315,21 @@ impl SoftHsm {
                 Ok((key, *format))
             }
         }
+    }
+
+    /// The transaction key of a TDES DUKPT device's `ksn` under the BDK `name`, resuming the
+    /// device's kept derivation (the BDK's usage and mode were checked by the caller, every
+    /// time). A device first seen is kept once its KSN is one a device uses.
+    fn dukpt_transaction_key(&self, name: &str, bdk: &TdesKey, ksn: &dukpt::TdesKsn) -> Result<TdesKey> {
+        let id = Kept::<dukpt::tdes::HostDevice>::id(name, &[ksn.initial().as_bytes()]);
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(device) = devices.get_mut(&id) {
+            return device.transaction_key(ksn);
+        }
+        let mut device = dukpt::tdes::HostDevice::new(bdk, ksn)?;
+        let key = device.transaction_key(ksn)?;
+        devices.insert(id, name, device);
+        Ok(key)
     }
 
     fn fill(&self) -> pin::PinFill {
@@ -369,8 +402,8 @@ impl Hsm for SoftHsm {
         // The master key is asked for every time: its usage and mode are checked whether or
         // not the card's key is kept.
         let k = self.key(imk, KeyUsage::EMV_IMK_AC, ModeOfUse::DERIVE)?;
-        let id = CardKeys::id(imk, card.pan.expose(), card.psn);
-        let kept = self.cards.lock().unwrap_or_else(|p| p.into_inner()).get(&id);
+        let id = Kept::<Arc<CardMasterKey>>::id(imk, &[card.pan.expose().as_bytes(), &[card.psn.value()]]);
+        let kept = self.cards.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&id).map(|k| Arc::clone(k));
         let mk = match kept {
             Some(mk) => mk,
             None => {
@@ -549,17 +582,19 @@ mod tests {
             crate::keys::TdesKey::from_hex("k", "0123456789ABCDEFFEDCBA9876543210").expect("key"),
         ));
         let mk = || Arc::clone(&key);
-        let mut keys = CardKeys::default();
-        let psn = Psn::new(0).expect("psn");
+        let mut keys = Kept::new(CARD_KEYS_KEPT);
+        let psn = crate::emv::Psn::new(0).expect("psn");
         let imk = |i: usize| if i.is_multiple_of(2) { "a.imk" } else { "b.imk" };
-        let id = |i: usize| CardKeys::id(imk(i), &format!("{i:016}"), psn);
+        let id = |i: usize| {
+            Kept::<Arc<CardMasterKey>>::id(imk(i), &[format!("{i:016}").as_bytes(), &[psn.value()]])
+        };
         for i in 0..CARD_KEYS_KEPT + 5 {
             keys.insert(id(i), imk(i), mk());
         }
         assert_eq!(keys.map.len(), CARD_KEYS_KEPT);
         assert_eq!(keys.order.len(), CARD_KEYS_KEPT);
-        assert!((0..5).all(|i| keys.get(&id(i)).is_none()), "the oldest went");
-        assert!(keys.get(&id(5)).is_some() && keys.get(&id(CARD_KEYS_KEPT + 4)).is_some());
+        assert!((0..5).all(|i| keys.get_mut(&id(i)).is_none()), "the oldest went");
+        assert!(keys.get_mut(&id(5)).is_some() && keys.get_mut(&id(CARD_KEYS_KEPT + 4)).is_some());
         keys.forget(Some("a.imk"));
         assert_eq!(keys.map.len(), CARD_KEYS_KEPT / 2);
         assert!(keys.map.values().all(|(n, _)| n == "b.imk"));

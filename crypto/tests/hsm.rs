@@ -195,3 +195,70 @@ fn kept_card_keys_go_with_their_master_key() {
     let e = h.verify_arqc_keeping_keys("iss.zpk", Cvn::Visa18, &card, &data, &under_old).expect_err("usage");
     assert_eq!(e.kind, ErrorKind::KeyUsage);
 }
+
+/// A TDES DUKPT terminal's PIN blocks, one transaction after another (and back, and from a second
+/// terminal under the same BDK), translate as the PIN key derived from the BDK gives them: the
+/// HSM keeps each device's derivation, and its answers are those of a fresh derivation. The BDK
+/// replaced under the same name, the kept derivation goes with it; a key of another usage is
+/// still refused.
+#[test]
+fn kept_dukpt_derivations_translate_as_derived_ones() {
+    let h = hsm();
+    let zpk = SymmetricKey::Tdes(tdes("1C1C1C1C1C1C1C1C2A2A2A2A2A2A2A2A"));
+    let pin = Pin::new("4321").expect("pin");
+    let translate = |h: &SoftHsm, bdk: &TdesKey, ksn: &str| {
+        let ksn = dukpt::TdesKsn::from_hex(ksn).expect("ksn");
+        let pek = SymmetricKey::Tdes(
+            dukpt::tdes::derive_working_key(bdk, &ksn, dukpt::KeyUsage::Pin).expect("pek"),
+        );
+        let block = pin::encrypt_pin_block(&pek, PinBlockFormat::Iso0, &pin, PAN, &[0xFF; 8]).expect("block");
+        let src = PinSource::Dukpt { bdk: "acq.bdk", ksn: ksn.as_bytes(), format: PinBlockFormat::Iso0 };
+        h.translate_pin(&src, &block, PAN, "iss.zpk", PinBlockFormat::Iso0)
+            .map(|out| pin::decrypt_pin_block(&zpk, PinBlockFormat::Iso0, &out, PAN).expect("decrypt"))
+    };
+    let bdk = tdes("0123456789ABCDEFFEDCBA9876543210");
+    for ksn in [
+        "FFFF9876543210E00001",
+        "FFFF9876543210E00002",
+        "FFFF9876543210E00003",
+        "FFFF9876543210E00004",
+        "FFFF9876543210E0FF00",
+        "FFFF9876543210E00005",
+        "FFFF1234567890E00001",
+        "FFFF9876543210E00006",
+        "FFFF1234567890E00002",
+    ] {
+        assert_eq!(translate(&h, &bdk, ksn).expect(ksn), pin, "{ksn}");
+    }
+    // A counter no device uses is refused, kept device or not.
+    let ksn = dukpt::TdesKsn::from_hex("FFFF9876543210E00000").expect("ksn");
+    let src = PinSource::Dukpt { bdk: "acq.bdk", ksn: ksn.as_bytes(), format: PinBlockFormat::Iso0 };
+    let e = h.translate_pin(&src, &[0; 8], PAN, "iss.zpk", PinBlockFormat::Iso0).expect_err("counter 0");
+    assert_eq!(e.kind, ErrorKind::Ksn);
+    // The BDK replaced: blocks under the old one no longer translate to the PIN; the new one's do.
+    let new_bdk = tdes("F1E2D3C4B5A6978812345678ABCDEF01");
+    let mut ks = Keystore::new(Lmk::from_hex(LMK).expect("lmk"));
+    for (name, header, key) in [
+        ("acq.bdk", "D0000B0TX00N0000", new_bdk.clone()),
+        ("iss.zpk", "D0000P0TB00N0000", tdes("1C1C1C1C1C1C1C1C2A2A2A2A2A2A2A2A")),
+    ] {
+        ks.import(
+            KeyName::new(name).expect("name"),
+            &Header::parse_template(header).expect("header"),
+            &SymmetricKey::Tdes(key),
+            &[0x5A; 64],
+        )
+        .expect("import");
+    }
+    h.replace_keystore(ks);
+    assert_ne!(
+        translate(&h, &bdk, "FFFF9876543210E00007").ok(),
+        Some(pin.clone()),
+        "the old BDK's device is gone"
+    );
+    assert_eq!(translate(&h, &new_bdk, "FFFF9876543210E00008").expect("new BDK"), pin);
+    let ksn = dukpt::TdesKsn::from_hex("FFFF9876543210E00009").expect("ksn");
+    let src = PinSource::Dukpt { bdk: "iss.zpk", ksn: ksn.as_bytes(), format: PinBlockFormat::Iso0 };
+    let e = h.translate_pin(&src, &[0; 8], PAN, "iss.zpk", PinBlockFormat::Iso0).expect_err("usage");
+    assert_eq!(e.kind, ErrorKind::KeyUsage);
+}

@@ -38,6 +38,16 @@ fn x9_24_1_annex_a_ipek_and_pin_keys() {
         let k = tdes::derive_working_key(&bdk, &ksn, KeyUsage::Pin).expect("key");
         assert_eq!(to_hex(k.expose()), pin_key, "KSN counter {counter}");
     }
+    // The host's kept derivation for the device gives the table's keys too, one after the other.
+    let mut host = tdes::HostDevice::new(&bdk, &ksn).expect("device");
+    for (counter, key) in [
+        ("E00001", "042666B49184CFA368DE9628D0397BC9"),
+        ("E00002", "C46551CEF9FD24B0AA9AD834130D3BC7"),
+        ("E00003", "0DF3D9422ACA56E547676D07AD6BADFA"),
+    ] {
+        let ksn = TdesKsn::from_hex(&format!("FFFF9876543210{counter}")).expect("ksn");
+        assert_eq!(to_hex(host.transaction_key(&ksn).expect("key").expose()), key, "kept, {counter}");
+    }
 }
 
 #[test]

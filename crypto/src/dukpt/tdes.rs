@@ -156,6 +156,92 @@ pub fn derive_working_key(bdk: &TdesKey, ksn: &TdesKsn, usage: KeyUsage) -> Resu
     working_key(&transaction_key(bdk, ksn)?, usage)
 }
 
+/// The host's derivation for one device, kept from one of its transactions to the next: its
+/// initial key, and the key after each one-bit of the last counter derived (§A.3 walks the
+/// counter's one-bits from the most significant, each step's key depending only on the bits
+/// above and at it). A later counter whose leading bits are the same resumes from the deepest
+/// step they share instead of from the initial key: a device's counter rises by one, so most of
+/// the steps are shared. The same key as [`transaction_key`] for every KSN of the device, in any
+/// order. Wiped when dropped.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct HostDevice {
+    #[zeroize(skip)]
+    initial: TdesKsn,
+    ipek: [u8; 16],
+    /// The one-bits of `counter`, most significant first, and the key after each.
+    bits: [u8; TdesKsn::MAX_ONE_BITS as usize],
+    keys: [[u8; 16]; TdesKsn::MAX_ONE_BITS as usize],
+    steps: usize,
+    counter: u64,
+}
+
+impl std::fmt::Debug for HostDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostDevice({})", self.initial)
+    }
+}
+
+impl HostDevice {
+    /// The device whose transaction `ksn` is, its initial key derived from the BDK.
+    pub fn new(bdk: &TdesKey, ksn: &TdesKsn) -> Result<Self> {
+        let ipek = derive_ipek(bdk, ksn)?;
+        let mut d = HostDevice {
+            initial: ksn.initial(),
+            ipek: [0u8; 16],
+            bits: [0; TdesKsn::MAX_ONE_BITS as usize],
+            keys: [[0u8; 16]; TdesKsn::MAX_ONE_BITS as usize],
+            steps: 0,
+            counter: 0,
+        };
+        d.ipek.copy_from_slice(ipek.expose());
+        Ok(d)
+    }
+
+    /// The device's KSN with its counter cleared (what names the device).
+    pub fn initial_ksn(&self) -> TdesKsn {
+        self.initial
+    }
+
+    /// The transaction key for `ksn`, a KSN of this device (refused otherwise, and for counters a
+    /// device never uses, as [`transaction_key_from_ipek`] refuses them).
+    pub fn transaction_key(&mut self, ksn: &TdesKsn) -> Result<TdesKey> {
+        ksn.check_usable()?;
+        if ksn.initial() != self.initial {
+            return Err(Error::new(ErrorKind::Ksn, "KSN", "not a transaction of this device"));
+        }
+        let counter = u64::from(ksn.counter());
+        let mask = u64::from(TdesKsn::COUNTER_MASK);
+        // Steps kept: while the new counter's bits at and above the step's bit are the last's.
+        let above = |bit: u8| mask & !((1u64 << bit) - 1);
+        let kept = self.bits[..self.steps]
+            .iter()
+            .take_while(|&&b| counter & above(b) == self.counter & above(b))
+            .count();
+        let (mut key, from) = match kept {
+            0 => (self.ipek, 21u8),
+            k => (self.keys[k - 1], self.bits[k - 1]),
+        };
+        let mut register = register_base(ksn) | (counter & above(from));
+        self.steps = kept;
+        for b in (0..from).rev() {
+            let bit = 1u64 << b;
+            if counter & bit != 0 {
+                register |= bit;
+                let next = non_reversible(&key, register.to_be_bytes());
+                key.zeroize();
+                key = next;
+                self.bits[self.steps] = b;
+                self.keys[self.steps] = key;
+                self.steps += 1;
+            }
+        }
+        self.counter = counter;
+        let k = key16(key);
+        key.zeroize();
+        Ok(k)
+    }
+}
+
 /// The originating device (X9.24-1:2009 §A.2): 21 future-key registers and the KSN register.
 /// Register `i` holds the key for counters whose lowest one-bit is bit `i`; using a key erases it
 /// and fills the registers below it from it, so no past key can be recomputed.
@@ -244,6 +330,55 @@ impl TdesDukptDevice {
 mod tests {
     use super::*;
     use crate::keys::to_hex;
+    use proptest::prelude::*;
+
+    fn bdk() -> TdesKey {
+        TdesKey::from_hex("bdk", "0123456789ABCDEFFEDCBA9876543210").expect("key")
+    }
+
+    fn ksn(device: u8, counter: u32) -> TdesKsn {
+        let mut b = [0xFF, 0xFF, 0x98, 0x76, 0x54, 0x32, 0x10 ^ device, 0xE0, 0, 0];
+        b[7] |= (counter >> 16) as u8 & 0x1F;
+        b[8] = (counter >> 8) as u8;
+        b[9] = counter as u8;
+        TdesKsn::from_slice(&b).expect("ksn")
+    }
+
+    proptest! {
+        /// Kept from one transaction to the next, the host's derivation gives the key derived
+        /// from the BDK for every counter, whatever their order (rising, repeated, going back,
+        /// far apart), and refuses what that refuses.
+        #[test]
+        fn a_kept_device_derives_what_the_bdk_derives(
+            counters in proptest::collection::vec(
+                prop_oneof![1u32..64, 0u32..=TdesKsn::COUNTER_MASK, Just(0u32), Just(0x1F_F800u32)],
+                1..40,
+            ),
+            rising in 0u32..2_000,
+        ) {
+            let bdk = bdk();
+            let mut host = HostDevice::new(&bdk, &ksn(1, 1)).expect("device");
+            // A device's own rising counters, then the arbitrary ones.
+            let all = (rising..rising + 24).chain(counters);
+            for c in all {
+                let k = ksn(1, c);
+                match transaction_key(&bdk, &k) {
+                    Ok(expected) => prop_assert_eq!(host.transaction_key(&k).expect("kept"), expected, "counter {:#X}", c),
+                    Err(e) => prop_assert_eq!(host.transaction_key(&k).expect_err("refused").kind, e.kind),
+                }
+            }
+            // Another device's KSN is not this device's.
+            prop_assert!(host.transaction_key(&ksn(2, 1)).is_err());
+        }
+    }
+
+    #[test]
+    fn a_kept_device_names_itself_and_shows_no_key() {
+        let host = HostDevice::new(&bdk(), &ksn(1, 5)).expect("device");
+        assert_eq!(host.initial_ksn(), ksn(1, 0));
+        let shown = format!("{host:?}");
+        assert!(!shown.contains("6AC292FA") && shown.starts_with("HostDevice("), "{shown}");
+    }
 
     #[test]
     fn variants_are_the_published_constants() {
