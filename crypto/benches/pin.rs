@@ -44,21 +44,30 @@ fn benches(c: &mut Criterion) {
     let initial = TdesKsn::from_hex("FFFF9876543210E00000").expect("ksn");
     let ipek = dukpt::tdes::derive_ipek(&bdk, &initial).expect("ipek");
     let mut device = dukpt::tdes::TdesDukptDevice::load_initial_key(&ipek, &initial).expect("device");
+    // A terminal's PIN block under the PIN key of a transaction key.
+    let block_under = |key: &TdesKey| {
+        let pek = SymmetricKey::Tdes(dukpt::tdes::working_key(key, KeyUsage::Pin).expect("pek"));
+        pin::encrypt_pin_block(&pek, PinBlockFormat::Iso0, &pin, PAN, &[0xFF; 8]).expect("block")
+    };
+    // Each PIN block of `blocks` translated in turn.
+    let mut translate_in_turn = |name: &str, blocks: &[(TdesKsn, Vec<u8>)]| {
+        let mut next = blocks.iter().cycle();
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let (ksn, block) = next.next().expect("cycle");
+                let src =
+                    PinSource::Dukpt { bdk: "acq.bdk", ksn: ksn.as_bytes(), format: PinBlockFormat::Iso0 };
+                hsm.translate_pin(&src, black_box(block), PAN, "iss.zpk", PinBlockFormat::Iso0)
+            })
+        });
+    };
     let rising: Vec<(TdesKsn, Vec<u8>)> = (0..4096)
         .map(|_| {
             let (ksn, key) = device.next_transaction().expect("next");
-            let pek = SymmetricKey::Tdes(dukpt::tdes::working_key(&key, KeyUsage::Pin).expect("pek"));
-            (ksn, pin::encrypt_pin_block(&pek, PinBlockFormat::Iso0, &pin, PAN, &[0xFF; 8]).expect("block"))
+            (ksn, block_under(&key))
         })
         .collect();
-    let mut next = rising.iter().cycle();
-    c.bench_function("pin_translate_dukpt_tdes_rising_counter", |b| {
-        b.iter(|| {
-            let (ksn, block) = next.next().expect("cycle");
-            let src = PinSource::Dukpt { bdk: "acq.bdk", ksn: ksn.as_bytes(), format: PinBlockFormat::Iso0 };
-            hsm.translate_pin(&src, black_box(block), PAN, "iss.zpk", PinBlockFormat::Iso0)
-        })
-    });
+    translate_in_turn("pin_translate_dukpt_tdes_rising_counter", &rising);
 
     // Devices the HSM does not keep (more of them, in turn, than it keeps): each PIN block
     // derives its key from the BDK — the initial key, then a step per one-bit of the counter
@@ -66,19 +75,10 @@ fn benches(c: &mut Criterion) {
     let devices: Vec<(TdesKsn, Vec<u8>)> = (0..(crypto::hsm::DUKPT_DEVICES_KEPT + 1024) as u32)
         .map(|d| {
             let ksn = TdesKsn::from_hex(&format!("FFFF98{d:08X}E0001F")).expect("ksn");
-            let pek =
-                SymmetricKey::Tdes(dukpt::tdes::derive_working_key(&bdk, &ksn, KeyUsage::Pin).expect("pek"));
-            (ksn, pin::encrypt_pin_block(&pek, PinBlockFormat::Iso0, &pin, PAN, &[0xFF; 8]).expect("block"))
+            (ksn, block_under(&dukpt::tdes::transaction_key(&bdk, &ksn).expect("key")))
         })
         .collect();
-    let mut next = devices.iter().cycle();
-    c.bench_function("pin_translate_dukpt_tdes_device_not_kept", |b| {
-        b.iter(|| {
-            let (ksn, block) = next.next().expect("cycle");
-            let src = PinSource::Dukpt { bdk: "acq.bdk", ksn: ksn.as_bytes(), format: PinBlockFormat::Iso0 };
-            hsm.translate_pin(&src, black_box(block), PAN, "iss.zpk", PinBlockFormat::Iso0)
-        })
-    });
+    translate_in_turn("pin_translate_dukpt_tdes_device_not_kept", &devices);
 
     let aksn = AesKsn::from_hex("123456789012345600000008").expect("ksn");
     let apek = dukpt::aes::derive_working_key(&aes_bdk, &aksn, KeyUsage::Pin, None).expect("pek");

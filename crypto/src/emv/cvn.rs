@@ -293,7 +293,7 @@ impl Cvn {
     /// The cryptogram as the card computes it, from its ICC master key (TDES) — what card and
     /// phone simulators call; the issuer side derives the same key from the IMK.
     pub fn card_ac(self, icc_mk: &TdesKey, card: &CardInputs<'_>, data: &[u8]) -> Result<[u8; 8]> {
-        self.ac_with(&self.card_keys(icc_mk, &icc_mk.cipher(), card)?, data)
+        self.card_ac_from(&CardMasterKey::tdes(icc_mk.clone()), card, data)
     }
 
     /// [`Cvn::card_ac`] from a master key kept prepared ([`CardMasterKey::tdes`]): a card, or a
@@ -313,10 +313,9 @@ impl Cvn {
     /// The ARPC as a card holding only the session key expects it (see [`Cvn::session_ac`]).
     pub fn session_arpc(self, session: &TdesKey, arqc: &[u8], input: &ArpcInput) -> Result<Vec<u8>> {
         self.check_common_session_key()?;
-        let arqc: [u8; 8] = super::fixed("arqc", arqc)?;
-        self.check_arpc_input(input)?;
-        let keys = Keys::Tdes { icc_mk: session.clone(), session: Some(session.clone()) };
-        self.arpc_with(&keys, &arqc, input)
+        self.checked_arpc(arqc, input, || {
+            Ok(Keys::Tdes { icc_mk: session.clone(), session: Some(session.clone()) })
+        })
     }
 
     /// Whether the CVN's transaction key is the EMV common session key (so it can be handed to a
@@ -345,9 +344,7 @@ impl Cvn {
         arqc: &[u8],
         input: &ArpcInput,
     ) -> Result<Vec<u8>> {
-        let arqc: [u8; 8] = super::fixed("arqc", arqc)?;
-        self.check_arpc_input(input)?;
-        self.arpc_with(&self.card_keys(icc_mk, &icc_mk.cipher(), card)?, &arqc, input)
+        self.card_arpc_from(&CardMasterKey::tdes(icc_mk.clone()), card, arqc, input)
     }
 
     /// [`Cvn::card_arpc`] from a master key kept prepared ([`CardMasterKey::tdes`]).
@@ -358,9 +355,7 @@ impl Cvn {
         arqc: &[u8],
         input: &ArpcInput,
     ) -> Result<Vec<u8>> {
-        let arqc: [u8; 8] = super::fixed("arqc", arqc)?;
-        self.check_arpc_input(input)?;
-        self.arpc_with(&self.keys_from(mk, card)?, &arqc, input)
+        self.checked_arpc(arqc, input, || self.keys_from(mk, card))
     }
 
     /// The application cryptogram (ARQC, TC or AAC) over `data` — the transaction data already
@@ -463,9 +458,20 @@ impl Cvn {
         arqc: &[u8],
         input: &ArpcInput,
     ) -> Result<Vec<u8>> {
+        self.checked_arpc(arqc, input, || self.keys(imk, card))
+    }
+
+    /// The ARPC under the keys `keys` gives, once the ARQC's length and the ARPC input are
+    /// checked (before any key is derived).
+    fn checked_arpc(
+        self,
+        arqc: &[u8],
+        input: &ArpcInput,
+        keys: impl FnOnce() -> Result<Keys>,
+    ) -> Result<Vec<u8>> {
         let arqc: [u8; 8] = super::fixed("arqc", arqc)?;
         self.check_arpc_input(input)?;
-        self.arpc_with(&self.keys(imk, card)?, &arqc, input)
+        self.arpc_with(&keys()?, &arqc, input)
     }
 
     fn check_arpc_input(self, input: &ArpcInput) -> Result<()> {
