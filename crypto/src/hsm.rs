@@ -173,7 +173,8 @@ pub struct SoftHsm {
     store: RwLock<Keystore>,
     cache: RwLock<KeyCache>,
     cards: Mutex<Kept<Arc<CardMasterKey>>>,
-    devices: Mutex<Kept<dukpt::tdes::HostDevice>>,
+    /// In shards by the device's digest: a derivation runs under its shard's lock.
+    devices: Box<[Mutex<Kept<dukpt::tdes::HostDevice>>]>,
     random: RandomSource,
 }
 
@@ -181,8 +182,12 @@ pub struct SoftHsm {
 /// schedules).
 pub const CARD_KEYS_KEPT: usize = 65_536;
 
-/// DUKPT devices whose derivation is kept at most: the most recently seen (about 200 bytes each).
+/// DUKPT devices whose derivation is kept at most: the most recently seen (about 250 bytes each).
 pub const DUKPT_DEVICES_KEPT: usize = 16_384;
+
+/// The kept DUKPT devices' shards (each keeps its share of [`DUKPT_DEVICES_KEPT`]), so that PIN
+/// translations for different terminals do not wait for one another's derivation.
+const DUKPT_DEVICE_SHARDS: usize = 16;
 
 /// Keys derived from a master key the keystore holds, kept so that its next use derives less:
 /// the card master keys derived for ARQC verification (a card's next transactions derive only
@@ -202,13 +207,13 @@ impl<V> Kept<V> {
         Kept { map: HashMap::new(), order: VecDeque::new(), max }
     }
 
-    /// The digest naming what was derived under `master` for `parts`.
+    /// The digest naming what was derived under `master` for `parts` (each length-prefixed, so
+    /// that no two lists of parts give the same input).
     fn id(master: &str, parts: &[&[u8]]) -> [u8; 32] {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
-        h.update((master.len() as u64).to_be_bytes());
-        h.update(master.as_bytes());
-        for p in parts {
+        for p in std::iter::once(master.as_bytes()).chain(parts.iter().copied()) {
+            h.update((p.len() as u64).to_be_bytes());
             h.update(p);
         }
         h.finalize().into()
@@ -253,7 +258,9 @@ impl SoftHsm {
             store: RwLock::new(store),
             cache: RwLock::new(HashMap::new()),
             cards: Mutex::new(Kept::new(CARD_KEYS_KEPT)),
-            devices: Mutex::new(Kept::new(DUKPT_DEVICES_KEPT)),
+            devices: (0..DUKPT_DEVICE_SHARDS)
+                .map(|_| Mutex::new(Kept::new(DUKPT_DEVICES_KEPT / DUKPT_DEVICE_SHARDS)))
+                .collect(),
             random,
         }
     }
@@ -263,7 +270,9 @@ impl SoftHsm {
         *self.store.write().unwrap_or_else(|p| p.into_inner()) = store;
         self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
         self.cards.lock().unwrap_or_else(|p| p.into_inner()).forget(None);
-        self.devices.lock().unwrap_or_else(|p| p.into_inner()).forget(None);
+        for shard in &self.devices {
+            shard.lock().unwrap_or_else(|p| p.into_inner()).forget(None);
+        }
     }
 
     /// The keystore as it now stands (to save after generating or importing).
@@ -286,7 +295,9 @@ impl SoftHsm {
     fn forget(&self, key: &str) {
         self.cache.write().unwrap_or_else(|p| p.into_inner()).retain(|(n, _, _), _| n != key);
         self.cards.lock().unwrap_or_else(|p| p.into_inner()).forget(Some(key));
-        self.devices.lock().unwrap_or_else(|p| p.into_inner()).forget(Some(key));
+        for shard in &self.devices {
+            shard.lock().unwrap_or_else(|p| p.into_inner()).forget(Some(key));
+        }
     }
 
     fn mac_key(&self, key: &str, alg: MacAlgorithm, mode: ModeOfUse) -> Result<Arc<SymmetricKey>> {
@@ -322,7 +333,8 @@ impl SoftHsm {
     /// time). A device first seen is kept once its KSN is one a device uses.
     fn dukpt_transaction_key(&self, name: &str, bdk: &TdesKey, ksn: &dukpt::TdesKsn) -> Result<TdesKey> {
         let id = Kept::<dukpt::tdes::HostDevice>::id(name, &[ksn.initial().as_bytes()]);
-        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let shard = &self.devices[usize::from(id[0]) % DUKPT_DEVICE_SHARDS];
+        let mut devices = shard.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(device) = devices.get_mut(&id) {
             return device.transaction_key(ksn);
         }
