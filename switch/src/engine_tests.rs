@@ -364,3 +364,53 @@ async fn an_original_being_committed_reads_as_its_newest_version() {
     assert_eq!(settled(store.inner.original_get(&key)), Some(400));
     assert_eq!(settled(book.original(&key)), Some(400));
 }
+
+/// A transaction recorded just before a commit is readable while that commit is in progress
+/// (shared with it, not copied), still readable when the commit fails and its writes are put
+/// back — a newer version recorded meanwhile winning over the one put back — and in the store
+/// once a commit succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_original_is_read_during_its_commit_after_a_failed_one_and_once_durable() {
+    let (store, _issuer, e) = setup(false);
+    let book = e.pipeline.state.clone();
+    let rec = |code: Option<&str>, settled: u64| OriginalRecord {
+        key: "A1|T1|0100|000001|1205101010".into(),
+        card: "fp".into(),
+        amount_minor: 1_000,
+        currency: "978".into(),
+        response_code: code.map(str::to_string),
+        issuer: "issuer-a".into(),
+        settled_minor: settled,
+        at_ms: 1,
+    };
+    let read = |book: &Arc<crate::state::StateBook>| {
+        let b = book.clone();
+        async move {
+            tokio::task::spawn_blocking(move || b.original("A1|T1|0100|000001|1205101010"))
+                .await
+                .expect("read")
+                .expect("store")
+        }
+    };
+    store.hold(true);
+    book.record_original(rec(None, 0));
+    let first = tokio::spawn({
+        let b = book.clone();
+        async move { b.sync().await }
+    });
+    while !store.holding.load(Ordering::Acquire) {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(read(&book).await, Some(rec(None, 0)), "read from the commit in progress");
+    // A newer version comes while that commit is held, and the commit fails.
+    book.record_original(rec(Some("00"), 0));
+    store.refuse.store(true, Ordering::Release);
+    store.hold(false);
+    assert!(first.await.expect("joined").is_err(), "the commit failed");
+    assert_eq!(read(&book).await, Some(rec(Some("00"), 0)), "the newer version, not the one put back");
+    assert_eq!(store.original_get("A1|T1|0100|000001|1205101010").expect("store"), None);
+    store.refuse.store(false, Ordering::Release);
+    book.sync().await.expect("durable");
+    assert_eq!(store.original_get("A1|T1|0100|000001|1205101010").expect("store"), Some(rec(Some("00"), 0)));
+    assert_eq!(read(&book).await, Some(rec(Some("00"), 0)));
+}

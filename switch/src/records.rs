@@ -213,7 +213,7 @@ pub struct StateWrites {
     pub windows: HashMap<String, AtcWindow>,
     /// (issuer, card) → total; `None`: the total is gone (reset or expired), its row deleted.
     pub totals: HashMap<(String, String), Option<StandInTotal>>,
-    pub originals: HashMap<String, OriginalRecord>,
+    pub originals: Originals,
     /// ATCs to claim in a shared store (empty with a store of one node's own).
     pub claims: Vec<AtcClaim>,
     /// Transmissions to claim in a shared store.
@@ -251,9 +251,36 @@ impl StateWrites {
         for (k, v) in older.totals {
             self.totals.entry(k).or_insert(v);
         }
-        for (k, v) in older.originals {
-            self.originals.entry(k).or_insert(v);
+        let mine = std::sync::Arc::make_mut(&mut self.originals.0);
+        for (k, v) in older.originals.into_map() {
+            mine.entry(k).or_insert(v);
         }
+    }
+}
+
+/// The originals of one commit, by key: shared, not copied, with the readers that look for them
+/// while that commit is in progress (a clone is a reference; a change to a shared set copies it
+/// first).
+#[derive(Default, Clone)]
+pub struct Originals(std::sync::Arc<HashMap<String, OriginalRecord>>);
+
+impl Originals {
+    /// Records `record` under `key` (the newest version of a transaction wins).
+    pub fn insert(&mut self, key: String, record: OriginalRecord) {
+        std::sync::Arc::make_mut(&mut self.0).insert(key, record);
+    }
+
+    /// The records, by key (copied only if the set is still shared).
+    pub fn into_map(self) -> HashMap<String, OriginalRecord> {
+        std::sync::Arc::unwrap_or_clone(self.0)
+    }
+}
+
+impl std::ops::Deref for Originals {
+    type Target = HashMap<String, OriginalRecord>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 

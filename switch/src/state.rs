@@ -85,7 +85,7 @@ struct Dirty {
     writes: StateWrites,
     /// The originals of the commit in progress, until it is durable (or put back): a reversal read
     /// meanwhile finds them here rather than an older version in the store.
-    committing: HashMap<String, OriginalRecord>,
+    committing: crate::records::Originals,
     /// Journal entries not yet made rows (the writer builds them: masking, fingerprint).
     entries: Vec<JournalItem>,
     /// Incremented by every change.
@@ -323,7 +323,7 @@ impl StateBook {
             clock,
             dirty: Mutex::new(Dirty {
                 writes: StateWrites::default(),
-                committing: HashMap::new(),
+                committing: Default::default(),
                 entries: Vec::new(),
                 generation: 0,
             }),
@@ -662,7 +662,7 @@ impl StateBook {
     fn take(&self) -> (StateWrites, u64) {
         let mut d = Self::lock(&self.dirty);
         let mut writes = std::mem::take(&mut d.writes);
-        d.committing.clone_from(&writes.originals);
+        d.committing = writes.originals.clone();
         let entries = std::mem::take(&mut d.entries);
         let generation = d.generation;
         drop(d);
@@ -689,7 +689,7 @@ impl StateBook {
             h.metrics.journal_rows.inc_by(writes.journal.len() as u64);
             h.metrics.store_commit.observe(took.as_secs_f64());
         }
-        Self::lock(&self.dirty).committing.clear();
+        Self::lock(&self.dirty).committing = Default::default();
         self.healthy.store(true, std::sync::atomic::Ordering::Release);
     }
 
@@ -702,8 +702,9 @@ impl StateBook {
 
     fn put_back(&self, writes: StateWrites) {
         let mut d = Self::lock(&self.dirty);
+        // Let go of the commit's originals first: merging then takes them without a copy.
+        d.committing = Default::default();
         d.writes.merge_under(writes);
-        d.committing.clear();
     }
 }
 
