@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use codecs::iso8583::{Message, ResponseCode, Spec};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use crypto::keys::TdesKey;
-use switch::journal::{Direction, Fingerprint, JournalItem, MessageEntry, to_row};
+use switch::journal::{Direction, Fingerprint, MessageEntry, message_row};
 use switch::records::{AtcWindow, OriginalRecord, StateWrites, WINDOW, original_key};
 use switch::store::Store;
 use switch::store::sqlite::SqliteStore;
@@ -67,7 +67,7 @@ impl Load {
     }
 
     /// The next `n` authorizations: their state, and their journal items (rows still to build).
-    fn group(&mut self, n: u64) -> (StateWrites, Vec<JournalItem>) {
+    fn group(&mut self, n: u64) -> (StateWrites, Vec<MessageEntry>) {
         let mut w = StateWrites::default();
         let mut items = Vec::with_capacity(n as usize);
         for _ in 0..n {
@@ -98,23 +98,24 @@ impl Load {
                 },
             );
             let (msg, response) = &self.pool[(i % self.pool.len() as u64) as usize];
-            items.push(JournalItem::Message(Box::new(MessageEntry {
+            items.push(MessageEntry {
                 msg: msg.clone(),
                 response: Some(response.clone()),
                 direction: Direction::AcquirerExchange,
                 at_ms: 1_700_000_000_000 + i,
                 route: Some("issuer-a".into()),
                 latency_us: Some(900),
-            })));
+            });
         }
         (w, items)
     }
 }
 
-/// The writer's work for one group: the journal rows built, the group committed.
+/// The store's work for one group: the journal rows built (by the threads answering, since a
+/// later round), the group committed.
 #[inline(never)]
-fn measured_commit(store: &SqliteStore, mut w: StateWrites, items: Vec<JournalItem>, fp: &Fingerprint) {
-    w.journal.extend(items.into_iter().map(|e| to_row(e, Some(fp))));
+fn measured_commit(store: &SqliteStore, mut w: StateWrites, items: Vec<MessageEntry>, fp: &Fingerprint) {
+    w.journal.extend(items.into_iter().map(|e| message_row(e, Some(fp))));
     store.state_commit(black_box(&w)).expect("commit");
 }
 

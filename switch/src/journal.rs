@@ -79,7 +79,7 @@ impl JournalRow {
 }
 
 /// The journal row of `msg` but its message (masked; the fingerprint is computed by the caller's
-/// keyed function): [`to_row`] packs the message beside it.
+/// keyed function): [`message_row`] packs the message beside it.
 fn row_without_message(
     msg: &Message,
     direction: Direction,
@@ -109,8 +109,9 @@ fn row_without_message(
     }
 }
 
-/// A decoded message to journal: the writer thread masks it, fingerprints its PAN and builds the
-/// row, so the hot path only clones the message (a vector of `Bytes` slices).
+/// A decoded message to journal, made a row by [`message_row`] (masked, its PAN fingerprinted,
+/// its stored form packed) on the thread that answers it, before it waits for the row to be
+/// durable: the commits' writer, which every request waits for twice, then only writes rows.
 pub struct MessageEntry {
     pub msg: codecs::iso8583::Message,
     /// The answer to `msg`, journaled in the same row (an acquirer exchange).
@@ -121,43 +122,32 @@ pub struct MessageEntry {
     pub latency_us: Option<u64>,
 }
 
-/// What goes to the writer.
-pub enum JournalItem {
-    Row(Box<JournalRow>),
-    Message(Box<MessageEntry>),
-}
-
 /// The keyed PAN fingerprint the writer applies (HMAC-SHA256 under the node's key).
 pub type Fingerprint = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
-/// The row of a journal item (the writer's work per row: masking, fingerprint, the message's
-/// stored form packed straight from the messages).
-pub fn to_row(item: JournalItem, fingerprint: Option<&Fingerprint>) -> JournalRow {
-    match item {
-        JournalItem::Row(r) => *r,
-        JournalItem::Message(e) => {
-            let mut row = row_without_message(
-                &e.msg,
-                e.direction,
-                e.at_ms,
-                |p| fingerprint.map(|f| f(p)).unwrap_or_default(),
-                e.route.as_deref(),
-                e.latency_us,
-            );
-            if let Some(rsp) = &e.response {
-                row.response_code = rsp.text(39).map(|c| c.into_owned());
-            }
-            let mut packed = Vec::new();
-            stored::pack_into(&mut packed, &e.msg, e.response.as_ref());
-            debug_assert_eq!(
-                stored::render(&packed),
-                Some(masked_json_text(&e.msg, e.response.as_ref())),
-                "the packed form renders to the masked JSON"
-            );
-            row.message_packed = Some(packed);
-            row
-        }
+/// The row of a journaled message: masking, fingerprint, the message's stored form packed
+/// straight from the messages.
+pub fn message_row(e: MessageEntry, fingerprint: Option<&Fingerprint>) -> JournalRow {
+    let mut row = row_without_message(
+        &e.msg,
+        e.direction,
+        e.at_ms,
+        |p| fingerprint.map(|f| f(p)).unwrap_or_default(),
+        e.route.as_deref(),
+        e.latency_us,
+    );
+    if let Some(rsp) = &e.response {
+        row.response_code = rsp.text(39).map(|c| c.into_owned());
     }
+    let mut packed = Vec::new();
+    stored::pack_into(&mut packed, &e.msg, e.response.as_ref());
+    debug_assert_eq!(
+        stored::render(&packed),
+        Some(masked_json_text(&e.msg, e.response.as_ref())),
+        "the packed form renders to the masked JSON"
+    );
+    row.message_packed = Some(packed);
+    row
 }
 
 /// The masked JSON of a message, or of an exchange (`{"request":…,"response":…}`): what a row's
@@ -693,7 +683,7 @@ mod tests {
             route: None,
             latency_us: None,
         };
-        let row = to_row(JournalItem::Message(Box::new(entry)), None);
+        let row = message_row(entry, None);
         let json = row.masked_json().into_owned();
         assert_eq!(json, masked_json_text(&msg, Some(&answer_of(&msg))));
         let packed = stored::compact(&json).expect("an exchange packs");

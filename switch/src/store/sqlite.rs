@@ -1508,10 +1508,10 @@ mod tests {
         assert_eq!(s.standin_totals_load().unwrap(), rows);
     }
 
-    /// The journal row of an acquirer exchange as the writer builds it (in the form it reads back
+    /// The journal row of an acquirer exchange as the switch builds it (in the form it reads back
     /// in): a chip purchase and its approval, masked, with the card's keyed fingerprint.
     fn exchange_row(i: u64) -> JournalRow {
-        use crate::journal::{JournalItem, MessageEntry, to_row};
+        use crate::journal::{MessageEntry, message_row};
         let msg = crate::pipeline::tests::purchase((i % 999_999) as u32, 100 + i % 900, (i / 128 + 1) as u16);
         let answer = crate::pipeline::tests::approval(&msg);
         let fingerprint: crate::journal::Fingerprint =
@@ -1524,7 +1524,7 @@ mod tests {
             route: Some("issuer-a".into()),
             latency_us: Some(900),
         };
-        let row = to_row(JournalItem::Message(Box::new(entry)), Some(&fingerprint));
+        let row = message_row(entry, Some(&fingerprint));
         // As it reads back: the JSON (the packed form it was built with is the stored form).
         JournalRow { message_masked: row.masked_json().into_owned(), message_packed: None, ..row }
     }
