@@ -40,6 +40,9 @@ const CARDS: u64 = 128;
 
 /// Chip purchases and their approvals, a pool reused in turn (building one runs the card's
 /// cryptogram), and the state every authorization leaves.
+/// An exchange to journal: the request, its approval and when.
+type Journaled = (Message, Message, u64);
+
 struct Load {
     pool: Vec<(Message, Message)>,
     windows: HashMap<String, AtcWindow>,
@@ -67,7 +70,7 @@ impl Load {
     }
 
     /// The next `n` authorizations: their state, and their journal items (rows still to build).
-    fn group(&mut self, n: u64) -> (StateWrites, Vec<MessageEntry>) {
+    fn group(&mut self, n: u64) -> (StateWrites, Vec<Journaled>) {
         let mut w = StateWrites::default();
         let mut items = Vec::with_capacity(n as usize);
         for _ in 0..n {
@@ -98,14 +101,7 @@ impl Load {
                 },
             );
             let (msg, response) = &self.pool[(i % self.pool.len() as u64) as usize];
-            items.push(MessageEntry {
-                msg: msg.clone(),
-                response: Some(response.clone()),
-                direction: Direction::AcquirerExchange,
-                at_ms: 1_700_000_000_000 + i,
-                route: Some("issuer-a".into()),
-                latency_us: Some(900),
-            });
+            items.push((msg.clone(), response.clone(), 1_700_000_000_000 + i));
         }
         (w, items)
     }
@@ -114,8 +110,18 @@ impl Load {
 /// The store's work for one group: the journal rows built (by the threads answering, since a
 /// later round), the group committed.
 #[inline(never)]
-fn measured_commit(store: &SqliteStore, mut w: StateWrites, items: Vec<MessageEntry>, fp: &Fingerprint) {
-    w.journal.extend(items.into_iter().map(|e| message_row(e, Some(fp))));
+fn measured_commit(store: &SqliteStore, mut w: StateWrites, items: Vec<Journaled>, fp: &Fingerprint) {
+    w.journal.extend(items.iter().map(|(msg, response, at_ms)| {
+        let entry = MessageEntry {
+            msg,
+            response: Some(response),
+            direction: Direction::AcquirerExchange,
+            at_ms: *at_ms,
+            route: Some("issuer-a"),
+            latency_us: Some(900),
+        };
+        message_row(entry, Some(fp))
+    }));
     store.state_commit(black_box(&w)).expect("commit");
 }
 

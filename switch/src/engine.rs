@@ -263,13 +263,13 @@ impl Engine {
         self.metrics.responses.with_label_values(&[mti.as_str(), &rc, &done.route]).inc();
         self.metrics.latency.with_label_values(&[mti.as_str()]).observe(latency.as_secs_f64());
         let mut answer = done.answer;
-        if let Some(req) = done.request {
+        if let Some(req) = &done.request {
             let entry = crate::journal::MessageEntry {
                 msg: req,
-                response: Some(answer.clone()),
+                response: Some(&answer),
                 direction: Direction::AcquirerExchange,
                 at_ms: self.clock.now_ms(),
-                route: Some(done.route),
+                route: Some(&done.route),
                 latency_us: Some(latency.as_micros() as u64),
             };
             if !self.journal.record_message(entry) {
@@ -309,11 +309,11 @@ impl Engine {
         }
         let _ = a.set_text(39, ResponseCode::SYSTEM_ERROR.as_str());
         let _ = self.journal.record_message(crate::journal::MessageEntry {
-            msg: a.clone(),
+            msg: &a,
             response: None,
             direction: Direction::AcquirerOut,
             at_ms: self.clock.now_ms(),
-            route: Some("journal-unavailable".into()),
+            route: Some("journal-unavailable"),
             latency_us: None,
         });
         a
@@ -354,11 +354,11 @@ impl Engine {
             ])
             .inc();
         let entry = crate::journal::MessageEntry {
-            msg: req,
-            response: Some(answer.clone()),
+            msg: &req,
+            response: Some(&answer),
             direction: Direction::AcquirerExchange,
             at_ms: self.clock.now_ms(),
-            route: Some("journal-unavailable".into()),
+            route: Some("journal-unavailable"),
             latency_us: Some(started.elapsed().as_micros() as u64),
         };
         if !self.journal.record_message(entry) {

@@ -112,13 +112,14 @@ fn row_without_message(
 /// A decoded message to journal, made a row by [`message_row`] (masked, its PAN fingerprinted,
 /// its stored form packed) on the thread that answers it, before it waits for the row to be
 /// durable: the commits' writer, which every request waits for twice, then only writes rows.
-pub struct MessageEntry {
-    pub msg: codecs::iso8583::Message,
+/// Borrowed: the row is built at once, so nothing of the messages is copied for it.
+pub struct MessageEntry<'a> {
+    pub msg: &'a codecs::iso8583::Message,
     /// The answer to `msg`, journaled in the same row (an acquirer exchange).
-    pub response: Option<codecs::iso8583::Message>,
+    pub response: Option<&'a codecs::iso8583::Message>,
     pub direction: Direction,
     pub at_ms: u64,
-    pub route: Option<String>,
+    pub route: Option<&'a str>,
     pub latency_us: Option<u64>,
 }
 
@@ -127,23 +128,23 @@ pub type Fingerprint = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// The row of a journaled message: masking, fingerprint, the message's stored form packed
 /// straight from the messages.
-pub fn message_row(e: MessageEntry, fingerprint: Option<&Fingerprint>) -> JournalRow {
+pub fn message_row(e: MessageEntry<'_>, fingerprint: Option<&Fingerprint>) -> JournalRow {
     let mut row = row_without_message(
-        &e.msg,
+        e.msg,
         e.direction,
         e.at_ms,
         |p| fingerprint.map(|f| f(p)).unwrap_or_default(),
-        e.route.as_deref(),
+        e.route,
         e.latency_us,
     );
-    if let Some(rsp) = &e.response {
+    if let Some(rsp) = e.response {
         row.response_code = rsp.text(39).map(|c| c.into_owned());
     }
     let mut packed = Vec::new();
-    stored::pack_into(&mut packed, &e.msg, e.response.as_ref());
+    stored::pack_into(&mut packed, e.msg, e.response);
     debug_assert_eq!(
         stored::render(&packed),
-        Some(masked_json_text(&e.msg, e.response.as_ref())),
+        Some(masked_json_text(e.msg, e.response)),
         "the packed form renders to the masked JSON"
     );
     row.message_packed = Some(packed);
@@ -676,8 +677,8 @@ mod tests {
     fn the_compact_form_renders_back_to_the_exact_json_of_a_message_and_of_an_exchange() {
         let (msg, answer) = exchange();
         let entry = MessageEntry {
-            msg: msg.clone(),
-            response: Some(answer),
+            msg: &msg,
+            response: Some(&answer),
             direction: Direction::AcquirerExchange,
             at_ms: 1,
             route: None,

@@ -1517,11 +1517,11 @@ mod tests {
         let fingerprint: crate::journal::Fingerprint =
             std::sync::Arc::new(|p: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(p.as_bytes())));
         let entry = MessageEntry {
-            msg,
-            response: Some(answer),
+            msg: &msg,
+            response: Some(&answer),
             direction: Direction::AcquirerExchange,
             at_ms: 1_700_000_000_000 + i,
-            route: Some("issuer-a".into()),
+            route: Some("issuer-a"),
             latency_us: Some(900),
         };
         let row = message_row(entry, Some(&fingerprint));
