@@ -158,13 +158,7 @@ impl VerifiedArqc {
     /// The ARPC for the verified ARQC: 8 bytes (method 1) or 4 (method 2), no key derived again.
     pub fn arpc(&self, input: &ArpcInput) -> Result<Vec<u8>> {
         self.cvn.check_arpc_input(input)?;
-        if let (Keys::Tdes { icc_mk, session }, ArpcInput::Csu { csu, proprietary }, Some(mac)) =
-            (&self.keys, input, &self.ac_mac)
-            && std::ptr::eq(self.cvn.arpc_key(icc_mk, session.as_ref()), session.as_ref().unwrap_or(icc_mk))
-        {
-            return Ok(csu_arpc(mac, &self.arqc, csu, proprietary));
-        }
-        self.cvn.arpc_with(&self.keys, &self.arqc, input)
+        self.cvn.arpc_with(&self.keys, &self.arqc, input, self.ac_mac.as_ref())
     }
 
     /// The cryptogram version the ARQC was verified under.
@@ -187,6 +181,12 @@ fn csu_arpc(mac: &RetailMacKey, arqc: &[u8; 8], csu: &[u8], proprietary: &[u8]) 
     data.extend_from_slice(csu);
     data.extend_from_slice(proprietary);
     mac.mac(&data, Padding::Method2)[..4].to_vec()
+}
+
+/// The TDES key the cryptogram is computed under: the session key, or (visa10, which has none) the
+/// ICC master key.
+fn ac_key<'k>(icc_mk: &'k TdesKey, session: &'k Option<TdesKey>) -> &'k TdesKey {
+    session.as_ref().unwrap_or(icc_mk)
 }
 
 /// Whether the cryptogram received is the one computed, compared in constant time.
@@ -405,13 +405,7 @@ impl Cvn {
     /// The ARQC checked under `keys`, kept with them (and, TDES, with the MAC schedules that
     /// computed it) for the ARPC.
     fn verified(self, keys: Keys, data: &[u8], arqc: &[u8]) -> Result<VerifiedArqc> {
-        let (ac, ac_mac) = match &keys {
-            Keys::Tdes { icc_mk, session } => {
-                let mac = RetailMacKey::new(session.as_ref().unwrap_or(icc_mk))?;
-                (mac.mac(data, self.padding()), Some(mac))
-            }
-            Keys::Aes { .. } => (self.ac_with(&keys, data)?, None),
-        };
+        let (ac, ac_mac) = self.ac_and_mac(&keys, data)?;
         same_cryptogram(&ac, arqc)?;
         Ok(VerifiedArqc { cvn: self, keys, arqc: ac, ac_mac })
     }
@@ -426,15 +420,21 @@ impl Cvn {
     }
 
     fn ac_with(self, keys: &Keys, data: &[u8]) -> Result<[u8; 8]> {
+        self.ac_and_mac(keys, data).map(|(ac, _)| ac)
+    }
+
+    /// The cryptogram under `keys`, with (TDES) the retail-MAC schedules that computed it.
+    fn ac_and_mac(self, keys: &Keys, data: &[u8]) -> Result<([u8; 8], Option<RetailMacKey>)> {
         match keys {
             Keys::Tdes { icc_mk, session } => {
-                retail_mac(session.as_ref().unwrap_or(icc_mk), data, self.padding())
+                let mac = RetailMacKey::new(ac_key(icc_mk, session))?;
+                Ok((mac.mac(data, self.padding()), Some(mac)))
             }
             Keys::Aes { session } => {
                 let mac = session.cmac(data);
                 let mut ac = [0u8; 8];
                 ac.copy_from_slice(&mac[..8]);
-                Ok(ac)
+                Ok((ac, None))
             }
         }
     }
@@ -471,7 +471,7 @@ impl Cvn {
     ) -> Result<Vec<u8>> {
         let arqc: [u8; 8] = super::fixed("arqc", arqc)?;
         self.check_arpc_input(input)?;
-        self.arpc_with(&keys()?, &arqc, input)
+        self.arpc_with(&keys()?, &arqc, input, None)
     }
 
     fn check_arpc_input(self, input: &ArpcInput) -> Result<()> {
@@ -504,7 +504,15 @@ impl Cvn {
         Ok(())
     }
 
-    fn arpc_with(self, keys: &Keys, arqc: &[u8; 8], input: &ArpcInput) -> Result<Vec<u8>> {
+    /// The ARPC under `keys`; `ac_mac`, the retail-MAC schedules the ARQC was computed with when
+    /// they were kept, serve a method-2 ARPC made under the same key (Visa 18/22, emv-csk).
+    fn arpc_with(
+        self,
+        keys: &Keys,
+        arqc: &[u8; 8],
+        input: &ArpcInput,
+        ac_mac: Option<&RetailMacKey>,
+    ) -> Result<Vec<u8>> {
         let arqc = *arqc;
         match keys {
             Keys::Tdes { icc_mk, session } => {
@@ -517,7 +525,10 @@ impl Cvn {
                         Ok(key.encrypt(y).to_vec())
                     }
                     ArpcInput::Csu { csu, proprietary } => {
-                        Ok(csu_arpc(&RetailMacKey::new(key)?, &arqc, csu, proprietary))
+                        match ac_mac.filter(|_| std::ptr::eq(key, ac_key(icc_mk, session))) {
+                            Some(mac) => Ok(csu_arpc(mac, &arqc, csu, proprietary)),
+                            None => Ok(csu_arpc(&RetailMacKey::new(key)?, &arqc, csu, proprietary)),
+                        }
                     }
                 }
             }
