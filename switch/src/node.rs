@@ -206,7 +206,9 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
             })??;
     let registry = registry(&cfg, &parts.hsm)?;
     let metrics = Arc::new(Metrics::new(&cfg.node.name));
-    let fp_key = crypto::mac::HmacSha256Key::new(&parts.keys.fingerprint);
+    // One keyed HMAC for the pipeline's fingerprints and the journal's.
+    let fingerprint_key = crypto::mac::HmacSha256Key::new(&parts.keys.fingerprint);
+    let fp_key = fingerprint_key.clone();
     state.set_commit_timeout(Duration::from_millis(cfg.journal.commit_timeout_ms));
     let journal = state
         .journal(Arc::new(move |pan: &str| crate::pipeline::pan_fingerprint(&fp_key, pan)), metrics.clone());
@@ -271,7 +273,7 @@ pub async fn start(cfg: SwitchConfig, mut parts: NodeParts) -> Result<RunningNod
             detokenizer,
             hsm: parts.hsm.clone(),
             entropy: parts.entropy.clone(),
-            fingerprint_key: crypto::mac::HmacSha256Key::new(&parts.keys.fingerprint),
+            fingerprint_key,
         },
         issuers,
         journal,
