@@ -135,6 +135,17 @@ pub enum CardKey<'a> {
     Prepared(&'a CardMasterKey),
 }
 
+/// The card's ICC master key, prepared: the one `key` holds, else `card`'s own (`TestCard::icc_mk`).
+fn master_key<'k>(
+    card: &TestCard,
+    key: CardKey<'k>,
+) -> Result<std::borrow::Cow<'k, CardMasterKey>, crypto::Error> {
+    match key {
+        CardKey::Prepared(mk) => Ok(std::borrow::Cow::Borrowed(mk)),
+        _ => Ok(std::borrow::Cow::Owned(CardMasterKey::tdes(TdesKey::from_hex("icc_mk", &card.icc_mk)?))),
+    }
+}
+
 /// A contactless chip 0100 for `card`, its ARQC computed as the card computes it.
 pub fn chip_request(spec: &std::sync::Arc<Spec>, card: &TestCard, tx: &Tx) -> Result<Message, PosError> {
     chip_request_with(spec, card, tx, CardKey::MasterKey)
@@ -157,10 +168,7 @@ pub fn chip_request_with(
             let pan = PanDigits::new(&card.pan)?;
             let un = get(0x9F37).map(UnpredictableNumber::from_slice).transpose()?;
             let inputs = CardInputs { pan: &pan, psn: card.psn.parse::<Psn>()?, atc: Atc(tx.atc), un };
-            match key {
-                CardKey::Prepared(mk) => cvn.card_ac_from(mk, &inputs, &data)?,
-                _ => cvn.card_ac(&TdesKey::from_hex("icc_mk", &card.icc_mk)?, &inputs, &data)?,
-            }
+            cvn.card_ac_from(&*master_key(card, key)?, &inputs, &data)?
         }
     };
     let mut icc = TlvBuilder::new();
@@ -293,13 +301,8 @@ pub fn card_accepts_arpc_with(card: &TestCard, req: &Message, rsp: &Message, key
             };
             let un = get(0x9F37).and_then(|u| UnpredictableNumber::from_slice(&u).ok());
             let inputs = CardInputs { pan: &pan, psn, atc, un };
-            match key {
-                CardKey::Prepared(mk) => cvn.card_arpc_from(mk, &inputs, &arqc, &input),
-                _ => match TdesKey::from_hex("icc_mk", &card.icc_mk) {
-                    Ok(icc_mk) => cvn.card_arpc(&icc_mk, &inputs, &arqc, &input),
-                    Err(_) => return false,
-                },
-            }
+            let Ok(mk) = master_key(card, key) else { return false };
+            cvn.card_arpc_from(&mk, &inputs, &arqc, &input)
         }
     };
     match expected {
